@@ -1,0 +1,1 @@
+//! Tollgate edge (issue 3).

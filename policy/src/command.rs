@@ -1,0 +1,733 @@
+//! Commands and `decide`: a request to change policy, validated against the current state,
+//! becomes zero or more events. Pure: ids, secrets' hashes, sealed credentials and the clock
+//! are chosen by the caller and passed in, so the same input always decides the same way.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::event::PolicyEvent;
+use crate::model::{
+    AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
+    Provider, RateLimit, RoutingRule, Scope, Team, User, UserRole, VirtualKey,
+};
+use crate::state::PolicyState;
+use crate::validate;
+
+/// The longest a rotated key's old secret may stay valid.
+pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Why a command was refused. Each kind maps to one gRPC code at the API boundary.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command itself is malformed, whatever the state.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The command is well-formed but the current state forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// It would create something whose unique name is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// It refers to something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl CommandError {
+    pub(crate) fn invalid(message: String) -> Self {
+        CommandError::InvalidArgument(message)
+    }
+}
+
+/// A request to change policy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    CreateTeam {
+        id: String,
+        name: String,
+        metadata: Metadata,
+    },
+    /// `None` fields stay as they are.
+    UpdateTeam {
+        id: String,
+        name: Option<String>,
+        metadata: Option<Metadata>,
+    },
+    DeleteTeam {
+        id: String,
+    },
+    CreateUser {
+        id: String,
+        email: String,
+        team_id: Option<String>,
+        role: UserRole,
+        metadata: Metadata,
+    },
+    /// `None` fields stay as they are; `team_id: Some(None)` takes the user out of its team.
+    UpdateUser {
+        id: String,
+        email: Option<String>,
+        team_id: Option<Option<String>>,
+        role: Option<UserRole>,
+        metadata: Option<Metadata>,
+    },
+    DeleteUser {
+        id: String,
+    },
+    CreateKey {
+        key: VirtualKey,
+    },
+    /// `None` fields stay as they are.
+    UpdateKey {
+        id: String,
+        alias: Option<String>,
+        models: Option<Vec<String>>,
+        expires_at: Option<Option<DateTime<Utc>>>,
+        tags: Option<Vec<String>>,
+        metadata: Option<Metadata>,
+    },
+    RotateKey {
+        id: String,
+        prefix: String,
+        hash: String,
+        grace_seconds: u64,
+    },
+    BlockKey {
+        id: String,
+    },
+    UnblockKey {
+        id: String,
+    },
+    RevokeKey {
+        id: String,
+    },
+    /// Creates the credential, or replaces the one with the same name (keeping its id).
+    PutCredential {
+        credential: Credential,
+    },
+    DeleteCredential {
+        id: String,
+    },
+    UpsertDeployment {
+        deployment: Deployment,
+    },
+    DeleteDeployment {
+        id: String,
+    },
+    SetPrice {
+        price: Price,
+    },
+    DeletePrice {
+        model: String,
+    },
+    SetBudget {
+        budget: Budget,
+    },
+    DeleteBudget {
+        id: String,
+    },
+    SetRateLimit {
+        rate_limit: RateLimit,
+    },
+    DeleteRateLimit {
+        id: String,
+    },
+    SetRoutingRule {
+        rule: RoutingRule,
+    },
+    DeleteRoutingRule {
+        id: String,
+    },
+    SetGuardrail {
+        guardrail: Guardrail,
+    },
+    DeleteGuardrail {
+        id: String,
+    },
+    CreateAdminToken {
+        token: AdminToken,
+    },
+    RevokeAdminToken {
+        id: String,
+    },
+}
+
+/// Validates `command` against `state` at time `now` and returns the events it causes; an
+/// empty list means the command asks for what already is (set commands are idempotent).
+pub fn decide(
+    state: &PolicyState,
+    command: Command,
+    now: DateTime<Utc>,
+) -> Result<Vec<PolicyEvent>, CommandError> {
+    use Command::*;
+    let event = match command {
+        CreateTeam { id, name, metadata } => {
+            validate::id("team id", &id)?;
+            let name = validate::name("team name", &name)?;
+            absent(state.teams.contains_key(&id), "team", &id)?;
+            unique_team_name(state, &name, None)?;
+            PolicyEvent::TeamCreated {
+                team: Team { id, name, metadata },
+            }
+        }
+        UpdateTeam { id, name, metadata } => {
+            let mut team = found(state.teams.get(&id), "team", &id)?.clone();
+            if let Some(name) = name {
+                team.name = validate::name("team name", &name)?;
+                unique_team_name(state, &team.name, Some(&id))?;
+            }
+            if let Some(metadata) = metadata {
+                team.metadata = metadata;
+            }
+            if state.teams.get(&id) == Some(&team) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::TeamUpdated { team }
+        }
+        DeleteTeam { id } => {
+            found(state.teams.get(&id), "team", &id)?;
+            let users = state
+                .users
+                .values()
+                .filter(|u| u.team_id.as_ref() == Some(&id));
+            let keys = live_keys(state).filter(|k| k.team_id.as_ref() == Some(&id));
+            let (users, keys) = (users.count(), keys.count());
+            if users + keys > 0 {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "team {id} still has {users} user(s) and {keys} live key(s); move or delete them first"
+                )));
+            }
+            PolicyEvent::TeamDeleted { id }
+        }
+        CreateUser {
+            id,
+            email,
+            team_id,
+            role,
+            metadata,
+        } => {
+            validate::id("user id", &id)?;
+            absent(state.users.contains_key(&id), "user", &id)?;
+            let email = validate::email(&email)?;
+            unique_email(state, &email, None)?;
+            let team_id = optional_team(state, team_id)?;
+            PolicyEvent::UserCreated {
+                user: User {
+                    id,
+                    email,
+                    team_id,
+                    role,
+                    metadata,
+                },
+            }
+        }
+        UpdateUser {
+            id,
+            email,
+            team_id,
+            role,
+            metadata,
+        } => {
+            let current = found(state.users.get(&id), "user", &id)?;
+            let mut user = current.clone();
+            if let Some(email) = email {
+                user.email = validate::email(&email)?;
+                unique_email(state, &user.email, Some(&id))?;
+            }
+            if let Some(team_id) = team_id {
+                user.team_id = optional_team(state, team_id)?;
+            }
+            user.role = role.unwrap_or(user.role);
+            user.metadata = metadata.unwrap_or(user.metadata);
+            if &user == current {
+                return Ok(vec![]);
+            }
+            PolicyEvent::UserUpdated { user }
+        }
+        DeleteUser { id } => {
+            found(state.users.get(&id), "user", &id)?;
+            let keys = live_keys(state)
+                .filter(|k| k.user_id.as_ref() == Some(&id))
+                .count();
+            if keys > 0 {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "user {id} still owns {keys} live key(s); revoke them first"
+                )));
+            }
+            PolicyEvent::UserDeleted { id }
+        }
+        CreateKey { key } => PolicyEvent::KeyCreated {
+            key: checked_new_key(state, key, now)?,
+        },
+        UpdateKey {
+            id,
+            alias,
+            models,
+            expires_at,
+            tags,
+            metadata,
+        } => {
+            let current = live_key(state, &id)?;
+            let alias = match alias {
+                Some(alias) => checked_alias(state, alias, Some(&id))?,
+                None => current.alias.clone(),
+            };
+            let models = match models {
+                Some(models) => validate::model_list("models", &models)?,
+                None => current.models.clone(),
+            };
+            let expires_at = match expires_at {
+                Some(at) => future_expiry(at, now)?,
+                None => current.expires_at,
+            };
+            let tags = tags.unwrap_or_else(|| current.tags.clone());
+            let metadata = metadata.unwrap_or_else(|| current.metadata.clone());
+            if (&alias, &models, &expires_at, &tags, &metadata)
+                == (
+                    &current.alias,
+                    &current.models,
+                    &current.expires_at,
+                    &current.tags,
+                    &current.metadata,
+                )
+            {
+                return Ok(vec![]);
+            }
+            PolicyEvent::KeyUpdated {
+                id,
+                alias,
+                models,
+                expires_at,
+                tags,
+                metadata,
+            }
+        }
+        RotateKey {
+            id,
+            prefix,
+            hash,
+            grace_seconds,
+        } => {
+            let current = live_key(state, &id)?;
+            check_hash(state, &hash)?;
+            if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+                return Err(CommandError::invalid(format!(
+                    "grace_seconds must be at most {MAX_ROTATION_GRACE_SECONDS} (30 days)"
+                )));
+            }
+            let previous = (grace_seconds > 0).then(|| PreviousSecret {
+                hash: current.hash.clone(),
+                valid_until: now + Duration::seconds(grace_seconds as i64),
+            });
+            PolicyEvent::KeyRotated {
+                id,
+                prefix,
+                hash,
+                previous,
+            }
+        }
+        BlockKey { id } => {
+            if live_key(state, &id)?.blocked {
+                return Ok(vec![]);
+            }
+            PolicyEvent::KeyBlocked { id }
+        }
+        UnblockKey { id } => {
+            if !live_key(state, &id)?.blocked {
+                return Ok(vec![]);
+            }
+            PolicyEvent::KeyUnblocked { id }
+        }
+        RevokeKey { id } => {
+            if found(state.keys.get(&id), "key", &id)?.revoked {
+                return Ok(vec![]);
+            }
+            PolicyEvent::KeyRevoked { id }
+        }
+        PutCredential { mut credential } => {
+            credential.name = validate::name("credential name", &credential.name)?;
+            let same_name = state
+                .credentials
+                .values()
+                .find(|c| c.name == credential.name);
+            if let Some(existing) = same_name {
+                credential.id.clone_from(&existing.id);
+            }
+            validate::id("credential id", &credential.id)?;
+            if credential.field_names.is_empty() {
+                return Err(CommandError::invalid(
+                    "secret_fields must hold at least one field (for example api_key)".to_owned(),
+                ));
+            }
+            PolicyEvent::CredentialPut { credential }
+        }
+        DeleteCredential { id } => {
+            found(state.credentials.get(&id), "credential", &id)?;
+            let users: Vec<&str> = state
+                .deployments
+                .values()
+                .filter(|d| d.credential_id.as_ref() == Some(&id))
+                .map(|d| d.id.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "credential {id} is used by deployment(s) {}; change or delete them first",
+                    users.join(", ")
+                )));
+            }
+            PolicyEvent::CredentialDeleted { id }
+        }
+        UpsertDeployment { deployment } => {
+            let deployment = checked_deployment(state, deployment)?;
+            if state.deployments.get(&deployment.id) == Some(&deployment) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::DeploymentUpserted { deployment }
+        }
+        DeleteDeployment { id } => {
+            found(state.deployments.get(&id), "deployment", &id)?;
+            PolicyEvent::DeploymentDeleted { id }
+        }
+        SetPrice { price } => {
+            validate::model_name("model", &price.model)?;
+            validate::non_negative("input_per_mtok", price.input_per_mtok)?;
+            validate::non_negative("output_per_mtok", price.output_per_mtok)?;
+            validate::non_negative("cached_input_per_mtok", price.cached_input_per_mtok)?;
+            validate::non_negative("cache_write_per_mtok", price.cache_write_per_mtok)?;
+            if state.prices.get(&price.model) == Some(&price) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::PriceSet { price }
+        }
+        DeletePrice { model } => {
+            found(state.prices.get(&model), "price for model", &model)?;
+            PolicyEvent::PriceDeleted { model }
+        }
+        SetBudget { mut budget } => {
+            validate::id("budget id", &budget.id)?;
+            scope_target(state, budget.scope, &budget.scope_id)?;
+            if !budget.amount_usd.is_finite() || budget.amount_usd <= 0.0 {
+                return Err(CommandError::invalid(format!(
+                    "amount_usd must be a finite number > 0, got {}",
+                    budget.amount_usd
+                )));
+            }
+            budget.timezone = validate::timezone(&budget.timezone)?;
+            if let Some(bad) = budget
+                .thresholds
+                .iter()
+                .find(|t| !t.is_finite() || **t <= 0.0 || **t > 100.0)
+            {
+                return Err(CommandError::invalid(format!(
+                    "thresholds are percentages of amount_usd in (0, 100]; got {bad}"
+                )));
+            }
+            budget.thresholds.sort_by(f64::total_cmp);
+            budget.thresholds.dedup();
+            if state.budgets.get(&budget.id) == Some(&budget) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::BudgetSet { budget }
+        }
+        DeleteBudget { id } => {
+            found(state.budgets.get(&id), "budget", &id)?;
+            PolicyEvent::BudgetDeleted { id }
+        }
+        SetRateLimit { rate_limit } => {
+            validate::id("rate limit id", &rate_limit.id)?;
+            scope_target(state, rate_limit.scope, &rate_limit.scope_id)?;
+            if rate_limit.rpm == 0 && rate_limit.tpm == 0 && rate_limit.max_concurrent == 0 {
+                return Err(CommandError::invalid(
+                    "set at least one of rpm, tpm, max_concurrent (0 means unlimited); to remove a limit use DeleteRateLimit".to_owned(),
+                ));
+            }
+            if state.rate_limits.get(&rate_limit.id) == Some(&rate_limit) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::RateLimitSet { rate_limit }
+        }
+        DeleteRateLimit { id } => {
+            found(state.rate_limits.get(&id), "rate limit", &id)?;
+            PolicyEvent::RateLimitDeleted { id }
+        }
+        SetRoutingRule { mut rule } => {
+            validate::id("routing rule id", &rule.id)?;
+            validate::model_name("model_name", &rule.model_name)?;
+            rule.fallbacks = validate::model_list("fallbacks", &rule.fallbacks)?;
+            if rule.fallbacks.contains(&rule.model_name) {
+                return Err(CommandError::invalid(format!(
+                    "model {} cannot be its own fallback",
+                    rule.model_name
+                )));
+            }
+            if let Some(other) = state
+                .routing_rules
+                .values()
+                .find(|r| r.model_name == rule.model_name && r.id != rule.id)
+            {
+                return Err(CommandError::AlreadyExists(format!(
+                    "model {} already has routing rule {}; update that one instead",
+                    rule.model_name, other.id
+                )));
+            }
+            if state.routing_rules.get(&rule.id) == Some(&rule) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::RoutingRuleSet { rule }
+        }
+        DeleteRoutingRule { id } => {
+            found(state.routing_rules.get(&id), "routing rule", &id)?;
+            PolicyEvent::RoutingRuleDeleted { id }
+        }
+        SetGuardrail { mut guardrail } => {
+            validate::id("guardrail id", &guardrail.id)?;
+            guardrail.name = validate::name("guardrail name", &guardrail.name)?;
+            validate::id("guardrail kind", &guardrail.kind)?;
+            guardrail.models = validate::model_list("models", &guardrail.models)?;
+            if !guardrail.config.is_object() {
+                return Err(CommandError::invalid(
+                    "guardrail config must be a JSON object".to_owned(),
+                ));
+            }
+            if state.guardrails.get(&guardrail.id) == Some(&guardrail) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::GuardrailSet { guardrail }
+        }
+        DeleteGuardrail { id } => {
+            found(state.guardrails.get(&id), "guardrail", &id)?;
+            PolicyEvent::GuardrailDeleted { id }
+        }
+        CreateAdminToken { mut token } => {
+            validate::id("token id", &token.id)?;
+            absent(
+                state.admin_tokens.contains_key(&token.id),
+                "token",
+                &token.id,
+            )?;
+            token.name = validate::name("token name", &token.name)?;
+            if state.admin_tokens.values().any(|t| t.hash == token.hash) {
+                return Err(CommandError::AlreadyExists(
+                    "token secret already in use".to_owned(),
+                ));
+            }
+            token.revoked = false;
+            token.created_at = now;
+            PolicyEvent::AdminTokenCreated { token }
+        }
+        RevokeAdminToken { id } => {
+            if found(state.admin_tokens.get(&id), "token", &id)?.revoked {
+                return Ok(vec![]);
+            }
+            PolicyEvent::AdminTokenRevoked { id }
+        }
+    };
+    Ok(vec![event])
+}
+
+fn found<'a, T>(value: Option<&'a T>, what: &str, id: &str) -> Result<&'a T, CommandError> {
+    value.ok_or_else(|| CommandError::NotFound(format!("{what} {id} does not exist")))
+}
+
+fn absent(exists: bool, what: &str, id: &str) -> Result<(), CommandError> {
+    if exists {
+        return Err(CommandError::AlreadyExists(format!(
+            "{what} {id} already exists"
+        )));
+    }
+    Ok(())
+}
+
+fn live_keys(state: &PolicyState) -> impl Iterator<Item = &VirtualKey> {
+    state.keys.values().filter(|k| !k.revoked)
+}
+
+/// A key that exists and is not revoked (a revoked key can never change again).
+fn live_key<'a>(state: &'a PolicyState, id: &str) -> Result<&'a VirtualKey, CommandError> {
+    let key = found(state.keys.get(id), "key", id)?;
+    if key.revoked {
+        return Err(CommandError::FailedPrecondition(format!(
+            "key {id} is revoked; create a new key instead"
+        )));
+    }
+    Ok(key)
+}
+
+fn unique_team_name(
+    state: &PolicyState,
+    name: &str,
+    except: Option<&str>,
+) -> Result<(), CommandError> {
+    let taken = state
+        .teams
+        .values()
+        .find(|t| t.name.eq_ignore_ascii_case(name) && Some(t.id.as_str()) != except);
+    match taken {
+        Some(t) => Err(CommandError::AlreadyExists(format!(
+            "a team named {name:?} already exists (id {})",
+            t.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn unique_email(
+    state: &PolicyState,
+    email: &str,
+    except: Option<&str>,
+) -> Result<(), CommandError> {
+    let taken = state
+        .users
+        .values()
+        .find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
+    match taken {
+        Some(u) => Err(CommandError::AlreadyExists(format!(
+            "a user with email {email} already exists (id {})",
+            u.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn optional_team(
+    state: &PolicyState,
+    team_id: Option<String>,
+) -> Result<Option<String>, CommandError> {
+    match team_id.filter(|t| !t.is_empty()) {
+        Some(id) => {
+            found(state.teams.get(&id), "team", &id)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
+    }
+}
+
+fn optional_user(
+    state: &PolicyState,
+    user_id: Option<String>,
+) -> Result<Option<String>, CommandError> {
+    match user_id.filter(|u| !u.is_empty()) {
+        Some(id) => {
+            found(state.users.get(&id), "user", &id)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
+    }
+}
+
+fn checked_alias(
+    state: &PolicyState,
+    alias: String,
+    except: Option<&str>,
+) -> Result<String, CommandError> {
+    let alias = alias.trim().to_owned();
+    if alias.is_empty() {
+        return Ok(alias);
+    }
+    let alias = validate::name("alias", &alias)?;
+    if let Some(k) = live_keys(state).find(|k| k.alias == alias && Some(k.id.as_str()) != except) {
+        return Err(CommandError::AlreadyExists(format!(
+            "a live key with alias {alias:?} already exists (id {})",
+            k.id
+        )));
+    }
+    Ok(alias)
+}
+
+fn future_expiry(
+    at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, CommandError> {
+    match at {
+        Some(at) if at <= now => Err(CommandError::invalid(format!(
+            "expires_at {at} is in the past; give a future time or none"
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn check_hash(state: &PolicyState, hash: &str) -> Result<(), CommandError> {
+    let is_sha256_hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_sha256_hex {
+        return Err(CommandError::invalid(
+            "key hash must be a hex SHA-256".to_owned(),
+        ));
+    }
+    if state.key_by_hash.contains_key(hash) {
+        return Err(CommandError::AlreadyExists(
+            "key secret already in use".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn checked_new_key(
+    state: &PolicyState,
+    mut key: VirtualKey,
+    now: DateTime<Utc>,
+) -> Result<VirtualKey, CommandError> {
+    validate::id("key id", &key.id)?;
+    absent(state.keys.contains_key(&key.id), "key", &key.id)?;
+    check_hash(state, &key.hash)?;
+    key.alias = checked_alias(state, key.alias, None)?;
+    key.team_id = optional_team(state, key.team_id)?;
+    key.user_id = optional_user(state, key.user_id)?;
+    if let (Some(user), Some(team)) = (&key.user_id, &key.team_id) {
+        let user_team = state.users.get(user).and_then(|u| u.team_id.as_ref());
+        if user_team.is_some_and(|t| t != team) {
+            return Err(CommandError::FailedPrecondition(format!(
+                "user {user} is not in team {team}; give the user's own team or none"
+            )));
+        }
+    }
+    key.models = validate::model_list("models", &key.models)?;
+    key.expires_at = future_expiry(key.expires_at, now)?;
+    key.blocked = false;
+    key.revoked = false;
+    key.previous = None;
+    key.created_at = now;
+    Ok(key)
+}
+
+fn checked_deployment(state: &PolicyState, mut d: Deployment) -> Result<Deployment, CommandError> {
+    validate::id("deployment id", &d.id)?;
+    validate::model_name("model_name", &d.model_name)?;
+    if d.upstream_model.is_empty() {
+        d.upstream_model.clone_from(&d.model_name);
+    }
+    validate::model_name("upstream_model", &d.upstream_model)?;
+    validate::api_base(&d.api_base)?;
+    let needs_base = matches!(
+        d.provider,
+        Provider::OpenaiCompatible | Provider::AzureOpenai
+    );
+    if needs_base && d.api_base.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "provider {} needs api_base (the server's base URL)",
+            d.provider
+        )));
+    }
+    let needs_region = matches!(d.provider, Provider::Bedrock | Provider::Sagemaker);
+    if needs_region && d.region.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "provider {} needs region (for example us-east-1)",
+            d.provider
+        )));
+    }
+    d.credential_id = d.credential_id.filter(|c| !c.is_empty());
+    if let Some(id) = &d.credential_id {
+        found(state.credentials.get(id), "credential", id)?;
+    }
+    // proto3 cannot tell an unset weight from 0; a deployment nobody weighted gets an equal share.
+    d.weight = d.weight.max(1);
+    Ok(d)
+}
+
+fn scope_target(state: &PolicyState, scope: Scope, id: &str) -> Result<(), CommandError> {
+    match scope {
+        Scope::Key => found(state.keys.get(id), "key", id).map(drop),
+        Scope::User => found(state.users.get(id), "user", id).map(drop),
+        Scope::Team => found(state.teams.get(id), "team", id).map(drop),
+        // A model may be priced and capped before any deployment serves it.
+        Scope::Model => validate::model_name("scope_id", id),
+    }
+}

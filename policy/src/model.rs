@@ -1,0 +1,317 @@
+//! The policy entities: what the event log describes and every edge caches.
+//!
+//! Plain data. Invariants between entities (a key's team exists, names are unique) are enforced
+//! by `decide`, never here, so that folding an old log can never fail.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Free-form labels attached to an entity (cost centre, owner, ticket…).
+pub type Metadata = BTreeMap<String, String>;
+
+/// Declares a closed set of names stored as snake_case strings in events and the API.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every accepted value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used in events, the API and configuration.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}; expected one of: {}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// A person's role in Tollgate.
+    UserRole {
+        Admin => "admin",
+        Member => "member",
+        Viewer => "viewer",
+        Finance => "finance",
+    }
+);
+
+named_enum!(
+    /// What an admin-API token may do: `admin` everything, `viewer` read policy, `finance` read usage.
+    AdminRole {
+        Admin => "admin",
+        Viewer => "viewer",
+        Finance => "finance",
+    }
+);
+
+named_enum!(
+    /// The wire protocol a deployment speaks.
+    Provider {
+        Openai => "openai",
+        OpenaiCompatible => "openai_compatible",
+        Anthropic => "anthropic",
+        Bedrock => "bedrock",
+        Sagemaker => "sagemaker",
+        AzureOpenai => "azure_openai",
+        Gemini => "gemini",
+        Mock => "mock",
+    }
+);
+
+named_enum!(
+    /// Whom a budget or a rate limit applies to.
+    Scope {
+        Key => "key",
+        User => "user",
+        Team => "team",
+        Model => "model",
+    }
+);
+
+named_enum!(
+    /// A budget's period; calendar boundaries are taken in the budget's time zone.
+    Period {
+        Daily => "daily",
+        Weekly => "weekly",
+        Monthly => "monthly",
+        Total => "total",
+    }
+);
+
+named_enum!(
+    /// How a model's deployments are chosen.
+    RoutingStrategy {
+        SimpleShuffle => "simple_shuffle",
+        Weighted => "weighted",
+        Priority => "priority",
+        LeastBusy => "least_busy",
+        LatencyBased => "latency_based",
+        CostBased => "cost_based",
+    }
+);
+
+named_enum!(
+    /// When a guardrail runs relative to the provider call.
+    GuardrailMode {
+        PreCall => "pre_call",
+        PostCall => "post_call",
+        DuringCall => "during_call",
+    }
+);
+
+/// A group of users and keys that shares budgets and limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// A person known to Tollgate, optionally in a team.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub team_id: Option<String>,
+    pub role: UserRole,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// The secret a rotated key replaced, still accepted until `valid_until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub hash: String,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// A virtual key. Only the SHA-256 of its secret is ever stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualKey {
+    pub id: String,
+    pub alias: String,
+    /// The first characters of the secret, safe to display (`tg-AbCd…`).
+    pub prefix: String,
+    /// Lower-case hex SHA-256 of the secret.
+    pub hash: String,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Models this key may call; empty means every model.
+    pub models: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub blocked: bool,
+    pub revoked: bool,
+    pub previous: Option<PreviousSecret>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub created_at: DateTime<Utc>,
+}
+
+impl VirtualKey {
+    /// Whether the key may call `model` (an empty list allows every model).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+
+    /// Whether a request authenticated by `hash` at `now` is accepted by this key's state.
+    pub fn accepts(&self, hash: &str, now: DateTime<Utc>) -> bool {
+        if self.blocked || self.revoked || self.expires_at.is_some_and(|at| at <= now) {
+            return false;
+        }
+        hash == self.hash
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|p| p.hash == hash && now < p.valid_until)
+    }
+}
+
+/// Provider secrets, sealed by the control plane; only the field names are readable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: String,
+    pub name: String,
+    pub provider: Provider,
+    /// The names of the sealed fields (`api_key`, `aws_secret_access_key`…), for display.
+    pub field_names: Vec<String>,
+    /// base64(nonce ‖ ciphertext) of the JSON object of fields, sealed with the credential key.
+    pub sealed: String,
+    /// Identifies the credential key that sealed it, so a key rotation can be detected.
+    pub key_id: String,
+}
+
+/// One upstream a model name can be routed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    /// The name clients ask for.
+    pub model_name: String,
+    pub provider: Provider,
+    /// The provider's own name for the model.
+    pub upstream_model: String,
+    pub api_base: String,
+    pub region: String,
+    pub credential_id: Option<String>,
+    /// Relative share of traffic among deployments of the same priority (at least 1).
+    pub weight: u32,
+    /// Lower numbers are tried first.
+    pub priority: u32,
+    /// Upstream's own requests-per-minute limit; 0 = none.
+    pub rpm: u64,
+    /// Upstream's own tokens-per-minute limit; 0 = none.
+    pub tpm: u64,
+    /// Provider-specific settings (for example `api_version` for Azure OpenAI).
+    #[serde(default)]
+    pub settings: Metadata,
+}
+
+/// USD per million tokens of each class, for one model name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+    #[serde(default)]
+    pub cache_write_per_mtok: f64,
+}
+
+/// A spending cap over a period for one key, user, team or model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    pub amount_usd: f64,
+    pub period: Period,
+    /// IANA time zone whose calendar the period follows.
+    pub timezone: String,
+    /// Alert thresholds as percentages of `amount_usd`, ascending.
+    pub thresholds: Vec<f64>,
+}
+
+/// Request, token and concurrency limits for one key, user, team or model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    /// 0 = unlimited, for each of the three.
+    pub rpm: u64,
+    pub tpm: u64,
+    pub max_concurrent: u64,
+}
+
+/// How requests for one model name are routed, retried and failed over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingRule {
+    pub id: String,
+    pub model_name: String,
+    pub strategy: RoutingStrategy,
+    /// Model names tried, in order, when every deployment of `model_name` failed.
+    pub fallbacks: Vec<String>,
+    pub max_retries: u32,
+    /// How long a failing deployment is taken out of rotation; 0 = the edge's default.
+    pub cooldown_seconds: u32,
+    /// Per-attempt timeout; 0 = the edge's default.
+    pub timeout_ms: u64,
+}
+
+/// A content check run before or after the provider call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Guardrail {
+    pub id: String,
+    pub name: String,
+    /// The implementation (`bedrock`, `regex`, `keywords`, …); later issues give them behaviour.
+    pub kind: String,
+    pub mode: GuardrailMode,
+    /// Models it applies to; empty means every model.
+    pub models: Vec<String>,
+    /// Settings of the implementation, a JSON object.
+    pub config: serde_json::Value,
+}
+
+/// A bearer token for the admin and usage APIs. Only its SHA-256 is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    pub role: AdminRole,
+    pub prefix: String,
+    pub hash: String,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+}

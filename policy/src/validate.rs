@@ -1,0 +1,141 @@
+//! Field checks shared by the commands, each failing with a message a person can act on.
+
+use crate::command::CommandError;
+
+const MAX_NAME: usize = 256;
+const MAX_ID: usize = 128;
+
+/// A required display name: trimmed, non-empty, at most 256 characters.
+pub(crate) fn name(field: &str, value: &str) -> Result<String, CommandError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(CommandError::invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > MAX_NAME {
+        return Err(CommandError::invalid(format!(
+            "{field} is longer than {MAX_NAME} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// An identifier: 1–128 characters of `A-Z a-z 0-9 _ - . : /`.
+pub(crate) fn id(field: &str, value: &str) -> Result<(), CommandError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "_-.:/".contains(c);
+    if value.is_empty() || value.len() > MAX_ID || !value.chars().all(ok_char) {
+        return Err(CommandError::invalid(format!(
+            "{field} {value:?} is not a valid id: use 1-{MAX_ID} characters of letters, digits and _-.:/"
+        )));
+    }
+    Ok(())
+}
+
+/// A model name as clients send it: non-empty, no surrounding whitespace.
+pub(crate) fn model_name(field: &str, value: &str) -> Result<(), CommandError> {
+    if value.trim().is_empty() || value.trim() != value || value.len() > MAX_NAME {
+        return Err(CommandError::invalid(format!(
+            "{field} {value:?} is not a valid model name: it must be non-empty, at most {MAX_NAME} bytes, without surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// A list of model names, each valid, without duplicates (order kept).
+pub(crate) fn model_list(field: &str, values: &[String]) -> Result<Vec<String>, CommandError> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        model_name(field, value)?;
+        if !out.contains(value) {
+            out.push(value.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A non-negative, finite amount of money or price.
+pub(crate) fn non_negative(field: &str, value: f64) -> Result<(), CommandError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(CommandError::invalid(format!(
+            "{field} must be a finite number >= 0, got {value}"
+        )));
+    }
+    Ok(())
+}
+
+/// An email address: one `@` with something on each side, no spaces.
+pub(crate) fn email(value: &str) -> Result<String, CommandError> {
+    let value = value.trim();
+    let valid = match value.split_once('@') {
+        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !domain.contains('@'),
+        None => false,
+    };
+    if !valid || value.contains(char::is_whitespace) || value.len() > MAX_NAME {
+        return Err(CommandError::invalid(format!(
+            "email {value:?} is not a valid address (expected name@example.com)"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// An upstream base URL: http(s), without embedded credentials.
+pub(crate) fn api_base(value: &str) -> Result<(), CommandError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| {
+            CommandError::invalid("api_base must start with http:// or https://".to_owned())
+        })?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(CommandError::invalid("api_base has no host".to_owned()));
+    }
+    if authority.contains('@') {
+        // Never let a secret into the log in clear: credentials belong in PutCredential.
+        return Err(CommandError::invalid(
+            "api_base must not contain user:password@; store secrets with PutCredential".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// An IANA time zone name such as `UTC` or `Europe/Paris`.
+pub(crate) fn timezone(value: &str) -> Result<String, CommandError> {
+    let value = if value.is_empty() { "UTC" } else { value };
+    value.parse::<chrono_tz::Tz>().map_err(|_| {
+        CommandError::invalid(format!(
+            "timezone {value:?} is not an IANA time zone name (for example UTC or Europe/Paris)"
+        ))
+    })?;
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_base_with_credentials_is_refused() {
+        assert!(api_base("https://user:secret@example.com/v1").is_err());
+        assert!(api_base("ftp://example.com").is_err());
+        assert!(api_base("https://example.com/v1?x=a@b").is_ok());
+        assert!(api_base("http://127.0.0.1:8000").is_ok());
+    }
+
+    #[test]
+    fn emails_need_a_domain() {
+        assert!(email("a@example.com").is_ok());
+        assert!(email("a@b").is_err());
+        assert!(email("nobody").is_err());
+        assert!(email("a b@example.com").is_err());
+    }
+
+    #[test]
+    fn timezones_are_iana_names() {
+        assert_eq!(timezone("").ok().as_deref(), Some("UTC"));
+        assert!(timezone("Europe/Paris").is_ok());
+        assert!(timezone("Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Tollgate usage aggregator (issue 4).
