@@ -1,0 +1,168 @@
+//! The distributed bus: one JetStream stream per topic, published with `Nats-Msg-Id` so the
+//! server deduplicates, read back with ordered consumers.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::Context, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{Bus, BusError, BusMessage, POLICY, PublishAck, Subscription, USAGE, topic_settings};
+
+/// How long one bus operation may take before it is reported as a timeout.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bus over NATS JetStream. Stream and subject names start with a prefix, so several
+/// installations (or tests) can share one NATS server.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    context: Context,
+    prefix: String,
+}
+
+impl JetStreamBus {
+    /// Connects to `url` and makes sure the streams of the known topics exist. The client
+    /// keeps reconnecting in the background if the server goes away later.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(OPERATION_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        let mut context = jetstream::new(client);
+        context.set_timeout(OPERATION_TIMEOUT);
+        let bus = JetStreamBus {
+            context,
+            prefix: prefix.to_owned(),
+        };
+        for topic in [POLICY, USAGE] {
+            bus.ensure_stream(topic).await?;
+        }
+        Ok(bus)
+    }
+
+    /// The JetStream stream that holds `topic` (for example `TOLLGATE_POLICY`).
+    pub fn stream_name(&self, topic: &str) -> String {
+        format!("{}_{}", self.prefix, topic).to_uppercase()
+    }
+
+    /// The subject `topic` is published on (for example `tollgate.policy`).
+    pub fn subject(&self, topic: &str) -> String {
+        format!("{}.{}", self.prefix, topic)
+    }
+
+    async fn ensure_stream(&self, topic: &str) -> Result<stream::Stream, BusError> {
+        let settings = topic_settings(topic);
+        let config = stream::Config {
+            name: self.stream_name(topic),
+            subjects: vec![self.subject(topic)],
+            storage: stream::StorageType::File,
+            duplicate_window: settings.duplicate_window,
+            max_messages: settings.max_messages.map_or(-1, |m| m as i64),
+            allow_direct: true,
+            ..Default::default()
+        };
+        with_timeout(self.context.get_or_create_stream(config)).await
+    }
+
+    async fn stream(&self, topic: &str) -> Result<stream::Stream, BusError> {
+        with_timeout(self.context.get_stream(self.stream_name(topic))).await
+    }
+}
+
+#[async_trait]
+impl Bus for JetStreamBus {
+    async fn publish(
+        &self,
+        topic: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishAck, BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        let ack = with_timeout(async {
+            self.context
+                .publish_with_headers(self.subject(topic), headers, payload)
+                .await?
+                .await
+        })
+        .await?;
+        Ok(PublishAck {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+        let stream = self.stream(topic).await?;
+        let subject = self.subject(topic);
+        let last = tokio::time::timeout(
+            OPERATION_TIMEOUT,
+            stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))?;
+        match last {
+            Ok(message) => Ok(Some(BusMessage {
+                sequence: message.sequence,
+                msg_id: msg_id(&message.headers),
+                payload: message.payload,
+            })),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+        let stream = self.stream(topic).await?;
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        // An ordered consumer is recreated by the client on any gap or reconnect, so the
+        // subscriber sees every message exactly once and in order.
+        let consumer = with_timeout(stream.create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: self.subject(topic),
+            deliver_policy,
+            ..Default::default()
+        }))
+        .await?;
+        let messages = with_timeout(consumer.messages()).await?;
+        let stream = messages
+            .map_err(unavailable)
+            .and_then(|message| async move {
+                let sequence = message.info().map_err(unavailable)?.stream_sequence;
+                let msg_id = message.headers.as_ref().map(msg_id).unwrap_or_default();
+                Ok(BusMessage {
+                    sequence,
+                    msg_id,
+                    payload: message.payload.clone(),
+                })
+            });
+        Ok(stream.boxed())
+    }
+}
+
+fn msg_id(headers: &async_nats::HeaderMap) -> String {
+    headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+async fn with_timeout<T, E: std::fmt::Display>(
+    operation: impl Future<Output = Result<T, E>>,
+) -> Result<T, BusError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))?
+        .map_err(unavailable)
+}

@@ -1,0 +1,96 @@
+//! The bus: per topic, a durable, ordered log of messages, deduplicated on a message id.
+//!
+//! Two implementations with the same semantics, checked by one contract suite
+//! (`proto/tests/bus_contract.rs`): [`JetStreamBus`] for distributed mode and [`MemoryBus`] for
+//! the single-process `tollgate up`. Core NATS (at-most-once) is never used for these topics.
+
+mod jetstream;
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use jetstream::JetStreamBus;
+pub use memory::MemoryBus;
+
+/// Policy events from the control plane's relay, in sequence order. Kept forever: an edge can
+/// rebuild policy from this topic alone when the control plane is unreachable.
+pub const POLICY: &str = "policy";
+/// Usage events from the edges, one per request.
+pub const USAGE: &str = "usage";
+
+/// How long and how much a topic keeps, the same for every implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// A message id seen within this window is acknowledged as a duplicate and not stored.
+    pub duplicate_window: Duration,
+    /// Oldest messages are dropped beyond this count; `None` keeps everything.
+    pub max_messages: Option<u64>,
+}
+
+/// The settings of a known topic; unknown topics get the usage topic's.
+pub fn topic_settings(topic: &str) -> TopicSettings {
+    match topic {
+        POLICY => TopicSettings {
+            duplicate_window: Duration::from_secs(3600),
+            max_messages: None,
+        },
+        _ => TopicSettings {
+            duplicate_window: Duration::from_secs(600),
+            max_messages: Some(10_000_000),
+        },
+    }
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusMessage {
+    /// Position in the topic, starting at 1, increasing (not necessarily contiguous once
+    /// old messages are trimmed).
+    pub sequence: u64,
+    /// The id it was published with, used for deduplication.
+    pub msg_id: String,
+    pub payload: Bytes,
+}
+
+/// The bus's answer to a publish, given once the message is durably stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishAck {
+    pub sequence: u64,
+    /// The id was seen within the duplicate window; nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Why the bus could not do what was asked; every case is worth a retry later.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A live subscription: every stored message after a position, then new ones as they arrive.
+pub type Subscription = BoxStream<'static, Result<BusMessage, BusError>>;
+
+/// A durable, ordered, deduplicating log of messages per topic.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Stores `payload` at the end of `topic` unless `msg_id` was seen within the duplicate
+    /// window; returns once the message is durable.
+    async fn publish(
+        &self,
+        topic: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishAck, BusError>;
+
+    /// The last stored message of `topic`.
+    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError>;
+
+    /// Messages of `topic` with a sequence greater than `after`, in order, then new ones.
+    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError>;
+}

@@ -1,0 +1,164 @@
+//! One contract, two buses: JetStream and the in-process bus must behave the same for every
+//! property the relay, the edges and the aggregator rely on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use tollgate_proto::bus::{Bus, BusMessage, JetStreamBus, MemoryBus, POLICY, Subscription};
+
+async fn jetstream() -> Result<Arc<dyn Bus>> {
+    let url = tollgate_test_support::nats_url().await?;
+    let prefix = tollgate_test_support::unique_name("bus");
+    Ok(Arc::new(JetStreamBus::connect(&url, &prefix).await?))
+}
+
+fn memory() -> Arc<dyn Bus> {
+    Arc::new(MemoryBus::new())
+}
+
+async fn next(sub: &mut Subscription) -> Result<BusMessage> {
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+        Ok(Some(message)) => Ok(message?),
+        Ok(None) => bail!("subscription ended"),
+        Err(_) => bail!("no message within 10 s"),
+    }
+}
+
+async fn publish_n(bus: &dyn Bus, n: usize) -> Result<()> {
+    for i in 1..=n {
+        bus.publish(POLICY, &format!("id-{i}"), Bytes::from(format!("m{i}")))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn messages_are_replayed_in_order(bus: Arc<dyn Bus>) -> Result<()> {
+    publish_n(bus.as_ref(), 5).await?;
+    let mut sub = bus.subscribe(POLICY, 0).await?;
+    for i in 1..=5 {
+        let m = next(&mut sub).await?;
+        assert_eq!(m.msg_id, format!("id-{i}"));
+        assert_eq!(&m.payload[..], format!("m{i}").as_bytes());
+    }
+    Ok(())
+}
+
+async fn duplicate_ids_are_stored_once(bus: Arc<dyn Bus>) -> Result<()> {
+    let first = bus
+        .publish(POLICY, "same", Bytes::from_static(b"a"))
+        .await?;
+    let second = bus
+        .publish(POLICY, "same", Bytes::from_static(b"b"))
+        .await?;
+    assert!(!first.duplicate);
+    assert!(
+        second.duplicate,
+        "the second publish is acknowledged as a duplicate"
+    );
+    assert_eq!(second.sequence, first.sequence);
+    bus.publish(POLICY, "other", Bytes::from_static(b"c"))
+        .await?;
+    let mut sub = bus.subscribe(POLICY, 0).await?;
+    assert_eq!(&next(&mut sub).await?.payload[..], b"a");
+    assert_eq!(&next(&mut sub).await?.payload[..], b"c");
+    Ok(())
+}
+
+async fn subscription_starts_after_a_position_and_follows_new_messages(
+    bus: Arc<dyn Bus>,
+) -> Result<()> {
+    publish_n(bus.as_ref(), 3).await?;
+    let mut replay = bus.subscribe(POLICY, 0).await?;
+    next(&mut replay).await?;
+    let second = next(&mut replay).await?.sequence;
+    let mut sub = bus.subscribe(POLICY, second).await?;
+    assert_eq!(next(&mut sub).await?.msg_id, "id-3");
+    let publisher = bus.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        publisher
+            .publish(POLICY, "late", Bytes::from_static(b"late"))
+            .await
+    });
+    assert_eq!(
+        next(&mut sub).await?.msg_id,
+        "late",
+        "a live message reaches a caught-up subscriber"
+    );
+    Ok(())
+}
+
+async fn last_is_the_newest_message(bus: Arc<dyn Bus>) -> Result<()> {
+    assert_eq!(
+        bus.last(POLICY).await?,
+        None,
+        "an empty topic has no last message"
+    );
+    publish_n(bus.as_ref(), 4).await?;
+    let last = bus.last(POLICY).await?.context("a last message")?;
+    assert_eq!(last.msg_id, "id-4");
+    assert_eq!(&last.payload[..], b"m4");
+    Ok(())
+}
+
+async fn concurrent_publishers_lose_and_duplicate_nothing(bus: Arc<dyn Bus>) -> Result<()> {
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                // Every message is sent twice, as a retrying publisher would.
+                let id = format!("w{writer}-{i}");
+                bus.publish(POLICY, &id, Bytes::from(id.clone())).await?;
+                bus.publish(POLICY, &id, Bytes::from(id.clone())).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut sub = bus.subscribe(POLICY, 0).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_sequence = 0;
+    for _ in 0..200 {
+        let m = next(&mut sub).await?;
+        assert!(m.sequence > last_sequence, "sequences increase");
+        last_sequence = m.sequence;
+        assert!(seen.insert(m.msg_id), "no message is stored twice");
+    }
+    assert_eq!(
+        bus.last(POLICY).await?.map(|m| m.sequence),
+        Some(last_sequence)
+    );
+    Ok(())
+}
+
+/// Runs every contract case against both implementations.
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod jetstream_bus {
+            $(#[tokio::test]
+            async fn $case() -> anyhow::Result<()> {
+                super::$case(super::jetstream().await?).await
+            })+
+        }
+        mod memory_bus {
+            $(#[tokio::test]
+            async fn $case() -> anyhow::Result<()> {
+                super::$case(super::memory()).await
+            })+
+        }
+    };
+}
+
+contract!(
+    messages_are_replayed_in_order,
+    duplicate_ids_are_stored_once,
+    subscription_starts_after_a_position_and_follows_new_messages,
+    last_is_the_newest_message,
+    concurrent_publishers_lose_and_duplicate_nothing,
+);
