@@ -1,1 +1,69 @@
-fn main() {}
+//! The `tollgate` binary: parses the command line and starts the role asked for.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate_control_plane::auth::Authenticator;
+use tollgate_control_plane::config::ControlPlaneConfig;
+use tollgate_control_plane::log::PolicyLog;
+use tollgate_control_plane::{ControlPlane, store};
+use tollgate_proto::bus::JetStreamBus;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Tollgate: a self-hosted generative-AI gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run the control plane (admin gRPC API + relay) on PostgreSQL (or SQLite) and NATS
+    /// JetStream. Configured by DATABASE_URL, NATS_URL, TOLLGATE_ADMIN_ADDR,
+    /// TOLLGATE_ADMIN_TOKEN, TOLLGATE_CREDENTIAL_KEY and TOLLGATE_BUS_PREFIX.
+    ControlPlane,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Role::ControlPlane => control_plane().await,
+    }
+}
+
+async fn control_plane() -> anyhow::Result<()> {
+    let config = ControlPlaneConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let store = store::connect(&config.database_url)
+        .await
+        .context("opening the policy event store")?;
+    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
+        .await
+        .context("connecting to NATS JetStream")?;
+    let log = Arc::new(PolicyLog::open(store).await?);
+    if config.admin_token.is_none() {
+        tracing::warn!("TOLLGATE_ADMIN_TOKEN is not set: only admin tokens already in the log can call the admin API");
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin API to {}", config.admin_addr))?;
+    tracing::info!(addr = %config.admin_addr, sequence = log.state().sequence, "control plane serving");
+    let control_plane = ControlPlane {
+        log,
+        bus: Arc::new(bus),
+        auth: Authenticator::new(config.admin_token.as_deref()),
+        sealing: config.credential_key,
+    };
+    control_plane
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

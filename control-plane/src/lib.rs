@@ -1,1 +1,17 @@
+//! Tollgate's control plane: the owner of policy. Commands from the admin API are validated
+//! against the live state, appended to the event log, and relayed in order to the bus.
 
+pub mod auth;
+pub mod config;
+mod convert;
+pub mod error;
+pub mod log;
+pub mod relay;
+pub mod secrets;
+mod server;
+mod service;
+pub mod store;
+mod watch;
+
+pub use server::{ControlPlane, ServeError};
+pub use service::AdminApi;

@@ -315,3 +315,12 @@ pub struct AdminToken {
     pub revoked: bool,
     pub created_at: DateTime<Utc>,
 }
+
+/// The stored form of a key or token secret: lower-case hex SHA-256.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

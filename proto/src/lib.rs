@@ -2,6 +2,7 @@
 //! (NATS JetStream or in-process) that carries policy and usage events between roles.
 
 pub mod bus;
+pub mod convert;
 
 /// The generated code, in modules that mirror the protobuf packages (it refers to its
 /// siblings by relative paths); use the short aliases below.

@@ -1,0 +1,110 @@
+//! Who is calling the admin API, and may they. Tokens are compared as SHA-256 hashes in
+//! constant time; the bootstrap token from `TOLLGATE_ADMIN_TOKEN` is an admin outside the log.
+
+use subtle::ConstantTimeEq;
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{AdminRole, hash_secret};
+use tonic::metadata::MetadataMap;
+
+use crate::error::ControlError;
+
+/// What a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read policy: admin or viewer.
+    ReadPolicy,
+    /// Change policy: admin.
+    WritePolicy,
+    /// Read usage and spend: admin or finance.
+    ReadUsage,
+}
+
+/// An authenticated caller, as recorded in the `actor` of the events it causes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub role: AdminRole,
+}
+
+/// Checks bearer tokens against the bootstrap token and the admin tokens in the policy.
+#[derive(Clone)]
+pub struct Authenticator {
+    bootstrap_hash: Option<String>,
+}
+
+impl Authenticator {
+    /// `bootstrap` is the value of `TOLLGATE_ADMIN_TOKEN`, if set.
+    pub fn new(bootstrap: Option<&str>) -> Self {
+        Authenticator {
+            bootstrap_hash: bootstrap.filter(|t| !t.is_empty()).map(hash_secret),
+        }
+    }
+
+    /// The caller of a request with `metadata`, if it may do what `access` says.
+    pub fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        state: &PolicyState,
+        access: Access,
+    ) -> Result<Actor, ControlError> {
+        let actor = self.authenticate(metadata, state)?;
+        let allowed = match access {
+            Access::ReadPolicy => matches!(actor.role, AdminRole::Admin | AdminRole::Viewer),
+            Access::WritePolicy => actor.role == AdminRole::Admin,
+            Access::ReadUsage => matches!(actor.role, AdminRole::Admin | AdminRole::Finance),
+        };
+        if !allowed {
+            return Err(ControlError::PermissionDenied(format!(
+                "a {} token cannot {}",
+                actor.role,
+                match access {
+                    Access::ReadPolicy => "read policy",
+                    Access::WritePolicy => "change policy",
+                    Access::ReadUsage => "read usage",
+                }
+            )));
+        }
+        Ok(actor)
+    }
+
+    fn authenticate(&self, metadata: &MetadataMap, state: &PolicyState) -> Result<Actor, ControlError> {
+        let header = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ControlError::Unauthenticated(
+                    "missing metadata `authorization: Bearer <admin token>`".to_owned(),
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ControlError::Unauthenticated(
+                    "authorization metadata must be `Bearer <admin token>`".to_owned(),
+                )
+            })?;
+        let presented = hash_secret(token);
+        let matches = |stored: &str| bool::from(stored.as_bytes().ct_eq(presented.as_bytes()));
+        if self.bootstrap_hash.as_deref().is_some_and(matches) {
+            return Ok(Actor {
+                name: "bootstrap".to_owned(),
+                role: AdminRole::Admin,
+            });
+        }
+        // Every token is compared, so the time taken does not tell which one was close.
+        let mut found = None;
+        for token in state.admin_tokens.values() {
+            if matches(&token.hash) && !token.revoked {
+                found = Some(token);
+            }
+        }
+        found
+            .map(|t| Actor {
+                name: format!("admin-token:{}", t.id),
+                role: t.role,
+            })
+            .ok_or_else(|| ControlError::Unauthenticated("unknown or revoked admin token".to_owned()))
+    }
+}

@@ -1,0 +1,62 @@
+//! The control plane's configuration: one typed struct, read from the environment through a
+//! lookup function so tests can feed it a map.
+
+use std::net::SocketAddr;
+
+use tollgate_policy::sealing::{SealingError, SealingKey};
+
+/// Default `TOLLGATE_ADMIN_ADDR`.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
+/// Default prefix of the JetStream streams and subjects.
+pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
+
+/// Everything the control plane needs to run.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneConfig {
+    /// `TOLLGATE_ADMIN_ADDR`: where the gRPC admin API listens.
+    pub admin_addr: SocketAddr,
+    /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// `NATS_URL`: the JetStream server policy events are relayed to.
+    pub nats_url: String,
+    /// `TOLLGATE_BUS_PREFIX`: prefix of stream and subject names (default `tollgate`).
+    pub bus_prefix: String,
+    /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, if any.
+    pub admin_token: Option<String>,
+    /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
+    pub credential_key: Option<SealingKey>,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl ControlPlaneConfig {
+    /// Reads the configuration from `lookup` (normally the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let admin_addr = get("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_owned());
+        Ok(ControlPlaneConfig {
+            admin_addr: admin_addr.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                name: "TOLLGATE_ADMIN_ADDR",
+                reason: e.to_string(),
+            })?,
+            database_url: get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
+            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
+            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned()),
+            admin_token: get("TOLLGATE_ADMIN_TOKEN"),
+            credential_key: get("TOLLGATE_CREDENTIAL_KEY")
+                .map(|k| SealingKey::from_base64(&k))
+                .transpose()
+                .map_err(|e: SealingError| ConfigError::Invalid {
+                    name: "TOLLGATE_CREDENTIAL_KEY",
+                    reason: e.to_string(),
+                })?,
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! The relay: publishes committed policy events to the bus in sequence order.
+//!
+//! Crash-safe without a cursor of its own: on start (and after any failure) it reads the last
+//! event on the bus and resumes after it, so nothing committed is ever skipped; an event
+//! published twice (the ack was lost, or two control planes relay at once) carries the same
+//! `Nats-Msg-Id` and is stored once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::watch;
+use tollgate_proto::bus::{Bus, BusError, POLICY};
+use tollgate_proto::convert::event_to_proto;
+use tollgate_proto::policy::PolicyEvent;
+
+use crate::store::{EventStore, READ_BATCH, StoreError};
+
+/// How often the relay looks for events committed by another process.
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the last message on the policy topic is not a policy event: {0}")]
+    Foreign(prost::DecodeError),
+}
+
+/// Publishes every committed event, in order, until `shutdown` flips to true.
+pub async fn run(
+    store: Arc<dyn EventStore>,
+    bus: Arc<dyn Bus>,
+    mut committed: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut published: Option<u64> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let wait = match publish_pending(store.as_ref(), bus.as_ref(), &mut published).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                POLL
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "policy relay failed; will retry");
+                // The failed publish may or may not have been stored: ask the bus again.
+                published = None;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = committed.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The sequence of the last policy event on the bus (0 when there is none).
+pub async fn last_published(bus: &dyn Bus) -> Result<u64, BusError> {
+    Ok(match bus.last(POLICY).await? {
+        Some(message) => PolicyEvent::decode(message.payload)
+            .map(|e| e.sequence)
+            .map_err(|e| BusError::Unavailable(RelayError::Foreign(e).to_string()))?,
+        None => 0,
+    })
+}
+
+async fn publish_pending(
+    store: &dyn EventStore,
+    bus: &dyn Bus,
+    published: &mut Option<u64>,
+) -> Result<(), RelayError> {
+    let mut after = match *published {
+        Some(sequence) => sequence,
+        None => last_published(bus).await?,
+    };
+    *published = Some(after);
+    loop {
+        let events = store.read_after(after, READ_BATCH).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            let payload = Bytes::from(event_to_proto(&event).encode_to_vec());
+            bus.publish(POLICY, &event.id.to_string(), payload).await?;
+            after = event.sequence;
+            *published = Some(after);
+        }
+    }
+}

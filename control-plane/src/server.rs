@@ -1,0 +1,78 @@
+//! Serving the control plane: the admin API with gRPC reflection and health on one listener,
+//! and the relay publishing the log to the bus.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::admin::admin_service_server::AdminServiceServer;
+use tollgate_proto::bus::Bus;
+
+use crate::auth::Authenticator;
+use crate::log::PolicyLog;
+use crate::relay;
+use crate::service::AdminApi;
+use tollgate_policy::sealing::SealingKey;
+
+/// The running parts of a control plane, independent of where its store and bus live.
+pub struct ControlPlane {
+    pub log: Arc<PolicyLog>,
+    pub bus: Arc<dyn Bus>,
+    pub auth: Authenticator,
+    pub sealing: Option<SealingKey>,
+}
+
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl ControlPlane {
+    /// Serves the admin API on `listener` and relays the log to the bus until `shutdown`
+    /// completes; then stops accepting calls and lets the relay finish its current publish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let (stop_relay, relay_stopped) = watch::channel(false);
+        let relay = tokio::spawn(relay::run(
+            self.log.store().clone(),
+            self.bus.clone(),
+            self.log.committed(),
+            relay_stopped,
+        ));
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<AdminServiceServer<AdminApi>>()
+            .await;
+        let descriptors = [
+            tollgate_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ];
+        let mut v1 = tonic_reflection::server::Builder::configure();
+        let mut v1alpha = tonic_reflection::server::Builder::configure();
+        for set in descriptors {
+            v1 = v1.register_encoded_file_descriptor_set(set);
+            v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+        }
+        let api = AdminApi::new(self.log.clone(), self.auth, self.sealing);
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(v1.build_v1()?)
+            .add_service(v1alpha.build_v1alpha()?)
+            .add_service(AdminServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        let _ = stop_relay.send(true);
+        let _ = relay.await;
+        Ok(result?)
+    }
+}

@@ -1,0 +1,455 @@
+//! `tollgate.admin.v1.AdminService`: each call authorizes the caller, turns the request into a
+//! domain command (choosing ids and secrets), executes it on the log and answers from the state.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use prost_types::Timestamp;
+use tollgate_policy::model::{self as domain, AdminRole, UserRole, VirtualKey, hash_secret};
+use tollgate_policy::sealing::SealingKey;
+use tollgate_policy::{Command, PolicyState, RecordedEvent};
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::*;
+use tollgate_proto::convert::{event_to_proto, from_timestamp, timestamp};
+use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Access, Actor, Authenticator};
+use crate::convert::{self, non_empty, parse};
+use crate::error::ControlError;
+use crate::log::PolicyLog;
+use crate::secrets::{ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret};
+use crate::watch;
+
+/// The admin API over a policy log.
+pub struct AdminApi {
+    log: Arc<PolicyLog>,
+    auth: Authenticator,
+    /// Seals provider credentials; without it PutCredential is refused.
+    sealing: Option<SealingKey>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl AdminApi {
+    pub fn new(log: Arc<PolicyLog>, auth: Authenticator, sealing: Option<SealingKey>) -> Self {
+        AdminApi { log, auth, sealing }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<(Actor, Arc<PolicyState>), Status> {
+        let state = self.log.state();
+        let actor = self.auth.authorize(request.metadata(), &state, access)?;
+        Ok((actor, state))
+    }
+
+    fn read<T>(&self, request: &Request<T>) -> Result<Arc<PolicyState>, Status> {
+        Ok(self.authorize(request, Access::ReadPolicy)?.1)
+    }
+
+    /// Runs `command` for an admin caller and returns the state after it.
+    async fn change<T>(&self, request: &Request<T>, command: Command) -> Result<(Arc<PolicyState>, Vec<RecordedEvent>), Status> {
+        let (actor, _) = self.authorize(request, Access::WritePolicy)?;
+        let events = self.log.execute(&actor.name, command).await?;
+        Ok((self.log.state(), events))
+    }
+
+    async fn delete<T>(&self, request: &Request<T>, command: Command) -> Reply<DeleteResponse> {
+        let (state, events) = self.change(request, command).await?;
+        let sequence = events.last().map_or(state.sequence, |e| e.sequence);
+        Ok(Response::new(DeleteResponse { sequence }))
+    }
+
+    fn key_reply(state: &PolicyState, id: &str) -> Reply<Key> {
+        found(state.keys.get(id).map(convert::key))
+    }
+}
+
+/// The entity just written, which the state must hold.
+fn found<T>(value: Option<T>) -> Reply<T> {
+    value
+        .map(Response::new)
+        .ok_or_else(|| Status::internal("the change was committed but is not in the state"))
+}
+
+fn time(ts: Option<Timestamp>, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    ts.map(|t| from_timestamp(&t).ok_or_else(|| Status::invalid_argument(format!("{field} is out of range"))))
+        .transpose()
+}
+
+fn role_or(value: &str, default: UserRole) -> Result<UserRole, ControlError> {
+    if value.is_empty() { Ok(default) } else { parse("role", value) }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_team(&self, request: Request<CreateTeamRequest>) -> Reply<Team> {
+        let id = new_id();
+        let r = request.get_ref();
+        let command = Command::CreateTeam { id: id.clone(), name: r.name.clone(), metadata: r.metadata.clone().into_iter().collect() };
+        let (state, _) = self.change(&request, command).await?;
+        found(state.teams.get(&id).map(convert::team))
+    }
+
+    async fn list_teams(&self, request: Request<ListTeamsRequest>) -> Reply<ListTeamsResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListTeamsResponse { teams: state.teams.values().map(convert::team).collect() }))
+    }
+
+    async fn update_team(&self, request: Request<UpdateTeamRequest>) -> Reply<Team> {
+        let r = request.get_ref().clone();
+        let command = Command::UpdateTeam { id: r.id.clone(), name: r.name, metadata: r.metadata.map(|m| m.entries.into_iter().collect()) };
+        let (state, _) = self.change(&request, command).await?;
+        found(state.teams.get(&r.id).map(convert::team))
+    }
+
+    async fn delete_team(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteTeam { id }).await
+    }
+
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Reply<User> {
+        let id = new_id();
+        let r = request.get_ref().clone();
+        let command = Command::CreateUser {
+            id: id.clone(),
+            email: r.email,
+            team_id: non_empty(r.team_id),
+            role: role_or(&r.role, UserRole::Member)?,
+            metadata: r.metadata.into_iter().collect(),
+        };
+        let (state, _) = self.change(&request, command).await?;
+        found(state.users.get(&id).map(convert::user))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Reply<ListUsersResponse> {
+        let state = self.read(&request)?;
+        let team = non_empty(request.get_ref().team_id.clone());
+        let users = state.users.values().filter(|u| team.is_none() || u.team_id == team).map(convert::user).collect();
+        Ok(Response::new(ListUsersResponse { users }))
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<User> {
+        let r = request.get_ref().clone();
+        let command = Command::UpdateUser {
+            id: r.id.clone(),
+            email: r.email,
+            team_id: r.team_id.map(non_empty),
+            role: r.role.map(|role| parse("role", &role)).transpose()?,
+            metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
+        };
+        let (state, _) = self.change(&request, command).await?;
+        found(state.users.get(&r.id).map(convert::user))
+    }
+
+    async fn delete_user(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteUser { id }).await
+    }
+
+    async fn create_key(&self, request: Request<CreateKeyRequest>) -> Reply<CreateKeyResponse> {
+        let r = request.get_ref().clone();
+        let secret = new_secret(KEY_PREFIX);
+        let id = new_id();
+        let key = VirtualKey {
+            id: id.clone(),
+            alias: r.alias,
+            prefix: display_prefix(&secret),
+            hash: hash_secret(&secret),
+            team_id: non_empty(r.team_id),
+            user_id: non_empty(r.user_id),
+            models: r.models,
+            expires_at: time(r.expires_at, "expires_at")?,
+            blocked: false,
+            revoked: false,
+            previous: None,
+            tags: r.tags,
+            metadata: r.metadata.into_iter().collect(),
+            // Set by decide from its clock.
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let (state, _) = self.change(&request, Command::CreateKey { key }).await?;
+        let key = Self::key_reply(&state, &id)?.into_inner();
+        Ok(Response::new(CreateKeyResponse { key: Some(key), secret }))
+    }
+
+    async fn update_key(&self, request: Request<UpdateKeyRequest>) -> Reply<Key> {
+        let r = request.get_ref().clone();
+        let expires_at = if r.clear_expires_at { Some(None) } else { time(r.expires_at, "expires_at")?.map(Some) };
+        let command = Command::UpdateKey {
+            id: r.key_id.clone(),
+            alias: r.alias,
+            models: r.models.map(|m| m.values),
+            expires_at,
+            tags: r.tags.map(|t| t.values),
+            metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
+        };
+        let (state, _) = self.change(&request, command).await?;
+        Self::key_reply(&state, &r.key_id)
+    }
+
+    async fn rotate_key(&self, request: Request<RotateKeyRequest>) -> Reply<CreateKeyResponse> {
+        let r = request.get_ref().clone();
+        let secret = new_secret(KEY_PREFIX);
+        let command = Command::RotateKey { id: r.key_id.clone(), prefix: display_prefix(&secret), hash: hash_secret(&secret), grace_seconds: r.grace_seconds };
+        let (state, _) = self.change(&request, command).await?;
+        let key = Self::key_reply(&state, &r.key_id)?.into_inner();
+        Ok(Response::new(CreateKeyResponse { key: Some(key), secret }))
+    }
+
+    async fn revoke_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
+        let id = request.get_ref().key_id.clone();
+        let (state, _) = self.change(&request, Command::RevokeKey { id: id.clone() }).await?;
+        Self::key_reply(&state, &id)
+    }
+
+    async fn block_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
+        let id = request.get_ref().key_id.clone();
+        let (state, _) = self.change(&request, Command::BlockKey { id: id.clone() }).await?;
+        Self::key_reply(&state, &id)
+    }
+
+    async fn unblock_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
+        let id = request.get_ref().key_id.clone();
+        let (state, _) = self.change(&request, Command::UnblockKey { id: id.clone() }).await?;
+        Self::key_reply(&state, &id)
+    }
+
+    async fn list_keys(&self, request: Request<ListKeysRequest>) -> Reply<ListKeysResponse> {
+        let state = self.read(&request)?;
+        let r = request.get_ref();
+        let (team, user) = (non_empty(r.team_id.clone()), non_empty(r.user_id.clone()));
+        let keys = state
+            .keys
+            .values()
+            .filter(|k| r.include_revoked || !k.revoked)
+            .filter(|k| team.is_none() || k.team_id == team)
+            .filter(|k| user.is_none() || k.user_id == user)
+            .map(convert::key)
+            .collect();
+        Ok(Response::new(ListKeysResponse { keys }))
+    }
+
+    async fn put_credential(&self, request: Request<PutCredentialRequest>) -> Reply<Credential> {
+        let r = request.get_ref().clone();
+        // Check the caller before saying anything about this control plane's configuration.
+        self.authorize(&request, Access::WritePolicy)?;
+        let sealing = self.sealing.as_ref().ok_or_else(|| {
+            ControlError::NotConfigured("this control plane has no TOLLGATE_CREDENTIAL_KEY, so it cannot store credentials".to_owned())
+        })?;
+        let provider = parse("provider", &r.provider)?;
+        let mut field_names: Vec<String> = r.secret_fields.keys().cloned().collect();
+        field_names.sort();
+        if let Some(empty) = r.secret_fields.iter().find(|(_, v)| v.is_empty()) {
+            return Err(ControlError::InvalidArgument(format!("secret field {} is empty", empty.0)).into());
+        }
+        let plaintext = serde_json::to_vec(&r.secret_fields).map_err(|e| Status::internal(e.to_string()))?;
+        let credential = tollgate_policy::model::Credential {
+            id: new_id(),
+            name: r.name.clone(),
+            provider,
+            field_names,
+            sealed: sealing.seal(new_nonce(), &plaintext),
+            key_id: sealing.id(),
+        };
+        let (state, _) = self.change(&request, Command::PutCredential { credential }).await?;
+        found(state.credentials.values().find(|c| c.name == r.name.trim()).map(convert::credential))
+    }
+
+    async fn list_credentials(&self, request: Request<ListCredentialsRequest>) -> Reply<ListCredentialsResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListCredentialsResponse { credentials: state.credentials.values().map(convert::credential).collect() }))
+    }
+
+    async fn delete_credential(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteCredential { id }).await
+    }
+
+    async fn upsert_deployment(&self, request: Request<Deployment>) -> Reply<Deployment> {
+        let deployment = convert::deployment_from(request.get_ref().clone(), new_id())?;
+        let id = deployment.id.clone();
+        let (state, _) = self.change(&request, Command::UpsertDeployment { deployment }).await?;
+        found(state.deployments.get(&id).map(convert::deployment))
+    }
+
+    async fn delete_deployment(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteDeployment { id }).await
+    }
+
+    async fn list_deployments(&self, request: Request<ListDeploymentsRequest>) -> Reply<ListDeploymentsResponse> {
+        let state = self.read(&request)?;
+        let model = non_empty(request.get_ref().model_name.clone());
+        let deployments = state
+            .deployments
+            .values()
+            .filter(|d| model.as_ref().is_none_or(|m| &d.model_name == m))
+            .map(convert::deployment)
+            .collect();
+        Ok(Response::new(ListDeploymentsResponse { deployments }))
+    }
+
+    async fn set_price(&self, request: Request<Price>) -> Reply<Price> {
+        let price = convert::price_from(request.get_ref().clone());
+        let model = price.model.clone();
+        let (state, _) = self.change(&request, Command::SetPrice { price }).await?;
+        found(state.prices.get(&model).map(convert::price))
+    }
+
+    async fn delete_price(&self, request: Request<DeletePriceRequest>) -> Reply<DeleteResponse> {
+        let model = request.get_ref().model.clone();
+        self.delete(&request, Command::DeletePrice { model }).await
+    }
+
+    async fn list_prices(&self, request: Request<ListPricesRequest>) -> Reply<ListPricesResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListPricesResponse { prices: state.prices.values().map(convert::price).collect() }))
+    }
+
+    async fn set_budget(&self, request: Request<Budget>) -> Reply<Budget> {
+        let budget = convert::budget_from(request.get_ref().clone(), new_id())?;
+        let id = budget.id.clone();
+        let (state, _) = self.change(&request, Command::SetBudget { budget }).await?;
+        found(state.budgets.get(&id).map(convert::budget))
+    }
+
+    async fn delete_budget(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteBudget { id }).await
+    }
+
+    async fn list_budgets(&self, request: Request<ListBudgetsRequest>) -> Reply<ListBudgetsResponse> {
+        let state = self.read(&request)?;
+        let r = request.get_ref();
+        let budgets = state
+            .budgets
+            .values()
+            .filter(|b| r.scope.is_empty() || b.scope.as_str() == r.scope)
+            .filter(|b| r.scope_id.is_empty() || b.scope_id == r.scope_id)
+            .map(convert::budget)
+            .collect();
+        Ok(Response::new(ListBudgetsResponse { budgets }))
+    }
+
+    async fn set_rate_limit(&self, request: Request<RateLimit>) -> Reply<RateLimit> {
+        let rate_limit = convert::rate_limit_from(request.get_ref().clone(), new_id())?;
+        let id = rate_limit.id.clone();
+        let (state, _) = self.change(&request, Command::SetRateLimit { rate_limit }).await?;
+        found(state.rate_limits.get(&id).map(convert::rate_limit))
+    }
+
+    async fn delete_rate_limit(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteRateLimit { id }).await
+    }
+
+    async fn list_rate_limits(&self, request: Request<ListRateLimitsRequest>) -> Reply<ListRateLimitsResponse> {
+        let state = self.read(&request)?;
+        let r = request.get_ref();
+        let rate_limits = state
+            .rate_limits
+            .values()
+            .filter(|l| r.scope.is_empty() || l.scope.as_str() == r.scope)
+            .filter(|l| r.scope_id.is_empty() || l.scope_id == r.scope_id)
+            .map(convert::rate_limit)
+            .collect();
+        Ok(Response::new(ListRateLimitsResponse { rate_limits }))
+    }
+
+    async fn set_routing_rule(&self, request: Request<RoutingRule>) -> Reply<RoutingRule> {
+        let rule = convert::routing_rule_from(request.get_ref().clone(), new_id())?;
+        let id = rule.id.clone();
+        let (state, _) = self.change(&request, Command::SetRoutingRule { rule }).await?;
+        found(state.routing_rules.get(&id).map(convert::routing_rule))
+    }
+
+    async fn delete_routing_rule(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteRoutingRule { id }).await
+    }
+
+    async fn list_routing_rules(&self, request: Request<ListRoutingRulesRequest>) -> Reply<ListRoutingRulesResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListRoutingRulesResponse { rules: state.routing_rules.values().map(convert::routing_rule).collect() }))
+    }
+
+    async fn set_guardrail(&self, request: Request<Guardrail>) -> Reply<Guardrail> {
+        let guardrail = convert::guardrail_from(request.get_ref().clone(), new_id())?;
+        let id = guardrail.id.clone();
+        let (state, _) = self.change(&request, Command::SetGuardrail { guardrail }).await?;
+        found(state.guardrails.get(&id).map(convert::guardrail))
+    }
+
+    async fn delete_guardrail(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteGuardrail { id }).await
+    }
+
+    async fn list_guardrails(&self, request: Request<ListGuardrailsRequest>) -> Reply<ListGuardrailsResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListGuardrailsResponse { guardrails: state.guardrails.values().map(convert::guardrail).collect() }))
+    }
+
+    async fn create_admin_token(&self, request: Request<CreateAdminTokenRequest>) -> Reply<CreateAdminTokenResponse> {
+        let r = request.get_ref().clone();
+        let role: AdminRole = parse("role", &r.role)?;
+        let secret = new_secret(ADMIN_TOKEN_PREFIX);
+        let id = new_id();
+        let token = domain::AdminToken {
+            id: id.clone(),
+            name: r.name,
+            role,
+            prefix: display_prefix(&secret),
+            hash: hash_secret(&secret),
+            revoked: false,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let (state, _) = self.change(&request, Command::CreateAdminToken { token }).await?;
+        let token = found(state.admin_tokens.get(&id).map(convert::admin_token))?.into_inner();
+        Ok(Response::new(CreateAdminTokenResponse { token: Some(token), secret }))
+    }
+
+    async fn revoke_admin_token(&self, request: Request<DeleteRequest>) -> Reply<AdminToken> {
+        let id = request.get_ref().id.clone();
+        let (state, _) = self.change(&request, Command::RevokeAdminToken { id: id.clone() }).await?;
+        found(state.admin_tokens.get(&id).map(convert::admin_token))
+    }
+
+    async fn list_admin_tokens(&self, request: Request<ListAdminTokensRequest>) -> Reply<ListAdminTokensResponse> {
+        let state = self.read(&request)?;
+        Ok(Response::new(ListAdminTokensResponse { tokens: state.admin_tokens.values().map(convert::admin_token).collect() }))
+    }
+
+    async fn list_events(&self, request: Request<ListEventsRequest>) -> Reply<ListEventsResponse> {
+        self.read(&request)?;
+        let r = request.get_ref();
+        let limit = match r.limit { 0 => 100, n => n.min(1000) };
+        let store = self.log.store();
+        let events = store.read_after(r.after_sequence, limit).await.map_err(ControlError::from)?;
+        let last_sequence = store.last_sequence().await.map_err(ControlError::from)?;
+        Ok(Response::new(ListEventsResponse { events: events.iter().map(event_to_proto).collect(), last_sequence }))
+    }
+
+    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Reply<PolicySnapshot> {
+        self.read(&request)?;
+        // Include what other control planes committed, so a fresh edge starts current.
+        self.log.catch_up().await.map_err(ControlError::from)?;
+        let state = self.log.state();
+        let state_json = serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(PolicySnapshot {
+            sequence: state.sequence,
+            schema_version: tollgate_policy::SCHEMA_VERSION,
+            state_json,
+            taken_at: Some(timestamp(chrono::Utc::now())),
+        }))
+    }
+
+    type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<PolicyEvent, Status>> + Send>>;
+
+    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Reply<Self::WatchEventsStream> {
+        self.read(&request)?;
+        let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
