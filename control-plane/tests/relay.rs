@@ -1,0 +1,130 @@
+//! The relay: every committed event reaches the bus exactly once, in order, even when the
+//! control plane dies between commit and publish.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use prost::Message;
+use tollgate_control_plane::relay::last_published;
+use tollgate_proto::admin::CreateTeamRequest;
+use tollgate_proto::bus::{Bus, BusError, BusMessage, POLICY, PublishAck, Subscription};
+use tollgate_proto::policy::PolicyEvent;
+
+/// Stands for a control plane process that dies while publishing: the real bus stores the
+/// first `survive` publishes, stores the next one but "dies" before its ack arrives, and never
+/// publishes again.
+struct DiesWhilePublishing {
+    bus: Arc<dyn Bus>,
+    survive: usize,
+    published: AtomicUsize,
+}
+
+#[async_trait]
+impl Bus for DiesWhilePublishing {
+    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> Result<PublishAck, BusError> {
+        let n = self.published.fetch_add(1, Ordering::SeqCst);
+        if n > self.survive {
+            return Err(BusError::Unavailable("process is dead".into()));
+        }
+        let ack = self.bus.publish(topic, msg_id, payload).await?;
+        if n == self.survive {
+            return Err(BusError::Unavailable("died before the ack".into()));
+        }
+        Ok(ack)
+    }
+
+    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+        self.bus.last(topic).await
+    }
+
+    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+        self.bus.subscribe(topic, after).await
+    }
+}
+
+async fn create_teams(cp: &TestControlPlane, names: std::ops::Range<usize>) -> Result<()> {
+    let mut admin = cp.admin().await?;
+    for i in names {
+        admin.create_team(CreateTeamRequest { name: format!("team-{i}"), metadata: Default::default() }).await?;
+    }
+    Ok(())
+}
+
+async fn wait_until_published(bus: &dyn Bus, sequence: u64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while last_published(bus).await? < sequence {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the relay published up to {} of {sequence}", last_published(bus).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Every message on the policy topic, decoded.
+async fn policy_topic(bus: &dyn Bus) -> Result<Vec<(String, PolicyEvent)>> {
+    let last = bus.last(POLICY).await?.context("policy topic is empty")?.sequence;
+    let mut sub = bus.subscribe(POLICY, 0).await?;
+    let mut out = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.context("subscription ended")??;
+        out.push((message.msg_id.clone(), PolicyEvent::decode(message.payload)?));
+        if message.sequence == last {
+            return Ok(out);
+        }
+    }
+}
+
+async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_once(backend: Backend) -> Result<()> {
+    let bus = backend.bus().await?;
+    let dying = Arc::new(DiesWhilePublishing { bus: bus.clone(), survive: 4, published: AtomicUsize::new(0) });
+    let cp = TestControlPlane::start_with(backend.store().await?, dying).await?;
+    create_teams(&cp, 0..12).await?;
+    assert_eq!(cp.log.state().sequence, 12, "all twelve changes committed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = cp.stop().await;
+    assert_eq!(last_published(bus.as_ref()).await?, 5, "the process died having stored five events");
+
+    let cp = TestControlPlane::start_with(store, bus.clone()).await?;
+    wait_until_published(bus.as_ref(), 12).await?;
+    create_teams(&cp, 12..15).await?;
+    wait_until_published(bus.as_ref(), 15).await?;
+
+    let on_bus = policy_topic(bus.as_ref()).await?;
+    let sequences: Vec<u64> = on_bus.iter().map(|(_, e)| e.sequence).collect();
+    assert_eq!(sequences, (1..=15).collect::<Vec<_>>(), "each committed event once, in order");
+    let committed = cp.store.store.read_after(0, 100).await?;
+    for ((msg_id, published), event) in on_bus.iter().zip(&committed) {
+        assert_eq!(msg_id, &event.id.to_string(), "Nats-Msg-Id is the event id");
+        assert_eq!(published.id, event.id.to_string());
+    }
+    cp.stop().await;
+    Ok(())
+}
+
+async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(backend: Backend) -> Result<()> {
+    let bus = backend.bus().await?;
+    let down = Arc::new(DiesWhilePublishing { bus: bus.clone(), survive: 0, published: AtomicUsize::new(1) });
+    let cp = TestControlPlane::start_with(backend.store().await?, down).await?;
+    create_teams(&cp, 0..3).await?;
+    let store = cp.stop().await;
+    assert_eq!(last_published(bus.as_ref()).await?, 0, "nothing reached the bus");
+    let cp = TestControlPlane::start_with(store, bus.clone()).await?;
+    wait_until_published(bus.as_ref(), 3).await?;
+    assert_eq!(policy_topic(bus.as_ref()).await?.len(), 3);
+    cp.stop().await;
+    Ok(())
+}
+
+on_both_backends!(
+    killed_between_commit_and_publish_the_stream_still_gets_every_event_once,
+    events_committed_while_the_bus_is_down_are_published_when_it_returns,
+);
