@@ -19,7 +19,9 @@ use crate::auth::{Access, Actor, Authenticator};
 use crate::convert::{self, non_empty, parse};
 use crate::error::ControlError;
 use crate::log::PolicyLog;
-use crate::secrets::{ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret};
+use crate::secrets::{
+    ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret,
+};
 use crate::watch;
 
 /// The admin API over a policy log.
@@ -37,18 +39,30 @@ impl AdminApi {
         AdminApi { log, auth, sealing }
     }
 
-    fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<(Actor, Arc<PolicyState>), Status> {
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+    ) -> Result<(Actor, Arc<PolicyState>), Status> {
         let state = self.log.state();
         let actor = self.auth.authorize(request.metadata(), &state, access)?;
         Ok((actor, state))
     }
 
-    fn read<T>(&self, request: &Request<T>) -> Result<Arc<PolicyState>, Status> {
-        Ok(self.authorize(request, Access::ReadPolicy)?.1)
+    /// Authorizes a policy read and answers from the state including what other control
+    /// planes sharing the store committed.
+    async fn read<T>(&self, request: &Request<T>) -> Result<Arc<PolicyState>, Status> {
+        self.authorize(request, Access::ReadPolicy)?;
+        self.log.catch_up().await.map_err(ControlError::from)?;
+        Ok(self.log.state())
     }
 
     /// Runs `command` for an admin caller and returns the state after it.
-    async fn change<T>(&self, request: &Request<T>, command: Command) -> Result<(Arc<PolicyState>, Vec<RecordedEvent>), Status> {
+    async fn change<T>(
+        &self,
+        request: &Request<T>,
+        command: Command,
+    ) -> Result<(Arc<PolicyState>, Vec<RecordedEvent>), Status> {
         let (actor, _) = self.authorize(request, Access::WritePolicy)?;
         let events = self.log.execute(&actor.name, command).await?;
         Ok((self.log.state(), events))
@@ -72,13 +86,23 @@ fn found<T>(value: Option<T>) -> Reply<T> {
         .ok_or_else(|| Status::internal("the change was committed but is not in the state"))
 }
 
-fn time(ts: Option<Timestamp>, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    ts.map(|t| from_timestamp(&t).ok_or_else(|| Status::invalid_argument(format!("{field} is out of range"))))
-        .transpose()
+fn time(
+    ts: Option<Timestamp>,
+    field: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    ts.map(|t| {
+        from_timestamp(&t)
+            .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
+    })
+    .transpose()
 }
 
 fn role_or(value: &str, default: UserRole) -> Result<UserRole, ControlError> {
-    if value.is_empty() { Ok(default) } else { parse("role", value) }
+    if value.is_empty() {
+        Ok(default)
+    } else {
+        parse("role", value)
+    }
 }
 
 #[tonic::async_trait]
@@ -86,19 +110,29 @@ impl AdminService for AdminApi {
     async fn create_team(&self, request: Request<CreateTeamRequest>) -> Reply<Team> {
         let id = new_id();
         let r = request.get_ref();
-        let command = Command::CreateTeam { id: id.clone(), name: r.name.clone(), metadata: r.metadata.clone().into_iter().collect() };
+        let command = Command::CreateTeam {
+            id: id.clone(),
+            name: r.name.clone(),
+            metadata: r.metadata.clone().into_iter().collect(),
+        };
         let (state, _) = self.change(&request, command).await?;
         found(state.teams.get(&id).map(convert::team))
     }
 
     async fn list_teams(&self, request: Request<ListTeamsRequest>) -> Reply<ListTeamsResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListTeamsResponse { teams: state.teams.values().map(convert::team).collect() }))
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListTeamsResponse {
+            teams: state.teams.values().map(convert::team).collect(),
+        }))
     }
 
     async fn update_team(&self, request: Request<UpdateTeamRequest>) -> Reply<Team> {
         let r = request.get_ref().clone();
-        let command = Command::UpdateTeam { id: r.id.clone(), name: r.name, metadata: r.metadata.map(|m| m.entries.into_iter().collect()) };
+        let command = Command::UpdateTeam {
+            id: r.id.clone(),
+            name: r.name,
+            metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
+        };
         let (state, _) = self.change(&request, command).await?;
         found(state.teams.get(&r.id).map(convert::team))
     }
@@ -123,9 +157,14 @@ impl AdminService for AdminApi {
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Reply<ListUsersResponse> {
-        let state = self.read(&request)?;
+        let state = self.read(&request).await?;
         let team = non_empty(request.get_ref().team_id.clone());
-        let users = state.users.values().filter(|u| team.is_none() || u.team_id == team).map(convert::user).collect();
+        let users = state
+            .users
+            .values()
+            .filter(|u| team.is_none() || u.team_id == team)
+            .map(convert::user)
+            .collect();
         Ok(Response::new(ListUsersResponse { users }))
     }
 
@@ -170,12 +209,19 @@ impl AdminService for AdminApi {
         };
         let (state, _) = self.change(&request, Command::CreateKey { key }).await?;
         let key = Self::key_reply(&state, &id)?.into_inner();
-        Ok(Response::new(CreateKeyResponse { key: Some(key), secret }))
+        Ok(Response::new(CreateKeyResponse {
+            key: Some(key),
+            secret,
+        }))
     }
 
     async fn update_key(&self, request: Request<UpdateKeyRequest>) -> Reply<Key> {
         let r = request.get_ref().clone();
-        let expires_at = if r.clear_expires_at { Some(None) } else { time(r.expires_at, "expires_at")?.map(Some) };
+        let expires_at = if r.clear_expires_at {
+            Some(None)
+        } else {
+            time(r.expires_at, "expires_at")?.map(Some)
+        };
         let command = Command::UpdateKey {
             id: r.key_id.clone(),
             alias: r.alias,
@@ -191,32 +237,46 @@ impl AdminService for AdminApi {
     async fn rotate_key(&self, request: Request<RotateKeyRequest>) -> Reply<CreateKeyResponse> {
         let r = request.get_ref().clone();
         let secret = new_secret(KEY_PREFIX);
-        let command = Command::RotateKey { id: r.key_id.clone(), prefix: display_prefix(&secret), hash: hash_secret(&secret), grace_seconds: r.grace_seconds };
+        let command = Command::RotateKey {
+            id: r.key_id.clone(),
+            prefix: display_prefix(&secret),
+            hash: hash_secret(&secret),
+            grace_seconds: r.grace_seconds,
+        };
         let (state, _) = self.change(&request, command).await?;
         let key = Self::key_reply(&state, &r.key_id)?.into_inner();
-        Ok(Response::new(CreateKeyResponse { key: Some(key), secret }))
+        Ok(Response::new(CreateKeyResponse {
+            key: Some(key),
+            secret,
+        }))
     }
 
     async fn revoke_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
         let id = request.get_ref().key_id.clone();
-        let (state, _) = self.change(&request, Command::RevokeKey { id: id.clone() }).await?;
+        let (state, _) = self
+            .change(&request, Command::RevokeKey { id: id.clone() })
+            .await?;
         Self::key_reply(&state, &id)
     }
 
     async fn block_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
         let id = request.get_ref().key_id.clone();
-        let (state, _) = self.change(&request, Command::BlockKey { id: id.clone() }).await?;
+        let (state, _) = self
+            .change(&request, Command::BlockKey { id: id.clone() })
+            .await?;
         Self::key_reply(&state, &id)
     }
 
     async fn unblock_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
         let id = request.get_ref().key_id.clone();
-        let (state, _) = self.change(&request, Command::UnblockKey { id: id.clone() }).await?;
+        let (state, _) = self
+            .change(&request, Command::UnblockKey { id: id.clone() })
+            .await?;
         Self::key_reply(&state, &id)
     }
 
     async fn list_keys(&self, request: Request<ListKeysRequest>) -> Reply<ListKeysResponse> {
-        let state = self.read(&request)?;
+        let state = self.read(&request).await?;
         let r = request.get_ref();
         let (team, user) = (non_empty(r.team_id.clone()), non_empty(r.user_id.clone()));
         let keys = state
@@ -235,15 +295,23 @@ impl AdminService for AdminApi {
         // Check the caller before saying anything about this control plane's configuration.
         self.authorize(&request, Access::WritePolicy)?;
         let sealing = self.sealing.as_ref().ok_or_else(|| {
-            ControlError::NotConfigured("this control plane has no TOLLGATE_CREDENTIAL_KEY, so it cannot store credentials".to_owned())
+            ControlError::NotConfigured(
+                "this control plane has no TOLLGATE_CREDENTIAL_KEY, so it cannot store credentials"
+                    .to_owned(),
+            )
         })?;
         let provider = parse("provider", &r.provider)?;
         let mut field_names: Vec<String> = r.secret_fields.keys().cloned().collect();
         field_names.sort();
         if let Some(empty) = r.secret_fields.iter().find(|(_, v)| v.is_empty()) {
-            return Err(ControlError::InvalidArgument(format!("secret field {} is empty", empty.0)).into());
+            return Err(ControlError::InvalidArgument(format!(
+                "secret field {} is empty",
+                empty.0
+            ))
+            .into());
         }
-        let plaintext = serde_json::to_vec(&r.secret_fields).map_err(|e| Status::internal(e.to_string()))?;
+        let plaintext =
+            serde_json::to_vec(&r.secret_fields).map_err(|e| Status::internal(e.to_string()))?;
         let credential = tollgate_policy::model::Credential {
             id: new_id(),
             name: r.name.clone(),
@@ -252,34 +320,58 @@ impl AdminService for AdminApi {
             sealed: sealing.seal(new_nonce(), &plaintext),
             key_id: sealing.id(),
         };
-        let (state, _) = self.change(&request, Command::PutCredential { credential }).await?;
-        found(state.credentials.values().find(|c| c.name == r.name.trim()).map(convert::credential))
+        let (state, _) = self
+            .change(&request, Command::PutCredential { credential })
+            .await?;
+        found(
+            state
+                .credentials
+                .values()
+                .find(|c| c.name == r.name.trim())
+                .map(convert::credential),
+        )
     }
 
-    async fn list_credentials(&self, request: Request<ListCredentialsRequest>) -> Reply<ListCredentialsResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListCredentialsResponse { credentials: state.credentials.values().map(convert::credential).collect() }))
+    async fn list_credentials(
+        &self,
+        request: Request<ListCredentialsRequest>,
+    ) -> Reply<ListCredentialsResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListCredentialsResponse {
+            credentials: state
+                .credentials
+                .values()
+                .map(convert::credential)
+                .collect(),
+        }))
     }
 
     async fn delete_credential(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteCredential { id }).await
+        self.delete(&request, Command::DeleteCredential { id })
+            .await
     }
 
     async fn upsert_deployment(&self, request: Request<Deployment>) -> Reply<Deployment> {
         let deployment = convert::deployment_from(request.get_ref().clone(), new_id())?;
         let id = deployment.id.clone();
-        let (state, _) = self.change(&request, Command::UpsertDeployment { deployment }).await?;
+        let (state, _) = self
+            .change(&request, Command::UpsertDeployment { deployment })
+            .await?;
         found(state.deployments.get(&id).map(convert::deployment))
     }
 
     async fn delete_deployment(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteDeployment { id }).await
+        self.delete(&request, Command::DeleteDeployment { id })
+            .await
     }
 
-    async fn list_deployments(&self, request: Request<ListDeploymentsRequest>) -> Reply<ListDeploymentsResponse> {
-        let state = self.read(&request)?;
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Reply<ListDeploymentsResponse> {
+        let state = self.read(&request).await?;
         let model = non_empty(request.get_ref().model_name.clone());
         let deployments = state
             .deployments
@@ -303,8 +395,10 @@ impl AdminService for AdminApi {
     }
 
     async fn list_prices(&self, request: Request<ListPricesRequest>) -> Reply<ListPricesResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListPricesResponse { prices: state.prices.values().map(convert::price).collect() }))
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListPricesResponse {
+            prices: state.prices.values().map(convert::price).collect(),
+        }))
     }
 
     async fn set_budget(&self, request: Request<Budget>) -> Reply<Budget> {
@@ -319,8 +413,11 @@ impl AdminService for AdminApi {
         self.delete(&request, Command::DeleteBudget { id }).await
     }
 
-    async fn list_budgets(&self, request: Request<ListBudgetsRequest>) -> Reply<ListBudgetsResponse> {
-        let state = self.read(&request)?;
+    async fn list_budgets(
+        &self,
+        request: Request<ListBudgetsRequest>,
+    ) -> Reply<ListBudgetsResponse> {
+        let state = self.read(&request).await?;
         let r = request.get_ref();
         let budgets = state
             .budgets
@@ -335,7 +432,9 @@ impl AdminService for AdminApi {
     async fn set_rate_limit(&self, request: Request<RateLimit>) -> Reply<RateLimit> {
         let rate_limit = convert::rate_limit_from(request.get_ref().clone(), new_id())?;
         let id = rate_limit.id.clone();
-        let (state, _) = self.change(&request, Command::SetRateLimit { rate_limit }).await?;
+        let (state, _) = self
+            .change(&request, Command::SetRateLimit { rate_limit })
+            .await?;
         found(state.rate_limits.get(&id).map(convert::rate_limit))
     }
 
@@ -344,8 +443,11 @@ impl AdminService for AdminApi {
         self.delete(&request, Command::DeleteRateLimit { id }).await
     }
 
-    async fn list_rate_limits(&self, request: Request<ListRateLimitsRequest>) -> Reply<ListRateLimitsResponse> {
-        let state = self.read(&request)?;
+    async fn list_rate_limits(
+        &self,
+        request: Request<ListRateLimitsRequest>,
+    ) -> Reply<ListRateLimitsResponse> {
+        let state = self.read(&request).await?;
         let r = request.get_ref();
         let rate_limits = state
             .rate_limits
@@ -360,24 +462,38 @@ impl AdminService for AdminApi {
     async fn set_routing_rule(&self, request: Request<RoutingRule>) -> Reply<RoutingRule> {
         let rule = convert::routing_rule_from(request.get_ref().clone(), new_id())?;
         let id = rule.id.clone();
-        let (state, _) = self.change(&request, Command::SetRoutingRule { rule }).await?;
+        let (state, _) = self
+            .change(&request, Command::SetRoutingRule { rule })
+            .await?;
         found(state.routing_rules.get(&id).map(convert::routing_rule))
     }
 
     async fn delete_routing_rule(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteRoutingRule { id }).await
+        self.delete(&request, Command::DeleteRoutingRule { id })
+            .await
     }
 
-    async fn list_routing_rules(&self, request: Request<ListRoutingRulesRequest>) -> Reply<ListRoutingRulesResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListRoutingRulesResponse { rules: state.routing_rules.values().map(convert::routing_rule).collect() }))
+    async fn list_routing_rules(
+        &self,
+        request: Request<ListRoutingRulesRequest>,
+    ) -> Reply<ListRoutingRulesResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListRoutingRulesResponse {
+            rules: state
+                .routing_rules
+                .values()
+                .map(convert::routing_rule)
+                .collect(),
+        }))
     }
 
     async fn set_guardrail(&self, request: Request<Guardrail>) -> Reply<Guardrail> {
         let guardrail = convert::guardrail_from(request.get_ref().clone(), new_id())?;
         let id = guardrail.id.clone();
-        let (state, _) = self.change(&request, Command::SetGuardrail { guardrail }).await?;
+        let (state, _) = self
+            .change(&request, Command::SetGuardrail { guardrail })
+            .await?;
         found(state.guardrails.get(&id).map(convert::guardrail))
     }
 
@@ -386,12 +502,20 @@ impl AdminService for AdminApi {
         self.delete(&request, Command::DeleteGuardrail { id }).await
     }
 
-    async fn list_guardrails(&self, request: Request<ListGuardrailsRequest>) -> Reply<ListGuardrailsResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListGuardrailsResponse { guardrails: state.guardrails.values().map(convert::guardrail).collect() }))
+    async fn list_guardrails(
+        &self,
+        request: Request<ListGuardrailsRequest>,
+    ) -> Reply<ListGuardrailsResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListGuardrailsResponse {
+            guardrails: state.guardrails.values().map(convert::guardrail).collect(),
+        }))
     }
 
-    async fn create_admin_token(&self, request: Request<CreateAdminTokenRequest>) -> Reply<CreateAdminTokenResponse> {
+    async fn create_admin_token(
+        &self,
+        request: Request<CreateAdminTokenRequest>,
+    ) -> Reply<CreateAdminTokenResponse> {
         let r = request.get_ref().clone();
         let role: AdminRole = parse("role", &r.role)?;
         let secret = new_secret(ADMIN_TOKEN_PREFIX);
@@ -405,38 +529,61 @@ impl AdminService for AdminApi {
             revoked: false,
             created_at: chrono::DateTime::UNIX_EPOCH,
         };
-        let (state, _) = self.change(&request, Command::CreateAdminToken { token }).await?;
+        let (state, _) = self
+            .change(&request, Command::CreateAdminToken { token })
+            .await?;
         let token = found(state.admin_tokens.get(&id).map(convert::admin_token))?.into_inner();
-        Ok(Response::new(CreateAdminTokenResponse { token: Some(token), secret }))
+        Ok(Response::new(CreateAdminTokenResponse {
+            token: Some(token),
+            secret,
+        }))
     }
 
     async fn revoke_admin_token(&self, request: Request<DeleteRequest>) -> Reply<AdminToken> {
         let id = request.get_ref().id.clone();
-        let (state, _) = self.change(&request, Command::RevokeAdminToken { id: id.clone() }).await?;
+        let (state, _) = self
+            .change(&request, Command::RevokeAdminToken { id: id.clone() })
+            .await?;
         found(state.admin_tokens.get(&id).map(convert::admin_token))
     }
 
-    async fn list_admin_tokens(&self, request: Request<ListAdminTokensRequest>) -> Reply<ListAdminTokensResponse> {
-        let state = self.read(&request)?;
-        Ok(Response::new(ListAdminTokensResponse { tokens: state.admin_tokens.values().map(convert::admin_token).collect() }))
+    async fn list_admin_tokens(
+        &self,
+        request: Request<ListAdminTokensRequest>,
+    ) -> Reply<ListAdminTokensResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListAdminTokensResponse {
+            tokens: state
+                .admin_tokens
+                .values()
+                .map(convert::admin_token)
+                .collect(),
+        }))
     }
 
     async fn list_events(&self, request: Request<ListEventsRequest>) -> Reply<ListEventsResponse> {
-        self.read(&request)?;
+        self.authorize(&request, Access::ReadPolicy)?;
         let r = request.get_ref();
-        let limit = match r.limit { 0 => 100, n => n.min(1000) };
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
         let store = self.log.store();
-        let events = store.read_after(r.after_sequence, limit).await.map_err(ControlError::from)?;
+        let events = store
+            .read_after(r.after_sequence, limit)
+            .await
+            .map_err(ControlError::from)?;
         let last_sequence = store.last_sequence().await.map_err(ControlError::from)?;
-        Ok(Response::new(ListEventsResponse { events: events.iter().map(event_to_proto).collect(), last_sequence }))
+        Ok(Response::new(ListEventsResponse {
+            events: events.iter().map(event_to_proto).collect(),
+            last_sequence,
+        }))
     }
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Reply<PolicySnapshot> {
-        self.read(&request)?;
-        // Include what other control planes committed, so a fresh edge starts current.
-        self.log.catch_up().await.map_err(ControlError::from)?;
-        let state = self.log.state();
-        let state_json = serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
+        let state = self.read(&request).await?;
+        let state_json =
+            serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PolicySnapshot {
             sequence: state.sequence,
             schema_version: tollgate_policy::SCHEMA_VERSION,
@@ -447,8 +594,11 @@ impl AdminService for AdminApi {
 
     type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<PolicyEvent, Status>> + Send>>;
 
-    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Reply<Self::WatchEventsStream> {
-        self.read(&request)?;
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
+        self.authorize(&request, Access::ReadPolicy)?;
         let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
         Ok(Response::new(Box::pin(stream)))
     }
