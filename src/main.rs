@@ -11,7 +11,11 @@ use tollgate_control_plane::{ControlPlane, store};
 use tollgate_proto::bus::JetStreamBus;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Tollgate: a self-hosted generative-AI gateway")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate: a self-hosted generative-AI gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Role,
@@ -29,8 +33,7 @@ enum Role {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match Cli::parse().command {
@@ -48,7 +51,9 @@ async fn control_plane() -> anyhow::Result<()> {
         .context("connecting to NATS JetStream")?;
     let log = Arc::new(PolicyLog::open(store).await?);
     if config.admin_token.is_none() {
-        tracing::warn!("TOLLGATE_ADMIN_TOKEN is not set: only admin tokens already in the log can call the admin API");
+        tracing::warn!(
+            "TOLLGATE_ADMIN_TOKEN is not set: only admin tokens already in the log can call the admin API"
+        );
     }
     let listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await

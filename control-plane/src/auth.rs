@@ -67,7 +67,11 @@ impl Authenticator {
         Ok(actor)
     }
 
-    fn authenticate(&self, metadata: &MetadataMap, state: &PolicyState) -> Result<Actor, ControlError> {
+    fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        state: &PolicyState,
+    ) -> Result<Actor, ControlError> {
         let header = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -105,6 +109,8 @@ impl Authenticator {
                 name: format!("admin-token:{}", t.id),
                 role: t.role,
             })
-            .ok_or_else(|| ControlError::Unauthenticated("unknown or revoked admin token".to_owned()))
+            .ok_or_else(|| {
+                ControlError::Unauthenticated("unknown or revoked admin token".to_owned())
+            })
     }
 }

@@ -40,11 +40,14 @@ impl ControlPlaneConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let admin_addr = get("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_owned());
+        let admin_addr =
+            get("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_owned());
         Ok(ControlPlaneConfig {
-            admin_addr: admin_addr.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                name: "TOLLGATE_ADMIN_ADDR",
-                reason: e.to_string(),
+            admin_addr: admin_addr.parse().map_err(|e: std::net::AddrParseError| {
+                ConfigError::Invalid {
+                    name: "TOLLGATE_ADMIN_ADDR",
+                    reason: e.to_string(),
+                }
             })?,
             database_url: get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
             nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,

@@ -181,7 +181,11 @@ pub fn routing_rule(r: &RoutingRule) -> pb::RoutingRule {
 }
 
 pub fn routing_rule_from(r: pb::RoutingRule, new_id: String) -> Result<RoutingRule, ControlError> {
-    let strategy = if r.strategy.is_empty() { "simple_shuffle" } else { &r.strategy };
+    let strategy = if r.strategy.is_empty() {
+        "simple_shuffle"
+    } else {
+        &r.strategy
+    };
     Ok(RoutingRule {
         id: non_empty(r.id).unwrap_or(new_id),
         strategy: parse("strategy", strategy)?,
@@ -205,7 +209,11 @@ pub fn guardrail(g: &Guardrail) -> pb::Guardrail {
 }
 
 pub fn guardrail_from(g: pb::Guardrail, new_id: String) -> Result<Guardrail, ControlError> {
-    let config = if g.config_json.trim().is_empty() { "{}" } else { &g.config_json };
+    let config = if g.config_json.trim().is_empty() {
+        "{}"
+    } else {
+        &g.config_json
+    };
     Ok(Guardrail {
         id: non_empty(g.id).unwrap_or(new_id),
         mode: parse("mode", &g.mode)?,

@@ -36,9 +36,7 @@ impl From<ControlError> for Status {
             | ControlError::NotConfigured(_) => Code::FailedPrecondition,
             ControlError::Command(CommandError::AlreadyExists(_)) => Code::AlreadyExists,
             ControlError::Command(CommandError::NotFound(_)) => Code::NotFound,
-            ControlError::Store(StoreError::Conflict(_)) | ControlError::Contended => {
-                Code::Aborted
-            }
+            ControlError::Store(StoreError::Conflict(_)) | ControlError::Contended => Code::Aborted,
             ControlError::Store(_) => {
                 // The detail (a database error) is for the operator's log, not the caller.
                 tracing::error!(error = %e, "event store failure");

@@ -16,26 +16,40 @@ use tollgate_policy::model::Team;
 use uuid::Uuid;
 
 fn team_event(id: &str, version: u64, name: &str) -> NewEvent {
-    let team = Team { id: id.to_owned(), name: name.to_owned(), metadata: Default::default() };
+    let team = Team {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        metadata: Default::default(),
+    };
     NewEvent {
         id: Uuid::now_v7(),
         aggregate_id: format!("team:{id}"),
         version,
         actor: "test".to_owned(),
         occurred_at: Utc::now(),
-        event: if version == 1 { PolicyEvent::TeamCreated { team } } else { PolicyEvent::TeamUpdated { team } },
+        event: if version == 1 {
+            PolicyEvent::TeamCreated { team }
+        } else {
+            PolicyEvent::TeamUpdated { team }
+        },
     }
 }
 
 /// The versions of `aggregate` and all sequences, read back from the log.
 async fn log_contents(store: &dyn EventStore, aggregate: &str) -> Result<(Vec<u64>, Vec<u64>)> {
     let events = store.read_after(0, 100_000).await?;
-    let versions = events.iter().filter(|e| e.aggregate_id == aggregate).map(|e| e.version).collect();
+    let versions = events
+        .iter()
+        .filter(|e| e.aggregate_id == aggregate)
+        .map(|e| e.version)
+        .collect();
     let sequences = events.iter().map(|e| e.sequence).collect();
     Ok((versions, sequences))
 }
 
-async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict(backend: Backend) -> Result<()> {
+async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict(
+    backend: Backend,
+) -> Result<()> {
     let test = backend.store().await?;
     let store = test.store.clone();
     store.append(None, vec![team_event("t", 1, "v1")]).await?;
@@ -46,7 +60,10 @@ async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict
             // Each writer reads the version it builds on, then races the others to append.
             let (versions, _) = log_contents(store.as_ref(), "team:t").await?;
             let next = versions.last().copied().unwrap_or(0) + 1;
-            match store.append(None, vec![team_event("t", next, &format!("w{writer}"))]).await {
+            match store
+                .append(None, vec![team_event("t", next, &format!("w{writer}"))])
+                .await
+            {
                 Ok(recorded) => Ok(Some(recorded[0].version)),
                 Err(StoreError::Conflict(_)) => Ok(None),
                 Err(e) => Err(anyhow::Error::from(e)),
@@ -60,51 +77,100 @@ async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict
         }
     }
     let distinct: BTreeSet<u64> = won.iter().copied().collect();
-    assert_eq!(distinct.len(), won.len(), "no two writers got the same version");
+    assert_eq!(
+        distinct.len(),
+        won.len(),
+        "no two writers got the same version"
+    );
     let (versions, sequences) = log_contents(store.as_ref(), "team:t").await?;
-    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "versions have no gaps or duplicates");
-    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>(), "the sequence has no gaps");
+    assert_eq!(
+        versions,
+        (1..=versions.len() as u64).collect::<Vec<_>>(),
+        "versions have no gaps or duplicates"
+    );
+    assert_eq!(
+        sequences,
+        (1..=sequences.len() as u64).collect::<Vec<_>>(),
+        "the sequence has no gaps"
+    );
     assert_eq!(versions.len(), won.len() + 1);
     assert!(!won.is_empty());
     Ok(())
 }
 
-async fn an_append_expecting_an_old_sequence_conflicts_and_writes_nothing(backend: Backend) -> Result<()> {
+async fn an_append_expecting_an_old_sequence_conflicts_and_writes_nothing(
+    backend: Backend,
+) -> Result<()> {
     let test = backend.store().await?;
     let store = test.store.as_ref();
     store.append(Some(0), vec![team_event("a", 1, "a")]).await?;
     let stale = store.append(Some(0), vec![team_event("b", 1, "b")]).await;
-    assert!(matches!(stale, Err(StoreError::Conflict(_))), "got {stale:?}");
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(_))),
+        "got {stale:?}"
+    );
     let wrong_version = store.append(None, vec![team_event("a", 3, "a3")]).await;
-    assert!(matches!(wrong_version, Err(StoreError::Conflict(_))), "got {wrong_version:?}");
-    let batch = store.append(None, vec![team_event("c", 1, "c"), team_event("a", 1, "dup")]).await;
-    assert!(matches!(batch, Err(StoreError::Conflict(_))), "a failing batch is refused whole");
+    assert!(
+        matches!(wrong_version, Err(StoreError::Conflict(_))),
+        "got {wrong_version:?}"
+    );
+    let batch = store
+        .append(
+            None,
+            vec![team_event("c", 1, "c"), team_event("a", 1, "dup")],
+        )
+        .await;
+    assert!(
+        matches!(batch, Err(StoreError::Conflict(_))),
+        "a failing batch is refused whole"
+    );
     assert_eq!(store.last_sequence().await?, 1);
     assert_eq!(store.read_after(0, 10).await?.len(), 1);
     Ok(())
 }
 
-async fn readers_never_skip_an_event_whose_transaction_commits_late(backend: Backend) -> Result<()> {
+async fn readers_never_skip_an_event_whose_transaction_commits_late(
+    backend: Backend,
+) -> Result<()> {
     let test = backend.store().await?;
     let store = test.store.clone();
     // The first append takes its sequence and holds it, uncommitted.
-    let early = store.begin_append(None, vec![team_event("early", 1, "early")]).await?;
+    let early = store
+        .begin_append(None, vec![team_event("early", 1, "early")])
+        .await?;
     // A second append starts meanwhile; it must not commit a later sequence first.
     let late_store = store.clone();
-    let late = tokio::spawn(async move { late_store.append(None, vec![team_event("late", 1, "late")]).await });
+    let late = tokio::spawn(async move {
+        late_store
+            .append(None, vec![team_event("late", 1, "late")])
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!late.is_finished(), "a later append waits for the open one");
-    assert!(store.read_after(0, 10).await?.is_empty(), "readers see nothing uncommitted");
+    assert!(
+        store.read_after(0, 10).await?.is_empty(),
+        "readers see nothing uncommitted"
+    );
     assert_eq!(store.last_sequence().await?, 0);
     early.commit().await?;
     let late = late.await??;
-    let seen: Vec<(u64, String)> = store.read_after(0, 10).await?.into_iter().map(|e| (e.sequence, e.aggregate_id)).collect();
-    assert_eq!(seen, vec![(1, "team:early".to_owned()), (2, "team:late".to_owned())]);
+    let seen: Vec<(u64, String)> = store
+        .read_after(0, 10)
+        .await?
+        .into_iter()
+        .map(|e| (e.sequence, e.aggregate_id))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, "team:early".to_owned()), (2, "team:late".to_owned())]
+    );
     assert_eq!(late[0].sequence, 2);
     Ok(())
 }
 
-async fn a_reader_polling_during_a_slow_append_sees_every_event_in_order(backend: Backend) -> Result<()> {
+async fn a_reader_polling_during_a_slow_append_sees_every_event_in_order(
+    backend: Backend,
+) -> Result<()> {
     let test = backend.store().await?;
     let store: Arc<dyn EventStore> = test.store.clone();
     let reader_store = store.clone();
@@ -129,7 +195,9 @@ async fn a_reader_polling_during_a_slow_append_sees_every_event_in_order(backend
         let store = store.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..10 {
-                let pending = store.begin_append(None, vec![team_event(&format!("w{w}-{i}"), 1, "x")]).await?;
+                let pending = store
+                    .begin_append(None, vec![team_event(&format!("w{w}-{i}"), 1, "x")])
+                    .await?;
                 // Hold some appends open a while, as a slow transaction would.
                 if i % 3 == 0 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -143,7 +211,11 @@ async fn a_reader_polling_during_a_slow_append_sees_every_event_in_order(backend
         writer.await??;
     }
     let seen = reader.await??;
-    assert_eq!(seen, (1..=40).collect::<Vec<u64>>(), "the reader saw every sequence once, in order");
+    assert_eq!(
+        seen,
+        (1..=40).collect::<Vec<u64>>(),
+        "the reader saw every sequence once, in order"
+    );
     Ok(())
 }
 
@@ -151,12 +223,21 @@ async fn a_snapshot_plus_later_events_equals_the_full_replay(backend: Backend) -
     let test = backend.store().await?;
     let store = test.store.as_ref();
     for i in 0..5 {
-        store.append(None, vec![team_event(&format!("t{i}"), 1, &format!("team {i}"))]).await?;
+        store
+            .append(
+                None,
+                vec![team_event(&format!("t{i}"), 1, &format!("team {i}"))],
+            )
+            .await?;
     }
     let at_five = load_state(store).await?;
     store.save_snapshot(&at_five).await?;
-    store.append(None, vec![team_event("t1", 2, "renamed")]).await?;
-    store.append(None, vec![team_event("t9", 1, "late")]).await?;
+    store
+        .append(None, vec![team_event("t1", 2, "renamed")])
+        .await?;
+    store
+        .append(None, vec![team_event("t9", 1, "late")])
+        .await?;
     let from_snapshot = load_state(store).await?;
     let mut full = tollgate_policy::PolicyState::default();
     for event in store.read_after(0, 1000).await? {

@@ -37,11 +37,23 @@ async fn folded_log_equals_live_state_and_snapshots_change_nothing(backend: Back
         }
         let live = log.state();
         let events = store.read_after(0, 100_000).await?;
-        assert_eq!(&replay(&events), live.as_ref(), "case {case}: full replay equals the live state");
-        assert_eq!(&load_state(store.as_ref()).await?, live.as_ref(), "case {case}: snapshot + later events equals the live state");
+        assert_eq!(
+            &replay(&events),
+            live.as_ref(),
+            "case {case}: full replay equals the live state"
+        );
+        assert_eq!(
+            &load_state(store.as_ref()).await?,
+            live.as_ref(),
+            "case {case}: snapshot + later events equals the live state"
+        );
         assert!(events.iter().all(|e| e.actor == "property-test"));
         let reopened = PolicyLog::open(store.clone()).await?;
-        assert_eq!(reopened.state().as_ref(), live.as_ref(), "case {case}: a restarted control plane has the same state");
+        assert_eq!(
+            reopened.state().as_ref(),
+            live.as_ref(),
+            "case {case}: a restarted control plane has the same state"
+        );
     }
     Ok(())
 }

@@ -29,7 +29,12 @@ struct DiesWhilePublishing {
 
 #[async_trait]
 impl Bus for DiesWhilePublishing {
-    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> Result<PublishAck, BusError> {
+    async fn publish(
+        &self,
+        topic: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishAck, BusError> {
         let n = self.published.fetch_add(1, Ordering::SeqCst);
         if n > self.survive {
             return Err(BusError::Unavailable("process is dead".into()));
@@ -53,7 +58,12 @@ impl Bus for DiesWhilePublishing {
 async fn create_teams(cp: &TestControlPlane, names: std::ops::Range<usize>) -> Result<()> {
     let mut admin = cp.admin().await?;
     for i in names {
-        admin.create_team(CreateTeamRequest { name: format!("team-{i}"), metadata: Default::default() }).await?;
+        admin
+            .create_team(CreateTeamRequest {
+                name: format!("team-{i}"),
+                metadata: Default::default(),
+            })
+            .await?;
     }
     Ok(())
 }
@@ -62,7 +72,10 @@ async fn wait_until_published(bus: &dyn Bus, sequence: u64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while last_published(bus).await? < sequence {
         if tokio::time::Instant::now() > deadline {
-            bail!("the relay published up to {} of {sequence}", last_published(bus).await?);
+            bail!(
+                "the relay published up to {} of {sequence}",
+                last_published(bus).await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -71,27 +84,46 @@ async fn wait_until_published(bus: &dyn Bus, sequence: u64) -> Result<()> {
 
 /// Every message on the policy topic, decoded.
 async fn policy_topic(bus: &dyn Bus) -> Result<Vec<(String, PolicyEvent)>> {
-    let last = bus.last(POLICY).await?.context("policy topic is empty")?.sequence;
+    let last = bus
+        .last(POLICY)
+        .await?
+        .context("policy topic is empty")?
+        .sequence;
     let mut sub = bus.subscribe(POLICY, 0).await?;
     let mut out = Vec::new();
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.context("subscription ended")??;
-        out.push((message.msg_id.clone(), PolicyEvent::decode(message.payload)?));
+        let message = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await?
+            .context("subscription ended")??;
+        out.push((
+            message.msg_id.clone(),
+            PolicyEvent::decode(message.payload)?,
+        ));
         if message.sequence == last {
             return Ok(out);
         }
     }
 }
 
-async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_once(backend: Backend) -> Result<()> {
+async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_once(
+    backend: Backend,
+) -> Result<()> {
     let bus = backend.bus().await?;
-    let dying = Arc::new(DiesWhilePublishing { bus: bus.clone(), survive: 4, published: AtomicUsize::new(0) });
+    let dying = Arc::new(DiesWhilePublishing {
+        bus: bus.clone(),
+        survive: 4,
+        published: AtomicUsize::new(0),
+    });
     let cp = TestControlPlane::start_with(backend.store().await?, dying).await?;
     create_teams(&cp, 0..12).await?;
     assert_eq!(cp.log.state().sequence, 12, "all twelve changes committed");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let store = cp.stop().await;
-    assert_eq!(last_published(bus.as_ref()).await?, 5, "the process died having stored five events");
+    assert_eq!(
+        last_published(bus.as_ref()).await?,
+        5,
+        "the process died having stored five events"
+    );
 
     let cp = TestControlPlane::start_with(store, bus.clone()).await?;
     wait_until_published(bus.as_ref(), 12).await?;
@@ -100,7 +132,11 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
 
     let on_bus = policy_topic(bus.as_ref()).await?;
     let sequences: Vec<u64> = on_bus.iter().map(|(_, e)| e.sequence).collect();
-    assert_eq!(sequences, (1..=15).collect::<Vec<_>>(), "each committed event once, in order");
+    assert_eq!(
+        sequences,
+        (1..=15).collect::<Vec<_>>(),
+        "each committed event once, in order"
+    );
     let committed = cp.store.store.read_after(0, 100).await?;
     for ((msg_id, published), event) in on_bus.iter().zip(&committed) {
         assert_eq!(msg_id, &event.id.to_string(), "Nats-Msg-Id is the event id");
@@ -110,13 +146,23 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
     Ok(())
 }
 
-async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(backend: Backend) -> Result<()> {
+async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(
+    backend: Backend,
+) -> Result<()> {
     let bus = backend.bus().await?;
-    let down = Arc::new(DiesWhilePublishing { bus: bus.clone(), survive: 0, published: AtomicUsize::new(1) });
+    let down = Arc::new(DiesWhilePublishing {
+        bus: bus.clone(),
+        survive: 0,
+        published: AtomicUsize::new(1),
+    });
     let cp = TestControlPlane::start_with(backend.store().await?, down).await?;
     create_teams(&cp, 0..3).await?;
     let store = cp.stop().await;
-    assert_eq!(last_published(bus.as_ref()).await?, 0, "nothing reached the bus");
+    assert_eq!(
+        last_published(bus.as_ref()).await?,
+        0,
+        "nothing reached the bus"
+    );
     let cp = TestControlPlane::start_with(store, bus.clone()).await?;
     wait_until_published(bus.as_ref(), 3).await?;
     assert_eq!(policy_topic(bus.as_ref()).await?.len(), 3);

@@ -21,7 +21,9 @@ impl std::fmt::Debug for SealingKey {
 /// Why a key or a sealed value was refused. Never includes key material or plaintext.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealingError {
-    #[error("the credential key must be 32 bytes, base64-encoded (for example: openssl rand -base64 32)")]
+    #[error(
+        "the credential key must be 32 bytes, base64-encoded (for example: openssl rand -base64 32)"
+    )]
     BadKey,
     #[error("sealed credential is malformed or was sealed with another key")]
     Unsealable,
@@ -33,7 +35,9 @@ impl SealingKey {
         let bytes = STANDARD
             .decode(text.trim())
             .map_err(|_| SealingError::BadKey)?;
-        Ok(SealingKey(bytes.try_into().map_err(|_| SealingError::BadKey)?))
+        Ok(SealingKey(
+            bytes.try_into().map_err(|_| SealingError::BadKey)?,
+        ))
     }
 
     /// A key from raw bytes.

@@ -208,7 +208,11 @@ fn snapshot_json(state: &PolicyState) -> Result<String, StoreError> {
 fn decode_snapshot(sequence: i64, schema: i32, json: &str) -> Option<PolicyState> {
     // An unreadable or newer snapshot is only a lost shortcut: the full log still folds.
     if schema != SCHEMA_VERSION as i32 {
-        tracing::warn!(sequence, schema, "ignoring snapshot of another schema version");
+        tracing::warn!(
+            sequence,
+            schema,
+            "ignoring snapshot of another schema version"
+        );
         return None;
     }
     serde_json::from_str(json)

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::store::{self, EventStore};
-use tollgate_control_plane::ControlPlane;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus};
@@ -41,11 +41,19 @@ impl Backend {
         Ok(match self {
             Backend::PostgresJetStream => {
                 let url = tollgate_test_support::fresh_postgres_database().await?;
-                TestStore { store: store::connect(&url).await?, url, _dir: None }
+                TestStore {
+                    store: store::connect(&url).await?,
+                    url,
+                    _dir: None,
+                }
             }
             Backend::SqliteMemory => {
                 let (dir, url) = tollgate_test_support::fresh_sqlite_database()?;
-                TestStore { store: store::connect(&url).await?, url, _dir: Some(dir) }
+                TestStore {
+                    store: store::connect(&url).await?,
+                    url,
+                    _dir: Some(dir),
+                }
             }
         })
     }
@@ -97,17 +105,38 @@ impl TestControlPlane {
                 })
                 .await;
         });
-        Ok(TestControlPlane { addr, log, bus, store, stop: Some(stop), task })
+        Ok(TestControlPlane {
+            addr,
+            log,
+            bus,
+            store,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// A client sending `token` as its bearer token.
-    pub async fn client(&self, token: &str) -> Result<AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))?.connect().await?;
-        Ok(AdminServiceClient::with_interceptor(channel, BearerToken(format!("Bearer {token}"))))
+    pub async fn client(
+        &self,
+        token: &str,
+    ) -> Result<
+        AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>,
+    > {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?;
+        Ok(AdminServiceClient::with_interceptor(
+            channel,
+            BearerToken(format!("Bearer {token}")),
+        ))
     }
 
     /// A client with the bootstrap admin token.
-    pub async fn admin(&self) -> Result<AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>> {
+    pub async fn admin(
+        &self,
+    ) -> Result<
+        AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>,
+    > {
         self.client(ADMIN_TOKEN).await
     }
 
@@ -126,7 +155,10 @@ impl TestControlPlane {
 pub struct BearerToken(String);
 
 impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Ok(value) = self.0.parse() {
             request.metadata_mut().insert("authorization", value);
         }
