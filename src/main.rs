@@ -8,6 +8,9 @@ use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::config::ControlPlaneConfig;
 use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::{ControlPlane, store};
+use tollgate_edge::Edge;
+use tollgate_edge::config::EdgeConfig;
+use tollgate_edge::policy::{GrpcSnapshots, SnapshotSource};
 use tollgate_proto::bus::JetStreamBus;
 
 #[derive(Parser)]
@@ -27,6 +30,10 @@ enum Role {
     /// JetStream. Configured by DATABASE_URL, NATS_URL, TOLLGATE_ADMIN_ADDR,
     /// TOLLGATE_ADMIN_TOKEN, TOLLGATE_CREDENTIAL_KEY and TOLLGATE_BUS_PREFIX.
     ControlPlane,
+    /// Run an edge (the OpenAI-compatible HTTP API) following policy from NATS JetStream.
+    /// Configured by NATS_URL, TOLLGATE_EDGE_ADDR, TOLLGATE_CONTROL_PLANE_URL,
+    /// TOLLGATE_EDGE_TOKEN, TOLLGATE_CREDENTIAL_KEY, TOLLGATE_REGION and more (see README).
+    Edge,
 }
 
 #[tokio::main]
@@ -38,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Role::ControlPlane => control_plane().await,
+        Role::Edge => edge().await,
     }
 }
 
@@ -70,5 +78,28 @@ async fn control_plane() -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+async fn edge() -> anyhow::Result<()> {
+    let config = EdgeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
+        .await
+        .context("connecting to NATS JetStream")?;
+    let snapshots = match &config.control_plane_url {
+        Some(url) => Some(Arc::new(
+            GrpcSnapshots::new(url, &config.control_plane_token).map_err(anyhow::Error::msg)?,
+        ) as Arc<dyn SnapshotSource>),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding the edge to {}", config.addr))?;
+    tracing::info!(addr = %config.addr, "edge serving");
+    let edge = Edge::start(config, Arc::new(bus), snapshots);
+    edge.serve(listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

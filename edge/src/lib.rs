@@ -1,1 +1,112 @@
-//! Tollgate edge (issue 3).
+//! Tollgate's edge: the stateless request path. It serves the OpenAI-compatible API from an
+//! in-memory copy of policy that follows the POLICY stream, calls providers, and emits one
+//! usage event per request to the USAGE stream. It keeps serving on the last policy it has
+//! when the control plane, PostgreSQL or NATS are down.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod policy;
+pub mod pricing;
+pub mod providers;
+pub mod route;
+pub mod usage;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_proto::bus::Bus;
+
+use crate::api::AppState;
+use crate::config::EdgeConfig;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyView, SnapshotSource};
+use crate::providers::Providers;
+
+/// How long a stopping edge keeps trying to publish buffered usage.
+const USAGE_FLUSH: Duration = Duration::from_secs(10);
+
+/// A started edge: policy following and usage publishing run; `serve` answers requests.
+pub struct Edge {
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<()>,
+    usage: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    /// Starts following policy (snapshots from `snapshots` when given, events from `bus`) and
+    /// publishing usage to `bus`.
+    pub fn start(
+        config: EdgeConfig,
+        bus: Arc<dyn Bus>,
+        snapshots: Option<Arc<dyn SnapshotSource>>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let view = Arc::new(PolicyView::default());
+        let (stop, stopped) = watch::channel(false);
+        let follower = tokio::spawn(policy::follow(
+            view.clone(),
+            snapshots,
+            bus.clone(),
+            metrics.clone(),
+            stopped,
+        ));
+        let (usage_sink, usage) =
+            usage::start(bus, config.usage_buffer, metrics.clone(), USAGE_FLUSH);
+        let state = Arc::new(AppState {
+            providers: Providers::new(config.connect_timeout),
+            sealing: config.credential_key.clone(),
+            config,
+            policy: view,
+            usage: usage_sink,
+            metrics,
+        });
+        Edge {
+            state,
+            stop,
+            follower,
+            usage,
+        }
+    }
+
+    /// This edge's policy.
+    pub fn policy(&self) -> &Arc<PolicyView> {
+        &self.state.policy
+    }
+
+    /// This edge's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops following policy and
+    /// flushes buffered usage events.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Edge {
+            state,
+            stop,
+            follower,
+            usage,
+        } = self;
+        let app = api::router(state.clone());
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop.send(true);
+        let _ = follower.await;
+        // The last sink goes with the state; the publisher then flushes and ends.
+        drop(state);
+        let _ = usage.await;
+        result
+    }
+}

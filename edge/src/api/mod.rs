@@ -1,0 +1,48 @@
+//! The edge's HTTP surface: the OpenAI-compatible API, health and metrics.
+
+mod info;
+pub mod openai;
+mod proxy;
+mod record;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tollgate_policy::sealing::SealingKey;
+
+use crate::config::EdgeConfig;
+use crate::metrics::Metrics;
+use crate::policy::PolicyView;
+use crate::providers::Providers;
+use crate::usage::UsageSink;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: EdgeConfig,
+    pub policy: Arc<PolicyView>,
+    pub providers: Providers,
+    pub usage: UsageSink,
+    pub metrics: Arc<Metrics>,
+    pub sealing: Option<SealingKey>,
+}
+
+/// The edge's routes. Each API route exists with and without the `/v1` prefix.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/chat/completions", post(proxy::chat_completions))
+        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/embeddings", post(proxy::embeddings))
+        .route("/v1/models", get(info::models))
+        .route("/models", get(info::models))
+        .route("/health/live", get(info::live))
+        .route("/health/ready", get(info::ready))
+        .route("/metrics", get(info::metrics))
+        // Bodies are read with the configured limit inside the handlers, so that an oversized
+        // body gets an OpenAI-shaped 413 instead of axum's plain-text one.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}

@@ -1,0 +1,322 @@
+//! OpenAI wire format: the few request fields the edge reads (the rest is forwarded untouched),
+//! usage in responses, and server-sent-event framing.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::error::EdgeError;
+use crate::pricing::Tokens;
+
+/// What the edge reads of a chat completion request.
+#[derive(Deserialize)]
+pub struct ChatRequest<'a> {
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(borrow)]
+    pub messages: Vec<Message<'a>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// What the edge reads of a message: only its role (content passes through unread).
+#[derive(Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow)]
+    pub role: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// What the edge reads of an embeddings request.
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest<'a> {
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    pub input: serde_json::Value,
+}
+
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Parses and checks a chat request, with messages a client can act on.
+pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, EdgeError> {
+    let request: ChatRequest = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::InvalidRequest(format!("invalid chat completion request: {e}")))?;
+    if request.model.is_empty() {
+        return Err(EdgeError::InvalidRequest(
+            "`model` must not be empty".into(),
+        ));
+    }
+    if request.messages.is_empty() {
+        return Err(EdgeError::InvalidRequest(
+            "`messages` must hold at least one message".into(),
+        ));
+    }
+    if let Some((i, m)) = request
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !ROLES.contains(&m.role.as_ref()))
+    {
+        return Err(EdgeError::InvalidRequest(format!(
+            "messages[{i}].role {:?} is not one of {}",
+            m.role,
+            ROLES.join(", ")
+        )));
+    }
+    Ok(request)
+}
+
+/// Parses and checks an embeddings request.
+pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, EdgeError> {
+    let request: EmbeddingsRequest = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::InvalidRequest(format!("invalid embeddings request: {e}")))?;
+    let valid_input = match &request.input {
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(items) => !items.is_empty(),
+        _ => false,
+    };
+    if request.model.is_empty() || !valid_input {
+        return Err(EdgeError::InvalidRequest(
+            "`model` and a non-empty `input` (string, array of strings or of token arrays) are required".into(),
+        ));
+    }
+    Ok(request)
+}
+
+/// The body to send upstream: the client's bytes untouched unless the model name differs or
+/// usage must be requested from a stream, in which case only those fields change.
+pub fn upstream_body(
+    body: &Bytes,
+    client_model: &str,
+    upstream_model: &str,
+    request_stream_usage: bool,
+) -> Result<Bytes, EdgeError> {
+    if client_model == upstream_model && !request_stream_usage {
+        return Ok(body.clone());
+    }
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::InvalidRequest(format!("invalid request body: {e}")))?;
+    value.insert("model".into(), upstream_model.into());
+    if request_stream_usage {
+        let options = value
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), true.into());
+        }
+    }
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| EdgeError::InvalidRequest(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+impl From<Usage> for Tokens {
+    fn from(u: Usage) -> Tokens {
+        Tokens {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+            cached_input: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_write: 0,
+        }
+    }
+}
+
+/// The usage of a complete (non-streamed) response.
+pub fn response_usage(body: &[u8]) -> Option<Tokens> {
+    serde_json::from_slice::<WithUsage>(body)
+        .ok()?
+        .usage
+        .map(Tokens::from)
+}
+
+/// One server-sent event of a chat stream, as the edge sees it.
+pub enum StreamEvent {
+    /// `data: [DONE]`.
+    Done,
+    /// A chunk; `usage_only` when it carries usage and no choices (the chunk
+    /// `stream_options.include_usage` adds at the end).
+    Chunk {
+        usage: Option<Tokens>,
+        usage_only: bool,
+    },
+    /// Comments, keep-alives and anything else.
+    Other,
+}
+
+/// Classifies one complete event.
+pub fn classify(event: &[u8]) -> StreamEvent {
+    let Some(data) = event_data(event) else {
+        return StreamEvent::Other;
+    };
+    if data.trim_ascii() == b"[DONE]" {
+        return StreamEvent::Done;
+    }
+    // Only chunks that mention usage are parsed: the content chunks pass unread.
+    if !contains(&data, b"\"usage\"") {
+        return StreamEvent::Chunk {
+            usage: None,
+            usage_only: false,
+        };
+    }
+    match serde_json::from_slice::<WithUsage>(&data) {
+        Ok(chunk) => StreamEvent::Chunk {
+            usage_only: chunk.usage.is_some() && chunk.choices.is_none_or(|c| c.is_empty()),
+            usage: chunk.usage.map(Tokens::from),
+        },
+        Err(_) => StreamEvent::Other,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The concatenated `data:` lines of an event.
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut lines = event
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter_map(|l| l.strip_prefix(b"data:"))
+        .map(|l| l.strip_prefix(b" ").unwrap_or(l));
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = first.to_vec();
+            for line in std::iter::once(second).chain(lines) {
+                joined.push(b'\n');
+                joined.extend_from_slice(line);
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}
+
+/// Splits a byte stream into complete server-sent events (each with its blank-line end).
+#[derive(Default)]
+pub struct SseFramer {
+    buf: BytesMut,
+}
+
+impl SseFramer {
+    /// Adds bytes and returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = event_end(&self.buf) {
+            events.push(self.buf.split_to(end).freeze());
+        }
+        events
+    }
+
+    /// Whatever is left after the stream ended (an unterminated last event).
+    pub fn rest(&mut self) -> Option<Bytes> {
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+}
+
+/// The index just past the first event terminator (`\n\n` or `\r\n\r\n`).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_are_reassembled() {
+        let mut framer = SseFramer::default();
+        assert!(framer.push(b"data: {\"a\":").is_empty());
+        let events = framer.push(b"1}\n\ndata: [DONE]\n\n");
+        assert_eq!(
+            events,
+            vec![
+                Bytes::from_static(b"data: {\"a\":1}\n\n"),
+                Bytes::from_static(b"data: [DONE]\n\n")
+            ]
+        );
+        assert!(framer.rest().is_none());
+    }
+
+    #[test]
+    fn the_usage_chunk_is_recognised() {
+        let chunk = br#"data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}
+
+"#;
+        match classify(chunk) {
+            StreamEvent::Chunk {
+                usage: Some(t),
+                usage_only: true,
+            } => {
+                assert_eq!((t.input, t.output, t.cached_input), (5, 7, 2));
+            }
+            _ => panic!("usage chunk not recognised"),
+        }
+        assert!(matches!(classify(b"data: [DONE]\n\n"), StreamEvent::Done));
+        assert!(matches!(classify(b": keep-alive\n\n"), StreamEvent::Other));
+    }
+
+    #[test]
+    fn the_body_is_forwarded_untouched_when_nothing_changes() {
+        let body =
+            Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let same = upstream_body(&body, "m", "m", false).ok();
+        assert_eq!(
+            same.as_ref().map(|b| b.as_ptr()),
+            Some(body.as_ptr()),
+            "no copy"
+        );
+        let changed = upstream_body(&body, "m", "gpt-x", true)
+            .ok()
+            .unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&changed).unwrap_or_default();
+        assert_eq!(value["model"], "gpt-x");
+        assert_eq!(value["stream_options"]["include_usage"], true);
+    }
+}

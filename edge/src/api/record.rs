@@ -1,0 +1,158 @@
+//! `UsageRecord`: the usage event of one request, filled in as the request goes, and recorded
+//! exactly once — when the record is dropped, so that errors, panics and clients that hang up
+//! mid-stream are counted like everything else.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tollgate_policy::model::{Deployment, Price, VirtualKey};
+use tollgate_proto::convert::timestamp;
+use tollgate_proto::usage::UsageEvent;
+
+use crate::error::EdgeError;
+use crate::metrics::{Metrics, ModelLabels, RequestLabels, TokenLabels};
+use crate::pricing::{Tokens, cost};
+use crate::usage::UsageSink;
+
+/// HTTP status recorded for a client that closed the connection before the end (nginx's 499).
+pub const CLIENT_CLOSED: u32 = 499;
+
+/// The usage of one request in progress.
+pub struct UsageRecord {
+    event: UsageEvent,
+    route: &'static str,
+    started: Instant,
+    price: Option<Price>,
+    tokens: Tokens,
+    sink: UsageSink,
+    metrics: Arc<Metrics>,
+}
+
+impl UsageRecord {
+    pub fn new(
+        request_id: String,
+        route: &'static str,
+        edge_id: &str,
+        region: &str,
+        sink: UsageSink,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        UsageRecord {
+            event: UsageEvent {
+                schema_version: 1,
+                request_id,
+                occurred_at: Some(timestamp(chrono::Utc::now())),
+                edge_id: edge_id.to_owned(),
+                region: region.to_owned(),
+                status: CLIENT_CLOSED,
+                error_code: "client_closed".to_owned(),
+                ..Default::default()
+            },
+            route,
+            started: Instant::now(),
+            price: None,
+            tokens: Tokens::default(),
+            sink,
+            metrics,
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.event.request_id
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn set_model(&mut self, model: &str, stream: bool) {
+        self.event.model = model.to_owned();
+        self.event.stream = stream;
+    }
+
+    pub fn set_key(&mut self, key: &VirtualKey) {
+        self.event.key_id.clone_from(&key.id);
+        self.event.team_id = key.team_id.clone().unwrap_or_default();
+        self.event.user_id = key.user_id.clone().unwrap_or_default();
+    }
+
+    pub fn set_deployment(&mut self, deployment: &Deployment, price: Option<&Price>) {
+        self.event.deployment_id.clone_from(&deployment.id);
+        self.event.provider = deployment.provider.to_string();
+        self.price = price.cloned();
+    }
+
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        self.tokens = tokens;
+    }
+
+    /// The cost so far, from the tokens recorded.
+    pub fn cost_usd(&self) -> f64 {
+        cost(self.price.as_ref(), self.tokens)
+    }
+
+    pub fn first_token(&mut self) {
+        if self.event.ttft_ms == 0 {
+            let ttft = self.started.elapsed();
+            self.event.ttft_ms = ttft.as_millis().max(1) as u64;
+            self.metrics.ttft_seconds.observe(ttft.as_secs_f64());
+        }
+    }
+
+    /// The request ended with `status` (and a contract error code when it failed).
+    pub fn finish(&mut self, status: u16, error_code: &str) {
+        self.event.status = u32::from(status);
+        error_code.clone_into(&mut self.event.error_code);
+    }
+
+    pub fn fail(&mut self, error: &EdgeError) {
+        self.finish(error.status().as_u16(), error.code());
+    }
+}
+
+impl Drop for UsageRecord {
+    fn drop(&mut self) {
+        let mut event = std::mem::take(&mut self.event);
+        let elapsed = self.started.elapsed();
+        event.latency_ms = elapsed.as_millis() as u64;
+        event.input_tokens = self.tokens.input;
+        event.output_tokens = self.tokens.output;
+        event.cached_input_tokens = self.tokens.cached_input;
+        event.cache_write_tokens = self.tokens.cache_write;
+        event.cost_usd = self.cost_usd();
+        let labels = RequestLabels {
+            route: self.route,
+            status: u16::try_from(event.status).unwrap_or(0),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .request_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if !event.model.is_empty() {
+            for (kind, count) in [
+                ("input", event.input_tokens),
+                ("output", event.output_tokens),
+                ("cached_input", event.cached_input_tokens),
+            ] {
+                if count > 0 {
+                    let labels = TokenLabels {
+                        model: event.model.clone(),
+                        kind,
+                    };
+                    self.metrics.tokens.get_or_create(&labels).inc_by(count);
+                }
+            }
+            if event.cost_usd > 0.0 {
+                let labels = ModelLabels {
+                    model: event.model.clone(),
+                };
+                self.metrics
+                    .cost_usd
+                    .get_or_create(&labels)
+                    .inc_by(event.cost_usd);
+            }
+        }
+        self.sink.record(event);
+    }
+}

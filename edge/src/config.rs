@@ -1,0 +1,114 @@
+//! The edge's configuration: one typed struct, read from the environment through a lookup
+//! function so tests can feed it a map.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tollgate_policy::sealing::SealingKey;
+
+/// Default `TOLLGATE_EDGE_ADDR`.
+pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:4000";
+
+/// Everything an edge needs to run.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// `TOLLGATE_EDGE_ADDR`: where the HTTP API listens.
+    pub addr: SocketAddr,
+    /// `TOLLGATE_EDGE_ID`: this edge's name in usage events (default: a random id).
+    pub edge_id: String,
+    /// `TOLLGATE_REGION`: the region recorded in usage events.
+    pub region: String,
+    /// `TOLLGATE_CONTROL_PLANE_URL`: where snapshots come from (for example
+    /// `http://127.0.0.1:50051`); without it the edge builds policy from the stream alone.
+    pub control_plane_url: Option<String>,
+    /// `TOLLGATE_EDGE_TOKEN`: a viewer (or admin) token for the control plane.
+    pub control_plane_token: String,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `TOLLGATE_BUS_PREFIX` (default `tollgate`).
+    pub bus_prefix: String,
+    /// `TOLLGATE_CREDENTIAL_KEY`: opens provider credentials.
+    pub credential_key: Option<SealingKey>,
+    /// `TOLLGATE_MAX_BODY_BYTES` (default 10 MiB): larger requests get 413.
+    pub max_body_bytes: usize,
+    /// `TOLLGATE_USAGE_BUFFER` (default 100,000): usage events held while the bus is away.
+    pub usage_buffer: usize,
+    /// `TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS` (default 5,000).
+    pub connect_timeout: Duration,
+    /// `TOLLGATE_UPSTREAM_TIMEOUT_MS` (default 600,000): a whole non-streaming call.
+    pub upstream_timeout: Duration,
+    /// `TOLLGATE_FIRST_BYTE_TIMEOUT_MS` (default 60,000): until a stream starts, and between chunks.
+    pub first_byte_timeout: Duration,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl EdgeConfig {
+    /// Reads the configuration from `lookup` (normally the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let invalid = |name: &'static str| {
+            move |e: &dyn std::fmt::Display| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            get(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|e: std::num::ParseIntError| invalid(name)(&e))
+            })
+        };
+        Ok(EdgeConfig {
+            addr: get("TOLLGATE_EDGE_ADDR")
+                .unwrap_or_else(|| DEFAULT_EDGE_ADDR.to_owned())
+                .parse()
+                .map_err(|e: std::net::AddrParseError| invalid("TOLLGATE_EDGE_ADDR")(&e))?,
+            edge_id: get("TOLLGATE_EDGE_ID").unwrap_or_else(|| {
+                format!("edge-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+            }),
+            region: get("TOLLGATE_REGION").unwrap_or_default(),
+            control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
+            control_plane_token: get("TOLLGATE_EDGE_TOKEN")
+                .or_else(|| get("TOLLGATE_ADMIN_TOKEN"))
+                .unwrap_or_default(),
+            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
+            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
+            credential_key: get("TOLLGATE_CREDENTIAL_KEY")
+                .map(|k| SealingKey::from_base64(&k))
+                .transpose()
+                .map_err(|e| invalid("TOLLGATE_CREDENTIAL_KEY")(&e))?,
+            max_body_bytes: number("TOLLGATE_MAX_BODY_BYTES", 10 * 1024 * 1024)? as usize,
+            usage_buffer: number("TOLLGATE_USAGE_BUFFER", 100_000)? as usize,
+            connect_timeout: Duration::from_millis(number(
+                "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
+                5_000,
+            )?),
+            upstream_timeout: Duration::from_millis(number(
+                "TOLLGATE_UPSTREAM_TIMEOUT_MS",
+                600_000,
+            )?),
+            first_byte_timeout: Duration::from_millis(number(
+                "TOLLGATE_FIRST_BYTE_TIMEOUT_MS",
+                60_000,
+            )?),
+        })
+    }
+
+    /// Defaults for an edge that tests or `tollgate up` configure in code.
+    pub fn local(nats_url: &str) -> Self {
+        let map = [
+            ("NATS_URL", nats_url.to_owned()),
+            ("TOLLGATE_EDGE_ADDR", "127.0.0.1:0".to_owned()),
+        ];
+        Self::from_lookup(|name| map.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}

@@ -1,0 +1,113 @@
+//! The edge's errors, each mapped once to an HTTP status and an OpenAI-shaped error body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a request was refused or failed. Messages never contain secrets or upstream URLs.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request body is larger than the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("{0}")]
+    InvalidApiKey(&'static str),
+    #[error("this key may not use model {0:?}")]
+    ModelNotAllowed(String),
+    #[error("model {0:?} does not exist")]
+    ModelNotFound(String),
+    #[error("{message}")]
+    UpstreamRateLimited {
+        message: String,
+        retry_after: Option<HeaderValue>,
+    },
+    /// The provider answered with a client error that the client should see as-is (400-class).
+    #[error("{message}")]
+    UpstreamRejected { status: StatusCode, message: String },
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    #[error("policy is not loaded yet; this edge is not ready")]
+    NotReady,
+}
+
+impl EdgeError {
+    /// (HTTP status, OpenAI error `type`, contract error `code`).
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            EdgeError::InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            EdgeError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            EdgeError::InvalidApiKey(_) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+            ),
+            EdgeError::ModelNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_allowed",
+            ),
+            EdgeError::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            EdgeError::UpstreamRateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
+            EdgeError::UpstreamRejected { status, .. } => {
+                (*status, "invalid_request_error", "upstream_rejected")
+            }
+            EdgeError::Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
+            EdgeError::UpstreamTimeout(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
+            }
+            EdgeError::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "policy_not_loaded",
+            ),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The contract error code (`invalid_api_key`, `upstream_timeout`, …).
+    pub fn code(&self) -> &'static str {
+        self.parts().2
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let (status, kind, code) = self.parts();
+        let body = json!({
+            "error": {"message": self.to_string(), "type": kind, "param": null, "code": code}
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let EdgeError::UpstreamRateLimited {
+            retry_after: Some(value),
+            ..
+        } = self
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}

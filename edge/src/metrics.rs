@@ -1,0 +1,160 @@
+//! The edge's Prometheus metrics, one registry per edge (several edges can share a process).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub provider: &'static str,
+    pub code: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~100 s: overhead lives at the low end, long generations at the high end.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.5, 16,
+    ))
+}
+
+/// Every metric the edge exposes on `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RequestLabels, Histogram>,
+    pub overhead_seconds: Histogram,
+    pub ttft_seconds: Histogram,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub policy_sequence: Gauge,
+    pub policy_staleness_seconds: Gauge<f64, AtomicU64>,
+    pub policy_resyncs: Counter,
+    pub usage_buffered: Gauge,
+    pub usage_published: Counter,
+    pub usage_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            overhead_seconds: latency_histogram(),
+            ttft_seconds: latency_histogram(),
+            tokens: Family::default(),
+            cost_usd: Family::default(),
+            upstream_errors: Family::default(),
+            policy_sequence: Gauge::default(),
+            policy_staleness_seconds: Gauge::default(),
+            policy_resyncs: Counter::default(),
+            usage_buffered: Gauge::default(),
+            usage_published: Counter::default(),
+            usage_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by route and HTTP status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the last byte sent",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "overhead_seconds",
+            "Time spent in Tollgate itself, excluding the upstream call",
+            metrics.overhead_seconds.clone(),
+        );
+        registry.register(
+            "ttft_seconds",
+            "Time to the first streamed token",
+            metrics.ttft_seconds.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens accounted, by model and kind (input, output, cached_input)",
+            metrics.tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Cost accounted from the price table, USD",
+            metrics.cost_usd.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures, by provider and error code",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "policy_sequence",
+            "Sequence of the last policy event applied",
+            metrics.policy_sequence.clone(),
+        );
+        registry.register(
+            "policy_staleness_seconds",
+            "Seconds since the policy was last known to be current",
+            metrics.policy_staleness_seconds.clone(),
+        );
+        registry.register(
+            "policy_resyncs",
+            "Resyncs after a gap in the policy stream",
+            metrics.policy_resyncs.clone(),
+        );
+        registry.register(
+            "usage_events_buffered",
+            "Usage events waiting to be published",
+            metrics.usage_buffered.clone(),
+        );
+        registry.register(
+            "usage_events_published",
+            "Usage events stored by the bus",
+            metrics.usage_published.clone(),
+        );
+        registry.register(
+            "usage_events_dropped",
+            "Usage events dropped because the buffer was full",
+            metrics.usage_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,107 @@
+//! Providers: each speaks one upstream wire protocol and answers in OpenAI's format. The edge
+//! dispatches to them in exactly one place, [`for_deployment`].
+
+mod mock;
+mod openai;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tollgate_policy::model::{Deployment, Provider as ProviderKind};
+
+pub use mock::MockProvider;
+pub use openai::OpenAiProvider;
+
+/// A call to one deployment, in OpenAI's request format.
+pub struct UpstreamCall<'a> {
+    pub deployment: &'a Deployment,
+    /// The deployment's credential fields, opened just for this call.
+    pub secrets: Option<BTreeMap<String, String>>,
+    /// The request body to send (its `model` already the upstream's).
+    pub body: Bytes,
+    pub stream: bool,
+    pub timeouts: Timeouts,
+}
+
+/// How long an upstream may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For the whole response of a non-streaming call.
+    pub total: Duration,
+    /// Until the response starts (headers) of a streaming call, and between its chunks.
+    pub first_byte: Duration,
+}
+
+/// An upstream's answer in OpenAI's format.
+pub enum UpstreamReply {
+    /// A complete JSON body.
+    Complete(Bytes),
+    /// Server-sent events, as the upstream sent them.
+    Stream(BoxStream<'static, Result<Bytes, UpstreamError>>),
+}
+
+/// How an upstream call failed, already stripped of URLs and credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream is rate limiting requests")]
+    RateLimited { retry_after: Option<String> },
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl UpstreamError {
+    /// The contract error code this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::RateLimited { .. } => "rate_limit_exceeded",
+            UpstreamError::Rejected { .. } => "upstream_rejected",
+            UpstreamError::Failed(_) => "upstream_error",
+            UpstreamError::Timeout(_) => "upstream_timeout",
+        }
+    }
+}
+
+/// One upstream wire protocol.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// `POST /chat/completions`.
+    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError>;
+    /// `POST /embeddings`.
+    async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError>;
+}
+
+/// The providers an edge can call, built once and shared by all requests.
+pub struct Providers {
+    pub openai: OpenAiProvider,
+    pub mock: MockProvider,
+}
+
+impl Providers {
+    /// Providers sharing one pooled HTTP client with `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Providers {
+            openai: OpenAiProvider::new(connect_timeout),
+            mock: MockProvider,
+        }
+    }
+
+    /// The provider that serves `deployment`, if this edge supports its kind.
+    pub fn for_deployment(&self, deployment: &Deployment) -> Option<&dyn Provider> {
+        match deployment.provider {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&self.openai),
+            ProviderKind::Mock => Some(&self.mock),
+            ProviderKind::Anthropic
+            | ProviderKind::Bedrock
+            | ProviderKind::Sagemaker
+            | ProviderKind::AzureOpenai
+            | ProviderKind::Gemini => None,
+        }
+    }
+}

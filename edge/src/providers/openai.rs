@@ -1,0 +1,157 @@
+//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, LM Studio, …): the request is forwarded
+//! as it is, and so is the answer.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+
+use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+
+const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
+
+/// Calls OpenAI-format upstreams over one pooled client.
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+}
+
+impl OpenAiProvider {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        OpenAiProvider { client }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        call: UpstreamCall<'_>,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        let deployment = call.deployment;
+        let base = if deployment.api_base.is_empty() {
+            DEFAULT_API_BASE
+        } else {
+            deployment.api_base.trim_end_matches('/')
+        };
+        let mut request = self
+            .client
+            .post(format!("{base}{path}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(call.body);
+        if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if let Some(org) = call.secrets.as_ref().and_then(|s| s.get("organization")) {
+            request = request.header("openai-organization", org.as_str());
+        }
+        let deadline = if call.stream {
+            call.timeouts.first_byte
+        } else {
+            call.timeouts.total
+        };
+        let what = || format!("deployment {}", deployment.id);
+        let response = tokio::time::timeout(deadline, request.send())
+            .await
+            .map_err(|_| {
+                UpstreamError::Timeout(format!("{} did not answer within {deadline:?}", what()))
+            })?
+            .map_err(|e| transport_error(e, &what()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(status_error(status.as_u16(), &body, retry_after, &what()));
+        }
+        if call.stream {
+            let first_byte = call.timeouts.first_byte;
+            let name = what();
+            let chunks = response.bytes_stream();
+            let stream = futures::stream::unfold(chunks, move |mut chunks| {
+                let name = name.clone();
+                async move {
+                    match tokio::time::timeout(first_byte, chunks.next()).await {
+                        Ok(Some(Ok(bytes))) => Some((Ok(bytes), chunks)),
+                        Ok(Some(Err(e))) => Some((Err(transport_error(e, &name)), chunks)),
+                        Ok(None) => None,
+                        Err(_) => Some((
+                            Err(UpstreamError::Timeout(format!(
+                                "{name} stalled for {first_byte:?}"
+                            ))),
+                            chunks,
+                        )),
+                    }
+                }
+            });
+            return Ok(UpstreamReply::Stream(stream.boxed()));
+        }
+        let remaining = call.timeouts.total;
+        let body = tokio::time::timeout(remaining, response.bytes())
+            .await
+            .map_err(|_| {
+                UpstreamError::Timeout(format!("{} did not finish within {remaining:?}", what()))
+            })?
+            .map_err(|e| transport_error(e, &what()))?;
+        Ok(UpstreamReply::Complete(body))
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
+        self.post("/chat/completions", call).await
+    }
+
+    async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
+        self.post("/embeddings", call).await
+    }
+}
+
+fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
+    // `without_url`: an upstream URL may carry a secret in its query.
+    let e = e.without_url();
+    if e.is_timeout() {
+        UpstreamError::Timeout(format!("{what} timed out"))
+    } else if e.is_connect() {
+        UpstreamError::Failed(format!("could not connect to {what}"))
+    } else {
+        UpstreamError::Failed(format!("{what} failed: {e}"))
+    }
+}
+
+/// Maps an upstream error status: 429 stays 429, client errors pass through with the
+/// upstream's message, credentials refused and 5xx become 502.
+fn status_error(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<String>,
+    what: &str,
+) -> UpstreamError {
+    match status {
+        429 => UpstreamError::RateLimited { retry_after },
+        401 | 403 => UpstreamError::Failed(format!(
+            "{what} refused Tollgate's credentials (HTTP {status})"
+        )),
+        400..=499 => UpstreamError::Rejected {
+            status,
+            message: upstream_message(body)
+                .unwrap_or_else(|| format!("{what} rejected the request (HTTP {status})")),
+        },
+        _ => UpstreamError::Failed(format!("{what} failed with HTTP {status}")),
+    }
+}
+
+/// The `error.message` of an OpenAI-shaped error body.
+fn upstream_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message = value.pointer("/error/message")?.as_str()?;
+    Some(message.chars().take(1000).collect())
+}

@@ -1,0 +1,266 @@
+//! Shared setup for the edge's integration tests: a control plane on real PostgreSQL and NATS
+//! JetStream, and edges following it, each on an ephemeral port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::oneshot;
+use tollgate_control_plane::ControlPlane;
+use tollgate_control_plane::auth::Authenticator;
+use tollgate_control_plane::log::PolicyLog;
+use tollgate_control_plane::store::{self, EventStore};
+use tollgate_edge::Edge;
+use tollgate_edge::config::EdgeConfig;
+use tollgate_edge::metrics::Metrics;
+use tollgate_edge::policy::{GrpcSnapshots, PolicyView, SnapshotSource};
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::bus::{Bus, JetStreamBus};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const ADMIN_TOKEN: &str = "edge-test-admin-token";
+pub const SEALING_KEY: [u8; 32] = [9; 32];
+
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+pub struct Bearer(String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Ok(value) = format!("Bearer {}", self.0).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// A NATS connection with streams of its own.
+pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
+    let url = tollgate_test_support::nats_url().await?;
+    let prefix = tollgate_test_support::unique_name("edge");
+    let bus = Arc::new(JetStreamBus::connect(&url, &prefix).await?);
+    Ok((url, prefix, bus))
+}
+
+/// A control plane on a fresh PostgreSQL database, relaying to `bus`.
+pub struct TestControlPlane {
+    pub addr: SocketAddr,
+    pub log: Arc<PolicyLog>,
+    pub store: Arc<dyn EventStore>,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestControlPlane {
+    pub async fn start(bus: Arc<dyn Bus>) -> Result<Self> {
+        let database_url = tollgate_test_support::fresh_postgres_database().await?;
+        Self::start_on(&database_url, bus, "127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts (or restarts) a control plane on an existing database and address.
+    pub async fn start_on(database_url: &str, bus: Arc<dyn Bus>, addr: SocketAddr) -> Result<Self> {
+        let store = store::connect(database_url).await?;
+        let log = Arc::new(PolicyLog::open(store.clone()).await?);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let control_plane = ControlPlane {
+            log: log.clone(),
+            bus,
+            auth: Authenticator::new(Some(ADMIN_TOKEN)),
+            sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
+        };
+        let task = tokio::spawn(async move {
+            let _ = control_plane
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(TestControlPlane {
+            addr,
+            log,
+            store,
+            database_url: database_url.to_owned(),
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn admin(&self) -> Result<AdminClient> {
+        let channel = Channel::from_shared(self.url())?.connect().await?;
+        Ok(AdminServiceClient::with_interceptor(
+            channel,
+            Bearer(ADMIN_TOKEN.to_owned()),
+        ))
+    }
+
+    /// Stops serving (the process "dies"); the database stays.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// An edge serving on 127.0.0.1 at a random port.
+pub struct TestEdge {
+    pub addr: SocketAddr,
+    pub policy: Arc<PolicyView>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestEdge {
+    /// An edge following `bus`, bootstrapping from `control_plane_url` when given.
+    pub async fn start(
+        nats_url: &str,
+        prefix: &str,
+        bus: Arc<dyn Bus>,
+        control_plane_url: Option<String>,
+    ) -> Result<Self> {
+        let mut config = EdgeConfig::local(nats_url);
+        config.bus_prefix = prefix.to_owned();
+        config.edge_id = tollgate_test_support::unique_name("edge");
+        config.region = "test-region".to_owned();
+        config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
+        config.first_byte_timeout = Duration::from_secs(5);
+        config.upstream_timeout = Duration::from_secs(10);
+        Self::start_with(config, bus, control_plane_url).await
+    }
+
+    pub async fn start_with(
+        config: EdgeConfig,
+        bus: Arc<dyn Bus>,
+        control_plane_url: Option<String>,
+    ) -> Result<Self> {
+        let snapshots = match control_plane_url {
+            Some(url) => Some(Arc::new(
+                GrpcSnapshots::new(&url, ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
+            ) as Arc<dyn SnapshotSource>),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let edge = Edge::start(config, bus, snapshots);
+        let (policy, metrics) = (edge.policy().clone(), edge.metrics().clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(edge.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(TestEdge {
+            addr,
+            policy,
+            metrics,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until this edge has applied policy up to `sequence`.
+    pub async fn wait_for_sequence(&self, sequence: u64) -> Result<()> {
+        let mut applied = self.policy.applied();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            applied.wait_for(|s| *s >= sequence),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "edge stuck at sequence {} < {sequence}",
+                self.policy.sequence()
+            )
+        })??;
+        Ok(())
+    }
+
+    /// Stops serving and waits until buffered usage is flushed.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await??;
+        Ok(())
+    }
+}
+
+/// A virtual key allowed `models` (empty: all), returned as (key id, secret).
+pub async fn create_key(admin: &mut AdminClient, models: &[&str]) -> Result<(String, String)> {
+    let created = admin
+        .create_key(tollgate_proto::admin::CreateKeyRequest {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok((created.key.context("key")?.id, created.secret))
+}
+
+/// A `mock` deployment of `model` with the given settings.
+pub async fn mock_deployment(
+    admin: &mut AdminClient,
+    model: &str,
+    settings: &[(&str, &str)],
+) -> Result<()> {
+    admin
+        .upsert_deployment(tollgate_proto::admin::Deployment {
+            model_name: model.to_owned(),
+            provider: "mock".to_owned(),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// The last committed sequence on the control plane.
+pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
+    Ok(admin
+        .list_events(tollgate_proto::admin::ListEventsRequest {
+            after_sequence: u64::MAX - 1,
+            limit: 1,
+        })
+        .await?
+        .into_inner()
+        .last_sequence)
+}
+
+/// Polls `check` every 10 ms until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        if tokio::time::Instant::now() > deadline {
+            bail!("condition not met within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}

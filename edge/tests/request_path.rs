@@ -1,0 +1,251 @@
+//! The request path against the `mock` provider: auth, access, validation, headers, streaming,
+//! `/v1/models`, health.
+
+mod common;
+
+use anyhow::Result;
+use common::*;
+use serde_json::{Value, json};
+
+struct Setup {
+    _cp: TestControlPlane,
+    edge: TestEdge,
+    secret: String,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Result<Setup> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock-small", &[("output_tokens", "5")]).await?;
+    mock_deployment(&mut admin, "mock-other", &[]).await?;
+    admin
+        .set_price(tollgate_proto::admin::Price {
+            model: "mock-small".into(),
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            ..Default::default()
+        })
+        .await?;
+    let (_, secret) = create_key(&mut admin, &["mock-small"]).await?;
+    let sequence = last_sequence(&mut admin).await?;
+    let edge = TestEdge::start(&nats, &prefix, bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+    Ok(Setup {
+        _cp: cp,
+        edge,
+        secret,
+        http: reqwest::Client::new(),
+    })
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": stream})
+}
+
+impl Setup {
+    async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Result<reqwest::Response> {
+        let mut request = self.http.post(self.edge.url(path)).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        Ok(request.send().await?)
+    }
+}
+
+async fn error_code(response: reqwest::Response) -> Result<(u16, String)> {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await?;
+    Ok((
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_completion_is_answered_priced_and_labelled() -> Result<()> {
+    let s = setup().await?;
+    let response = s
+        .post(
+            "/v1/chat/completions",
+            Some(&s.secret),
+            &chat("mock-small", false),
+        )
+        .await?;
+    assert_eq!(response.status(), 200);
+    for header in [
+        "x-request-id",
+        "x-tollgate-deployment",
+        "x-tollgate-cost-usd",
+        "x-tollgate-overhead-ms",
+    ] {
+        assert!(response.headers().contains_key(header), "missing {header}");
+    }
+    let cost: f64 = response.headers()["x-tollgate-cost-usd"]
+        .to_str()?
+        .parse()?;
+    let body: Value = response.json().await?;
+    let usage = &body["usage"];
+    let expected = (usage["prompt_tokens"].as_f64().unwrap_or(0.0) * 1.0 + 5.0 * 2.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-6, "cost {cost} vs {expected}");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_relayed_without_the_usage_chunk_unless_asked() -> Result<()> {
+    let s = setup().await?;
+    let plain = s
+        .post(
+            "/chat/completions",
+            Some(&s.secret),
+            &chat("mock-small", true),
+        )
+        .await?;
+    assert_eq!(plain.headers()["content-type"], "text/event-stream");
+    let text = plain.text().await?;
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert!(!text.contains("\"usage\""), "usage was not asked for");
+    let mut with_usage = chat("mock-small", true);
+    with_usage["stream_options"] = json!({"include_usage": true});
+    let text = s
+        .post("/v1/chat/completions", Some(&s.secret), &with_usage)
+        .await?
+        .text()
+        .await?;
+    assert!(text.contains("\"completion_tokens\":5"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
+    let s = setup().await?;
+    let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
+        (None, chat("mock-small", false), 401, "invalid_api_key"),
+        (
+            Some("tg-not-a-key"),
+            chat("mock-small", false),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            Some(&s.secret),
+            chat("mock-other", false),
+            403,
+            "model_not_allowed",
+        ),
+        (
+            Some(&s.secret),
+            json!({"model": "mock-small"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&s.secret),
+            json!({"model": "mock-small", "messages": "hi"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&s.secret),
+            json!({"model": "mock-small", "messages": [{"role": "robot", "content": "x"}]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&s.secret),
+            json!({"model": "mock-small", "messages": [{"role": "user"}], "stream": "yes"}),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (key, body, status, code) in cases {
+        let got = error_code(s.post("/v1/chat/completions", key, &body).await?).await?;
+        assert_eq!(got, (status, code.to_owned()), "for {body}");
+    }
+    let response = s
+        .http
+        .post(s.edge.url("/v1/chat/completions"))
+        .bearer_auth(&s.secret)
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(
+        error_code(response).await?,
+        (400, "invalid_request".to_owned())
+    );
+    let huge = json!({"model": "mock-small", "messages": [{"role": "user", "content": "x".repeat(11 * 1024 * 1024)}]});
+    let response = s
+        .post("/v1/chat/completions", Some(&s.secret), &huge)
+        .await?;
+    assert_eq!(
+        error_code(response).await?,
+        (413, "request_too_large".to_owned())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Result<()> {
+    let s = setup().await?;
+    let mut admin = s._cp.admin().await?;
+    let (_, all_models) = create_key(&mut admin, &[]).await?;
+    s.edge
+        .wait_for_sequence(last_sequence(&mut admin).await?)
+        .await?;
+    let response = s
+        .post(
+            "/v1/chat/completions",
+            Some(&all_models),
+            &chat("no-such-model", false),
+        )
+        .await?;
+    assert_eq!(
+        error_code(response).await?,
+        (404, "model_not_found".to_owned())
+    );
+    let listed: Value = s
+        .http
+        .get(s.edge.url("/v1/models"))
+        .header("x-api-key", &s.secret)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["mock-small"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_without_policy_is_not_ready_and_serves_nothing() -> Result<()> {
+    let (nats, prefix, bus) = jetstream().await?;
+    // No control plane and an empty policy stream: nothing to load.
+    let edge = TestEdge::start(&nats, &prefix, bus, None).await?;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(edge.url("/health/ready")).send().await?.status(),
+        503
+    );
+    assert_eq!(
+        http.get(edge.url("/health/live")).send().await?.status(),
+        200
+    );
+    let response = http
+        .post(edge.url("/v1/chat/completions"))
+        .bearer_auth("tg-x")
+        .json(&chat("m", false))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 503);
+    Ok(())
+}
