@@ -3,7 +3,8 @@
 //! Crash-safe without a cursor of its own: on start (and after any failure) it reads the last
 //! event on the bus and resumes after it, so nothing committed is ever skipped; an event
 //! published twice (the ack was lost, or two control planes relay at once) carries the same
-//! `Nats-Msg-Id` and is stored once.
+//! `Nats-Msg-Id` and is stored once. Each pass ends by announcing the last published sequence
+//! under `POLICY_HEAD`, which tells edges that the control plane is alive and how far it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::watch;
-use tollgate_proto::bus::{Bus, BusError, POLICY};
+use tollgate_proto::bus::{Bus, BusError, POLICY, POLICY_HEAD};
 use tollgate_proto::convert::event_to_proto;
 use tollgate_proto::policy::PolicyEvent;
 
@@ -85,6 +86,9 @@ async fn publish_pending(
     loop {
         let events = store.read_after(after, READ_BATCH).await?;
         if events.is_empty() {
+            // The heartbeat edges measure their staleness by: everything up to `after` is out.
+            bus.kv_put(POLICY_HEAD, Bytes::from(after.to_string()))
+                .await?;
             return Ok(());
         }
         for event in events {

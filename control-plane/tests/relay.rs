@@ -15,7 +15,7 @@ use futures::StreamExt;
 use prost::Message;
 use tollgate_control_plane::relay::last_published;
 use tollgate_proto::admin::CreateTeamRequest;
-use tollgate_proto::bus::{Bus, BusError, BusMessage, POLICY, PublishAck, Subscription};
+use tollgate_proto::bus::{Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription};
 use tollgate_proto::policy::PolicyEvent;
 
 /// Stands for a control plane process that dies while publishing: the real bus stores the
@@ -52,6 +52,14 @@ impl Bus for DiesWhilePublishing {
 
     async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
         self.bus.subscribe(topic, after).await
+    }
+
+    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        self.bus.kv_put(key, value).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+        self.bus.kv_get(key).await
     }
 }
 

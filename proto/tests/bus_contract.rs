@@ -137,6 +137,16 @@ async fn concurrent_publishers_lose_and_duplicate_nothing(bus: Arc<dyn Bus>) -> 
     Ok(())
 }
 
+async fn kv_keeps_the_latest_value_with_increasing_revisions(bus: Arc<dyn Bus>) -> Result<()> {
+    assert_eq!(bus.kv_get("policy.head").await?, None);
+    let first = bus.kv_put("policy.head", Bytes::from_static(b"1")).await?;
+    let second = bus.kv_put("policy.head", Bytes::from_static(b"2")).await?;
+    assert!(second > first, "revisions increase");
+    let entry = bus.kv_get("policy.head").await?.context("the key is set")?;
+    assert_eq!((entry.revision, &entry.value[..]), (second, &b"2"[..]));
+    Ok(())
+}
+
 /// Runs every contract case against both implementations.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -161,4 +171,5 @@ contract!(
     subscription_starts_after_a_position_and_follows_new_messages,
     last_is_the_newest_message,
     concurrent_publishers_lose_and_duplicate_nothing,
+    kv_keeps_the_latest_value_with_increasing_revisions,
 );

@@ -8,7 +8,7 @@ use futures::{FutureExt, StreamExt};
 use prost::Message;
 use tokio::sync::watch;
 use tollgate_policy::{PolicyState, RecordedEvent};
-use tollgate_proto::bus::{Bus, BusMessage, POLICY};
+use tollgate_proto::bus::{Bus, BusMessage, POLICY, POLICY_HEAD};
 use tollgate_proto::convert::event_from_proto;
 use tollgate_proto::policy::PolicyEvent;
 
@@ -16,8 +16,8 @@ use super::snapshot::SnapshotSource;
 use super::view::{Gap, PolicyView};
 use crate::metrics::Metrics;
 
-/// How often a caught-up edge checks that the stream has nothing newer (its staleness clock).
-const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often the edge reads the relay's announcement (the relay makes one every second).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Events applied per state copy when many are waiting.
 const BATCH: usize = 1024;
@@ -186,14 +186,20 @@ fn decode(message: &BusMessage) -> Result<RecordedEvent, FollowError> {
     event_from_proto(&wire).map_err(|e| unreadable(e.to_string()))
 }
 
-/// Marks the policy current whenever the stream has nothing newer than what is applied.
+/// Marks the policy current each time the relay's `POLICY_HEAD` announcement is new and not
+/// ahead of what is applied: staleness grows when the control plane, the relay or NATS stop.
 async fn heartbeat(view: Arc<PolicyView>, bus: Arc<dyn Bus>, mut shutdown: watch::Receiver<bool>) {
+    let mut last_revision = 0;
     loop {
         if view.current().is_some()
-            && let Ok(last) = bus.last(POLICY).await
+            && let Ok(Some(head)) = bus.kv_get(POLICY_HEAD).await
+            && head.revision != last_revision
         {
-            let newest = last.and_then(|m| decode(&m).ok()).map_or(0, |e| e.sequence);
-            if newest <= view.sequence() {
+            let announced = std::str::from_utf8(&head.value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            if announced.is_some_and(|sequence| sequence <= view.sequence()) {
+                last_revision = head.revision;
                 view.mark_synced();
             }
         }

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::Context, stream};
+use async_nats::jetstream::{self, consumer, context::Context, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Bus, BusError, BusMessage, POLICY, PublishAck, Subscription, USAGE, topic_settings};
+use super::{
+    Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription, USAGE, topic_settings,
+};
 
 /// How long one bus operation may take before it is reported as a timeout.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,6 +21,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct JetStreamBus {
     context: Context,
     prefix: String,
+    state: kv::Store,
 }
 
 impl JetStreamBus {
@@ -32,9 +35,12 @@ impl JetStreamBus {
             .map_err(unavailable)?;
         let mut context = jetstream::new(client);
         context.set_timeout(OPERATION_TIMEOUT);
+        let state =
+            shared_state_bucket(&context, &format!("{prefix}_STATE").to_uppercase()).await?;
         let bus = JetStreamBus {
             context,
             prefix: prefix.to_owned(),
+            state,
         };
         for topic in [POLICY, USAGE] {
             bus.ensure_stream(topic).await?;
@@ -145,6 +151,42 @@ impl Bus for JetStreamBus {
             });
         Ok(stream.boxed())
     }
+
+    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        with_timeout(self.state.put(key, value)).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+        let entry = with_timeout(self.state.entry(key)).await?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| KvEntry {
+                revision: e.revision,
+                value: e.value,
+            }))
+    }
+}
+
+/// The shared-state KV bucket, created through its backing stream: the reply of nats-server
+/// 2.9 to async-nats' `create_key_value` does not parse, while stream creation works on every
+/// server version.
+async fn shared_state_bucket(context: &Context, bucket: &str) -> Result<kv::Store, BusError> {
+    if let Ok(store) = with_timeout(context.get_key_value(bucket)).await {
+        return Ok(store);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    with_timeout(context.get_or_create_stream(config)).await?;
+    with_timeout(context.get_key_value(bucket)).await
 }
 
 fn msg_id(headers: &async_nats::HeaderMap) -> String {

@@ -10,12 +10,21 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Bus, BusError, BusMessage, PublishAck, Subscription, TopicSettings, topic_settings};
+use super::{
+    Bus, BusError, BusMessage, KvEntry, PublishAck, Subscription, TopicSettings, topic_settings,
+};
 
 /// The bus for a single process. Cloning shares the same topics.
 #[derive(Clone, Default)]
 pub struct MemoryBus {
     topics: Arc<Mutex<HashMap<String, Topic>>>,
+    kv: Arc<Mutex<Kv>>,
+}
+
+#[derive(Default)]
+struct Kv {
+    revision: u64,
+    entries: HashMap<String, KvEntry>,
 }
 
 struct Topic {
@@ -149,5 +158,19 @@ impl Bus for MemoryBus {
             },
         );
         Ok(stream.boxed())
+    }
+
+    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        kv.revision += 1;
+        let revision = kv.revision;
+        kv.entries
+            .insert(key.to_owned(), KvEntry { revision, value });
+        Ok(revision)
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+        let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(kv.entries.get(key).cloned())
     }
 }

@@ -73,6 +73,18 @@ pub enum BusError {
     Timeout(Duration),
 }
 
+/// The latest value of a key in the bus's small shared-state bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEntry {
+    /// Increases with every put to the bucket; a changed revision means a live writer.
+    pub revision: u64,
+    pub value: Bytes,
+}
+
+/// The key under which the control plane's relay announces the last sequence it published;
+/// edges read it to know their policy is current.
+pub const POLICY_HEAD: &str = "policy.head";
+
 /// A live subscription: every stored message after a position, then new ones as they arrive.
 pub type Subscription = BoxStream<'static, Result<BusMessage, BusError>>;
 
@@ -93,4 +105,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Messages of `topic` with a sequence greater than `after`, in order, then new ones.
     async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError>;
+
+    /// Sets `key` in the shared-state bucket (latest value wins); returns the new revision.
+    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError>;
+
+    /// The latest value of `key` in the shared-state bucket.
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError>;
 }

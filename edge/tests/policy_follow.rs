@@ -1,0 +1,247 @@
+//! Edges follow policy from the stream: revocations reach every edge fast, edges keep serving
+//! when the control plane dies, bootstrap from the stream alone, and resync after a gap.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use prost::Message;
+use serde_json::{Value, json};
+use tollgate_proto::admin::KeyRequest;
+use tollgate_proto::bus::{Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription};
+
+fn chat() -> Value {
+    json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn status(http: &reqwest::Client, edge: &TestEdge, key: &str) -> Result<u16> {
+    let response = http
+        .post(edge.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat())
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+async fn readiness(http: &reqwest::Client, edge: &TestEdge) -> Result<(u16, Value)> {
+    let response = http.get(edge.url("/health/ready")).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock", &[]).await?;
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys.push(create_key(&mut admin, &[]).await?);
+    }
+    let mut edges = Vec::new();
+    for _ in 0..3 {
+        edges.push(TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?);
+    }
+    let sequence = last_sequence(&mut admin).await?;
+    for edge in &edges {
+        edge.wait_for_sequence(sequence).await?;
+    }
+    let http = reqwest::Client::new();
+    let mut delays = Vec::new();
+    for (id, secret) in &keys {
+        let started = Instant::now();
+        admin.revoke_key(KeyRequest { key_id: id.clone() }).await?;
+        let revoked_at = last_sequence(&mut admin).await?;
+        for edge in &edges {
+            edge.wait_for_sequence(revoked_at).await?;
+            delays.push(started.elapsed());
+            assert_eq!(
+                status(&http, edge, secret).await?,
+                401,
+                "a revoked key is refused"
+            );
+        }
+    }
+    delays.sort();
+    let p99 = delays[delays.len() * 99 / 100 - 1];
+    println!(
+        "revocation to applied on 3 edges: p50 {:?}, p99 {p99:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after() -> Result<()> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let (database_url, addr) = (cp.database_url.clone(), cp.addr);
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut admin, &[]).await?;
+    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
+    edge.wait_for_sequence(last_sequence(&mut admin).await?)
+        .await?;
+    let http = reqwest::Client::new();
+    assert_eq!(status(&http, &edge, &secret).await?, 200);
+
+    cp.stop().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (ready, first) = readiness(&http, &edge).await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, second) = readiness(&http, &edge).await?;
+    assert_eq!(ready, 200, "an edge with policy stays ready");
+    let age = |v: &Value| v["policy_age_seconds"].as_f64().unwrap_or_default();
+    assert!(
+        age(&first) >= 1.0 && age(&second) > age(&first),
+        "staleness grows: {first} then {second}"
+    );
+    assert_eq!(
+        status(&http, &edge, &secret).await?,
+        200,
+        "existing keys keep working"
+    );
+    let metrics = http.get(edge.url("/metrics")).send().await?.text().await?;
+    assert!(metrics.contains("tollgate_policy_staleness_seconds"));
+
+    let cp = TestControlPlane::start_on(&database_url, bus.clone(), addr).await?;
+    let mut admin = cp.admin().await?;
+    let (_, new_secret) = create_key(&mut admin, &[]).await?;
+    edge.wait_for_sequence(last_sequence(&mut admin).await?)
+        .await?;
+    assert_eq!(
+        status(&http, &edge, &new_secret).await?,
+        200,
+        "changes made after the restart arrive"
+    );
+    eventually(Duration::from_secs(5), || async {
+        readiness(&http, &edge)
+            .await
+            .is_ok_and(|(_, v)| age(&v) < 2.0)
+    })
+    .await
+    .context("staleness back to normal")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_stream() -> Result<()>
+{
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp_url = cp.url();
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut admin, &[]).await?;
+    let sequence = last_sequence(&mut admin).await?;
+    // The first edge shows when the relay has published everything.
+    let witness = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url.clone())).await?;
+    witness.wait_for_sequence(sequence).await?;
+    let expected = cp.log.state();
+    cp.stop().await;
+
+    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url)).await?;
+    edge.wait_for_sequence(sequence).await?;
+    let http = reqwest::Client::new();
+    assert_eq!(readiness(&http, &edge).await?.0, 200);
+    assert_eq!(status(&http, &edge, &secret).await?, 200);
+    assert_eq!(
+        edge.policy.current().as_deref(),
+        Some(expected.as_ref()),
+        "the stream rebuilds the same policy"
+    );
+    Ok(())
+}
+
+/// The real bus, except that one policy event never reaches the subscriber once (lost).
+struct LosesOneEvent {
+    bus: Arc<dyn Bus>,
+    lost_sequence: u64,
+    lost: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Bus for LosesOneEvent {
+    async fn publish(
+        &self,
+        topic: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PublishAck, BusError> {
+        self.bus.publish(topic, msg_id, payload).await
+    }
+
+    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+        self.bus.last(topic).await
+    }
+
+    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+        let (target, lost, topic) = (self.lost_sequence, self.lost.clone(), topic.to_owned());
+        let inner = self.bus.subscribe(&topic, after).await?;
+        let is_target = move |m: &BusMessage| {
+            tollgate_proto::policy::PolicyEvent::decode(m.payload.clone())
+                .is_ok_and(|e| e.sequence == target)
+        };
+        Ok(inner
+            .filter(move |m| {
+                let drop_it = topic == POLICY
+                    && m.as_ref().is_ok_and(&is_target)
+                    && !lost.swap(true, Ordering::SeqCst);
+                std::future::ready(!drop_it)
+            })
+            .boxed())
+    }
+
+    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        self.bus.kv_put(key, value).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+        self.bus.kv_get(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_state() -> Result<()> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock", &[]).await?;
+    let start = last_sequence(&mut admin).await?;
+    let lossy = Arc::new(LosesOneEvent {
+        bus: bus.clone(),
+        lost_sequence: start + 3,
+        lost: Arc::new(AtomicBool::new(false)),
+    });
+    let edge = TestEdge::start(&nats, &prefix, lossy.clone(), Some(cp.url())).await?;
+    edge.wait_for_sequence(start).await?;
+    for _ in 0..6 {
+        create_key(&mut admin, &[]).await?;
+    }
+    let end = last_sequence(&mut admin).await?;
+    edge.wait_for_sequence(end).await?;
+    assert!(
+        lossy.lost.load(Ordering::SeqCst),
+        "the event was lost on the way"
+    );
+    assert_eq!(
+        edge.metrics.policy_resyncs.get(),
+        1,
+        "the gap caused one resync"
+    );
+    assert_eq!(
+        edge.policy.current().as_deref(),
+        Some(cp.log.state().as_ref())
+    );
+    Ok(())
+}
