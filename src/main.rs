@@ -10,8 +10,8 @@ use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::{ControlPlane, store};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
-use tollgate_edge::policy::{GrpcSnapshots, SnapshotSource};
 use tollgate_proto::bus::JetStreamBus;
+use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
 
 #[derive(Parser)]
 #[command(

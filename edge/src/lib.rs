@@ -8,7 +8,6 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod policy;
 pub mod pricing;
 pub mod providers;
 pub mod route;
@@ -25,8 +24,8 @@ use tollgate_proto::bus::Bus;
 use crate::api::AppState;
 use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyView, SnapshotSource};
 use crate::providers::Providers;
+use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 
 /// How long a stopping edge keeps trying to publish buffered usage.
 const USAGE_FLUSH: Duration = Duration::from_secs(10);
@@ -50,13 +49,7 @@ impl Edge {
         let metrics = Arc::new(Metrics::default());
         let view = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
-        let follower = tokio::spawn(policy::follow(
-            view.clone(),
-            snapshots,
-            bus.clone(),
-            metrics.clone(),
-            stopped,
-        ));
+        let follower = tokio::spawn(follow::run(view.clone(), snapshots, bus.clone(), stopped));
         let (usage_sink, usage) =
             usage::start(bus, config.usage_buffer, metrics.clone(), USAGE_FLUSH);
         let state = Arc::new(AppState {

@@ -52,7 +52,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub policy_sequence: Gauge,
     pub policy_staleness_seconds: Gauge<f64, AtomicU64>,
-    pub policy_resyncs: Counter,
+    /// Resyncs since start, as counted by the policy follower (set at scrape time).
+    pub policy_resyncs: Gauge,
     pub usage_buffered: Gauge,
     pub usage_published: Counter,
     pub usage_dropped: Counter,
@@ -71,7 +72,7 @@ impl Default for Metrics {
             upstream_errors: Family::default(),
             policy_sequence: Gauge::default(),
             policy_staleness_seconds: Gauge::default(),
-            policy_resyncs: Counter::default(),
+            policy_resyncs: Gauge::default(),
             usage_buffered: Gauge::default(),
             usage_published: Counter::default(),
             usage_dropped: Counter::default(),
@@ -124,7 +125,7 @@ impl Default for Metrics {
         );
         registry.register(
             "policy_resyncs",
-            "Resyncs after a gap in the policy stream",
+            "Resyncs after a gap in the policy stream since the edge started",
             metrics.policy_resyncs.clone(),
         );
         registry.register(

@@ -1,8 +1,10 @@
-//! Tollgate's wire contracts: the generated protobuf types and gRPC services, and the bus
-//! (NATS JetStream or in-process) that carries policy and usage events between roles.
+//! Tollgate's wire contracts: the generated protobuf types and gRPC services, the bus (NATS
+//! JetStream or in-process) that carries policy and usage events between roles, and the
+//! follower that keeps a role's copy of policy current from it.
 
 pub mod bus;
 pub mod convert;
+pub mod follow;
 
 /// The generated code, in modules that mirror the protobuf packages (it refers to its
 /// siblings by relative paths); use the short aliases below.

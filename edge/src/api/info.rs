@@ -61,6 +61,7 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     app.metrics
         .policy_sequence
         .set(app.policy.sequence() as i64);
+    app.metrics.policy_resyncs.set(app.policy.resyncs() as i64);
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.render(),

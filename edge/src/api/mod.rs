@@ -15,9 +15,9 @@ use tollgate_policy::sealing::SealingKey;
 
 use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
-use crate::policy::PolicyView;
 use crate::providers::Providers;
 use crate::usage::UsageSink;
+use tollgate_proto::follow::PolicyView;
 
 /// What every request handler shares.
 pub struct AppState {

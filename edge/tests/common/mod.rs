@@ -16,10 +16,10 @@ use tollgate_control_plane::store::{self, EventStore};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
-use tollgate_edge::policy::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::bus::{Bus, JetStreamBus};
+use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

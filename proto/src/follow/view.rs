@@ -1,6 +1,7 @@
-//! `PolicyView`: the state requests read, swapped or updated copy-on-write so a request holds
+//! `PolicyView`: the state readers use, swapped or updated copy-on-write so a request holds
 //! one consistent version without any lock across an `.await`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ pub struct PolicyView {
     /// When the policy was last known to be current (an event applied or the stream checked).
     synced_at: RwLock<Option<Instant>>,
     applied: watch::Sender<u64>,
+    resyncs: AtomicU64,
 }
 
 /// An event arrived out of order: the edge must resync.
@@ -28,6 +30,7 @@ impl Default for PolicyView {
             state: RwLock::new(None),
             synced_at: RwLock::new(None),
             applied: watch::channel(0).0,
+            resyncs: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +57,15 @@ impl PolicyView {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .map(|at| at.elapsed())
+    }
+
+    /// How many times a gap forced a resync.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records that the policy is known to be current now.

@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bus::{Bus, BusMessage, POLICY, POLICY_HEAD};
+use crate::convert::event_from_proto;
+use crate::policy::PolicyEvent;
 use futures::{FutureExt, StreamExt};
 use prost::Message;
 use tokio::sync::watch;
 use tollgate_policy::{PolicyState, RecordedEvent};
-use tollgate_proto::bus::{Bus, BusMessage, POLICY, POLICY_HEAD};
-use tollgate_proto::convert::event_from_proto;
-use tollgate_proto::policy::PolicyEvent;
 
 use super::snapshot::SnapshotSource;
 use super::view::{Gap, PolicyView};
-use crate::metrics::Metrics;
 
 /// How often the edge reads the relay's announcement (the relay makes one every second).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -25,7 +24,7 @@ const BATCH: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 enum FollowError {
     #[error("bus: {0}")]
-    Bus(#[from] tollgate_proto::bus::BusError),
+    Bus(#[from] crate::bus::BusError),
     #[error("no snapshot and the policy stream is empty")]
     NothingToLoad,
     #[error("out of order: expected event {expected}, got {got}")]
@@ -48,7 +47,6 @@ pub async fn run(
     view: Arc<PolicyView>,
     snapshots: Option<Arc<dyn SnapshotSource>>,
     bus: Arc<dyn Bus>,
-    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let heartbeat = tokio::spawn(heartbeat(view.clone(), bus.clone(), shutdown.clone()));
@@ -56,7 +54,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
         let result = tokio::select! {
-            r = follow_once(&view, snapshots.as_deref(), bus.as_ref(), &metrics, resync) => r,
+            r = follow_once(&view, snapshots.as_deref(), bus.as_ref(), resync) => r,
             _ = shutdown.changed() => break,
         };
         let error = match result {
@@ -65,7 +63,7 @@ pub async fn run(
         };
         resync = matches!(error, FollowError::Gap { .. } | FollowError::NothingToLoad);
         if let FollowError::Gap { .. } = error {
-            metrics.policy_resyncs.inc();
+            view.count_resync();
             tracing::warn!(%error, "policy stream gap; resyncing");
             continue;
         }
@@ -83,7 +81,6 @@ async fn follow_once(
     view: &PolicyView,
     snapshots: Option<&dyn SnapshotSource>,
     bus: &dyn Bus,
-    metrics: &Metrics,
     resync: bool,
 ) -> Result<(), FollowError> {
     if resync || view.current().is_none() {
@@ -102,7 +99,6 @@ async fn follow_once(
             }
         }
         view.apply(&batch)?;
-        metrics.policy_sequence.set(view.sequence() as i64);
     }
 }
 

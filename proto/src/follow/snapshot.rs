@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use crate::admin::GetSnapshotRequest;
+use crate::admin::admin_service_client::AdminServiceClient;
 use async_trait::async_trait;
 use tollgate_policy::PolicyState;
-use tollgate_proto::admin::GetSnapshotRequest;
-use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tonic::transport::Endpoint;
 
 /// A source of complete policy snapshots.
