@@ -15,7 +15,9 @@ use futures::StreamExt;
 use prost::Message;
 use tollgate_control_plane::relay::last_published;
 use tollgate_proto::admin::CreateTeamRequest;
-use tollgate_proto::bus::{Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription};
+use tollgate_proto::bus::{
+    Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
+};
 use tollgate_proto::policy::PolicyEvent;
 
 /// Stands for a control plane process that dies while publishing: the real bus stores the
@@ -60,6 +62,19 @@ impl Bus for DiesWhilePublishing {
 
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
         self.bus.kv_get(key).await
+    }
+
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+        self.bus.kv_scan(prefix).await
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        self.bus.consumer(topic, durable, ack_wait).await
     }
 }
 

@@ -15,7 +15,9 @@ use futures::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
 use tollgate_proto::admin::KeyRequest;
-use tollgate_proto::bus::{Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription};
+use tollgate_proto::bus::{
+    Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
+};
 
 fn chat() -> Value {
     json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
@@ -208,6 +210,19 @@ impl Bus for LosesOneEvent {
 
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
         self.bus.kv_get(key).await
+    }
+
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+        self.bus.kv_scan(prefix).await
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        self.bus.consumer(topic, durable, ack_wait).await
     }
 }
 

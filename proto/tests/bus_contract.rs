@@ -147,6 +147,65 @@ async fn kv_keeps_the_latest_value_with_increasing_revisions(bus: Arc<dyn Bus>) 
     Ok(())
 }
 
+async fn a_durable_consumer_redelivers_until_acknowledged(bus: Arc<dyn Bus>) -> Result<()> {
+    let topic = tollgate_proto::bus::USAGE;
+    for i in 0..6 {
+        bus.publish(topic, &format!("u{i}"), Bytes::from(format!("{i}")))
+            .await?;
+    }
+    let ack_wait = Duration::from_secs(1);
+    let mut first = bus.consumer(topic, "ledger", ack_wait).await?;
+    let mut second = bus.consumer(topic, "ledger", ack_wait).await?;
+    let a = first.fetch(3, Duration::from_secs(5)).await?;
+    let b = second.fetch(10, Duration::from_secs(5)).await?;
+    let ids = |d: &[tollgate_proto::bus::Delivery]| {
+        d.iter()
+            .map(|d| d.message.msg_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&a), vec!["u0", "u1", "u2"]);
+    assert_eq!(
+        ids(&b),
+        vec!["u3", "u4", "u5"],
+        "members share the messages"
+    );
+    // Acknowledge everything but u1: only u1 comes back after ack_wait.
+    for delivery in a.into_iter().chain(b) {
+        if delivery.message.msg_id != "u1" {
+            delivery.ack().await?;
+        }
+    }
+    tokio::time::sleep(ack_wait + Duration::from_millis(500)).await;
+    let again = first.fetch(10, Duration::from_secs(5)).await?;
+    assert_eq!(ids(&again), vec!["u1"]);
+    for delivery in again {
+        delivery.ack().await?;
+    }
+    assert!(
+        second
+            .fetch(10, Duration::from_millis(1500))
+            .await?
+            .is_empty(),
+        "nothing acknowledged comes back"
+    );
+    Ok(())
+}
+
+async fn kv_scan_lists_keys_by_prefix(bus: Arc<dyn Bus>) -> Result<()> {
+    bus.kv_put("budget.a", Bytes::from_static(b"1")).await?;
+    bus.kv_put("budget.b", Bytes::from_static(b"2")).await?;
+    bus.kv_put("policy.head", Bytes::from_static(b"3")).await?;
+    let mut keys: Vec<String> = bus
+        .kv_scan("budget.")
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["budget.a", "budget.b"]);
+    Ok(())
+}
+
 /// Runs every contract case against both implementations.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -172,4 +231,6 @@ contract!(
     last_is_the_newest_message,
     concurrent_publishers_lose_and_duplicate_nothing,
     kv_keeps_the_latest_value_with_increasing_revisions,
+    a_durable_consumer_redelivers_until_acknowledged,
+    kv_scan_lists_keys_by_prefix,
 );

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    Bus, BusError, BusMessage, KvEntry, POLICY, PublishAck, Subscription, USAGE, topic_settings,
+    ALERTS, Acknowledge, Bus, BusError, BusMessage, Consumer, Delivery, KvEntry, POLICY,
+    PublishAck, Subscription, USAGE, USAGE_DEAD_LETTER, topic_settings,
 };
 
 /// How long one bus operation may take before it is reported as a timeout.
@@ -42,7 +43,7 @@ impl JetStreamBus {
             prefix: prefix.to_owned(),
             state,
         };
-        for topic in [POLICY, USAGE] {
+        for topic in [POLICY, USAGE, USAGE_DEAD_LETTER, ALERTS] {
             bus.ensure_stream(topic).await?;
         }
         Ok(bus)
@@ -156,6 +157,44 @@ impl Bus for JetStreamBus {
         with_timeout(self.state.put(key, value)).await
     }
 
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+        let keys: Vec<String> = match with_timeout(self.state.keys()).await {
+            Ok(keys) => with_timeout(keys.try_collect()).await?,
+            // An empty bucket has no keys to list.
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
+            if let Some(entry) = self.kv_get(&key).await? {
+                out.push((key, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        let stream = self.stream(topic).await?;
+        let consumer = with_timeout(stream.get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: self.subject(topic),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                // Bounds what is in flight across all members.
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        ))
+        .await?;
+        Ok(Box::new(JetStreamConsumer { consumer }))
+    }
+
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
         let entry = with_timeout(self.state.entry(key)).await?;
         Ok(entry
@@ -164,6 +203,50 @@ impl Bus for JetStreamBus {
                 revision: e.revision,
                 value: e.value,
             }))
+    }
+}
+
+struct JetStreamConsumer {
+    consumer: consumer::Consumer<consumer::pull::Config>,
+}
+
+#[async_trait]
+impl Consumer for JetStreamConsumer {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let batch = with_timeout(
+            self.consumer
+                .fetch()
+                .max_messages(max.max(1))
+                .expires(wait)
+                .messages(),
+        )
+        .await?;
+        let messages: Vec<jetstream::Message> =
+            tokio::time::timeout(wait + OPERATION_TIMEOUT, batch.try_collect())
+                .await
+                .map_err(|_| BusError::Timeout(wait + OPERATION_TIMEOUT))?
+                .map_err(unavailable)?;
+        messages
+            .into_iter()
+            .map(|message| {
+                let sequence = message.info().map_err(unavailable)?.stream_sequence;
+                let bus_message = BusMessage {
+                    sequence,
+                    msg_id: message.headers.as_ref().map(msg_id).unwrap_or_default(),
+                    payload: message.payload.clone(),
+                };
+                Ok(Delivery::new(bus_message, Box::new(JetStreamAck(message))))
+            })
+            .collect()
+    }
+}
+
+struct JetStreamAck(jetstream::Message);
+
+#[async_trait]
+impl Acknowledge for JetStreamAck {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        with_timeout(self.0.ack()).await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{
-    Bus, BusError, BusMessage, KvEntry, PublishAck, Subscription, TopicSettings, topic_settings,
+    Acknowledge, Bus, BusError, BusMessage, Consumer, Delivery, KvEntry, PublishAck, Subscription,
+    TopicSettings, topic_settings,
 };
 
 /// The bus for a single process. Cloning shares the same topics.
@@ -36,6 +37,15 @@ struct Topic {
     recent_seq: HashMap<String, u64>,
     /// Tells subscribers the newest sequence.
     tail: watch::Sender<u64>,
+    consumers: HashMap<String, ConsumerState>,
+}
+
+/// A durable consumer's progress: what it has handed out, and what awaits an ack.
+#[derive(Default)]
+struct ConsumerState {
+    delivered_up_to: u64,
+    /// Unacknowledged sequences and when they are due again.
+    pending: std::collections::BTreeMap<u64, Instant>,
 }
 
 impl Topic {
@@ -47,7 +57,47 @@ impl Topic {
             recent_ids: VecDeque::new(),
             recent_seq: HashMap::new(),
             tail: watch::channel(0).0,
+            consumers: HashMap::new(),
         }
+    }
+
+    /// Hands out up to `max` messages to consumer `durable`: overdue ones first, then new.
+    fn take_for(
+        &mut self,
+        durable: &str,
+        max: usize,
+        ack_wait: Duration,
+        now: Instant,
+    ) -> Vec<BusMessage> {
+        let state = self.consumers.entry(durable.to_owned()).or_default();
+        let due: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(seq, _)| *seq)
+            .take(max)
+            .collect();
+        let mut out: Vec<BusMessage> = Vec::new();
+        for seq in due {
+            state.pending.insert(seq, now + ack_wait);
+            let index = self.messages.partition_point(|m| m.sequence < seq);
+            match self.messages.get(index).filter(|m| m.sequence == seq) {
+                Some(message) => out.push(message.clone()),
+                // Trimmed away meanwhile: nothing left to deliver.
+                None => {
+                    state.pending.remove(&seq);
+                }
+            }
+        }
+        let start = self
+            .messages
+            .partition_point(|m| m.sequence <= state.delivered_up_to);
+        for message in self.messages.range(start..).take(max - out.len()) {
+            state.delivered_up_to = message.sequence;
+            state.pending.insert(message.sequence, now + ack_wait);
+            out.push(message.clone());
+        }
+        out
     }
 
     fn forget_expired_ids(&mut self, now: Instant) {
@@ -172,5 +222,97 @@ impl Bus for MemoryBus {
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
         let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         Ok(kv.entries.get(key).cloned())
+    }
+
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+        let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(kv
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        let tail = self.with_topic(topic, |t| {
+            t.consumers.entry(durable.to_owned()).or_default();
+            t.tail.subscribe()
+        });
+        Ok(Box::new(MemoryConsumer {
+            bus: self.clone(),
+            topic: topic.to_owned(),
+            durable: durable.to_owned(),
+            ack_wait,
+            tail,
+        }))
+    }
+}
+
+struct MemoryConsumer {
+    bus: MemoryBus,
+    topic: String,
+    durable: String,
+    ack_wait: Duration,
+    tail: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.tail.borrow_and_update();
+            let now = Instant::now();
+            let messages = self.bus.with_topic(&self.topic, |t| {
+                t.take_for(&self.durable, max.max(1), self.ack_wait, now)
+            });
+            if !messages.is_empty() {
+                return Ok(messages
+                    .into_iter()
+                    .map(|message| {
+                        let ack = MemoryAck {
+                            bus: self.bus.clone(),
+                            topic: self.topic.clone(),
+                            durable: self.durable.clone(),
+                            sequence: message.sequence,
+                        };
+                        Delivery::new(message, Box::new(ack))
+                    })
+                    .collect());
+            }
+            // Wake on a new message, or soon enough to redeliver an overdue one.
+            let nap = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(Duration::from_millis(100));
+            if nap.is_zero() {
+                return Ok(Vec::new());
+            }
+            let _ = tokio::time::timeout(nap, self.tail.changed()).await;
+        }
+    }
+}
+
+struct MemoryAck {
+    bus: MemoryBus,
+    topic: String,
+    durable: String,
+    sequence: u64,
+}
+
+#[async_trait]
+impl Acknowledge for MemoryAck {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.bus.with_topic(&self.topic, |t| {
+            if let Some(state) = t.consumers.get_mut(&self.durable) {
+                state.pending.remove(&self.sequence);
+            }
+        });
+        Ok(())
     }
 }

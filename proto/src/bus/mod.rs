@@ -21,6 +21,10 @@ pub use memory::MemoryBus;
 pub const POLICY: &str = "policy";
 /// Usage events from the edges, one per request.
 pub const USAGE: &str = "usage";
+/// Usage events the aggregator could not read, with the reason.
+pub const USAGE_DEAD_LETTER: &str = "usage_dead_letter";
+/// Budget alerts, for subscribers that prefer NATS to a webhook.
+pub const ALERTS: &str = "alerts";
 
 /// How long and how much a topic keeps, the same for every implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,4 +115,47 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The latest value of `key` in the shared-state bucket.
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError>;
+
+    /// Every key of the shared-state bucket starting with `prefix`, with its latest value.
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError>;
+
+    /// A durable consumer of `topic` named `durable`: its members share the messages, and a
+    /// message is delivered again (after `ack_wait`) until one of them acknowledges it.
+    async fn consumer(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<Box<dyn Consumer>, BusError>;
+}
+
+/// A member of a durable consumer.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` messages, waiting at most `wait` for the first.
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+}
+
+/// A delivered message, to acknowledge once it is durably handled.
+pub struct Delivery {
+    pub message: BusMessage,
+    ack: Box<dyn Acknowledge>,
+}
+
+impl Delivery {
+    /// A delivery acknowledged through `ack`.
+    pub fn new(message: BusMessage, ack: Box<dyn Acknowledge>) -> Self {
+        Delivery { message, ack }
+    }
+
+    /// Tells the bus the message is handled and must not be delivered again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.ack.ack().await
+    }
+}
+
+/// How an implementation acknowledges one delivery.
+#[async_trait]
+pub trait Acknowledge: Send {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
 }
