@@ -1,9 +1,8 @@
 //! Who is calling the admin API, and may they. Tokens are compared as SHA-256 hashes in
 //! constant time; the bootstrap token from `TOLLGATE_ADMIN_TOKEN` is an admin outside the log.
 
-use subtle::ConstantTimeEq;
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::{AdminRole, hash_secret};
+use tollgate_policy::model::{AdminRole, admin_caller, hash_secret};
 use tonic::metadata::MetadataMap;
 
 use crate::error::ControlError;
@@ -89,26 +88,8 @@ impl Authenticator {
                     "authorization metadata must be `Bearer <admin token>`".to_owned(),
                 )
             })?;
-        let presented = hash_secret(token);
-        let matches = |stored: &str| bool::from(stored.as_bytes().ct_eq(presented.as_bytes()));
-        if self.bootstrap_hash.as_deref().is_some_and(matches) {
-            return Ok(Actor {
-                name: "bootstrap".to_owned(),
-                role: AdminRole::Admin,
-            });
-        }
-        // Every token is compared, so the time taken does not tell which one was close.
-        let mut found = None;
-        for token in state.admin_tokens.values() {
-            if matches(&token.hash) && !token.revoked {
-                found = Some(token);
-            }
-        }
-        found
-            .map(|t| Actor {
-                name: format!("admin-token:{}", t.id),
-                role: t.role,
-            })
+        admin_caller(&state.admin_tokens, self.bootstrap_hash.as_deref(), token)
+            .map(|(name, role)| Actor { name, role })
             .ok_or_else(|| {
                 ControlError::Unauthenticated("unknown or revoked admin token".to_owned())
             })

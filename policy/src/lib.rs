@@ -4,6 +4,7 @@
 pub mod command;
 pub mod event;
 pub mod model;
+pub mod period;
 pub mod sealing;
 pub mod state;
 mod validate;

@@ -324,3 +324,25 @@ pub fn hash_secret(secret: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The admin-API caller a bearer `token` identifies: the bootstrap token (given as its hash)
+/// or a live admin token of the policy. Every candidate is compared in constant time.
+pub fn admin_caller(
+    tokens: &std::collections::BTreeMap<String, AdminToken>,
+    bootstrap_hash: Option<&str>,
+    token: &str,
+) -> Option<(String, AdminRole)> {
+    use subtle::ConstantTimeEq;
+    let presented = hash_secret(token);
+    let matches = |stored: &str| bool::from(stored.as_bytes().ct_eq(presented.as_bytes()));
+    if bootstrap_hash.is_some_and(matches) {
+        return Some(("bootstrap".to_owned(), AdminRole::Admin));
+    }
+    let mut found = None;
+    for t in tokens.values() {
+        if matches(&t.hash) && !t.revoked {
+            found = Some((format!("admin-token:{}", t.id), t.role));
+        }
+    }
+    found
+}

@@ -1,1 +1,175 @@
-//! Tollgate usage aggregator (issue 4).
+//! Tollgate's usage aggregator: consumes the USAGE stream into an exactly-once ledger with
+//! hourly and daily rollups, keeps budget spend and publishes budget status for the edges,
+//! sends threshold alerts, and serves finance queries.
+
+pub mod alerts;
+pub mod api;
+pub mod budgets;
+pub mod config;
+mod consume;
+pub mod entry;
+pub mod ledger;
+pub mod query;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::bus::Bus;
+use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
+use tollgate_proto::usage::usage_service_server::UsageServiceServer;
+
+use crate::alerts::AlertSinks;
+use crate::api::{FinanceApi, FinanceService};
+use crate::ledger::{Ledger, LedgerError};
+
+/// How often every budget's status is published, so that new budgets, raised amounts and new
+/// periods reach the edges without waiting for traffic.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+
+/// A started aggregator: following policy, consuming usage, delivering alerts.
+pub struct Aggregator {
+    api: Arc<FinanceApi>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What an aggregator is built from.
+pub struct AggregatorParts {
+    pub database_url: String,
+    pub bus: Arc<dyn Bus>,
+    pub snapshots: Option<Arc<dyn SnapshotSource>>,
+    pub admin_token: Option<String>,
+    pub sinks: AlertSinks,
+    pub batch: usize,
+}
+
+impl Aggregator {
+    /// Opens the ledger and starts the background work.
+    pub async fn start(parts: AggregatorParts) -> Result<Self, LedgerError> {
+        let ledger = Ledger::connect(&parts.database_url).await?;
+        let policy = Arc::new(PolicyView::default());
+        let (stop, stopped) = watch::channel(false);
+        let bus = parts.bus;
+        let tasks = vec![
+            tokio::spawn(follow::run(
+                policy.clone(),
+                parts.snapshots,
+                bus.clone(),
+                stopped.clone(),
+            )),
+            tokio::spawn(consume::run(
+                ledger.clone(),
+                bus.clone(),
+                policy.clone(),
+                parts.sinks.names(),
+                parts.batch.max(1),
+                stopped.clone(),
+            )),
+            tokio::spawn(alerts::run(
+                ledger.clone(),
+                bus.clone(),
+                parts.sinks,
+                stopped.clone(),
+            )),
+            tokio::spawn(refresh_statuses(
+                ledger.clone(),
+                bus,
+                policy.clone(),
+                stopped,
+            )),
+        ];
+        let api = Arc::new(FinanceApi {
+            ledger,
+            policy,
+            bootstrap_hash: api::bootstrap_hash(parts.admin_token.as_deref()),
+        });
+        Ok(Aggregator { api, stop, tasks })
+    }
+
+    /// The usage ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.api.ledger
+    }
+
+    /// The aggregator's copy of policy.
+    pub fn policy(&self) -> &Arc<PolicyView> {
+        &self.api.policy
+    }
+
+    /// Serves `UsageService` (with health and reflection) on `grpc` and the CSV export on
+    /// `http` until `shutdown` completes; then stops the background work.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let (done, mut done_rx) = watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = done.send(true);
+        };
+        let mut http_done = done_rx.clone();
+        let router = axum::Router::new()
+            .route("/v1/usage/export", axum::routing::get(api::export_csv))
+            .with_state(self.api.clone());
+        let http_server = tokio::spawn(async move {
+            let _ = axum::serve(http, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_done.wait_for(|d| *d).await;
+                })
+                .await;
+        });
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<UsageServiceServer<FinanceService>>()
+            .await;
+        let mut v1 = tonic_reflection::server::Builder::configure();
+        let mut v1alpha = tonic_reflection::server::Builder::configure();
+        for set in [
+            tollgate_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            v1 = v1.register_encoded_file_descriptor_set(set);
+            v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+        }
+        let mut server = tonic::transport::Server::builder().add_service(health);
+        if let (Ok(v1), Ok(v1alpha)) = (v1.build_v1(), v1alpha.build_v1alpha()) {
+            server = server.add_service(v1).add_service(v1alpha);
+        }
+        let result = server
+            .add_service(UsageServiceServer::new(FinanceService(self.api.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+            .await;
+        let _ = done_rx.wait_for(|d| *d).await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = http_server.await;
+        result
+    }
+}
+
+async fn refresh_statuses(
+    ledger: Ledger,
+    bus: Arc<dyn Bus>,
+    policy: Arc<PolicyView>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        if let Some(state) = policy.current()
+            && let Err(error) = budgets::publish(&ledger, bus.as_ref(), &state, None).await
+        {
+            tracing::warn!(%error, "refreshing budget status failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_REFRESH) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Delivering budget alerts from the ledger's outbox: a generic webhook (JSON, signed with
+//! HMAC-SHA256), a Slack incoming webhook, or the bus's ALERTS topic. Each runs apart from the
+//! ledger, with retries and exponential back-off; a failing sink never blocks usage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::sync::watch;
+use tollgate_proto::bus::{ALERTS, Bus};
+
+use crate::ledger::{Ledger, PendingAlert};
+
+/// Where alerts go.
+#[derive(Clone, Debug, Default)]
+pub struct AlertSinks {
+    /// A URL that receives the alert JSON, signed in `x-tollgate-signature: sha256=<hex>`.
+    pub webhook_url: Option<String>,
+    /// The HMAC key of the webhook signature.
+    pub webhook_secret: Option<String>,
+    /// A Slack incoming-webhook URL.
+    pub slack_url: Option<String>,
+    /// Also publish alerts to the bus's ALERTS topic.
+    pub bus: bool,
+}
+
+impl AlertSinks {
+    /// The names of the configured sinks, as stored in the outbox.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.webhook_url.is_some() {
+            names.push("webhook".to_owned());
+        }
+        if self.slack_url.is_some() {
+            names.push("slack".to_owned());
+        }
+        if self.bus {
+            names.push("nats".to_owned());
+        }
+        names
+    }
+}
+
+const POLL: Duration = Duration::from_millis(250);
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
+
+/// Delivers due alerts until `shutdown` flips to true.
+pub async fn run(
+    ledger: Ledger,
+    bus: Arc<dyn Bus>,
+    sinks: AlertSinks,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_default();
+    while !*shutdown.borrow() {
+        let now = chrono::Utc::now().timestamp_millis();
+        match ledger.due_alerts(now).await {
+            Ok(alerts) => {
+                for alert in alerts {
+                    let delivered = match deliver(&http, bus.as_ref(), &sinks, &alert).await {
+                        Ok(()) => true,
+                        Err(error) => {
+                            tracing::warn!(sink = %alert.sink, budget = %alert.budget_id, %error, "alert delivery failed; will retry");
+                            false
+                        }
+                    };
+                    let backoff = (1000i64 << alert.attempts.clamp(0, 20)).min(MAX_BACKOFF_MS);
+                    if let Err(e) = ledger
+                        .alert_attempted(&alert, delivered, now + backoff)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not record an alert delivery");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the alert outbox failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn deliver(
+    http: &reqwest::Client,
+    bus: &dyn Bus,
+    sinks: &AlertSinks,
+    alert: &PendingAlert,
+) -> Result<(), String> {
+    // One id per alert and sink, so a receiver can drop the rare repeat after a crash.
+    let alert_id = format!(
+        "{}:{}:{}",
+        alert.budget_id, alert.period_start_ms, alert.threshold_pct
+    );
+    match alert.sink.as_str() {
+        "webhook" => {
+            let url = sinks
+                .webhook_url
+                .as_deref()
+                .ok_or("no webhook URL configured")?;
+            let mut request = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-tollgate-alert-id", &alert_id);
+            if let Some(secret) = &sinks.webhook_secret {
+                request = request.header(
+                    "x-tollgate-signature",
+                    format!("sha256={}", sign(secret, alert.payload.as_bytes())),
+                );
+            }
+            check(request.body(alert.payload.clone()).send().await)
+        }
+        "slack" => {
+            let url = sinks
+                .slack_url
+                .as_deref()
+                .ok_or("no Slack URL configured")?;
+            let value: serde_json::Value = serde_json::from_str(&alert.payload).unwrap_or_default();
+            let text = format!(
+                ":warning: Budget `{}` ({} {}) crossed {}%: ${:.2} of ${:.2} spent this {} period.",
+                value["budget_id"].as_str().unwrap_or_default(),
+                value["scope"].as_str().unwrap_or_default(),
+                value["scope_id"].as_str().unwrap_or_default(),
+                value["threshold_pct"],
+                value["spent_usd"].as_f64().unwrap_or_default(),
+                value["amount_usd"].as_f64().unwrap_or_default(),
+                value["period"].as_str().unwrap_or_default(),
+            );
+            check(http.post(url).json(&json!({"text": text})).send().await)
+        }
+        "nats" => bus
+            .publish(ALERTS, &alert_id, Bytes::from(alert.payload.clone()))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        other => Err(format!("unknown sink {other}")),
+    }
+}
+
+fn check(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
+    let response = result.map_err(|e| e.without_url().to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", response.status()))
+    }
+}
+
+/// Hex HMAC-SHA256 of `body` with `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}

@@ -1,0 +1,85 @@
+//! The aggregator's configuration: one typed struct, read from the environment through a
+//! lookup function so tests can feed it a map.
+
+use std::net::SocketAddr;
+
+use crate::alerts::AlertSinks;
+
+/// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
+pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
+/// Default `TOLLGATE_USAGE_HTTP_ADDR` (CSV export).
+pub const DEFAULT_USAGE_HTTP_ADDR: &str = "127.0.0.1:4001";
+
+/// Everything the aggregator needs to run.
+#[derive(Clone, Debug)]
+pub struct AggregatorConfig {
+    /// `TOLLGATE_USAGE_ADDR`.
+    pub usage_addr: SocketAddr,
+    /// `TOLLGATE_USAGE_HTTP_ADDR`.
+    pub usage_http_addr: SocketAddr,
+    /// `DATABASE_URL`: the usage ledger (`postgres://…` or `sqlite://…`).
+    pub database_url: String,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `TOLLGATE_BUS_PREFIX` (default `tollgate`).
+    pub bus_prefix: String,
+    /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, accepted for finance calls.
+    pub admin_token: Option<String>,
+    /// `TOLLGATE_CONTROL_PLANE_URL` and `TOLLGATE_EDGE_TOKEN`: where policy snapshots come from.
+    pub control_plane_url: Option<String>,
+    pub control_plane_token: String,
+    /// `TOLLGATE_ALERT_WEBHOOK_URL`, `TOLLGATE_ALERT_WEBHOOK_SECRET`, `TOLLGATE_ALERT_SLACK_URL`,
+    /// `TOLLGATE_ALERT_NATS` (`true` to publish alerts on the ALERTS topic).
+    pub sinks: AlertSinks,
+    /// `TOLLGATE_USAGE_BATCH` (default 500): events per ledger transaction.
+    pub batch: usize,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl AggregatorConfig {
+    /// Reads the configuration from `lookup` (normally the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let addr = |name: &'static str, default: &str| -> Result<SocketAddr, ConfigError> {
+            get(name)
+                .unwrap_or_else(|| default.to_owned())
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                })
+        };
+        Ok(AggregatorConfig {
+            usage_addr: addr("TOLLGATE_USAGE_ADDR", DEFAULT_USAGE_ADDR)?,
+            usage_http_addr: addr("TOLLGATE_USAGE_HTTP_ADDR", DEFAULT_USAGE_HTTP_ADDR)?,
+            database_url: get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
+            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
+            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
+            admin_token: get("TOLLGATE_ADMIN_TOKEN"),
+            control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
+            control_plane_token: get("TOLLGATE_EDGE_TOKEN")
+                .or_else(|| get("TOLLGATE_ADMIN_TOKEN"))
+                .unwrap_or_default(),
+            sinks: AlertSinks {
+                webhook_url: get("TOLLGATE_ALERT_WEBHOOK_URL"),
+                webhook_secret: get("TOLLGATE_ALERT_WEBHOOK_SECRET"),
+                slack_url: get("TOLLGATE_ALERT_SLACK_URL"),
+                bus: get("TOLLGATE_ALERT_NATS").is_some_and(|v| v == "true" || v == "1"),
+            },
+            batch: get("TOLLGATE_USAGE_BATCH")
+                .map_or(Ok(500), |v| v.parse())
+                .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                    name: "TOLLGATE_USAGE_BATCH",
+                    reason: e.to_string(),
+                })?,
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! The consumer loop: batches from the USAGE topic's durable consumer into the ledger,
+//! acknowledged only after the ledger committed; unreadable events go to the dead-letter
+//! topic; touched budgets get a fresh status on the bus.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use prost::Message;
+use serde_json::json;
+use tokio::sync::watch;
+use tollgate_proto::bus::{Bus, Delivery, USAGE, USAGE_DEAD_LETTER};
+use tollgate_proto::follow::PolicyView;
+use tollgate_proto::usage::UsageEvent;
+
+use crate::budgets;
+use crate::entry::Entry;
+use crate::ledger::Ledger;
+
+/// The durable consumer all aggregator replicas share.
+pub const DURABLE: &str = "usage-ledger";
+/// Redelivery delay for a batch whose aggregator died before acknowledging it.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Consumes usage until `shutdown` flips to true.
+pub async fn run(
+    ledger: Ledger,
+    bus: Arc<dyn Bus>,
+    policy: Arc<PolicyView>,
+    sinks: Vec<String>,
+    batch: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Spend is assigned to budgets from policy: wait for it rather than miss one.
+    let mut applied = policy.applied();
+    while policy.current().is_none() {
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+    let mut backoff = Duration::from_millis(100);
+    let mut consumer = None;
+    while !*shutdown.borrow() {
+        if consumer.is_none() {
+            match bus.consumer(USAGE, DURABLE, ACK_WAIT).await {
+                Ok(c) => consumer = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the usage consumer; retrying");
+                    pause(&mut backoff, &mut shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let Some(members) = consumer.as_mut() else {
+            continue;
+        };
+        let deliveries = tokio::select! {
+            fetched = members.fetch(batch, Duration::from_secs(1)) => fetched,
+            _ = shutdown.changed() => return,
+        };
+        match deliveries {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => {
+                handle(
+                    &ledger,
+                    bus.as_ref(),
+                    &policy,
+                    &sinks,
+                    deliveries,
+                    &mut shutdown,
+                )
+                .await;
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching usage failed; retrying");
+                consumer = None;
+                pause(&mut backoff, &mut shutdown).await;
+            }
+        }
+    }
+}
+
+async fn pause(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// Records one batch; returns once it is committed and acknowledged (or shutdown came first,
+/// in which case the bus delivers it again).
+async fn handle(
+    ledger: &Ledger,
+    bus: &dyn Bus,
+    policy: &PolicyView,
+    sinks: &[String],
+    deliveries: Vec<Delivery>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut entries = Vec::with_capacity(deliveries.len());
+    let mut to_ack = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let parsed = UsageEvent::decode(delivery.message.payload.clone())
+            .map_err(|e| format!("not a usage event: {e}"))
+            .and_then(Entry::from_event);
+        match parsed {
+            Ok(entry) => {
+                entries.push(entry);
+                to_ack.push(delivery);
+            }
+            Err(reason) => dead_letter(bus, delivery, &reason).await,
+        }
+    }
+    let mut backoff = Duration::from_millis(100);
+    let touched = loop {
+        let Some(state) = policy.current() else {
+            return;
+        };
+        let touched: BTreeSet<String> = entries
+            .iter()
+            .flat_map(|e| budgets::spend_keys(&state, e))
+            .map(|k| k.budget_id)
+            .collect();
+        let result = ledger
+            .record(
+                &entries,
+                |e| budgets::spend_keys(&state, e),
+                |k, before, after| budgets::crossed(&state, k, before, after),
+                sinks,
+            )
+            .await;
+        match result {
+            Ok(_) => break touched,
+            Err(e) => {
+                tracing::warn!(error = %e, events = entries.len(), "ledger write failed; retrying the batch");
+                pause(&mut backoff, shutdown).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    };
+    let acks = join_all(to_ack.into_iter().map(Delivery::ack)).await;
+    if let Some(Err(e)) = acks.into_iter().find(Result::is_err) {
+        // Harmless: the batch comes back after the ack wait and the ledger ignores repeats.
+        tracing::warn!(error = %e, "acknowledging usage failed");
+    }
+    if !touched.is_empty()
+        && let Some(state) = policy.current()
+    {
+        let ids: Vec<String> = touched.into_iter().collect();
+        if let Err(e) = budgets::publish(ledger, bus, &state, Some(&ids)).await {
+            tracing::warn!(error = %e, "publishing budget status failed");
+        }
+    }
+}
+
+/// Parks an unreadable event on the dead-letter topic with the reason, then lets it go.
+async fn dead_letter(bus: &dyn Bus, delivery: Delivery, reason: &str) {
+    use base64::Engine;
+    let record = json!({
+        "reason": reason,
+        "stream_sequence": delivery.message.sequence,
+        "msg_id": delivery.message.msg_id,
+        "payload_base64": base64::engine::general_purpose::STANDARD.encode(&delivery.message.payload),
+    });
+    let id = format!("dlq-{}", delivery.message.sequence);
+    tracing::warn!(sequence = delivery.message.sequence, %reason, "usage event sent to the dead-letter topic");
+    match bus
+        .publish(USAGE_DEAD_LETTER, &id, Bytes::from(record.to_string()))
+        .await
+    {
+        Ok(_) => {
+            let _ = delivery.ack().await;
+        }
+        // Not acknowledged: it comes back and is tried again.
+        Err(e) => tracing::warn!(error = %e, "dead-letter publish failed"),
+    }
+}
