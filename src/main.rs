@@ -12,6 +12,8 @@ use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::bus::JetStreamBus;
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_usage_aggregator::config::AggregatorConfig;
+use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,10 @@ enum Role {
     /// Configured by NATS_URL, TOLLGATE_EDGE_ADDR, TOLLGATE_CONTROL_PLANE_URL,
     /// TOLLGATE_EDGE_TOKEN, TOLLGATE_CREDENTIAL_KEY, TOLLGATE_REGION and more (see README).
     Edge,
+    /// Run the usage aggregator (ledger, budgets, alerts, finance API) on PostgreSQL (or
+    /// SQLite) and NATS JetStream. Configured by DATABASE_URL, NATS_URL, TOLLGATE_USAGE_ADDR,
+    /// TOLLGATE_USAGE_HTTP_ADDR, TOLLGATE_CONTROL_PLANE_URL and the TOLLGATE_ALERT_* variables.
+    Aggregator,
 }
 
 #[tokio::main]
@@ -46,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Role::ControlPlane => control_plane().await,
         Role::Edge => edge().await,
+        Role::Aggregator => aggregator().await,
     }
 }
 
@@ -86,12 +93,10 @@ async fn edge() -> anyhow::Result<()> {
     let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
         .await
         .context("connecting to NATS JetStream")?;
-    let snapshots = match &config.control_plane_url {
-        Some(url) => Some(Arc::new(
-            GrpcSnapshots::new(url, &config.control_plane_token).map_err(anyhow::Error::msg)?,
-        ) as Arc<dyn SnapshotSource>),
-        None => None,
-    };
+    let snapshots = snapshot_source(
+        config.control_plane_url.as_deref(),
+        &config.control_plane_token,
+    )?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding the edge to {}", config.addr))?;
@@ -102,4 +107,50 @@ async fn edge() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+async fn aggregator() -> anyhow::Result<()> {
+    let config = AggregatorConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
+        .await
+        .context("connecting to NATS JetStream")?;
+    let snapshots = snapshot_source(
+        config.control_plane_url.as_deref(),
+        &config.control_plane_token,
+    )?;
+    let grpc = tokio::net::TcpListener::bind(config.usage_addr)
+        .await
+        .with_context(|| format!("binding the usage API to {}", config.usage_addr))?;
+    let http = tokio::net::TcpListener::bind(config.usage_http_addr)
+        .await
+        .with_context(|| format!("binding the usage export to {}", config.usage_http_addr))?;
+    let aggregator = Aggregator::start(AggregatorParts {
+        database_url: config.database_url,
+        bus: Arc::new(bus),
+        snapshots,
+        admin_token: config.admin_token,
+        sinks: config.sinks,
+        batch: config.batch,
+    })
+    .await
+    .context("opening the usage ledger")?;
+    tracing::info!(grpc = %config.usage_addr, http = %config.usage_http_addr, "aggregator serving");
+    aggregator
+        .serve(grpc, http, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn snapshot_source(
+    url: Option<&str>,
+    token: &str,
+) -> anyhow::Result<Option<Arc<dyn SnapshotSource>>> {
+    Ok(match url {
+        Some(url) => Some(Arc::new(
+            GrpcSnapshots::new(url, token).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    })
 }
