@@ -57,7 +57,9 @@ impl AdminApi {
         Ok(self.log.state())
     }
 
-    /// Runs `command` for an admin caller and returns the state after it.
+    /// Runs `command` for an admin caller and returns the state after it. Methods that parse
+    /// their request before building the command authorize first themselves, so that nothing
+    /// about a request is said to a caller who may not make it.
     async fn change<T>(
         &self,
         request: &Request<T>,
@@ -143,6 +145,7 @@ impl AdminService for AdminApi {
     }
 
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Reply<User> {
+        self.authorize(&request, Access::WritePolicy)?;
         let id = new_id();
         let r = request.get_ref().clone();
         let command = Command::CreateUser {
@@ -169,6 +172,7 @@ impl AdminService for AdminApi {
     }
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<User> {
+        self.authorize(&request, Access::WritePolicy)?;
         let r = request.get_ref().clone();
         let command = Command::UpdateUser {
             id: r.id.clone(),
@@ -187,6 +191,7 @@ impl AdminService for AdminApi {
     }
 
     async fn create_key(&self, request: Request<CreateKeyRequest>) -> Reply<CreateKeyResponse> {
+        self.authorize(&request, Access::WritePolicy)?;
         let r = request.get_ref().clone();
         let secret = new_secret(KEY_PREFIX);
         let id = new_id();
@@ -216,6 +221,7 @@ impl AdminService for AdminApi {
     }
 
     async fn update_key(&self, request: Request<UpdateKeyRequest>) -> Reply<Key> {
+        self.authorize(&request, Access::WritePolicy)?;
         let r = request.get_ref().clone();
         let expires_at = if r.clear_expires_at {
             Some(None)
@@ -353,6 +359,7 @@ impl AdminService for AdminApi {
     }
 
     async fn upsert_deployment(&self, request: Request<Deployment>) -> Reply<Deployment> {
+        self.authorize(&request, Access::WritePolicy)?;
         let deployment = convert::deployment_from(request.get_ref().clone(), new_id())?;
         let id = deployment.id.clone();
         let (state, _) = self
@@ -402,6 +409,7 @@ impl AdminService for AdminApi {
     }
 
     async fn set_budget(&self, request: Request<Budget>) -> Reply<Budget> {
+        self.authorize(&request, Access::WritePolicy)?;
         let budget = convert::budget_from(request.get_ref().clone(), new_id())?;
         let id = budget.id.clone();
         let (state, _) = self.change(&request, Command::SetBudget { budget }).await?;
@@ -430,6 +438,7 @@ impl AdminService for AdminApi {
     }
 
     async fn set_rate_limit(&self, request: Request<RateLimit>) -> Reply<RateLimit> {
+        self.authorize(&request, Access::WritePolicy)?;
         let rate_limit = convert::rate_limit_from(request.get_ref().clone(), new_id())?;
         let id = rate_limit.id.clone();
         let (state, _) = self
@@ -460,6 +469,7 @@ impl AdminService for AdminApi {
     }
 
     async fn set_routing_rule(&self, request: Request<RoutingRule>) -> Reply<RoutingRule> {
+        self.authorize(&request, Access::WritePolicy)?;
         let rule = convert::routing_rule_from(request.get_ref().clone(), new_id())?;
         let id = rule.id.clone();
         let (state, _) = self
@@ -489,6 +499,7 @@ impl AdminService for AdminApi {
     }
 
     async fn set_guardrail(&self, request: Request<Guardrail>) -> Reply<Guardrail> {
+        self.authorize(&request, Access::WritePolicy)?;
         let guardrail = convert::guardrail_from(request.get_ref().clone(), new_id())?;
         let id = guardrail.id.clone();
         let (state, _) = self
@@ -516,6 +527,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateAdminTokenRequest>,
     ) -> Reply<CreateAdminTokenResponse> {
+        self.authorize(&request, Access::WritePolicy)?;
         let r = request.get_ref().clone();
         let role: AdminRole = parse("role", &r.role)?;
         let secret = new_secret(ADMIN_TOKEN_PREFIX);

@@ -1,0 +1,1658 @@
+//! The admin API as a client sees it: who may do what, the audit trail, the status codes of
+//! refused commands, secrets that never come back, idempotent set commands, and the health and
+//! reflection services next to it.
+
+mod common;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::{Context, Result, bail, ensure};
+use chrono::{Duration, Utc};
+use common::*;
+use tollgate_policy::model::hash_secret;
+use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::admin::*;
+use tollgate_proto::convert::{from_timestamp, timestamp};
+use tollgate_proto::policy::PolicyEvent;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+
+type Client = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// The latest committed sequence, as the audit trail reports it.
+async fn last_sequence(client: &mut Client) -> Result<u64> {
+    let page = client
+        .list_events(ListEventsRequest {
+            after_sequence: 0,
+            limit: 1,
+        })
+        .await?;
+    Ok(page.into_inner().last_sequence)
+}
+
+/// One page of the audit trail.
+async fn events_page(
+    client: &mut Client,
+    after_sequence: u64,
+    limit: u32,
+) -> Result<Vec<PolicyEvent>> {
+    let page = client
+        .list_events(ListEventsRequest {
+            after_sequence,
+            limit,
+        })
+        .await?;
+    Ok(page.into_inner().events)
+}
+
+/// Every event in the log, oldest first, read in pages of `page`.
+async fn all_events(client: &mut Client, page: u32) -> Result<Vec<PolicyEvent>> {
+    let mut events: Vec<PolicyEvent> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.sequence);
+        let next = events_page(client, after, page).await?;
+        if next.is_empty() {
+            return Ok(events);
+        }
+        events.extend(next);
+    }
+}
+
+/// The status of a call that must fail with `code`.
+fn refused<T: Debug>(
+    what: &str,
+    result: Result<Response<T>, Status>,
+    code: Code,
+) -> Result<Status> {
+    match result {
+        Ok(response) => bail!(
+            "{what}: expected {code:?} but it succeeded: {:?}",
+            response.get_ref()
+        ),
+        Err(status) if status.code() == code => Ok(status),
+        Err(status) => bail!(
+            "{what}: expected {code:?}, got {:?}: {}",
+            status.code(),
+            status.message()
+        ),
+    }
+}
+
+/// Reports every mismatch among `outcomes` of `refused` together.
+fn all_refused(outcomes: Vec<Result<Status>>) -> Result<()> {
+    let failures: Vec<String> = outcomes
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
+    ensure!(
+        failures.is_empty(),
+        "{} call(s) got the wrong code:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// Writes that are malformed as well as not allowed to `client`: the caller and its role are
+/// judged first, so each must fail with `code` (never with INVALID_ARGUMENT).
+async fn malformed_writes(client: &mut Client, code: Code) -> Vec<Result<Status>> {
+    let deployment = Deployment {
+        provider: "nope".into(),
+        ..mock_deployment("gpt-4o")
+    };
+    let budget = Budget {
+        period: "fortnightly".into(),
+        ..team_budget("any", 10.0)
+    };
+    let rate_limit = RateLimit {
+        scope: "galaxy".into(),
+        ..team_rate_limit("any", 10)
+    };
+    let rule = RoutingRule {
+        model_name: "gpt-4o".into(),
+        strategy: "coin_flip".into(),
+        ..Default::default()
+    };
+    let guardrail = Guardrail {
+        name: "pii".into(),
+        kind: "regex".into(),
+        mode: "sometimes".into(),
+        ..Default::default()
+    };
+    let token = CreateAdminTokenRequest {
+        name: "root".into(),
+        role: "superuser".into(),
+    };
+    let user = CreateUserRequest {
+        email: "eve@example.com".into(),
+        role: "overlord".into(),
+        ..Default::default()
+    };
+    let credential = PutCredentialRequest {
+        provider: "nope".into(),
+        ..credential_request("x", "sk-x")
+    };
+    let out_of_range = prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    };
+    let key = CreateKeyRequest {
+        expires_at: Some(out_of_range),
+        ..Default::default()
+    };
+    let user_update = UpdateUserRequest {
+        id: "any".into(),
+        role: Some("overlord".into()),
+        ..Default::default()
+    };
+    vec![
+        refused(
+            "UpsertDeployment with provider nope",
+            client.upsert_deployment(deployment).await,
+            code,
+        ),
+        refused(
+            "SetBudget with period fortnightly",
+            client.set_budget(budget).await,
+            code,
+        ),
+        refused(
+            "SetRateLimit with scope galaxy",
+            client.set_rate_limit(rate_limit).await,
+            code,
+        ),
+        refused(
+            "SetRoutingRule with strategy coin_flip",
+            client.set_routing_rule(rule).await,
+            code,
+        ),
+        refused(
+            "SetGuardrail with mode sometimes",
+            client.set_guardrail(guardrail).await,
+            code,
+        ),
+        refused(
+            "CreateAdminToken with role superuser",
+            client.create_admin_token(token).await,
+            code,
+        ),
+        refused(
+            "CreateUser with role overlord",
+            client.create_user(user).await,
+            code,
+        ),
+        refused(
+            "CreateKey with expires_at out of range",
+            client.create_key(key).await,
+            code,
+        ),
+        refused(
+            "UpdateUser with role overlord",
+            client.update_user(user_update).await,
+            code,
+        ),
+        refused(
+            "PutCredential with provider nope",
+            client.put_credential(credential).await,
+            code,
+        ),
+    ]
+}
+
+async fn create_team(client: &mut Client, name: &str) -> Result<Team> {
+    let request = CreateTeamRequest {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    Ok(client.create_team(request).await?.into_inner())
+}
+
+/// A new key in `team_id` and its secret.
+async fn create_key(client: &mut Client, team_id: &str, alias: &str) -> Result<(Key, String)> {
+    let request = CreateKeyRequest {
+        alias: alias.to_owned(),
+        team_id: team_id.to_owned(),
+        ..Default::default()
+    };
+    let response = client.create_key(request).await?.into_inner();
+    Ok((
+        response.key.context("CreateKey returned no key")?,
+        response.secret,
+    ))
+}
+
+/// A new admin token with `role` and its secret.
+async fn create_admin_token(
+    client: &mut Client,
+    name: &str,
+    role: &str,
+) -> Result<(AdminToken, String)> {
+    let request = CreateAdminTokenRequest {
+        name: name.to_owned(),
+        role: role.to_owned(),
+    };
+    let response = client.create_admin_token(request).await?.into_inner();
+    Ok((
+        response
+            .token
+            .context("CreateAdminToken returned no token")?,
+        response.secret,
+    ))
+}
+
+fn credential_request(name: &str, api_key: &str) -> PutCredentialRequest {
+    PutCredentialRequest {
+        name: name.to_owned(),
+        provider: "openai".to_owned(),
+        secret_fields: [("api_key".to_owned(), api_key.to_owned())].into(),
+    }
+}
+
+fn mock_deployment(model: &str) -> Deployment {
+    Deployment {
+        model_name: model.to_owned(),
+        provider: "mock".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn team_budget(team_id: &str, amount_usd: f64) -> Budget {
+    Budget {
+        scope: "team".to_owned(),
+        scope_id: team_id.to_owned(),
+        amount_usd,
+        period: "monthly".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn team_rate_limit(team_id: &str, rpm: u64) -> RateLimit {
+    RateLimit {
+        scope: "team".to_owned(),
+        scope_id: team_id.to_owned(),
+        rpm,
+        ..Default::default()
+    }
+}
+
+fn price(model: &str, input_per_mtok: f64) -> Price {
+    Price {
+        model: model.to_owned(),
+        input_per_mtok,
+        output_per_mtok: 10.0,
+        cached_input_per_mtok: 1.25,
+        cache_write_per_mtok: 0.0,
+    }
+}
+
+/// Whether `haystack` holds `needle` anywhere.
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let team = create_team(&mut admin, "platform").await?;
+    let (key, _) = create_key(&mut admin, &team.id, "ci").await?;
+    let credential = admin
+        .put_credential(credential_request("openai", "sk-1"))
+        .await?
+        .into_inner();
+    let (viewer_token, viewer_secret) = create_admin_token(&mut admin, "auditor", "viewer").await?;
+    let (_, finance_secret) = create_admin_token(&mut admin, "accounts", "finance").await?;
+    let before = last_sequence(&mut admin).await?;
+
+    let mut viewer = cp.client(&viewer_secret).await?;
+    let denied = Code::PermissionDenied;
+    let team_id = || team.id.clone();
+    let key_request = || KeyRequest {
+        key_id: key.id.clone(),
+    };
+    let statuses = [
+        refused(
+            "CreateTeam",
+            viewer
+                .create_team(CreateTeamRequest {
+                    name: "mine".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "UpdateTeam",
+            viewer
+                .update_team(UpdateTeamRequest {
+                    id: team_id(),
+                    name: Some("renamed".into()),
+                    metadata: None,
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "DeleteTeam",
+            viewer.delete_team(DeleteRequest { id: team_id() }).await,
+            denied,
+        )?,
+        refused(
+            "CreateUser",
+            viewer
+                .create_user(CreateUserRequest {
+                    email: "v@example.com".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "CreateKey",
+            viewer
+                .create_key(CreateKeyRequest {
+                    alias: "sneaky".into(),
+                    team_id: team_id(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "RotateKey",
+            viewer
+                .rotate_key(RotateKeyRequest {
+                    key_id: key.id.clone(),
+                    grace_seconds: 0,
+                })
+                .await,
+            denied,
+        )?,
+        refused("RevokeKey", viewer.revoke_key(key_request()).await, denied)?,
+        refused("BlockKey", viewer.block_key(key_request()).await, denied)?,
+        refused(
+            "PutCredential",
+            viewer
+                .put_credential(credential_request("stolen", "sk-2"))
+                .await,
+            denied,
+        )?,
+        refused(
+            "DeleteCredential",
+            viewer
+                .delete_credential(DeleteRequest {
+                    id: credential.id.clone(),
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "UpsertDeployment",
+            viewer.upsert_deployment(mock_deployment("gpt-4o")).await,
+            denied,
+        )?,
+        refused(
+            "SetPrice",
+            viewer.set_price(price("gpt-4o", 2.5)).await,
+            denied,
+        )?,
+        refused(
+            "SetBudget",
+            viewer.set_budget(team_budget(&team.id, 10.0)).await,
+            denied,
+        )?,
+        refused(
+            "SetRateLimit",
+            viewer.set_rate_limit(team_rate_limit(&team.id, 10)).await,
+            denied,
+        )?,
+        refused(
+            "SetRoutingRule",
+            viewer
+                .set_routing_rule(RoutingRule {
+                    model_name: "gpt-4o".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "SetGuardrail",
+            viewer
+                .set_guardrail(Guardrail {
+                    name: "pii".into(),
+                    kind: "regex".into(),
+                    mode: "pre_call".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "CreateAdminToken",
+            viewer
+                .create_admin_token(CreateAdminTokenRequest {
+                    name: "escalate".into(),
+                    role: "admin".into(),
+                })
+                .await,
+            denied,
+        )?,
+        refused(
+            "RevokeAdminToken",
+            viewer
+                .revoke_admin_token(DeleteRequest {
+                    id: viewer_token.id.clone(),
+                })
+                .await,
+            denied,
+        )?,
+    ];
+    for status in &statuses {
+        ensure!(
+            status.message().contains("viewer"),
+            "the refusal should name the caller's role: {:?}",
+            status.message()
+        );
+    }
+
+    let teams = viewer
+        .list_teams(ListTeamsRequest {})
+        .await?
+        .into_inner()
+        .teams;
+    ensure!(
+        teams == vec![team.clone()],
+        "the viewer sees the teams: {teams:?}"
+    );
+    let keys = viewer
+        .list_keys(ListKeysRequest::default())
+        .await?
+        .into_inner()
+        .keys;
+    ensure!(
+        keys.len() == 1 && keys[0].id == key.id && !keys[0].blocked && !keys[0].revoked,
+        "{keys:?}"
+    );
+    let events = viewer
+        .list_events(ListEventsRequest {
+            after_sequence: 0,
+            limit: 0,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        events.last_sequence == before,
+        "the refused calls appended events: {} != {before}",
+        events.last_sequence
+    );
+    ensure!(events.events.len() as u64 == before);
+    let snapshot = viewer
+        .get_snapshot(GetSnapshotRequest {})
+        .await?
+        .into_inner();
+    ensure!(
+        snapshot.sequence == before,
+        "snapshot at {} != {before}",
+        snapshot.sequence
+    );
+    viewer.list_admin_tokens(ListAdminTokensRequest {}).await?;
+    ensure!(cp.log.state().sequence == before);
+    ensure!(last_sequence(&mut admin).await? == before);
+
+    let mut finance = cp.client(&finance_secret).await?;
+    refused(
+        "finance CreateTeam",
+        finance
+            .create_team(CreateTeamRequest {
+                name: "f".into(),
+                ..Default::default()
+            })
+            .await,
+        denied,
+    )?;
+    refused(
+        "finance ListTeams",
+        finance.list_teams(ListTeamsRequest {}).await,
+        denied,
+    )?;
+    refused(
+        "finance ListEvents",
+        finance.list_events(ListEventsRequest::default()).await,
+        denied,
+    )?;
+    ensure!(last_sequence(&mut admin).await? == before);
+
+    // The role is judged before the request, so a viewer learns nothing from validation.
+    all_refused(malformed_writes(&mut viewer, denied).await)?;
+    cp.stop().await;
+    Ok(())
+}
+
+async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let unauthenticated = Code::Unauthenticated;
+    let new_team = || CreateTeamRequest {
+        name: "intruders".into(),
+        ..Default::default()
+    };
+
+    let mut wrong = cp.client("tga-not-a-real-token").await?;
+    refused(
+        "ListTeams with a wrong token",
+        wrong.list_teams(ListTeamsRequest {}).await,
+        unauthenticated,
+    )?;
+    refused(
+        "CreateTeam with a wrong token",
+        wrong.create_team(new_team()).await,
+        unauthenticated,
+    )?;
+    let with_bootstrap_suffix = format!("{ADMIN_TOKEN}x");
+    let mut almost = cp.client(&with_bootstrap_suffix).await?;
+    refused(
+        "ListEvents with the bootstrap token plus one character",
+        almost.list_events(ListEventsRequest::default()).await,
+        unauthenticated,
+    )?;
+
+    let (token, secret) = create_admin_token(&mut admin, "temporary", "admin").await?;
+    let mut temporary = cp.client(&secret).await?;
+    temporary.list_teams(ListTeamsRequest {}).await?;
+    let revoked = admin
+        .revoke_admin_token(DeleteRequest {
+            id: token.id.clone(),
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        revoked.revoked,
+        "RevokeAdminToken answers the revoked token: {revoked:?}"
+    );
+    refused(
+        "ListTeams with a revoked token",
+        temporary.list_teams(ListTeamsRequest {}).await,
+        unauthenticated,
+    )?;
+    refused(
+        "CreateTeam with a revoked token",
+        temporary.create_team(new_team()).await,
+        unauthenticated,
+    )?;
+
+    let mut anonymous = AdminServiceClient::connect(format!("http://{}", cp.addr)).await?;
+    let status = refused(
+        "ListTeams without authorization",
+        anonymous.list_teams(ListTeamsRequest {}).await,
+        unauthenticated,
+    )?;
+    ensure!(
+        status.message().contains("authorization"),
+        "{:?}",
+        status.message()
+    );
+    refused(
+        "CreateTeam without authorization",
+        anonymous.create_team(new_team()).await,
+        unauthenticated,
+    )?;
+    refused(
+        "ListEvents without authorization",
+        anonymous.list_events(ListEventsRequest::default()).await,
+        unauthenticated,
+    )?;
+    refused(
+        "GetSnapshot without authorization",
+        anonymous.get_snapshot(GetSnapshotRequest {}).await,
+        unauthenticated,
+    )?;
+
+    let events = all_events(&mut admin, 100).await?;
+    let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+    ensure!(
+        types == ["admin_token.created", "admin_token.revoked"],
+        "only the admin's changes are in the log: {types:?}"
+    );
+
+    // Who is calling is settled before anything about the request is said.
+    let mut outcomes = malformed_writes(&mut wrong, unauthenticated).await;
+    let bad_deployment = Deployment {
+        provider: "nope".into(),
+        ..mock_deployment("gpt-4o")
+    };
+    outcomes.push(refused(
+        "UpsertDeployment with provider nope and no authorization",
+        anonymous.upsert_deployment(bad_deployment).await,
+        unauthenticated,
+    ));
+    all_refused(outcomes)?;
+    cp.stop().await;
+    Ok(())
+}
+
+async fn every_change_appears_in_list_events_with_its_actor(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    create_team(&mut admin, "alpha").await?;
+    let (ops_token, ops_secret) = create_admin_token(&mut admin, "ops", "admin").await?;
+    let mut ops = cp.client(&ops_secret).await?;
+    let beta = create_team(&mut ops, "beta").await?;
+    let (key, _) = create_key(&mut ops, &beta.id, "svc").await?;
+    ops.set_price(price("gpt-4o", 2.5)).await?;
+    admin
+        .block_key(KeyRequest {
+            key_id: key.id.clone(),
+        })
+        .await?;
+    let rename = UpdateTeamRequest {
+        id: beta.id.clone(),
+        name: Some("beta-2".into()),
+        metadata: None,
+    };
+    ops.update_team(rename).await?;
+    admin
+        .revoke_key(KeyRequest {
+            key_id: key.id.clone(),
+        })
+        .await?;
+
+    let ops_actor = format!("admin-token:{}", ops_token.id);
+    let expected = [
+        ("team.created", "bootstrap"),
+        ("admin_token.created", "bootstrap"),
+        ("team.created", ops_actor.as_str()),
+        ("key.created", ops_actor.as_str()),
+        ("price.set", ops_actor.as_str()),
+        ("key.blocked", "bootstrap"),
+        ("team.updated", ops_actor.as_str()),
+        ("key.revoked", "bootstrap"),
+    ];
+    let n = expected.len() as u64;
+    let response = admin
+        .list_events(ListEventsRequest {
+            after_sequence: 0,
+            limit: 0,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        response.last_sequence == n,
+        "last_sequence {} != {n}",
+        response.last_sequence
+    );
+    let events = response.events;
+    ensure!(
+        events.len() == expected.len(),
+        "{} events: {events:?}",
+        events.len()
+    );
+    let now = Utc::now();
+    let mut ids = std::collections::BTreeSet::new();
+    for ((event, (kind, actor)), sequence) in events.iter().zip(expected).zip(1..) {
+        let at = format!("event {sequence}");
+        ensure!(
+            event.sequence == sequence,
+            "{at}: sequence {} (gap or disorder)",
+            event.sequence
+        );
+        ensure!(
+            event.r#type == kind,
+            "{at}: type {:?}, expected {kind:?}",
+            event.r#type
+        );
+        ensure!(
+            event.actor == actor,
+            "{at}: actor {:?}, expected {actor:?}",
+            event.actor
+        );
+        let payload: serde_json::Value = serde_json::from_str(&event.payload_json)
+            .with_context(|| format!("{at}: payload_json is not JSON: {}", event.payload_json))?;
+        ensure!(
+            payload["type"] == kind,
+            "{at}: payload type {:?}",
+            payload["type"]
+        );
+        let occurred = event
+            .occurred_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .context("occurred_at")?;
+        ensure!(
+            (now - occurred).num_seconds().abs() < 60,
+            "{at}: occurred_at {occurred}"
+        );
+        ensure!(
+            ids.insert(event.id.clone()),
+            "{at}: duplicate id {}",
+            event.id
+        );
+    }
+    ensure!(
+        events[3].aggregate_id == format!("key:{}", key.id),
+        "{:?}",
+        events[3].aggregate_id
+    );
+    ensure!(events[2].payload_json.contains(&beta.id) && events[6].payload_json.contains("beta-2"));
+
+    let page = events_page(&mut admin, 2, 3).await?;
+    let sequences: Vec<u64> = page.iter().map(|e| e.sequence).collect();
+    ensure!(sequences == [3, 4, 5], "after 2, limit 3: {sequences:?}");
+    ensure!(
+        events_page(&mut admin, n, 10).await?.is_empty(),
+        "nothing after the last event"
+    );
+    let paged = all_events(&mut admin, 3).await?;
+    ensure!(
+        paged == events,
+        "reading in pages of 3 gives the same trail"
+    );
+    cp.stop().await;
+    Ok(())
+}
+
+type Call = Pin<Box<dyn Future<Output = Result<Response<()>, Status>> + Send>>;
+
+/// A call to make later, on its own handle to `client`.
+fn call<T, F, Fut>(client: &Client, f: F) -> Call
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
+{
+    let future = f(client.clone());
+    Box::pin(async move { future.await.map(|r| r.map(drop)) })
+}
+
+/// A bad request, the code it must get and what its message must name.
+struct Case {
+    what: &'static str,
+    code: Code,
+    mentions: Vec<String>,
+    call: Call,
+}
+
+fn case(what: &'static str, code: Code, mentions: &[&str], call: Call) -> Case {
+    let mentions = mentions.iter().map(|m| (*m).to_owned()).collect();
+    Case {
+        what,
+        code,
+        mentions,
+        call,
+    }
+}
+
+async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let team = create_team(&mut admin, "alpha").await?;
+    let user = CreateUserRequest {
+        email: "alice@example.com".into(),
+        team_id: team.id.clone(),
+        ..Default::default()
+    };
+    admin.create_user(user).await?;
+    let credential = admin
+        .put_credential(credential_request("openai-main", "sk-1"))
+        .await?
+        .into_inner();
+    let deployment = Deployment {
+        provider: "openai".into(),
+        credential_id: credential.id.clone(),
+        ..mock_deployment("gpt-4o")
+    };
+    let deployment = admin.upsert_deployment(deployment).await?.into_inner();
+    let (live, _) = create_key(&mut admin, &team.id, "live").await?;
+    let (revoked, _) = create_key(&mut admin, &team.id, "old").await?;
+    admin
+        .revoke_key(KeyRequest {
+            key_id: revoked.id.clone(),
+        })
+        .await?;
+
+    let a = &admin;
+    let (team_id, live_id, revoked_id) = (team.id.clone(), live.id.clone(), revoked.id.clone());
+    let credential_id = credential.id.clone();
+    let past = timestamp(Utc::now() - Duration::hours(1));
+    let (invalid, not_found, exists, precondition) = (
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::FailedPrecondition,
+    );
+    let cases = vec![
+        case(
+            "CreateTeam with an empty name",
+            invalid,
+            &["team name"],
+            call(a, |mut c| async move {
+                c.create_team(CreateTeamRequest {
+                    name: "  ".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateTeam with a taken name",
+            exists,
+            &["alpha"],
+            call(a, |mut c| async move {
+                c.create_team(CreateTeamRequest {
+                    name: "alpha".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateUser with a malformed email",
+            invalid,
+            &["email", "not-an-email"],
+            call(a, |mut c| async move {
+                c.create_user(CreateUserRequest {
+                    email: "not-an-email".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateUser in an unknown team",
+            not_found,
+            &["ghost-team"],
+            call(a, |mut c| async move {
+                c.create_user(CreateUserRequest {
+                    email: "bob@example.com".into(),
+                    team_id: "ghost-team".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateUser with a taken email",
+            exists,
+            &["alice@example.com"],
+            call(a, |mut c| async move {
+                c.create_user(CreateUserRequest {
+                    email: "alice@example.com".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateUser with an unknown role",
+            invalid,
+            &["role", "overlord"],
+            call(a, |mut c| async move {
+                c.create_user(CreateUserRequest {
+                    email: "carol@example.com".into(),
+                    role: "overlord".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateKey expiring in the past",
+            invalid,
+            &["expires_at"],
+            call(a, |mut c| async move {
+                c.create_key(CreateKeyRequest {
+                    alias: "late".into(),
+                    expires_at: Some(past),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateKey for an unknown user",
+            not_found,
+            &["ghost-user"],
+            call(a, |mut c| async move {
+                c.create_key(CreateKeyRequest {
+                    user_id: "ghost-user".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateKey with a live key's alias",
+            exists,
+            &["live"],
+            call(a, |mut c| async move {
+                c.create_key(CreateKeyRequest {
+                    alias: "live".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "DeleteTeam that still has a user",
+            precondition,
+            &[&team.id, "user"],
+            call(a, {
+                let id = team_id.clone();
+                |mut c| async move { c.delete_team(DeleteRequest { id }).await }
+            }),
+        ),
+        case(
+            "UpdateTeam of an unknown team",
+            not_found,
+            &["ghost-team"],
+            call(a, |mut c| async move {
+                c.update_team(UpdateTeamRequest {
+                    id: "ghost-team".into(),
+                    name: Some("x".into()),
+                    metadata: None,
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment with provider nope",
+            invalid,
+            &["provider", "nope"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "nope".into(),
+                    ..mock_deployment("gpt-4o")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment with user:pass@ in api_base",
+            invalid,
+            &["api_base"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    api_base: "https://user:hunter2@llm.example.com/v1".into(),
+                    ..mock_deployment("gpt-4o")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment of openai_compatible without api_base",
+            invalid,
+            &["api_base"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "openai_compatible".into(),
+                    ..mock_deployment("llama")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment with an unknown credential",
+            not_found,
+            &["ghost-credential"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    credential_id: "ghost-credential".into(),
+                    ..mock_deployment("gpt-4o")
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetBudget of 0 USD",
+            invalid,
+            &["amount_usd"],
+            call(a, {
+                let budget = team_budget(&team_id, 0.0);
+                |mut c| async move { c.set_budget(budget).await }
+            }),
+        ),
+        case(
+            "SetBudget in timezone Mars/Base",
+            invalid,
+            &["timezone", "Mars/Base"],
+            call(a, {
+                let budget = Budget {
+                    timezone: "Mars/Base".into(),
+                    ..team_budget(&team_id, 10.0)
+                };
+                |mut c| async move { c.set_budget(budget).await }
+            }),
+        ),
+        case(
+            "SetBudget for an unknown team",
+            not_found,
+            &["ghost-team"],
+            call(a, |mut c| async move {
+                c.set_budget(team_budget("ghost-team", 10.0)).await
+            }),
+        ),
+        case(
+            "SetBudget with period fortnightly",
+            invalid,
+            &["period", "fortnightly"],
+            call(a, {
+                let budget = Budget {
+                    period: "fortnightly".into(),
+                    ..team_budget(&team_id, 10.0)
+                };
+                |mut c| async move { c.set_budget(budget).await }
+            }),
+        ),
+        case(
+            "SetBudget with a threshold above 100%",
+            invalid,
+            &["thresholds"],
+            call(a, {
+                let budget = Budget {
+                    thresholds: vec![50.0, 150.0],
+                    ..team_budget(&team_id, 10.0)
+                };
+                |mut c| async move { c.set_budget(budget).await }
+            }),
+        ),
+        case(
+            "SetRateLimit with every limit 0",
+            invalid,
+            &["rpm", "tpm", "max_concurrent"],
+            call(a, {
+                let limit = team_rate_limit(&team_id, 0);
+                |mut c| async move { c.set_rate_limit(limit).await }
+            }),
+        ),
+        case(
+            "SetRateLimit with scope galaxy",
+            invalid,
+            &["scope", "galaxy"],
+            call(a, {
+                let limit = RateLimit {
+                    scope: "galaxy".into(),
+                    ..team_rate_limit(&team_id, 10)
+                };
+                |mut c| async move { c.set_rate_limit(limit).await }
+            }),
+        ),
+        case(
+            "SetPrice with a negative price",
+            invalid,
+            &["input_per_mtok"],
+            call(a, |mut c| async move {
+                c.set_price(price("gpt-4o", -1.0)).await
+            }),
+        ),
+        case(
+            "RevokeKey of an unknown key",
+            not_found,
+            &["ghost-key"],
+            call(a, |mut c| async move {
+                c.revoke_key(KeyRequest {
+                    key_id: "ghost-key".into(),
+                })
+                .await
+            }),
+        ),
+        case(
+            "BlockKey on a revoked key",
+            precondition,
+            &[&revoked.id, "revoked"],
+            call(a, {
+                let key_id = revoked_id.clone();
+                |mut c| async move { c.block_key(KeyRequest { key_id }).await }
+            }),
+        ),
+        case(
+            "RotateKey with a grace of 31 days",
+            invalid,
+            &["grace_seconds"],
+            call(a, {
+                let key_id = live_id.clone();
+                |mut c| async move {
+                    c.rotate_key(RotateKeyRequest {
+                        key_id,
+                        grace_seconds: 31 * 24 * 3600,
+                    })
+                    .await
+                }
+            }),
+        ),
+        case(
+            "DeleteCredential used by a deployment",
+            precondition,
+            &[&credential.id, &deployment.id],
+            call(a, {
+                let id = credential_id.clone();
+                |mut c| async move { c.delete_credential(DeleteRequest { id }).await }
+            }),
+        ),
+        case(
+            "PutCredential without secret fields",
+            invalid,
+            &["secret_fields"],
+            call(a, |mut c| async move {
+                c.put_credential(PutCredentialRequest {
+                    name: "empty".into(),
+                    provider: "openai".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "PutCredential with provider nope",
+            invalid,
+            &["provider", "nope"],
+            call(a, |mut c| async move {
+                c.put_credential(PutCredentialRequest {
+                    provider: "nope".into(),
+                    ..credential_request("other", "sk-3")
+                })
+                .await
+            }),
+        ),
+        case(
+            "CreateAdminToken with role superuser",
+            invalid,
+            &["role", "superuser"],
+            call(a, |mut c| async move {
+                c.create_admin_token(CreateAdminTokenRequest {
+                    name: "root".into(),
+                    role: "superuser".into(),
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetRoutingRule with the model as its own fallback",
+            invalid,
+            &["gpt-4o", "fallback"],
+            call(a, |mut c| async move {
+                c.set_routing_rule(RoutingRule {
+                    model_name: "gpt-4o".into(),
+                    fallbacks: vec!["gpt-4o".into()],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail with config_json that is not JSON",
+            invalid,
+            &["config_json"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "pii".into(),
+                    kind: "regex".into(),
+                    mode: "pre_call".into(),
+                    config_json: "{nope".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for Case {
+        what,
+        code,
+        mentions,
+        call,
+    } in cases
+    {
+        let before = last_sequence(&mut admin).await?;
+        let outcome = refused(what, call.await, code);
+        let after = last_sequence(&mut admin).await?;
+        match outcome {
+            Err(e) => failures.push(format!("{e:#}")),
+            Ok(status) => {
+                let message = status.message();
+                let missing: Vec<&String> = mentions
+                    .iter()
+                    .filter(|m| !message.contains(m.as_str()))
+                    .collect();
+                if message.is_empty() || !missing.is_empty() {
+                    failures.push(format!(
+                        "{what}: message {message:?} does not mention {missing:?}"
+                    ));
+                }
+                if message.contains("hunter2") {
+                    failures.push(format!("{what}: message repeats the password: {message:?}"));
+                }
+            }
+        }
+        if after != before {
+            failures.push(format!("{what}: appended events {before} -> {after}"));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    ensure!(cp.log.state().sequence == last_sequence(&mut admin).await?);
+    cp.stop().await;
+    Ok(())
+}
+
+async fn keys_are_created_rotated_and_revoked(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let team = create_team(&mut admin, "search").await?;
+    let (key, secret) = create_key(&mut admin, &team.id, "indexer").await?;
+    ensure!(
+        secret.starts_with("tg-") && secret.len() > 20,
+        "secret {secret:?}"
+    );
+    ensure!(
+        secret.get(..10) == Some(key.prefix.as_str()),
+        "prefix {:?} of {secret:?}",
+        key.prefix
+    );
+    ensure!(key.team_id == team.id && key.alias == "indexer" && !key.blocked && !key.revoked);
+    ensure!(key.previous_valid_until.is_none());
+    let hash = cp
+        .log
+        .state()
+        .keys
+        .get(&key.id)
+        .context("key in the live state")?
+        .hash
+        .clone();
+    ensure!(
+        hash == hash_secret(&secret),
+        "stored hash {hash} is not SHA-256 of the secret"
+    );
+    ensure!(
+        hash.len() == 64
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+
+    let rotated = admin
+        .rotate_key(RotateKeyRequest {
+            key_id: key.id.clone(),
+            grace_seconds: 3600,
+        })
+        .await?
+        .into_inner();
+    let new_secret = rotated.secret;
+    let rotated = rotated.key.context("RotateKey returned no key")?;
+    ensure!(new_secret.starts_with("tg-") && new_secret != secret);
+    ensure!(
+        new_secret.get(..10) == Some(rotated.prefix.as_str()),
+        "prefix after rotation {:?}",
+        rotated.prefix
+    );
+    let valid_until = rotated
+        .previous_valid_until
+        .as_ref()
+        .and_then(from_timestamp)
+        .context("previous_valid_until is set after a rotation with grace")?;
+    let grace = (valid_until - Utc::now()).num_seconds();
+    ensure!(
+        (3540..=3600).contains(&grace),
+        "old secret valid for {grace}s, expected about 3600"
+    );
+    let state = cp.log.state();
+    let stored = state
+        .keys
+        .get(&key.id)
+        .context("rotated key in the live state")?;
+    ensure!(stored.hash == hash_secret(&new_secret));
+    ensure!(
+        state.key_by_hash.get(&hash_secret(&secret)) == Some(&key.id),
+        "the old secret works during the grace"
+    );
+    ensure!(state.key_by_hash.get(&hash_secret(&new_secret)) == Some(&key.id));
+
+    let events = all_events(&mut admin, 100).await?;
+    for event in &events {
+        for s in [&secret, &new_secret] {
+            ensure!(
+                !event.payload_json.contains(s.as_str()),
+                "event {} holds a secret",
+                event.sequence
+            );
+        }
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+    ensure!(
+        types == ["team.created", "key.created", "key.rotated"],
+        "{types:?}"
+    );
+    let snapshot = admin
+        .get_snapshot(GetSnapshotRequest {})
+        .await?
+        .into_inner();
+    ensure!(
+        !contains(&snapshot.state_json, &secret) && !contains(&snapshot.state_json, &new_secret)
+    );
+
+    let revoked = admin
+        .revoke_key(KeyRequest {
+            key_id: key.id.clone(),
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        revoked.revoked,
+        "RevokeKey answers the revoked key: {revoked:?}"
+    );
+    let live = admin
+        .list_keys(ListKeysRequest::default())
+        .await?
+        .into_inner()
+        .keys;
+    ensure!(live.is_empty(), "ListKeys hides revoked keys: {live:?}");
+    let all = admin
+        .list_keys(ListKeysRequest {
+            include_revoked: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .keys;
+    ensure!(
+        all.len() == 1 && all[0].id == key.id && all[0].revoked,
+        "{all:?}"
+    );
+    cp.stop().await;
+    Ok(())
+}
+
+async fn credentials_are_sealed_and_never_returned(backend: Backend) -> Result<()> {
+    const SECRET: &str = "sk-very-secret-123";
+    const REPLACEMENT: &str = "sk-replacement-456";
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let credential = admin
+        .put_credential(credential_request("openai-prod", SECRET))
+        .await?
+        .into_inner();
+    ensure!(
+        credential.field_names == ["api_key"],
+        "{:?}",
+        credential.field_names
+    );
+    ensure!(
+        credential.name == "openai-prod"
+            && credential.provider == "openai"
+            && !credential.id.is_empty()
+    );
+    ensure!(
+        !format!("{credential:?}").contains(SECRET),
+        "the response holds the secret"
+    );
+
+    let mut replacement = credential_request("openai-prod", REPLACEMENT);
+    replacement
+        .secret_fields
+        .insert("organization".into(), "org-42".into());
+    let replaced = admin.put_credential(replacement).await?.into_inner();
+    ensure!(
+        replaced.id == credential.id,
+        "a second PutCredential with the same name keeps the id"
+    );
+    ensure!(
+        replaced.field_names == ["api_key", "organization"],
+        "{:?}",
+        replaced.field_names
+    );
+    let listed = admin
+        .list_credentials(ListCredentialsRequest {})
+        .await?
+        .into_inner()
+        .credentials;
+    ensure!(listed == vec![replaced], "{listed:?}");
+
+    let events = all_events(&mut admin, 100).await?;
+    ensure!(events.len() == 2 && events.iter().all(|e| e.r#type == "credential.put"));
+    let snapshot = admin
+        .get_snapshot(GetSnapshotRequest {})
+        .await?
+        .into_inner();
+    for secret in [SECRET, REPLACEMENT, "org-42"] {
+        for event in &events {
+            ensure!(
+                !event.payload_json.contains(secret),
+                "event {} holds {secret:?}",
+                event.sequence
+            );
+        }
+        ensure!(
+            !contains(&snapshot.state_json, secret),
+            "GetSnapshot's state holds {secret:?}"
+        );
+    }
+    cp.stop().await;
+    Ok(())
+}
+
+async fn set_commands_are_idempotent(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let team = create_team(&mut admin, "alpha").await?;
+
+    let start = last_sequence(&mut admin).await?;
+    let first = admin.set_price(price("gpt-4o", 2.5)).await?.into_inner();
+    let second = admin.set_price(price("gpt-4o", 2.5)).await?.into_inner();
+    ensure!(first == price("gpt-4o", 2.5) && second == first);
+    ensure!(
+        last_sequence(&mut admin).await? == start + 1,
+        "the same SetPrice twice appends one event"
+    );
+    admin.set_price(price("gpt-4o", 3.0)).await?;
+    ensure!(
+        last_sequence(&mut admin).await? == start + 2,
+        "a changed price appends an event"
+    );
+
+    let start = start + 2;
+    let request = mock_deployment("gpt-4o");
+    let created = admin.upsert_deployment(request.clone()).await?.into_inner();
+    ensure!(
+        !created.id.is_empty() && created.weight == 1 && created.upstream_model == "gpt-4o",
+        "{created:?}"
+    );
+    let again = admin.upsert_deployment(created.clone()).await?.into_inner();
+    ensure!(again == created, "{again:?} != {created:?}");
+    let same_request = Deployment {
+        id: created.id.clone(),
+        ..request
+    };
+    admin.upsert_deployment(same_request).await?;
+    ensure!(
+        last_sequence(&mut admin).await? == start + 1,
+        "the same UpsertDeployment again appends nothing"
+    );
+
+    let budget = Budget {
+        thresholds: vec![80.0, 50.0],
+        ..team_budget(&team.id, 100.0)
+    };
+    let created = admin.set_budget(budget.clone()).await?.into_inner();
+    admin
+        .set_budget(Budget {
+            id: created.id.clone(),
+            ..budget
+        })
+        .await?;
+    admin.set_budget(created).await?;
+    ensure!(
+        last_sequence(&mut admin).await? == start + 2,
+        "the same SetBudget again appends nothing"
+    );
+
+    let created = admin
+        .set_rate_limit(team_rate_limit(&team.id, 60))
+        .await?
+        .into_inner();
+    admin.set_rate_limit(created).await?;
+    ensure!(
+        last_sequence(&mut admin).await? == start + 3,
+        "the same SetRateLimit again appends nothing"
+    );
+
+    let (key, _) = create_key(&mut admin, &team.id, "svc").await?;
+    let block = || KeyRequest {
+        key_id: key.id.clone(),
+    };
+    admin.block_key(block()).await?;
+    let blocked = admin.block_key(block()).await?.into_inner();
+    ensure!(blocked.blocked);
+    ensure!(
+        last_sequence(&mut admin).await? == start + 5,
+        "blocking a blocked key appends nothing"
+    );
+    ensure!(cp.log.state().sequence == start + 5);
+    cp.stop().await;
+    Ok(())
+}
+
+async fn health_and_reflection_are_served(backend: Backend) -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let cp = TestControlPlane::start(backend).await?;
+    let channel = Channel::from_shared(format!("http://{}", cp.addr))?
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["tollgate.admin.v1.AdminService", ""] {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let status = health.check(request).await?.into_inner().status;
+        ensure!(
+            status == ServingStatus::Serving as i32,
+            "health of {service:?}: {status}"
+        );
+    }
+    let unknown = HealthCheckRequest {
+        service: "no.such.Service".into(),
+    };
+    refused(
+        "Health/Check of an unknown service",
+        health.check(unknown).await,
+        Code::NotFound,
+    )?;
+
+    for (version, services) in [
+        ("v1", reflection_v1_services(channel.clone()).await?),
+        (
+            "v1alpha",
+            reflection_v1alpha_services(channel.clone()).await?,
+        ),
+    ] {
+        for wanted in ["tollgate.admin.v1.AdminService", "grpc.health.v1.Health"] {
+            ensure!(
+                services.iter().any(|s| s == wanted),
+                "reflection {version} lacks {wanted}: {services:?}"
+            );
+        }
+    }
+    ensure!(reflection_v1_describes(channel, "tollgate.admin.v1.AdminService").await?);
+    cp.stop().await;
+    Ok(())
+}
+
+/// The services that reflection `v1` lists.
+async fn reflection_v1_services(channel: Channel) -> Result<Vec<String>> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses
+        .message()
+        .await?
+        .context("no reflection v1 response")?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => bail!("reflection v1 answered list_services with {other:?}"),
+    }
+}
+
+/// Whether reflection `v1` returns the file that declares `symbol`.
+async fn reflection_v1_describes(channel: Channel, symbol: &str) -> Result<bool> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_owned())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses
+        .message()
+        .await?
+        .context("no reflection v1 response")?;
+    Ok(matches!(response.message_response,
+        Some(MessageResponse::FileDescriptorResponse(files)) if !files.file_descriptor_proto.is_empty()))
+}
+
+/// The services that reflection `v1alpha` lists.
+async fn reflection_v1alpha_services(channel: Channel) -> Result<Vec<String>> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses
+        .message()
+        .await?
+        .context("no reflection v1alpha response")?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => bail!("reflection v1alpha answered list_services with {other:?}"),
+    }
+}
+
+on_both_backends!(
+    viewer_token_cannot_change_anything,
+    wrong_or_missing_token_is_unauthenticated,
+    every_change_appears_in_list_events_with_its_actor,
+    invalid_commands_get_the_right_code_and_append_nothing,
+    keys_are_created_rotated_and_revoked,
+    credentials_are_sealed_and_never_returned,
+    set_commands_are_idempotent,
+    health_and_reflection_are_served,
+);
