@@ -32,6 +32,14 @@ pub enum EdgeError {
     UpstreamTimeout(String),
     #[error("policy is not loaded yet; this edge is not ready")]
     NotReady,
+    #[error("budget {budget_id} ({scope} {scope_id}, ${amount_usd:.2}) is exhausted{}", resets_at.map(|t| format!("; it resets at {}", t.to_rfc3339())).unwrap_or_else(|| "; raise it to continue".to_owned()))]
+    BudgetExceeded {
+        budget_id: String,
+        scope: String,
+        scope_id: String,
+        amount_usd: f64,
+        resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 impl EdgeError {
@@ -80,6 +88,11 @@ impl EdgeError {
                 "api_error",
                 "policy_not_loaded",
             ),
+            EdgeError::BudgetExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "budget_exceeded_error",
+                "budget_exceeded",
+            ),
         }
     }
 
@@ -100,12 +113,19 @@ impl IntoResponse for EdgeError {
         let body = json!({
             "error": {"message": self.to_string(), "type": kind, "param": null, "code": code}
         });
+        let retry_after = match self {
+            EdgeError::UpstreamRateLimited { retry_after, .. } => retry_after,
+            EdgeError::BudgetExceeded {
+                resets_at: Some(at),
+                ..
+            } => {
+                let seconds = (at - chrono::Utc::now()).num_seconds().max(1);
+                HeaderValue::from_str(&seconds.to_string()).ok()
+            }
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
-        if let EdgeError::UpstreamRateLimited {
-            retry_after: Some(value),
-            ..
-        } = self
-        {
+        if let Some(value) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response

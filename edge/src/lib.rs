@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
 
 use crate::api::AppState;
+use crate::budget::Budgets;
 use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
@@ -50,9 +52,16 @@ impl Edge {
         let view = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
         let follower = tokio::spawn(follow::run(view.clone(), snapshots, bus.clone(), stopped));
-        let (usage_sink, usage) =
-            usage::start(bus, config.usage_buffer, metrics.clone(), USAGE_FLUSH);
+        let (usage_sink, usage) = usage::start(
+            bus.clone(),
+            config.usage_buffer,
+            metrics.clone(),
+            USAGE_FLUSH,
+        );
+        let budgets = Budgets::new(&config.edge_id);
+        tokio::spawn(budgets.clone().follow(bus.clone(), stop.subscribe()));
         let state = Arc::new(AppState {
+            budgets,
             providers: Providers::new(config.connect_timeout),
             sealing: config.credential_key.clone(),
             config,
@@ -71,6 +80,11 @@ impl Edge {
     /// This edge's policy.
     pub fn policy(&self) -> &Arc<PolicyView> {
         &self.state.policy
+    }
+
+    /// This edge's view of budgets.
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.state.budgets
     }
 
     /// This edge's metrics.

@@ -7,6 +7,8 @@
 //! Everything is runtime-agnostic on purpose: each `#[tokio::test]` has its own runtime, so this
 //! crate keeps no pools or tasks alive between calls, only plain URLs and `std` child processes.
 
+pub mod openai_upstream;
+
 use std::fs::{self, File, Permissions};
 use std::io;
 use std::net::TcpListener;

@@ -13,6 +13,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tollgate_policy::sealing::SealingKey;
 
+use crate::budget::Budgets;
 use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub usage: UsageSink,
     pub metrics: Arc<Metrics>,
     pub sealing: Option<SealingKey>,
+    pub budgets: Arc<Budgets>,
 }
 
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.

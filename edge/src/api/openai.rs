@@ -21,6 +21,10 @@ pub struct ChatRequest<'a> {
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
 }
 
 /// What the edge reads of a message: only its role (content passes through unread).
@@ -174,10 +178,12 @@ pub enum StreamEvent {
     /// `data: [DONE]`.
     Done,
     /// A chunk; `usage_only` when it carries usage and no choices (the chunk
-    /// `stream_options.include_usage` adds at the end).
+    /// `stream_options.include_usage` adds at the end); `has_usage_field` when it has a
+    /// `usage` member at all (OpenAI adds `"usage": null` to every chunk once usage is asked).
     Chunk {
         usage: Option<Tokens>,
         usage_only: bool,
+        has_usage_field: bool,
     },
     /// Comments, keep-alives and anything else.
     Other,
@@ -196,15 +202,27 @@ pub fn classify(event: &[u8]) -> StreamEvent {
         return StreamEvent::Chunk {
             usage: None,
             usage_only: false,
+            has_usage_field: false,
         };
     }
     match serde_json::from_slice::<WithUsage>(&data) {
         Ok(chunk) => StreamEvent::Chunk {
             usage_only: chunk.usage.is_some() && chunk.choices.is_none_or(|c| c.is_empty()),
             usage: chunk.usage.map(Tokens::from),
+            has_usage_field: true,
         },
         Err(_) => StreamEvent::Other,
     }
+}
+
+/// The event without its chunk's `usage` member, for a client that did not ask for usage.
+pub fn without_usage(event: &[u8]) -> Option<Bytes> {
+    let data = event_data(event)?;
+    let mut chunk: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&data).ok()?;
+    chunk.remove("usage")?;
+    let json = serde_json::to_string(&chunk).ok()?;
+    Some(Bytes::from(format!("data: {json}\n\n")))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -293,6 +311,7 @@ mod tests {
             StreamEvent::Chunk {
                 usage: Some(t),
                 usage_only: true,
+                ..
             } => {
                 assert_eq!((t.input, t.output, t.cached_input), (5, 7, 2));
             }
@@ -300,6 +319,21 @@ mod tests {
         }
         assert!(matches!(classify(b"data: [DONE]\n\n"), StreamEvent::Done));
         assert!(matches!(classify(b": keep-alive\n\n"), StreamEvent::Other));
+        let null_usage =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n";
+        assert!(matches!(
+            classify(null_usage),
+            StreamEvent::Chunk {
+                usage: None,
+                usage_only: false,
+                has_usage_field: true
+            }
+        ));
+        let stripped = without_usage(null_usage).unwrap_or_default();
+        assert_eq!(
+            &stripped[..],
+            &b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"[..]
+        );
     }
 
     #[test]

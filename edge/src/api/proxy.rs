@@ -19,8 +19,12 @@ use super::stream::relay;
 use crate::auth::authenticate;
 use crate::error::EdgeError;
 use crate::metrics::UpstreamLabels;
+use crate::pricing::{Tokens, cost};
 use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::route;
+
+/// Output tokens assumed for a budget reservation when the request sets no maximum.
+const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -146,7 +150,7 @@ async fn call(
     let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
         .await
         .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
-    let (model, stream, client_wants_usage) = match kind {
+    let (model, stream, client_wants_usage, max_output) = match kind {
         Kind::Chat => {
             let request = parse_chat(&bytes)?;
             let wants_usage = request
@@ -154,13 +158,23 @@ async fn call(
                 .as_ref()
                 .and_then(|o| o.include_usage)
                 == Some(true);
+            let max_output = request
+                .max_completion_tokens
+                .or(request.max_tokens)
+                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
             (
                 request.model.into_owned(),
                 request.stream == Some(true),
                 wants_usage,
+                max_output,
             )
         }
-        Kind::Embeddings => (parse_embeddings(&bytes)?.model.into_owned(), false, false),
+        Kind::Embeddings => (
+            parse_embeddings(&bytes)?.model.into_owned(),
+            false,
+            false,
+            0,
+        ),
     };
     record.set_model(&model, stream);
     if !key.allows_model(&model) {
@@ -173,6 +187,16 @@ async fn call(
         .get(&model)
         .or_else(|| state.prices.get(&deployment.upstream_model));
     record.set_deployment(deployment, price);
+    let worst_case = cost(
+        price,
+        Tokens {
+            // No tokenizer on the hot path: a token is at least ~2 bytes of JSON.
+            input: bytes.len() as u64 / 2,
+            output: max_output,
+            ..Tokens::default()
+        },
+    );
+    record.hold(app.budgets.reserve(&state, key, &model, worst_case)?);
     let provider = app.providers.for_deployment(deployment).ok_or_else(|| {
         EdgeError::Upstream(format!(
             "deployment {} uses provider {}, which this edge does not support yet",

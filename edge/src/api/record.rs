@@ -9,6 +9,7 @@ use tollgate_policy::model::{Deployment, Price, VirtualKey};
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::usage::UsageEvent;
 
+use crate::budget::Reservation;
 use crate::error::EdgeError;
 use crate::metrics::{Metrics, ModelLabels, RequestLabels, TokenLabels};
 use crate::pricing::{Tokens, cost};
@@ -26,6 +27,8 @@ pub struct UsageRecord {
     tokens: Tokens,
     sink: UsageSink,
     metrics: Arc<Metrics>,
+    /// Budget held for this request, settled with its cost when the record is dropped.
+    reservation: Option<Reservation>,
 }
 
 impl UsageRecord {
@@ -54,7 +57,13 @@ impl UsageRecord {
             tokens: Tokens::default(),
             sink,
             metrics,
+            reservation: None,
         }
+    }
+
+    /// Holds `reservation` until the request's cost is known.
+    pub fn hold(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
     }
 
     pub fn request_id(&self) -> &str {
@@ -120,6 +129,9 @@ impl Drop for UsageRecord {
         event.cached_input_tokens = self.tokens.cached_input;
         event.cache_write_tokens = self.tokens.cache_write;
         event.cost_usd = self.cost_usd();
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(event.cost_usd);
+        }
         let labels = RequestLabels {
             route: self.route,
             status: u16::try_from(event.status).unwrap_or(0),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
 
-use super::openai::{SseFramer, StreamEvent, classify};
+use super::openai::{SseFramer, StreamEvent, classify, without_usage};
 use super::proxy::upstream_failure;
 use super::record::UsageRecord;
 use crate::providers::UpstreamError;
@@ -70,7 +70,11 @@ impl Relay {
         let mut out = Vec::with_capacity(bytes.len());
         for event in events {
             match classify(&event) {
-                StreamEvent::Chunk { usage, usage_only } => {
+                StreamEvent::Chunk {
+                    usage,
+                    usage_only,
+                    has_usage_field,
+                } => {
                     if let Some(tokens) = usage {
                         self.record.set_tokens(tokens);
                     }
@@ -79,6 +83,14 @@ impl Relay {
                     }
                     if !usage_only {
                         self.record.first_token();
+                    }
+                    // The usage Tollgate asked for on the client's behalf is not passed on.
+                    if has_usage_field
+                        && !self.client_wants_usage
+                        && let Some(stripped) = without_usage(&event)
+                    {
+                        out.extend_from_slice(&stripped);
+                        continue;
                     }
                 }
                 StreamEvent::Done => self.record.finish(200, ""),

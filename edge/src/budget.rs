@@ -1,0 +1,212 @@
+//! Budget enforcement on the request path, without a network round trip: the aggregator's
+//! published spend per budget period (refreshed in the background), plus this edge's own
+//! in-flight reservations and not-yet-reported spend.
+//!
+//! Each live edge may use an equal share of what the aggregator reports as left. A request is
+//! let through while this edge's unreported spend plus reservations is below its share, and
+//! reserves its worst-case cost until it completes. So every edge overshoots its share by at
+//! most one worst-case request, and the budget is overspent by at most one maximum-cost
+//! request per edge (plus what arrives between two status refreshes of an edge that joins).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use prost::Message;
+use tokio::sync::watch;
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{Budget, Scope, VirtualKey};
+use tollgate_policy::period::period_bounds;
+use tollgate_proto::bus::Bus;
+use tollgate_proto::convert::from_timestamp;
+use tollgate_proto::usage::BudgetStatus;
+
+use crate::error::EdgeError;
+
+/// How often the published budget status and the set of live edges are read.
+const REFRESH: Duration = Duration::from_millis(200);
+/// An edge that has not announced itself for this long no longer counts for shares.
+const EDGE_EXPIRY_MS: i64 = 10_000;
+
+/// This edge's spend in one budget period.
+#[derive(Clone, Copy, Debug, Default)]
+struct Local {
+    /// Worst-case cost of requests in flight.
+    reserved: f64,
+    /// Actual cost of completed requests, all of this period.
+    settled: f64,
+}
+
+/// Budget state as this edge knows it.
+pub struct Budgets {
+    edge_id: String,
+    statuses: RwLock<HashMap<String, BudgetStatus>>,
+    local: Mutex<HashMap<(String, i64), Local>>,
+    live_edges: AtomicUsize,
+    /// Added to the wall clock (tests move an edge into the next period with it).
+    clock_offset_ms: AtomicI64,
+}
+
+/// Worst-case cost held against budgets while a request runs; settled with the actual cost.
+pub struct Reservation {
+    budgets: Arc<Budgets>,
+    held: Vec<(String, i64)>,
+    worst_case: f64,
+}
+
+impl Budgets {
+    pub fn new(edge_id: &str) -> Arc<Self> {
+        Arc::new(Budgets {
+            edge_id: edge_id.to_owned(),
+            statuses: RwLock::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            live_edges: AtomicUsize::new(1),
+            clock_offset_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// The time budgets are judged at.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this edge's budget clock (for tests of period changes).
+    pub fn shift_clock(&self, by: chrono::Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Local>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a request of `worst_case` USD for `key` on `model`, or says which budget is spent.
+    pub fn reserve(
+        self: &Arc<Self>,
+        state: &PolicyState,
+        key: &VirtualKey,
+        model: &str,
+        worst_case: f64,
+    ) -> Result<Reservation, EdgeError> {
+        let now = self.now();
+        let applicable: Vec<&Budget> = state
+            .budgets
+            .values()
+            .filter(|b| applies(b, key, model))
+            .collect();
+        if applicable.is_empty() {
+            return Ok(Reservation {
+                budgets: self.clone(),
+                held: Vec::new(),
+                worst_case,
+            });
+        }
+        let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
+        let edges = self.live_edges.load(Ordering::Relaxed).max(1) as f64;
+        let mut local = self.local();
+        let mut held = Vec::with_capacity(applicable.len());
+        for budget in &applicable {
+            let (start, end) = period_bounds(budget.period, &budget.timezone, now);
+            let period = (budget.id.clone(), start.timestamp_millis());
+            let status = statuses
+                .get(&budget.id)
+                .filter(|s| s.period_start.as_ref().and_then(from_timestamp) == Some(start));
+            let reported = status.map_or(0.0, |s| s.spent_usd);
+            let reported_mine = status
+                .and_then(|s| s.spent_by_edge_usd.get(&self.edge_id).copied())
+                .unwrap_or(0.0);
+            let mine = local.get(&period).copied().unwrap_or_default();
+            let unreported = (mine.settled - reported_mine).max(0.0);
+            let share = (budget.amount_usd - reported) / edges;
+            if reported >= budget.amount_usd || unreported + mine.reserved >= share {
+                return Err(EdgeError::BudgetExceeded {
+                    budget_id: budget.id.clone(),
+                    scope: budget.scope.to_string(),
+                    scope_id: budget.scope_id.clone(),
+                    amount_usd: budget.amount_usd,
+                    resets_at: end,
+                });
+            }
+            held.push(period);
+        }
+        for period in &held {
+            local.entry(period.clone()).or_default().reserved += worst_case;
+        }
+        Ok(Reservation {
+            budgets: self.clone(),
+            held,
+            worst_case,
+        })
+    }
+
+    fn settle(&self, held: &[(String, i64)], worst_case: f64, actual: f64) {
+        let mut local = self.local();
+        for period in held {
+            let entry = local.entry(period.clone()).or_default();
+            entry.reserved = (entry.reserved - worst_case).max(0.0);
+            entry.settled += actual;
+        }
+    }
+
+    /// Reads published statuses and live edges, and announces this edge, until `shutdown`.
+    pub async fn follow(self: Arc<Self>, bus: Arc<dyn Bus>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            self.refresh(bus.as_ref()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn refresh(&self, bus: &dyn Bus) {
+        let now_ms = Utc::now().timestamp_millis();
+        let _ = bus
+            .kv_put(
+                &format!("edge.{}", self.edge_id),
+                Bytes::from(now_ms.to_string()),
+            )
+            .await;
+        if let Ok(edges) = bus.kv_scan("edge.").await {
+            let live = edges
+                .iter()
+                .filter_map(|(_, e)| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+                .filter(|at| now_ms - at < EDGE_EXPIRY_MS)
+                .count();
+            self.live_edges.store(live.max(1), Ordering::Relaxed);
+        }
+        match bus.kv_scan("budget.").await {
+            Ok(entries) => {
+                let statuses: HashMap<String, BudgetStatus> = entries
+                    .into_iter()
+                    .filter_map(|(_, e)| BudgetStatus::decode(e.value).ok())
+                    .map(|s| (s.budget_id.clone(), s))
+                    .collect();
+                *self.statuses.write().unwrap_or_else(|e| e.into_inner()) = statuses;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "budget status unavailable; using the last known")
+            }
+        }
+    }
+}
+
+impl Reservation {
+    /// Replaces the worst case held by the request's actual cost.
+    pub fn settle(self, actual: f64) {
+        self.budgets.settle(&self.held, self.worst_case, actual);
+    }
+}
+
+fn applies(budget: &Budget, key: &VirtualKey, model: &str) -> bool {
+    let subject = match budget.scope {
+        Scope::Key => Some(key.id.as_str()),
+        Scope::User => key.user_id.as_deref(),
+        Scope::Team => key.team_id.as_deref(),
+        Scope::Model => Some(model),
+    };
+    subject == Some(budget.scope_id.as_str())
+}

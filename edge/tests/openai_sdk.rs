@@ -1,0 +1,307 @@
+//! The official OpenAI Python SDK against the edge, with an `openai_compatible` deployment on a
+//! fake OpenAI upstream: `edge/tests/python/test_openai_sdk.py` exercises chat, streaming, tool
+//! calls, embeddings, `/v1/models` and error mapping exactly as an application would.
+//!
+//! Needs a Python with the `openai` package: `TOLLGATE_PYTHON` names the interpreter (default
+//! `python3`). Without the package the test fails and says how to install it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use common::*;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tollgate_edge::config::EdgeConfig;
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::{Deployment, PutCredentialRequest};
+use tollgate_test_support::openai_upstream::FakeOpenAi;
+
+const UPSTREAM_SECRET: &str = "sk-upstream-123";
+
+struct Setup {
+    _cp: TestControlPlane,
+    edge: TestEdge,
+    fake: FakeOpenAi,
+    secret: String,
+}
+
+/// A control plane and an edge whose models all live on one fake upstream.
+async fn setup() -> Result<Setup> {
+    setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
+}
+
+/// [`setup`] with the edge's upstream timeouts (first byte / between chunks, and total).
+async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
+    let fake = FakeOpenAi::start().await?;
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    let credential = admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-openai".into(),
+            provider: "openai_compatible".into(),
+            secret_fields: [("api_key".to_owned(), UPSTREAM_SECRET.to_owned())].into(),
+        })
+        .await?
+        .into_inner();
+    let models = [
+        ("gpt-test", "gpt-upstream-x"),
+        ("embed-test", "text-embedding-fake"),
+        ("fail-500", "fail-500"),
+        ("fail-429", "fail-429"),
+        ("fail-400", "fail-400"),
+        ("fail-401", "fail-401"),
+        ("cut-stream", "cut-stream"),
+        ("slow-stream", "slow-stream"),
+        ("hang", "hang"),
+    ];
+    for (model, upstream) in models {
+        admin
+            .upsert_deployment(Deployment {
+                model_name: model.into(),
+                provider: "openai_compatible".into(),
+                upstream_model: upstream.into(),
+                api_base: fake.base_url(),
+                credential_id: credential.id.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let (_, secret) = create_key(&mut admin, &[]).await?;
+    let sequence = last_sequence(&mut admin).await?;
+    let mut config = EdgeConfig::local(&nats);
+    config.bus_prefix = prefix;
+    config.edge_id = tollgate_test_support::unique_name("edge");
+    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
+    config.first_byte_timeout = first_byte;
+    config.upstream_timeout = total;
+    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+    Ok(Setup {
+        _cp: cp,
+        edge,
+        fake,
+        secret,
+    })
+}
+
+fn python() -> String {
+    std::env::var("TOLLGATE_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "python3".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_works_against_the_edge() -> Result<()> {
+    let python = python();
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .await
+        .with_context(|| format!("running {python} (set TOLLGATE_PYTHON to a Python 3)"))?;
+    if !probe.status.success() {
+        bail!(
+            "the `openai` Python SDK is not importable by {python}: run `pip install openai` \
+             (or point TOLLGATE_PYTHON at an interpreter that has it)\n{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
+
+    let s = setup().await?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("TOLLGATE_BASE_URL", s.edge.url("/v1"))
+        .env("TOLLGATE_KEY", &s.secret)
+        .env("TOLLGATE_UPSTREAM_SECRET", UPSTREAM_SECRET)
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("the SDK script did not finish within 120 s")??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        script.display(),
+        out.status
+    );
+
+    // Every call the SDK made reached the upstream with the deployment's own credential.
+    assert!(
+        s.fake.requests() >= 10,
+        "only {} upstream calls",
+        s.fake.requests()
+    );
+    assert_eq!(
+        s.fake.last_header("authorization").as_deref(),
+        Some("Bearer sk-upstream-123")
+    );
+    Ok(())
+}
+
+/// The upstream sees the deployment's credential and model, never the client's; and no
+/// answer, successful or not, streamed or not, reveals the upstream's API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_its_own_key_and_model_and_clients_never_see_the_key() -> Result<()> {
+    let s = setup().await?;
+    let http = reqwest::Client::new();
+    let chat = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+            "messages": [{"role": "user", "content": "hello there"}]})
+    };
+
+    let response = http
+        .post(s.edge.url("/v1/chat/completions"))
+        .bearer_auth(&s.secret)
+        .json(&chat("gpt-test", false))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let (headers, body) = s
+        .fake
+        .last_request()
+        .context("the upstream got no request")?;
+    let authorization: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(authorization, vec!["Bearer sk-upstream-123"]);
+    assert_eq!(body["model"], "gpt-upstream-x");
+    assert_eq!(body["messages"], chat("gpt-test", false)["messages"]);
+    assert!(
+        !headers.iter().any(|(_, v)| v.contains(&s.secret)),
+        "the client's virtual key was forwarded upstream: {headers:?}"
+    );
+
+    let mut cases: Vec<(&str, Value)> = [
+        "gpt-test",
+        "fail-500",
+        "fail-429",
+        "fail-400",
+        "fail-401",
+        "no-such-model",
+    ]
+    .iter()
+    .flat_map(|m| {
+        [
+            ("/v1/chat/completions", chat(m, false)),
+            ("/v1/chat/completions", chat(m, true)),
+        ]
+    })
+    .collect();
+    cases.push(("/v1/chat/completions", chat("cut-stream", true)));
+    cases.push((
+        "/v1/embeddings",
+        json!({"model": "embed-test", "input": ["a", "b"]}),
+    ));
+    cases.push(("/v1/embeddings", json!({"model": "fail-401", "input": "a"})));
+    for (path, request) in cases {
+        let response = http
+            .post(s.edge.url(path))
+            .bearer_auth(&s.secret)
+            .json(&request)
+            .send()
+            .await?;
+        let status = response.status();
+        let headers = format!("{:?}", response.headers());
+        // A cut stream may end in a transport error; what arrived before it still counts.
+        let body = response.text().await.unwrap_or_default();
+        for text in [&headers, &body] {
+            assert!(
+                !text.contains(UPSTREAM_SECRET),
+                "{path} {request} ({status}) revealed the upstream key: {text}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A slow upstream stream reaches the client event by event, not buffered; an upstream that
+/// never answers is cut off at the edge's timeout with a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_streams_are_relayed_as_they_come_and_hung_upstreams_time_out() -> Result<()> {
+    let s = setup_with(Duration::from_secs(1), Duration::from_secs(2)).await?;
+    let http = reqwest::Client::new();
+    let request = |model: &str, stream: bool| {
+        http.post(s.edge.url("/v1/chat/completions"))
+            .bearer_auth(&s.secret)
+            .json(&json!({"model": model, "stream": stream,
+                "messages": [{"role": "user", "content": "hello"}]}))
+            .send()
+    };
+
+    // The fake waits 200 ms before each of its 8 events.
+    let started = tokio::time::Instant::now();
+    let mut body = request("slow-stream", true).await?.bytes_stream();
+    let mut arrivals = Vec::new();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        arrivals.push(started.elapsed());
+        text.extend_from_slice(&chunk?);
+    }
+    let text = String::from_utf8(text)?;
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(1000),
+        "events were buffered, not relayed as they came: {arrivals:?}"
+    );
+
+    for stream in [false, true] {
+        let started = tokio::time::Instant::now();
+        let response = request("hang", stream).await?;
+        assert_eq!(response.status(), 504, "stream: {stream}");
+        let body: Value = response.json().await?;
+        assert_eq!(
+            body["error"]["code"], "upstream_timeout",
+            "stream: {stream}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stream: {stream}"
+        );
+    }
+    Ok(())
+}
+
+/// A client that did not ask for usage gets OpenAI's chunks without any `usage` field, even
+/// though the edge asks the upstream for usage to account the stream (OpenAI then adds
+/// `"usage": null` to every chunk, which the edge must not pass on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_include_usage_has_no_usage_field() -> Result<()> {
+    let s = setup().await?;
+    let text = reqwest::Client::new()
+        .post(s.edge.url("/v1/chat/completions"))
+        .bearer_auth(&s.secret)
+        .json(&json!({"model": "gpt-test", "stream": true,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let upstream = s.fake.last_request().map(|(_, body)| body);
+    assert_eq!(
+        upstream
+            .as_ref()
+            .map(|b| &b["stream_options"]["include_usage"]),
+        Some(&json!(true)),
+        "the edge should ask the upstream for usage"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "usage was not asked for, yet chunks carry a usage field:\n{text}"
+    );
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! A fake OpenAI-compatible upstream: a real HTTP server on `127.0.0.1:0` that answers
+//! `POST /v1/chat/completions` and `POST /v1/embeddings` in OpenAI's own wire format
+//! (streaming included), deterministically, so that the edge can be tested end to end.
+//!
+//! Behaviour is chosen by the request's `model`:
+//! `fail-500`, `fail-429` (with `retry-after: 7`), `fail-400`, `fail-401` answer with that
+//! status and an OpenAI error body; `hang` sleeps 30 s before answering; `slow-stream` waits
+//! 200 ms before each event; `cut-stream` sends two events and then drops the connection.
+//! Any other model is answered normally.
+//!
+//! Token counts: `prompt_tokens` is the number of whitespace-separated words in all string
+//! message contents plus 3; `completion_tokens` the number of words in the answer (per choice).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// The text of every plain answer.
+pub const ANSWER: &str = "Hello from the fake upstream.";
+/// The arguments of every tool call the fake makes.
+pub const TOOL_ARGUMENTS: &str = r#"{"location":"Paris"}"#;
+
+/// One request as received: its headers (lower-case names, in order) and its JSON body
+/// (`null` when the body was not JSON).
+pub type RecordedRequest = (Vec<(String, String)>, Value);
+
+#[derive(Default)]
+struct Shared {
+    count: AtomicUsize,
+    last: Mutex<Option<RecordedRequest>>,
+}
+
+/// A running fake upstream; it stops accepting connections when dropped.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeOpenAi {
+    /// Starts serving on a random port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<FakeOpenAi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeOpenAi { addr, shared, task })
+    }
+
+    /// The API base to configure, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// How many requests were received so far.
+    pub fn requests(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// The headers and body of the last request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The value of header `name` (case-insensitive) in the last request.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let (headers, _) = self.last_request()?;
+        headers
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The models that fail on command: (model, status, error message, type, code).
+#[rustfmt::skip]
+const FAILURES: [(&str, u16, &str, &str, Option<&str>); 4] = [
+    ("fail-500", 500, "The server had an error processing your request.", "server_error", None),
+    ("fail-429", 429, "Rate limit reached for requests.", "requests", Some("rate_limit_exceeded")),
+    ("fail-400", 400, "bad things in request", "invalid_request_error", None),
+    ("fail-401", 401, "Incorrect API key.", "invalid_request_error", Some("invalid_api_key")),
+];
+
+/// Records a request and parses its body; answers the failure models (and bad bodies) itself.
+async fn begin(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+    let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let recorded = headers
+        .iter()
+        .map(|(k, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.as_str().to_owned(), v)
+        })
+        .collect();
+    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((recorded, value.clone()));
+    shared.count.fetch_add(1, Ordering::SeqCst);
+    if !value.is_object() {
+        let message = "We could not parse the JSON body of your request.";
+        return Err(error(400, message, "invalid_request_error", None));
+    }
+    let model = value["model"].as_str().unwrap_or_default();
+    if let Some(&(_, status, message, kind, code)) = FAILURES.iter().find(|f| f.0 == model) {
+        let mut response = error(status, message, kind, code);
+        if status == 429 {
+            let seven = HeaderValue::from_static("7");
+            response.headers_mut().insert(header::RETRY_AFTER, seven);
+        }
+        return Err(response);
+    }
+    if model == "hang" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    Ok(value)
+}
+
+/// An OpenAI-shaped error response.
+fn error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the fake answers a chat request with.
+enum Answer {
+    Text(String),
+    /// A call of the named tool with [`TOOL_ARGUMENTS`].
+    Tool(String),
+}
+
+fn answer(request: &Value, messages: &[Value]) -> Answer {
+    let last = messages.last().unwrap_or(&Value::Null);
+    let tool = request["tools"][0]["function"]["name"].as_str();
+    match (last["role"].as_str(), tool) {
+        (Some("user"), Some(tool)) => Answer::Tool(tool.to_owned()),
+        (Some("tool"), _) => {
+            let result = last["content"].as_str().unwrap_or_default();
+            Answer::Text(format!("The tool said: {result}"))
+        }
+        _ if request["response_format"]["type"] == "json_object" => {
+            Answer::Text(r#"{"answer": "hello from the fake upstream"}"#.to_owned())
+        }
+        _ => Answer::Text(ANSWER.to_owned()),
+    }
+}
+
+/// The tool call of a message.
+fn tool_call(name: &str) -> Value {
+    json!({"id": "call_1", "type": "function",
+        "function": {"name": name, "arguments": TOOL_ARGUMENTS}})
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match begin(&shared, &headers, &body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let model = request["model"].as_str().unwrap_or_default();
+    let messages = request["messages"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let n = request["n"].as_u64().unwrap_or(1).clamp(1, 16) as usize;
+    let answer = answer(&request, messages);
+    let prompt = 3 + messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(words)
+        .sum::<usize>();
+    let (completion, finish) = match &answer {
+        Answer::Text(text) => (words(text) * n, "stop"),
+        Answer::Tool(_) => (words(TOOL_ARGUMENTS) * n, "tool_calls"),
+    };
+    let usage = json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    });
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let object = |kind: &str, choices: Value| {
+        json!({"id": id, "object": kind, "created": now(), "model": model,
+            "system_fingerprint": "fp_fake", "choices": choices})
+    };
+    if request["stream"] != true {
+        let message = match &answer {
+            Answer::Text(text) => json!({"role": "assistant", "content": text, "refusal": null}),
+            Answer::Tool(name) => json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [tool_call(name)]}),
+        };
+        let choices: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"index": i, "message": message,
+                    "logprobs": null, "finish_reason": finish})
+            })
+            .collect();
+        let mut completion = object("chat.completion", json!(choices));
+        completion["usage"] = usage;
+        return Json(completion).into_response();
+    }
+
+    // A stream: the same deltas for every choice, then the finishes, then usage if asked.
+    let deltas: Vec<Value> = match &answer {
+        Answer::Text(text) => std::iter::once(json!({"role": "assistant", "content": ""}))
+            .chain(text.split_inclusive(' ').map(|w| json!({"content": w})))
+            .collect(),
+        Answer::Tool(name) => {
+            let (head, tail) = TOOL_ARGUMENTS.split_at(TOOL_ARGUMENTS.len() / 2);
+            let mut call = tool_call(name);
+            (call["index"], call["function"]["arguments"]) = (json!(0), json!(""));
+            let first = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+            let parts = [head, tail]
+                .map(|part| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}));
+            std::iter::once(first).chain(parts).collect()
+        }
+    };
+    let include_usage = request["stream_options"]["include_usage"] == true;
+    let event = |choices: Value, usage: &Value| {
+        let mut chunk = object("chat.completion.chunk", choices);
+        if include_usage {
+            // As OpenAI does: `"usage": null` on every chunk but the last.
+            chunk["usage"] = usage.clone();
+        }
+        Bytes::from(format!("data: {chunk}\n\n"))
+    };
+    let choice = |i: usize, delta: &Value, finish: Option<&str>| {
+        json!([{"index": i, "delta": delta,
+            "logprobs": null, "finish_reason": finish}])
+    };
+    let mut events = Vec::new();
+    for delta in &deltas {
+        events.extend((0..n).map(|i| event(choice(i, delta, None), &Value::Null)));
+    }
+    events.extend((0..n).map(|i| event(choice(i, &json!({}), Some(finish)), &Value::Null)));
+    if include_usage {
+        events.push(event(json!([]), &usage));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    stream_response(events, model)
+}
+
+/// An event stream of `events`, slowed down or cut short as `model` commands.
+fn stream_response(mut events: Vec<Bytes>, model: &str) -> Response {
+    let cut = model == "cut-stream";
+    if cut {
+        events.truncate(2);
+    }
+    let delay = (model == "slow-stream").then_some(Duration::from_millis(200));
+    let events = futures::stream::iter(events).then(move |event| async move {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<_, std::io::Error>(event)
+    });
+    // An error from the body makes the server drop the connection mid-response; the pause
+    // lets the two events reach the client first.
+    let dropped = futures::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("cut-stream"))
+    });
+    let body = if cut {
+        Body::from_stream(events.chain(dropped))
+    } else {
+        Body::from_stream(events)
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    (headers, body).into_response()
+}
+
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(&shared, &headers, &body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let input = &request["input"];
+    let inputs: Vec<&Value> = match input {
+        Value::Null => {
+            let message = "'input' is a required property";
+            return error(400, message, "invalid_request_error", None);
+        }
+        // One array of token ids is one input; any other array is a list of inputs.
+        Value::Array(items) if !items.iter().all(Value::is_number) => items.iter().collect(),
+        one => vec![one],
+    };
+    let tokens: usize = inputs
+        .iter()
+        .map(|input| match input {
+            Value::String(text) => words(text),
+            Value::Array(ids) => ids.len(),
+            _ => 0,
+        })
+        .sum();
+    let base64 = request["encoding_format"] == "base64";
+    let data: Vec<Value> = (0..inputs.len())
+        .map(|i| {
+            // Deterministic and exact in binary: vector i is [i, i + 1/8, …, i + 7/8].
+            let vector: Vec<f32> = (0..8).map(|j| i as f32 + j as f32 / 8.0).collect();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Json(json!({
+        "object": "list", "data": data, "model": request["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
+}
