@@ -73,6 +73,11 @@ impl Budgets {
         Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
+    /// How many edges (this one included) currently share each budget.
+    pub fn live_edges(&self) -> usize {
+        self.live_edges.load(Ordering::Relaxed)
+    }
+
     /// Moves this edge's budget clock (for tests of period changes).
     pub fn shift_clock(&self, by: chrono::Duration) {
         self.clock_offset_ms

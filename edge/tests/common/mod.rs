@@ -124,6 +124,7 @@ pub struct TestEdge {
     pub addr: SocketAddr,
     pub policy: Arc<PolicyView>,
     pub metrics: Arc<Metrics>,
+    pub budgets: Arc<tollgate_edge::budget::Budgets>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -161,6 +162,7 @@ impl TestEdge {
         let addr = listener.local_addr()?;
         let edge = Edge::start(config, bus, snapshots);
         let (policy, metrics) = (edge.policy().clone(), edge.metrics().clone());
+        let budgets = edge.budgets().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(edge.serve(listener, async {
             let _ = stopped.await;
@@ -169,6 +171,7 @@ impl TestEdge {
             addr,
             policy,
             metrics,
+            budgets,
             stop: Some(stop),
             task,
         })
