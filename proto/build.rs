@@ -21,6 +21,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("tollgate_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Messages serialise to JSON for the CLI (`--output json`); timestamps as RFC 3339 text.
+    let mut config =
+        tonic_prost_build::configure().type_attribute(".tollgate", "#[derive(serde::Serialize)]");
+    for file in &descriptors.file {
+        for message in &file.message_type {
+            for field in &message.field {
+                if field.type_name() == ".google.protobuf.Timestamp" {
+                    let path = format!(".{}.{}.{}", file.package(), message.name(), field.name());
+                    config = config.field_attribute(
+                        path,
+                        "#[serde(serialize_with = \"crate::json::timestamp\")]",
+                    );
+                }
+            }
+        }
+    }
+    config.compile_fds(descriptors)?;
     Ok(())
 }
