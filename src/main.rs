@@ -1,5 +1,7 @@
 //! The `tollgate` binary: parses the command line and starts the role asked for.
 
+mod cli;
+
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -40,11 +42,18 @@ enum Role {
     /// SQLite) and NATS JetStream. Configured by DATABASE_URL, NATS_URL, TOLLGATE_USAGE_ADDR,
     /// TOLLGATE_USAGE_HTTP_ADDR, TOLLGATE_CONTROL_PLANE_URL and the TOLLGATE_ALERT_* variables.
     Aggregator,
+    /// Manage policy through the admin API (teams, users, keys, credentials, deployments,
+    /// prices, budgets, rate limits, tokens, events).
+    Admin(cli::AdminArgs),
+    /// Query usage and export it for finance.
+    Usage(cli::UsageArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        // Logs go to stderr: stdout belongs to the CLI's output.
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -53,6 +62,8 @@ async fn main() -> anyhow::Result<()> {
         Role::ControlPlane => control_plane().await,
         Role::Edge => edge().await,
         Role::Aggregator => aggregator().await,
+        Role::Admin(args) => cli::admin(args).await,
+        Role::Usage(args) => cli::usage(args).await,
     }
 }
 
