@@ -1,6 +1,9 @@
 //! The `tollgate` binary: parses the command line and starts the role asked for.
 
 mod cli;
+mod models;
+mod settings;
+mod up;
 
 use std::sync::Arc;
 
@@ -17,11 +20,14 @@ use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
 use tollgate_usage_aggregator::config::AggregatorConfig;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
+use crate::settings::Settings;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
     version,
-    about = "Tollgate: a self-hosted generative-AI gateway"
+    about = "Tollgate: a self-hosted generative-AI gateway",
+    after_help = "Settings come from the environment and the TOML file named by TOLLGATE_CONFIG; see the README's configuration reference."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// Run everything in one process on SQLite files in TOLLGATE_DATA_DIR (./.tollgate) and an
+    /// in-process bus: the quickest way to try Tollgate.
+    Up,
     /// Run the control plane (admin gRPC API + relay) on PostgreSQL (or SQLite) and NATS
     /// JetStream. Configured by DATABASE_URL, NATS_URL, TOLLGATE_ADMIN_ADDR,
     /// TOLLGATE_ADMIN_TOKEN, TOLLGATE_CREDENTIAL_KEY and TOLLGATE_BUS_PREFIX.
@@ -58,17 +67,36 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().command {
-        Role::ControlPlane => control_plane().await,
-        Role::Edge => edge().await,
-        Role::Aggregator => aggregator().await,
+    let command = Cli::parse().command;
+    let settings = Settings::load()?;
+    match command {
+        Role::Up => up::run(&settings, shutdown_signal()).await,
+        Role::ControlPlane => control_plane(&settings).await,
+        Role::Edge => edge(&settings).await,
+        Role::Aggregator => aggregator(&settings).await,
         Role::Admin(args) => cli::admin(args).await,
         Role::Usage(args) => cli::usage(args).await,
     }
 }
 
-async fn control_plane() -> anyhow::Result<()> {
-    let config = ControlPlaneConfig::from_lookup(|name| std::env::var(name).ok())?;
+/// Completes on Ctrl-C or SIGTERM (what orchestrators send).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
+    let config = ControlPlaneConfig::from_lookup(settings.lookup("control_plane"))?;
     let store = store::connect(&config.database_url)
         .await
         .context("opening the policy event store")?;
@@ -76,6 +104,15 @@ async fn control_plane() -> anyhow::Result<()> {
         .await
         .context("connecting to NATS JetStream")?;
     let log = Arc::new(PolicyLog::open(store).await?);
+    let applied = models::apply(&log, config.credential_key.as_ref(), &settings.models)
+        .await
+        .context("applying the models of the configuration file")?;
+    if applied > 0 {
+        tracing::info!(
+            events = applied,
+            "applied the models of the configuration file"
+        );
+    }
     if config.admin_token.is_none() {
         tracing::warn!(
             "TOLLGATE_ADMIN_TOKEN is not set: only admin tokens already in the log can call the admin API"
@@ -91,16 +128,12 @@ async fn control_plane() -> anyhow::Result<()> {
         auth: Authenticator::new(config.admin_token.as_deref()),
         sealing: config.credential_key,
     };
-    control_plane
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    control_plane.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 
-async fn edge() -> anyhow::Result<()> {
-    let config = EdgeConfig::from_lookup(|name| std::env::var(name).ok())?;
+async fn edge(settings: &Settings) -> anyhow::Result<()> {
+    let config = EdgeConfig::from_lookup(settings.lookup("edge"))?;
     let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
         .await
         .context("connecting to NATS JetStream")?;
@@ -113,15 +146,12 @@ async fn edge() -> anyhow::Result<()> {
         .with_context(|| format!("binding the edge to {}", config.addr))?;
     tracing::info!(addr = %config.addr, "edge serving");
     let edge = Edge::start(config, Arc::new(bus), snapshots);
-    edge.serve(listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    edge.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 
-async fn aggregator() -> anyhow::Result<()> {
-    let config = AggregatorConfig::from_lookup(|name| std::env::var(name).ok())?;
+async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
+    let config = AggregatorConfig::from_lookup(settings.lookup("aggregator"))?;
     let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
         .await
         .context("connecting to NATS JetStream")?;
@@ -146,11 +176,7 @@ async fn aggregator() -> anyhow::Result<()> {
     .await
     .context("opening the usage ledger")?;
     tracing::info!(grpc = %config.usage_addr, http = %config.usage_http_addr, "aggregator serving");
-    aggregator
-        .serve(grpc, http, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    aggregator.serve(grpc, http, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,0 +1,244 @@
+//! `tollgate up`: control plane, edge and aggregator in one process, on SQLite files in the
+//! data directory and the in-process bus. Creates what a first start needs (admin token,
+//! credential key, a `mock` model, a first key) and prints how to call it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_control_plane::auth::Authenticator;
+use tollgate_control_plane::log::PolicyLog;
+use tollgate_control_plane::secrets::{ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_secret};
+use tollgate_control_plane::{ControlPlane, store};
+use tollgate_edge::Edge;
+use tollgate_edge::config::EdgeConfig;
+use tollgate_policy::Command;
+use tollgate_policy::model::{Deployment, Provider, VirtualKey, hash_secret};
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::bus::{Bus, MemoryBus};
+use tollgate_proto::follow::GrpcSnapshots;
+use tollgate_usage_aggregator::config::AggregatorConfig;
+use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
+
+use crate::models;
+use crate::settings::Settings;
+
+/// The role name of `tollgate up` in the configuration file (`[up]`).
+const ROLE: &str = "up";
+
+/// Runs everything until `shutdown` completes.
+pub async fn run(
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let get = |name: &str| settings.get(ROLE, name);
+    let data_dir =
+        PathBuf::from(get("TOLLGATE_DATA_DIR").unwrap_or_else(|| "./.tollgate".to_owned()));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let admin_token = match get("TOLLGATE_ADMIN_TOKEN") {
+        Some(token) => token,
+        None => read_or_create(&data_dir.join("admin-token"), || {
+            new_secret(ADMIN_TOKEN_PREFIX)
+        })?,
+    };
+    let sealing = SealingKey::from_base64(&match get("TOLLGATE_CREDENTIAL_KEY") {
+        Some(key) => key,
+        None => read_or_create(&data_dir.join("credential-key"), || {
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        })?,
+    })?;
+
+    let store = store::connect(&sqlite_url(&data_dir.join("policy.db")))
+        .await
+        .context("opening the policy log")?;
+    let log = Arc::new(PolicyLog::open(store).await?);
+    let first_start = log.state().sequence == 0;
+    models::apply(&log, Some(&sealing), &settings.models)
+        .await
+        .context("applying the models of the configuration file")?;
+    if first_start {
+        first_start_policy(&log, &data_dir).await?;
+    }
+
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let lookup = |name: &str| {
+        get(name).or_else(|| match name {
+            // Everything is in this process: there is no NATS, and the ledger sits beside the log.
+            "NATS_URL" => Some("in-process".to_owned()),
+            "DATABASE_URL" => Some(sqlite_url(&data_dir.join("usage.db"))),
+            _ => None,
+        })
+    };
+    let mut edge_config = EdgeConfig::from_lookup(lookup)?;
+    edge_config.credential_key = Some(sealing.clone());
+    let aggregator_config = AggregatorConfig::from_lookup(lookup)?;
+    let admin_addr: SocketAddr = get("TOLLGATE_ADMIN_ADDR")
+        .unwrap_or_else(|| tollgate_control_plane::config::DEFAULT_ADMIN_ADDR.to_owned())
+        .parse()
+        .context("TOLLGATE_ADMIN_ADDR")?;
+    let admin_listener = bind(admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
+    let edge_listener = bind(edge_config.addr, "TOLLGATE_EDGE_ADDR").await?;
+    let usage_listener = bind(aggregator_config.usage_addr, "TOLLGATE_USAGE_ADDR").await?;
+    let export_listener = bind(
+        aggregator_config.usage_http_addr,
+        "TOLLGATE_USAGE_HTTP_ADDR",
+    )
+    .await?;
+    let (admin_addr, edge_addr) = (admin_listener.local_addr()?, edge_listener.local_addr()?);
+    let (usage_addr, export_addr) = (usage_listener.local_addr()?, export_listener.local_addr()?);
+
+    let (stop_edge, edge_stopped) = watch::channel(false);
+    let (stop_rest, rest_stopped) = watch::channel(false);
+    let control_plane = ControlPlane {
+        log: log.clone(),
+        bus: bus.clone(),
+        auth: Authenticator::new(Some(&admin_token)),
+        sealing: Some(sealing),
+    };
+    let control_plane =
+        tokio::spawn(control_plane.serve(admin_listener, until(rest_stopped.clone())));
+    let snapshots = || -> anyhow::Result<_> {
+        Ok(Some(Arc::new(
+            GrpcSnapshots::new(&format!("http://{admin_addr}"), &admin_token)
+                .map_err(anyhow::Error::msg)?,
+        ) as _))
+    };
+    let edge = Edge::start(edge_config, bus.clone(), snapshots()?);
+    let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
+    let aggregator = Aggregator::start(AggregatorParts {
+        database_url: aggregator_config.database_url,
+        bus,
+        snapshots: snapshots()?,
+        admin_token: Some(admin_token.clone()),
+        sinks: aggregator_config.sinks,
+        batch: aggregator_config.batch,
+    })
+    .await
+    .context("opening the usage ledger")?;
+    let aggregator =
+        tokio::spawn(aggregator.serve(usage_listener, export_listener, until(rest_stopped)));
+
+    print_banner(&data_dir, edge_addr, admin_addr, usage_addr, export_addr);
+    shutdown.await;
+    tracing::info!("stopping: edge first, so that its last usage reaches the ledger");
+    let _ = stop_edge.send(true);
+    let _ = edge.await;
+    // The in-process bus dies with the process: give the aggregator time to take the rest.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = stop_rest.send(true);
+    let _ = aggregator.await;
+    let _ = control_plane.await;
+    Ok(())
+}
+
+/// A future that completes when `flag` turns true.
+async fn until(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+async fn bind(addr: SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}: is another Tollgate running? Set {variable} to another address"))
+}
+
+/// The content of `path`, created by `make` (readable by the owner only) when missing.
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let value = make();
+    write_private(path, &value)?;
+    Ok(value)
+}
+
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{value}")?;
+    Ok(())
+}
+
+/// A `mock` model and a first key, so that the first request works out of the box.
+async fn first_start_policy(log: &PolicyLog, data_dir: &Path) -> anyhow::Result<()> {
+    if log.state().deployments_for("mock").next().is_none() {
+        let deployment = Deployment {
+            id: "mock".to_owned(),
+            model_name: "mock".to_owned(),
+            provider: Provider::Mock,
+            upstream_model: "mock".to_owned(),
+            api_base: String::new(),
+            region: String::new(),
+            credential_id: None,
+            weight: 1,
+            priority: 0,
+            rpm: 0,
+            tpm: 0,
+            settings: Default::default(),
+        };
+        log.execute("bootstrap", Command::UpsertDeployment { deployment })
+            .await?;
+    }
+    let secret = new_secret(KEY_PREFIX);
+    let key = VirtualKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        alias: "first-key".to_owned(),
+        prefix: display_prefix(&secret),
+        hash: hash_secret(&secret),
+        team_id: None,
+        user_id: None,
+        models: Vec::new(),
+        expires_at: None,
+        blocked: false,
+        revoked: false,
+        previous: None,
+        tags: Vec::new(),
+        metadata: Default::default(),
+        created_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    log.execute("bootstrap", Command::CreateKey { key }).await?;
+    write_private(&data_dir.join("first-key"), &secret)
+}
+
+fn print_banner(
+    data_dir: &Path,
+    edge: SocketAddr,
+    admin: SocketAddr,
+    usage: SocketAddr,
+    export: SocketAddr,
+) {
+    let key_file = data_dir.join("first-key");
+    let key = std::fs::read_to_string(&key_file)
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| "<your key>".to_owned());
+    println!(
+        "\nTollgate is up (data in {dir}).\n\n\
+         \x20 OpenAI-compatible API  http://{edge}/v1\n\
+         \x20 admin API (gRPC)       {admin}   token in {dir}/admin-token\n\
+         \x20 usage API (gRPC)       {usage}\n\
+         \x20 usage CSV export       http://{export}/v1/usage/export\n\n\
+         First key ({key_path}): {key}\n\n\
+         Try it:\n\n\
+         curl http://{edge}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \
+         -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n",
+        dir = data_dir.display(),
+        key_path = key_file.display(),
+    );
+}
