@@ -2,7 +2,7 @@
 //! driver): idempotent on request id, with hourly and daily rollups, budget spend and the
 //! alert outbox written in the same transaction as the events they come from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -154,7 +154,7 @@ impl Ledger {
             .filter(|e| inserted_ids.contains(&e.request_id))
             .collect();
 
-        let mut rollups: HashMap<(&'static str, i64, &RollupKey), RollupSums> = HashMap::new();
+        let mut rollups: BTreeMap<(&'static str, i64, &RollupKey), RollupSums> = BTreeMap::new();
         let mut spend: BTreeMap<SpendKey, i64> = BTreeMap::new();
         for entry in &new {
             for (granularity, bucket) in [("hour", entry.hour_ms()), ("day", entry.day_ms())] {
@@ -225,11 +225,14 @@ impl Ledger {
         }
         for ((budget_id, period_start_ms), delta) in period_delta {
             let after: i64 = sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(spent_nanos), 0) AS BIGINT) FROM budget_spend \
-                 WHERE budget_id = $1 AND period_start_ms = $2",
+                "INSERT INTO budget_period_totals (budget_id, period_start_ms, spent_nanos) VALUES ($1, $2, $3) \
+                 ON CONFLICT (budget_id, period_start_ms) \
+                 DO UPDATE SET spent_nanos = budget_period_totals.spent_nanos + excluded.spent_nanos \
+                 RETURNING spent_nanos",
             )
             .bind(budget_id.clone())
             .bind(period_start_ms)
+            .bind(delta)
             .fetch_one(&mut *tx)
             .await?;
             let key = SpendKey {
