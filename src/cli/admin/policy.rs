@@ -1,0 +1,325 @@
+//! `tollgate admin budgets …`, `rate-limits …`, `routing-rules …` and `guardrails …`: the
+//! rules a request is held to.
+
+use clap::Subcommand;
+use tollgate_proto::admin::{
+    Budget, DeleteRequest, Guardrail, ListBudgetsRequest, ListGuardrailsRequest,
+    ListRateLimitsRequest, ListRoutingRulesRequest, RateLimit, RoutingRule,
+};
+
+use super::AdminClient;
+use crate::cli::reply::Out;
+
+/// `tollgate admin budgets …`.
+#[derive(Subcommand)]
+pub enum Budgets {
+    /// Create a budget, or replace the one with --id.
+    Set {
+        /// key | user | team | model.
+        #[arg(long)]
+        scope: String,
+        /// The id of the key, user or team, or the model name.
+        #[arg(long)]
+        scope_id: String,
+        /// The cap, in USD per period.
+        #[arg(long, value_name = "USD")]
+        amount: f64,
+        /// daily | weekly | monthly | total.
+        #[arg(long)]
+        period: String,
+        /// IANA time zone the periods start in (default UTC).
+        #[arg(long, value_name = "TZ")]
+        timezone: Option<String>,
+        /// Alert at this percentage of the amount (repeatable).
+        #[arg(long = "threshold", value_name = "PCT")]
+        thresholds: Vec<f64>,
+        /// The budget's id (none: a new budget).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List budgets.
+    List {
+        /// Only budgets on this scope (key | user | team | model).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only budgets on this key, user, team or model.
+        #[arg(long)]
+        scope_id: Option<String>,
+    },
+    /// Delete a budget.
+    Delete {
+        /// The budget's id.
+        id: String,
+    },
+}
+
+impl Budgets {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            Budgets::Set {
+                scope,
+                scope_id,
+                amount,
+                period,
+                timezone,
+                thresholds,
+                id,
+            } => {
+                let request = Budget {
+                    id: id.unwrap_or_default(),
+                    scope,
+                    scope_id,
+                    amount_usd: amount,
+                    period,
+                    timezone: timezone.unwrap_or_default(),
+                    thresholds,
+                };
+                out.show("setting the budget", client.set_budget(request).await)
+            }
+            Budgets::List { scope, scope_id } => {
+                let request = ListBudgetsRequest {
+                    scope: scope.unwrap_or_default(),
+                    scope_id: scope_id.unwrap_or_default(),
+                };
+                out.show("listing budgets", client.list_budgets(request).await)
+            }
+            Budgets::Delete { id } => {
+                let what = format!("deleting budget {id}");
+                out.show(&what, client.delete_budget(DeleteRequest { id }).await)
+            }
+        }
+    }
+}
+
+/// `tollgate admin rate-limits …`.
+#[derive(Subcommand)]
+pub enum RateLimits {
+    /// Create a rate limit, or replace the one with --id.
+    Set {
+        /// key | user | team | model.
+        #[arg(long)]
+        scope: String,
+        /// The id of the key, user or team, or the model name.
+        #[arg(long)]
+        scope_id: String,
+        /// Requests per minute (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        rpm: u64,
+        /// Tokens per minute (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        tpm: u64,
+        /// Requests in flight at once (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        max_concurrent: u64,
+        /// The rate limit's id (none: a new one).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List rate limits.
+    List {
+        /// Only limits on this scope (key | user | team | model).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only limits on this key, user, team or model.
+        #[arg(long)]
+        scope_id: Option<String>,
+    },
+    /// Delete a rate limit.
+    Delete {
+        /// The rate limit's id.
+        id: String,
+    },
+}
+
+impl RateLimits {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            RateLimits::Set {
+                scope,
+                scope_id,
+                rpm,
+                tpm,
+                max_concurrent,
+                id,
+            } => {
+                let request = RateLimit {
+                    id: id.unwrap_or_default(),
+                    scope,
+                    scope_id,
+                    rpm,
+                    tpm,
+                    max_concurrent,
+                };
+                out.show(
+                    "setting the rate limit",
+                    client.set_rate_limit(request).await,
+                )
+            }
+            RateLimits::List { scope, scope_id } => {
+                let request = ListRateLimitsRequest {
+                    scope: scope.unwrap_or_default(),
+                    scope_id: scope_id.unwrap_or_default(),
+                };
+                out.show(
+                    "listing rate limits",
+                    client.list_rate_limits(request).await,
+                )
+            }
+            RateLimits::Delete { id } => {
+                let what = format!("deleting rate limit {id}");
+                out.show(&what, client.delete_rate_limit(DeleteRequest { id }).await)
+            }
+        }
+    }
+}
+
+/// `tollgate admin routing-rules …`.
+#[derive(Subcommand)]
+pub enum RoutingRules {
+    /// Create a routing rule for a model, or replace the one with --id.
+    Set {
+        /// The model name the rule applies to.
+        #[arg(long)]
+        model: String,
+        /// simple_shuffle | weighted | priority | least_busy | latency_based | cost_based.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// A model tried when every deployment failed, in order (repeatable).
+        #[arg(long = "fallback", value_name = "MODEL")]
+        fallbacks: Vec<String>,
+        /// Retries on another deployment.
+        #[arg(long, default_value_t = 0)]
+        max_retries: u32,
+        /// How long a failing deployment is left out.
+        #[arg(long, default_value_t = 0)]
+        cooldown_seconds: u32,
+        /// A whole call's time limit, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u64,
+        /// The rule's id (none: a new rule).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List routing rules.
+    List,
+    /// Delete a routing rule.
+    Delete {
+        /// The rule's id.
+        id: String,
+    },
+}
+
+impl RoutingRules {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            RoutingRules::Set {
+                model,
+                strategy,
+                fallbacks,
+                max_retries,
+                cooldown_seconds,
+                timeout_ms,
+                id,
+            } => {
+                let request = RoutingRule {
+                    id: id.unwrap_or_default(),
+                    model_name: model,
+                    strategy: strategy.unwrap_or_default(),
+                    fallbacks,
+                    max_retries,
+                    cooldown_seconds,
+                    timeout_ms,
+                };
+                out.show(
+                    "setting the routing rule",
+                    client.set_routing_rule(request).await,
+                )
+            }
+            RoutingRules::List => out.show(
+                "listing routing rules",
+                client.list_routing_rules(ListRoutingRulesRequest {}).await,
+            ),
+            RoutingRules::Delete { id } => {
+                let what = format!("deleting routing rule {id}");
+                out.show(
+                    &what,
+                    client.delete_routing_rule(DeleteRequest { id }).await,
+                )
+            }
+        }
+    }
+}
+
+/// `tollgate admin guardrails …`.
+#[derive(Subcommand)]
+pub enum Guardrails {
+    /// Create a guardrail, or replace the one with --id.
+    Set {
+        /// The guardrail's name.
+        #[arg(long)]
+        name: String,
+        /// The implementation: bedrock, regex, keywords, ….
+        #[arg(long)]
+        kind: String,
+        /// pre_call | post_call | during_call.
+        #[arg(long)]
+        mode: String,
+        /// A model it applies to (repeatable; none: every model).
+        #[arg(long = "model", value_name = "MODEL")]
+        models: Vec<String>,
+        /// The implementation's settings, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// The guardrail's id (none: a new one).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List guardrails.
+    List,
+    /// Delete a guardrail.
+    Delete {
+        /// The guardrail's id.
+        id: String,
+    },
+}
+
+impl Guardrails {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            Guardrails::Set {
+                name,
+                kind,
+                mode,
+                models,
+                config,
+                id,
+            } => {
+                if let Some(config) = &config {
+                    serde_json::from_str::<serde_json::Value>(config)
+                        .map_err(|e| anyhow::anyhow!("--config is not valid JSON: {e}"))?;
+                }
+                let request = Guardrail {
+                    id: id.unwrap_or_default(),
+                    name,
+                    kind,
+                    mode,
+                    models,
+                    config_json: config.unwrap_or_default(),
+                };
+                out.show("setting the guardrail", client.set_guardrail(request).await)
+            }
+            Guardrails::List => out.show(
+                "listing guardrails",
+                client.list_guardrails(ListGuardrailsRequest {}).await,
+            ),
+            Guardrails::Delete { id } => {
+                let what = format!("deleting guardrail {id}");
+                out.show(&what, client.delete_guardrail(DeleteRequest { id }).await)
+            }
+        }
+    }
+}

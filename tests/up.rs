@@ -1,0 +1,344 @@
+//! `tollgate up` end to end, driven through the CLI as a newcomer would: the printed curl line
+//! works; teams, users, keys, prices and budgets made with `tollgate admin` take effect; the
+//! call shows in `tollgate usage` and its CSV; and after a restart everything is still there,
+//! with no event added twice by the configuration file.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// A `tollgate up` process, stopped with SIGTERM (as Ctrl-C or an orchestrator would) on drop.
+struct Up {
+    child: Child,
+    ports: Ports,
+}
+
+#[derive(Clone, Copy)]
+struct Ports {
+    admin: u16,
+    edge: u16,
+    usage: u16,
+    export: u16,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+const CONFIG: &str = r#"
+[[models]]
+name = "file-model"
+provider = "mock"
+input_per_mtok = 1000.0
+output_per_mtok = 2000.0
+settings = { output_tokens = "4" }
+
+[[models]]
+name = "hosted-model"
+provider = "openai_compatible"
+api_base = "http://127.0.0.1:9/v1"
+api_key_env = "TOLLGATE_TEST_UPSTREAM_KEY"
+"#;
+
+impl Up {
+    fn start(dir: &Path, ports: Ports) -> Result<Self> {
+        let stdout = std::fs::File::create(dir.join("up.out"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("up")
+            .env("TOLLGATE_DATA_DIR", dir.join("data"))
+            .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
+            .env("TOLLGATE_TEST_UPSTREAM_KEY", "sk-test-upstream")
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
+            .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", ports.edge))
+            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", ports.usage))
+            .env(
+                "TOLLGATE_USAGE_HTTP_ADDR",
+                format!("127.0.0.1:{}", ports.export),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Up { child, ports })
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/health/ready", self.ports.edge);
+        for _ in 0..300 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("tollgate up did not become ready")
+    }
+
+    fn stop(mut self) -> Result<()> {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "tollgate up exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tollgate <args>` against this instance; returns stdout, failing on a non-zero exit.
+fn tollgate(dir: &Path, ports: Ports, args: &[&str]) -> Result<String> {
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("TOLLGATE_DATA_DIR", dir.join("data"))
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
+        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", ports.usage))
+        .env(
+            "TOLLGATE_USAGE_HTTP_ADDR",
+            format!("127.0.0.1:{}", ports.export),
+        )
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn admin_json(dir: &Path, ports: Ports, args: &[&str]) -> Result<Value> {
+    let mut full = vec!["admin", "--output", "json"];
+    full.extend_from_slice(args);
+    let out = tollgate(dir, ports, &full)?;
+    serde_json::from_str(&out).with_context(|| format!("parsing {out}"))
+}
+
+async fn chat(ports: Ports, key: &str, model: &str) -> Result<u16> {
+    let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]});
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/chat/completions",
+            ports.edge
+        ))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+fn event_count(dir: &Path, ports: Ports) -> Result<u64> {
+    let events = admin_json(dir, ports, &["events", "--limit", "1000"])?;
+    Ok(events["events"].as_array().map_or(0, |e| e.len() as u64))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path();
+    std::fs::write(dir.join("tollgate.toml"), CONFIG)?;
+    let ports = Ports {
+        admin: free_port()?,
+        edge: free_port()?,
+        usage: free_port()?,
+        export: free_port()?,
+    };
+    let up = Up::start(dir, ports)?;
+    up.wait_ready().await?;
+
+    // The printed curl line works as printed (the banner comes once every role is up).
+    let mut banner = String::new();
+    for _ in 0..100 {
+        banner = std::fs::read_to_string(dir.join("up.out"))?;
+        if banner.contains("\ncurl ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let curl = banner
+        .lines()
+        .find(|l| l.starts_with("curl "))
+        .context("no curl line printed")?;
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{curl} -s -w ' %{{http_code}}'"))
+        .output()?;
+    let answered = String::from_utf8(output.stdout)?;
+    assert!(
+        answered.ends_with(" 200") && answered.contains("chat.completion"),
+        "{answered}"
+    );
+
+    // An admin sets up a team, a user, a key, a price and a budget with the CLI.
+    let team = admin_json(dir, ports, &["teams", "create", "--name", "research"])?;
+    let team_id = team["id"].as_str().context("team id")?.to_owned();
+    admin_json(
+        dir,
+        ports,
+        &[
+            "users",
+            "create",
+            "--email",
+            "ada@example.com",
+            "--team",
+            &team_id,
+        ],
+    )?;
+    let key = admin_json(
+        dir,
+        ports,
+        &[
+            "keys",
+            "create",
+            "--alias",
+            "ada",
+            "--team",
+            &team_id,
+            "--model",
+            "file-model",
+        ],
+    )?;
+    let secret = key["secret"].as_str().context("secret")?.to_owned();
+    assert!(secret.starts_with("tg-"));
+    admin_json(
+        dir,
+        ports,
+        &[
+            "prices",
+            "set",
+            "--model",
+            "file-model",
+            "--input",
+            "1000",
+            "--output",
+            "2000",
+        ],
+    )?;
+    admin_json(
+        dir,
+        ports,
+        &[
+            "budgets",
+            "set",
+            "--scope",
+            "team",
+            "--scope-id",
+            &team_id,
+            "--amount",
+            "50",
+            "--period",
+            "monthly",
+            "--threshold",
+            "80",
+        ],
+    )?;
+    let events_before_restart = event_count(dir, ports)?;
+
+    assert_eq!(chat(ports, &secret, "file-model").await?, 200);
+    assert_eq!(
+        chat(ports, &secret, "mock").await?,
+        403,
+        "the key is limited to file-model"
+    );
+
+    // The call shows in usage and in the CSV (after the aggregator has taken it).
+    let today = chrono::Utc::now().date_naive();
+    let (start, end) = (
+        today.to_string(),
+        (today + chrono::Days::new(1)).to_string(),
+    );
+    let query = [
+        "usage",
+        "--output",
+        "json",
+        "query",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--group-by",
+        "team,model",
+    ];
+    let mut rows = Value::Null;
+    for _ in 0..100 {
+        rows = serde_json::from_str(&tollgate(dir, ports, &query)?)?;
+        if rows["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["model"] == "file-model"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = rows["rows"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["model"] == "file-model"))
+        .with_context(|| format!("the call is not in usage: {rows}"))?
+        .clone();
+    assert_eq!(row["team"], team_id.as_str());
+    assert_eq!(row["requests"], 1);
+    let csv = tollgate(
+        dir,
+        ports,
+        &[
+            "usage",
+            "export",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--group-by",
+            "team,model",
+        ],
+    )?;
+    assert!(
+        csv.starts_with("bucket_start,team,model,requests,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(&team_id) && l.contains(",file-model,1,")),
+        "{csv}"
+    );
+
+    // Restart: keys, budgets and usage survive; the config file adds no event twice.
+    up.stop()?;
+    let up = Up::start(dir, ports)?;
+    up.wait_ready().await?;
+    assert_eq!(
+        event_count(dir, ports)?,
+        events_before_restart,
+        "no duplicate events after a restart"
+    );
+    assert_eq!(
+        chat(ports, &secret, "file-model").await?,
+        200,
+        "the key survived"
+    );
+    let budgets = admin_json(dir, ports, &["budgets", "list"])?;
+    assert!(
+        budgets.to_string().contains(&team_id),
+        "the budget survived: {budgets}"
+    );
+    let rows: Value = serde_json::from_str(&tollgate(dir, ports, &query)?)?;
+    let requests: u64 = rows["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["model"] == "file-model")
+        .filter_map(|r| r["requests"].as_u64())
+        .sum();
+    assert!(requests >= 1, "usage survived: {rows}");
+    up.stop()?;
+    Ok(())
+}
