@@ -67,13 +67,12 @@ pub async fn run(
     }
 
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-    let lookup = |name: &str| {
-        get(name).or_else(|| match name {
-            // Everything is in this process: there is no NATS, and the ledger sits beside the log.
-            "NATS_URL" => Some("in-process".to_owned()),
-            "DATABASE_URL" => Some(sqlite_url(&data_dir.join("usage.db"))),
-            _ => None,
-        })
+    let lookup = |name: &str| match name {
+        // Everything is in this process: there is no NATS, and the ledger sits beside the log
+        // (whatever DATABASE_URL and NATS_URL the environment has are for the distributed roles).
+        "NATS_URL" => Some("in-process".to_owned()),
+        "DATABASE_URL" => Some(sqlite_url(&data_dir.join("usage.db"))),
+        _ => get(name),
     };
     let mut edge_config = EdgeConfig::from_lookup(lookup)?;
     edge_config.credential_key = Some(sealing.clone());

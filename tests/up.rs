@@ -60,6 +60,9 @@ impl Up {
                 format!("127.0.0.1:{}", ports.export),
             )
             .env("RUST_LOG", "warn")
+            // `up` is self-contained: servers meant for other tests must not matter.
+            .env("DATABASE_URL", "postgres://nowhere.invalid/ignored")
+            .env("NATS_URL", "nats://nowhere.invalid:4222")
             .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()?;
