@@ -1,0 +1,231 @@
+//! The checks `decide` runs against the state: existence, uniqueness, references, and the
+//! normalisation of new keys and deployments.
+
+use chrono::{DateTime, Utc};
+
+use super::CommandError;
+use crate::model::{Deployment, Provider, Scope, VirtualKey};
+use crate::state::PolicyState;
+use crate::validate;
+
+pub(super) fn found<'a, T>(
+    value: Option<&'a T>,
+    what: &str,
+    id: &str,
+) -> Result<&'a T, CommandError> {
+    value.ok_or_else(|| CommandError::NotFound(format!("{what} {id} does not exist")))
+}
+
+pub(super) fn absent(exists: bool, what: &str, id: &str) -> Result<(), CommandError> {
+    if exists {
+        return Err(CommandError::AlreadyExists(format!(
+            "{what} {id} already exists"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn live_keys(state: &PolicyState) -> impl Iterator<Item = &VirtualKey> {
+    state.keys.values().filter(|k| !k.revoked)
+}
+
+/// A key that exists and is not revoked (a revoked key can never change again).
+pub(super) fn live_key<'a>(
+    state: &'a PolicyState,
+    id: &str,
+) -> Result<&'a VirtualKey, CommandError> {
+    let key = found(state.keys.get(id), "key", id)?;
+    if key.revoked {
+        return Err(CommandError::FailedPrecondition(format!(
+            "key {id} is revoked; create a new key instead"
+        )));
+    }
+    Ok(key)
+}
+
+pub(super) fn unique_team_name(
+    state: &PolicyState,
+    name: &str,
+    except: Option<&str>,
+) -> Result<(), CommandError> {
+    let taken = state
+        .teams
+        .values()
+        .find(|t| t.name.eq_ignore_ascii_case(name) && Some(t.id.as_str()) != except);
+    match taken {
+        Some(t) => Err(CommandError::AlreadyExists(format!(
+            "a team named {name:?} already exists (id {})",
+            t.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn unique_email(
+    state: &PolicyState,
+    email: &str,
+    except: Option<&str>,
+) -> Result<(), CommandError> {
+    let taken = state
+        .users
+        .values()
+        .find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
+    match taken {
+        Some(u) => Err(CommandError::AlreadyExists(format!(
+            "a user with email {email} already exists (id {})",
+            u.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn optional_team(
+    state: &PolicyState,
+    team_id: Option<String>,
+) -> Result<Option<String>, CommandError> {
+    match team_id.filter(|t| !t.is_empty()) {
+        Some(id) => {
+            found(state.teams.get(&id), "team", &id)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn optional_user(
+    state: &PolicyState,
+    user_id: Option<String>,
+) -> Result<Option<String>, CommandError> {
+    match user_id.filter(|u| !u.is_empty()) {
+        Some(id) => {
+            found(state.users.get(&id), "user", &id)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn checked_alias(
+    state: &PolicyState,
+    alias: String,
+    except: Option<&str>,
+) -> Result<String, CommandError> {
+    let alias = alias.trim().to_owned();
+    if alias.is_empty() {
+        return Ok(alias);
+    }
+    let alias = validate::name("alias", &alias)?;
+    if let Some(k) = live_keys(state).find(|k| k.alias == alias && Some(k.id.as_str()) != except) {
+        return Err(CommandError::AlreadyExists(format!(
+            "a live key with alias {alias:?} already exists (id {})",
+            k.id
+        )));
+    }
+    Ok(alias)
+}
+
+pub(super) fn future_expiry(
+    at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, CommandError> {
+    match at {
+        Some(at) if at <= now => Err(CommandError::invalid(format!(
+            "expires_at {at} is in the past; give a future time or none"
+        ))),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn check_hash(state: &PolicyState, hash: &str) -> Result<(), CommandError> {
+    let is_sha256_hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_sha256_hex {
+        return Err(CommandError::invalid(
+            "key hash must be a hex SHA-256".to_owned(),
+        ));
+    }
+    if state.key_by_hash.contains_key(hash) {
+        return Err(CommandError::AlreadyExists(
+            "key secret already in use".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn checked_new_key(
+    state: &PolicyState,
+    mut key: VirtualKey,
+    now: DateTime<Utc>,
+) -> Result<VirtualKey, CommandError> {
+    validate::id("key id", &key.id)?;
+    absent(state.keys.contains_key(&key.id), "key", &key.id)?;
+    check_hash(state, &key.hash)?;
+    key.alias = checked_alias(state, key.alias, None)?;
+    key.team_id = optional_team(state, key.team_id)?;
+    key.user_id = optional_user(state, key.user_id)?;
+    if let (Some(user), Some(team)) = (&key.user_id, &key.team_id) {
+        let user_team = state.users.get(user).and_then(|u| u.team_id.as_ref());
+        if user_team.is_some_and(|t| t != team) {
+            return Err(CommandError::FailedPrecondition(format!(
+                "user {user} is not in team {team}; give the user's own team or none"
+            )));
+        }
+    }
+    key.models = validate::model_list("models", &key.models)?;
+    key.expires_at = future_expiry(key.expires_at, now)?;
+    key.blocked = false;
+    key.revoked = false;
+    key.previous = None;
+    key.created_at = now;
+    Ok(key)
+}
+
+pub(super) fn checked_deployment(
+    state: &PolicyState,
+    mut d: Deployment,
+) -> Result<Deployment, CommandError> {
+    validate::id("deployment id", &d.id)?;
+    validate::model_name("model_name", &d.model_name)?;
+    if d.upstream_model.is_empty() {
+        d.upstream_model.clone_from(&d.model_name);
+    }
+    validate::model_name("upstream_model", &d.upstream_model)?;
+    validate::api_base(&d.api_base)?;
+    let needs_base = matches!(
+        d.provider,
+        Provider::OpenaiCompatible | Provider::AzureOpenai
+    );
+    if needs_base && d.api_base.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "provider {} needs api_base (the server's base URL)",
+            d.provider
+        )));
+    }
+    let needs_region = matches!(d.provider, Provider::Bedrock | Provider::Sagemaker);
+    if needs_region && d.region.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "provider {} needs region (for example us-east-1)",
+            d.provider
+        )));
+    }
+    d.credential_id = d.credential_id.filter(|c| !c.is_empty());
+    if let Some(id) = &d.credential_id {
+        found(state.credentials.get(id), "credential", id)?;
+    }
+    // proto3 cannot tell an unset weight from 0; a deployment nobody weighted gets an equal share.
+    d.weight = d.weight.max(1);
+    Ok(d)
+}
+
+pub(super) fn scope_target(
+    state: &PolicyState,
+    scope: Scope,
+    id: &str,
+) -> Result<(), CommandError> {
+    match scope {
+        Scope::Key => found(state.keys.get(id), "key", id).map(drop),
+        Scope::User => found(state.users.get(id), "user", id).map(drop),
+        Scope::Team => found(state.teams.get(id), "team", id).map(drop),
+        // A model may be priced and capped before any deployment serves it.
+        Scope::Model => validate::model_name("scope_id", id),
+    }
+}
