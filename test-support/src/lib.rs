@@ -7,6 +7,8 @@
 //! Everything is runtime-agnostic on purpose: each `#[tokio::test]` has its own runtime, so this
 //! crate keeps no pools or tasks alive between calls, only plain URLs and `std` child processes.
 
+pub mod anthropic_upstream;
+pub mod bedrock_upstream;
 pub mod openai_upstream;
 
 use std::fs::{self, File, Permissions};
@@ -64,12 +66,47 @@ pub fn fresh_sqlite_database() -> Result<(TempDir, String)> {
     Ok((dir, url))
 }
 
-/// Creates an empty database `tg_test_<random>` on the server behind `admin_url` and returns its URL.
+/// Test databases older than this are dropped by the next run that creates one.
+const STALE_AFTER_SECS: u64 = 2 * 3600;
+
+/// Drops, once per process and best effort, test databases created long enough ago that no
+/// test can still be using them (a shared server would otherwise fill its disk run by run).
+async fn drop_stale_databases(conn: &mut PgConnection, now: u64) {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tg\\_test\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let created = name
+            .strip_prefix("tg_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|at| at + STALE_AFTER_SECS < now) {
+            let _ = conn
+                .execute(AssertSqlSafe(format!(
+                    r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                )))
+                .await;
+        }
+    }
+}
+
+/// Creates an empty database `tg_test_<time>_<random>` on the server behind `admin_url` and returns its URL.
 pub async fn create_database(admin_url: &str) -> Result<String> {
-    let name = unique_name("tg_test");
+    // The creation time in the name lets later runs drop what earlier runs left behind.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = unique_name(&format!("tg_test_{now}"));
     let mut conn = PgConnection::connect(admin_url)
         .await
         .with_context(|| format!("connecting to PostgreSQL admin database {admin_url}"))?;
+    drop_stale_databases(&mut conn, now).await;
     conn.execute(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
         .await
         .with_context(|| {
