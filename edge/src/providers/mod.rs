@@ -1,6 +1,8 @@
 //! Providers: each speaks one upstream wire protocol and answers in OpenAI's format. The edge
 //! dispatches to them in exactly one place, [`for_deployment`].
 
+mod anthropic;
+mod bedrock;
 mod mock;
 mod openai;
 
@@ -12,6 +14,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tollgate_policy::model::{Deployment, Provider as ProviderKind};
 
+pub use anthropic::AnthropicProvider;
+pub use bedrock::BedrockProvider;
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
 
@@ -80,6 +84,8 @@ pub trait Provider: Send + Sync {
 /// The providers an edge can call, built once and shared by all requests.
 pub struct Providers {
     pub openai: OpenAiProvider,
+    pub anthropic: AnthropicProvider,
+    pub bedrock: BedrockProvider,
     pub mock: MockProvider,
 }
 
@@ -88,6 +94,8 @@ impl Providers {
     pub fn new(connect_timeout: Duration) -> Self {
         Providers {
             openai: OpenAiProvider::new(connect_timeout),
+            anthropic: AnthropicProvider::new(connect_timeout),
+            bedrock: BedrockProvider::new(connect_timeout),
             mock: MockProvider,
         }
     }
@@ -97,11 +105,9 @@ impl Providers {
         match deployment.provider {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&self.openai),
             ProviderKind::Mock => Some(&self.mock),
-            ProviderKind::Anthropic
-            | ProviderKind::Bedrock
-            | ProviderKind::Sagemaker
-            | ProviderKind::AzureOpenai
-            | ProviderKind::Gemini => None,
+            ProviderKind::Bedrock => Some(&self.bedrock),
+            ProviderKind::Anthropic => Some(&self.anthropic),
+            ProviderKind::Sagemaker | ProviderKind::AzureOpenai | ProviderKind::Gemini => None,
         }
     }
 }

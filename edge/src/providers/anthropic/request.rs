@@ -1,0 +1,528 @@
+//! An OpenAI chat-completions request, translated to an Anthropic Messages request.
+//!
+//! Every problem is reported as a message naming the offending field, answered to the client
+//! as a 400: it is the request that Anthropic cannot express, not the upstream that failed.
+
+use serde_json::{Map, Value, json};
+
+/// Anthropic requires `max_tokens`; this is sent when the client set no maximum.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A translated request.
+pub struct Translated {
+    /// The Anthropic Messages request body.
+    pub body: Value,
+    /// The client (or the edge on its behalf) asked for the usage chunk of a stream.
+    pub include_usage: bool,
+}
+
+/// Translates an OpenAI chat-completions request body; `stream` is whether to ask for SSE.
+pub fn translate(openai: &[u8], stream: bool) -> Result<Translated, String> {
+    let request: Map<String, Value> = serde_json::from_slice(openai)
+        .map_err(|e| format!("invalid chat completion request: {e}"))?;
+    let field = |name: &str| request.get(name).filter(|v| !v.is_null());
+
+    if let Some(n) = field("n").and_then(Value::as_u64)
+        && n > 1
+    {
+        return Err("`n` greater than 1 is not supported by Anthropic deployments".into());
+    }
+    let messages = field("messages")
+        .and_then(Value::as_array)
+        .ok_or("`messages` must be an array")?;
+    let (system, messages) = translate_messages(messages)?;
+
+    let mut body = Map::new();
+    body.insert(
+        "model".into(),
+        field("model").cloned().unwrap_or(Value::Null),
+    );
+    let max_tokens = field("max_completion_tokens")
+        .or_else(|| field("max_tokens"))
+        .map(|v| v.as_u64().ok_or("`max_tokens` must be a positive integer"))
+        .transpose()?
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    body.insert("max_tokens".into(), max_tokens.into());
+    if !system.is_empty() {
+        body.insert("system".into(), Value::Array(system));
+    }
+    let has_tool_blocks = messages.iter().any(|m| {
+        m["content"].as_array().is_some_and(|blocks| {
+            blocks
+                .iter()
+                .any(|b| b["type"] == "tool_use" || b["type"] == "tool_result")
+        })
+    });
+    body.insert("messages".into(), Value::Array(messages));
+    for name in ["temperature", "top_p", "top_k"] {
+        if let Some(value) = field(name) {
+            if !value.is_number() {
+                return Err(format!("`{name}` must be a number"));
+            }
+            body.insert(name.into(), value.clone());
+        }
+    }
+    match field("stop") {
+        None => {}
+        Some(Value::String(stop)) => {
+            body.insert("stop_sequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) if stops.is_empty() => {}
+        Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
+            body.insert("stop_sequences".into(), Value::Array(stops.clone()));
+        }
+        Some(_) => return Err("`stop` must be a string or an array of strings".into()),
+    }
+    if let Some(user) = field("user").and_then(Value::as_str) {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    translate_tools(&request, has_tool_blocks, &mut body)?;
+    if stream {
+        body.insert("stream".into(), true.into());
+    }
+    let include_usage = request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    Ok(Translated {
+        body: Value::Object(body),
+        include_usage,
+    })
+}
+
+/// The top-level `system` blocks and the Anthropic `messages`, alternating user and assistant.
+fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let role = message["role"].as_str().unwrap_or_default();
+        let (role, mut blocks) = match role {
+            "system" | "developer" => {
+                let mut blocks = content_blocks(&message["content"], &at)?;
+                if let Some(bad) = blocks.iter().find(|b| b["type"] != "text") {
+                    return Err(format!(
+                        "{at}: a {role} message may hold only text for Anthropic, not {}",
+                        bad["type"]
+                    ));
+                }
+                message_cache_control(message, &mut blocks);
+                system.extend(blocks);
+                continue;
+            }
+            "user" => ("user", content_blocks(&message["content"], &at)?),
+            "assistant" => ("assistant", assistant_blocks(message, &at)?),
+            "tool" => ("user", vec![tool_result(message, &at)?]),
+            other => {
+                return Err(format!(
+                    "{at}: role {other:?} is not supported by Anthropic deployments (use tools)"
+                ));
+            }
+        };
+        message_cache_control(message, &mut blocks);
+        if blocks.is_empty() {
+            continue;
+        }
+        // Anthropic wants user and assistant turns to alternate: merge neighbours.
+        match turns.last_mut() {
+            Some((last, previous)) if *last == role => previous.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let messages = turns
+        .into_iter()
+        .map(|(role, mut blocks)| {
+            // Tool results must open their user turn.
+            blocks.sort_by_key(|b| b["type"] != "tool_result");
+            json!({"role": role, "content": blocks})
+        })
+        .collect();
+    Ok((system, messages))
+}
+
+/// A `cache_control` set on a whole message applies to its last block.
+fn message_cache_control(message: &Value, blocks: &mut [Value]) {
+    if let Some(cache) = message.get("cache_control").filter(|c| !c.is_null())
+        && let Some(last) = blocks.last_mut()
+    {
+        last["cache_control"] = cache.clone();
+    }
+}
+
+/// The blocks of a message `content`: a string, or an array of content parts.
+fn content_blocks(content: &Value, at: &str) -> Result<Vec<Value>, String> {
+    match content {
+        Value::Null => Ok(Vec::new()),
+        Value::String(text) if text.is_empty() => Ok(Vec::new()),
+        Value::String(text) => Ok(vec![json!({"type": "text", "text": text})]),
+        Value::Array(parts) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                if let Some(block) = part_block(part, &format!("{at}.content[{j}]"))? {
+                    blocks.push(block);
+                }
+            }
+            Ok(blocks)
+        }
+        _ => Err(format!(
+            "{at}.content must be a string or an array of content parts"
+        )),
+    }
+}
+
+/// One content part as an Anthropic block (`None` for an empty text, which Anthropic refuses).
+fn part_block(part: &Value, at: &str) -> Result<Option<Value>, String> {
+    let mut block = match part["type"].as_str() {
+        Some("text") => match part["text"].as_str() {
+            Some("") => return Ok(None),
+            Some(text) => json!({"type": "text", "text": text}),
+            None => return Err(format!("{at}.text must be a string")),
+        },
+        Some("refusal") => match part["refusal"].as_str() {
+            Some("") | None => return Ok(None),
+            Some(text) => json!({"type": "text", "text": text}),
+        },
+        Some("image_url") => {
+            // `image_url` is `{"url": …, "detail": …}`, or a bare string in some clients.
+            let url = part["image_url"]["url"]
+                .as_str()
+                .or_else(|| part["image_url"].as_str())
+                .ok_or_else(|| format!("{at}.image_url.url must be a string"))?;
+            image_block(url, at)?
+        }
+        Some("file") => document_block(&part["file"], at)?,
+        Some(other) => {
+            return Err(format!(
+                "{at}: content parts of type {other:?} are not supported by Anthropic deployments"
+            ));
+        }
+        None => return Err(format!("{at}.type must be a string")),
+    };
+    if let Some(cache) = part.get("cache_control").filter(|c| !c.is_null()) {
+        block["cache_control"] = cache.clone();
+    }
+    Ok(Some(block))
+}
+
+/// A `data:` URL's media type and base64 payload.
+fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let mut meta = meta.split(';');
+    let media_type = meta.next().filter(|m| !m.is_empty())?;
+    meta.any(|p| p.eq_ignore_ascii_case("base64"))
+        .then_some((media_type, data))
+}
+
+fn image_block(url: &str, at: &str) -> Result<Value, String> {
+    if url.starts_with("data:") {
+        let (media_type, data) = data_url(url)
+            .ok_or_else(|| format!("{at}: an image data URL must be data:<type>;base64,<data>"))?;
+        Ok(json!({"type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data}}))
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
+    } else {
+        Err(format!(
+            "{at}: an image must be an http(s) URL or a base64 data URL"
+        ))
+    }
+}
+
+/// An OpenAI `file` part carrying a PDF inline becomes an Anthropic `document`.
+fn document_block(file: &Value, at: &str) -> Result<Value, String> {
+    let data = file["file_data"]
+        .as_str()
+        .and_then(data_url)
+        .filter(|(media_type, _)| *media_type == "application/pdf")
+        .ok_or_else(|| {
+            format!("{at}: only PDF files given inline as file_data (a base64 data URL) are supported by Anthropic deployments")
+        })?;
+    Ok(json!({"type": "document",
+        "source": {"type": "base64", "media_type": data.0, "data": data.1}}))
+}
+
+/// An assistant message: its text, then its tool calls as `tool_use` blocks.
+fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, String> {
+    let mut blocks = content_blocks(&message["content"], at)?;
+    if let Some(bad) = blocks.iter().find(|b| b["type"] != "text") {
+        return Err(format!(
+            "{at}: an assistant message may hold only text and tool calls, not {}",
+            bad["type"]
+        ));
+    }
+    let calls = match &message["tool_calls"] {
+        Value::Null => return Ok(blocks),
+        Value::Array(calls) => calls,
+        _ => return Err(format!("{at}.tool_calls must be an array")),
+    };
+    for (j, call) in calls.iter().enumerate() {
+        let at = format!("{at}.tool_calls[{j}]");
+        let id = call["id"]
+            .as_str()
+            .ok_or_else(|| format!("{at}.id must be a string"))?;
+        let name = call["function"]["name"]
+            .as_str()
+            .ok_or_else(|| format!("{at}.function.name must be a string"))?;
+        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+        let input = if arguments.trim().is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_str::<Value>(arguments) {
+                Ok(input @ Value::Object(_)) => input,
+                _ => {
+                    return Err(format!(
+                        "{at}.function.arguments must be a JSON object for Anthropic deployments"
+                    ));
+                }
+            }
+        };
+        let mut block = json!({"type": "tool_use", "id": id, "name": name, "input": input});
+        if let Some(cache) = call.get("cache_control").filter(|c| !c.is_null()) {
+            block["cache_control"] = cache.clone();
+        }
+        blocks.push(block);
+    }
+    Ok(blocks)
+}
+
+/// A `tool` message as a `tool_result` block.
+fn tool_result(message: &Value, at: &str) -> Result<Value, String> {
+    let id = message["tool_call_id"]
+        .as_str()
+        .ok_or_else(|| format!("{at}.tool_call_id must be a string"))?;
+    let mut block = json!({"type": "tool_result", "tool_use_id": id});
+    match &message["content"] {
+        Value::String(text) if text.is_empty() => {}
+        Value::String(text) => block["content"] = text.as_str().into(),
+        content => {
+            let parts = content_blocks(content, at)?;
+            if let Some(bad) = parts
+                .iter()
+                .find(|b| b["type"] != "text" && b["type"] != "image")
+            {
+                return Err(format!(
+                    "{at}: a tool result may hold only text and images, not {}",
+                    bad["type"]
+                ));
+            }
+            if !parts.is_empty() {
+                block["content"] = Value::Array(parts);
+            }
+        }
+    }
+    Ok(block)
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`.
+fn translate_tools(
+    request: &Map<String, Value>,
+    has_tool_blocks: bool,
+    body: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let tools = match request.get("tools") {
+        None | Some(Value::Null) => &Vec::new(),
+        Some(Value::Array(tools)) => tools,
+        Some(_) => return Err("`tools` must be an array".into()),
+    };
+    let mut translated = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        if tool["type"] != "function" {
+            return Err(format!(
+                "tools[{i}]: only function tools are supported by Anthropic deployments"
+            ));
+        }
+        let function = &tool["function"];
+        let name = function["name"]
+            .as_str()
+            .ok_or_else(|| format!("tools[{i}].function.name must be a string"))?;
+        let schema = match &function["parameters"] {
+            Value::Null => json!({"type": "object", "properties": {}}),
+            schema => schema.clone(),
+        };
+        let mut out = json!({"name": name, "input_schema": schema});
+        if let Some(description) = function["description"].as_str() {
+            out["description"] = description.into();
+        }
+        let cache = [tool.get("cache_control"), function.get("cache_control")]
+            .into_iter()
+            .flatten()
+            .find(|c| !c.is_null());
+        if let Some(cache) = cache {
+            out["cache_control"] = cache.clone();
+        }
+        translated.push(out);
+    }
+
+    let mut choice = match request.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "required" => Some(json!({"type": "any"})),
+            "none" if has_tool_blocks => Some(json!({"type": "none"})),
+            // Without tools on offer the model cannot call one.
+            "none" => return Ok(()),
+            other => return Err(format!("`tool_choice` {other:?} is not supported")),
+        },
+        Some(choice) => match choice["function"]["name"].as_str() {
+            Some(name) => Some(json!({"type": "tool", "name": name})),
+            None => return Err("`tool_choice` must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": …}}".into()),
+        },
+    };
+    if translated.is_empty() {
+        return Ok(());
+    }
+    if request.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
+        let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if choice["type"] != "none" {
+            choice["disable_parallel_tool_use"] = true.into();
+        }
+    }
+    body.insert("tools".into(), Value::Array(translated));
+    if let Some(choice) = choice {
+        body.insert("tool_choice".into(), choice);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translated(request: Value) -> Value {
+        match translate(request.to_string().as_bytes(), false) {
+            Ok(t) => t.body,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn system_messages_are_lifted_and_neighbours_merged() {
+        let body = translated(json!({
+            "model": "claude", "max_tokens": 10, "stop": "END", "temperature": 0.2,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Be kind.",
+                    "cache_control": {"type": "ephemeral"}}]},
+                {"role": "user", "content": "one"},
+                {"role": "user", "content": [{"type": "text", "text": "two"}]},
+            ],
+        }));
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Be brief."},
+                {"type": "text", "text": "Be kind.", "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [
+                {"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}])
+        );
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+        assert_eq!(body["max_tokens"], 10);
+        assert_eq!(body["temperature"], 0.2);
+        assert!(body.get("stream").is_none());
+    }
+
+    #[test]
+    fn tool_calls_and_results_become_blocks() {
+        let body = translated(json!({
+            "model": "claude",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "time", "arguments": ""}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather",
+                "description": "d", "parameters": {"type": "object"}}}],
+            "tool_choice": "required", "parallel_tool_calls": false,
+        }));
+        assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([
+                {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_2", "name": "time", "input": {}}])
+        );
+        assert_eq!(
+            body["messages"][2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "noon"}]})
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "weather", "description": "d", "input_schema": {"type": "object"}}])
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+    }
+
+    #[test]
+    fn tool_choice_maps_and_none_drops_the_tools() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let with = |choice: Value| {
+            translated(
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                "tools": tools, "tool_choice": choice}),
+            )
+        };
+        assert_eq!(with(json!("auto"))["tool_choice"], json!({"type": "auto"}));
+        assert_eq!(
+            with(json!({"type": "function", "function": {"name": "f"}}))["tool_choice"],
+            json!({"type": "tool", "name": "f"})
+        );
+        let none = with(json!("none"));
+        assert!(none.get("tools").is_none() && none.get("tool_choice").is_none());
+        assert_eq!(
+            with(json!("auto"))["tools"][0]["input_schema"],
+            json!({"type": "object", "properties": {}})
+        );
+    }
+
+    #[test]
+    fn images_become_base64_or_url_sources() {
+        let body = translated(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"},
+                 "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": ""},
+            ]}]}),
+        );
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+                 "cache_control": {"type": "ephemeral"}}])
+        );
+    }
+
+    #[test]
+    fn what_anthropic_cannot_express_is_refused() {
+        let refused = |request: Value| translate(request.to_string().as_bytes(), false).is_err();
+        let user = json!([{"role": "user", "content": "x"}]);
+        assert!(refused(json!({"model": "m", "messages": user, "n": 2})));
+        assert!(refused(
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})
+        ));
+        assert!(refused(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]})
+        ));
+        assert!(refused(json!({"model": "m", "messages": [
+            {"role": "assistant", "tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "[1]"}}]}]})));
+        assert!(refused(
+            json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]})
+        ));
+        assert!(refused(json!({"model": "m", "messages": user, "stop": 3})));
+    }
+}

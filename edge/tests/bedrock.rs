@@ -1,0 +1,524 @@
+//! The `bedrock` provider through the edge over HTTP: the official AWS SDK client (Converse and
+//! ConverseStream, SigV4-signed with the deployment's static credential) against a fake Bedrock
+//! runtime that speaks Bedrock's JSON and binary event-stream wire formats.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use serde_json::{Value, json};
+use tollgate_edge::config::EdgeConfig;
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_test_support::bedrock_upstream::{
+    ANSWER, FakeBedrock, GUARDRAIL_ANSWER, TOOL_INPUT, VALIDATION_MESSAGE,
+};
+
+const ACCESS_KEY_ID: &str = "AKIDTEST";
+const SECRET_ACCESS_KEY: &str = "secret-test";
+
+struct Setup {
+    _cp: TestControlPlane,
+    edge: TestEdge,
+    fake: FakeBedrock,
+    secret: String,
+    /// Deployment id of each model name.
+    deployments: HashMap<String, String>,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Result<Setup> {
+    setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
+}
+
+/// A control plane and an edge whose Bedrock models all live on one fake Bedrock, with the
+/// edge's upstream timeouts (first byte / between events, and total).
+async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
+    let fake = FakeBedrock::start().await?;
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    let credential = admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-bedrock".into(),
+            provider: "bedrock".into(),
+            secret_fields: [
+                ("aws_access_key_id".to_owned(), ACCESS_KEY_ID.to_owned()),
+                (
+                    "aws_secret_access_key".to_owned(),
+                    SECRET_ACCESS_KEY.to_owned(),
+                ),
+            ]
+            .into(),
+        })
+        .await?
+        .into_inner();
+    let models = [
+        ("claude-test", "anthropic.claude-test"),
+        ("fail-throttle", "fail-throttle"),
+        ("fail-validation", "fail-validation"),
+        ("fail-denied", "fail-denied"),
+        ("fail-500", "fail-500"),
+        ("fail-midstream", "fail-midstream"),
+        ("hang", "hang"),
+        ("slow-stream", "slow-stream"),
+        ("stall-stream", "stall-stream"),
+    ];
+    let mut deployments = HashMap::new();
+    for (model, upstream) in models {
+        let deployment = admin
+            .upsert_deployment(Deployment {
+                model_name: model.into(),
+                provider: "bedrock".into(),
+                upstream_model: upstream.into(),
+                region: "us-east-1".into(),
+                api_base: fake.endpoint_url(),
+                credential_id: credential.id.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        deployments.insert(model.to_owned(), deployment.id);
+    }
+    admin
+        .set_price(Price {
+            model: "claude-test".into(),
+            input_per_mtok: 3.0,
+            output_per_mtok: 15.0,
+            ..Default::default()
+        })
+        .await?;
+    let (_, secret) = create_key(&mut admin, &[]).await?;
+    let sequence = last_sequence(&mut admin).await?;
+    let mut config = EdgeConfig::local(&nats);
+    config.bus_prefix = prefix;
+    config.edge_id = tollgate_test_support::unique_name("edge");
+    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
+    config.first_byte_timeout = first_byte;
+    config.upstream_timeout = total;
+    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+    Ok(Setup {
+        _cp: cp,
+        edge,
+        fake,
+        secret,
+        deployments,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Setup {
+    async fn post(&self, body: &Value) -> Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.edge.url("/v1/chat/completions"))
+            .bearer_auth(&self.secret)
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    async fn chat(&self, body: &Value) -> Result<Value> {
+        let response = self.post(body).await?;
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status == 200, "HTTP {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The JSON chunks of a streamed answer, and whether it ended with `[DONE]`.
+    async fn stream(&self, body: &Value) -> Result<(Vec<Value>, bool)> {
+        let response = self.post(body).await?;
+        anyhow::ensure!(response.status() == 200, "HTTP {}", response.status());
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let text = response.text().await?;
+        let mut chunks = Vec::new();
+        let mut done = false;
+        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+            let data = event
+                .strip_prefix("data: ")
+                .with_context(|| format!("not an SSE data event: {event:?}"))?;
+            assert!(!done, "an event after [DONE]: {data}");
+            if data == "[DONE]" {
+                done = true;
+            } else {
+                chunks.push(serde_json::from_str(data)?);
+            }
+        }
+        Ok((chunks, done))
+    }
+
+    fn last_body(&self) -> Value {
+        self.fake.last_request().map(|r| r.body).unwrap_or_default()
+    }
+}
+
+fn user(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+            "required": ["location"]}}}])
+}
+
+/// The text of a stream's content deltas.
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_completion_is_translated_signed_answered_and_priced() -> Result<()> {
+    let s = setup().await?;
+    let body = json!({"model": "claude-test", "max_tokens": 200, "temperature": 0.2,
+        "stop": ["END"],
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "hello there"}]});
+    let response = s.post(&body).await?;
+    assert_eq!(response.status(), 200);
+    let cost: f64 = response.headers()["x-tollgate-cost-usd"]
+        .to_str()?
+        .parse()?;
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    // Input: "Be brief." + "hello there" = 4 words + 3; output: 5 words.
+    assert_eq!(answer["usage"]["prompt_tokens"], 7);
+    assert_eq!(answer["usage"]["completion_tokens"], 5);
+    assert_eq!(answer["usage"]["total_tokens"], 12);
+    let expected = (7.0 * 3.0 + 5.0 * 15.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
+
+    let request = s
+        .fake
+        .last_request()
+        .context("no request reached Bedrock")?;
+    assert_eq!(request.operation, "converse");
+    assert_eq!(request.model_id, "anthropic.claude-test");
+    assert_eq!(request.body["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(
+        request.body["messages"],
+        json!([{"role": "user", "content": [{"text": "hello there"}]}])
+    );
+    assert_eq!(request.body["inferenceConfig"]["maxTokens"], 200);
+    assert_eq!(
+        request.body["inferenceConfig"]["stopSequences"],
+        json!(["END"])
+    );
+    let temperature = request.body["inferenceConfig"]["temperature"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!((temperature - 0.2).abs() < 1e-6);
+    // SigV4 with the deployment's credential, for Bedrock in the deployment's region.
+    let authorization = request.header("authorization").unwrap_or_default();
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
+        "{authorization}"
+    );
+    assert!(
+        authorization.contains("/us-east-1/bedrock/aws4_request"),
+        "{authorization}"
+    );
+    assert!(!authorization.contains(SECRET_ACCESS_KEY));
+    assert!(request.header("x-amz-date").is_some());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_becomes_openai_chunks_with_usage_only_when_asked() -> Result<()> {
+    let s = setup().await?;
+    let mut body = user("claude-test", "hello there");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (chunks, done) = s.stream(&body).await?;
+    assert!(done, "the stream must end with [DONE]");
+    assert_eq!(
+        s.fake.last_request().map(|r| r.operation).as_deref(),
+        Some("converse-stream")
+    );
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        assert_eq!(chunk["model"], "anthropic.claude-test");
+        assert_eq!(chunk["id"], chunks[0]["id"]);
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(streamed_text(&chunks), ANSWER);
+    assert!(chunks.len() > 4, "the answer arrives in several deltas");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], 5);
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+
+    // Without include_usage the edge still asks (to account the stream) but passes no usage on.
+    body.as_object_mut().map(|b| b.remove("stream_options"));
+    let response = s.post(&body).await?;
+    let text = response.text().await?;
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "usage was not asked for: {text}"
+    );
+    assert!(text.contains("\"finish_reason\":\"stop\""));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_round_trip_plain_and_streamed() -> Result<()> {
+    let s = setup().await?;
+    let question = json!({"model": "claude-test", "tools": weather_tool(), "tool_choice": "auto",
+        "messages": [{"role": "user", "content": "What's the weather in Paris?"}]});
+    let answer = s.chat(&question).await?;
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["id"], "tooluse_fake1");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))?;
+    assert_eq!(arguments, serde_json::from_str::<Value>(TOOL_INPUT)?);
+    let sent = s.last_body();
+    assert_eq!(
+        sent["toolConfig"]["tools"][0]["toolSpec"]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"],
+        json!(["location"])
+    );
+    assert_eq!(sent["toolConfig"]["toolChoice"], json!({"auto": {}}));
+
+    // The client runs the tool and sends its result back.
+    let mut follow_up = question.clone();
+    let messages = follow_up["messages"].as_array_mut().context("messages")?;
+    messages.push(choice["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "sunny, 24 °C"}));
+    let answer = s.chat(&follow_up).await?;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "The tool said: sunny, 24 °C"
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let sent = s.last_body();
+    let turns = sent["messages"].as_array().context("messages")?;
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns[1]["role"], "assistant");
+    let tool_use = turns[1]["content"]
+        .as_array()
+        .and_then(|c| c.iter().find_map(|b| b.get("toolUse")))
+        .context("no toolUse block")?;
+    assert_eq!(tool_use["toolUseId"], "tooluse_fake1");
+    assert_eq!(tool_use["input"], json!({"location": "Paris"}));
+    assert_eq!(turns[2]["role"], "user");
+    assert_eq!(
+        turns[2]["content"][0]["toolResult"],
+        json!({"toolUseId": "tooluse_fake1", "content": [{"text": "sunny, 24 °C"}]})
+    );
+
+    // Streamed: the call arrives as OpenAI tool-call deltas.
+    let mut streamed = question.clone();
+    streamed["stream"] = json!(true);
+    streamed["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    let (chunks, done) = s.stream(&streamed).await?;
+    assert!(done);
+    assert_eq!(
+        s.last_body()["toolConfig"]["toolChoice"],
+        json!({"tool": {"name": "get_weather"}})
+    );
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]
+                .as_object()
+                .map(|_| &c["choices"][0]["delta"]["tool_calls"][0])
+        })
+        .collect();
+    assert_eq!(deltas[0]["id"], "tooluse_fake1");
+    assert_eq!(deltas[0]["function"]["name"], "get_weather");
+    let arguments: String = deltas
+        .iter()
+        .filter_map(|d| {
+            d["index"]
+                .as_u64()
+                .filter(|i| *i == 0)
+                .and(d["function"]["arguments"].as_str())
+        })
+        .collect();
+    assert_eq!(arguments, TOOL_INPUT);
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_guardrails_and_cache_points_reach_bedrock() -> Result<()> {
+    let s = setup().await?;
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
+    let encoded = aws_smithy_types::base64::encode(png);
+    let body = json!({"model": "claude-test", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{encoded}")}}]}]});
+    s.chat(&body).await?;
+    let sent = s.last_body();
+    let image = &sent["messages"][0]["content"][1]["image"];
+    assert_eq!(image["format"], "png");
+    assert_eq!(image["source"]["bytes"], encoded);
+
+    // An image by URL cannot be sent to Bedrock: the client is told so.
+    let by_url = json!({"model": "claude-test", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+    let requests = s.fake.requests();
+    let response = s.post(&by_url).await?;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await?;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("data: URL"),
+        "{error}"
+    );
+    assert_eq!(s.fake.requests(), requests, "nothing was sent upstream");
+
+    // Guardrails pass through, plain and streamed.
+    let mut guarded = user("claude-test", "hello");
+    guarded["guardrailConfig"] =
+        json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"});
+    s.chat(&guarded).await?;
+    assert_eq!(
+        s.last_body()["guardrailConfig"],
+        json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"})
+    );
+    guarded["stream"] = json!(true);
+    guarded["guardrailConfig"]["streamProcessingMode"] = json!("async");
+    let (_, done) = s.stream(&guarded).await?;
+    assert!(done);
+    assert_eq!(
+        s.last_body()["guardrailConfig"]["streamProcessingMode"],
+        "async"
+    );
+    // An intervening guardrail is OpenAI's content filter.
+    let mut blocked = user("claude-test", "something bad");
+    blocked["guardrailConfig"] =
+        json!({"guardrailIdentifier": "gr-block", "guardrailVersion": "1"});
+    let answer = s.chat(&blocked).await?;
+    assert_eq!(answer["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(answer["choices"][0]["message"]["content"], GUARDRAIL_ANSWER);
+
+    // Anthropic-style cache_control becomes a cache point; cached tokens are reported.
+    let cached = json!({"model": "claude-test", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "A long shared preamble.",
+            "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": "hello"}]});
+    let answer = s.chat(&cached).await?;
+    assert_eq!(
+        s.last_body()["system"],
+        json!([{"text": "A long shared preamble."}, {"cachePoint": {"type": "default"}}])
+    );
+    // 4 + 1 words + 3, plus 5 read from and 1 written to the cache.
+    assert_eq!(answer["usage"]["prompt_tokens"], 8 + 6);
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedrock_errors_map_to_the_contract_codes() -> Result<()> {
+    let s = setup().await?;
+    for stream in [false, true] {
+        let ask = |model: &str| {
+            let mut body = user(model, "hello");
+            body["stream"] = json!(stream);
+            body
+        };
+        let response = s.post(&ask("fail-throttle")).await?;
+        assert_eq!(response.status(), 429, "stream {stream}");
+        let error: Value = response.json().await?;
+        assert_eq!(error["error"]["code"], "rate_limit_exceeded");
+
+        let response = s.post(&ask("fail-validation")).await?;
+        assert_eq!(response.status(), 400, "stream {stream}");
+        let error: Value = response.json().await?;
+        assert_eq!(error["error"]["message"], VALIDATION_MESSAGE);
+
+        let response = s.post(&ask("fail-denied")).await?;
+        assert_eq!(response.status(), 502, "stream {stream}");
+        let text = response.text().await?;
+        let deployment = &s.deployments["fail-denied"];
+        assert!(text.contains(&format!("deployment {deployment}")), "{text}");
+        assert!(text.contains("refused the credentials"), "{text}");
+        assert!(
+            !text.contains(SECRET_ACCESS_KEY) && !text.contains(ACCESS_KEY_ID),
+            "{text}"
+        );
+        assert!(!text.contains("127.0.0.1"), "no upstream URL: {text}");
+
+        let response = s.post(&ask("fail-500")).await?;
+        assert_eq!(response.status(), 502, "stream {stream}");
+        let error: Value = response.json().await?;
+        assert_eq!(error["error"]["code"], "upstream_error");
+    }
+
+    // An exception in the middle of a stream is reported in-band, after what was sent.
+    let mut body = user("fail-midstream", "hello there");
+    body["stream"] = json!(true);
+    let response = s.post(&body).await?;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await?;
+    assert!(text.contains("\"role\":\"assistant\""), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(text.contains("upstream_error"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_bedrock_times_out() -> Result<()> {
+    let s = setup_with(Duration::from_millis(800), Duration::from_millis(800)).await?;
+    for stream in [false, true] {
+        let mut body = user("hang", "hello");
+        body["stream"] = json!(stream);
+        let started = std::time::Instant::now();
+        let response = s.post(&body).await?;
+        assert_eq!(response.status(), 504, "stream {stream}");
+        let error: Value = response.json().await?;
+        assert_eq!(error["error"]["code"], "upstream_timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // A stream longer than the timeouts is not cut while its events keep coming…
+    let mut body = user("slow-stream", "hello");
+    body["stream"] = json!(true);
+    let started = std::time::Instant::now();
+    let (chunks, done) = s.stream(&body).await?;
+    assert!(done && started.elapsed() > Duration::from_millis(1600));
+    assert_eq!(streamed_text(&chunks), ANSWER);
+    // …but one that stops is ended with an in-band timeout.
+    let mut body = user("stall-stream", "hello");
+    body["stream"] = json!(true);
+    let response = s.post(&body).await?;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await?;
+    assert!(text.contains("upstream_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Calls after a timeout still work on the same cached client.
+    let answer = s.chat(&user("claude-test", "hello")).await?;
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! A fake Amazon Bedrock runtime: a real HTTP server on `127.0.0.1:0` answering
+//! `POST /model/{modelId}/converse` (JSON) and `POST /model/{modelId}/converse-stream` (AWS
+//! binary event stream, `application/vnd.amazon.eventstream`) exactly in Bedrock's wire format,
+//! so that the official AWS SDK can be pointed at it with `endpoint_url`.
+//!
+//! Behaviour is chosen by the model id:
+//! `fail-throttle` (429 `ThrottlingException`), `fail-validation` (400 `ValidationException`
+//! with [`VALIDATION_MESSAGE`]), `fail-denied` (403 `AccessDeniedException`), `fail-500` (500
+//! `InternalServerException`), `hang` (sleeps 30 s), `fail-midstream` (a stream that sends a
+//! little text and then a `modelStreamErrorException` event), `slow-stream` (250 ms between
+//! events), `stall-stream` (a stream that stops for 30 s after two events). Any other model
+//! answers:
+//! with a call of the first tool when `toolConfig` has tools and the last message is the user's
+//! text; with "The tool said: …" after a tool result; with [`ANSWER`] otherwise. A
+//! `guardrailConfig` whose identifier is `gr-block` makes the guardrail intervene.
+//!
+//! Token counts: `inputTokens` is the number of whitespace-separated words in all text blocks
+//! (system and messages) plus 3, `outputTokens` the number of words in the answer; when the
+//! request holds a `cachePoint`, 5 cache-read and 1 cache-write input tokens are reported too.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// The text of every plain answer.
+pub const ANSWER: &str = "Hello from the fake Bedrock.";
+/// The input of every tool call the fake makes.
+pub const TOOL_INPUT: &str = r#"{"location":"Paris"}"#;
+/// The message of `fail-validation`.
+pub const VALIDATION_MESSAGE: &str =
+    "The model returned the following errors: messages: the conversation is malformed";
+/// What the guardrail answers when it intervenes.
+pub const GUARDRAIL_ANSWER: &str = "Sorry, the guardrail blocked this.";
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// `converse` or `converse-stream`.
+    pub operation: String,
+    /// The model id from the path, percent-decoded.
+    pub model_id: String,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`null` when it was not JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    count: AtomicUsize,
+    last: Mutex<Option<RecordedRequest>>,
+}
+
+/// A running fake Bedrock runtime; it stops accepting connections when dropped.
+pub struct FakeBedrock {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeBedrock {
+    /// Starts serving on a random port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<FakeBedrock> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/model/{model_id}/converse", post(converse))
+            .route("/model/{model_id}/converse-stream", post(converse_stream))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeBedrock { addr, shared, task })
+    }
+
+    /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests were received so far.
+    pub fn requests(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FakeBedrock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The models that fail on command: (model, status, error type, message).
+#[rustfmt::skip]
+const FAILURES: [(&str, u16, &str, &str); 4] = [
+    ("fail-throttle", 429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    ("fail-validation", 400, "ValidationException", VALIDATION_MESSAGE),
+    ("fail-denied", 403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    ("fail-500", 500, "InternalServerException", "The server encountered an internal error."),
+];
+
+/// A restJson1 error as Bedrock sends it: the type in `x-amzn-errortype`, `{"message": …}`.
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/");
+    let mut response = (status, Json(json!({"message": message}))).into_response();
+    if let Ok(value) = kind.parse() {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    if let Ok(value) = uuid::Uuid::new_v4().to_string().parse() {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    response
+}
+
+/// Records a request; answers the failure models (and bad bodies) itself.
+async fn begin(
+    shared: &Shared,
+    operation: &str,
+    model_id: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Response> {
+    let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let recorded = RecordedRequest {
+        operation: operation.to_owned(),
+        model_id: model_id.clone(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), v)
+            })
+            .collect(),
+        body: value.clone(),
+    };
+    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(recorded);
+    shared.count.fetch_add(1, Ordering::SeqCst);
+    if !value.is_object() {
+        return Err(error(
+            400,
+            "SerializationException",
+            "Unable to parse the request body.",
+        ));
+    }
+    if !headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="))
+    {
+        return Err(error(
+            403,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    }
+    if let Some(&(_, status, kind, message)) = FAILURES.iter().find(|f| f.0 == model_id) {
+        return Err(error(status, kind, message));
+    }
+    if model_id == "hang" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if value["messages"].as_array().is_none_or(Vec::is_empty) {
+        return Err(error(
+            400,
+            "ValidationException",
+            "The messages field is required.",
+        ));
+    }
+    Ok(value)
+}
+
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// All `text` values in a list of blocks.
+fn texts(blocks: &Value) -> impl Iterator<Item = &str> {
+    blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["text"].as_str())
+}
+
+fn has_cache_point(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.contains_key("cachePoint") || map.values().any(has_cache_point),
+        Value::Array(items) => items.iter().any(has_cache_point),
+        _ => false,
+    }
+}
+
+/// What the fake answers with.
+enum Answer {
+    Text(String, &'static str),
+    /// A call of the named tool with [`TOOL_INPUT`].
+    Tool(String),
+}
+
+fn answer(request: &Value) -> Answer {
+    if request["guardrailConfig"]["guardrailIdentifier"] == "gr-block" {
+        return Answer::Text(GUARDRAIL_ANSWER.to_owned(), "guardrail_intervened");
+    }
+    let last = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .unwrap_or(&Value::Null);
+    let content = &last["content"];
+    let blocks = content.as_array().map_or(&[][..], Vec::as_slice);
+    if let Some(result) = blocks.iter().find_map(|b| b.get("toolResult")) {
+        let said: Vec<&str> = texts(&result["content"]).collect();
+        return Answer::Text(format!("The tool said: {}", said.join(" ")), "end_turn");
+    }
+    let tool = request["toolConfig"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|t| t["toolSpec"]["name"].as_str());
+    let user_text = last["role"] == "user" && blocks.iter().any(|b| b.get("text").is_some());
+    match tool {
+        Some(tool) if user_text => Answer::Tool(tool.to_owned()),
+        _ => Answer::Text(ANSWER.to_owned(), "end_turn"),
+    }
+}
+
+fn usage(request: &Value, answer: &Answer) -> Value {
+    let mut input = 3 + texts(&request["system"]).map(words).sum::<usize>();
+    for message in request["messages"].as_array().into_iter().flatten() {
+        input += texts(&message["content"]).map(words).sum::<usize>();
+    }
+    let output = match answer {
+        Answer::Text(text, _) => words(text),
+        Answer::Tool(_) => words(TOOL_INPUT),
+    };
+    let mut usage =
+        json!({"inputTokens": input, "outputTokens": output, "totalTokens": input + output});
+    if has_cache_point(request) {
+        usage["cacheReadInputTokens"] = json!(5);
+        usage["cacheWriteInputTokens"] = json!(1);
+        usage["totalTokens"] = json!(input + output + 6);
+    }
+    usage
+}
+
+async fn converse(
+    State(shared): State<Arc<Shared>>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(&shared, "converse", model_id, &headers, &body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let answer = answer(&request);
+    let usage = usage(&request, &answer);
+    let (content, stop) = match &answer {
+        Answer::Text(text, stop) => (json!([{"text": text}]), *stop),
+        Answer::Tool(name) => {
+            let input: Value = serde_json::from_str(TOOL_INPUT).unwrap_or(Value::Null);
+            let call =
+                json!({"toolUse": {"toolUseId": "tooluse_fake1", "name": name, "input": input}});
+            (json!([{"text": "Let me check."}, call]), "tool_use")
+        }
+    };
+    let mut body = json!({
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": usage,
+        "metrics": {"latencyMs": 42},
+    });
+    if request["guardrailConfig"]["trace"] == "enabled" {
+        body["trace"] = json!({"guardrail": {"modelOutput": []}});
+    }
+    Json(body).into_response()
+}
+
+/// One event-stream message as Bedrock frames it.
+fn event(kind: &'static str, payload: Value) -> Bytes {
+    let mut payload = payload;
+    // Bedrock pads events with a random-length `p` field against length side channels.
+    payload["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ");
+    let message = Message::new(payload.to_string())
+        .add_header(Header::new(":event-type", HeaderValue::String(kind.into())))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    frame(&message)
+}
+
+/// An in-stream exception event.
+fn exception(kind: &'static str, message: &str) -> Bytes {
+    let message = Message::new(json!({"message": message}).to_string())
+        .add_header(Header::new(
+            ":exception-type",
+            HeaderValue::String(kind.into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("exception".into()),
+        ));
+    frame(&message)
+}
+
+fn frame(message: &Message) -> Bytes {
+    let mut buffer = Vec::new();
+    // Writing to a Vec fails only for oversized headers, which these are not.
+    let _ = write_message_to(message, &mut buffer);
+    Bytes::from(buffer)
+}
+
+async fn converse_stream(
+    State(shared): State<Arc<Shared>>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(
+        &shared,
+        "converse-stream",
+        model_id.clone(),
+        &headers,
+        &body,
+    )
+    .await
+    {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let answer = answer(&request);
+    let usage = usage(&request, &answer);
+    let mut events = vec![event("messageStart", json!({"role": "assistant"}))];
+    let stop = match &answer {
+        Answer::Text(text, stop) => {
+            for word in text.split_inclusive(' ') {
+                let delta = json!({"contentBlockIndex": 0, "delta": {"text": word}});
+                events.push(event("contentBlockDelta", delta));
+            }
+            events.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+            *stop
+        }
+        Answer::Tool(name) => {
+            let text = json!({"contentBlockIndex": 0, "delta": {"text": "Let me check."}});
+            events.push(event("contentBlockDelta", text));
+            events.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+            let start = json!({"contentBlockIndex": 1,
+                "start": {"toolUse": {"toolUseId": "tooluse_fake1", "name": name}}});
+            events.push(event("contentBlockStart", start));
+            let (head, tail) = TOOL_INPUT.split_at(TOOL_INPUT.len() / 2);
+            for part in [head, tail] {
+                let delta = json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": part}}});
+                events.push(event("contentBlockDelta", delta));
+            }
+            events.push(event("contentBlockStop", json!({"contentBlockIndex": 1})));
+            "tool_use"
+        }
+    };
+    if model_id == "fail-midstream" {
+        events.truncate(3);
+        events.push(exception(
+            "modelStreamErrorException",
+            "The model stopped while streaming.",
+        ));
+    } else {
+        events.push(event("messageStop", json!({"stopReason": stop})));
+        let metadata = json!({"usage": usage, "metrics": {"latencyMs": 42}});
+        events.push(event("metadata", metadata));
+    }
+    // A short pause between events, so that the client sees them arrive one by one;
+    // `slow-stream` pauses longer, `stall-stream` stops answering after two events.
+    let pause = Duration::from_millis(if model_id == "slow-stream" { 250 } else { 2 });
+    let stall = model_id == "stall-stream";
+    let events =
+        futures::stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
+            tokio::time::sleep(pause).await;
+            if stall && i == 2 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok::<_, std::io::Error>(event)
+        });
+    let headers = [
+        (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
+        (
+            header::HeaderName::from_static("x-amzn-requestid"),
+            "fake-request-id",
+        ),
+    ];
+    (headers, Body::from_stream(events)).into_response()
+}
