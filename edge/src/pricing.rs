@@ -10,13 +10,17 @@ pub struct Tokens {
     pub output: u64,
     /// The part of `input` read from the provider's prompt cache.
     pub cached_input: u64,
+    /// The part of `input` written to the provider's prompt cache.
     pub cache_write: u64,
 }
 
 /// The cost in USD; 0 when the model has no price.
 pub fn cost(price: Option<&Price>, tokens: Tokens) -> f64 {
     let Some(price) = price else { return 0.0 };
-    let uncached = tokens.input.saturating_sub(tokens.cached_input);
+    let uncached = tokens
+        .input
+        .saturating_sub(tokens.cached_input)
+        .saturating_sub(tokens.cache_write);
     (uncached as f64 * price.input_per_mtok
         + tokens.cached_input as f64 * price.cached_input_per_mtok
         + tokens.cache_write as f64 * price.cache_write_per_mtok
@@ -45,5 +49,16 @@ mod tests {
         };
         assert!((cost(Some(&price), tokens) - (1.2 + 0.2 + 4.0)).abs() < 1e-9);
         assert_eq!(cost(None, tokens), 0.0);
+        let price = Price {
+            cache_write_per_mtok: 3.0,
+            ..price
+        };
+        let written = Tokens {
+            input: 1_000_000,
+            output: 0,
+            cached_input: 0,
+            cache_write: 500_000,
+        };
+        assert!((cost(Some(&price), written) - (1.0 + 1.5)).abs() < 1e-9);
     }
 }

@@ -22,6 +22,7 @@ const API_KEY: &str = "sk-ant-test";
 const INPUT_PRICE: f64 = 3.0;
 const OUTPUT_PRICE: f64 = 15.0;
 const CACHED_PRICE: f64 = 0.3;
+const CACHE_WRITE_PRICE: f64 = 3.75;
 
 struct Setup {
     _cp: TestControlPlane,
@@ -80,6 +81,7 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
             input_per_mtok: INPUT_PRICE,
             output_per_mtok: OUTPUT_PRICE,
             cached_input_per_mtok: CACHED_PRICE,
+            cache_write_per_mtok: CACHE_WRITE_PRICE,
             ..Default::default()
         })
         .await?;
@@ -487,7 +489,7 @@ async fn images_reach_anthropic_as_image_blocks() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_control_is_passed_through_and_cached_tokens_are_priced() -> Result<()> {
+async fn cache_control_is_passed_through_and_cache_reads_and_writes_are_priced() -> Result<()> {
     let s = setup().await?;
     let system = "You are a patient assistant with a very long prompt.";
     let response = s
@@ -513,8 +515,13 @@ async fn cache_control_is_passed_through_and_cached_tokens_are_priced() -> Resul
         body["usage"]["prompt_tokens_details"]["cached_tokens"],
         CACHE_READ_TOKENS
     );
-    let expected = ((prompt - CACHE_READ_TOKENS) as f64 * INPUT_PRICE
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["cache_write_tokens"],
+        CACHE_CREATION_TOKENS
+    );
+    let expected = ((prompt - CACHE_READ_TOKENS - CACHE_CREATION_TOKENS) as f64 * INPUT_PRICE
         + CACHE_READ_TOKENS as f64 * CACHED_PRICE
+        + CACHE_CREATION_TOKENS as f64 * CACHE_WRITE_PRICE
         + words(ANSWER) as f64 * OUTPUT_PRICE)
         / 1e6;
     assert!((cost - expected).abs() < 1e-6, "cost {cost} vs {expected}");

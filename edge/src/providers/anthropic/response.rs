@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
+use crate::api::openai::usage_json;
+
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
@@ -41,13 +43,12 @@ impl Usage {
 
     /// OpenAI's `usage`: prompt tokens include those read from and written to the cache.
     fn openai(&self) -> Value {
-        let prompt = self.input + self.cache_read + self.cache_creation;
-        json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
-            "prompt_tokens_details": {"cached_tokens": self.cache_read},
-        })
+        usage_json(
+            self.input,
+            self.cache_read,
+            self.cache_creation,
+            self.output,
+        )
     }
 }
 
@@ -398,6 +399,10 @@ mod tests {
         assert_eq!(
             completion["usage"]["prompt_tokens_details"]["cached_tokens"],
             1
+        );
+        assert_eq!(
+            completion["usage"]["prompt_tokens_details"]["cache_write_tokens"],
+            3
         );
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::request::json as document_json;
+use crate::api::openai::usage_json;
 
 /// OpenAI's `finish_reason` for a Bedrock stop reason.
 pub fn finish_reason(reason: &StopReason) -> &'static str {
@@ -31,14 +32,12 @@ pub fn usage(usage: &TokenUsage) -> Value {
     let count = |n: i32| u64::try_from(n).unwrap_or(0);
     let cache_read = count(usage.cache_read_input_tokens().unwrap_or(0));
     let cache_write = count(usage.cache_write_input_tokens().unwrap_or(0));
-    let prompt = count(usage.input_tokens()) + cache_read + cache_write;
-    let completion = count(usage.output_tokens());
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    })
+    usage_json(
+        count(usage.input_tokens()),
+        cache_read,
+        cache_write,
+        count(usage.output_tokens()),
+    )
 }
 
 fn now() -> u64 {
@@ -248,7 +247,7 @@ mod tests {
         assert_eq!(
             usage(&u),
             json!({"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                "prompt_tokens_details": {"cached_tokens": 100}})
+                "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20}})
         );
     }
 
