@@ -82,7 +82,6 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
             output_per_mtok: OUTPUT_PRICE,
             cached_input_per_mtok: CACHED_PRICE,
             cache_write_per_mtok: CACHE_WRITE_PRICE,
-            ..Default::default()
         })
         .await?;
     let (_, secret) = create_key(&mut admin, &[]).await?;

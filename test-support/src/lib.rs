@@ -9,7 +9,9 @@
 
 pub mod anthropic_upstream;
 pub mod bedrock_upstream;
+pub mod gemini_upstream;
 pub mod openai_upstream;
+pub mod sagemaker_upstream;
 
 use std::fs::{self, File, Permissions};
 use std::io;

@@ -8,6 +8,11 @@
 //! 200 ms before each event; `cut-stream` sends two events and then drops the connection.
 //! Any other model is answered normally.
 //!
+//! It also serves Azure OpenAI's paths, `POST /openai/deployments/{deployment}/chat/completions`
+//! and `/embeddings`: the deployment in the path is the model (as on Azure, whatever the body
+//! says), a missing `api-version` query gets a 404 and a request with neither `api-key` nor
+//! `authorization` a 401; [`FakeOpenAi::last_uri`] tells the path and query received.
+//!
 //! Token counts: `prompt_tokens` is the number of whitespace-separated words in all string
 //! message contents plus 3; `completion_tokens` the number of words in the answer (per choice).
 
@@ -17,8 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -39,6 +44,7 @@ pub type RecordedRequest = (Vec<(String, String)>, Value);
 struct Shared {
     count: AtomicUsize,
     last: Mutex<Option<RecordedRequest>>,
+    last_uri: Mutex<Option<String>>,
 }
 
 /// A running fake upstream; it stops accepting connections when dropped.
@@ -57,6 +63,14 @@ impl FakeOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(azure_chat),
+            )
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                post(azure_embeddings),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -78,6 +92,15 @@ impl FakeOpenAi {
     pub fn last_request(&self) -> Option<RecordedRequest> {
         self.shared
             .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The path and query of the last request received on an Azure path.
+    pub fn last_uri(&self) -> Option<String> {
+        self.shared
+            .last_uri
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -272,6 +295,72 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     stream_response(events, model)
+}
+
+/// An Azure request: checked as Azure would, then answered as OpenAI would, with the path's
+/// deployment as the model.
+async fn azure(
+    shared: &Shared,
+    deployment: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Bytes, Response> {
+    let path_and_query = uri.path_and_query().map_or("", |p| p.as_str());
+    *shared
+        .last_uri
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(path_and_query.to_owned());
+    let versioned = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p.starts_with("api-version=") && p.len() > "api-version=".len());
+    if !headers.contains_key("api-key") && !headers.contains_key(header::AUTHORIZATION) {
+        let _ = begin(shared, headers, body).await;
+        let message = "Access denied due to missing subscription key.";
+        return Err(error(401, message, "invalid_request_error", Some("401")));
+    }
+    if !versioned {
+        let _ = begin(shared, headers, body).await;
+        return Err(error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            Some("404"),
+        ));
+    }
+    let mut value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("model".into(), deployment.into());
+    }
+    Ok(Bytes::from(value.to_string()))
+}
+
+async fn azure_chat(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match azure(&shared, &deployment, &uri, &headers, &body).await {
+        Ok(body) => chat(State(shared), headers, body).await,
+        Err(response) => response,
+    }
+}
+
+async fn azure_embeddings(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match azure(&shared, &deployment, &uri, &headers, &body).await {
+        Ok(body) => embeddings(State(shared), headers, body).await,
+        Err(response) => response,
+    }
 }
 
 /// An event stream of `events`, slowed down or cut short as `model` commands.

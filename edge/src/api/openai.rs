@@ -253,6 +253,22 @@ pub fn without_usage(event: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(format!("data: {json}\n\n")))
 }
 
+/// The event with `"usage": null` added to its chunk (a one-line JSON object), without
+/// re-parsing it: the member is spliced in before the closing brace.
+pub fn with_null_usage(event: &[u8]) -> Option<Bytes> {
+    let data = event_data(event)?;
+    let body = data.trim_ascii_end();
+    let open = body.strip_suffix(b"}")?;
+    if !body.starts_with(b"{") || open.trim_ascii_end().ends_with(b"{") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(open);
+    out.extend_from_slice(b",\"usage\":null}\n\n");
+    Some(Bytes::from(out))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -358,6 +374,8 @@ mod tests {
             }
         ));
         let stripped = without_usage(null_usage).unwrap_or_default();
+        let restored = with_null_usage(&stripped).unwrap_or_default();
+        assert_eq!(&restored[..], &null_usage[..]);
         assert_eq!(
             &stripped[..],
             &b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"[..]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
 
-use super::openai::{SseFramer, StreamEvent, classify, without_usage};
+use super::openai::{SseFramer, StreamEvent, classify, with_null_usage, without_usage};
 use super::proxy::upstream_failure;
 use super::record::UsageRecord;
 use crate::providers::UpstreamError;
@@ -90,6 +90,15 @@ impl Relay {
                         && let Some(stripped) = without_usage(&event)
                     {
                         out.extend_from_slice(&stripped);
+                        continue;
+                    }
+                    // A client that asked for usage gets `"usage": null` on every other chunk,
+                    // as from OpenAI, whichever provider served it.
+                    if !has_usage_field
+                        && self.client_wants_usage
+                        && let Some(with_null) = with_null_usage(&event)
+                    {
+                        out.extend_from_slice(&with_null);
                         continue;
                     }
                 }

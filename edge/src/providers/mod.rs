@@ -2,9 +2,13 @@
 //! dispatches to them in exactly one place, [`for_deployment`].
 
 mod anthropic;
+mod aws;
+mod azure;
 mod bedrock;
+mod gemini;
 mod mock;
 mod openai;
+mod sagemaker;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,9 +19,12 @@ use futures::stream::BoxStream;
 use tollgate_policy::model::{Deployment, Provider as ProviderKind};
 
 pub use anthropic::AnthropicProvider;
+pub use azure::AzureOpenAiProvider;
 pub use bedrock::BedrockProvider;
+pub use gemini::GeminiProvider;
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
+pub use sagemaker::SagemakerProvider;
 
 /// A call to one deployment, in OpenAI's request format.
 pub struct UpstreamCall<'a> {
@@ -85,7 +92,10 @@ pub trait Provider: Send + Sync {
 pub struct Providers {
     pub openai: OpenAiProvider,
     pub anthropic: AnthropicProvider,
+    pub azure: AzureOpenAiProvider,
     pub bedrock: BedrockProvider,
+    pub gemini: GeminiProvider,
+    pub sagemaker: SagemakerProvider,
     pub mock: MockProvider,
 }
 
@@ -95,7 +105,10 @@ impl Providers {
         Providers {
             openai: OpenAiProvider::new(connect_timeout),
             anthropic: AnthropicProvider::new(connect_timeout),
+            azure: AzureOpenAiProvider::new(connect_timeout),
             bedrock: BedrockProvider::new(connect_timeout),
+            gemini: GeminiProvider::new(connect_timeout),
+            sagemaker: SagemakerProvider::new(connect_timeout),
             mock: MockProvider,
         }
     }
@@ -107,7 +120,9 @@ impl Providers {
             ProviderKind::Mock => Some(&self.mock),
             ProviderKind::Bedrock => Some(&self.bedrock),
             ProviderKind::Anthropic => Some(&self.anthropic),
-            ProviderKind::Sagemaker | ProviderKind::AzureOpenai | ProviderKind::Gemini => None,
+            ProviderKind::Sagemaker => Some(&self.sagemaker),
+            ProviderKind::AzureOpenai => Some(&self.azure),
+            ProviderKind::Gemini => Some(&self.gemini),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 
@@ -38,17 +38,34 @@ impl OpenAiProvider {
         } else {
             deployment.api_base.trim_end_matches('/')
         };
-        let mut request = self
-            .client
-            .post(format!("{base}{path}"))
-            .header(CONTENT_TYPE, "application/json")
-            .body(call.body);
+        let mut headers = HeaderMap::new();
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+            headers.insert(
+                AUTHORIZATION,
+                secret_header(&format!("Bearer {key}"), deployment)?,
+            );
         }
         if let Some(org) = call.secrets.as_ref().and_then(|s| s.get("organization")) {
-            request = request.header("openai-organization", org.as_str());
+            headers.insert("openai-organization", secret_header(org, deployment)?);
         }
+        self.send(format!("{base}{path}"), headers, call).await
+    }
+
+    /// Posts the call's body to `url` with `headers` (its credentials) and relays the answer
+    /// as it is: shared by the upstreams that speak OpenAI's wire format (Azure OpenAI too).
+    pub(super) async fn send(
+        &self,
+        url: String,
+        headers: HeaderMap,
+        call: UpstreamCall<'_>,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        let deployment = call.deployment;
+        let request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .headers(headers)
+            .body(call.body);
         let deadline = if call.stream {
             call.timeouts.first_byte
         } else {
@@ -113,6 +130,21 @@ impl Provider for OpenAiProvider {
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         self.post("/embeddings", call).await
     }
+}
+
+/// A credential field as a header value, marked sensitive (kept out of logs).
+pub(super) fn secret_header(
+    value: &str,
+    deployment: &tollgate_policy::model::Deployment,
+) -> Result<HeaderValue, UpstreamError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        UpstreamError::Failed(format!(
+            "deployment {} has a credential that cannot be sent in a header",
+            deployment.id
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {

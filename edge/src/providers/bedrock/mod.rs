@@ -6,159 +6,58 @@
 //! (and optionally `aws_session_token`) is used as static credentials; without one, the standard
 //! AWS chain (environment, profile, SSO, ECS task role, EKS pod identity / IRSA, instance
 //! profile). The deployment's `region` is the AWS region; its `api_base`, when set, replaces
-//! Bedrock's endpoint (a VPC endpoint, or a test server).
+//! Bedrock's endpoint (a VPC endpoint, or a test server). The client cache and the credential
+//! handling are shared with SageMaker in [`super::aws`].
 
 mod request;
 mod response;
 
-use std::collections::HashMap;
-use std::fmt::Debug;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
-use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::config::{Credentials, Region, StalledStreamProtectionConfig};
-use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
+use super::aws::{ClientCache, raw_retry_after, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use request::{ConverseRequest, converse_request};
 use response::{StreamTranslator, completion, sse};
 
-/// Clients kept at most; beyond, the cache starts afresh (credentials were rotated many times).
-const MAX_CLIENTS: usize = 256;
-
-/// Which client serves a call: one per region, endpoint and credential.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    region: String,
-    endpoint: String,
-    /// SHA-256 of the static credential's fields; `None` for the standard AWS chain.
-    credential: Option<[u8; 32]>,
-}
-
 /// Calls Bedrock with one SDK client per (region, endpoint, credential), built on first use.
 pub struct BedrockProvider {
-    connect_timeout: Duration,
-    clients: Mutex<HashMap<ClientKey, Client>>,
-}
-
-struct StaticCredentials {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
-}
-
-impl StaticCredentials {
-    fn of(call: &UpstreamCall<'_>) -> Option<Self> {
-        let secrets = call.secrets.as_ref()?;
-        let field = |name: &str| secrets.get(name).filter(|v| !v.is_empty()).cloned();
-        Some(StaticCredentials {
-            access_key_id: field("aws_access_key_id")?,
-            secret_access_key: field("aws_secret_access_key")?,
-            session_token: field("aws_session_token"),
-        })
-    }
-
-    fn fingerprint(&self) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        for part in [
-            self.access_key_id.as_str(),
-            self.secret_access_key.as_str(),
-            self.session_token.as_deref().unwrap_or(""),
-        ] {
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part.as_bytes());
-        }
-        hash.finalize().into()
-    }
+    clients: ClientCache<Client>,
 }
 
 impl BedrockProvider {
     pub fn new(connect_timeout: Duration) -> Self {
         BedrockProvider {
-            connect_timeout,
-            clients: Mutex::new(HashMap::new()),
+            clients: ClientCache::new(connect_timeout),
         }
     }
 
-    /// The client for this call's deployment, built once (the lock is never held across an
-    /// await: two first calls may both build one, and the first stored wins).
+    /// The client for this call's deployment, built once.
     async fn client(&self, call: &UpstreamCall<'_>) -> Client {
-        let credentials = StaticCredentials::of(call);
-        let key = ClientKey {
-            region: call.deployment.region.clone(),
-            endpoint: call.deployment.api_base.trim_end_matches('/').to_owned(),
-            credential: credentials.as_ref().map(StaticCredentials::fingerprint),
-        };
-        if let Some(client) = self.cached().get(&key) {
-            return client.clone();
-        }
-        let client = self.build(&key, credentials).await;
-        let mut clients = self.cached();
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        clients.entry(key).or_insert(client).clone()
-    }
-
-    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, Client>> {
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    async fn build(&self, key: &ClientKey, credentials: Option<StaticCredentials>) -> Client {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // No SDK retries: a retry is a routing decision (another deployment, another
-            // region, or the same after a back-off), which the edge's routing layer will own;
-            // retrying inside the SDK as well would multiply attempts and hide latency.
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(self.connect_timeout)
-                    .build(),
-            )
-            // The edge watches streams itself (`Timeouts::first_byte` between events); the
-            // SDK's own stall detector would cut slow models after a few quiet seconds.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
-        if !key.region.is_empty() {
-            loader = loader.region(Region::new(key.region.clone()));
-        }
-        if let Some(c) = credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id,
-                c.secret_access_key,
-                c.session_token,
-                None,
-                "tollgate-deployment-credential",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut config = aws_sdk_bedrockruntime::config::Builder::from(&shared);
-        if !key.endpoint.is_empty() {
-            config = config.endpoint_url(key.endpoint.clone());
-        }
-        Client::from_conf(config.build())
+        self.clients
+            .client(call, |shared, key| {
+                let mut config = aws_sdk_bedrockruntime::config::Builder::from(shared);
+                if !key.endpoint.is_empty() {
+                    config = config.endpoint_url(key.endpoint.clone());
+                }
+                Client::from_conf(config.build())
+            })
+            .await
     }
 
     /// Per-call timeouts: the whole call for a plain answer, until the stream's first event
     /// (its HTTP response) for a stream.
     fn timeouts(&self, limit: Duration) -> aws_sdk_bedrockruntime::config::Builder {
-        aws_sdk_bedrockruntime::config::Builder::default().timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(self.connect_timeout)
-                .operation_timeout(limit)
-                .operation_attempt_timeout(limit)
-                .build(),
-        )
+        aws_sdk_bedrockruntime::config::Builder::default()
+            .timeout_config(self.clients.call_timeouts(limit))
     }
 }
 
@@ -294,7 +193,7 @@ struct Relay {
 fn sdk_error<E, R>(error: SdkError<E, R>, what: &str, limit: Duration) -> UpstreamError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug + 'static,
+    R: std::fmt::Debug + 'static,
 {
     match &error {
         SdkError::ServiceError(context) => {
@@ -306,51 +205,8 @@ where
                 what,
             )
         }
-        SdkError::TimeoutError(_) => {
-            UpstreamError::Timeout(format!("{what} did not answer within {limit:?}"))
-        }
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            UpstreamError::Timeout(format!("{what} did not answer within {limit:?}"))
-        }
-        SdkError::DispatchFailure(failure) if failure.is_io() => {
-            tracing::warn!(error = %DisplayErrorContext(&error), "{what}: could not reach Bedrock");
-            UpstreamError::Failed(format!("could not connect to {what}"))
-        }
-        _ => {
-            tracing::warn!(error = %DisplayErrorContext(&error), "{what}: Bedrock call failed");
-            if mentions_credentials(&error) {
-                // The standard chain found nothing (no env, profile, task or pod role).
-                UpstreamError::Failed(format!(
-                    "{what}: no AWS credentials for Bedrock (give the deployment a credential, \
-                     or the edge an AWS identity)"
-                ))
-            } else {
-                UpstreamError::Failed(format!(
-                    "{what} failed: the call to Bedrock did not complete"
-                ))
-            }
-        }
+        _ => transport_error(&error, what, limit, "Bedrock"),
     }
-}
-
-/// Whether an error or one of its sources is about loading credentials.
-fn mentions_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.to_string().to_ascii_lowercase().contains("credential") {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
-/// `retry-after` of an HTTP error response, when the raw response is one.
-fn raw_retry_after<R: 'static>(raw: &R) -> Option<String> {
-    (raw as &dyn std::any::Any)
-        .downcast_ref::<aws_sdk_bedrockruntime::config::http::HttpResponse>()
-        .and_then(|r| r.headers().get("retry-after"))
-        .map(str::to_owned)
 }
 
 /// Maps a Bedrock error by its code (the same for Converse, ConverseStream and in-stream errors).

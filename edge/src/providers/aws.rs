@@ -1,0 +1,212 @@
+//! What the AWS providers (Bedrock, SageMaker) share: one SDK client per (region, endpoint,
+//! credential), built from the deployment's static credential or the standard AWS chain, with
+//! SDK retries off and the edge's timeouts; and the mapping of transport failures.
+//!
+//! Credentials: a deployment credential with `aws_access_key_id` and `aws_secret_access_key`
+//! (and optionally `aws_session_token`) is used as static credentials; without one, the standard
+//! AWS chain (environment, profile, SSO, ECS task role, EKS pod identity / IRSA, instance
+//! profile). The deployment's `region` is the AWS region; its `api_base`, when set, replaces
+//! the service's endpoint (a VPC endpoint, or a test server).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::config::{Credentials, Region, StalledStreamProtectionConfig};
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
+use sha2::{Digest, Sha256};
+
+use super::{UpstreamCall, UpstreamError};
+
+/// Clients kept at most; beyond, the cache starts afresh (credentials were rotated many times).
+const MAX_CLIENTS: usize = 256;
+
+/// Which client serves a call: one per region, endpoint and credential.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub region: String,
+    /// The deployment's `api_base` without a trailing `/`; empty for the service's own.
+    pub endpoint: String,
+    /// SHA-256 of the static credential's fields; `None` for the standard AWS chain.
+    credential: Option<[u8; 32]>,
+}
+
+struct StaticCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl StaticCredentials {
+    fn of(call: &UpstreamCall<'_>) -> Option<Self> {
+        let secrets = call.secrets.as_ref()?;
+        let field = |name: &str| secrets.get(name).filter(|v| !v.is_empty()).cloned();
+        Some(StaticCredentials {
+            access_key_id: field("aws_access_key_id")?,
+            secret_access_key: field("aws_secret_access_key")?,
+            session_token: field("aws_session_token"),
+        })
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for part in [
+            self.access_key_id.as_str(),
+            self.secret_access_key.as_str(),
+            self.session_token.as_deref().unwrap_or(""),
+        ] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.finalize().into()
+    }
+}
+
+/// SDK clients of one AWS service (`C`), built on first use and shared by later calls.
+pub struct ClientCache<C> {
+    connect_timeout: Duration,
+    clients: Mutex<HashMap<ClientKey, C>>,
+}
+
+impl<C: Clone> ClientCache<C> {
+    pub fn new(connect_timeout: Duration) -> Self {
+        ClientCache {
+            connect_timeout,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for this call's deployment, built once by `build` from the shared AWS
+    /// configuration and the key (for its endpoint). The lock is never held across an await:
+    /// two first calls may both build one, and the first stored wins.
+    pub async fn client(
+        &self,
+        call: &UpstreamCall<'_>,
+        build: impl FnOnce(&SdkConfig, &ClientKey) -> C,
+    ) -> C {
+        let credentials = StaticCredentials::of(call);
+        let key = ClientKey {
+            region: call.deployment.region.clone(),
+            endpoint: call.deployment.api_base.trim_end_matches('/').to_owned(),
+            credential: credentials.as_ref().map(StaticCredentials::fingerprint),
+        };
+        if let Some(client) = self.cached().get(&key) {
+            return client.clone();
+        }
+        let shared = self.load(&key, credentials).await;
+        let client = build(&shared, &key);
+        let mut clients = self.cached();
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.entry(key).or_insert(client).clone()
+    }
+
+    fn cached(&self) -> MutexGuard<'_, HashMap<ClientKey, C>> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn load(&self, key: &ClientKey, credentials: Option<StaticCredentials>) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // No SDK retries: a retry is a routing decision (another deployment, another
+            // region, or the same after a back-off), which the edge's routing layer will own;
+            // retrying inside the SDK as well would multiply attempts and hide latency.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .build(),
+            )
+            // The edge watches streams itself (`Timeouts::first_byte` between events); the
+            // SDK's own stall detector would cut slow models after a few quiet seconds.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+        if !key.region.is_empty() {
+            loader = loader.region(Region::new(key.region.clone()));
+        }
+        if let Some(c) = credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id,
+                c.secret_access_key,
+                c.session_token,
+                None,
+                "tollgate-deployment-credential",
+            ));
+        }
+        loader.load().await
+    }
+
+    /// Per-call timeouts: the whole call for a plain answer, until the stream's first event
+    /// (its HTTP response) for a stream.
+    pub fn call_timeouts(&self, limit: Duration) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_timeout(limit)
+            .operation_attempt_timeout(limit)
+            .build()
+    }
+}
+
+/// Maps an SDK failure that is not the service's own error answer (those each provider maps
+/// by code); messages name the deployment (`what`), never the endpoint or the credential.
+pub fn transport_error<E, R>(
+    error: &SdkError<E, R>,
+    what: &str,
+    limit: Duration,
+    service: &str,
+) -> UpstreamError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: Debug + 'static,
+{
+    match error {
+        SdkError::TimeoutError(_) => {
+            UpstreamError::Timeout(format!("{what} did not answer within {limit:?}"))
+        }
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            UpstreamError::Timeout(format!("{what} did not answer within {limit:?}"))
+        }
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            tracing::warn!(error = %DisplayErrorContext(error), "{what}: could not reach {service}");
+            UpstreamError::Failed(format!("could not connect to {what}"))
+        }
+        _ => {
+            tracing::warn!(error = %DisplayErrorContext(error), "{what}: {service} call failed");
+            if mentions_credentials(error) {
+                // The standard chain found nothing (no env, profile, task or pod role).
+                UpstreamError::Failed(format!(
+                    "{what}: no AWS credentials for {service} (give the deployment a credential, \
+                     or the edge an AWS identity)"
+                ))
+            } else {
+                UpstreamError::Failed(format!(
+                    "{what} failed: the call to {service} did not complete"
+                ))
+            }
+        }
+    }
+}
+
+/// Whether an error or one of its sources is about loading credentials.
+fn mentions_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.to_string().to_ascii_lowercase().contains("credential") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// `retry-after` of an HTTP error response, when the raw response is one (every AWS SDK
+/// re-exports the same smithy response type).
+pub fn raw_retry_after<R: 'static>(raw: &R) -> Option<String> {
+    (raw as &dyn std::any::Any)
+        .downcast_ref::<aws_sdk_bedrockruntime::config::http::HttpResponse>()
+        .and_then(|r| r.headers().get("retry-after"))
+        .map(str::to_owned)
+}

@@ -1,0 +1,389 @@
+//! Google's Gemini API (`generativelanguage.googleapis.com`): the OpenAI request is translated to
+//! `generateContent` ([`request`]) — `streamGenerateContent?alt=sse` for streams — and the
+//! answer back to OpenAI's format ([`response`]), streamed event by event. Embeddings go to
+//! `embedContent` (one input) or `batchEmbedContents` (several).
+//!
+//! Credential fields: `api_key` (sent as `x-goog-api-key`). `api_base` defaults to
+//! `https://generativelanguage.googleapis.com`; a base ending in `/v1beta` is accepted too.
+
+mod request;
+mod response;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::openai::secret_header;
+use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+use response::{EventFramer, StreamFailure, StreamTranslator};
+
+const DEFAULT_API_BASE: &str = "https://generativelanguage.googleapis.com";
+
+/// Calls the Gemini API over one pooled client.
+pub struct GeminiProvider {
+    client: reqwest::Client,
+}
+
+impl GeminiProvider {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        GeminiProvider { client }
+    }
+
+    /// Posts `body` to the model's `method` and waits for the response to start; an error
+    /// status is mapped to an [`UpstreamError`].
+    async fn send(
+        &self,
+        call: &UpstreamCall<'_>,
+        method: &str,
+        body: &Value,
+        give_up: Instant,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let deployment = call.deployment;
+        let body =
+            serde_json::to_vec(body).map_err(|e| UpstreamError::Failed(format!("{what}: {e}")))?;
+        let mut headers = HeaderMap::new();
+        if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
+            headers.insert("x-goog-api-key", secret_header(key, deployment)?);
+        }
+        let request = self
+            .client
+            .post(method_url(
+                &deployment.api_base,
+                model_id(&deployment.upstream_model),
+                method,
+            ))
+            .header(CONTENT_TYPE, "application/json")
+            .headers(headers)
+            .body(body);
+        let deadline = give_up - Instant::now();
+        let response = tokio::time::timeout_at(give_up, request.send())
+            .await
+            .map_err(|_| {
+                UpstreamError::Timeout(format!("{what} did not answer within {deadline:?}"))
+            })?
+            .map_err(|e| transport_error(e, what))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = tokio::time::timeout_at(give_up, response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(status_error(status.as_u16(), &body, retry_after, what))
+    }
+
+    /// The complete JSON body of a non-streaming call.
+    async fn complete(
+        &self,
+        call: &UpstreamCall<'_>,
+        method: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<Value, UpstreamError> {
+        let total = call.timeouts.total;
+        let give_up = Instant::now() + total;
+        let response = self.send(call, method, body, give_up, what).await?;
+        let body = tokio::time::timeout_at(give_up, response.bytes())
+            .await
+            .map_err(|_| UpstreamError::Timeout(format!("{what} did not finish within {total:?}")))?
+            .map_err(|e| transport_error(e, what))?;
+        serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::Failed(format!("{what} answered with an unreadable body")))
+    }
+}
+
+/// The model id without the `models/` prefix the API's own names carry.
+fn model_id(model: &str) -> &str {
+    model.strip_prefix("models/").unwrap_or(model)
+}
+
+/// The URL of `method` (e.g. `generateContent`, `streamGenerateContent?alt=sse`) of `model`.
+fn method_url(api_base: &str, model: &str, method: &str) -> String {
+    let base = match api_base.trim_end_matches('/') {
+        "" => DEFAULT_API_BASE,
+        base => base,
+    };
+    let base = base.strip_suffix("/v1beta").unwrap_or(base);
+    format!("{base}/v1beta/models/{model}:{method}")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rejected(message: String) -> UpstreamError {
+    UpstreamError::Rejected {
+        status: 400,
+        message,
+    }
+}
+
+#[async_trait]
+impl Provider for GeminiProvider {
+    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
+        let what = format!("deployment {}", call.deployment.id);
+        let translated = request::translate(&call.body).map_err(rejected)?;
+        let model = model_id(&call.deployment.upstream_model).to_owned();
+        if !call.stream {
+            let answer = self
+                .complete(&call, "generateContent", &translated.body, &what)
+                .await?;
+            let completion = response::completion(&answer, &model, now()).ok_or_else(|| {
+                UpstreamError::Failed(format!("{what} answered with an unreadable response"))
+            })?;
+            return Ok(UpstreamReply::Complete(Bytes::from(completion.to_string())));
+        }
+        let give_up = Instant::now() + call.timeouts.first_byte;
+        let response = self
+            .send(
+                &call,
+                "streamGenerateContent?alt=sse",
+                &translated.body,
+                give_up,
+                &what,
+            )
+            .await?;
+        let translator = StreamTranslator::new(translated.include_usage, now(), &model);
+        Ok(UpstreamReply::Stream(translate_stream(
+            response.bytes_stream().boxed(),
+            translator,
+            call.timeouts.first_byte,
+            what,
+        )))
+    }
+
+    async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
+        let what = format!("deployment {}", call.deployment.id);
+        let model = model_id(&call.deployment.upstream_model).to_owned();
+        let base64 = serde_json::from_slice::<Value>(&call.body)
+            .is_ok_and(|b| b["encoding_format"] == "base64");
+        let (method, body) = match request::embeddings(&call.body, &model).map_err(rejected)? {
+            request::Embeddings::One(body) => ("embedContent", body),
+            request::Embeddings::Batch(body) => ("batchEmbedContents", body),
+        };
+        let answer = self.complete(&call, method, &body, &what).await?;
+        let list = response::embeddings(&answer, &model, base64).ok_or_else(|| {
+            UpstreamError::Failed(format!("{what} answered with unreadable embeddings"))
+        })?;
+        Ok(UpstreamReply::Complete(Bytes::from(list.to_string())))
+    }
+}
+
+/// State of a stream being translated.
+struct Translation {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    framer: EventFramer,
+    translator: StreamTranslator,
+    stall: Duration,
+    what: String,
+    /// A failure to report after the chunks already translated.
+    failure: Option<UpstreamError>,
+    done: bool,
+}
+
+impl Translation {
+    /// Translates events, stopping at the first failure.
+    fn translate(&mut self, events: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        for data in events {
+            if let Err(failure) = self.translator.event(&data, out) {
+                self.failure = Some(stream_failure(failure, &self.what));
+                break;
+            }
+        }
+    }
+}
+
+/// OpenAI chunks, each sent on as soon as the Gemini event it comes from arrived.
+fn translate_stream(
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    translator: StreamTranslator,
+    stall: Duration,
+    what: String,
+) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+    let state = Translation {
+        upstream,
+        framer: EventFramer::default(),
+        translator,
+        stall,
+        what,
+        failure: None,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(failure) = s.failure.take() {
+                s.done = true;
+                return Some((Err(failure), s));
+            }
+            if s.done {
+                return None;
+            }
+            let mut out = Vec::new();
+            match tokio::time::timeout(s.stall, s.upstream.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    let events = s.framer.push(&bytes);
+                    s.translate(events, &mut out);
+                }
+                Ok(Some(Err(e))) => s.failure = Some(transport_error(e, &s.what)),
+                Ok(None) => {
+                    // Gemini's stream has no end event: it ends with the connection.
+                    let rest = s.framer.rest().into_iter().collect();
+                    s.translate(rest, &mut out);
+                    if s.failure.is_none() {
+                        s.done = true;
+                        if s.translator.finished() {
+                            s.translator.end(&mut out);
+                        } else {
+                            s.failure = Some(UpstreamError::Failed(format!(
+                                "{} ended its stream before a finish reason",
+                                s.what
+                            )));
+                        }
+                    }
+                }
+                Err(_) => {
+                    s.failure = Some(UpstreamError::Timeout(format!(
+                        "{} stalled for {:?}",
+                        s.what, s.stall
+                    )));
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), s));
+            }
+        }
+    })
+    .boxed()
+}
+
+fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
+    match failure {
+        StreamFailure::RateLimited => UpstreamError::RateLimited { retry_after: None },
+        StreamFailure::Error(status, message) => {
+            UpstreamError::Failed(format!("{what} reported {status} mid-stream: {message}"))
+        }
+        StreamFailure::Unreadable => {
+            UpstreamError::Failed(format!("{what} sent an unreadable stream event"))
+        }
+    }
+}
+
+fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
+    // `without_url`: an upstream URL may carry a secret in its query.
+    let e = e.without_url();
+    if e.is_timeout() {
+        UpstreamError::Timeout(format!("{what} timed out"))
+    } else if e.is_connect() {
+        UpstreamError::Failed(format!("could not connect to {what}"))
+    } else {
+        UpstreamError::Failed(format!("{what} failed: {e}"))
+    }
+}
+
+/// Maps a Gemini error status: 429 (`RESOURCE_EXHAUSTED`) is rate limiting, with the delay
+/// Gemini's `RetryInfo` suggests when no `retry-after` header says; credentials refused (401,
+/// 403, or a 400 for an invalid key) and 5xx become 502; other client errors pass through with
+/// Gemini's message.
+fn status_error(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<String>,
+    what: &str,
+) -> UpstreamError {
+    let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = &error["error"];
+    let details = error["details"].as_array().map_or(&[][..], Vec::as_slice);
+    let bad_key = details.iter().any(|d| d["reason"] == "API_KEY_INVALID");
+    match status {
+        429 => UpstreamError::RateLimited {
+            retry_after: retry_after.or_else(|| retry_delay(details)),
+        },
+        401 | 403 => UpstreamError::Failed(format!(
+            "{what} refused Tollgate's credentials (HTTP {status})"
+        )),
+        400 if bad_key => UpstreamError::Failed(format!(
+            "{what} refused Tollgate's credentials (HTTP {status})"
+        )),
+        400..=499 => UpstreamError::Rejected {
+            status,
+            message: error["message"]
+                .as_str()
+                .map(|m| m.chars().take(1000).collect())
+                .unwrap_or_else(|| format!("{what} rejected the request (HTTP {status})")),
+        },
+        _ => UpstreamError::Failed(format!("{what} failed with HTTP {status}")),
+    }
+}
+
+/// Whole seconds of a `google.rpc.RetryInfo` detail's `retryDelay` (e.g. `"7s"`, `"6.5s"`).
+fn retry_delay(details: &[Value]) -> Option<String> {
+    let delay = details
+        .iter()
+        .find_map(|d| d["retryDelay"].as_str())?
+        .strip_suffix('s')?;
+    let seconds: f64 = delay.parse().ok()?;
+    (seconds >= 0.0).then(|| format!("{}", seconds.ceil() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_follows_the_api_base() {
+        assert_eq!(
+            method_url("", "gemini-2.5-flash", "generateContent"),
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+        );
+        assert_eq!(
+            method_url("http://h:1/v1beta/", model_id("models/g"), "embedContent"),
+            "http://h:1/v1beta/models/g:embedContent"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_upstream_errors() {
+        let limited = br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"6.2s"}]}}"#;
+        assert!(matches!(
+            status_error(429, limited, None, "d"),
+            UpstreamError::RateLimited { retry_after: Some(s) } if s == "7"
+        ));
+        let bad_key = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        assert!(matches!(
+            status_error(400, bad_key, None, "d"),
+            UpstreamError::Failed(m) if !m.contains("API key")
+        ));
+        let invalid =
+            br#"{"error":{"code":400,"message":"* contents: empty","status":"INVALID_ARGUMENT"}}"#;
+        assert!(matches!(
+            status_error(400, invalid, None, "d"),
+            UpstreamError::Rejected { status: 400, message } if message == "* contents: empty"
+        ));
+        assert!(matches!(
+            status_error(503, b"", None, "d"),
+            UpstreamError::Failed(_)
+        ));
+    }
+}

@@ -1,0 +1,586 @@
+//! An OpenAI request, translated to a Gemini `generateContent` request (chat) or an
+//! `embedContent` / `batchEmbedContents` request (embeddings).
+//!
+//! Every problem is reported as a message naming the offending field, answered to the client
+//! as a 400: it is the request that Gemini cannot express, not the upstream that failed.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+/// Joins a tool call's id and the `thoughtSignature` Gemini gave its `functionCall`: OpenAI
+/// clients send the id back untouched, and thinking models want the signature back.
+pub const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
+
+/// A translated chat request.
+pub struct Translated {
+    /// The `GenerateContentRequest` body.
+    pub body: Value,
+    /// The client (or the edge on its behalf) asked for the usage chunk of a stream.
+    pub include_usage: bool,
+}
+
+/// Translates an OpenAI chat-completions request body.
+pub fn translate(openai: &[u8]) -> Result<Translated, String> {
+    let request: Map<String, Value> = serde_json::from_slice(openai)
+        .map_err(|e| format!("invalid chat completion request: {e}"))?;
+    let field = |name: &str| request.get(name).filter(|v| !v.is_null());
+
+    if let Some(n) = field("n").and_then(Value::as_u64)
+        && n > 1
+    {
+        return Err("`n` greater than 1 is not supported by Gemini deployments".into());
+    }
+    let messages = field("messages")
+        .and_then(Value::as_array)
+        .ok_or("`messages` must be an array")?;
+    let (system, contents) = translate_messages(messages)?;
+
+    let mut body = Map::new();
+    body.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        body.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    translate_tools(&request, &mut body)?;
+
+    let mut config = Map::new();
+    if let Some(max) = field("max_completion_tokens").or_else(|| field("max_tokens")) {
+        let max = max
+            .as_u64()
+            .ok_or("`max_tokens` must be a positive integer")?;
+        config.insert("maxOutputTokens".into(), max.into());
+    }
+    for (name, gemini) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("top_k", "topK"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ] {
+        if let Some(value) = field(name) {
+            if !value.is_number() {
+                return Err(format!("`{name}` must be a number"));
+            }
+            config.insert(gemini.into(), value.clone());
+        }
+    }
+    match field("stop") {
+        None => {}
+        Some(Value::String(stop)) => {
+            config.insert("stopSequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) if stops.is_empty() => {}
+        Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
+            config.insert("stopSequences".into(), Value::Array(stops.clone()));
+        }
+        Some(_) => return Err("`stop` must be a string or an array of strings".into()),
+    }
+    if let Some(format) = field("response_format") {
+        match format["type"].as_str() {
+            Some("text") => {}
+            Some("json_object") => {
+                config.insert("responseMimeType".into(), "application/json".into());
+            }
+            Some("json_schema") => {
+                config.insert("responseMimeType".into(), "application/json".into());
+                let schema = &format["json_schema"]["schema"];
+                if !schema.is_null() {
+                    config.insert("responseSchema".into(), response_schema(schema));
+                }
+            }
+            _ => {
+                return Err(
+                    "`response_format.type` must be text, json_object or json_schema".into(),
+                );
+            }
+        }
+    }
+    if !config.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(config));
+    }
+    let include_usage = request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    Ok(Translated {
+        body: Value::Object(body),
+        include_usage,
+    })
+}
+
+/// A JSON schema as Gemini's `responseSchema` (an OpenAPI subset): the keywords it refuses
+/// are dropped.
+fn response_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "additionalProperties" | "$schema"))
+                .map(|(k, v)| {
+                    // Property names are data, not keywords: keep them all.
+                    let v = if k == "properties" {
+                        match v {
+                            Value::Object(p) => Value::Object(
+                                p.iter()
+                                    .map(|(name, s)| (name.clone(), response_schema(s)))
+                                    .collect(),
+                            ),
+                            other => other.clone(),
+                        }
+                    } else {
+                        response_schema(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(response_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The `systemInstruction` parts and the `contents`, neighbours of the same role merged.
+fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    // Tool call id → function name, to name the function a tool result answers.
+    let mut calls: HashMap<String, String> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let role = message["role"].as_str().unwrap_or_default();
+        let (role, parts) = match role {
+            "system" | "developer" => {
+                let parts = content_parts(&message["content"], &at)?;
+                if parts.iter().any(|p| p.get("text").is_none()) {
+                    return Err(format!(
+                        "{at}: a {role} message may hold only text for Gemini"
+                    ));
+                }
+                system.extend(parts);
+                continue;
+            }
+            "user" => ("user", content_parts(&message["content"], &at)?),
+            "assistant" => ("model", assistant_parts(message, &at, &mut calls)?),
+            "tool" => ("user", vec![function_response(message, &at, &calls)?]),
+            other => {
+                return Err(format!(
+                    "{at}: role {other:?} is not supported by Gemini deployments (use tools)"
+                ));
+            }
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, previous)) if *last == role => previous.extend(parts),
+            _ => turns.push((role, parts)),
+        }
+    }
+    let contents = turns
+        .into_iter()
+        .map(|(role, parts)| json!({"role": role, "parts": parts}))
+        .collect();
+    Ok((system, contents))
+}
+
+/// The parts of a message `content`: a string, or an array of content parts.
+fn content_parts(content: &Value, at: &str) -> Result<Vec<Value>, String> {
+    match content {
+        Value::Null => Ok(Vec::new()),
+        Value::String(text) if text.is_empty() => Ok(Vec::new()),
+        Value::String(text) => Ok(vec![json!({"text": text})]),
+        Value::Array(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                if let Some(part) = content_part(part, &format!("{at}.content[{j}]"))? {
+                    out.push(part);
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "{at}.content must be a string or an array of content parts"
+        )),
+    }
+}
+
+/// One OpenAI content part as a Gemini part (`None` for an empty text).
+fn content_part(part: &Value, at: &str) -> Result<Option<Value>, String> {
+    match part["type"].as_str() {
+        Some("text") => match part["text"].as_str() {
+            Some("") => Ok(None),
+            Some(text) => Ok(Some(json!({"text": text}))),
+            None => Err(format!("{at}.text must be a string")),
+        },
+        Some("refusal") => Ok(part["refusal"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(|t| json!({"text": t}))),
+        Some("image_url") => {
+            let url = part["image_url"]["url"]
+                .as_str()
+                .or_else(|| part["image_url"].as_str())
+                .ok_or_else(|| format!("{at}.image_url.url must be a string"))?;
+            media_part(url, at).map(Some)
+        }
+        Some("file") => {
+            let data = part["file"]["file_data"].as_str().ok_or_else(|| {
+                format!("{at}: only files given inline as file_data (a base64 data URL) are supported by Gemini deployments")
+            })?;
+            media_part(data, at).map(Some)
+        }
+        Some(other) => Err(format!(
+            "{at}: content parts of type {other:?} are not supported by Gemini deployments"
+        )),
+        None => Err(format!("{at}.type must be a string")),
+    }
+}
+
+/// A `data:` URL's media type and base64 payload.
+fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let mut meta = meta.split(';');
+    let media_type = meta.next().filter(|m| !m.is_empty())?;
+    meta.any(|p| p.eq_ignore_ascii_case("base64"))
+        .then_some((media_type, data))
+}
+
+/// An image or file: inline data for a data URL, a file reference for an http(s) URL whose
+/// media type its extension tells.
+fn media_part(url: &str, at: &str) -> Result<Value, String> {
+    if url.starts_with("data:") {
+        let (mime_type, data) = data_url(url)
+            .ok_or_else(|| format!("{at}: a data URL must be data:<type>;base64,<data>"))?;
+        return Ok(json!({"inlineData": {"mimeType": mime_type, "data": data}}));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("gs://") {
+        let path = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .to_ascii_lowercase();
+        let extension = path.rsplit_once('.').map_or("", |(_, e)| e);
+        let mime_type = match extension {
+            "png" => "image/png",
+            "jpg" | "jpeg" => "image/jpeg",
+            "webp" => "image/webp",
+            "gif" => "image/gif",
+            "heic" => "image/heic",
+            "heif" => "image/heif",
+            "pdf" => "application/pdf",
+            _ => {
+                return Err(format!(
+                    "{at}: the media type of {url:?} is unknown; send the image as a base64 data URL"
+                ));
+            }
+        };
+        return Ok(json!({"fileData": {"mimeType": mime_type, "fileUri": url}}));
+    }
+    Err(format!(
+        "{at}: an image must be an http(s) URL or a base64 data URL"
+    ))
+}
+
+/// An assistant message: its text, then its tool calls as `functionCall` parts.
+fn assistant_parts(
+    message: &Value,
+    at: &str,
+    calls: &mut HashMap<String, String>,
+) -> Result<Vec<Value>, String> {
+    let mut parts = content_parts(&message["content"], at)?;
+    if parts.iter().any(|p| p.get("text").is_none()) {
+        return Err(format!(
+            "{at}: an assistant message may hold only text and tool calls"
+        ));
+    }
+    let tool_calls = match &message["tool_calls"] {
+        Value::Null => return Ok(parts),
+        Value::Array(tool_calls) => tool_calls,
+        _ => return Err(format!("{at}.tool_calls must be an array")),
+    };
+    for (j, call) in tool_calls.iter().enumerate() {
+        let at = format!("{at}.tool_calls[{j}]");
+        let name = call["function"]["name"]
+            .as_str()
+            .ok_or_else(|| format!("{at}.function.name must be a string"))?;
+        if let Some(id) = call["id"].as_str() {
+            calls.insert(id.to_owned(), name.to_owned());
+        }
+        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+        let args = if arguments.trim().is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_str::<Value>(arguments) {
+                Ok(args @ Value::Object(_)) => args,
+                _ => {
+                    return Err(format!(
+                        "{at}.function.arguments must be a JSON object for Gemini deployments"
+                    ));
+                }
+            }
+        };
+        let mut part = json!({"functionCall": {"name": name, "args": args}});
+        if let Some((_, signature)) = call["id"]
+            .as_str()
+            .and_then(|id| id.split_once(THOUGHT_SIGNATURE_MARK))
+            .filter(|(_, signature)| !signature.is_empty())
+        {
+            part["thoughtSignature"] = signature.into();
+        }
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+/// A `tool` message as a `functionResponse` part, named after the call it answers.
+fn function_response(
+    message: &Value,
+    at: &str,
+    calls: &HashMap<String, String>,
+) -> Result<Value, String> {
+    let id = message["tool_call_id"]
+        .as_str()
+        .ok_or_else(|| format!("{at}.tool_call_id must be a string"))?;
+    let name = calls.get(id).ok_or_else(|| {
+        format!("{at}.tool_call_id {id:?} answers no tool call of an earlier assistant message")
+    })?;
+    let content: String = match &message["content"] {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        content => {
+            let parts = content_parts(content, at)?;
+            if parts.iter().any(|p| p.get("text").is_none()) {
+                return Err(format!(
+                    "{at}: a tool result may hold only text for Gemini deployments"
+                ));
+            }
+            parts.iter().filter_map(|p| p["text"].as_str()).collect()
+        }
+    };
+    Ok(json!({"functionResponse": {"name": name, "response": {"content": content}}}))
+}
+
+/// `tools` and `tool_choice`.
+fn translate_tools(
+    request: &Map<String, Value>,
+    body: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let tools = match request.get("tools") {
+        None | Some(Value::Null) => &Vec::new(),
+        Some(Value::Array(tools)) => tools,
+        Some(_) => return Err("`tools` must be an array".into()),
+    };
+    let mut declarations = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        if tool["type"] != "function" {
+            return Err(format!(
+                "tools[{i}]: only function tools are supported by Gemini deployments"
+            ));
+        }
+        let function = &tool["function"];
+        let name = function["name"]
+            .as_str()
+            .ok_or_else(|| format!("tools[{i}].function.name must be a string"))?;
+        let mut declaration = json!({"name": name});
+        if let Some(description) = function["description"].as_str() {
+            declaration["description"] = description.into();
+        }
+        if !function["parameters"].is_null() {
+            declaration["parameters"] = function["parameters"].clone();
+        }
+        declarations.push(declaration);
+    }
+    let config = match request.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => Some(json!({"mode": "AUTO"})),
+            "required" => Some(json!({"mode": "ANY"})),
+            "none" => Some(json!({"mode": "NONE"})),
+            other => return Err(format!("`tool_choice` {other:?} is not supported")),
+        },
+        Some(choice) => match choice["function"]["name"].as_str() {
+            Some(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+            None => return Err("`tool_choice` must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": …}}".into()),
+        },
+    };
+    if declarations.is_empty() {
+        return Ok(());
+    }
+    body.insert(
+        "tools".into(),
+        json!([{"functionDeclarations": declarations}]),
+    );
+    if let Some(config) = config {
+        body.insert(
+            "toolConfig".into(),
+            json!({"functionCallingConfig": config}),
+        );
+    }
+    Ok(())
+}
+
+/// A translated embeddings request.
+pub enum Embeddings {
+    /// One text: an `embedContent` body.
+    One(Value),
+    /// Several texts: a `batchEmbedContents` body.
+    Batch(Value),
+}
+
+/// Translates an OpenAI embeddings request for `model` (the Gemini model id).
+pub fn embeddings(openai: &[u8], model: &str) -> Result<Embeddings, String> {
+    let request: Map<String, Value> =
+        serde_json::from_slice(openai).map_err(|e| format!("invalid embeddings request: {e}"))?;
+    let dimensions = match request.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(
+            d.as_u64()
+                .ok_or("`dimensions` must be a positive integer")?,
+        ),
+    };
+    let content = |text: &str| {
+        let mut request = json!({"content": {"parts": [{"text": text}]}});
+        if let Some(dimensions) = dimensions {
+            request["outputDimensionality"] = dimensions.into();
+        }
+        request
+    };
+    let only_text = "`input` must be a string or an array of strings for Gemini deployments (token arrays are not supported)";
+    match request.get("input") {
+        Some(Value::String(text)) => Ok(Embeddings::One(content(text))),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut requests = Vec::with_capacity(items.len());
+            for item in items {
+                let text = item.as_str().ok_or(only_text)?;
+                let mut request = content(text);
+                request["model"] = format!("models/{model}").into();
+                requests.push(request);
+            }
+            Ok(Embeddings::Batch(json!({"requests": requests})))
+        }
+        _ => Err(only_text.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translated(request: Value) -> Value {
+        match translate(request.to_string().as_bytes()) {
+            Ok(t) => t.body,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn messages_become_contents_and_a_system_instruction() {
+        let body = translated(json!({
+            "model": "gemini", "max_tokens": 10, "stop": "END", "temperature": 0.2, "top_p": 0.9,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema":
+                {"type": "object", "additionalProperties": false,
+                 "properties": {"additionalProperties": {"type": "string"}}}}},
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "one"},
+                {"role": "user", "content": [{"type": "text", "text": "two"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
+                {"role": "assistant", "content": "three"},
+            ],
+        }));
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "Be brief."}]})
+        );
+        assert_eq!(
+            body["contents"],
+            json!([
+                {"role": "user", "parts": [{"text": "one"}, {"text": "two"},
+                    {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}]},
+                {"role": "model", "parts": [{"text": "three"}]},
+            ])
+        );
+        assert_eq!(
+            body["generationConfig"],
+            json!({"maxOutputTokens": 10, "temperature": 0.2, "topP": 0.9,
+                "stopSequences": ["END"], "responseMimeType": "application/json",
+                "responseSchema": {"type": "object",
+                    "properties": {"additionalProperties": {"type": "string"}}}})
+        );
+    }
+
+    #[test]
+    fn tool_calls_and_results_become_function_parts() {
+        let body = translated(json!({
+            "model": "gemini",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "time", "arguments": ""}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather",
+                "description": "d", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        }));
+        assert_eq!(
+            body["contents"][1],
+            json!({"role": "model", "parts": [
+                {"functionCall": {"name": "weather", "args": {"city": "Paris"}}},
+                {"functionCall": {"name": "time", "args": {}}}]})
+        );
+        assert_eq!(
+            body["contents"][2],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"name": "weather", "response": {"content": "sunny"}}},
+                {"functionResponse": {"name": "time", "response": {"content": "noon"}}}]})
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"functionDeclarations": [{"name": "weather", "description": "d",
+                "parameters": {"type": "object"}}]}])
+        );
+        assert_eq!(
+            body["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["weather"]}})
+        );
+    }
+
+    #[test]
+    fn a_thought_signature_in_a_tool_call_id_goes_back_to_gemini() {
+        let body = translated(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "call_0__thought__c2ln", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_0__thought__c2ln", "content": "ok"}]}));
+        assert_eq!(
+            body["contents"][1]["parts"][0],
+            json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"})
+        );
+        assert_eq!(
+            body["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "f"
+        );
+    }
+
+    #[test]
+    fn what_gemini_cannot_express_is_refused() {
+        let refused = |request: Value| translate(request.to_string().as_bytes()).is_err();
+        let user = json!([{"role": "user", "content": "x"}]);
+        assert!(refused(json!({"model": "m", "messages": user, "n": 2})));
+        assert!(refused(json!({"model": "m", "messages": [
+            {"role": "tool", "tool_call_id": "nobody", "content": "x"}]})));
+        assert!(refused(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]})
+        ));
+        assert!(refused(json!({"model": "m", "messages": user, "stop": 3})));
+        assert!(embeddings(br#"{"model":"m","input":[[1,2]]}"#, "m").is_err());
+    }
+}

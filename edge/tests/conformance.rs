@@ -1,0 +1,1210 @@
+//! One conformance suite for every provider: the same OpenAI-API cases, run against the edge
+//! with a deployment on a local fake that speaks the provider's real wire protocol.
+//!
+//! A provider is described once, by a [`Provider`] (how to start its fake, how to register its
+//! deployments, the fake's model names for each failure class, how to tell whether the fake
+//! received an image, what it can do); every case in [`cases`] is a plain async fn taking that
+//! description, and [`conformance!`] generates one `#[tokio::test]` per (provider, case), named
+//! `<provider>::<case>`. Adding a provider is one constructor in [`providers`] and its name in
+//! the `conformance!` invocation below the cases. A case a provider cannot do (per its flags)
+//! passes after printing `SKIPPED: …`.
+//!
+//! `openai_sdk_streams_look_the_same_through_every_provider` puts every provider on one edge,
+//! streams through each with the official OpenAI Python SDK (`include_usage`) and requires the
+//! chunk sequences to have the same shape. It needs a Python with the `openai` package
+//! (`TOLLGATE_PYTHON`, default `python3`); without it the test fails and says how to install it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::*;
+use serde_json::{Value, json};
+use tollgate_edge::config::EdgeConfig;
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+
+/// A running fake upstream, seen the same way whatever its protocol. The closures keep the fake
+/// alive (it stops when dropped).
+pub struct Upstream {
+    /// The deployments' `api_base`.
+    pub api_base: String,
+    /// How many requests the fake received so far.
+    pub requests: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Whether the last request the fake received carried an image.
+    pub saw_image: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+type Start = fn() -> Pin<Box<dyn Future<Output = Result<Upstream>> + Send>>;
+
+/// How one provider is set up and what the suite may expect of it.
+pub struct Provider {
+    /// Short name, used as the prefix of its model names on the edge.
+    pub name: &'static str,
+    /// The deployment's `provider` kind.
+    pub kind: &'static str,
+    /// Starts its fake.
+    pub start: Start,
+    /// The credential's fields (all of them are secret).
+    pub credential: &'static [(&'static str, &'static str)],
+    /// The deployments' `region` ("" for none).
+    pub region: &'static str,
+    /// The deployments' provider-specific settings.
+    pub settings: &'static [(&'static str, &'static str)],
+    /// The fake's model that answers normally.
+    pub model: &'static str,
+    /// The fake's model for embeddings, when the provider has them.
+    pub embedding_model: Option<&'static str>,
+    /// The fake's models for each failure class.
+    pub rate_limited: &'static str,
+    pub invalid_request: &'static str,
+    pub auth_refused: &'static str,
+    pub server_error: &'static str,
+    pub hang: &'static str,
+    /// The message the fake's `invalid_request` model answers with.
+    pub invalid_message: &'static str,
+    /// The `retry-after` the fake's `rate_limited` model sends, if any.
+    pub retry_after: Option<&'static str>,
+    pub supports_tools: bool,
+    pub supports_images: bool,
+}
+
+/// The provider descriptions.
+pub mod providers {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tollgate_test_support::anthropic_upstream::FakeAnthropic;
+    use tollgate_test_support::bedrock_upstream::{FakeBedrock, VALIDATION_MESSAGE};
+    use tollgate_test_support::openai_upstream::FakeOpenAi;
+    use tollgate_test_support::sagemaker_upstream::{FakeSagemaker, MODEL_ERROR_MESSAGE};
+
+    use super::{Provider, Upstream};
+
+    /// Whether any content part of any message is an image, in the format of the fake's
+    /// protocol: OpenAI `{"type": "image_url"}`, Anthropic `{"type": "image"}`, Bedrock
+    /// `{"image": …}`.
+    fn has_image_part(body: &Value) -> bool {
+        body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .any(|part| {
+                part["type"] == "image_url" || part["type"] == "image" || part["image"].is_object()
+            })
+    }
+
+    pub fn openai_compatible() -> Provider {
+        Provider {
+            name: "openai_compatible",
+            kind: "openai_compatible",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeOpenAi::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    Ok(Upstream {
+                        api_base: fake.base_url(),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || {
+                            saw_image
+                                .last_request()
+                                .is_some_and(|(_, body)| has_image_part(&body))
+                        }),
+                    })
+                })
+            },
+            credential: &[("api_key", "sk-conformance-openai-secret")],
+            region: "",
+            settings: &[],
+            model: "gpt-upstream-x",
+            embedding_model: Some("text-embedding-fake"),
+            rate_limited: "fail-429",
+            invalid_request: "fail-400",
+            auth_refused: "fail-401",
+            server_error: "fail-500",
+            hang: "hang",
+            invalid_message: "bad things in request",
+            retry_after: Some("7"),
+            supports_tools: true,
+            supports_images: true,
+        }
+    }
+
+    pub fn anthropic() -> Provider {
+        Provider {
+            name: "anthropic",
+            kind: "anthropic",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeAnthropic::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    Ok(Upstream {
+                        api_base: fake.base_url(),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || has_image_part(&saw_image.last_body())),
+                    })
+                })
+            },
+            credential: &[("api_key", "sk-ant-conformance-secret")],
+            region: "",
+            settings: &[],
+            model: "claude-test",
+            embedding_model: None,
+            rate_limited: "fail-429",
+            invalid_request: "fail-400",
+            auth_refused: "fail-401",
+            server_error: "fail-500",
+            hang: "hang",
+            invalid_message: "messages.0.content: bad things in request",
+            retry_after: Some("7"),
+            supports_tools: true,
+            supports_images: true,
+        }
+    }
+
+    /// Azure OpenAI on the OpenAI fake's Azure paths (`/openai/deployments/{model}/…`).
+    pub fn azure_openai() -> Provider {
+        Provider {
+            name: "azure_openai",
+            kind: "azure_openai",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeOpenAi::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let root = fake.base_url().trim_end_matches("/v1").to_owned();
+                    Ok(Upstream {
+                        api_base: format!("{root}/"),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || {
+                            saw_image
+                                .last_request()
+                                .is_some_and(|(_, body)| has_image_part(&body))
+                        }),
+                    })
+                })
+            },
+            credential: &[("api_key", "azure-conformance-secret")],
+            region: "",
+            settings: &[],
+            model: "gpt4o-prod",
+            embedding_model: Some("text-embedding-prod"),
+            rate_limited: "fail-429",
+            invalid_request: "fail-400",
+            auth_refused: "fail-401",
+            server_error: "fail-500",
+            hang: "hang",
+            invalid_message: "bad things in request",
+            retry_after: Some("7"),
+            supports_tools: true,
+            supports_images: true,
+        }
+    }
+
+    /// SageMaker with a Messages API (LMI) container, which takes OpenAI chat bodies; the fake
+    /// container never calls tools.
+    pub fn sagemaker() -> Provider {
+        Provider {
+            name: "sagemaker",
+            kind: "sagemaker",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeSagemaker::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    Ok(Upstream {
+                        api_base: fake.endpoint_url(),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || {
+                            saw_image
+                                .last_request()
+                                .is_some_and(|r| has_image_part(&r.body))
+                        }),
+                    })
+                })
+            },
+            credential: &[
+                ("aws_access_key_id", "AKIDSAGEMAKERCONF"),
+                ("aws_secret_access_key", "conformance-sagemaker-secret"),
+            ],
+            region: "eu-west-1",
+            settings: &[],
+            model: "lmi-llama",
+            embedding_model: None,
+            rate_limited: "fail-throttle",
+            invalid_request: "fail-model",
+            auth_refused: "fail-denied",
+            server_error: "fail-internal",
+            hang: "hang",
+            invalid_message: MODEL_ERROR_MESSAGE,
+            // SageMaker's ThrottlingException carries no retry-after.
+            retry_after: None,
+            supports_tools: false,
+            supports_images: true,
+        }
+    }
+
+    pub fn bedrock() -> Provider {
+        Provider {
+            name: "bedrock",
+            kind: "bedrock",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeBedrock::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    Ok(Upstream {
+                        api_base: fake.endpoint_url(),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || {
+                            saw_image
+                                .last_request()
+                                .is_some_and(|r| has_image_part(&r.body))
+                        }),
+                    })
+                })
+            },
+            credential: &[
+                ("aws_access_key_id", "AKIDCONFORMANCE"),
+                ("aws_secret_access_key", "conformance-aws-secret"),
+            ],
+            region: "us-east-1",
+            settings: &[],
+            model: "anthropic.claude-test",
+            embedding_model: None,
+            rate_limited: "fail-throttle",
+            invalid_request: "fail-validation",
+            auth_refused: "fail-denied",
+            server_error: "fail-500",
+            hang: "hang",
+            invalid_message: VALIDATION_MESSAGE,
+            // Bedrock's ThrottlingException carries no retry-after.
+            retry_after: None,
+            supports_tools: true,
+            supports_images: true,
+        }
+    }
+}
+
+/// USD per million tokens of the `chat` model of every provider.
+const INPUT_PRICE: f64 = 3.0;
+const OUTPUT_PRICE: f64 = 15.0;
+const CACHED_PRICE: f64 = 0.3;
+const CACHE_WRITE_PRICE: f64 = 3.75;
+
+/// What each of a provider's deployments is for; each role has its own model on the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Chat,
+    Embed,
+    RateLimited,
+    InvalidRequest,
+    AuthRefused,
+    ServerError,
+    Hang,
+}
+
+const ROLES: [Role; 7] = [
+    Role::Chat,
+    Role::Embed,
+    Role::RateLimited,
+    Role::InvalidRequest,
+    Role::AuthRefused,
+    Role::ServerError,
+    Role::Hang,
+];
+
+impl Role {
+    fn suffix(self) -> &'static str {
+        match self {
+            Role::Chat => "chat",
+            Role::Embed => "embed",
+            Role::RateLimited => "rate-limited",
+            Role::InvalidRequest => "invalid-request",
+            Role::AuthRefused => "auth-refused",
+            Role::ServerError => "server-error",
+            Role::Hang => "hang",
+        }
+    }
+
+    /// The fake's model behind this role.
+    fn upstream(self, p: &Provider) -> &'static str {
+        match self {
+            Role::Chat => p.model,
+            // Without embeddings, the chat model: the edge must refuse before calling it.
+            Role::Embed => p.embedding_model.unwrap_or(p.model),
+            Role::RateLimited => p.rate_limited,
+            Role::InvalidRequest => p.invalid_request,
+            Role::AuthRefused => p.auth_refused,
+            Role::ServerError => p.server_error,
+            Role::Hang => p.hang,
+        }
+    }
+}
+
+/// The edge model name of `role` on provider `p`.
+fn model(p: &Provider, role: Role) -> String {
+    format!("{}-{}", p.name, role.suffix())
+}
+
+/// A control plane and one edge with deployments on the fakes of some providers.
+pub struct Harness {
+    _cp: TestControlPlane,
+    pub edge: TestEdge,
+    pub secret: String,
+    /// The fake of each provider, by provider name.
+    pub upstreams: HashMap<&'static str, Upstream>,
+    /// Deployment id of each edge model name.
+    pub deployments: HashMap<String, String>,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    /// Edge timeouts of 5 s to the first byte and 10 s in all.
+    pub async fn start(providers: &[&Provider]) -> Result<Harness> {
+        Self::start_with(providers, Duration::from_secs(5), Duration::from_secs(10)).await
+    }
+
+    pub async fn start_with(
+        providers: &[&Provider],
+        first_byte: Duration,
+        total: Duration,
+    ) -> Result<Harness> {
+        let (nats, prefix, bus) = jetstream().await?;
+        let cp = TestControlPlane::start(bus.clone()).await?;
+        let mut admin = cp.admin().await?;
+        let mut upstreams = HashMap::new();
+        let mut deployments = HashMap::new();
+        for p in providers {
+            let upstream = (p.start)()
+                .await
+                .with_context(|| format!("starting the fake {}", p.name))?;
+            let credential = admin
+                .put_credential(PutCredentialRequest {
+                    name: format!("conformance-{}", p.name),
+                    provider: p.kind.into(),
+                    secret_fields: p
+                        .credential
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+                .await?
+                .into_inner();
+            for role in ROLES {
+                let name = model(p, role);
+                let deployment = admin
+                    .upsert_deployment(Deployment {
+                        model_name: name.clone(),
+                        provider: p.kind.into(),
+                        upstream_model: role.upstream(p).into(),
+                        api_base: upstream.api_base.clone(),
+                        region: p.region.into(),
+                        credential_id: credential.id.clone(),
+                        settings: p
+                            .settings
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                deployments.insert(name, deployment.id);
+            }
+            admin
+                .set_price(Price {
+                    model: model(p, Role::Chat),
+                    input_per_mtok: INPUT_PRICE,
+                    output_per_mtok: OUTPUT_PRICE,
+                    cached_input_per_mtok: CACHED_PRICE,
+                    cache_write_per_mtok: CACHE_WRITE_PRICE,
+                })
+                .await?;
+            upstreams.insert(p.name, upstream);
+        }
+        let (_, secret) = create_key(&mut admin, &[]).await?;
+        let sequence = last_sequence(&mut admin).await?;
+        let mut config = EdgeConfig::local(&nats);
+        config.bus_prefix = prefix;
+        config.edge_id = tollgate_test_support::unique_name("edge");
+        config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
+        config.first_byte_timeout = first_byte;
+        config.upstream_timeout = total;
+        let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
+        edge.wait_for_sequence(sequence).await?;
+        Ok(Harness {
+            _cp: cp,
+            edge,
+            secret,
+            upstreams,
+            deployments,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.edge.url(path))
+            .bearer_auth(&self.secret)
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    pub async fn chat(&self, body: &Value) -> Result<reqwest::Response> {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    /// A chat completion that must succeed, as JSON.
+    pub async fn chat_ok(&self, body: &Value) -> Result<Value> {
+        let response = self.chat(body).await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status == 200, "HTTP {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    fn upstream(&self, p: &Provider) -> &Upstream {
+        &self.upstreams[p.name]
+    }
+}
+
+/// A user's one-message conversation with `model`.
+fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+            "required": ["location"]}}}])
+}
+
+/// A 1×1 PNG.
+const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// The JSON chunks of an OpenAI event stream; fails unless every event is a `data:` line and
+/// the stream ends with exactly one `data: [DONE]`.
+fn parse_stream(text: &str) -> Result<Vec<Value>> {
+    ensure!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the stream does not end with data: [DONE]:\n{text}"
+    );
+    let mut chunks = Vec::new();
+    let mut done = false;
+    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let data = event
+            .strip_prefix("data: ")
+            .with_context(|| format!("not an OpenAI data event: {event:?}\n{text}"))?;
+        ensure!(!done, "an event after [DONE]: {event:?}");
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            let chunk: Value = serde_json::from_str(data)
+                .with_context(|| format!("not JSON: {data:?}\n{text}"))?;
+            chunks.push(chunk);
+        }
+    }
+    Ok(chunks)
+}
+
+/// Asserts what every chunk of every chat stream must satisfy, and returns the streamed text.
+fn check_chunks(chunks: &[Value], text: &str) -> Result<String> {
+    ensure!(!chunks.is_empty(), "no chunks:\n{text}");
+    for chunk in chunks {
+        ensure!(
+            chunk["object"] == "chat.completion.chunk",
+            "not a chunk: {chunk}"
+        );
+        ensure!(
+            chunk["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "no id: {chunk}"
+        );
+        ensure!(chunk["id"] == chunks[0]["id"], "ids differ: {chunk}");
+        ensure!(chunk["created"].is_u64(), "no created: {chunk}");
+        ensure!(chunk["model"].is_string(), "no model: {chunk}");
+        ensure!(chunk["choices"].is_array(), "no choices: {chunk}");
+    }
+    ensure!(
+        chunks[0]["choices"][0]["delta"]["role"] == "assistant",
+        "the first delta has no role assistant: {}",
+        chunks[0]
+    );
+    let finishes = chunks
+        .iter()
+        .filter(|c| {
+            c["choices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|choice| !choice["finish_reason"].is_null())
+        })
+        .count();
+    ensure!(
+        finishes == 1,
+        "{finishes} chunks with a finish_reason:\n{text}"
+    );
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    Ok(streamed)
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The cases, each run for every provider.
+pub mod cases {
+    use super::*;
+
+    /// A completion: content, usage, cost from the price table, and the edge's headers.
+    pub async fn plain_completion(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let response = h
+            .chat(&json!({"model": model(p, Role::Chat), "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hello there, how are you?"}]}))
+            .await?;
+        let status = response.status();
+        let request_id = header(&response, "x-request-id");
+        let deployment = header(&response, "x-tollgate-deployment");
+        let cost = header(&response, "x-tollgate-cost-usd");
+        let body: Value = response.json().await?;
+        ensure!(status == 200, "HTTP {status}: {body}");
+        ensure!(
+            request_id.is_some_and(|id| !id.is_empty()),
+            "no x-request-id"
+        );
+        assert_eq!(
+            deployment.as_ref(),
+            h.deployments.get(&model(p, Role::Chat)),
+            "x-tollgate-deployment"
+        );
+        assert_eq!(body["object"], "chat.completion", "{body}");
+        let choice = &body["choices"][0];
+        assert_eq!(choice["message"]["role"], "assistant", "{body}");
+        assert!(
+            choice["message"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "no content: {body}"
+        );
+        assert_eq!(choice["finish_reason"], "stop", "{body}");
+
+        let usage = &body["usage"];
+        let prompt = usage["prompt_tokens"].as_u64().unwrap_or_default();
+        let completion = usage["completion_tokens"].as_u64().unwrap_or_default();
+        assert!(prompt > 0 && completion > 0, "usage: {usage}");
+        assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion));
+        let details = &usage["prompt_tokens_details"];
+        let cached = details["cached_tokens"].as_u64().unwrap_or_default();
+        let written = details["cache_write_tokens"].as_u64().unwrap_or_default();
+        let expected = ((prompt - cached - written) as f64 * INPUT_PRICE
+            + cached as f64 * CACHED_PRICE
+            + written as f64 * CACHE_WRITE_PRICE
+            + completion as f64 * OUTPUT_PRICE)
+            / 1e6;
+        let cost: f64 = cost.context("no x-tollgate-cost-usd")?.parse()?;
+        assert!(
+            (cost - expected).abs() < 1e-6,
+            "x-tollgate-cost-usd {cost}, but the price table on {usage} gives {expected}"
+        );
+        Ok(())
+    }
+
+    fn stream_request(p: &Provider, include_usage: bool) -> Value {
+        let mut body = ask(&model(p, Role::Chat), "Hello there");
+        body["stream"] = json!(true);
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    /// A stream with `include_usage`: OpenAI chunks, role first, one finish, usage last.
+    pub async fn streaming_with_usage(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let response = h.chat(&stream_request(p, true)).await?;
+        assert_eq!(response.status(), 200);
+        assert!(
+            header(&response, "content-type").is_some_and(|t| t.starts_with("text/event-stream")),
+            "content-type {:?}",
+            header(&response, "content-type")
+        );
+        assert!(header(&response, "x-request-id").is_some());
+        assert!(header(&response, "x-tollgate-deployment").is_some());
+        let text = response.text().await?;
+        let chunks = parse_stream(&text)?;
+        let streamed = check_chunks(&chunks, &text)?;
+        assert!(!streamed.is_empty(), "no text was streamed:\n{text}");
+        let last = chunks.last().context("no chunks")?;
+        assert_eq!(
+            last["choices"],
+            json!([]),
+            "the last chunk is not usage:\n{text}"
+        );
+        let usage = &last["usage"];
+        assert!(
+            usage["prompt_tokens"].as_u64().is_some_and(|n| n > 0)
+                && usage["completion_tokens"].as_u64().is_some_and(|n| n > 0),
+            "usage: {usage}"
+        );
+        let with_usage = chunks.iter().filter(|c| c["usage"].is_object()).count();
+        assert_eq!(with_usage, 1, "usage in more than one chunk:\n{text}");
+        Ok(())
+    }
+
+    /// With `include_usage`, as OpenAI documents it: "All other chunks will also include a
+    /// usage field, but with a null value" — so that every upstream's stream looks the same.
+    pub async fn streaming_usage_null_before_the_last_chunk(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let response = h.chat(&stream_request(p, true)).await?;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await?;
+        let chunks = parse_stream(&text)?;
+        let (last, others) = chunks.split_last().context("no chunks")?;
+        assert!(last["usage"].is_object(), "no usage last:\n{text}");
+        for chunk in others {
+            assert!(
+                chunk.get("usage").is_some_and(Value::is_null),
+                "a chunk before the usage chunk has no \"usage\": null: {chunk}"
+            );
+        }
+        Ok(())
+    }
+
+    /// A stream without `include_usage`: the same, and no `usage` key anywhere.
+    pub async fn streaming_without_usage(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let response = h.chat(&stream_request(p, false)).await?;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await?;
+        let chunks = parse_stream(&text)?;
+        let streamed = check_chunks(&chunks, &text)?;
+        assert!(!streamed.is_empty(), "no text was streamed:\n{text}");
+        for chunk in &chunks {
+            assert!(
+                chunk.get("usage").is_none(),
+                "usage was not asked for, yet a chunk has a usage key: {chunk}\n{text}"
+            );
+            assert!(
+                !chunk["choices"].as_array().is_some_and(Vec::is_empty),
+                "{chunk}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Tools offered → a tool call; its result sent back → text.
+    pub async fn tool_call_round_trip(p: &Provider) -> Result<()> {
+        if !p.supports_tools {
+            eprintln!("SKIPPED: {} does not support tools", p.name);
+            return Ok(());
+        }
+        let h = Harness::start(&[p]).await?;
+        let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
+        request["tools"] = weather_tool();
+        request["tool_choice"] = json!("auto");
+        let body = h.chat_ok(&request).await?;
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+        assert_eq!(choice["message"]["role"], "assistant", "{body}");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function", "{body}");
+        assert_eq!(call["function"]["name"], "get_weather", "{body}");
+        let id = call["id"].as_str().context("the tool call has no id")?;
+        assert!(!id.is_empty());
+        let arguments = call["function"]["arguments"]
+            .as_str()
+            .context("arguments are not a string")?;
+        let arguments: Value = serde_json::from_str(arguments)
+            .with_context(|| format!("arguments are not JSON: {arguments:?}"))?;
+        assert!(arguments.is_object(), "{arguments}");
+
+        let messages = request["messages"].as_array_mut().context("messages")?;
+        messages.push(choice["message"].clone());
+        messages.push(json!({"role": "tool", "tool_call_id": id,
+            "content": "22 degrees and sunny"}));
+        let body = h.chat_ok(&request).await?;
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "stop", "{body}");
+        assert!(
+            choice["message"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "no text after the tool result: {body}"
+        );
+        assert!(
+            choice["message"]
+                .get("tool_calls")
+                .is_none_or(Value::is_null),
+            "{body}"
+        );
+        Ok(())
+    }
+
+    /// Tools offered to a stream → tool-call deltas: id, type and name first, then argument
+    /// fragments that join into JSON, and one `finish_reason: tool_calls`.
+    pub async fn tool_call_streamed(p: &Provider) -> Result<()> {
+        if !p.supports_tools {
+            eprintln!("SKIPPED: {} does not support tools", p.name);
+            return Ok(());
+        }
+        let h = Harness::start(&[p]).await?;
+        let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
+        request["tools"] = weather_tool();
+        request["stream"] = json!(true);
+        let response = h.chat(&request).await?;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await?;
+        let chunks = parse_stream(&text)?;
+        check_chunks(&chunks, &text)?;
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+            .flatten()
+            .collect();
+        let first = calls.first().context("no tool-call deltas")?;
+        assert!(
+            first["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "the first tool-call delta has no id: {first}"
+        );
+        assert_eq!(first["type"], "function", "{first}");
+        assert_eq!(first["function"]["name"], "get_weather", "{first}");
+        assert!(
+            calls.iter().all(|c| c["index"] == 0),
+            "one call, index 0: {calls:?}"
+        );
+        assert!(
+            calls[1..]
+                .iter()
+                .all(|c| c.get("id").is_none_or(Value::is_null)),
+            "only the first delta of a call has its id: {calls:?}"
+        );
+        let arguments: String = calls
+            .iter()
+            .filter_map(|c| c["function"]["arguments"].as_str())
+            .collect();
+        let arguments: Value = serde_json::from_str(&arguments)
+            .with_context(|| format!("the argument fragments are not JSON: {arguments:?}"))?;
+        assert!(arguments.is_object(), "{arguments}");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, vec![&json!("tool_calls")], "{text}");
+        Ok(())
+    }
+
+    /// An `image_url` data: part reaches the fake as an image.
+    pub async fn image_input(p: &Provider) -> Result<()> {
+        if !p.supports_images {
+            eprintln!("SKIPPED: {} does not support images", p.name);
+            return Ok(());
+        }
+        let h = Harness::start(&[p]).await?;
+        let upstream = h.upstream(p);
+        h.chat_ok(&ask(&model(p, Role::Chat), "no picture here"))
+            .await?;
+        assert!(
+            !(upstream.saw_image)(),
+            "the fake says a text-only request carried an image"
+        );
+        let body = h
+            .chat_ok(
+                &json!({"model": model(p, Role::Chat), "messages": [{"role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}]}),
+            )
+            .await?;
+        assert!(
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{body}"
+        );
+        assert!(
+            (upstream.saw_image)(),
+            "the image did not reach the upstream"
+        );
+        Ok(())
+    }
+
+    /// Embeddings where the provider has them; elsewhere a 400 without any upstream call.
+    pub async fn embeddings(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let before = (h.upstream(p).requests)();
+        let response = h
+            .post(
+                "/v1/embeddings",
+                &json!({"model": model(p, Role::Embed), "input": ["a b", "c"]}),
+            )
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if p.embedding_model.is_some() {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["object"], "list");
+            let data = body["data"].as_array().context("no data")?;
+            assert_eq!(data.len(), 2, "{body}");
+            assert!(data.iter().all(|d| d["embedding"].is_array()), "{body}");
+            assert!(
+                body["usage"]["prompt_tokens"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0),
+                "{body}"
+            );
+        } else {
+            assert_eq!(status, 400, "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            assert_eq!(
+                (h.upstream(p).requests)(),
+                before,
+                "the upstream was called"
+            );
+        }
+        Ok(())
+    }
+
+    /// The status, `retry-after` and JSON body of an error answer.
+    async fn error_of(response: reqwest::Response) -> Result<(u16, Option<String>, Value)> {
+        let status = response.status().as_u16();
+        let retry_after = header(&response, "retry-after");
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text)
+            .with_context(|| format!("HTTP {status}: not a JSON error: {text}"))?;
+        Ok((status, retry_after, body))
+    }
+
+    /// The error answer to `role`'s model, plain and streamed.
+    async fn errors(
+        h: &Harness,
+        p: &Provider,
+        role: Role,
+    ) -> Result<Vec<(bool, u16, Option<String>, Value)>> {
+        let mut out = Vec::new();
+        for stream in [false, true] {
+            let mut body = ask(&model(p, role), "hello");
+            body["stream"] = json!(stream);
+            let (status, retry_after, body) = error_of(h.chat(&body).await?).await?;
+            out.push((stream, status, retry_after, body));
+        }
+        Ok(out)
+    }
+
+    /// No error answer reveals a secret of the credential or the upstream's address.
+    fn check_no_leak(p: &Provider, h: &Harness, body: &Value) {
+        let text = body.to_string();
+        for (_, secret) in p.credential {
+            assert!(!text.contains(secret), "the credential leaked: {text}");
+        }
+        assert!(
+            !text.contains(&h.upstream(p).api_base) && !text.contains("127.0.0.1"),
+            "the upstream's address leaked: {text}"
+        );
+    }
+
+    pub async fn error_rate_limited(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        for (stream, status, retry_after, body) in errors(&h, p, Role::RateLimited).await? {
+            assert_eq!(status, 429, "stream {stream}: {body}");
+            assert_eq!(
+                body["error"]["code"], "rate_limit_exceeded",
+                "stream {stream}: {body}"
+            );
+            if let Some(expected) = p.retry_after {
+                assert_eq!(
+                    retry_after.as_deref(),
+                    Some(expected),
+                    "stream {stream}: retry-after"
+                );
+            }
+            check_no_leak(p, &h, &body);
+        }
+        Ok(())
+    }
+
+    pub async fn error_invalid_request(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        for (stream, status, _, body) in errors(&h, p, Role::InvalidRequest).await? {
+            assert_eq!(status, 400, "stream {stream}: {body}");
+            assert_eq!(
+                body["error"]["code"], "upstream_rejected",
+                "stream {stream}: {body}"
+            );
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(p.invalid_message),
+                "stream {stream}: the upstream's message {:?} is not in {body}",
+                p.invalid_message
+            );
+            check_no_leak(p, &h, &body);
+        }
+        Ok(())
+    }
+
+    pub async fn error_auth_refused(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let deployment = &h.deployments[&model(p, Role::AuthRefused)];
+        for (stream, status, _, body) in errors(&h, p, Role::AuthRefused).await? {
+            assert_eq!(status, 502, "stream {stream}: {body}");
+            assert_eq!(
+                body["error"]["code"], "upstream_error",
+                "stream {stream}: {body}"
+            );
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(&format!("deployment {deployment}")),
+                "stream {stream}: the message does not name deployment {deployment}: {body}"
+            );
+            check_no_leak(p, &h, &body);
+        }
+        Ok(())
+    }
+
+    pub async fn error_server_error(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        for (stream, status, _, body) in errors(&h, p, Role::ServerError).await? {
+            assert_eq!(status, 502, "stream {stream}: {body}");
+            assert_eq!(
+                body["error"]["code"], "upstream_error",
+                "stream {stream}: {body}"
+            );
+            check_no_leak(p, &h, &body);
+        }
+        Ok(())
+    }
+
+    pub async fn error_hang(p: &Provider) -> Result<()> {
+        let timeout = Duration::from_millis(800);
+        let h = Harness::start_with(&[p], timeout, timeout).await?;
+        for stream in [false, true] {
+            let mut body = ask(&model(p, Role::Hang), "hello");
+            body["stream"] = json!(stream);
+            let started = tokio::time::Instant::now();
+            let (status, _, body) = error_of(h.chat(&body).await?).await?;
+            let took = started.elapsed();
+            assert_eq!(status, 504, "stream {stream}: {body}");
+            assert_eq!(
+                body["error"]["code"], "upstream_timeout",
+                "stream {stream}: {body}"
+            );
+            assert!(
+                took < Duration::from_secs(5),
+                "stream {stream}: took {took:?}"
+            );
+            check_no_leak(p, &h, &body);
+        }
+        Ok(())
+    }
+}
+
+/// One `#[tokio::test]` per (provider, case), in a module per provider (`bedrock::image_input`),
+/// and `all_providers()` for the tests that put every provider on one edge.
+macro_rules! conformance {
+    (@cases $provider:ident: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() -> anyhow::Result<()> {
+                super::cases::$case(&super::providers::$provider()).await
+            }
+        )*
+    };
+    ($($provider:ident),* $(,)?) => {
+        /// Every provider of the suite, in the order listed.
+        fn all_providers() -> Vec<Provider> {
+            vec![$(providers::$provider()),*]
+        }
+
+        $(
+            mod $provider {
+                conformance!(@cases $provider:
+                    plain_completion,
+                    streaming_with_usage,
+                    streaming_usage_null_before_the_last_chunk,
+                    streaming_without_usage,
+                    tool_call_round_trip,
+                    tool_call_streamed,
+                    image_input,
+                    embeddings,
+                    error_rate_limited,
+                    error_invalid_request,
+                    error_auth_refused,
+                    error_server_error,
+                    error_hang,
+                );
+            }
+        )*
+    };
+}
+
+conformance!(
+    openai_compatible,
+    anthropic,
+    bedrock,
+    azure_openai,
+    sagemaker
+);
+
+fn python() -> String {
+    std::env::var("TOLLGATE_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "python3".to_owned())
+}
+
+/// Streams through each model with the OpenAI SDK and prints, per model, the shape of every
+/// chunk as the SDK parsed it.
+const SDK_SCRIPT: &str = r#"
+import json, os, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["TOLLGATE_BASE_URL"], api_key=os.environ["TOLLGATE_KEY"],
+                max_retries=0, timeout=30)
+shapes = {}
+for model in os.environ["TOLLGATE_MODELS"].split(","):
+    stream = client.chat.completions.create(
+        model=model, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Hello there"}])
+    chunks = []
+    for chunk in stream:
+        raw = chunk.model_dump(exclude_unset=True)
+        choices = raw.get("choices") or []
+        chunks.append({
+            "keys": sorted(raw.keys()),
+            "object": chunk.object,
+            "choices": len(chunk.choices),
+            "choice_keys": sorted(choices[0].keys()) if choices else [],
+            "role": chunk.choices[0].delta.role if chunk.choices else None,
+            "content": bool(chunk.choices and chunk.choices[0].delta.content),
+            "finish_reason": chunk.choices[0].finish_reason if chunk.choices else None,
+            "usage": chunk.usage is not None,
+        })
+    shapes[model] = chunks
+print(json.dumps(shapes))
+"#;
+
+/// Optional chunk fields that only some upstreams have anything truthful to fill in, and that
+/// OpenAI's own API leaves out at times: not part of the compared shape.
+const OPTIONAL_KEYS: [&str; 2] = ["system_fingerprint", "service_tier"];
+
+/// The shape a chunk is compared by: everything but whether it carries text (providers split
+/// text into different numbers of deltas) and the [`OPTIONAL_KEYS`].
+fn shape(chunk: &Value) -> Value {
+    let keys: Vec<&Value> = chunk["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| !k.as_str().is_some_and(|k| OPTIONAL_KEYS.contains(&k)))
+        .collect();
+    json!({"keys": keys, "object": chunk["object"], "choices": chunk["choices"],
+        "choice_keys": chunk["choice_keys"], "role": chunk["role"],
+        "finish": !chunk["finish_reason"].is_null(), "usage": chunk["usage"]})
+}
+
+/// One line per shape, for failure messages.
+fn lines(shapes: &[Value]) -> String {
+    shapes
+        .iter()
+        .map(|s| format!("  {s}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_streams_look_the_same_through_every_provider() -> Result<()> {
+    let python = python();
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .await
+        .with_context(|| format!("running {python} (set TOLLGATE_PYTHON to a Python 3)"))?;
+    if !probe.status.success() {
+        bail!(
+            "the `openai` Python SDK is not importable by {python}: run `pip install openai` \
+             (or point TOLLGATE_PYTHON at an interpreter that has it)\n{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
+    // The first, openai_compatible, is the reference the others are compared with.
+    let all = all_providers();
+    let h = Harness::start(&all.iter().collect::<Vec<_>>()).await?;
+    let models: Vec<String> = all.iter().map(|p| model(p, Role::Chat)).collect();
+    let run = tokio::process::Command::new(&python)
+        .args(["-c", SDK_SCRIPT])
+        .env("TOLLGATE_BASE_URL", h.edge.url("/v1"))
+        .env("TOLLGATE_KEY", &h.secret)
+        .env("TOLLGATE_MODELS", models.join(","))
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("the SDK script did not finish within 120 s")??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        out.status.success(),
+        "the SDK script failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    let shapes: Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("the SDK script printed no JSON: {stdout}"))?;
+
+    let mut collapsed = Vec::new();
+    for model in &models {
+        let chunks = shapes[model].as_array().context("no chunks")?;
+        ensure!(!chunks.is_empty(), "{model}: no chunks");
+        assert_eq!(
+            chunks[0]["role"], "assistant",
+            "{model}: role first: {chunks:?}"
+        );
+        assert!(
+            chunks.iter().any(|c| c["content"] == true),
+            "{model}: no text: {chunks:?}"
+        );
+        let finishes = chunks
+            .iter()
+            .filter(|c| !c["finish_reason"].is_null())
+            .count();
+        assert_eq!(finishes, 1, "{model}: finish_reasons: {chunks:?}");
+        let last = &chunks[chunks.len() - 1];
+        assert!(
+            last["usage"] == true && last["choices"] == 0,
+            "{model}: the last chunk is not usage with empty choices: {last}"
+        );
+        // Consecutive chunks of one shape (the text deltas) count as one.
+        let mut shapes: Vec<Value> = chunks.iter().map(shape).collect();
+        shapes.dedup();
+        collapsed.push((model, shapes));
+    }
+    let (first_model, first) = &collapsed[0];
+    let differences: Vec<String> = collapsed[1..]
+        .iter()
+        .filter(|(_, shapes)| shapes != first)
+        .map(|(model, shapes)| format!("{model}:\n{}", lines(shapes)))
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the chunk shapes differ from those through {first_model}:\n{first_model}:\n{}\n{}",
+        lines(first),
+        differences.join("\n")
+    );
+    Ok(())
+}

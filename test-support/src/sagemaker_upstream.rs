@@ -1,0 +1,468 @@
+//! A fake Amazon SageMaker runtime: a real HTTP server on `127.0.0.1:0` answering
+//! `POST /endpoints/{name}/invocations` (the container's answer as the body) and
+//! `POST /endpoints/{name}/invocations-response-stream` (AWS binary event stream of `PayloadPart`
+//! events whose payload is raw container bytes, `application/octet-stream`), in SageMaker's wire
+//! format, so that the official AWS SDK can be pointed at it with `endpoint_url`.
+//!
+//! The container format is chosen by the endpoint name: names starting with `tgi` behave like
+//! Hugging Face TGI (`{"inputs", "parameters"}` in, `[{"generated_text", "details"}]` or
+//! `data:{"token":…}` lines out); all others like a Messages API container (LMI), which takes an
+//! OpenAI chat body and answers OpenAI JSON or OpenAI `data:` events. The stream's events are cut
+//! across PayloadParts at arbitrary places, as real containers' are. `lmi-no-usage` ignores
+//! `stream_options.include_usage`.
+//!
+//! Failures by endpoint name: `fail-throttle` (`ThrottlingException`), `fail-validation`
+//! (`ValidationError` with [`VALIDATION_MESSAGE`]), `fail-model` (`ModelError`: the container
+//! answered 400 with `{"error": MODEL_ERROR_MESSAGE}`), `fail-model-500` (the container answered
+//! 500), `fail-denied` (`AccessDeniedException`), `fail-unavailable` (`ServiceUnavailable`),
+//! `fail-internal` (`InternalFailure`), `hang` (sleeps 30 s), `fail-midstream` (a little text,
+//! then a `ModelStreamError` event), `stall-stream` (stops for 30 s after two parts).
+//!
+//! Token counts: prompt tokens are the whitespace-separated words of all message contents (or of
+//! TGI's `inputs`) plus 3; completion tokens the words of the answer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// The text of every answer.
+pub const ANSWER: &str = "Hello from the fake SageMaker.";
+/// The message of `fail-validation`.
+pub const VALIDATION_MESSAGE: &str = "Endpoint fail-validation of account 000000000000 not found.";
+/// The container's message of `fail-model`.
+pub const MODEL_ERROR_MESSAGE: &str =
+    "Input validation error: inputs tokens + max_new_tokens must be <= 4096";
+/// The message of the `fail-midstream` stream error.
+pub const STREAM_ERROR_MESSAGE: &str = "The model container stopped while streaming.";
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// `invocations` or `invocations-response-stream`.
+    pub operation: String,
+    /// The endpoint name from the path, percent-decoded.
+    pub endpoint: String,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`null` when it was not JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    count: AtomicUsize,
+    last: Mutex<Option<RecordedRequest>>,
+}
+
+/// A running fake SageMaker runtime; it stops accepting connections when dropped.
+pub struct FakeSagemaker {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeSagemaker {
+    /// Starts serving on a random port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<FakeSagemaker> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/endpoints/{name}/invocations", post(invocations))
+            .route(
+                "/endpoints/{name}/invocations-response-stream",
+                post(invocations_stream),
+            )
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeSagemaker { addr, shared, task })
+    }
+
+    /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests were received so far.
+    pub fn requests(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FakeSagemaker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The endpoints that fail on command: (endpoint, status, error type, message).
+#[rustfmt::skip]
+const FAILURES: [(&str, u16, &str, &str); 5] = [
+    ("fail-throttle", 400, "ThrottlingException", "Rate exceeded"),
+    ("fail-validation", 400, "ValidationError", VALIDATION_MESSAGE),
+    ("fail-denied", 403, "AccessDeniedException", "User is not authorized to perform: sagemaker:InvokeEndpoint"),
+    ("fail-unavailable", 503, "ServiceUnavailable", "The service is unavailable. Try again later."),
+    ("fail-internal", 500, "InternalFailure", "An internal failure occurred."),
+];
+
+/// A restJson1 error as SageMaker sends it: the type in `x-amzn-errortype`, the fields in the body.
+fn error_with(status: u16, kind: &str, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = format!("{kind}:http://internal.amazon.com/coral/com.amazon.sagemaker.runtime/");
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = kind.parse() {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    if let Ok(value) = uuid::Uuid::new_v4().to_string().parse() {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    response
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    error_with(status, kind, json!({"message": message}))
+}
+
+/// SageMaker's ModelError: the container answered `original` with `body`.
+fn model_error(endpoint: &str, original: u16, body: &str) -> Response {
+    let client_or_server = if original < 500 { "client" } else { "server" };
+    let message = format!(
+        "Received {client_or_server} error ({original}) from primary with message \"{body}\". \
+         See https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint} \
+         in account 000000000000 for more information."
+    );
+    error_with(
+        424,
+        "ModelError",
+        json!({
+            "ErrorCode": format!("{}_ERROR_FROM_MODEL", client_or_server.to_uppercase()),
+            "Message": message,
+            "OriginalMessage": body,
+            "OriginalStatusCode": original,
+            "LogStreamArn": format!("arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint}"),
+        }),
+    )
+}
+
+/// Records a request; answers the failure endpoints (and bad bodies) itself.
+async fn begin(
+    shared: &Shared,
+    operation: &str,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Response> {
+    let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let recorded = RecordedRequest {
+        operation: operation.to_owned(),
+        endpoint: endpoint.to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), v)
+            })
+            .collect(),
+        body: value.clone(),
+    };
+    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(recorded);
+    shared.count.fetch_add(1, Ordering::SeqCst);
+    if !headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="))
+    {
+        return Err(error(
+            403,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    }
+    if let Some(&(_, status, kind, message)) = FAILURES.iter().find(|f| f.0 == endpoint) {
+        return Err(error(status, kind, message));
+    }
+    match endpoint {
+        "fail-model" => {
+            let body = json!({"error": MODEL_ERROR_MESSAGE, "error_type": "validation"});
+            return Err(model_error(endpoint, 400, &body.to_string()));
+        }
+        "fail-model-500" => {
+            return Err(model_error(endpoint, 500, "CUDA out of memory"));
+        }
+        "hang" => tokio::time::sleep(Duration::from_secs(30)).await,
+        _ => {}
+    }
+    let valid = if is_tgi(endpoint) {
+        value["inputs"].is_string()
+    } else {
+        value["messages"].as_array().is_some_and(|m| !m.is_empty())
+    };
+    if !valid {
+        // What the container answers, wrapped by SageMaker.
+        let body = json!({"error": "the request body is not what this container expects"});
+        return Err(model_error(endpoint, 422, &body.to_string()));
+    }
+    Ok(value)
+}
+
+fn is_tgi(endpoint: &str) -> bool {
+    endpoint.starts_with("tgi")
+}
+
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Prompt tokens of a request in either format.
+fn prompt_tokens(request: &Value) -> usize {
+    if let Some(inputs) = request["inputs"].as_str() {
+        return words(inputs) + 3;
+    }
+    let mut count = 3;
+    for message in request["messages"].as_array().into_iter().flatten() {
+        match &message["content"] {
+            Value::String(s) => count += words(s),
+            Value::Array(parts) => {
+                count += parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .map(words)
+                    .sum::<usize>();
+            }
+            _ => {}
+        }
+    }
+    count
+}
+
+fn openai_usage(request: &Value) -> Value {
+    let prompt = prompt_tokens(request);
+    let completion = words(ANSWER);
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion})
+}
+
+async fn invocations(
+    State(shared): State<Arc<Shared>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(&shared, "invocations", &endpoint, &headers, &body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if is_tgi(&endpoint) {
+        let parameters = &request["parameters"];
+        let mut details = json!({"finish_reason": "eos_token",
+            "generated_tokens": words(ANSWER), "seed": null});
+        if parameters["decoder_input_details"] == json!(true) {
+            let prefill: Vec<Value> = (0..prompt_tokens(&request))
+                .map(|i| json!({"id": i, "text": "t", "logprob": null}))
+                .collect();
+            details["prefill"] = Value::Array(prefill);
+        }
+        let mut answer = json!({"generated_text": ANSWER});
+        if parameters["details"] == json!(true) {
+            answer["details"] = details;
+        }
+        return Json(json!([answer])).into_response();
+    }
+    Json(json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "lmi",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
+            "logprobs": null, "finish_reason": "stop"}],
+        "usage": openai_usage(&request),
+    }))
+    .into_response()
+}
+
+/// One PayloadPart event carrying `bytes`.
+fn payload_part(bytes: &[u8]) -> Bytes {
+    let message = Message::new(bytes.to_vec())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String("PayloadPart".into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/octet-stream".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    frame(&message)
+}
+
+/// An in-stream `ModelStreamError` exception.
+fn stream_error(message: &str) -> Bytes {
+    let payload = json!({"Message": message, "ErrorCode": "ModelStreamError"});
+    let message = Message::new(payload.to_string())
+        .add_header(Header::new(
+            ":exception-type",
+            HeaderValue::String("ModelStreamError".into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("exception".into()),
+        ));
+    frame(&message)
+}
+
+fn frame(message: &Message) -> Bytes {
+    let mut buffer = Vec::new();
+    // Writing to a Vec fails only for oversized headers, which these are not.
+    let _ = write_message_to(message, &mut buffer);
+    Bytes::from(buffer)
+}
+
+/// The container's stream output, as text lines of server-sent events.
+fn container_stream(endpoint: &str, request: &Value) -> String {
+    let mut out = String::new();
+    let pieces: Vec<&str> = ANSWER.split_inclusive(' ').collect();
+    if is_tgi(endpoint) {
+        for (i, piece) in pieces.iter().enumerate() {
+            let event = json!({"index": i + 1,
+                "token": {"id": 100 + i, "text": piece, "logprob": -0.25, "special": false},
+                "generated_text": null, "details": null});
+            out.push_str(&format!("data:{event}\n\n"));
+        }
+        let last = json!({"index": pieces.len() + 1,
+            "token": {"id": 2, "text": "</s>", "logprob": -0.01, "special": true},
+            "generated_text": ANSWER,
+            "details": {"finish_reason": "eos_token", "generated_tokens": words(ANSWER) + 1,
+                "seed": null, "input_length": prompt_tokens(request)}});
+        out.push_str(&format!("data:{last}\n\n"));
+        return out;
+    }
+    let chunk = |choices: Value| {
+        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "model": "lmi", "choices": choices})
+    };
+    let first = chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
+        "logprobs": null, "finish_reason": null}]),
+    );
+    out.push_str(&format!("data: {first}\n\n"));
+    for piece in &pieces {
+        let delta = chunk(json!([{"index": 0, "delta": {"content": piece},
+            "logprobs": null, "finish_reason": null}]));
+        out.push_str(&format!("data: {delta}\n\n"));
+    }
+    let finish = chunk(json!([{"index": 0, "delta": {}, "logprobs": null,
+        "finish_reason": "stop"}]));
+    out.push_str(&format!("data: {finish}\n\n"));
+    if request["stream_options"]["include_usage"] == json!(true) && endpoint != "lmi-no-usage" {
+        let mut usage = chunk(json!([]));
+        usage["usage"] = openai_usage(request);
+        out.push_str(&format!("data: {usage}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+async fn invocations_stream(
+    State(shared): State<Arc<Shared>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(
+        &shared,
+        "invocations-response-stream",
+        &endpoint,
+        &headers,
+        &body,
+    )
+    .await
+    {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let mut text = container_stream(&endpoint, &request);
+    if endpoint == "fail-midstream" {
+        // Two whole events, then the container breaks off.
+        let cut = text.match_indices("\n\n").nth(1).map_or(0, |(i, _)| i + 2);
+        text.truncate(cut);
+    }
+    // Cut the bytes into parts of varying sizes, so that events and even lines straddle parts.
+    let bytes = text.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut size = 7;
+    while start < bytes.len() {
+        let end = (start + size).min(bytes.len());
+        parts.push(payload_part(&bytes[start..end]));
+        start = end;
+        size = if size > 90 { 7 } else { size * 2 + 3 };
+    }
+    if endpoint == "fail-midstream" {
+        parts.push(stream_error(STREAM_ERROR_MESSAGE));
+    }
+    let stall = endpoint == "stall-stream";
+    let events =
+        futures::stream::iter(parts.into_iter().enumerate()).then(move |(i, part)| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if stall && i == 2 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok::<_, std::io::Error>(part)
+        });
+    let headers = [
+        (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
+        (
+            header::HeaderName::from_static("x-amzn-sagemaker-content-type"),
+            "text/event-stream",
+        ),
+        (
+            header::HeaderName::from_static("x-amzn-invoked-production-variant"),
+            "AllTraffic",
+        ),
+        (
+            header::HeaderName::from_static("x-amzn-requestid"),
+            "fake-request-id",
+        ),
+    ];
+    (headers, Body::from_stream(events)).into_response()
+}
