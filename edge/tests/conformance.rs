@@ -71,6 +71,8 @@ pub struct Provider {
     pub retry_after: Option<&'static str>,
     pub supports_tools: bool,
     pub supports_images: bool,
+    /// The provider reports token counts for embeddings (Gemini's embed API does not).
+    pub embedding_usage: bool,
 }
 
 /// The provider descriptions.
@@ -80,6 +82,7 @@ pub mod providers {
     use serde_json::Value;
     use tollgate_test_support::anthropic_upstream::FakeAnthropic;
     use tollgate_test_support::bedrock_upstream::{FakeBedrock, VALIDATION_MESSAGE};
+    use tollgate_test_support::gemini_upstream::FakeGemini;
     use tollgate_test_support::openai_upstream::FakeOpenAi;
     use tollgate_test_support::sagemaker_upstream::{FakeSagemaker, MODEL_ERROR_MESSAGE};
 
@@ -133,6 +136,7 @@ pub mod providers {
             retry_after: Some("7"),
             supports_tools: true,
             supports_images: true,
+            embedding_usage: true,
         }
     }
 
@@ -165,6 +169,51 @@ pub mod providers {
             retry_after: Some("7"),
             supports_tools: true,
             supports_images: true,
+            embedding_usage: true,
+        }
+    }
+
+    /// Gemini's generateContent API; images arrive as `inlineData` parts.
+    pub fn gemini() -> Provider {
+        Provider {
+            name: "gemini",
+            kind: "gemini",
+            start: || {
+                Box::pin(async {
+                    let fake = Arc::new(FakeGemini::start().await?);
+                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    Ok(Upstream {
+                        api_base: fake.base_url(),
+                        requests: Box::new(move || requests.requests()),
+                        saw_image: Box::new(move || {
+                            saw_image.last_body()["contents"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|c| c["parts"].as_array())
+                                .flatten()
+                                .any(|part| {
+                                    part["inlineData"].is_object() || part["fileData"].is_object()
+                                })
+                        }),
+                    })
+                })
+            },
+            credential: &[("api_key", "gemini-conformance-secret")],
+            region: "",
+            settings: &[],
+            model: "gemini-test",
+            embedding_model: Some("text-embedding-test"),
+            rate_limited: "fail-429",
+            invalid_request: "fail-400",
+            auth_refused: "fail-403",
+            server_error: "fail-500",
+            hang: "hang",
+            invalid_message: "bad things in request",
+            retry_after: Some("7"),
+            supports_tools: true,
+            supports_images: true,
+            embedding_usage: false,
         }
     }
 
@@ -203,6 +252,7 @@ pub mod providers {
             retry_after: Some("7"),
             supports_tools: true,
             supports_images: true,
+            embedding_usage: true,
         }
     }
 
@@ -245,6 +295,7 @@ pub mod providers {
             retry_after: None,
             supports_tools: false,
             supports_images: true,
+            embedding_usage: true,
         }
     }
 
@@ -285,6 +336,7 @@ pub mod providers {
             retry_after: None,
             supports_tools: true,
             supports_images: true,
+            embedding_usage: true,
         }
     }
 }
@@ -862,12 +914,14 @@ pub mod cases {
             let data = body["data"].as_array().context("no data")?;
             assert_eq!(data.len(), 2, "{body}");
             assert!(data.iter().all(|d| d["embedding"].is_array()), "{body}");
-            assert!(
-                body["usage"]["prompt_tokens"]
-                    .as_u64()
-                    .is_some_and(|n| n > 0),
-                "{body}"
-            );
+            if p.embedding_usage {
+                assert!(
+                    body["usage"]["prompt_tokens"]
+                        .as_u64()
+                        .is_some_and(|n| n > 0),
+                    "{body}"
+                );
+            }
         } else {
             assert_eq!(status, 400, "{body}");
             assert!(body["error"]["message"].is_string(), "{body}");
@@ -1057,7 +1111,8 @@ conformance!(
     anthropic,
     bedrock,
     azure_openai,
-    sagemaker
+    sagemaker,
+    gemini
 );
 
 fn python() -> String {
