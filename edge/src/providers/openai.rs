@@ -147,7 +147,8 @@ pub(super) fn secret_header(
     Ok(value)
 }
 
-fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
+/// A reqwest failure as an upstream error, for every provider that speaks HTTP through reqwest.
+pub(super) fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
     // `without_url`: an upstream URL may carry a secret in its query.
     let e = e.without_url();
     if e.is_timeout() {

@@ -19,7 +19,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::openai::secret_header;
+use super::openai::{secret_header, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::{EventFramer, StreamFailure, StreamTranslator};
 
@@ -287,18 +287,6 @@ fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
         StreamFailure::Unreadable => {
             UpstreamError::Failed(format!("{what} sent an unreadable stream event"))
         }
-    }
-}
-
-fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
-    // `without_url`: an upstream URL may carry a secret in its query.
-    let e = e.without_url();
-    if e.is_timeout() {
-        UpstreamError::Timeout(format!("{what} timed out"))
-    } else if e.is_connect() {
-        UpstreamError::Failed(format!("could not connect to {what}"))
-    } else {
-        UpstreamError::Failed(format!("{what} failed: {e}"))
     }
 }
 
