@@ -14,7 +14,8 @@ use tollgate_edge::config::EdgeConfig;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
 use tollgate_test_support::bedrock_upstream::{
-    ANSWER, FakeBedrock, GUARDRAIL_ANSWER, TOOL_INPUT, VALIDATION_MESSAGE,
+    ANSWER, EMBEDDING_DIMENSIONS, FakeBedrock, GUARDRAIL_ANSWER, TOOL_INPUT, VALIDATION_MESSAGE,
+    fake_embedding,
 };
 
 const ACCESS_KEY_ID: &str = "AKIDTEST";
@@ -66,6 +67,10 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
         ("hang", "hang"),
         ("slow-stream", "slow-stream"),
         ("stall-stream", "stall-stream"),
+        ("titan-embed", "amazon.titan-embed-text-v2:0"),
+        ("titan-embed-v1", "amazon.titan-embed-text-v1"),
+        ("cohere-embed", "cohere.embed-english-v3"),
+        ("cohere-embed-query", "cohere.embed-multilingual-v3"),
     ];
     let mut deployments = HashMap::new();
     for (model, upstream) in models {
@@ -77,6 +82,11 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
                 region: "us-east-1".into(),
                 api_base: fake.endpoint_url(),
                 credential_id: credential.id.clone(),
+                settings: if model == "cohere-embed-query" {
+                    [("input_type".to_owned(), "search_query".to_owned())].into()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             })
             .await?
@@ -91,6 +101,15 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
             ..Default::default()
         })
         .await?;
+    for (model, input_per_mtok) in [("titan-embed", 2.0), ("cohere-embed", 1.0)] {
+        admin
+            .set_price(Price {
+                model: model.into(),
+                input_per_mtok,
+                ..Default::default()
+            })
+            .await?;
+    }
     let (_, secret) = create_key(&mut admin, &[]).await?;
     let sequence = last_sequence(&mut admin).await?;
     let mut config = EdgeConfig::local(&nats);
@@ -116,6 +135,16 @@ impl Setup {
         Ok(self
             .http
             .post(self.edge.url("/v1/chat/completions"))
+            .bearer_auth(&self.secret)
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    async fn embed(&self, body: &Value) -> Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.edge.url("/v1/embeddings"))
             .bearer_auth(&self.secret)
             .json(body)
             .send()
@@ -520,5 +549,159 @@ async fn a_hanging_bedrock_times_out() -> Result<()> {
     // Calls after a timeout still work on the same cached client.
     let answer = s.chat(&user("claude-test", "hello")).await?;
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    Ok(())
+}
+
+/// The cost header of an answer.
+fn cost_of(response: &reqwest::Response) -> Result<f64> {
+    Ok(response.headers()["x-tollgate-cost-usd"]
+        .to_str()?
+        .parse()?)
+}
+
+/// Little-endian f32s from base64, as OpenAI's `encoding_format: base64` carries them.
+fn decode_f32s(encoded: &Value) -> Result<Vec<f64>> {
+    let bytes = aws_smithy_types::base64::decode(encoded.as_str().context("not a string")?)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced() -> Result<()> {
+    let s = setup().await?;
+    let inputs = ["the quick brown fox", "jumps"];
+    let response = s
+        .embed(&json!({"model": "titan-embed", "input": inputs}))
+        .await?;
+    assert_eq!(response.status(), 200);
+    let cost = cost_of(&response)?;
+    let body: Value = response.json().await?;
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "amazon.titan-embed-text-v2:0");
+    let data = body["data"].as_array().context("no data")?;
+    assert_eq!(data.len(), 2, "{body}");
+    for (i, text) in inputs.iter().enumerate() {
+        assert_eq!(data[i]["object"], "embedding");
+        assert_eq!(data[i]["index"], i);
+        assert_eq!(
+            data[i]["embedding"],
+            json!(fake_embedding(text, EMBEDDING_DIMENSIONS))
+        );
+    }
+    // Token counts are words: 4 + 1.
+    assert_eq!(body["usage"]["prompt_tokens"], 5);
+    assert_eq!(body["usage"]["total_tokens"], 5);
+    let expected = 5.0 * 2.0 / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
+    assert_eq!(s.fake.requests(), 2, "one InvokeModel per input");
+    let request = s.fake.last_request().context("no request")?;
+    assert_eq!(request.operation, "invoke");
+    assert_eq!(request.model_id, "amazon.titan-embed-text-v2:0");
+    assert!(request.body["inputText"].is_string());
+    let authorization = request.header("authorization").unwrap_or_default();
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
+        "{authorization}"
+    );
+
+    // base64 with dimensions: v2 takes `dimensions` and `normalize`.
+    let response = s
+        .embed(&json!({"model": "titan-embed", "input": "hello world",
+            "encoding_format": "base64", "dimensions": 4}))
+        .await?;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await?;
+    assert_eq!(
+        decode_f32s(&body["data"][0]["embedding"])?,
+        fake_embedding("hello world", 4)
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], 2);
+    let request = s.fake.last_request().context("no request")?;
+    assert_eq!(
+        request.body,
+        json!({"inputText": "hello world", "dimensions": 4, "normalize": true})
+    );
+
+    // v1 takes no dimensions: refused before Bedrock is called.
+    let before = s.fake.requests();
+    let response = s
+        .embed(&json!({"model": "titan-embed-v1", "input": "x", "dimensions": 4}))
+        .await?;
+    assert_eq!(response.status(), 400);
+    assert_eq!(s.fake.requests(), before);
+    let response = s
+        .embed(&json!({"model": "titan-embed-v1", "input": "x y"}))
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        s.fake.last_request().context("no request")?.body,
+        json!({"inputText": "x y"})
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> Result<()> {
+    let s = setup().await?;
+    let inputs = ["alpha beta", "gamma", "delta epsilon zeta"];
+    let response = s
+        .embed(&json!({"model": "cohere-embed", "input": inputs}))
+        .await?;
+    assert_eq!(response.status(), 200);
+    let cost = cost_of(&response)?;
+    let body: Value = response.json().await?;
+    let data = body["data"].as_array().context("no data")?;
+    assert_eq!(data.len(), 3, "{body}");
+    for (i, text) in inputs.iter().enumerate() {
+        assert_eq!(data[i]["index"], i);
+        assert_eq!(
+            data[i]["embedding"],
+            json!(fake_embedding(text, EMBEDDING_DIMENSIONS))
+        );
+    }
+    assert_eq!(body["model"], "cohere.embed-english-v3");
+    // From the x-amzn-bedrock-input-token-count header: 2 + 1 + 3 words.
+    assert_eq!(body["usage"]["prompt_tokens"], 6);
+    assert_eq!(body["usage"]["total_tokens"], 6);
+    let expected = 6.0 * 1.0 / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
+    assert_eq!(s.fake.requests(), 1, "one InvokeModel for all inputs");
+    let request = s.fake.last_request().context("no request")?;
+    assert_eq!(request.operation, "invoke");
+    assert_eq!(
+        request.body,
+        json!({"texts": inputs, "input_type": "search_document"})
+    );
+
+    // base64, and the deployment's input_type.
+    let response = s
+        .embed(&json!({"model": "cohere-embed-query", "input": ["one two"],
+            "encoding_format": "base64"}))
+        .await?;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await?;
+    assert_eq!(
+        decode_f32s(&body["data"][0]["embedding"])?,
+        fake_embedding("one two", EMBEDDING_DIMENSIONS)
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], 2);
+    let request = s.fake.last_request().context("no request")?;
+    assert_eq!(request.body["input_type"], "search_query");
+
+    // A chat model has no embeddings: refused without calling Bedrock.
+    let before = s.fake.requests();
+    let response = s
+        .embed(&json!({"model": "claude-test", "input": "x"}))
+        .await?;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await?;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("embeddings are supported for Titan and Cohere models"),
+        "{body}"
+    );
+    assert_eq!(s.fake.requests(), before);
     Ok(())
 }

@@ -325,7 +325,7 @@ pub mod providers {
             region: "us-east-1",
             settings: &[],
             model: "anthropic.claude-test",
-            embedding_model: None,
+            embedding_model: Some("amazon.titan-embed-text-v2:0"),
             rate_limited: "fail-throttle",
             invalid_request: "fail-validation",
             auth_refused: "fail-denied",

@@ -17,6 +17,13 @@
 //! Token counts: `inputTokens` is the number of whitespace-separated words in all text blocks
 //! (system and messages) plus 3, `outputTokens` the number of words in the answer; when the
 //! request holds a `cachePoint`, 5 cache-read and 1 cache-write input tokens are reported too.
+//!
+//! `POST /model/{modelId}/invoke` answers embedding models: `amazon.titan-embed-*` (body
+//! `{"inputText": …}`, optional `dimensions`) with `{"embedding": […], "inputTextTokenCount": n}`,
+//! and `cohere.embed-*` (body `{"texts": […], "input_type": …}`) with `{"embeddings": [[…]],
+//! "id": …, "texts": […]}`. Vectors come from [`fake_embedding`] ([`EMBEDDING_DIMENSIONS`] long
+//! unless `dimensions` says otherwise); token counts are the words of the inputs, also sent in
+//! the `x-amzn-bedrock-input-token-count` header. Other models answer `ValidationException`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,10 +51,24 @@ pub const VALIDATION_MESSAGE: &str =
 /// What the guardrail answers when it intervenes.
 pub const GUARDRAIL_ANSWER: &str = "Sorry, the guardrail blocked this.";
 
+/// The length of the fake's embeddings when the request names no `dimensions`.
+pub const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// The fake's embedding of `text`: deterministic, each value a multiple of 1/16 in [0, 1)
+/// (exact as an f32).
+pub fn fake_embedding(text: &str, dimensions: usize) -> Vec<f64> {
+    let seed = text.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    (0..dimensions)
+        .map(|i| (seed.wrapping_add(i * 7) % 16) as f64 / 16.0)
+        .collect()
+}
+
 /// One request as received.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
-    /// `converse` or `converse-stream`.
+    /// `converse`, `converse-stream` or `invoke`.
     pub operation: String,
     /// The model id from the path, percent-decoded.
     pub model_id: String,
@@ -89,6 +110,7 @@ impl FakeBedrock {
         let app = Router::new()
             .route("/model/{model_id}/converse", post(converse))
             .route("/model/{model_id}/converse-stream", post(converse_stream))
+            .route("/model/{model_id}/invoke", post(invoke))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -192,7 +214,7 @@ async fn begin(
     if model_id == "hang" {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
-    if value["messages"].as_array().is_none_or(Vec::is_empty) {
+    if operation != "invoke" && value["messages"].as_array().is_none_or(Vec::is_empty) {
         return Err(error(
             400,
             "ValidationException",
@@ -428,4 +450,52 @@ async fn converse_stream(
         ),
     ];
     (headers, Body::from_stream(events)).into_response()
+}
+
+async fn invoke(
+    State(shared): State<Arc<Shared>>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match begin(&shared, "invoke", model_id.clone(), &headers, &body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let (answer, tokens) = if model_id.starts_with("amazon.titan-embed") {
+        let Some(text) = request["inputText"].as_str() else {
+            return error(400, "ValidationException", "inputText is required.");
+        };
+        let dimensions = request["dimensions"]
+            .as_u64()
+            .map_or(EMBEDDING_DIMENSIONS, |d| d as usize);
+        let tokens = words(text);
+        let answer = json!({"embedding": fake_embedding(text, dimensions),
+            "inputTextTokenCount": tokens});
+        (answer, tokens)
+    } else if model_id.starts_with("cohere.embed") {
+        let Some(texts) = request["texts"].as_array().filter(|t| !t.is_empty()) else {
+            return error(400, "ValidationException", "texts is required.");
+        };
+        let texts: Vec<&str> = texts.iter().filter_map(Value::as_str).collect();
+        let embeddings: Vec<Vec<f64>> = texts
+            .iter()
+            .map(|t| fake_embedding(t, EMBEDDING_DIMENSIONS))
+            .collect();
+        let tokens = texts.iter().map(|t| words(t)).sum();
+        let answer = json!({"embeddings": embeddings, "id": "fake-embed-id",
+            "response_type": "embeddings_floats", "texts": texts});
+        (answer, tokens)
+    } else {
+        return error(
+            400,
+            "ValidationException",
+            "The provided model doesn't support InvokeModel in the fake.",
+        );
+    };
+    let headers = [(
+        header::HeaderName::from_static("x-amzn-bedrock-input-token-count"),
+        tokens.to_string(),
+    )];
+    (headers, Json(answer)).into_response()
 }

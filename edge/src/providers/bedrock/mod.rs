@@ -1,6 +1,7 @@
 //! Amazon Bedrock through the Converse and ConverseStream APIs of the official AWS SDK: the
 //! OpenAI request is translated to Converse ([`request`]) and the answer back to OpenAI's format
-//! ([`response`]), streamed event by event.
+//! ([`response`]), streamed event by event. Embeddings go through InvokeModel for Titan and
+//! Cohere models ([`embeddings`]).
 //!
 //! Credentials: a deployment credential with `aws_access_key_id` and `aws_secret_access_key`
 //! (and optionally `aws_session_token`) is used as static credentials; without one, the standard
@@ -9,6 +10,7 @@
 //! Bedrock's endpoint (a VPC endpoint, or a test server). The client cache and the credential
 //! handling are shared with SageMaker in [`super::aws`].
 
+mod embeddings;
 mod request;
 mod response;
 
@@ -17,14 +19,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use bytes::Bytes;
 use futures::StreamExt;
+use serde_json::Value;
 
 use super::aws::{ClientCache, raw_retry_after, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+use embeddings::{Family, TokenCount};
 use request::{ConverseRequest, converse_request};
 use response::{StreamTranslator, completion, sse};
 
@@ -81,13 +86,97 @@ impl Provider for BedrockProvider {
     }
 
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        Err(UpstreamError::Rejected {
+        let what = format!("deployment {}", call.deployment.id);
+        let model = call.deployment.upstream_model.clone();
+        let rejected = |message: String| UpstreamError::Rejected {
             status: 400,
-            message: format!(
-                "deployment {} is a Bedrock chat deployment: embeddings are not supported on it yet",
-                call.deployment.id
-            ),
-        })
+            message,
+        };
+        let family = Family::of(&model).ok_or_else(|| {
+            rejected(format!(
+                "{what}: embeddings are supported for Titan and Cohere models"
+            ))
+        })?;
+        let request = embeddings::parse(&call.body).map_err(rejected)?;
+        let client = self.client(&call).await;
+        let (vectors, tokens) = match family {
+            Family::Titan { v2 } => {
+                let bodies = request
+                    .inputs
+                    .iter()
+                    .map(|text| embeddings::titan_body(text, request.dimensions, v2))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(rejected)?;
+                let calls = bodies
+                    .iter()
+                    .map(|body| self.invoke(&client, &model, body, &call, &what, None));
+                let answers = futures::future::try_join_all(calls).await?;
+                let mut vectors = Vec::with_capacity(answers.len());
+                let mut tokens = 0;
+                for answer in &answers {
+                    let (vector, count) =
+                        embeddings::titan_answer(answer).ok_or_else(|| unreadable(&what))?;
+                    vectors.push(vector);
+                    tokens += count;
+                }
+                (vectors, tokens)
+            }
+            Family::Cohere => {
+                let input_type = call.deployment.settings.get("input_type");
+                let body = embeddings::cohere_body(
+                    &request.inputs,
+                    request.dimensions,
+                    input_type.map(String::as_str),
+                )
+                .map_err(rejected)?;
+                // Cohere's answer holds no token count: Bedrock reports it in a header.
+                let count = TokenCount::default();
+                let answer = self
+                    .invoke(&client, &model, &body, &call, &what, Some(count.clone()))
+                    .await?;
+                let vectors = embeddings::cohere_answer(&answer)
+                    .filter(|v| v.len() == request.inputs.len())
+                    .ok_or_else(|| unreadable(&what))?;
+                (vectors, count.get().unwrap_or(0))
+            }
+        };
+        let list = embeddings::list(&vectors, &model, request.base64, tokens);
+        Ok(UpstreamReply::Complete(Bytes::from(list.to_string())))
+    }
+}
+
+fn unreadable(what: &str) -> UpstreamError {
+    UpstreamError::Failed(format!("{what} answered with unreadable embeddings"))
+}
+
+impl BedrockProvider {
+    /// One InvokeModel call with a JSON body; its JSON answer.
+    async fn invoke(
+        &self,
+        client: &Client,
+        model: &str,
+        body: &Value,
+        call: &UpstreamCall<'_>,
+        what: &str,
+        count: Option<TokenCount>,
+    ) -> Result<Value, UpstreamError> {
+        let limit = call.timeouts.total;
+        let mut operation = client
+            .invoke_model()
+            .model_id(model)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body.to_string()))
+            .customize()
+            .config_override(self.timeouts(limit));
+        if let Some(count) = count {
+            operation = operation.interceptor(count);
+        }
+        let output = operation
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, what, limit))?;
+        serde_json::from_slice(output.body.as_ref()).map_err(|_| unreadable(what))
     }
 }
 
