@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
 
@@ -69,7 +68,7 @@ impl ControlPlane {
             .add_service(v1.build_v1()?)
             .add_service(v1alpha.build_v1alpha()?)
             .add_service(AdminServiceServer::new(api))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(listener), shutdown)
             .await;
         let _ = stop_relay.send(true);
         let _ = relay.await;

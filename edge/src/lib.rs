@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
@@ -106,6 +107,11 @@ impl Edge {
             usage,
         } = self;
         let app = api::router(state.clone());
+        // Without TCP_NODELAY a small write (an SSE chunk, the end of a response) can wait
+        // ~40 ms for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -40,3 +40,18 @@ pub use generated::tollgate::usage::v1 as usage;
 
 /// The encoded `FileDescriptorSet` of every Tollgate proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
+
+/// The connections `listener` accepts, with TCP_NODELAY set, for a gRPC server: without it a
+/// response written in several parts (headers, a page of events, trailers) waits ~40 ms for
+/// the client's delayed ACK.
+pub fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|tcp| {
+        if let Ok(tcp) = &tcp {
+            let _ = tcp.set_nodelay(true);
+        }
+        tcp
+    })
+}

@@ -15,9 +15,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
@@ -118,6 +118,9 @@ impl Aggregator {
             .route("/v1/usage/export", axum::routing::get(api::export_csv))
             .with_state(self.api.clone());
         let http_server = tokio::spawn(async move {
+            let http = http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(http, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_done.wait_for(|d| *d).await;
@@ -143,7 +146,7 @@ impl Aggregator {
         }
         let result = server
             .add_service(UsageServiceServer::new(FinanceService(self.api.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(grpc), shutdown)
             .await;
         let _ = done_rx.wait_for(|d| *d).await;
         let _ = self.stop.send(true);
