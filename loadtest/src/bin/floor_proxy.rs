@@ -1,0 +1,23 @@
+//! `floor-proxy`: the minimal forwarding proxy (see `tollgate_loadtest::floor`).
+
+use clap::Parser;
+use tollgate_loadtest::floor::{FloorConfig, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "floor-proxy",
+    about = "Minimal forwarding proxy: the floor a gateway cannot beat"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: FloorConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let config = Cli::parse().config;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.max(1))
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}

@@ -1,0 +1,22 @@
+//! Tollgate's benchmark suite: the mock upstream, the floor proxy, the open-loop load
+//! generator, and the runner that measures Tollgate beside its references in one run and
+//! writes `loadtest/results/<date>-<machine>.md`.
+
+pub mod charts;
+pub mod floor;
+pub mod http;
+pub mod litellm;
+pub mod load;
+pub mod mock;
+pub mod plan;
+pub mod procs;
+pub mod profile;
+pub mod propagation;
+pub mod report;
+mod report_tail;
+pub mod results;
+pub mod run;
+pub mod streams;
+pub mod suite;
+pub mod tollgate;
+pub mod verdict;

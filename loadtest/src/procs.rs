@@ -1,0 +1,204 @@
+//! Child processes of the suite (mock, floor proxy, Tollgate's roles, LiteLLM) and what
+//! `/proc` says about them: resident memory and CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A child process, killed (with its process group) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// The address it printed as `listening on ADDR`, for our own binaries.
+    pub addr: String,
+}
+
+impl Proc {
+    /// Starts `command` with stderr to `log` and, when `announce` is set, waits for a
+    /// `listening on ADDR` line on its stdout.
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        announce: bool,
+    ) -> anyhow::Result<Proc> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stderr(log_file.try_clone()?)
+            .stdout(if announce {
+                Stdio::piped()
+            } else {
+                Stdio::from(log_file)
+            });
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({command:?})"))?;
+        let mut addr = String::new();
+        if announce {
+            let stdout = child.stdout.take().context("stdout")?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
+                // Keep draining so the child never blocks on a full pipe.
+                for _ in lines {}
+            });
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .with_context(|| format!("{name} did not announce its address"))?;
+            addr = line
+                .strip_prefix("listening on ")
+                .with_context(|| format!("{name} printed {line:?}"))?
+                .to_owned();
+        }
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            addr,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the process has already exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status})", self.name);
+        }
+        Ok(())
+    }
+
+    /// Resident memory of the process and its descendants, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        tree(self.pid()).iter().map(|&p| rss_bytes(p)).sum()
+    }
+
+    /// CPU time (user + system) of the process and its descendants so far.
+    pub fn cpu_time(&self) -> Duration {
+        tree(self.pid()).iter().map(|&p| cpu_time(p)).sum()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The whole process group: LiteLLM's workers die with their parent.
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &pgid])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &pgid])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pid` and all its descendants.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(p).and_then(|f| f.get(1).and_then(|s| s.parse().ok())) {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name (index 0 is the state).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+fn cpu_time(pid: u32) -> Duration {
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name.
+    let ticks: u64 = stat_fields(pid)
+        .map(|f| {
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough on a quiet machine).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Whether something accepts connections on `addr`.
+pub fn answers(addr: &str) -> bool {
+    addr.parse().ok().is_some_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+    })
+}

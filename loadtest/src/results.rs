@@ -1,0 +1,191 @@
+//! What a run measured, as plain data: written next to the report as JSON so that two runs
+//! can be compared figure by figure.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::load::Outcome;
+use crate::streams::StreamOutcome;
+
+/// Percentiles of a latency histogram (nanoseconds in, microseconds out).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Pct {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+impl Pct {
+    pub fn of(h: &Histogram<u64>) -> Pct {
+        if h.is_empty() {
+            return Pct::default();
+        }
+        let us = |ns: u64| ns as f64 / 1_000.0;
+        Pct {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+            mean_us: h.mean() / 1_000.0,
+        }
+    }
+}
+
+/// One target's figures at one load point.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub offered_rps: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub late_sends: u64,
+    pub lateness_p99_us: f64,
+    pub latency: Pct,
+}
+
+impl Summary {
+    pub fn of(o: &Outcome, offered_rps: f64) -> Summary {
+        Summary {
+            offered_rps,
+            sent: o.sent,
+            ok: o.ok,
+            errors: o.errors.clone(),
+            late_sends: o.late,
+            lateness_p99_us: if o.lateness.is_empty() {
+                0.0
+            } else {
+                o.lateness.value_at_quantile(0.99) as f64 / 1_000.0
+            },
+            latency: Pct::of(&o.latency),
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Error share in [0, 1].
+    pub fn error_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.error_count() as f64 / self.sent as f64
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamSummary {
+    pub concurrency: usize,
+    pub completed: u64,
+    pub stalled: u64,
+    pub errors: u64,
+    pub ttft: Pct,
+    pub chunk_delay: Pct,
+}
+
+impl StreamSummary {
+    pub fn of(o: &StreamOutcome) -> StreamSummary {
+        StreamSummary {
+            concurrency: o.concurrency,
+            completed: o.completed,
+            stalled: o.stalled,
+            errors: o.errors,
+            ttft: Pct::of(&o.ttft),
+            chunk_delay: Pct::of(&o.chunk_delay),
+        }
+    }
+}
+
+/// Resident memory with `streams` idle streams held through a target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeldPoint {
+    pub streams: usize,
+    pub established: usize,
+    pub failed: usize,
+    pub rss_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Memory {
+    pub idle_rss_bytes: u64,
+    pub points: Vec<HeldPoint>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Cpu {
+    pub rate: f64,
+    pub requests: u64,
+    /// CPU of the process serving the request (the edge for Tollgate), per request.
+    pub us_per_request: f64,
+    /// CPU of every process of the target (Tollgate: edge, aggregator, control plane).
+    pub whole_us_per_request: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Propagation {
+    pub changes: usize,
+    pub change_rate: f64,
+    pub kinds: BTreeMap<String, usize>,
+    /// Per edge: commit acknowledged to applied on that edge.
+    pub per_edge: Vec<Pct>,
+    pub all: Pct,
+    /// Changes an edge never showed as applied within the wait.
+    pub missing: u64,
+    /// Poll interval of `/health/ready`: the resolution of every figure here.
+    pub poll_interval_us: f64,
+    /// Revocations: from the revoke call's answer until the key got 401 on each edge.
+    pub revocation: Pct,
+    pub revocation_failures: u64,
+    /// Revoked keys that still got an answer after the edge reported the revocation applied.
+    pub revocation_violations: u64,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Results {
+    pub meta: BTreeMap<String, String>,
+    pub notes: Vec<String>,
+    pub c1: BTreeMap<String, Summary>,
+    /// rate -> target -> summary (fixed rates and the ladder; keys are rates as integers).
+    pub rates: BTreeMap<u64, BTreeMap<String, Summary>>,
+    pub streams: BTreeMap<String, StreamSummary>,
+    pub stall: BTreeMap<String, StreamSummary>,
+    pub memory: BTreeMap<String, Memory>,
+    pub cpu: BTreeMap<String, Cpu>,
+    pub propagation: Option<Propagation>,
+    pub profile: Option<String>,
+}
+
+impl Results {
+    /// The highest offered rate at which `target` kept p99 within `ms` with no errors and
+    /// delivered what was offered.
+    pub fn frontier(&self, target: &str, ms: f64) -> Option<u64> {
+        self.rates
+            .iter()
+            .filter_map(|(rate, by)| by.get(target).map(|s| (*rate, s)))
+            .filter(|(_, s)| s.error_count() == 0 && s.latency.p99_us <= ms * 1_000.0 && s.ok > 0)
+            .map(|(rate, _)| rate)
+            .max()
+    }
+
+    /// The highest rate `target` sustained (≥ 99 % answered, p99 under a second).
+    pub fn sustained(&self, target: &str) -> Option<u64> {
+        self.rates
+            .iter()
+            .filter_map(|(rate, by)| by.get(target).map(|s| (*rate, s)))
+            .filter(|(_, s)| {
+                s.sent > 0 && s.ok as f64 >= 0.99 * s.sent as f64 && s.latency.p99_us <= 1_000_000.0
+            })
+            .map(|(rate, _)| rate)
+            .max()
+    }
+}

@@ -1,0 +1,350 @@
+//! One run of the suite: build, start every process, run the phases, write the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::plan::Plan;
+use crate::procs::{Proc, answers};
+use crate::results::Results;
+use crate::suite::{self, DIRECT, FLOOR, LITELLM, LITELLM_2W, TOLLGATE, Target};
+use crate::tollgate::{Infra, Stack};
+use crate::{litellm, propagation, report};
+
+/// Flags of `loadtest`.
+#[derive(Args, Clone, Debug)]
+pub struct Options {
+    /// Everyday size: finishes in under three minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// CI's smoke test: every phase at a minimal size; no figure means anything.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Skip LiteLLM (not installed, not measured).
+    #[arg(long)]
+    pub no_litellm: bool,
+    /// The `tollgate` binary to measure (default: next to this binary, built first).
+    #[arg(long)]
+    pub tollgate_bin: Option<PathBuf>,
+    /// Do not run `cargo build` first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Where the report goes (default: loadtest/results).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Python used to create LiteLLM's venv.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Record a `perf` profile of the edge when a latency or throughput target is missed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub profile: bool,
+}
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(WORKSPACE).args([
+        "build",
+        "-p",
+        "tollgate",
+        "-p",
+        "tollgate-loadtest",
+        "--bins",
+    ]);
+    if release {
+        command.arg("--release");
+    }
+    eprintln!("loadtest: {command:?}");
+    if !command.status()?.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+async fn infra() -> anyhow::Result<Infra> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let nats_url = match env("NATS_URL") {
+        Some(url) => url,
+        None if answers("127.0.0.1:4222") => "nats://127.0.0.1:4222".into(),
+        None => tollgate_test_support::nats_url().await?,
+    };
+    let postgres_admin_url = match env("DATABASE_URL") {
+        Some(url) => Some(url),
+        None if answers("127.0.0.1:5432") => {
+            Some("postgres://postgres@127.0.0.1:5432/postgres".into())
+        }
+        // An ephemeral server (initdb) started by the test harness.
+        None => None,
+    };
+    Ok(Infra {
+        nats_url,
+        postgres_admin_url,
+    })
+}
+
+fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<String, String> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(String::new, |s| s.trim().to_owned());
+    let output = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .current_dir(WORKSPACE)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert(
+        "date".into(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+    );
+    meta.insert("machine".into(), hostname());
+    meta.insert("cpu".into(), cpu);
+    meta.insert(
+        "cores".into(),
+        std::thread::available_parallelism()
+            .map_or(0, |n| n.get())
+            .to_string(),
+    );
+    meta.insert("kernel".into(), output("uname", &["-r"]));
+    meta.insert(
+        "commit".into(),
+        output("git", &["rev-parse", "--short", "HEAD"]),
+    );
+    meta.insert(
+        "dirty".into(),
+        (!output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty()).to_string(),
+    );
+    meta.insert("mode".into(), plan.mode.into());
+    meta.insert("tollgate_bin".into(), tollgate_bin.display().to_string());
+    meta
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "machine".into())
+}
+
+/// Runs the suite and returns the report's path.
+pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
+    let plan = if options.smoke {
+        Plan::smoke()
+    } else if options.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("the binary's directory")?
+        .to_owned();
+    let release = exe_dir.ends_with("release");
+    if !options.no_build {
+        build(release)?;
+    }
+    let tollgate_bin = options
+        .tollgate_bin
+        .clone()
+        .unwrap_or_else(|| exe_dir.join("tollgate"));
+    if !tollgate_bin.exists() {
+        bail!("no tollgate binary at {}", tollgate_bin.display());
+    }
+    if !release && !options.smoke {
+        eprintln!(
+            "loadtest: WARNING: a debug build; run with --release for figures that mean anything"
+        );
+    }
+    let run_dir = std::env::temp_dir().join(format!(
+        "tollgate-loadtest-{}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+    ));
+    std::fs::create_dir_all(&run_dir)?;
+    eprintln!("loadtest: {} run, logs in {}", plan.mode, run_dir.display());
+    let mut results = Results {
+        meta: machine_meta(&plan, &tollgate_bin),
+        ..Default::default()
+    };
+    results.meta.insert(
+        "build".into(),
+        if release { "release" } else { "debug" }.into(),
+    );
+    results
+        .meta
+        .insert("logs".into(), run_dir.display().to_string());
+
+    let infra = infra().await?;
+    let mut mock_cmd = Command::new(exe_dir.join("mock-provider"));
+    mock_cmd.args(["--chunks", "16", "--chunk-delay-ms", "5", "--workers", "1"]);
+    let mock = Proc::spawn("mock-provider", mock_cmd, &run_dir.join("mock.log"), true)?;
+    let mut floor_cmd = Command::new(exe_dir.join("floor-proxy"));
+    floor_cmd.args(["--upstream", &mock.addr, "--workers", "2"]);
+    let floor = Proc::spawn("floor-proxy", floor_cmd, &run_dir.join("floor.log"), true)?;
+    eprintln!("loadtest: starting Tollgate (control plane, edge, aggregator)");
+    let mut stack = Stack::start(&tollgate_bin, &infra, 1, &mock.addr, &run_dir).await?;
+
+    let mut litellms = Vec::new();
+    if options.no_litellm {
+        results.notes.push("LiteLLM skipped (--no-litellm).".into());
+    } else {
+        let python = options.python.clone();
+        match tokio::task::spawn_blocking(move || litellm::install(&python)).await? {
+            Ok(version) => {
+                results.meta.insert("litellm".into(), version);
+                for workers in [1, 2] {
+                    match litellm::start(&mock.addr, workers, &run_dir).await {
+                        Ok(l) => litellms.push(l),
+                        Err(e) => results.notes.push(format!(
+                            "LiteLLM with {workers} worker(s) did not start: {e:#}"
+                        )),
+                    }
+                }
+            }
+            Err(e) => results.notes.push(format!(
+                "LiteLLM could not be installed, so it is not measured: {e:#}"
+            )),
+        }
+    }
+
+    let edge = &stack.edges[0];
+    let mut targets = vec![
+        Target {
+            name: DIRECT,
+            authority: mock.addr.clone(),
+            auth: "Bearer sk-direct".into(),
+            main: &mock,
+            all: vec![&mock],
+        },
+        Target {
+            name: FLOOR,
+            authority: floor.addr.clone(),
+            auth: "Bearer sk-direct".into(),
+            main: &floor,
+            all: vec![&floor],
+        },
+        Target {
+            name: TOLLGATE,
+            authority: edge.addr.clone(),
+            auth: stack.key.clone(),
+            main: &edge.proc,
+            all: stack.processes(),
+        },
+    ];
+    for l in &litellms {
+        let name = if l.workers > 1 { LITELLM_2W } else { LITELLM };
+        targets.push(Target {
+            name,
+            authority: l.addr.clone(),
+            auth: format!("Bearer {}", litellm::MASTER_KEY),
+            main: &l.proc,
+            all: vec![&l.proc],
+        });
+    }
+    suite::sanity(&targets, &mut results.notes).await?;
+    let all: Vec<&Target> = targets.iter().collect();
+    let ours: Vec<&Target> = targets.iter().filter(|t| !t.is_litellm()).collect();
+    let theirs: Vec<&Target> = targets.iter().filter(|t| t.is_litellm()).collect();
+    let best_litellm: Vec<&Target> = theirs
+        .iter()
+        .copied()
+        .filter(|t| t.name == LITELLM_2W)
+        .collect();
+
+    eprintln!("loadtest: concurrency 1");
+    suite::concurrency_one(&plan, &all, &mut results).await?;
+    eprintln!("loadtest: open-loop rates and the throughput ladder");
+    let mut rates: Vec<f64> = plan
+        .ladder
+        .iter()
+        .chain(&plan.fixed_rates)
+        .copied()
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    suite::ladder(
+        &plan,
+        &ours,
+        &rates,
+        &plan.fixed_rates,
+        plan.round,
+        suite::LADDER_P99_MS,
+        &mut results,
+    )
+    .await?;
+    if !theirs.is_empty() {
+        suite::ladder(
+            &plan,
+            &theirs,
+            &plan.litellm_ladder,
+            &[],
+            plan.litellm_round,
+            1_000.0,
+            &mut results,
+        )
+        .await?;
+    }
+    eprintln!("loadtest: streams");
+    results.streams = suite::streams(
+        &plan,
+        &all,
+        "chat",
+        plan.stream_concurrency,
+        plan.stream_round,
+        plan.reps,
+    )
+    .await?;
+    let stall_targets: Vec<&Target> = ours.iter().chain(&best_litellm).copied().collect();
+    results.stall = suite::streams(
+        &plan,
+        &stall_targets,
+        "slow",
+        plan.stall_concurrency,
+        plan.stall_round,
+        1,
+    )
+    .await?;
+    eprintln!("loadtest: CPU per request");
+    suite::cpu(&plan, &stall_targets, &mut results).await?;
+    eprintln!("loadtest: memory with held streams");
+    let held_targets: Vec<&Target> = stall_targets
+        .iter()
+        .copied()
+        .filter(|t| t.name != DIRECT)
+        .collect();
+    suite::memory(&plan, &held_targets, &mut results).await?;
+    let edge_pid = stack.edges[0].proc.pid();
+    let edge_addr = stack.edges[0].addr.clone();
+    let key = stack.key.clone();
+    drop(targets);
+    drop(litellms);
+
+    eprintln!("loadtest: policy propagation across 3 edges");
+    results.propagation = Some(propagation::run(&mut stack, &plan).await?);
+
+    if options.profile && !options.smoke && report::latency_missed(&results) {
+        eprintln!("loadtest: a target was missed: profiling the edge under load");
+        match crate::profile::perf(edge_pid, &edge_addr, &key, &run_dir).await {
+            Ok(summary) => results.profile = Some(summary),
+            Err(e) => results.notes.push(format!("No profile: {e:#}")),
+        }
+    }
+    let _ = LITELLM;
+    drop(stack);
+    drop(floor);
+    drop(mock);
+
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(WORKSPACE).join("loadtest/results"));
+    report::write(&results, &out_dir)
+}

@@ -1,0 +1,352 @@
+//! The load phases of a run, each interleaving its targets round by round so that every
+//! figure has its references measured minutes apart at most, under the same machine state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+
+use crate::load::{self, OpenLoop, Outcome, Shot};
+use crate::plan::Plan;
+use crate::procs::Proc;
+use crate::results::{Cpu, HeldPoint, Memory, Results, StreamSummary, Summary};
+use crate::streams::{self, StreamOutcome};
+
+pub const DIRECT: &str = "direct";
+pub const FLOOR: &str = "floor-proxy";
+pub const TOLLGATE: &str = "tollgate";
+pub const LITELLM: &str = "litellm";
+pub const LITELLM_2W: &str = "litellm-2w";
+
+/// Ceiling for the ladder: above this p99 (ms) a target leaves it.
+pub const LADDER_P99_MS: f64 = 10.0;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Something load is sent to, and the processes that serve it.
+pub struct Target<'a> {
+    pub name: &'static str,
+    pub authority: String,
+    pub auth: String,
+    /// The process whose CPU and memory count as the target's own.
+    pub main: &'a Proc,
+    /// Every process of the target (Tollgate's roles), for whole-target CPU.
+    pub all: Vec<&'a Proc>,
+}
+
+impl Target<'_> {
+    pub fn is_litellm(&self) -> bool {
+        self.name.starts_with(LITELLM)
+    }
+
+    fn shot(&self, body: String) -> Shot {
+        Shot {
+            authority: self.authority.clone(),
+            path: "/v1/chat/completions".into(),
+            auth: Some(self.auth.clone()),
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// An OpenAI chat request body (16 output tokens at most, as budgets reserve).
+pub fn chat_body(model: &str, stream: bool) -> String {
+    let mut body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello in five words."}],
+        "max_tokens": 16,
+    });
+    if stream {
+        body["stream"] = true.into();
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    body.to_string()
+}
+
+/// Target order for repetition `rep`: rotated so that no target always runs first.
+fn rotated<'t, 'a>(targets: &'t [&'t Target<'a>], rep: usize) -> Vec<&'t Target<'a>> {
+    let mut order: Vec<_> = targets.to_vec();
+    if !order.is_empty() {
+        let n = rep % order.len();
+        order.rotate_left(n);
+    }
+    order
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a load thread panicked")?
+}
+
+/// Checks that every target answers a chat request, a stream and an embedding.
+pub async fn sanity(targets: &[Target<'_>], notes: &mut Vec<String>) -> anyhow::Result<()> {
+    for t in targets {
+        for (path, body) in [
+            ("/v1/chat/completions", chat_body("chat", false)),
+            ("/v1/chat/completions", chat_body("chat", true)),
+            (
+                "/v1/embeddings",
+                r#"{"model":"embed","input":["a","b"]}"#.to_owned(),
+            ),
+        ] {
+            let (status, answer) =
+                crate::http::post(&t.authority, path, Some(&t.auth), Bytes::from(body)).await?;
+            if status != 200 {
+                let text = String::from_utf8_lossy(&answer);
+                let note = format!(
+                    "{}: {path} answered {status}: {}",
+                    t.name,
+                    text.chars().take(200).collect::<String>()
+                );
+                if t.name == TOLLGATE || t.name == DIRECT {
+                    anyhow::bail!("sanity check failed: {note}");
+                }
+                notes.push(note);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Concurrency 1: blocks of sequential requests, interleaved across targets.
+pub async fn concurrency_one(
+    plan: &Plan,
+    targets: &[&Target<'_>],
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
+    for rep in 0..plan.c1_reps {
+        for t in rotated(targets, rep) {
+            let count = if t.is_litellm() {
+                plan.c1_litellm_count
+            } else {
+                plan.c1_count
+            };
+            let shot = t.shot(chat_body("chat", false));
+            let warmup = (count / 10).max(10);
+            let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await?;
+            eprintln!(
+                "  c1 {:<12} p50 {:>8.1} µs",
+                t.name,
+                crate::results::Pct::of(&outcome.latency).p50_us
+            );
+            match merged.get_mut(t.name) {
+                Some(m) => m.merge(&outcome)?,
+                None => {
+                    merged.insert(t.name, outcome);
+                }
+            }
+        }
+    }
+    for (name, outcome) in merged {
+        results
+            .c1
+            .insert(name.to_owned(), Summary::of(&outcome, 0.0));
+    }
+    Ok(())
+}
+
+/// Open-loop rounds over `rates`; fixed rates run for every target, the others only while a
+/// target's p99 stays within `ceiling_ms` (and its errors under 1 %).
+pub async fn ladder(
+    plan: &Plan,
+    targets: &[&Target<'_>],
+    rates: &[f64],
+    fixed: &[f64],
+    round: Duration,
+    ceiling_ms: f64,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let mut over: Vec<&str> = Vec::new();
+    for &rate in rates {
+        let is_fixed = fixed.contains(&rate);
+        let active: Vec<&Target> = targets
+            .iter()
+            .copied()
+            .filter(|t| is_fixed || !over.contains(&t.name))
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
+        for rep in 0..plan.reps {
+            for t in rotated(&active, rep) {
+                let shot = t.shot(chat_body("chat", false));
+                let spec = OpenLoop {
+                    rate,
+                    duration: round,
+                    warmup: plan.warmup,
+                    max_in_flight: 2_000,
+                    timeout: TIMEOUT,
+                };
+                let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
+                match merged.get_mut(t.name) {
+                    Some(m) => m.merge(&outcome)?,
+                    None => {
+                        merged.insert(t.name, outcome);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        for (name, outcome) in merged {
+            let summary = Summary::of(&outcome, rate);
+            eprintln!(
+                "  {:>6} rps {:<12} p50 {:>9.1} µs  p99 {:>10.1} µs  errors {}  late {}",
+                rate,
+                name,
+                summary.latency.p50_us,
+                summary.latency.p99_us,
+                summary.error_count(),
+                summary.late_sends
+            );
+            if summary.latency.p99_us > ceiling_ms * 1_000.0 || summary.error_rate() > 0.01 {
+                over.push(name);
+            }
+            results
+                .rates
+                .entry(rate as u64)
+                .or_default()
+                .insert(name.to_owned(), summary);
+        }
+    }
+    Ok(())
+}
+
+/// Streams at a fixed concurrency, interleaved; returns each target's merged figures.
+pub async fn streams(
+    plan: &Plan,
+    targets: &[&Target<'_>],
+    model: &str,
+    concurrency: usize,
+    round: Duration,
+    reps: usize,
+) -> anyhow::Result<BTreeMap<String, StreamSummary>> {
+    let mut merged: BTreeMap<&str, StreamOutcome> = BTreeMap::new();
+    for rep in 0..reps {
+        for t in rotated(targets, rep) {
+            let shot = t.shot(chat_body(model, true));
+            let outcome = blocking(move || {
+                streams::closed_loop(&shot, concurrency, round, Duration::from_secs(1))
+            })
+            .await?;
+            match merged.get_mut(t.name) {
+                Some(m) => m.merge(&outcome)?,
+                None => {
+                    merged.insert(t.name, outcome);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let _ = plan;
+    Ok(merged
+        .into_iter()
+        .map(|(name, o)| {
+            let s = StreamSummary::of(&o);
+            eprintln!(
+                "  streams c{concurrency} {:<12} ttft p99 {:>9.1} µs  chunk p99 {:>9.1} µs  done {} stalled {} errors {}",
+                name, s.ttft.p99_us, s.chunk_delay.p99_us, s.completed, s.stalled, s.errors
+            );
+            (name.to_owned(), s)
+        })
+        .collect())
+}
+
+/// Resident memory of each target's process with idle streams held through it.
+pub async fn memory(
+    plan: &Plan,
+    targets: &[&Target<'_>],
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for t in targets {
+        let counts = if t.is_litellm() {
+            vec![plan.litellm_held]
+        } else {
+            plan.held.clone()
+        };
+        let mut memory = Memory {
+            idle_rss_bytes: t.main.rss_bytes(),
+            points: Vec::new(),
+        };
+        for n in counts {
+            let shot = t.shot(chat_body("hold", true));
+            let held = blocking(move || streams::hold(&shot, n, 1_500.0)).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let point = HeldPoint {
+                streams: n,
+                established: held.established,
+                failed: held.failed,
+                rss_bytes: t.main.rss_bytes(),
+            };
+            eprintln!(
+                "  held {:<12} {:>5} streams ({} up, {} failed): {:.1} MB",
+                t.name,
+                n,
+                point.established,
+                point.failed,
+                point.rss_bytes as f64 / 1e6
+            );
+            memory.points.push(point);
+            blocking(move || {
+                held.release();
+                Ok(())
+            })
+            .await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        results.memory.insert(t.name.to_owned(), memory);
+    }
+    Ok(())
+}
+
+/// CPU time per request at a fixed rate, from `/proc` before and after.
+pub async fn cpu(
+    plan: &Plan,
+    targets: &[&Target<'_>],
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for t in targets {
+        let rate = if t.is_litellm() {
+            plan.litellm_cpu_rate
+        } else {
+            plan.cpu_rate
+        };
+        let shot = t.shot(chat_body("chat", false));
+        let spec = OpenLoop {
+            rate,
+            duration: plan.cpu_round,
+            warmup: Duration::ZERO,
+            max_in_flight: 2_000,
+            timeout: TIMEOUT,
+        };
+        let main_before = t.main.cpu_time();
+        let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
+        let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
+        // Usage events are written by the aggregator a little after the answers.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let main = t.main.cpu_time().saturating_sub(main_before);
+        let all = t
+            .all
+            .iter()
+            .map(|p| p.cpu_time())
+            .sum::<Duration>()
+            .saturating_sub(all_before);
+        let requests = outcome.ok.max(1);
+        let cpu = Cpu {
+            rate,
+            requests: outcome.ok,
+            us_per_request: main.as_secs_f64() * 1e6 / requests as f64,
+            whole_us_per_request: all.as_secs_f64() * 1e6 / requests as f64,
+        };
+        eprintln!(
+            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole)",
+            t.name, cpu.us_per_request, cpu.whole_us_per_request
+        );
+        results.cpu.insert(t.name.to_owned(), cpu);
+    }
+    Ok(())
+}

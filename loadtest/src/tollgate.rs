@@ -1,0 +1,315 @@
+//! Tollgate as production runs it: `tollgate control-plane` on a fresh PostgreSQL database,
+//! `tollgate edge` processes and `tollgate aggregator`, all on NATS JetStream under a bus
+//! prefix of their own; policy set up through the admin gRPC API so that every request takes
+//! the full policy path (key auth, model access, rate limit, budget reservation, a usage
+//! event to JetStream that the aggregator writes to its ledger).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::admin::{
+    Budget, CreateKeyRequest, CreateTeamRequest, Deployment, ListEventsRequest, Price, RateLimit,
+};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::http;
+use crate::procs::{Proc, free_port};
+
+/// Base64 of 32 bytes: seals provider credentials (none are stored in this run).
+const CREDENTIAL_KEY: &str = "dG9sbGdhdGUtbG9hZHRlc3Qtc2VhbGluZy1rZXktMzI=";
+/// The models the suite calls; the mock answers each (`slow` streams pace chunks 100 ms apart, `hold` streams go idle).
+pub const MODELS: &[&str] = &["chat", "slow", "hold", "embed"];
+
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer …` to every admin call.
+#[derive(Clone)]
+pub struct Bearer(String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Ok(value) = format!("Bearer {}", self.0).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// Where the suite's Tollgate talks to PostgreSQL and NATS.
+#[derive(Clone, Debug)]
+pub struct Infra {
+    pub nats_url: String,
+    /// Creates a fresh database per call.
+    pub postgres_admin_url: Option<String>,
+}
+
+impl Infra {
+    async fn fresh_database(&self) -> anyhow::Result<String> {
+        match &self.postgres_admin_url {
+            Some(url) => tollgate_test_support::create_database(url).await,
+            None => tollgate_test_support::fresh_postgres_database().await,
+        }
+    }
+}
+
+/// A running Tollgate: control plane, edges, aggregator.
+pub struct Stack {
+    pub bin: PathBuf,
+    pub control_plane: Proc,
+    pub control_plane_url: String,
+    pub edges: Vec<Edge>,
+    pub aggregator: Proc,
+    pub admin: AdminClient,
+    admin_token: String,
+    prefix: String,
+    nats_url: String,
+    log_dir: PathBuf,
+    /// The virtual key every load request uses.
+    pub key: String,
+    pub key_id: String,
+    pub team_id: String,
+}
+
+/// One edge process.
+pub struct Edge {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+impl Stack {
+    /// Starts the roles with `edges` edges and sets up policy pointing at `mock` (host:port).
+    pub async fn start(
+        bin: &Path,
+        infra: &Infra,
+        edges: usize,
+        mock: &str,
+        log_dir: &Path,
+    ) -> anyhow::Result<Stack> {
+        let prefix = tollgate_test_support::unique_name("loadtest");
+        let admin_token = format!("tga-loadtest-{}", tollgate_test_support::unique_name("t"));
+        let cp_addr = format!("127.0.0.1:{}", free_port()?);
+        let mut command = Command::new(bin);
+        command
+            .arg("control-plane")
+            .env_remove("TOLLGATE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", infra.fresh_database().await?)
+            .env("NATS_URL", &infra.nats_url)
+            .env("TOLLGATE_ADMIN_ADDR", &cp_addr)
+            .env("TOLLGATE_ADMIN_TOKEN", &admin_token)
+            .env("TOLLGATE_CREDENTIAL_KEY", CREDENTIAL_KEY)
+            .env("TOLLGATE_BUS_PREFIX", &prefix);
+        let control_plane = Proc::spawn(
+            "control-plane",
+            command,
+            &log_dir.join("control-plane.log"),
+            false,
+        )?;
+        let control_plane_url = format!("http://{cp_addr}");
+        wait_for(Duration::from_secs(60), || crate::procs::answers(&cp_addr))
+            .await
+            .context("the control plane did not start listening (see control-plane.log)")?;
+        let channel = Channel::from_shared(control_plane_url.clone())?
+            .connect()
+            .await?;
+        let admin = AdminServiceClient::with_interceptor(channel, Bearer(admin_token.clone()));
+
+        let mut command = Command::new(bin);
+        command
+            .arg("aggregator")
+            .env_remove("TOLLGATE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", infra.fresh_database().await?)
+            .env("NATS_URL", &infra.nats_url)
+            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env(
+                "TOLLGATE_USAGE_HTTP_ADDR",
+                format!("127.0.0.1:{}", free_port()?),
+            )
+            .env("TOLLGATE_CONTROL_PLANE_URL", &control_plane_url)
+            .env("TOLLGATE_EDGE_TOKEN", &admin_token)
+            .env("TOLLGATE_ADMIN_TOKEN", &admin_token)
+            .env("TOLLGATE_BUS_PREFIX", &prefix);
+        let aggregator = Proc::spawn(
+            "aggregator",
+            command,
+            &log_dir.join("aggregator.log"),
+            false,
+        )?;
+
+        let mut stack = Stack {
+            bin: bin.to_owned(),
+            control_plane,
+            control_plane_url,
+            edges: Vec::new(),
+            aggregator,
+            admin,
+            admin_token,
+            prefix,
+            nats_url: infra.nats_url.clone(),
+            log_dir: log_dir.to_owned(),
+            key: String::new(),
+            key_id: String::new(),
+            team_id: String::new(),
+        };
+        stack.set_up_policy(mock).await?;
+        for _ in 0..edges {
+            stack.add_edge().await?;
+        }
+        Ok(stack)
+    }
+
+    async fn set_up_policy(&mut self, mock: &str) -> anyhow::Result<()> {
+        let admin = &mut self.admin;
+        let team = admin
+            .create_team(CreateTeamRequest {
+                name: "loadtest".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for model in MODELS {
+            admin
+                .upsert_deployment(Deployment {
+                    model_name: (*model).into(),
+                    provider: "openai_compatible".into(),
+                    upstream_model: (*model).into(),
+                    api_base: format!("http://{mock}/v1"),
+                    ..Default::default()
+                })
+                .await?;
+            admin
+                .set_price(Price {
+                    model: (*model).into(),
+                    input_per_mtok: 0.5,
+                    output_per_mtok: 1.5,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let key = admin
+            .create_key(CreateKeyRequest {
+                alias: "load".into(),
+                team_id: team.id.clone(),
+                models: MODELS.iter().map(|m| (*m).into()).collect(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let key_id = key.key.context("CreateKey returned no key")?.id;
+        // A budget and a rate limit far above what the run spends: checked on every request,
+        // never binding.
+        admin
+            .set_budget(Budget {
+                scope: "key".into(),
+                scope_id: key_id.clone(),
+                amount_usd: 1_000_000_000.0,
+                period: "monthly".into(),
+                ..Default::default()
+            })
+            .await?;
+        admin
+            .set_rate_limit(RateLimit {
+                scope: "key".into(),
+                scope_id: key_id.clone(),
+                rpm: 1_000_000_000,
+                tpm: 1_000_000_000_000,
+                ..Default::default()
+            })
+            .await?;
+        self.key = format!("Bearer {}", key.secret);
+        self.key_id = key_id;
+        self.team_id = team.id;
+        Ok(())
+    }
+
+    /// Starts one more edge and waits until it has the current policy.
+    pub async fn add_edge(&mut self) -> anyhow::Result<()> {
+        let n = self.edges.len();
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("edge")
+            .env_remove("TOLLGATE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .env("NATS_URL", &self.nats_url)
+            .env("TOLLGATE_EDGE_ADDR", &addr)
+            .env("TOLLGATE_CONTROL_PLANE_URL", &self.control_plane_url)
+            .env("TOLLGATE_EDGE_TOKEN", &self.admin_token)
+            .env("TOLLGATE_CREDENTIAL_KEY", CREDENTIAL_KEY)
+            .env("TOLLGATE_BUS_PREFIX", &self.prefix)
+            .env("TOLLGATE_REGION", "loadtest")
+            .env("TOLLGATE_EDGE_ID", format!("loadtest-edge-{n}"));
+        let proc = Proc::spawn(
+            &format!("edge-{n}"),
+            command,
+            &self.log_dir.join(format!("edge-{n}.log")),
+            false,
+        )?;
+        let edge = Edge { proc, addr };
+        let target = self.last_sequence().await?;
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(seq)) = policy_sequence(&edge.addr).await
+                && seq >= target
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("edge-{n} did not load policy within 60 s (see edge-{n}.log)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.edges.push(edge);
+        Ok(())
+    }
+
+    /// The last committed policy sequence.
+    pub async fn last_sequence(&mut self) -> anyhow::Result<u64> {
+        Ok(self
+            .admin
+            .list_events(ListEventsRequest {
+                after_sequence: u64::MAX - 1,
+                limit: 1,
+            })
+            .await?
+            .into_inner()
+            .last_sequence)
+    }
+
+    /// Every Tollgate process, for whole-gateway CPU figures.
+    pub fn processes(&self) -> Vec<&Proc> {
+        let mut all = vec![&self.control_plane, &self.aggregator];
+        all.extend(self.edges.iter().map(|e| &e.proc));
+        all
+    }
+}
+
+/// The `policy_sequence` an edge reports on `/health/ready` (None before it is ready).
+pub async fn policy_sequence(addr: &str) -> anyhow::Result<Option<u64>> {
+    let (status, body) = http::get(addr, "/health/ready").await?;
+    if status != 200 {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(value["policy_sequence"].as_u64())
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes.
+pub async fn wait_for(within: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() > within {
+            bail!("gave up after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The targets, judged on one run's figures: each compares Tollgate with references
+//! measured in the same run, and says by how much a missed target is missed.
+
+use crate::results::{Results, Summary};
+use crate::suite::{DIRECT, FLOOR, LITELLM, LITELLM_2W, TOLLGATE};
+
+pub struct Verdict {
+    pub target: String,
+    pub goal: String,
+    pub measured: String,
+    /// None: could not be judged (a figure is missing).
+    pub met: Option<bool>,
+    pub margin: String,
+    /// Latency or throughput (a profile explains those when missed).
+    pub latency: bool,
+}
+
+/// Microseconds, or milliseconds from 1,000 µs.
+pub fn fmt_us(v: f64) -> String {
+    if v.abs() >= 1_000.0 {
+        format!("{:.2} ms", v / 1_000.0)
+    } else {
+        format!("{v:.1} µs")
+    }
+}
+
+fn c1<'a>(r: &'a Results, t: &str) -> Option<&'a Summary> {
+    r.c1.get(t)
+}
+
+fn judge(
+    target: &str,
+    goal: String,
+    measured: String,
+    value: Option<f64>,
+    limit: f64,
+    unit: &str,
+    latency: bool,
+) -> Verdict {
+    let (met, margin) = match value {
+        Some(v) if v <= limit => (
+            Some(true),
+            format!("met with {:.1} {unit} to spare", limit - v),
+        ),
+        Some(v) => (Some(false), format!("missed by {:.1} {unit}", v - limit)),
+        None => (None, "not measured".into()),
+    };
+    Verdict {
+        target: target.into(),
+        goal,
+        measured,
+        met,
+        margin,
+        latency,
+    }
+}
+
+/// Linear fit of RSS against held streams, evaluated at `n` (bytes).
+pub fn rss_at(r: &Results, target: &str, n: f64) -> Option<f64> {
+    let m = r.memory.get(target)?;
+    let mut pts: Vec<(f64, f64)> = vec![(0.0, m.idle_rss_bytes as f64)];
+    pts.extend(
+        m.points
+            .iter()
+            .map(|p| (p.established as f64, p.rss_bytes as f64)),
+    );
+    if pts.len() < 2 {
+        return None;
+    }
+    let k = pts.len() as f64;
+    let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / k, sy / k);
+    let sxx: f64 = pts.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    Some(my + slope * (n - mx))
+}
+
+/// LiteLLM's best configuration: the highest rate either configuration sustained.
+pub fn litellm_best(r: &Results) -> Option<(String, u64)> {
+    [LITELLM, LITELLM_2W]
+        .iter()
+        .filter_map(|t| r.sustained(t).map(|rate| ((*t).to_owned(), rate)))
+        .max_by_key(|(_, rate)| *rate)
+}
+
+pub fn verdicts(r: &Results) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let (d, f, t) = (c1(r, DIRECT), c1(r, FLOOR), c1(r, TOLLGATE));
+    for (name, pick, slack) in [
+        (
+            "p50",
+            (|s: &Summary| s.latency.p50_us) as fn(&Summary) -> f64,
+            25.0,
+        ),
+        ("p99", |s: &Summary| s.latency.p99_us, 50.0),
+    ] {
+        let (value, measured) = match (d, f, t) {
+            (Some(d), Some(f), Some(t)) => {
+                let (ta, fa) = (pick(t) - pick(d), pick(f) - pick(d));
+                (
+                    Some(ta - fa),
+                    format!(
+                        "Tollgate +{}, floor-proxy +{} over direct",
+                        fmt_us(ta),
+                        fmt_us(fa)
+                    ),
+                )
+            }
+            _ => (None, "—".into()),
+        };
+        out.push(judge(
+            &format!("Added {name} at concurrency 1"),
+            format!("≤ floor-proxy's + {slack:.0} µs"),
+            measured,
+            value,
+            slack,
+            "µs",
+            true,
+        ));
+    }
+    let (tf, ff) = (r.frontier(TOLLGATE, 10.0), r.frontier(FLOOR, 10.0));
+    out.push(match (tf, ff) {
+        (Some(tf), Some(ff)) => {
+            let need = ff as f64 * 0.5;
+            Verdict {
+                target: "Throughput with p99 ≤ 10 ms vs floor-proxy".into(),
+                goal: "≥ 50 % of floor-proxy's".into(),
+                measured: format!(
+                    "Tollgate {tf} RPS, floor-proxy {ff} RPS ({:.0} %)",
+                    100.0 * tf as f64 / ff as f64
+                ),
+                met: Some(tf as f64 >= need),
+                margin: if tf as f64 >= need {
+                    format!("met ({:.0} RPS above 50 %)", tf as f64 - need)
+                } else {
+                    format!("missed by {:.0} RPS", need - tf as f64)
+                },
+                latency: true,
+            }
+        }
+        _ => judge(
+            "Throughput with p99 ≤ 10 ms vs floor-proxy",
+            "≥ 50 % of floor-proxy's".into(),
+            format!("Tollgate {tf:?}, floor {ff:?}"),
+            None,
+            0.0,
+            "",
+            true,
+        ),
+    });
+    out.push(match (tf, litellm_best(r)) {
+        (Some(tf), Some((name, best))) => {
+            let need = 50.0 * best as f64;
+            Verdict {
+                target: "Throughput with p99 ≤ 10 ms vs LiteLLM".into(),
+                goal: "≥ 50× LiteLLM's best configuration".into(),
+                measured: format!(
+                    "Tollgate {tf} RPS; LiteLLM best: {name}, {best} RPS sustained at any latency (p99 ≤ 10 ms: {}) → {:.1}×",
+                    r.frontier(&name, 10.0).map_or("never".into(), |v| format!("{v} RPS")),
+                    tf as f64 / best.max(1) as f64
+                ),
+                met: Some(tf as f64 >= need),
+                margin: if tf as f64 >= need {
+                    format!("met ({:.0} RPS above 50×)", tf as f64 - need)
+                } else {
+                    format!("missed by {:.0} RPS ({:.1}× short)", need - tf as f64, 50.0 - tf as f64 / best.max(1) as f64)
+                },
+                latency: true,
+            }
+        }
+        _ => judge("Throughput with p99 ≤ 10 ms vs LiteLLM", "≥ 50× LiteLLM's best".into(), "LiteLLM not measured".into(), None, 0.0, "", false),
+    });
+    let at5k = r.rates.get(&5_000);
+    let (t5, d5) = (
+        at5k.and_then(|m| m.get(TOLLGATE)),
+        at5k.and_then(|m| m.get(DIRECT)),
+    );
+    out.push(judge(
+        "Errors at 5,000 RPS",
+        "zero".into(),
+        t5.map_or("—".into(), |s| {
+            format!(
+                "{} of {} requests ({:?})",
+                s.error_count(),
+                s.sent,
+                s.errors
+            )
+        }),
+        t5.map(|s| s.error_count() as f64),
+        0.0,
+        "errors",
+        false,
+    ));
+    let added = match (t5, d5) {
+        (Some(t), Some(d)) => Some(t.latency.p99_us - d.latency.p99_us),
+        _ => None,
+    };
+    out.push(judge(
+        "Added p99 at 5,000 RPS",
+        "≤ 300 µs".into(),
+        added.map_or("—".into(), |a| {
+            format!(
+                "+{} (Tollgate {} vs direct {})",
+                fmt_us(a),
+                fmt_us(t5.map_or(0.0, |s| s.latency.p99_us)),
+                fmt_us(d5.map_or(0.0, |s| s.latency.p99_us))
+            )
+        }),
+        added,
+        300.0,
+        "µs",
+        true,
+    ));
+    let (sd, sf, st) = (
+        r.streams.get(DIRECT),
+        r.streams.get(FLOOR),
+        r.streams.get(TOLLGATE),
+    );
+    let ttft = match (sd, sf, st) {
+        (Some(d), Some(f), Some(t)) => {
+            Some((t.ttft.p99_us - d.ttft.p99_us, f.ttft.p99_us - d.ttft.p99_us))
+        }
+        _ => None,
+    };
+    out.push(judge(
+        "Added TTFT p99 on streams",
+        "≤ floor-proxy's + 100 µs".into(),
+        ttft.map_or("—".into(), |(t, f)| {
+            format!("Tollgate +{}, floor-proxy +{}", fmt_us(t), fmt_us(f))
+        }),
+        ttft.map(|(t, f)| t - f),
+        100.0,
+        "µs",
+        true,
+    ));
+    let stall = r.stall.get(TOLLGATE);
+    out.push(judge(
+        "Stalled streams at 512 concurrent",
+        "none".into(),
+        stall.map_or("—".into(), |s| {
+            format!(
+                "{} stalled, {} errors, {} completed (c{})",
+                s.stalled, s.errors, s.completed, s.concurrency
+            )
+        }),
+        stall.map(|s| (s.stalled + s.errors) as f64),
+        0.0,
+        "streams",
+        false,
+    ));
+    let rss = rss_at(r, TOLLGATE, 10_000.0).map(|b| b / 1e6);
+    let largest = r
+        .memory
+        .get(TOLLGATE)
+        .and_then(|m| m.points.last())
+        .map_or(0, |p| p.established);
+    out.push(judge(
+        "RSS with 10,000 idle streams",
+        "≤ 300 MB".into(),
+        rss.map_or("—".into(), |mb| {
+            format!("{mb:.0} MB (linear fit of measurements up to {largest} streams)")
+        }),
+        rss,
+        300.0,
+        "MB",
+        false,
+    ));
+    let p = r.propagation.as_ref();
+    let worst_p99 = p.and_then(|p| p.per_edge.iter().map(|e| e.p99_us).reduce(f64::max));
+    out.push(judge(
+        "Propagation p99, commit to applied, every edge",
+        "≤ 100 ms".into(),
+        p.map_or("—".into(), |p| {
+            format!(
+                "worst edge p99 {} (all: p50 {}, max {}; {} changes × {} edges, {} never seen)",
+                fmt_us(worst_p99.unwrap_or(0.0)),
+                fmt_us(p.all.p50_us),
+                fmt_us(p.all.max_us),
+                p.changes,
+                p.per_edge.len(),
+                p.missing
+            )
+        }),
+        match p {
+            Some(p) if p.missing > 0 => Some(f64::INFINITY),
+            _ => worst_p99.map(|v| v / 1_000.0),
+        },
+        100.0,
+        "ms",
+        false,
+    ));
+    let worst = p.map(|p| {
+        let failed = p.revocation_failures + p.revocation_violations + p.missing > 0;
+        if failed {
+            f64::INFINITY
+        } else {
+            p.revocation.max_us.max(p.all.max_us) / 1_000.0
+        }
+    });
+    out.push(judge(
+        "Revocation effective on every edge, worst case",
+        "≤ 1 s".into(),
+        p.map_or("—".into(), |p| {
+            format!(
+                "revoked key refused after at most {} ({} revocations × {} edges; {} failures, {} served after applied); slowest change applied in {}",
+                fmt_us(p.revocation.max_us),
+                p.revocation.count / p.per_edge.len().max(1) as u64,
+                p.per_edge.len(),
+                p.revocation_failures,
+                p.revocation_violations,
+                fmt_us(p.all.max_us)
+            )
+        }),
+        worst,
+        1_000.0,
+        "ms",
+        false,
+    ));
+    out
+}
+
+/// Whether a latency or throughput target was missed (then a profile is worth taking).
+pub fn latency_missed(r: &Results) -> bool {
+    verdicts(r)
+        .iter()
+        .any(|v| v.latency && v.met == Some(false))
+}
