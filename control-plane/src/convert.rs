@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use tollgate_policy::model::{
     AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit, RoutingRule, Team,
-    User, VirtualKey,
+    TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User, VirtualKey,
 };
 use tollgate_proto::admin as pb;
 use tollgate_proto::convert::timestamp;
@@ -16,6 +16,14 @@ pub fn parse<T: FromStr<Err = String>>(field: &str, value: &str) -> Result<T, Co
     value
         .parse()
         .map_err(|e: String| ControlError::InvalidArgument(format!("{field}: {e}")))
+}
+
+/// Each of `values` parsed as a `T`.
+pub fn parse_list<T: FromStr<Err = String>>(
+    field: &str,
+    values: &[String],
+) -> Result<Vec<T>, ControlError> {
+    values.iter().map(|v| parse(field, v)).collect()
 }
 
 /// An empty string as "absent".
@@ -177,6 +185,9 @@ pub fn routing_rule(r: &RoutingRule) -> pb::RoutingRule {
         max_retries: r.max_retries,
         cooldown_seconds: r.cooldown_seconds,
         timeout_ms: r.timeout_ms,
+        context_window_fallbacks: r.context_window_fallbacks.clone(),
+        content_policy_fallbacks: r.content_policy_fallbacks.clone(),
+        allowed_fails: r.allowed_fails,
     }
 }
 
@@ -194,7 +205,109 @@ pub fn routing_rule_from(r: pb::RoutingRule, new_id: String) -> Result<RoutingRu
         max_retries: r.max_retries,
         cooldown_seconds: r.cooldown_seconds,
         timeout_ms: r.timeout_ms,
+        context_window_fallbacks: r.context_window_fallbacks,
+        content_policy_fallbacks: r.content_policy_fallbacks,
+        allowed_fails: r.allowed_fails,
     })
+}
+
+pub fn traffic_rule(r: &TrafficRule) -> pb::TrafficRule {
+    let w = &r.when;
+    let time = w.time.as_ref();
+    let clock = |minute: u32| format!("{:02}:{:02}", minute / 60, minute % 60);
+    pb::TrafficRule {
+        id: r.id.clone(),
+        order: r.order,
+        description: r.description.clone(),
+        when: Some(pb::TrafficMatch {
+            models: w.models.clone(),
+            key_ids: w.key_ids.clone(),
+            team_ids: w.team_ids.clone(),
+            tags: w.tags.clone(),
+            regions: w.regions.clone(),
+            request_types: w.request_types.iter().map(ToString::to_string).collect(),
+            min_body_bytes: w.min_body_bytes,
+            max_body_bytes: w.max_body_bytes,
+            time_start: time.map(|t| clock(t.start_minute)).unwrap_or_default(),
+            time_end: time.map(|t| clock(t.end_minute)).unwrap_or_default(),
+            timezone: time.map(|t| t.timezone.clone()).unwrap_or_default(),
+            weekdays: time
+                .map(|t| t.weekdays.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+        }),
+        then: Some(pb::TrafficAction {
+            deny: r.then.deny.clone().unwrap_or_default(),
+            deployment_ids: r.then.deployment_ids.clone(),
+            regions: r.then.regions.clone(),
+            prefer_region: r.then.prefer_region.clone().unwrap_or_default(),
+            strategy: r.then.strategy.map(|s| s.to_string()).unwrap_or_default(),
+        }),
+    }
+}
+
+pub fn traffic_rule_from(r: pb::TrafficRule, new_id: String) -> Result<TrafficRule, ControlError> {
+    let w = r.when.unwrap_or_default();
+    let then = r.then.unwrap_or_default();
+    let time = match (w.time_start.is_empty(), w.time_end.is_empty()) {
+        (true, true) if w.weekdays.is_empty() && w.timezone.is_empty() => None,
+        (true, true) => {
+            return Err(ControlError::InvalidArgument(
+                "weekdays and timezone need a time window: set time_start and time_end (\"00:00\" to \"23:59\" for the whole day)".to_owned(),
+            ));
+        }
+        (false, false) => Some(TimeWindow {
+            start_minute: clock_minute("time_start", &w.time_start)?,
+            end_minute: clock_minute("time_end", &w.time_end)?,
+            timezone: w.timezone,
+            weekdays: parse_list("weekdays", &w.weekdays)?,
+        }),
+        _ => {
+            return Err(ControlError::InvalidArgument(
+                "set both time_start and time_end, or neither".to_owned(),
+            ));
+        }
+    };
+    Ok(TrafficRule {
+        id: non_empty(r.id).unwrap_or(new_id),
+        order: r.order,
+        description: r.description,
+        when: TrafficMatch {
+            request_types: parse_list("request_types", &w.request_types)?,
+            models: w.models,
+            key_ids: w.key_ids,
+            team_ids: w.team_ids,
+            tags: w.tags,
+            regions: w.regions,
+            min_body_bytes: w.min_body_bytes,
+            max_body_bytes: w.max_body_bytes,
+            time,
+        },
+        then: TrafficAction {
+            deny: non_empty(then.deny),
+            deployment_ids: then.deployment_ids,
+            regions: then.regions,
+            prefer_region: non_empty(then.prefer_region),
+            strategy: non_empty(then.strategy)
+                .map(|s| parse("strategy", &s))
+                .transpose()?,
+        },
+    })
+}
+
+/// Minutes after midnight of an `HH:MM` time of day.
+fn clock_minute(field: &str, value: &str) -> Result<u32, ControlError> {
+    let invalid = || {
+        ControlError::InvalidArgument(format!(
+            "{field} {value:?} is not a time of day: use HH:MM between 00:00 and 23:59"
+        ))
+    };
+    let (hours, minutes) = value.split_once(':').ok_or_else(invalid)?;
+    let hours: u32 = hours.parse().map_err(|_| invalid())?;
+    let minutes: u32 = minutes.parse().map_err(|_| invalid())?;
+    if hours > 23 || minutes > 59 || value.len() != 5 {
+        return Err(invalid());
+    }
+    Ok(hours * 60 + minutes)
 }
 
 pub fn guardrail(g: &Guardrail) -> pb::Guardrail {

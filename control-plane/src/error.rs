@@ -25,6 +25,9 @@ pub enum ControlError {
     /// A feature needs configuration this control plane does not have.
     #[error("{0}")]
     NotConfigured(String),
+    /// A dependency other than the store (the bus) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<ControlError> for Status {
@@ -44,6 +47,7 @@ impl From<ControlError> for Status {
             }
             ControlError::Unauthenticated(_) => Code::Unauthenticated,
             ControlError::PermissionDenied(_) => Code::PermissionDenied,
+            ControlError::Unavailable(_) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 mod convert;
 pub mod error;
+mod health;
 pub mod log;
 pub mod relay;
 pub mod secrets;

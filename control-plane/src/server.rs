@@ -62,7 +62,7 @@ impl ControlPlane {
             v1 = v1.register_encoded_file_descriptor_set(set);
             v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
         }
-        let api = AdminApi::new(self.log.clone(), self.auth, self.sealing);
+        let api = AdminApi::new(self.log.clone(), self.auth, self.sealing, self.bus.clone());
         let result = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(v1.build_v1()?)

@@ -11,6 +11,7 @@ use tollgate_policy::sealing::SealingKey;
 use tollgate_policy::{Command, PolicyState, RecordedEvent};
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::*;
+use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::{event_to_proto, from_timestamp, timestamp};
 use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
 use tonic::{Request, Response, Status};
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Access, Actor, Authenticator};
 use crate::convert::{self, non_empty, parse};
 use crate::error::ControlError;
+use crate::health;
 use crate::log::PolicyLog;
 use crate::secrets::{
     ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret,
@@ -30,13 +32,25 @@ pub struct AdminApi {
     auth: Authenticator,
     /// Seals provider credentials; without it PutCredential is refused.
     sealing: Option<SealingKey>,
+    /// Where edges report their deployments' health.
+    bus: Arc<dyn Bus>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 impl AdminApi {
-    pub fn new(log: Arc<PolicyLog>, auth: Authenticator, sealing: Option<SealingKey>) -> Self {
-        AdminApi { log, auth, sealing }
+    pub fn new(
+        log: Arc<PolicyLog>,
+        auth: Authenticator,
+        sealing: Option<SealingKey>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        AdminApi {
+            log,
+            auth,
+            sealing,
+            bus,
+        }
     }
 
     fn authorize<T>(
@@ -496,6 +510,44 @@ impl AdminService for AdminApi {
                 .map(convert::routing_rule)
                 .collect(),
         }))
+    }
+
+    async fn set_traffic_rule(&self, request: Request<TrafficRule>) -> Reply<TrafficRule> {
+        self.authorize(&request, Access::WritePolicy)?;
+        let rule = convert::traffic_rule_from(request.get_ref().clone(), new_id())?;
+        let id = rule.id.clone();
+        let (state, _) = self
+            .change(&request, Command::SetTrafficRule { rule })
+            .await?;
+        found(state.traffic_rules.get(&id).map(convert::traffic_rule))
+    }
+
+    async fn delete_traffic_rule(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteTrafficRule { id })
+            .await
+    }
+
+    async fn list_traffic_rules(
+        &self,
+        request: Request<ListTrafficRulesRequest>,
+    ) -> Reply<ListTrafficRulesResponse> {
+        let state = self.read(&request).await?;
+        let mut rules: Vec<_> = state.traffic_rules.values().collect();
+        rules.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
+        Ok(Response::new(ListTrafficRulesResponse {
+            rules: rules.into_iter().map(convert::traffic_rule).collect(),
+        }))
+    }
+
+    async fn list_deployment_health(
+        &self,
+        request: Request<ListDeploymentHealthRequest>,
+    ) -> Reply<ListDeploymentHealthResponse> {
+        self.authorize(&request, Access::ReadPolicy)?;
+        let wanted = &request.get_ref().deployment_id;
+        let deployments = health::list(self.bus.as_ref(), wanted).await?;
+        Ok(Response::new(ListDeploymentHealthResponse { deployments }))
     }
 
     async fn set_guardrail(&self, request: Request<Guardrail>) -> Reply<Guardrail> {

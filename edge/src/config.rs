@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tollgate_policy::sealing::SealingKey;
 
+use crate::health::CircuitSettings;
+
 /// Default `TOLLGATE_EDGE_ADDR`.
 pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:4000";
 
@@ -39,6 +41,25 @@ pub struct EdgeConfig {
     pub upstream_timeout: Duration,
     /// `TOLLGATE_FIRST_BYTE_TIMEOUT_MS` (default 60,000): until a stream starts, and between chunks.
     pub first_byte_timeout: Duration,
+    /// `TOLLGATE_REQUEST_TIMEOUT_MS` (default: the upstream timeout): a request's deadline,
+    /// retries and fallbacks included, when neither the client (`x-tollgate-timeout`) nor the
+    /// model's routing rule sets one.
+    pub request_timeout: Option<Duration>,
+    /// `TOLLGATE_MAX_RETRIES` (default 2): retries per model without a routing rule.
+    pub max_retries: u32,
+    /// `TOLLGATE_RETRY_BACKOFF_MS` (default 100): the first retry's back-off ceiling, doubled
+    /// for each further retry (full jitter: the wait is uniform below the ceiling).
+    pub retry_backoff: Duration,
+    /// `TOLLGATE_RETRY_BACKOFF_MAX_MS` (default 5,000): the largest back-off ceiling.
+    pub retry_backoff_max: Duration,
+    /// `TOLLGATE_MAX_RETRY_WAIT_MS` (default 5,000): the longest an edge waits to retry a
+    /// deployment (a longer `retry-after` is passed on to the client instead).
+    pub max_retry_wait: Duration,
+    /// `TOLLGATE_ALLOWED_FAILS` (default 3), `TOLLGATE_FAILURE_WINDOW_MS` (default 60,000),
+    /// `TOLLGATE_COOLDOWN_MS` (default 5,000): a deployment's circuit opens after that many
+    /// failures within the window (or half its requests failing, from 10 requests), and lets a
+    /// probe through after the cooldown.
+    pub circuit: CircuitSettings,
 }
 
 /// A setting that is missing or malformed.
@@ -99,6 +120,22 @@ impl EdgeConfig {
                 "TOLLGATE_FIRST_BYTE_TIMEOUT_MS",
                 60_000,
             )?),
+            request_timeout: get("TOLLGATE_REQUEST_TIMEOUT_MS")
+                .map(|_| number("TOLLGATE_REQUEST_TIMEOUT_MS", 0).map(Duration::from_millis))
+                .transpose()?,
+            max_retries: number("TOLLGATE_MAX_RETRIES", 2)?.min(10) as u32,
+            retry_backoff: Duration::from_millis(number("TOLLGATE_RETRY_BACKOFF_MS", 100)?),
+            retry_backoff_max: Duration::from_millis(number(
+                "TOLLGATE_RETRY_BACKOFF_MAX_MS",
+                5_000,
+            )?),
+            max_retry_wait: Duration::from_millis(number("TOLLGATE_MAX_RETRY_WAIT_MS", 5_000)?),
+            circuit: CircuitSettings {
+                allowed_fails: number("TOLLGATE_ALLOWED_FAILS", 3)?.clamp(1, 1_000) as u32,
+                window: Duration::from_millis(number("TOLLGATE_FAILURE_WINDOW_MS", 60_000)?.max(1)),
+                cooldown: Duration::from_millis(number("TOLLGATE_COOLDOWN_MS", 5_000)?),
+                ..CircuitSettings::default()
+            },
         })
     }
 

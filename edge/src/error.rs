@@ -18,6 +18,9 @@ pub enum EdgeError {
     ModelNotAllowed(String),
     #[error("model {0:?} does not exist")]
     ModelNotFound(String),
+    /// A traffic rule refused the request, or left it no deployment to go to.
+    #[error("{0}")]
+    RoutingDenied(String),
     #[error("{message}")]
     UpstreamRateLimited {
         message: String,
@@ -71,6 +74,9 @@ impl EdgeError {
                 "invalid_request_error",
                 "model_not_found",
             ),
+            EdgeError::RoutingDenied(_) => {
+                (StatusCode::FORBIDDEN, "permission_error", "routing_denied")
+            }
             EdgeError::UpstreamRateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",

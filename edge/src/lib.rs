@@ -8,6 +8,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;
@@ -26,9 +27,13 @@ use tollgate_proto::bus::Bus;
 use crate::api::AppState;
 use crate::budget::Budgets;
 use crate::config::EdgeConfig;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
+
+/// How often changed circuit states are reported to the bus, for the admin API.
+const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a stopping edge keeps trying to publish buffered usage.
 const USAGE_FLUSH: Duration = Duration::from_secs(10);
@@ -61,7 +66,15 @@ impl Edge {
         );
         let budgets = Budgets::new(&config.edge_id);
         tokio::spawn(budgets.clone().follow(bus.clone(), stop.subscribe()));
+        let health = Arc::new(Health::new(config.circuit, metrics.clone()));
+        tokio::spawn(health.clone().publish(
+            bus.clone(),
+            config.edge_id.clone(),
+            HEALTH_REPORT_INTERVAL,
+            stop.subscribe(),
+        ));
         let state = Arc::new(AppState {
+            health,
             budgets,
             providers: Providers::new(config.connect_timeout),
             sealing: config.credential_key.clone(),

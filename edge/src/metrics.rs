@@ -33,6 +33,16 @@ pub struct UpstreamLabels {
     pub code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub deployment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~100 s: overhead lives at the low end, long generations at the high end.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -57,6 +67,11 @@ pub struct Metrics {
     pub usage_buffered: Gauge,
     pub usage_published: Counter,
     pub usage_dropped: Counter,
+    /// 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<DeploymentLabels, Gauge>,
+    pub circuit_opened: Family<DeploymentLabels, Counter>,
+    pub retries: Family<ReasonLabels, Counter>,
+    pub fallbacks: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,6 +91,10 @@ impl Default for Metrics {
             usage_buffered: Gauge::default(),
             usage_published: Counter::default(),
             usage_dropped: Counter::default(),
+            circuit_state: Family::default(),
+            circuit_opened: Family::default(),
+            retries: Family::default(),
+            fallbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,6 +161,26 @@ impl Default for Metrics {
             "usage_events_dropped",
             "Usage events dropped because the buffer was full",
             metrics.usage_dropped.clone(),
+        );
+        registry.register(
+            "deployment_circuit_state",
+            "Circuit breaker of each deployment on this edge: 0 closed, 1 half-open, 2 open",
+            metrics.circuit_state.clone(),
+        );
+        registry.register(
+            "deployment_circuit_opened",
+            "Times a deployment's circuit opened (it was cooled down)",
+            metrics.circuit_opened.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Attempts repeated after a failure, by the failure (rate_limited, server_error, timeout, connection)",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Requests moved to a fallback model, by reason (failure, context_window, content_policy)",
+            metrics.fallbacks.clone(),
         );
         Metrics {
             registry,

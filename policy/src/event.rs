@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::model::{
     AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
-    RateLimit, RoutingRule, Team, User, VirtualKey,
+    RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -87,6 +87,10 @@ pub enum PolicyEvent {
     RoutingRuleSet { rule: RoutingRule },
     #[serde(rename = "routing_rule.deleted")]
     RoutingRuleDeleted { id: String },
+    #[serde(rename = "traffic_rule.set")]
+    TrafficRuleSet { rule: TrafficRule },
+    #[serde(rename = "traffic_rule.deleted")]
+    TrafficRuleDeleted { id: String },
 
     #[serde(rename = "guardrail.set")]
     GuardrailSet { guardrail: Guardrail },
@@ -126,6 +130,8 @@ impl PolicyEvent {
             RateLimitDeleted { id } => ("rate_limit", id.as_str()),
             RoutingRuleSet { rule } => ("routing_rule", rule.id.as_str()),
             RoutingRuleDeleted { id } => ("routing_rule", id.as_str()),
+            TrafficRuleSet { rule } => ("traffic_rule", rule.id.as_str()),
+            TrafficRuleDeleted { id } => ("traffic_rule", id.as_str()),
             GuardrailSet { guardrail } => ("guardrail", guardrail.id.as_str()),
             GuardrailDeleted { id } => ("guardrail", id.as_str()),
             AdminTokenCreated { token } => ("admin_token", token.id.as_str()),

@@ -117,6 +117,31 @@ named_enum!(
         LeastBusy => "least_busy",
         LatencyBased => "latency_based",
         CostBased => "cost_based",
+        UsageBased => "usage_based",
+    }
+);
+
+named_enum!(
+    /// What kind of request a traffic rule matches; a request is `chat` or `embeddings`, and
+    /// may also be `stream` and `tools` (a chat request that declares tools).
+    RequestType {
+        Chat => "chat",
+        Embeddings => "embeddings",
+        Stream => "stream",
+        Tools => "tools",
+    }
+);
+
+named_enum!(
+    /// A day of the week, for time-of-day traffic rules.
+    Weekday {
+        Mon => "mon",
+        Tue => "tue",
+        Wed => "wed",
+        Thu => "thu",
+        Fri => "fri",
+        Sat => "sat",
+        Sun => "sun",
     }
 );
 
@@ -283,11 +308,80 @@ pub struct RoutingRule {
     pub strategy: RoutingStrategy,
     /// Model names tried, in order, when every deployment of `model_name` failed.
     pub fallbacks: Vec<String>,
+    /// Retries after the first attempt on this model (on another deployment when there is one).
     pub max_retries: u32,
     /// How long a failing deployment is taken out of rotation; 0 = the edge's default.
     pub cooldown_seconds: u32,
-    /// Per-attempt timeout; 0 = the edge's default.
+    /// The whole request's deadline, retries and fallbacks included, when the client sets no
+    /// `x-tollgate-timeout`; 0 = the edge's default.
     pub timeout_ms: u64,
+    /// Models tried, in order, when the input is too long for this model's context window.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Models tried, in order, when the provider refuses the content under its policy.
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
+    /// Failures of one deployment within the edge's failure window that open its circuit;
+    /// 0 = the edge's default.
+    #[serde(default)]
+    pub allowed_fails: u32,
+}
+
+/// A custom routing rule: when a request matches `when`, `then` shapes where it may go.
+/// Rules are evaluated by ascending `order` (then id); the first match applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficRule {
+    pub id: String,
+    pub order: u32,
+    pub description: String,
+    pub when: TrafficMatch,
+    pub then: TrafficAction,
+}
+
+/// What a request must have for a traffic rule to apply; every non-empty field must match
+/// (a list matches when any of its values does).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficMatch {
+    pub models: Vec<String>,
+    pub key_ids: Vec<String>,
+    pub team_ids: Vec<String>,
+    /// Matches the request's `x-tollgate-tags` and its key's tags.
+    pub tags: Vec<String>,
+    /// The client's region: the `x-tollgate-region` header, or else the edge's own.
+    pub regions: Vec<String>,
+    pub request_types: Vec<RequestType>,
+    /// Request body size bounds in bytes; 0 = unbounded.
+    pub min_body_bytes: u64,
+    pub max_body_bytes: u64,
+    /// A daily time window; none = at any time.
+    pub time: Option<TimeWindow>,
+}
+
+/// A part of each day, in a time zone: `[start_minute, end_minute)` after midnight, wrapping
+/// past midnight when `end_minute < start_minute`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeWindow {
+    pub start_minute: u32,
+    pub end_minute: u32,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Days the window is open on (the day it starts); empty = every day.
+    pub weekdays: Vec<Weekday>,
+}
+
+/// What a matching traffic rule does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficAction {
+    /// Refuse the request with this message (no other action may be set).
+    pub deny: Option<String>,
+    /// Only these deployments may serve the request; empty = no restriction.
+    pub deployment_ids: Vec<String>,
+    /// Only deployments in these regions may serve the request; empty = no restriction.
+    pub regions: Vec<String>,
+    /// Deployments in this region are tried first; others only when none of them can serve.
+    pub prefer_region: Option<String>,
+    /// Overrides the model's routing strategy.
+    pub strategy: Option<RoutingStrategy>,
 }
 
 /// A content check run before or after the provider call.

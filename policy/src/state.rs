@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
     AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit, RoutingRule, Team,
-    User, VirtualKey,
+    TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -28,6 +28,8 @@ pub struct PolicyState {
     pub budgets: BTreeMap<String, Budget>,
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub routing_rules: BTreeMap<String, RoutingRule>,
+    #[serde(default)]
+    pub traffic_rules: BTreeMap<String, TrafficRule>,
     pub guardrails: BTreeMap<String, Guardrail>,
     pub admin_tokens: BTreeMap<String, AdminToken>,
     /// Aggregate id → version of its last event, for optimistic concurrency on append.
@@ -168,6 +170,12 @@ impl PolicyState {
             }
             RoutingRuleDeleted { id } => {
                 self.routing_rules.remove(id);
+            }
+            TrafficRuleSet { rule } => {
+                self.traffic_rules.insert(rule.id.clone(), rule.clone());
+            }
+            TrafficRuleDeleted { id } => {
+                self.traffic_rules.remove(id);
             }
             GuardrailSet { guardrail } => {
                 self.guardrails

@@ -223,6 +223,9 @@ pub fn command() -> impl Strategy<Value = Command> {
                     max_retries: 2,
                     cooldown_seconds: 0,
                     timeout_ms: 0,
+                    context_window_fallbacks: vec![],
+                    content_policy_fallbacks: vec![],
+                    allowed_fails: 0,
                 },
             }
         }),

@@ -6,7 +6,11 @@
 //! `fail-500`, `fail-429` (with `retry-after: 7`), `fail-400`, `fail-401` answer with that
 //! status and an OpenAI error body; `hang` sleeps 30 s before answering; `slow-stream` waits
 //! 200 ms before each event; `cut-stream` sends two events and then drops the connection.
-//! Any other model is answered normally.
+//! `fail-context` and `fail-content` answer 400 the way OpenAI refuses an input longer than
+//! the context window and content against its policy. Any other model is answered normally.
+//!
+//! [`FakeOpenAi::fail`] and [`FakeOpenAi::fail_times`] make every request (or the next few) fail
+//! or hang whatever the model, so a test can break and heal an upstream while traffic flows.
 //!
 //! It also serves Azure OpenAI's paths, `POST /openai/deployments/{deployment}/chat/completions`
 //! and `/embeddings`: the deployment in the path is the model (as on Azure, whatever the body
@@ -19,7 +23,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -40,11 +44,49 @@ pub const TOOL_ARGUMENTS: &str = r#"{"location":"Paris"}"#;
 /// (`null` when the body was not JSON).
 pub type RecordedRequest = (Vec<(String, String)>, Value);
 
+/// A failure imposed on requests whatever their model.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// Answer with this status and an OpenAI error body, with `retry-after` when given.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+    },
+    /// Wait this long before answering normally.
+    Delay(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Script {
+    failure: Failure,
+    /// How many more requests fail; `None` = until changed.
+    remaining: Option<usize>,
+}
+
 #[derive(Default)]
 struct Shared {
     count: AtomicUsize,
     last: Mutex<Option<RecordedRequest>>,
     last_uri: Mutex<Option<String>>,
+    script: Mutex<Option<Script>>,
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+impl Shared {
+    /// The failure the current request gets, if one is scripted.
+    fn scripted(&self) -> Option<Failure> {
+        let mut script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = script.as_mut()?;
+        match &mut current.remaining {
+            Some(0) => {
+                *script = None;
+                return None;
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Some(current.failure.clone())
+    }
 }
 
 /// A running fake upstream; it stops accepting connections when dropped.
@@ -106,6 +148,48 @@ impl FakeOpenAi {
             .clone()
     }
 
+    /// Makes every request fail with `failure` until [`FakeOpenAi::heal`].
+    pub fn fail(&self, failure: Failure) {
+        *self
+            .shared
+            .script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Script {
+            failure,
+            remaining: None,
+        });
+    }
+
+    /// Makes the next `times` requests fail with `failure`.
+    pub fn fail_times(&self, times: usize, failure: Failure) {
+        *self
+            .shared
+            .script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Script {
+            failure,
+            remaining: Some(times),
+        });
+    }
+
+    /// Answers normally again.
+    pub fn heal(&self) {
+        *self
+            .shared
+            .script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The value of header `name` (case-insensitive) in the last request.
     pub fn last_header(&self, name: &str) -> Option<String> {
         let (headers, _) = self.last_request()?;
@@ -124,7 +208,9 @@ impl Drop for FakeOpenAi {
 
 /// The models that fail on command: (model, status, error message, type, code).
 #[rustfmt::skip]
-const FAILURES: [(&str, u16, &str, &str, Option<&str>); 4] = [
+const FAILURES: [(&str, u16, &str, &str, Option<&str>); 6] = [
+    ("fail-context", 400, "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.", "invalid_request_error", Some("context_length_exceeded")),
+    ("fail-content", 400, "Your request was rejected as a result of our safety system.", "invalid_request_error", Some("content_policy_violation")),
     ("fail-500", 500, "The server had an error processing your request.", "server_error", None),
     ("fail-429", 429, "Rate limit reached for requests.", "requests", Some("rate_limit_exceeded")),
     ("fail-400", 400, "bad things in request", "invalid_request_error", None),
@@ -143,6 +229,26 @@ async fn begin(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Valu
         .collect();
     *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((recorded, value.clone()));
     shared.count.fetch_add(1, Ordering::SeqCst);
+    shared
+        .arrivals
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Instant::now());
+    match shared.scripted() {
+        Some(Failure::Status {
+            status,
+            retry_after,
+        }) => {
+            let message = format!("scripted failure (HTTP {status})");
+            let mut response = error(status, &message, "server_error", None);
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return Err(response);
+        }
+        Some(Failure::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
     if !value.is_object() {
         let message = "We could not parse the JSON body of your request.";
         return Err(error(400, message, "invalid_request_error", None));

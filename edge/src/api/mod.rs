@@ -1,5 +1,6 @@
 //! The edge's HTTP surface: the OpenAI-compatible API, health and metrics.
 
+mod dispatch;
 mod info;
 pub mod openai;
 mod proxy;
@@ -15,6 +16,7 @@ use tollgate_policy::sealing::SealingKey;
 
 use crate::budget::Budgets;
 use crate::config::EdgeConfig;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::usage::UsageSink;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub sealing: Option<SealingKey>,
     pub budgets: Arc<Budgets>,
+    /// Deployments' circuits, load and latency as seen by this edge.
+    pub health: Arc<Health>,
 }
 
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.

@@ -25,6 +25,9 @@ pub struct ChatRequest<'a> {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+    /// Only whether tools are declared matters (for traffic rules).
+    #[serde(default)]
+    pub tools: Option<IgnoredAny>,
 }
 
 /// What the edge reads of a message: only its role (content passes through unread).

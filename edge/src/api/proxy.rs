@@ -9,19 +9,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::Deployment;
+use tollgate_policy::model::{Deployment, RequestType};
 
 use super::AppState;
-use super::openai::{parse_chat, parse_embeddings, response_usage, upstream_body};
+use super::dispatch::{self, Outgoing};
+use super::openai::{parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
 use super::stream::relay;
 use crate::auth::authenticate;
 use crate::error::EdgeError;
-use crate::metrics::UpstreamLabels;
+use crate::health::InFlight;
 use crate::pricing::{Tokens, cost};
-use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
-use crate::route;
+use crate::providers::{UpstreamError, UpstreamReply};
+use crate::route::rules::{self, RequestFacts};
 
 /// Output tokens assumed for a budget reservation when the request sets no maximum.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -52,6 +54,8 @@ pub async fn embeddings(
 struct Answer {
     reply: UpstreamReply,
     deployment_id: String,
+    /// Counts the request against its deployment until the response ends.
+    in_flight: InFlight,
     /// The client asked for the usage chunk of a stream itself.
     client_wants_usage: bool,
     /// Time spent in the edge before the upstream call.
@@ -72,7 +76,8 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
         app.metrics.clone(),
     );
     let request_id = record.request_id().to_owned();
-    let answer = call(&app, &headers, body, kind, &mut record).await;
+    let mut trace = Trace::default();
+    let answer = call(&app, &headers, body, kind, &mut record, &mut trace).await;
     let (mut response, deployment_id, overhead) = match answer {
         Err(error) => {
             record.fail(&error);
@@ -83,8 +88,10 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
             reply: UpstreamReply::Complete(body),
             deployment_id,
             overhead,
+            in_flight,
             ..
         }) => {
+            drop(in_flight);
             let after = Instant::now();
             if let Some(tokens) = response_usage(&body) {
                 record.set_tokens(tokens);
@@ -100,8 +107,14 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
             deployment_id,
             client_wants_usage,
             overhead,
+            in_flight,
         }) => {
-            let body = Body::from_stream(relay(upstream, record, client_wants_usage));
+            let relayed = relay(upstream, record, client_wants_usage);
+            // The deployment counts the stream as in flight until it ends.
+            let body = Body::from_stream(relayed.map(move |chunk| {
+                let _held = &in_flight;
+                chunk
+            }));
             let response = (
                 [
                     (header::CONTENT_TYPE, "text/event-stream"),
@@ -123,12 +136,30 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
     if let Some(id) = deployment_id {
         set_header(&mut response, "x-tollgate-deployment", &id);
     }
+    if trace.attempts > 0 {
+        set_header(
+            &mut response,
+            "x-tollgate-attempts",
+            &trace.attempts.to_string(),
+        );
+    }
+    if let Some(model) = &trace.fallback {
+        set_header(&mut response, "x-tollgate-fallback", model);
+    }
     if !response.headers().contains_key("x-tollgate-cost-usd")
         && response.status() != StatusCode::OK
     {
         set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
     }
     response
+}
+
+/// How the request was served, for the response headers.
+#[derive(Default)]
+struct Trace {
+    attempts: u32,
+    /// The fallback model that answered.
+    fallback: Option<String>,
 }
 
 fn set_header(response: &mut Response, name: &'static str, value: &str) {
@@ -143,13 +174,17 @@ async fn call(
     body: Body,
     kind: Kind,
     record: &mut UsageRecord,
+    trace: &mut Trace,
 ) -> Result<Answer, EdgeError> {
     let state = app.policy.current().ok_or(EdgeError::NotReady)?;
-    let key = authenticate(headers, &state, chrono::Utc::now())?;
+    let now = chrono::Utc::now();
+    let key = authenticate(headers, &state, now)?;
     record.set_key(key);
+    let deadline_header = client_deadline(headers)?;
     let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
         .await
         .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
+    let mut types = Vec::with_capacity(3);
     let (model, stream, client_wants_usage, max_output) = match kind {
         Kind::Chat => {
             let request = parse_chat(&bytes)?;
@@ -162,31 +197,45 @@ async fn call(
                 .max_completion_tokens
                 .or(request.max_tokens)
                 .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-            (
-                request.model.into_owned(),
-                request.stream == Some(true),
-                wants_usage,
-                max_output,
-            )
+            let stream = request.stream == Some(true);
+            types.push(RequestType::Chat);
+            if stream {
+                types.push(RequestType::Stream);
+            }
+            if request.tools.is_some() {
+                types.push(RequestType::Tools);
+            }
+            (request.model.into_owned(), stream, wants_usage, max_output)
         }
-        Kind::Embeddings => (
-            parse_embeddings(&bytes)?.model.into_owned(),
-            false,
-            false,
-            0,
-        ),
+        Kind::Embeddings => {
+            types.push(RequestType::Embeddings);
+            let model = parse_embeddings(&bytes)?.model.into_owned();
+            (model, false, false, 0)
+        }
     };
     record.set_model(&model, stream);
     if !key.allows_model(&model) {
         return Err(EdgeError::ModelNotAllowed(model));
     }
-    let deployment =
-        route::pick(&state, &model).ok_or_else(|| EdgeError::ModelNotFound(model.clone()))?;
-    let price = state
-        .prices
-        .get(&model)
-        .or_else(|| state.prices.get(&deployment.upstream_model));
-    record.set_deployment(deployment, price);
+    let tags = request_tags(headers);
+    let facts = RequestFacts {
+        model: &model,
+        key,
+        tags: &tags,
+        client_region: header_str(headers, "x-tollgate-region").unwrap_or(&app.config.region),
+        types: &types,
+        body_bytes: bytes.len() as u64,
+        now,
+    };
+    let traffic = rules::first_match(&state, &facts).map(|rule| &rule.then);
+    if let Some(message) = traffic.and_then(|t| t.deny.as_ref()) {
+        return Err(EdgeError::RoutingDenied(message.clone()));
+    }
+    let price = state.prices.get(&model).or_else(|| {
+        state
+            .deployments_for(&model)
+            .find_map(|d| dispatch::price(&state, d))
+    });
     let worst_case = cost(
         price,
         Tokens {
@@ -197,53 +246,82 @@ async fn call(
         },
     );
     record.hold(app.budgets.reserve(&state, key, &model, worst_case)?);
-    let provider = app.providers.for_deployment(deployment).ok_or_else(|| {
-        EdgeError::Upstream(format!(
-            "deployment {} uses provider {}, which this edge does not support yet",
-            deployment.id, deployment.provider
-        ))
-    })?;
-    // Streams always ask the upstream for usage, so that every stream is accounted; the
-    // usage chunk is passed on only to clients that asked for it.
-    let body = upstream_body(
-        &bytes,
-        &model,
-        &deployment.upstream_model,
-        stream && !client_wants_usage,
-    )?;
-    let call = UpstreamCall {
-        deployment,
-        secrets: open_secrets(app, &state, deployment)?,
-        body,
+    let timeout = deadline_header.unwrap_or_else(|| {
+        dispatch::routing_rule(&state, &model)
+            .map(|r| r.timeout_ms)
+            .filter(|&ms| ms > 0)
+            .map_or(
+                app.config
+                    .request_timeout
+                    .unwrap_or(app.config.upstream_timeout),
+                Duration::from_millis,
+            )
+    });
+    let out = Outgoing {
+        bytes: &bytes,
+        model: &model,
+        embeddings: kind == Kind::Embeddings,
         stream,
-        timeouts: Timeouts {
-            total: app.config.upstream_timeout,
-            first_byte: app.config.first_byte_timeout,
-        },
+        // Streams always ask the upstream for usage, so that every stream is accounted; the
+        // usage chunk is passed on only to clients that asked for it.
+        request_stream_usage: stream && !client_wants_usage,
+        estimated_tokens: bytes.len() as u64 / 4,
+        deadline: record.started() + timeout,
     };
     let overhead = record.started().elapsed();
-    let reply = match kind {
-        Kind::Chat => provider.chat(call).await,
-        Kind::Embeddings => provider.embeddings(call).await,
-    }
-    .map_err(|e| {
-        let labels = UpstreamLabels {
-            provider: deployment.provider.as_str(),
-            code: e.code(),
-        };
-        app.metrics.upstream_errors.get_or_create(&labels).inc();
-        upstream_failure(e)
-    })?;
+    let dispatched = dispatch::dispatch(app, &state, &out, traffic, record).await;
+    trace.attempts = dispatched.attempts;
+    trace.fallback = dispatched.fallback;
+    let served = dispatched.result?;
     Ok(Answer {
-        reply,
-        deployment_id: deployment.id.clone(),
+        reply: served.reply,
+        deployment_id: served.deployment_id,
+        in_flight: served.in_flight,
         client_wants_usage,
         overhead,
     })
 }
 
+/// The most a client may ask `x-tollgate-timeout` for.
+const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The request's deadline from `x-tollgate-timeout` (seconds, fractions allowed), if set.
+fn client_deadline(headers: &HeaderMap) -> Result<Option<Duration>, EdgeError> {
+    let Some(value) = header_str(headers, "x-tollgate-timeout") else {
+        return Ok(None);
+    };
+    let seconds: f64 = value.trim().parse().unwrap_or(f64::NAN);
+    if !(seconds > 0.0 && seconds <= MAX_CLIENT_TIMEOUT.as_secs_f64()) {
+        return Err(EdgeError::InvalidRequest(format!(
+            "x-tollgate-timeout must be a number of seconds above 0 and at most {}, got {value:?}",
+            MAX_CLIENT_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
+/// The comma-separated tags of `x-tollgate-tags`.
+fn request_tags(headers: &HeaderMap) -> Vec<String> {
+    header_str(headers, "x-tollgate-tags")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// Opens the deployment's credential just for this call.
-fn open_secrets(
+pub(super) fn open_secrets(
     app: &AppState,
     state: &PolicyState,
     deployment: &Deployment,

@@ -7,12 +7,13 @@ use chrono::{DateTime, Duration, Utc};
 use crate::event::PolicyEvent;
 use crate::model::{
     AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
-    RateLimit, RoutingRule, Team, User, UserRole, VirtualKey,
+    RateLimit, RoutingRule, Team, TrafficRule, User, UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
 
 mod checks;
+mod traffic;
 
 use checks::{
     absent, check_hash, checked_alias, checked_deployment, checked_new_key, found, future_expiry,
@@ -21,6 +22,9 @@ use checks::{
 
 /// The longest a rotated key's old secret may stay valid.
 pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// The most retries a routing rule may ask for: each one can cost a provider call.
+pub const MAX_RETRIES: u32 = 10;
 
 /// Why a command was refused. Each kind maps to one gRPC code at the API boundary.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +146,12 @@ pub enum Command {
         rule: RoutingRule,
     },
     DeleteRoutingRule {
+        id: String,
+    },
+    SetTrafficRule {
+        rule: TrafficRule,
+    },
+    DeleteTrafficRule {
         id: String,
     },
     SetGuardrail {
@@ -460,10 +470,25 @@ pub fn decide(
             validate::id("routing rule id", &rule.id)?;
             validate::model_name("model_name", &rule.model_name)?;
             rule.fallbacks = validate::model_list("fallbacks", &rule.fallbacks)?;
-            if rule.fallbacks.contains(&rule.model_name) {
+            rule.context_window_fallbacks =
+                validate::model_list("context_window_fallbacks", &rule.context_window_fallbacks)?;
+            rule.content_policy_fallbacks =
+                validate::model_list("content_policy_fallbacks", &rule.content_policy_fallbacks)?;
+            let lists = [
+                &rule.fallbacks,
+                &rule.context_window_fallbacks,
+                &rule.content_policy_fallbacks,
+            ];
+            if lists.iter().any(|list| list.contains(&rule.model_name)) {
                 return Err(CommandError::invalid(format!(
                     "model {} cannot be its own fallback",
                     rule.model_name
+                )));
+            }
+            if rule.max_retries > MAX_RETRIES {
+                return Err(CommandError::invalid(format!(
+                    "max_retries is at most {MAX_RETRIES}, got {}",
+                    rule.max_retries
                 )));
             }
             if let Some(other) = state
@@ -484,6 +509,17 @@ pub fn decide(
         DeleteRoutingRule { id } => {
             found(state.routing_rules.get(&id), "routing rule", &id)?;
             PolicyEvent::RoutingRuleDeleted { id }
+        }
+        SetTrafficRule { rule } => {
+            let rule = traffic::checked(state, rule)?;
+            if state.traffic_rules.get(&rule.id) == Some(&rule) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::TrafficRuleSet { rule }
+        }
+        DeleteTrafficRule { id } => {
+            found(state.traffic_rules.get(&id), "traffic rule", &id)?;
+            PolicyEvent::TrafficRuleDeleted { id }
         }
         SetGuardrail { mut guardrail } => {
             validate::id("guardrail id", &guardrail.id)?;

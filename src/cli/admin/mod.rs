@@ -5,6 +5,7 @@ mod keys;
 mod org;
 mod policy;
 mod providers;
+mod routing;
 
 use clap::Subcommand;
 use tollgate_proto::admin::StringMap;
@@ -45,9 +46,15 @@ pub enum AdminCommand {
     /// Rate limits: set, list, delete.
     #[command(subcommand)]
     RateLimits(policy::RateLimits),
-    /// Routing rules (strategy, fallbacks, retries): set, list, delete.
+    /// Routing rules (strategy, fallbacks, retries, cooldown): set, list, delete.
     #[command(subcommand)]
-    RoutingRules(policy::RoutingRules),
+    RoutingRules(routing::RoutingRules),
+    /// Traffic rules (custom routing by team, key, tags, region, request type, time): set,
+    /// list, delete.
+    #[command(subcommand)]
+    TrafficRules(routing::TrafficRules),
+    /// Each edge's circuit-breaker state of the deployments it calls.
+    DeploymentHealth(routing::DeploymentHealth),
     /// Guardrails: set, list, delete.
     #[command(subcommand)]
     Guardrails(policy::Guardrails),
@@ -75,6 +82,8 @@ impl AdminCommand {
             AdminCommand::Budgets(c) => c.run(client, out).await,
             AdminCommand::RateLimits(c) => c.run(client, out).await,
             AdminCommand::RoutingRules(c) => c.run(client, out).await,
+            AdminCommand::TrafficRules(c) => c.run(client, out).await,
+            AdminCommand::DeploymentHealth(c) => c.run(client, out).await,
             AdminCommand::Guardrails(c) => c.run(client, out).await,
             AdminCommand::Tokens(c) => c.run(client, out).await,
             AdminCommand::Events(c) => c.run(client, out).await,

@@ -1,10 +1,10 @@
-//! `tollgate admin budgets …`, `rate-limits …`, `routing-rules …` and `guardrails …`: the
-//! rules a request is held to.
+//! `tollgate admin budgets …`, `rate-limits …` and `guardrails …`: the rules a request is
+//! held to.
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
     Budget, DeleteRequest, Guardrail, ListBudgetsRequest, ListGuardrailsRequest,
-    ListRateLimitsRequest, ListRoutingRulesRequest, RateLimit, RoutingRule,
+    ListRateLimitsRequest, RateLimit,
 };
 
 use super::AdminClient;
@@ -170,84 +170,6 @@ impl RateLimits {
             RateLimits::Delete { id } => {
                 let what = format!("deleting rate limit {id}");
                 out.show(&what, client.delete_rate_limit(DeleteRequest { id }).await)
-            }
-        }
-    }
-}
-
-/// `tollgate admin routing-rules …`.
-#[derive(Subcommand)]
-pub enum RoutingRules {
-    /// Create a routing rule for a model, or replace the one with --id.
-    Set {
-        /// The model name the rule applies to.
-        #[arg(long)]
-        model: String,
-        /// simple_shuffle | weighted | priority | least_busy | latency_based | cost_based.
-        #[arg(long)]
-        strategy: Option<String>,
-        /// A model tried when every deployment failed, in order (repeatable).
-        #[arg(long = "fallback", value_name = "MODEL")]
-        fallbacks: Vec<String>,
-        /// Retries on another deployment.
-        #[arg(long, default_value_t = 0)]
-        max_retries: u32,
-        /// How long a failing deployment is left out.
-        #[arg(long, default_value_t = 0)]
-        cooldown_seconds: u32,
-        /// A whole call's time limit, in milliseconds.
-        #[arg(long, default_value_t = 0)]
-        timeout_ms: u64,
-        /// The rule's id (none: a new rule).
-        #[arg(long)]
-        id: Option<String>,
-    },
-    /// List routing rules.
-    List,
-    /// Delete a routing rule.
-    Delete {
-        /// The rule's id.
-        id: String,
-    },
-}
-
-impl RoutingRules {
-    /// Runs the command.
-    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
-        match self {
-            RoutingRules::Set {
-                model,
-                strategy,
-                fallbacks,
-                max_retries,
-                cooldown_seconds,
-                timeout_ms,
-                id,
-            } => {
-                let request = RoutingRule {
-                    id: id.unwrap_or_default(),
-                    model_name: model,
-                    strategy: strategy.unwrap_or_default(),
-                    fallbacks,
-                    max_retries,
-                    cooldown_seconds,
-                    timeout_ms,
-                };
-                out.show(
-                    "setting the routing rule",
-                    client.set_routing_rule(request).await,
-                )
-            }
-            RoutingRules::List => out.show(
-                "listing routing rules",
-                client.list_routing_rules(ListRoutingRulesRequest {}).await,
-            ),
-            RoutingRules::Delete { id } => {
-                let what = format!("deleting routing rule {id}");
-                out.show(
-                    &what,
-                    client.delete_routing_rule(DeleteRequest { id }).await,
-                )
             }
         }
     }

@@ -1,0 +1,526 @@
+//! Sending a request upstream until it succeeds, within its deadline: retries on another
+//! deployment (or the same one after a back-off with full jitter that honours `retry-after`),
+//! then the model's fallbacks; an input too long for the model's context window or refused
+//! under a content policy moves to the model's dedicated fallbacks instead.
+//!
+//! Everything happens before the first byte reaches the client: once a provider has answered
+//! (a stream's headers included) the answer is the client's, and a stream that fails later is
+//! not restarted.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{Deployment, RoutingRule, RoutingStrategy, TrafficAction};
+
+use super::AppState;
+use super::openai::upstream_body;
+use super::proxy::{open_secrets, upstream_failure};
+use super::record::UsageRecord;
+use crate::error::EdgeError;
+use crate::health::InFlight;
+use crate::metrics::{ReasonLabels, UpstreamLabels};
+use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
+use crate::route::{self, Constraints};
+
+/// The most attempts one request makes, whatever the rules say.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// What every attempt of one request sends.
+pub struct Outgoing<'a> {
+    pub bytes: &'a Bytes,
+    /// The model the client asked for (and named in the body).
+    pub model: &'a str,
+    pub embeddings: bool,
+    pub stream: bool,
+    /// Ask a stream's upstream for usage although the client did not.
+    pub request_stream_usage: bool,
+    /// For usage-aware routing.
+    pub estimated_tokens: u64,
+    pub deadline: Instant,
+}
+
+/// A successful attempt.
+pub struct Served {
+    pub reply: UpstreamReply,
+    pub deployment_id: String,
+    /// Held by the response until it ends.
+    pub in_flight: InFlight,
+}
+
+/// The outcome, with what the response headers report about how it was reached.
+pub struct Dispatched {
+    pub result: Result<Served, EdgeError>,
+    pub attempts: u32,
+    /// The fallback model that answered, when it was not the requested one.
+    pub fallback: Option<String>,
+}
+
+/// How a failed attempt affects the rest of the request.
+enum Failure {
+    /// The deployment is in trouble (throttled, failing, slow, unreachable): try again.
+    Retry {
+        reason: &'static str,
+        retry_after: Option<Duration>,
+    },
+    /// The input does not fit the model's context window.
+    ContextWindow,
+    /// The provider refused the content under its policy.
+    ContentPolicy,
+    /// The request itself is wrong: retrying cannot help.
+    Final,
+}
+
+fn classify(error: &UpstreamError) -> Failure {
+    match error {
+        UpstreamError::RateLimited { retry_after } => Failure::Retry {
+            reason: "rate_limited",
+            retry_after: retry_after.as_deref().and_then(parse_retry_after),
+        },
+        UpstreamError::Failed(_) => Failure::Retry {
+            reason: "upstream_error",
+            retry_after: None,
+        },
+        UpstreamError::Timeout(_) => Failure::Retry {
+            reason: "timeout",
+            retry_after: None,
+        },
+        UpstreamError::Rejected { message, .. } => {
+            let message = message.to_ascii_lowercase();
+            let said = |phrases: &[&str]| phrases.iter().any(|p| message.contains(p));
+            if said(CONTEXT_WINDOW_PHRASES) {
+                Failure::ContextWindow
+            } else if said(CONTENT_POLICY_PHRASES) {
+                Failure::ContentPolicy
+            } else {
+                Failure::Final
+            }
+        }
+    }
+}
+
+/// How providers word "the input is too long" (OpenAI and compatible servers, Azure,
+/// Anthropic, Bedrock, Gemini).
+const CONTEXT_WINDOW_PHRASES: &[&str] = &[
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+    "too many input tokens",
+    "exceeds the maximum number of tokens",
+];
+
+/// How providers word a content-policy refusal.
+const CONTENT_POLICY_PHRASES: &[&str] = &[
+    "content_policy_violation",
+    "content management policy",
+    "content_filter",
+    "content filter",
+    "safety system",
+    "blocked by our content",
+];
+
+/// `retry-after` in seconds (the HTTP-date form is not used by model providers).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
+}
+
+/// The routing rule of `model`, if it has one.
+pub fn routing_rule<'s>(state: &'s PolicyState, model: &str) -> Option<&'s RoutingRule> {
+    state.routing_rules.values().find(|r| r.model_name == model)
+}
+
+/// Sends `out` to the deployments the request's traffic rule (`traffic`) allows until one
+/// answers, the attempts run out or the deadline passes.
+pub async fn dispatch(
+    app: &AppState,
+    state: &PolicyState,
+    out: &Outgoing<'_>,
+    traffic: Option<&TrafficAction>,
+    record: &mut UsageRecord,
+) -> Dispatched {
+    let mut run = Run {
+        app,
+        state,
+        out,
+        attempts: 0,
+        last_error: None,
+    };
+    let result = run.models(traffic, record).await;
+    let (result, fallback) = match result {
+        Ok((served, model)) => {
+            let fallback = (model != out.model).then_some(model);
+            (Ok(served), fallback)
+        }
+        Err(e) => (Err(e), None),
+    };
+    Dispatched {
+        result,
+        attempts: run.attempts,
+        fallback,
+    }
+}
+
+struct Run<'a> {
+    app: &'a AppState,
+    state: &'a PolicyState,
+    out: &'a Outgoing<'a>,
+    attempts: u32,
+    last_error: Option<EdgeError>,
+}
+
+/// Whether circuits are respected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// Nothing the request could use is available: one attempt, whatever the circuits say.
+    Panic,
+}
+
+/// Why a model's attempts ended without an answer.
+enum Exhausted {
+    /// Retries ran out or no deployment could take the request: its fallbacks are next.
+    Failed,
+    ContextWindow,
+    ContentPolicy,
+}
+
+impl Run<'_> {
+    /// Tries the requested model, then fallback models, in order.
+    async fn models(
+        &mut self,
+        traffic: Option<&TrafficAction>,
+        record: &mut UsageRecord,
+    ) -> Result<(Served, String), EdgeError> {
+        let requested = self.out.model;
+        let constraints = |strategy| Constraints {
+            deployment_ids: traffic.map_or(&[][..], |t| &t.deployment_ids),
+            regions: traffic.map_or(&[][..], |t| &t.regions),
+            prefer_region: traffic.and_then(|t| t.prefer_region.as_deref()),
+            strategy: traffic.and_then(|t| t.strategy).unwrap_or(strategy),
+        };
+        if !route::serves(
+            self.state,
+            requested,
+            &constraints(RoutingStrategy::Weighted),
+        ) {
+            let exists = self
+                .state
+                .deployments
+                .values()
+                .any(|d| d.model_name == requested);
+            return Err(if exists {
+                EdgeError::RoutingDenied(format!(
+                    "no deployment of model {requested:?} may serve this request under the gateway's routing rules"
+                ))
+            } else {
+                EdgeError::ModelNotFound(requested.to_owned())
+            });
+        }
+        let mut queue: VecDeque<String> = VecDeque::from([requested.to_owned()]);
+        let mut done: Vec<String> = Vec::new();
+        while let Some(model) = queue.pop_front() {
+            if done.contains(&model) {
+                continue;
+            }
+            done.push(model.clone());
+            let rule = routing_rule(self.state, &model);
+            let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
+            let exhausted = match self
+                .model(&model, rule, &constraints, Mode::Normal, record)
+                .await?
+            {
+                Ok(served) => return Ok((served, model)),
+                Err(why) => why,
+            };
+            let (next, reason): (&[String], _) = match (exhausted, rule) {
+                (_, None) => (&[], "failure"),
+                (Exhausted::Failed, Some(r)) => (&r.fallbacks, "failure"),
+                (Exhausted::ContextWindow, Some(r)) => {
+                    (&r.context_window_fallbacks, "context_window")
+                }
+                (Exhausted::ContentPolicy, Some(r)) => {
+                    (&r.content_policy_fallbacks, "content_policy")
+                }
+            };
+            let next: Vec<&String> = next.iter().filter(|m| !done.contains(m)).collect();
+            if !next.is_empty() {
+                self.app
+                    .metrics
+                    .fallbacks
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
+            }
+            // Dedicated fallbacks go first: they answer this very failure.
+            for m in next.into_iter().rev() {
+                queue.push_front(m.clone());
+            }
+        }
+        if self.attempts == 0 {
+            // Every deployment the request could use is cooling down. Like Envoy's panic mode,
+            // try the requested model once anyway: a cooldown moves traffic away from a failing
+            // deployment, it never switches a model off.
+            let rule = routing_rule(self.state, requested);
+            let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
+            if let Ok(served) = self
+                .model(requested, rule, &constraints, Mode::Panic, record)
+                .await?
+            {
+                return Ok((served, requested.to_owned()));
+            }
+        }
+        Err(self.take_error())
+    }
+
+    /// Tries one model's deployments. The outer `Err` ends the whole request.
+    async fn model(
+        &mut self,
+        model: &str,
+        rule: Option<&RoutingRule>,
+        constraints: &Constraints<'_>,
+        mode: Mode,
+        record: &mut UsageRecord,
+    ) -> Result<Result<Served, Exhausted>, EdgeError> {
+        let app = self.app;
+        let defaults = app.health.defaults();
+        let panic = mode == Mode::Panic;
+        let retries = match mode {
+            Mode::Normal => rule.map_or(app.config.max_retries, |r| r.max_retries),
+            Mode::Panic => 0,
+        };
+        let allowed_fails = rule
+            .map(|r| r.allowed_fails)
+            .filter(|&n| n > 0)
+            .unwrap_or(defaults.allowed_fails);
+        let cooldown = rule
+            .map(|r| r.cooldown_seconds)
+            .filter(|&s| s > 0)
+            .map_or(defaults.cooldown, |s| Duration::from_secs(u64::from(s)));
+        let mut tried: Vec<String> = Vec::new();
+        for retry in 0..=retries {
+            if self.attempts >= MAX_ATTEMPTS {
+                break;
+            }
+            let now = Instant::now();
+            if now >= self.out.deadline {
+                return Err(self.deadline_passed());
+            }
+            let Some(choice) = route::choose(
+                self.state,
+                model,
+                constraints,
+                &tried,
+                &app.health,
+                self.out.stream,
+                panic,
+            ) else {
+                break;
+            };
+            let admitted = app
+                .health
+                .admit(&choice.health, self.out.estimated_tokens, panic);
+            let Some(attempt) = admitted else {
+                // Another request took the probe between choosing and admitting.
+                break;
+            };
+            let deployment = choice.deployment;
+            self.attempts += 1;
+            tried.push(deployment.id.clone());
+            record.set_deployment(deployment, price(self.state, deployment));
+            let remaining = self.out.deadline.saturating_duration_since(now);
+            let timeouts = Timeouts {
+                total: app.config.upstream_timeout.min(remaining),
+                first_byte: app.config.first_byte_timeout.min(remaining),
+            };
+            let error = match self.send(deployment, timeouts).await? {
+                Ok(reply) => {
+                    let in_flight = app.health.succeeded(attempt, self.out.stream);
+                    return Ok(Ok(Served {
+                        reply,
+                        deployment_id: deployment.id.clone(),
+                        in_flight,
+                    }));
+                }
+                Err(error) => error,
+            };
+            app.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamLabels {
+                    provider: deployment.provider.as_str(),
+                    code: error.code(),
+                })
+                .inc();
+            let failure = classify(&error);
+            let code = error.code();
+            self.last_error = Some(upstream_failure(error));
+            let (reason, retry_after) = match failure {
+                Failure::Retry {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+                Failure::ContextWindow => return Ok(Err(Exhausted::ContextWindow)),
+                Failure::ContentPolicy => return Ok(Err(Exhausted::ContentPolicy)),
+                Failure::Final => return Err(self.take_error()),
+            };
+            // A timeout imposed by the client's deadline says nothing about the deployment.
+            let cut_short = reason == "timeout" && Instant::now() >= self.out.deadline;
+            if cut_short {
+                drop(attempt);
+                return Err(self.deadline_passed());
+            }
+            app.health.failed(attempt, code, allowed_fails, cooldown);
+            if retry == retries {
+                break;
+            }
+            // Failing over to another deployment needs no wait; coming back to one that failed
+            // does, and never sooner than it asked.
+            let elsewhere = route::choose(
+                self.state,
+                model,
+                constraints,
+                &tried,
+                &app.health,
+                self.out.stream,
+                false,
+            )
+            .is_some_and(|c| !tried.contains(&c.deployment.id));
+            if !elsewhere {
+                let wait = self.backoff(retry).max(retry_after.unwrap_or_default());
+                let left = self.out.deadline.saturating_duration_since(Instant::now());
+                if wait >= left || wait > app.config.max_retry_wait {
+                    // Waiting would outlive the deadline, or hold the client too long: the
+                    // fallbacks may answer sooner, or else the client hears `retry-after`.
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            app.metrics
+                .retries
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+        Ok(Err(Exhausted::Failed))
+    }
+
+    /// One provider call. The outer `Err` is a request the edge cannot even send.
+    async fn send(
+        &self,
+        deployment: &Deployment,
+        timeouts: Timeouts,
+    ) -> Result<Result<UpstreamReply, UpstreamError>, EdgeError> {
+        let app = self.app;
+        let provider = app.providers.for_deployment(deployment).ok_or_else(|| {
+            EdgeError::Upstream(format!(
+                "deployment {} uses provider {}, which this edge does not support yet",
+                deployment.id, deployment.provider
+            ))
+        })?;
+        let body = upstream_body(
+            self.out.bytes,
+            self.out.model,
+            &deployment.upstream_model,
+            self.out.request_stream_usage,
+        )?;
+        let call = UpstreamCall {
+            deployment,
+            secrets: open_secrets(app, self.state, deployment)?,
+            body,
+            stream: self.out.stream,
+            timeouts,
+        };
+        Ok(if self.out.embeddings {
+            provider.embeddings(call).await
+        } else {
+            provider.chat(call).await
+        })
+    }
+
+    /// The wait before retry number `retry` (from 0): uniform in [0, base × 2^retry], capped.
+    fn backoff(&self, retry: u32) -> Duration {
+        let config = &self.app.config;
+        let ceiling = config
+            .retry_backoff
+            .saturating_mul(1 << retry.min(16))
+            .min(config.retry_backoff_max);
+        ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+
+    fn take_error(&mut self) -> EdgeError {
+        self.last_error.take().unwrap_or_else(|| {
+            EdgeError::Upstream(format!(
+                "no deployment of model {:?} could take the request",
+                self.out.model
+            ))
+        })
+    }
+
+    fn deadline_passed(&self) -> EdgeError {
+        EdgeError::UpstreamTimeout(format!(
+            "the request's deadline passed after {} attempt(s); raise x-tollgate-timeout or the model's timeout_ms",
+            self.attempts
+        ))
+    }
+}
+
+/// The price `deployment`'s answers are charged at.
+pub fn price<'s>(
+    state: &'s PolicyState,
+    deployment: &Deployment,
+) -> Option<&'s tollgate_policy::model::Price> {
+    state
+        .prices
+        .get(&deployment.model_name)
+        .or_else(|| state.prices.get(&deployment.upstream_model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(message: &str) -> UpstreamError {
+        UpstreamError::Rejected {
+            status: 400,
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn provider_refusals_are_told_apart() {
+        let context = [
+            "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "Input is too long for requested model.",
+        ];
+        for message in context {
+            assert!(
+                matches!(classify(&rejected(message)), Failure::ContextWindow),
+                "{message}"
+            );
+        }
+        let policy = [
+            "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+            "Your request was rejected as a result of our safety system.",
+        ];
+        for message in policy {
+            assert!(
+                matches!(classify(&rejected(message)), Failure::ContentPolicy),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            classify(&rejected("messages[0].content is required")),
+            Failure::Final
+        ));
+        let throttled = UpstreamError::RateLimited {
+            retry_after: Some("1.5".to_owned()),
+        };
+        assert!(matches!(
+            classify(&throttled),
+            Failure::Retry { retry_after: Some(d), .. } if d == Duration::from_millis(1500)
+        ));
+    }
+}

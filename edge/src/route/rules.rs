@@ -1,0 +1,132 @@
+//! Traffic rules: the first rule (by order, then id) whose conditions all hold for a request.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{
+    RequestType, TimeWindow, TrafficMatch, TrafficRule, VirtualKey, Weekday,
+};
+
+/// What traffic rules can match on.
+pub struct RequestFacts<'a> {
+    pub model: &'a str,
+    pub key: &'a VirtualKey,
+    /// From the `x-tollgate-tags` header.
+    pub tags: &'a [String],
+    /// From the `x-tollgate-region` header, or else the edge's region.
+    pub client_region: &'a str,
+    pub types: &'a [RequestType],
+    pub body_bytes: u64,
+    pub now: DateTime<Utc>,
+}
+
+/// The rule that applies to `facts`, if any.
+pub fn first_match<'s>(
+    state: &'s PolicyState,
+    facts: &RequestFacts<'_>,
+) -> Option<&'s TrafficRule> {
+    state
+        .traffic_rules
+        .values()
+        .filter(|rule| matches(&rule.when, facts))
+        .min_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)))
+}
+
+fn matches(when: &TrafficMatch, facts: &RequestFacts<'_>) -> bool {
+    let any_of =
+        |wanted: &[String], value: &str| wanted.is_empty() || wanted.iter().any(|w| w == value);
+    let optional = |wanted: &[String], value: Option<&String>| {
+        wanted.is_empty() || value.is_some_and(|v| wanted.contains(v))
+    };
+    any_of(&when.models, facts.model)
+        && any_of(&when.key_ids, &facts.key.id)
+        && optional(&when.team_ids, facts.key.team_id.as_ref())
+        && any_of(&when.regions, facts.client_region)
+        && (when.tags.is_empty()
+            || when
+                .tags
+                .iter()
+                .any(|t| facts.tags.contains(t) || facts.key.tags.contains(t)))
+        && (when.request_types.is_empty()
+            || when.request_types.iter().any(|t| facts.types.contains(t)))
+        && facts.body_bytes >= when.min_body_bytes
+        && (when.max_body_bytes == 0 || facts.body_bytes <= when.max_body_bytes)
+        && when.time.as_ref().is_none_or(|w| in_window(w, facts.now))
+}
+
+/// Whether `now` falls in the window, on one of its days (the day the window opened, for a
+/// window that wraps past midnight).
+fn in_window(window: &TimeWindow, now: DateTime<Utc>) -> bool {
+    let Ok(tz) = window.timezone.parse::<chrono_tz::Tz>() else {
+        return false;
+    };
+    let local = now.with_timezone(&tz);
+    let minute = local.hour() * 60 + local.minute();
+    let (start, end) = (window.start_minute, window.end_minute);
+    let (inside, opened_yesterday) = if start < end {
+        (start <= minute && minute < end, false)
+    } else {
+        (minute >= start || minute < end, minute < end)
+    };
+    if !inside {
+        return false;
+    }
+    if window.weekdays.is_empty() {
+        return true;
+    }
+    let mut day = local.weekday();
+    if opened_yesterday {
+        day = day.pred();
+    }
+    window.weekdays.contains(&weekday(day))
+}
+
+fn weekday(day: chrono::Weekday) -> Weekday {
+    match day {
+        chrono::Weekday::Mon => Weekday::Mon,
+        chrono::Weekday::Tue => Weekday::Tue,
+        chrono::Weekday::Wed => Weekday::Wed,
+        chrono::Weekday::Thu => Weekday::Thu,
+        chrono::Weekday::Fri => Weekday::Fri,
+        chrono::Weekday::Sat => Weekday::Sat,
+        chrono::Weekday::Sun => Weekday::Sun,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn window(start: u32, end: u32, days: &[Weekday]) -> TimeWindow {
+        TimeWindow {
+            start_minute: start,
+            end_minute: end,
+            timezone: "Europe/Paris".to_owned(),
+            weekdays: days.to_vec(),
+        }
+    }
+
+    #[test]
+    fn windows_follow_the_local_clock_and_wrap_past_midnight() {
+        // 2026-11-25 is a Wednesday; Paris is UTC+1 in November.
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+        let office = window(9 * 60, 17 * 60, &[Weekday::Wed]);
+        assert!(in_window(&office, at(8, 0)), "09:00 in Paris");
+        assert!(!in_window(&office, at(7, 59)));
+        assert!(!in_window(&office, at(16, 0)), "17:00 in Paris is the end");
+        assert!(!in_window(
+            &window(9 * 60, 17 * 60, &[Weekday::Thu]),
+            at(10, 0)
+        ));
+
+        let night = window(22 * 60, 6 * 60, &[Weekday::Tue]);
+        assert!(
+            in_window(&night, at(2, 0)),
+            "03:00 Wednesday belongs to Tuesday's night"
+        );
+        assert!(
+            !in_window(&night, at(22, 0)),
+            "23:00 Wednesday opens Wednesday's night"
+        );
+    }
+}

@@ -1,0 +1,877 @@
+//! Routing and resilience through a real edge: weights, strategies, retries with back-off and
+//! retry-after, deadlines, circuit breakers with probes, fallbacks and traffic rules. Upstreams
+//! are the built-in `mock` provider or fake OpenAI servers that fail and hang on command.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::*;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tollgate_proto::admin::{
+    CreateKeyRequest, CreateTeamRequest, Deployment, ListDeploymentHealthRequest, Price,
+    RoutingRule, TrafficAction, TrafficMatch, TrafficRule,
+};
+use tollgate_proto::bus::Bus;
+use tollgate_test_support::openai_upstream::{Failure, FakeOpenAi};
+
+struct Setup {
+    cp: TestControlPlane,
+    nats: String,
+    prefix: String,
+    bus: Arc<dyn Bus>,
+    admin: AdminClient,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Result<Setup> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let admin = cp.admin().await?;
+    Ok(Setup {
+        cp,
+        nats,
+        prefix,
+        bus,
+        admin,
+        http: reqwest::Client::new(),
+    })
+}
+
+/// A deployment named `id` of `model`.
+fn deployment(id: &str, model: &str) -> Deployment {
+    Deployment {
+        id: id.to_owned(),
+        model_name: model.to_owned(),
+        provider: "mock".to_owned(),
+        weight: 1,
+        ..Default::default()
+    }
+}
+
+/// A deployment of `model` on a fake OpenAI server.
+fn on_fake(id: &str, model: &str, fake: &FakeOpenAi) -> Deployment {
+    Deployment {
+        provider: "openai_compatible".to_owned(),
+        api_base: fake.base_url(),
+        upstream_model: "gpt-fake".to_owned(),
+        ..deployment(id, model)
+    }
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// What the edge answered, with the routing headers.
+struct Answer {
+    status: u16,
+    deployment: String,
+    attempts: String,
+    fallback: String,
+    code: String,
+}
+
+impl Setup {
+    async fn add(&mut self, deployments: impl IntoIterator<Item = Deployment>) -> Result<()> {
+        for d in deployments {
+            self.admin.upsert_deployment(d).await?;
+        }
+        Ok(())
+    }
+
+    async fn rule(&mut self, rule: RoutingRule) -> Result<()> {
+        self.admin.set_routing_rule(rule).await?;
+        Ok(())
+    }
+
+    async fn edge(&mut self) -> Result<TestEdge> {
+        let edge = TestEdge::start(
+            &self.nats,
+            &self.prefix,
+            self.bus.clone(),
+            Some(self.cp.url()),
+        )
+        .await?;
+        self.sync(&edge).await?;
+        Ok(edge)
+    }
+
+    /// Waits until `edge` has applied everything committed so far.
+    async fn sync(&mut self, edge: &TestEdge) -> Result<()> {
+        let sequence = last_sequence(&mut self.admin).await?;
+        edge.wait_for_sequence(sequence).await
+    }
+
+    async fn send(
+        &self,
+        edge: &TestEdge,
+        key: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer> {
+        let mut request = self
+            .http
+            .post(edge.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (deployment, attempts, fallback) = (
+            header("x-tollgate-deployment"),
+            header("x-tollgate-attempts"),
+            header("x-tollgate-fallback"),
+        );
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            deployment,
+            attempts,
+            fallback,
+            code: body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+}
+
+/// How many answers each deployment gave.
+fn tally(answers: &[Answer]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        *counts.entry(a.deployment.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The value of a `deployment_circuit_state` sample for `deployment` on `edge`.
+fn circuit_state(edge: &TestEdge, deployment: &str) -> Option<i64> {
+    let text = edge.metrics.render();
+    let prefix = format!("tollgate_deployment_circuit_state{{deployment=\"{deployment}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_followed_within_three_points_over_10000_requests() -> Result<()> {
+    let mut s = setup().await?;
+    s.add([
+        Deployment {
+            weight: 1,
+            ..deployment("w-1", "weighted")
+        },
+        Deployment {
+            weight: 2,
+            ..deployment("w-2", "weighted")
+        },
+        Deployment {
+            weight: 5,
+            ..deployment("w-5", "weighted")
+        },
+    ])
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+
+    const REQUESTS: usize = 10_000;
+    let (s, body) = (&s, &chat("weighted"));
+    let answers: Vec<Answer> = futures::stream::iter(0..REQUESTS)
+        .map(|_| s.send(&edge, &key, body, &[]))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    assert!(answers.iter().all(|a| a.status == 200 && a.attempts == "1"));
+    let counts = tally(&answers);
+    for (id, weight) in [("w-1", 1.0), ("w-2", 2.0), ("w-5", 5.0)] {
+        let share = counts.get(id).copied().unwrap_or(0) as f64 / REQUESTS as f64 * 100.0;
+        let expected = weight / 8.0 * 100.0;
+        assert!(
+            (share - expected).abs() <= 3.0,
+            "{id}: {share:.2} % of requests, expected {expected:.2} % ± 3"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_no_errors()
+-> Result<()> {
+    let mut s = setup().await?;
+    let (primary, backup) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
+    s.add([
+        on_fake("primary-1", "primary", &primary),
+        on_fake("backup-1", "backup", &backup),
+    ])
+    .await?;
+    s.rule(RoutingRule {
+        model_name: "primary".into(),
+        fallbacks: vec!["backup".into()],
+        max_retries: 0,
+        allowed_fails: 2,
+        cooldown_seconds: 1,
+        ..Default::default()
+    })
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &["primary"]).await?;
+    let edge = s.edge().await?;
+
+    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
+    assert_eq!(
+        (answer.status, answer.deployment.as_str()),
+        (200, "primary-1")
+    );
+    assert_eq!(
+        circuit_state(&edge, "primary-1"),
+        None,
+        "no circuit event yet"
+    );
+
+    primary.fail(Failure::Status {
+        status: 500,
+        retry_after: None,
+    });
+    let broken_at = primary.requests();
+    let mut answers = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(700) {
+        answers.push(s.send(&edge, &key, &chat("primary"), &[]).await?);
+    }
+    assert!(
+        answers.len() > 20,
+        "only {} requests were sent",
+        answers.len()
+    );
+    for a in &answers {
+        assert_eq!(a.status, 200, "the client saw an error: {}", a.code);
+        assert_eq!(
+            (a.deployment.as_str(), a.fallback.as_str()),
+            ("backup-1", "backup")
+        );
+    }
+    // Two failures opened the circuit; the cooldown (1 s) has not passed: no further calls.
+    assert_eq!(primary.requests() - broken_at, 2);
+    assert_eq!(answers[0].attempts, "2");
+    assert_eq!(answers.last().map(|a| a.attempts.as_str()), Some("1"));
+    assert_eq!(circuit_state(&edge, "primary-1"), Some(2), "open");
+
+    // The admin API shows the open circuit, as the edge reported it through the bus.
+    let admin = s.admin.clone();
+    eventually(Duration::from_secs(5), || {
+        let mut admin = admin.clone();
+        async move {
+            let request = ListDeploymentHealthRequest {
+                deployment_id: "primary-1".into(),
+            };
+            admin.list_deployment_health(request).await.is_ok_and(|r| {
+                r.into_inner()
+                    .deployments
+                    .iter()
+                    .any(|d| d.state == "open" && d.failures == 2 && d.retry_at.is_some())
+            })
+        }
+    })
+    .await
+    .context("the open circuit never reached the admin API")?;
+
+    // Still broken when the cooldown ends: the probe fails, the client still gets an answer,
+    // and the circuit opens again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
+    assert_eq!((answer.status, answer.attempts.as_str()), (200, "2"));
+    assert_eq!(primary.requests() - broken_at, 3, "one probe");
+    assert_eq!(circuit_state(&edge, "primary-1"), Some(2));
+
+    // Healed: the next probe succeeds and the deployment is back in rotation.
+    primary.heal();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
+    assert_eq!(
+        (answer.status, answer.deployment.as_str()),
+        (200, "primary-1")
+    );
+    assert_eq!(answer.fallback, "");
+    assert_eq!(circuit_state(&edge, "primary-1"), Some(0), "closed");
+    for _ in 0..5 {
+        let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
+        assert_eq!(answer.deployment, "primary-1");
+    }
+    eventually(Duration::from_secs(5), || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_deployment_health(ListDeploymentHealthRequest::default())
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner()
+                        .deployments
+                        .iter()
+                        .any(|d| d.deployment_id == "primary-1" && d.state == "closed")
+                })
+        }
+    })
+    .await
+    .context("the closed circuit never reached the admin API")?;
+    let metrics = edge.metrics.render();
+    assert!(
+        metrics.contains("tollgate_deployment_circuit_opened_total{deployment=\"primary-1\"} 2")
+    );
+    assert!(metrics.contains("tollgate_fallbacks_total{reason=\"failure\"}"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_fail_over_to_another_deployment_at_once() -> Result<()> {
+    let mut s = setup().await?;
+    let (broken, healthy) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
+    // The broken one is always chosen first (priority), so every request needs a retry.
+    s.add([
+        on_fake("broken", "pair", &broken),
+        Deployment {
+            priority: 1,
+            ..on_fake("healthy", "pair", &healthy)
+        },
+    ])
+    .await?;
+    s.rule(RoutingRule {
+        model_name: "pair".into(),
+        max_retries: 1,
+        allowed_fails: 100,
+        ..Default::default()
+    })
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+    broken.fail(Failure::Status {
+        status: 503,
+        retry_after: Some("30".into()),
+    });
+    let started = Instant::now();
+    let answer = s.send(&edge, &key, &chat("pair"), &[]).await?;
+    assert_eq!(
+        (
+            answer.status,
+            answer.deployment.as_str(),
+            answer.attempts.as_str()
+        ),
+        (200, "healthy", "2")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "failing over to another deployment does not wait"
+    );
+    assert!(
+        edge.metrics
+            .render()
+            .contains("tollgate_upstream_retries_total{reason=\"upstream_error\"} 1")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_before_trying_the_same_deployment_again() -> Result<()> {
+    let mut s = setup().await?;
+    let fake = FakeOpenAi::start().await?;
+    s.add([on_fake("only", "solo", &fake)]).await?;
+    s.rule(RoutingRule {
+        model_name: "solo".into(),
+        max_retries: 2,
+        allowed_fails: 100,
+        ..Default::default()
+    })
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+
+    fake.fail_times(
+        1,
+        Failure::Status {
+            status: 429,
+            retry_after: Some("1".into()),
+        },
+    );
+    let answer = s.send(&edge, &key, &chat("solo"), &[]).await?;
+    assert_eq!((answer.status, answer.attempts.as_str()), (200, "2"));
+    let arrivals = fake.arrivals();
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_secs(1),
+        "retried {gap:?} after a retry-after of 1 s"
+    );
+
+    // A retry-after beyond the deadline is not waited for: the client hears at once.
+    fake.fail(Failure::Status {
+        status: 429,
+        retry_after: Some("5".into()),
+    });
+    let started = Instant::now();
+    let answer = s
+        .send(&edge, &key, &chat("solo"), &[("x-tollgate-timeout", "2")])
+        .await?;
+    assert_eq!(
+        (answer.status, answer.code.as_str()),
+        (429, "rate_limit_exceeded")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_is_never_exceeded_by_more_than_50_ms() -> Result<()> {
+    let mut s = setup().await?;
+    let (slow, flaky) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
+    s.add([
+        on_fake("slow", "slow", &slow),
+        on_fake("flaky", "flaky", &flaky),
+    ])
+    .await?;
+    for model in ["slow", "flaky"] {
+        s.rule(RoutingRule {
+            model_name: model.into(),
+            max_retries: 10,
+            allowed_fails: 1000,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+    slow.fail(Failure::Delay(Duration::from_secs(5)));
+    flaky.fail(Failure::Status {
+        status: 502,
+        retry_after: None,
+    });
+
+    for (model, timeout) in [
+        ("slow", 0.2),
+        ("slow", 0.45),
+        ("flaky", 0.3),
+        ("flaky", 0.75),
+        ("slow", 1.0),
+    ] {
+        let started = Instant::now();
+        let header = timeout.to_string();
+        let answer = s
+            .send(
+                &edge,
+                &key,
+                &chat(model),
+                &[("x-tollgate-timeout", &header)],
+            )
+            .await?;
+        let elapsed = started.elapsed();
+        let deadline = Duration::from_secs_f64(timeout);
+        assert!(answer.status >= 500, "{model}: {}", answer.status);
+        assert!(
+            elapsed <= deadline + Duration::from_millis(50),
+            "{model} with a {deadline:?} deadline answered after {elapsed:?}"
+        );
+        if model == "slow" {
+            assert_eq!(
+                (answer.status, answer.code.as_str()),
+                (504, "upstream_timeout")
+            );
+        }
+    }
+    // The deadline cut those calls short, so they say nothing against the slow deployment.
+    assert_eq!(circuit_state(&edge, "slow"), None);
+
+    let answer = s
+        .send(
+            &edge,
+            &key,
+            &chat("slow"),
+            &[("x-tollgate-timeout", "soon")],
+        )
+        .await?;
+    assert_eq!(
+        (answer.status, answer.code.as_str()),
+        (400, "invalid_request")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks() -> Result<()> {
+    let mut s = setup().await?;
+    let fake = FakeOpenAi::start().await?;
+    let refusing = |id: &str, upstream: &str| Deployment {
+        upstream_model: upstream.to_owned(),
+        ..on_fake(id, "small", &fake)
+    };
+    s.add([
+        refusing("small-1", "fail-context"),
+        on_fake("large-1", "large", &fake),
+        on_fake("lenient-1", "lenient", &fake),
+        on_fake("general-1", "general", &fake),
+    ])
+    .await?;
+    s.rule(RoutingRule {
+        model_name: "small".into(),
+        fallbacks: vec!["general".into()],
+        context_window_fallbacks: vec!["large".into()],
+        content_policy_fallbacks: vec!["lenient".into()],
+        max_retries: 3,
+        ..Default::default()
+    })
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &["small"]).await?;
+    let edge = s.edge().await?;
+
+    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
+    assert_eq!(
+        (
+            answer.status,
+            answer.fallback.as_str(),
+            answer.attempts.as_str()
+        ),
+        (200, "large", "2"),
+        "a context-window refusal is not retried on the same model"
+    );
+
+    s.add([refusing("small-1", "fail-content")]).await?;
+    s.sync(&edge).await?;
+    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
+    assert_eq!((answer.status, answer.fallback.as_str()), (200, "lenient"));
+
+    // Any other refusal is the client's to fix: no retry, no fallback.
+    s.add([refusing("small-1", "fail-400")]).await?;
+    s.sync(&edge).await?;
+    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
+    assert_eq!((answer.status, answer.attempts.as_str()), (400, "1"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategies_choose_by_latency_cost_usage_and_load() -> Result<()> {
+    let mut s = setup().await?;
+    let mock = |id: &str, model: &str, upstream: &str, latency: &str| Deployment {
+        upstream_model: upstream.to_owned(),
+        settings: [("latency_ms".to_owned(), latency.to_owned())].into(),
+        ..deployment(id, model)
+    };
+    s.add([
+        mock("fast", "by-latency", "m", "1"),
+        mock("slow", "by-latency", "m", "40"),
+        mock("cheap", "by-cost", "cheap-model", "0"),
+        mock("dear", "by-cost", "dear-model", "0"),
+        Deployment {
+            rpm: 10,
+            ..mock("small-quota", "by-usage", "m", "0")
+        },
+        Deployment {
+            rpm: 1000,
+            ..mock("big-quota", "by-usage", "m", "0")
+        },
+        mock("busy-a", "by-load", "m", "300"),
+        mock("busy-b", "by-load", "m", "300"),
+    ])
+    .await?;
+    for (model, price) in [("cheap-model", 1.0), ("dear-model", 10.0)] {
+        s.admin
+            .set_price(Price {
+                model: model.into(),
+                input_per_mtok: price,
+                output_per_mtok: price,
+                ..Default::default()
+            })
+            .await?;
+    }
+    for (model, strategy) in [
+        ("by-latency", "latency_based"),
+        ("by-cost", "cost_based"),
+        ("by-usage", "usage_based"),
+        ("by-load", "least_busy"),
+    ] {
+        s.rule(RoutingRule {
+            model_name: model.into(),
+            strategy: strategy.into(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+    let sequential = |model: &'static str, n: usize| {
+        let (s, edge, key) = (&s, &edge, &key);
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..n {
+                answers.push(s.send(edge, key, &chat(model), &[]).await?);
+            }
+            anyhow::Ok(tally(&answers))
+        }
+    };
+
+    let latency = sequential("by-latency", 30).await?;
+    assert!(latency["fast"] >= 27, "{latency:?}");
+    let cost = sequential("by-cost", 20).await?;
+    assert_eq!(cost.get("cheap"), Some(&20), "{cost:?}");
+    let usage = sequential("by-usage", 40).await?;
+    assert!(
+        usage.get("small-quota").copied().unwrap_or(0) <= 2,
+        "{usage:?}"
+    );
+
+    let by_load = chat("by-load");
+    let concurrent: Vec<Answer> =
+        futures::future::join_all((0..8).map(|_| s.send(&edge, &key, &by_load, &[])))
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+    let load = tally(&concurrent);
+    assert!(
+        load.get("busy-a").copied().unwrap_or(0) >= 3
+            && load.get("busy-b").copied().unwrap_or(0) >= 3,
+        "{load:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() -> Result<()> {
+    let mut s = setup().await?;
+    // Without rules everyone goes to region y (priority 0).
+    s.add([
+        Deployment {
+            region: "region-x".into(),
+            priority: 1,
+            ..deployment("in-x", "model")
+        },
+        Deployment {
+            region: "region-y".into(),
+            ..deployment("in-y", "model")
+        },
+    ])
+    .await?;
+    let team = |name: &'static str| {
+        let mut admin = s.admin.clone();
+        async move {
+            let team = admin
+                .create_team(CreateTeamRequest {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let key = admin
+                .create_key(CreateKeyRequest {
+                    team_id: team.id.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((team.id, key.secret))
+        }
+    };
+    let (team_a, key_a) = team("team-a").await?;
+    let (_, key_b) = team("team-b").await?;
+    s.admin
+        .set_traffic_rule(TrafficRule {
+            order: 10,
+            description: "team A stays in region x".into(),
+            when: Some(TrafficMatch {
+                team_ids: vec![team_a],
+                ..Default::default()
+            }),
+            then: Some(TrafficAction {
+                regions: vec!["region-x".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    s.admin
+        .set_traffic_rule(TrafficRule {
+            order: 20,
+            when: Some(TrafficMatch {
+                tags: vec!["batch".into()],
+                request_types: vec!["chat".into()],
+                ..Default::default()
+            }),
+            then: Some(TrafficAction {
+                deny: "batch jobs must use the batch API".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let edge = s.edge().await?;
+
+    let (s, body) = (&s, &chat("model"));
+    let run = |key: &str| {
+        let (edge, key) = (&edge, key.to_owned());
+        async move {
+            let answers = futures::stream::iter(0..200)
+                .map(|_| s.send(edge, &key, body, &[]))
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            anyhow::Ok(tally(&answers))
+        }
+    };
+    assert_eq!(
+        run(&key_a).await?,
+        BTreeMap::from([("in-x".to_owned(), 200)])
+    );
+    assert_eq!(
+        run(&key_b).await?,
+        BTreeMap::from([("in-y".to_owned(), 200)])
+    );
+
+    // Rules are evaluated in order: team A's rule comes first, so A's batch jobs still run.
+    let tagged = [("x-tollgate-tags", "nightly, batch")];
+    let answer = s.send(&edge, &key_b, &chat("model"), &tagged).await?;
+    assert_eq!(
+        (answer.status, answer.code.as_str()),
+        (403, "routing_denied")
+    );
+    let answer = s.send(&edge, &key_a, &chat("model"), &tagged).await?;
+    assert_eq!((answer.status, answer.deployment.as_str()), (200, "in-x"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_rules_that_cannot_work_are_refused_and_change_nothing() -> Result<()> {
+    let mut s = setup().await?;
+    s.add([deployment("d", "model")]).await?;
+    let before = last_sequence(&mut s.admin).await?;
+    let rule = |when: TrafficMatch, then: TrafficAction| TrafficRule {
+        when: Some(when),
+        then: Some(then),
+        ..Default::default()
+    };
+    let restrict = TrafficAction {
+        regions: vec!["eu".into()],
+        ..Default::default()
+    };
+    let cases = [
+        (
+            rule(TrafficMatch::default(), TrafficAction::default()),
+            "does nothing",
+        ),
+        (
+            rule(
+                TrafficMatch::default(),
+                TrafficAction {
+                    deny: "no".into(),
+                    regions: vec!["eu".into()],
+                    ..Default::default()
+                },
+            ),
+            "cannot also",
+        ),
+        (
+            rule(
+                TrafficMatch {
+                    team_ids: vec!["no-such-team".into()],
+                    ..Default::default()
+                },
+                restrict.clone(),
+            ),
+            "team no-such-team does not exist",
+        ),
+        (
+            rule(
+                TrafficMatch {
+                    request_types: vec!["batch".into()],
+                    ..Default::default()
+                },
+                restrict.clone(),
+            ),
+            "unknown RequestType",
+        ),
+        (
+            rule(
+                TrafficMatch {
+                    time_start: "9:00".into(),
+                    time_end: "17:00".into(),
+                    ..Default::default()
+                },
+                restrict.clone(),
+            ),
+            "HH:MM",
+        ),
+        (
+            rule(
+                TrafficMatch {
+                    time_start: "09:00".into(),
+                    ..Default::default()
+                },
+                restrict.clone(),
+            ),
+            "both time_start and time_end",
+        ),
+        (
+            rule(
+                TrafficMatch::default(),
+                TrafficAction {
+                    deployment_ids: vec!["missing".into()],
+                    ..Default::default()
+                },
+            ),
+            "deployment missing does not exist",
+        ),
+        (
+            rule(
+                TrafficMatch::default(),
+                TrafficAction {
+                    strategy: "fastest".into(),
+                    ..Default::default()
+                },
+            ),
+            "unknown RoutingStrategy",
+        ),
+    ];
+    for (rule, expected) in cases {
+        let status = s
+            .admin
+            .set_traffic_rule(rule)
+            .await
+            .err()
+            .context("accepted")?;
+        assert!(
+            status.message().contains(expected),
+            "{:?}: {}",
+            status.code(),
+            status.message()
+        );
+    }
+    let status = s
+        .admin
+        .set_routing_rule(RoutingRule {
+            model_name: "model".into(),
+            context_window_fallbacks: vec!["model".into()],
+            ..Default::default()
+        })
+        .await
+        .err()
+        .context("accepted")?;
+    assert!(status.message().contains("cannot be its own fallback"));
+    assert_eq!(last_sequence(&mut s.admin).await?, before);
+    Ok(())
+}
