@@ -880,5 +880,28 @@ async fn traffic_rules_that_cannot_work_are_refused_and_change_nothing() -> Resu
         .context("accepted")?;
     assert!(status.message().contains("cannot be its own fallback"));
     assert_eq!(last_sequence(&mut s.admin).await?, before);
+
+    // What a rule names cannot be deleted from under it.
+    let pinned = rule(
+        TrafficMatch::default(),
+        TrafficAction {
+            deployment_ids: vec!["d".into()],
+            ..Default::default()
+        },
+    );
+    let pinned = s.admin.set_traffic_rule(pinned).await?.into_inner();
+    let request = tollgate_proto::admin::DeleteRequest { id: "d".into() };
+    let status = s
+        .admin
+        .delete_deployment(request)
+        .await
+        .err()
+        .context("deleted")?;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains(&format!("traffic rule {}", pinned.id))
+    );
     Ok(())
 }

@@ -229,6 +229,24 @@ pub fn command() -> impl Strategy<Value = Command> {
                 },
             }
         }),
+        (pick("tr"), pick("t"), pick("d"), 0..3u32).prop_map(|(id, team, deployment, order)| {
+            Command::SetTrafficRule {
+                rule: TrafficRule {
+                    id,
+                    order,
+                    description: String::new(),
+                    when: TrafficMatch {
+                        team_ids: vec![team],
+                        ..TrafficMatch::default()
+                    },
+                    then: TrafficAction {
+                        deployment_ids: vec![deployment],
+                        ..TrafficAction::default()
+                    },
+                },
+            }
+        }),
+        pick("tr").prop_map(|id| Command::DeleteTrafficRule { id }),
         (pick("g"), models()).prop_map(|(id, models)| Command::SetGuardrail {
             guardrail: Guardrail {
                 id,

@@ -213,6 +213,7 @@ pub fn decide(
                     "team {id} still has {users} user(s) and {keys} live key(s); move or delete them first"
                 )));
             }
+            traffic::unreferenced(state, "team", &id, |r| &r.when.team_ids)?;
             PolicyEvent::TeamDeleted { id }
         }
         CreateUser {
@@ -402,6 +403,7 @@ pub fn decide(
         }
         DeleteDeployment { id } => {
             found(state.deployments.get(&id), "deployment", &id)?;
+            traffic::unreferenced(state, "deployment", &id, |r| &r.then.deployment_ids)?;
             PolicyEvent::DeploymentDeleted { id }
         }
         SetPrice { price } => {

@@ -87,3 +87,24 @@ pub(super) fn checked(
         _ => Ok(rule),
     }
 }
+
+/// Refuses to delete the `what` `id` while a traffic rule names it in `list`: the rule would
+/// silently stop matching (a team) or leave its requests nowhere to go (a deployment).
+pub(super) fn unreferenced(
+    state: &PolicyState,
+    what: &str,
+    id: &str,
+    list: impl Fn(&TrafficRule) -> &Vec<String>,
+) -> Result<(), CommandError> {
+    match state
+        .traffic_rules
+        .values()
+        .find(|r| list(r).iter().any(|x| x == id))
+    {
+        Some(rule) => Err(CommandError::FailedPrecondition(format!(
+            "traffic rule {} names {what} {id}; update or delete the rule first",
+            rule.id
+        ))),
+        None => Ok(()),
+    }
+}
