@@ -344,6 +344,49 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_fails_over_before_its_first_byte() -> Result<()> {
+    let mut s = setup().await?;
+    let (primary, backup) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
+    s.add([
+        on_fake("primary-1", "primary", &primary),
+        on_fake("backup-1", "backup", &backup),
+    ])
+    .await?;
+    s.rule(RoutingRule {
+        model_name: "primary".into(),
+        fallbacks: vec!["backup".into()],
+        max_retries: 1,
+        ..Default::default()
+    })
+    .await?;
+    let (_, key) = create_key(&mut s.admin, &[]).await?;
+    let edge = s.edge().await?;
+    primary.fail(Failure::Status {
+        status: 529,
+        retry_after: None,
+    });
+    let response = s
+        .http
+        .post(edge.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "primary", "stream": true,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers()[name].to_str().map(str::to_owned);
+    assert_eq!(header("x-tollgate-fallback")?, "backup");
+    assert_eq!(header("x-tollgate-attempts")?, "3");
+    let text = response.text().await?;
+    assert!(
+        text.contains("Hello") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert_eq!(primary.requests(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_fail_over_to_another_deployment_at_once() -> Result<()> {
     let mut s = setup().await?;
     let (broken, healthy) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
