@@ -54,7 +54,7 @@ impl Plan {
                 10_000.0, 12_000.0, 14_000.0, 16_000.0, 20_000.0,
             ],
             litellm_ladder: vec![25.0, 50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0],
-            round: secs(4.0),
+            round: secs(3.0),
             litellm_round: secs(5.0),
             warmup: secs(0.5),
             reps: 2,

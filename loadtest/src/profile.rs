@@ -15,7 +15,7 @@ const RATE: f64 = 2_000.0;
 const SECONDS: u64 = 6;
 
 /// Profiles the edge `pid` while it serves `RATE` requests per second; returns the top of
-/// `perf report` (self time by symbol).
+/// `perf report` (self time: release builds have no frame pointers for call graphs).
 pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Result<String> {
     if !Command::new("perf")
         .arg("--version")
@@ -28,7 +28,7 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     }
     let data = dir.join("edge.perf.data");
     let mut record = Command::new("perf")
-        .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+        .args(["record", "-F", "499", "-p", &pid.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", &SECONDS.to_string()])
         .stdout(Stdio::null())
@@ -53,34 +53,58 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     if !status.success() {
         bail!("perf record failed ({status}); perf_event_paranoid may forbid it");
     }
+    let by_dso = top(&data, &["--no-children", "--sort", "dso"], 10)?;
+    let own = top(&data, &["--no-children", "--sort", "dso,symbol"], 30)?;
+    let tollgate = top(
+        &data,
+        &["--no-children", "--sort", "symbol", "--dsos", "tollgate"],
+        25,
+    )?;
+    if own.is_empty() {
+        bail!("perf report was empty");
+    }
+    Ok(format!(
+        "edge at {RATE:.0} RPS for {SECONDS} s\n\nself time by binary:\n{by_dso}\n\nself time by symbol:\n{own}\n\nself time in the tollgate binary (share of all samples):\n{tollgate}"
+    ))
+}
+
+/// The first `lines` rows of `perf report` with `args`, as `percent  dso  symbol`.
+fn top(data: &Path, args: &[&str], lines: usize) -> anyhow::Result<String> {
     let report = Command::new("perf")
         .args([
             "report",
             "--stdio",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
             "-g",
             "none",
             "--percent-limit",
-            "0.7",
+            "0.5",
             "-i",
         ])
-        .arg(&data)
+        .arg(data)
+        .args(args)
         .output()
         .context("perf report")?;
     let text = String::from_utf8_lossy(&report.stdout);
-    let lines: Vec<&str> = text
+    let rows: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .take(45)
+        .map(|l| {
+            // Columns are padded for a terminal; keep the percentages, dso and symbol.
+            let tokens: Vec<&str> = l.split_whitespace().take_while(|t| *t != "-").collect();
+            let kind = tokens
+                .iter()
+                .position(|t| *t == "[k]" || *t == "[.]")
+                .unwrap_or(tokens.len());
+            let head = tokens[..kind].join("  ");
+            let mut symbol = tokens
+                .get(kind + 1..)
+                .map_or_else(String::new, |rest| rest.join(" "));
+            if symbol.len() > 110 {
+                symbol = symbol.chars().take(110).collect::<String>() + "…";
+            }
+            format!("{head:<40} {symbol}")
+        })
+        .take(lines)
         .collect();
-    if lines.is_empty() {
-        bail!("perf report was empty");
-    }
-    Ok(format!(
-        "edge at {RATE:.0} RPS for {SECONDS} s, {}\n{}",
-        "self time",
-        lines.join("\n")
-    ))
+    Ok(rows.join("\n"))
 }

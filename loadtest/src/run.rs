@@ -148,7 +148,8 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         .parent()
         .context("the binary's directory")?
         .to_owned();
-    let release = exe_dir.ends_with("release");
+    // The profile this binary was built with is the one it builds and measures.
+    let release = !cfg!(debug_assertions);
     if !options.no_build {
         build(release)?;
     }
@@ -181,6 +182,12 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     results
         .meta
         .insert("logs".into(), run_dir.display().to_string());
+    if results.meta.get("dirty").is_some_and(|d| d == "true") {
+        results.notes.push(
+            "The working tree had uncommitted changes: the binaries measured include them, so `commit` alone does not identify the code."
+                .into(),
+        );
+    }
 
     let infra = infra().await?;
     let mut mock_cmd = Command::new(exe_dir.join("mock-provider"));
@@ -314,17 +321,59 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     .await?;
     eprintln!("loadtest: CPU per request");
     suite::cpu(&plan, &stall_targets, &mut results).await?;
-    eprintln!("loadtest: memory with held streams");
-    let held_targets: Vec<&Target> = stall_targets
-        .iter()
-        .copied()
-        .filter(|t| t.name != DIRECT)
-        .collect();
-    suite::memory(&plan, &held_targets, &mut results).await?;
     let edge_pid = stack.edges[0].proc.pid();
     let edge_addr = stack.edges[0].addr.clone();
     let key = stack.key.clone();
     drop(targets);
+
+    // Memory on processes that have served no load yet: a process that has just run at its
+    // limit keeps the memory of its queues, which says nothing about what a stream costs.
+    eprintln!("loadtest: memory with held streams (fresh floor-proxy and edge)");
+    stack.add_edge().await?;
+    let mut floor_cmd = Command::new(exe_dir.join("floor-proxy"));
+    floor_cmd.args(["--upstream", &mock.addr, "--workers", "2"]);
+    let fresh_floor = Proc::spawn(
+        "floor-proxy (fresh)",
+        floor_cmd,
+        &run_dir.join("floor-fresh.log"),
+        true,
+    )?;
+    {
+        let Some(fresh_edge) = stack.edges.last() else {
+            bail!("no edge")
+        };
+        let mut held = vec![
+            Target {
+                name: FLOOR,
+                authority: fresh_floor.addr.clone(),
+                auth: "Bearer sk-direct".into(),
+                main: &fresh_floor,
+                all: vec![&fresh_floor],
+            },
+            Target {
+                name: TOLLGATE,
+                authority: fresh_edge.addr.clone(),
+                auth: stack.key.clone(),
+                main: &fresh_edge.proc,
+                all: vec![&fresh_edge.proc],
+            },
+        ];
+        for l in litellms.iter().filter(|l| l.workers > 1) {
+            held.push(Target {
+                name: LITELLM_2W,
+                authority: l.addr.clone(),
+                auth: format!("Bearer {}", litellm::MASTER_KEY),
+                main: &l.proc,
+                all: vec![&l.proc],
+            });
+        }
+        let held: Vec<&Target> = held.iter().collect();
+        suite::memory(&plan, &held, &mut results).await?;
+    }
+    if !litellms.is_empty() {
+        results.notes.push("LiteLLM's memory is measured on the process that ran its load rounds (restarting it costs a minute); Tollgate's and floor-proxy's on fresh processes.".into());
+    }
+    drop(fresh_floor);
     drop(litellms);
 
     eprintln!("loadtest: policy propagation across 3 edges");

@@ -160,6 +160,8 @@ pub async fn ladder(
     ceiling_ms: f64,
     results: &mut Results,
 ) -> anyhow::Result<()> {
+    // A target leaves after two rates in a row over the ceiling (one can be a passing stall).
+    let mut strikes: BTreeMap<&str, u32> = BTreeMap::new();
     let mut over: Vec<&str> = Vec::new();
     for &rate in rates {
         let is_fixed = fixed.contains(&rate);
@@ -203,8 +205,14 @@ pub async fn ladder(
                 summary.error_count(),
                 summary.late_sends
             );
+            let strike = strikes.entry(name).or_default();
             if summary.latency.p99_us > ceiling_ms * 1_000.0 || summary.error_rate() > 0.01 {
-                over.push(name);
+                *strike += 1;
+                if *strike >= 2 {
+                    over.push(name);
+                }
+            } else {
+                *strike = 0;
             }
             results
                 .rates

@@ -15,6 +15,15 @@ pub struct Verdict {
     pub latency: bool,
 }
 
+/// A difference with its sign: `+34.3 µs`, `−1.20 ms`.
+pub fn fmt_signed(v: f64) -> String {
+    if v < 0.0 {
+        format!("−{}", fmt_us(-v))
+    } else {
+        format!("+{}", fmt_us(v))
+    }
+}
+
 /// Microseconds, or milliseconds from 1,000 µs.
 pub fn fmt_us(v: f64) -> String {
     if v.abs() >= 1_000.0 {
@@ -230,7 +239,7 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         "Added TTFT p99 on streams",
         "≤ floor-proxy's + 100 µs".into(),
         ttft.map_or("—".into(), |(t, f)| {
-            format!("Tollgate +{}, floor-proxy +{}", fmt_us(t), fmt_us(f))
+            format!("Tollgate {}, floor-proxy {}", fmt_signed(t), fmt_signed(f))
         }),
         ttft.map(|(t, f)| t - f),
         100.0,
