@@ -57,7 +57,15 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     let own = top(&data, &["--no-children", "--sort", "dso,symbol"], 30)?;
     let tollgate = top(
         &data,
-        &["--no-children", "--sort", "symbol", "--dsos", "tollgate"],
+        &[
+            "--no-children",
+            "--sort",
+            "symbol",
+            "--dsos",
+            "tollgate",
+            "--percent-limit",
+            "0.1",
+        ],
         25,
     )?;
     if own.is_empty() {

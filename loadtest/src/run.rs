@@ -123,8 +123,16 @@ fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<
         (!output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty()).to_string(),
     );
     meta.insert("mode".into(), plan.mode.into());
+    meta.insert("load average at start".into(), load_average());
     meta.insert("tollgate_bin".into(), tollgate_bin.display().to_string());
     meta
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine shows here.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 pub fn hostname() -> String {
@@ -391,6 +399,9 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     drop(floor);
     drop(mock);
 
+    results
+        .meta
+        .insert("load average at end".into(), load_average());
     let out_dir = options
         .out_dir
         .clone()
