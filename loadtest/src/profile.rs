@@ -28,7 +28,7 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     }
     let data = dir.join("edge.perf.data");
     let mut record = Command::new("perf")
-        .args(["record", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .args(["record", "-F", "1999", "-p", &pid.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", &SECONDS.to_string()])
         .stdout(Stdio::null())

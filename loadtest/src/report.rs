@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::charts::{self, Chart, Series};
 use crate::results::{Pct, Results, Summary};
 use crate::suite::{DIRECT, FLOOR, TOLLGATE};
-use crate::verdict::{fmt_us, litellm_best, rss_at, verdicts};
+use crate::verdict::{fmt_signed, fmt_us, litellm_best, rss_at, verdicts};
 
 pub use crate::verdict::latency_missed;
 
@@ -37,7 +37,7 @@ fn header(out: &mut String, cells: &[&str]) {
 }
 
 fn added(t: f64, d: Option<f64>) -> String {
-    d.map_or("—".into(), |d| format!("{:+.1} µs", t - d))
+    d.map_or("—".into(), |d| fmt_signed(t - d))
 }
 
 /// Writes the report, its charts and its JSON; returns the report's path.
@@ -306,8 +306,19 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(profile) = &r.profile {
         let _ = writeln!(
             out,
-            "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n\n```\n{profile}\n```"
+            "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n"
         );
+        if let (Some(t), Some(f)) = (r.cpu.get(TOLLGATE), r.cpu.get(FLOOR)) {
+            let _ = writeln!(
+                out,
+                "The edge spends {} of CPU per request against floor-proxy's {} ({:.1}×); with the aggregator and control plane, {}. On 2 cores shared with the generator and the mock, that CPU is what sets the frontier and, queued behind other work, the tail.\n",
+                fmt_us(t.us_per_request),
+                fmt_us(f.us_per_request),
+                t.us_per_request / f.us_per_request.max(0.001),
+                fmt_us(t.whole_us_per_request)
+            );
+        }
+        let _ = writeln!(out, "```\n{profile}\n```");
     }
     let _ = writeln!(
         out,

@@ -125,6 +125,13 @@ fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<
     meta.insert("mode".into(), plan.mode.into());
     meta.insert("load average at start".into(), load_average());
     meta.insert("tollgate_bin".into(), tollgate_bin.display().to_string());
+    if let Ok(modified) = std::fs::metadata(tollgate_bin).and_then(|m| m.modified()) {
+        let built: chrono::DateTime<chrono::Utc> = modified.into();
+        meta.insert(
+            "tollgate_bin built".into(),
+            built.format("%Y-%m-%d %H:%M UTC").to_string(),
+        );
+    }
     meta
 }
 
@@ -405,6 +412,6 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     let out_dir = options
         .out_dir
         .clone()
-        .unwrap_or_else(|| Path::new(WORKSPACE).join("loadtest/results"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     report::write(&results, &out_dir)
 }
