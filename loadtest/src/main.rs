@@ -21,7 +21,19 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let report = runtime.block_on(run(options))?;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it every child process it started
+    // (their handles kill them): nothing is left listening after an interrupted run.
+    let outcome = runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            report = run(options) => report,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let report = outcome?;
     println!("report: {}", report.display());
     Ok(())
 }

@@ -202,3 +202,76 @@ pub fn answers(addr: &str) -> bool {
         std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
     })
 }
+
+/// CPU time used on the whole machine so far (all cores, idle and I/O wait excluded).
+fn machine_busy() -> Duration {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = text
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: skip idle (3) and iowait (4).
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// CPU time of this run: this process, its descendants (alive or reaped), and the PostgreSQL
+/// and NATS servers it uses.
+fn suite_busy() -> Duration {
+    let me = std::process::id();
+    let mut total: Duration = tree(me).iter().skip(1).map(|&p| cpu_time(p)).sum();
+    if let Some(f) = stat_fields(me) {
+        // utime, stime, cutime, cstime (children already reaped).
+        let ticks: u64 = (11..15)
+            .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        total += Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if matches!(comm.trim(), "postgres" | "nats-server") {
+                total += cpu_time(p);
+            }
+        }
+    }
+    total
+}
+
+/// Measures CPU used on the machine by work other than this run between two points.
+pub struct Foreign {
+    machine: Duration,
+    suite: Duration,
+    at: std::time::Instant,
+}
+
+impl Foreign {
+    pub fn start() -> Foreign {
+        Foreign {
+            machine: machine_busy(),
+            suite: suite_busy(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Other work's CPU since `start`, as a share of all cores, e.g. "0.35 cores".
+    pub fn cores(&self) -> f64 {
+        let machine = machine_busy().saturating_sub(self.machine);
+        let suite = suite_busy().saturating_sub(self.suite);
+        machine.saturating_sub(suite).as_secs_f64() / self.at.elapsed().as_secs_f64().max(0.001)
+    }
+}

@@ -68,6 +68,18 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     for (k, v) in &r.meta {
         row(&mut out, &[k.clone(), v.clone()]);
     }
+    if !r.other_work.is_empty() {
+        let phases: Vec<String> = r
+            .other_work
+            .iter()
+            .map(|(p, c)| format!("{p} {c:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nOther work on the machine (cores busy outside this run, by phase; 2.00 = both cores): {}. Above ~0.2 the figures of that phase are disturbed, references included.",
+            phases.join(", ")
+        );
+    }
     out.push('\n');
     for note in &r.notes {
         let _ = writeln!(out, "- Note: {note}");

@@ -153,6 +153,8 @@ pub struct Propagation {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Results {
     pub meta: BTreeMap<String, String>,
+    /// Per phase: CPU used on the machine by work other than this run, in cores.
+    pub other_work: Vec<(String, f64)>,
     pub notes: Vec<String>,
     pub c1: BTreeMap<String, Summary>,
     /// rate -> target -> summary (fixed rates and the ladder; keys are rates as integers).

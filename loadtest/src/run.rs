@@ -135,6 +135,23 @@ fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<
     meta
 }
 
+/// Tracks other work on the machine phase by phase.
+#[derive(Default)]
+struct Phase {
+    current: Option<(String, crate::procs::Foreign)>,
+}
+
+impl Phase {
+    fn next(&mut self, results: &mut Results, name: &str) {
+        if let Some((previous, foreign)) = self.current.take() {
+            results.other_work.push((previous, foreign.cores()));
+        }
+        if !name.is_empty() {
+            self.current = Some((name.to_owned(), crate::procs::Foreign::start()));
+        }
+    }
+}
+
 /// The 1, 5 and 15 minute load averages: other work on the machine shows here.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -281,9 +298,12 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         .filter(|t| t.name == LITELLM_2W)
         .collect();
 
+    let mut phase = Phase::default();
     eprintln!("loadtest: concurrency 1");
+    phase.next(&mut results, "concurrency 1");
     suite::concurrency_one(&plan, &all, &mut results).await?;
     eprintln!("loadtest: open-loop rates and the throughput ladder");
+    phase.next(&mut results, "open-loop rates");
     let mut rates: Vec<f64> = plan
         .ladder
         .iter()
@@ -315,6 +335,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         .await?;
     }
     eprintln!("loadtest: streams");
+    phase.next(&mut results, "streams");
     results.streams = suite::streams(
         &plan,
         &all,
@@ -335,6 +356,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     )
     .await?;
     eprintln!("loadtest: CPU per request");
+    phase.next(&mut results, "CPU per request");
     suite::cpu(&plan, &stall_targets, &mut results).await?;
     let edge_pid = stack.edges[0].proc.pid();
     let edge_addr = stack.edges[0].addr.clone();
@@ -344,6 +366,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     // Memory on processes that have served no load yet: a process that has just run at its
     // limit keeps the memory of its queues, which says nothing about what a stream costs.
     eprintln!("loadtest: memory with held streams (fresh floor-proxy and edge)");
+    phase.next(&mut results, "memory");
     stack.add_edge().await?;
     let mut floor_cmd = Command::new(exe_dir.join("floor-proxy"));
     floor_cmd.args(["--upstream", &mock.addr, "--workers", "2"]);
@@ -392,6 +415,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     drop(litellms);
 
     eprintln!("loadtest: policy propagation across 3 edges");
+    phase.next(&mut results, "propagation");
     results.propagation = Some(propagation::run(&mut stack, &plan).await?);
 
     if options.profile && !options.smoke && report::latency_missed(&results) {
@@ -406,6 +430,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     drop(floor);
     drop(mock);
 
+    phase.next(&mut results, "");
     results
         .meta
         .insert("load average at end".into(), load_average());
