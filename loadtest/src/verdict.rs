@@ -88,6 +88,9 @@ pub fn rss_at(r: &Results, target: &str, n: f64) -> Option<f64> {
     Some(my + slope * (n - mx))
 }
 
+/// What the issue says LiteLLM's proxy reaches with two workers on this machine kind.
+const ISSUE_LITELLM_RPS: u64 = 250;
+
 /// LiteLLM's best configuration: the highest rate either configuration sustained.
 pub fn litellm_best(r: &Results) -> Option<(String, u64)> {
     [LITELLM, LITELLM_2W]
@@ -162,16 +165,20 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         ),
     });
     out.push(match (tf, litellm_best(r)) {
-        (Some(tf), Some((name, best))) => {
+        (Some(tf), Some((name, measured_best))) => {
+            // LiteLLM's sustained rate swings between ladder steps from run to run (100 and
+            // 200 RPS in two runs here); judging against the higher of it and the issue's own
+            // figure keeps the verdict the same from one run to the next.
+            let best = measured_best.max(ISSUE_LITELLM_RPS);
             let need = 50.0 * best as f64;
             Verdict {
                 target: "Throughput with p99 ≤ 10 ms vs LiteLLM".into(),
-                goal: "≥ 50× LiteLLM's best configuration".into(),
+                goal: "≥ 50× LiteLLM's best configuration (measured, or the issue's 250 RPS if higher)".into(),
                 measured: format!(
                     "Tollgate {tf} RPS; LiteLLM best: {name}, {best} RPS sustained at any latency (p99 ≤ 10 ms: {}) → {:.1}× (against the 250 RPS the issue quotes for LiteLLM on this machine kind: {:.1}×)",
                     r.frontier(&name, 10.0).map_or("never".into(), |v| format!("{v} RPS")),
-                    tf as f64 / best.max(1) as f64,
-                    tf as f64 / 250.0
+                    tf as f64 / measured_best.max(1) as f64,
+                    tf as f64 / ISSUE_LITELLM_RPS as f64
                 ),
                 met: Some(tf as f64 >= need),
                 margin: if tf as f64 >= need {
