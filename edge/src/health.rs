@@ -276,7 +276,8 @@ impl Health {
         })
     }
 
-    /// Records that `attempt` succeeded; a probe closes the circuit.
+    /// Records that `attempt` succeeded; a probe closes the circuit. The attempt's place in
+    /// flight passes to the returned guard.
     pub fn succeeded(&self, mut attempt: Attempt, stream: bool) -> InFlight {
         attempt.settled = true;
         let deployment = attempt.deployment.clone();
@@ -293,20 +294,19 @@ impl Health {
             let mut circuit = deployment.circuit();
             circuit.roll_window(Instant::now(), self.defaults.window);
             circuit.requests += 1;
-            let reopened = circuit.state != State::Closed;
-            if reopened {
+            let was_open = circuit.state != State::Closed;
+            if was_open {
                 circuit.state = State::Closed;
                 circuit.failures = 0;
                 circuit.requests = 0;
             }
-            reopened
+            was_open
         };
         if closed {
             tracing::info!(deployment = %deployment.id, "probe succeeded; circuit closed");
             self.changed(&deployment, State::Closed);
         }
         InFlight(Some(deployment))
-        // `attempt` drops here without releasing in-flight: `InFlight` carries it on.
     }
 
     /// Records that `attempt` failed with `code` (a failure that says something about the
@@ -438,13 +438,6 @@ pub struct Attempt {
     started: Instant,
     probe: bool,
     settled: bool,
-}
-
-impl Attempt {
-    /// The deployment's health this attempt counts against.
-    pub fn deployment(&self) -> &Arc<DeploymentHealth> {
-        &self.deployment
-    }
 }
 
 impl Drop for Attempt {
