@@ -249,11 +249,63 @@ pub fn classify(event: &[u8]) -> StreamEvent {
 /// The event without its chunk's `usage` member, for a client that did not ask for usage.
 pub fn without_usage(event: &[u8]) -> Option<Bytes> {
     let data = event_data(event)?;
+    if let Some(spliced) = without_null_usage(&data) {
+        return Some(spliced);
+    }
     let mut chunk: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&data).ok()?;
     chunk.remove("usage")?;
     let json = serde_json::to_string(&chunk).ok()?;
     Some(Bytes::from(format!("data: {json}\n\n")))
+}
+
+/// The common case of [`without_usage`] without parsing: OpenAI-compatible servers put
+/// `"usage":null` on every chunk of a stream that asked for usage, and cutting those bytes out
+/// of the top-level object costs a scan instead of a parse and a re-serialisation per chunk.
+fn without_null_usage(data: &[u8]) -> Option<Bytes> {
+    const MEMBER: &[u8] = b"\"usage\":null";
+    let start = top_level_key(data, MEMBER)?;
+    let end = start + MEMBER.len();
+    // Take the member out with one of its commas: the one before it, else the one after.
+    let (cut_from, cut_to) = if data[..start].trim_ascii_end().ends_with(b",") {
+        (data[..start].trim_ascii_end().len() - 1, end)
+    } else if data[end..].trim_ascii_start().starts_with(b",") {
+        let after = data.len() - data[end..].trim_ascii_start().len();
+        (start, after + 1)
+    } else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&data[..cut_from]);
+    out.extend_from_slice(&data[cut_to..]);
+    out.extend_from_slice(b"\n\n");
+    Some(Bytes::from(out))
+}
+
+/// Where `member` (a key with its value, as bytes) starts in the top-level object of `json`,
+/// outside every string and nested value.
+fn top_level_key(json: &[u8], member: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' if depth == 1 && json[i..].starts_with(member) => return Some(i),
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The event with `"usage": null` added to its chunk (a one-line JSON object), without
@@ -383,6 +435,42 @@ mod tests {
             &stripped[..],
             &b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"[..]
         );
+    }
+
+    #[test]
+    fn null_usage_is_cut_out_without_parsing_and_only_at_the_top_level() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (
+                br#"{"id":"x","choices":[],"usage":null}"#,
+                br#"{"id":"x","choices":[]}"#,
+            ),
+            (
+                br#"{"usage":null,"id":"x","choices":[]}"#,
+                br#"{"id":"x","choices":[]}"#,
+            ),
+            (
+                br#"{"id":"x", "usage":null , "choices":[]}"#,
+                br#"{"id":"x" , "choices":[]}"#,
+            ),
+            (
+                br#"{"choices":[{"delta":{"content":"\",\"usage\":null","usage":null}}],"usage":null}"#,
+                br#"{"choices":[{"delta":{"content":"\",\"usage\":null","usage":null}}]}"#,
+            ),
+        ];
+        for (data, expected) in cases {
+            let event = [b"data: ", data, b"\n\n"].concat();
+            let stripped = without_usage(&event).unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(&stripped),
+                format!("data: {}\n\n", String::from_utf8_lossy(expected))
+            );
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&stripped[6..]).unwrap_or_default();
+            assert!(parsed.is_object() && parsed.get("usage").is_none());
+        }
+        // Nothing to splice (usage with counts, or only nested): the parsing path decides.
+        assert!(without_null_usage(br#"{"choices":[{"usage":null}]}"#).is_none());
+        assert!(without_null_usage(br#"{"usage":{"prompt_tokens":1}}"#).is_none());
     }
 
     #[test]
