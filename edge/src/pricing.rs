@@ -1,6 +1,7 @@
 //! Cost of a request from the price table (USD per million tokens of each class).
 
-use tollgate_policy::model::Price;
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{Deployment, Price};
 
 /// Tokens of one request, by class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -12,6 +13,15 @@ pub struct Tokens {
     pub cached_input: u64,
     /// The part of `input` written to the provider's prompt cache.
     pub cache_write: u64,
+}
+
+/// The price `deployment`'s answers are charged at: its model name's, else its upstream
+/// model's.
+pub fn charged<'s>(state: &'s PolicyState, deployment: &Deployment) -> Option<&'s Price> {
+    state
+        .prices
+        .get(&deployment.model_name)
+        .or_else(|| state.prices.get(&deployment.upstream_model))
 }
 
 /// The cost in USD; 0 when the model has no price.

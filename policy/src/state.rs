@@ -66,6 +66,13 @@ impl PolicyState {
             .filter(move |d| d.model_name == model_name)
     }
 
+    /// The routing rule of `model_name`, if it has one (there is at most one per model).
+    pub fn routing_rule_for(&self, model_name: &str) -> Option<&RoutingRule> {
+        self.routing_rules
+            .values()
+            .find(|r| r.model_name == model_name)
+    }
+
     fn apply_event(&mut self, event: &PolicyEvent) {
         use PolicyEvent::*;
         match event {

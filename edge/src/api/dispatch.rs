@@ -22,6 +22,7 @@ use super::record::UsageRecord;
 use crate::error::EdgeError;
 use crate::health::InFlight;
 use crate::metrics::{ReasonLabels, UpstreamLabels};
+use crate::pricing;
 use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::route::{self, Constraints};
 
@@ -129,11 +130,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
-/// The routing rule of `model`, if it has one.
-pub fn routing_rule<'s>(state: &'s PolicyState, model: &str) -> Option<&'s RoutingRule> {
-    state.routing_rules.values().find(|r| r.model_name == model)
-}
-
 /// Sends `out` to the deployments the request's traffic rule (`traffic`) allows until one
 /// answers, the attempts run out or the deadline passes.
 pub async fn dispatch(
@@ -228,7 +224,7 @@ impl Run<'_> {
                 continue;
             }
             done.push(model.clone());
-            let rule = routing_rule(self.state, &model);
+            let rule = self.state.routing_rule_for(&model);
             let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
             let exhausted = match self
                 .model(&model, rule, &constraints, Mode::Normal, record)
@@ -264,7 +260,7 @@ impl Run<'_> {
             // Every deployment the request could use is cooling down. Like Envoy's panic mode,
             // try the requested model once anyway: a cooldown moves traffic away from a failing
             // deployment, it never switches a model off.
-            let rule = routing_rule(self.state, requested);
+            let rule = self.state.routing_rule_for(requested);
             let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
             if let Ok(served) = self
                 .model(requested, rule, &constraints, Mode::Panic, record)
@@ -330,7 +326,7 @@ impl Run<'_> {
             let deployment = choice.deployment;
             self.attempts += 1;
             tried.push(deployment.id.clone());
-            record.set_deployment(deployment, price(self.state, deployment));
+            record.set_deployment(deployment, pricing::charged(self.state, deployment));
             let remaining = self.out.deadline.saturating_duration_since(now);
             let timeouts = Timeouts {
                 total: app.config.upstream_timeout.min(remaining),
@@ -464,17 +460,6 @@ impl Run<'_> {
             self.attempts
         ))
     }
-}
-
-/// The price `deployment`'s answers are charged at.
-pub fn price<'s>(
-    state: &'s PolicyState,
-    deployment: &Deployment,
-) -> Option<&'s tollgate_policy::model::Price> {
-    state
-        .prices
-        .get(&deployment.model_name)
-        .or_else(|| state.prices.get(&deployment.upstream_model))
 }
 
 #[cfg(test)]

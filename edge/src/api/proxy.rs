@@ -21,7 +21,7 @@ use super::stream::relay;
 use crate::auth::authenticate;
 use crate::error::EdgeError;
 use crate::health::InFlight;
-use crate::pricing::{Tokens, cost};
+use crate::pricing::{self, Tokens, cost};
 use crate::providers::{UpstreamError, UpstreamReply};
 use crate::route::rules::{self, RequestFacts};
 
@@ -234,7 +234,7 @@ async fn call(
     let price = state.prices.get(&model).or_else(|| {
         state
             .deployments_for(&model)
-            .find_map(|d| dispatch::price(&state, d))
+            .find_map(|d| pricing::charged(&state, d))
     });
     let worst_case = cost(
         price,
@@ -247,7 +247,8 @@ async fn call(
     );
     record.hold(app.budgets.reserve(&state, key, &model, worst_case)?);
     let timeout = deadline_header.unwrap_or_else(|| {
-        dispatch::routing_rule(&state, &model)
+        state
+            .routing_rule_for(&model)
             .map(|r| r.timeout_ms)
             .filter(|&ms| ms > 0)
             .map_or(

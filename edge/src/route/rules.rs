@@ -80,16 +80,9 @@ fn in_window(window: &TimeWindow, now: DateTime<Utc>) -> bool {
     window.weekdays.contains(&weekday(day))
 }
 
+/// Our weekday for chrono's: `Weekday::ALL` is declared Monday first, as chrono counts.
 fn weekday(day: chrono::Weekday) -> Weekday {
-    match day {
-        chrono::Weekday::Mon => Weekday::Mon,
-        chrono::Weekday::Tue => Weekday::Tue,
-        chrono::Weekday::Wed => Weekday::Wed,
-        chrono::Weekday::Thu => Weekday::Thu,
-        chrono::Weekday::Fri => Weekday::Fri,
-        chrono::Weekday::Sat => Weekday::Sat,
-        chrono::Weekday::Sun => Weekday::Sun,
-    }
+    Weekday::ALL[day.num_days_from_monday() as usize]
 }
 
 #[cfg(test)]
