@@ -31,22 +31,14 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn nats_binary() -> &'static str {
-    if Path::new("/usr/sbin/nats-server").exists() {
-        "/usr/sbin/nats-server"
-    } else {
-        "nats-server"
-    }
-}
-
 fn start_nats(port: u16, dir: &Path) -> Result<Killed> {
-    let child = Command::new(nats_binary())
+    let child = Command::new(tollgate_test_support::nats_server()?)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting nats-server (install it, e.g. apt-get install nats-server)")?;
+        .context("starting nats-server")?;
     Ok(Killed(child))
 }
 

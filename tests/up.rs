@@ -81,9 +81,7 @@ impl Up {
     }
 
     fn stop(mut self) -> Result<()> {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()?;
+        tollgate_test_support::terminate(&self.child);
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "tollgate up exited with {status}");
         Ok(())
@@ -95,6 +93,86 @@ impl Drop for Up {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends the request a printed `curl URL (-H 'header')* -d 'body'` line describes, as curl
+/// would, without needing curl on the machine; returns the status and the body.
+async fn replay_curl(line: &str) -> Result<(u16, String)> {
+    let words = shell_words(line)?;
+    let [program, url, options @ ..] = words.as_slice() else {
+        bail!("too short for a curl line: {line}");
+    };
+    anyhow::ensure!(program == "curl", "not a curl line: {line}");
+    let mut request = reqwest::Client::new().post(url);
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let value = options
+            .next()
+            .with_context(|| format!("{option} without a value in: {line}"))?;
+        request = match option.as_str() {
+            "-H" => {
+                let (name, value) = value
+                    .split_once(": ")
+                    .with_context(|| format!("header {value:?} is not `name: value`"))?;
+                request.header(name, value)
+            }
+            "-d" => request.body(value.clone()),
+            other => bail!("unexpected curl option {other} in: {line}"),
+        };
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+/// Splits a POSIX shell line into words: single and double quotes, backslash escapes.
+fn shell_words(line: &str) -> Result<Vec<String>> {
+    let (mut words, mut word, mut in_word) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => bail!("unclosed ' in: {line}"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('$' | '`') => bail!("substitutions are not replayed: {line}"),
+                        Some('\\') => word.extend(chars.next()),
+                        Some(c) => word.push(c),
+                        None => bail!("unclosed \" in: {line}"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.extend(chars.next());
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '$' | '`' | ';' | '|' | '&' | '<' | '>' => bail!("shell syntax {c} in: {line}"),
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 /// Runs `tollgate <args>` against this instance; returns stdout, failing on a non-zero exit.
@@ -172,14 +250,10 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
         .lines()
         .find(|l| l.starts_with("curl "))
         .context("no curl line printed")?;
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{curl} -s -w ' %{{http_code}}'"))
-        .output()?;
-    let answered = String::from_utf8(output.stdout)?;
+    let (status, answered) = replay_curl(curl).await?;
     assert!(
-        answered.ends_with(" 200") && answered.contains("chat.completion"),
-        "{answered}"
+        status == 200 && answered.contains("chat.completion"),
+        "{status} {answered}"
     );
 
     // An admin sets up a team, a user, a key, a price and a budget with the CLI.

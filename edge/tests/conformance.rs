@@ -12,7 +12,8 @@
 //! `openai_sdk_streams_look_the_same_through_every_provider` puts every provider on one edge,
 //! streams through each with the official OpenAI Python SDK (`include_usage`) and requires the
 //! chunk sequences to have the same shape. It needs a Python with the `openai` package
-//! (`TOLLGATE_PYTHON`, default `python3`); without it the test fails and says how to install it.
+//! (`scripts/test` provides one; `TOLLGATE_PYTHON`, default `python3`); without it the test fails
+//! and says how to get it.
 
 mod common;
 
@@ -21,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use common::*;
 use serde_json::{Value, json};
 use tollgate_edge::config::EdgeConfig;
@@ -1115,13 +1116,6 @@ conformance!(
     gemini
 );
 
-fn python() -> String {
-    std::env::var("TOLLGATE_PYTHON")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| "python3".to_owned())
-}
-
 /// Streams through each model with the OpenAI SDK and prints, per model, the shape of every
 /// chunk as the SDK parsed it.
 const SDK_SCRIPT: &str = r#"
@@ -1182,19 +1176,7 @@ fn lines(shapes: &[Value]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_sdk_streams_look_the_same_through_every_provider() -> Result<()> {
-    let python = python();
-    let probe = tokio::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .await
-        .with_context(|| format!("running {python} (set TOLLGATE_PYTHON to a Python 3)"))?;
-    if !probe.status.success() {
-        bail!(
-            "the `openai` Python SDK is not importable by {python}: run `pip install openai` \
-             (or point TOLLGATE_PYTHON at an interpreter that has it)\n{}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-    }
+    let python = tollgate_test_support::python_with("openai").await?;
     // The first, openai_compatible, is the reference the others are compared with.
     let all = all_providers();
     let h = Harness::start(&all.iter().collect::<Vec<_>>()).await?;

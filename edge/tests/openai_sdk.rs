@@ -2,15 +2,15 @@
 //! fake OpenAI upstream: `edge/tests/python/test_openai_sdk.py` exercises chat, streaming, tool
 //! calls, embeddings, `/v1/models` and error mapping exactly as an application would.
 //!
-//! Needs a Python with the `openai` package: `TOLLGATE_PYTHON` names the interpreter (default
-//! `python3`). Without the package the test fails and says how to install it.
+//! Needs a Python with the `openai` package, as `scripts/test` provides (`TOLLGATE_PYTHON` names the
+//! interpreter, default `python3`). Without the package the test fails and says how to get it.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -88,28 +88,9 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
     })
 }
 
-fn python() -> String {
-    std::env::var("TOLLGATE_PYTHON")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| "python3".to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_against_the_edge() -> Result<()> {
-    let python = python();
-    let probe = tokio::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .await
-        .with_context(|| format!("running {python} (set TOLLGATE_PYTHON to a Python 3)"))?;
-    if !probe.status.success() {
-        bail!(
-            "the `openai` Python SDK is not importable by {python}: run `pip install openai` \
-             (or point TOLLGATE_PYTHON at an interpreter that has it)\n{}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-    }
+    let python = tollgate_test_support::python_with("openai").await?;
 
     let s = setup().await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +41,7 @@ impl Nats {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let binary = if Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        };
-        let child = Command::new(binary)
+        let child = Command::new(tollgate_test_support::nats_server()?)
             .args([
                 "-js",
                 "-a",
@@ -77,8 +71,8 @@ impl Nats {
     /// Stops the server (SIGTERM, as an orchestrator would) and starts it again.
     async fn restart(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
-            // std's `kill` sends SIGKILL; an orderly restart is SIGTERM, sent by `kill(1)`.
-            Command::new("kill").arg(child.id().to_string()).status()?;
+            // std's `kill` sends SIGKILL; an orderly restart is SIGTERM.
+            tollgate_test_support::terminate(&child);
             child.wait()?;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -9,8 +9,10 @@
 
 pub mod anthropic_upstream;
 pub mod bedrock_upstream;
+mod binaries;
 pub mod gemini_upstream;
 pub mod openai_upstream;
+mod python;
 pub mod sagemaker_upstream;
 
 use std::fs::{self, File, Permissions};
@@ -18,9 +20,12 @@ use std::io;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once, PoisonError};
+
+pub use binaries::nats_server;
+pub use python::{python, python_with};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -156,15 +161,13 @@ fn with_database(url: &str, database: &str) -> Result<String> {
 }
 
 async fn start_postgres() -> Result<String> {
-    let bin_dir = postgres_bin_dir().context(
-        "PostgreSQL is not available: set DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres) \
-         or install PostgreSQL (initdb not found on PATH nor in /usr/lib/postgresql/*/bin)",
-    )?;
-    // initdb and postgres refuse to run as root, so as root we run them as the `postgres`
-    // OS user. `Command::uid/gid` (rather than `runuser`) keeps postgres our direct child,
-    // so we can signal and reap it without hunting for a grandchild's pid.
+    let mut bin_dir = binaries::postgres_bin_dir()?;
+    // initdb and postgres refuse to run as root, so as root we run them as another OS user.
+    // `Command::uid/gid` (rather than `runuser`) keeps postgres our direct child, so we can
+    // signal and reap it without hunting for a grandchild's pid.
     let run_as = if is_root() {
-        Some(os_user_ids("postgres")?)
+        bin_dir = binaries::postgres_bin_dir_for_others(&bin_dir)?;
+        Some(binaries::postgres_run_as()?)
     } else {
         None
     };
@@ -242,12 +245,7 @@ async fn start_postgres() -> Result<String> {
 }
 
 async fn start_nats() -> Result<String> {
-    let nats = find_on_path("nats-server")
-        .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()))
-        .context(
-            "NATS is not available: set NATS_URL (e.g. nats://127.0.0.1:4222) or install \
-             nats-server (not found on PATH nor at /usr/sbin/nats-server)",
-        )?;
+    let nats = binaries::nats_server()?;
     let root = server_dir(SERVER_DIR_PREFIXES[1], None)?;
     let port = free_port()?;
     let log = root.path().join("nats-server.log");
@@ -271,52 +269,6 @@ async fn start_nats() -> Result<String> {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-}
-
-/// The directory holding `initdb`/`postgres` (same dir, so their versions match).
-fn postgres_bin_dir() -> Option<PathBuf> {
-    if let Some(initdb) = find_on_path("initdb") {
-        // PATH often holds symlinks (e.g. /usr/local/bin/initdb); the real dir has `postgres` too.
-        let real = fs::canonicalize(&initdb).unwrap_or(initdb);
-        if let Some(dir) = real.parent().filter(|dir| dir.join("postgres").is_file()) {
-            return Some(dir.to_path_buf());
-        }
-    }
-    // Debian/Ubuntu keep the server binaries off PATH; take the highest major version.
-    fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version: f64 = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("postgres").is_file())
-                .then_some((version, bin))
-        })
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, bin)| bin)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-}
-
-/// uid and gid of an OS user, via `id` so that NSS-provided users work too.
-fn os_user_ids(user: &str) -> Result<(u32, u32)> {
-    let id = |flag: &str| -> Result<u32> {
-        let out = Command::new("id").args([flag, user]).output()?;
-        if !out.status.success() {
-            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-    };
-    (|| -> Result<(u32, u32)> { Ok((id("-u")?, id("-g")?)) })().with_context(|| {
-        format!(
-            "running as root, but initdb/postgres refuse to run as root and OS user `{user}` \
-             was not found: create it (useradd {user}) or set DATABASE_URL"
-        )
-    })
 }
 
 const SERVER_DIR_PREFIXES: [&str; 2] = ["tollgate-pg-", "tollgate-nats-"];
@@ -455,6 +407,11 @@ extern "C" fn stop_servers() {
 fn register_at_exit() {
     // SAFETY: `stop_servers` is a plain `extern "C" fn()` that never unwinds (no panicking calls).
     let _ = unsafe { libc::atexit(stop_servers) };
+}
+
+/// Asks a child process to stop in order (SIGTERM, as an orchestrator or `kill` would); call before reaping it.
+pub fn terminate(child: &Child) {
+    send_signal(child.id(), libc::SIGTERM);
 }
 
 #[allow(unsafe_code)]
