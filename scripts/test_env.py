@@ -14,7 +14,9 @@ Variables already set are kept, and DATABASE_URL / NATS_URL, when set, make the 
 running servers instead of throwaway ones.
 
 Honoured: TOLLGATE_TEST_CACHE (where virtualenvs live; default $XDG_CACHE_HOME/tollgate or
-~/.cache/tollgate), and pip's own variables (PIP_INDEX_URL, PIP_PROXY, …) for the first install.
+~/.cache/tollgate, and /var/tmp/tollgate-test-cache for root, whose home the PostgreSQL server's
+own user cannot enter), and pip's own variables (PIP_INDEX_URL, PIP_PROXY, …) for the first
+install.
 """
 
 import fcntl
@@ -42,6 +44,10 @@ def cache_dir():
     explicit = os.environ.get("TOLLGATE_TEST_CACHE")
     if explicit:
         return explicit
+    if os.geteuid() == 0:
+        # As root the test harness runs PostgreSQL as another OS user (initdb refuses root),
+        # who cannot reach into root's home: keep the wheels where everyone may read them.
+        return "/var/tmp/tollgate-test-cache"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "tollgate")
 
@@ -111,6 +117,8 @@ def ensure_venv():
     cache = cache_dir()
     try:
         os.makedirs(cache, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chmod(cache, 0o755)
     except OSError as err:
         fail("cannot create the cache directory %s: %s (set TOLLGATE_TEST_CACHE)" % (cache, err))
     venv = venv_dir(cache, requirements)

@@ -96,16 +96,15 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
     let log = Arc::new(PolicyLog::open(store).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let control_plane = ControlPlane {
         log,
         bus: bus.clone(),
         auth: Authenticator::new(Some(TOKEN)),
         sealing: None,
     };
-    let task = tokio::spawn(control_plane.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let served = tollgate_test_support::Served::spawn("the control plane", |shutdown| {
+        control_plane.serve(listener, shutdown)
+    });
     let mut admin = AdminServiceClient::connect(format!("http://{addr}")).await?;
     let mut request = tonic::Request::new(CreateTeamRequest {
         name: "process-test".to_owned(),
@@ -122,9 +121,7 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = stop.send(());
-    let _ = task.await;
-    Ok(())
+    served.stop().await
 }
 
 /// SplitMix64: deterministic, dependency-free randomness.

@@ -1,18 +1,21 @@
 //! Budgets end to end — edges, control plane and aggregator on PostgreSQL and NATS: an
-//! exhausted budget is refused by every edge within a second and allowed again in the next
-//! period or when raised; and concurrent spending on several edges overshoots by at most one
-//! maximum-cost request per edge.
+//! exhausted budget is refused by every edge (with `budget_exceeded`) soon after the aggregator
+//! reports it, and allowed again in the next period or when raised; concurrent spending on
+//! several edges overshoots by at most one maximum-cost request per edge; and a request's
+//! worst-case reservation is released down to its actual cost.
 
 #[path = "../edge/tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::*;
 use prost::Message;
 use serde_json::{Value, json};
+use tollgate_edge::clock::Clock;
 use tollgate_proto::admin::Budget;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::GrpcSnapshots;
@@ -20,16 +23,23 @@ use tollgate_proto::usage::BudgetStatus;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
-/// Each answer has 10 output tokens at $5,000 per million: $0.05 a request, its maximum too.
+/// Each answer has 10 output tokens at $5,000 per million: $0.05 a request.
 const REQUEST_COST: f64 = 0.05;
+/// The `max_tokens` that makes a request's worst case its actual cost ($0.05).
+const EXACT_MAX_TOKENS: u32 = 10;
+/// How long after the aggregator reports a budget exhausted every edge must refuse it: edges
+/// read budget status every 200 ms; the rest is margin for a loaded two-core machine.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(2);
 
 struct World {
     cp: TestControlPlane,
+    /// Added to the wall clock of every edge, to move them into another budget period.
+    clock_offset_ms: Arc<AtomicI64>,
     edges: Vec<TestEdge>,
     bus: Arc<dyn Bus>,
     key_id: String,
     secret: String,
-    _stop_aggregator: tokio::sync::oneshot::Sender<()>,
+    _aggregator: tollgate_test_support::Served,
     aggregator_ledger: tollgate_usage_aggregator::ledger::Ledger,
 }
 
@@ -80,14 +90,20 @@ async fn world(edges: usize, budget_usd: f64, latency_ms: &str) -> Result<World>
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(aggregator.serve(grpc, http, async {
-        let _ = stopped.await;
-    }));
+    let served = tollgate_test_support::Served::spawn("the aggregator", |shutdown| {
+        aggregator.serve(grpc, http, shutdown)
+    });
 
+    let clock_offset_ms = Arc::new(AtomicI64::new(0));
+    let offset = clock_offset_ms.clone();
+    let clock = Clock::from_fn(move || {
+        chrono::Utc::now() + chrono::Duration::milliseconds(offset.load(Ordering::SeqCst))
+    });
     let mut started = Vec::new();
     for _ in 0..edges {
-        let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
+        let mut config = TestEdge::config(&nats, &prefix);
+        config.clock = clock.clone();
+        let edge = TestEdge::start_with(config, bus.clone(), Some(cp.url())).await?;
         edge.wait_for_sequence(sequence).await?;
         started.push(edge);
     }
@@ -100,18 +116,24 @@ async fn world(edges: usize, budget_usd: f64, latency_ms: &str) -> Result<World>
     }
     Ok(World {
         cp,
+        clock_offset_ms,
         edges: started,
         bus,
         key_id,
         secret,
-        _stop_aggregator: stop,
+        _aggregator: served,
         aggregator_ledger,
     })
 }
 
-async fn call(http: &reqwest::Client, edge: &TestEdge, secret: &str) -> Result<(u16, Value)> {
-    let body =
-        json!({"model": "mock", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+async fn call(
+    http: &reqwest::Client,
+    edge: &TestEdge,
+    secret: &str,
+    max_tokens: u32,
+) -> Result<(u16, Value)> {
+    let body = json!({"model": "mock", "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hi"}]});
     let response = http
         .post(edge.url("/v1/chat/completions"))
         .bearer_auth(secret)
@@ -121,6 +143,11 @@ async fn call(http: &reqwest::Client, edge: &TestEdge, secret: &str) -> Result<(
     Ok((response.status().as_u16(), response.json().await?))
 }
 
+/// Whether `answer` is the budget refusal.
+fn is_budget_refusal((status, body): &(u16, Value)) -> bool {
+    *status == 429 && body["error"]["code"] == "budget_exceeded"
+}
+
 async fn status(bus: &dyn Bus) -> Result<Option<BudgetStatus>> {
     Ok(match bus.kv_get("budget.key-daily").await? {
         Some(entry) => Some(BudgetStatus::decode(entry.value)?),
@@ -128,8 +155,14 @@ async fn status(bus: &dyn Bus) -> Result<Option<BudgetStatus>> {
     })
 }
 
+/// The ledger's (requests, spend in USD).
+async fn ledger(w: &World) -> Result<(i64, f64)> {
+    let totals = w.aggregator_ledger.ledger_totals().await?;
+    Ok((totals.0, totals.4 as f64 / 1e9))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exhausted_budget_is_refused_everywhere_within_a_second_and_allowed_again_later()
+async fn an_exhausted_budget_is_refused_by_every_edge_soon_after_and_allowed_again_later()
 -> Result<()> {
     let w = world(3, 0.2, "0").await?;
     let http = reqwest::Client::new();
@@ -143,34 +176,52 @@ async fn an_exhausted_budget_is_refused_everywhere_within_a_second_and_allowed_a
         if status(w.bus.as_ref()).await?.is_some_and(|s| s.exceeded) {
             break Instant::now();
         }
-        let _ = call(&http, &w.edges[0], &w.secret).await?;
+        let answer = call(&http, &w.edges[0], &w.secret, EXACT_MAX_TOKENS).await?;
+        assert!(answer.0 == 200 || is_budget_refusal(&answer), "{answer:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    for edge in &w.edges {
-        eventually(Duration::from_secs(1), || async {
-            matches!(call(&http, edge, &w.secret).await, Ok((429, body)) if body["error"]["code"] == "budget_exceeded")
+    for (i, edge) in w.edges.iter().enumerate() {
+        eventually(REFUSAL_WITHIN, || async {
+            call(&http, edge, &w.secret, EXACT_MAX_TOKENS)
+                .await
+                .is_ok_and(|answer| is_budget_refusal(&answer))
         })
         .await
-        .context("an edge still serves an exhausted budget")?;
+        .with_context(|| {
+            format!(
+                "edge {i} still serves a budget reported exhausted {:?} ago",
+                exhausted_at.elapsed()
+            )
+        })?;
     }
-    assert!(exhausted_at.elapsed() < Duration::from_secs(2));
-    let (_, refusal) = call(&http, &w.edges[1], &w.secret).await?;
+    let (_, refusal) = call(&http, &w.edges[1], &w.secret, EXACT_MAX_TOKENS).await?;
     let message = refusal["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("key-daily") && message.contains("resets at"),
         "{message}"
     );
 
-    // The next day is a new period.
+    // The next day is a new period for every edge.
+    w.clock_offset_ms.store(
+        chrono::Duration::days(1).num_milliseconds(),
+        Ordering::SeqCst,
+    );
     for edge in &w.edges {
-        edge.budgets.shift_clock(chrono::Duration::days(1));
+        let (status, body) = call(&http, edge, &w.secret, EXACT_MAX_TOKENS).await?;
         assert_eq!(
-            call(&http, edge, &w.secret).await?.0,
-            200,
-            "a new period starts with nothing spent"
+            status, 200,
+            "a new period starts with nothing spent: {body}"
         );
-        edge.budgets.shift_clock(chrono::Duration::days(-1));
     }
+    w.clock_offset_ms.store(0, Ordering::SeqCst);
+    for edge in &w.edges {
+        let answer = call(&http, edge, &w.secret, EXACT_MAX_TOKENS).await?;
+        assert!(
+            is_budget_refusal(&answer),
+            "today is still spent: {answer:?}"
+        );
+    }
+
     // Raising the budget lets the key through today.
     let mut admin = w.cp.admin().await?;
     admin
@@ -186,8 +237,11 @@ async fn an_exhausted_budget_is_refused_everywhere_within_a_second_and_allowed_a
     let sequence = last_sequence(&mut admin).await?;
     for edge in &w.edges {
         edge.wait_for_sequence(sequence).await?;
-        eventually(Duration::from_secs(3), || async {
-            matches!(call(&http, edge, &w.secret).await, Ok((200, _)))
+        eventually(REFUSAL_WITHIN, || async {
+            matches!(
+                call(&http, edge, &w.secret, EXACT_MAX_TOKENS).await,
+                Ok((200, _))
+            )
         })
         .await?;
     }
@@ -201,32 +255,62 @@ async fn concurrent_spending_on_three_edges_overshoots_by_at_most_one_request_pe
     let http = reqwest::Client::new();
     let calls = (0..50).map(|i| {
         let (http, edge, secret) = (http.clone(), &w.edges[i % 3], w.secret.clone());
-        async move { call(&http, edge, &secret).await.map(|(status, _)| status) }
+        async move { call(&http, edge, &secret, EXACT_MAX_TOKENS).await }
     });
-    let statuses: Vec<u16> = futures::future::join_all(calls)
+    let answers: Vec<(u16, Value)> = futures::future::join_all(calls)
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    let served = statuses.iter().filter(|s| **s == 200).count();
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 429),
-        "{statuses:?}"
-    );
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    for answer in &answers {
+        assert!(
+            answer.0 == 200 || is_budget_refusal(answer),
+            "neither served nor refused for the budget: {answer:?}"
+        );
+    }
     // Every request, served or refused, yields a usage event: wait for all fifty.
     eventually(Duration::from_secs(15), || async {
-        w.aggregator_ledger
-            .ledger_totals()
-            .await
-            .is_ok_and(|t| t.0 >= 50)
+        ledger(&w).await.is_ok_and(|(requests, _)| requests >= 50)
     })
     .await?;
-    let spent = w.aggregator_ledger.ledger_totals().await?.4 as f64 / 1e9;
-    let bound = 1.0 + 3.0 * REQUEST_COST;
-    println!("served {served} of 50, spent ${spent:.2} (bound ${bound:.2})");
-    assert!(spent <= bound + 1e-9, "spent ${spent} > ${bound}");
+    let (requests, spent) = ledger(&w).await?;
+    assert_eq!(requests, 50, "one usage event per request");
+    // Served requests are charged their cost, refused ones nothing.
     assert!(
-        served >= 10,
-        "most of the budget is usable: served {served}"
+        (spent - served as f64 * REQUEST_COST).abs() < 1e-9,
+        "spent ${spent} for {served} served requests"
     );
+    // The README's bound: at most one maximum-cost request per edge over the budget...
+    let bound = 1.0 + 3.0 * REQUEST_COST;
+    assert!(spent <= bound + 1e-9, "spent ${spent} > ${bound}");
+    // ...and the budget itself is usable to the last cent.
+    assert!(spent >= 1.0 - 1e-9, "only ${spent} of $1 could be spent");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worst_case_reservation_is_released_down_to_the_actual_cost() -> Result<()> {
+    // max_tokens 200 makes each request's worst case $1.00, the whole budget; each costs $0.05.
+    let w = world(1, 1.0, "0").await?;
+    let http = reqwest::Client::new();
+    let mut served = 0;
+    loop {
+        let answer = call(&http, &w.edges[0], &w.secret, 200).await?;
+        if is_budget_refusal(&answer) {
+            break;
+        }
+        assert_eq!(answer.0, 200, "{answer:?}");
+        served += 1;
+        anyhow::ensure!(served <= 40, "the budget never ran out");
+    }
+    // Held at the worst case, the second request would have been refused; charged at the
+    // worst case, the first would have spent the budget.
+    assert_eq!(served, 20, "$1 buys exactly twenty $0.05 requests");
+    eventually(Duration::from_secs(15), || async {
+        ledger(&w).await.is_ok_and(|(requests, _)| requests == 21)
+    })
+    .await?;
+    let (_, spent) = ledger(&w).await?;
+    assert!((spent - 1.0).abs() < 1e-9, "spent ${spent}");
     Ok(())
 }

@@ -530,7 +530,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
 
     // The role is judged before the request, so a viewer learns nothing from validation.
     all_refused(malformed_writes(&mut viewer, denied).await)?;
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -632,7 +632,7 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
         unauthenticated,
     ));
     all_refused(outcomes)?;
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -752,7 +752,7 @@ async fn every_change_appears_in_list_events_with_its_actor(backend: Backend) ->
         paged == events,
         "reading in pages of 3 gives the same trail"
     );
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -1239,7 +1239,7 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
         failures.join("\n")
     );
     ensure!(cp.log.state().sequence == last_sequence(&mut admin).await?);
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -1366,7 +1366,7 @@ async fn keys_are_created_rotated_and_revoked(backend: Backend) -> Result<()> {
         all.len() == 1 && all[0].id == key.id && all[0].revoked,
         "{all:?}"
     );
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -1434,7 +1434,7 @@ async fn credentials_are_sealed_and_never_returned(backend: Backend) -> Result<(
             "GetSnapshot's state holds {secret:?}"
         );
     }
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -1515,7 +1515,7 @@ async fn set_commands_are_idempotent(backend: Backend) -> Result<()> {
         "blocking a blocked key appends nothing"
     );
     ensure!(cp.log.state().sequence == start + 5);
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -1562,7 +1562,7 @@ async fn health_and_reflection_are_served(backend: Backend) -> Result<()> {
         }
     }
     ensure!(reflection_v1_describes(channel, "tollgate.admin.v1.AdminService").await?);
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,13 +52,17 @@ async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict
     let test = backend.store().await?;
     let store = test.store.clone();
     store.append(None, vec![team_event("t", 1, "v1")]).await?;
+    const WRITERS: usize = 50;
+    // Every writer reads before any appends, so all of them build on version 1 and race for
+    // version 2: exactly one may win, every other one must see a conflict.
+    let all_have_read = Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut writers = Vec::new();
-    for writer in 0..50 {
-        let store = store.clone();
+    for writer in 0..WRITERS {
+        let (store, all_have_read) = (store.clone(), all_have_read.clone());
         writers.push(tokio::spawn(async move {
-            // Each writer reads the version it builds on, then races the others to append.
             let (versions, _) = log_contents(store.as_ref(), "team:t").await?;
             let next = versions.last().copied().unwrap_or(0) + 1;
+            all_have_read.wait().await;
             match store
                 .append(None, vec![team_event("t", next, &format!("w{writer}"))])
                 .await
@@ -71,17 +74,15 @@ async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict
         }));
     }
     let mut won = Vec::new();
+    let mut conflicts = 0;
     for writer in writers {
-        if let Some(version) = writer.await?? {
-            won.push(version);
+        match writer.await?? {
+            Some(version) => won.push(version),
+            None => conflicts += 1,
         }
     }
-    let distinct: BTreeSet<u64> = won.iter().copied().collect();
-    assert_eq!(
-        distinct.len(),
-        won.len(),
-        "no two writers got the same version"
-    );
+    assert_eq!(won, vec![2], "exactly one writer gets version 2");
+    assert_eq!(conflicts, WRITERS - 1, "every other writer sees a conflict");
     let (versions, sequences) = log_contents(store.as_ref(), "team:t").await?;
     assert_eq!(
         versions,
@@ -93,8 +94,7 @@ async fn concurrent_writers_on_one_aggregate_get_distinct_versions_or_a_conflict
         (1..=sequences.len() as u64).collect::<Vec<_>>(),
         "the sequence has no gaps"
     );
-    assert_eq!(versions.len(), won.len() + 1);
-    assert!(!won.is_empty());
+    assert_eq!(versions, vec![1, 2]);
     Ok(())
 }
 
@@ -129,6 +129,39 @@ async fn an_append_expecting_an_old_sequence_conflicts_and_writes_nothing(
     Ok(())
 }
 
+/// Returns once the late append is held up by the open one: on PostgreSQL, once a session of
+/// the test's database waits for a lock; on SQLite (whose writers queue inside the store), after
+/// a pause that gives a wrong store time to commit out of order. Either way, the sequence
+/// assertions that follow are what prove the order; this only makes them bite.
+async fn wait_until_an_append_is_blocked(backend: Backend, url: &str) -> Result<()> {
+    match backend {
+        Backend::PostgresJetStream => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                if waiting > 0 {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the late append never waited for the open one's lock");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Backend::SqliteMemory => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(())
+        }
+    }
+}
+
 async fn readers_never_skip_an_event_whose_transaction_commits_late(
     backend: Backend,
 ) -> Result<()> {
@@ -140,12 +173,15 @@ async fn readers_never_skip_an_event_whose_transaction_commits_late(
         .await?;
     // A second append starts meanwhile; it must not commit a later sequence first.
     let late_store = store.clone();
+    let (started, late_started) = tokio::sync::oneshot::channel();
     let late = tokio::spawn(async move {
+        let _ = started.send(());
         late_store
             .append(None, vec![team_event("late", 1, "late")])
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    late_started.await?;
+    wait_until_an_append_is_blocked(backend, &test.url).await?;
     assert!(!late.is_finished(), "a later append waits for the open one");
     assert!(
         store.read_after(0, 10).await?.is_empty(),

@@ -141,7 +141,7 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
     create_teams(&cp, 0..12).await?;
     assert_eq!(cp.log.state().sequence, 12, "all twelve changes committed");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = cp.stop().await;
+    let store = cp.stop().await?;
     assert_eq!(
         last_published(bus.as_ref()).await?,
         5,
@@ -165,7 +165,7 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
         assert_eq!(msg_id, &event.id.to_string(), "Nats-Msg-Id is the event id");
         assert_eq!(published.id, event.id.to_string());
     }
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 
@@ -180,7 +180,7 @@ async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(
     });
     let cp = TestControlPlane::start_with(backend.store().await?, down).await?;
     create_teams(&cp, 0..3).await?;
-    let store = cp.stop().await;
+    let store = cp.stop().await?;
     assert_eq!(
         last_published(bus.as_ref()).await?,
         0,
@@ -189,7 +189,7 @@ async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(
     let cp = TestControlPlane::start_with(store, bus.clone()).await?;
     wait_until_published(bus.as_ref(), 3).await?;
     assert_eq!(policy_topic(bus.as_ref()).await?.len(), 3);
-    cp.stop().await;
+    cp.stop().await?;
     Ok(())
 }
 

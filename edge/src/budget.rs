@@ -9,12 +9,12 @@
 //! request per edge (plus what arrives between two status refreshes of an edge that joins).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use prost::Message;
 use tokio::sync::watch;
 use tollgate_policy::PolicyState;
@@ -24,12 +24,17 @@ use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::from_timestamp;
 use tollgate_proto::usage::BudgetStatus;
 
+use crate::clock::Clock;
 use crate::error::EdgeError;
 
 /// How often the published budget status and the set of live edges are read.
 const REFRESH: Duration = Duration::from_millis(200);
 /// An edge that has not announced itself for this long no longer counts for shares.
 const EDGE_EXPIRY_MS: i64 = 10_000;
+/// The ledger's unit, a nano-dollar: spend within it of a limit has reached the limit, so that
+/// rounding in a sum of charges (twenty $0.05 requests add up to 0.99999… or 1.00000…2) never
+/// decides whether one more request is let through.
+const USD_EPSILON: f64 = 1e-9;
 
 /// This edge's spend in one budget period.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,8 +51,8 @@ pub struct Budgets {
     statuses: RwLock<HashMap<String, BudgetStatus>>,
     local: Mutex<HashMap<(String, i64), Local>>,
     live_edges: AtomicUsize,
-    /// Added to the wall clock (tests move an edge into the next period with it).
-    clock_offset_ms: AtomicI64,
+    /// What "now" is when a budget's period is judged.
+    clock: Clock,
 }
 
 /// Worst-case cost held against budgets while a request runs; settled with the actual cost.
@@ -58,30 +63,20 @@ pub struct Reservation {
 }
 
 impl Budgets {
-    pub fn new(edge_id: &str) -> Arc<Self> {
+    /// Budget state for the edge `edge_id`, judging periods by `clock`.
+    pub fn new(edge_id: &str, clock: Clock) -> Arc<Self> {
         Arc::new(Budgets {
             edge_id: edge_id.to_owned(),
             statuses: RwLock::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             live_edges: AtomicUsize::new(1),
-            clock_offset_ms: AtomicI64::new(0),
+            clock,
         })
-    }
-
-    /// The time budgets are judged at.
-    pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
     /// How many edges (this one included) currently share each budget.
     pub fn live_edges(&self) -> usize {
         self.live_edges.load(Ordering::Relaxed)
-    }
-
-    /// Moves this edge's budget clock (for tests of period changes).
-    pub fn shift_clock(&self, by: chrono::Duration) {
-        self.clock_offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Local>> {
@@ -96,7 +91,7 @@ impl Budgets {
         model: &str,
         worst_case: f64,
     ) -> Result<Reservation, EdgeError> {
-        let now = self.now();
+        let now = self.clock.now();
         let applicable: Vec<&Budget> = state
             .budgets
             .values()
@@ -126,7 +121,9 @@ impl Budgets {
             let mine = local.get(&period).copied().unwrap_or_default();
             let unreported = (mine.settled - reported_mine).max(0.0);
             let share = (budget.amount_usd - reported) / edges;
-            if reported >= budget.amount_usd || unreported + mine.reserved >= share {
+            if reported >= budget.amount_usd - USD_EPSILON
+                || unreported + mine.reserved >= share - USD_EPSILON
+            {
                 return Err(EdgeError::BudgetExceeded {
                     budget_id: budget.id.clone(),
                     scope: budget.scope.to_string(),

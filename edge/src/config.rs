@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tollgate_policy::sealing::SealingKey;
 
+use crate::clock::Clock;
 use crate::health::CircuitSettings;
 
 /// Default `TOLLGATE_EDGE_ADDR`.
@@ -60,6 +61,8 @@ pub struct EdgeConfig {
     /// failures within the window (or half its requests failing, from 10 requests), and lets a
     /// probe through after the cooldown.
     pub circuit: CircuitSettings,
+    /// The wall clock budget periods are judged by: the system's, except where tests set their own.
+    pub clock: Clock,
 }
 
 /// A setting that is missing or malformed.
@@ -136,6 +139,7 @@ impl EdgeConfig {
                 cooldown: Duration::from_millis(number("TOLLGATE_COOLDOWN_MS", 5_000)?),
                 ..CircuitSettings::default()
             },
+            clock: Clock::system(),
         })
     }
 

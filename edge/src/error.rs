@@ -52,7 +52,7 @@ impl EdgeError {
             EdgeError::InvalidRequest(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                "invalid_request",
+                "invalid_request_error",
             ),
             EdgeError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -64,7 +65,7 @@ impl Edge {
             metrics.clone(),
             USAGE_FLUSH,
         );
-        let budgets = Budgets::new(&config.edge_id);
+        let budgets = Budgets::new(&config.edge_id, config.clock.clone());
         tokio::spawn(budgets.clone().follow(bus.clone(), stop.subscribe()));
         let health = Arc::new(Health::new(config.circuit, metrics.clone()));
         tokio::spawn(health.clone().publish(

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub usage_buffered: Gauge,
     pub usage_published: Counter,
     pub usage_dropped: Counter,
+    /// Publish attempts the bus refused or did not answer (each retried until stored).
+    pub usage_publish_failures: Counter,
     /// 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<DeploymentLabels, Gauge>,
     pub circuit_opened: Family<DeploymentLabels, Counter>,
@@ -91,6 +93,7 @@ impl Default for Metrics {
             usage_buffered: Gauge::default(),
             usage_published: Counter::default(),
             usage_dropped: Counter::default(),
+            usage_publish_failures: Counter::default(),
             circuit_state: Family::default(),
             circuit_opened: Family::default(),
             retries: Family::default(),
@@ -161,6 +164,11 @@ impl Default for Metrics {
             "usage_events_dropped",
             "Usage events dropped because the buffer was full",
             metrics.usage_dropped.clone(),
+        );
+        registry.register(
+            "usage_publish_failures",
+            "Usage event publish attempts that failed and are retried (the bus is away or slow)",
+            metrics.usage_publish_failures.clone(),
         );
         registry.register(
             "deployment_circuit_state",

@@ -108,6 +108,7 @@ async fn publish(
                     metrics.usage_published.inc();
                 }
                 Err(e) => {
+                    metrics.usage_publish_failures.inc();
                     if !failed {
                         tracing::warn!(error = %e, "usage publish failed; will retry");
                     }

@@ -6,8 +6,9 @@
 //! received an image, what it can do); every case in [`cases`] is a plain async fn taking that
 //! description, and [`conformance!`] generates one `#[tokio::test]` per (provider, case), named
 //! `<provider>::<case>`. Adding a provider is one constructor in [`providers`] and its name in
-//! the `conformance!` invocation below the cases. A case a provider cannot do (per its flags)
-//! passes after printing `SKIPPED: …`.
+//! the `conformance!` invocation below the cases. A case a provider cannot do (a capability gap
+//! declared by its flags) asserts the documented refusal instead: 400 `invalid_request_error`
+//! naming what is missing, before any upstream call.
 //!
 //! `openai_sdk_streams_look_the_same_through_every_provider` puts every provider on one edge,
 //! streams through each with the official OpenAI Python SDK (`include_usage`) and requires the
@@ -257,8 +258,7 @@ pub mod providers {
         }
     }
 
-    /// SageMaker with a Messages API (LMI) container, which takes OpenAI chat bodies; the fake
-    /// container never calls tools.
+    /// SageMaker with a Messages API (LMI) container, which takes OpenAI chat bodies.
     pub fn sagemaker() -> Provider {
         Provider {
             name: "sagemaker",
@@ -294,9 +294,22 @@ pub mod providers {
             invalid_message: MODEL_ERROR_MESSAGE,
             // SageMaker's ThrottlingException carries no retry-after.
             retry_after: None,
-            supports_tools: false,
+            supports_tools: true,
             supports_images: true,
             embedding_usage: true,
+        }
+    }
+
+    /// SageMaker with a Hugging Face TGI container (`format = tgi`): text in, text out; no
+    /// tools and no images (declared gaps), no embeddings.
+    pub fn sagemaker_tgi() -> Provider {
+        Provider {
+            name: "sagemaker_tgi",
+            settings: &[("format", "tgi")],
+            model: "tgi-llama",
+            supports_tools: false,
+            supports_images: false,
+            ..sagemaker()
         }
     }
 
@@ -762,14 +775,13 @@ pub mod cases {
 
     /// Tools offered → a tool call; its result sent back → text.
     pub async fn tool_call_round_trip(p: &Provider) -> Result<()> {
-        if !p.supports_tools {
-            eprintln!("SKIPPED: {} does not support tools", p.name);
-            return Ok(());
-        }
         let h = Harness::start(&[p]).await?;
         let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["tool_choice"] = json!("auto");
+        if !p.supports_tools {
+            return refused_as_unsupported(&h, p, &request, "tools").await;
+        }
         let body = h.chat_ok(&request).await?;
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
@@ -811,14 +823,13 @@ pub mod cases {
     /// Tools offered to a stream → tool-call deltas: id, type and name first, then argument
     /// fragments that join into JSON, and one `finish_reason: tool_calls`.
     pub async fn tool_call_streamed(p: &Provider) -> Result<()> {
-        if !p.supports_tools {
-            eprintln!("SKIPPED: {} does not support tools", p.name);
-            return Ok(());
-        }
         let h = Harness::start(&[p]).await?;
         let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["stream"] = json!(true);
+        if !p.supports_tools {
+            return refused_as_unsupported(&h, p, &request, "tools").await;
+        }
         let response = h.chat(&request).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
@@ -864,26 +875,22 @@ pub mod cases {
 
     /// An `image_url` data: part reaches the fake as an image.
     pub async fn image_input(p: &Provider) -> Result<()> {
-        if !p.supports_images {
-            eprintln!("SKIPPED: {} does not support images", p.name);
-            return Ok(());
-        }
         let h = Harness::start(&[p]).await?;
         let upstream = h.upstream(p);
+        let with_image = json!({"model": model(p, Role::Chat), "messages": [{"role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}]});
+        if !p.supports_images {
+            return refused_as_unsupported(&h, p, &with_image, "image_url").await;
+        }
         h.chat_ok(&ask(&model(p, Role::Chat), "no picture here"))
             .await?;
         assert!(
             !(upstream.saw_image)(),
             "the fake says a text-only request carried an image"
         );
-        let body = h
-            .chat_ok(
-                &json!({"model": model(p, Role::Chat), "messages": [{"role": "user",
-                "content": [
-                    {"type": "text", "text": "What is in this picture?"},
-                    {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}]}),
-            )
-            .await?;
+        let body = h.chat_ok(&with_image).await?;
         assert!(
             body["choices"][0]["message"]["content"]
                 .as_str()
@@ -925,6 +932,7 @@ pub mod cases {
             }
         } else {
             assert_eq!(status, 400, "{body}");
+            assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
             assert!(body["error"]["message"].is_string(), "{body}");
             assert_eq!(
                 (h.upstream(p).requests)(),
@@ -932,6 +940,32 @@ pub mod cases {
                 "the upstream was called"
             );
         }
+        Ok(())
+    }
+
+    /// A declared capability gap: the request is refused with 400 `invalid_request_error`, a
+    /// message naming what is missing (`what`), and no upstream call.
+    async fn refused_as_unsupported(
+        h: &Harness,
+        p: &Provider,
+        request: &Value,
+        what: &str,
+    ) -> Result<()> {
+        let before = (h.upstream(p).requests)();
+        let (status, _, body) = error_of(h.chat(request).await?).await?;
+        assert_eq!(status, 400, "{}: {body}", p.name);
+        assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(what),
+            "the refusal does not name {what}: {body}"
+        );
+        assert_eq!(
+            (h.upstream(p).requests)(),
+            before,
+            "the upstream was called"
+        );
         Ok(())
     }
 
@@ -1113,6 +1147,7 @@ conformance!(
     bedrock,
     azure_openai,
     sagemaker,
+    sagemaker_tgi,
     gemini
 );
 

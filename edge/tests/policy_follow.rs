@@ -73,13 +73,18 @@ async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()>
         }
     }
     delays.sort();
-    let p99 = delays[delays.len() * 99 / 100 - 1];
-    println!(
-        "revocation to applied on 3 edges: p50 {:?}, p99 {p99:?}, max {:?}",
+    let (p50, p99, max) = (
         delays[delays.len() / 2],
-        delays[delays.len() - 1]
+        delays[delays.len() * 99 / 100 - 1],
+        delays[delays.len() - 1],
     );
-    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+    let figures =
+        format!("revocation to applied on 3 edges: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    // The README's bounds: every revocation applied by every edge within a second, and
+    // typically within a few milliseconds (measured p50 ≈ 5 ms, p99 ≈ 10 ms on an idle
+    // machine; the 100 ms median bound leaves room for a loaded one).
+    assert!(max < Duration::from_secs(1), "{figures}");
+    assert!(p50 < Duration::from_millis(100), "{figures}");
     Ok(())
 }
 
@@ -97,7 +102,7 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
     let http = reqwest::Client::new();
     assert_eq!(status(&http, &edge, &secret).await?, 200);
 
-    cp.stop().await;
+    cp.stop().await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (ready, first) = readiness(&http, &edge).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -150,7 +155,7 @@ async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_str
     let witness = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url.clone())).await?;
     witness.wait_for_sequence(sequence).await?;
     let expected = cp.log.state();
-    cp.stop().await;
+    cp.stop().await?;
 
     let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url)).await?;
     edge.wait_for_sequence(sequence).await?;

@@ -142,25 +142,25 @@ async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
             Some(&s.secret),
             json!({"model": "mock-small"}),
             400,
-            "invalid_request",
+            "invalid_request_error",
         ),
         (
             Some(&s.secret),
             json!({"model": "mock-small", "messages": "hi"}),
             400,
-            "invalid_request",
+            "invalid_request_error",
         ),
         (
             Some(&s.secret),
             json!({"model": "mock-small", "messages": [{"role": "robot", "content": "x"}]}),
             400,
-            "invalid_request",
+            "invalid_request_error",
         ),
         (
             Some(&s.secret),
             json!({"model": "mock-small", "messages": [{"role": "user"}], "stream": "yes"}),
             400,
-            "invalid_request",
+            "invalid_request_error",
         ),
     ];
     for (key, body, status, code) in cases {
@@ -176,7 +176,7 @@ async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
         .await?;
     assert_eq!(
         error_code(response).await?,
-        (400, "invalid_request".to_owned())
+        (400, "invalid_request_error".to_owned())
     );
     let huge = json!({"model": "mock-small", "messages": [{"role": "user", "content": "x".repeat(11 * 1024 * 1024)}]});
     let response = s

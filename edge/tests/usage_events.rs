@@ -68,14 +68,14 @@ impl Nats {
         .await
     }
 
-    /// Stops the server (SIGTERM, as an orchestrator would) and starts it again.
-    async fn restart(&mut self) -> Result<()> {
+    /// Stops the server (SIGTERM, as an orchestrator would) and starts it again `down_for` later.
+    async fn restart(&mut self, down_for: Duration) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             // std's `kill` sends SIGKILL; an orderly restart is SIGTERM.
             tollgate_test_support::terminate(&child);
             child.wait()?;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(down_for).await;
         self.spawn()?;
         self.wait_until_up().await
     }
@@ -159,8 +159,18 @@ async fn every_request_yields_exactly_one_usage_event_across_a_nats_restart() ->
         !traffic.is_finished(),
         "the restart happens while requests flow"
     );
-    nats.restart().await?;
+    let failures_before = edge.metrics.usage_publish_failures.get();
+    // Down for longer than the bus waits for a publish acknowledgement (5 s): a short outage is
+    // absorbed inside the NATS client; this one makes publishes fail, so the edge's buffer,
+    // retries and the stream's de-duplication all take part.
+    nats.restart(Duration::from_secs(6)).await?;
     traffic.await??;
+    // The outage was felt: publishing failed (and was retried from the buffer), and yet every
+    // event is stored below.
+    assert!(
+        edge.metrics.usage_publish_failures.get() > failures_before,
+        "no publish failed while NATS was down"
+    );
 
     let mut seen: HashMap<String, UsageEvent> = HashMap::new();
     let mut stored = 0;

@@ -99,59 +99,23 @@ fn os_user_ids(user: &str) -> Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// A PostgreSQL bin dir another OS user can run: `bin_dir` itself when every directory above
-/// it lets others through, else a copy of its installation (bin, lib, share) under `/tmp`.
-///
-/// As root the server runs as another user, who cannot reach binaries inside root's home
-/// (where `scripts/test` keeps its virtualenv). The copy is made once per source directory and
-/// shared by every test process.
-pub(crate) fn postgres_bin_dir_for_others(bin_dir: &Path) -> Result<PathBuf> {
+/// Checks that another OS user can run the binaries in `bin_dir`: as root the server runs as
+/// `postgres` or `nobody`, who cannot reach binaries inside root's home. (`scripts/test` keeps
+/// its virtualenv under `/var/tmp` when run as root for this reason.)
+pub(crate) fn check_others_can_run(bin_dir: &Path) -> Result<()> {
     let real = fs::canonicalize(bin_dir).unwrap_or_else(|_| bin_dir.to_path_buf());
     let others_may_enter =
         |dir: &Path| fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0);
-    if real.ancestors().all(others_may_enter) {
-        return Ok(real);
+    match real.ancestors().find(|dir| !others_may_enter(dir)) {
+        None => Ok(()),
+        Some(closed) => bail!(
+            "running as root, PostgreSQL must run as another OS user, who cannot enter {} on \
+             the way to {}: move the binaries (TOLLGATE_TEST_CACHE=/var/tmp/… for \
+             scripts/test's virtualenv), or set DATABASE_URL",
+            closed.display(),
+            real.display()
+        ),
     }
-    let install = real
-        .parent()
-        .with_context(|| format!("{} has no parent directory", real.display()))?;
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        install.hash(&mut hasher);
-        fs::metadata(real.join("postgres"))
-            .and_then(|meta| meta.modified())
-            .ok()
-            .hash(&mut hasher);
-        hasher.finish()
-    };
-    let copy = PathBuf::from(format!("/tmp/tollgate-pginstall-{digest:016x}"));
-    if copy.join("bin/postgres").is_file() {
-        return Ok(copy.join("bin"));
-    }
-    // Copied under a name of our own, then renamed: a concurrent test process either sees no
-    // copy or a complete one.
-    let partial = PathBuf::from(format!("{}.{}", copy.display(), std::process::id()));
-    let _ = fs::remove_dir_all(&partial);
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(install)
-        .arg(&partial)
-        .status()
-        .context("running cp")?;
-    if !status.success() {
-        bail!(
-            "copying {} to {} failed",
-            install.display(),
-            partial.display()
-        );
-    }
-    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))?;
-    if fs::rename(&partial, &copy).is_err() {
-        // Another process finished its copy first: use that one.
-        let _ = fs::remove_dir_all(&partial);
-    }
-    Ok(copy.join("bin"))
 }
 
 #[cfg(test)]
@@ -169,13 +133,17 @@ mod tests {
     }
 
     #[test]
-    fn a_bin_dir_others_can_reach_is_used_in_place() -> Result<()> {
+    fn binaries_behind_a_closed_directory_are_refused_with_the_reason() -> Result<()> {
         let dir = tempfile::tempdir_in("/tmp")?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-        assert_eq!(
-            postgres_bin_dir_for_others(dir.path())?,
-            fs::canonicalize(dir.path())?
-        );
+        check_others_can_run(dir.path())?;
+        let inner = dir.path().join("bin");
+        fs::create_dir(&inner)?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
+        let err = check_others_can_run(&inner)
+            .err()
+            .context("a dir inside a 0700 one was accepted")?;
+        assert!(err.to_string().contains("cannot enter"), "{err}");
         Ok(())
     }
 }

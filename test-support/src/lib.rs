@@ -14,6 +14,7 @@ pub mod gemini_upstream;
 pub mod openai_upstream;
 mod python;
 pub mod sagemaker_upstream;
+mod served;
 
 use std::fs::{self, File, Permissions};
 use std::io;
@@ -26,6 +27,7 @@ use std::sync::{Mutex, Once, PoisonError};
 
 pub use binaries::nats_server;
 pub use python::{python, python_with};
+pub use served::{Served, Shutdown};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -161,12 +163,12 @@ fn with_database(url: &str, database: &str) -> Result<String> {
 }
 
 async fn start_postgres() -> Result<String> {
-    let mut bin_dir = binaries::postgres_bin_dir()?;
+    let bin_dir = binaries::postgres_bin_dir()?;
     // initdb and postgres refuse to run as root, so as root we run them as another OS user.
     // `Command::uid/gid` (rather than `runuser`) keeps postgres our direct child, so we can
     // signal and reap it without hunting for a grandchild's pid.
     let run_as = if is_root() {
-        bin_dir = binaries::postgres_bin_dir_for_others(&bin_dir)?;
+        binaries::check_others_can_run(&bin_dir)?;
         Some(binaries::postgres_run_as()?)
     } else {
         None

@@ -309,7 +309,7 @@ fn answer(request: &Value, messages: &[Value]) -> Answer {
 }
 
 /// The tool call of a message.
-fn tool_call(name: &str) -> Value {
+pub(crate) fn tool_call(name: &str) -> Value {
     json!({"id": "call_1", "type": "function",
         "function": {"name": name, "arguments": TOOL_ARGUMENTS}})
 }
@@ -368,15 +368,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         Answer::Text(text) => std::iter::once(json!({"role": "assistant", "content": ""}))
             .chain(text.split_inclusive(' ').map(|w| json!({"content": w})))
             .collect(),
-        Answer::Tool(name) => {
-            let (head, tail) = TOOL_ARGUMENTS.split_at(TOOL_ARGUMENTS.len() / 2);
-            let mut call = tool_call(name);
-            (call["index"], call["function"]["arguments"]) = (json!(0), json!(""));
-            let first = json!({"role": "assistant", "content": null, "tool_calls": [call]});
-            let parts = [head, tail]
-                .map(|part| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}));
-            std::iter::once(first).chain(parts).collect()
-        }
+        Answer::Tool(name) => tool_call_deltas(name),
     };
     let include_usage = request["stream_options"]["include_usage"] == true;
     let event = |choices: Value, usage: &Value| {
@@ -401,6 +393,17 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     stream_response(events, model)
+}
+
+/// The stream deltas of a tool call: id, type and name first, then the arguments in two pieces.
+pub(crate) fn tool_call_deltas(name: &str) -> Vec<Value> {
+    let (head, tail) = TOOL_ARGUMENTS.split_at(TOOL_ARGUMENTS.len() / 2);
+    let mut call = tool_call(name);
+    (call["index"], call["function"]["arguments"]) = (json!(0), json!(""));
+    let first = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+    let parts = [head, tail]
+        .map(|part| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}));
+    std::iter::once(first).chain(parts).collect()
 }
 
 /// An Azure request: checked as Azure would, then answered as OpenAI would, with the path's

@@ -9,7 +9,8 @@
 //! `data:{"token":…}` lines out); all others like a Messages API container (LMI), which takes an
 //! OpenAI chat body and answers OpenAI JSON or OpenAI `data:` events. The stream's events are cut
 //! across PayloadParts at arbitrary places, as real containers' are. `lmi-no-usage` ignores
-//! `stream_options.include_usage`.
+//! `stream_options.include_usage`. Offered tools on a user's turn, a Messages API container calls
+//! the first one (as OpenAI's API would, with [`TOOL_ARGUMENTS`]); TGI has no tools.
 //!
 //! Failures by endpoint name: `fail-throttle` (`ThrottlingException`), `fail-validation`
 //! (`ValidationError` with [`VALIDATION_MESSAGE`]), `fail-model` (`ModelError`: the container
@@ -36,6 +37,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+pub use crate::openai_upstream::TOOL_ARGUMENTS;
+use crate::openai_upstream::{tool_call, tool_call_deltas};
 
 /// The text of every answer.
 pub const ANSWER: &str = "Hello from the fake SageMaker.";
@@ -268,9 +272,21 @@ fn prompt_tokens(request: &Value) -> usize {
     count
 }
 
+/// The tool a Messages API container calls: the first offered, when the user spoke last.
+fn tool_to_call(request: &Value) -> Option<&str> {
+    let last = request["messages"].as_array().and_then(|m| m.last());
+    if last.and_then(|m| m["role"].as_str()) != Some("user") {
+        return None;
+    }
+    request["tools"][0]["function"]["name"].as_str()
+}
+
 fn openai_usage(request: &Value) -> Value {
     let prompt = prompt_tokens(request);
-    let completion = words(ANSWER);
+    let completion = match tool_to_call(request) {
+        Some(_) => words(TOOL_ARGUMENTS),
+        None => words(ANSWER),
+    };
     json!({"prompt_tokens": prompt, "completion_tokens": completion,
         "total_tokens": prompt + completion})
 }
@@ -301,13 +317,19 @@ async fn invocations(
         }
         return Json(json!([answer])).into_response();
     }
+    let (message, finish) = match tool_to_call(&request) {
+        Some(name) => (
+            json!({"role": "assistant", "content": null, "tool_calls": [tool_call(name)]}),
+            "tool_calls",
+        ),
+        None => (json!({"role": "assistant", "content": ANSWER}), "stop"),
+    };
     Json(json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": "lmi",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
-            "logprobs": null, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
         "usage": openai_usage(&request),
     }))
     .into_response()
@@ -380,18 +402,22 @@ fn container_stream(endpoint: &str, request: &Value) -> String {
         json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
             "created": 1_700_000_000, "model": "lmi", "choices": choices})
     };
-    let first = chunk(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
-        "logprobs": null, "finish_reason": null}]),
-    );
-    out.push_str(&format!("data: {first}\n\n"));
-    for piece in &pieces {
-        let delta = chunk(json!([{"index": 0, "delta": {"content": piece},
+    let (deltas, finish): (Vec<Value>, &str) = match tool_to_call(request) {
+        Some(name) => (tool_call_deltas(name), "tool_calls"),
+        None => (
+            std::iter::once(json!({"role": "assistant", "content": ""}))
+                .chain(pieces.iter().map(|piece| json!({"content": piece})))
+                .collect(),
+            "stop",
+        ),
+    };
+    for delta in &deltas {
+        let delta = chunk(json!([{"index": 0, "delta": delta,
             "logprobs": null, "finish_reason": null}]));
         out.push_str(&format!("data: {delta}\n\n"));
     }
     let finish = chunk(json!([{"index": 0, "delta": {}, "logprobs": null,
-        "finish_reason": "stop"}]));
+        "finish_reason": finish}]));
     out.push_str(&format!("data: {finish}\n\n"));
     if request["stream_options"]["include_usage"] == json!(true) && endpoint != "lmi-no-usage" {
         let mut usage = chunk(json!([]));

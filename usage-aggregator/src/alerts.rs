@@ -161,3 +161,17 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sign;
+
+    /// RFC 4231, test case 2: what a webhook receiver's own HMAC-SHA256 computes.
+    #[test]
+    fn webhook_signatures_match_the_rfc_4231_vector() {
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,15 +26,48 @@ pub const DURABLE: &str = "usage-ledger";
 const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// What this aggregator's consumer has done since it started.
+#[derive(Debug, Default)]
+pub struct ConsumerCounters {
+    /// Usage events committed to the ledger by this replica.
+    pub recorded: AtomicU64,
+    /// Batch writes that failed (and were retried).
+    pub failed_writes: AtomicU64,
+    /// Events parked on the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+}
+
+impl ConsumerCounters {
+    /// (recorded, failed writes, dead-lettered).
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.recorded.load(Ordering::Relaxed),
+            self.failed_writes.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What the consumer loop works with.
+pub struct Consumer {
+    pub ledger: Ledger,
+    pub bus: Arc<dyn Bus>,
+    pub policy: Arc<PolicyView>,
+    pub sinks: Vec<String>,
+    pub batch: usize,
+    pub counters: Arc<ConsumerCounters>,
+}
+
 /// Consumes usage until `shutdown` flips to true.
-pub async fn run(
-    ledger: Ledger,
-    bus: Arc<dyn Bus>,
-    policy: Arc<PolicyView>,
-    sinks: Vec<String>,
-    batch: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(consumer_parts: Consumer, mut shutdown: watch::Receiver<bool>) {
+    let Consumer {
+        ledger,
+        bus,
+        policy,
+        sinks,
+        batch,
+        counters,
+    } = consumer_parts;
     // Spend is assigned to budgets from policy: wait for it rather than miss one.
     let mut applied = policy.applied();
     while policy.current().is_none() {
@@ -70,6 +104,7 @@ pub async fn run(
                     bus.as_ref(),
                     &policy,
                     &sinks,
+                    &counters,
                     deliveries,
                     &mut shutdown,
                 )
@@ -100,6 +135,7 @@ async fn handle(
     bus: &dyn Bus,
     policy: &PolicyView,
     sinks: &[String],
+    counters: &ConsumerCounters,
     deliveries: Vec<Delivery>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
@@ -114,7 +150,11 @@ async fn handle(
                 entries.push(entry);
                 to_ack.push(delivery);
             }
-            Err(reason) => dead_letter(bus, delivery, &reason).await,
+            Err(reason) => {
+                if dead_letter(bus, delivery, &reason).await {
+                    counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
     let mut backoff = Duration::from_millis(100);
@@ -136,8 +176,14 @@ async fn handle(
             )
             .await;
         match result {
-            Ok(_) => break touched,
+            Ok(_) => {
+                counters
+                    .recorded
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                break touched;
+            }
             Err(e) => {
+                counters.failed_writes.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, events = entries.len(), "ledger write failed; retrying the batch");
                 pause(&mut backoff, shutdown).await;
                 if *shutdown.borrow() {
@@ -161,8 +207,9 @@ async fn handle(
     }
 }
 
-/// Parks an unreadable event on the dead-letter topic with the reason, then lets it go.
-async fn dead_letter(bus: &dyn Bus, delivery: Delivery, reason: &str) {
+/// Parks an unreadable event on the dead-letter topic with the reason, then lets it go;
+/// whether it was parked (if not, it comes back and is tried again).
+async fn dead_letter(bus: &dyn Bus, delivery: Delivery, reason: &str) -> bool {
     use base64::Engine;
     let record = json!({
         "reason": reason,
@@ -178,8 +225,12 @@ async fn dead_letter(bus: &dyn Bus, delivery: Delivery, reason: &str) {
     {
         Ok(_) => {
             let _ = delivery.ack().await;
+            true
         }
         // Not acknowledged: it comes back and is tried again.
-        Err(e) => tracing::warn!(error = %e, "dead-letter publish failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "dead-letter publish failed");
+            false
+        }
     }
 }

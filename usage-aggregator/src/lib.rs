@@ -7,6 +7,8 @@ pub mod api;
 pub mod budgets;
 pub mod config;
 mod consume;
+
+pub use consume::ConsumerCounters;
 pub mod entry;
 pub mod ledger;
 pub mod query;
@@ -33,6 +35,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// A started aggregator: following policy, consuming usage, delivering alerts.
 pub struct Aggregator {
     api: Arc<FinanceApi>,
+    counters: Arc<ConsumerCounters>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -54,6 +57,7 @@ impl Aggregator {
         let policy = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
         let bus = parts.bus;
+        let counters = Arc::new(ConsumerCounters::default());
         let tasks = vec![
             tokio::spawn(follow::run(
                 policy.clone(),
@@ -62,11 +66,14 @@ impl Aggregator {
                 stopped.clone(),
             )),
             tokio::spawn(consume::run(
-                ledger.clone(),
-                bus.clone(),
-                policy.clone(),
-                parts.sinks.names(),
-                parts.batch.max(1),
+                consume::Consumer {
+                    ledger: ledger.clone(),
+                    bus: bus.clone(),
+                    policy: policy.clone(),
+                    sinks: parts.sinks.names(),
+                    batch: parts.batch.max(1),
+                    counters: counters.clone(),
+                },
                 stopped.clone(),
             )),
             tokio::spawn(alerts::run(
@@ -87,12 +94,22 @@ impl Aggregator {
             policy,
             bootstrap_hash: api::bootstrap_hash(parts.admin_token.as_deref()),
         });
-        Ok(Aggregator { api, stop, tasks })
+        Ok(Aggregator {
+            api,
+            counters,
+            stop,
+            tasks,
+        })
     }
 
     /// The usage ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.api.ledger
+    }
+
+    /// What this replica's usage consumer has done.
+    pub fn consumer_counters(&self) -> &Arc<ConsumerCounters> {
+        &self.counters
     }
 
     /// The aggregator's copy of policy.

@@ -180,7 +180,7 @@ async fn a_threshold_crossing_calls_the_webhook_exactly_once_even_across_a_resta
     assert_eq!(aggregator.ledger.ledger_totals().await?.4, 900_000_000);
 
     aggregator.stop().await?;
-    control_plane.stop().await;
+    control_plane.stop().await?;
     Ok(())
 }
 

@@ -173,7 +173,7 @@ async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
 
     aggregator.stop().await?;
-    control_plane.stop().await;
+    control_plane.stop().await?;
     Ok(())
 }
 

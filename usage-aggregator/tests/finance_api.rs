@@ -289,7 +289,7 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
     assert_eq!(streamed, queried, "ExportUsage and QueryUsage agree");
 
     aggregator.stop().await?;
-    control_plane.stop().await;
+    control_plane.stop().await?;
     Ok(())
 }
 

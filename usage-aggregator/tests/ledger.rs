@@ -137,7 +137,7 @@ async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<
         expected.ledger_totals()
     );
     aggregator.stop().await?;
-    control_plane.stop().await;
+    control_plane.stop().await?;
     Ok(())
 }
 
@@ -248,7 +248,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
         .wait_for_requests((good.len() + later.len()) as i64, Duration::from_secs(30))
         .await?;
     aggregator.stop().await?;
-    control_plane.stop().await;
+    control_plane.stop().await?;
     Ok(())
 }
 

@@ -1,38 +1,25 @@
-//! Several aggregator replicas share one durable consumer and one ledger, so their batches are
-//! recorded concurrently. These tests drive the ledger the way the consumer does
-//! (`Ledger::record` with `budgets::spend_keys` and `budgets::crossed`), from two replicas
-//! (two connection pools) at once.
+//! Several aggregator replicas share one durable consumer and one ledger. Two real aggregators
+//! consume one USAGE stream here, so their batches are recorded concurrently, through the
+//! consumer loop itself: every event is counted once, a threshold crossed by spend that two
+//! replicas record is alerted exactly once, and writes over the same rollup rows never fail
+//! as deadlock victims.
 
 mod common;
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{TimeZone, Utc};
 use common::*;
-use tollgate_policy::PolicyState;
-use tollgate_policy::model::{Budget, Period, Scope};
-use tollgate_usage_aggregator::budgets;
-use tollgate_usage_aggregator::entry::Entry;
-use tollgate_usage_aggregator::ledger::{Ledger, LedgerError};
+use tollgate_proto::usage::UsageEvent;
+use tollgate_usage_aggregator::alerts::AlertSinks;
 
-const ROUNDS: usize = 50;
+/// Team budgets of $1, each crossed by two $0.30 requests from different edges.
+const BUDGETS: usize = 20;
+/// Small requests over 50 teams between them, so both replicas write the same rollup rows.
+const BULK: usize = 2_000;
 
-/// Records `entries` as the consumer does.
-async fn record(ledger: Ledger, state: Arc<PolicyState>, entries: Vec<Entry>) -> Result<()> {
-    let sinks = vec!["webhook".to_owned()];
-    ledger
-        .record(
-            &entries,
-            |e| budgets::spend_keys(&state, e),
-            |k, before, after| budgets::crossed(&state, k, before, after),
-            &sinks,
-        )
-        .await?;
-    Ok(())
-}
-
-fn entry(request_id: &str, key: &str, team: &str, edge: &str, usd: f64) -> Result<Entry> {
+fn event(request_id: &str, key: &str, team: &str, edge: &str, usd: f64) -> UsageEvent {
     let at = Utc
         .with_ymd_and_hms(2025, 7, 1, 12, 0, 0)
         .single()
@@ -42,111 +29,113 @@ fn entry(request_id: &str, key: &str, team: &str, edge: &str, usd: f64) -> Resul
     event.team_id = team.to_owned();
     event.edge_id = edge.to_owned();
     event.cost_usd = usd;
-    Entry::from_event(event).map_err(anyhow::Error::msg)
+    event
 }
 
-/// Two replicas each record $0.30 on a $1 budget with a 50 % threshold at the same moment
-/// (requests from different edges and teams): together they cross it, so exactly one alert
-/// must be in the outbox, whichever commits last.
-async fn two_replicas_recording_at_once_still_cross_a_threshold(backend: Backend) -> Result<()> {
+async fn two_aggregators_on_one_consumer_count_once_and_alert_once(backend: Backend) -> Result<()> {
+    let bus = backend.bus().await?;
+    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let mut teams = Vec::new();
+    let mut budget_ids = Vec::new();
+    for round in 0..BUDGETS {
+        let team = control_plane.team(&format!("replicas-{round}")).await?;
+        budget_ids.push(
+            control_plane
+                .budget("team", &team, 1.0, "total", &[50.0])
+                .await?,
+        );
+        teams.push(team);
+    }
+    // Alerts stay in the outbox (nothing listens on port 9), where they can be counted.
+    let sinks = || AlertSinks {
+        webhook_url: Some("http://127.0.0.1:9/alerts".to_owned()),
+        webhook_secret: Some("replica-test".to_owned()),
+        ..Default::default()
+    };
     let database = backend.database().await?;
-    let (a, b) = (
-        Ledger::connect(&database.url).await?,
-        Ledger::connect(&database.url).await?,
-    );
-    let mut state = PolicyState::default();
-    for round in 0..ROUNDS {
-        let id = format!("budget-{round}");
-        state.budgets.insert(
-            id.clone(),
-            Budget {
-                id,
-                scope: Scope::Key,
-                scope_id: format!("key-{round}"),
-                amount_usd: 1.0,
-                period: Period::Total,
-                timezone: "UTC".to_owned(),
-                thresholds: vec![50.0],
-            },
-        );
-    }
-    let state = Arc::new(state);
-    for round in 0..ROUNDS {
-        let key = format!("key-{round}");
-        let from_a = entry(&format!("a-{round}"), &key, "team-a", "edge-a", 0.30)?;
-        let from_b = entry(&format!("b-{round}"), &key, "team-b", "edge-b", 0.30)?;
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(record(a.clone(), state.clone(), vec![from_a])),
-            tokio::spawn(record(b.clone(), state.clone(), vec![from_b])),
-        );
-        ra??;
-        rb??;
-    }
-    let due = a.due_alerts(i64::MAX).await?;
-    let missed: Vec<usize> = (0..ROUNDS)
-        .filter(|round| {
-            !due.iter()
-                .any(|alert| alert.budget_id == format!("budget-{round}"))
-        })
-        .collect();
-    assert_eq!(
-        a.ledger_totals().await?.4,
-        ROUNDS as i64 * 600_000_000,
-        "all spend recorded"
-    );
-    assert!(
-        missed.is_empty(),
-        "$0.60 of $1 crossed 50 % in every round, but {} of {ROUNDS} rounds have no alert \
-         (each replica read only its own uncommitted spend): rounds {missed:?}",
-        missed.len()
-    );
-    assert_eq!(due.len(), ROUNDS, "one alert per budget: {due:?}");
-    Ok(())
-}
+    let a = TestAggregator::start(&database.url, bus.clone(), &control_plane, sinks()).await?;
+    let b = TestAggregator::start(&database.url, bus.clone(), &control_plane, sinks()).await?;
 
-/// Two replicas record batches over the same rollup rows at the same moment: both commit
-/// (one may wait for the other), neither is aborted as a deadlock victim.
-async fn two_replicas_writing_the_same_rollups_do_not_deadlock(backend: Backend) -> Result<()> {
-    let database = backend.database().await?;
-    let (a, b) = (
-        Ledger::connect(&database.url).await?,
-        Ledger::connect(&database.url).await?,
-    );
-    let state = Arc::new(PolicyState::default());
-    let batch = |round: usize, side: &str| -> Result<Vec<Entry>> {
-        (0..100)
+    // Each budget's two requests far apart in the stream, so that different batches (and
+    // mostly different replicas) record them.
+    let bulk = |side: &str| -> Vec<UsageEvent> {
+        (0..BULK / 2)
             .map(|i| {
                 let team = format!("team-{}", i % 50);
-                entry(&format!("{round}-{side}-{i}"), "key", &team, "edge", 0.001)
+                event(
+                    &format!("bulk-{side}-{i}"),
+                    "key-bulk",
+                    &team,
+                    "edge-c",
+                    0.001,
+                )
             })
             .collect()
     };
-    let mut failures: Vec<String> = Vec::new();
-    for round in 0..10 {
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(record(a.clone(), state.clone(), batch(round, "a")?)),
-            tokio::spawn(record(b.clone(), state.clone(), batch(round, "b")?)),
-        );
-        for result in [ra?, rb?] {
-            if let Err(e) = result {
-                let deadlock = e
-                    .downcast_ref::<LedgerError>()
-                    .is_some_and(|e| e.to_string().contains("deadlock"));
-                failures.push(format!("round {round}: {e} (deadlock: {deadlock})"));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of 20 concurrent batches failed (the consumer retries them, after a deadlock \
-         timeout each): {failures:#?}",
-        failures.len()
+    let mut events: Vec<UsageEvent> = Vec::new();
+    events.extend(
+        teams
+            .iter()
+            .map(|t| event(&format!("{t}-a"), "key-a", t, "edge-a", 0.30)),
     );
-    assert_eq!(a.ledger_totals().await?.0, 2_000);
+    events.extend(bulk("x"));
+    events.extend(
+        teams
+            .iter()
+            .map(|t| event(&format!("{t}-b"), "key-b", t, "edge-b", 0.30)),
+    );
+    events.extend(bulk("y"));
+    let total = events.len() as i64;
+    publish_usage(
+        &bus,
+        events
+            .into_iter()
+            .map(|e| (e.request_id.clone(), e))
+            .collect(),
+    )
+    .await?;
+
+    a.wait_for_requests(total, Duration::from_secs(60)).await?;
+    let (totals, due) = (
+        a.ledger.ledger_totals().await?,
+        a.ledger.due_alerts(i64::MAX).await?,
+    );
+    assert_eq!(totals.0, total, "every event once");
+    assert_eq!(
+        totals.4,
+        BUDGETS as i64 * 600_000_000 + BULK as i64 * 1_000_000,
+        "all spend recorded once"
+    );
+    let (recorded_a, failed_a, _) = a.counters.read();
+    let (recorded_b, failed_b, _) = b.counters.read();
+    assert_eq!(
+        recorded_a + recorded_b,
+        total as u64,
+        "the replicas recorded {recorded_a} + {recorded_b} events"
+    );
+    assert!(
+        recorded_a > 0 && recorded_b > 0,
+        "both replicas take part: {recorded_a} and {recorded_b} events"
+    );
+    assert_eq!(
+        (failed_a, failed_b),
+        (0, 0),
+        "no batch write failed (a deadlock victim would be retried and counted here)"
+    );
+    for id in &budget_ids {
+        let alerts = due.iter().filter(|alert| &alert.budget_id == id);
+        assert_eq!(
+            alerts.count(),
+            1,
+            "$0.60 of $1 crossed 50 % of {id}: exactly one alert, whichever replica \
+             committed last: {due:?}"
+        );
+    }
+    assert_eq!(due.len(), BUDGETS, "one alert per budget: {due:?}");
+    a.stop().await?;
+    b.stop().await?;
+    control_plane.stop().await?;
     Ok(())
 }
 
-on_both_backends!(
-    two_replicas_recording_at_once_still_cross_a_threshold,
-    two_replicas_writing_the_same_rollups_do_not_deadlock,
-);
+on_both_backends!(two_aggregators_on_one_consumer_count_once_and_alert_once);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
@@ -15,6 +14,7 @@ use tollgate_control_plane::store::{self, EventStore};
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus};
+use tollgate_test_support::Served;
 use tonic::transport::Channel;
 
 /// The bootstrap admin token every test control plane accepts.
@@ -76,8 +76,7 @@ pub struct TestControlPlane {
     pub log: Arc<PolicyLog>,
     pub bus: Arc<dyn Bus>,
     pub store: TestStore,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    served: Served,
 }
 
 impl TestControlPlane {
@@ -91,27 +90,21 @@ impl TestControlPlane {
         let log = Arc::new(PolicyLog::open(store.store.clone()).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let control_plane = ControlPlane {
             log: log.clone(),
             bus: bus.clone(),
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes([42; 32])),
         };
-        let task = tokio::spawn(async move {
-            let _ = control_plane
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
+        let served = Served::spawn("the control plane", |shutdown| {
+            control_plane.serve(listener, shutdown)
         });
         Ok(TestControlPlane {
             addr,
             log,
             bus,
             store,
-            stop: Some(stop),
-            task,
+            served,
         })
     }
 
@@ -140,13 +133,10 @@ impl TestControlPlane {
         self.client(ADMIN_TOKEN).await
     }
 
-    /// Stops serving and waits until the relay has stopped.
-    pub async fn stop(mut self) -> TestStore {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-        self.store
+    /// Stops serving and waits until the relay has stopped; fails if serving had failed.
+    pub async fn stop(self) -> Result<TestStore> {
+        self.served.stop().await?;
+        Ok(self.store)
     }
 }
 

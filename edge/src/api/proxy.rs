@@ -364,6 +364,7 @@ pub fn upstream_failure(e: UpstreamError) -> EdgeError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             message,
         },
+        UpstreamError::Unsupported(message) => EdgeError::InvalidRequest(message),
         UpstreamError::Failed(message) => EdgeError::Upstream(message),
         UpstreamError::Timeout(message) => EdgeError::UpstreamTimeout(message),
     }

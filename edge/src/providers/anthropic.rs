@@ -65,12 +65,8 @@ impl Provider for AnthropicProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         let deployment = call.deployment;
         let what = format!("deployment {}", deployment.id);
-        let translated = request::translate(&call.body, call.stream).map_err(|message| {
-            UpstreamError::Rejected {
-                status: 400,
-                message,
-            }
-        })?;
+        let translated =
+            request::translate(&call.body, call.stream).map_err(UpstreamError::Unsupported)?;
         let body = serde_json::to_vec(&translated.body)
             .map_err(|e| UpstreamError::Failed(format!("{what}: {e}")))?;
         let version = deployment
@@ -140,13 +136,10 @@ impl Provider for AnthropicProvider {
     }
 
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        Err(UpstreamError::Rejected {
-            status: 400,
-            message: format!(
-                "deployment {} is an Anthropic deployment, and Anthropic has no embeddings API",
-                call.deployment.id
-            ),
-        })
+        Err(UpstreamError::Unsupported(format!(
+            "deployment {} is an Anthropic deployment, and Anthropic has no embeddings API",
+            call.deployment.id
+        )))
     }
 }
 

@@ -61,6 +61,10 @@ pub enum UpstreamError {
     RateLimited { retry_after: Option<String> },
     #[error("{message}")]
     Rejected { status: u16, message: String },
+    /// The request asks for what this provider cannot do or express (a declared capability
+    /// gap, or a request its wire format has no translation for); nothing was sent.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0}")]
     Failed(String),
     #[error("{0}")]
@@ -73,6 +77,7 @@ impl UpstreamError {
         match self {
             UpstreamError::RateLimited { .. } => "rate_limit_exceeded",
             UpstreamError::Rejected { .. } => "upstream_rejected",
+            UpstreamError::Unsupported(_) => "invalid_request_error",
             UpstreamError::Failed(_) => "upstream_error",
             UpstreamError::Timeout(_) => "upstream_timeout",
         }

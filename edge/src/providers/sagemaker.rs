@@ -93,12 +93,8 @@ impl Provider for SagemakerProvider {
         let (body, include_usage) = match format {
             Format::Messages => (call.body.clone(), false),
             Format::Tgi => {
-                let request = tgi_request(&call.body, call.stream).map_err(|message| {
-                    UpstreamError::Rejected {
-                        status: 400,
-                        message,
-                    }
-                })?;
+                let request =
+                    tgi_request(&call.body, call.stream).map_err(UpstreamError::Unsupported)?;
                 (request.body, request.include_usage)
             }
         };
@@ -150,13 +146,10 @@ impl Provider for SagemakerProvider {
     }
 
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        Err(UpstreamError::Rejected {
-            status: 400,
-            message: format!(
-                "deployment {} is a SageMaker chat deployment: embeddings are not supported on it yet",
-                call.deployment.id
-            ),
-        })
+        Err(UpstreamError::Unsupported(format!(
+            "deployment {} is a SageMaker chat deployment: embeddings are not supported on it yet",
+            call.deployment.id
+        )))
     }
 }
 

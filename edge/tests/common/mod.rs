@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::oneshot;
 use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
@@ -20,6 +19,7 @@ use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::bus::{Bus, JetStreamBus};
 use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
+use tollgate_test_support::Served;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -58,8 +58,7 @@ pub struct TestControlPlane {
     pub log: Arc<PolicyLog>,
     pub store: Arc<dyn EventStore>,
     pub database_url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    served: Served,
 }
 
 impl TestControlPlane {
@@ -74,27 +73,21 @@ impl TestControlPlane {
         let log = Arc::new(PolicyLog::open(store.clone()).await?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let control_plane = ControlPlane {
             log: log.clone(),
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
         };
-        let task = tokio::spawn(async move {
-            let _ = control_plane
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
+        let served = Served::spawn("the control plane", |shutdown| {
+            control_plane.serve(listener, shutdown)
         });
         Ok(TestControlPlane {
             addr,
             log,
             store,
             database_url: database_url.to_owned(),
-            stop: Some(stop),
-            task,
+            served,
         })
     }
 
@@ -110,12 +103,9 @@ impl TestControlPlane {
         ))
     }
 
-    /// Stops serving (the process "dies"); the database stays.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
+    /// Stops serving (the process "dies"); the database stays. Fails if serving had failed.
+    pub async fn stop(self) -> Result<()> {
+        self.served.stop().await
     }
 }
 
@@ -125,8 +115,7 @@ pub struct TestEdge {
     pub policy: Arc<PolicyView>,
     pub metrics: Arc<Metrics>,
     pub budgets: Arc<tollgate_edge::budget::Budgets>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    served: Served,
 }
 
 impl TestEdge {
@@ -137,6 +126,11 @@ impl TestEdge {
         bus: Arc<dyn Bus>,
         control_plane_url: Option<String>,
     ) -> Result<Self> {
+        Self::start_with(Self::config(nats_url, prefix), bus, control_plane_url).await
+    }
+
+    /// The configuration [`TestEdge::start`] uses, for tests that change a setting first.
+    pub fn config(nats_url: &str, prefix: &str) -> EdgeConfig {
         let mut config = EdgeConfig::local(nats_url);
         config.bus_prefix = prefix.to_owned();
         config.edge_id = tollgate_test_support::unique_name("edge");
@@ -144,7 +138,7 @@ impl TestEdge {
         config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
         config.first_byte_timeout = Duration::from_secs(5);
         config.upstream_timeout = Duration::from_secs(10);
-        Self::start_with(config, bus, control_plane_url).await
+        config
     }
 
     pub async fn start_with(
@@ -163,17 +157,13 @@ impl TestEdge {
         let edge = Edge::start(config, bus, snapshots);
         let (policy, metrics) = (edge.policy().clone(), edge.metrics().clone());
         let budgets = edge.budgets().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let served = Served::spawn("an edge", |shutdown| edge.serve(listener, shutdown));
         Ok(TestEdge {
             addr,
             policy,
             metrics,
             budgets,
-            stop: Some(stop),
-            task,
+            served,
         })
     }
 
@@ -199,12 +189,8 @@ impl TestEdge {
     }
 
     /// Stops serving and waits until buffered usage is flushed.
-    pub async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await??;
-        Ok(())
+    pub async fn stop(self) -> Result<()> {
+        self.served.stop().await
     }
 }
 

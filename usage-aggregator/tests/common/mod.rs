@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
@@ -25,6 +24,8 @@ use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus, USAGE};
 use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_proto::usage::UsageEvent;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
+use tollgate_test_support::Served;
+use tollgate_usage_aggregator::ConsumerCounters;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::entry::nanos;
 use tollgate_usage_aggregator::ledger::Ledger;
@@ -105,8 +106,7 @@ impl tonic::service::Interceptor for Bearer {
 pub struct TestControlPlane {
     pub addr: SocketAddr,
     _database: TestDatabase,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    served: Served,
 }
 
 impl TestControlPlane {
@@ -116,25 +116,19 @@ impl TestControlPlane {
         let log = Arc::new(PolicyLog::open(store).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let control_plane = ControlPlane {
             log,
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: None,
         };
-        let task = tokio::spawn(async move {
-            let _ = control_plane
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
+        let served = Served::spawn("the control plane", |shutdown| {
+            control_plane.serve(listener, shutdown)
         });
         Ok(TestControlPlane {
             addr,
             _database: database,
-            stop: Some(stop),
-            task,
+            served,
         })
     }
 
@@ -217,11 +211,9 @@ impl TestControlPlane {
             .secret)
     }
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
+    /// Stops serving; fails if serving had failed.
+    pub async fn stop(self) -> Result<()> {
+        self.served.stop().await
     }
 }
 
@@ -231,8 +223,8 @@ pub struct TestAggregator {
     pub http_addr: SocketAddr,
     pub ledger: Ledger,
     pub policy: Arc<PolicyView>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub counters: Arc<ConsumerCounters>,
+    served: Served,
 }
 
 impl TestAggregator {
@@ -260,17 +252,17 @@ impl TestAggregator {
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
         let ledger = aggregator.ledger().clone();
         let policy = aggregator.policy().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(aggregator.serve(grpc, http, async {
-            let _ = stopped.await;
-        }));
+        let counters = aggregator.consumer_counters().clone();
+        let served = Served::spawn("the aggregator", |shutdown| {
+            aggregator.serve(grpc, http, shutdown)
+        });
         let started = TestAggregator {
             grpc_addr,
             http_addr,
             ledger,
             policy,
-            stop: Some(stop),
-            task,
+            counters,
+            served,
         };
         // Everything the control plane has committed so far is what the test set up.
         started
@@ -317,22 +309,10 @@ impl TestAggregator {
     }
 
     /// Stops serving and the background work, as on SIGTERM.
-    pub async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+    pub async fn stop(self) -> Result<()> {
+        tokio::time::timeout(Duration::from_secs(30), self.served.stop())
             .await
-            .context("the aggregator did not stop within 30 s")???;
-        Ok(())
-    }
-}
-
-impl Drop for TestAggregator {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+            .context("the aggregator did not stop within 30 s")?
     }
 }
 

@@ -70,13 +70,8 @@ impl BedrockProvider {
 impl Provider for BedrockProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         let what = format!("deployment {}", call.deployment.id);
-        let request =
-            converse_request(&call.body, &call.deployment.upstream_model).map_err(|message| {
-                UpstreamError::Rejected {
-                    status: 400,
-                    message,
-                }
-            })?;
+        let request = converse_request(&call.body, &call.deployment.upstream_model)
+            .map_err(UpstreamError::Unsupported)?;
         let client = self.client(&call).await;
         if call.stream {
             self.converse_stream(&client, request, &call, what).await
@@ -88,10 +83,7 @@ impl Provider for BedrockProvider {
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         let what = format!("deployment {}", call.deployment.id);
         let model = call.deployment.upstream_model.clone();
-        let rejected = |message: String| UpstreamError::Rejected {
-            status: 400,
-            message,
-        };
+        let rejected = UpstreamError::Unsupported;
         let family = Family::of(&model).ok_or_else(|| {
             rejected(format!(
                 "{what}: embeddings are supported for Titan and Cohere models"

@@ -133,18 +133,11 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn rejected(message: String) -> UpstreamError {
-    UpstreamError::Rejected {
-        status: 400,
-        message,
-    }
-}
-
 #[async_trait]
 impl Provider for GeminiProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         let what = format!("deployment {}", call.deployment.id);
-        let translated = request::translate(&call.body).map_err(rejected)?;
+        let translated = request::translate(&call.body).map_err(UpstreamError::Unsupported)?;
         let model = model_id(&call.deployment.upstream_model).to_owned();
         if !call.stream {
             let answer = self
@@ -179,10 +172,11 @@ impl Provider for GeminiProvider {
         let model = model_id(&call.deployment.upstream_model).to_owned();
         let base64 = serde_json::from_slice::<Value>(&call.body)
             .is_ok_and(|b| b["encoding_format"] == "base64");
-        let (method, body) = match request::embeddings(&call.body, &model).map_err(rejected)? {
-            request::Embeddings::One(body) => ("embedContent", body),
-            request::Embeddings::Batch(body) => ("batchEmbedContents", body),
-        };
+        let (method, body) =
+            match request::embeddings(&call.body, &model).map_err(UpstreamError::Unsupported)? {
+                request::Embeddings::One(body) => ("embedContent", body),
+                request::Embeddings::Batch(body) => ("batchEmbedContents", body),
+            };
         let answer = self.complete(&call, method, &body, &what).await?;
         let list = response::embeddings(&answer, &model, base64).ok_or_else(|| {
             UpstreamError::Failed(format!("{what} answered with unreadable embeddings"))
