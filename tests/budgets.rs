@@ -193,6 +193,10 @@ async fn an_exhausted_budget_is_refused_by_every_edge_soon_after_and_allowed_aga
                 exhausted_at.elapsed()
             )
         })?;
+        println!(
+            "edge {i} refuses {:?} after the exhaustion was reported (bound {REFUSAL_WITHIN:?})",
+            exhausted_at.elapsed()
+        );
     }
     let (_, refusal) = call(&http, &w.edges[1], &w.secret, EXACT_MAX_TOKENS).await?;
     let message = refusal["error"]["message"].as_str().unwrap_or_default();
@@ -282,6 +286,7 @@ async fn concurrent_spending_on_three_edges_overshoots_by_at_most_one_request_pe
     );
     // The README's bound: at most one maximum-cost request per edge over the budget...
     let bound = 1.0 + 3.0 * REQUEST_COST;
+    println!("served {served} of 50: spent ${spent:.2} of $1 (bound ${bound:.2})");
     assert!(spent <= bound + 1e-9, "spent ${spent} > ${bound}");
     // ...and the budget itself is usable to the last cent.
     assert!(spent >= 1.0 - 1e-9, "only ${spent} of $1 could be spent");

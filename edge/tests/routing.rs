@@ -546,6 +546,9 @@ async fn the_request_deadline_is_kept_whatever_the_upstream_does() -> Result<()>
             .await?;
         let elapsed = started.elapsed();
         let deadline = Duration::from_secs_f64(timeout);
+        println!(
+            "{model}: deadline {deadline:?}, answered after {elapsed:?} (slack {DEADLINE_SLACK:?})"
+        );
         assert!(answer.status >= 500, "{model}: {}", answer.status);
         assert!(
             elapsed <= deadline + DEADLINE_SLACK,
