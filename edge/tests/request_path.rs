@@ -208,6 +208,18 @@ async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Re
         error_code(response).await?,
         (404, "model_not_found".to_owned())
     );
+    // A key limited to other models hears the same: the model does not exist (as OpenAI says).
+    let response = s
+        .post(
+            "/v1/chat/completions",
+            Some(&s.secret),
+            &chat("no-such-model", false),
+        )
+        .await?;
+    assert_eq!(
+        error_code(response).await?,
+        (404, "model_not_found".to_owned())
+    );
     let listed: Value = s
         .http
         .get(s.edge.url("/v1/models"))

@@ -139,17 +139,13 @@ async fn handle(
     deliveries: Vec<Delivery>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let mut entries = Vec::with_capacity(deliveries.len());
-    let mut to_ack = Vec::with_capacity(deliveries.len());
+    let mut readable = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let parsed = UsageEvent::decode(delivery.message.payload.clone())
             .map_err(|e| format!("not a usage event: {e}"))
             .and_then(Entry::from_event);
         match parsed {
-            Ok(entry) => {
-                entries.push(entry);
-                to_ack.push(delivery);
-            }
+            Ok(entry) => readable.push((entry, delivery)),
             Err(reason) => {
                 if dead_letter(bus, delivery, &reason).await {
                     counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -157,19 +153,79 @@ async fn handle(
             }
         }
     }
+    // A part the database refuses for its data is halved until the event it chokes on stands
+    // alone; that one is parked, and the rest is recorded. One poisoned event can thus never
+    // hold up every later one (a batch refused whole would be retried forever).
+    let mut parts = vec![readable];
+    let mut touched = BTreeSet::new();
+    while let Some(mut part) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let entries: Vec<Entry> = part.iter().map(|(entry, _)| entry.clone()).collect();
+        match record(ledger, policy, sinks, counters, &entries, shutdown).await {
+            Recorded::Done(budgets) => {
+                touched.extend(budgets);
+                let acks = join_all(part.into_iter().map(|(_, delivery)| delivery.ack())).await;
+                if let Some(Err(e)) = acks.into_iter().find(Result::is_err) {
+                    // Harmless: the batch comes back after the ack wait and the ledger ignores
+                    // repeats.
+                    tracing::warn!(error = %e, "acknowledging usage failed");
+                }
+            }
+            Recorded::Refused(reason) if part.len() == 1 => {
+                if let Some((_, delivery)) = part.pop() {
+                    let reason = format!("the ledger refused it: {reason}");
+                    if dead_letter(bus, delivery, &reason).await {
+                        counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Recorded::Refused(_) => {
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+            }
+            Recorded::Stopped => return,
+        }
+    }
+    if !touched.is_empty()
+        && let Some(state) = policy.current()
+    {
+        let ids: Vec<String> = touched.into_iter().collect();
+        if let Err(e) = budgets::publish(ledger, bus, &state, Some(&ids)).await {
+            tracing::warn!(error = %e, "publishing budget status failed");
+        }
+    }
+}
+
+/// How writing one part of a batch ended.
+enum Recorded {
+    /// Committed; the budgets it touched.
+    Done(BTreeSet<String>),
+    /// The database refused the data itself: retrying the same rows cannot help.
+    Refused(String),
+    /// Shutdown came first; the bus delivers the part again.
+    Stopped,
+}
+
+/// Writes `entries` to the ledger, retrying with back-off through failures that may pass.
+async fn record(
+    ledger: &Ledger,
+    policy: &PolicyView,
+    sinks: &[String],
+    counters: &ConsumerCounters,
+    entries: &[Entry],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Recorded {
     let mut backoff = Duration::from_millis(100);
-    let touched = loop {
+    loop {
         let Some(state) = policy.current() else {
-            return;
+            return Recorded::Stopped;
         };
-        let touched: BTreeSet<String> = entries
-            .iter()
-            .flat_map(|e| budgets::spend_keys(&state, e))
-            .map(|k| k.budget_id)
-            .collect();
         let result = ledger
             .record(
-                &entries,
+                entries,
                 |e| budgets::spend_keys(&state, e),
                 |k, before, after| budgets::crossed(&state, k, before, after),
                 sinks,
@@ -180,29 +236,26 @@ async fn handle(
                 counters
                     .recorded
                     .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                break touched;
+                let touched = entries
+                    .iter()
+                    .flat_map(|e| budgets::spend_keys(&state, e))
+                    .map(|k| k.budget_id)
+                    .collect();
+                return Recorded::Done(touched);
+            }
+            Err(e) if e.is_about_the_data() => {
+                counters.failed_writes.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, events = entries.len(), "the ledger refused a batch's data; isolating the event");
+                return Recorded::Refused(e.to_string());
             }
             Err(e) => {
                 counters.failed_writes.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, events = entries.len(), "ledger write failed; retrying the batch");
                 pause(&mut backoff, shutdown).await;
                 if *shutdown.borrow() {
-                    return;
+                    return Recorded::Stopped;
                 }
             }
-        }
-    };
-    let acks = join_all(to_ack.into_iter().map(Delivery::ack)).await;
-    if let Some(Err(e)) = acks.into_iter().find(Result::is_err) {
-        // Harmless: the batch comes back after the ack wait and the ledger ignores repeats.
-        tracing::warn!(error = %e, "acknowledging usage failed");
-    }
-    if !touched.is_empty()
-        && let Some(state) = policy.current()
-    {
-        let ids: Vec<String> = touched.into_iter().collect();
-        if let Err(e) = budgets::publish(ledger, bus, &state, Some(&ids)).await {
-            tracing::warn!(error = %e, "publishing budget status failed");
         }
     }
 }

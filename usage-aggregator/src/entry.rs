@@ -5,6 +5,14 @@ use tollgate_proto::usage::UsageEvent;
 
 /// The usage-event schema versions this aggregator reads.
 pub const SUPPORTED_SCHEMA: u32 = 1;
+/// The longest name (key, team, model, region, …) an event may carry, in bytes; edges refuse
+/// longer ones from clients.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The most tokens of one kind one request may report (edges cap what providers report far
+/// below this); more is a malformed event, not spend.
+pub const MAX_TOKENS: u64 = 10_000_000_000;
+/// The most one request may cost, in USD; more is a malformed event.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
 
 /// The dimensions finance groups by; one rollup row per distinct value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,27 +39,33 @@ pub struct RollupSums {
     pub latency_ms_sum: i64,
 }
 
+// Sums saturate rather than wrap or panic: a rollup that reaches i64::MAX is absurd, but must
+// not stop the consumer (the database refuses an overflowing row, which isolates the event).
 impl RollupSums {
     pub fn add(&mut self, e: &Entry) {
-        self.requests += 1;
-        self.input_tokens += e.input_tokens;
-        self.output_tokens += e.output_tokens;
-        self.cached_input_tokens += e.cached_input_tokens;
-        self.cost_nanos += e.cost_nanos;
-        self.errors += i64::from(!(200..300).contains(&e.status));
-        self.cache_hits += i64::from(e.cache_hit);
-        self.latency_ms_sum += e.latency_ms;
+        self.merge(&RollupSums {
+            requests: 1,
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cached_input_tokens: e.cached_input_tokens,
+            cost_nanos: e.cost_nanos,
+            errors: i64::from(!(200..300).contains(&e.status)),
+            cache_hits: i64::from(e.cache_hit),
+            latency_ms_sum: e.latency_ms,
+        });
     }
 
     pub fn merge(&mut self, other: &RollupSums) {
-        self.requests += other.requests;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
-        self.cost_nanos += other.cost_nanos;
-        self.errors += other.errors;
-        self.cache_hits += other.cache_hits;
-        self.latency_ms_sum += other.latency_ms_sum;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.cache_hits = self.cache_hits.saturating_add(other.cache_hits);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(other.latency_ms_sum);
     }
 }
 
@@ -92,22 +106,46 @@ impl Entry {
                 e.schema_version
             ));
         }
-        if e.request_id.is_empty() || e.request_id.len() > 128 {
-            return Err("request_id must be 1-128 characters".to_owned());
+        if e.request_id.is_empty()
+            || e.request_id.len() > 128
+            || e.request_id.chars().any(char::is_control)
+        {
+            return Err("request_id must be 1-128 printable characters".to_owned());
         }
         let at = e
             .occurred_at
             .as_ref()
             .and_then(from_timestamp)
             .ok_or("occurred_at is missing or out of range")?;
-        if !e.cost_usd.is_finite() || e.cost_usd < 0.0 {
+        if !e.cost_usd.is_finite() || !(0.0..=MAX_COST_USD).contains(&e.cost_usd) {
             return Err(format!(
-                "cost_usd {} is not a finite amount >= 0",
+                "cost_usd {} is not an amount from 0 to {MAX_COST_USD}",
                 e.cost_usd
             ));
         }
-        let count =
-            |n: u64, what: &str| i64::try_from(n).map_err(|_| format!("{what} is out of range"));
+        for (what, name) in [
+            ("team_id", &e.team_id),
+            ("user_id", &e.user_id),
+            ("key_id", &e.key_id),
+            ("model", &e.model),
+            ("deployment_id", &e.deployment_id),
+            ("provider", &e.provider),
+            ("region", &e.region),
+            ("edge_id", &e.edge_id),
+            ("error_code", &e.error_code),
+        ] {
+            if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} is longer than {MAX_NAME_BYTES} bytes or holds control characters"
+                ));
+            }
+        }
+        let count = |n: u64, what: &str| {
+            i64::try_from(n)
+                .ok()
+                .filter(|_| n <= MAX_TOKENS)
+                .ok_or_else(|| format!("{what} is out of range"))
+        };
         Ok(Entry {
             occurred_at_ms: at.timestamp_millis(),
             key: RollupKey {

@@ -20,6 +20,39 @@ pub enum LedgerError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+impl LedgerError {
+    /// Whether the database refused the data itself (a value out of range, a byte it cannot
+    /// store, a constraint), so that writing the same rows again can never succeed. Everything
+    /// else (connections, deadlocks, a full disk, …) may pass and is worth retrying.
+    pub fn is_about_the_data(&self) -> bool {
+        let LedgerError::Database(sqlx::Error::Database(error)) = self else {
+            return false;
+        };
+        use sqlx::error::ErrorKind;
+        let code = error.code();
+        let data_class = if error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+            code.is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+        } else {
+            // SQLite's primary result codes TOOBIG, CONSTRAINT and MISMATCH (the low byte of
+            // an extended code).
+            code.and_then(|code| code.parse::<u32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 18..=20))
+        };
+        data_class
+            || matches!(
+                error.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation
+            )
+    }
+}
+
 /// Spend to add to a budget's period, by the edge that served it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpendKey {
@@ -164,7 +197,8 @@ impl Ledger {
                     .add(entry);
             }
             for key in spend_of(entry) {
-                *spend.entry(key).or_default() += entry.cost_nanos;
+                let spent = spend.entry(key).or_default();
+                *spent = spent.saturating_add(entry.cost_nanos);
             }
         }
         for ((granularity, bucket, key), sums) in &rollups {

@@ -169,11 +169,17 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     let mut future_schema = usage_event("req-from-the-future", day()?);
     future_schema.schema_version = 99;
     future_schema.cost_usd = 1.0;
+    // What PostgreSQL refuses to store (and an edge refuses to send): a NUL in a name.
+    let mut nul_model = usage_event("req-with-a-nul", day()?);
+    nul_model.model = "a\u{0}b".to_owned();
 
     for (i, event) in good.iter().enumerate() {
         if i == 20 {
             bus.publish(USAGE, "garbage-1", garbage.to_vec().into())
                 .await?;
+        }
+        if i == 30 {
+            publish_one(&bus, &nul_model).await?;
         }
         if i == 40 {
             publish_one(&bus, &future_schema).await?;
@@ -191,7 +197,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
 
     let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
     let mut records = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let message = tokio::time::timeout(Duration::from_secs(15), dead.next())
             .await
             .context("a dead-letter record within 15 s")?
@@ -203,7 +209,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     let more = tokio::time::timeout(Duration::from_secs(1), dead.next()).await;
     assert!(
         more.is_err(),
-        "exactly two dead-letter records, got a third: {more:?}"
+        "exactly three dead-letter records, got a fourth: {more:?}"
     );
 
     let by_msg_id: BTreeMap<String, &serde_json::Value> = records
@@ -216,6 +222,15 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     let future_record = by_msg_id
         .get("req-from-the-future")
         .with_context(|| format!("a record for schema 99: {records:?}"))?;
+    let nul_record = by_msg_id
+        .get("req-with-a-nul")
+        .with_context(|| format!("a record for the NUL: {records:?}"))?;
+    assert!(
+        nul_record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("model")),
+        "the reason names the field: {nul_record}"
+    );
     for record in [garbage_record, future_record] {
         let reason = record["reason"].as_str().unwrap_or_default();
         assert!(!reason.is_empty(), "a reason in {record}");
@@ -256,3 +271,101 @@ on_both_backends!(
     ledger_and_rollups_count_each_request_once,
     malformed_events_go_to_the_dead_letter_topic_and_do_not_block,
 );
+
+/// An event that passes every check but that the database refuses (here: it would overflow a
+/// rollup row that is already near the largest BIGINT) is isolated from its batch by halving,
+/// parked on the dead-letter topic with the database's reason, and the rest of the batch is
+/// committed. PostgreSQL only: SQLite turns an overflowing sum into a float instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -> Result<()> {
+    let backend = Backend::PostgresJetStream;
+    let bus = backend.bus().await?;
+    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    control_plane.team("poison-test").await?;
+    let database = backend.database().await?;
+    let aggregator = TestAggregator::start(
+        &database.url,
+        bus.clone(),
+        &control_plane,
+        AlertSinks::default(),
+    )
+    .await?;
+
+    let at = day()? + chrono::Duration::hours(3);
+    let mut poison = usage_event("req-poison", at);
+    poison.team_id = "team-poison".to_owned();
+    poison.cost_usd = 1.0;
+    let hour_ms = at.timestamp_millis();
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&database.url).await?;
+        sqlx::query(
+            "INSERT INTO usage_rollups (granularity, bucket_start_ms, team_id, user_id, key_id, \
+             model, deployment_id, provider, region, requests, input_tokens, output_tokens, \
+             cached_input_tokens, cost_nanos, errors, cache_hits, latency_ms_sum) \
+             VALUES ('hour', $1, $2, $3, $4, $5, $6, $7, $8, 1, 0, 0, 0, $9, 0, 0, 0)",
+        )
+        .bind(hour_ms)
+        .bind(&poison.team_id)
+        .bind(&poison.user_id)
+        .bind(&poison.key_id)
+        .bind(&poison.model)
+        .bind(&poison.deployment_id)
+        .bind(&poison.provider)
+        .bind(&poison.region)
+        .bind(i64::MAX - 10)
+        .execute(&mut conn)
+        .await?;
+    }
+
+    let mut rng = Rng::new(0x5eed_0003);
+    let dims = Dimensions {
+        teams: &["team-a", "team-b"],
+        models: &["gpt-4o"],
+        regions: &["eu-west-1"],
+        edges: &["edge-a"],
+    };
+    let good = generate(&mut rng, 40, day()?, chrono::Duration::hours(1), &dims);
+    let mut messages: Vec<(String, tollgate_proto::usage::UsageEvent)> = good
+        .iter()
+        .map(|e| (e.request_id.clone(), e.clone()))
+        .collect();
+    messages.insert(17, (poison.request_id.clone(), poison.clone()));
+    publish_usage(&bus, messages).await?;
+
+    aggregator
+        .wait_for_requests(good.len() as i64, Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        aggregator.ledger.ledger_totals().await?,
+        Sums::of(&good).ledger_totals(),
+        "every event but the poisoned one is recorded"
+    );
+    let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
+    let message = tokio::time::timeout(Duration::from_secs(15), dead.next())
+        .await
+        .context("a dead-letter record within 15 s")?
+        .context("the dead-letter subscription ended")??;
+    let record: serde_json::Value = serde_json::from_slice(&message.payload)?;
+    assert_eq!(record["msg_id"], "req-poison", "{record}");
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the ledger refused it") && reason.contains("out of range"),
+        "the reason is the database's: {reason}"
+    );
+    let (_, failed_writes, dead_lettered) = aggregator.counters.read();
+    assert_eq!(dead_lettered, 1);
+    assert!(failed_writes >= 1, "the refusal was seen");
+
+    // Usage keeps flowing.
+    let later = generate(&mut rng, 5, day()?, chrono::Duration::hours(1), &dims);
+    for event in &later {
+        publish_one(&bus, event).await?;
+    }
+    aggregator
+        .wait_for_requests((good.len() + later.len()) as i64, Duration::from_secs(30))
+        .await?;
+    aggregator.stop().await?;
+    control_plane.stop().await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 mod dispatch;
 mod info;
+pub mod names;
 pub mod openai;
 mod proxy;
 mod record;

@@ -64,11 +64,7 @@ const ROLES: &[&str] = &[
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, EdgeError> {
     let request: ChatRequest = serde_json::from_slice(body)
         .map_err(|e| EdgeError::InvalidRequest(format!("invalid chat completion request: {e}")))?;
-    if request.model.is_empty() {
-        return Err(EdgeError::InvalidRequest(
-            "`model` must not be empty".into(),
-        ));
-    }
+    super::names::check("model", &request.model)?;
     if request.messages.is_empty() {
         return Err(EdgeError::InvalidRequest(
             "`messages` must hold at least one message".into(),
@@ -98,9 +94,10 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, EdgeError>
         serde_json::Value::Array(items) => !items.is_empty(),
         _ => false,
     };
-    if request.model.is_empty() || !valid_input {
+    super::names::check("model", &request.model)?;
+    if !valid_input {
         return Err(EdgeError::InvalidRequest(
-            "`model` and a non-empty `input` (string, array of strings or of token arrays) are required".into(),
+            "a non-empty `input` (string, array of strings or of token arrays) is required".into(),
         ));
     }
     Ok(request)

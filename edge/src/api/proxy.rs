@@ -213,6 +213,10 @@ async fn call(
             (model, false, false, 0)
         }
     };
+    // Unknown whatever the key may use (as OpenAI answers); only a known name is recorded.
+    if state.deployments_for(&model).next().is_none() {
+        return Err(EdgeError::ModelNotFound(model));
+    }
     record.set_model(&model, stream);
     if !key.allows_model(&model) {
         return Err(EdgeError::ModelNotAllowed(model));
