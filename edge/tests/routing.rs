@@ -743,18 +743,23 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
                 })
                 .await?
                 .into_inner();
-            let key = admin
-                .create_key(CreateKeyRequest {
-                    team_id: team.id.clone(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            anyhow::Ok((team.id, key.secret))
+            let mut keys = Vec::new();
+            for tags in [vec![], vec!["batch".to_owned()]] {
+                let key = admin
+                    .create_key(CreateKeyRequest {
+                        team_id: team.id.clone(),
+                        tags,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                keys.push(key.secret);
+            }
+            anyhow::Ok((team.id, keys.remove(0), keys.remove(0)))
         }
     };
-    let (team_a, key_a) = team("team-a").await?;
-    let (_, key_b) = team("team-b").await?;
+    let (team_a, key_a, batch_key_a) = team("team-a").await?;
+    let (_, key_b, batch_key_b) = team("team-b").await?;
     s.admin
         .set_traffic_rule(TrafficRule {
             order: 10,
@@ -785,6 +790,37 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
             ..Default::default()
         })
         .await?;
+    // Preferences a client may select with its own headers, ordered before team A's rule.
+    for (order, when, region) in [
+        (
+            5,
+            TrafficMatch {
+                tags: vec!["vip".into()],
+                ..Default::default()
+            },
+            "region-x",
+        ),
+        (
+            6,
+            TrafficMatch {
+                regions: vec!["region-y".into()],
+                ..Default::default()
+            },
+            "region-y",
+        ),
+    ] {
+        s.admin
+            .set_traffic_rule(TrafficRule {
+                order,
+                when: Some(when),
+                then: Some(TrafficAction {
+                    prefer_region: region.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+    }
     let edge = s.edge().await?;
 
     let (s, body) = (&s, &chat("model"));
@@ -811,14 +847,45 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
     );
 
     // Rules are evaluated in order: team A's rule comes first, so A's batch jobs still run.
-    let tagged = [("x-tollgate-tags", "nightly, batch")];
-    let answer = s.send(&edge, &key_b, &chat("model"), &tagged).await?;
+    let answer = s.send(&edge, &batch_key_b, &chat("model"), &[]).await?;
     assert_eq!(
         (answer.status, answer.code.as_str()),
         (403, "routing_denied")
     );
-    let answer = s.send(&edge, &key_a, &chat("model"), &tagged).await?;
+    let answer = s.send(&edge, &batch_key_a, &chat("model"), &[]).await?;
     assert_eq!((answer.status, answer.deployment.as_str()), (200, "in-x"));
+
+    // A client may ask for a preference with its own headers...
+    let answer = s
+        .send(&edge, &key_b, &chat("model"), &[("x-tollgate-tags", "vip")])
+        .await?;
+    assert_eq!((answer.status, answer.deployment.as_str()), (200, "in-x"));
+    // ...but a rule that denies or restricts holds whatever the client says about itself: its own
+    // tags and region do not match such rules, and cannot steer it past them.
+    let answer = s
+        .send(
+            &edge,
+            &key_b,
+            &chat("model"),
+            &[("x-tollgate-tags", "batch")],
+        )
+        .await?;
+    assert_eq!(
+        (answer.status, answer.deployment.as_str()),
+        (200, "in-y"),
+        "a tag a client sends does not make a deny rule its own"
+    );
+    for header in [
+        ("x-tollgate-region", "region-y"),
+        ("x-tollgate-tags", "vip"),
+    ] {
+        let answer = s.send(&edge, &key_a, &chat("model"), &[header]).await?;
+        assert_eq!(
+            (answer.status, answer.deployment.as_str()),
+            (200, "in-x"),
+            "{header:?} lets team A out of region x"
+        );
+    }
     Ok(())
 }
 

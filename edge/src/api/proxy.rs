@@ -225,13 +225,15 @@ async fn call(
     let facts = RequestFacts {
         model: &model,
         key,
-        tags: &tags,
-        client_region: header_str(headers, "x-tollgate-region").unwrap_or(&app.config.region),
+        client_tags: &tags,
+        client_region: header_str(headers, "x-tollgate-region"),
+        edge_region: &app.config.region,
         types: &types,
         body_bytes: bytes.len() as u64,
         now,
     };
-    let traffic = rules::first_match(&state, &facts).map(|rule| &rule.then);
+    let decided = rules::decide(&state, &facts);
+    let traffic = decided.as_ref();
     if let Some(message) = traffic.and_then(|t| t.deny.as_ref()) {
         return Err(EdgeError::RoutingDenied(message.clone()));
     }
