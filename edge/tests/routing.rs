@@ -603,7 +603,8 @@ async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks(
         ..Default::default()
     })
     .await?;
-    let (_, key) = create_key(&mut s.admin, &["small"]).await?;
+    let (_, key) = create_key(&mut s.admin, &["small", "large", "lenient"]).await?;
+    let (_, small_only) = create_key(&mut s.admin, &["small"]).await?;
     let edge = s.edge().await?;
 
     let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
@@ -615,6 +616,17 @@ async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks(
         ),
         (200, "large", "2"),
         "a context-window refusal is not retried on the same model"
+    );
+    // A fallback is a model like any other: a key that may not use it does not get it.
+    let answer = s.send(&edge, &small_only, &chat("small"), &[]).await?;
+    assert_eq!(
+        (
+            answer.status,
+            answer.fallback.as_str(),
+            answer.attempts.as_str()
+        ),
+        (400, "", "1"),
+        "the key may use only small: the refusal is its answer"
     );
 
     s.add([refusing("small-1", "fail-content")]).await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::{Deployment, RoutingRule, RoutingStrategy, TrafficAction};
+use tollgate_policy::model::{Deployment, RoutingRule, RoutingStrategy, TrafficAction, VirtualKey};
 
 use super::AppState;
 use super::openai::upstream_body;
@@ -34,6 +34,8 @@ pub struct Outgoing<'a> {
     pub bytes: &'a Bytes,
     /// The model the client asked for (and named in the body).
     pub model: &'a str,
+    /// The models the key may use: fallbacks outside them are never tried.
+    pub key: &'a VirtualKey,
     pub embeddings: bool,
     pub stream: bool,
     /// Ask a stream's upstream for usage although the client did not.
@@ -244,7 +246,11 @@ impl Run<'_> {
                     (&r.content_policy_fallbacks, "content_policy")
                 }
             };
-            let next: Vec<&String> = next.iter().filter(|m| !done.contains(m)).collect();
+            // A fallback is another model: the key must be allowed to use it like any other.
+            let next: Vec<&String> = next
+                .iter()
+                .filter(|m| !done.contains(m) && self.out.key.allows_model(m))
+                .collect();
             if !next.is_empty() {
                 self.app
                     .metrics

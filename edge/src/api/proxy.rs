@@ -267,6 +267,7 @@ async fn call(
     let out = Outgoing {
         bytes: &bytes,
         model: &model,
+        key,
         embeddings: kind == Kind::Embeddings,
         stream,
         // Streams always ask the upstream for usage, so that every stream is accounted; the
