@@ -150,7 +150,7 @@ async fn edge(settings: &Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the edge to {}", config.addr))?;
     tracing::info!(addr = %config.addr, "edge serving");
-    let edge = Edge::start(config, Arc::new(bus), snapshots);
+    let edge = Edge::start(config, Arc::new(bus), snapshots)?;
     edge.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -108,7 +108,7 @@ pub async fn run(
                 .map_err(anyhow::Error::msg)?,
         ) as _))
     };
-    let edge = Edge::start(edge_config, bus.clone(), snapshots()?);
+    let edge = Edge::start(edge_config, bus.clone(), snapshots()?)?;
     let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
     let aggregator = Aggregator::start(AggregatorParts {
         database_url: aggregator_config.database_url,

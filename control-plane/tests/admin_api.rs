@@ -983,6 +983,75 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
             }),
         ),
         case(
+            "UpsertDeployment aimed at the cloud metadata address",
+            invalid,
+            &["api_base", "169.254.169.254"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "openai_compatible".into(),
+                    api_base: "http://169.254.169.254/latest/meta-data".into(),
+                    ..mock_deployment("llama")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment aimed at an IPv6 link-local address",
+            invalid,
+            &["api_base", "fe80::1"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "openai_compatible".into(),
+                    api_base: "http://[fe80::1]:8080/v1".into(),
+                    ..mock_deployment("llama")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment aimed at Google's metadata host",
+            invalid,
+            &["api_base", "metadata.google.internal"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "openai_compatible".into(),
+                    api_base: "http://metadata.google.internal/computeMetadata/v1".into(),
+                    ..mock_deployment("llama")
+                })
+                .await
+            }),
+        ),
+        case(
+            "UpsertDeployment with another provider's credential",
+            invalid,
+            &["credential", "openai", "anthropic"],
+            call(a, {
+                let credential_id = credential_id.clone();
+                |mut c| async move {
+                    c.upsert_deployment(Deployment {
+                        provider: "anthropic".into(),
+                        credential_id,
+                        ..mock_deployment("claude")
+                    })
+                    .await
+                }
+            }),
+        ),
+        case(
+            "UpsertDeployment of Bedrock without a credential, off AWS",
+            invalid,
+            &["AWS", "bedrock.example.com"],
+            call(a, |mut c| async move {
+                c.upsert_deployment(Deployment {
+                    provider: "bedrock".into(),
+                    region: "us-east-1".into(),
+                    api_base: "https://bedrock.example.com".into(),
+                    ..mock_deployment("claude")
+                })
+                .await
+            }),
+        ),
+        case(
             "UpsertDeployment of openai_compatible without api_base",
             invalid,
             &["api_base"],

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tollgate_policy::egress::Networks;
 use tollgate_policy::sealing::SealingKey;
 
 use crate::clock::Clock;
@@ -61,6 +62,10 @@ pub struct EdgeConfig {
     /// failures within the window (or half its requests failing, from 10 requests), and lets a
     /// probe through after the cooldown.
     pub circuit: CircuitSettings,
+    /// `TOLLGATE_UPSTREAM_NETWORKS` (default `loopback,private`; or `none`): besides public
+    /// addresses, the networks provider calls may reach. Link-local and cloud metadata
+    /// addresses are never reachable.
+    pub upstream_networks: Networks,
     /// The wall clock budget periods are judged by: the system's, except where tests set their own.
     pub clock: Clock,
 }
@@ -139,6 +144,14 @@ impl EdgeConfig {
                 cooldown: Duration::from_millis(number("TOLLGATE_COOLDOWN_MS", 5_000)?),
                 ..CircuitSettings::default()
             },
+            upstream_networks: get("TOLLGATE_UPSTREAM_NETWORKS")
+                .map(|v| Networks::parse(&v))
+                .transpose()
+                .map_err(|reason| ConfigError::Invalid {
+                    name: "TOLLGATE_UPSTREAM_NETWORKS",
+                    reason,
+                })?
+                .unwrap_or_default(),
             clock: Clock::system(),
         })
     }

@@ -30,7 +30,7 @@ use crate::budget::Budgets;
 use crate::config::EdgeConfig;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::providers::Providers;
+use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 
 /// How often changed circuit states are reported to the bus, for the admin API.
@@ -38,6 +38,13 @@ const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a stopping edge keeps trying to publish buffered usage.
 const USAGE_FLUSH: Duration = Duration::from_secs(10);
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot build the HTTP client for providers: {0}")]
+    HttpClient(reqwest::Error),
+}
 
 /// A started edge: policy following and usage publishing run; `serve` answers requests.
 pub struct Edge {
@@ -49,12 +56,17 @@ pub struct Edge {
 
 impl Edge {
     /// Starts following policy (snapshots from `snapshots` when given, events from `bus`) and
-    /// publishing usage to `bus`.
+    /// publishing usage to `bus`; fails only when the HTTP client for providers cannot be built.
     pub fn start(
         config: EdgeConfig,
         bus: Arc<dyn Bus>,
         snapshots: Option<Arc<dyn SnapshotSource>>,
-    ) -> Self {
+    ) -> Result<Self, StartError> {
+        let providers = Providers::new(
+            config.connect_timeout,
+            Egress::new(config.upstream_networks),
+        )
+        .map_err(StartError::HttpClient)?;
         let metrics = Arc::new(Metrics::default());
         let view = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
@@ -77,19 +89,19 @@ impl Edge {
         let state = Arc::new(AppState {
             health,
             budgets,
-            providers: Providers::new(config.connect_timeout),
+            providers,
             sealing: config.credential_key.clone(),
             config,
             policy: view,
             usage: usage_sink,
             metrics,
         });
-        Edge {
+        Ok(Edge {
             state,
             stop,
             follower,
             usage,
-        }
+        })
     }
 
     /// This edge's policy.

@@ -2,6 +2,7 @@
 //! into [`PolicyState`]. Pure: no I/O, no clock, no randomness — callers pass those in.
 
 pub mod command;
+pub mod egress;
 pub mod event;
 pub mod model;
 pub mod period;

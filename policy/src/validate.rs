@@ -98,7 +98,33 @@ pub(crate) fn api_base(value: &str) -> Result<(), CommandError> {
             "api_base must not contain user:password@; store secrets with PutCredential".to_owned(),
         ));
     }
+    if let Some(why) = crate::egress::forbidden_host(url_host(authority)) {
+        return Err(CommandError::invalid(format!(
+            "api_base: {why}; Tollgate never calls it"
+        )));
+    }
     Ok(())
+}
+
+/// The host of a URL's `host[:port]` authority (`[v6]` keeps its brackets).
+pub(crate) fn url_host(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(host, _)| &authority[..host.len() + 1]);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+/// Whether `host` is an AWS service endpoint (so AWS credentials of the environment may go
+/// there).
+pub(crate) fn is_aws_endpoint(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    [".amazonaws.com", ".amazonaws.com.cn", ".api.aws"]
+        .iter()
+        .any(|suffix| host.ends_with(suffix))
 }
 
 /// An IANA time zone name such as `UTC` or `Europe/Paris`.
@@ -120,6 +146,31 @@ mod tests {
     fn api_base_with_credentials_is_refused() {
         assert!(api_base("https://user:secret@example.com/v1").is_err());
         assert!(api_base("ftp://example.com").is_err());
+    }
+
+    #[test]
+    fn api_base_never_names_a_metadata_service() {
+        for bad in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://169.254.169.254:80",
+            "http://[fe80::1]/v1",
+            "http://[fd00:ec2::254]:8080",
+            "http://metadata.google.internal/computeMetadata/v1",
+        ] {
+            assert!(api_base(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "http://127.0.0.1:8000/v1",
+            "http://[::1]:8000",
+            "https://api.openai.com/v1",
+            "http://10.0.0.7:11434",
+        ] {
+            assert!(api_base(good).is_ok(), "{good}");
+        }
+        assert_eq!(url_host("[::1]:8000"), "[::1]");
+        assert_eq!(url_host("example.com:443"), "example.com");
+        assert!(is_aws_endpoint("bedrock-runtime.us-east-1.amazonaws.com"));
+        assert!(!is_aws_endpoint("amazonaws.com.evil.example"));
         assert!(api_base("https://example.com/v1?x=a@b").is_ok());
         assert!(api_base("http://127.0.0.1:8000").is_ok());
     }

@@ -422,6 +422,15 @@ impl Run<'_> {
                 deployment.id, deployment.provider
             ))
         })?;
+        if !deployment.api_base.is_empty()
+            && let Err(refused) = app.providers.egress.check_url(&deployment.api_base)
+        {
+            tracing::error!(deployment = %deployment.id, %refused, "api_base refused by the egress policy");
+            return Ok(Err(UpstreamError::Failed(format!(
+                "deployment {}: its api_base is not reachable from this edge ({refused})",
+                deployment.id
+            ))));
+        }
         let body = upstream_body(
             self.out.bytes,
             self.out.model,

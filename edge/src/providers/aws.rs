@@ -20,6 +20,9 @@ use aws_sdk_bedrockruntime::config::{Credentials, Region, StalledStreamProtectio
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
 use sha2::{Digest, Sha256};
 
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+use super::egress::Egress;
 use super::{UpstreamCall, UpstreamError};
 
 /// Clients kept at most; beyond, the cache starts afresh (credentials were rotated many times).
@@ -69,13 +72,19 @@ impl StaticCredentials {
 /// SDK clients of one AWS service (`C`), built on first use and shared by later calls.
 pub struct ClientCache<C> {
     connect_timeout: Duration,
+    /// The SDK's HTTP client resolves names through the edge's egress policy.
+    http: SharedHttpClient,
     clients: Mutex<HashMap<ClientKey, C>>,
 }
 
 impl<C: Clone> ClientCache<C> {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
         ClientCache {
             connect_timeout,
+            http: aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .build_with_resolver(egress),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -123,7 +132,8 @@ impl<C: Clone> ClientCache<C> {
             )
             // The edge watches streams itself (`Timeouts::first_byte` between events); the
             // SDK's own stall detector would cut slow models after a few quiet seconds.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .http_client(self.http.clone());
         if !key.region.is_empty() {
             loader = loader.region(Region::new(key.region.clone()));
         }

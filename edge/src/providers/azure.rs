@@ -8,8 +8,6 @@
 //! `api_version` (default [`DEFAULT_API_VERSION`]). `api_base` is the resource's endpoint, e.g.
 //! `https://my-resource.openai.azure.com`; a base ending in `/openai` is accepted too.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
@@ -25,9 +23,9 @@ pub struct AzureOpenAiProvider {
 }
 
 impl AzureOpenAiProvider {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(client: reqwest::Client) -> Self {
         AzureOpenAiProvider {
-            http: OpenAiProvider::new(connect_timeout),
+            http: OpenAiProvider::new(client),
         }
     }
 

@@ -5,6 +5,7 @@ mod anthropic;
 mod aws;
 mod azure;
 mod bedrock;
+pub mod egress;
 mod gemini;
 mod mock;
 mod openai;
@@ -16,6 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+
+pub use egress::Egress;
 use tollgate_policy::model::{Deployment, Provider as ProviderKind};
 
 pub use anthropic::AnthropicProvider;
@@ -95,6 +98,8 @@ pub trait Provider: Send + Sync {
 
 /// The providers an edge can call, built once and shared by all requests.
 pub struct Providers {
+    /// Where calls may connect (checked again here for IP literals, which skip DNS).
+    pub egress: Egress,
     pub openai: OpenAiProvider,
     pub anthropic: AnthropicProvider,
     pub azure: AzureOpenAiProvider,
@@ -105,17 +110,20 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Providers sharing one pooled HTTP client with `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        Providers {
-            openai: OpenAiProvider::new(connect_timeout),
-            anthropic: AnthropicProvider::new(connect_timeout),
-            azure: AzureOpenAiProvider::new(connect_timeout),
-            bedrock: BedrockProvider::new(connect_timeout),
-            gemini: GeminiProvider::new(connect_timeout),
-            sagemaker: SagemakerProvider::new(connect_timeout),
+    /// Providers sharing one pooled HTTP client with `connect_timeout` (and the AWS ones an
+    /// SDK client per endpoint), all connecting only where `egress` allows.
+    pub fn new(connect_timeout: Duration, egress: Egress) -> Result<Self, reqwest::Error> {
+        let http = egress.http_client(connect_timeout)?;
+        Ok(Providers {
+            openai: OpenAiProvider::new(http.clone()),
+            anthropic: AnthropicProvider::new(http.clone()),
+            azure: AzureOpenAiProvider::new(http.clone()),
+            bedrock: BedrockProvider::new(connect_timeout, egress.clone()),
+            gemini: GeminiProvider::new(http),
+            sagemaker: SagemakerProvider::new(connect_timeout, egress.clone()),
             mock: MockProvider,
-        }
+            egress,
+        })
     }
 
     /// The provider that serves `deployment`, if this edge supports its kind.

@@ -30,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use super::aws::{ClientCache, raw_retry_after, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+use crate::providers::Egress;
 
 const JSON: &str = "application/json";
 
@@ -60,9 +61,9 @@ pub struct SagemakerProvider {
 }
 
 impl SagemakerProvider {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
         SagemakerProvider {
-            clients: ClientCache::new(connect_timeout),
+            clients: ClientCache::new(connect_timeout, egress),
         }
     }
 

@@ -154,7 +154,7 @@ impl TestEdge {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let edge = Edge::start(config, bus, snapshots);
+        let edge = Edge::start(config, bus, snapshots)?;
         let (policy, metrics) = (edge.policy().clone(), edge.metrics().clone());
         let budgets = edge.budgets().clone();
         let served = Served::spawn("an edge", |shutdown| edge.serve(listener, shutdown));

@@ -208,8 +208,33 @@ pub(super) fn checked_deployment(
         )));
     }
     d.credential_id = d.credential_id.filter(|c| !c.is_empty());
-    if let Some(id) = &d.credential_id {
-        found(state.credentials.get(id), "credential", id)?;
+    match &d.credential_id {
+        Some(id) => {
+            // A credential goes only to the kind of service it was made for.
+            let credential = found(state.credentials.get(id), "credential", id)?;
+            if credential.provider != d.provider {
+                return Err(CommandError::invalid(format!(
+                    "credential {id} is for provider {}, not {}: a deployment uses credentials \
+                     of its own provider only",
+                    credential.provider, d.provider
+                )));
+            }
+        }
+        // Without a credential of its own, an AWS deployment signs with the environment's
+        // (the task's or pod's role): those may only go to AWS.
+        None if needs_region && !d.api_base.is_empty() => {
+            let rest = d.api_base.split_once("://").map_or("", |(_, rest)| rest);
+            let host = validate::url_host(rest.split(['/', '?', '#']).next().unwrap_or_default());
+            if !validate::is_aws_endpoint(host) {
+                return Err(CommandError::invalid(format!(
+                    "provider {} without a credential signs with the environment's AWS \
+                     credentials, which only go to AWS endpoints (*.amazonaws.com): give the \
+                     deployment a credential to use api_base {host}",
+                    d.provider
+                )));
+            }
+        }
+        None => {}
     }
     // proto3 cannot tell an unset weight from 0; a deployment nobody weighted gets an equal share.
     d.weight = d.weight.max(1);

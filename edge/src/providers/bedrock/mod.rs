@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use super::aws::{ClientCache, raw_retry_after, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+use crate::providers::Egress;
 use embeddings::{Family, TokenCount};
 use request::{ConverseRequest, converse_request};
 use response::{StreamTranslator, completion, sse};
@@ -39,9 +40,9 @@ pub struct BedrockProvider {
 }
 
 impl BedrockProvider {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
         BedrockProvider {
-            clients: ClientCache::new(connect_timeout),
+            clients: ClientCache::new(connect_timeout, egress),
         }
     }
 

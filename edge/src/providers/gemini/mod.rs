@@ -31,13 +31,7 @@ pub struct GeminiProvider {
 }
 
 impl GeminiProvider {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+    pub fn new(client: reqwest::Client) -> Self {
         GeminiProvider { client }
     }
 
