@@ -39,6 +39,7 @@ const KNOWN: &[&str] = &[
     "retry_backoff_max_ms",
     "retry_backoff_ms",
     "upstream_connect_timeout_ms",
+    "upstream_networks",
     "upstream_timeout_ms",
     "usage_addr",
     "usage_batch",

@@ -55,10 +55,18 @@ pub async fn run(
     sinks: AlertSinks,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
+    // A redirect would carry the signed alert elsewhere: the sink's answer is final.
+    let http = match reqwest::Client::builder()
         .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default();
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client for alerts; alerts stay in the outbox");
+            return;
+        }
+    };
     while !*shutdown.borrow() {
         let now = chrono::Utc::now().timestamp_millis();
         match ledger.due_alerts(now).await {

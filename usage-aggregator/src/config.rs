@@ -44,6 +44,24 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// An alert URL: http(s), and never a link-local or cloud metadata address (an alert would
+/// otherwise be a way to make the aggregator call one).
+fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| ConfigError::Invalid { name, reason };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("must be an http:// or https:// URL".to_owned()));
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    if let Some(why) = tollgate_policy::egress::forbidden_host(host) {
+        return Err(invalid(why));
+    }
+    Ok(Some(url))
+}
+
 impl AggregatorConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -69,9 +87,12 @@ impl AggregatorConfig {
                 .or_else(|| get("TOLLGATE_ADMIN_TOKEN"))
                 .unwrap_or_default(),
             sinks: AlertSinks {
-                webhook_url: get("TOLLGATE_ALERT_WEBHOOK_URL"),
+                webhook_url: alert_url(
+                    get("TOLLGATE_ALERT_WEBHOOK_URL"),
+                    "TOLLGATE_ALERT_WEBHOOK_URL",
+                )?,
                 webhook_secret: get("TOLLGATE_ALERT_WEBHOOK_SECRET"),
-                slack_url: get("TOLLGATE_ALERT_SLACK_URL"),
+                slack_url: alert_url(get("TOLLGATE_ALERT_SLACK_URL"), "TOLLGATE_ALERT_SLACK_URL")?,
                 bus: get("TOLLGATE_ALERT_NATS").is_some_and(|v| v == "true" || v == "1"),
             },
             batch: get("TOLLGATE_USAGE_BATCH")
@@ -81,5 +102,38 @@ impl AggregatorConfig {
                     reason: e.to_string(),
                 })?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &str, value: &str) -> Result<AggregatorConfig, ConfigError> {
+        let map = [
+            ("DATABASE_URL", "sqlite://x.db"),
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+            (name, value),
+        ];
+        AggregatorConfig::from_lookup(|key| {
+            map.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn alert_urls_never_name_a_metadata_service() {
+        for bad in [
+            "http://169.254.169.254/latest/meta-data/iam",
+            "http://[fe80::1]/hook",
+            "http://metadata.google.internal/computeMetadata/v1",
+            "file:///etc/passwd",
+        ] {
+            assert!(with("TOLLGATE_ALERT_WEBHOOK_URL", bad).is_err(), "{bad}");
+            assert!(with("TOLLGATE_ALERT_SLACK_URL", bad).is_err(), "{bad}");
+        }
+        assert!(with("TOLLGATE_ALERT_WEBHOOK_URL", "https://hooks.example.com/x").is_ok());
+        assert!(with("TOLLGATE_ALERT_WEBHOOK_URL", "http://10.0.0.8:9000/x").is_ok());
     }
 }
