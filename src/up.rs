@@ -39,8 +39,7 @@ pub async fn run(
     let get = |name: &str| settings.get(ROLE, name);
     let data_dir =
         PathBuf::from(get("TOLLGATE_DATA_DIR").unwrap_or_else(|| "./.tollgate".to_owned()));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    private_dir(&data_dir)?;
     let admin_token = match get("TOLLGATE_ADMIN_TOKEN") {
         Some(token) => token,
         None => read_or_create(&data_dir.join("admin-token"), || {
@@ -54,6 +53,9 @@ pub async fn run(
         })?,
     })?;
 
+    for database in ["policy.db", "usage.db"] {
+        private_file(&data_dir.join(database))?;
+    }
     let store = store::connect(&sqlite_url(&data_dir.join("policy.db")))
         .await
         .context("opening the policy log")?;
@@ -151,10 +153,50 @@ async fn bind(addr: SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}: is another Tollgate running? Set {variable} to another address"))
 }
 
-/// The content of `path`, created by `make` (readable by the owner only) when missing.
+/// The data directory, created (or narrowed) to its owner alone: it holds the admin token,
+/// the credential key, a virtual key and both databases.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private to its owner", dir.display()))
+}
+
+/// Creates `path` empty and private to its owner if it does not exist, so that SQLite (which
+/// gives its journal files the database's permissions) never writes a readable database.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private to its owner", path.display()))
+}
+
+/// The content of `path`, created by `make` (readable by the owner only) when missing. Any
+/// other failure to read it stops the start: making a new credential key because the old one
+/// could not be read would leave every sealed credential unreadable.
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        return Ok(existing.trim().to_owned());
+    match std::fs::read_to_string(path) {
+        Ok(existing) => return Ok(existing.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot read {} (fix its permissions; it is not replaced, since a new one would \
+                     make what the old one protects unusable)",
+                    path.display()
+                )
+            });
+        }
     }
     let value = make();
     write_private(path, &value)?;
@@ -223,21 +265,20 @@ fn print_banner(
     usage: SocketAddr,
     export: SocketAddr,
 ) {
-    let key_file = data_dir.join("first-key");
-    let key = std::fs::read_to_string(&key_file)
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_else(|_| "<your key>".to_owned());
+    // The secret itself is never printed (a terminal's scrollback and CI logs keep it); the
+    // curl line reads it from its file, by an absolute path so that it works from anywhere.
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let key_file = dir.join("first-key");
     println!(
         "\nTollgate is up (data in {dir}).\n\n\
          \x20 OpenAI-compatible API  http://{edge}/v1\n\
          \x20 admin API (gRPC)       {admin}   token in {dir}/admin-token\n\
          \x20 usage API (gRPC)       {usage}\n\
          \x20 usage CSV export       http://{export}/v1/usage/export\n\n\
-         First key ({key_path}): {key}\n\n\
-         Try it:\n\n\
-         curl http://{edge}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \
+         The first virtual key is in {key_path}. Try it:\n\n\
+         curl http://{edge}/v1/chat/completions -H \"Authorization: Bearer $(cat '{key_path}')\" -H 'content-type: application/json' \
          -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n",
-        dir = data_dir.display(),
+        dir = dir.display(),
         key_path = key_file.display(),
     );
 }

@@ -145,6 +145,21 @@ fn shell_words(line: &str) -> Result<Vec<String>> {
                 loop {
                     match chars.next() {
                         Some('"') => break,
+                        Some('$') if chars.next() == Some('(') => {
+                            // Only `$(cat FILE)`, the way the banner passes the key.
+                            let inner: String = chars.by_ref().take_while(|&c| c != ')').collect();
+                            let Ok([command, file]) = <[String; 2]>::try_from(shell_words(&inner)?)
+                            else {
+                                bail!("only $(cat FILE) is replayed: {line}");
+                            };
+                            anyhow::ensure!(
+                                command == "cat",
+                                "only $(cat FILE) is replayed: {line}"
+                            );
+                            let content = std::fs::read_to_string(&file)
+                                .with_context(|| format!("reading {file}"))?;
+                            word.push_str(content.trim_end_matches('\n'));
+                        }
                         Some('$' | '`') => bail!("substitutions are not replayed: {line}"),
                         Some('\\') => word.extend(chars.next()),
                         Some(c) => word.push(c),
@@ -250,11 +265,36 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
         .lines()
         .find(|l| l.starts_with("curl "))
         .context("no curl line printed")?;
+    let secret_on_disk = std::fs::read_to_string(dir.join("data/first-key"))?;
+    assert!(
+        !banner.contains(secret_on_disk.trim()),
+        "the banner prints the key itself: {banner}"
+    );
     let (status, answered) = replay_curl(curl).await?;
     assert!(
         status == 200 && answered.contains("chat.completion"),
         "{status} {answered}"
     );
+    // The data directory and everything secret in it belong to the owner alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name: &str| -> Result<u32> {
+            Ok(std::fs::metadata(dir.join("data").join(name))?
+                .permissions()
+                .mode()
+                & 0o777)
+        };
+        assert_eq!(mode("")?, 0o700, "the data directory");
+        for file in [
+            "policy.db",
+            "usage.db",
+            "admin-token",
+            "credential-key",
+            "first-key",
+        ] {
+            assert_eq!(mode(file)?, 0o600, "{file}");
+        }
+    }
 
     // An admin sets up a team, a user, a key, a price and a budget with the CLI.
     let team = admin_json(dir, ports, &["teams", "create", "--name", "research"])?;
@@ -436,5 +476,38 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
         "the request after the restart is counted too, once: {rows}"
     );
     up.stop()?;
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_credential_key_stops_the_start_instead_of_being_replaced() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    // Unreadable even to root: a directory where the key file should be.
+    std::fs::create_dir_all(data.join("credential-key"))?;
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("up")
+        .env("TOLLGATE_DATA_DIR", &data)
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env(
+            "TOLLGATE_USAGE_HTTP_ADDR",
+            format!("127.0.0.1:{}", free_port()?),
+        )
+        .env_remove("TOLLGATE_CREDENTIAL_KEY")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!output.status.success(), "tollgate up started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("credential-key"),
+        "{stderr}"
+    );
+    assert!(
+        data.join("credential-key").is_dir(),
+        "the unreadable key was replaced"
+    );
     Ok(())
 }
