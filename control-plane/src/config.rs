@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
 
 /// Default `TOLLGATE_ADMIN_ADDR`.
@@ -11,7 +12,7 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
 
 /// Everything the control plane needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ControlPlaneConfig {
     /// `TOLLGATE_ADMIN_ADDR`: where the gRPC admin API listens.
     pub admin_addr: SocketAddr,
@@ -25,6 +26,20 @@ pub struct ControlPlaneConfig {
     pub admin_token: Option<String>,
     /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
     pub credential_key: Option<SealingKey>,
+}
+
+/// Secrets show as `***`, URL passwords too.
+impl std::fmt::Debug for ControlPlaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneConfig")
+            .field("admin_addr", &self.admin_addr)
+            .field("database_url", &redact::url(&self.database_url))
+            .field("nats_url", &redact::url(&self.nats_url))
+            .field("bus_prefix", &self.bus_prefix)
+            .field("admin_token", &redact::option(&self.admin_token))
+            .field("credential_key", &self.credential_key)
+            .finish()
+    }
 }
 
 /// A setting that is missing or malformed.

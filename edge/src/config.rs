@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tollgate_policy::egress::Networks;
+use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
 
 use crate::clock::Clock;
@@ -14,7 +15,7 @@ use crate::health::CircuitSettings;
 pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:4000";
 
 /// Everything an edge needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EdgeConfig {
     /// `TOLLGATE_EDGE_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
@@ -68,6 +69,24 @@ pub struct EdgeConfig {
     pub upstream_networks: Networks,
     /// The wall clock budget periods are judged by: the system's, except where tests set their own.
     pub clock: Clock,
+}
+
+/// Secrets show as `***`, URL passwords too.
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("addr", &self.addr)
+            .field("edge_id", &self.edge_id)
+            .field("region", &self.region)
+            .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_token", &redact::REDACTED)
+            .field("nats_url", &redact::url(&self.nats_url))
+            .field("bus_prefix", &self.bus_prefix)
+            .field("credential_key", &self.credential_key)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("upstream_networks", &self.upstream_networks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A setting that is missing or malformed.

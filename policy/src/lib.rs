@@ -6,6 +6,7 @@ pub mod egress;
 pub mod event;
 pub mod model;
 pub mod period;
+pub mod redact;
 pub mod sealing;
 pub mod state;
 mod validate;

@@ -15,7 +15,7 @@ use tollgate_proto::bus::{ALERTS, Bus};
 use crate::ledger::{Ledger, PendingAlert};
 
 /// Where alerts go.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AlertSinks {
     /// A URL that receives the alert JSON, signed in `x-tollgate-signature: sha256=<hex>`.
     pub webhook_url: Option<String>,
@@ -25,6 +25,19 @@ pub struct AlertSinks {
     pub slack_url: Option<String>,
     /// Also publish alerts to the bus's ALERTS topic.
     pub bus: bool,
+}
+
+/// Webhook URLs can carry tokens (Slack's do): none of them shows.
+impl std::fmt::Debug for AlertSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use tollgate_policy::redact;
+        f.debug_struct("AlertSinks")
+            .field("webhook_url", &redact::option(&self.webhook_url))
+            .field("webhook_secret", &redact::option(&self.webhook_secret))
+            .field("slack_url", &redact::option(&self.slack_url))
+            .field("bus", &self.bus)
+            .finish()
+    }
 }
 
 impl AlertSinks {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::alerts::AlertSinks;
+use tollgate_policy::redact;
 
 /// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
 pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
@@ -11,7 +12,7 @@ pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
 pub const DEFAULT_USAGE_HTTP_ADDR: &str = "127.0.0.1:4001";
 
 /// Everything the aggregator needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AggregatorConfig {
     /// `TOLLGATE_USAGE_ADDR`.
     pub usage_addr: SocketAddr,
@@ -42,6 +43,24 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+/// Secrets show as `***`, URL passwords too.
+impl std::fmt::Debug for AggregatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregatorConfig")
+            .field("usage_addr", &self.usage_addr)
+            .field("usage_http_addr", &self.usage_http_addr)
+            .field("database_url", &redact::url(&self.database_url))
+            .field("nats_url", &redact::url(&self.nats_url))
+            .field("bus_prefix", &self.bus_prefix)
+            .field("admin_token", &redact::option(&self.admin_token))
+            .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_token", &redact::REDACTED)
+            .field("sinks", &self.sinks)
+            .field("batch", &self.batch)
+            .finish()
+    }
 }
 
 /// An alert URL: http(s), and never a link-local or cloud metadata address (an alert would

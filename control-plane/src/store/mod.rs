@@ -97,7 +97,9 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn EventStore>, StoreErr
     } else if database_url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteEventStore::connect(database_url).await?))
     } else {
-        Err(StoreError::UnsupportedUrl(database_url.to_owned()))
+        Err(StoreError::UnsupportedUrl(tollgate_policy::redact::url(
+            database_url,
+        )))
     }
 }
 

@@ -74,7 +74,7 @@ impl Provider for AnthropicProvider {
             .header("anthropic-version", version)
             .body(body);
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            request = request.header("x-api-key", key.as_str());
+            request = request.header("x-api-key", super::openai::secret_header(key, deployment)?);
         }
         if let Some(beta) = deployment.settings.get("anthropic_beta") {
             request = request.header("anthropic-beta", beta.as_str());
