@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 /// The settings a file may hold (file names of the environment variables in the README).
 const KNOWN: &[&str] = &[
+    "abandoned_stream_grace_ms",
     "admin_addr",
     "admin_token",
     "allowed_fails",

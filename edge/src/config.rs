@@ -63,6 +63,9 @@ pub struct EdgeConfig {
     /// failures within the window (or half its requests failing, from 10 requests), and lets a
     /// probe through after the cooldown.
     pub circuit: CircuitSettings,
+    /// `TOLLGATE_ABANDONED_STREAM_GRACE_MS` (default 30,000): how long the upstream of a stream
+    /// whose client hung up is read on for the provider's final usage.
+    pub abandoned_stream_grace: Duration,
     /// `TOLLGATE_UPSTREAM_NETWORKS` (default `loopback,private`; or `none`): besides public
     /// addresses, the networks provider calls may reach. Link-local and cloud metadata
     /// addresses are never reachable.
@@ -163,6 +166,10 @@ impl EdgeConfig {
                 cooldown: Duration::from_millis(number("TOLLGATE_COOLDOWN_MS", 5_000)?),
                 ..CircuitSettings::default()
             },
+            abandoned_stream_grace: Duration::from_millis(number(
+                "TOLLGATE_ABANDONED_STREAM_GRACE_MS",
+                30_000,
+            )?),
             upstream_networks: get("TOLLGATE_UPSTREAM_NETWORKS")
                 .map(|v| Networks::parse(&v))
                 .transpose()

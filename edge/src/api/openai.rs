@@ -321,6 +321,30 @@ pub fn with_null_usage(event: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// Bytes of generated text in a chunk event: its `"content"` and tool-call `"arguments"`
+/// strings (escapes counted as written). Scanned, not parsed: it is read for every chunk.
+pub fn generated_text_bytes(event: &[u8]) -> usize {
+    let mut total = 0;
+    for key in [&b"\"content\":\""[..], &b"\"arguments\":\""[..]] {
+        let mut rest = event;
+        while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+            rest = &rest[at + key.len()..];
+            let mut escaped = false;
+            let end = rest
+                .iter()
+                .position(|&b| {
+                    let closes = b == b'"' && !escaped;
+                    escaped = b == b'\\' && !escaped;
+                    closes
+                })
+                .unwrap_or(rest.len());
+            total += end;
+            rest = &rest[end..];
+        }
+    }
+    total
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -382,6 +406,18 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_text_is_measured_in_content_and_tool_arguments() {
+        let text = br#"data: {"choices":[{"delta":{"content":"Hello \"you\""}}]}"#;
+        assert_eq!(generated_text_bytes(text), 13);
+        let call = br#"data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#;
+        assert_eq!(generated_text_bytes(call), 9);
+        assert_eq!(
+            generated_text_bytes(br#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#),
+            0
+        );
+    }
 
     #[test]
     fn events_split_across_chunks_are_reassembled() {

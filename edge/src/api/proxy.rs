@@ -60,6 +60,8 @@ struct Answer {
     client_wants_usage: bool,
     /// Time spent in the edge before the upstream call.
     overhead: Duration,
+    /// Input tokens to charge a stream that is abandoned before the provider reports usage.
+    estimated_input: u64,
 }
 
 async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
@@ -108,8 +110,15 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
             client_wants_usage,
             overhead,
             in_flight,
+            estimated_input,
         }) => {
-            let relayed = relay(upstream, record, client_wants_usage);
+            let relayed = relay(
+                upstream,
+                record,
+                client_wants_usage,
+                estimated_input,
+                app.config.abandoned_stream_grace,
+            );
             // The deployment counts the stream as in flight until it ends.
             let body = Body::from_stream(relayed.map(move |chunk| {
                 let _held = &in_flight;
@@ -287,6 +296,7 @@ async fn call(
         in_flight: served.in_flight,
         client_wants_usage,
         overhead,
+        estimated_input: bytes.len() as u64 / 4,
     })
 }
 

@@ -17,6 +17,10 @@ use crate::usage::UsageSink;
 
 /// HTTP status recorded for a client that closed the connection before the end (nginx's 499).
 pub const CLIENT_CLOSED: u32 = 499;
+/// The most tokens of one kind a request is charged, whatever a provider reports: ten times
+/// the largest context windows, so that a broken or hostile upstream cannot make a cost
+/// absurd enough to overflow the ledger's sums.
+pub const MAX_TOKENS: u64 = 10_000_000;
 
 /// The usage of one request in progress.
 pub struct UsageRecord {
@@ -91,8 +95,19 @@ impl UsageRecord {
         self.price = price.cloned();
     }
 
+    /// Records the tokens a provider reported, each kind capped at [`MAX_TOKENS`].
     pub fn set_tokens(&mut self, tokens: Tokens) {
-        self.tokens = tokens;
+        self.tokens = Tokens {
+            input: tokens.input.min(MAX_TOKENS),
+            output: tokens.output.min(MAX_TOKENS),
+            cached_input: tokens.cached_input.min(MAX_TOKENS),
+            cache_write: tokens.cache_write.min(MAX_TOKENS),
+        };
+    }
+
+    /// Whether any token count is known.
+    pub fn has_tokens(&self) -> bool {
+        self.tokens != Tokens::default()
     }
 
     /// The cost so far, from the tokens recorded.

@@ -2,13 +2,20 @@
 //! reads what it needs for usage and time-to-first-token, and drops the usage chunk it asked
 //! for on the client's behalf.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
 
-use super::openai::{SseFramer, StreamEvent, classify, with_null_usage, without_usage};
+use super::openai::{
+    SseFramer, StreamEvent, classify, generated_text_bytes, with_null_usage, without_usage,
+};
 use super::proxy::upstream_failure;
-use super::record::UsageRecord;
+use super::record::{CLIENT_CLOSED, UsageRecord};
+use crate::pricing::Tokens;
 use crate::providers::UpstreamError;
 
 struct Relay {
@@ -17,32 +24,67 @@ struct Relay {
     record: UsageRecord,
     client_wants_usage: bool,
     done: bool,
+    /// Chunks with content relayed so far, and the bytes of generated text in them: what an
+    /// abandoned stream is charged by when the provider never says what it used.
+    content_chunks: u64,
+    text_bytes: usize,
+    /// Input tokens to charge when the provider never reports them (request bytes / 4).
+    estimated_input: u64,
 }
 
-/// The client's body for an upstream stream. Dropping it (the client hung up) records the
-/// usage seen so far as `client_closed`.
+/// The client's body for an upstream stream.
+///
+/// A client that hangs up does not end what it costs: the upstream is read on for `grace`,
+/// without relaying, to get the provider's final usage. When that does not come, the request
+/// is charged an estimate of what was relayed: one output token per content chunk or per four
+/// bytes of generated text (content and tool-call arguments), whichever is more, and its input
+/// at one token per four request bytes. Either way it is recorded as `client_closed` (499).
+pub struct RelayBody {
+    relay: Option<Relay>,
+    grace: Duration,
+}
+
+/// Relays `upstream` to the client (see [`RelayBody`]).
 pub fn relay(
     upstream: BoxStream<'static, Result<Bytes, UpstreamError>>,
     record: UsageRecord,
     client_wants_usage: bool,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let relay = Relay {
-        upstream,
-        framer: SseFramer::default(),
-        record,
-        client_wants_usage,
-        done: false,
-    };
-    futures::stream::unfold(relay, |mut relay| async move {
+    estimated_input: u64,
+    grace: Duration,
+) -> RelayBody {
+    RelayBody {
+        relay: Some(Relay {
+            upstream,
+            framer: SseFramer::default(),
+            record,
+            client_wants_usage,
+            done: false,
+            content_chunks: 0,
+            text_bytes: 0,
+            estimated_input,
+        }),
+        grace,
+    }
+}
+
+impl Stream for RelayBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            let Some(relay) = self.relay.as_mut() else {
+                return Poll::Ready(None);
+            };
             if relay.done {
-                return None;
+                // Recorded now, not when the connection is finally dropped.
+                self.relay = None;
+                return Poll::Ready(None);
             }
-            match relay.upstream.next().await {
+            match ready!(relay.upstream.poll_next_unpin(cx)) {
                 Some(Ok(bytes)) => {
                     let out = relay.forward(&bytes);
                     if !out.is_empty() {
-                        return Some((Ok(out), relay));
+                        return Poll::Ready(Some(Ok(out)));
                     }
                 }
                 Some(Err(error)) => {
@@ -51,16 +93,36 @@ pub fn relay(
                     relay.record.fail(&error);
                     relay.done = true;
                     let event = json!({"error": {"message": error.to_string(), "type": "api_error", "code": error.code()}});
-                    return Some((Ok(Bytes::from(format!("data: {event}\n\n"))), relay));
+                    return Poll::Ready(Some(Ok(Bytes::from(format!("data: {event}\n\n")))));
                 }
                 None => {
                     relay.done = true;
                     relay.record.finish(200, "");
-                    return relay.framer.rest().map(|rest| (Ok(rest), relay));
+                    if let Some(rest) = relay.framer.rest() {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
                 }
             }
         }
-    })
+    }
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        let Some(relay) = self.relay.take() else {
+            return;
+        };
+        if relay.done {
+            return;
+        }
+        // The client hung up mid-stream.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(relay.drain(self.grace));
+            }
+            Err(_) => relay.charge_abandoned(),
+        }
+    }
 }
 
 impl Relay {
@@ -83,6 +145,8 @@ impl Relay {
                     }
                     if !usage_only {
                         self.record.first_token();
+                        self.content_chunks += 1;
+                        self.text_bytes += generated_text_bytes(&event);
                     }
                     // The usage Tollgate asked for on the client's behalf is not passed on.
                     if has_usage_field
@@ -108,5 +172,34 @@ impl Relay {
             out.extend_from_slice(&event);
         }
         Bytes::from(out)
+    }
+}
+
+impl Relay {
+    /// Reads what is left of an abandoned stream for at most `grace`, for its usage.
+    async fn drain(mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.record.has_tokens() {
+            match tokio::time::timeout_at(deadline, self.upstream.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    self.forward(&bytes);
+                }
+                // Ended, failed, or out of time: nothing more will be said about usage.
+                Ok(Some(Err(_)) | None) | Err(_) => break,
+            }
+        }
+        self.charge_abandoned();
+    }
+
+    /// Records an abandoned stream: its reported usage, else the estimate, as `client_closed`.
+    fn charge_abandoned(mut self) {
+        if !self.record.has_tokens() {
+            self.record.set_tokens(Tokens {
+                input: self.estimated_input,
+                output: self.content_chunks.max(self.text_bytes.div_ceil(4) as u64),
+                ..Tokens::default()
+            });
+        }
+        self.record.finish(CLIENT_CLOSED as u16, "client_closed");
     }
 }
