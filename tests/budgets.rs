@@ -319,3 +319,48 @@ async fn a_worst_case_reservation_is_released_down_to_the_actual_cost() -> Resul
     assert!((spent - 1.0).abs() < 1e-9, "spent ${spent}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpriced_model_is_refused_where_a_budget_applies_until_it_has_a_price() -> Result<()> {
+    let w = world(1, 1.0, "0").await?;
+    let mut admin = w.cp.admin().await?;
+    mock_deployment(&mut admin, "unpriced", &[("output_tokens", "10")]).await?;
+    w.edges[0]
+        .wait_for_sequence(last_sequence(&mut admin).await?)
+        .await?;
+    let http = reqwest::Client::new();
+    let ask = json!({"model": "unpriced", "messages": [{"role": "user", "content": "hi"}]});
+    let response = http
+        .post(w.edges[0].url("/v1/chat/completions"))
+        .bearer_auth(&w.secret)
+        .json(&ask)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no price") && message.contains("key-daily"),
+        "{message}"
+    );
+
+    admin
+        .set_price(tollgate_proto::admin::Price {
+            model: "unpriced".into(),
+            output_per_mtok: 1.0,
+            ..Default::default()
+        })
+        .await?;
+    w.edges[0]
+        .wait_for_sequence(last_sequence(&mut admin).await?)
+        .await?;
+    let response = http
+        .post(w.edges[0].url("/v1/chat/completions"))
+        .bearer_auth(&w.secret)
+        .json(&ask)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    Ok(())
+}

@@ -84,11 +84,14 @@ impl Budgets {
     }
 
     /// Admits a request of `worst_case` USD for `key` on `model`, or says which budget is spent.
+    /// An unpriced model (`priced` false) is refused wherever a budget applies: it would spend
+    /// without anything being counted.
     pub fn reserve(
         self: &Arc<Self>,
         state: &PolicyState,
         key: &VirtualKey,
         model: &str,
+        priced: bool,
         worst_case: f64,
     ) -> Result<Reservation, EdgeError> {
         let now = self.clock.now();
@@ -102,6 +105,12 @@ impl Budgets {
                 budgets: self.clone(),
                 held: Vec::new(),
                 worst_case,
+            });
+        }
+        if !priced {
+            return Err(EdgeError::Unpriced {
+                model: model.to_owned(),
+                budget_id: applicable[0].id.clone(),
             });
         }
         let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());

@@ -43,6 +43,11 @@ pub enum EdgeError {
         amount_usd: f64,
         resets_at: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// A budget applies, and the model has no price: its spend could not be counted.
+    #[error(
+        "model {model:?} has no price, so it cannot be used under budget {budget_id}: an admin sets one with SetPrice"
+    )]
+    Unpriced { model: String, budget_id: String },
 }
 
 impl EdgeError {
@@ -98,6 +103,11 @@ impl EdgeError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "budget_exceeded_error",
                 "budget_exceeded",
+            ),
+            EdgeError::Unpriced { .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_allowed",
             ),
         }
     }

@@ -260,7 +260,10 @@ async fn call(
             ..Tokens::default()
         },
     );
-    record.hold(app.budgets.reserve(&state, key, &model, worst_case)?);
+    record.hold(
+        app.budgets
+            .reserve(&state, key, &model, price.is_some(), worst_case)?,
+    );
     let timeout = deadline_header.unwrap_or_else(|| {
         state
             .routing_rule_for(&model)
