@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -3,10 +3,11 @@
 
 use std::borrow::Cow;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::codec::sse::event_data;
 use crate::error::EdgeError;
 use crate::pricing::Tokens;
 
@@ -349,60 +350,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The concatenated `data:` lines of an event.
-fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut lines = event
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter_map(|l| l.strip_prefix(b"data:"))
-        .map(|l| l.strip_prefix(b" ").unwrap_or(l));
-    let first = lines.next()?;
-    match lines.next() {
-        None => Some(Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = first.to_vec();
-            for line in std::iter::once(second).chain(lines) {
-                joined.push(b'\n');
-                joined.extend_from_slice(line);
-            }
-            Some(Cow::Owned(joined))
-        }
-    }
-}
-
-/// Splits a byte stream into complete server-sent events (each with its blank-line end).
-#[derive(Default)]
-pub struct SseFramer {
-    buf: BytesMut,
-}
-
-impl SseFramer {
-    /// Adds bytes and returns the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(end) = event_end(&self.buf) {
-            events.push(self.buf.split_to(end).freeze());
-        }
-        events
-    }
-
-    /// Whatever is left after the stream ended (an unterminated last event).
-    pub fn rest(&mut self) -> Option<Bytes> {
-        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
-    }
-}
-
-/// The index just past the first event terminator (`\n\n` or `\r\n\r\n`).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,21 +364,6 @@ mod tests {
             generated_text_bytes(br#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#),
             0
         );
-    }
-
-    #[test]
-    fn events_split_across_chunks_are_reassembled() {
-        let mut framer = SseFramer::default();
-        assert!(framer.push(b"data: {\"a\":").is_empty());
-        let events = framer.push(b"1}\n\ndata: [DONE]\n\n");
-        assert_eq!(
-            events,
-            vec![
-                Bytes::from_static(b"data: {\"a\":1}\n\n"),
-                Bytes::from_static(b"data: [DONE]\n\n")
-            ]
-        );
-        assert!(framer.rest().is_none());
     }
 
     #[test]

@@ -10,17 +10,16 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
 
-use super::openai::{
-    SseFramer, StreamEvent, classify, generated_text_bytes, with_null_usage, without_usage,
-};
+use super::openai::{StreamEvent, classify, generated_text_bytes, with_null_usage, without_usage};
 use super::proxy::upstream_failure;
 use super::record::{CLIENT_CLOSED, UsageRecord};
+use crate::codec::sse::{EventSplitter, EventTooLarge};
 use crate::pricing::Tokens;
 use crate::providers::UpstreamError;
 
 struct Relay {
     upstream: BoxStream<'static, Result<Bytes, UpstreamError>>,
-    framer: SseFramer,
+    framer: EventSplitter,
     record: UsageRecord,
     client_wants_usage: bool,
     done: bool,
@@ -55,7 +54,7 @@ pub fn relay(
     RelayBody {
         relay: Some(Relay {
             upstream,
-            framer: SseFramer::default(),
+            framer: EventSplitter::default(),
             record,
             client_wants_usage,
             done: false,
@@ -80,13 +79,16 @@ impl Stream for RelayBody {
                 self.relay = None;
                 return Poll::Ready(None);
             }
-            match ready!(relay.upstream.poll_next_unpin(cx)) {
-                Some(Ok(bytes)) => {
-                    let out = relay.forward(&bytes);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                }
+            let polled = match ready!(relay.upstream.poll_next_unpin(cx)) {
+                Some(Ok(bytes)) => match relay.forward(&bytes) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Poll::Ready(Some(Ok(out))),
+                    Err(too_large) => Some(Err(UpstreamError::Failed(too_large.to_string()))),
+                },
+                other => other,
+            };
+            match polled {
+                Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     // Headers are sent: report the failure in-band, as OpenAI does.
                     let error = upstream_failure(error);
@@ -127,8 +129,8 @@ impl Drop for RelayBody {
 
 impl Relay {
     /// The bytes to pass on for one upstream chunk.
-    fn forward(&mut self, bytes: &[u8]) -> Bytes {
-        let events = self.framer.push(bytes);
+    fn forward(&mut self, bytes: &[u8]) -> Result<Bytes, EventTooLarge> {
+        let events = self.framer.push(bytes)?;
         let mut out = Vec::with_capacity(bytes.len());
         for event in events {
             match classify(&event) {
@@ -171,7 +173,7 @@ impl Relay {
             }
             out.extend_from_slice(&event);
         }
-        Bytes::from(out)
+        Ok(Bytes::from(out))
     }
 }
 
@@ -182,7 +184,9 @@ impl Relay {
         while !self.record.has_tokens() {
             match tokio::time::timeout_at(deadline, self.upstream.next()).await {
                 Ok(Some(Ok(bytes))) => {
-                    self.forward(&bytes);
+                    if self.forward(&bytes).is_err() {
+                        break;
+                    }
                 }
                 // Ended, failed, or out of time: nothing more will be said about usage.
                 Ok(Some(Err(_)) | None) | Err(_) => break,

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 use super::openai::transport_error;
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
-use response::{EventFramer, StreamFailure, StreamTranslator};
+use response::{StreamFailure, StreamTranslator};
+
+use crate::codec::sse::DataFramer;
 
 const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
 const DEFAULT_VERSION: &str = "2023-06-01";
@@ -140,7 +142,7 @@ impl Provider for AnthropicProvider {
 /// State of a stream being translated.
 struct Translation {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-    framer: EventFramer,
+    framer: DataFramer,
     translator: StreamTranslator,
     stall: Duration,
     what: String,
@@ -158,7 +160,7 @@ fn translate_stream(
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
     let state = Translation {
         upstream,
-        framer: EventFramer::default(),
+        framer: DataFramer::default(),
         translator,
         stall,
         what,
@@ -197,7 +199,14 @@ fn translate_stream(
                 }
             };
             let mut out = Vec::new();
-            for data in s.framer.push(&bytes) {
+            let events = match s.framer.push(&bytes) {
+                Ok(events) => events,
+                Err(too_large) => {
+                    s.failure = Some(UpstreamError::Failed(format!("{}: {too_large}", s.what)));
+                    continue;
+                }
+            };
+            for data in events {
                 if let Err(failure) = s.translator.event(&data, &mut out) {
                     s.failure = Some(stream_failure(failure, &s.what));
                     break;

@@ -272,48 +272,17 @@ fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Splits Anthropic's byte stream into the `data` of complete server-sent events.
-#[derive(Default)]
-pub struct EventFramer {
-    buf: Vec<u8>,
-}
-
-impl EventFramer {
-    /// Adds bytes and returns the `data` of the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
-        // A raw CR never occurs inside JSON, so dropping them all turns CRLF into LF.
-        self.buf.extend(bytes.iter().filter(|b| **b != b'\r'));
-        let mut events = Vec::new();
-        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = self.buf.drain(..end + 2).collect();
-            let mut data = Vec::new();
-            for line in event.split(|b| *b == b'\n') {
-                if let Some(value) = line.strip_prefix(b"data:") {
-                    if !data.is_empty() {
-                        data.push(b'\n');
-                    }
-                    data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
-                }
-            }
-            if !data.is_empty() {
-                events.push(data);
-            }
-        }
-        events
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn events(stream: &str) -> (Vec<Value>, bool) {
-        let mut framer = EventFramer::default();
+        let mut framer = crate::codec::sse::DataFramer::default();
         let mut translator = StreamTranslator::new(true, 7, "claude");
         let mut out = Vec::new();
         // Byte by byte: events split anywhere are reassembled.
         for byte in stream.as_bytes() {
-            for data in framer.push(&[*byte]) {
+            for data in framer.push(&[*byte]).unwrap_or_default() {
                 assert!(translator.event(&data, &mut out).is_ok());
             }
         }

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 
 use super::openai::{secret_header, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
-use response::{EventFramer, StreamFailure, StreamTranslator};
+use response::{StreamFailure, StreamTranslator};
+
+use crate::codec::sse::DataFramer;
 
 const DEFAULT_API_BASE: &str = "https://generativelanguage.googleapis.com";
 
@@ -182,7 +184,7 @@ impl Provider for GeminiProvider {
 /// State of a stream being translated.
 struct Translation {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-    framer: EventFramer,
+    framer: DataFramer,
     translator: StreamTranslator,
     stall: Duration,
     what: String,
@@ -212,7 +214,7 @@ fn translate_stream(
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
     let state = Translation {
         upstream,
-        framer: EventFramer::default(),
+        framer: DataFramer::default(),
         translator,
         stall,
         what,
@@ -230,10 +232,12 @@ fn translate_stream(
             }
             let mut out = Vec::new();
             match tokio::time::timeout(s.stall, s.upstream.next()).await {
-                Ok(Some(Ok(bytes))) => {
-                    let events = s.framer.push(&bytes);
-                    s.translate(events, &mut out);
-                }
+                Ok(Some(Ok(bytes))) => match s.framer.push(&bytes) {
+                    Ok(events) => s.translate(events, &mut out),
+                    Err(too_large) => {
+                        s.failure = Some(UpstreamError::Failed(format!("{}: {too_large}", s.what)));
+                    }
+                },
                 Ok(Some(Err(e))) => s.failure = Some(transport_error(e, &s.what)),
                 Ok(None) => {
                     // Gemini's stream has no end event: it ends with the connection.

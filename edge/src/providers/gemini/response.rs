@@ -254,43 +254,6 @@ fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Splits Gemini's byte stream into the `data` of complete server-sent events.
-#[derive(Default)]
-pub struct EventFramer {
-    buf: Vec<u8>,
-}
-
-impl EventFramer {
-    /// Adds bytes and returns the `data` of the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
-        // A raw CR never occurs inside JSON, so dropping them all turns CRLF into LF.
-        self.buf.extend(bytes.iter().filter(|b| **b != b'\r'));
-        let mut events = Vec::new();
-        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = self.buf.drain(..end + 2).collect();
-            let mut data = Vec::new();
-            for line in event.split(|b| *b == b'\n') {
-                if let Some(value) = line.strip_prefix(b"data:") {
-                    if !data.is_empty() {
-                        data.push(b'\n');
-                    }
-                    data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
-                }
-            }
-            if !data.is_empty() {
-                events.push(data);
-            }
-        }
-        events
-    }
-
-    /// The `data` of an event the stream ended without terminating.
-    pub fn rest(&mut self) -> Option<Vec<u8>> {
-        self.buf.extend_from_slice(b"\n\n");
-        self.push(&[]).pop()
-    }
-}
-
 /// Gemini embeddings (`embedding` of `embedContent`, or `embeddings` of `batchEmbedContents`)
 /// as an OpenAI embeddings list; `base64` encodes each vector as little-endian f32s.
 pub fn embeddings(response: &Value, model: &str, base64: bool) -> Option<Value> {
@@ -392,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_stream_becomes_chunks_ending_with_finish_usage_and_done() {
-        let mut framer = EventFramer::default();
+        let mut framer = crate::codec::sse::DataFramer::default();
         let mut translator = StreamTranslator::new(true, 7, "m");
         let mut out = Vec::new();
         let stream = concat!(
@@ -400,7 +363,7 @@ mod tests {
             "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"lo\"}],\"role\":\"model\"},\"finishReason\":\"MAX_TOKENS\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2},\"modelVersion\":\"g\",\"responseId\":\"r\"}\r\n\r\n",
         );
         for byte in stream.as_bytes() {
-            for data in framer.push(&[*byte]) {
+            for data in framer.push(&[*byte]).unwrap_or_default() {
                 assert!(translator.event(&data, &mut out).is_ok());
             }
         }

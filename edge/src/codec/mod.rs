@@ -1,0 +1,3 @@
+//! Wire codecs shared by the client surfaces and the providers.
+
+pub mod sse;
