@@ -1,6 +1,7 @@
 //! Upstream calls reach only what they should: a provider's redirect is never followed (it
 //! would carry the request and its API key to another host), and loopback or private
-//! addresses are reachable only when `TOLLGATE_UPSTREAM_NETWORKS` allows them.
+//! addresses are reachable only when `TOLLGATE_UPSTREAM_NETWORKS` allows them; an answer too
+//! large to hold is refused before it is read.
 
 mod common;
 
@@ -11,6 +12,7 @@ use anyhow::Result;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use common::*;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_policy::egress::Networks;
 use tollgate_proto::admin::Deployment;
@@ -123,5 +125,28 @@ async fn loopback_upstreams_are_reachable_only_when_the_setting_allows() -> Resu
     let (status, body) = chat(&edge, &secret).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_larger_than_the_limit_is_refused_unread() -> Result<()> {
+    // Announces 200 MB, sends a little, then nothing: the edge must not wait or buffer.
+    let (huge, _) = server(|| {
+        let body = futures::stream::once(async { Ok::<_, std::io::Error>("{\"id\":") })
+            .chain(futures::stream::pending());
+        (
+            [(header::CONTENT_LENGTH, "200000000")],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response()
+    })
+    .await?;
+    let (edge, secret) = edge_calling(&format!("{huge}/v1"), Networks::default()).await?;
+    let started = std::time::Instant::now();
+    let (status, body) = chat(&edge, &secret).await?;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("more than"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     Ok(())
 }

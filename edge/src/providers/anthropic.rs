@@ -17,7 +17,9 @@ use futures::stream::BoxStream;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 
-use super::openai::transport_error;
+use super::openai::{
+    MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, bounded_body, secret_header, transport_error,
+};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::{StreamFailure, StreamTranslator};
 
@@ -76,7 +78,7 @@ impl Provider for AnthropicProvider {
             .header("anthropic-version", version)
             .body(body);
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            request = request.header("x-api-key", super::openai::secret_header(key, deployment)?);
+            request = request.header("x-api-key", secret_header(key, deployment)?);
         }
         if let Some(beta) = deployment.settings.get("anthropic_beta") {
             request = request.header("anthropic-beta", beta.as_str());
@@ -101,11 +103,14 @@ impl Provider for AnthropicProvider {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = tokio::time::timeout_at(give_up, response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body = tokio::time::timeout_at(
+                give_up,
+                bounded_body(response, MAX_ERROR_BODY_BYTES, &what),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
             return Err(status_error(status.as_u16(), &body, retry_after, &what));
         }
         let model = translated.body["model"].as_str().unwrap_or_default();
@@ -120,10 +125,11 @@ impl Provider for AnthropicProvider {
             )));
         }
         let total = call.timeouts.total;
-        let body = tokio::time::timeout_at(give_up, response.bytes())
+        let body = tokio::time::timeout_at(give_up, bounded_body(response, MAX_BODY_BYTES, &what))
             .await
-            .map_err(|_| UpstreamError::Timeout(format!("{what} did not finish within {total:?}")))?
-            .map_err(|e| transport_error(e, &what))?;
+            .map_err(|_| {
+                UpstreamError::Timeout(format!("{what} did not finish within {total:?}"))
+            })??;
         let unreadable =
             || UpstreamError::Failed(format!("{what} answered with an unreadable message"));
         let message: serde_json::Value = serde_json::from_slice(&body).map_err(|_| unreadable())?;

@@ -77,7 +77,9 @@ impl OpenAiProvider {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = response.bytes().await.unwrap_or_default();
+            let body = bounded_body(response, MAX_ERROR_BODY_BYTES, &what())
+                .await
+                .unwrap_or_default();
             return Err(status_error(status.as_u16(), &body, retry_after, &what()));
         }
         if call.stream {
@@ -103,12 +105,11 @@ impl OpenAiProvider {
             return Ok(UpstreamReply::Stream(stream.boxed()));
         }
         let remaining = call.timeouts.total;
-        let body = tokio::time::timeout(remaining, response.bytes())
+        let body = tokio::time::timeout(remaining, bounded_body(response, MAX_BODY_BYTES, &what()))
             .await
             .map_err(|_| {
                 UpstreamError::Timeout(format!("{} did not finish within {remaining:?}", what()))
-            })?
-            .map_err(|e| transport_error(e, &what()))?;
+            })??;
         Ok(UpstreamReply::Complete(body))
     }
 }
@@ -122,6 +123,40 @@ impl Provider for OpenAiProvider {
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
         self.post("/embeddings", call).await
     }
+}
+
+/// The most a complete upstream answer may hold: a batch of embeddings at OpenAI's largest is
+/// about 100 MB of JSON. More is refused rather than held in memory.
+pub(super) const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// The most of an error answer that is read (only its message is used).
+pub(super) const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// A response's whole body, at most `limit` bytes (an error beyond).
+pub(super) async fn bounded_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, UpstreamError> {
+    let too_large =
+        || UpstreamError::Failed(format!("{what} answered with more than {limit} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, what))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// A credential field as a header value, marked sensitive (kept out of logs).

@@ -19,7 +19,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::openai::{secret_header, transport_error};
+use super::openai::{
+    MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, bounded_body, secret_header, transport_error,
+};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::{StreamFailure, StreamTranslator};
 
@@ -80,11 +82,12 @@ impl GeminiProvider {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = tokio::time::timeout_at(give_up, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let body =
+            tokio::time::timeout_at(give_up, bounded_body(response, MAX_ERROR_BODY_BYTES, what))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
         Err(status_error(status.as_u16(), &body, retry_after, what))
     }
 
@@ -99,10 +102,11 @@ impl GeminiProvider {
         let total = call.timeouts.total;
         let give_up = Instant::now() + total;
         let response = self.send(call, method, body, give_up, what).await?;
-        let body = tokio::time::timeout_at(give_up, response.bytes())
+        let body = tokio::time::timeout_at(give_up, bounded_body(response, MAX_BODY_BYTES, what))
             .await
-            .map_err(|_| UpstreamError::Timeout(format!("{what} did not finish within {total:?}")))?
-            .map_err(|e| transport_error(e, what))?;
+            .map_err(|_| {
+                UpstreamError::Timeout(format!("{what} did not finish within {total:?}"))
+            })??;
         serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::Failed(format!("{what} answered with an unreadable body")))
     }
