@@ -46,3 +46,87 @@ pub fn authenticate<'s>(
     }
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tollgate_policy::event::{PolicyEvent, RecordedEvent};
+
+    const SECRET: &str = "tg-the-one-real-key";
+
+    fn state_with_one_key() -> PolicyState {
+        let key = VirtualKey {
+            id: "k".to_owned(),
+            alias: "real".to_owned(),
+            prefix: "tg-the".to_owned(),
+            hash: hash_secret(SECRET),
+            team_id: None,
+            user_id: None,
+            models: Vec::new(),
+            expires_at: None,
+            blocked: false,
+            revoked: false,
+            previous: None,
+            tags: Vec::new(),
+            metadata: Default::default(),
+            created_at: DateTime::UNIX_EPOCH,
+        };
+        let mut state = PolicyState::default();
+        state.apply(&RecordedEvent {
+            sequence: 1,
+            id: uuid::Uuid::nil(),
+            aggregate_id: "key:k".to_owned(),
+            version: 1,
+            actor: "test".to_owned(),
+            occurred_at: DateTime::UNIX_EPOCH,
+            event: PolicyEvent::KeyCreated { key },
+        });
+        state
+    }
+
+    fn headers(name: &'static str, value: &[u8]) -> Option<HeaderMap> {
+        let value = axum::http::HeaderValue::from_bytes(value).ok()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value);
+        Some(headers)
+    }
+
+    #[test]
+    fn the_real_key_is_accepted_both_ways() {
+        let state = state_with_one_key();
+        for (name, value) in [
+            ("authorization", format!("Bearer {SECRET}")),
+            ("x-api-key", SECRET.to_owned()),
+        ] {
+            let headers = headers(name, value.as_bytes()).unwrap_or_default();
+            assert!(authenticate(&headers, &state, Utc::now()).is_ok(), "{name}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Whatever a client sends as its key, it is refused as an invalid key (401), never
+        /// accepted and never a panic.
+        #[test]
+        fn any_other_authorization_header_is_an_invalid_key(
+            value in proptest::collection::vec(any::<u8>(), 0..200),
+            bearer in any::<bool>(),
+            x_api_key in any::<bool>(),
+        ) {
+            let state = state_with_one_key();
+            let mut value = value;
+            if bearer {
+                value.splice(0..0, b"Bearer ".iter().copied());
+            }
+            let name = if x_api_key { "x-api-key" } else { "authorization" };
+            if let Some(headers) = headers(name, &value) {
+                prop_assume!(presented_key(&headers) != Some(SECRET));
+                let refused = authenticate(&headers, &state, Utc::now());
+                prop_assert!(matches!(refused, Err(EdgeError::InvalidApiKey(_))));
+                prop_assert_eq!(refused.err().map(|e| e.status().as_u16()), Some(401));
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::http_serve::Limits;
 
 use crate::clock::Clock;
 use crate::health::CircuitSettings;
@@ -63,6 +64,12 @@ pub struct EdgeConfig {
     /// failures within the window (or half its requests failing, from 10 requests), and lets a
     /// probe through after the cooldown.
     pub circuit: CircuitSettings,
+    /// `TOLLGATE_HEADER_READ_TIMEOUT_MS` (default 10,000: a request head must arrive within it,
+    /// and a kept-alive connection is closed after that long idle), `TOLLGATE_MAX_CONNECTIONS`
+    /// (default 10,000: served at once; more wait in the listen backlog),
+    /// `TOLLGATE_BODY_READ_TIMEOUT_MS` (default 30,000: a request body must arrive within it).
+    pub listener: Limits,
+    pub body_read_timeout: Duration,
     /// `TOLLGATE_ABANDONED_STREAM_GRACE_MS` (default 30,000): how long the upstream of a stream
     /// whose client hung up is read on for the provider's final usage.
     pub abandoned_stream_grace: Duration,
@@ -166,6 +173,16 @@ impl EdgeConfig {
                 cooldown: Duration::from_millis(number("TOLLGATE_COOLDOWN_MS", 5_000)?),
                 ..CircuitSettings::default()
             },
+            listener: Limits {
+                header_read_timeout: Duration::from_millis(
+                    number("TOLLGATE_HEADER_READ_TIMEOUT_MS", 10_000)?.max(1),
+                ),
+                max_connections: number("TOLLGATE_MAX_CONNECTIONS", 10_000)?.max(1) as usize,
+                ..Limits::default()
+            },
+            body_read_timeout: Duration::from_millis(
+                number("TOLLGATE_BODY_READ_TIMEOUT_MS", 30_000)?.max(1),
+            ),
             abandoned_stream_grace: Duration::from_millis(number(
                 "TOLLGATE_ABANDONED_STREAM_GRACE_MS",
                 30_000,

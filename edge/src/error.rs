@@ -43,6 +43,8 @@ pub enum EdgeError {
         amount_usd: f64,
         resets_at: Option<chrono::DateTime<chrono::Utc>>,
     },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// A budget applies, and the model has no price: its spend could not be counted.
     #[error(
         "model {model:?} has no price, so it cannot be used under budget {budget_id}: an admin sets one with SetPrice"
@@ -103,6 +105,11 @@ impl EdgeError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "budget_exceeded_error",
                 "budget_exceeded",
+            ),
+            EdgeError::BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
             ),
             EdgeError::Unpriced { .. } => (
                 StatusCode::FORBIDDEN,

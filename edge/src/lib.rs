@@ -21,7 +21,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
@@ -33,6 +32,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
+use tollgate_proto::http_serve;
 
 /// How often changed circuit states are reported to the bus, for the admin API.
 const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -134,14 +134,7 @@ impl Edge {
             usage,
         } = self;
         let app = api::router(state.clone());
-        // Without TCP_NODELAY a small write (an SSE chunk, the end of a response) can wait
-        // ~40 ms for the peer's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = http_serve::serve(listener, app, state.config.listener, shutdown).await;
         let _ = stop.send(true);
         let _ = follower.await;
         // The last sink goes with the state; the publisher then flushes and ends.

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod convert;
 pub mod follow;
 pub mod health;
+pub mod http_serve;
 pub mod json;
 
 /// The generated code, in modules that mirror the protobuf packages (it refers to its

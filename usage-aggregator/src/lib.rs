@@ -17,11 +17,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
+use tollgate_proto::http_serve::{self, Limits};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 
 use crate::alerts::AlertSinks;
@@ -135,14 +135,10 @@ impl Aggregator {
             .route("/v1/usage/export", axum::routing::get(api::export_csv))
             .with_state(self.api.clone());
         let http_server = tokio::spawn(async move {
-            let http = http.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(http, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_done.wait_for(|d| *d).await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = http_done.wait_for(|d| *d).await;
+            };
+            let _ = http_serve::serve(http, router, Limits::default(), stopped).await;
         });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter

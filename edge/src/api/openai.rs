@@ -455,4 +455,29 @@ mod tests {
         assert_eq!(value["model"], "gpt-x");
         assert_eq!(value["stream_options"]["include_usage"], true);
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, and arbitrary JSON around the fields the edge reads: the parsers
+        /// and the chunk readers answer or refuse, and never panic.
+        #[test]
+        fn request_parsers_and_chunk_readers_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            model in ".{0,300}",
+            content in proptest::prelude::any::<String>(),
+        ) {
+            let _ = parse_chat(&bytes);
+            let _ = parse_embeddings(&bytes);
+            let chat = serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]});
+            let chat = chat.to_string();
+            if let Err(e) = parse_chat(chat.as_bytes()) {
+                proptest::prop_assert_eq!(e.status().as_u16(), 400);
+            }
+            for event in [bytes.clone(), [b"data: ".as_slice(), &bytes, b"\n\n"].concat()] {
+                let _ = classify(&event);
+                let _ = without_usage(&event);
+                let _ = with_null_usage(&event);
+                let _ = generated_text_bytes(&event);
+            }
+        }
+    }
 }

@@ -190,8 +190,10 @@ async fn call(
     let key = authenticate(headers, &state, now)?;
     record.set_key(key);
     let deadline_header = client_deadline(headers)?;
-    let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
+    let read = axum::body::to_bytes(body, app.config.max_body_bytes);
+    let bytes = tokio::time::timeout(app.config.body_read_timeout, read)
         .await
+        .map_err(|_| EdgeError::BodyTimeout(app.config.body_read_timeout))?
         .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
     let mut types = Vec::with_capacity(3);
     let (model, stream, client_wants_usage, max_output) = match kind {

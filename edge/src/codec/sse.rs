@@ -153,4 +153,27 @@ mod tests {
         );
         assert_eq!(framer.rest(), Some(b"2".to_vec()));
     }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: no panic, and the events found are the same as from the
+        /// stream in one piece.
+        #[test]
+        fn any_stream_cut_anywhere_splits_the_same(
+            stream in proptest::collection::vec(
+                proptest::sample::select(vec![b'\n', b'\r', b'd', b':', b' ', b'x']), 0..400),
+            cut in 1usize..50,
+        ) {
+            let whole = EventSplitter::default().push(&stream);
+            let mut splitter = EventSplitter::default();
+            let mut events = Vec::new();
+            for piece in stream.chunks(cut) {
+                events.extend(splitter.push(piece).unwrap_or_default());
+            }
+            proptest::prop_assert_eq!(Ok(events.clone()), whole);
+            for event in &events {
+                let _ = event_data(event);
+            }
+            let _ = DataFramer::default().push(&stream);
+        }
+    }
 }
