@@ -32,6 +32,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Calls one connection may have in progress at once.
+pub const CALLS_PER_CONNECTION: usize = 256;
+
 impl ControlPlane {
     /// Serves the admin API on `listener` and relays the log to the bus until `shutdown`
     /// completes; then stops accepting calls and lets the relay finish its current publish.
@@ -64,6 +69,8 @@ impl ControlPlane {
         }
         let api = AdminApi::new(self.log.clone(), self.auth, self.sealing, self.bus.clone());
         let result = tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
             .add_service(health)
             .add_service(v1.build_v1()?)
             .add_service(v1alpha.build_v1alpha()?)

@@ -34,7 +34,13 @@ pub struct AdminApi {
     sealing: Option<SealingKey>,
     /// Where edges report their deployments' health.
     bus: Arc<dyn Bus>,
+    /// One per open `WatchEvents` stream (each polls the store): a bounded number.
+    watchers: Arc<tokio::sync::Semaphore>,
 }
+
+/// `WatchEvents` streams served at once by one control plane (edges and aggregators hold one
+/// each; more are refused with RESOURCE_EXHAUSTED until one closes).
+pub const MAX_WATCHERS: usize = 1024;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -50,6 +56,7 @@ impl AdminApi {
             auth,
             sealing,
             bus,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
         }
     }
 
@@ -663,7 +670,17 @@ impl AdminService for AdminApi {
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         self.authorize(&request, Access::ReadPolicy)?;
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this control plane already serves {MAX_WATCHERS} WatchEvents streams; retry later"
+            ))
+        })?;
         let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
+        // The permit goes with the stream: released when the watcher goes away.
+        let stream = futures::StreamExt::map(stream, move |event| {
+            let _held = &permit;
+            event
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -153,7 +153,12 @@ impl Aggregator {
             v1 = v1.register_encoded_file_descriptor_set(set);
             v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
         }
-        let mut server = tonic::transport::Server::builder().add_service(health);
+        // Finance queries over a long range may take a while; a stuck one may not hold a
+        // connection forever.
+        let mut server = tonic::transport::Server::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .concurrency_limit_per_connection(64)
+            .add_service(health);
         if let (Ok(v1), Ok(v1alpha)) = (v1.build_v1(), v1alpha.build_v1alpha()) {
             server = server.add_service(v1).add_service(v1alpha);
         }
