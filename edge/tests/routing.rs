@@ -243,7 +243,7 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
         ..Default::default()
     })
     .await?;
-    let (_, key) = create_key(&mut s.admin, &["primary"]).await?;
+    let (_, key) = create_key(&mut s.admin, &["primary", "backup"]).await?;
     let edge = s.edge().await?;
 
     let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
