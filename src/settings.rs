@@ -37,6 +37,7 @@ const KNOWN: &[&str] = &[
     "max_connections",
     "max_retries",
     "max_retry_wait_ms",
+    "max_stream_seconds",
     "nats_url",
     "region",
     "request_timeout_ms",

@@ -155,6 +155,25 @@ async fn status(bus: &dyn Bus) -> Result<Option<BudgetStatus>> {
     })
 }
 
+/// Prices `model`'s output at `usd_per_mtok` and waits until the edge has the price.
+async fn set_output_price(
+    w: &World,
+    admin: &mut AdminClient,
+    model: &str,
+    usd_per_mtok: f64,
+) -> Result<()> {
+    admin
+        .set_price(tollgate_proto::admin::Price {
+            model: model.into(),
+            output_per_mtok: usd_per_mtok,
+            ..Default::default()
+        })
+        .await?;
+    w.edges[0]
+        .wait_for_sequence(last_sequence(admin).await?)
+        .await
+}
+
 /// The ledger's (requests, spend in USD).
 async fn ledger(w: &World) -> Result<(i64, f64)> {
     let totals = w.aggregator_ledger.ledger_totals().await?;
@@ -345,16 +364,7 @@ async fn an_unpriced_model_is_refused_where_a_budget_applies_until_it_has_a_pric
         "{message}"
     );
 
-    admin
-        .set_price(tollgate_proto::admin::Price {
-            model: "unpriced".into(),
-            output_per_mtok: 1.0,
-            ..Default::default()
-        })
-        .await?;
-    w.edges[0]
-        .wait_for_sequence(last_sequence(&mut admin).await?)
-        .await?;
+    set_output_price(&w, &mut admin, "unpriced", 1.0).await?;
     let response = http
         .post(w.edges[0].url("/v1/chat/completions"))
         .bearer_auth(&w.secret)
@@ -362,5 +372,84 @@ async fn an_unpriced_model_is_refused_where_a_budget_applies_until_it_has_a_pric
         .send()
         .await?;
     assert_eq!(response.status(), 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_model_spends_its_own_budget_and_is_skipped_once_that_is_spent() -> Result<()> {
+    let w = world(1, 100.0, "0").await?;
+    let mut admin = w.cp.admin().await?;
+    mock_deployment(&mut admin, "broken", &[("fail_status", "500")]).await?;
+    admin
+        .set_routing_rule(tollgate_proto::admin::RoutingRule {
+            model_name: "broken".into(),
+            fallbacks: vec!["mock".into()],
+            max_retries: 0,
+            ..Default::default()
+        })
+        .await?;
+    for (id, model, amount_usd) in [
+        ("mock-model", "mock", 0.10),
+        ("broken-model", "broken", 1.0),
+    ] {
+        admin
+            .set_budget(Budget {
+                id: id.into(),
+                scope: "model".into(),
+                scope_id: model.into(),
+                amount_usd,
+                period: "daily".into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    set_output_price(&w, &mut admin, "broken", 1.0).await?;
+    let http = reqwest::Client::new();
+    let ask = json!({"model": "broken", "max_tokens": EXACT_MAX_TOKENS,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let send = || {
+        http.post(w.edges[0].url("/v1/chat/completions"))
+            .bearer_auth(&w.secret)
+            .json(&ask)
+            .send()
+    };
+    // $0.10 of "mock" buys two $0.05 answers through the fallback.
+    for _ in 0..2 {
+        let response = send().await?;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-tollgate-fallback"], "mock");
+    }
+    // The fallback's budget is spent: the third request is not moved to it and gets the
+    // requested model's own failure.
+    let response = send().await?;
+    assert_eq!(response.status(), 502, "{:?}", response.text().await?);
+    assert!(!response.headers().contains_key("x-tollgate-fallback"));
+
+    // The aggregator counts the spend toward the model that served it.
+    let spent = |id: &'static str| {
+        let bus = w.bus.clone();
+        async move {
+            Ok::<_, anyhow::Error>(match bus.kv_get(&format!("budget.{id}")).await? {
+                Some(entry) => BudgetStatus::decode(entry.value)?.spent_usd,
+                None => 0.0,
+            })
+        }
+    };
+    eventually(Duration::from_secs(15), || async {
+        spent("mock-model")
+            .await
+            .is_ok_and(|usd| (usd - 0.10).abs() < 1e-9)
+    })
+    .await
+    .context("the fallback's budget never showed its spend")?;
+    eventually(Duration::from_secs(15), || async {
+        ledger(&w).await.is_ok_and(|(requests, _)| requests == 3)
+    })
+    .await?;
+    assert_eq!(
+        spent("broken-model").await?,
+        0.0,
+        "nothing was spent on \"broken\""
+    );
     Ok(())
 }

@@ -218,6 +218,11 @@ async fn canary_secrets_appear_in_no_log_answer_metric_event_or_database_dump() 
     let edge_url = format!("http://127.0.0.1:{edge_port}");
     wait_until_ready(&format!("{edge_url}/health/ready")).await?;
 
+    // Every usage event as stored: read from before the first request, since the stream lets
+    // go of an event once the aggregator has it.
+    let bus = JetStreamBus::connect(&nats, &prefix).await?;
+    let mut events = bus.subscribe(USAGE, 0).await?;
+
     let http = reqwest::Client::new();
     let mut answers = vec![refused];
     let chat = |model: &str, stream: bool| {
@@ -263,10 +268,14 @@ async fn canary_secrets_appear_in_no_log_answer_metric_event_or_database_dump() 
         .text()
         .await?,
     );
+    answers.push(
+        http.get(format!("http://127.0.0.1:{export_port}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    );
 
-    // Every usage event as stored.
-    let bus = JetStreamBus::connect(&nats, &prefix).await?;
-    let mut events = bus.subscribe(USAGE, 0).await?;
     let mut stored = Vec::new();
     while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await
     {

@@ -76,6 +76,10 @@ impl Bus for DiesWhilePublishing {
     ) -> Result<Box<dyn Consumer>, BusError> {
         self.bus.consumer(topic, durable, ack_wait).await
     }
+
+    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+        self.bus.backlog(topic, durable).await
+    }
 }
 
 async fn create_teams(cp: &TestControlPlane, names: std::ops::Range<usize>) -> Result<()> {

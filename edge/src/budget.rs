@@ -58,7 +58,12 @@ pub struct Budgets {
 /// Worst-case cost held against budgets while a request runs; settled with the actual cost.
 pub struct Reservation {
     budgets: Arc<Budgets>,
-    held: Vec<(String, i64)>,
+    held: Vec<Held>,
+}
+
+/// A budget period (budget id, period start in ms) and the worst case held in it.
+struct Held {
+    period: (String, i64),
     worst_case: f64,
 }
 
@@ -94,18 +99,50 @@ impl Budgets {
         priced: bool,
         worst_case: f64,
     ) -> Result<Reservation, EdgeError> {
-        let now = self.clock.now();
         let applicable: Vec<&Budget> = state
             .budgets
             .values()
             .filter(|b| applies(b, key, model))
             .collect();
+        let held = self.hold(&applicable, model, priced, worst_case)?;
+        Ok(Reservation {
+            budgets: self.clone(),
+            held,
+        })
+    }
+
+    /// Adds to `reservation` the budgets scoped to `model`, a fallback the request moves to
+    /// (the key's, user's and team's budgets are held already), or says which one is spent.
+    pub fn reserve_fallback(
+        &self,
+        state: &PolicyState,
+        reservation: &mut Reservation,
+        model: &str,
+        priced: bool,
+        worst_case: f64,
+    ) -> Result<(), EdgeError> {
+        let applicable: Vec<&Budget> = state
+            .budgets
+            .values()
+            .filter(|b| b.scope == Scope::Model && b.scope_id == model)
+            .filter(|b| !reservation.held.iter().any(|h| h.period.0 == b.id))
+            .collect();
+        let held = self.hold(&applicable, model, priced, worst_case)?;
+        reservation.held.extend(held);
+        Ok(())
+    }
+
+    /// Reserves `worst_case` in the current period of every budget of `applicable`, or none
+    /// of them when one is spent.
+    fn hold(
+        &self,
+        applicable: &[&Budget],
+        model: &str,
+        priced: bool,
+        worst_case: f64,
+    ) -> Result<Vec<Held>, EdgeError> {
         if applicable.is_empty() {
-            return Ok(Reservation {
-                budgets: self.clone(),
-                held: Vec::new(),
-                worst_case,
-            });
+            return Ok(Vec::new());
         }
         if !priced {
             return Err(EdgeError::Unpriced {
@@ -113,11 +150,12 @@ impl Budgets {
                 budget_id: applicable[0].id.clone(),
             });
         }
+        let now = self.clock.now();
         let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
         let edges = self.live_edges.load(Ordering::Relaxed).max(1) as f64;
         let mut local = self.local();
         let mut held = Vec::with_capacity(applicable.len());
-        for budget in &applicable {
+        for budget in applicable {
             let (start, end) = period_bounds(budget.period, &budget.timezone, now);
             let period = (budget.id.clone(), start.timestamp_millis());
             let status = statuses
@@ -141,23 +179,19 @@ impl Budgets {
                     resets_at: end,
                 });
             }
-            held.push(period);
+            held.push(Held { period, worst_case });
         }
-        for period in &held {
-            local.entry(period.clone()).or_default().reserved += worst_case;
+        for h in &held {
+            local.entry(h.period.clone()).or_default().reserved += h.worst_case;
         }
-        Ok(Reservation {
-            budgets: self.clone(),
-            held,
-            worst_case,
-        })
+        Ok(held)
     }
 
-    fn settle(&self, held: &[(String, i64)], worst_case: f64, actual: f64) {
+    fn settle(&self, held: &[Held], actual: f64) {
         let mut local = self.local();
-        for period in held {
-            let entry = local.entry(period.clone()).or_default();
-            entry.reserved = (entry.reserved - worst_case).max(0.0);
+        for h in held {
+            let entry = local.entry(h.period.clone()).or_default();
+            entry.reserved = (entry.reserved - h.worst_case).max(0.0);
             entry.settled += actual;
         }
     }
@@ -208,7 +242,7 @@ impl Budgets {
 impl Reservation {
     /// Replaces the worst case held by the request's actual cost.
     pub fn settle(self, actual: f64) {
-        self.budgets.settle(&self.held, self.worst_case, actual);
+        self.budgets.settle(&self.held, actual);
     }
 }
 

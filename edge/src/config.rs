@@ -73,6 +73,9 @@ pub struct EdgeConfig {
     /// `TOLLGATE_ABANDONED_STREAM_GRACE_MS` (default 30,000): how long the upstream of a stream
     /// whose client hung up is read on for the provider's final usage.
     pub abandoned_stream_grace: Duration,
+    /// `TOLLGATE_MAX_STREAM_SECONDS` (default 3,600): the longest a streamed answer may run,
+    /// from the request's arrival; then it is ended with an in-band `upstream_timeout` error.
+    pub max_stream_duration: Duration,
     /// `TOLLGATE_UPSTREAM_NETWORKS` (default `loopback,private`; or `none`): besides public
     /// addresses, the networks provider calls may reach. Link-local and cloud metadata
     /// addresses are never reachable.
@@ -187,6 +190,9 @@ impl EdgeConfig {
                 "TOLLGATE_ABANDONED_STREAM_GRACE_MS",
                 30_000,
             )?),
+            max_stream_duration: Duration::from_secs(
+                number("TOLLGATE_MAX_STREAM_SECONDS", 3_600)?.max(1),
+            ),
             upstream_networks: get("TOLLGATE_UPSTREAM_NETWORKS")
                 .map(|v| Networks::parse(&v))
                 .transpose()

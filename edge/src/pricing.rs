@@ -24,6 +24,15 @@ pub fn charged<'s>(state: &'s PolicyState, deployment: &Deployment) -> Option<&'
         .or_else(|| state.prices.get(&deployment.upstream_model))
 }
 
+/// The price a request for `model` is reserved against before a deployment is chosen: the
+/// model name's, else the first of its deployments' charged prices.
+pub fn model_price<'s>(state: &'s PolicyState, model: &str) -> Option<&'s Price> {
+    state
+        .prices
+        .get(model)
+        .or_else(|| state.deployments_for(model).find_map(|d| charged(state, d)))
+}
+
 /// The cost in USD; 0 when the model has no price.
 pub fn cost(price: Option<&Price>, tokens: Tokens) -> f64 {
     let Some(price) = price else { return 0.0 };

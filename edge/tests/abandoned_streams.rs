@@ -1,6 +1,7 @@
 //! A client that hangs up mid-stream is still charged: the edge reads the upstream on for its
 //! final usage (the provider's count when it comes within the grace period), and otherwise
-//! charges the documented estimate of what was relayed. Never nothing.
+//! charges the documented estimate of what was relayed. Never nothing. A stream that runs past
+//! the edge's maximum stream duration is cut and charged the same way.
 
 mod common;
 
@@ -58,6 +59,13 @@ struct World {
 }
 
 async fn world() -> Result<World> {
+    world_with(|_| {}).await
+}
+
+/// The world with an edge configured by `configure`.
+async fn world_with(
+    configure: impl FnOnce(&mut tollgate_edge::config::EdgeConfig),
+) -> Result<World> {
     let (nats, prefix, bus) = jetstream().await?;
     let cp = TestControlPlane::start(bus.clone()).await?;
     let mut admin = cp.admin().await?;
@@ -86,7 +94,9 @@ async fn world() -> Result<World> {
             .await?;
     }
     let (_, secret) = create_key(&mut admin, &[]).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
+    let mut config = TestEdge::config(&nats, &prefix);
+    configure(&mut config);
+    let edge = TestEdge::start_with(config, bus.clone(), Some(cp.url())).await?;
     edge.wait_for_sequence(last_sequence(&mut admin).await?)
         .await?;
     Ok(World {
@@ -166,5 +176,40 @@ async fn a_stream_abandoned_without_a_usage_report_is_charged_the_estimate() -> 
         "charged {} for {event:?}",
         event.cost_usd
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_the_maximum_duration_is_cut_in_band_and_charged() -> Result<()> {
+    // The usage-less upstream needs 40 × 30 ms; the edge allows one second.
+    let w = world_with(|config| config.max_stream_duration = Duration::from_secs(1)).await?;
+    let response = reqwest::Client::new()
+        .post(w.edge.url("/v1/chat/completions"))
+        .bearer_auth(&w.secret)
+        .json(&json!({"model": "usage-less", "stream": true,
+            "messages": [{"role": "user", "content": "tell me a long story"}]}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str()?.to_owned();
+    let body = response.text().await?;
+    let last = body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .last()
+        .unwrap_or_default();
+    assert!(
+        last.contains("\"code\":\"upstream_timeout\"")
+            && last.contains("longer than this gateway allows"),
+        "the stream ends with the in-band error: {last}"
+    );
+    assert!(!body.contains("[DONE]"), "{body}");
+    let event = usage_of(&w.bus, &id).await?;
+    assert_eq!(
+        (event.status, event.error_code.as_str()),
+        (504, "upstream_timeout")
+    );
+    // What was relayed is charged (the provider never reported usage).
+    assert!(event.output_tokens > 0 && event.cost_usd > 0.0, "{event:?}");
     Ok(())
 }

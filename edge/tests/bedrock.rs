@@ -1,6 +1,7 @@
 //! The `bedrock` provider through the edge over HTTP: the official AWS SDK client (Converse and
 //! ConverseStream, SigV4-signed with the deployment's static credential) against a fake Bedrock
-//! runtime that speaks Bedrock's JSON and binary event-stream wire formats.
+//! runtime that speaks Bedrock's JSON and binary event-stream wire formats. Arbitrary and
+//! mutated event-stream bytes end a stream with an error, never a panic or a hang.
 
 mod common;
 
@@ -38,6 +39,15 @@ async fn setup() -> Result<Setup> {
 /// A control plane and an edge whose Bedrock models all live on one fake Bedrock, with the
 /// edge's upstream timeouts (first byte / between events, and total).
 async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
+    setup_where(|config| {
+        config.first_byte_timeout = first_byte;
+        config.upstream_timeout = total;
+    })
+    .await
+}
+
+/// The setup with an edge configured by `configure`.
+async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeBedrock::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
     let cp = TestControlPlane::start(bus.clone()).await?;
@@ -67,6 +77,7 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
         ("hang", "hang"),
         ("slow-stream", "slow-stream"),
         ("stall-stream", "stall-stream"),
+        ("raw-stream", "raw-stream"),
         ("titan-embed", "amazon.titan-embed-text-v2:0"),
         ("titan-embed-v1", "amazon.titan-embed-text-v1"),
         ("cohere-embed", "cohere.embed-english-v3"),
@@ -116,8 +127,7 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
     config.bus_prefix = prefix;
     config.edge_id = tollgate_test_support::unique_name("edge");
     config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    config.first_byte_timeout = first_byte;
-    config.upstream_timeout = total;
+    configure(&mut config);
     let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
     edge.wait_for_sequence(sequence).await?;
     Ok(Setup {
@@ -703,5 +713,116 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
         "{body}"
     );
     assert_eq!(s.fake.requests(), before);
+    Ok(())
+}
+
+/// An event stream to answer with: arbitrary bytes, or a valid stream with bytes overwritten,
+/// cut short, or with bytes inserted.
+fn hostile_event_stream() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    let valid = || FakeBedrock::valid_stream().to_vec();
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..512),
+        proptest::collection::vec((any::<Index>(), any::<u8>()), 1..6).prop_map(move |edits| {
+            let mut bytes = valid();
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            bytes
+        }),
+        any::<Index>().prop_map(move |at| {
+            let mut bytes = valid();
+            bytes.truncate(at.index(bytes.len()));
+            bytes
+        }),
+        (
+            any::<Index>(),
+            proptest::collection::vec(any::<u8>(), 1..64)
+        )
+            .prop_map(move |(at, junk)| {
+                let mut bytes = valid();
+                let i = at.index(bytes.len());
+                bytes.splice(i..i, junk);
+                bytes
+            }),
+    ]
+}
+
+/// How the edge answered one hostile stream: a complete HTTP answer, and when it is a stream,
+/// well-formed events ending in `[DONE]` or an in-band error.
+async fn answers_cleanly(s: &Setup, bytes: Vec<u8>) -> Result<()> {
+    s.fake.set_raw_stream(bytes.into());
+    let ask = json!({"model": "raw-stream", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let response = tokio::time::timeout(Duration::from_secs(10), s.post(&ask))
+        .await
+        .context("no answer within 10 s")??;
+    let status = response.status();
+    let text = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .context("the body never ended")?
+        .context("the body was cut off (did the edge panic?)")?;
+    if status != 200 {
+        let body: Value = serde_json::from_str(&text)?;
+        anyhow::ensure!(status.is_server_error(), "HTTP {status}: {text}");
+        anyhow::ensure!(body["error"]["code"].is_string(), "{text}");
+        return Ok(());
+    }
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    for event in &events {
+        let data = event
+            .strip_prefix("data: ")
+            .with_context(|| format!("not an SSE data event: {event:?}"))?;
+        anyhow::ensure!(
+            data == "[DONE]" || serde_json::from_str::<Value>(data).is_ok(),
+            "{data}"
+        );
+    }
+    let last = events.last().copied().unwrap_or_default();
+    anyhow::ensure!(
+        last == "data: [DONE]" || last.contains("\"error\""),
+        "the stream ended with neither [DONE] nor an error: {text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn hostile_event_stream_bytes_end_the_stream_cleanly() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let s = runtime.block_on(setup_where(|config| {
+        // Every case reaches the decoder: no retry, no circuit opening on the failures.
+        config.max_retries = 0;
+        config.circuit.allowed_fails = u32::MAX;
+        config.circuit.min_requests = u32::MAX;
+    }))?;
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    let outcome = runner.run(&hostile_event_stream(), |bytes| {
+        runtime
+            .block_on(answers_cleanly(&s, bytes))
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:#}")))
+    });
+    if let Err(failure) = outcome {
+        anyhow::bail!("{failure}");
+    }
+    // The edge still serves a well-formed stream afterwards.
+    s.fake.set_raw_stream(FakeBedrock::valid_stream());
+    let (chunks, done) = runtime.block_on(s.stream(&json!({"model": "raw-stream",
+        "stream": true, "messages": [{"role": "user", "content": "hi"}]})))?;
+    assert!(done);
+    assert_eq!(streamed_text(&chunks), "Hello there.");
+    // The roles stop inside the runtime they run on.
+    runtime.block_on(async move { drop(s) });
     Ok(())
 }

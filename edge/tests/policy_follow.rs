@@ -230,6 +230,10 @@ impl Bus for LosesOneEvent {
     ) -> Result<Box<dyn Consumer>, BusError> {
         self.bus.consumer(topic, durable, ack_wait).await
     }
+
+    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+        self.bus.backlog(topic, durable).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

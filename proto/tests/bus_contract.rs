@@ -7,16 +7,26 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
-use tollgate_proto::bus::{Bus, BusMessage, JetStreamBus, MemoryBus, POLICY, Subscription};
+use tollgate_proto::bus::{
+    Bus, BusError, BusLimits, BusMessage, JetStreamBus, MemoryBus, POLICY, Subscription, USAGE,
+    USAGE_CONSUMER,
+};
+
+/// Small enough to fill in a test.
+const LIMITS: BusLimits = BusLimits {
+    usage_max_messages: 10,
+};
 
 async fn jetstream() -> Result<Arc<dyn Bus>> {
     let url = tollgate_test_support::nats_url().await?;
     let prefix = tollgate_test_support::unique_name("bus");
-    Ok(Arc::new(JetStreamBus::connect(&url, &prefix).await?))
+    Ok(Arc::new(
+        JetStreamBus::connect_with(&url, &prefix, LIMITS).await?,
+    ))
 }
 
 fn memory() -> Arc<dyn Bus> {
-    Arc::new(MemoryBus::new())
+    Arc::new(MemoryBus::with_limits(LIMITS))
 }
 
 async fn next(sub: &mut Subscription) -> Result<BusMessage> {
@@ -206,6 +216,80 @@ async fn kv_scan_lists_keys_by_prefix(bus: Arc<dyn Bus>) -> Result<()> {
     Ok(())
 }
 
+async fn usage_is_kept_until_the_ledger_consumer_acknowledges_it(bus: Arc<dyn Bus>) -> Result<()> {
+    // Published before any aggregator ever connected: still there for the first one.
+    for i in 0..4 {
+        bus.publish(USAGE, &format!("u{i}"), Bytes::from(format!("{i}")))
+            .await?;
+    }
+    assert_eq!(bus.backlog(USAGE, USAGE_CONSUMER).await?, 4);
+    let mut ledger = bus
+        .consumer(USAGE, USAGE_CONSUMER, Duration::from_secs(30))
+        .await?;
+    let deliveries = ledger.fetch(10, Duration::from_secs(5)).await?;
+    assert_eq!(deliveries.len(), 4);
+    assert_eq!(
+        bus.backlog(USAGE, USAGE_CONSUMER).await?,
+        4,
+        "delivered is not consumed"
+    );
+    for delivery in deliveries.into_iter().take(3) {
+        delivery.ack().await?;
+    }
+    eventually_backlog(bus.as_ref(), 1).await
+}
+
+async fn a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one(
+    bus: Arc<dyn Bus>,
+) -> Result<()> {
+    let limit = LIMITS.usage_max_messages;
+    for i in 0..limit {
+        bus.publish(USAGE, &format!("u{i}"), Bytes::from(format!("{i}")))
+            .await?;
+    }
+    let refused = bus
+        .publish(USAGE, "one-too-many", Bytes::from_static(b"x"))
+        .await;
+    assert!(
+        matches!(refused, Err(BusError::Full(ref topic)) if topic == USAGE),
+        "{refused:?}"
+    );
+    // Nothing unread was dropped to make room: the first event is still the first delivered.
+    let mut ledger = bus
+        .consumer(USAGE, USAGE_CONSUMER, Duration::from_secs(30))
+        .await?;
+    let deliveries = ledger.fetch(limit as usize, Duration::from_secs(5)).await?;
+    let ids: Vec<String> = deliveries
+        .iter()
+        .map(|d| d.message.msg_id.clone())
+        .collect();
+    let expected: Vec<String> = (0..limit).map(|i| format!("u{i}")).collect();
+    assert_eq!(ids, expected);
+    // Once the ledger has consumed some, there is room again.
+    for delivery in deliveries.into_iter().take(2) {
+        delivery.ack().await?;
+    }
+    eventually_backlog(bus.as_ref(), limit - 2).await?;
+    bus.publish(USAGE, "room-again", Bytes::from_static(b"x"))
+        .await?;
+    Ok(())
+}
+
+/// Waits for the usage backlog to reach `expected` (the server applies acks asynchronously).
+async fn eventually_backlog(bus: &dyn Bus, expected: u64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let backlog = bus.backlog(USAGE, USAGE_CONSUMER).await?;
+        if backlog == expected {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the usage backlog is {backlog}, not {expected}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs every contract case against both implementations.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -233,4 +317,6 @@ contract!(
     kv_keeps_the_latest_value_with_increasing_revisions,
     a_durable_consumer_redelivers_until_acknowledged,
     kv_scan_lists_keys_by_prefix,
+    usage_is_kept_until_the_ledger_consumer_acknowledges_it,
+    a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one,
 );

@@ -8,8 +8,9 @@
 //! with [`VALIDATION_MESSAGE`]), `fail-denied` (403 `AccessDeniedException`), `fail-500` (500
 //! `InternalServerException`), `hang` (sleeps 30 s), `fail-midstream` (a stream that sends a
 //! little text and then a `modelStreamErrorException` event), `slow-stream` (250 ms between
-//! events), `stall-stream` (a stream that stops for 30 s after two events). Any other model
-//! answers:
+//! events), `stall-stream` (a stream that stops for 30 s after two events), `raw-stream` (the
+//! bytes last given to [`FakeBedrock::set_raw_stream`], in three pieces, whatever they are).
+//! Any other model answers:
 //! with a call of the first tool when `toolConfig` has tools and the last message is the user's
 //! text; with "The tool said: …" after a tool result; with [`ANSWER`] otherwise. A
 //! `guardrailConfig` whose identifier is `gr-block` makes the guardrail intervene.
@@ -92,6 +93,7 @@ impl RecordedRequest {
 struct Shared {
     count: AtomicUsize,
     last: Mutex<Option<RecordedRequest>>,
+    raw_stream: Mutex<Bytes>,
 }
 
 /// A running fake Bedrock runtime; it stops accepting connections when dropped.
@@ -135,6 +137,36 @@ impl FakeBedrock {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+impl FakeBedrock {
+    /// What `raw-stream` answers from now on.
+    pub fn set_raw_stream(&self, bytes: Bytes) {
+        *self
+            .shared
+            .raw_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = bytes;
+    }
+
+    /// A well-formed ConverseStream answer of a few words with usage: a start for
+    /// property tests to mutate.
+    pub fn valid_stream() -> Bytes {
+        let mut out = Vec::new();
+        out.extend_from_slice(&event("messageStart", json!({"role": "assistant"})));
+        for word in ["Hello ", "there."] {
+            let delta = json!({"contentBlockIndex": 0, "delta": {"text": word}});
+            out.extend_from_slice(&event("contentBlockDelta", delta));
+        }
+        out.extend_from_slice(&event("contentBlockStop", json!({"contentBlockIndex": 0})));
+        out.extend_from_slice(&event("messageStop", json!({"stopReason": "end_turn"})));
+        let usage = json!({"inputTokens": 3, "outputTokens": 2, "totalTokens": 5});
+        out.extend_from_slice(&event(
+            "metadata",
+            json!({"usage": usage, "metrics": {"latencyMs": 1}}),
+        ));
+        Bytes::from(out)
     }
 }
 
@@ -391,6 +423,25 @@ async fn converse_stream(
         Ok(request) => request,
         Err(response) => return response,
     };
+    if model_id == "raw-stream" {
+        let raw = shared
+            .raw_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let third = raw.len() / 3;
+        let pieces = [
+            raw.slice(..third),
+            raw.slice(third..2 * third),
+            raw.slice(2 * third..),
+        ];
+        let body = futures::stream::iter(pieces.map(Ok::<_, std::io::Error>));
+        return (
+            [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
     let answer = answer(&request);
     let usage = usage(&request, &answer);
     let mut events = vec![event("messageStart", json!({"role": "assistant"}))];

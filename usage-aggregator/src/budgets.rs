@@ -25,7 +25,8 @@ fn applies(budget: &Budget, entry: &Entry) -> bool {
         Scope::Key => &entry.key.key_id,
         Scope::User => &entry.key.user_id,
         Scope::Team => &entry.key.team_id,
-        Scope::Model => &entry.key.model,
+        // The model that spent: a fallback's own budget, not the one asked for.
+        Scope::Model => &entry.served_model,
     };
     !subject.is_empty() && *subject == budget.scope_id
 }

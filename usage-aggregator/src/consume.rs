@@ -12,7 +12,9 @@ use futures::future::join_all;
 use prost::Message;
 use serde_json::json;
 use tokio::sync::watch;
-use tollgate_proto::bus::{Bus, Delivery, USAGE, USAGE_DEAD_LETTER};
+use tollgate_proto::bus::{
+    Bus, Delivery, USAGE, USAGE_ACK_WAIT, USAGE_CONSUMER, USAGE_DEAD_LETTER,
+};
 use tollgate_proto::follow::PolicyView;
 use tollgate_proto::usage::UsageEvent;
 
@@ -20,10 +22,6 @@ use crate::budgets;
 use crate::entry::Entry;
 use crate::ledger::Ledger;
 
-/// The durable consumer all aggregator replicas share.
-pub const DURABLE: &str = "usage-ledger";
-/// Redelivery delay for a batch whose aggregator died before acknowledging it.
-const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What this aggregator's consumer has done since it started.
@@ -80,7 +78,7 @@ pub async fn run(consumer_parts: Consumer, mut shutdown: watch::Receiver<bool>) 
     let mut consumer = None;
     while !*shutdown.borrow() {
         if consumer.is_none() {
-            match bus.consumer(USAGE, DURABLE, ACK_WAIT).await {
+            match bus.consumer(USAGE, USAGE_CONSUMER, USAGE_ACK_WAIT).await {
                 Ok(c) => consumer = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the usage consumer; retrying");

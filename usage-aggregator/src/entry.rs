@@ -75,6 +75,8 @@ pub struct Entry {
     pub request_id: String,
     pub occurred_at_ms: i64,
     pub key: RollupKey,
+    /// The model that answered when a fallback served the request, else `key.model`.
+    pub served_model: String,
     pub edge_id: String,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -128,6 +130,7 @@ impl Entry {
             ("user_id", &e.user_id),
             ("key_id", &e.key_id),
             ("model", &e.model),
+            ("served_model", &e.served_model),
             ("deployment_id", &e.deployment_id),
             ("provider", &e.provider),
             ("region", &e.region),
@@ -146,8 +149,14 @@ impl Entry {
                 .filter(|_| n <= MAX_TOKENS)
                 .ok_or_else(|| format!("{what} is out of range"))
         };
+        let served_model = if e.served_model.is_empty() {
+            e.model.clone()
+        } else {
+            e.served_model
+        };
         Ok(Entry {
             occurred_at_ms: at.timestamp_millis(),
+            served_model,
             key: RollupKey {
                 team_id: e.team_id,
                 user_id: e.user_id,

@@ -11,6 +11,7 @@ mod consume;
 pub use consume::ConsumerCounters;
 pub mod entry;
 pub mod ledger;
+pub mod metrics;
 pub mod query;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 use crate::alerts::AlertSinks;
 use crate::api::{FinanceApi, FinanceService};
 use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::AggregatorMetrics;
 
 /// How often every budget's status is published, so that new budgets, raised amounts and new
 /// periods reach the edges without waiting for traffic.
@@ -35,7 +37,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// A started aggregator: following policy, consuming usage, delivering alerts.
 pub struct Aggregator {
     api: Arc<FinanceApi>,
-    counters: Arc<ConsumerCounters>,
+    metrics: Arc<AggregatorMetrics>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -57,8 +59,9 @@ impl Aggregator {
         let policy = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
         let bus = parts.bus;
-        let counters = Arc::new(ConsumerCounters::default());
+        let metrics = AggregatorMetrics::new(Arc::new(ConsumerCounters::default()));
         let tasks = vec![
+            tokio::spawn(metrics.clone().follow_backlog(bus.clone(), stopped.clone())),
             tokio::spawn(follow::run(
                 policy.clone(),
                 parts.snapshots,
@@ -72,7 +75,7 @@ impl Aggregator {
                     policy: policy.clone(),
                     sinks: parts.sinks.names(),
                     batch: parts.batch.max(1),
-                    counters: counters.clone(),
+                    counters: metrics.counters.clone(),
                 },
                 stopped.clone(),
             )),
@@ -96,7 +99,7 @@ impl Aggregator {
         });
         Ok(Aggregator {
             api,
-            counters,
+            metrics,
             stop,
             tasks,
         })
@@ -109,7 +112,12 @@ impl Aggregator {
 
     /// What this replica's usage consumer has done.
     pub fn consumer_counters(&self) -> &Arc<ConsumerCounters> {
-        &self.counters
+        &self.metrics.counters
+    }
+
+    /// What `/metrics` reports.
+    pub fn metrics(&self) -> &Arc<AggregatorMetrics> {
+        &self.metrics
     }
 
     /// The aggregator's copy of policy.
@@ -117,8 +125,8 @@ impl Aggregator {
         &self.api.policy
     }
 
-    /// Serves `UsageService` (with health and reflection) on `grpc` and the CSV export on
-    /// `http` until `shutdown` completes; then stops the background work.
+    /// Serves `UsageService` (with health and reflection) on `grpc`, and the CSV export and
+    /// `/metrics` on `http` until `shutdown` completes; then stops the background work.
     pub async fn serve(
         self,
         grpc: TcpListener,
@@ -133,7 +141,12 @@ impl Aggregator {
         let mut http_done = done_rx.clone();
         let router = axum::Router::new()
             .route("/v1/usage/export", axum::routing::get(api::export_csv))
-            .with_state(self.api.clone());
+            .with_state(self.api.clone())
+            .merge(
+                axum::Router::new()
+                    .route("/metrics", axum::routing::get(metrics::serve))
+                    .with_state(self.metrics.clone()),
+            );
         let http_server = tokio::spawn(async move {
             let stopped = async move {
                 let _ = http_done.wait_for(|d| *d).await;

@@ -262,6 +262,20 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     aggregator
         .wait_for_requests((good.len() + later.len()) as i64, Duration::from_secs(30))
         .await?;
+
+    // `/metrics` tells an operator the same, and that nothing waits on the stream.
+    let recorded = good.len() + later.len();
+    eventually(Duration::from_secs(15), || async {
+        let Ok(response) = reqwest::get(aggregator.http_url("/metrics")).await else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.contains(&format!("\ntollgate_usage_recorded_total {recorded}\n"))
+            && text.contains("\ntollgate_usage_dead_lettered_total 3\n")
+            && text.contains("\ntollgate_usage_backlog_messages 0\n")
+    })
+    .await
+    .context("/metrics never showed the consumer's counts and an empty backlog")?;
     aggregator.stop().await?;
     control_plane.stop().await?;
     Ok(())

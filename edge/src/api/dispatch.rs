@@ -22,7 +22,7 @@ use super::record::UsageRecord;
 use crate::error::EdgeError;
 use crate::health::InFlight;
 use crate::metrics::{ReasonLabels, UpstreamLabels};
-use crate::pricing;
+use crate::pricing::{self, Tokens};
 use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::route::{self, Constraints};
 
@@ -42,6 +42,8 @@ pub struct Outgoing<'a> {
     pub request_stream_usage: bool,
     /// For usage-aware routing.
     pub estimated_tokens: u64,
+    /// What a budget reservation holds for: the most input and output the request may use.
+    pub worst_case_tokens: Tokens,
     pub deadline: Instant,
 }
 
@@ -152,6 +154,7 @@ pub async fn dispatch(
     let result = run.models(traffic, record).await;
     let (result, fallback) = match result {
         Ok((served, model)) => {
+            record.set_served_model(&model);
             let fallback = (model != out.model).then_some(model);
             (Ok(served), fallback)
         }
@@ -227,6 +230,9 @@ impl Run<'_> {
                 continue;
             }
             done.push(model.clone());
+            if model != requested && !self.hold_fallback_budgets(&model, record) {
+                continue;
+            }
             let rule = self.state.routing_rule_for(&model);
             let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
             let exhausted = match self
@@ -277,6 +283,29 @@ impl Run<'_> {
             }
         }
         Err(self.take_error())
+    }
+
+    /// Reserves the budgets scoped to the fallback `model`; false (and the fallback is
+    /// skipped) when one of them is spent or the model has no price under one.
+    fn hold_fallback_budgets(&self, model: &str, record: &mut UsageRecord) -> bool {
+        let Some(reservation) = record.reservation_mut() else {
+            return true;
+        };
+        let price = pricing::model_price(self.state, model);
+        let held = self.app.budgets.reserve_fallback(
+            self.state,
+            reservation,
+            model,
+            price.is_some(),
+            pricing::cost(price, self.out.worst_case_tokens),
+        );
+        match held {
+            Ok(()) => true,
+            Err(refused) => {
+                tracing::debug!(model, reason = %refused, "fallback skipped: its budget refuses the request");
+                false
+            }
+        }
     }
 
     /// Tries one model's deployments. The outer `Err` ends the whole request.

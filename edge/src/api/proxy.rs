@@ -17,7 +17,7 @@ use super::AppState;
 use super::dispatch::{self, Outgoing};
 use super::openai::{parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
-use super::stream::relay;
+use super::stream::{RelayParts, relay};
 use crate::auth::authenticate;
 use crate::error::EdgeError;
 use crate::health::InFlight;
@@ -112,13 +112,14 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
             in_flight,
             estimated_input,
         }) => {
-            let relayed = relay(
+            let relayed = relay(RelayParts {
                 upstream,
                 record,
                 client_wants_usage,
                 estimated_input,
-                app.config.abandoned_stream_grace,
-            );
+                grace: app.config.abandoned_stream_grace,
+                max_duration: app.config.max_stream_duration,
+            });
             // The deployment counts the stream as in flight until it ends.
             let body = Body::from_stream(relayed.map(move |chunk| {
                 let _held = &in_flight;
@@ -248,24 +249,20 @@ async fn call(
     if let Some(message) = traffic.and_then(|t| t.deny.as_ref()) {
         return Err(EdgeError::RoutingDenied(message.clone()));
     }
-    let price = state.prices.get(&model).or_else(|| {
-        state
-            .deployments_for(&model)
-            .find_map(|d| pricing::charged(&state, d))
-    });
-    let worst_case = cost(
-        price,
-        Tokens {
-            // No tokenizer on the hot path: a token is at least ~2 bytes of JSON.
-            input: bytes.len() as u64 / 2,
-            output: max_output,
-            ..Tokens::default()
-        },
-    );
-    record.hold(
-        app.budgets
-            .reserve(&state, key, &model, price.is_some(), worst_case)?,
-    );
+    let price = pricing::model_price(&state, &model);
+    let worst_case_tokens = Tokens {
+        // No tokenizer on the hot path: a token is at least ~2 bytes of JSON.
+        input: bytes.len() as u64 / 2,
+        output: max_output,
+        ..Tokens::default()
+    };
+    record.hold(app.budgets.reserve(
+        &state,
+        key,
+        &model,
+        price.is_some(),
+        cost(price, worst_case_tokens),
+    )?);
     let timeout = deadline_header.unwrap_or_else(|| {
         state
             .routing_rule_for(&model)
@@ -288,6 +285,7 @@ async fn call(
         // usage chunk is passed on only to clients that asked for it.
         request_stream_usage: stream && !client_wants_usage,
         estimated_tokens: bytes.len() as u64 / 4,
+        worst_case_tokens,
         deadline: record.started() + timeout,
     };
     let overhead = record.started().elapsed();

@@ -70,6 +70,11 @@ impl UsageRecord {
         self.reservation = Some(reservation);
     }
 
+    /// The reservation held for this request, to extend when it moves to a fallback model.
+    pub fn reservation_mut(&mut self) -> Option<&mut Reservation> {
+        self.reservation.as_mut()
+    }
+
     pub fn request_id(&self) -> &str {
         &self.event.request_id
     }
@@ -81,6 +86,13 @@ impl UsageRecord {
     pub fn set_model(&mut self, model: &str, stream: bool) {
         self.event.model = model.to_owned();
         self.event.stream = stream;
+    }
+
+    /// The model that served the request, when a fallback answered instead of the one asked.
+    pub fn set_served_model(&mut self, model: &str) {
+        if model != self.event.model {
+            self.event.served_model = model.to_owned();
+        }
     }
 
     pub fn set_key(&mut self, key: &VirtualKey) {

@@ -2,6 +2,7 @@
 //! reads what it needs for usage and time-to-first-token, and drops the usage chunk it asked
 //! for on the client's behalf.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -29,6 +30,8 @@ struct Relay {
     text_bytes: usize,
     /// Input tokens to charge when the provider never reports them (request bytes / 4).
     estimated_input: u64,
+    /// Fires when the stream has run for the edge's maximum stream duration.
+    cutoff: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// The client's body for an upstream stream.
@@ -38,31 +41,42 @@ struct Relay {
 /// is charged an estimate of what was relayed: one output token per content chunk or per four
 /// bytes of generated text (content and tool-call arguments), whichever is more, and its input
 /// at one token per four request bytes. Either way it is recorded as `client_closed` (499).
+/// A stream that fails, or runs past the maximum stream duration, is charged the same way.
 pub struct RelayBody {
     relay: Option<Relay>,
     grace: Duration,
+    max_duration: Duration,
 }
 
-/// Relays `upstream` to the client (see [`RelayBody`]).
-pub fn relay(
-    upstream: BoxStream<'static, Result<Bytes, UpstreamError>>,
-    record: UsageRecord,
-    client_wants_usage: bool,
-    estimated_input: u64,
-    grace: Duration,
-) -> RelayBody {
+/// How a stream is relayed: the upstream and what the response owes.
+pub struct RelayParts {
+    pub upstream: BoxStream<'static, Result<Bytes, UpstreamError>>,
+    pub record: UsageRecord,
+    pub client_wants_usage: bool,
+    pub estimated_input: u64,
+    /// How long the upstream of an abandoned stream is read on for its usage.
+    pub grace: Duration,
+    /// The longest the request may run, from its arrival, before its stream is cut.
+    pub max_duration: Duration,
+}
+
+/// Relays `parts.upstream` to the client (see [`RelayBody`]).
+pub fn relay(parts: RelayParts) -> RelayBody {
+    let cutoff = tokio::time::Instant::from_std(parts.record.started()) + parts.max_duration;
     RelayBody {
         relay: Some(Relay {
-            upstream,
+            upstream: parts.upstream,
             framer: EventSplitter::default(),
-            record,
-            client_wants_usage,
+            record: parts.record,
+            client_wants_usage: parts.client_wants_usage,
             done: false,
             content_chunks: 0,
             text_bytes: 0,
-            estimated_input,
+            estimated_input: parts.estimated_input,
+            cutoff: Box::pin(tokio::time::sleep_until(cutoff)),
         }),
-        grace,
+        grace: parts.grace,
+        max_duration: parts.max_duration,
     }
 }
 
@@ -70,6 +84,7 @@ impl Stream for RelayBody {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let max_duration = self.max_duration;
         loop {
             let Some(relay) = self.relay.as_mut() else {
                 return Poll::Ready(None);
@@ -79,32 +94,39 @@ impl Stream for RelayBody {
                 self.relay = None;
                 return Poll::Ready(None);
             }
-            let polled = match ready!(relay.upstream.poll_next_unpin(cx)) {
-                Some(Ok(bytes)) => match relay.forward(&bytes) {
-                    Ok(out) if out.is_empty() => continue,
-                    Ok(out) => return Poll::Ready(Some(Ok(out))),
-                    Err(too_large) => Some(Err(UpstreamError::Failed(too_large.to_string()))),
-                },
-                other => other,
-            };
-            match polled {
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    // Headers are sent: report the failure in-band, as OpenAI does.
-                    let error = upstream_failure(error);
-                    relay.record.fail(&error);
-                    relay.done = true;
-                    let event = json!({"error": {"message": error.to_string(), "type": "api_error", "code": error.code()}});
-                    return Poll::Ready(Some(Ok(Bytes::from(format!("data: {event}\n\n")))));
-                }
-                None => {
-                    relay.done = true;
-                    relay.record.finish(200, "");
-                    if let Some(rest) = relay.framer.rest() {
-                        return Poll::Ready(Some(Ok(rest)));
+            let failure = if relay.cutoff.as_mut().poll(cx).is_ready() {
+                UpstreamError::Timeout(format!(
+                    "the stream ran longer than this gateway allows ({} s)",
+                    max_duration.as_secs()
+                ))
+            } else {
+                match ready!(relay.upstream.poll_next_unpin(cx)) {
+                    Some(Ok(bytes)) => match relay.forward(&bytes) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(out))),
+                        Err(too_large) => UpstreamError::Failed(too_large.to_string()),
+                    },
+                    Some(Err(error)) => error,
+                    None => {
+                        relay.done = true;
+                        relay.record.finish(200, "");
+                        match relay.framer.rest() {
+                            Some(rest) => return Poll::Ready(Some(Ok(rest))),
+                            None => continue,
+                        }
                     }
                 }
+            };
+            // Headers are sent: report the failure in-band, as OpenAI does.
+            let error = upstream_failure(failure);
+            // Content that reached the client is charged, reported or not.
+            if relay.content_chunks > 0 {
+                relay.estimate_unreported_usage();
             }
+            relay.record.fail(&error);
+            relay.done = true;
+            let event = json!({"error": {"message": error.to_string(), "type": "api_error", "code": error.code()}});
+            return Poll::Ready(Some(Ok(Bytes::from(format!("data: {event}\n\n")))));
         }
     }
 }
@@ -197,6 +219,12 @@ impl Relay {
 
     /// Records an abandoned stream: its reported usage, else the estimate, as `client_closed`.
     fn charge_abandoned(mut self) {
+        self.estimate_unreported_usage();
+        self.record.finish(CLIENT_CLOSED as u16, "client_closed");
+    }
+
+    /// Charges the estimate of what was relayed when the provider has not reported usage.
+    fn estimate_unreported_usage(&mut self) {
         if !self.record.has_tokens() {
             self.record.set_tokens(Tokens {
                 input: self.estimated_input,
@@ -204,6 +232,5 @@ impl Relay {
                 ..Tokens::default()
             });
         }
-        self.record.finish(CLIENT_CLOSED as u16, "client_closed");
     }
 }

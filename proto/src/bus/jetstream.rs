@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ALERTS, Acknowledge, Bus, BusError, BusMessage, Consumer, Delivery, KvEntry, POLICY,
-    PublishAck, Subscription, USAGE, USAGE_DEAD_LETTER, topic_settings,
+    ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, POLICY,
+    PublishAck, Retention, Subscription, USAGE, USAGE_ACK_WAIT, USAGE_DEAD_LETTER, topic_settings,
 };
 
 /// How long one bus operation may take before it is reported as a timeout.
@@ -23,12 +23,22 @@ pub struct JetStreamBus {
     context: Context,
     prefix: String,
     state: kv::Store,
+    limits: BusLimits,
 }
 
 impl JetStreamBus {
     /// Connects to `url` and makes sure the streams of the known topics exist. The client
     /// keeps reconnecting in the background if the server goes away later.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+        Self::connect_with(url, prefix, BusLimits::default()).await
+    }
+
+    /// [`connect`](Self::connect) with other limits than the defaults.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        limits: BusLimits,
+    ) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(OPERATION_TIMEOUT)
             .connect(url)
@@ -42,6 +52,7 @@ impl JetStreamBus {
             context,
             prefix: prefix.to_owned(),
             state,
+            limits,
         };
         for topic in [POLICY, USAGE, USAGE_DEAD_LETTER, ALERTS] {
             bus.ensure_stream(topic).await?;
@@ -59,18 +70,74 @@ impl JetStreamBus {
         format!("{}.{}", self.prefix, topic)
     }
 
-    async fn ensure_stream(&self, topic: &str) -> Result<stream::Stream, BusError> {
-        let settings = topic_settings(topic);
+    /// Creates the topic's stream, or brings an existing one to today's settings; a stream
+    /// that cannot be changed (a retention policy this server cannot convert) is kept as it
+    /// is, loudly.
+    async fn ensure_stream(&self, topic: &str) -> Result<(), BusError> {
+        let settings = topic_settings(topic, &self.limits);
+        let (retention, discard, max_messages) = match settings.retention {
+            Retention::Forever => (
+                stream::RetentionPolicy::Limits,
+                stream::DiscardPolicy::Old,
+                -1,
+            ),
+            Retention::Newest { max_messages } => (
+                stream::RetentionPolicy::Limits,
+                stream::DiscardPolicy::Old,
+                max_messages as i64,
+            ),
+            Retention::UntilConsumed { max_messages, .. } => (
+                stream::RetentionPolicy::Interest,
+                stream::DiscardPolicy::New,
+                max_messages as i64,
+            ),
+        };
         let config = stream::Config {
             name: self.stream_name(topic),
             subjects: vec![self.subject(topic)],
             storage: stream::StorageType::File,
             duplicate_window: settings.duplicate_window,
-            max_messages: settings.max_messages.map_or(-1, |m| m as i64),
+            retention,
+            discard,
+            max_messages,
             allow_direct: true,
             ..Default::default()
         };
-        with_timeout(self.context.get_or_create_stream(config)).await
+        if let Err(e) = with_timeout(self.context.create_or_update_stream(config)).await {
+            let existing = self.stream(topic).await.map_err(|_| e)?;
+            tracing::warn!(
+                stream = %existing.cached_info().config.name,
+                "the stream keeps its earlier settings: it cannot be brought to this version's (see the README's usage aggregator section)"
+            );
+        }
+        if let Retention::UntilConsumed { consumer, .. } = settings.retention {
+            // Interest retention drops a message nobody is interested in at once: the
+            // consumer must exist before the first publish.
+            self.durable(topic, consumer, USAGE_ACK_WAIT).await?;
+        }
+        Ok(())
+    }
+
+    async fn durable(
+        &self,
+        topic: &str,
+        durable: &str,
+        ack_wait: Duration,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, BusError> {
+        let stream = self.stream(topic).await?;
+        with_timeout(stream.get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: self.subject(topic),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                // Bounds what is in flight across all members.
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        ))
+        .await
     }
 
     async fn stream(&self, topic: &str) -> Result<stream::Stream, BusError> {
@@ -94,7 +161,16 @@ impl Bus for JetStreamBus {
                 .await?
                 .await
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The server's words for a discard-new stream at its limit (error 10077).
+            BusError::Unavailable(why)
+                if why.contains("maximum messages") || why.contains("maximum bytes") =>
+            {
+                BusError::Full(topic.to_owned())
+            }
+            other => other,
+        })?;
         Ok(PublishAck {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
@@ -178,21 +254,14 @@ impl Bus for JetStreamBus {
         durable: &str,
         ack_wait: Duration,
     ) -> Result<Box<dyn Consumer>, BusError> {
-        let stream = self.stream(topic).await?;
-        let consumer = with_timeout(stream.get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.to_owned()),
-                filter_subject: self.subject(topic),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                // Bounds what is in flight across all members.
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        ))
-        .await?;
+        let consumer = self.durable(topic, durable, ack_wait).await?;
         Ok(Box::new(JetStreamConsumer { consumer }))
+    }
+
+    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+        let stream = self.stream(topic).await?;
+        let info = with_timeout(stream.consumer_info(durable)).await?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {

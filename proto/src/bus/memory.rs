@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{
-    Acknowledge, Bus, BusError, BusMessage, Consumer, Delivery, KvEntry, PublishAck, Subscription,
-    TopicSettings, topic_settings,
+    Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, PublishAck,
+    Retention, Subscription, TopicSettings, topic_settings,
 };
 
 /// The bus for a single process. Cloning shares the same topics.
@@ -20,6 +20,7 @@ use super::{
 pub struct MemoryBus {
     topics: Arc<Mutex<HashMap<String, Topic>>>,
     kv: Arc<Mutex<Kv>>,
+    limits: BusLimits,
 }
 
 #[derive(Default)]
@@ -49,9 +50,9 @@ struct ConsumerState {
 }
 
 impl Topic {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, limits: &BusLimits) -> Self {
         Topic {
-            settings: topic_settings(name),
+            settings: topic_settings(name, limits),
             messages: VecDeque::new(),
             last_sequence: 0,
             recent_ids: VecDeque::new(),
@@ -123,6 +124,14 @@ impl MemoryBus {
         Self::default()
     }
 
+    /// An empty bus with other limits than the defaults.
+    pub fn with_limits(limits: BusLimits) -> Self {
+        MemoryBus {
+            limits,
+            ..Self::default()
+        }
+    }
+
     fn topics(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
         // A panic while holding this lock cannot leave a topic half-written (every update is
         // a few infallible pushes), so a poisoned lock is still safe to use.
@@ -133,7 +142,7 @@ impl MemoryBus {
         let mut topics = self.topics();
         let topic = topics
             .entry(name.to_owned())
-            .or_insert_with(|| Topic::new(name));
+            .or_insert_with(|| Topic::new(name, &self.limits));
         f(topic)
     }
 }
@@ -150,13 +159,18 @@ impl Bus for MemoryBus {
         payload: Bytes,
     ) -> Result<PublishAck, BusError> {
         let now = Instant::now();
-        Ok(self.with_topic(topic, |t| {
+        self.with_topic(topic, |t| {
             t.forget_expired_ids(now);
             if let Some(&sequence) = t.recent_seq.get(msg_id) {
-                return PublishAck {
+                return Ok(PublishAck {
                     sequence,
                     duplicate: true,
-                };
+                });
+            }
+            if let Retention::UntilConsumed { max_messages, .. } = t.settings.retention
+                && t.messages.len() as u64 >= max_messages
+            {
+                return Err(BusError::Full(topic.to_owned()));
             }
             t.last_sequence += 1;
             let sequence = t.last_sequence;
@@ -165,19 +179,19 @@ impl Bus for MemoryBus {
                 msg_id: msg_id.to_owned(),
                 payload,
             });
-            if let Some(max) = t.settings.max_messages {
-                while t.messages.len() as u64 > max {
+            if let Retention::Newest { max_messages } = t.settings.retention {
+                while t.messages.len() as u64 > max_messages {
                     t.messages.pop_front();
                 }
             }
             t.recent_ids.push_back((now, msg_id.to_owned()));
             t.recent_seq.insert(msg_id.to_owned(), sequence);
             t.tail.send_replace(sequence);
-            PublishAck {
+            Ok(PublishAck {
                 sequence,
                 duplicate: false,
-            }
-        }))
+            })
+        })
     }
 
     async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
@@ -252,6 +266,41 @@ impl Bus for MemoryBus {
             tail,
         }))
     }
+
+    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+        Ok(self.with_topic(topic, |t| t.backlog(durable)))
+    }
+}
+
+impl Topic {
+    /// Unacknowledged messages of consumer `durable`: handed out and pending, or not yet
+    /// handed out.
+    fn backlog(&self, durable: &str) -> u64 {
+        let (delivered_up_to, pending) = self
+            .consumers
+            .get(durable)
+            .map_or((0, 0), |c| (c.delivered_up_to, c.pending.len()));
+        let start = self
+            .messages
+            .partition_point(|m| m.sequence <= delivered_up_to);
+        (self.messages.len() - start + pending) as u64
+    }
+
+    /// Drops a message consumed by the consumer that the topic keeps it for.
+    fn consumed(&mut self, durable: &str, sequence: u64) {
+        if let Retention::UntilConsumed { consumer, .. } = self.settings.retention
+            && consumer == durable
+        {
+            let index = self.messages.partition_point(|m| m.sequence < sequence);
+            if self
+                .messages
+                .get(index)
+                .is_some_and(|m| m.sequence == sequence)
+            {
+                self.messages.remove(index);
+            }
+        }
+    }
 }
 
 struct MemoryConsumer {
@@ -309,8 +358,12 @@ struct MemoryAck {
 impl Acknowledge for MemoryAck {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         self.bus.with_topic(&self.topic, |t| {
-            if let Some(state) = t.consumers.get_mut(&self.durable) {
-                state.pending.remove(&self.sequence);
+            let acknowledged = t
+                .consumers
+                .get_mut(&self.durable)
+                .is_some_and(|state| state.pending.remove(&self.sequence).is_some());
+            if acknowledged {
+                t.consumed(&self.durable, self.sequence);
             }
         });
         Ok(())

@@ -26,25 +26,75 @@ pub const USAGE_DEAD_LETTER: &str = "usage_dead_letter";
 /// Budget alerts, for subscribers that prefer NATS to a webhook.
 pub const ALERTS: &str = "alerts";
 
+/// The durable consumer through which the aggregator replicas read the USAGE topic; it exists
+/// from the moment the topic does, so that no usage event is ever stored without a reader.
+pub const USAGE_CONSUMER: &str = "usage-ledger";
+/// How long a usage event handed to an aggregator waits for its acknowledgement before it is
+/// delivered again (to whichever replica asks next).
+pub const USAGE_ACK_WAIT: Duration = Duration::from_secs(30);
+/// The most usage events waiting for the aggregator, by default; beyond it publishes are
+/// refused (the edges then hold events in their own bounded buffers).
+pub const USAGE_MAX_MESSAGES: u64 = 10_000_000;
+/// The most messages kept on the dead-letter and alert topics; the oldest go first.
+const KEPT_MESSAGES: u64 = 10_000_000;
+
 /// How long and how much a topic keeps, the same for every implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicSettings {
     /// A message id seen within this window is acknowledged as a duplicate and not stored.
     pub duplicate_window: Duration,
-    /// Oldest messages are dropped beyond this count; `None` keeps everything.
-    pub max_messages: Option<u64>,
+    pub retention: Retention,
 }
 
-/// The settings of a known topic; unknown topics get the usage topic's.
-pub fn topic_settings(topic: &str) -> TopicSettings {
+/// When a topic lets go of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Never.
+    Forever,
+    /// The oldest messages are dropped beyond `max_messages`: for topics read as a feed.
+    Newest { max_messages: u64 },
+    /// A message is kept until the durable consumer `consumer` acknowledges it, and at most
+    /// `max_messages` wait: beyond that a publish is refused, never an unread message dropped.
+    UntilConsumed {
+        consumer: &'static str,
+        max_messages: u64,
+    },
+}
+
+/// The limits an installation may tune; every role must be given the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusLimits {
+    /// The most usage events waiting for the aggregator.
+    pub usage_max_messages: u64,
+}
+
+impl Default for BusLimits {
+    fn default() -> Self {
+        BusLimits {
+            usage_max_messages: USAGE_MAX_MESSAGES,
+        }
+    }
+}
+
+/// The settings of a known topic under `limits`; unknown topics are kept like alerts.
+pub fn topic_settings(topic: &str, limits: &BusLimits) -> TopicSettings {
     match topic {
         POLICY => TopicSettings {
             duplicate_window: Duration::from_secs(3600),
-            max_messages: None,
+            retention: Retention::Forever,
+        },
+        USAGE => TopicSettings {
+            duplicate_window: Duration::from_secs(600),
+            retention: Retention::UntilConsumed {
+                consumer: USAGE_CONSUMER,
+                max_messages: limits.usage_max_messages,
+            },
         },
         _ => TopicSettings {
             duplicate_window: Duration::from_secs(600),
-            max_messages: Some(10_000_000),
+            retention: Retention::Newest {
+                max_messages: KEPT_MESSAGES,
+            },
         },
     }
 }
@@ -75,6 +125,9 @@ pub enum BusError {
     Unavailable(String),
     #[error("bus timed out after {0:?}")]
     Timeout(Duration),
+    /// The topic holds as many unconsumed messages as it may; it takes more once they are read.
+    #[error("topic {0} is full: its consumer is behind")]
+    Full(String),
 }
 
 /// The latest value of a key in the bus's small shared-state bucket.
@@ -127,6 +180,9 @@ pub trait Bus: Send + Sync + 'static {
         durable: &str,
         ack_wait: Duration,
     ) -> Result<Box<dyn Consumer>, BusError>;
+
+    /// How many messages of `topic` the durable consumer `durable` has not acknowledged yet.
+    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError>;
 }
 
 /// A member of a durable consumer.
