@@ -15,4 +15,4 @@ pub mod store;
 mod watch;
 
 pub use server::{ControlPlane, ServeError};
-pub use service::AdminApi;
+pub use service::{AdminApi, MAX_WATCHERS};

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod convert;
+pub mod egress;
 pub mod follow;
 pub mod health;
 pub mod http_serve;

@@ -11,6 +11,7 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::watch;
 use tollgate_proto::bus::{ALERTS, Bus};
+use tollgate_proto::egress::Egress;
 
 use crate::ledger::{Ledger, PendingAlert};
 
@@ -25,6 +26,9 @@ pub struct AlertSinks {
     pub slack_url: Option<String>,
     /// Also publish alerts to the bus's ALERTS topic.
     pub bus: bool,
+    /// Where webhook calls may connect: never a link-local or cloud metadata address, judged
+    /// again after each DNS resolution.
+    pub egress: Egress,
 }
 
 /// Webhook URLs can carry tokens (Slack's do): none of them shows.
@@ -36,6 +40,7 @@ impl std::fmt::Debug for AlertSinks {
             .field("webhook_secret", &redact::option(&self.webhook_secret))
             .field("slack_url", &redact::option(&self.slack_url))
             .field("bus", &self.bus)
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -59,6 +64,7 @@ impl AlertSinks {
 
 const POLL: Duration = Duration::from_millis(250);
 const TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 
 /// Delivers due alerts until `shutdown` flips to true.
@@ -69,11 +75,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A redirect would carry the signed alert elsewhere: the sink's answer is final.
-    let http = match reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let http = match sinks.egress.http_client(CONNECT_TIMEOUT) {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(%error, "cannot build the HTTP client for alerts; alerts stay in the outbox");
@@ -129,6 +131,7 @@ async fn deliver(
                 .ok_or("no webhook URL configured")?;
             let mut request = http
                 .post(url)
+                .timeout(TIMEOUT)
                 .header("content-type", "application/json")
                 .header("x-tollgate-alert-id", &alert_id);
             if let Some(secret) = &sinks.webhook_secret {
@@ -155,7 +158,13 @@ async fn deliver(
                 value["amount_usd"].as_f64().unwrap_or_default(),
                 value["period"].as_str().unwrap_or_default(),
             );
-            check(http.post(url).json(&json!({"text": text})).send().await)
+            check(
+                http.post(url)
+                    .timeout(TIMEOUT)
+                    .json(&json!({"text": text}))
+                    .send()
+                    .await,
+            )
         }
         "nats" => bus
             .publish(ALERTS, &alert_id, Bytes::from(alert.payload.clone()))
@@ -167,7 +176,17 @@ async fn deliver(
 }
 
 fn check(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
-    let response = result.map_err(|e| e.without_url().to_string())?;
+    // Without the URL (a Slack URL holds a token), with the causes (why a call was refused).
+    let response = result.map_err(|e| {
+        let e = e.without_url();
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            why = format!("{why}: {cause}");
+            source = cause.source();
+        }
+        why
+    })?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -185,7 +204,90 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::sign;
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tollgate_proto::bus::MemoryBus;
+    use tollgate_proto::egress::Lookup;
+
+    use super::*;
+
+    /// A server counting its hits: `/hook` answers 200, `/moved` a 302 to `/hook`.
+    async fn counting_server() -> (u16, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/moved",
+                axum::routing::post(|| async {
+                    (axum::http::StatusCode::FOUND, [("location", "/hook")])
+                }),
+            )
+            .fallback(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, hits)
+    }
+
+    fn alert() -> PendingAlert {
+        PendingAlert {
+            budget_id: "b".into(),
+            period_start_ms: 0,
+            threshold_pct: 50.0,
+            sink: "webhook".into(),
+            payload: "{}".into(),
+            attempts: 0,
+        }
+    }
+
+    /// A webhook host that resolves to the metadata address only when the alert is sent (DNS
+    /// rebinding) is refused before connecting; a redirect is not followed; a host resolving
+    /// to the machine is called.
+    #[tokio::test]
+    async fn webhook_calls_are_judged_after_resolution_and_never_redirected() {
+        let (port, hits) = counting_server().await;
+        let lookup: Lookup = Arc::new(|host: String| {
+            Box::pin(async move {
+                Ok(match host.as_str() {
+                    "rebound.test" => vec![IpAddr::from([169, 254, 169, 254])],
+                    _ => vec![IpAddr::from([127, 0, 0, 1])],
+                })
+            })
+        });
+        let sinks = |url: String| AlertSinks {
+            webhook_url: Some(url),
+            egress: Egress::default().with_lookup(lookup.clone()),
+            ..Default::default()
+        };
+        let bus = MemoryBus::new();
+        let send = |url: String| {
+            let sinks = sinks(url);
+            let bus = bus.clone();
+            async move {
+                let http = sinks.egress.http_client(CONNECT_TIMEOUT).expect("a client");
+                deliver(&http, &bus, &sinks, &alert()).await
+            }
+        };
+        let refused = send(format!("http://rebound.test:{port}/hook")).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|why| why.contains("link-local")),
+            "{refused:?}"
+        );
+        let moved = send(format!("http://served.test:{port}/moved")).await;
+        assert_eq!(moved, Err("HTTP 302 Found".to_owned()));
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached /hook");
+        let served = send(format!("http://served.test:{port}/hook")).await;
+        assert_eq!(served, Ok(()));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
 
     /// RFC 4231, test case 2: what a webhook receiver's own HMAC-SHA256 computes.
     #[test]

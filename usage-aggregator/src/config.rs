@@ -113,6 +113,7 @@ impl AggregatorConfig {
                 webhook_secret: get("TOLLGATE_ALERT_WEBHOOK_SECRET"),
                 slack_url: alert_url(get("TOLLGATE_ALERT_SLACK_URL"), "TOLLGATE_ALERT_SLACK_URL")?,
                 bus: get("TOLLGATE_ALERT_NATS").is_some_and(|v| v == "true" || v == "1"),
+                egress: Default::default(),
             },
             batch: get("TOLLGATE_USAGE_BATCH")
                 .map_or(Ok(500), |v| v.parse())

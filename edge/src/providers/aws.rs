@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
-use super::egress::Egress;
+use super::egress::{AwsResolver, Egress};
 use super::{UpstreamCall, UpstreamError};
 
 /// Clients kept at most; beyond, the cache starts afresh (credentials were rotated many times).
@@ -84,7 +84,7 @@ impl<C: Clone> ClientCache<C> {
             connect_timeout,
             http: aws_smithy_http_client::Builder::new()
                 .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-                .build_with_resolver(egress),
+                .build_with_resolver(AwsResolver(egress)),
             clients: Mutex::new(HashMap::new()),
         }
     }
