@@ -39,6 +39,7 @@ const KNOWN: &[&str] = &[
     "max_retry_wait_ms",
     "max_stream_seconds",
     "nats_url",
+    "rate_limit_window_ms",
     "region",
     "request_timeout_ms",
     "retry_backoff_max_ms",

@@ -197,6 +197,48 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
     let budget_id = text(&budget, "/id")?.to_owned();
     assert_eq!(budget["thresholds"], serde_json::json!([50.0, 90.0]));
 
+    let limit = w
+        .json(&[
+            "rate-limits",
+            "set",
+            "--scope",
+            "team",
+            "--scope-id",
+            &team_id,
+            "--rpm",
+            "600",
+            "--model",
+            "gpt-4o",
+            "--schedule",
+            "from=20:00,to=06:00,tz=Europe/Berlin,days=mon+fri,rpm=6000",
+        ])
+        .await?;
+    assert_eq!(limit["model"], "gpt-4o");
+    assert_eq!(
+        limit["schedules"],
+        serde_json::json!([{"time_start": "20:00", "time_end": "06:00",
+            "timezone": "Europe/Berlin", "weekdays": ["mon", "fri"], "rpm": 6000,
+            "tpm": 0, "max_concurrent": 0}])
+    );
+    let refused = w
+        .failure(
+            None,
+            &[
+                "rate-limits",
+                "set",
+                "--scope",
+                "team",
+                "--scope-id",
+                &team_id,
+                "--rpm",
+                "1",
+                "--schedule",
+                "from=20:00,rpm=6000",
+            ],
+        )
+        .await?;
+    assert!(refused.contains("from=HH:MM and to=HH:MM"), "{refused}");
+
     let teams = w.json(&["teams", "list"]).await?;
     assert!(
         list(&teams, "teams")?

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 
 use tollgate_policy::model::{
-    AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit, RoutingRule, Team,
-    TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User, VirtualKey,
+    AdminToken, Budget, Credential, Deployment, Guardrail, LimitSchedule, Price, RateLimit,
+    RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User, VirtualKey,
 };
 use tollgate_proto::admin as pb;
 use tollgate_proto::convert::timestamp;
@@ -162,10 +162,41 @@ pub fn rate_limit(r: &RateLimit) -> pb::RateLimit {
         rpm: r.rpm,
         tpm: r.tpm,
         max_concurrent: r.max_concurrent,
+        model: r.model.clone().unwrap_or_default(),
+        schedules: r
+            .schedules
+            .iter()
+            .map(|s| pb::LimitSchedule {
+                time_start: clock(s.window.start_minute),
+                time_end: clock(s.window.end_minute),
+                timezone: s.window.timezone.clone(),
+                weekdays: s.window.weekdays.iter().map(ToString::to_string).collect(),
+                rpm: s.rpm,
+                tpm: s.tpm,
+                max_concurrent: s.max_concurrent,
+            })
+            .collect(),
     }
 }
 
 pub fn rate_limit_from(r: pb::RateLimit, new_id: String) -> Result<RateLimit, ControlError> {
+    let schedules = r
+        .schedules
+        .into_iter()
+        .map(|s| {
+            Ok(LimitSchedule {
+                window: TimeWindow {
+                    start_minute: clock_minute("time_start", &s.time_start)?,
+                    end_minute: clock_minute("time_end", &s.time_end)?,
+                    timezone: s.timezone,
+                    weekdays: parse_list("weekdays", &s.weekdays)?,
+                },
+                rpm: s.rpm,
+                tpm: s.tpm,
+                max_concurrent: s.max_concurrent,
+            })
+        })
+        .collect::<Result<_, ControlError>>()?;
     Ok(RateLimit {
         id: non_empty(r.id).unwrap_or(new_id),
         scope: parse("scope", &r.scope)?,
@@ -173,7 +204,14 @@ pub fn rate_limit_from(r: pb::RateLimit, new_id: String) -> Result<RateLimit, Co
         rpm: r.rpm,
         tpm: r.tpm,
         max_concurrent: r.max_concurrent,
+        model: non_empty(r.model),
+        schedules,
     })
+}
+
+/// `HH:MM` of minutes after midnight.
+fn clock(minute: u32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
 }
 
 pub fn routing_rule(r: &RoutingRule) -> pb::RoutingRule {
@@ -214,7 +252,6 @@ pub fn routing_rule_from(r: pb::RoutingRule, new_id: String) -> Result<RoutingRu
 pub fn traffic_rule(r: &TrafficRule) -> pb::TrafficRule {
     let w = &r.when;
     let time = w.time.as_ref();
-    let clock = |minute: u32| format!("{:02}:{:02}", minute / 60, minute % 60);
     pb::TrafficRule {
         id: r.id.clone(),
         order: r.order,

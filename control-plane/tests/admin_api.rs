@@ -1150,6 +1150,69 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
             }),
         ),
         case(
+            "SetBudget with scope tag",
+            invalid,
+            &["tags are for rate limits"],
+            call(a, {
+                let budget = Budget {
+                    scope: "tag".into(),
+                    scope_id: "batch".into(),
+                    ..team_budget(&team_id, 10.0)
+                };
+                |mut c| async move { c.set_budget(budget).await }
+            }),
+        ),
+        case(
+            "SetRateLimit with a model on a model-scoped limit",
+            invalid,
+            &["model"],
+            call(a, |mut c| async move {
+                c.set_rate_limit(RateLimit {
+                    scope: "model".into(),
+                    scope_id: "gpt-4o".into(),
+                    model: "gpt-4o".into(),
+                    rpm: 10,
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetRateLimit with a schedule at 25:00",
+            invalid,
+            &["time_start", "25:00"],
+            call(a, {
+                let limit = RateLimit {
+                    schedules: vec![tollgate_proto::admin::LimitSchedule {
+                        time_start: "25:00".into(),
+                        time_end: "06:00".into(),
+                        rpm: 100,
+                        ..Default::default()
+                    }],
+                    ..team_rate_limit(&team_id, 10)
+                };
+                |mut c| async move { c.set_rate_limit(limit).await }
+            }),
+        ),
+        case(
+            "SetRateLimit with a schedule in time zone Mars/Olympus",
+            invalid,
+            &["Mars/Olympus"],
+            call(a, {
+                let limit = RateLimit {
+                    schedules: vec![tollgate_proto::admin::LimitSchedule {
+                        time_start: "20:00".into(),
+                        time_end: "06:00".into(),
+                        timezone: "Mars/Olympus".into(),
+                        rpm: 100,
+                        ..Default::default()
+                    }],
+                    ..team_rate_limit(&team_id, 10)
+                };
+                |mut c| async move { c.set_rate_limit(limit).await }
+            }),
+        ),
+        case(
             "SetPrice with a negative price",
             invalid,
             &["input_per_mtok"],

@@ -80,6 +80,15 @@ impl Bus for DiesWhilePublishing {
     async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
         self.bus.backlog(topic, durable).await
     }
+
+    async fn kv_update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>, BusError> {
+        self.bus.kv_update(key, value, expected).await
+    }
 }
 
 async fn create_teams(cp: &TestControlPlane, names: std::ops::Range<usize>) -> Result<()> {

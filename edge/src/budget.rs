@@ -252,6 +252,8 @@ fn applies(budget: &Budget, key: &VirtualKey, model: &str) -> bool {
         Scope::User => key.user_id.as_deref(),
         Scope::Team => key.team_id.as_deref(),
         Scope::Model => Some(model),
+        // Refused for budgets by the control plane.
+        Scope::Tag => None,
     };
     subject == Some(budget.scope_id.as_str())
 }

@@ -76,6 +76,9 @@ pub struct EdgeConfig {
     /// `TOLLGATE_MAX_STREAM_SECONDS` (default 3,600): the longest a streamed answer may run,
     /// from the request's arrival; then it is ended with an in-band `upstream_timeout` error.
     pub max_stream_duration: Duration,
+    /// `TOLLGATE_RATE_LIMIT_WINDOW_MS` (default 60,000): the "minute" of rpm and tpm limits.
+    /// Only tests shorten it.
+    pub rate_limit_window: Duration,
     /// `TOLLGATE_UPSTREAM_NETWORKS` (default `loopback,private`; or `none`): besides public
     /// addresses, the networks provider calls may reach. Link-local and cloud metadata
     /// addresses are never reachable.
@@ -192,6 +195,9 @@ impl EdgeConfig {
             )?),
             max_stream_duration: Duration::from_secs(
                 number("TOLLGATE_MAX_STREAM_SECONDS", 3_600)?.max(1),
+            ),
+            rate_limit_window: Duration::from_millis(
+                number("TOLLGATE_RATE_LIMIT_WINDOW_MS", 60_000)?.max(100),
             ),
             upstream_networks: get("TOLLGATE_UPSTREAM_NETWORKS")
                 .map(|v| Networks::parse(&v))

@@ -45,6 +45,12 @@ pub enum EdgeError {
     },
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
+    /// A gateway rate limit is reached.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A budget applies, and the model has no price: its spend could not be counted.
     #[error(
         "model {model:?} has no price, so it cannot be used under budget {budget_id}: an admin sets one with SetPrice"
@@ -84,7 +90,7 @@ impl EdgeError {
             EdgeError::RoutingDenied(_) => {
                 (StatusCode::FORBIDDEN, "permission_error", "routing_denied")
             }
-            EdgeError::UpstreamRateLimited { .. } => (
+            EdgeError::UpstreamRateLimited { .. } | EdgeError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 "rate_limit_exceeded",
@@ -138,6 +144,9 @@ impl IntoResponse for EdgeError {
         });
         let retry_after = match self {
             EdgeError::UpstreamRateLimited { retry_after, .. } => retry_after,
+            EdgeError::RateLimited { retry_after, .. } => {
+                HeaderValue::from_str(&retry_after.as_secs_f64().ceil().max(1.0).to_string()).ok()
+            }
             EdgeError::BudgetExceeded {
                 resets_at: Some(at),
                 ..

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;
@@ -29,6 +30,7 @@ use crate::api::AppState;
 use crate::budget::Budgets;
 use crate::config::EdgeConfig;
 use crate::health::Health;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
@@ -80,6 +82,8 @@ impl Edge {
         );
         let budgets = Budgets::new(&config.edge_id, config.clock.clone());
         tokio::spawn(budgets.clone().follow(bus.clone(), stop.subscribe()));
+        let limits = Limiter::new(config.rate_limit_window, config.clock.clone());
+        tokio::spawn(limits.clone().lease(bus.clone(), stop.subscribe()));
         let health = Arc::new(Health::new(config.circuit, metrics.clone()));
         tokio::spawn(health.clone().publish(
             bus.clone(),
@@ -90,6 +94,7 @@ impl Edge {
         let state = Arc::new(AppState {
             health,
             budgets,
+            limits,
             providers,
             sealing: config.credential_key.clone(),
             config,

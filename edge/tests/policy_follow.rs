@@ -234,6 +234,15 @@ impl Bus for LosesOneEvent {
     async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
         self.bus.backlog(topic, durable).await
     }
+
+    async fn kv_update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>, BusError> {
+        self.bus.kv_update(key, value, expected).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,12 +89,14 @@ named_enum!(
 );
 
 named_enum!(
-    /// Whom a budget or a rate limit applies to.
+    /// Whom a budget or a rate limit applies to (`tag`, the keys carrying a tag, only for rate
+    /// limits).
     Scope {
         Key => "key",
         User => "user",
         Team => "team",
         Model => "model",
+        Tag => "tag",
     }
 );
 
@@ -288,7 +290,8 @@ pub struct Budget {
     pub thresholds: Vec<f64>,
 }
 
-/// Request, token and concurrency limits for one key, user, team or model.
+/// Request, token and concurrency limits for one key, user, team, model or key tag, counted
+/// across all edges.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub id: String,
@@ -298,6 +301,60 @@ pub struct RateLimit {
     pub rpm: u64,
     pub tpm: u64,
     pub max_concurrent: u64,
+    /// Counts only requests for this model (a key, user, team or tag limit on one model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Other limits at some times of the week: the first open schedule's apply instead.
+    #[serde(default)]
+    pub schedules: Vec<LimitSchedule>,
+}
+
+/// Limits that replace a rate limit's own while their time window is open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitSchedule {
+    pub window: TimeWindow,
+    /// 0 = unlimited, for each of the three, as on the limit itself.
+    pub rpm: u64,
+    pub tpm: u64,
+    pub max_concurrent: u64,
+}
+
+/// The three figures of a rate limit in force at one moment; 0 = unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowance {
+    pub rpm: u64,
+    pub tpm: u64,
+    pub max_concurrent: u64,
+}
+
+impl RateLimit {
+    /// What the limit allows at `now`: the first open schedule's figures, else its own.
+    pub fn at(&self, now: DateTime<Utc>) -> Allowance {
+        match self.schedules.iter().find(|s| s.window.contains(now)) {
+            Some(s) => Allowance {
+                rpm: s.rpm,
+                tpm: s.tpm,
+                max_concurrent: s.max_concurrent,
+            },
+            None => Allowance {
+                rpm: self.rpm,
+                tpm: self.tpm,
+                max_concurrent: self.max_concurrent,
+            },
+        }
+    }
+
+    /// Whether a request by `key` for `model` counts toward this limit.
+    pub fn applies(&self, key: &VirtualKey, model: &str) -> bool {
+        let subject = match self.scope {
+            Scope::Key => key.id == self.scope_id,
+            Scope::User => key.user_id.as_deref() == Some(self.scope_id.as_str()),
+            Scope::Team => key.team_id.as_deref() == Some(self.scope_id.as_str()),
+            Scope::Model => model == self.scope_id,
+            Scope::Tag => key.tags.contains(&self.scope_id),
+        };
+        subject && self.model.as_deref().is_none_or(|m| m == model)
+    }
 }
 
 /// How requests for one model name are routed, retried and failed over.
@@ -367,6 +424,38 @@ pub struct TimeWindow {
     pub timezone: String,
     /// Days the window is open on (the day it starts); empty = every day.
     pub weekdays: Vec<Weekday>,
+}
+
+impl TimeWindow {
+    /// Whether `now` falls in the window, on one of its days (the day the window opened, for
+    /// a window that wraps past midnight). A time zone that does not parse is never open.
+    pub fn contains(&self, now: DateTime<Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let Ok(tz) = self.timezone.parse::<chrono_tz::Tz>() else {
+            return false;
+        };
+        let local = now.with_timezone(&tz);
+        let minute = local.hour() * 60 + local.minute();
+        let (start, end) = (self.start_minute, self.end_minute);
+        let (inside, opened_yesterday) = if start < end {
+            (start <= minute && minute < end, false)
+        } else {
+            (minute >= start || minute < end, minute < end)
+        };
+        if !inside {
+            return false;
+        }
+        if self.weekdays.is_empty() {
+            return true;
+        }
+        let mut day = local.weekday();
+        if opened_yesterday {
+            day = day.pred();
+        }
+        // `Weekday::ALL` is declared Monday first, as chrono counts.
+        self.weekdays
+            .contains(&Weekday::ALL[day.num_days_from_monday() as usize])
+    }
 }
 
 /// What a matching traffic rule does.
@@ -439,4 +528,40 @@ pub fn admin_caller(
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn window(start: u32, end: u32, days: &[Weekday]) -> TimeWindow {
+        TimeWindow {
+            start_minute: start,
+            end_minute: end,
+            timezone: "Europe/Paris".to_owned(),
+            weekdays: days.to_vec(),
+        }
+    }
+
+    #[test]
+    fn windows_follow_the_local_clock_and_wrap_past_midnight() {
+        // 2026-11-25 is a Wednesday; Paris is UTC+1 in November.
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+        let office = window(9 * 60, 17 * 60, &[Weekday::Wed]);
+        assert!(office.contains(at(8, 0)), "09:00 in Paris");
+        assert!(!office.contains(at(7, 59)));
+        assert!(!office.contains(at(16, 0)), "17:00 in Paris is the end");
+        assert!(!window(9 * 60, 17 * 60, &[Weekday::Thu]).contains(at(10, 0)));
+
+        let night = window(22 * 60, 6 * 60, &[Weekday::Tue]);
+        assert!(
+            night.contains(at(2, 0)),
+            "03:00 Wednesday belongs to Tuesday's night"
+        );
+        assert!(
+            !night.contains(at(22, 0)),
+            "23:00 Wednesday opens Wednesday's night"
+        );
+    }
 }

@@ -43,6 +43,7 @@ fn scope() -> impl Strategy<Value = (Scope, String)> {
         pick("u").prop_map(|id| (Scope::User, id)),
         pick("t").prop_map(|id| (Scope::Team, id)),
         pick("m").prop_map(|id| (Scope::Model, id)),
+        pick("tag").prop_map(|id| (Scope::Tag, id)),
     ]
 }
 
@@ -200,8 +201,8 @@ pub fn command() -> impl Strategy<Value = Command> {
                 }
             ),
         pick("b").prop_map(|id| Command::DeleteBudget { id }),
-        (pick("r"), scope(), 0..2u64).prop_map(|(id, (scope, scope_id), rpm)| {
-            Command::SetRateLimit {
+        (pick("r"), scope(), 0..2u64, prop::option::of(pick("m"))).prop_map(
+            |(id, (scope, scope_id), rpm, model)| Command::SetRateLimit {
                 rate_limit: RateLimit {
                     id,
                     scope,
@@ -209,9 +210,11 @@ pub fn command() -> impl Strategy<Value = Command> {
                     rpm,
                     tpm: 0,
                     max_concurrent: 0,
+                    model,
+                    schedules: Vec::new(),
                 },
             }
-        }),
+        ),
         pick("r").prop_map(|id| Command::DeleteRateLimit { id }),
         (pick("rr"), pick("m"), models()).prop_map(|(id, model_name, fallbacks)| {
             Command::SetRoutingRule {

@@ -290,6 +290,33 @@ async fn eventually_backlog(bus: &dyn Bus, expected: u64) -> Result<()> {
     }
 }
 
+async fn kv_update_writes_only_over_the_expected_revision(bus: Arc<dyn Bus>) -> Result<()> {
+    let first = bus
+        .kv_update("limit.a", Bytes::from_static(b"1"), 0)
+        .await?
+        .context("creating an absent key")?;
+    assert_eq!(
+        bus.kv_update("limit.a", Bytes::from_static(b"x"), 0)
+            .await?,
+        None,
+        "the key exists: not created twice"
+    );
+    assert_eq!(
+        bus.kv_update("limit.a", Bytes::from_static(b"x"), first + 100)
+            .await?,
+        None,
+        "a stale revision loses"
+    );
+    let second = bus
+        .kv_update("limit.a", Bytes::from_static(b"2"), first)
+        .await?
+        .context("the expected revision wins")?;
+    assert!(second > first);
+    let entry = bus.kv_get("limit.a").await?.context("the key is set")?;
+    assert_eq!((entry.revision, &entry.value[..]), (second, &b"2"[..]));
+    Ok(())
+}
+
 /// Runs every contract case against both implementations.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -319,4 +346,5 @@ contract!(
     kv_scan_lists_keys_by_prefix,
     usage_is_kept_until_the_ledger_consumer_acknowledges_it,
     a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one,
+    kv_update_writes_only_over_the_expected_revision,
 );

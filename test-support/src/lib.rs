@@ -15,6 +15,7 @@ pub mod openai_upstream;
 mod python;
 pub mod sagemaker_upstream;
 mod served;
+pub mod severable;
 
 use std::fs::{self, File, Permissions};
 use std::io;

@@ -27,6 +27,8 @@ fn applies(budget: &Budget, entry: &Entry) -> bool {
         Scope::Team => &entry.key.team_id,
         // The model that spent: a fallback's own budget, not the one asked for.
         Scope::Model => &entry.served_model,
+        // Refused for budgets by the control plane.
+        Scope::Tag => return false,
     };
     !subject.is_empty() && *subject == budget.scope_id
 }

@@ -18,6 +18,7 @@ use tollgate_policy::sealing::SealingKey;
 use crate::budget::Budgets;
 use crate::config::EdgeConfig;
 use crate::health::Health;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::usage::UsageSink;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub sealing: Option<SealingKey>,
     pub budgets: Arc<Budgets>,
+    /// Rate limits, and this edge's leases of them.
+    pub limits: Arc<Limiter>,
     /// Deployments' circuits, load and latency as seen by this edge.
     pub health: Arc<Health>,
 }

@@ -21,6 +21,7 @@ use super::stream::{RelayParts, relay};
 use crate::auth::authenticate;
 use crate::error::EdgeError;
 use crate::health::InFlight;
+use crate::limits::RateHeaders;
 use crate::pricing::{self, Tokens, cost};
 use crate::providers::{UpstreamError, UpstreamReply};
 use crate::route::rules::{self, RequestFacts};
@@ -156,6 +157,7 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
     if let Some(model) = &trace.fallback {
         set_header(&mut response, "x-tollgate-fallback", model);
     }
+    trace.rate.apply(response.headers_mut());
     if !response.headers().contains_key("x-tollgate-cost-usd")
         && response.status() != StatusCode::OK
     {
@@ -170,6 +172,8 @@ struct Trace {
     attempts: u32,
     /// The fallback model that answered.
     fallback: Option<String>,
+    /// The rate limits that applied, for `x-ratelimit-*`.
+    rate: RateHeaders,
 }
 
 fn set_header(response: &mut Response, name: &'static str, value: &str) {
@@ -197,7 +201,7 @@ async fn call(
         .map_err(|_| EdgeError::BodyTimeout(app.config.body_read_timeout))?
         .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
     let mut types = Vec::with_capacity(3);
-    let (model, stream, client_wants_usage, max_output) = match kind {
+    let (model, stream, client_wants_usage, max_output_requested) = match kind {
         Kind::Chat => {
             let request = parse_chat(&bytes)?;
             let wants_usage = request
@@ -205,10 +209,7 @@ async fn call(
                 .as_ref()
                 .and_then(|o| o.include_usage)
                 == Some(true);
-            let max_output = request
-                .max_completion_tokens
-                .or(request.max_tokens)
-                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+            let max_output = request.max_completion_tokens.or(request.max_tokens);
             let stream = request.stream == Some(true);
             types.push(RequestType::Chat);
             if stream {
@@ -222,7 +223,7 @@ async fn call(
         Kind::Embeddings => {
             types.push(RequestType::Embeddings);
             let model = parse_embeddings(&bytes)?.model.into_owned();
-            (model, false, false, 0)
+            (model, false, false, Some(0))
         }
     };
     // Unknown whatever the key may use (as OpenAI answers); only a known name is recorded.
@@ -249,11 +250,29 @@ async fn call(
     if let Some(message) = traffic.and_then(|t| t.deny.as_ref()) {
         return Err(EdgeError::RoutingDenied(message.clone()));
     }
+    let estimated_input = bytes.len() as u64 / 4;
+    let admitted = app.limits.admit(
+        &state,
+        key,
+        &model,
+        estimated_input + max_output_requested.unwrap_or(0),
+        app.budgets.live_edges(),
+    );
+    match admitted {
+        Ok(admission) => {
+            trace.rate = admission.headers.clone();
+            record.admit(admission);
+        }
+        Err(refusal) => {
+            trace.rate = refusal.headers;
+            return Err(refusal.error);
+        }
+    }
     let price = pricing::model_price(&state, &model);
     let worst_case_tokens = Tokens {
         // No tokenizer on the hot path: a token is at least ~2 bytes of JSON.
         input: bytes.len() as u64 / 2,
-        output: max_output,
+        output: max_output_requested.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
         ..Tokens::default()
     };
     record.hold(app.budgets.reserve(
@@ -284,7 +303,7 @@ async fn call(
         // Streams always ask the upstream for usage, so that every stream is accounted; the
         // usage chunk is passed on only to clients that asked for it.
         request_stream_usage: stream && !client_wants_usage,
-        estimated_tokens: bytes.len() as u64 / 4,
+        estimated_tokens: estimated_input,
         worst_case_tokens,
         deadline: record.started() + timeout,
     };
@@ -299,7 +318,7 @@ async fn call(
         in_flight: served.in_flight,
         client_wants_usage,
         overhead,
-        estimated_input: bytes.len() as u64 / 4,
+        estimated_input,
     })
 }
 

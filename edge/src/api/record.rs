@@ -11,6 +11,7 @@ use tollgate_proto::usage::UsageEvent;
 
 use crate::budget::Reservation;
 use crate::error::EdgeError;
+use crate::limits::Admission;
 use crate::metrics::{Metrics, ModelLabels, RequestLabels, TokenLabels};
 use crate::pricing::{Tokens, cost};
 use crate::usage::UsageSink;
@@ -33,6 +34,9 @@ pub struct UsageRecord {
     metrics: Arc<Metrics>,
     /// Budget held for this request, settled with its cost when the record is dropped.
     reservation: Option<Reservation>,
+    /// The request's place in its rate limits: its tokens are corrected, and its concurrency
+    /// released, when the record is dropped.
+    admission: Option<Admission>,
 }
 
 impl UsageRecord {
@@ -62,12 +66,18 @@ impl UsageRecord {
             sink,
             metrics,
             reservation: None,
+            admission: None,
         }
     }
 
     /// Holds `reservation` until the request's cost is known.
     pub fn hold(&mut self, reservation: Reservation) {
         self.reservation = Some(reservation);
+    }
+
+    /// Holds the request's rate-limit admission until the request ends.
+    pub fn admit(&mut self, admission: Admission) {
+        self.admission = Some(admission);
     }
 
     /// The reservation held for this request, to extend when it moves to a fallback model.
@@ -158,6 +168,9 @@ impl Drop for UsageRecord {
         event.cost_usd = self.cost_usd();
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(event.cost_usd);
+        }
+        if let Some(mut admission) = self.admission.take() {
+            admission.settle_tokens(event.input_tokens + event.output_tokens);
         }
         let labels = RequestLabels {
             route: self.route,

@@ -5,11 +5,9 @@
 //! trusts (the key's own tags, the edge's region). Client-sent tags and regions can only select
 //! rules that express a preference (a preferred region, a strategy).
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::{
-    RequestType, TimeWindow, TrafficAction, TrafficMatch, TrafficRule, VirtualKey, Weekday,
-};
+use tollgate_policy::model::{RequestType, TrafficAction, TrafficMatch, TrafficRule, VirtualKey};
 
 /// What traffic rules can match on.
 pub struct RequestFacts<'a> {
@@ -93,76 +91,5 @@ fn matches(when: &TrafficMatch, facts: &RequestFacts<'_>, trust: Trust) -> bool 
             || when.request_types.iter().any(|t| facts.types.contains(t)))
         && facts.body_bytes >= when.min_body_bytes
         && (when.max_body_bytes == 0 || facts.body_bytes <= when.max_body_bytes)
-        && when.time.as_ref().is_none_or(|w| in_window(w, facts.now))
-}
-
-/// Whether `now` falls in the window, on one of its days (the day the window opened, for a
-/// window that wraps past midnight).
-fn in_window(window: &TimeWindow, now: DateTime<Utc>) -> bool {
-    let Ok(tz) = window.timezone.parse::<chrono_tz::Tz>() else {
-        return false;
-    };
-    let local = now.with_timezone(&tz);
-    let minute = local.hour() * 60 + local.minute();
-    let (start, end) = (window.start_minute, window.end_minute);
-    let (inside, opened_yesterday) = if start < end {
-        (start <= minute && minute < end, false)
-    } else {
-        (minute >= start || minute < end, minute < end)
-    };
-    if !inside {
-        return false;
-    }
-    if window.weekdays.is_empty() {
-        return true;
-    }
-    let mut day = local.weekday();
-    if opened_yesterday {
-        day = day.pred();
-    }
-    window.weekdays.contains(&weekday(day))
-}
-
-/// Our weekday for chrono's: `Weekday::ALL` is declared Monday first, as chrono counts.
-fn weekday(day: chrono::Weekday) -> Weekday {
-    Weekday::ALL[day.num_days_from_monday() as usize]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn window(start: u32, end: u32, days: &[Weekday]) -> TimeWindow {
-        TimeWindow {
-            start_minute: start,
-            end_minute: end,
-            timezone: "Europe/Paris".to_owned(),
-            weekdays: days.to_vec(),
-        }
-    }
-
-    #[test]
-    fn windows_follow_the_local_clock_and_wrap_past_midnight() {
-        // 2026-11-25 is a Wednesday; Paris is UTC+1 in November.
-        let at = |h, m| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
-        let office = window(9 * 60, 17 * 60, &[Weekday::Wed]);
-        assert!(in_window(&office, at(8, 0)), "09:00 in Paris");
-        assert!(!in_window(&office, at(7, 59)));
-        assert!(!in_window(&office, at(16, 0)), "17:00 in Paris is the end");
-        assert!(!in_window(
-            &window(9 * 60, 17 * 60, &[Weekday::Thu]),
-            at(10, 0)
-        ));
-
-        let night = window(22 * 60, 6 * 60, &[Weekday::Tue]);
-        assert!(
-            in_window(&night, at(2, 0)),
-            "03:00 Wednesday belongs to Tuesday's night"
-        );
-        assert!(
-            !in_window(&night, at(22, 0)),
-            "23:00 Wednesday opens Wednesday's night"
-        );
-    }
+        && when.time.as_ref().is_none_or(|w| w.contains(facts.now))
 }

@@ -252,5 +252,6 @@ pub(super) fn scope_target(
         Scope::Team => found(state.teams.get(id), "team", id).map(drop),
         // A model may be priced and capped before any deployment serves it.
         Scope::Model => validate::model_name("scope_id", id),
+        Scope::Tag => validate::name("scope_id (a tag)", id).map(drop),
     }
 }

@@ -7,10 +7,13 @@ use chrono::{DateTime, Duration, Utc};
 use crate::event::PolicyEvent;
 use crate::model::{
     AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
-    RateLimit, RoutingRule, Team, TrafficRule, User, UserRole, VirtualKey,
+    RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
+
+/// The most schedules one rate limit may carry.
+const MAX_SCHEDULES: usize = 16;
 
 mod checks;
 mod traffic;
@@ -423,6 +426,12 @@ pub fn decide(
         }
         SetBudget { mut budget } => {
             validate::id("budget id", &budget.id)?;
+            if budget.scope == Scope::Tag {
+                return Err(CommandError::invalid(
+                    "a budget applies to a key, user, team or model; tags are for rate limits"
+                        .to_owned(),
+                ));
+            }
             scope_target(state, budget.scope, &budget.scope_id)?;
             if !budget.amount_usd.is_finite() || budget.amount_usd <= 0.0 {
                 return Err(CommandError::invalid(format!(
@@ -451,13 +460,30 @@ pub fn decide(
             found(state.budgets.get(&id), "budget", &id)?;
             PolicyEvent::BudgetDeleted { id }
         }
-        SetRateLimit { rate_limit } => {
+        SetRateLimit { mut rate_limit } => {
             validate::id("rate limit id", &rate_limit.id)?;
             scope_target(state, rate_limit.scope, &rate_limit.scope_id)?;
             if rate_limit.rpm == 0 && rate_limit.tpm == 0 && rate_limit.max_concurrent == 0 {
                 return Err(CommandError::invalid(
                     "set at least one of rpm, tpm, max_concurrent (0 means unlimited); to remove a limit use DeleteRateLimit".to_owned(),
                 ));
+            }
+            if let Some(model) = &rate_limit.model {
+                if rate_limit.scope == Scope::Model {
+                    return Err(CommandError::invalid(
+                        "a model-scoped limit already counts one model: leave model empty"
+                            .to_owned(),
+                    ));
+                }
+                validate::model_name("model", model)?;
+            }
+            if rate_limit.schedules.len() > MAX_SCHEDULES {
+                return Err(CommandError::invalid(format!(
+                    "at most {MAX_SCHEDULES} schedules per rate limit"
+                )));
+            }
+            for schedule in &mut rate_limit.schedules {
+                traffic::time_window(&mut schedule.window)?;
             }
             if state.rate_limits.get(&rate_limit.id) == Some(&rate_limit) {
                 return Ok(vec![]);

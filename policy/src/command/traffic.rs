@@ -3,7 +3,7 @@
 
 use super::CommandError;
 use super::checks::found;
-use crate::model::TrafficRule;
+use crate::model::{TimeWindow, TrafficRule};
 use crate::state::PolicyState;
 use crate::validate;
 
@@ -42,22 +42,7 @@ pub(super) fn checked(
         )));
     }
     if let Some(window) = &mut when.time {
-        for (field, minute) in [("start", window.start_minute), ("end", window.end_minute)] {
-            if minute >= MINUTES_PER_DAY {
-                return Err(CommandError::invalid(format!(
-                    "the time window's {field} must be a time of day between 00:00 and 23:59"
-                )));
-            }
-        }
-        if window.start_minute == window.end_minute {
-            return Err(CommandError::invalid(
-                "the time window starts and ends at the same minute; leave it out to match at any time"
-                    .to_owned(),
-            ));
-        }
-        window.timezone = validate::timezone(&window.timezone)?;
-        window.weekdays.sort();
-        window.weekdays.dedup();
+        time_window(window)?;
     }
 
     let then = &mut rule.then;
@@ -107,4 +92,25 @@ pub(super) fn unreferenced(
         ))),
         None => Ok(()),
     }
+}
+
+/// Normalises `window` if it is a real one: times of day, distinct ends, a known time zone.
+pub(super) fn time_window(window: &mut TimeWindow) -> Result<(), CommandError> {
+    for (field, minute) in [("start", window.start_minute), ("end", window.end_minute)] {
+        if minute >= MINUTES_PER_DAY {
+            return Err(CommandError::invalid(format!(
+                "the time window's {field} must be a time of day between 00:00 and 23:59"
+            )));
+        }
+    }
+    if window.start_minute == window.end_minute {
+        return Err(CommandError::invalid(
+            "the time window starts and ends at the same minute; leave it out to match at any time"
+                .to_owned(),
+        ));
+    }
+    window.timezone = validate::timezone(&window.timezone)?;
+    window.weekdays.sort();
+    window.weekdays.dedup();
+    Ok(())
 }

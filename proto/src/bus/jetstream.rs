@@ -233,6 +233,28 @@ impl Bus for JetStreamBus {
         with_timeout(self.state.put(key, value)).await
     }
 
+    async fn kv_update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>, BusError> {
+        let written = if expected == 0 {
+            match with_timeout_raw(self.state.create(key, value)).await? {
+                Ok(revision) => Some(revision),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(e) => return Err(unavailable(e)),
+            }
+        } else {
+            match with_timeout_raw(self.state.update(key, value, expected)).await? {
+                Ok(revision) => Some(revision),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        Ok(written)
+    }
+
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
         let keys: Vec<String> = match with_timeout(self.state.keys()).await {
             Ok(keys) => with_timeout(keys.try_collect()).await?,
@@ -359,4 +381,11 @@ async fn with_timeout<T, E: std::fmt::Display>(
         .await
         .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))?
         .map_err(unavailable)
+}
+
+/// `operation` within the operation timeout, its own error left to the caller.
+async fn with_timeout_raw<T>(operation: impl Future<Output = T>) -> Result<T, BusError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))
 }

@@ -238,6 +238,24 @@ impl Bus for MemoryBus {
         Ok(kv.entries.get(key).cloned())
     }
 
+    async fn kv_update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>, BusError> {
+        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        let current = kv.entries.get(key).map_or(0, |e| e.revision);
+        if current != expected {
+            return Ok(None);
+        }
+        kv.revision += 1;
+        let revision = kv.revision;
+        kv.entries
+            .insert(key.to_owned(), KvEntry { revision, value });
+        Ok(Some(revision))
+    }
+
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
         let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         Ok(kv

@@ -169,6 +169,15 @@ pub trait Bus: Send + Sync + 'static {
     /// The latest value of `key` in the shared-state bucket.
     async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError>;
 
+    /// Sets `key` only if its latest revision is `expected` (0: only if it has none): the new
+    /// revision, or `None` when another writer came first.
+    async fn kv_update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<Option<u64>, BusError>;
+
     /// Every key of the shared-state bucket starting with `prefix`, with its latest value.
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError>;
 

@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    Budget, DeleteRequest, Guardrail, ListBudgetsRequest, ListGuardrailsRequest,
+    Budget, DeleteRequest, Guardrail, LimitSchedule, ListBudgetsRequest, ListGuardrailsRequest,
     ListRateLimitsRequest, RateLimit,
 };
 
@@ -97,12 +97,20 @@ impl Budgets {
 pub enum RateLimits {
     /// Create a rate limit, or replace the one with --id.
     Set {
-        /// key | user | team | model.
+        /// key | user | team | model | tag.
         #[arg(long)]
         scope: String,
-        /// The id of the key, user or team, or the model name.
+        /// The id of the key, user or team, the model name, or the key tag.
         #[arg(long)]
         scope_id: String,
+        /// Count only requests for this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Other figures during a weekly window (repeatable; the first open one applies), as
+        /// `from=20:00,to=06:00,tz=Europe/Berlin,days=mon+tue,rpm=6000,tpm=0,max_concurrent=0`
+        /// (days, tz and the figures optional; a figure left out is 0, unlimited).
+        #[arg(long = "schedule", value_name = "SCHEDULE", value_parser = parse_schedule)]
+        schedules: Vec<LimitSchedule>,
         /// Requests per minute (0: unlimited).
         #[arg(long, default_value_t = 0)]
         rpm: u64,
@@ -118,7 +126,7 @@ pub enum RateLimits {
     },
     /// List rate limits.
     List {
-        /// Only limits on this scope (key | user | team | model).
+        /// Only limits on this scope (key | user | team | model | tag).
         #[arg(long)]
         scope: Option<String>,
         /// Only limits on this key, user, team or model.
@@ -139,6 +147,8 @@ impl RateLimits {
             RateLimits::Set {
                 scope,
                 scope_id,
+                model,
+                schedules,
                 rpm,
                 tpm,
                 max_concurrent,
@@ -151,6 +161,8 @@ impl RateLimits {
                     rpm,
                     tpm,
                     max_concurrent,
+                    model: model.unwrap_or_default(),
+                    schedules,
                 };
                 out.show(
                     "setting the rate limit",
@@ -173,6 +185,38 @@ impl RateLimits {
             }
         }
     }
+}
+
+/// A `--schedule` of `rate-limits set`.
+fn parse_schedule(value: &str) -> Result<LimitSchedule, String> {
+    let mut schedule = LimitSchedule::default();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not name=value"))?;
+        let number = || {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name} must be a whole number, got {v:?}"))
+        };
+        match name {
+            "from" => schedule.time_start = v.to_owned(),
+            "to" => schedule.time_end = v.to_owned(),
+            "tz" => schedule.timezone = v.to_owned(),
+            "days" => schedule.weekdays = v.split('+').map(str::to_owned).collect(),
+            "rpm" => schedule.rpm = number()?,
+            "tpm" => schedule.tpm = number()?,
+            "max_concurrent" => schedule.max_concurrent = number()?,
+            other => {
+                return Err(format!(
+                    "unknown {other:?}: use from, to, tz, days, rpm, tpm, max_concurrent"
+                ));
+            }
+        }
+    }
+    if schedule.time_start.is_empty() || schedule.time_end.is_empty() {
+        return Err("a schedule needs from=HH:MM and to=HH:MM".to_owned());
+    }
+    Ok(schedule)
 }
 
 /// `tollgate admin guardrails …`.
