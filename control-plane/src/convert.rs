@@ -3,8 +3,9 @@
 use std::str::FromStr;
 
 use tollgate_policy::model::{
-    AdminToken, Budget, Credential, Deployment, Guardrail, LimitSchedule, Price, RateLimit,
-    RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, LimitSchedule, Price,
+    RateLimit, RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User,
+    VirtualKey,
 };
 use tollgate_proto::admin as pb;
 use tollgate_proto::convert::timestamp;
@@ -212,6 +213,30 @@ pub fn rate_limit_from(r: pb::RateLimit, new_id: String) -> Result<RateLimit, Co
 /// `HH:MM` of minutes after midnight.
 fn clock(minute: u32) -> String {
     format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+pub fn access_group(g: &AccessGroup) -> pb::AccessGroup {
+    pb::AccessGroup {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        models: g.models.clone(),
+        team_ids: g.team_ids.clone(),
+        user_ids: g.user_ids.clone(),
+        key_ids: g.key_ids.clone(),
+        roles: g.roles.iter().map(ToString::to_string).collect(),
+    }
+}
+
+pub fn access_group_from(g: pb::AccessGroup, new_id: String) -> Result<AccessGroup, ControlError> {
+    Ok(AccessGroup {
+        id: non_empty(g.id).unwrap_or(new_id),
+        name: g.name,
+        models: g.models,
+        team_ids: g.team_ids,
+        user_ids: g.user_ids,
+        key_ids: g.key_ids,
+        roles: parse_list("roles", &g.roles)?,
+    })
 }
 
 pub fn routing_rule(r: &RoutingRule) -> pb::RoutingRule {

@@ -547,6 +547,36 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn set_access_group(&self, request: Request<AccessGroup>) -> Reply<AccessGroup> {
+        self.authorize(&request, Access::WritePolicy)?;
+        let group = convert::access_group_from(request.get_ref().clone(), new_id())?;
+        let id = group.id.clone();
+        let (state, _) = self
+            .change(&request, Command::SetAccessGroup { group })
+            .await?;
+        found(state.access_groups.get(&id).map(convert::access_group))
+    }
+
+    async fn delete_access_group(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteAccessGroup { id })
+            .await
+    }
+
+    async fn list_access_groups(
+        &self,
+        request: Request<ListAccessGroupsRequest>,
+    ) -> Reply<ListAccessGroupsResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListAccessGroupsResponse {
+            groups: state
+                .access_groups
+                .values()
+                .map(convert::access_group)
+                .collect(),
+        }))
+    }
+
     async fn list_deployment_health(
         &self,
         request: Request<ListDeploymentHealthRequest>,

@@ -814,6 +814,14 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
         })
         .await?;
 
+    admin
+        .set_access_group(AccessGroup {
+            name: "large".into(),
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        })
+        .await?;
+
     let a = &admin;
     let (team_id, live_id, revoked_id) = (team.id.clone(), live.id.clone(), revoked.id.clone());
     let credential_id = credential.id.clone();
@@ -1210,6 +1218,59 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
                     ..team_rate_limit(&team_id, 10)
                 };
                 |mut c| async move { c.set_rate_limit(limit).await }
+            }),
+        ),
+        case(
+            "SetAccessGroup without models",
+            invalid,
+            &["at least one model"],
+            call(a, |mut c| async move {
+                c.set_access_group(AccessGroup {
+                    name: "empty".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetAccessGroup for an unknown team",
+            not_found,
+            &["ghost-team"],
+            call(a, |mut c| async move {
+                c.set_access_group(AccessGroup {
+                    name: "haunted".into(),
+                    models: vec!["gpt-4o".into()],
+                    team_ids: vec!["ghost-team".into()],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetAccessGroup with role superuser",
+            invalid,
+            &["roles", "superuser"],
+            call(a, |mut c| async move {
+                c.set_access_group(AccessGroup {
+                    name: "supers".into(),
+                    models: vec!["gpt-4o".into()],
+                    roles: vec!["superuser".into()],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetAccessGroup with a name in use",
+            exists,
+            &["large"],
+            call(a, |mut c| async move {
+                c.set_access_group(AccessGroup {
+                    name: "large".into(),
+                    models: vec!["gpt-4o-mini".into()],
+                    ..Default::default()
+                })
+                .await
             }),
         ),
         case(

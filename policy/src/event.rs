@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
-    RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret,
+    Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -92,6 +92,11 @@ pub enum PolicyEvent {
     #[serde(rename = "traffic_rule.deleted")]
     TrafficRuleDeleted { id: String },
 
+    #[serde(rename = "access_group.set")]
+    AccessGroupSet { group: AccessGroup },
+    #[serde(rename = "access_group.deleted")]
+    AccessGroupDeleted { id: String },
+
     #[serde(rename = "guardrail.set")]
     GuardrailSet { guardrail: Guardrail },
     #[serde(rename = "guardrail.deleted")]
@@ -128,6 +133,8 @@ impl PolicyEvent {
             BudgetDeleted { id } => ("budget", id.as_str()),
             RateLimitSet { rate_limit } => ("rate_limit", rate_limit.id.as_str()),
             RateLimitDeleted { id } => ("rate_limit", id.as_str()),
+            AccessGroupSet { group } => ("access_group", group.id.as_str()),
+            AccessGroupDeleted { id } => ("access_group", id.as_str()),
             RoutingRuleSet { rule } => ("routing_rule", rule.id.as_str()),
             RoutingRuleDeleted { id } => ("routing_rule", id.as_str()),
             TrafficRuleSet { rule } => ("traffic_rule", rule.id.as_str()),

@@ -309,6 +309,20 @@ pub struct RateLimit {
     pub schedules: Vec<LimitSchedule>,
 }
 
+/// A named set of models and who may use them. A model in at least one group may be used
+/// only by keys that one of its groups is granted to: directly, through the key's team or user,
+/// or through its user's role. A model in no group is open to every key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessGroup {
+    pub id: String,
+    pub name: String,
+    pub models: Vec<String>,
+    pub team_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub key_ids: Vec<String>,
+    pub roles: Vec<UserRole>,
+}
+
 /// Limits that replace a rate limit's own while their time window is open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitSchedule {

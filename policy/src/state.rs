@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
-    AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit, RoutingRule, Team,
-    TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit,
+    RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -30,6 +30,8 @@ pub struct PolicyState {
     pub routing_rules: BTreeMap<String, RoutingRule>,
     #[serde(default)]
     pub traffic_rules: BTreeMap<String, TrafficRule>,
+    #[serde(default)]
+    pub access_groups: BTreeMap<String, AccessGroup>,
     pub guardrails: BTreeMap<String, Guardrail>,
     pub admin_tokens: BTreeMap<String, AdminToken>,
     /// Aggregate id → version of its last event, for optimistic concurrency on append.
@@ -54,6 +56,33 @@ impl PolicyState {
     /// The live key whose current or in-grace secret hashes to `hash`.
     pub fn key_by_hash(&self, hash: &str) -> Option<&VirtualKey> {
         self.key_by_hash.get(hash).and_then(|id| self.keys.get(id))
+    }
+
+    /// Whether `key` may call `model`: its own model list allows it, and when the model is in
+    /// access groups, one of them is granted to the key, its team, its user or its user's role.
+    pub fn may_use(&self, key: &VirtualKey, model: &str) -> bool {
+        if !key.allows_model(model) {
+            return false;
+        }
+        let mut groups = self
+            .access_groups
+            .values()
+            .filter(|g| g.models.iter().any(|m| m == model))
+            .peekable();
+        if groups.peek().is_none() {
+            return true;
+        }
+        let role = key
+            .user_id
+            .as_ref()
+            .and_then(|id| self.users.get(id))
+            .map(|u| u.role);
+        groups.any(|g| {
+            g.key_ids.contains(&key.id)
+                || key.team_id.as_ref().is_some_and(|t| g.team_ids.contains(t))
+                || key.user_id.as_ref().is_some_and(|u| g.user_ids.contains(u))
+                || role.is_some_and(|r| g.roles.contains(&r))
+        })
     }
 
     /// Deployments serving `model_name`, in id order.
@@ -184,6 +213,12 @@ impl PolicyState {
             TrafficRuleDeleted { id } => {
                 self.traffic_rules.remove(id);
             }
+            AccessGroupSet { group } => {
+                self.access_groups.insert(group.id.clone(), group.clone());
+            }
+            AccessGroupDeleted { id } => {
+                self.access_groups.remove(id);
+            }
             GuardrailSet { guardrail } => {
                 self.guardrails
                     .insert(guardrail.id.clone(), guardrail.clone());
@@ -216,6 +251,7 @@ mod tests {
 
     use super::*;
     use crate::command::{Command, decide};
+    use crate::model::UserRole;
     use crate::testing::{command, epoch, replay};
 
     /// Runs commands the way the control plane does: decide against the live state, record
@@ -289,6 +325,66 @@ mod tests {
                 prop_assert_eq!(decoded.ok(), Some(recorded.event));
             }
         }
+    }
+
+    #[test]
+    fn a_grouped_model_is_for_the_keys_its_groups_are_granted_to() {
+        let user = |id: &str, role| User {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            team_id: None,
+            role,
+            metadata: Default::default(),
+        };
+        let key = |id: &str, user_id: &str, models: &[&str]| VirtualKey {
+            id: id.into(),
+            alias: String::new(),
+            prefix: format!("tg-{id}"),
+            hash: id.repeat(64),
+            team_id: None,
+            user_id: Some(user_id.into()),
+            models: models.iter().map(|m| m.to_string()).collect(),
+            expires_at: None,
+            blocked: false,
+            revoked: false,
+            previous: None,
+            tags: vec![],
+            metadata: Default::default(),
+            created_at: epoch(),
+        };
+        let mut state = PolicyState::default();
+        state
+            .users
+            .insert("ann".into(), user("ann", UserRole::Member));
+        state
+            .users
+            .insert("lee".into(), user("lee", UserRole::Admin));
+        state.access_groups.insert(
+            "large".into(),
+            AccessGroup {
+                id: "large".into(),
+                name: "large".into(),
+                models: vec!["big".into()],
+                roles: vec![UserRole::Admin],
+                key_ids: vec!["granted".into()],
+                ..AccessGroup::default()
+            },
+        );
+        let (ann, lee) = (key("a", "ann", &[]), key("l", "lee", &[]));
+        assert!(state.may_use(&ann, "small"), "a model in no group is open");
+        assert!(
+            !state.may_use(&ann, "big"),
+            "a member is not granted the group"
+        );
+        assert!(state.may_use(&lee, "big"), "an admin is");
+        assert!(
+            !state.may_use(&key("l2", "lee", &["small"]), "big"),
+            "the key's own list still applies"
+        );
+        assert!(
+            state.may_use(&key("granted", "ann", &[]), "big"),
+            "granted to the key"
+        );
     }
 
     #[test]

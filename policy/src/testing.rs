@@ -261,6 +261,23 @@ pub fn command() -> impl Strategy<Value = Command> {
             }
         }),
         pick("g").prop_map(|id| Command::DeleteGuardrail { id }),
+        (
+            pick("ag"),
+            models(),
+            pick("t"),
+            prop::sample::select(UserRole::ALL)
+        )
+            .prop_map(|(id, models, team, role)| Command::SetAccessGroup {
+                group: AccessGroup {
+                    name: id.clone(),
+                    id,
+                    models,
+                    team_ids: vec![team],
+                    roles: vec![role],
+                    ..AccessGroup::default()
+                },
+            }),
+        pick("ag").prop_map(|id| Command::DeleteAccessGroup { id }),
     ]
 }
 

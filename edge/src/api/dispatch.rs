@@ -255,7 +255,7 @@ impl Run<'_> {
             // A fallback is another model: the key must be allowed to use it like any other.
             let next: Vec<&String> = next
                 .iter()
-                .filter(|m| !done.contains(m) && self.out.key.allows_model(m))
+                .filter(|m| !done.contains(m) && self.state.may_use(self.out.key, m))
                 .collect();
             if !next.is_empty() {
                 self.app

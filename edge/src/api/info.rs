@@ -26,7 +26,7 @@ pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
         .deployments
         .values()
         .map(|d| d.model_name.as_str())
-        .filter(|m| key.allows_model(m))
+        .filter(|m| state.may_use(key, m))
         .collect();
     let data: Vec<_> = names
         .into_iter()

@@ -231,7 +231,7 @@ async fn call(
         return Err(EdgeError::ModelNotFound(model));
     }
     record.set_model(&model, stream);
-    if !key.allows_model(&model) {
+    if !state.may_use(key, &model) {
         return Err(EdgeError::ModelNotAllowed(model));
     }
     let tags = request_tags(headers);

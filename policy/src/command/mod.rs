@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::event::PolicyEvent;
 use crate::model::{
-    AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret, Price,
-    RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole, VirtualKey,
+    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret,
+    Price, RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
@@ -151,6 +151,12 @@ pub enum Command {
     DeleteRoutingRule {
         id: String,
     },
+    SetAccessGroup {
+        group: AccessGroup,
+    },
+    DeleteAccessGroup {
+        id: String,
+    },
     SetTrafficRule {
         rule: TrafficRule,
     },
@@ -217,6 +223,7 @@ pub fn decide(
                 )));
             }
             traffic::unreferenced(state, "team", &id, |r| &r.when.team_ids)?;
+            ungranted(state, "team", &id, |g| &g.team_ids)?;
             PolicyEvent::TeamDeleted { id }
         }
         CreateUser {
@@ -274,6 +281,7 @@ pub fn decide(
                     "user {id} still owns {keys} live key(s); revoke them first"
                 )));
             }
+            ungranted(state, "user", &id, |g| &g.user_ids)?;
             PolicyEvent::UserDeleted { id }
         }
         CreateKey { key } => PolicyEvent::KeyCreated {
@@ -538,6 +546,49 @@ pub fn decide(
             found(state.routing_rules.get(&id), "routing rule", &id)?;
             PolicyEvent::RoutingRuleDeleted { id }
         }
+        SetAccessGroup { mut group } => {
+            validate::id("access group id", &group.id)?;
+            group.name = validate::name("name", &group.name)?;
+            if let Some(other) = state
+                .access_groups
+                .values()
+                .find(|g| g.name == group.name && g.id != group.id)
+            {
+                return Err(CommandError::AlreadyExists(format!(
+                    "access group {:?} exists already (id {})",
+                    group.name, other.id
+                )));
+            }
+            group.models = validate::model_list("models", &group.models)?;
+            if group.models.is_empty() {
+                return Err(CommandError::invalid(
+                    "an access group needs at least one model".to_owned(),
+                ));
+            }
+            for id in &group.team_ids {
+                found(state.teams.get(id), "team", id)?;
+            }
+            for id in &group.user_ids {
+                found(state.users.get(id), "user", id)?;
+            }
+            for id in &group.key_ids {
+                found(state.keys.get(id), "key", id)?;
+            }
+            for list in [&mut group.team_ids, &mut group.user_ids, &mut group.key_ids] {
+                list.sort();
+                list.dedup();
+            }
+            group.roles.sort();
+            group.roles.dedup();
+            if state.access_groups.get(&group.id) == Some(&group) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::AccessGroupSet { group }
+        }
+        DeleteAccessGroup { id } => {
+            found(state.access_groups.get(&id), "access group", &id)?;
+            PolicyEvent::AccessGroupDeleted { id }
+        }
         SetTrafficRule { rule } => {
             let rule = traffic::checked(state, rule)?;
             if state.traffic_rules.get(&rule.id) == Some(&rule) {
@@ -593,4 +644,24 @@ pub fn decide(
         }
     };
     Ok(vec![event])
+}
+
+/// Refuses to delete a team or user an access group is granted to.
+fn ungranted(
+    state: &PolicyState,
+    what: &str,
+    id: &str,
+    list: impl Fn(&AccessGroup) -> &Vec<String>,
+) -> Result<(), CommandError> {
+    match state
+        .access_groups
+        .values()
+        .find(|g| list(g).iter().any(|x| x == id))
+    {
+        Some(group) => Err(CommandError::FailedPrecondition(format!(
+            "access group {} is granted to {what} {id}; update or delete the group first",
+            group.id
+        ))),
+        None => Ok(()),
+    }
 }

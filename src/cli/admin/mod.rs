@@ -46,6 +46,9 @@ pub enum AdminCommand {
     /// Rate limits: set, list, delete.
     #[command(subcommand)]
     RateLimits(policy::RateLimits),
+    /// Access groups (models granted to teams, users, user roles and keys): set, list, delete.
+    #[command(subcommand)]
+    AccessGroups(policy::AccessGroups),
     /// Routing rules (strategy, fallbacks, retries, cooldown): set, list, delete.
     #[command(subcommand)]
     RoutingRules(routing::RoutingRules),
@@ -81,6 +84,7 @@ impl AdminCommand {
             AdminCommand::Prices(c) => c.run(client, out).await,
             AdminCommand::Budgets(c) => c.run(client, out).await,
             AdminCommand::RateLimits(c) => c.run(client, out).await,
+            AdminCommand::AccessGroups(c) => c.run(client, out).await,
             AdminCommand::RoutingRules(c) => c.run(client, out).await,
             AdminCommand::TrafficRules(c) => c.run(client, out).await,
             AdminCommand::DeploymentHealth(c) => c.run(client, out).await,

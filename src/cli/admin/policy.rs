@@ -1,10 +1,10 @@
-//! `tollgate admin budgets …`, `rate-limits …` and `guardrails …`: the rules a request is
-//! held to.
+//! `tollgate admin budgets …`, `rate-limits …`, `access-groups …` and `guardrails …`: the
+//! rules a request is held to.
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    Budget, DeleteRequest, Guardrail, LimitSchedule, ListBudgetsRequest, ListGuardrailsRequest,
-    ListRateLimitsRequest, RateLimit,
+    AccessGroup, Budget, DeleteRequest, Guardrail, LimitSchedule, ListAccessGroupsRequest,
+    ListBudgetsRequest, ListGuardrailsRequest, ListRateLimitsRequest, RateLimit,
 };
 
 use super::AdminClient;
@@ -182,6 +182,84 @@ impl RateLimits {
             RateLimits::Delete { id } => {
                 let what = format!("deleting rate limit {id}");
                 out.show(&what, client.delete_rate_limit(DeleteRequest { id }).await)
+            }
+        }
+    }
+}
+
+/// `tollgate admin access-groups …`.
+#[derive(Subcommand)]
+pub enum AccessGroups {
+    /// Create an access group, or replace the one with --id.
+    Set {
+        /// The group's name (unique).
+        #[arg(long)]
+        name: String,
+        /// A model in the group (repeatable, at least one).
+        #[arg(long = "model", value_name = "MODEL", required = true)]
+        models: Vec<String>,
+        /// A team granted the group (repeatable).
+        #[arg(long = "team", value_name = "TEAM_ID")]
+        team_ids: Vec<String>,
+        /// A user granted the group (repeatable).
+        #[arg(long = "user", value_name = "USER_ID")]
+        user_ids: Vec<String>,
+        /// A key granted the group (repeatable).
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key_ids: Vec<String>,
+        /// A user role granted the group: admin, member, viewer, finance (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// The group's id (none: a new one).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List access groups.
+    List,
+    /// Delete an access group.
+    Delete {
+        /// The group's id.
+        id: String,
+    },
+}
+
+impl AccessGroups {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            AccessGroups::Set {
+                name,
+                models,
+                team_ids,
+                user_ids,
+                key_ids,
+                roles,
+                id,
+            } => {
+                let group = AccessGroup {
+                    id: id.unwrap_or_default(),
+                    name,
+                    models,
+                    team_ids,
+                    user_ids,
+                    key_ids,
+                    roles,
+                };
+                out.show(
+                    "setting the access group",
+                    client.set_access_group(group).await,
+                )
+            }
+            AccessGroups::List => out.show(
+                "listing access groups",
+                client.list_access_groups(ListAccessGroupsRequest {}).await,
+            ),
+            AccessGroups::Delete { id } => {
+                let what = format!("deleting access group {id}");
+                out.show(
+                    &what,
+                    client.delete_access_group(DeleteRequest { id }).await,
+                )
             }
         }
     }
