@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::providers::UpstreamError;
+
 /// Why a request was refused or failed. Messages never contain secrets or upstream URLs.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -161,5 +163,24 @@ impl IntoResponse for EdgeError {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+/// The client-facing error for an upstream failure.
+impl From<UpstreamError> for EdgeError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::RateLimited { retry_after } => EdgeError::UpstreamRateLimited {
+                message: "the upstream provider is rate limiting requests; retry later".into(),
+                retry_after: retry_after.and_then(|v| HeaderValue::from_str(&v).ok()),
+            },
+            UpstreamError::Rejected { status, message } => EdgeError::UpstreamRejected {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+            },
+            UpstreamError::Unsupported(message) => EdgeError::InvalidRequest(message),
+            UpstreamError::Failed(message) => EdgeError::Upstream(message),
+            UpstreamError::Timeout(message) => EdgeError::UpstreamTimeout(message),
+        }
     }
 }

@@ -15,22 +15,29 @@ pub struct Tokens {
     pub cache_write: u64,
 }
 
-/// The price `deployment`'s answers are charged at: its model name's, else its upstream
-/// model's.
+/// The price `deployment`'s answers are charged at: its upstream model's when set (the same
+/// model name may be served at different prices), else its model name's. Cost-based routing
+/// ranks deployments by this same price.
 pub fn charged<'s>(state: &'s PolicyState, deployment: &Deployment) -> Option<&'s Price> {
     state
         .prices
-        .get(&deployment.model_name)
-        .or_else(|| state.prices.get(&deployment.upstream_model))
+        .get(&deployment.upstream_model)
+        .or_else(|| state.prices.get(&deployment.model_name))
 }
 
-/// The price a request for `model` is reserved against before a deployment is chosen: the
-/// model name's, else the first of its deployments' charged prices.
+/// The price a request for `model` is reserved at before a deployment is chosen: the highest
+/// any of its deployments charges, so that the reservation is a worst case whichever serves.
 pub fn model_price<'s>(state: &'s PolicyState, model: &str) -> Option<&'s Price> {
     state
-        .prices
-        .get(model)
-        .or_else(|| state.deployments_for(model).find_map(|d| charged(state, d)))
+        .deployments_for(model)
+        .filter_map(|d| charged(state, d))
+        .max_by(|a, b| per_mtok(a).total_cmp(&per_mtok(b)))
+        .or_else(|| state.prices.get(model))
+}
+
+/// Input plus output price per million tokens.
+pub fn per_mtok(price: &Price) -> f64 {
+    price.input_per_mtok + price.output_per_mtok
 }
 
 /// The cost in USD; 0 when the model has no price.
@@ -49,7 +56,53 @@ pub fn cost(price: Option<&Price>, tokens: Tokens) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use tollgate_policy::model::Provider;
+
     use super::*;
+
+    #[test]
+    fn a_deployment_is_charged_its_upstream_price_and_reserved_at_the_highest() {
+        let price = |model: &str, output: f64| Price {
+            model: model.into(),
+            input_per_mtok: 0.0,
+            output_per_mtok: output,
+            cached_input_per_mtok: 0.0,
+            cache_write_per_mtok: 0.0,
+        };
+        let deployment = |id: &str, upstream: &str| Deployment {
+            id: id.into(),
+            model_name: "chat".into(),
+            provider: Provider::Mock,
+            upstream_model: upstream.into(),
+            api_base: String::new(),
+            region: String::new(),
+            credential_id: None,
+            weight: 1,
+            priority: 0,
+            rpm: 0,
+            tpm: 0,
+            settings: Default::default(),
+        };
+        let mut state = PolicyState::default();
+        for p in [
+            price("chat", 2.0),
+            price("cheap-upstream", 1.0),
+            price("dear-upstream", 3.0),
+        ] {
+            state.prices.insert(p.model.clone(), p);
+        }
+        for d in [
+            deployment("a", "cheap-upstream"),
+            deployment("b", "dear-upstream"),
+            deployment("c", "unpriced-upstream"),
+        ] {
+            state.deployments.insert(d.id.clone(), d);
+        }
+        let charged_at = |id: &str| charged(&state, &state.deployments[id]).map(per_mtok);
+        assert_eq!(charged_at("a"), Some(1.0));
+        assert_eq!(charged_at("c"), Some(2.0), "else the model's own price");
+        assert_eq!(model_price(&state, "chat").map(per_mtok), Some(3.0));
+    }
 
     #[test]
     fn cached_input_is_priced_apart_from_the_rest() {

@@ -17,13 +17,12 @@ use tollgate_policy::model::{Deployment, RoutingRule, RoutingStrategy, TrafficAc
 
 use super::AppState;
 use super::openai::upstream_body;
-use super::proxy::{open_secrets, upstream_failure};
 use super::record::UsageRecord;
 use crate::error::EdgeError;
 use crate::health::InFlight;
 use crate::metrics::{ReasonLabels, UpstreamLabels};
 use crate::pricing::{self, Tokens};
-use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply};
+use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply, credentials};
 use crate::route::{self, Constraints};
 
 /// The most attempts one request makes, whatever the rules say.
@@ -388,7 +387,7 @@ impl Run<'_> {
                 .inc();
             let failure = classify(&error);
             let code = error.code();
-            self.last_error = Some(upstream_failure(error));
+            self.last_error = Some(EdgeError::from(error));
             let (reason, retry_after) = match failure {
                 Failure::Retry {
                     reason,
@@ -468,7 +467,8 @@ impl Run<'_> {
         )?;
         let call = UpstreamCall {
             deployment,
-            secrets: open_secrets(app, self.state, deployment)?,
+            secrets: credentials::open(app.sealing.as_ref(), self.state, deployment)
+                .map_err(EdgeError::from)?,
             body,
             stream: self.out.stream,
             timeouts,

@@ -4,7 +4,7 @@ mod dispatch;
 mod info;
 pub mod names;
 pub mod openai;
-mod proxy;
+mod pipeline;
 mod record;
 mod stream;
 
@@ -42,10 +42,10 @@ pub struct AppState {
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(proxy::chat_completions))
-        .route("/chat/completions", post(proxy::chat_completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
-        .route("/embeddings", post(proxy::embeddings))
+        .route("/v1/chat/completions", post(pipeline::chat_completions))
+        .route("/chat/completions", post(pipeline::chat_completions))
+        .route("/v1/embeddings", post(pipeline::embeddings))
+        .route("/embeddings", post(pipeline::embeddings))
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
         .route("/health/live", get(info::live))

@@ -12,9 +12,9 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
 
 use super::openai::{StreamEvent, classify, generated_text_bytes, with_null_usage, without_usage};
-use super::proxy::upstream_failure;
 use super::record::{CLIENT_CLOSED, UsageRecord};
 use crate::codec::sse::{EventSplitter, EventTooLarge};
+use crate::error::EdgeError;
 use crate::pricing::Tokens;
 use crate::providers::UpstreamError;
 
@@ -118,7 +118,7 @@ impl Stream for RelayBody {
                 }
             };
             // Headers are sent: report the failure in-band, as OpenAI does.
-            let error = upstream_failure(failure);
+            let error = EdgeError::from(failure);
             // Content that reached the client is charged, reported or not.
             if relay.content_chunks > 0 {
                 relay.estimate_unreported_usage();

@@ -5,6 +5,7 @@ mod anthropic;
 mod aws;
 mod azure;
 mod bedrock;
+pub mod credentials;
 pub mod egress;
 mod gemini;
 mod mock;

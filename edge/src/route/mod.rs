@@ -13,6 +13,7 @@ use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Deployment, RoutingStrategy};
 
 use crate::health::{DeploymentHealth, Health};
+use crate::pricing;
 
 /// Where a request may go, from its model's routing rule and its traffic rule.
 #[derive(Clone, Copy, Debug)]
@@ -130,13 +131,9 @@ fn lowest(pool: &[Choice<'_>], score: impl Fn(&Choice<'_>) -> f64) -> usize {
     tied[weighted(tied.iter().map(|&i| pool[i].deployment.weight))]
 }
 
-/// Input plus output price per million tokens of what `d` serves; unknown prices sort last.
+/// The price `d`'s answers are charged at, per million tokens; unknown prices sort last.
 fn price_per_mtok(state: &PolicyState, d: &Deployment) -> f64 {
-    state
-        .prices
-        .get(&d.upstream_model)
-        .or_else(|| state.prices.get(&d.model_name))
-        .map_or(f64::MAX, |p| p.input_per_mtok + p.output_per_mtok)
+    pricing::charged(state, d).map_or(f64::MAX, pricing::per_mtok)
 }
 
 /// The share of its rpm / tpm limits a deployment has left this minute (the smaller of the

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::request::json as document_json;
-use crate::api::openai::usage_json;
+use crate::codec::usage::usage_json;
 
 /// OpenAI's `finish_reason` for a Bedrock stop reason.
 pub fn finish_reason(reason: &StopReason) -> &'static str {

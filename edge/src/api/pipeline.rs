@@ -1,0 +1,488 @@
+//! The request path of `/v1/chat/completions` and `/v1/embeddings`: one function per phase, in
+//! the order they run — authenticate → parse → access → limits → budget → route and call →
+//! respond. Usage is recorded when the request's [`UsageRecord`] is dropped (after the last
+//! byte of a stream), whatever happened on the way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tollgate_policy::PolicyState;
+use tollgate_policy::model::{RequestType, TrafficAction, VirtualKey};
+
+use super::AppState;
+use super::dispatch::{self, Outgoing};
+use super::openai::{parse_chat, parse_embeddings, response_usage};
+use super::record::UsageRecord;
+use super::stream::{RelayParts, relay};
+use crate::auth::authenticate;
+use crate::error::EdgeError;
+use crate::health::InFlight;
+use crate::limits::RateHeaders;
+use crate::pricing::{self, Tokens, cost};
+use crate::providers::UpstreamReply;
+use crate::route::rules::{self, RequestFacts};
+
+/// Output tokens assumed for a budget reservation when the request sets no maximum.
+const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// The most a client may ask `x-tollgate-timeout` for.
+const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Which OpenAI route the request came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Embeddings,
+}
+
+pub async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, headers, body, Kind::Chat).await
+}
+
+pub async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, headers, body, Kind::Embeddings).await
+}
+
+/// What one request carries from phase to phase.
+struct Ctx {
+    kind: Kind,
+    /// The usage event being filled in; recorded when dropped.
+    record: UsageRecord,
+    /// How the request was served, for the response headers.
+    attempts: u32,
+    fallback: Option<String>,
+    rate: RateHeaders,
+}
+
+/// The request as parsed: what every later phase reads.
+struct Parsed {
+    bytes: Bytes,
+    model: String,
+    stream: bool,
+    /// The client asked for the usage chunk of a stream itself.
+    client_wants_usage: bool,
+    /// `max_completion_tokens` / `max_tokens`, when the client set one.
+    max_output: Option<u64>,
+    types: Vec<RequestType>,
+    /// From `x-tollgate-timeout`.
+    client_timeout: Option<Duration>,
+}
+
+impl Parsed {
+    /// Input tokens as estimated without a tokenizer: one per four bytes of the body.
+    fn estimated_input(&self) -> u64 {
+        self.bytes.len() as u64 / 4
+    }
+}
+
+/// What the upstream answered, and what the response needs to say about it.
+struct Answer {
+    reply: UpstreamReply,
+    deployment_id: String,
+    /// Counts the request against its deployment until the response ends.
+    in_flight: InFlight,
+    client_wants_usage: bool,
+    /// Time spent in the edge before the upstream call.
+    overhead: Duration,
+    estimated_input: u64,
+}
+
+async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
+    let route = match kind {
+        Kind::Chat => "chat",
+        Kind::Embeddings => "embeddings",
+    };
+    let mut ctx = Ctx {
+        kind,
+        record: UsageRecord::new(
+            uuid::Uuid::now_v7().to_string(),
+            route,
+            &app.config.edge_id,
+            &app.config.region,
+            app.usage.clone(),
+            app.metrics.clone(),
+        ),
+        attempts: 0,
+        fallback: None,
+        rate: RateHeaders::default(),
+    };
+    let answer = run(&app, &headers, body, &mut ctx).await;
+    respond(&app, ctx, answer)
+}
+
+/// The phases up to the provider's answer; the first to refuse ends the request.
+async fn run(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    ctx: &mut Ctx,
+) -> Result<Answer, EdgeError> {
+    let state = app.policy.current().ok_or(EdgeError::NotReady)?;
+    let now = Utc::now();
+    let key = authenticate_key(&state, headers, now, ctx)?;
+    let request = parse(app, headers, body, ctx).await?;
+    let traffic = access(app, &state, key, headers, &request, now, ctx)?;
+    limits(app, &state, key, &request, ctx)?;
+    let worst_case = budget(app, &state, key, &request, ctx)?;
+    route_and_call(
+        app,
+        &state,
+        key,
+        &request,
+        traffic.as_ref(),
+        worst_case,
+        ctx,
+    )
+    .await
+}
+
+/// Authenticate: the key, from `Authorization` or `x-api-key`.
+fn authenticate_key<'s>(
+    state: &'s PolicyState,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+    ctx: &mut Ctx,
+) -> Result<&'s VirtualKey, EdgeError> {
+    let key = authenticate(headers, state, now)?;
+    ctx.record.set_key(key);
+    Ok(key)
+}
+
+/// Parse: the body (read within the body timeout, up to the size limit) and the headers.
+async fn parse(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    ctx: &mut Ctx,
+) -> Result<Parsed, EdgeError> {
+    let client_timeout = client_timeout(headers)?;
+    let read = axum::body::to_bytes(body, app.config.max_body_bytes);
+    let bytes = tokio::time::timeout(app.config.body_read_timeout, read)
+        .await
+        .map_err(|_| EdgeError::BodyTimeout(app.config.body_read_timeout))?
+        .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
+    let mut types = Vec::with_capacity(3);
+    let (model, stream, client_wants_usage, max_output) = match ctx.kind {
+        Kind::Chat => {
+            let request = parse_chat(&bytes)?;
+            let wants_usage = request
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                == Some(true);
+            let max_output = request.max_completion_tokens.or(request.max_tokens);
+            let stream = request.stream == Some(true);
+            types.push(RequestType::Chat);
+            if stream {
+                types.push(RequestType::Stream);
+            }
+            if request.tools.is_some() {
+                types.push(RequestType::Tools);
+            }
+            (request.model.into_owned(), stream, wants_usage, max_output)
+        }
+        Kind::Embeddings => {
+            types.push(RequestType::Embeddings);
+            let model = parse_embeddings(&bytes)?.model.into_owned();
+            (model, false, false, Some(0))
+        }
+    };
+    Ok(Parsed {
+        bytes,
+        model,
+        stream,
+        client_wants_usage,
+        max_output,
+        types,
+        client_timeout,
+    })
+}
+
+/// Access: the model exists, the key may use it, and no traffic rule denies the request;
+/// returns the traffic rule's routing decision.
+fn access(
+    app: &AppState,
+    state: &PolicyState,
+    key: &VirtualKey,
+    headers: &HeaderMap,
+    request: &Parsed,
+    now: DateTime<Utc>,
+    ctx: &mut Ctx,
+) -> Result<Option<TrafficAction>, EdgeError> {
+    let model = &request.model;
+    // Unknown whatever the key may use (as OpenAI answers); only a known name is recorded.
+    if state.deployments_for(model).next().is_none() {
+        return Err(EdgeError::ModelNotFound(model.clone()));
+    }
+    ctx.record.set_model(model, request.stream);
+    if !state.may_use(key, model) {
+        return Err(EdgeError::ModelNotAllowed(model.clone()));
+    }
+    let tags = request_tags(headers);
+    let facts = RequestFacts {
+        model,
+        key,
+        client_tags: &tags,
+        client_region: header_str(headers, "x-tollgate-region"),
+        edge_region: &app.config.region,
+        types: &request.types,
+        body_bytes: request.bytes.len() as u64,
+        now,
+    };
+    let decided = rules::decide(state, &facts);
+    if let Some(message) = decided.as_ref().and_then(|t| t.deny.as_ref()) {
+        return Err(EdgeError::RoutingDenied(message.clone()));
+    }
+    Ok(decided)
+}
+
+/// Limits: the rate limits that apply count the request, or refuse it.
+fn limits(
+    app: &AppState,
+    state: &PolicyState,
+    key: &VirtualKey,
+    request: &Parsed,
+    ctx: &mut Ctx,
+) -> Result<(), EdgeError> {
+    let estimated_tokens = request.estimated_input() + request.max_output.unwrap_or(0);
+    let admitted = app.limits.admit(
+        state,
+        key,
+        &request.model,
+        estimated_tokens,
+        app.budgets.live_edges(),
+    );
+    match admitted {
+        Ok(admission) => {
+            ctx.rate = admission.headers.clone();
+            ctx.record.admit(admission);
+            Ok(())
+        }
+        Err(refusal) => {
+            ctx.rate = refusal.headers;
+            Err(refusal.error)
+        }
+    }
+}
+
+/// Budget: the request's worst-case cost is held against every budget that applies, or the
+/// request is refused; returns the worst case in tokens, for fallbacks to hold their own.
+fn budget(
+    app: &AppState,
+    state: &PolicyState,
+    key: &VirtualKey,
+    request: &Parsed,
+    ctx: &mut Ctx,
+) -> Result<Tokens, EdgeError> {
+    let price = pricing::model_price(state, &request.model);
+    let worst_case = Tokens {
+        // No tokenizer on the hot path: a token is at least ~2 bytes of JSON.
+        input: request.bytes.len() as u64 / 2,
+        output: request.max_output.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+        ..Tokens::default()
+    };
+    ctx.record.hold(app.budgets.reserve(
+        state,
+        key,
+        &request.model,
+        price.is_some(),
+        cost(price, worst_case),
+    )?);
+    Ok(worst_case)
+}
+
+/// Route and call: deployments, retries and fallbacks within the request's deadline.
+async fn route_and_call(
+    app: &AppState,
+    state: &PolicyState,
+    key: &VirtualKey,
+    request: &Parsed,
+    traffic: Option<&TrafficAction>,
+    worst_case: Tokens,
+    ctx: &mut Ctx,
+) -> Result<Answer, EdgeError> {
+    let timeout = request.client_timeout.unwrap_or_else(|| {
+        state
+            .routing_rule_for(&request.model)
+            .map(|r| r.timeout_ms)
+            .filter(|&ms| ms > 0)
+            .map_or(
+                app.config
+                    .request_timeout
+                    .unwrap_or(app.config.upstream_timeout),
+                Duration::from_millis,
+            )
+    });
+    let out = Outgoing {
+        bytes: &request.bytes,
+        model: &request.model,
+        key,
+        embeddings: ctx.kind == Kind::Embeddings,
+        stream: request.stream,
+        // Streams always ask the upstream for usage, so that every stream is accounted; the
+        // usage chunk is passed on only to clients that asked for it.
+        request_stream_usage: request.stream && !request.client_wants_usage,
+        estimated_tokens: request.estimated_input(),
+        worst_case_tokens: worst_case,
+        deadline: ctx.record.started() + timeout,
+    };
+    let overhead = ctx.record.started().elapsed();
+    let dispatched = dispatch::dispatch(app, state, &out, traffic, &mut ctx.record).await;
+    ctx.attempts = dispatched.attempts;
+    ctx.fallback = dispatched.fallback;
+    let served = dispatched.result?;
+    Ok(Answer {
+        reply: served.reply,
+        deployment_id: served.deployment_id,
+        in_flight: served.in_flight,
+        client_wants_usage: request.client_wants_usage,
+        overhead,
+        estimated_input: request.estimated_input(),
+    })
+}
+
+/// Respond: the answer (a stream is relayed as it arrives) or the error, with the headers
+/// that say how the request was served.
+fn respond(app: &AppState, ctx: Ctx, answer: Result<Answer, EdgeError>) -> Response {
+    let Ctx {
+        mut record,
+        attempts,
+        fallback,
+        rate,
+        ..
+    } = ctx;
+    let request_id = record.request_id().to_owned();
+    let (mut response, deployment_id, overhead) = match answer {
+        Err(error) => {
+            record.fail(&error);
+            let overhead = record.started().elapsed();
+            (error.into_response(), None, overhead)
+        }
+        Ok(Answer {
+            reply: UpstreamReply::Complete(body),
+            deployment_id,
+            overhead,
+            in_flight,
+            ..
+        }) => {
+            drop(in_flight);
+            let after = Instant::now();
+            if let Some(tokens) = response_usage(&body) {
+                record.set_tokens(tokens);
+            }
+            record.finish(200, "");
+            let cost = record.cost_usd();
+            let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            set_header(&mut response, "x-tollgate-cost-usd", &format!("{cost:.6}"));
+            (response, Some(deployment_id), overhead + after.elapsed())
+        }
+        Ok(Answer {
+            reply: UpstreamReply::Stream(upstream),
+            deployment_id,
+            client_wants_usage,
+            overhead,
+            in_flight,
+            estimated_input,
+        }) => {
+            let relayed = relay(RelayParts {
+                upstream,
+                record,
+                client_wants_usage,
+                estimated_input,
+                grace: app.config.abandoned_stream_grace,
+                max_duration: app.config.max_stream_duration,
+            });
+            // The deployment counts the stream as in flight until it ends.
+            let body = Body::from_stream(relayed.map(move |chunk| {
+                let _held = &in_flight;
+                chunk
+            }));
+            let response = (
+                [
+                    (header::CONTENT_TYPE, "text/event-stream"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response();
+            (response, Some(deployment_id), overhead)
+        }
+    };
+    app.metrics.overhead_seconds.observe(overhead.as_secs_f64());
+    set_header(&mut response, "x-request-id", &request_id);
+    set_header(
+        &mut response,
+        "x-tollgate-overhead-ms",
+        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+    );
+    if let Some(id) = deployment_id {
+        set_header(&mut response, "x-tollgate-deployment", &id);
+    }
+    if attempts > 0 {
+        set_header(&mut response, "x-tollgate-attempts", &attempts.to_string());
+    }
+    if let Some(model) = &fallback {
+        set_header(&mut response, "x-tollgate-fallback", model);
+    }
+    rate.apply(response.headers_mut());
+    if !response.headers().contains_key("x-tollgate-cost-usd")
+        && response.status() != StatusCode::OK
+    {
+        set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
+    }
+    response
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// The request's own deadline from `x-tollgate-timeout` (seconds, fractions allowed), if set.
+fn client_timeout(headers: &HeaderMap) -> Result<Option<Duration>, EdgeError> {
+    let Some(value) = header_str(headers, "x-tollgate-timeout") else {
+        return Ok(None);
+    };
+    let seconds: f64 = value.trim().parse().unwrap_or(f64::NAN);
+    if !(seconds > 0.0 && seconds <= MAX_CLIENT_TIMEOUT.as_secs_f64()) {
+        return Err(EdgeError::InvalidRequest(format!(
+            "x-tollgate-timeout must be a number of seconds above 0 and at most {}, got {value:?}",
+            MAX_CLIENT_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
+/// The comma-separated tags of `x-tollgate-tags`.
+fn request_tags(headers: &HeaderMap) -> Vec<String> {
+    header_str(headers, "x-tollgate-tags")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+}
