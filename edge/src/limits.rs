@@ -17,6 +17,9 @@
 //! one request per edge. An edge cut off from the bus cannot take leases: it falls back to its
 //! equal share of each limit per window, never more. Concurrency is not leased: each edge
 //! admits up to `max(1, ⌊max_concurrent / edges⌋)` requests at once.
+//!
+//! A deployment's own `rpm` and `tpm` (a provider quota) are counted the same way, per
+//! deployment: routing passes over a deployment that has reached them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,7 +30,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::{Allowance, VirtualKey};
+use tollgate_policy::model::{Allowance, Deployment, VirtualKey};
 use tollgate_proto::bus::Bus;
 
 use crate::clock::Clock;
@@ -97,6 +100,11 @@ impl Lane {
     fn low(&self, limit: u64, edges: usize) -> bool {
         limit > 0 && !self.exhausted && self.used + chunk(limit, edges) / 2 >= self.granted
     }
+}
+
+/// The counter of a deployment's own rpm and tpm (rate limit ids never start with `@`).
+fn deployment_counter(id: &str) -> String {
+    format!("@deployment:{id}")
 }
 
 /// What one lease adds: an eighth of an equal share, at least one.
@@ -333,6 +341,63 @@ impl Limiter {
             self.wanted.notify_one();
         }
         Ok(admission)
+    }
+
+    /// Whether deployment `d` has reached its own rpm or tpm in this window (as this edge
+    /// holds them); a deployment without them never has.
+    pub fn deployment_full(&self, d: &Deployment, edges: usize) -> bool {
+        if d.rpm == 0 && d.tpm == 0 {
+            return false;
+        }
+        let window = self.window_now();
+        let counters = self.counters();
+        counters
+            .get(&deployment_counter(&d.id))
+            .filter(|c| c.window == window)
+            .is_some_and(|c| {
+                (d.rpm > 0 && c.requests.used >= c.requests.ceiling(d.rpm, edges, c.cut_off))
+                    || (d.tpm > 0 && c.tokens.used >= c.tokens.ceiling(d.tpm, edges, c.cut_off))
+            })
+    }
+
+    /// Counts an attempt on deployment `d` against its own rpm and tpm; its tokens are
+    /// corrected with the request's through `admission`.
+    pub fn count_deployment(&self, d: &Deployment, edges: usize, admission: &mut Admission) {
+        if d.rpm == 0 && d.tpm == 0 {
+            return;
+        }
+        let id = deployment_counter(&d.id);
+        let window = self.window_now();
+        let edges = edges.max(1);
+        let wanted = {
+            let mut counters = self.counters();
+            let counter = counters.entry(id.clone()).or_default();
+            counter.roll(window);
+            counter.allowance = Allowance {
+                rpm: d.rpm,
+                tpm: d.tpm,
+                max_concurrent: 0,
+            };
+            counter.edges = edges;
+            counter.requests.used += u64::from(d.rpm > 0);
+            if d.tpm > 0 {
+                counter.tokens.used += admission.estimated_tokens;
+            }
+            counter.wants_lease()
+        };
+        if d.tpm > 0 {
+            admission.tokens.push(id);
+        }
+        if wanted {
+            self.wanted.notify_one();
+        }
+    }
+
+    fn window_now(&self) -> i64 {
+        self.clock
+            .now()
+            .timestamp_millis()
+            .div_euclid(self.window_ms)
     }
 
     /// Takes leases for counters that run low, until `shutdown`.

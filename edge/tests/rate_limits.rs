@@ -380,3 +380,59 @@ async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_at_its_rpm_gets_no_more_and_routing_moves_on() -> Result<()> {
+    let mut w = world(1, |_| {}).await?;
+    let deployment = |model: &str, rpm: u64, priority: u32| tollgate_proto::admin::Deployment {
+        model_name: model.into(),
+        provider: "mock".into(),
+        rpm,
+        priority,
+        ..Default::default()
+    };
+    // The preferred deployment takes 5 requests a minute; the other has no cap.
+    let capped = w
+        .admin
+        .upsert_deployment(deployment("chat", 5, 0))
+        .await?
+        .into_inner();
+    let spare = w
+        .admin
+        .upsert_deployment(deployment("chat", 0, 1))
+        .await?
+        .into_inner();
+    w.admin
+        .upsert_deployment(deployment("only-capped", 2, 0))
+        .await?;
+    let sequence = last_sequence(&mut w.admin).await?;
+    w.edges[0].wait_for_sequence(sequence).await?;
+    let (_, secret) = w.key().await?;
+
+    let mut served_by = Vec::new();
+    for _ in 0..8 {
+        tokio::time::sleep(PACE).await;
+        let response = w.ask(0, &secret, "chat").await?;
+        assert_eq!(response.status(), 200);
+        served_by.push(
+            header(&response, "x-tollgate-deployment")
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let on = |id: &str| served_by.iter().filter(|d| *d == id).count();
+    assert_eq!(
+        (on(&capped.id), on(&spare.id)),
+        (5, 3),
+        "the capped deployment got its 5, the rest went on: {served_by:?}"
+    );
+
+    // A model whose only deployment is full is refused as rate limited.
+    for _ in 0..2 {
+        tokio::time::sleep(PACE).await;
+        assert_eq!(w.ask(0, &secret, "only-capped").await?.status(), 200);
+    }
+    tokio::time::sleep(PACE).await;
+    assert_refused(w.ask(0, &secret, "only-capped").await?, "every deployment").await?;
+    Ok(())
+}

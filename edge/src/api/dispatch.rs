@@ -23,7 +23,7 @@ use crate::health::InFlight;
 use crate::metrics::{ReasonLabels, UpstreamLabels};
 use crate::pricing::{self, Tokens};
 use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply, credentials};
-use crate::route::{self, Constraints};
+use crate::route::{self, Attempt, Constraints};
 
 /// The most attempts one request makes, whatever the rules say.
 const MAX_ATTEMPTS: u32 = 20;
@@ -340,15 +340,17 @@ impl Run<'_> {
             if now >= self.out.deadline {
                 return Err(self.deadline_passed());
             }
-            let Some(choice) = route::choose(
-                self.state,
-                model,
-                constraints,
-                &tried,
-                &app.health,
-                self.out.stream,
-                panic,
-            ) else {
+            let edges = app.budgets.live_edges();
+            let full = |d: &Deployment| app.limits.deployment_full(d, edges);
+            let attempt = Attempt {
+                tried: &tried,
+                stream: self.out.stream,
+                ignore_circuits: panic,
+                full: &full,
+            };
+            let Some(choice) = route::choose(self.state, model, constraints, &app.health, &attempt)
+            else {
+                self.note_full_deployments(model, constraints, edges);
                 break;
             };
             let admitted = app
@@ -362,6 +364,9 @@ impl Run<'_> {
             self.attempts += 1;
             tried.push(deployment.id.clone());
             record.set_deployment(deployment, pricing::charged(self.state, deployment));
+            if let Some(admission) = record.admission_mut() {
+                app.limits.count_deployment(deployment, edges, admission);
+            }
             let remaining = self.out.deadline.saturating_duration_since(now);
             let timeouts = Timeouts {
                 total: app.config.upstream_timeout.min(remaining),
@@ -409,16 +414,14 @@ impl Run<'_> {
             }
             // Failing over to another deployment needs no wait; coming back to one that failed
             // does, and never sooner than it asked.
-            let elsewhere = route::choose(
-                self.state,
-                model,
-                constraints,
-                &tried,
-                &app.health,
-                self.out.stream,
-                false,
-            )
-            .is_some_and(|c| !tried.contains(&c.deployment.id));
+            let again = Attempt {
+                tried: &tried,
+                stream: self.out.stream,
+                ignore_circuits: false,
+                full: &full,
+            };
+            let elsewhere = route::choose(self.state, model, constraints, &app.health, &again)
+                .is_some_and(|c| !tried.contains(&c.deployment.id));
             if !elsewhere {
                 let wait = self.backoff(retry).max(retry_after.unwrap_or_default());
                 let left = self.out.deadline.saturating_duration_since(Instant::now());
@@ -488,6 +491,27 @@ impl Run<'_> {
             .saturating_mul(1 << retry.min(16))
             .min(config.retry_backoff_max);
         ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+
+    /// When every deployment of `model` this request may use is at its own rpm / tpm, that is
+    /// what the client hears (unless something else answers first).
+    fn note_full_deployments(&mut self, model: &str, constraints: &Constraints<'_>, edges: usize) {
+        let mut usable = self
+            .state
+            .deployments_for(model)
+            .filter(|d| constraints.allow(d))
+            .peekable();
+        if usable.peek().is_some()
+            && usable.all(|d| self.app.limits.deployment_full(d, edges))
+            && self.last_error.is_none()
+        {
+            self.last_error = Some(EdgeError::RateLimited {
+                message: format!(
+                    "every deployment of model {model:?} is at its requests- or tokens-per-minute limit; retry later"
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
     }
 
     fn take_error(&mut self) -> EdgeError {

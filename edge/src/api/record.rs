@@ -80,6 +80,11 @@ impl UsageRecord {
         self.admission = Some(admission);
     }
 
+    /// The request's rate-limit admission, to count the deployments it is sent to.
+    pub fn admission_mut(&mut self) -> Option<&mut Admission> {
+        self.admission.as_mut()
+    }
+
     /// The reservation held for this request, to extend when it moves to a fallback model.
     pub fn reservation_mut(&mut self) -> Option<&mut Reservation> {
         self.reservation.as_mut()

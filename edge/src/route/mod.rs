@@ -27,7 +27,7 @@ pub struct Constraints<'r> {
 }
 
 impl Constraints<'_> {
-    fn allow(&self, d: &Deployment) -> bool {
+    pub fn allow(&self, d: &Deployment) -> bool {
         (self.deployment_ids.is_empty() || self.deployment_ids.contains(&d.id))
             && (self.regions.is_empty() || self.regions.contains(&d.region))
     }
@@ -47,30 +47,38 @@ pub fn serves(state: &PolicyState, model: &str, constraints: &Constraints<'_>) -
         .any(|d| d.model_name == model && constraints.allow(d))
 }
 
-/// The deployment of `model` for the next attempt, if one can take it now (or at all, with
-/// `ignore_circuits`). `tried` lists the deployments this request already tried; they are
-/// chosen again only when nothing else is available.
+/// What one attempt must respect besides the request's constraints.
+pub struct Attempt<'a> {
+    /// The deployments this request already tried; chosen again only when nothing else is
+    /// available.
+    pub tried: &'a [String],
+    pub stream: bool,
+    /// Choose a deployment whose circuit is open too (panic mode).
+    pub ignore_circuits: bool,
+    /// Deployments at their own rpm / tpm: never chosen.
+    pub full: &'a (dyn Fn(&Deployment) -> bool + Sync),
+}
+
+/// The deployment of `model` for the next attempt, if one can take it now.
 pub fn choose<'s>(
     state: &'s PolicyState,
     model: &str,
     constraints: &Constraints<'_>,
-    tried: &[String],
     health: &Health,
-    stream: bool,
-    ignore_circuits: bool,
+    attempt: &Attempt<'_>,
 ) -> Option<Choice<'s>> {
     let now = Instant::now();
     let mut pool: Vec<Choice<'s>> = state
         .deployments
         .values()
-        .filter(|d| d.model_name == model && constraints.allow(d))
+        .filter(|d| d.model_name == model && constraints.allow(d) && !(attempt.full)(d))
         .map(|d| Choice {
             deployment: d,
             health: health.of(&d.id),
         })
-        .filter(|c| ignore_circuits || c.health.available(now))
+        .filter(|c| attempt.ignore_circuits || c.health.available(now))
         .collect();
-    narrow(&mut pool, |c| !tried.contains(&c.deployment.id));
+    narrow(&mut pool, |c| !attempt.tried.contains(&c.deployment.id));
     if let Some(region) = constraints.prefer_region {
         narrow(&mut pool, |c| c.deployment.region == region);
     }
@@ -87,7 +95,9 @@ pub fn choose<'s>(
         RoutingStrategy::LatencyBased => {
             // A deployment without a sample is tried first, so that every one gets measured.
             lowest(&pool, |c| {
-                c.health.latency_us(stream).map_or(0.0, |v| v as f64)
+                c.health
+                    .latency_us(attempt.stream)
+                    .map_or(0.0, |v| v as f64)
             })
         }
         RoutingStrategy::CostBased => lowest(&pool, |c| price_per_mtok(state, c.deployment)),
