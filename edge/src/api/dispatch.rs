@@ -33,6 +33,8 @@ pub struct Outgoing<'a> {
     pub bytes: &'a Bytes,
     /// The model the client asked for (and named in the body).
     pub model: &'a str,
+    /// The requested model's routing rule, looked up once per request.
+    pub rule: Option<&'a RoutingRule>,
     /// The models the key may use: fallbacks outside them are never tried.
     pub key: &'a VirtualKey,
     pub embeddings: bool,
@@ -232,7 +234,11 @@ impl Run<'_> {
             if model != requested && !self.hold_fallback_budgets(&model, record) {
                 continue;
             }
-            let rule = self.state.routing_rule_for(&model);
+            let rule = if model == requested {
+                self.out.rule
+            } else {
+                self.state.routing_rule_for(&model)
+            };
             let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
             let exhausted = match self
                 .model(&model, rule, &constraints, Mode::Normal, record)
@@ -272,7 +278,7 @@ impl Run<'_> {
             // Every deployment the request could use is cooling down. Like Envoy's panic mode,
             // try the requested model once anyway: a cooldown moves traffic away from a failing
             // deployment, it never switches a model off.
-            let rule = self.state.routing_rule_for(requested);
+            let rule = self.out.rule;
             let constraints = constraints(rule.map_or(RoutingStrategy::Weighted, |r| r.strategy));
             if let Ok(served) = self
                 .model(requested, rule, &constraints, Mode::Panic, record)

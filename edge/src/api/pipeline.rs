@@ -314,21 +314,19 @@ async fn route_and_call(
     worst_case: Tokens,
     ctx: &mut Ctx,
 ) -> Result<Answer, EdgeError> {
+    let rule = state.routing_rule_for(&request.model);
     let timeout = request.client_timeout.unwrap_or_else(|| {
-        state
-            .routing_rule_for(&request.model)
-            .map(|r| r.timeout_ms)
-            .filter(|&ms| ms > 0)
-            .map_or(
-                app.config
-                    .request_timeout
-                    .unwrap_or(app.config.upstream_timeout),
-                Duration::from_millis,
-            )
+        rule.map(|r| r.timeout_ms).filter(|&ms| ms > 0).map_or(
+            app.config
+                .request_timeout
+                .unwrap_or(app.config.upstream_timeout),
+            Duration::from_millis,
+        )
     });
     let out = Outgoing {
         bytes: &request.bytes,
         model: &request.model,
+        rule,
         key,
         embeddings: ctx.kind == Kind::Embeddings,
         stream: request.stream,

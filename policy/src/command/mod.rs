@@ -12,10 +12,13 @@ use crate::model::{
 use crate::state::PolicyState;
 use crate::validate;
 
+pub use error::CommandError;
+
 /// The most schedules one rate limit may carry.
 const MAX_SCHEDULES: usize = 16;
 
 mod checks;
+pub(crate) mod error;
 mod traffic;
 
 use checks::{
@@ -28,29 +31,6 @@ pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 /// The most retries a routing rule may ask for: each one can cost a provider call.
 pub const MAX_RETRIES: u32 = 10;
-
-/// Why a command was refused. Each kind maps to one gRPC code at the API boundary.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// The command itself is malformed, whatever the state.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The command is well-formed but the current state forbids it.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// It would create something whose unique name is taken.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// It refers to something that does not exist.
-    #[error("{0}")]
-    NotFound(String),
-}
-
-impl CommandError {
-    pub(crate) fn invalid(message: String) -> Self {
-        CommandError::InvalidArgument(message)
-    }
-}
 
 /// A request to change policy.
 #[derive(Clone, Debug, PartialEq)]
