@@ -199,9 +199,10 @@ pub struct Admission {
     limiter: Arc<Limiter>,
     /// The limits with a concurrency cap this request holds a place in.
     concurrent: Vec<String>,
-    /// The limits with a token cap, charged `estimated_tokens` so far.
+    /// The limits with a token cap, charged `estimated_tokens` so far in `window`.
     tokens: Vec<String>,
     estimated_tokens: u64,
+    window: i64,
     /// The figures for the response headers.
     pub headers: RateHeaders,
 }
@@ -256,6 +257,7 @@ impl Limiter {
             concurrent: Vec::new(),
             tokens: Vec::new(),
             estimated_tokens,
+            window,
             headers: RateHeaders::default(),
         };
         if applicable.is_empty() {
@@ -578,7 +580,8 @@ impl Admission {
         }
         let mut counters = self.limiter.counters();
         for id in &self.tokens {
-            if let Some(counter) = counters.get_mut(id) {
+            // A request that ran into the next window was counted in the one before.
+            if let Some(counter) = counters.get_mut(id).filter(|c| c.window == self.window) {
                 counter.tokens.used =
                     (counter.tokens.used + actual).saturating_sub(self.estimated_tokens);
             }
