@@ -136,6 +136,10 @@ async fn assert_refused(response: reqwest::Response, what: &str) -> Result<()> {
 /// The gap between a client's sequential requests in the single-edge tests.
 const PACE: Duration = Duration::from_millis(20);
 
+/// The gap that lets a lease of a limit of a few requests arrive between two of them, on a
+/// busy machine.
+const LEASE_PACE: Duration = Duration::from_millis(100);
+
 /// The window the rpm tests count in, and a start well inside one.
 const WINDOW: Duration = Duration::from_secs(30);
 
@@ -334,13 +338,18 @@ async fn a_schedule_opens_and_closes_on_time_in_its_time_zone() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
     let mut w = world(2, |c| c.rate_limit_window = WINDOW).await?;
-    // The third edge reaches NATS through a connection the test can cut.
+    // The third edge reaches NATS through a connection the test can cut, and its clock stands
+    // still: everything it admits counts in one window, however slow the machine.
     let target = w.nats.trim_start_matches("nats://").to_owned();
     let proxy = Severable::start(&target).await?;
     let through = format!("nats://{}", proxy.addr());
     let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&through, &w.prefix).await?);
-    w.add_edge(bus, &|c: &mut EdgeConfig| c.rate_limit_window = WINDOW)
-        .await?;
+    let frozen = chrono::Utc::now();
+    w.add_edge(bus, &|c: &mut EdgeConfig| {
+        c.rate_limit_window = WINDOW;
+        c.clock = Clock::from_fn(move || frozen);
+    })
+    .await?;
     w.all_see_each_other().await?;
     let (key_id, secret) = w.key().await?;
     w.limit(RateLimit {
@@ -348,7 +357,6 @@ async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
         ..key_limit(&key_id)
     })
     .await?;
-    at_the_start_of_a_window().await;
     proxy.sever();
 
     let cut_off = 2;
@@ -367,15 +375,23 @@ async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
             statuses.iter().filter(|s| **s == 200).count()
         }
     };
-    // It admits one lease chunk on credit, finds it cannot take a lease (the bus times out
-    // after 5 s), and from then on falls back to its share: 600 / 3 = 200.
-    let mut accepted = send(60).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    accepted += send(540).await;
-    eprintln!("the cut-off edge accepted {accepted} of 600 (share 200)");
-    // More than the credit (one chunk, 25), never more than the share.
+    // It admits one lease chunk on credit (25), finds it cannot take a lease (the bus times
+    // out after 5 s), and from then on falls back to its share: 600 / 3 = 200.
+    let credit = 600_usize.div_ceil(8 * 3);
+    let mut accepted = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while accepted <= credit {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the cut-off edge never fell back to its share: {accepted} accepted"
+        );
+        accepted += send(20).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    accepted += send(600).await;
+    eprintln!("the cut-off edge accepted {accepted} (share 200)");
     assert!(
-        accepted > 600_usize.div_ceil(8 * 3) && accepted <= 200,
+        accepted <= 200,
         "{accepted} accepted by the cut-off edge; its share is 200"
     );
     Ok(())
@@ -383,7 +399,9 @@ async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_at_its_rpm_gets_no_more_and_routing_moves_on() -> Result<()> {
-    let mut w = world(1, |_| {}).await?;
+    // One window throughout, however long the test takes.
+    let frozen = chrono::Utc::now();
+    let mut w = world(1, |c| c.clock = Clock::from_fn(move || frozen)).await?;
     let deployment = |model: &str, rpm: u64, priority: u32| tollgate_proto::admin::Deployment {
         model_name: model.into(),
         provider: "mock".into(),
@@ -411,7 +429,7 @@ async fn a_deployment_at_its_rpm_gets_no_more_and_routing_moves_on() -> Result<(
 
     let mut served_by = Vec::new();
     for _ in 0..8 {
-        tokio::time::sleep(PACE).await;
+        tokio::time::sleep(LEASE_PACE).await;
         let response = w.ask(0, &secret, "chat").await?;
         assert_eq!(response.status(), 200);
         served_by.push(
@@ -429,10 +447,10 @@ async fn a_deployment_at_its_rpm_gets_no_more_and_routing_moves_on() -> Result<(
 
     // A model whose only deployment is full is refused as rate limited.
     for _ in 0..2 {
-        tokio::time::sleep(PACE).await;
+        tokio::time::sleep(LEASE_PACE).await;
         assert_eq!(w.ask(0, &secret, "only-capped").await?.status(), 200);
     }
-    tokio::time::sleep(PACE).await;
+    tokio::time::sleep(LEASE_PACE).await;
     assert_refused(w.ask(0, &secret, "only-capped").await?, "every deployment").await?;
     Ok(())
 }

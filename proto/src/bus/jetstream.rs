@@ -258,8 +258,17 @@ impl Bus for JetStreamBus {
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
         let keys: Vec<String> = match with_timeout(self.state.keys()).await {
             Ok(keys) => with_timeout(keys.try_collect()).await?,
-            // An empty bucket has no keys to list.
-            Err(_) => Vec::new(),
+            Err(e) => {
+                // Some servers cannot list the keys of an empty bucket; an unreachable server
+                // is not an empty bucket (edges would take themselves for the only one).
+                let bucket = format!("KV_{}_STATE", self.prefix).to_uppercase();
+                let mut stream = with_timeout(self.context.get_stream(bucket)).await?;
+                let info = with_timeout(stream.info()).await?;
+                if info.state.messages > 0 {
+                    return Err(e);
+                }
+                Vec::new()
+            }
         };
         let mut out = Vec::new();
         for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
