@@ -239,6 +239,55 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
         .await?;
     assert!(refused.contains("from=HH:MM and to=HH:MM"), "{refused}");
 
+    let guardrail = w
+        .json(&[
+            "guardrails",
+            "set",
+            "--name",
+            "no cards",
+            "--kind",
+            "pii",
+            "--mode",
+            "pre_call",
+            "--team",
+            &team_id,
+            "--config",
+            r#"{"entities": ["credit_card"], "action": "block"}"#,
+        ])
+        .await?;
+    assert_eq!(guardrail["team_ids"][0], team_id.as_str());
+    let refused = w
+        .failure(
+            None,
+            &[
+                "guardrails",
+                "set",
+                "--name",
+                "x",
+                "--kind",
+                "pii",
+                "--mode",
+                "pre_call",
+                "--config",
+                r#"{"action": "shout"}"#,
+            ],
+        )
+        .await?;
+    assert!(refused.contains("shout"), "{refused}");
+    let cached = w
+        .json(&[
+            "cache-policies",
+            "set",
+            "--model",
+            "gpt-4o",
+            "--ttl-seconds",
+            "600",
+        ])
+        .await?;
+    assert_eq!(cached["scope"], "team");
+    let policies = w.json(&["cache-policies", "list"]).await?;
+    assert_eq!(list(&policies, "policies")?.len(), 1);
+
     let teams = w.json(&["teams", "list"]).await?;
     assert!(
         list(&teams, "teams")?

@@ -3,9 +3,9 @@
 use std::str::FromStr;
 
 use tollgate_policy::model::{
-    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, LimitSchedule, Price,
-    RateLimit, RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch, TrafficRule, User,
-    VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, CacheScope, Credential, Deployment, Guardrail,
+    LimitSchedule, Price, RateLimit, RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch,
+    TrafficRule, User, VirtualKey,
 };
 use tollgate_proto::admin as pb;
 use tollgate_proto::convert::timestamp;
@@ -372,6 +372,27 @@ fn clock_minute(field: &str, value: &str) -> Result<u32, ControlError> {
     Ok(hours * 60 + minutes)
 }
 
+pub fn cache_policy(p: &CachePolicy) -> pb::CachePolicy {
+    pb::CachePolicy {
+        id: p.id.clone(),
+        model: p.model.clone(),
+        ttl_seconds: p.ttl_seconds,
+        scope: p.scope.to_string(),
+    }
+}
+
+pub fn cache_policy_from(p: pb::CachePolicy, new_id: String) -> Result<CachePolicy, ControlError> {
+    Ok(CachePolicy {
+        id: non_empty(p.id).unwrap_or(new_id),
+        scope: match p.scope.trim() {
+            "" => CacheScope::Team,
+            scope => parse("scope", scope)?,
+        },
+        model: p.model,
+        ttl_seconds: p.ttl_seconds,
+    })
+}
+
 pub fn guardrail(g: &Guardrail) -> pb::Guardrail {
     pb::Guardrail {
         id: g.id.clone(),
@@ -380,6 +401,8 @@ pub fn guardrail(g: &Guardrail) -> pb::Guardrail {
         mode: g.mode.to_string(),
         models: g.models.clone(),
         config_json: g.config.to_string(),
+        team_ids: g.team_ids.clone(),
+        key_ids: g.key_ids.clone(),
     }
 }
 
@@ -398,6 +421,8 @@ pub fn guardrail_from(g: pb::Guardrail, new_id: String) -> Result<Guardrail, Con
         name: g.name,
         kind: g.kind,
         models: g.models,
+        team_ids: g.team_ids,
+        key_ids: g.key_ids,
     })
 }
 

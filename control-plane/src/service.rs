@@ -612,6 +612,36 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn set_cache_policy(&self, request: Request<CachePolicy>) -> Reply<CachePolicy> {
+        self.authorize(&request, Access::WritePolicy)?;
+        let policy = convert::cache_policy_from(request.get_ref().clone(), new_id())?;
+        let id = policy.id.clone();
+        let (state, _) = self
+            .change(&request, Command::SetCachePolicy { policy })
+            .await?;
+        found(state.cache_policies.get(&id).map(convert::cache_policy))
+    }
+
+    async fn delete_cache_policy(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let id = request.get_ref().id.clone();
+        self.delete(&request, Command::DeleteCachePolicy { id })
+            .await
+    }
+
+    async fn list_cache_policies(
+        &self,
+        request: Request<ListCachePoliciesRequest>,
+    ) -> Reply<ListCachePoliciesResponse> {
+        let state = self.read(&request).await?;
+        Ok(Response::new(ListCachePoliciesResponse {
+            policies: state
+                .cache_policies
+                .values()
+                .map(convert::cache_policy)
+                .collect(),
+        }))
+    }
+
     async fn create_admin_token(
         &self,
         request: Request<CreateAdminTokenRequest>,

@@ -1390,6 +1390,151 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
                 .await
             }),
         ),
+        case(
+            "SetCachePolicy with a TTL of 0",
+            invalid,
+            &["ttl_seconds", "between 1 and"],
+            call(a, |mut c| async move {
+                c.set_cache_policy(CachePolicy {
+                    model: "gpt-4o".into(),
+                    ttl_seconds: 0,
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetCachePolicy with a scope that does not exist",
+            invalid,
+            &["world"],
+            call(a, |mut c| async move {
+                c.set_cache_policy(CachePolicy {
+                    model: "gpt-4o".into(),
+                    ttl_seconds: 60,
+                    scope: "world".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetCachePolicy with a control character in the model",
+            invalid,
+            &["model"],
+            call(a, |mut c| async move {
+                c.set_cache_policy(CachePolicy {
+                    model: "gpt\u{0}4o".into(),
+                    ttl_seconds: 60,
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "DeleteCachePolicy that does not exist",
+            not_found,
+            &["cache policy nope"],
+            call(a, |mut c| async move {
+                c.delete_cache_policy(DeleteRequest { id: "nope".into() })
+                    .await
+            }),
+        ),
+        case(
+            "SetGuardrail of a kind nothing enforces",
+            invalid,
+            &["keywords", "bedrock, pii, regex"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "keywords".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{}"#.into(),
+                    team_ids: vec![],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail with a pattern that is not a regular expression",
+            invalid,
+            &["(unclosed", "regular expression"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "regex".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{"patterns": ["(unclosed"], "action": "block"}"#.into(),
+                    team_ids: vec![],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail with an entity pii does not know",
+            invalid,
+            &["ssn"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "pii".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{"entities": ["ssn"], "action": "mask"}"#.into(),
+                    team_ids: vec![],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail with a misspelt setting",
+            invalid,
+            &["entitys"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "pii".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{"entitys": ["email"], "action": "mask"}"#.into(),
+                    team_ids: vec![],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail for a team that does not exist",
+            not_found,
+            &["team nobody"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "pii".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{"action": "mask"}"#.into(),
+                    team_ids: vec!["nobody".into()],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
+            "SetGuardrail on Bedrock signing with the edge identity off AWS",
+            invalid,
+            &["collector.example.com", "credential_id"],
+            call(a, |mut c| async move {
+                c.set_guardrail(Guardrail {
+                    name: "g".into(),
+                    kind: "bedrock".into(),
+                    mode: "pre_call".into(),
+                    config_json: r#"{"guardrail_id": "g", "version": "1", "region": "us-east-1", "endpoint": "http://collector.example.com"}"#.into(),
+                    team_ids: vec![],
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
     ];
 
     let mut failures = Vec::new();

@@ -83,6 +83,9 @@ pub struct EdgeConfig {
     /// addresses, the networks provider calls may reach. Link-local and cloud metadata
     /// addresses are never reachable.
     pub upstream_networks: Networks,
+    /// `TOLLGATE_CACHE_MAX_BYTES` (default 256 MiB): the most answer bytes this edge's
+    /// response cache holds; the least recently used go first.
+    pub cache_max_bytes: u64,
     /// The wall clock budget periods are judged by: the system's, except where tests set their own.
     pub clock: Clock,
 }
@@ -207,6 +210,7 @@ impl EdgeConfig {
                     reason,
                 })?
                 .unwrap_or_default(),
+            cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
             clock: Clock::system(),
         })
     }

@@ -58,6 +58,13 @@ pub enum EdgeError {
         "model {model:?} has no price, so it cannot be used under budget {budget_id}: an admin sets one with SetPrice"
     )]
     Unpriced { model: String, budget_id: String },
+    /// A guardrail blocked the request or the answer; `summary` names what it found, never
+    /// the text.
+    #[error("guardrail {guardrail} intervened: {summary}")]
+    GuardrailIntervened { guardrail: String, summary: String },
+    /// A guardrail could not run; the request is refused rather than let through unchecked.
+    #[error("guardrail {guardrail} could not be applied: {reason}")]
+    GuardrailFailed { guardrail: String, reason: String },
 }
 
 impl EdgeError {
@@ -124,6 +131,14 @@ impl EdgeError {
                 "permission_error",
                 "model_not_allowed",
             ),
+            EdgeError::GuardrailIntervened { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "guardrail_intervened",
+            ),
+            EdgeError::GuardrailFailed { .. } => {
+                (StatusCode::BAD_GATEWAY, "api_error", "upstream_error")
+            }
         }
     }
 
@@ -181,6 +196,9 @@ impl From<UpstreamError> for EdgeError {
             UpstreamError::Unsupported(message) => EdgeError::InvalidRequest(message),
             UpstreamError::Failed(message) => EdgeError::Upstream(message),
             UpstreamError::Timeout(message) => EdgeError::UpstreamTimeout(message),
+            UpstreamError::Intervened {
+                guardrail, summary, ..
+            } => EdgeError::GuardrailIntervened { guardrail, summary },
         }
     }
 }

@@ -6,10 +6,12 @@
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod cache;
 pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod guardrails;
 pub mod health;
 pub mod limits;
 pub mod metrics;
@@ -28,7 +30,9 @@ use tollgate_proto::bus::Bus;
 
 use crate::api::AppState;
 use crate::budget::Budgets;
+use crate::cache::ResponseCache;
 use crate::config::EdgeConfig;
+use crate::guardrails::Guardrails;
 use crate::health::Health;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -85,14 +89,29 @@ impl Edge {
         let limits = Limiter::new(config.rate_limit_window, config.clock.clone());
         tokio::spawn(limits.clone().lease(bus.clone(), stop.subscribe()));
         let health = Arc::new(Health::new(config.circuit, metrics.clone()));
+        let guardrails = Arc::new(Guardrails::new(
+            config.connect_timeout,
+            providers.egress.clone(),
+            config.credential_key.clone(),
+            metrics.clone(),
+        ));
         tokio::spawn(health.clone().publish(
             bus.clone(),
             config.edge_id.clone(),
             HEALTH_REPORT_INTERVAL,
             stop.subscribe(),
         ));
+        let cache = Arc::new(ResponseCache::new(
+            config.cache_max_bytes,
+            bus.clone(),
+            metrics.clone(),
+            config.clock.clone(),
+        ));
+        tokio::spawn(cache.clone().follow(stop.subscribe()));
         let state = Arc::new(AppState {
             health,
+            guardrails,
+            cache,
             budgets,
             limits,
             providers,

@@ -39,6 +39,20 @@ pub struct DeploymentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardrailLabels {
+    /// The guardrail's id (an admin's choice, never request content).
+    pub guardrail: String,
+    /// passed | masked | blocked | failed.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// hit | miss | bypass.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -74,6 +88,12 @@ pub struct Metrics {
     pub circuit_opened: Family<DeploymentLabels, Counter>,
     pub retries: Family<ReasonLabels, Counter>,
     pub fallbacks: Family<ReasonLabels, Counter>,
+    pub guardrail_checks: Family<GuardrailLabels, Counter>,
+    pub guardrail_seconds: Histogram,
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Set at scrape time.
+    pub cache_entries: Gauge,
+    pub cache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,6 +118,11 @@ impl Default for Metrics {
             circuit_opened: Family::default(),
             retries: Family::default(),
             fallbacks: Family::default(),
+            guardrail_checks: Family::default(),
+            guardrail_seconds: latency_histogram(),
+            cache_lookups: Family::default(),
+            cache_entries: Gauge::default(),
+            cache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -189,6 +214,31 @@ impl Default for Metrics {
             "fallbacks",
             "Requests moved to a fallback model, by reason (failure, context_window, content_policy)",
             metrics.fallbacks.clone(),
+        );
+        registry.register(
+            "guardrail_checks",
+            "Guardrail runs, by guardrail and outcome (passed, masked, blocked, failed)",
+            metrics.guardrail_checks.clone(),
+        );
+        registry.register(
+            "guardrail_duration_seconds",
+            "Time one guardrail took on one text (a request, an answer or a stream window)",
+            metrics.guardrail_seconds.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups where a cache policy applies, by result (hit, miss, bypass)",
+            metrics.cache_lookups.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Answers in this edge's response cache (stored here or shared by other edges)",
+            metrics.cache_entries.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes of answers in this edge's response cache",
+            metrics.cache_bytes.clone(),
         );
         Metrics {
             registry,

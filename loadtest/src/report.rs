@@ -157,6 +157,7 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
         &series,
     )?;
     let _ = writeln!(out, "\n![latency at concurrency 1]({})", chart("c1"));
+    features(&mut out, r);
 
     // 2. Open loop.
     let _ = writeln!(
@@ -344,4 +345,48 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     )?;
     let _ = rss_at;
     Ok(path)
+}
+
+/// Tollgate's guardrail and cache figures beside the same request without them.
+fn features(out: &mut String, r: &Results) {
+    if r.features.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Guardrail and cache on a 2 KB prompt (Tollgate, concurrency 1)\n\n\
+         A masking `pii` guardrail (every built-in entity; the prompt holds one e-mail address) \
+         and a cache hit, against the same request with neither. A hit never reaches the \
+         upstream, so its figure is the whole answer time.\n"
+    );
+    header(
+        out,
+        &[
+            "case",
+            "requests",
+            "errors",
+            "p50",
+            "p99",
+            "vs. plain p50",
+            "vs. plain p99",
+        ],
+    );
+    let plain = r.features.get(crate::suite::FEATURE_CASES[0].0);
+    for (name, _) in crate::suite::FEATURE_CASES {
+        let Some(s) = r.features.get(name) else {
+            continue;
+        };
+        row(
+            out,
+            &[
+                name.to_owned(),
+                s.ok.to_string(),
+                s.error_count().to_string(),
+                fmt_us(s.latency.p50_us),
+                fmt_us(s.latency.p99_us),
+                added(s.latency.p50_us, plain.map(|p| p.latency.p50_us)),
+                added(s.latency.p99_us, plain.map(|p| p.latency.p99_us)),
+            ],
+        );
+    }
 }

@@ -157,6 +157,8 @@ pub struct Results {
     pub other_work: Vec<(String, f64)>,
     pub notes: Vec<String>,
     pub c1: BTreeMap<String, Summary>,
+    /// Tollgate alone at concurrency 1 on a 2 KB prompt: plain, under a guardrail, from cache.
+    pub features: BTreeMap<String, Summary>,
     /// rate -> target -> summary (fixed rates and the ladder; keys are rates as integers).
     pub rates: BTreeMap<u64, BTreeMap<String, Summary>>,
     pub streams: BTreeMap<String, StreamSummary>,

@@ -302,6 +302,11 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     eprintln!("loadtest: concurrency 1");
     phase.next(&mut results, "concurrency 1");
     suite::concurrency_one(&plan, &all, &mut results).await?;
+    if let Some(tollgate) = targets.iter().find(|t| t.name == suite::TOLLGATE) {
+        eprintln!("loadtest: guardrail and cache at concurrency 1");
+        phase.next(&mut results, "features");
+        suite::features(&plan, tollgate, &mut results).await?;
+    }
     eprintln!("loadtest: open-loop rates and the throughput ladder");
     phase.next(&mut results, "open-loop rates");
     let mut rates: Vec<f64> = plan

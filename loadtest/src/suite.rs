@@ -149,6 +149,65 @@ pub async fn concurrency_one(
     Ok(())
 }
 
+/// Names of the features phase's cases, the plain one first.
+pub const FEATURE_CASES: [(&str, &str); 3] = [
+    ("2 KB prompt", "chat"),
+    ("pii guardrail (mask)", "chat-pii"),
+    ("cache hit", "chat-cached"),
+];
+
+/// A 2 KB chat request to `model`: prose with one e-mail address for the guardrail to mask.
+fn two_kb_body(model: &str) -> String {
+    let sentence = "The quarterly report covers revenue, costs and the outlook for each region. ";
+    let mut prompt = String::from("Summarise this for jane.doe@example.com: ");
+    while prompt.len() < 2048 {
+        prompt.push_str(sentence);
+    }
+    prompt.truncate(2048);
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 16,
+    })
+    .to_string()
+}
+
+/// Tollgate's own features at concurrency 1 on a 2 KB prompt, interleaved per repetition: the
+/// plain request, the same under a masking `pii` guardrail, and a cache hit (the first request
+/// of the warm-up stores it).
+pub async fn features(
+    plan: &Plan,
+    tollgate: &Target<'_>,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
+    for rep in 0..plan.c1_reps {
+        let mut cases = FEATURE_CASES.to_vec();
+        cases.rotate_left(rep % FEATURE_CASES.len());
+        for (name, model) in cases {
+            let shot = tollgate.shot(two_kb_body(model));
+            let (count, warmup) = (plan.c1_count, (plan.c1_count / 10).max(10));
+            let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await?;
+            eprintln!(
+                "  features {name:<22} p50 {:>8.1} µs",
+                crate::results::Pct::of(&outcome.latency).p50_us
+            );
+            match merged.get_mut(name) {
+                Some(m) => m.merge(&outcome)?,
+                None => {
+                    merged.insert(name, outcome);
+                }
+            }
+        }
+    }
+    for (name, outcome) in merged {
+        results
+            .features
+            .insert(name.to_owned(), Summary::of(&outcome, 0.0));
+    }
+    Ok(())
+}
+
 /// Open-loop rounds over `rates`; fixed rates run for every target, the others only while a
 /// target's p99 stays within `ceiling_ms` (and its errors under 1 %).
 pub async fn ladder(

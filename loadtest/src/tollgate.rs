@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::admin::{
-    Budget, CreateKeyRequest, CreateTeamRequest, Deployment, ListEventsRequest, Price, RateLimit,
+    Budget, CachePolicy, CreateKeyRequest, CreateTeamRequest, Deployment, Guardrail,
+    ListEventsRequest, Price, RateLimit,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -23,6 +24,9 @@ use crate::procs::{Proc, free_port};
 const CREDENTIAL_KEY: &str = "dG9sbGdhdGUtbG9hZHRlc3Qtc2VhbGluZy1rZXktMzI=";
 /// The models the suite calls; the mock answers each (`slow` streams pace chunks 100 ms apart, `hold` streams go idle).
 pub const MODELS: &[&str] = &["chat", "slow", "hold", "embed"];
+/// Models only Tollgate serves, for its features phase: `chat` behind a `pii` guardrail that
+/// masks, and `chat` with a cache policy.
+pub const FEATURE_MODELS: &[&str] = &["chat-pii", "chat-cached"];
 
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
@@ -175,7 +179,7 @@ impl Stack {
             })
             .await?
             .into_inner();
-        for model in MODELS {
+        for model in MODELS.iter().chain(FEATURE_MODELS) {
             admin
                 .upsert_deployment(Deployment {
                     model_name: (*model).into(),
@@ -198,7 +202,11 @@ impl Stack {
             .create_key(CreateKeyRequest {
                 alias: "load".into(),
                 team_id: team.id.clone(),
-                models: MODELS.iter().map(|m| (*m).into()).collect(),
+                models: MODELS
+                    .iter()
+                    .chain(FEATURE_MODELS)
+                    .map(|m| (*m).into())
+                    .collect(),
                 ..Default::default()
             })
             .await?
@@ -221,6 +229,23 @@ impl Stack {
                 scope_id: key_id.clone(),
                 rpm: 1_000_000_000,
                 tpm: 1_000_000_000_000,
+                ..Default::default()
+            })
+            .await?;
+        admin
+            .set_guardrail(Guardrail {
+                name: "pii".into(),
+                kind: "pii".into(),
+                mode: "pre_call".into(),
+                models: vec!["chat-pii".into()],
+                config_json: r#"{"action": "mask"}"#.into(),
+                ..Default::default()
+            })
+            .await?;
+        admin
+            .set_cache_policy(CachePolicy {
+                model: "chat-cached".into(),
+                ttl_seconds: 3600,
                 ..Default::default()
             })
             .await?;

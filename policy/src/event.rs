@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret,
-    Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
+    PreviousSecret, Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -102,6 +102,11 @@ pub enum PolicyEvent {
     #[serde(rename = "guardrail.deleted")]
     GuardrailDeleted { id: String },
 
+    #[serde(rename = "cache_policy.set")]
+    CachePolicySet { policy: CachePolicy },
+    #[serde(rename = "cache_policy.deleted")]
+    CachePolicyDeleted { id: String },
+
     #[serde(rename = "admin_token.created")]
     AdminTokenCreated { token: AdminToken },
     #[serde(rename = "admin_token.revoked")]
@@ -141,6 +146,8 @@ impl PolicyEvent {
             TrafficRuleDeleted { id } => ("traffic_rule", id.as_str()),
             GuardrailSet { guardrail } => ("guardrail", guardrail.id.as_str()),
             GuardrailDeleted { id } => ("guardrail", id.as_str()),
+            CachePolicySet { policy } => ("cache_policy", policy.id.as_str()),
+            CachePolicyDeleted { id } => ("cache_policy", id.as_str()),
             AdminTokenCreated { token } => ("admin_token", token.id.as_str()),
             AdminTokenRevoked { id } => ("admin_token", id.as_str()),
         };

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod egress;
 pub mod event;
+pub mod guardrail;
 pub mod model;
 pub mod period;
 pub mod redact;

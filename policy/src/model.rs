@@ -148,6 +148,15 @@ named_enum!(
 );
 
 named_enum!(
+    /// Whose requests share cached answers.
+    CacheScope {
+        Team => "team",
+        Key => "key",
+        Global => "global",
+    }
+);
+
+named_enum!(
     /// When a guardrail runs relative to the provider call.
     GuardrailMode {
         PreCall => "pre_call",
@@ -492,13 +501,30 @@ pub struct TrafficAction {
 pub struct Guardrail {
     pub id: String,
     pub name: String,
-    /// The implementation (`bedrock`, `regex`, `keywords`, …); later issues give them behaviour.
+    /// The implementation: `bedrock`, `pii` or `regex` (see [`crate::guardrail`]).
     pub kind: String,
     pub mode: GuardrailMode,
     /// Models it applies to; empty means every model.
     pub models: Vec<String>,
+    /// Teams whose keys it applies to; empty means every team (and keys without one).
+    #[serde(default)]
+    pub team_ids: Vec<String>,
+    /// Keys it applies to; empty means every key.
+    #[serde(default)]
+    pub key_ids: Vec<String>,
     /// Settings of the implementation, a JSON object.
     pub config: serde_json::Value,
+}
+
+/// Answers of a model kept in the edges' response cache, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePolicy {
+    pub id: String,
+    /// The model (as clients name it) whose answers are cached.
+    pub model: String,
+    /// How long an answer is served from the cache.
+    pub ttl_seconds: u32,
+    pub scope: CacheScope,
 }
 
 /// A bearer token for the admin and usage APIs. Only its SHA-256 is stored.

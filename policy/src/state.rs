@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
-    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Price, RateLimit,
-    RoutingRule, Team, TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Price,
+    RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -33,6 +33,8 @@ pub struct PolicyState {
     #[serde(default)]
     pub access_groups: BTreeMap<String, AccessGroup>,
     pub guardrails: BTreeMap<String, Guardrail>,
+    #[serde(default)]
+    pub cache_policies: BTreeMap<String, CachePolicy>,
     pub admin_tokens: BTreeMap<String, AdminToken>,
     /// Aggregate id → version of its last event, for optimistic concurrency on append.
     pub versions: BTreeMap<String, u64>,
@@ -225,6 +227,13 @@ impl PolicyState {
             }
             GuardrailDeleted { id } => {
                 self.guardrails.remove(id);
+            }
+            CachePolicySet { policy } => {
+                self.cache_policies
+                    .insert(policy.id.clone(), policy.clone());
+            }
+            CachePolicyDeleted { id } => {
+                self.cache_policies.remove(id);
             }
             AdminTokenCreated { token } => {
                 self.admin_tokens.insert(token.id.clone(), token.clone());

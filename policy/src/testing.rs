@@ -257,10 +257,27 @@ pub fn command() -> impl Strategy<Value = Command> {
                 kind: "regex".to_owned(),
                 mode: GuardrailMode::PreCall,
                 models,
-                config: serde_json::json!({"patterns": ["\\d{16}"]}),
+                team_ids: vec![],
+                key_ids: vec![],
+                config: serde_json::json!({"patterns": ["\\d{16}"], "action": "block"}),
             }
         }),
         pick("g").prop_map(|id| Command::DeleteGuardrail { id }),
+        (
+            pick("cp"),
+            pick("m"),
+            0u32..100,
+            prop::sample::select(CacheScope::ALL)
+        )
+            .prop_map(|(id, model, ttl_seconds, scope)| Command::SetCachePolicy {
+                policy: CachePolicy {
+                    id,
+                    model,
+                    ttl_seconds,
+                    scope,
+                },
+            }),
+        pick("cp").prop_map(|id| Command::DeleteCachePolicy { id }),
         (
             pick("ag"),
             models(),

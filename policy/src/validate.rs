@@ -32,9 +32,13 @@ pub(crate) fn id(field: &str, value: &str) -> Result<(), CommandError> {
 
 /// A model name as clients send it: non-empty, no surrounding whitespace.
 pub(crate) fn model_name(field: &str, value: &str) -> Result<(), CommandError> {
-    if value.trim().is_empty() || value.trim() != value || value.len() > MAX_NAME {
+    if value.trim().is_empty()
+        || value.trim() != value
+        || value.len() > MAX_NAME
+        || value.chars().any(char::is_control)
+    {
         return Err(CommandError::invalid(format!(
-            "{field} {value:?} is not a valid model name: it must be non-empty, at most {MAX_NAME} bytes, without surrounding spaces"
+            "{field} {value:?} is not a valid model name: it must be non-empty, at most {MAX_NAME} bytes, without surrounding spaces or control characters"
         )));
     }
     Ok(())

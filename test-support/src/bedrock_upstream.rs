@@ -15,6 +15,11 @@
 //! text; with "The tool said: …" after a tool result; with [`ANSWER`] otherwise. A
 //! `guardrailConfig` whose identifier is `gr-block` makes the guardrail intervene.
 //!
+//! `POST /guardrail/{id}/version/{version}/apply` is `ApplyGuardrail`: guardrail `gr-block`
+//! intervenes (BLOCKED, denied topic `Forbidden`) on any text containing "forbidden";
+//! `gr-anonymize` replaces e-mail addresses with `{EMAIL}` (ANONYMIZED); any other guardrail
+//! finds nothing. [`FakeBedrock::guardrail_calls`] counts these calls apart from model calls.
+//!
 //! Token counts: `inputTokens` is the number of whitespace-separated words in all text blocks
 //! (system and messages) plus 3, `outputTokens` the number of words in the answer; when the
 //! request holds a `cachePoint`, 5 cache-read and 1 cache-write input tokens are reported too.
@@ -92,6 +97,9 @@ impl RecordedRequest {
 #[derive(Default)]
 struct Shared {
     count: AtomicUsize,
+    guardrail_calls: AtomicUsize,
+    /// The texts of the last ApplyGuardrail call.
+    guardrail_texts: Mutex<Vec<String>>,
     last: Mutex<Option<RecordedRequest>>,
     raw_stream: Mutex<Bytes>,
 }
@@ -113,6 +121,10 @@ impl FakeBedrock {
             .route("/model/{model_id}/converse", post(converse))
             .route("/model/{model_id}/converse-stream", post(converse_stream))
             .route("/model/{model_id}/invoke", post(invoke))
+            .route(
+                "/guardrail/{guardrail_id}/version/{version}/apply",
+                post(apply_guardrail),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -141,6 +153,20 @@ impl FakeBedrock {
 }
 
 impl FakeBedrock {
+    /// How many ApplyGuardrail calls were received.
+    pub fn guardrail_calls(&self) -> usize {
+        self.shared.guardrail_calls.load(Ordering::SeqCst)
+    }
+
+    /// The texts the last ApplyGuardrail call was given.
+    pub fn guardrail_texts(&self) -> Vec<String> {
+        self.shared
+            .guardrail_texts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// What `raw-stream` answers from now on.
     pub fn set_raw_stream(&self, bytes: Bytes) {
         *self
@@ -549,4 +575,74 @@ async fn invoke(
         tokens.to_string(),
     )];
     (headers, Json(answer)).into_response()
+}
+
+/// `ApplyGuardrail`, restJson1: `{"source", "content": [{"text": {"text": …}}]}` in, the
+/// action, outputs and assessments out.
+async fn apply_guardrail(
+    State(shared): State<Arc<Shared>>,
+    Path((guardrail_id, _version)): Path<(String, String)>,
+    Json(request): Json<Value>,
+) -> Response {
+    shared.guardrail_calls.fetch_add(1, Ordering::SeqCst);
+    let texts: Vec<String> = request["content"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b["text"]["text"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    *shared
+        .guardrail_texts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = texts.clone();
+    let usage = json!({"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 0,
+        "sensitiveInformationPolicyUnits": 1, "sensitiveInformationPolicyFreeUnits": 0,
+        "contextualGroundingPolicyUnits": 0});
+    let none = || Json(json!({"usage": usage, "action": "NONE", "outputs": [], "assessments": []}));
+    match guardrail_id.as_str() {
+        "gr-block" if texts.iter().any(|t| t.to_lowercase().contains("forbidden")) => Json(json!({
+            "usage": usage,
+            "action": "GUARDRAIL_INTERVENED",
+            "outputs": [{"text": GUARDRAIL_ANSWER}],
+            "assessments": [{"topicPolicy": {"topics": [
+                {"name": "Forbidden", "type": "DENY", "action": "BLOCKED", "detected": true}
+            ]}}],
+        }))
+        .into_response(),
+        "gr-anonymize" => {
+            let mut found = Vec::new();
+            let outputs: Vec<Value> = texts
+                .iter()
+                .map(|t| {
+                    let words: Vec<String> = t
+                        .split(' ')
+                        .map(|w| {
+                            if w.contains('@') && w.contains('.') {
+                                found.push(json!({"match": w, "type": "EMAIL",
+                                    "action": "ANONYMIZED", "detected": true}));
+                                "{EMAIL}".to_owned()
+                            } else {
+                                w.to_owned()
+                            }
+                        })
+                        .collect();
+                    json!({"text": words.join(" ")})
+                })
+                .collect();
+            if found.is_empty() {
+                return none().into_response();
+            }
+            Json(json!({
+                "usage": usage,
+                "action": "GUARDRAIL_INTERVENED",
+                "outputs": outputs,
+                "assessments": [{"sensitiveInformationPolicy": {"piiEntities": found}}],
+            }))
+            .into_response()
+        }
+        _ => none().into_response(),
+    }
 }

@@ -7,7 +7,8 @@
 //! status and an OpenAI error body; `hang` sleeps 30 s before answering; `slow-stream` waits
 //! 200 ms before each event; `cut-stream` sends two events and then drops the connection.
 //! `fail-context` and `fail-content` answer 400 the way OpenAI refuses an input longer than
-//! the context window and content against its policy. Any other model is answered normally.
+//! the context window and content against its policy. `echo` answers with the text of the last
+//! user message (streamed word by word like any answer). Any other model is answered normally.
 //!
 //! [`FakeOpenAi::fail`] and [`FakeOpenAi::fail_times`] make every request (or the next few) fail
 //! or hang whatever the model, so a test can break and heal an upstream while traffic flows.
@@ -295,6 +296,9 @@ enum Answer {
 fn answer(request: &Value, messages: &[Value]) -> Answer {
     let last = messages.last().unwrap_or(&Value::Null);
     let tool = request["tools"][0]["function"]["name"].as_str();
+    if request["model"] == "echo" {
+        return Answer::Text(last["content"].as_str().unwrap_or_default().to_owned());
+    }
     match (last["role"].as_str(), tool) {
         (Some("user"), Some(tool)) => Answer::Tool(tool.to_owned()),
         (Some("tool"), _) => {

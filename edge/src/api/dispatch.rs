@@ -93,7 +93,7 @@ fn classify(error: &UpstreamError) -> Failure {
             reason: "timeout",
             retry_after: None,
         },
-        UpstreamError::Unsupported(_) => Failure::Final,
+        UpstreamError::Unsupported(_) | UpstreamError::Intervened { .. } => Failure::Final,
         UpstreamError::Rejected { message, .. } => {
             let message = message.to_ascii_lowercase();
             let said = |phrases: &[&str]| phrases.iter().any(|p| message.contains(p));

@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 use tollgate_policy::sealing::SealingKey;
 
 use crate::budget::Budgets;
+use crate::cache::ResponseCache;
 use crate::config::EdgeConfig;
+use crate::guardrails::Guardrails;
 use crate::health::Health;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub limits: Arc<Limiter>,
     /// Deployments' circuits, load and latency as seen by this edge.
     pub health: Arc<Health>,
+    /// The policy's guardrails, compiled, and the clients of remote ones.
+    pub guardrails: Arc<Guardrails>,
+    /// Answers of models with a cache policy.
+    pub cache: Arc<ResponseCache>,
 }
 
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.

@@ -1,9 +1,9 @@
 //! The request path of `/v1/chat/completions` and `/v1/embeddings`: one function per phase, in
-//! the order they run — authenticate → parse → access → limits → budget → route and call →
-//! respond. Usage is recorded when the request's [`UsageRecord`] is dropped (after the last
+//! the order they run — authenticate → parse → access → limits → budget → cache → guardrails
+//! (in) → route and call → guardrails (out) → respond (and cache the answer). Usage is recorded when the request's [`UsageRecord`] is dropped (after the last
 //! byte of a stream), whatever happened on the way.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -21,7 +21,11 @@ use super::openai::{parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
 use super::stream::{RelayParts, relay};
 use crate::auth::authenticate;
+use crate::cache;
 use crate::error::EdgeError;
+use crate::guardrails::stream::{StreamGuard, guarded};
+use crate::guardrails::text::{Shape, Texts};
+use crate::guardrails::{Applicable, Source, Tally};
 use crate::health::InFlight;
 use crate::limits::RateHeaders;
 use crate::pricing::{self, Tokens, cost};
@@ -38,6 +42,16 @@ const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
 enum Kind {
     Chat,
     Embeddings,
+}
+
+impl Kind {
+    /// The route's name in metrics and cache keys.
+    fn route(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Embeddings => "embeddings",
+        }
+    }
 }
 
 pub async fn chat_completions(
@@ -65,6 +79,8 @@ struct Ctx {
     attempts: u32,
     fallback: Option<String>,
     rate: RateHeaders,
+    /// What the response cache said, when a cache policy applies.
+    cache: Option<cache::Status>,
 }
 
 /// The request as parsed: what every later phase reads.
@@ -88,6 +104,17 @@ impl Parsed {
     }
 }
 
+/// Where the answer came from.
+enum Served {
+    Upstream(Answer),
+    /// The response cache; a streamed request gets the entry replayed as a stream.
+    Cache {
+        entry: Arc<cache::Entry>,
+        stream: bool,
+        client_wants_usage: bool,
+    },
+}
+
 /// What the upstream answered, and what the response needs to say about it.
 struct Answer {
     reply: UpstreamReply,
@@ -101,10 +128,7 @@ struct Answer {
 }
 
 async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
-    let route = match kind {
-        Kind::Chat => "chat",
-        Kind::Embeddings => "embeddings",
-    };
+    let route = kind.route();
     let mut ctx = Ctx {
         kind,
         record: UsageRecord::new(
@@ -118,18 +142,19 @@ async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) 
         attempts: 0,
         fallback: None,
         rate: RateHeaders::default(),
+        cache: None,
     };
     let answer = run(&app, &headers, body, &mut ctx).await;
     respond(&app, ctx, answer)
 }
 
-/// The phases up to the provider's answer; the first to refuse ends the request.
+/// The phases up to the answer; the first to refuse ends the request.
 async fn run(
     app: &AppState,
     headers: &HeaderMap,
     body: Body,
     ctx: &mut Ctx,
-) -> Result<Answer, EdgeError> {
+) -> Result<Served, EdgeError> {
     let state = app.policy.current().ok_or(EdgeError::NotReady)?;
     let now = Utc::now();
     let key = authenticate_key(&state, headers, now, ctx)?;
@@ -137,7 +162,21 @@ async fn run(
     let traffic = access(app, &state, key, headers, &request, now, ctx)?;
     limits(app, &state, key, &request, ctx)?;
     let worst_case = budget(app, &state, key, &request, ctx)?;
-    route_and_call(
+    let guardrails = app.guardrails.applicable(&state, key, &request.model);
+    let asked = cache::Asked {
+        route: ctx.kind.route(),
+        model: &request.model,
+        headers,
+        body: &request.bytes,
+    };
+    let cached = app.cache.plan(&state, key, asked, &guardrails);
+    if let Some(plan) = &cached
+        && let Some(hit) = cache_lookup(app, plan, &request, ctx).await
+    {
+        return Ok(hit);
+    }
+    let request = guard_input(app, &state, &guardrails, request, ctx).await?;
+    let answer = route_and_call(
         app,
         &state,
         key,
@@ -146,7 +185,30 @@ async fn run(
         worst_case,
         ctx,
     )
-    .await
+    .await?;
+    let answer = guard_output(app, &state, &guardrails, answer, ctx).await?;
+    if let (Some(plan), UpstreamReply::Complete(body)) = (&cached, &answer.reply) {
+        app.cache.store(plan, body.clone()).await;
+    }
+    Ok(Served::Upstream(answer))
+}
+
+/// Cache: a fresh answer to the same request within the policy's scope is the answer.
+async fn cache_lookup(
+    app: &AppState,
+    plan: &cache::Plan,
+    request: &Parsed,
+    ctx: &mut Ctx,
+) -> Option<Served> {
+    let (status, entry) = app.cache.lookup(plan).await;
+    ctx.cache = Some(status);
+    let entry = entry?;
+    ctx.record.set_cache_hit();
+    Some(Served::Cache {
+        entry,
+        stream: request.stream,
+        client_wants_usage: request.client_wants_usage,
+    })
 }
 
 /// Authenticate: the key, from `Authorization` or `x-api-key`.
@@ -304,6 +366,104 @@ fn budget(
     Ok(worst_case)
 }
 
+/// Guardrails (in): `pre_call` guardrails check the prompt before anything is sent; a mask
+/// rewrites what goes upstream, a block ends the request before it costs anything.
+async fn guard_input(
+    app: &AppState,
+    state: &PolicyState,
+    guardrails: &Applicable,
+    mut request: Parsed,
+    ctx: &mut Ctx,
+) -> Result<Parsed, EdgeError> {
+    if guardrails.input.is_empty() {
+        return Ok(request);
+    }
+    let shape = match ctx.kind {
+        Kind::Chat => Shape::ChatRequest,
+        Kind::Embeddings => Shape::EmbeddingsRequest,
+    };
+    let texts = Texts::read(&request.bytes, shape)?;
+    let mut tally = Tally::default();
+    let checked = app
+        .guardrails
+        .run(
+            state,
+            &guardrails.input,
+            &texts.texts,
+            Source::Input,
+            &mut tally,
+        )
+        .await;
+    ctx.record.note_guardrails(&tally);
+    if let Some(masked) = checked? {
+        request.bytes = texts.write(masked);
+    }
+    Ok(request)
+}
+
+/// Guardrails (out): `post_call` and `during_call` guardrails check the answer. A complete
+/// answer is checked before it is sent (and is charged even when blocked); a stream is checked
+/// as it flows (see [`crate::guardrails::stream`]).
+async fn guard_output(
+    app: &AppState,
+    state: &Arc<PolicyState>,
+    guardrails: &Applicable,
+    mut answer: Answer,
+    ctx: &mut Ctx,
+) -> Result<Answer, EdgeError> {
+    if ctx.kind == Kind::Embeddings
+        || (guardrails.output.is_empty() && guardrails.windowed.is_empty())
+    {
+        return Ok(answer);
+    }
+    let reply = std::mem::replace(&mut answer.reply, UpstreamReply::Complete(Bytes::new()));
+    answer.reply = match reply {
+        UpstreamReply::Complete(body) => {
+            if let Some(tokens) = response_usage(&body) {
+                ctx.record.set_tokens(tokens);
+            }
+            let texts = Texts::read(&body, Shape::ChatAnswer).map_err(|_| {
+                EdgeError::Upstream("the provider's answer is not JSON guardrails can read".into())
+            })?;
+            let checks: Vec<_> = guardrails
+                .output
+                .iter()
+                .chain(&guardrails.windowed)
+                .cloned()
+                .collect();
+            let mut tally = Tally::default();
+            let checked = app
+                .guardrails
+                .run(state, &checks, &texts.texts, Source::Output, &mut tally)
+                .await;
+            ctx.record.note_guardrails(&tally);
+            match checked? {
+                Some(masked) => UpstreamReply::Complete(texts.write(masked)),
+                None => UpstreamReply::Complete(body),
+            }
+        }
+        UpstreamReply::Stream(mut upstream) => {
+            let tally = Arc::new(Mutex::new(Tally::default()));
+            ctx.record.share_guardrails(tally.clone());
+            for (checks, whole) in [(&guardrails.windowed, false), (&guardrails.output, true)] {
+                if checks.is_empty() {
+                    continue;
+                }
+                let guard = StreamGuard {
+                    guardrails: app.guardrails.clone(),
+                    state: state.clone(),
+                    checks: checks.clone(),
+                    whole,
+                    tally: tally.clone(),
+                };
+                upstream = guarded(upstream, guard);
+            }
+            UpstreamReply::Stream(upstream)
+        }
+    };
+    Ok(answer)
+}
+
 /// Route and call: deployments, retries and fallbacks within the request's deadline.
 async fn route_and_call(
     app: &AppState,
@@ -354,12 +514,13 @@ async fn route_and_call(
 
 /// Respond: the answer (a stream is relayed as it arrives) or the error, with the headers
 /// that say how the request was served.
-fn respond(app: &AppState, ctx: Ctx, answer: Result<Answer, EdgeError>) -> Response {
+fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Response {
     let Ctx {
         mut record,
         attempts,
         fallback,
         rate,
+        cache,
         ..
     } = ctx;
     let request_id = record.request_id().to_owned();
@@ -369,13 +530,39 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Answer, EdgeError>) -> Respo
             let overhead = record.started().elapsed();
             (error.into_response(), None, overhead)
         }
-        Ok(Answer {
+        Ok(Served::Cache {
+            entry,
+            stream,
+            client_wants_usage,
+        }) => {
+            record.finish(200, "");
+            let replayed = stream
+                .then(|| cache::replay::replay(&entry.body, client_wants_usage))
+                .flatten();
+            let mut response = match replayed {
+                Some(events) => (
+                    [
+                        (header::CONTENT_TYPE, "text/event-stream"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    events,
+                )
+                    .into_response(),
+                None => {
+                    let body = entry.body.clone();
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+            };
+            set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
+            (response, None, record.started().elapsed())
+        }
+        Ok(Served::Upstream(Answer {
             reply: UpstreamReply::Complete(body),
             deployment_id,
             overhead,
             in_flight,
             ..
-        }) => {
+        })) => {
             drop(in_flight);
             let after = Instant::now();
             if let Some(tokens) = response_usage(&body) {
@@ -387,14 +574,14 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Answer, EdgeError>) -> Respo
             set_header(&mut response, "x-tollgate-cost-usd", &format!("{cost:.6}"));
             (response, Some(deployment_id), overhead + after.elapsed())
         }
-        Ok(Answer {
+        Ok(Served::Upstream(Answer {
             reply: UpstreamReply::Stream(upstream),
             deployment_id,
             client_wants_usage,
             overhead,
             in_flight,
             estimated_input,
-        }) => {
+        })) => {
             let relayed = relay(RelayParts {
                 upstream,
                 record,
@@ -436,6 +623,9 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Answer, EdgeError>) -> Respo
         set_header(&mut response, "x-tollgate-fallback", model);
     }
     rate.apply(response.headers_mut());
+    if let Some(status) = cache {
+        set_header(&mut response, "x-tollgate-cache", status.as_str());
+    }
     if !response.headers().contains_key("x-tollgate-cost-usd")
         && response.status() != StatusCode::OK
     {

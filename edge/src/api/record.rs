@@ -2,7 +2,7 @@
 //! exactly once — when the record is dropped, so that errors, panics and clients that hang up
 //! mid-stream are counted like everything else.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tollgate_policy::model::{Deployment, Price, VirtualKey};
@@ -11,6 +11,7 @@ use tollgate_proto::usage::UsageEvent;
 
 use crate::budget::Reservation;
 use crate::error::EdgeError;
+use crate::guardrails::Tally;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, ModelLabels, RequestLabels, TokenLabels};
 use crate::pricing::{Tokens, cost};
@@ -37,6 +38,8 @@ pub struct UsageRecord {
     /// The request's place in its rate limits: its tokens are corrected, and its concurrency
     /// released, when the record is dropped.
     admission: Option<Admission>,
+    /// What a stream's output guardrails did, filled in as the stream is checked.
+    stream_guardrails: Option<Arc<Mutex<Tally>>>,
 }
 
 impl UsageRecord {
@@ -67,7 +70,30 @@ impl UsageRecord {
             metrics,
             reservation: None,
             admission: None,
+            stream_guardrails: None,
         }
+    }
+
+    /// Adds what guardrails did to the request.
+    pub fn note_guardrails(&mut self, tally: &Tally) {
+        let micros = u64::try_from(tally.elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.event.guardrail_micros = self.event.guardrail_micros.saturating_add(micros);
+        for id in &tally.intervened {
+            if !self.event.guardrails_intervened.contains(id) {
+                self.event.guardrails_intervened.push(id.clone());
+            }
+        }
+    }
+
+    /// Reads `tally` when the request is recorded: a stream's guardrails run after the
+    /// record is handed to the relay.
+    pub fn share_guardrails(&mut self, tally: Arc<Mutex<Tally>>) {
+        self.stream_guardrails = Some(tally);
+    }
+
+    /// Marks the request as answered from the response cache.
+    pub fn set_cache_hit(&mut self) {
+        self.event.cache_hit = true;
     }
 
     /// Holds `reservation` until the request's cost is known.
@@ -163,6 +189,13 @@ impl UsageRecord {
 
 impl Drop for UsageRecord {
     fn drop(&mut self) {
+        if let Some(shared) = self.stream_guardrails.take() {
+            let tally = shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            self.note_guardrails(&tally);
+        }
         let mut event = std::mem::take(&mut self.event);
         let elapsed = self.started.elapsed();
         event.latency_ms = elapsed.as_millis() as u64;

@@ -117,10 +117,18 @@ impl Stream for RelayBody {
                     }
                 }
             };
+            // Text a guardrail withheld was generated all the same.
+            let withheld = match &failure {
+                UpstreamError::Intervened { withheld_bytes, .. } => Some(*withheld_bytes),
+                _ => None,
+            };
             // Headers are sent: report the failure in-band, as OpenAI does.
             let error = EdgeError::from(failure);
-            // Content that reached the client is charged, reported or not.
-            if relay.content_chunks > 0 {
+            // Content that reached the client (or a guardrail) is charged, reported or not.
+            if let Some(bytes) = withheld {
+                relay.text_bytes += bytes;
+            }
+            if relay.content_chunks > 0 || withheld.is_some() {
                 relay.estimate_unreported_usage();
             }
             relay.record.fail(&error);

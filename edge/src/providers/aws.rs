@@ -8,7 +8,7 @@
 //! profile). The deployment's `region` is the AWS region; its `api_base`, when set, replaces
 //! the service's endpoint (a VPC endpoint, or a test server).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -45,8 +45,8 @@ struct StaticCredentials {
 }
 
 impl StaticCredentials {
-    fn of(call: &UpstreamCall<'_>) -> Option<Self> {
-        let secrets = call.secrets.as_ref()?;
+    fn of(secrets: Option<&BTreeMap<String, String>>) -> Option<Self> {
+        let secrets = secrets?;
         let field = |name: &str| secrets.get(name).filter(|v| !v.is_empty()).cloned();
         Some(StaticCredentials {
             access_key_id: field("aws_access_key_id")?,
@@ -97,10 +97,23 @@ impl<C: Clone> ClientCache<C> {
         call: &UpstreamCall<'_>,
         build: impl FnOnce(&SdkConfig, &ClientKey) -> C,
     ) -> C {
-        let credentials = StaticCredentials::of(call);
+        let deployment = call.deployment;
+        let target = (deployment.region.as_str(), deployment.api_base.as_str());
+        self.client_at(target, call.secrets.as_ref(), build).await
+    }
+
+    /// The client for `(region, endpoint)` signing with `secrets`' static AWS credential, or
+    /// the standard chain when it has none; built once by `build`.
+    pub async fn client_at(
+        &self,
+        (region, endpoint): (&str, &str),
+        secrets: Option<&BTreeMap<String, String>>,
+        build: impl FnOnce(&SdkConfig, &ClientKey) -> C,
+    ) -> C {
+        let credentials = StaticCredentials::of(secrets);
         let key = ClientKey {
-            region: call.deployment.region.clone(),
-            endpoint: call.deployment.api_base.trim_end_matches('/').to_owned(),
+            region: region.to_owned(),
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
             credential: credentials.as_ref().map(StaticCredentials::fingerprint),
         };
         if let Some(client) = self.cached().get(&key) {

@@ -18,12 +18,20 @@ pub fn open(
     let Some(id) = &deployment.credential_id else {
         return Ok(None);
     };
+    let owner = format!("deployment {}", deployment.id);
+    open_credential(sealing, state, id, &owner).map(Some)
+}
+
+/// The secret fields of credential `id`, which `owner` (a deployment, a guardrail) uses.
+pub fn open_credential(
+    sealing: Option<&SealingKey>,
+    state: &PolicyState,
+    id: &str,
+    owner: &str,
+) -> Result<BTreeMap<String, String>, UpstreamError> {
     let unusable = |why: &str| {
-        tracing::error!(deployment = %deployment.id, credential = %id, why, "credential unusable");
-        UpstreamError::Failed(format!(
-            "deployment {} has no usable credential",
-            deployment.id
-        ))
+        tracing::error!(owner, credential = %id, why, "credential unusable");
+        UpstreamError::Failed(format!("{owner} has no usable credential"))
     };
     let credential = state
         .credentials
@@ -33,7 +41,5 @@ pub fn open(
     let plain = key
         .open(&credential.sealed)
         .map_err(|_| unusable("cannot be opened with this edge's key"))?;
-    serde_json::from_slice(&plain)
-        .map(Some)
-        .map_err(|_| unusable("malformed"))
+    serde_json::from_slice(&plain).map_err(|_| unusable("malformed"))
 }

@@ -2,7 +2,7 @@
 //! dispatches to them in exactly one place, [`for_deployment`].
 
 mod anthropic;
-mod aws;
+pub mod aws;
 mod azure;
 mod bedrock;
 pub mod credentials;
@@ -73,6 +73,13 @@ pub enum UpstreamError {
     Failed(String),
     #[error("{0}")]
     Timeout(String),
+    /// An output guardrail stopped the answer as it streamed, withholding this much text.
+    #[error("guardrail {guardrail} intervened: {summary}")]
+    Intervened {
+        guardrail: String,
+        summary: String,
+        withheld_bytes: usize,
+    },
 }
 
 impl UpstreamError {
@@ -84,6 +91,7 @@ impl UpstreamError {
             UpstreamError::Unsupported(_) => "invalid_request_error",
             UpstreamError::Failed(_) => "upstream_error",
             UpstreamError::Timeout(_) => "upstream_timeout",
+            UpstreamError::Intervened { .. } => "guardrail_intervened",
         }
     }
 }

@@ -6,8 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::event::PolicyEvent;
 use crate::model::{
-    AccessGroup, AdminToken, Budget, Credential, Deployment, Guardrail, Metadata, PreviousSecret,
-    Price, RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole, VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
+    PreviousSecret, Price, RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole,
+    VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
@@ -19,6 +20,7 @@ const MAX_SCHEDULES: usize = 16;
 
 mod checks;
 pub(crate) mod error;
+mod guardrail;
 mod traffic;
 
 use checks::{
@@ -31,6 +33,8 @@ pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 /// The most retries a routing rule may ask for: each one can cost a provider call.
 pub const MAX_RETRIES: u32 = 10;
+/// The longest a cache policy may keep an answer.
+pub const MAX_CACHE_TTL_SECONDS: u32 = 30 * 24 * 3600;
 
 /// A request to change policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +151,12 @@ pub enum Command {
         guardrail: Guardrail,
     },
     DeleteGuardrail {
+        id: String,
+    },
+    SetCachePolicy {
+        policy: CachePolicy,
+    },
+    DeleteCachePolicy {
         id: String,
     },
     CreateAdminToken {
@@ -580,16 +590,8 @@ pub fn decide(
             found(state.traffic_rules.get(&id), "traffic rule", &id)?;
             PolicyEvent::TrafficRuleDeleted { id }
         }
-        SetGuardrail { mut guardrail } => {
-            validate::id("guardrail id", &guardrail.id)?;
-            guardrail.name = validate::name("guardrail name", &guardrail.name)?;
-            validate::id("guardrail kind", &guardrail.kind)?;
-            guardrail.models = validate::model_list("models", &guardrail.models)?;
-            if !guardrail.config.is_object() {
-                return Err(CommandError::invalid(
-                    "guardrail config must be a JSON object".to_owned(),
-                ));
-            }
+        SetGuardrail { guardrail } => {
+            let guardrail = guardrail::checked(state, guardrail)?;
             if state.guardrails.get(&guardrail.id) == Some(&guardrail) {
                 return Ok(vec![]);
             }
@@ -598,6 +600,34 @@ pub fn decide(
         DeleteGuardrail { id } => {
             found(state.guardrails.get(&id), "guardrail", &id)?;
             PolicyEvent::GuardrailDeleted { id }
+        }
+        SetCachePolicy { policy } => {
+            validate::id("cache policy id", &policy.id)?;
+            validate::model_name("model", &policy.model)?;
+            if !(1..=MAX_CACHE_TTL_SECONDS).contains(&policy.ttl_seconds) {
+                return Err(CommandError::invalid(format!(
+                    "ttl_seconds must be between 1 and {MAX_CACHE_TTL_SECONDS} (30 days), got {}",
+                    policy.ttl_seconds
+                )));
+            }
+            let other = state
+                .cache_policies
+                .values()
+                .find(|p| p.model == policy.model && p.id != policy.id);
+            if let Some(other) = other {
+                return Err(CommandError::AlreadyExists(format!(
+                    "model {} already has cache policy {}: change that one instead",
+                    policy.model, other.id
+                )));
+            }
+            if state.cache_policies.get(&policy.id) == Some(&policy) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::CachePolicySet { policy }
+        }
+        DeleteCachePolicy { id } => {
+            found(state.cache_policies.get(&id), "cache policy", &id)?;
+            PolicyEvent::CachePolicyDeleted { id }
         }
         CreateAdminToken { mut token } => {
             validate::id("token id", &token.id)?;

@@ -75,21 +75,27 @@ impl JetStreamBus {
     /// is, loudly.
     async fn ensure_stream(&self, topic: &str) -> Result<(), BusError> {
         let settings = topic_settings(topic, &self.limits);
-        let (retention, discard, max_messages) = match settings.retention {
+        let (retention, discard, max_messages, max_bytes) = match settings.retention {
             Retention::Forever => (
                 stream::RetentionPolicy::Limits,
                 stream::DiscardPolicy::Old,
                 -1,
+                -1,
             ),
-            Retention::Newest { max_messages } => (
+            Retention::Newest {
+                max_messages,
+                max_bytes,
+            } => (
                 stream::RetentionPolicy::Limits,
                 stream::DiscardPolicy::Old,
                 max_messages as i64,
+                i64::try_from(max_bytes).unwrap_or(-1),
             ),
             Retention::UntilConsumed { max_messages, .. } => (
                 stream::RetentionPolicy::Interest,
                 stream::DiscardPolicy::New,
                 max_messages as i64,
+                -1,
             ),
         };
         let config = stream::Config {
@@ -100,6 +106,7 @@ impl JetStreamBus {
             retention,
             discard,
             max_messages,
+            max_bytes,
             allow_direct: true,
             ..Default::default()
         };

@@ -32,6 +32,8 @@ struct Kv {
 struct Topic {
     settings: TopicSettings,
     messages: VecDeque<BusMessage>,
+    /// Payload bytes of `messages`.
+    bytes: u64,
     last_sequence: u64,
     /// Message ids inside the duplicate window, oldest first, with when they were stored.
     recent_ids: VecDeque<(Instant, String)>,
@@ -54,6 +56,7 @@ impl Topic {
         Topic {
             settings: topic_settings(name, limits),
             messages: VecDeque::new(),
+            bytes: 0,
             last_sequence: 0,
             recent_ids: VecDeque::new(),
             recent_seq: HashMap::new(),
@@ -174,14 +177,22 @@ impl Bus for MemoryBus {
             }
             t.last_sequence += 1;
             let sequence = t.last_sequence;
+            t.bytes += payload.len() as u64;
             t.messages.push_back(BusMessage {
                 sequence,
                 msg_id: msg_id.to_owned(),
                 payload,
             });
-            if let Retention::Newest { max_messages } = t.settings.retention {
-                while t.messages.len() as u64 > max_messages {
-                    t.messages.pop_front();
+            if let Retention::Newest {
+                max_messages,
+                max_bytes,
+            } = t.settings.retention
+            {
+                while t.messages.len() as u64 > max_messages || t.bytes > max_bytes {
+                    match t.messages.pop_front() {
+                        Some(gone) => t.bytes -= gone.payload.len() as u64,
+                        None => break,
+                    }
                 }
             }
             t.recent_ids.push_back((now, msg_id.to_owned()));
@@ -314,8 +325,9 @@ impl Topic {
                 .messages
                 .get(index)
                 .is_some_and(|m| m.sequence == sequence)
+                && let Some(gone) = self.messages.remove(index)
             {
-                self.messages.remove(index);
+                self.bytes -= gone.payload.len() as u64;
             }
         }
     }

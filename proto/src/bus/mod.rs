@@ -25,6 +25,10 @@ pub const USAGE: &str = "usage";
 pub const USAGE_DEAD_LETTER: &str = "usage_dead_letter";
 /// Budget alerts, for subscribers that prefer NATS to a webhook.
 pub const ALERTS: &str = "alerts";
+/// Answers the edges' response caches share: each edge adds what others stored to its own.
+pub const RESPONSE_CACHE: &str = "response_cache";
+/// The most bytes of shared cache entries the bus keeps; the oldest go first.
+pub const RESPONSE_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The durable consumer through which the aggregator replicas read the USAGE topic; it exists
 /// from the moment the topic does, so that no usage event is ever stored without a reader.
@@ -51,8 +55,9 @@ pub struct TopicSettings {
 pub enum Retention {
     /// Never.
     Forever,
-    /// The oldest messages are dropped beyond `max_messages`: for topics read as a feed.
-    Newest { max_messages: u64 },
+    /// The oldest messages are dropped beyond `max_messages` or `max_bytes` of payload: for
+    /// topics read as a feed.
+    Newest { max_messages: u64, max_bytes: u64 },
     /// A message is kept until the durable consumer `consumer` acknowledges it, and at most
     /// `max_messages` wait: beyond that a publish is refused, never an unread message dropped.
     UntilConsumed {
@@ -90,10 +95,18 @@ pub fn topic_settings(topic: &str, limits: &BusLimits) -> TopicSettings {
                 max_messages: limits.usage_max_messages,
             },
         },
+        RESPONSE_CACHE => TopicSettings {
+            duplicate_window: Duration::from_secs(60),
+            retention: Retention::Newest {
+                max_messages: 100_000,
+                max_bytes: RESPONSE_CACHE_MAX_BYTES,
+            },
+        },
         _ => TopicSettings {
             duplicate_window: Duration::from_secs(600),
             retention: Retention::Newest {
                 max_messages: KEPT_MESSAGES,
+                max_bytes: u64::MAX,
             },
         },
     }

@@ -61,6 +61,9 @@ pub enum AdminCommand {
     /// Guardrails: set, list, delete.
     #[command(subcommand)]
     Guardrails(policy::Guardrails),
+    /// Response cache policies (which models' answers the edges cache): set, list, delete.
+    #[command(subcommand)]
+    CachePolicies(policy::CachePolicies),
     /// Tokens for the admin and usage APIs (tga-…): create, list, revoke.
     #[command(subcommand)]
     Tokens(keys::Tokens),
@@ -89,6 +92,7 @@ impl AdminCommand {
             AdminCommand::TrafficRules(c) => c.run(client, out).await,
             AdminCommand::DeploymentHealth(c) => c.run(client, out).await,
             AdminCommand::Guardrails(c) => c.run(client, out).await,
+            AdminCommand::CachePolicies(c) => c.run(client, out).await,
             AdminCommand::Tokens(c) => c.run(client, out).await,
             AdminCommand::Events(c) => c.run(client, out).await,
             AdminCommand::Watch(c) => c.run(client, out).await,

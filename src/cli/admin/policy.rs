@@ -1,10 +1,11 @@
-//! `tollgate admin budgets …`, `rate-limits …`, `access-groups …` and `guardrails …`: the
-//! rules a request is held to.
+//! `tollgate admin budgets …`, `rate-limits …`, `access-groups …`, `guardrails …` and
+//! `cache-policies …`: the rules a request is held to.
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    AccessGroup, Budget, DeleteRequest, Guardrail, LimitSchedule, ListAccessGroupsRequest,
-    ListBudgetsRequest, ListGuardrailsRequest, ListRateLimitsRequest, RateLimit,
+    AccessGroup, Budget, CachePolicy, DeleteRequest, Guardrail, LimitSchedule,
+    ListAccessGroupsRequest, ListBudgetsRequest, ListCachePoliciesRequest, ListGuardrailsRequest,
+    ListRateLimitsRequest, RateLimit,
 };
 
 use super::AdminClient;
@@ -305,7 +306,7 @@ pub enum Guardrails {
         /// The guardrail's name.
         #[arg(long)]
         name: String,
-        /// The implementation: bedrock, regex, keywords, ….
+        /// The implementation: bedrock, pii or regex.
         #[arg(long)]
         kind: String,
         /// pre_call | post_call | during_call.
@@ -314,6 +315,12 @@ pub enum Guardrails {
         /// A model it applies to (repeatable; none: every model).
         #[arg(long = "model", value_name = "MODEL")]
         models: Vec<String>,
+        /// A team whose keys it applies to (repeatable; none: every team).
+        #[arg(long = "team", value_name = "TEAM_ID")]
+        team_ids: Vec<String>,
+        /// A key it applies to (repeatable; none: every key).
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key_ids: Vec<String>,
         /// The implementation's settings, a JSON object.
         #[arg(long, value_name = "JSON")]
         config: Option<String>,
@@ -339,6 +346,8 @@ impl Guardrails {
                 kind,
                 mode,
                 models,
+                team_ids,
+                key_ids,
                 config,
                 id,
             } => {
@@ -352,6 +361,8 @@ impl Guardrails {
                     kind,
                     mode,
                     models,
+                    team_ids,
+                    key_ids,
                     config_json: config.unwrap_or_default(),
                 };
                 out.show("setting the guardrail", client.set_guardrail(request).await)
@@ -363,6 +374,71 @@ impl Guardrails {
             Guardrails::Delete { id } => {
                 let what = format!("deleting guardrail {id}");
                 out.show(&what, client.delete_guardrail(DeleteRequest { id }).await)
+            }
+        }
+    }
+}
+
+/// `tollgate admin cache-policies …`.
+#[derive(Subcommand)]
+pub enum CachePolicies {
+    /// Cache a model's answers, or change the policy with --id.
+    Set {
+        /// The model (as clients name it).
+        #[arg(long)]
+        model: String,
+        /// How long an answer is served from the cache, in seconds.
+        #[arg(long)]
+        ttl_seconds: u32,
+        /// team (default) | key | global: who shares an answer.
+        #[arg(long, default_value = "team")]
+        scope: String,
+        /// The policy's id (none: a new one).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List cache policies.
+    List,
+    /// Delete a cache policy.
+    Delete {
+        /// The policy's id.
+        id: String,
+    },
+}
+
+impl CachePolicies {
+    /// Runs the command.
+    pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
+        match self {
+            CachePolicies::Set {
+                model,
+                ttl_seconds,
+                scope,
+                id,
+            } => {
+                let request = CachePolicy {
+                    id: id.unwrap_or_default(),
+                    model,
+                    ttl_seconds,
+                    scope,
+                };
+                out.show(
+                    "setting the cache policy",
+                    client.set_cache_policy(request).await,
+                )
+            }
+            CachePolicies::List => out.show(
+                "listing cache policies",
+                client
+                    .list_cache_policies(ListCachePoliciesRequest {})
+                    .await,
+            ),
+            CachePolicies::Delete { id } => {
+                let what = format!("deleting cache policy {id}");
+                out.show(
+                    &what,
+                    client.delete_cache_policy(DeleteRequest { id }).await,
+                )
             }
         }
     }

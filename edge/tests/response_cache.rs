@@ -1,0 +1,375 @@
+//! The response cache end to end: hits cost nothing upstream and in the ledger, answers are
+//! shared within the policy's scope only, request controls are honoured, a streamed hit is a
+//! well-formed stream (read by the OpenAI Python SDK), and an answer cached by one edge is a
+//! hit on another through the bus.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use futures::StreamExt;
+use prost::Message;
+use serde_json::Value;
+use tollgate_proto::admin::{
+    CachePolicy, CreateKeyRequest, CreateTeamRequest, Deployment, PutCredentialRequest, RateLimit,
+};
+use tollgate_proto::bus::{Bus, USAGE};
+use tollgate_proto::usage::UsageEvent;
+use tollgate_test_support::openai_upstream::{ANSWER, FakeOpenAi};
+
+struct Setup {
+    _cp: TestControlPlane,
+    admin: AdminClient,
+    nats: String,
+    prefix: String,
+    bus: Arc<dyn Bus>,
+    cp_url: String,
+    fake: FakeOpenAi,
+    http: reqwest::Client,
+}
+
+/// A control plane with models `gpt-test` (cached for `ttl_seconds`, per team) and `plain`
+/// (no cache policy), both on one fake upstream.
+async fn setup(ttl_seconds: u32) -> Result<Setup> {
+    let fake = FakeOpenAi::start().await?;
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    let credential = admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-openai".into(),
+            provider: "openai_compatible".into(),
+            secret_fields: [("api_key".to_owned(), "sk-up".to_owned())].into(),
+        })
+        .await?
+        .into_inner();
+    for model in ["gpt-test", "plain"] {
+        admin
+            .upsert_deployment(Deployment {
+                model_name: model.into(),
+                provider: "openai_compatible".into(),
+                upstream_model: "gpt-upstream-x".into(),
+                api_base: fake.base_url(),
+                credential_id: credential.id.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    admin
+        .set_cache_policy(CachePolicy {
+            model: "gpt-test".into(),
+            ttl_seconds,
+            ..Default::default()
+        })
+        .await?;
+    let cp_url = cp.url();
+    Ok(Setup {
+        _cp: cp,
+        admin,
+        nats,
+        prefix,
+        bus,
+        cp_url,
+        fake,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Setup {
+    /// A new team's id.
+    async fn team(&mut self, name: &str) -> Result<String> {
+        Ok(self
+            .admin
+            .create_team(CreateTeamRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .id)
+    }
+
+    /// A key in a new team named `team`, as (key id, secret).
+    async fn key_in(&mut self, team: &str) -> Result<(String, String)> {
+        let team = self.team(team).await?;
+        self.key_of(&team).await
+    }
+
+    /// A key in team `team` (an id), as (key id, secret).
+    async fn key_of(&mut self, team: &str) -> Result<(String, String)> {
+        let team = team.to_owned();
+        let created = self
+            .admin
+            .create_key(CreateKeyRequest {
+                team_id: team,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok((created.key.context("key")?.id, created.secret))
+    }
+
+    async fn edge(&mut self) -> Result<TestEdge> {
+        let sequence = last_sequence(&mut self.admin).await?;
+        let edge = TestEdge::start(
+            &self.nats,
+            &self.prefix,
+            self.bus.clone(),
+            Some(self.cp_url.clone()),
+        )
+        .await?;
+        edge.wait_for_sequence(sequence).await?;
+        Ok(edge)
+    }
+
+    /// Asks `edge` with `body`; returns (status, x-tollgate-cache, cost header, body).
+    async fn ask(
+        &self,
+        edge: &TestEdge,
+        secret: &str,
+        body: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(u16, Option<String>, String, String)> {
+        let mut request = self
+            .http
+            .post(edge.url("/v1/chat/completions"))
+            .bearer_auth(secret)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(value) = cache_control {
+            request = request.header("cache-control", value);
+        }
+        let response = request.send().await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (cache, cost) = (header("x-tollgate-cache"), header("x-tollgate-cost-usd"));
+        let status = response.status().as_u16();
+        Ok((
+            status,
+            cache,
+            cost.unwrap_or_default(),
+            response.text().await?,
+        ))
+    }
+
+    async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
+        let mut events = self.bus.subscribe(USAGE, 0).await?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let message = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .context("usage event")?
+                .context("usage stream ended")??;
+            out.push(UsageEvent::decode(message.payload)?);
+        }
+        Ok(out)
+    }
+}
+
+const QUESTION: &str = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi there"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<()> {
+    let mut s = setup(60).await?;
+    let search = s.team("search").await?;
+    let (_, a1) = s.key_of(&search).await?;
+    let (_, a2) = s.key_of(&search).await?;
+    let (_, b) = s.key_in("billing").await?;
+    let edge = s.edge().await?;
+
+    let (status, cache, _, first) = s.ask(&edge, &a1, QUESTION, None).await?;
+    assert_eq!((status, cache.as_deref()), (200, Some("miss")));
+    assert_eq!(s.fake.requests(), 1);
+
+    // Same question, other key of the team, other key order and spacing: a hit.
+    let reordered =
+        r#"{ "messages": [{"content": "hi there", "role": "user"}], "model": "gpt-test" }"#;
+    let (status, cache, cost, second) = s.ask(&edge, &a2, reordered, None).await?;
+    assert_eq!((status, cache.as_deref()), (200, Some("hit")));
+    assert_eq!(cost, "0.000000");
+    assert_eq!(second, first);
+    assert_eq!(s.fake.requests(), 1, "a hit went upstream");
+
+    // Another team misses.
+    let (_, cache, _, _) = s.ask(&edge, &b, QUESTION, None).await?;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    assert_eq!(s.fake.requests(), 2);
+
+    // no-cache goes upstream; no-store answers from the cache but stores nothing.
+    let (_, cache, _, _) = s.ask(&edge, &a1, QUESTION, Some("no-cache")).await?;
+    assert_eq!(cache.as_deref(), Some("bypass"));
+    assert_eq!(s.fake.requests(), 3);
+    let fresh = r#"{"model":"gpt-test","messages":[{"role":"user","content":"new"}]}"#;
+    let (_, cache, _, _) = s.ask(&edge, &a1, fresh, Some("no-store")).await?;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    let (_, cache, _, _) = s.ask(&edge, &a1, fresh, None).await?;
+    assert_eq!(cache.as_deref(), Some("miss"), "no-store stored the answer");
+    assert_eq!(s.fake.requests(), 5);
+
+    // A streamed request is answered from the entry a plain one stored.
+    let streamed =
+        r#"{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi there"}]}"#;
+    let (status, cache, _, events) = s.ask(&edge, &a1, streamed, None).await?;
+    assert_eq!((status, cache.as_deref()), (200, Some("hit")));
+    let text: String = events
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, ANSWER);
+    assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+    assert_eq!(s.fake.requests(), 5);
+
+    // A model without a cache policy says nothing about the cache.
+    let plain = r#"{"model":"plain","messages":[{"role":"user","content":"hi there"}]}"#;
+    let (status, cache, _, _) = s.ask(&edge, &a1, plain, None).await?;
+    assert_eq!((status, cache), (200, None));
+
+    // Hits are in the usage events, free and without tokens.
+    let events = s.usage(9).await?;
+    let hits: Vec<&UsageEvent> = events.iter().filter(|e| e.cache_hit).collect();
+    assert_eq!(hits.len(), 2, "{events:?}");
+    for hit in hits {
+        assert_eq!(
+            (hit.cost_usd, hit.input_tokens, hit.output_tokens),
+            (0.0, 0, 0)
+        );
+        assert_eq!(hit.status, 200);
+    }
+    let metrics = s
+        .http
+        .get(edge.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("tollgate_cache_lookups_total{result=\"hit\"} 2"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_hit_replays_through_the_openai_python_sdk() -> Result<()> {
+    let python = tollgate_test_support::python_with("openai").await?;
+    let mut s = setup(60).await?;
+    let (_, secret) = s.key_in("sdk").await?;
+    let edge = s.edge().await?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_cache_replay.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("TOLLGATE_BASE_URL", edge.url("/v1"))
+        .env("TOLLGATE_KEY", &secret)
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("the SDK script did not finish within 120 s")??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        script.display(),
+        out.status
+    );
+    // The miss and the no-cache request went upstream; the streamed hit did not.
+    assert_eq!(s.fake.requests(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cached_by_one_edge_is_a_hit_on_another() -> Result<()> {
+    let mut s = setup(60).await?;
+    let (_, secret) = s.key_in("shared").await?;
+    let a = s.edge().await?;
+    let b = s.edge().await?;
+    let (_, cache, _, first) = s.ask(&a, &secret, QUESTION, None).await?;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    // The entry reaches edge B over the bus.
+    let http = s.http.clone();
+    let metrics_url = b.url("/metrics");
+    eventually(Duration::from_secs(5), || async {
+        let metrics = match http.get(&metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        metrics.contains("tollgate_cache_entries 1")
+    })
+    .await
+    .context("edge B never received the shared entry")?;
+    let (_, cache, _, second) = s.ask(&b, &secret, QUESTION, None).await?;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    assert_eq!(second, first);
+    assert_eq!(s.fake.requests(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_never_count_toward_tpm() -> Result<()> {
+    let mut s = setup(60).await?;
+    let (key_id, secret) = s.key_in("limited").await?;
+    s.admin
+        .set_rate_limit(RateLimit {
+            scope: "key".into(),
+            scope_id: key_id,
+            tpm: 100,
+            ..Default::default()
+        })
+        .await?;
+    let edge = s.edge().await?;
+    // Each request is admitted at ~18 estimated tokens; the miss costs 13 real ones. Counted
+    // as estimated, ten hits would pass the 100-token limit.
+    for i in 0..11 {
+        let (status, cache, _, body) = s.ask(&edge, &secret, QUESTION, None).await?;
+        assert_eq!(status, 200, "request {i}: {body}");
+        let expected = if i == 0 { "miss" } else { "hit" };
+        assert_eq!(cache.as_deref(), Some(expected));
+    }
+    assert_eq!(s.fake.requests(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_too_old_answer_is_not_served() -> Result<()> {
+    let mut s = setup(1).await?;
+    let (_, secret) = s.key_in("ttl").await?;
+    let edge = s.edge().await?;
+    s.ask(&edge, &secret, QUESTION, None).await?;
+    let (_, cache, _, _) = s.ask(&edge, &secret, QUESTION, None).await?;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, cache, _, _) = s.ask(&edge, &secret, QUESTION, Some("max-age=60")).await?;
+    assert_eq!(
+        cache.as_deref(),
+        Some("miss"),
+        "an expired answer was served"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, cache, _, _) = s.ask(&edge, &secret, QUESTION, Some("max-age=0")).await?;
+    assert_eq!(
+        cache.as_deref(),
+        Some("miss"),
+        "an answer older than max-age was served"
+    );
+    assert_eq!(s.fake.requests(), 3);
+    Ok(())
+}
