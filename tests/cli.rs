@@ -258,7 +258,7 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
     assert_eq!(guardrail["team_ids"][0], team_id.as_str());
     let refused = w
         .failure(
-            None,
+            Some(ADMIN_TOKEN),
             &[
                 "guardrails",
                 "set",

@@ -240,7 +240,7 @@ async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<
     assert_eq!((status, cache), (200, None));
 
     // Hits are in the usage events, free and without tokens.
-    let events = s.usage(9).await?;
+    let events = s.usage(8).await?;
     let hits: Vec<&UsageEvent> = events.iter().filter(|e| e.cache_hit).collect();
     assert_eq!(hits.len(), 2, "{events:?}");
     for hit in hits {

@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{
     ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, POLICY,
-    PublishAck, Retention, Subscription, USAGE, USAGE_ACK_WAIT, USAGE_DEAD_LETTER, topic_settings,
+    PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE, USAGE_ACK_WAIT, USAGE_DEAD_LETTER,
+    topic_settings,
 };
 
 /// How long one bus operation may take before it is reported as a timeout.
@@ -54,7 +55,7 @@ impl JetStreamBus {
             state,
             limits,
         };
-        for topic in [POLICY, USAGE, USAGE_DEAD_LETTER, ALERTS] {
+        for topic in [POLICY, USAGE, USAGE_DEAD_LETTER, ALERTS, RESPONSE_CACHE] {
             bus.ensure_stream(topic).await?;
         }
         Ok(bus)
