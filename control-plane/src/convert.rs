@@ -4,8 +4,8 @@ use std::str::FromStr;
 
 use tollgate_policy::model::{
     AccessGroup, AdminToken, Budget, CachePolicy, CacheScope, Credential, Deployment, Guardrail,
-    LimitSchedule, Price, RateLimit, RoutingRule, Team, TimeWindow, TrafficAction, TrafficMatch,
-    TrafficRule, User, VirtualKey,
+    LimitSchedule, Price, RateLimit, RoutingRule, SemanticMatch, Team, TimeWindow, TrafficAction,
+    TrafficMatch, TrafficRule, User, VirtualKey,
 };
 use tollgate_proto::admin as pb;
 use tollgate_proto::convert::timestamp;
@@ -372,12 +372,21 @@ fn clock_minute(field: &str, value: &str) -> Result<u32, ControlError> {
     Ok(hours * 60 + minutes)
 }
 
+/// The semantic cache's similarity threshold when a policy names none.
+const DEFAULT_SEMANTIC_THRESHOLD: f64 = 0.95;
+
 pub fn cache_policy(p: &CachePolicy) -> pb::CachePolicy {
     pb::CachePolicy {
         id: p.id.clone(),
         model: p.model.clone(),
         ttl_seconds: p.ttl_seconds,
         scope: p.scope.to_string(),
+        semantic_embeddings_model: p
+            .semantic
+            .as_ref()
+            .map(|s| s.embeddings_model.clone())
+            .unwrap_or_default(),
+        semantic_threshold: p.semantic.as_ref().map_or(0.0, |s| s.threshold),
     }
 }
 
@@ -388,6 +397,14 @@ pub fn cache_policy_from(p: pb::CachePolicy, new_id: String) -> Result<CachePoli
             "" => CacheScope::Team,
             scope => parse("scope", scope)?,
         },
+        semantic: non_empty(p.semantic_embeddings_model).map(|embeddings_model| SemanticMatch {
+            embeddings_model,
+            threshold: if p.semantic_threshold == 0.0 {
+                DEFAULT_SEMANTIC_THRESHOLD
+            } else {
+                p.semantic_threshold
+            },
+        }),
         model: p.model,
         ttl_seconds: p.ttl_seconds,
     })

@@ -1418,6 +1418,20 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
             }),
         ),
         case(
+            "SetCachePolicy whose semantic tier names an undeployed embeddings model",
+            invalid,
+            &["nowhere-embed", "no deployment"],
+            call(a, |mut c| async move {
+                c.set_cache_policy(CachePolicy {
+                    model: "gpt-4o".into(),
+                    ttl_seconds: 60,
+                    semantic_embeddings_model: "nowhere-embed".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        case(
             "SetCachePolicy with a control character in the model",
             invalid,
             &["model"],

@@ -48,7 +48,7 @@ pub struct GuardrailLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// hit | miss | bypass.
+    /// hit | miss | bypass | semantic_hit (a miss the semantic tier answered).
     pub result: &'static str,
 }
 
@@ -227,7 +227,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Response cache lookups where a cache policy applies, by result (hit, miss, bypass)",
+            "Response cache lookups where a cache policy applies, by result (hit, miss, bypass; semantic_hit for a miss the semantic tier answered)",
             metrics.cache_lookups.clone(),
         );
         registry.register(

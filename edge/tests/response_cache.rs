@@ -373,3 +373,71 @@ async fn an_expired_or_too_old_answer_is_not_served() -> Result<()> {
     assert_eq!(s.fake.requests(), 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> {
+    let mut s = setup(60).await?;
+    let credential = s
+        .admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-embeddings".into(),
+            provider: "openai_compatible".into(),
+            secret_fields: [("api_key".to_owned(), "sk-up".to_owned())].into(),
+        })
+        .await?
+        .into_inner();
+    s.admin
+        .upsert_deployment(Deployment {
+            model_name: "embed-test".into(),
+            provider: "openai_compatible".into(),
+            upstream_model: "bag-of-words".into(),
+            api_base: s.fake.base_url(),
+            credential_id: credential.id,
+            ..Default::default()
+        })
+        .await?;
+    let policy = s
+        .admin
+        .list_cache_policies(tollgate_proto::admin::ListCachePoliciesRequest {})
+        .await?
+        .into_inner();
+    let mut policy = policy
+        .policies
+        .into_iter()
+        .next()
+        .context("the cache policy")?;
+    policy.semantic_embeddings_model = "embed-test".into();
+    policy.semantic_threshold = 0.99;
+    s.admin.set_cache_policy(policy).await?;
+    let (_, secret) = s.key_in("semantic").await?;
+    let edge = s.edge().await?;
+
+    let (_, cache, _, first) = s.ask(&edge, &secret, QUESTION, None).await?;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    // The same words, reordered and in a text part: no exact match, the same meaning.
+    let reworded = r#"{"model":"gpt-test","messages":[{"role":"user",
+        "content":[{"type":"text","text":"There, hi!"}]}]}"#;
+    let (_, cache, cost, second) = s.ask(&edge, &secret, reworded, None).await?;
+    assert_eq!((cache.as_deref(), cost.as_str()), (Some("hit"), "0.000000"));
+    assert_eq!(second, first);
+    let other = r#"{"model":"gpt-test","messages":[{"role":"user","content":"goodbye now"}]}"#;
+    let (_, cache, _, _) = s.ask(&edge, &secret, other, None).await?;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    // Two chat calls upstream, and one embedding per exact miss.
+    assert_eq!(s.fake.requests(), 2 + 3);
+    let events = s.usage(6).await?;
+    let embeddings = events.iter().filter(|e| e.model == "embed-test").count();
+    assert_eq!(embeddings, 3, "each embedding is accounted: {events:?}");
+    let metrics = s
+        .http
+        .get(edge.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("tollgate_cache_lookups_total{result=\"semantic_hit\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -517,7 +517,7 @@ pub struct Guardrail {
 }
 
 /// Answers of a model kept in the edges' response cache, and for how long.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CachePolicy {
     pub id: String,
     /// The model (as clients name it) whose answers are cached.
@@ -525,6 +525,19 @@ pub struct CachePolicy {
     /// How long an answer is served from the cache.
     pub ttl_seconds: u32,
     pub scope: CacheScope,
+    /// The semantic tier, off when `None`: an embeddings model whose vectors match a request to
+    /// a cached one with a different wording.
+    #[serde(default)]
+    pub semantic: Option<SemanticMatch>,
+}
+
+/// How the semantic tier of a cache policy matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SemanticMatch {
+    /// The embeddings model (as clients name it) that turns a request into a vector.
+    pub embeddings_model: String,
+    /// The least cosine similarity, in (0, 1], at which a cached answer is reused.
+    pub threshold: f64,
 }
 
 /// A bearer token for the admin and usage APIs. Only its SHA-256 is stored.

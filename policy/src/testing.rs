@@ -275,6 +275,7 @@ pub fn command() -> impl Strategy<Value = Command> {
                     model,
                     ttl_seconds,
                     scope,
+                    semantic: None,
                 },
             }),
         pick("cp").prop_map(|id| Command::DeleteCachePolicy { id }),

@@ -9,6 +9,8 @@
 //! `fail-context` and `fail-content` answer 400 the way OpenAI refuses an input longer than
 //! the context window and content against its policy. `echo` answers with the text of the last
 //! user message (streamed word by word like any answer). Any other model is answered normally.
+//! Embeddings are fixed vectors per input position, except for model `bag-of-words`, whose
+//! vectors count words (see [`bag_of_words`]).
 //!
 //! [`FakeOpenAi::fail`] and [`FakeOpenAi::fail_times`] make every request (or the next few) fail
 //! or hang whatever the model, so a test can break and heal an upstream while traffic flows.
@@ -410,6 +412,25 @@ pub(crate) fn tool_call_deltas(name: &str) -> Vec<Value> {
     std::iter::once(first).chain(parts).collect()
 }
 
+/// Model `bag-of-words`'s embedding: 32 word-count buckets, so texts with the same words (in
+/// any order, any case, any punctuation) have the same vector and texts with other words do not.
+fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0; 32];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let hash = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        vector[(hash % 32) as usize] += 1.0;
+    }
+    vector
+}
+
 /// An Azure request: checked as Azure would, then answered as OpenAI would, with the path's
 /// deployment as the model.
 async fn azure(
@@ -535,10 +556,17 @@ async fn embeddings(
         })
         .sum();
     let base64 = request["encoding_format"] == "base64";
-    let data: Vec<Value> = (0..inputs.len())
-        .map(|i| {
-            // Deterministic and exact in binary: vector i is [i, i + 1/8, …, i + 7/8].
-            let vector: Vec<f32> = (0..8).map(|j| i as f32 + j as f32 / 8.0).collect();
+    let bag = request["model"] == "bag-of-words";
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let vector = if bag {
+                bag_of_words(input.as_str().unwrap_or_default())
+            } else {
+                // Deterministic and exact in binary: vector i is [i, i + 1/8, …, i + 7/8].
+                (0..8).map(|j| i as f32 + j as f32 / 8.0).collect()
+            };
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))

@@ -6,6 +6,7 @@ pub mod names;
 pub mod openai;
 mod pipeline;
 mod record;
+mod semantic;
 mod stream;
 
 use std::sync::Arc;

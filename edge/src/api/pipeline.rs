@@ -1,7 +1,8 @@
 //! The request path of `/v1/chat/completions` and `/v1/embeddings`: one function per phase, in
 //! the order they run — authenticate → parse → access → limits → budget → cache → guardrails
-//! (in) → route and call → guardrails (out) → respond (and cache the answer). Usage is recorded when the request's [`UsageRecord`] is dropped (after the last
-//! byte of a stream), whatever happened on the way.
+//! (in) → route and call → guardrails (out) → respond (and cache the answer). Usage is recorded
+//! when the request's [`UsageRecord`] is dropped (after the last byte of a stream), whatever
+//! happened on the way.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use super::AppState;
 use super::dispatch::{self, Outgoing};
 use super::openai::{parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
+use super::semantic;
 use super::stream::{RelayParts, relay};
 use crate::auth::authenticate;
 use crate::cache;
@@ -170,8 +172,9 @@ async fn run(
         body: &request.bytes,
     };
     let cached = app.cache.plan(&state, key, asked, &guardrails);
+    let mut embedding = None;
     if let Some(plan) = &cached
-        && let Some(hit) = cache_lookup(app, plan, &request, ctx).await
+        && let Some(hit) = cache_lookup(app, &state, key, plan, &request, &mut embedding, ctx).await
     {
         return Ok(hit);
     }
@@ -188,20 +191,39 @@ async fn run(
     .await?;
     let answer = guard_output(app, &state, &guardrails, answer, ctx).await?;
     if let (Some(plan), UpstreamReply::Complete(body)) = (&cached, &answer.reply) {
-        app.cache.store(plan, body.clone()).await;
+        app.cache
+            .store(plan, body.clone(), embedding.as_deref())
+            .await;
     }
     Ok(Served::Upstream(answer))
 }
 
-/// Cache: a fresh answer to the same request within the policy's scope is the answer.
+/// Cache: a fresh answer to the same request within the policy's scope is the answer; with a
+/// semantic tier, so is the answer to a similar enough request (the request's `embedding` is
+/// kept for storing its own answer).
 async fn cache_lookup(
     app: &AppState,
+    state: &PolicyState,
+    key: &VirtualKey,
     plan: &cache::Plan,
     request: &Parsed,
+    embedding: &mut Option<Vec<f32>>,
     ctx: &mut Ctx,
 ) -> Option<Served> {
-    let (status, entry) = app.cache.lookup(plan).await;
+    let (status, mut entry) = app.cache.lookup(plan).await;
     ctx.cache = Some(status);
+    if status == cache::Status::Miss
+        && let Some(semantic) = &plan.semantic
+    {
+        let model = &semantic.embeddings_model;
+        *embedding = semantic::embed(app, state, key, model, &semantic.text).await;
+        if let Some(vector) = embedding.as_deref() {
+            entry = app.cache.lookup_similar(plan, vector).await;
+            if entry.is_some() {
+                ctx.cache = Some(cache::Status::Hit);
+            }
+        }
+    }
     let entry = entry?;
     ctx.record.set_cache_hit();
     Some(Served::Cache {

@@ -12,17 +12,32 @@ use sha2::{Digest, Sha256};
 /// Top-level request fields that do not change the answer.
 const IGNORED: [&str; 4] = ["stream", "stream_options", "user", "metadata"];
 
+/// The fields that hold a request's text: the semantic tier compares them by meaning.
+const TEXT: [&str; 2] = ["messages", "input"];
+
 /// The cache key of `body` for `route`, shared within `scope`, under `guardrails` (a
-/// fingerprint of the input guardrails that applied). `None` when the body is not JSON.
+/// fingerprint of the guardrails that applied). `None` when the body is not JSON.
 pub fn key(route: &str, scope: &str, guardrails: &[u8], body: &[u8]) -> Option<[u8; 32]> {
+    hash_request(b"tollgate-cache-v1", route, scope, guardrails, body, &[])
+}
+
+/// The key of everything in the request but its text: requests of one family differ only in
+/// what they say, and the semantic tier matches within a family.
+pub fn family(route: &str, scope: &str, guardrails: &[u8], body: &[u8]) -> Option<[u8; 32]> {
+    hash_request(b"tollgate-family-v1", route, scope, guardrails, body, &TEXT)
+}
+
+fn hash_request(
+    version: &[u8],
+    route: &str,
+    scope: &str,
+    guardrails: &[u8],
+    body: &[u8],
+    also_ignored: &[&str],
+) -> Option<[u8; 32]> {
     let tree: Value = serde_json::from_slice(body).ok()?;
     let mut hash = Sha256::new();
-    for part in [
-        b"tollgate-cache-v1".as_slice(),
-        route.as_bytes(),
-        scope.as_bytes(),
-        guardrails,
-    ] {
+    for part in [version, route.as_bytes(), scope.as_bytes(), guardrails] {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
@@ -30,7 +45,7 @@ pub fn key(route: &str, scope: &str, guardrails: &[u8], body: &[u8]) -> Option<[
         Value::Object(fields) => {
             let mut names: Vec<&String> = fields
                 .keys()
-                .filter(|k| !IGNORED.contains(&k.as_str()))
+                .filter(|k| !IGNORED.contains(&k.as_str()) && !also_ignored.contains(&k.as_str()))
                 .collect();
             names.sort();
             hash.update(b"{");
@@ -121,5 +136,15 @@ mod tests {
         assert_ne!(team, key("embeddings", "team:t1", b"", body));
         assert_ne!(team, key("chat", "team:t1", b"g1", body));
         assert_eq!(key("chat", "x", b"", b"not json"), None);
+    }
+
+    #[test]
+    fn a_family_is_everything_but_the_text() {
+        let family = |body: &str| family("chat", "team:t1", b"", body.as_bytes()).unwrap();
+        let hi = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let hello = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
+        assert_eq!(family(hi), family(hello));
+        assert_ne!(family(hi), family(r#"{"model":"m2","messages":[]}"#));
+        assert_ne!(family(hi), chat(hi));
     }
 }

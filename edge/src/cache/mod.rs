@@ -14,6 +14,7 @@
 
 pub mod key;
 pub mod replay;
+pub mod semantic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,9 @@ use tollgate_proto::bus::{Bus, RESPONSE_CACHE};
 
 use crate::clock::Clock;
 use crate::guardrails::Applicable;
+use crate::guardrails::text::{Shape, Texts};
 use crate::metrics::{CacheLabels, Metrics};
+use semantic::SemanticIndex;
 
 /// The largest answer kept (larger ones go uncached).
 const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
@@ -70,6 +73,18 @@ pub struct Plan {
     lookup: bool,
     store: bool,
     max_age: Option<Duration>,
+    /// When the policy has a semantic tier.
+    pub semantic: Option<SemanticPlan>,
+}
+
+/// The semantic tier's part of a plan.
+#[derive(Debug)]
+pub struct SemanticPlan {
+    pub embeddings_model: String,
+    threshold: f64,
+    family: [u8; 32],
+    /// The request's text, to embed.
+    pub text: String,
 }
 
 /// What the cache said about a request, for `x-tollgate-cache`.
@@ -109,6 +124,7 @@ impl Expiry<[u8; 32], Arc<Entry>> for UntilExpiry {
 /// This edge's response cache.
 pub struct ResponseCache {
     entries: moka::future::Cache<[u8; 32], Arc<Entry>>,
+    semantic: SemanticIndex,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -125,6 +141,7 @@ impl ResponseCache {
             .build();
         ResponseCache {
             entries,
+            semantic: SemanticIndex::default(),
             bus,
             metrics,
             clock,
@@ -164,12 +181,29 @@ impl ResponseCache {
             fingerprint.extend(serde_json::to_vec(check.definition()).unwrap_or_default());
         }
         let (lookup, store, max_age) = controls(asked.headers);
+        let semantic = match &policy.semantic {
+            Some(s) => {
+                let shape = if asked.route == "embeddings" {
+                    Shape::EmbeddingsRequest
+                } else {
+                    Shape::ChatRequest
+                };
+                Some(SemanticPlan {
+                    embeddings_model: s.embeddings_model.clone(),
+                    threshold: s.threshold,
+                    family: key::family(asked.route, &scope, &fingerprint, asked.body)?,
+                    text: Texts::read(asked.body, shape).ok()?.texts.join("\n"),
+                })
+            }
+            None => None,
+        };
         Some(Plan {
             key: key::key(asked.route, &scope, &fingerprint, asked.body)?,
             ttl: Duration::from_secs(u64::from(policy.ttl_seconds)),
             lookup,
             store,
             max_age,
+            semantic,
         })
     }
 
@@ -184,29 +218,50 @@ impl ResponseCache {
         let (status, entry) = if !plan.lookup {
             (Status::Bypass, None)
         } else {
-            let now = self.clock.now().timestamp_millis();
-            let fresh = |e: &Arc<Entry>| {
-                let young_enough = plan.max_age.is_none_or(|age| {
-                    now - e.stored_at <= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
-                });
-                e.expires_at > now && young_enough
-            };
-            match self.entries.get(&plan.key).await.filter(fresh) {
+            match self.fresh(plan, &plan.key).await {
                 Some(entry) => (Status::Hit, Some(entry)),
                 None => (Status::Miss, None),
             }
         };
-        let labels = CacheLabels {
-            result: status.as_str(),
-        };
-        self.metrics.cache_lookups.get_or_create(&labels).inc();
+        self.count(status.as_str());
         (status, entry)
     }
 
-    /// Keeps `body` as the answer for `plan` here and, in the background, on every edge.
-    pub async fn store(&self, plan: &Plan, body: Bytes) {
+    /// After an exact miss: the answer to the most similar request of the same family, when
+    /// one is similar enough and still fresh.
+    pub async fn lookup_similar(&self, plan: &Plan, vector: &[f32]) -> Option<Arc<Entry>> {
+        let semantic = plan.semantic.as_ref()?;
+        let (key, _) = self
+            .semantic
+            .nearest(&semantic.family, vector, semantic.threshold)?;
+        let entry = self.fresh(plan, &key).await?;
+        self.count("semantic_hit");
+        Some(entry)
+    }
+
+    /// The entry under `key`, if it has not expired and is as young as the request accepts.
+    async fn fresh(&self, plan: &Plan, key: &[u8; 32]) -> Option<Arc<Entry>> {
+        let now = self.clock.now().timestamp_millis();
+        let entry = self.entries.get(key).await?;
+        let young_enough = plan.max_age.is_none_or(|age| {
+            now - entry.stored_at <= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
+        });
+        (entry.expires_at > now && young_enough).then_some(entry)
+    }
+
+    fn count(&self, result: &'static str) {
+        let labels = CacheLabels { result };
+        self.metrics.cache_lookups.get_or_create(&labels).inc();
+    }
+
+    /// Keeps `body` as the answer for `plan` here and, in the background, on every edge;
+    /// `vector` (the request's embedding) indexes it for the semantic tier on this edge.
+    pub async fn store(&self, plan: &Plan, body: Bytes, vector: Option<&[f32]>) {
         if !plan.store || body.len() > MAX_ENTRY_BYTES {
             return;
+        }
+        if let (Some(semantic), Some(vector)) = (&plan.semantic, vector) {
+            self.semantic.insert(semantic.family, vector, plan.key);
         }
         let stored_at = self.clock.now().timestamp_millis();
         let entry = Arc::new(Entry {

@@ -620,6 +620,26 @@ pub fn decide(
                     policy.model, other.id
                 )));
             }
+            if let Some(semantic) = &policy.semantic {
+                validate::model_name("embeddings_model", &semantic.embeddings_model)?;
+                if state
+                    .deployments_for(&semantic.embeddings_model)
+                    .next()
+                    .is_none()
+                {
+                    return Err(CommandError::invalid(format!(
+                        "embeddings_model {:?} has no deployment: deploy it before using it \
+                         for the semantic cache",
+                        semantic.embeddings_model
+                    )));
+                }
+                if !(semantic.threshold > 0.0 && semantic.threshold <= 1.0) {
+                    return Err(CommandError::invalid(format!(
+                        "the semantic threshold is a cosine similarity in (0, 1], got {}",
+                        semantic.threshold
+                    )));
+                }
+            }
             if state.cache_policies.get(&policy.id) == Some(&policy) {
                 return Ok(vec![]);
             }

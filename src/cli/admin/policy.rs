@@ -393,6 +393,12 @@ pub enum CachePolicies {
         /// team (default) | key | global: who shares an answer.
         #[arg(long, default_value = "team")]
         scope: String,
+        /// Turns on the semantic tier with this embeddings model.
+        #[arg(long, value_name = "MODEL")]
+        semantic_model: Option<String>,
+        /// The least cosine similarity at which the semantic tier reuses an answer.
+        #[arg(long, default_value_t = 0.95)]
+        semantic_threshold: f64,
         /// The policy's id (none: a new one).
         #[arg(long)]
         id: Option<String>,
@@ -414,6 +420,8 @@ impl CachePolicies {
                 model,
                 ttl_seconds,
                 scope,
+                semantic_model,
+                semantic_threshold,
                 id,
             } => {
                 let request = CachePolicy {
@@ -421,6 +429,8 @@ impl CachePolicies {
                     model,
                     ttl_seconds,
                     scope,
+                    semantic_embeddings_model: semantic_model.unwrap_or_default(),
+                    semantic_threshold,
                 };
                 out.show(
                     "setting the cache policy",
