@@ -161,6 +161,20 @@ impl Setup {
         ))
     }
 
+    /// Checks `edge`'s count of cache lookups with `result`.
+    async fn assert_lookups(&self, edge: &TestEdge, result: &str, count: u64) -> Result<()> {
+        let metrics = self
+            .http
+            .get(edge.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let line = format!("tollgate_cache_lookups_total{{result=\"{result}\"}} {count}");
+        assert!(metrics.contains(&line), "no {line:?} in {metrics}");
+        Ok(())
+    }
+
     async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
         let mut events = self.bus.subscribe(USAGE, 0).await?;
         let mut out = Vec::new();
@@ -250,17 +264,7 @@ async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<
         );
         assert_eq!(hit.status, 200);
     }
-    let metrics = s
-        .http
-        .get(edge.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    assert!(
-        metrics.contains("tollgate_cache_lookups_total{result=\"hit\"} 2"),
-        "{metrics}"
-    );
+    s.assert_lookups(&edge, "hit", 2).await?;
     Ok(())
 }
 
@@ -428,16 +432,6 @@ async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> 
     let events = s.usage(6).await?;
     let embeddings = events.iter().filter(|e| e.model == "embed-test").count();
     assert_eq!(embeddings, 3, "each embedding is accounted: {events:?}");
-    let metrics = s
-        .http
-        .get(edge.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    assert!(
-        metrics.contains("tollgate_cache_lookups_total{result=\"semantic_hit\"} 1"),
-        "{metrics}"
-    );
+    s.assert_lookups(&edge, "semantic_hit", 1).await?;
     Ok(())
 }
