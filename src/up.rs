@@ -110,6 +110,11 @@ pub async fn run(
                 .map_err(anyhow::Error::msg)?,
         ) as _))
     };
+    let edge_scheme = if edge_config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let edge = Edge::start(edge_config, bus.clone(), snapshots()?)?;
     let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
     let aggregator = Aggregator::start(AggregatorParts {
@@ -125,7 +130,14 @@ pub async fn run(
     let aggregator =
         tokio::spawn(aggregator.serve(usage_listener, export_listener, until(rest_stopped)));
 
-    print_banner(&data_dir, edge_addr, admin_addr, usage_addr, export_addr);
+    print_banner(
+        &data_dir,
+        edge_scheme,
+        edge_addr,
+        admin_addr,
+        usage_addr,
+        export_addr,
+    );
     shutdown.await;
     tracing::info!("stopping: edge first, so that its last usage reaches the ledger");
     let _ = stop_edge.send(true);
@@ -260,6 +272,7 @@ async fn first_start_policy(log: &PolicyLog, data_dir: &Path) -> anyhow::Result<
 
 fn print_banner(
     data_dir: &Path,
+    edge_scheme: &str,
     edge: SocketAddr,
     admin: SocketAddr,
     usage: SocketAddr,
@@ -271,12 +284,12 @@ fn print_banner(
     let key_file = dir.join("first-key");
     println!(
         "\nTollgate is up (data in {dir}).\n\n\
-         \x20 OpenAI-compatible API  http://{edge}/v1\n\
+         \x20 OpenAI-compatible API  {edge_scheme}://{edge}/v1\n\
          \x20 admin API (gRPC)       {admin}   token in {dir}/admin-token\n\
          \x20 usage API (gRPC)       {usage}\n\
          \x20 usage CSV export       http://{export}/v1/usage/export\n\n\
          The first virtual key is in {key_path}. Try it:\n\n\
-         curl http://{edge}/v1/chat/completions -H \"Authorization: Bearer $(cat '{key_path}')\" -H 'content-type: application/json' \
+         curl {edge_scheme}://{edge}/v1/chat/completions -H \"Authorization: Bearer $(cat '{key_path}')\" -H 'content-type: application/json' \
          -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n",
         dir = dir.display(),
         key_path = key_file.display(),

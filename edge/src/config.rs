@@ -8,6 +8,7 @@ use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::http_serve::Limits;
+use tollgate_proto::tls::TlsFiles;
 
 use crate::clock::Clock;
 use crate::health::CircuitSettings;
@@ -83,6 +84,9 @@ pub struct EdgeConfig {
     /// addresses, the networks provider calls may reach. Link-local and cloud metadata
     /// addresses are never reachable.
     pub upstream_networks: Networks,
+    /// `TOLLGATE_TLS_CERT` and `TOLLGATE_TLS_KEY` (PEM paths, both or neither): the listener
+    /// serves HTTPS, reloading the files when they change or on SIGHUP.
+    pub tls: Option<TlsFiles>,
     /// `TOLLGATE_CACHE_MAX_BYTES` (default 256 MiB): the most answer bytes this edge's
     /// response cache holds; the least recently used go first.
     pub cache_max_bytes: u64,
@@ -104,6 +108,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("credential_key", &self.credential_key)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("upstream_networks", &self.upstream_networks)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +215,15 @@ impl EdgeConfig {
                     reason,
                 })?
                 .unwrap_or_default(),
+            tls: match (get("TOLLGATE_TLS_CERT"), get("TOLLGATE_TLS_KEY")) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+                (None, None) => None,
+                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_TLS_KEY")),
+                (None, Some(_)) => return Err(ConfigError::Missing("TOLLGATE_TLS_CERT")),
+            },
             cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
             clock: Clock::system(),
         })

@@ -39,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::http_serve;
+use tollgate_proto::tls::{ReloadingTls, TlsError};
 
 /// How often changed circuit states are reported to the bus, for the admin API.
 const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +52,8 @@ const USAGE_FLUSH: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error("cannot build the HTTP client for providers: {0}")]
     HttpClient(reqwest::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started edge: policy following and usage publishing run; `serve` answers requests.
@@ -59,6 +62,8 @@ pub struct Edge {
     stop: watch::Sender<bool>,
     follower: tokio::task::JoinHandle<()>,
     usage: tokio::task::JoinHandle<()>,
+    /// The listener's certificate, when it serves HTTPS.
+    tls: Option<Arc<ReloadingTls>>,
 }
 
 impl Edge {
@@ -74,6 +79,7 @@ impl Edge {
             Egress::new(config.upstream_networks),
         )
         .map_err(StartError::HttpClient)?;
+        let tls = config.tls.clone().map(ReloadingTls::load).transpose()?;
         let metrics = Arc::new(Metrics::default());
         let view = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
@@ -121,11 +127,15 @@ impl Edge {
             usage: usage_sink,
             metrics,
         });
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(stop.subscribe()));
+        }
         Ok(Edge {
             state,
             stop,
             follower,
             usage,
+            tls,
         })
     }
 
@@ -156,9 +166,11 @@ impl Edge {
             stop,
             follower,
             usage,
+            tls,
         } = self;
         let app = api::router(state.clone());
-        let result = http_serve::serve(listener, app, state.config.listener, shutdown).await;
+        let limits = state.config.listener;
+        let result = http_serve::serve(listener, app, limits, tls, shutdown).await;
         let _ = stop.send(true);
         let _ = follower.await;
         // The last sink goes with the state; the publisher then flushes and ends.

@@ -7,8 +7,10 @@
 //!   response) can wait ~40 ms for the peer's delayed ACK.
 //! - On shutdown, connections finish their requests for at most `drain_timeout`.
 //!
-//! HTTP/1.1 only: without TLS there is no protocol negotiation, and HTTP/2 with prior
-//! knowledge would need a read of its preface that no header timeout covers.
+//! - With TLS, the handshake must also finish within `header_read_timeout`.
+//!
+//! HTTP/1.1 only (ALPN offers `http/1.1` under TLS): HTTP/2 with prior knowledge would need a
+//! read of its preface that no header timeout covers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::tls::ReloadingTls;
 
 /// What a listener allows.
 #[derive(Clone, Copy, Debug)]
@@ -42,11 +46,13 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+/// lets open connections finish.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: Limits,
+    tls: Option<Arc<ReloadingTls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -77,14 +83,30 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            // A client that goes away or breaks the protocol ends only its own connection.
-            let _ = connection.await;
-            drop(permit);
-        });
+        let service = TowerToHyperService::new(app.clone());
+        match &tls {
+            None => {
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+                tokio::spawn(async move {
+                    // A client that goes away or breaks the protocol ends only its own connection.
+                    let _ = connection.await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let (http, watcher) = (http.clone(), graceful.watcher());
+                let handshake_timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                    if let Ok(Ok(stream)) = accepted.await {
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await;

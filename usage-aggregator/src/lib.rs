@@ -151,7 +151,7 @@ impl Aggregator {
             let stopped = async move {
                 let _ = http_done.wait_for(|d| *d).await;
             };
-            let _ = http_serve::serve(http, router, Limits::default(), stopped).await;
+            let _ = http_serve::serve(http, router, Limits::default(), None, stopped).await;
         });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
