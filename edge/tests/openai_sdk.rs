@@ -130,6 +130,38 @@ async fn the_openai_python_sdk_works_against_the_edge() -> Result<()> {
     Ok(())
 }
 
+/// A LangGraph ReAct agent on `ChatOpenAI` runs its tool loop through the edge: the model asks
+/// for the tool, the agent runs it, the model answers from its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_langgraph_react_agent_runs_its_tool_loop_through_the_edge() -> Result<()> {
+    let python = tollgate_test_support::python_with("langgraph").await?;
+    let s = setup().await?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_langgraph_agent.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("TOLLGATE_BASE_URL", s.edge.url("/v1"))
+        .env("TOLLGATE_KEY", &s.secret)
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("the agent did not finish within 120 s")??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        script.display(),
+        out.status
+    );
+    // Two model turns: the tool call, then the answer.
+    assert_eq!(s.fake.requests(), 2);
+    Ok(())
+}
+
 /// The upstream sees the deployment's credential and model, never the client's; and no
 /// answer, successful or not, streamed or not, reveals the upstream's API key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
