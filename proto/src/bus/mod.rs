@@ -27,8 +27,10 @@ pub const USAGE_DEAD_LETTER: &str = "usage_dead_letter";
 pub const ALERTS: &str = "alerts";
 /// Answers the edges' response caches share: each edge adds what others stored to its own.
 pub const RESPONSE_CACHE: &str = "response_cache";
-/// The most bytes of shared cache entries the bus keeps; the oldest go first.
-pub const RESPONSE_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The most bytes of shared cache entries the bus keeps; the oldest go first. The topic only
+/// carries answers between edges (each keeps its own in memory) and warms new ones, so it is
+/// small: JetStream reserves a stream's byte limit on disk as soon as the stream exists.
+pub const RESPONSE_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The durable consumer through which the aggregator replicas read the USAGE topic; it exists
 /// from the moment the topic does, so that no usage event is ever stored without a reader.
@@ -98,7 +100,7 @@ pub fn topic_settings(topic: &str, limits: &BusLimits) -> TopicSettings {
         RESPONSE_CACHE => TopicSettings {
             duplicate_window: Duration::from_secs(60),
             retention: Retention::Newest {
-                max_messages: 100_000,
+                max_messages: 20_000,
                 max_bytes: RESPONSE_CACHE_MAX_BYTES,
             },
         },
