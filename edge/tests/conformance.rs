@@ -19,6 +19,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -1216,26 +1217,19 @@ async fn openai_sdk_streams_look_the_same_through_every_provider() -> Result<()>
     let all = all_providers();
     let h = Harness::start(&all.iter().collect::<Vec<_>>()).await?;
     let models: Vec<String> = all.iter().map(|p| model(p, Role::Chat)).collect();
-    let run = tokio::process::Command::new(&python)
-        .args(["-c", SDK_SCRIPT])
-        .env("TOLLGATE_BASE_URL", h.edge.url("/v1"))
-        .env("TOLLGATE_KEY", &h.secret)
-        .env("TOLLGATE_MODELS", models.join(","))
-        .env("PYTHONUNBUFFERED", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .context("the SDK script did not finish within 120 s")??;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    ensure!(
-        out.status.success(),
-        "the SDK script failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    let base_url = h.edge.url("/v1");
+    let models_list = models.join(",");
+    let env = [
+        ("TOLLGATE_BASE_URL", base_url.as_str()),
+        ("TOLLGATE_KEY", h.secret.as_str()),
+        ("TOLLGATE_MODELS", models_list.as_str()),
+    ];
+    let stdout = tollgate_test_support::run_python(
+        &python,
+        &[OsStr::new("-c"), OsStr::new(SDK_SCRIPT)],
+        &env,
+    )
+    .await?;
     let shapes: Value = serde_json::from_str(stdout.trim())
         .with_context(|| format!("the SDK script printed no JSON: {stdout}"))?;
 

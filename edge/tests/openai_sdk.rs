@@ -94,28 +94,14 @@ async fn the_openai_python_sdk_works_against_the_edge() -> Result<()> {
 
     let s = setup().await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .env("TOLLGATE_BASE_URL", s.edge.url("/v1"))
-        .env("TOLLGATE_KEY", &s.secret)
-        .env("TOLLGATE_UPSTREAM_SECRET", UPSTREAM_SECRET)
-        .env("PYTHONUNBUFFERED", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .context("the SDK script did not finish within 120 s")??;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let env = [
+        ("TOLLGATE_BASE_URL", s.edge.url("/v1")),
+        ("TOLLGATE_KEY", s.secret.clone()),
+        ("TOLLGATE_UPSTREAM_SECRET", UPSTREAM_SECRET.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stdout = tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;
     println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        out.status
-    );
 
     // Every call the SDK made reached the upstream with the deployment's own credential.
     assert!(
@@ -137,26 +123,12 @@ async fn a_langgraph_react_agent_runs_its_tool_loop_through_the_edge() -> Result
     let python = tollgate_test_support::python_with("langgraph").await?;
     let s = setup().await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_langgraph_agent.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .env("TOLLGATE_BASE_URL", s.edge.url("/v1"))
-        .env("TOLLGATE_KEY", &s.secret)
-        .env("PYTHONUNBUFFERED", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .context("the agent did not finish within 120 s")??;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        out.status
-    );
+    let base_url = s.edge.url("/v1");
+    let env = [
+        ("TOLLGATE_BASE_URL", base_url.as_str()),
+        ("TOLLGATE_KEY", s.secret.as_str()),
+    ];
+    tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;
     // Two model turns: the tool call, then the answer.
     assert_eq!(s.fake.requests(), 2);
     Ok(())

@@ -275,26 +275,12 @@ async fn a_streamed_hit_replays_through_the_openai_python_sdk() -> Result<()> {
     let (_, secret) = s.key_in("sdk").await?;
     let edge = s.edge().await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_cache_replay.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .env("TOLLGATE_BASE_URL", edge.url("/v1"))
-        .env("TOLLGATE_KEY", &secret)
-        .env("PYTHONUNBUFFERED", "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .context("the SDK script did not finish within 120 s")??;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        out.status
-    );
+    let base_url = edge.url("/v1");
+    let env = [
+        ("TOLLGATE_BASE_URL", base_url.as_str()),
+        ("TOLLGATE_KEY", secret.as_str()),
+    ];
+    tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;
     // The miss and the no-cache request went upstream; the streamed hit did not.
     assert_eq!(s.fake.requests(), 2);
     Ok(())

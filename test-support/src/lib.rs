@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once, PoisonError};
 
 pub use binaries::nats_server;
-pub use python::{python, python_with};
+pub use python::{python, python_with, run_python};
 pub use served::{Served, Shutdown};
 use std::time::{Duration, Instant};
 
