@@ -178,7 +178,7 @@ impl ResponseCache {
             .chain(&guardrails.output)
             .chain(&guardrails.windowed)
         {
-            fingerprint.extend(serde_json::to_vec(check.definition()).unwrap_or_default());
+            fingerprint.extend_from_slice(check.fingerprint());
         }
         let (lookup, store, max_age) = controls(asked.headers);
         let semantic = match &policy.semantic {

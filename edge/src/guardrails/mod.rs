@@ -35,6 +35,9 @@ pub struct Check {
     pub id: String,
     name: String,
     definition: Guardrail,
+    /// The definition serialised once, for cache keys (an answer is reused only under the
+    /// guardrails it was checked by).
+    fingerprint: Vec<u8>,
     engine: Engine,
 }
 
@@ -61,13 +64,14 @@ impl Check {
             id: definition.id.clone(),
             name: definition.name.clone(),
             definition: definition.clone(),
+            fingerprint: serde_json::to_vec(definition).unwrap_or_default(),
             engine,
         }
     }
 
-    /// The guardrail as the policy defines it.
-    pub fn definition(&self) -> &Guardrail {
-        &self.definition
+    /// The guardrail's definition as bytes: equal bytes, equal guardrail.
+    pub fn fingerprint(&self) -> &[u8] {
+        &self.fingerprint
     }
 
     fn applies(&self, key: &VirtualKey, model: &str) -> bool {
