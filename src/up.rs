@@ -265,6 +265,7 @@ async fn first_start_policy(log: &PolicyLog, data_dir: &Path) -> anyhow::Result<
         tags: Vec::new(),
         metadata: Default::default(),
         created_at: chrono::DateTime::UNIX_EPOCH,
+        signing: None,
     };
     log.execute("bootstrap", Command::CreateKey { key }).await?;
     write_private(&data_dir.join("first-key"), &secret)

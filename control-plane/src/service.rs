@@ -97,6 +97,15 @@ impl AdminApi {
         Ok(Response::new(DeleteResponse { sequence }))
     }
 
+    /// A new key secret sealed for SigV4 verification, when this control plane can seal.
+    fn seal_secret(&self, secret: &str) -> Option<tollgate_policy::model::SealedSecret> {
+        let sealing = self.sealing.as_ref()?;
+        Some(tollgate_policy::model::SealedSecret {
+            sealed: sealing.seal(new_nonce(), secret.as_bytes()),
+            key_id: sealing.id(),
+        })
+    }
+
     fn key_reply(state: &PolicyState, id: &str) -> Reply<Key> {
         found(state.keys.get(id).map(convert::key))
     }
@@ -232,6 +241,7 @@ impl AdminService for AdminApi {
             metadata: r.metadata.into_iter().collect(),
             // Set by decide from its clock.
             created_at: chrono::DateTime::UNIX_EPOCH,
+            signing: self.seal_secret(&secret),
         };
         let (state, _) = self.change(&request, Command::CreateKey { key }).await?;
         let key = Self::key_reply(&state, &id)?.into_inner();
@@ -269,6 +279,7 @@ impl AdminService for AdminApi {
             prefix: display_prefix(&secret),
             hash: hash_secret(&secret),
             grace_seconds: r.grace_seconds,
+            signing: self.seal_secret(&secret),
         };
         let (state, _) = self.change(&request, command).await?;
         let key = Self::key_reply(&state, &r.key_id)?.into_inner();

@@ -16,6 +16,9 @@ pub enum EdgeError {
     TooLarge(usize),
     #[error("{0}")]
     InvalidApiKey(&'static str),
+    /// A SigV4-signed request whose signature does not hold (wrong, expired or replayed).
+    #[error("{0}")]
+    SignatureRejected(String),
     #[error("this key may not use model {0:?}")]
     ModelNotAllowed(String),
     #[error("model {0:?} does not exist")]
@@ -81,7 +84,7 @@ impl EdgeError {
                 "invalid_request_error",
                 "request_too_large",
             ),
-            EdgeError::InvalidApiKey(_) => (
+            EdgeError::InvalidApiKey(_) | EdgeError::SignatureRejected(_) => (
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_api_key",
@@ -153,14 +156,29 @@ impl EdgeError {
     }
 }
 
-impl IntoResponse for EdgeError {
-    fn into_response(self) -> Response {
+impl EdgeError {
+    /// The OpenAI-shaped response for this error.
+    pub fn to_response(&self) -> Response {
         let (status, kind, code) = self.parts();
         let body = json!({
             "error": {"message": self.to_string(), "type": kind, "param": null, "code": code}
         });
-        let retry_after = match self {
-            EdgeError::UpstreamRateLimited { retry_after, .. } => retry_after,
+        let mut response = (status, Json(body)).into_response();
+        if let Some(value) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if !self.worth_retrying() {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+
+    /// `Retry-After` for errors that end by themselves.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            EdgeError::UpstreamRateLimited { retry_after, .. } => retry_after.clone(),
             EdgeError::RateLimited { retry_after, .. } => {
                 HeaderValue::from_str(&retry_after.as_secs_f64().ceil().max(1.0).to_string()).ok()
             }
@@ -168,16 +186,24 @@ impl IntoResponse for EdgeError {
                 resets_at: Some(at),
                 ..
             } => {
-                let seconds = (at - chrono::Utc::now()).num_seconds().max(1);
+                let seconds = (*at - chrono::Utc::now()).num_seconds().max(1);
                 HeaderValue::from_str(&seconds.to_string()).ok()
             }
             _ => None,
-        };
-        let mut response = (status, Json(body)).into_response();
-        if let Some(value) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        response
+    }
+
+    /// Whether an SDK's automatic retry could succeed. An exhausted budget answers 429 like a
+    /// rate limit, but retrying it within seconds only spends the client's time: the OpenAI
+    /// and Anthropic SDKs honour `x-should-retry: false`.
+    pub fn worth_retrying(&self) -> bool {
+        !matches!(self, EdgeError::BudgetExceeded { .. })
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        self.to_response()
     }
 }
 

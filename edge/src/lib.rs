@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod route;
+pub mod surfaces;
 pub mod usage;
 
 use std::future::Future;
@@ -126,6 +127,7 @@ impl Edge {
             policy: view,
             usage: usage_sink,
             metrics,
+            replays: Default::default(),
         });
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch(stop.subscribe()));

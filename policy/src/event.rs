@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::model::{
     AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
+    PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, Team, TrafficRule, User,
+    VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -50,6 +51,9 @@ pub enum PolicyEvent {
         prefix: String,
         hash: String,
         previous: Option<PreviousSecret>,
+        /// The new secret, sealed (see [`crate::model::SealedSecret`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signing: Option<SealedSecret>,
     },
     #[serde(rename = "key.blocked")]
     KeyBlocked { id: String },

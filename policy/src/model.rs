@@ -190,9 +190,24 @@ pub struct User {
 pub struct PreviousSecret {
     pub hash: String,
     pub valid_until: DateTime<Utc>,
+    /// The replaced secret, sealed, for SigV4 signatures made with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SealedSecret>,
 }
 
-/// A virtual key. Only the SHA-256 of its secret is ever stored.
+/// A key's secret sealed with the credential key: SigV4 signs with the secret itself, so
+/// verifying a signature needs it, not only its hash. Kept only when the control plane has a
+/// credential key; without one, a key cannot sign SigV4 requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    /// base64(nonce ‖ ciphertext), as credentials are sealed.
+    pub sealed: String,
+    /// The credential key that sealed it.
+    pub key_id: String,
+}
+
+/// A virtual key. Its secret is stored as its SHA-256, and sealed (see [`SealedSecret`]) when
+/// the control plane has a credential key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualKey {
     pub id: String,
@@ -214,6 +229,9 @@ pub struct VirtualKey {
     #[serde(default)]
     pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
+    /// The secret, sealed, for verifying SigV4 signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SealedSecret>,
 }
 
 impl VirtualKey {

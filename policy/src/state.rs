@@ -144,6 +144,7 @@ impl PolicyState {
                 prefix,
                 hash,
                 previous,
+                signing,
             } => {
                 if let Some(key) = self.keys.get_mut(id) {
                     // A second rotation ends the grace of the first one's secret at once.
@@ -156,6 +157,7 @@ impl PolicyState {
                     key.prefix.clone_from(prefix);
                     key.hash.clone_from(hash);
                     key.previous.clone_from(previous);
+                    key.signing.clone_from(signing);
                     self.key_by_hash.insert(hash.clone(), id.clone());
                 }
             }
@@ -360,6 +362,7 @@ mod tests {
             tags: vec![],
             metadata: Default::default(),
             created_at: epoch(),
+            signing: None,
         };
         let mut state = PolicyState::default();
         state
@@ -414,6 +417,7 @@ mod tests {
             tags: vec![],
             metadata: Default::default(),
             created_at: epoch(),
+            signing: None,
         };
         let (state, _) = run(vec![
             Command::CreateKey { key },
@@ -422,6 +426,7 @@ mod tests {
                 prefix: "tg-b".into(),
                 hash: b.clone(),
                 grace_seconds: 60,
+                signing: None,
             },
         ]);
         let key = state

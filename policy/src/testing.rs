@@ -74,6 +74,7 @@ fn key() -> impl Strategy<Value = VirtualKey> {
                 tags: vec![],
                 metadata: BTreeMap::new(),
                 created_at: epoch(),
+                signing: None,
             },
         )
 }
@@ -155,6 +156,7 @@ pub fn command() -> impl Strategy<Value = Command> {
             prefix: hash[..6].to_owned(),
             hash,
             grace_seconds: grace * 3600,
+            signing: None,
         }),
         pick("key").prop_map(|id| Command::BlockKey { id }),
         pick("key").prop_map(|id| Command::UnblockKey { id }),

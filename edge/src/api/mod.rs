@@ -1,4 +1,5 @@
-//! The edge's HTTP surface: the OpenAI-compatible API, health and metrics.
+//! The edge's HTTP routes: the OpenAI-compatible API, the translated surfaces (Bedrock's
+//! runtime API, Anthropic Messages), health and metrics.
 
 mod dispatch;
 mod info;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub guardrails: Arc<Guardrails>,
     /// Answers of models with a cache policy.
     pub cache: Arc<ResponseCache>,
+    /// SigV4 signatures already accepted, against replays.
+    pub replays: crate::auth::sigv4::Replays,
 }
 
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.
@@ -53,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/chat/completions", post(pipeline::chat_completions))
         .route("/v1/embeddings", post(pipeline::embeddings))
         .route("/embeddings", post(pipeline::embeddings))
+        .route("/model/{model_id}/{operation}", post(pipeline::bedrock))
+        .route("/v1/messages", post(pipeline::messages))
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
         .route("/health/live", get(info::live))

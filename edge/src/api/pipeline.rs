@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,7 +22,7 @@ use super::openai::{parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
 use super::semantic;
 use super::stream::{RelayParts, relay};
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_signed, sigv4};
 use crate::cache;
 use crate::error::EdgeError;
 use crate::guardrails::stream::{StreamGuard, guarded};
@@ -33,6 +33,7 @@ use crate::limits::RateHeaders;
 use crate::pricing::{self, Tokens, cost};
 use crate::providers::UpstreamReply;
 use crate::route::rules::{self, RequestFacts};
+use crate::surfaces::{self, Present, Route, Surface};
 
 /// Output tokens assumed for a budget reservation when the request sets no maximum.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -61,7 +62,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(app, headers, body, Kind::Chat).await
+    handle(app, headers, body, Kind::Chat, None).await
 }
 
 pub async fn embeddings(
@@ -69,12 +70,73 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(app, headers, body, Kind::Embeddings).await
+    handle(app, headers, body, Kind::Embeddings, None).await
+}
+
+/// Bedrock's runtime API: `/model/{modelId}/{operation}`, where the operation is `converse`,
+/// `converse-stream`, `invoke` or `invoke-with-response-stream`.
+pub async fn bedrock(
+    State(app): State<Arc<AppState>>,
+    Path((model_id, operation)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let route = match operation.as_str() {
+        "converse" => Route::Converse {
+            model_id,
+            stream: false,
+        },
+        "converse-stream" => Route::Converse {
+            model_id,
+            stream: true,
+        },
+        "invoke" => Route::Invoke {
+            model_id,
+            stream: false,
+        },
+        "invoke-with-response-stream" => Route::Invoke {
+            model_id,
+            stream: true,
+        },
+        _ => {
+            let error = EdgeError::InvalidRequest(format!(
+                "unknown Bedrock operation {operation:?}: this gateway serves converse, \
+                 converse-stream, invoke and invoke-with-response-stream"
+            ));
+            return surfaces::render_error(Surface::Bedrock, &error);
+        }
+    };
+    handle(app, headers, body, Kind::Chat, Some((route, Some(uri)))).await
+}
+
+/// Anthropic `Messages`.
+pub async fn messages(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        app,
+        headers,
+        body,
+        Kind::Chat,
+        Some((Route::Messages, None)),
+    )
+    .await
 }
 
 /// What one request carries from phase to phase.
 struct Ctx {
     kind: Kind,
+    /// The translated surface the request came in on (`None`: OpenAI's own).
+    route: Option<Route>,
+    /// How the answer is rendered for the client.
+    present: Present,
+    /// The model, when the answer is rendered by a surface that names it.
+    model: String,
+    /// The request's URI, on routes that take SigV4 signatures.
+    signed_uri: Option<Uri>,
     /// The usage event being filled in; recorded when dropped.
     record: UsageRecord,
     /// How the request was served, for the response headers.
@@ -129,13 +191,24 @@ struct Answer {
     estimated_input: u64,
 }
 
-async fn handle(app: Arc<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
-    let route = kind.route();
+async fn handle(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    body: Body,
+    kind: Kind,
+    route: Option<(Route, Option<Uri>)>,
+) -> Response {
+    let (route, signed_uri) = route.map_or((None, None), |(r, uri)| (Some(r), uri));
+    let name = route.as_ref().map_or(kind.route(), Route::name);
     let mut ctx = Ctx {
         kind,
+        route,
+        present: Present::OpenAi,
+        model: String::new(),
+        signed_uri,
         record: UsageRecord::new(
             uuid::Uuid::now_v7().to_string(),
-            route,
+            name,
             &app.config.edge_id,
             &app.config.region,
             app.usage.clone(),
@@ -159,8 +232,17 @@ async fn run(
 ) -> Result<Served, EdgeError> {
     let state = app.policy.current().ok_or(EdgeError::NotReady)?;
     let now = Utc::now();
-    let key = authenticate_key(&state, headers, now, ctx)?;
-    let request = parse(app, headers, body, ctx).await?;
+    let signed = ctx.signed_uri.is_some() && sigv4::is_signed(headers);
+    let key = match signed {
+        false => Some(authenticate_key(&state, headers, now, ctx)?),
+        true => None,
+    };
+    let body = read_body(app, body).await?;
+    let key = match key {
+        Some(key) => key,
+        None => authenticate_signature(app, &state, headers, &body, now, ctx)?,
+    };
+    let request = parse(&state, headers, body, ctx)?;
     let traffic = access(app, &state, key, headers, &request, now, ctx)?;
     limits(app, &state, key, &request, ctx)?;
     let worst_case = budget(app, &state, key, &request, ctx)?;
@@ -245,19 +327,64 @@ fn authenticate_key<'s>(
     Ok(key)
 }
 
-/// Parse: the body (read within the body timeout, up to the size limit) and the headers.
-async fn parse(
+/// Authenticate, SigV4: the signature over the request as received, body included.
+fn authenticate_signature<'s>(
     app: &AppState,
+    state: &'s PolicyState,
     headers: &HeaderMap,
-    body: Body,
+    body: &Bytes,
+    now: DateTime<Utc>,
+    ctx: &mut Ctx,
+) -> Result<&'s VirtualKey, EdgeError> {
+    let auth = sigv4::parse(headers).map_err(EdgeError::SignatureRejected)?;
+    let Some(uri) = &ctx.signed_uri else {
+        return Err(EdgeError::InvalidApiKey(
+            "SigV4 is accepted on Bedrock routes only",
+        ));
+    };
+    let request = sigv4::Signed {
+        method: "POST",
+        uri,
+        headers,
+        body,
+    };
+    let key = authenticate_signed(
+        &auth,
+        &request,
+        state,
+        app.sealing.as_ref(),
+        &app.replays,
+        now,
+    )?;
+    ctx.record.set_key(key);
+    Ok(key)
+}
+
+/// The body, read within the body timeout, up to the size limit.
+async fn read_body(app: &AppState, body: Body) -> Result<Bytes, EdgeError> {
+    let read = axum::body::to_bytes(body, app.config.max_body_bytes);
+    tokio::time::timeout(app.config.body_read_timeout, read)
+        .await
+        .map_err(|_| EdgeError::BodyTimeout(app.config.body_read_timeout))?
+        .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))
+}
+
+/// Parse: the body (translated from its surface's format) and the headers.
+fn parse(
+    state: &PolicyState,
+    headers: &HeaderMap,
+    mut bytes: Bytes,
     ctx: &mut Ctx,
 ) -> Result<Parsed, EdgeError> {
     let client_timeout = client_timeout(headers)?;
-    let read = axum::body::to_bytes(body, app.config.max_body_bytes);
-    let bytes = tokio::time::timeout(app.config.body_read_timeout, read)
-        .await
-        .map_err(|_| EdgeError::BodyTimeout(app.config.body_read_timeout))?
-        .map_err(|_| EdgeError::TooLarge(app.config.max_body_bytes))?;
+    if let Some(route) = &ctx.route {
+        let translated = surfaces::translate(route, state, &bytes)?;
+        bytes = translated.body;
+        ctx.present = translated.present;
+        if translated.embeddings {
+            ctx.kind = Kind::Embeddings;
+        }
+    }
     let mut types = Vec::with_capacity(3);
     let (model, stream, client_wants_usage, max_output) = match ctx.kind {
         Kind::Chat => {
@@ -284,6 +411,9 @@ async fn parse(
             (model, false, false, Some(0))
         }
     };
+    if ctx.route.is_some() {
+        ctx.model.clone_from(&model);
+    }
     Ok(Parsed {
         bytes,
         model,
@@ -543,14 +673,19 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
         fallback,
         rate,
         cache,
+        route,
+        present,
+        model,
         ..
     } = ctx;
+    let surface = route.as_ref().map_or(Surface::OpenAi, Route::surface);
+    let started = record.started();
     let request_id = record.request_id().to_owned();
     let (mut response, deployment_id, overhead) = match answer {
         Err(error) => {
             record.fail(&error);
             let overhead = record.started().elapsed();
-            (error.into_response(), None, overhead)
+            (surfaces::render_error(surface, &error), None, overhead)
         }
         Ok(Served::Cache {
             entry,
@@ -562,7 +697,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
                 .then(|| cache::replay::replay(&entry.body, client_wants_usage))
                 .flatten();
             let mut response = match replayed {
-                Some(events) => (
+                Some(events) if present == Present::OpenAi => (
                     [
                         (header::CONTENT_TYPE, "text/event-stream"),
                         (header::CACHE_CONTROL, "no-cache"),
@@ -570,10 +705,11 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
                     events,
                 )
                     .into_response(),
-                None => {
-                    let body = entry.body.clone();
-                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                Some(events) => {
+                    let events = futures::stream::once(async move { Ok(events) });
+                    surfaces::render_stream(&present, events, &model, started)
                 }
+                None => surfaces::render_answer(&present, entry.body.clone(), &model, started),
             };
             set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
             (response, None, record.started().elapsed())
@@ -592,7 +728,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
             }
             record.finish(200, "");
             let cost = record.cost_usd();
-            let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            let mut response = surfaces::render_answer(&present, body, &model, started);
             set_header(&mut response, "x-tollgate-cost-usd", &format!("{cost:.6}"));
             (response, Some(deployment_id), overhead + after.elapsed())
         }
@@ -613,18 +749,22 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
                 max_duration: app.config.max_stream_duration,
             });
             // The deployment counts the stream as in flight until it ends.
-            let body = Body::from_stream(relayed.map(move |chunk| {
+            let relayed = relayed.map(move |chunk| {
                 let _held = &in_flight;
                 chunk
-            }));
-            let response = (
-                [
-                    (header::CONTENT_TYPE, "text/event-stream"),
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                body,
-            )
-                .into_response();
+            });
+            let response = if present == Present::OpenAi {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/event-stream"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    Body::from_stream(relayed),
+                )
+                    .into_response()
+            } else {
+                surfaces::render_stream(&present, relayed, &model, started)
+            };
             (response, Some(deployment_id), overhead)
         }
     };

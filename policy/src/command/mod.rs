@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::event::PolicyEvent;
 use crate::model::{
     AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, Scope, Team, TrafficRule, User, UserRole,
-    VirtualKey,
+    PreviousSecret, Price, RateLimit, RoutingRule, Scope, SealedSecret, Team, TrafficRule, User,
+    UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
@@ -88,6 +88,7 @@ pub enum Command {
         prefix: String,
         hash: String,
         grace_seconds: u64,
+        signing: Option<SealedSecret>,
     },
     BlockKey {
         id: String,
@@ -325,6 +326,7 @@ pub fn decide(
             prefix,
             hash,
             grace_seconds,
+            signing,
         } => {
             let current = live_key(state, &id)?;
             check_hash(state, &hash)?;
@@ -336,12 +338,14 @@ pub fn decide(
             let previous = (grace_seconds > 0).then(|| PreviousSecret {
                 hash: current.hash.clone(),
                 valid_until: now + Duration::seconds(grace_seconds as i64),
+                signing: current.signing.clone(),
             });
             PolicyEvent::KeyRotated {
                 id,
                 prefix,
                 hash,
                 previous,
+                signing,
             }
         }
         BlockKey { id } => {

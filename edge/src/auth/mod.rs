@@ -1,11 +1,15 @@
 //! Authentication of virtual keys: `Authorization: Bearer tg-…` or `x-api-key: tg-…`, looked up
-//! by SHA-256 and compared in constant time, against the policy this request holds.
+//! by SHA-256 and compared in constant time, against the policy this request holds; or a SigV4
+//! signature made with the key's id and secret (see [`sigv4`]).
+
+pub mod sigv4;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{VirtualKey, hash_secret};
+use tollgate_policy::sealing::SealingKey;
 
 use crate::error::EdgeError;
 
@@ -47,6 +51,64 @@ pub fn authenticate<'s>(
     Ok(key)
 }
 
+/// The live key whose secret made `auth`'s SigV4 signature of `request`, at `now`: the
+/// current secret, or the previous one within its rotation grace. A signature is accepted once.
+pub fn authenticate_signed<'s>(
+    auth: &sigv4::Authorization,
+    request: &sigv4::Signed<'_>,
+    state: &'s PolicyState,
+    sealing: Option<&SealingKey>,
+    replays: &sigv4::Replays,
+    now: DateTime<Utc>,
+) -> Result<&'s VirtualKey, EdgeError> {
+    let key = state
+        .keys
+        .get(&auth.access_key_id)
+        .ok_or(EdgeError::InvalidApiKey("invalid API key"))?;
+    let mut secrets = Vec::with_capacity(2);
+    if key.accepts(&key.hash, now) {
+        secrets.push(&key.signing);
+    }
+    if let Some(previous) = &key.previous
+        && key.accepts(&previous.hash, now)
+    {
+        secrets.push(&previous.signing);
+    }
+    if secrets.is_empty() {
+        // Blocked, expired and revoked keys look like unknown ones.
+        return Err(EdgeError::InvalidApiKey("invalid API key"));
+    }
+    let mut refusal = None;
+    for sealed in secrets {
+        let secret = sealed
+            .as_ref()
+            .filter(|s| sealing.is_some_and(|k| k.id() == s.key_id))
+            .and_then(|s| sealing?.open(&s.sealed).ok());
+        let Some(secret) = secret else {
+            refusal.get_or_insert_with(|| {
+                "this key cannot sign SigV4 requests (its secret was not sealed with this \
+                 gateway's credential key); send it as a bearer token instead"
+                    .to_owned()
+            });
+            continue;
+        };
+        match sigv4::verify(auth, request, &secret, now) {
+            Ok(()) if replays.first_use(auth) => return Ok(key),
+            Ok(()) => {
+                return Err(EdgeError::SignatureRejected(
+                    "this signed request was already received: each signature is accepted once"
+                        .into(),
+                ));
+            }
+            // The first refusal (the current secret's) is the one worth reporting.
+            Err(message) => {
+                refusal.get_or_insert(message);
+            }
+        }
+    }
+    Err(EdgeError::SignatureRejected(refusal.unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +133,7 @@ mod tests {
             tags: Vec::new(),
             metadata: Default::default(),
             created_at: DateTime::UNIX_EPOCH,
+            signing: None,
         };
         let mut state = PolicyState::default();
         state.apply(&RecordedEvent {

@@ -1,0 +1,47 @@
+//! The parts of an OpenAI chat request that every translated surface builds the same way.
+
+use serde_json::{Value, json};
+
+/// An assistant message with its text and tool calls.
+pub fn assistant(text: String, calls: Vec<Value>) -> Value {
+    let mut message = json!({"role": "assistant", "content": text});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    message
+}
+
+/// A tool call the model made earlier; `input` is its arguments as JSON.
+pub fn tool_call(id: &Value, name: &Value, input: Option<&Value>) -> Value {
+    let arguments = input.cloned().unwrap_or_else(|| json!({})).to_string();
+    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+/// The result of tool call `id`; a failed call's text says so, as chat has no error flag.
+pub fn tool_result(id: &str, mut text: String, failed: bool) -> Value {
+    if failed && !text.starts_with("Error") {
+        text = format!("Error: {text}");
+    }
+    json!({"role": "tool", "tool_call_id": id, "content": text})
+}
+
+/// A function tool declaration.
+pub fn function_tool(name: &str, description: Option<&Value>, parameters: Option<&Value>) -> Value {
+    let parameters = parameters
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    let mut function = json!({"name": name, "parameters": parameters});
+    if let Some(description) = description {
+        function["description"] = description.clone();
+    }
+    json!({"type": "function", "function": function})
+}
+
+/// A tool choice: `auto`, `required` (any tool), `none`, or the tool named `name`.
+pub fn tool_choice(kind: &str, name: Option<&Value>) -> Option<Value> {
+    match (kind, name) {
+        ("auto" | "required" | "none", _) => Some(json!(kind)),
+        ("tool", Some(name)) => Some(json!({"type": "function", "function": {"name": name}})),
+        _ => None,
+    }
+}

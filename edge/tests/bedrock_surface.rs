@@ -1,0 +1,188 @@
+//! boto3's `bedrock-runtime` client against the edge's Bedrock runtime surface, over HTTPS,
+//! changed only in `endpoint_url`: `edge/tests/python/test_boto3_surface.py` calls Converse,
+//! ConverseStream, InvokeModel and InvokeModelWithResponseStream with a bearer token and with
+//! SigV4, on a model served by a Bedrock-protocol upstream and on one served by an
+//! OpenAI-compatible upstream; then sends what the edge must refuse (a wrong signature, an
+//! expired date, a replay, a changed body, a revoked key) and this test checks that none of it
+//! reached an upstream.
+//!
+//! Needs a Python with `boto3`, as `scripts/test` provides.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use common::*;
+use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::{Deployment, KeyRequest, PutCredentialRequest};
+use tollgate_proto::tls::TlsFiles;
+use tollgate_test_support::bedrock_upstream::{self, FakeBedrock};
+use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
+
+/// The Bedrock model id of the Bedrock-served model: boto3 percent-encodes its `:` in the
+/// path, which SigV4 then encodes once more.
+const BEDROCK_MODEL_ID: &str = "anthropic.claude-test-v1:0";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+struct Setup {
+    _cp: TestControlPlane,
+    _edge: TestEdge,
+    bedrock: FakeBedrock,
+    openai: FakeOpenAi,
+    env: Vec<(&'static str, String)>,
+}
+
+/// A control plane; an HTTPS edge; `claude-bedrock` and `titan-embed` on a fake Bedrock,
+/// `gpt-test` and `embed-test` on a fake OpenAI; a live key and a revoked one.
+async fn setup() -> Result<Setup> {
+    let bedrock = FakeBedrock::start().await?;
+    let openai = FakeOpenAi::start().await?;
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    let aws = admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-bedrock".into(),
+            provider: "bedrock".into(),
+            secret_fields: [
+                ("aws_access_key_id".to_owned(), "AKIDTEST".to_owned()),
+                ("aws_secret_access_key".to_owned(), "secret".to_owned()),
+            ]
+            .into(),
+        })
+        .await?
+        .into_inner();
+    let openai_key = admin
+        .put_credential(PutCredentialRequest {
+            name: "fake-openai".into(),
+            provider: "openai_compatible".into(),
+            secret_fields: [("api_key".to_owned(), "sk-upstream".to_owned())].into(),
+        })
+        .await?
+        .into_inner();
+    for (model, upstream) in [
+        ("claude-bedrock", BEDROCK_MODEL_ID),
+        ("titan-embed", "amazon.titan-embed-text-v2:0"),
+    ] {
+        admin
+            .upsert_deployment(Deployment {
+                model_name: model.into(),
+                provider: "bedrock".into(),
+                upstream_model: upstream.into(),
+                region: "us-east-1".into(),
+                api_base: bedrock.endpoint_url(),
+                credential_id: aws.id.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    for (model, upstream) in [
+        ("gpt-test", "gpt-upstream-x"),
+        ("embed-test", "text-embedding-fake"),
+    ] {
+        admin
+            .upsert_deployment(Deployment {
+                model_name: model.into(),
+                provider: "openai_compatible".into(),
+                upstream_model: upstream.into(),
+                api_base: openai.base_url(),
+                credential_id: openai_key.id.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let (key_id, secret) = create_key(&mut admin, &[]).await?;
+    let (revoked_id, revoked) = create_key(&mut admin, &[]).await?;
+    admin
+        .revoke_key(KeyRequest {
+            key_id: revoked_id.clone(),
+        })
+        .await?;
+    let sequence = last_sequence(&mut admin).await?;
+
+    let mut config = TestEdge::config(&nats, &prefix);
+    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
+    config.tls = Some(TlsFiles {
+        cert: fixture("edge-a.pem"),
+        key: fixture("edge-a.key"),
+    });
+    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+
+    let env = vec![
+        (
+            "TOLLGATE_ENDPOINT",
+            format!("https://localhost:{}", edge.addr.port()),
+        ),
+        ("TOLLGATE_CA", fixture("ca-a.pem").display().to_string()),
+        ("TOLLGATE_KEY_ID", key_id),
+        ("TOLLGATE_KEY", secret),
+        ("TOLLGATE_REVOKED_KEY_ID", revoked_id),
+        ("TOLLGATE_REVOKED_KEY", revoked),
+        (
+            "TOLLGATE_MODELS",
+            format!(
+                "claude-bedrock={},gpt-test={}",
+                bedrock_upstream::ANSWER,
+                openai_upstream::ANSWER
+            ),
+        ),
+        ("TOLLGATE_EMBEDDING_MODELS", "titan-embed,embed-test".into()),
+        (
+            "TOLLGATE_ALIASES",
+            format!(
+                "{BEDROCK_MODEL_ID},arn:aws:bedrock:us-east-1::foundation-model/{BEDROCK_MODEL_ID}"
+            ),
+        ),
+    ];
+    Ok(Setup {
+        _cp: cp,
+        _edge: edge,
+        bedrock,
+        openai,
+        env,
+    })
+}
+
+async fn run_phase(s: &Setup, phase: &str) -> Result<String> {
+    let python = tollgate_test_support::python_with("boto3").await?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_boto3_surface.py");
+    let mut env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("TOLLGATE_PHASE", phase));
+    tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_calls_every_bedrock_operation_over_https_served_by_bedrock_and_by_openai()
+-> Result<()> {
+    let s = setup().await?;
+    let stdout = run_phase(&s, "serve").await?;
+    println!("{stdout}");
+    // Each provider served, in its own protocol, exactly the calls made on its models, both
+    // ways of signing: per way, 7 chat calls (converse, the tool round trip's two, two
+    // streams, two invokes) and the embeddings of 3 texts (OpenAI embeds the Cohere body's two
+    // in one call, Titan takes one text per call); Bedrock also the 2 calls by alias.
+    assert_eq!(s.openai.requests(), 2 * (7 + 2));
+    assert_eq!(s.bedrock.requests(), 2 * (7 + 3 + 2));
+    let last = s.bedrock.last_request().context("Bedrock got nothing")?;
+    assert_eq!(last.model_id, BEDROCK_MODEL_ID);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_expired_dates_replays_and_revoked_keys_never_reach_an_upstream()
+-> Result<()> {
+    let s = setup().await?;
+    let stdout = run_phase(&s, "refuse").await?;
+    println!("{stdout}");
+    // Only the first send of the replayed request was served.
+    assert_eq!(s.bedrock.requests(), 1, "refused requests reached Bedrock");
+    assert_eq!(s.openai.requests(), 0, "refused requests reached OpenAI");
+    Ok(())
+}
