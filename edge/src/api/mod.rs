@@ -1,6 +1,7 @@
 //! The edge's HTTP routes: the OpenAI-compatible API, the translated surfaces (Bedrock's
 //! runtime API, Anthropic Messages), health and metrics.
 
+mod count_tokens;
 mod dispatch;
 mod info;
 pub mod names;
@@ -58,6 +59,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(pipeline::embeddings))
         .route("/model/{model_id}/{operation}", post(pipeline::bedrock))
         .route("/v1/messages", post(pipeline::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(count_tokens::count_tokens),
+        )
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
         .route("/health/live", get(info::live))

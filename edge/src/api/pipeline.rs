@@ -361,7 +361,7 @@ fn authenticate_signature<'s>(
 }
 
 /// The body, read within the body timeout, up to the size limit.
-async fn read_body(app: &AppState, body: Body) -> Result<Bytes, EdgeError> {
+pub(super) async fn read_body(app: &AppState, body: Body) -> Result<Bytes, EdgeError> {
     let read = axum::body::to_bytes(body, app.config.max_body_bytes);
     tokio::time::timeout(app.config.body_read_timeout, read)
         .await

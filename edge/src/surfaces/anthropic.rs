@@ -247,6 +247,15 @@ fn tools(request: &Map<String, Value>, chat: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The chat request a `count_tokens` body stands for (it has no `max_tokens`).
+pub fn count_tokens_request(body: &[u8]) -> Result<Value, String> {
+    let mut request: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    request.entry("max_tokens").or_insert(json!(1));
+    let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    chat_request(&body, None, false)
+}
+
 /// Input tokens of a Messages request as `count_tokens` reports them, estimated without the
 /// model's tokenizer: one per four bytes of its text, tool schemas included.
 pub fn estimate_input_tokens(chat: &Value) -> u64 {
