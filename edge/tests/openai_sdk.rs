@@ -116,6 +116,31 @@ async fn the_openai_python_sdk_works_against_the_edge() -> Result<()> {
     Ok(())
 }
 
+/// The SDK's Responses API (`client.responses.create`), served through the chat pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_responses_api_works_against_the_edge() -> Result<()> {
+    let python = tollgate_test_support::python_with("openai").await?;
+    let s = setup().await?;
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_responses.py");
+    let models = format!(
+        "gpt-test={}",
+        tollgate_test_support::openai_upstream::ANSWER
+    );
+    let env = [
+        ("TOLLGATE_BASE_URL", s.edge.url("/v1")),
+        ("TOLLGATE_KEY", s.secret.clone()),
+        ("TOLLGATE_MODELS", models),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stdout = tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;
+    println!("{stdout}");
+    // Plain, streamed, the round trip's two calls and the streamed call; the refused
+    // previous_response_id went nowhere.
+    assert_eq!(s.fake.requests(), 5);
+    Ok(())
+}
+
 /// A LangGraph ReAct agent on `ChatOpenAI` runs its tool loop through the edge: the model asks
 /// for the tool, the agent runs it, the model answers from its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(pipeline::embeddings))
         .route("/model/{model_id}/{operation}", post(pipeline::bedrock))
         .route("/v1/messages", post(pipeline::messages))
+        .route("/v1/responses", post(pipeline::responses))
+        .route("/responses", post(pipeline::responses))
         .route(
             "/v1/messages/count_tokens",
             post(count_tokens::count_tokens),

@@ -110,6 +110,22 @@ pub async fn bedrock(
     handle(app, headers, body, Kind::Chat, Some((route, Some(uri)))).await
 }
 
+/// OpenAI `Responses`.
+pub async fn responses(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        app,
+        headers,
+        body,
+        Kind::Chat,
+        Some((Route::Responses, None)),
+    )
+    .await
+}
+
 /// Anthropic `Messages`.
 pub async fn messages(
     State(app): State<Arc<AppState>>,

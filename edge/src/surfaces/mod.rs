@@ -1,5 +1,5 @@
-//! Client surfaces: the wire formats requests arrive in besides OpenAI's own — Bedrock's runtime
-//! API (what boto3 sends) and Anthropic's Messages API. Each is translated to an OpenAI chat (or
+//! Client surfaces: the wire formats requests arrive in besides OpenAI's chat — Bedrock's runtime
+//! API (what boto3 sends), Anthropic's Messages API and OpenAI's Responses API. Each is translated to an OpenAI chat (or
 //! embeddings) request on the way in, so that one pipeline applies the same policy whatever the
 //! surface, and the pipeline's answer is rendered back in the surface's format on the way out:
 //! complete answers, streams (an OpenAI stream re-framed as the surface's events as it flows)
@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod chat;
 pub mod reply;
+pub mod responses;
 
 use std::time::Instant;
 
@@ -44,6 +45,8 @@ pub enum Present {
     Converse,
     /// An Anthropic `message`, or its events as SSE.
     Messages,
+    /// An OpenAI `response` object, or its events as SSE.
+    Responses,
     /// An Anthropic `message` from Bedrock's `InvokeModel`, or its events as Bedrock `chunk`s.
     InvokeMessages,
     /// Titan's embedding answer (`InvokeModel` with an `inputText` body).
@@ -61,6 +64,8 @@ pub enum Route {
     Invoke { model_id: String, stream: bool },
     /// `/v1/messages`.
     Messages,
+    /// `/v1/responses`.
+    Responses,
 }
 
 impl Route {
@@ -69,6 +74,7 @@ impl Route {
         match self {
             Route::Converse { .. } | Route::Invoke { .. } => Surface::Bedrock,
             Route::Messages => Surface::Anthropic,
+            Route::Responses => Surface::OpenAi,
         }
     }
 
@@ -78,6 +84,7 @@ impl Route {
             Route::Converse { .. } => "converse",
             Route::Invoke { .. } => "invoke",
             Route::Messages => "messages",
+            Route::Responses => "responses",
         }
     }
 }
@@ -96,6 +103,9 @@ pub fn translate(route: &Route, state: &PolicyState, body: &[u8]) -> Result<Tran
         }
         Route::Messages => anthropic::chat_request(body, None, false)
             .map(|chat| Translated::chat(chat, Present::Messages)),
+        Route::Responses => {
+            responses::chat_request(body).map(|chat| Translated::chat(chat, Present::Responses))
+        }
     };
     translated.map_err(EdgeError::InvalidRequest)
 }
@@ -130,12 +140,12 @@ pub fn render_answer(present: &Present, answer: Bytes, model: &str, started: Ins
     let unreadable = || EdgeError::Upstream("the provider's answer could not be read".into());
     match present {
         Present::OpenAi => ([(header::CONTENT_TYPE, "application/json")], answer).into_response(),
-        Present::Converse | Present::Messages | Present::InvokeMessages => {
+        Present::Converse | Present::Messages | Present::InvokeMessages | Present::Responses => {
             let Some(reply) = Reply::from_openai(&answer) else {
-                let surface = if *present == Present::Messages {
-                    Surface::Anthropic
-                } else {
-                    Surface::Bedrock
+                let surface = match present {
+                    Present::Messages => Surface::Anthropic,
+                    Present::Responses => Surface::OpenAi,
+                    _ => Surface::Bedrock,
                 };
                 return render_error(surface, &unreadable());
             };
@@ -144,6 +154,7 @@ pub fn render_answer(present: &Present, answer: Bytes, model: &str, started: Ins
                     let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
                     json(bedrock::converse::answer(&reply, latency))
                 }
+                Present::Responses => json(responses::answer(&reply, model)),
                 _ => json(anthropic::answer(&reply, model)),
             }
         }
@@ -168,6 +179,7 @@ where
     let writer = match present {
         Present::Converse => Writer::Converse(bedrock::converse::StreamWriter::new(started)),
         Present::Messages => Writer::Messages(anthropic::StreamWriter::new(model)),
+        Present::Responses => Writer::Responses(responses::StreamWriter::new(model)),
         Present::InvokeMessages => {
             Writer::InvokeMessages(anthropic::StreamWriter::new(model), started)
         }
@@ -175,7 +187,7 @@ where
         _ => return (sse, Body::from_stream(stream)).into_response(),
     };
     let content_type = match writer {
-        Writer::Messages(_) => "text/event-stream",
+        Writer::Messages(_) | Writer::Responses(_) => "text/event-stream",
         _ => bedrock::eventstream::CONTENT_TYPE,
     };
     let translating = Translating {
@@ -210,6 +222,7 @@ where
 enum Writer {
     Converse(bedrock::converse::StreamWriter),
     Messages(anthropic::StreamWriter),
+    Responses(responses::StreamWriter),
     InvokeMessages(anthropic::StreamWriter, Instant),
 }
 
@@ -251,6 +264,11 @@ impl Translating {
                 writer.finish(&mut events);
                 sse(&events, &mut out);
             }
+            Writer::Responses(writer) => {
+                let mut events = Vec::new();
+                writer.finish(&mut events);
+                sse(&events, &mut out);
+            }
             Writer::InvokeMessages(writer, started) => {
                 let mut events = Vec::new();
                 writer.finish(&mut events);
@@ -272,6 +290,11 @@ impl Translating {
                 writer.write(delta, &mut events);
                 sse(&events, out);
             }
+            Writer::Responses(writer) => {
+                let mut events = Vec::new();
+                writer.write(delta, &mut events);
+                sse(&events, out);
+            }
             Writer::InvokeMessages(writer, started) => {
                 let mut events = Vec::new();
                 writer.write(delta, &mut events);
@@ -281,7 +304,7 @@ impl Translating {
     }
 }
 
-/// Anthropic's SSE framing: `event: <type>` and `data: <json>`.
+/// Typed SSE framing (Anthropic's and the Responses API's): `event: <type>` and `data: <json>`.
 fn sse(events: &[(&'static str, Value)], out: &mut Vec<u8>) {
     for (kind, data) in events {
         out.extend_from_slice(b"event: ");
