@@ -1,5 +1,7 @@
-//! One conformance suite for every provider: the same OpenAI-API cases, run against the edge
-//! with a deployment on a local fake that speaks the provider's real wire protocol.
+//! One conformance suite for every provider: the same cases, run against the edge with a
+//! deployment on a local fake that speaks the provider's real wire protocol — the OpenAI API's
+//! cases, and each translated surface (Bedrock runtime, Anthropic Messages, OpenAI Responses):
+//! a matrix of surfaces × providers.
 //!
 //! A provider is described once, by a [`Provider`] (how to start its fake, how to register its
 //! deployments, the fake's model names for each failure class, how to tell whether the fake
@@ -624,6 +626,61 @@ fn check_chunks(chunks: &[Value], text: &str) -> Result<String> {
     Ok(streamed)
 }
 
+/// The typed events of an SSE stream (Anthropic's and the Responses API's): `(event, data)`,
+/// checking that each event's `type` is its name.
+fn typed_events(text: &str) -> Result<Vec<(String, Value)>> {
+    let mut events = Vec::new();
+    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let (name, data) = event
+            .strip_prefix("event: ")
+            .and_then(|e| e.split_once("\ndata: "))
+            .with_context(|| format!("not a typed event: {event:?}\n{text}"))?;
+        let data: Value = serde_json::from_str(data)?;
+        ensure!(
+            data["type"] == name,
+            "event {name} has type {}",
+            data["type"]
+        );
+        events.push((name.to_owned(), data));
+    }
+    Ok(events)
+}
+
+/// The messages of an AWS event stream: `(event or exception type, JSON payload)`.
+fn aws_events(mut bytes: &[u8]) -> Result<Vec<(String, Value)>> {
+    let mut events = Vec::new();
+    while !bytes.is_empty() {
+        let message = aws_smithy_eventstream::frame::read_message_from(&mut bytes)?;
+        let kind = message
+            .headers()
+            .iter()
+            .find(|h| [":event-type", ":exception-type"].contains(&h.name().as_str()))
+            .and_then(|h| h.value().as_string().ok())
+            .map(|s| s.as_str().to_owned())
+            .context("an event without a type")?;
+        events.push((kind, serde_json::from_slice(message.payload())?));
+    }
+    Ok(events)
+}
+
+/// The cost the price table gives for token counts.
+fn priced(uncached: u64, cached: u64, written: u64, output: u64) -> f64 {
+    (uncached as f64 * INPUT_PRICE
+        + cached as f64 * CACHED_PRICE
+        + written as f64 * CACHE_WRITE_PRICE
+        + output as f64 * OUTPUT_PRICE)
+        / 1e6
+}
+
+/// A 200 answer as JSON with its `x-tollgate-cost-usd`, or an error saying what came instead.
+async fn ok_json(response: reqwest::Response) -> Result<(Value, f64)> {
+    let status = response.status();
+    let cost = header(&response, "x-tollgate-cost-usd").unwrap_or_default();
+    let text = response.text().await?;
+    ensure!(status == 200, "HTTP {status}: {text}");
+    Ok((serde_json::from_str(&text)?, cost.parse().unwrap_or(-1.0)))
+}
+
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
@@ -1079,6 +1136,191 @@ pub mod cases {
         Ok(())
     }
 
+    /// boto3's four Bedrock operations through the Bedrock surface, served by this provider:
+    /// Converse's output, usage and cost; ConverseStream's events; InvokeModel with an
+    /// Anthropic body, plain and streamed as Bedrock `chunk`s.
+    pub async fn surface_bedrock(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let m = model(p, Role::Chat);
+        let question = json!({"messages": [{"role": "user", "content": [{"text": "Hello there"}]}],
+            "inferenceConfig": {"maxTokens": 50}});
+        let (out, cost) =
+            ok_json(h.post(&format!("/model/{m}/converse"), &question).await?).await?;
+        let text = out["output"]["message"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(!text.is_empty() && out["stopReason"] == "end_turn", "{out}");
+        let usage = &out["usage"];
+        let count = |name: &str| usage[name].as_u64().unwrap_or_default();
+        ensure!(
+            count("inputTokens") > 0 && count("outputTokens") > 0,
+            "{out}"
+        );
+        let expected = priced(
+            count("inputTokens"),
+            count("cacheReadInputTokens"),
+            count("cacheWriteInputTokens"),
+            count("outputTokens"),
+        );
+        ensure!(
+            (cost - expected).abs() < 1e-6,
+            "cost {cost}, usage {usage} gives {expected}"
+        );
+
+        let response = h
+            .post(&format!("/model/{m}/converse-stream"), &question)
+            .await?;
+        ensure!(response.status() == 200, "HTTP {}", response.status());
+        let events = aws_events(&response.bytes().await?)?;
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        ensure!(
+            kinds.first() == Some(&"messageStart") && kinds.last() == Some(&"metadata"),
+            "{kinds:?}"
+        );
+        let streamed: String = events
+            .iter()
+            .filter_map(|(_, e)| e["delta"]["text"].as_str())
+            .collect();
+        ensure!(streamed == text, "streamed {streamed:?}, answered {text:?}");
+        let (_, metadata) = &events[events.len() - 1];
+        ensure!(
+            metadata["usage"]["outputTokens"].as_u64() > Some(0),
+            "{metadata}"
+        );
+
+        let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "Hello there"}]});
+        let (message, _) = ok_json(h.post(&format!("/model/{m}/invoke"), &body).await?).await?;
+        ensure!(
+            message["type"] == "message" && message["content"][0]["text"] == text,
+            "{message}"
+        );
+        let response = h
+            .post(&format!("/model/{m}/invoke-with-response-stream"), &body)
+            .await?;
+        ensure!(response.status() == 200, "HTTP {}", response.status());
+        let mut kinds = Vec::new();
+        for (kind, chunk) in aws_events(&response.bytes().await?)? {
+            ensure!(kind == "chunk", "{kind}: {chunk}");
+            let bytes = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                chunk["bytes"].as_str().unwrap_or_default(),
+            )?;
+            let event: Value = serde_json::from_slice(&bytes)?;
+            kinds.push(event["type"].as_str().unwrap_or_default().to_owned());
+        }
+        ensure!(
+            kinds.first().map(String::as_str) == Some("message_start"),
+            "{kinds:?}"
+        );
+        ensure!(
+            kinds.last().map(String::as_str) == Some("message_stop"),
+            "{kinds:?}"
+        );
+        Ok(())
+    }
+
+    /// Anthropic's Messages API served by this provider: a message with usage and cost, and
+    /// the stream's event sequence.
+    pub async fn surface_anthropic_messages(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let body = json!({"model": model(p, Role::Chat), "max_tokens": 50,
+            "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]});
+        let (message, cost) = ok_json(h.post("/v1/messages", &body).await?).await?;
+        let text = message["content"][0]["text"].as_str().unwrap_or_default();
+        ensure!(
+            !text.is_empty() && message["stop_reason"] == "end_turn",
+            "{message}"
+        );
+        let usage = &message["usage"];
+        let count = |name: &str| usage[name].as_u64().unwrap_or_default();
+        let expected = priced(
+            count("input_tokens"),
+            count("cache_read_input_tokens"),
+            count("cache_creation_input_tokens"),
+            count("output_tokens"),
+        );
+        ensure!(count("output_tokens") > 0, "{message}");
+        ensure!(
+            (cost - expected).abs() < 1e-6,
+            "cost {cost}, usage {usage} gives {expected}"
+        );
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = typed_events(&h.post("/v1/messages", &streamed).await?.text().await?)?;
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        ensure!(kinds.first() == Some(&"message_start"), "{kinds:?}");
+        ensure!(
+            kinds.ends_with(&["message_delta", "message_stop"]),
+            "{kinds:?}"
+        );
+        let streamed: String = events
+            .iter()
+            .filter_map(|(_, e)| e["delta"]["text"].as_str())
+            .collect();
+        ensure!(streamed == text, "streamed {streamed:?}, answered {text:?}");
+        let delta = &events[events.len() - 2].1;
+        ensure!(
+            delta["usage"]["output_tokens"].as_u64() > Some(0),
+            "{delta}"
+        );
+        Ok(())
+    }
+
+    /// OpenAI's Responses API served by this provider: a response with usage and cost, and
+    /// the stream's event sequence.
+    pub async fn surface_responses(p: &Provider) -> Result<()> {
+        let h = Harness::start(&[p]).await?;
+        let body = json!({"model": model(p, Role::Chat), "input": "Hello there",
+            "instructions": "Be brief.", "store": false});
+        let (response, cost) = ok_json(h.post("/v1/responses", &body).await?).await?;
+        let text = response["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            !text.is_empty() && response["status"] == "completed",
+            "{response}"
+        );
+        let usage = &response["usage"];
+        let count = |name: &str| usage[name].as_u64().unwrap_or_default();
+        let cached = usage["input_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or_default();
+        ensure!(count("output_tokens") > 0, "{response}");
+        // No cache_control was sent, so nothing was written to a prompt cache (the Responses
+        // API has no field for cache writes).
+        let expected = priced(
+            count("input_tokens") - cached,
+            cached,
+            0,
+            count("output_tokens"),
+        );
+        ensure!(
+            (cost - expected).abs() < 1e-6,
+            "cost {cost}, usage {usage} gives {expected}"
+        );
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = typed_events(&h.post("/v1/responses", &streamed).await?.text().await?)?;
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        ensure!(kinds.first() == Some(&"response.created"), "{kinds:?}");
+        ensure!(kinds.last() == Some(&"response.completed"), "{kinds:?}");
+        let streamed: String = events
+            .iter()
+            .filter(|(k, _)| k == "response.output_text.delta")
+            .filter_map(|(_, e)| e["delta"].as_str())
+            .collect();
+        ensure!(streamed == text, "streamed {streamed:?}, answered {text:?}");
+        let completed = &events[events.len() - 1].1["response"];
+        ensure!(
+            completed["usage"]["output_tokens"].as_u64() > Some(0),
+            "{completed}"
+        );
+        Ok(())
+    }
+
     pub async fn error_hang(p: &Provider) -> Result<()> {
         let timeout = Duration::from_millis(800);
         let h = Harness::start_with(&[p], timeout, timeout).await?;
@@ -1136,6 +1378,9 @@ macro_rules! conformance {
                     error_auth_refused,
                     error_server_error,
                     error_hang,
+                    surface_bedrock,
+                    surface_anthropic_messages,
+                    surface_responses,
                 );
             }
         )*
