@@ -1,0 +1,124 @@
+//! Policy holds whichever surface a request comes through: a key's rate limit spent through
+//! one surface refuses the others, each in its own error shape.
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::*;
+use serde_json::{Value, json};
+use tollgate_proto::admin::RateLimit;
+
+/// (path, body) of one request for `model` on each surface: OpenAI chat, Bedrock Converse,
+/// Anthropic Messages, OpenAI Responses.
+fn requests(model: &str) -> [(String, Value); 4] {
+    [
+        (
+            "/v1/chat/completions".into(),
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            format!("/model/{model}/converse"),
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}),
+        ),
+        (
+            "/v1/messages".into(),
+            json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/responses".into(),
+            json!({"model": model, "input": "hi"}),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own_shape()
+-> Result<()> {
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    mock_deployment(&mut admin, "mock", &[]).await?;
+    let (key_id, secret) = create_key(&mut admin, &[]).await?;
+    admin
+        .set_rate_limit(RateLimit {
+            scope: "key".into(),
+            scope_id: key_id,
+            rpm: 4,
+            ..Default::default()
+        })
+        .await?;
+    let sequence = last_sequence(&mut admin).await?;
+    let edge = TestEdge::start_with(TestEdge::config(&nats, &prefix), bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+    let http = reqwest::Client::new();
+    let send = |path: &str, body: &Value| {
+        http.post(edge.url(path))
+            .bearer_auth(&secret)
+            .json(body)
+            .send()
+    };
+
+    // Every surface is served while the limit lasts; then the Bedrock surface spends the rest.
+    for (path, body) in requests("mock") {
+        let response = send(&path, &body).await?;
+        ensure!(
+            response.status() == 200,
+            "{path}: HTTP {}",
+            response.status()
+        );
+    }
+    let (converse, body) = &requests("mock")[1];
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = send(converse, body).await?;
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let Some(refused) = refused else {
+        anyhow::bail!("20 requests over a limit of 4 per minute were all served");
+    };
+    ensure!(refused.status() == 429, "HTTP {}", refused.status());
+
+    let shapes = requests("mock").map(|(path, body)| async move {
+        let response = send(&path, &body).await?;
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response.json().await?;
+        anyhow::Ok((path, status, error_type, body))
+    });
+    let [chat, bedrock, messages, responses] = futures::future::try_join_all(shapes)
+        .await?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("four answers"))?;
+    for (path, status, _, body) in [&chat, &bedrock, &messages, &responses] {
+        ensure!(*status == 429, "{path}: HTTP {status} {body}");
+    }
+    ensure!(
+        chat.3["error"]["code"] == "rate_limit_exceeded",
+        "{}",
+        chat.3
+    );
+    ensure!(
+        responses.3["error"]["code"] == "rate_limit_exceeded",
+        "{}",
+        responses.3
+    );
+    ensure!(
+        bedrock.2.as_deref() == Some("ThrottlingException"),
+        "{bedrock:?}"
+    );
+    ensure!(bedrock.3["message"].is_string(), "{}", bedrock.3);
+    ensure!(messages.3["type"] == "error", "{}", messages.3);
+    ensure!(
+        messages.3["error"]["type"] == "rate_limit_error",
+        "{}",
+        messages.3
+    );
+    Ok(())
+}
