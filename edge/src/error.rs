@@ -23,6 +23,8 @@ pub enum EdgeError {
     ModelNotAllowed(String),
     #[error("model {0:?} does not exist")]
     ModelNotFound(String),
+    #[error("guardrail {0:?} does not exist, or does not apply to this key")]
+    GuardrailNotFound(String),
     /// A traffic rule refused the request, or left it no deployment to go to.
     #[error("{0}")]
     RoutingDenied(String),
@@ -99,6 +101,9 @@ impl EdgeError {
                 "invalid_request_error",
                 "model_not_found",
             ),
+            EdgeError::GuardrailNotFound(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+            }
             EdgeError::RoutingDenied(_) => {
                 (StatusCode::FORBIDDEN, "permission_error", "routing_denied")
             }

@@ -1,6 +1,7 @@
 //! boto3's `bedrock-runtime` client against the edge's Bedrock runtime surface, over HTTPS,
 //! changed only in `endpoint_url`: `edge/tests/python/test_boto3_surface.py` calls Converse,
-//! ConverseStream, InvokeModel and InvokeModelWithResponseStream with a bearer token and with
+//! ConverseStream, InvokeModel, InvokeModelWithResponseStream (and ApplyGuardrail on Tollgate's
+//! own guardrails) with a bearer token and with
 //! SigV4, on a model served by a Bedrock-protocol upstream and on one served by an
 //! OpenAI-compatible upstream; then sends what the edge must refuse (a wrong signature, an
 //! expired date, a replay, a changed body, a revoked key) and this test checks that none of it
@@ -14,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use common::*;
+use serde_json::json;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, KeyRequest, PutCredentialRequest};
+use tollgate_proto::admin::{Deployment, Guardrail, KeyRequest, PutCredentialRequest};
 use tollgate_proto::tls::TlsFiles;
 use tollgate_test_support::bedrock_upstream::{self, FakeBedrock};
 use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
@@ -93,6 +95,31 @@ async fn setup() -> Result<Setup> {
                 upstream_model: upstream.into(),
                 api_base: openai.base_url(),
                 credential_id: openai_key.id.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    // For ApplyGuardrail; run on answers (post_call), which hold neither an address nor the
+    // word, so that they change nothing else.
+    let guardrails = [
+        (
+            "pii-mask",
+            "pii",
+            json!({"entities": ["email"], "action": "mask"}),
+        ),
+        (
+            "no-forbidden",
+            "regex",
+            json!({"patterns": ["forbidden"], "action": "block"}),
+        ),
+    ];
+    for (name, kind, config) in guardrails {
+        admin
+            .set_guardrail(Guardrail {
+                name: name.into(),
+                kind: kind.into(),
+                mode: "post_call".into(),
+                config_json: config.to_string(),
                 ..Default::default()
             })
             .await?;

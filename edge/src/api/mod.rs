@@ -1,6 +1,7 @@
 //! The edge's HTTP routes: the OpenAI-compatible API, the translated surfaces (Bedrock's
 //! runtime API, Anthropic Messages), health and metrics.
 
+mod apply_guardrail;
 mod count_tokens;
 mod dispatch;
 mod info;
@@ -58,6 +59,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(pipeline::embeddings))
         .route("/embeddings", post(pipeline::embeddings))
         .route("/model/{model_id}/{operation}", post(pipeline::bedrock))
+        .route(
+            "/guardrail/{id}/version/{version}/apply",
+            post(apply_guardrail::apply_guardrail),
+        )
         .route("/v1/messages", post(pipeline::messages))
         .route("/v1/responses", post(pipeline::responses))
         .route("/responses", post(pipeline::responses))

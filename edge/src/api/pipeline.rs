@@ -352,28 +352,40 @@ fn authenticate_signature<'s>(
     now: DateTime<Utc>,
     ctx: &mut Ctx,
 ) -> Result<&'s VirtualKey, EdgeError> {
-    let auth = sigv4::parse(headers).map_err(EdgeError::SignatureRejected)?;
     let Some(uri) = &ctx.signed_uri else {
         return Err(EdgeError::InvalidApiKey(
             "SigV4 is accepted on Bedrock routes only",
         ));
     };
+    let key = signed_key(app, state, uri, headers, body, now)?;
+    ctx.record.set_key(key);
+    Ok(key)
+}
+
+/// The key whose SigV4 signature `headers` carry for this POST of `body` to `uri`.
+pub(super) fn signed_key<'s>(
+    app: &AppState,
+    state: &'s PolicyState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<&'s VirtualKey, EdgeError> {
+    let auth = sigv4::parse(headers).map_err(EdgeError::SignatureRejected)?;
     let request = sigv4::Signed {
         method: "POST",
         uri,
         headers,
         body,
     };
-    let key = authenticate_signed(
+    authenticate_signed(
         &auth,
         &request,
         state,
         app.sealing.as_ref(),
         &app.replays,
         now,
-    )?;
-    ctx.record.set_key(key);
-    Ok(key)
+    )
 }
 
 /// The body, read within the body timeout, up to the size limit.

@@ -76,8 +76,13 @@ impl Check {
 
     fn applies(&self, key: &VirtualKey, model: &str) -> bool {
         let g = &self.definition;
-        (g.models.is_empty() || g.models.iter().any(|m| m == model))
-            && (g.key_ids.is_empty() || g.key_ids.contains(&key.id))
+        (g.models.is_empty() || g.models.iter().any(|m| m == model)) && self.covers(key)
+    }
+
+    /// Whether the guardrail is scoped to `key` (or to everyone).
+    pub fn covers(&self, key: &VirtualKey) -> bool {
+        let g = &self.definition;
+        (g.key_ids.is_empty() || g.key_ids.contains(&key.id))
             && (g.team_ids.is_empty()
                 || key.team_id.as_ref().is_some_and(|t| g.team_ids.contains(t)))
     }
@@ -158,6 +163,16 @@ impl Guardrails {
             list.push(check.clone());
         }
         applicable
+    }
+
+    /// The guardrail with id (or else name) `id`, compiled.
+    pub fn named(&self, state: &PolicyState, id: &str) -> Option<Arc<Check>> {
+        let compiled = self.compiled_for(state);
+        compiled
+            .checks
+            .get(id)
+            .or_else(|| compiled.checks.values().find(|c| c.name == id))
+            .cloned()
     }
 
     /// The compiled guardrails of `state`; recompiles (reusing unchanged ones) when the policy

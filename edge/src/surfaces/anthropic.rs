@@ -326,7 +326,7 @@ pub fn error_type(code: &str) -> &'static str {
     match code {
         "invalid_api_key" => "authentication_error",
         "model_not_allowed" | "routing_denied" => "permission_error",
-        "model_not_found" => "not_found_error",
+        "model_not_found" | "not_found" => "not_found_error",
         "request_too_large" => "request_too_large",
         "rate_limit_exceeded" | "budget_exceeded" => "rate_limit_error",
         "upstream_error" | "upstream_timeout" | "policy_not_loaded" => "api_error",

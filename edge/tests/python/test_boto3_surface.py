@@ -197,6 +197,27 @@ def invoke_stream(c, model, answer, how):
     check(f"{how}: invoke_model_with_response_stream {model}")
 
 
+def apply_guardrail(c, how):
+    def apply(guardrail, text):
+        return c.apply_guardrail(
+            guardrailIdentifier=guardrail, guardrailVersion="DRAFT", source="INPUT",
+            content=[{"text": {"text": text}}],
+        )
+
+    masked = apply("pii-mask", "write to jane@example.com today")
+    assert masked["action"] == "GUARDRAIL_INTERVENED", masked
+    assert "jane@example.com" not in masked["outputs"][0]["text"], masked
+    assert apply("pii-mask", "nothing personal")["action"] == "NONE"
+    blocked = apply("no-forbidden", "this is forbidden")
+    assert blocked["action"] == "GUARDRAIL_INTERVENED" and blocked["actionReason"], blocked
+    try:
+        apply("no-such-guardrail", "text")
+        raise AssertionError("an unknown guardrail was applied")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "ResourceNotFoundException", e.response
+    check(f"{how}: apply_guardrail runs Tollgate's guardrails")
+
+
 def serve():
     first_model, first_answer = next(iter(MODELS.items()))
     for how in ("bearer", "sigv4"):
@@ -209,6 +230,7 @@ def serve():
             invoke_stream(c, model, answer, how)
         for model in EMBEDDING_MODELS:
             invoke_embeddings(c, model, how)
+        apply_guardrail(c, how)
         for alias in ALIASES:
             converse(c, alias, first_answer, f"{how} (alias of {first_model})")
         try:

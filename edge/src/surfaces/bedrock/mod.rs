@@ -41,7 +41,7 @@ fn error_kind(error: &EdgeError) -> (&'static str, StatusCode) {
             _ => ("UnrecognizedClientException", StatusCode::FORBIDDEN),
         },
         "model_not_allowed" | "routing_denied" => ("AccessDeniedException", StatusCode::FORBIDDEN),
-        "model_not_found" => ("ResourceNotFoundException", StatusCode::NOT_FOUND),
+        "model_not_found" | "not_found" => ("ResourceNotFoundException", StatusCode::NOT_FOUND),
         "rate_limit_exceeded" => ("ThrottlingException", StatusCode::TOO_MANY_REQUESTS),
         // Bedrock's own quota error: not retried by the AWS SDKs, as an exhausted budget
         // should not be.
