@@ -65,13 +65,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        // Logs go to stderr: stdout belongs to the CLI's output.
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logs()?;
     let command = Cli::parse().command;
     let settings = Settings::load()?;
     match command {
@@ -82,6 +76,28 @@ async fn main() -> anyhow::Result<()> {
         Role::Admin(args) => cli::admin(args).await,
         Role::Usage(args) => cli::usage(args).await,
     }
+}
+
+/// Logs to stderr (stdout belongs to the CLI's output), filtered by `RUST_LOG` (default
+/// `info`), as text or, with `TOLLGATE_LOG_FORMAT=json`, one JSON object per line with the
+/// event's fields at the top level (`timestamp`, `level`, `target`, `message`, …), as
+/// CloudWatch Logs Insights and other collectors read them.
+fn init_logs() -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match std::env::var("TOLLGATE_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => logs.init(),
+        Ok("json") => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        Ok(other) => anyhow::bail!("TOLLGATE_LOG_FORMAT must be json or text, got {other:?}"),
+    }
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM (what orchestrators send).

@@ -485,16 +485,7 @@ fn an_unreadable_credential_key_stops_the_start_instead_of_being_replaced() -> R
     let data = temp.path().join("data");
     // Unreadable even to root: a directory where the key file should be.
     std::fs::create_dir_all(data.join("credential-key"))?;
-    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("up")
-        .env("TOLLGATE_DATA_DIR", &data)
-        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env(
-            "TOLLGATE_USAGE_HTTP_ADDR",
-            format!("127.0.0.1:{}", free_port()?),
-        )
+    let output = up_on_free_ports(&data)?
         .env_remove("TOLLGATE_CREDENTIAL_KEY")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -510,4 +501,65 @@ fn an_unreadable_credential_key_stops_the_start_instead_of_being_replaced() -> R
         "the unreadable key was replaced"
     );
     Ok(())
+}
+
+/// With `TOLLGATE_LOG_FORMAT=json` every log line is one JSON object with its fields at the top
+/// level, and none holds the first key's secret; an unknown format stops the start.
+#[test]
+fn json_logs_are_one_object_per_line_and_hold_no_key() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    let start = |format: &str| -> Result<Child> {
+        Ok(up_on_free_ports(&data)?
+            .env("TOLLGATE_LOG_FORMAT", format)
+            .env("RUST_LOG", "debug")
+            .env_remove("DATABASE_URL")
+            .env_remove("NATS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    };
+
+    let wrong = start("yaml")?.wait_with_output()?;
+    assert!(!wrong.status.success(), "started with an unknown format");
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("TOLLGATE_LOG_FORMAT"), "{said}");
+
+    let child = start("json")?;
+    // Running a few seconds logs the start of every role.
+    std::thread::sleep(Duration::from_secs(4));
+    tollgate_test_support::terminate(&child);
+    let output = child.wait_with_output()?;
+    let logs = String::from_utf8(output.stderr)?;
+    let secret = std::fs::read_to_string(data.join("first-key"))?;
+    let secret = secret.trim();
+    assert!(!secret.is_empty());
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "too few log lines:\n{logs}");
+    for line in lines {
+        let event: Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        for field in ["timestamp", "level", "target"] {
+            assert!(event[field].is_string(), "no {field}: {line}");
+        }
+        assert!(!line.contains(secret), "a log line holds the key: {line}");
+    }
+    Ok(())
+}
+
+/// `tollgate up` on `data`, every listener on a free port.
+fn up_on_free_ports(data: &Path) -> Result<Command> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .arg("up")
+        .env("TOLLGATE_DATA_DIR", data)
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env(
+            "TOLLGATE_USAGE_HTTP_ADDR",
+            format!("127.0.0.1:{}", free_port()?),
+        );
+    Ok(command)
 }

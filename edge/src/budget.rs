@@ -225,12 +225,11 @@ impl Budgets {
         }
         match bus.kv_scan("budget.").await {
             Ok(entries) => {
-                let statuses: HashMap<String, BudgetStatus> = entries
+                let scanned = entries
                     .into_iter()
-                    .filter_map(|(_, e)| BudgetStatus::decode(e.value).ok())
-                    .map(|s| (s.budget_id.clone(), s))
-                    .collect();
-                *self.statuses.write().unwrap_or_else(|e| e.into_inner()) = statuses;
+                    .filter_map(|(_, e)| BudgetStatus::decode(e.value).ok());
+                let mut known = self.statuses.write().unwrap_or_else(|e| e.into_inner());
+                merge(&mut known, scanned);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "budget status unavailable; using the last known")
@@ -246,6 +245,17 @@ impl Reservation {
     }
 }
 
+/// Takes the statuses of a scan into the known ones. A budget missing from a scan keeps its
+/// last known status: a JetStream key listing can miss a key that is being rewritten at that
+/// moment (the aggregator rewrites them as it folds), and forgetting an exhausted budget's
+/// status for one refresh would let every edge spend its whole share again. Statuses of
+/// deleted budgets stay behind unused: which budgets apply comes from the policy.
+fn merge(known: &mut HashMap<String, BudgetStatus>, scanned: impl Iterator<Item = BudgetStatus>) {
+    for status in scanned {
+        known.insert(status.budget_id.clone(), status);
+    }
+}
+
 fn applies(budget: &Budget, key: &VirtualKey, model: &str) -> bool {
     let subject = match budget.scope {
         Scope::Key => Some(key.id.as_str()),
@@ -256,4 +266,26 @@ fn applies(budget: &Budget, key: &VirtualKey, model: &str) -> bool {
         Scope::Tag => None,
     };
     subject == Some(budget.scope_id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(id: &str, spent_usd: f64) -> BudgetStatus {
+        BudgetStatus {
+            budget_id: id.to_owned(),
+            spent_usd,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_budget_missing_from_one_scan_keeps_its_last_known_status() {
+        let mut known = HashMap::new();
+        merge(&mut known, [status("a", 5.0), status("b", 1.0)].into_iter());
+        merge(&mut known, [status("b", 2.0)].into_iter());
+        assert_eq!(known.get("a").map(|s| s.spent_usd), Some(5.0));
+        assert_eq!(known.get("b").map(|s| s.spent_usd), Some(2.0));
+    }
 }

@@ -43,10 +43,10 @@ async fn apply(
 ) -> Result<Value, EdgeError> {
     let state = app.policy.current().ok_or(EdgeError::NotReady)?;
     let now = Utc::now();
-    let signed = sigv4::is_signed(headers);
-    let key = match signed {
-        false => Some(authenticate(headers, &state, now)?),
-        true => None,
+    let key = if sigv4::is_signed(headers) {
+        None
+    } else {
+        Some(authenticate(headers, &state, now)?)
     };
     let bytes = read_body(app, body).await?;
     let key = match key {

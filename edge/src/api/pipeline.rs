@@ -1,8 +1,10 @@
-//! The request path of `/v1/chat/completions` and `/v1/embeddings`: one function per phase, in
-//! the order they run — authenticate → parse → access → limits → budget → cache → guardrails
-//! (in) → route and call → guardrails (out) → respond (and cache the answer). Usage is recorded
-//! when the request's [`UsageRecord`] is dropped (after the last byte of a stream), whatever
-//! happened on the way.
+//! The request path of every model route — OpenAI's chat and embeddings, and the translated
+//! surfaces (Bedrock runtime, Anthropic Messages, OpenAI Responses; see [`crate::surfaces`]):
+//! one function per phase, in the order they run — authenticate → parse (a surface's request
+//! is translated to a chat request here) → access → limits → budget → cache → guardrails (in)
+//! → route and call → guardrails (out) → respond (rendered in the surface's format, and the
+//! answer cached). Usage is recorded when the request's [`UsageRecord`] is dropped (after the
+//! last byte of a stream), whatever happened on the way.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -248,10 +250,11 @@ async fn run(
 ) -> Result<Served, EdgeError> {
     let state = app.policy.current().ok_or(EdgeError::NotReady)?;
     let now = Utc::now();
-    let signed = ctx.signed_uri.is_some() && sigv4::is_signed(headers);
-    let key = match signed {
-        false => Some(authenticate_key(&state, headers, now, ctx)?),
-        true => None,
+    // A SigV4 signature covers the body, so it is checked once the body is read.
+    let key = if ctx.signed_uri.is_some() && sigv4::is_signed(headers) {
+        None
+    } else {
+        Some(authenticate_key(&state, headers, now, ctx)?)
     };
     let body = read_body(app, body).await?;
     let key = match key {
