@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Result;
 use common::*;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::anthropic_upstream::{self, FakeAnthropic};
 use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
 
@@ -39,21 +39,14 @@ async fn the_anthropic_sdk_works_against_the_edge_served_by_anthropic_and_by_ope
         ),
     ];
     for (model, provider, upstream, api_base) in upstreams {
-        let credential = admin
-            .put_credential(PutCredentialRequest {
-                name: format!("fake-{provider}"),
-                provider: provider.into(),
-                secret_fields: [("api_key".to_owned(), "sk-upstream".to_owned())].into(),
-            })
-            .await?
-            .into_inner();
+        let credential_id = api_key_credential(&mut admin, provider).await?;
         admin
             .upsert_deployment(Deployment {
                 model_name: model.into(),
                 provider: provider.into(),
                 upstream_model: upstream.into(),
                 api_base,
-                credential_id: credential.id,
+                credential_id,
                 ..Default::default()
             })
             .await?;

@@ -60,14 +60,7 @@ async fn setup() -> Result<Setup> {
         })
         .await?
         .into_inner();
-    let openai_key = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-openai".into(),
-            provider: "openai_compatible".into(),
-            secret_fields: [("api_key".to_owned(), "sk-upstream".to_owned())].into(),
-        })
-        .await?
-        .into_inner();
+    let openai_key = api_key_credential(&mut admin, "openai_compatible").await?;
     for (model, upstream) in [
         ("claude-bedrock", BEDROCK_MODEL_ID),
         ("titan-embed", "amazon.titan-embed-text-v2:0"),
@@ -94,7 +87,7 @@ async fn setup() -> Result<Setup> {
                 provider: "openai_compatible".into(),
                 upstream_model: upstream.into(),
                 api_base: openai.base_url(),
-                credential_id: openai_key.id.clone(),
+                credential_id: openai_key.clone(),
                 ..Default::default()
             })
             .await?;

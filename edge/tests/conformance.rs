@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tollgate_edge::config::EdgeConfig;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_test_support::bedrock_upstream::read_event_stream;
 
 /// A running fake upstream, seen the same way whatever its protocol. The closures keep the fake
 /// alive (it stops when dropped).
@@ -646,23 +647,6 @@ fn typed_events(text: &str) -> Result<Vec<(String, Value)>> {
     Ok(events)
 }
 
-/// The messages of an AWS event stream: `(event or exception type, JSON payload)`.
-fn aws_events(mut bytes: &[u8]) -> Result<Vec<(String, Value)>> {
-    let mut events = Vec::new();
-    while !bytes.is_empty() {
-        let message = aws_smithy_eventstream::frame::read_message_from(&mut bytes)?;
-        let kind = message
-            .headers()
-            .iter()
-            .find(|h| [":event-type", ":exception-type"].contains(&h.name().as_str()))
-            .and_then(|h| h.value().as_string().ok())
-            .map(|s| s.as_str().to_owned())
-            .context("an event without a type")?;
-        events.push((kind, serde_json::from_slice(message.payload())?));
-    }
-    Ok(events)
-}
-
 /// The cost the price table gives for token counts.
 fn priced(uncached: u64, cached: u64, written: u64, output: u64) -> f64 {
     (uncached as f64 * INPUT_PRICE
@@ -1171,7 +1155,7 @@ pub mod cases {
             .post(&format!("/model/{m}/converse-stream"), &question)
             .await?;
         ensure!(response.status() == 200, "HTTP {}", response.status());
-        let events = aws_events(&response.bytes().await?)?;
+        let events = read_event_stream(&response.bytes().await?)?;
         let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
         ensure!(
             kinds.first() == Some(&"messageStart") && kinds.last() == Some(&"metadata"),
@@ -1200,7 +1184,7 @@ pub mod cases {
             .await?;
         ensure!(response.status() == 200, "HTTP {}", response.status());
         let mut kinds = Vec::new();
-        for (kind, chunk) in aws_events(&response.bytes().await?)? {
+        for (kind, chunk) in read_event_stream(&response.bytes().await?)? {
             ensure!(kind == "chunk", "{kind}: {chunk}");
             let bytes = base64::Engine::decode(
                 &base64::engine::general_purpose::STANDARD,

@@ -1,12 +1,15 @@
-//! Policy holds whichever surface a request comes through: a key's rate limit spent through
-//! one surface refuses the others, each in its own error shape.
+//! What holds whichever surface a request comes through: a key's rate limit spent through one
+//! surface refuses the others, each in its own error shape; and a stream the provider cuts
+//! ends with the surface's own error event.
 
 mod common;
 
 use anyhow::{Result, ensure};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_proto::admin::RateLimit;
+use tollgate_proto::admin::{Deployment, RateLimit};
+use tollgate_test_support::bedrock_upstream::read_event_stream;
+use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 /// (path, body) of one request for `model` on each surface: OpenAI chat, Bedrock Converse,
 /// Anthropic Messages, OpenAI Responses.
@@ -120,5 +123,79 @@ async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own
         "{}",
         messages.3
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_the_provider_ends_with_each_surfaces_error_event() -> Result<()> {
+    let fake = FakeOpenAi::start().await?;
+    let (nats, prefix, bus) = jetstream().await?;
+    let cp = TestControlPlane::start(bus.clone()).await?;
+    let mut admin = cp.admin().await?;
+    let credential_id = api_key_credential(&mut admin, "openai_compatible").await?;
+    // The fake sends two events of this model's stream and drops the connection.
+    admin
+        .upsert_deployment(Deployment {
+            model_name: "cut".into(),
+            provider: "openai_compatible".into(),
+            upstream_model: "cut-stream".into(),
+            api_base: fake.base_url(),
+            credential_id,
+            ..Default::default()
+        })
+        .await?;
+    let (_, secret) = create_key(&mut admin, &[]).await?;
+    let sequence = last_sequence(&mut admin).await?;
+    let mut config = TestEdge::config(&nats, &prefix);
+    config.credential_key = Some(tollgate_policy::sealing::SealingKey::from_bytes(
+        SEALING_KEY,
+    ));
+    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
+    edge.wait_for_sequence(sequence).await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(edge.url(path))
+            .bearer_auth(&secret)
+            .json(&body)
+            .send()
+    };
+
+    let converse = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]});
+    let bytes = post("/model/cut/converse-stream", converse)
+        .await?
+        .bytes()
+        .await?;
+    let events = read_event_stream(&bytes)?;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    ensure!(kinds.first() == Some(&"messageStart"), "{kinds:?}");
+    ensure!(
+        kinds.last() == Some(&"modelStreamErrorException"),
+        "{kinds:?}"
+    );
+    ensure!(
+        kinds.iter().filter(|k| k.ends_with("Exception")).count() == 1,
+        "{kinds:?}"
+    );
+
+    for (path, body) in [
+        (
+            "/v1/messages",
+            json!({"model": "cut", "max_tokens": 10, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "cut", "input": "hi", "stream": true}),
+        ),
+    ] {
+        let text = post(path, body).await?.text().await?;
+        let last = text
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .last()
+            .unwrap_or_default();
+        ensure!(last.starts_with("event: error\n"), "{path}: {text}");
+        ensure!(text.matches("event: error").count() == 1, "{path}: {text}");
+    }
     Ok(())
 }

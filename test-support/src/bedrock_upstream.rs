@@ -646,3 +646,21 @@ async fn apply_guardrail(
         _ => none().into_response(),
     }
 }
+
+/// The messages of an AWS event stream as a client reads them: `(event or exception type,
+/// JSON payload)`, for tests of what the edge streams.
+pub fn read_event_stream(mut bytes: &[u8]) -> anyhow::Result<Vec<(String, Value)>> {
+    let mut events = Vec::new();
+    while !bytes.is_empty() {
+        let message = aws_smithy_eventstream::frame::read_message_from(&mut bytes)?;
+        let kind = message
+            .headers()
+            .iter()
+            .find(|h| [":event-type", ":exception-type"].contains(&h.name().as_str()))
+            .and_then(|h| h.value().as_string().ok())
+            .map(|s| s.as_str().to_owned())
+            .ok_or_else(|| anyhow::anyhow!("an event without a type"))?;
+        events.push((kind, serde_json::from_slice(message.payload())?));
+    }
+    Ok(events)
+}

@@ -226,6 +226,19 @@ pub async fn mock_deployment(
     Ok(())
 }
 
+/// A credential for a provider whose only secret is an `api_key`; returns its id.
+pub async fn api_key_credential(admin: &mut AdminClient, provider: &str) -> Result<String> {
+    let credential = admin
+        .put_credential(tollgate_proto::admin::PutCredentialRequest {
+            name: format!("fake-{provider}"),
+            provider: provider.to_owned(),
+            secret_fields: [("api_key".to_owned(), "sk-upstream".to_owned())].into(),
+        })
+        .await?
+        .into_inner();
+    Ok(credential.id)
+}
+
 /// The last committed sequence on the control plane.
 pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
     Ok(admin

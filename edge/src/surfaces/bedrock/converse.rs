@@ -288,6 +288,8 @@ pub struct StreamWriter {
     next_index: u64,
     finished: bool,
     sent_metadata: bool,
+    /// An exception was sent: nothing follows it.
+    failed: bool,
 }
 
 impl StreamWriter {
@@ -298,6 +300,7 @@ impl StreamWriter {
             next_index: 0,
             finished: false,
             sent_metadata: false,
+            failed: false,
         }
     }
 
@@ -347,6 +350,7 @@ impl StreamWriter {
                     "upstream_timeout" => "modelTimeoutException",
                     _ => "modelStreamErrorException",
                 };
+                self.failed = true;
                 out.push(eventstream::exception(kind, &message));
             }
         }
@@ -354,6 +358,9 @@ impl StreamWriter {
 
     /// What ends the stream: a stream cut before its end says so, as Bedrock would.
     pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.failed {
+            return;
+        }
         if !self.finished {
             out.push(eventstream::exception(
                 "modelStreamErrorException",
@@ -436,6 +443,31 @@ mod tests {
         assert_eq!(chat["stop"], json!(["END"]));
         assert_eq!(chat["tool_choice"], "required");
         assert_eq!(chat["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn a_failed_stream_ends_with_one_exception_and_a_cut_one_says_so() {
+        let started = std::time::Instant::now();
+        let mut failed = StreamWriter::new(started);
+        let mut out = Vec::new();
+        failed.write(Delta::Text("Hi".into()), &mut out);
+        failed.write(
+            Delta::Error {
+                message: "boom".into(),
+                code: "upstream_error".into(),
+            },
+            &mut out,
+        );
+        let before = out.len();
+        failed.finish(&mut out);
+        assert_eq!(out.len(), before, "something followed the exception");
+
+        let mut cut = StreamWriter::new(started);
+        let mut out = Vec::new();
+        cut.write(Delta::Text("Hi".into()), &mut out);
+        cut.finish(&mut out);
+        let last = out.last().map(|b| String::from_utf8_lossy(b).into_owned());
+        assert!(last.is_some_and(|l| l.contains("modelStreamErrorException")));
     }
 
     #[test]
