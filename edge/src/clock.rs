@@ -1,10 +1,12 @@
-//! The wall clock the edge judges budget periods (and other calendar policy) by.
+//! The wall clock the edge judges budget periods (and other calendar policy) by, and the
+//! system time as answers' timestamps carry it.
 //!
 //! Production reads the system clock. Tests inject a clock of their own to move an edge into
 //! the next budget period without waiting a day; nothing in a release build can move it.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 
@@ -27,6 +29,14 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         (self.0)()
     }
+}
+
+/// The system time in whole seconds since the Unix epoch, as wire formats' `created` fields
+/// carry it (0 if the system clock is before 1970).
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Default for Clock {

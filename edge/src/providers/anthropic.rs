@@ -8,7 +8,7 @@
 mod request;
 mod response;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use super::openai::{
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::{StreamFailure, StreamTranslator};
 
+use crate::clock::unix_seconds;
 use crate::codec::sse::DataFramer;
 
 const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
@@ -50,12 +51,6 @@ fn messages_url(api_base: &str) -> String {
     } else {
         format!("{base}/v1/messages")
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[async_trait]
@@ -116,7 +111,7 @@ impl Provider for AnthropicProvider {
         let model = translated.body["model"].as_str().unwrap_or_default();
 
         if call.stream {
-            let translator = StreamTranslator::new(translated.include_usage, now(), model);
+            let translator = StreamTranslator::new(translated.include_usage, unix_seconds(), model);
             return Ok(UpstreamReply::Stream(translate_stream(
                 response.bytes_stream().boxed(),
                 translator,
@@ -133,7 +128,7 @@ impl Provider for AnthropicProvider {
         let unreadable =
             || UpstreamError::Failed(format!("{what} answered with an unreadable message"));
         let message: serde_json::Value = serde_json::from_slice(&body).map_err(|_| unreadable())?;
-        let completion = response::completion(&message, now()).ok_or_else(unreadable)?;
+        let completion = response::completion(&message, unix_seconds()).ok_or_else(unreadable)?;
         Ok(UpstreamReply::Complete(Bytes::from(completion.to_string())))
     }
 

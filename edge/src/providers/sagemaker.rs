@@ -13,7 +13,7 @@
 //!   messages by a simple role template; its `generated_text` answer and `token` stream events
 //!   are translated to OpenAI's format, usage taken from `details` when present.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sagemakerruntime::Client;
@@ -30,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use super::aws::{ClientCache, raw_retry_after, transport_error};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
+use crate::clock::unix_seconds;
 use crate::providers::Egress;
 
 const JSON: &str = "application/json";
@@ -412,12 +413,6 @@ impl SseReframer {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())
 }
@@ -463,7 +458,7 @@ impl TgiStream {
         TgiStream {
             lines: Lines::default(),
             id: completion_id(),
-            created: now(),
+            created: unix_seconds(),
             model: model.to_owned(),
             include_usage,
             role_sent: false,
@@ -773,7 +768,7 @@ fn tgi_completion(answer: &[u8], model: &str, stops: &[String]) -> Option<Value>
     let mut body = json!({
         "id": completion_id(),
         "object": "chat.completion",
-        "created": now(),
+        "created": unix_seconds(),
         "model": model,
         "choices": [{
             "index": 0,

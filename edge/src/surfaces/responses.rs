@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::chat;
 use super::reply::{Delta, Finish, Reply, ToolCall, Usage};
+use crate::clock::unix_seconds;
 
 /// Fields with no counterpart that are safe to leave out.
 const IGNORED: &[&str] = &[
@@ -229,12 +230,6 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn usage(usage: &Usage) -> Value {
     json!({
         "input_tokens": usage.input(),
@@ -290,7 +285,7 @@ pub fn answer(reply: &Reply, model: &str) -> Value {
     }
     response(
         &new_id("resp"),
-        now(),
+        unix_seconds(),
         model,
         output,
         Some(reply.finish),
@@ -329,7 +324,7 @@ impl StreamWriter {
     pub fn new(model: &str) -> StreamWriter {
         StreamWriter {
             id: new_id("resp"),
-            created_at: now(),
+            created_at: unix_seconds(),
             model: model.to_owned(),
             sequence: 0,
             open: None,

@@ -2,7 +2,6 @@
 //! `chat.completion.chunk` server-sent events.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::types::{
@@ -14,6 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::request::json as document_json;
+use crate::clock::unix_seconds;
 use crate::codec::usage::usage_json;
 
 /// OpenAI's `finish_reason` for a Bedrock stop reason.
@@ -38,12 +38,6 @@ pub fn usage(usage: &TokenUsage) -> Value {
         cache_write,
         count(usage.output_tokens()),
     )
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn completion_id() -> String {
@@ -87,7 +81,7 @@ pub fn completion(output: &ConverseOutput, model: &str) -> Value {
     let mut body = json!({
         "id": completion_id(),
         "object": "chat.completion",
-        "created": now(),
+        "created": unix_seconds(),
         "model": model,
         "choices": [{
             "index": 0,
@@ -118,7 +112,7 @@ impl StreamTranslator {
     pub fn new(model: &str, include_usage: bool) -> Self {
         StreamTranslator {
             id: completion_id(),
-            created: now(),
+            created: unix_seconds(),
             model: model.to_owned(),
             include_usage,
             role_sent: false,

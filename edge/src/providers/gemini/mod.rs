@@ -9,7 +9,7 @@
 mod request;
 mod response;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use super::openai::{
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::{StreamFailure, StreamTranslator};
 
+use crate::clock::unix_seconds;
 use crate::codec::sse::DataFramer;
 
 const DEFAULT_API_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -127,12 +128,6 @@ fn method_url(api_base: &str, model: &str, method: &str) -> String {
     format!("{base}/v1beta/models/{model}:{method}")
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[async_trait]
 impl Provider for GeminiProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
@@ -143,9 +138,10 @@ impl Provider for GeminiProvider {
             let answer = self
                 .complete(&call, "generateContent", &translated.body, &what)
                 .await?;
-            let completion = response::completion(&answer, &model, now()).ok_or_else(|| {
-                UpstreamError::Failed(format!("{what} answered with an unreadable response"))
-            })?;
+            let completion =
+                response::completion(&answer, &model, unix_seconds()).ok_or_else(|| {
+                    UpstreamError::Failed(format!("{what} answered with an unreadable response"))
+                })?;
             return Ok(UpstreamReply::Complete(Bytes::from(completion.to_string())));
         }
         let give_up = Instant::now() + call.timeouts.first_byte;
@@ -158,7 +154,7 @@ impl Provider for GeminiProvider {
                 &what,
             )
             .await?;
-        let translator = StreamTranslator::new(translated.include_usage, now(), &model);
+        let translator = StreamTranslator::new(translated.include_usage, unix_seconds(), &model);
         Ok(UpstreamReply::Stream(translate_stream(
             response.bytes_stream().boxed(),
             translator,
