@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::EventWriter;
 use super::chat;
 use super::reply::{Delta, Finish, Reply, Usage};
 
@@ -365,8 +366,53 @@ impl StreamWriter {
         self.usage
     }
 
+    fn stop(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        let Some(finish) = self.stopping.take() else {
+            return;
+        };
+        self.ended = true;
+        out.push((
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": stop_reason(finish), "stop_sequence": null},
+            "usage": usage(&self.usage)}),
+        ));
+        out.push(("message_stop", json!({"type": "message_stop"})));
+    }
+
+    fn open_block(
+        &mut self,
+        call: Option<u64>,
+        block: Value,
+        out: &mut Vec<(&'static str, Value)>,
+    ) -> u64 {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, call));
+        out.push((
+            "content_block_start",
+            json!({"type": "content_block_start",
+            "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        if let Some((index, _)) = self.open.take() {
+            out.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
+}
+
+impl EventWriter for StreamWriter {
+    type Event = (&'static str, Value);
+
     /// The events for one delta.
-    pub fn write(&mut self, delta: Delta, out: &mut Vec<(&'static str, Value)>) {
+    fn write(&mut self, delta: Delta, out: &mut Vec<Self::Event>) {
         match delta {
             Delta::Start { id, .. } => {
                 self.started = true;
@@ -424,7 +470,7 @@ impl StreamWriter {
     }
 
     /// What ends the stream: a stream cut before it finished ends with an error event.
-    pub fn finish(&mut self, out: &mut Vec<(&'static str, Value)>) {
+    fn finish(&mut self, out: &mut Vec<Self::Event>) {
         if self.ended {
             return;
         }
@@ -436,47 +482,6 @@ impl StreamWriter {
                 "error",
                 json!({"type": "error", "error": {"type": "api_error",
                 "message": "the model's stream ended before it finished"}}),
-            ));
-        }
-    }
-
-    fn stop(&mut self, out: &mut Vec<(&'static str, Value)>) {
-        let Some(finish) = self.stopping.take() else {
-            return;
-        };
-        self.ended = true;
-        out.push((
-            "message_delta",
-            json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason(finish), "stop_sequence": null},
-            "usage": usage(&self.usage)}),
-        ));
-        out.push(("message_stop", json!({"type": "message_stop"})));
-    }
-
-    fn open_block(
-        &mut self,
-        call: Option<u64>,
-        block: Value,
-        out: &mut Vec<(&'static str, Value)>,
-    ) -> u64 {
-        self.close(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((index, call));
-        out.push((
-            "content_block_start",
-            json!({"type": "content_block_start",
-            "index": index, "content_block": block}),
-        ));
-        index
-    }
-
-    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
-        if let Some((index, _)) = self.open.take() {
-            out.push((
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
             ));
         }
     }

@@ -219,11 +219,52 @@ where
         .into_response()
 }
 
+/// A surface's stream: the deltas of the pipeline's chat stream in, the surface's events out.
+pub trait EventWriter {
+    /// One event, before it is framed for the wire.
+    type Event;
+
+    /// The events for one delta.
+    fn write(&mut self, delta: reply::Delta, out: &mut Vec<Self::Event>);
+
+    /// The events that end the stream (an error when it was cut before it finished).
+    fn finish(&mut self, out: &mut Vec<Self::Event>);
+}
+
+/// The events `writer` answers `delta` with, or those ending the stream when `None`.
+fn events<W: EventWriter>(writer: &mut W, delta: Option<reply::Delta>) -> Vec<W::Event> {
+    let mut out = Vec::new();
+    match delta {
+        Some(delta) => writer.write(delta, &mut out),
+        None => writer.finish(&mut out),
+    }
+    out
+}
+
 enum Writer {
     Converse(bedrock::converse::StreamWriter),
     Messages(anthropic::StreamWriter),
     Responses(responses::StreamWriter),
     InvokeMessages(anthropic::StreamWriter, Instant),
+}
+
+impl Writer {
+    /// Frames for the wire the events answering `delta`, or those ending the stream (`None`).
+    fn frame(&mut self, delta: Option<reply::Delta>, out: &mut Vec<u8>) {
+        match self {
+            Writer::Converse(writer) => {
+                events(writer, delta)
+                    .iter()
+                    .for_each(|frame| out.extend_from_slice(frame));
+            }
+            Writer::Messages(writer) => sse(&events(writer, delta), out),
+            Writer::Responses(writer) => sse(&events(writer, delta), out),
+            Writer::InvokeMessages(writer, started) => {
+                let events = events(writer, delta);
+                bedrock::invoke::chunks(&events, writer.usage(), *started, out);
+            }
+        }
+    }
 }
 
 /// The state of one translated stream.
@@ -240,7 +281,7 @@ impl Translating {
         let mut out = Vec::new();
         for data in events {
             for delta in self.reader.read(&data) {
-                self.write(delta, &mut out);
+                self.writer.frame(Some(delta), &mut out);
             }
         }
         Bytes::from(out)
@@ -250,57 +291,11 @@ impl Translating {
         let mut out = Vec::new();
         if let Some(data) = self.framer.rest() {
             for delta in self.reader.read(&data) {
-                self.write(delta, &mut out);
+                self.writer.frame(Some(delta), &mut out);
             }
         }
-        match &mut self.writer {
-            Writer::Converse(writer) => {
-                let mut frames = Vec::new();
-                writer.finish(&mut frames);
-                frames.iter().for_each(|f| out.extend_from_slice(f));
-            }
-            Writer::Messages(writer) => {
-                let mut events = Vec::new();
-                writer.finish(&mut events);
-                sse(&events, &mut out);
-            }
-            Writer::Responses(writer) => {
-                let mut events = Vec::new();
-                writer.finish(&mut events);
-                sse(&events, &mut out);
-            }
-            Writer::InvokeMessages(writer, started) => {
-                let mut events = Vec::new();
-                writer.finish(&mut events);
-                bedrock::invoke::chunks(&events, writer.usage(), *started, &mut out);
-            }
-        }
+        self.writer.frame(None, &mut out);
         Bytes::from(out)
-    }
-
-    fn write(&mut self, delta: reply::Delta, out: &mut Vec<u8>) {
-        match &mut self.writer {
-            Writer::Converse(writer) => {
-                let mut frames = Vec::new();
-                writer.write(delta, &mut frames);
-                frames.iter().for_each(|f| out.extend_from_slice(f));
-            }
-            Writer::Messages(writer) => {
-                let mut events = Vec::new();
-                writer.write(delta, &mut events);
-                sse(&events, out);
-            }
-            Writer::Responses(writer) => {
-                let mut events = Vec::new();
-                writer.write(delta, &mut events);
-                sse(&events, out);
-            }
-            Writer::InvokeMessages(writer, started) => {
-                let mut events = Vec::new();
-                writer.write(delta, &mut events);
-                bedrock::invoke::chunks(&events, writer.usage(), *started, out);
-            }
-        }
     }
 }
 

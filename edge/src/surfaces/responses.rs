@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::EventWriter;
 use super::chat;
 use super::reply::{Delta, Finish, Reply, ToolCall, Usage};
 use crate::clock::unix_seconds;
@@ -341,8 +342,78 @@ impl StreamWriter {
         out.push((kind, event));
     }
 
+    fn complete(&mut self, counts: Option<&Usage>, out: &mut Vec<(&'static str, Value)>) {
+        let Some(finish) = self.finishing.take() else {
+            return;
+        };
+        self.ended = true;
+        let output = std::mem::take(&mut self.output);
+        let done = response(
+            &self.id,
+            self.created_at,
+            &self.model,
+            output,
+            Some(finish),
+            counts,
+        );
+        let kind = if done["status"] == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.push(kind, json!({"response": done}), out);
+    }
+
+    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        let index = self.output.len();
+        match self.open.take() {
+            None => {}
+            Some(Open::Text { id, text }) => {
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.push(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index,
+                    "content_index": 0, "text": text, "logprobs": []}),
+                    out,
+                );
+                self.push(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index,
+                    "content_index": 0, "part": part}),
+                    out,
+                );
+                let item = text_item(&id, &text, "completed");
+                self.push(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+                self.output.push(item);
+            }
+            Some(Open::Call { id, call, .. }) => {
+                self.push(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id,
+                    "output_index": index, "name": call.name, "arguments": call.arguments}),
+                    out,
+                );
+                let item = call_item(&id, &call, "completed");
+                self.push(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+                self.output.push(item);
+            }
+        }
+    }
+}
+
+impl EventWriter for StreamWriter {
+    type Event = (&'static str, Value);
+
     /// The events for one delta.
-    pub fn write(&mut self, delta: Delta, out: &mut Vec<(&'static str, Value)>) {
+    fn write(&mut self, delta: Delta, out: &mut Vec<Self::Event>) {
         match delta {
             Delta::Start { .. } => {
                 let started = response(&self.id, self.created_at, &self.model, vec![], None, None);
@@ -428,7 +499,7 @@ impl StreamWriter {
     }
 
     /// What ends the stream: a stream cut before it finished ends with an error event.
-    pub fn finish(&mut self, out: &mut Vec<(&'static str, Value)>) {
+    fn finish(&mut self, out: &mut Vec<Self::Event>) {
         if self.ended {
             return;
         }
@@ -439,72 +510,6 @@ impl StreamWriter {
             let event = json!({"code": "upstream_error", "param": null,
                 "message": "the model's stream ended before it finished"});
             self.push("error", event, out);
-        }
-    }
-
-    fn complete(&mut self, counts: Option<&Usage>, out: &mut Vec<(&'static str, Value)>) {
-        let Some(finish) = self.finishing.take() else {
-            return;
-        };
-        self.ended = true;
-        let output = std::mem::take(&mut self.output);
-        let done = response(
-            &self.id,
-            self.created_at,
-            &self.model,
-            output,
-            Some(finish),
-            counts,
-        );
-        let kind = if done["status"] == "completed" {
-            "response.completed"
-        } else {
-            "response.incomplete"
-        };
-        self.push(kind, json!({"response": done}), out);
-    }
-
-    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
-        let index = self.output.len();
-        match self.open.take() {
-            None => {}
-            Some(Open::Text { id, text }) => {
-                let part = json!({"type": "output_text", "text": text, "annotations": []});
-                self.push(
-                    "response.output_text.done",
-                    json!({"item_id": id, "output_index": index,
-                    "content_index": 0, "text": text, "logprobs": []}),
-                    out,
-                );
-                self.push(
-                    "response.content_part.done",
-                    json!({"item_id": id, "output_index": index,
-                    "content_index": 0, "part": part}),
-                    out,
-                );
-                let item = text_item(&id, &text, "completed");
-                self.push(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.output.push(item);
-            }
-            Some(Open::Call { id, call, .. }) => {
-                self.push(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id,
-                    "output_index": index, "name": call.name, "arguments": call.arguments}),
-                    out,
-                );
-                let item = call_item(&id, &call, "completed");
-                self.push(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.output.push(item);
-            }
         }
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::eventstream;
+use crate::surfaces::EventWriter;
 use crate::surfaces::chat;
 use crate::surfaces::reply::{Delta, Finish, Reply, Usage};
 
@@ -304,8 +305,49 @@ impl StreamWriter {
         }
     }
 
+    fn metadata(&self, counts: &Usage) -> Bytes {
+        let latency = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        eventstream::event(
+            "metadata",
+            &json!({"usage": usage(counts), "metrics": {"latencyMs": latency}}),
+        )
+    }
+
+    /// The index of the block `kind`, opening it (and closing another) when it is not open.
+    fn block(&mut self, kind: Open, start: Option<Value>, out: &mut Vec<Bytes>) -> u64 {
+        if let Some((open, index)) = self.open
+            && open == kind
+        {
+            return index;
+        }
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((kind, index));
+        if let Some(start) = start {
+            out.push(eventstream::event(
+                "contentBlockStart",
+                &json!({"contentBlockIndex": index, "start": start}),
+            ));
+        }
+        index
+    }
+
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        if let Some((_, index)) = self.open.take() {
+            out.push(eventstream::event(
+                "contentBlockStop",
+                &json!({"contentBlockIndex": index}),
+            ));
+        }
+    }
+}
+
+impl EventWriter for StreamWriter {
+    type Event = Bytes;
+
     /// The events for one delta.
-    pub fn write(&mut self, delta: Delta, out: &mut Vec<Bytes>) {
+    fn write(&mut self, delta: Delta, out: &mut Vec<Self::Event>) {
         match delta {
             Delta::Start { .. } => {
                 out.push(eventstream::event(
@@ -357,7 +399,7 @@ impl StreamWriter {
     }
 
     /// What ends the stream: a stream cut before its end says so, as Bedrock would.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+    fn finish(&mut self, out: &mut Vec<Self::Event>) {
         if self.failed {
             return;
         }
@@ -368,43 +410,6 @@ impl StreamWriter {
             ));
         } else if !self.sent_metadata {
             out.push(self.metadata(&Usage::default()));
-        }
-    }
-
-    fn metadata(&self, counts: &Usage) -> Bytes {
-        let latency = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        eventstream::event(
-            "metadata",
-            &json!({"usage": usage(counts), "metrics": {"latencyMs": latency}}),
-        )
-    }
-
-    /// The index of the block `kind`, opening it (and closing another) when it is not open.
-    fn block(&mut self, kind: Open, start: Option<Value>, out: &mut Vec<Bytes>) -> u64 {
-        if let Some((open, index)) = self.open
-            && open == kind
-        {
-            return index;
-        }
-        self.close(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((kind, index));
-        if let Some(start) = start {
-            out.push(eventstream::event(
-                "contentBlockStart",
-                &json!({"contentBlockIndex": index, "start": start}),
-            ));
-        }
-        index
-    }
-
-    fn close(&mut self, out: &mut Vec<Bytes>) {
-        if let Some((_, index)) = self.open.take() {
-            out.push(eventstream::event(
-                "contentBlockStop",
-                &json!({"contentBlockIndex": index}),
-            ));
         }
     }
 }
