@@ -3,6 +3,7 @@
 mod cli;
 mod models;
 mod settings;
+mod telemetry;
 mod up;
 
 use std::sync::Arc;
@@ -65,39 +66,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logs()?;
     let command = Cli::parse().command;
+    let service = match &command {
+        Role::Up => Some("tollgate"),
+        Role::ControlPlane => Some("tollgate-control-plane"),
+        Role::Edge => Some("tollgate-edge"),
+        Role::Aggregator => Some("tollgate-aggregator"),
+        Role::Admin(_) | Role::Usage(_) => None,
+    };
+    let telemetry = telemetry::init(service)?;
     let settings = Settings::load()?;
-    match command {
+    let result = match command {
         Role::Up => up::run(&settings, shutdown_signal()).await,
         Role::ControlPlane => control_plane(&settings).await,
         Role::Edge => edge(&settings).await,
         Role::Aggregator => aggregator(&settings).await,
         Role::Admin(args) => cli::admin(args).await,
         Role::Usage(args) => cli::usage(args).await,
-    }
-}
-
-/// Logs to stderr (stdout belongs to the CLI's output), filtered by `RUST_LOG` (default
-/// `info`), as text or, with `TOLLGATE_LOG_FORMAT=json`, one JSON object per line with the
-/// event's fields at the top level (`timestamp`, `level`, `target`, `message`, …), as
-/// CloudWatch Logs Insights and other collectors read them.
-fn init_logs() -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match std::env::var("TOLLGATE_LOG_FORMAT").as_deref() {
-        Err(_) | Ok("" | "text") => logs.init(),
-        Ok("json") => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        Ok(other) => anyhow::bail!("TOLLGATE_LOG_FORMAT must be json or text, got {other:?}"),
-    }
-    Ok(())
+    };
+    // The exporter blocks while it flushes: off the runtime's threads.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
 }
 
 /// Completes on Ctrl-C or SIGTERM (what orchestrators send).

@@ -19,6 +19,7 @@ pub mod pricing;
 pub mod providers;
 pub mod route;
 pub mod surfaces;
+pub mod telemetry;
 pub mod usage;
 
 use std::future::Future;

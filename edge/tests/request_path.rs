@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 struct Setup {
     _cp: TestControlPlane,
+    bus: std::sync::Arc<dyn tollgate_proto::bus::Bus>,
     edge: TestEdge,
     secret: String,
     http: reqwest::Client,
@@ -30,10 +31,11 @@ async fn setup() -> Result<Setup> {
         .await?;
     let (_, secret) = create_key(&mut admin, &["mock-small"]).await?;
     let sequence = last_sequence(&mut admin).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus, Some(cp.url())).await?;
+    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
     edge.wait_for_sequence(sequence).await?;
     Ok(Setup {
         _cp: cp,
+        bus,
         edge,
         secret,
         http: reqwest::Client::new(),
@@ -93,6 +95,45 @@ async fn a_chat_completion_is_answered_priced_and_labelled() -> Result<()> {
     let expected = (usage["prompt_tokens"].as_f64().unwrap_or(0.0) * 1.0 + 5.0 * 2.0) / 1e6;
     assert!((cost - expected).abs() < 1e-6, "cost {cost} vs {expected}");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    Ok(())
+}
+
+/// With tracing off, the usage event still names the client's trace (from `traceparent`), so
+/// that the ledger and the client's own traces can be joined; without one it names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_event_carries_the_clients_trace_id() -> Result<()> {
+    use futures::StreamExt;
+    use prost::Message;
+    let s = setup().await?;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = s
+        .http
+        .post(s.edge.url("/v1/chat/completions"))
+        .bearer_auth(&s.secret)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&chat("mock-small", false))
+        .send()
+        .await?;
+    let untraced = s
+        .post(
+            "/v1/chat/completions",
+            Some(&s.secret),
+            &chat("mock-small", false),
+        )
+        .await?;
+    let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().map(str::to_owned);
+    let mut expected =
+        std::collections::HashMap::from([(id(&traced)?, trace), (id(&untraced)?, "")]);
+    let mut events = s.bus.subscribe(tollgate_proto::bus::USAGE, 0).await?;
+    while !expected.is_empty() {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(20), events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the usage subscription ended"))??;
+        let event = tollgate_proto::usage::UsageEvent::decode(message.payload)?;
+        if let Some(trace_id) = expected.remove(&event.request_id) {
+            assert_eq!(event.trace_id, trace_id, "{}", event.request_id);
+        }
+    }
     Ok(())
 }
 

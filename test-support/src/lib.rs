@@ -12,6 +12,7 @@ pub mod bedrock_upstream;
 mod binaries;
 pub mod gemini_upstream;
 pub mod openai_upstream;
+pub mod otlp_receiver;
 mod python;
 pub mod sagemaker_upstream;
 mod served;

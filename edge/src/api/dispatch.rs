@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rand::Rng;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Deployment, RoutingRule, RoutingStrategy, TrafficAction, VirtualKey};
+use tracing::Instrument;
 
 use super::AppState;
 use super::openai::upstream_body;
@@ -24,6 +25,7 @@ use crate::metrics::{ReasonLabels, UpstreamLabels};
 use crate::pricing::{self, Tokens};
 use crate::providers::{Timeouts, UpstreamCall, UpstreamError, UpstreamReply, credentials};
 use crate::route::{self, Attempt, Constraints};
+use crate::telemetry;
 
 /// The most attempts one request makes, whatever the rules say.
 const MAX_ATTEMPTS: u32 = 20;
@@ -378,8 +380,19 @@ impl Run<'_> {
                 total: app.config.upstream_timeout.min(remaining),
                 first_byte: app.config.first_byte_timeout.min(remaining),
             };
-            let error = match self.send(deployment, timeouts).await? {
+            let operation = if self.out.embeddings {
+                "embeddings"
+            } else {
+                "chat"
+            };
+            let span = telemetry::attempt_span(operation, deployment, self.attempts);
+            let sent = self
+                .send(deployment, timeouts)
+                .instrument(span.clone())
+                .await?;
+            let error = match sent {
                 Ok(reply) => {
+                    record.set_provider_span(span);
                     let in_flight = app.health.succeeded(attempt, self.out.stream);
                     return Ok(Ok(Served {
                         reply,
@@ -389,6 +402,7 @@ impl Run<'_> {
                 }
                 Err(error) => error,
             };
+            telemetry::fail(&span, error.code());
             app.metrics
                 .upstream_errors
                 .get_or_create(&UpstreamLabels {

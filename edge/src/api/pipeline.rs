@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{RequestType, TrafficAction, VirtualKey};
+use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::dispatch::{self, Outgoing};
@@ -36,6 +37,7 @@ use crate::pricing::{self, Tokens, cost};
 use crate::providers::UpstreamReply;
 use crate::route::rules::{self, RequestFacts};
 use crate::surfaces::{self, Present, Route, Surface};
+use crate::{phase_span, telemetry};
 
 /// Output tokens assumed for a budget reservation when the request sets no maximum.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -218,6 +220,9 @@ async fn handle(
 ) -> Response {
     let (route, signed_uri) = route.map_or((None, None), |(r, uri)| (Some(r), uri));
     let name = route.as_ref().map_or(kind.route(), Route::name);
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let span = telemetry::request_span(name, &request_id, &headers);
+    let trace_id = telemetry::trace_id(&span, &headers);
     let mut ctx = Ctx {
         kind,
         route,
@@ -225,8 +230,9 @@ async fn handle(
         model: String::new(),
         signed_uri,
         record: UsageRecord::new(
-            uuid::Uuid::now_v7().to_string(),
+            request_id,
             name,
+            (span.clone(), trace_id),
             &app.config.edge_id,
             &app.config.region,
             app.usage.clone(),
@@ -237,7 +243,7 @@ async fn handle(
         rate: RateHeaders::default(),
         cache: None,
     };
-    let answer = run(&app, &headers, body, &mut ctx).await;
+    let answer = run(&app, &headers, body, &mut ctx).instrument(span).await;
     respond(&app, ctx, answer)
 }
 
@@ -254,17 +260,26 @@ async fn run(
     let key = if ctx.signed_uri.is_some() && sigv4::is_signed(headers) {
         None
     } else {
-        Some(authenticate_key(&state, headers, now, ctx)?)
+        let span = phase_span!("auth");
+        Some(phase(span, || authenticate_key(&state, headers, now, ctx))?)
     };
     let body = read_body(app, body).await?;
     let key = match key {
         Some(key) => key,
-        None => authenticate_signature(app, &state, headers, &body, now, ctx)?,
+        None => phase(phase_span!("auth"), || {
+            authenticate_signature(app, &state, headers, &body, now, ctx)
+        })?,
     };
-    let request = parse(&state, headers, body, ctx)?;
-    let traffic = access(app, &state, key, headers, &request, now, ctx)?;
-    limits(app, &state, key, &request, ctx)?;
-    let worst_case = budget(app, &state, key, &request, ctx)?;
+    let request = phase(phase_span!("parse"), || parse(&state, headers, body, ctx))?;
+    let traffic = phase(phase_span!("access"), || {
+        access(app, &state, key, headers, &request, now, ctx)
+    })?;
+    phase(phase_span!("limits"), || {
+        limits(app, &state, key, &request, ctx)
+    })?;
+    let worst_case = phase(phase_span!("budget"), || {
+        budget(app, &state, key, &request, ctx)
+    })?;
     let guardrails = app.guardrails.applicable(&state, key, &request.model);
     let asked = cache::Asked {
         route: ctx.kind.route(),
@@ -275,7 +290,9 @@ async fn run(
     let cached = app.cache.plan(&state, key, asked, &guardrails);
     let mut embedding = None;
     if let Some(plan) = &cached
-        && let Some(hit) = cache_lookup(app, &state, key, plan, &request, &mut embedding, ctx).await
+        && let Some(hit) = cache_lookup(app, &state, key, plan, &request, &mut embedding, ctx)
+            .instrument(phase_span!("cache"))
+            .await
     {
         return Ok(hit);
     }
@@ -567,6 +584,7 @@ async fn guard_input(
     };
     let texts = Texts::read(&request.bytes, shape)?;
     let mut tally = Tally::default();
+    let span = phase_span!("guardrails.input");
     let checked = app
         .guardrails
         .run(
@@ -576,7 +594,9 @@ async fn guard_input(
             Source::Input,
             &mut tally,
         )
+        .instrument(span.clone())
         .await;
+    note_intervention(&span, &tally);
     ctx.record.note_guardrails(&tally);
     if let Some(masked) = checked? {
         request.bytes = texts.write(masked);
@@ -615,10 +635,13 @@ async fn guard_output(
                 .cloned()
                 .collect();
             let mut tally = Tally::default();
+            let span = phase_span!("guardrails.output");
             let checked = app
                 .guardrails
                 .run(state, &checks, &texts.texts, Source::Output, &mut tally)
+                .instrument(span.clone())
                 .await;
+            note_intervention(&span, &tally);
             ctx.record.note_guardrails(&tally);
             match checked? {
                 Some(masked) => UpstreamReply::Complete(texts.write(masked)),
@@ -825,6 +848,22 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
         set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
     }
     response
+}
+
+/// Runs a synchronous phase in `span`, marking the span with the error code of a refusal.
+fn phase<T>(span: Span, run: impl FnOnce() -> Result<T, EdgeError>) -> Result<T, EdgeError> {
+    let result = span.in_scope(run);
+    if let Err(error) = &result {
+        span.record("error.type", error.code());
+    }
+    result
+}
+
+/// Names on a guardrail phase's span the guardrails that intervened.
+fn note_intervention(span: &Span, tally: &Tally) {
+    if !span.is_disabled() && !tally.intervened.is_empty() {
+        span.record("tollgate.guardrails_intervened", tally.intervened.join(","));
+    }
 }
 
 fn set_header(response: &mut Response, name: &'static str, value: &str) {

@@ -5,9 +5,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use opentelemetry::trace::TraceContextExt;
 use tollgate_policy::model::{Deployment, Price, VirtualKey};
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::usage::UsageEvent;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::budget::Reservation;
 use crate::error::EdgeError;
@@ -15,8 +18,11 @@ use crate::guardrails::Tally;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, ModelLabels, RequestLabels, TokenLabels};
 use crate::pricing::{Tokens, cost};
+use crate::telemetry;
 use crate::usage::UsageSink;
 
+/// The target of the per-request log lines (`RUST_LOG=tollgate::access=off` turns them off).
+pub const ACCESS_LOG: &str = "tollgate::access";
 /// HTTP status recorded for a client that closed the connection before the end (nginx's 499).
 pub const CLIENT_CLOSED: u32 = 499;
 /// The most tokens of one kind a request is charged, whatever a provider reports: ten times
@@ -40,12 +46,19 @@ pub struct UsageRecord {
     admission: Option<Admission>,
     /// What a stream's output guardrails did, filled in as the stream is checked.
     stream_guardrails: Option<Arc<Mutex<Tally>>>,
+    /// The request's trace span, ended with the record.
+    span: Span,
+    /// The span of the provider attempt that answered, ended with the record (a stream's
+    /// answer ends with its last byte).
+    provider_span: Option<Span>,
 }
 
 impl UsageRecord {
+    /// The record of request `request_id` on `route`, traced by `span` in trace `trace_id`.
     pub fn new(
         request_id: String,
         route: &'static str,
+        (span, trace_id): (Span, String),
         edge_id: &str,
         region: &str,
         sink: UsageSink,
@@ -55,6 +68,7 @@ impl UsageRecord {
             event: UsageEvent {
                 schema_version: 1,
                 request_id,
+                trace_id,
                 occurred_at: Some(timestamp(chrono::Utc::now())),
                 edge_id: edge_id.to_owned(),
                 region: region.to_owned(),
@@ -71,7 +85,14 @@ impl UsageRecord {
             reservation: None,
             admission: None,
             stream_guardrails: None,
+            span,
+            provider_span: None,
         }
+    }
+
+    /// Keeps the span of the provider attempt that answered until the answer ends.
+    pub fn set_provider_span(&mut self, span: Span) {
+        self.provider_span = Some(span);
     }
 
     /// Adds what guardrails did to the request.
@@ -243,6 +264,94 @@ impl Drop for UsageRecord {
                     .inc_by(event.cost_usd);
             }
         }
+        self.trace(&event);
+        log(&event, self.route);
         self.sink.record(event);
+    }
+}
+
+impl UsageRecord {
+    /// Writes what the request came to on its spans (they end when the record is dropped).
+    fn trace(&self, event: &UsageEvent) {
+        if self.span.is_disabled() {
+            return;
+        }
+        let span = &self.span;
+        let model = if event.served_model.is_empty() {
+            &event.model
+        } else {
+            &event.served_model
+        };
+        if !event.model.is_empty() {
+            let operation = if self.route == "embeddings" {
+                "embeddings"
+            } else {
+                "chat"
+            };
+            // The span has started (its children needed it): the name is updated, not recorded.
+            span.context()
+                .span()
+                .update_name(format!("{operation} {}", event.model));
+            span.record("gen_ai.operation.name", operation);
+            span.record("gen_ai.request.model", event.model.as_str());
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        span.record("http.response.status_code", event.status);
+        span.record("tollgate.key_id", event.key_id.as_str());
+        span.record("tollgate.team_id", event.team_id.as_str());
+        span.record("tollgate.deployment_id", event.deployment_id.as_str());
+        span.record("tollgate.cost_usd", event.cost_usd);
+        span.record("tollgate.cache_hit", event.cache_hit);
+        if !event.error_code.is_empty() {
+            span.record("error.type", event.error_code.as_str());
+            if event.status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        let spans = std::iter::once(span).chain(self.provider_span.as_ref());
+        for span in spans {
+            if !event.provider.is_empty() {
+                span.record("gen_ai.provider.name", provider_label(&event.provider));
+            }
+            span.record("gen_ai.usage.input_tokens", event.input_tokens);
+            span.record("gen_ai.usage.output_tokens", event.output_tokens);
+        }
+    }
+}
+
+/// The request's log line (target `tollgate::access`): what the usage event says, never content
+/// or secrets. Field names are documented in the README's logging section.
+fn log(event: &UsageEvent, route: &str) {
+    tracing::info!(
+        target: ACCESS_LOG,
+        request_id = %event.request_id,
+        route,
+        edge_id = %event.edge_id,
+        trace_id = %event.trace_id,
+        status = event.status,
+        error_code = %event.error_code,
+        model = %event.model,
+        served_model = %event.served_model,
+        deployment_id = %event.deployment_id,
+        provider = %event.provider,
+        key_id = %event.key_id,
+        team_id = %event.team_id,
+        user_id = %event.user_id,
+        input_tokens = event.input_tokens,
+        output_tokens = event.output_tokens,
+        cost_usd = event.cost_usd,
+        latency_ms = event.latency_ms,
+        ttft_ms = event.ttft_ms,
+        stream = event.stream,
+        cache_hit = event.cache_hit,
+        "request"
+    );
+}
+
+/// `gen_ai.provider.name` of a provider as the usage event names it.
+fn provider_label(provider: &str) -> &str {
+    match provider.parse() {
+        Ok(known) => telemetry::provider_name(known),
+        Err(_) => provider,
     }
 }

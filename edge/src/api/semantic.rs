@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::VirtualKey;
@@ -14,6 +15,7 @@ use super::record::UsageRecord;
 use crate::error::EdgeError;
 use crate::pricing;
 use crate::providers::{Timeouts, UpstreamCall, UpstreamReply, credentials};
+use crate::telemetry;
 
 /// How long the embedding may take before the request goes on without the semantic tier.
 const EMBED_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,9 +39,12 @@ pub async fn embed(
     {
         return None;
     }
+    let span = telemetry::attempt_span("embeddings", deployment, 1);
+    let trace_id = telemetry::trace_id(&span, &HeaderMap::new());
     let mut record = UsageRecord::new(
         uuid::Uuid::now_v7().to_string(),
         "embeddings",
+        (span, trace_id),
         &app.config.edge_id,
         &app.config.region,
         app.usage.clone(),

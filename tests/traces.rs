@@ -1,0 +1,272 @@
+//! Request traces exported over OTLP by `tollgate up`, configured by the standard
+//! `OTEL_EXPORTER_OTLP_*` variables alone, received by a local collector over gRPC and over
+//! HTTP/protobuf: one trace per request continuing the client's `traceparent`, the phases as
+//! child spans, one provider span per attempt, the GenAI attributes with the provider's token
+//! counts, and never the prompt or a key; the request's JSON log line names the same trace.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tollgate_test_support::openai_upstream::{Failure, FakeOpenAi};
+use tollgate_test_support::otlp_receiver::{OtlpReceiver, ReceivedSpan};
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+/// Words of the prompt that must never leave the gateway in telemetry.
+const PROMPT: &str = "please keep zanzibar-quartz-77 between us";
+
+/// OTLP span kinds.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `tollgate up` with traces exported to `endpoint` over `protocol`; stopped on drop.
+struct Up {
+    child: Child,
+    edge: u16,
+}
+
+impl Up {
+    fn start(dir: &Path, upstream: &str, protocol: &str, endpoint: &str) -> Result<Up> {
+        std::fs::write(
+            dir.join("tollgate.toml"),
+            format!(
+                "[[models]]\nname = \"traced-model\"\nprovider = \"openai_compatible\"\n\
+                 api_base = \"{upstream}\"\napi_key_env = \"TRACES_TEST_UPSTREAM_KEY\"\n\
+                 input_per_mtok = 1.0\noutput_per_mtok = 2.0\n"
+            ),
+        )?;
+        let edge = free_port()?;
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("up")
+            .env("TOLLGATE_DATA_DIR", dir.join("data"))
+            .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
+            .env("TRACES_TEST_UPSTREAM_KEY", "sk-upstream-secret-credential")
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}"))
+            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env(
+                "TOLLGATE_USAGE_HTTP_ADDR",
+                format!("127.0.0.1:{}", free_port()?),
+            )
+            .env("TOLLGATE_RETRY_BACKOFF_MS", "1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .env("OTEL_SERVICE_NAME", "gateway-under-test")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "warn,tollgate::access=info")
+            .env("TOLLGATE_LOG_FORMAT", "json")
+            .env_remove("DATABASE_URL")
+            .env_remove("NATS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("up.err"))?)
+            .spawn()?;
+        Ok(Up { child, edge })
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/health/ready", self.edge);
+        for _ in 0..400 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("tollgate up did not become ready")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_retried_request_is_one_trace_over_grpc() -> Result<()> {
+    one_request_one_trace("grpc").await
+}
+
+#[tokio::test]
+async fn a_retried_request_is_one_trace_over_http_protobuf() -> Result<()> {
+    one_request_one_trace("http/protobuf").await
+}
+
+async fn one_request_one_trace(protocol: &str) -> Result<()> {
+    let receiver = OtlpReceiver::start().await?;
+    let upstream = FakeOpenAi::start().await?;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let temp = tempfile::tempdir()?;
+    let up = Up::start(temp.path(), &upstream.base_url(), protocol, &endpoint)?;
+    up.wait_ready().await?;
+    let key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
+    let key = key.trim();
+
+    // The first attempt fails with a 503; the retry answers.
+    upstream.fail_times(
+        1,
+        Failure::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", up.edge))
+        .bearer_auth(key)
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&json!({
+            "model": "traced-model",
+            "messages": [{"role": "user", "content": PROMPT}],
+        }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .context("no x-request-id")?
+        .to_str()?
+        .to_owned();
+    assert_eq!(
+        response
+            .headers()
+            .get("x-tollgate-attempts")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("2")
+    );
+    let answer: Value = response.json().await?;
+    let usage = &answer["usage"];
+
+    let spans = receiver
+        .trace(CLIENT_TRACE, Duration::from_secs(15), |spans| {
+            spans.iter().any(|s| s.kind == SERVER)
+                && spans.iter().filter(|s| s.kind == CLIENT).count() >= 2
+        })
+        .await;
+    let names: BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let root = spans
+        .iter()
+        .find(|s| s.kind == SERVER)
+        .with_context(|| format!("no server span among {names:?}"))?;
+
+    // One trace, continuing the client's, exported the way it was asked to be.
+    assert!(spans.iter().all(|s| s.via == via(protocol)));
+    assert_eq!(root.service, "gateway-under-test");
+    assert_eq!(root.parent_span_id, CLIENT_SPAN);
+    assert_eq!(root.name, "chat traced-model");
+    assert_eq!(root.attribute("tollgate.request_id"), Some(&*request_id));
+    assert_eq!(root.attribute("gen_ai.operation.name"), Some("chat"));
+    assert_eq!(root.attribute("gen_ai.request.model"), Some("traced-model"));
+    assert_eq!(root.attribute("http.response.status_code"), Some("200"));
+    assert_tokens(root, usage);
+    assert!(
+        root.attribute("tollgate.key_id")
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(
+        root.attribute("tollgate.cost_usd")
+            .and_then(|c| c.parse::<f64>().ok())
+            .is_some_and(|c| c > 0.0)
+    );
+
+    // The phases, as children of the request.
+    for phase in ["auth", "parse", "access", "limits", "budget"] {
+        let span = spans
+            .iter()
+            .find(|s| s.name == phase)
+            .with_context(|| format!("no {phase} span among {names:?}"))?;
+        assert_eq!(span.parent_span_id, root.span_id, "{phase}");
+    }
+
+    // One provider span per attempt: the first failed, the second answered.
+    let mut attempts: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.kind == CLIENT).collect();
+    attempts.sort_by_key(|s| s.attribute("tollgate.attempt").map(str::to_owned));
+    let [failed, answered] = attempts.as_slice() else {
+        bail!("expected two provider spans, got {attempts:?}");
+    };
+    for span in [failed, answered] {
+        assert_eq!(span.parent_span_id, root.span_id);
+        assert_eq!(span.name, "chat traced-model");
+        assert_eq!(
+            span.attribute("gen_ai.provider.name"),
+            Some("openai_compatible")
+        );
+        assert_eq!(span.attribute("gen_ai.request.model"), Some("traced-model"));
+    }
+    assert_eq!(failed.attribute("tollgate.attempt"), Some("1"));
+    assert_eq!(failed.status, 2, "the failed attempt is an error");
+    assert!(
+        failed
+            .attribute("error.type")
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert_eq!(answered.attribute("tollgate.attempt"), Some("2"));
+    assert_eq!(answered.attribute("error.type"), None);
+    assert_tokens(answered, usage);
+
+    // The request's log line names the same request and trace.
+    let logs = std::fs::read_to_string(temp.path().join("up.err"))?;
+    let line: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["request_id"] == request_id.as_str())
+        .with_context(|| format!("no log line for {request_id}:\n{logs}"))?;
+    assert_eq!(line["target"], "tollgate::access");
+    assert_eq!(line["trace_id"], CLIENT_TRACE);
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["model"], "traced-model");
+    assert_eq!(line["input_tokens"], usage["prompt_tokens"]);
+
+    // Nothing secret or said by the client left in telemetry.
+    for secret in [key, "sk-upstream-secret-credential", "zanzibar"] {
+        assert!(!logs.contains(secret), "the logs hold a secret:\n{logs}");
+    }
+    for span in &spans {
+        for (name, value) in &span.attributes {
+            for secret in [key, "sk-upstream-secret-credential", "zanzibar"] {
+                assert!(
+                    !value.contains(secret),
+                    "span {} attribute {name} holds a secret: {value}",
+                    span.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn via(protocol: &str) -> &'static str {
+    if protocol == "grpc" { "grpc" } else { "http" }
+}
+
+/// The span's GenAI token counts are the provider's.
+fn assert_tokens(span: &ReceivedSpan, usage: &Value) {
+    let input = usage["prompt_tokens"].as_u64().unwrap_or(0);
+    let output = usage["completion_tokens"].as_u64().unwrap_or(0);
+    assert!(input > 0 && output > 0, "{usage}");
+    assert_eq!(
+        span.attribute("gen_ai.usage.input_tokens"),
+        Some(&*input.to_string()),
+        "{}",
+        span.name
+    );
+    assert_eq!(
+        span.attribute("gen_ai.usage.output_tokens"),
+        Some(&*output.to_string()),
+        "{}",
+        span.name
+    );
+}
