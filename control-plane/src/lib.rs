@@ -12,6 +12,7 @@ pub mod secrets;
 mod server;
 mod service;
 pub mod store;
+mod tail;
 mod watch;
 
 pub use server::{ControlPlane, ServeError};

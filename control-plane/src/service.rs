@@ -14,6 +14,7 @@ use tollgate_proto::admin::*;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::{event_to_proto, from_timestamp, timestamp};
 use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
+use tollgate_proto::usage::UsageEvent;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Actor, Authenticator};
@@ -24,7 +25,7 @@ use crate::log::PolicyLog;
 use crate::secrets::{
     ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret,
 };
-use crate::watch;
+use crate::{tail, watch};
 
 /// The admin API over a policy log.
 pub struct AdminApi {
@@ -36,11 +37,16 @@ pub struct AdminApi {
     bus: Arc<dyn Bus>,
     /// One per open `WatchEvents` stream (each polls the store): a bounded number.
     watchers: Arc<tokio::sync::Semaphore>,
+    /// One per open `TailRequests` stream (each reads every usage event): a bounded number.
+    tails: Arc<tokio::sync::Semaphore>,
 }
 
 /// `WatchEvents` streams served at once by one control plane (edges and aggregators hold one
 /// each; more are refused with RESOURCE_EXHAUSTED until one closes).
 pub const MAX_WATCHERS: usize = 1024;
+
+/// `TailRequests` streams served at once by one control plane.
+pub const MAX_TAILS: usize = 32;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -57,6 +63,7 @@ impl AdminApi {
             sealing,
             bus,
             watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
+            tails: Arc::new(tokio::sync::Semaphore::new(MAX_TAILS)),
         }
     }
 
@@ -748,6 +755,27 @@ impl AdminService for AdminApi {
         })?;
         let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
         // The permit goes with the stream: released when the watcher goes away.
+        let stream = futures::StreamExt::map(stream, move |event| {
+            let _held = &permit;
+            event
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type TailRequestsStream = Pin<Box<dyn Stream<Item = Result<UsageEvent, Status>> + Send>>;
+
+    async fn tail_requests(
+        &self,
+        request: Request<TailRequestsRequest>,
+    ) -> Reply<Self::TailRequestsStream> {
+        self.authorize(&request, Access::ReadPolicy)?;
+        let filter = tail::Filter::parse(request.into_inner())?;
+        let permit = self.tails.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this control plane already serves {MAX_TAILS} TailRequests streams; retry later"
+            ))
+        })?;
+        let stream = tail::requests(self.bus.clone(), filter).await?;
         let stream = futures::StreamExt::map(stream, move |event| {
             let _held = &permit;
             event

@@ -239,6 +239,33 @@ async fn usage_is_kept_until_the_ledger_consumer_acknowledges_it(bus: Arc<dyn Bu
     eventually_backlog(bus.as_ref(), 1).await
 }
 
+/// A "from now on" subscription (the request tail) starts after the newest message even once
+/// the ledger consumed, and the bus dropped, everything before; and it consumes nothing.
+async fn a_new_subscription_sees_only_later_messages_and_consumes_none(
+    bus: Arc<dyn Bus>,
+) -> Result<()> {
+    for i in 0..3 {
+        bus.publish(USAGE, &format!("old{i}"), Bytes::from(format!("old{i}")))
+            .await?;
+    }
+    let mut ledger = bus
+        .consumer(USAGE, USAGE_CONSUMER, Duration::from_secs(30))
+        .await?;
+    for delivery in ledger.fetch(10, Duration::from_secs(5)).await? {
+        delivery.ack().await?;
+    }
+    eventually_backlog(bus.as_ref(), 0).await?;
+    let mut tail = bus.subscribe_new(USAGE).await?;
+    for i in 0..2 {
+        bus.publish(USAGE, &format!("new{i}"), Bytes::from(format!("new{i}")))
+            .await?;
+    }
+    for i in 0..2 {
+        assert_eq!(next(&mut tail).await?.payload, format!("new{i}"));
+    }
+    eventually_backlog(bus.as_ref(), 2).await
+}
+
 async fn a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one(
     bus: Arc<dyn Bus>,
 ) -> Result<()> {
@@ -347,4 +374,5 @@ contract!(
     usage_is_kept_until_the_ledger_consumer_acknowledges_it,
     a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one,
     kv_update_writes_only_over_the_expected_revision,
+    a_new_subscription_sees_only_later_messages_and_consumes_none,
 );

@@ -126,6 +126,36 @@ impl JetStreamBus {
         Ok(())
     }
 
+    /// An ordered consumer of `topic` starting where `deliver_policy` says.
+    async fn ordered(
+        &self,
+        topic: &str,
+        deliver_policy: consumer::DeliverPolicy,
+    ) -> Result<Subscription, BusError> {
+        let stream = self.stream(topic).await?;
+        // An ordered consumer is recreated by the client on any gap or reconnect, so the
+        // subscriber sees every message exactly once and in order.
+        let consumer = with_timeout(stream.create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: self.subject(topic),
+            deliver_policy,
+            ..Default::default()
+        }))
+        .await?;
+        let messages = with_timeout(consumer.messages()).await?;
+        let stream = messages
+            .map_err(unavailable)
+            .and_then(|message| async move {
+                let sequence = message.info().map_err(unavailable)?.stream_sequence;
+                let msg_id = message.headers.as_ref().map(msg_id).unwrap_or_default();
+                Ok(BusMessage {
+                    sequence,
+                    msg_id,
+                    payload: message.payload.clone(),
+                })
+            });
+        Ok(stream.boxed())
+    }
+
     async fn durable(
         &self,
         topic: &str,
@@ -206,7 +236,6 @@ impl Bus for JetStreamBus {
     }
 
     async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
-        let stream = self.stream(topic).await?;
         let deliver_policy = if after == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -214,27 +243,11 @@ impl Bus for JetStreamBus {
                 start_sequence: after + 1,
             }
         };
-        // An ordered consumer is recreated by the client on any gap or reconnect, so the
-        // subscriber sees every message exactly once and in order.
-        let consumer = with_timeout(stream.create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: self.subject(topic),
-            deliver_policy,
-            ..Default::default()
-        }))
-        .await?;
-        let messages = with_timeout(consumer.messages()).await?;
-        let stream = messages
-            .map_err(unavailable)
-            .and_then(|message| async move {
-                let sequence = message.info().map_err(unavailable)?.stream_sequence;
-                let msg_id = message.headers.as_ref().map(msg_id).unwrap_or_default();
-                Ok(BusMessage {
-                    sequence,
-                    msg_id,
-                    payload: message.payload.clone(),
-                })
-            });
-        Ok(stream.boxed())
+        self.ordered(topic, deliver_policy).await
+    }
+
+    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+        self.ordered(topic, consumer::DeliverPolicy::New).await
     }
 
     async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {

@@ -235,6 +235,11 @@ impl Bus for MemoryBus {
         Ok(stream.boxed())
     }
 
+    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+        let after = self.with_topic(topic, |t| t.last_sequence);
+        self.subscribe(topic, after).await
+    }
+
     async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
         let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         kv.revision += 1;

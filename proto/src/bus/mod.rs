@@ -178,6 +178,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Messages of `topic` with a sequence greater than `after`, in order, then new ones.
     async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError>;
 
+    /// Messages of `topic` stored from now on, in order. The default reads after the last
+    /// stored message, which is right for topics that keep it; buses whose topics drop
+    /// consumed messages say "from now" themselves.
+    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+        let after = self.last(topic).await?.map_or(0, |m| m.sequence);
+        self.subscribe(topic, after).await
+    }
+
     /// Sets `key` in the shared-state bucket (latest value wins); returns the new revision.
     async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError>;
 

@@ -6,6 +6,7 @@ mod org;
 mod policy;
 mod providers;
 mod routing;
+mod tail;
 
 use clap::Subcommand;
 use tollgate_proto::admin::StringMap;
@@ -73,6 +74,8 @@ pub enum AdminCommand {
     Watch(audit::Watch),
     /// The folded policy state at the latest sequence.
     Snapshot,
+    /// Follow the requests every edge serves, live (metadata only; Ctrl-C to stop).
+    Tail(tail::Tail),
 }
 
 impl AdminCommand {
@@ -97,6 +100,7 @@ impl AdminCommand {
             AdminCommand::Events(c) => c.run(client, out).await,
             AdminCommand::Watch(c) => c.run(client, out).await,
             AdminCommand::Snapshot => audit::snapshot(client, out).await,
+            AdminCommand::Tail(c) => c.run(client, out).await,
         }
     }
 }

@@ -1,8 +1,12 @@
-//! Request traces exported over OTLP by `tollgate up`, configured by the standard
+//! Observability of `tollgate up`, as an operator sees it.
+//!
+//! Request traces exported over OTLP, configured by the standard
 //! `OTEL_EXPORTER_OTLP_*` variables alone, received by a local collector over gRPC and over
 //! HTTP/protobuf: one trace per request continuing the client's `traceparent`, the phases as
 //! child spans, one provider span per attempt, the GenAI attributes with the provider's token
 //! counts, and never the prompt or a key; the request's JSON log line names the same trace.
+//!
+//! The live request tail: `tollgate admin tail` prints each request as it is served, filtered.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -20,6 +24,9 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// Words of the prompt that must never leave the gateway in telemetry.
 const PROMPT: &str = "please keep zanzibar-quartz-77 between us";
 
+/// The bootstrap admin token of the instances started here.
+const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
+
 /// OTLP span kinds.
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
@@ -28,14 +35,18 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// `tollgate up` with traces exported to `endpoint` over `protocol`; stopped on drop.
+/// `tollgate up`; stopped on drop.
 struct Up {
     child: Child,
     edge: u16,
+    admin: u16,
 }
 
 impl Up {
-    fn start(dir: &Path, upstream: &str, protocol: &str, endpoint: &str) -> Result<Up> {
+    /// Starts `tollgate up` in `dir` with one model served by `upstream`, exporting traces to
+    /// `otlp` (protocol, endpoint) when given.
+    fn start(dir: &Path, upstream: &str, otlp: Option<(&str, &str)>) -> Result<Up> {
+        let (protocol, endpoint) = otlp.unwrap_or(("grpc", ""));
         std::fs::write(
             dir.join("tollgate.toml"),
             format!(
@@ -44,13 +55,13 @@ impl Up {
                  input_per_mtok = 1.0\noutput_per_mtok = 2.0\n"
             ),
         )?;
-        let edge = free_port()?;
+        let (edge, admin) = (free_port()?, free_port()?);
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("up")
             .env("TOLLGATE_DATA_DIR", dir.join("data"))
             .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
             .env("TRACES_TEST_UPSTREAM_KEY", "sk-upstream-secret-credential")
-            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
             .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}"))
             .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
             .env(
@@ -64,13 +75,14 @@ impl Up {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("RUST_LOG", "warn,tollgate::access=info")
             .env("TOLLGATE_LOG_FORMAT", "json")
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
             .env_remove("NATS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("up.err"))?)
             .spawn()?;
-        Ok(Up { child, edge })
+        Ok(Up { child, edge, admin })
     }
 
     async fn wait_ready(&self) -> Result<()> {
@@ -110,7 +122,11 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
         _ => receiver.http_endpoint(),
     };
     let temp = tempfile::tempdir()?;
-    let up = Up::start(temp.path(), &upstream.base_url(), protocol, &endpoint)?;
+    let up = Up::start(
+        temp.path(),
+        &upstream.base_url(),
+        Some((protocol, &endpoint)),
+    )?;
     up.wait_ready().await?;
     let key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
     let key = key.trim();
@@ -245,6 +261,81 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `tollgate admin tail --model M` prints, as JSON lines, the requests for model M as they are
+/// served, and not the others.
+#[tokio::test]
+async fn admin_tail_prints_each_request_for_the_model_as_it_is_served() -> Result<()> {
+    let upstream = FakeOpenAi::start().await?;
+    let temp = tempfile::tempdir()?;
+    let up = Up::start(temp.path(), &upstream.base_url(), None)?;
+    up.wait_ready().await?;
+    let key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
+    let key = key.trim().to_owned();
+
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "admin",
+            "--output",
+            "json",
+            "tail",
+            "--model",
+            "traced-model",
+        ])
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = tail.stdout.take().context("no stdout")?;
+    let (lines, shown) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    // The tail starts at "now", and "now" is when it has connected: send until one shows.
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/chat/completions", up.edge);
+    let mut sent = Vec::new();
+    let mut first = None;
+    for _ in 0..50 {
+        for model in ["traced-model", "no-such-model"] {
+            let response = http
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await?;
+            if model == "traced-model" {
+                assert_eq!(response.status(), 200);
+                sent.push(response.headers()["x-request-id"].to_str()?.to_owned());
+            }
+        }
+        if let Ok(line) = shown.recv_timeout(Duration::from_millis(200)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let line = first.context("the tail printed nothing")?;
+    let event: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+    assert_eq!(event["model"], "traced-model", "{line}");
+    assert_eq!(event["status"], 200, "{line}");
+    let id = event["request_id"].as_str().unwrap_or_default();
+    assert!(sent.iter().any(|s| s == id), "{id} was not sent: {line}");
+    assert!(!line.contains(&key), "the tail shows the key: {line}");
     Ok(())
 }
 
