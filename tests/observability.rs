@@ -246,9 +246,36 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
     assert_eq!(line["model"], "traced-model");
     assert_eq!(line["input_tokens"], usage["prompt_tokens"]);
 
+    // The phases are timed, and a refusal is counted by phase and code.
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", up.edge))
+        .bearer_auth("tg-not-a-key-zanzibar")
+        .json(&json!({"model": "traced-model", "messages": []}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", up.edge))
+        .await?
+        .text()
+        .await?;
+    for phase in ["auth", "parse", "access", "limits", "budget"] {
+        let count = format!("tollgate_phase_duration_seconds_count{{phase=\"{phase}\"}} ");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
+            "{phase} is not timed:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(
+            "tollgate_phase_refusals_total{phase=\"auth\",code=\"invalid_api_key\"} 1"
+        ),
+        "{metrics}"
+    );
+
     // Nothing secret or said by the client left in telemetry.
     for secret in [key, "sk-upstream-secret-credential", "zanzibar"] {
         assert!(!logs.contains(secret), "the logs hold a secret:\n{logs}");
+        assert!(!metrics.contains(secret), "the metrics hold a secret");
     }
     for span in &spans {
         for (name, value) in &span.attributes {

@@ -14,6 +14,8 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::Phase;
+
 /// The target of the request spans (the binary routes it to the OpenTelemetry layer).
 pub const TARGET: &str = "tollgate::request";
 
@@ -78,17 +80,15 @@ pub fn attempt_span(operation: &'static str, deployment: &Deployment, attempt: u
     span
 }
 
-/// A phase of the request path (`auth`, `limits`, `budget`, `cache`, `guardrails.input`…).
-#[macro_export]
-macro_rules! phase_span {
-    ($name:literal) => {
-        tracing::info_span!(
-            target: $crate::telemetry::TARGET,
-            $name,
-            error.type = tracing::field::Empty,
-            tollgate.guardrails_intervened = tracing::field::Empty,
-        )
-    };
+/// The span of a phase of the request path.
+pub fn phase_span(phase: Phase) -> Span {
+    tracing::info_span!(
+        target: TARGET,
+        "phase",
+        otel.name = phase.name(),
+        error.type = Empty,
+        tollgate.guardrails_intervened = Empty,
+    )
 }
 
 /// Marks `span` as failed with the contract error `code`.

@@ -33,11 +33,12 @@ use crate::guardrails::text::{Shape, Texts};
 use crate::guardrails::{Applicable, Source, Tally};
 use crate::health::InFlight;
 use crate::limits::RateHeaders;
+use crate::metrics::Phase;
 use crate::pricing::{self, Tokens, cost};
 use crate::providers::UpstreamReply;
 use crate::route::rules::{self, RequestFacts};
 use crate::surfaces::{self, Present, Route, Surface};
-use crate::{phase_span, telemetry};
+use crate::telemetry;
 
 /// Output tokens assumed for a budget reservation when the request sets no maximum.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -260,24 +261,25 @@ async fn run(
     let key = if ctx.signed_uri.is_some() && sigv4::is_signed(headers) {
         None
     } else {
-        let span = phase_span!("auth");
-        Some(phase(span, || authenticate_key(&state, headers, now, ctx))?)
+        Some(phase(app, Phase::Auth, || {
+            authenticate_key(&state, headers, now, ctx)
+        })?)
     };
     let body = read_body(app, body).await?;
     let key = match key {
         Some(key) => key,
-        None => phase(phase_span!("auth"), || {
+        None => phase(app, Phase::Auth, || {
             authenticate_signature(app, &state, headers, &body, now, ctx)
         })?,
     };
-    let request = phase(phase_span!("parse"), || parse(&state, headers, body, ctx))?;
-    let traffic = phase(phase_span!("access"), || {
+    let request = phase(app, Phase::Parse, || parse(&state, headers, body, ctx))?;
+    let traffic = phase(app, Phase::Access, || {
         access(app, &state, key, headers, &request, now, ctx)
     })?;
-    phase(phase_span!("limits"), || {
+    phase(app, Phase::Limits, || {
         limits(app, &state, key, &request, ctx)
     })?;
-    let worst_case = phase(phase_span!("budget"), || {
+    let worst_case = phase(app, Phase::Budget, || {
         budget(app, &state, key, &request, ctx)
     })?;
     let guardrails = app.guardrails.applicable(&state, key, &request.model);
@@ -289,12 +291,16 @@ async fn run(
     };
     let cached = app.cache.plan(&state, key, asked, &guardrails);
     let mut embedding = None;
-    if let Some(plan) = &cached
-        && let Some(hit) = cache_lookup(app, &state, key, plan, &request, &mut embedding, ctx)
-            .instrument(phase_span!("cache"))
-            .await
-    {
-        return Ok(hit);
+    if let Some(plan) = &cached {
+        let started = Instant::now();
+        let hit = cache_lookup(app, &state, key, plan, &request, &mut embedding, ctx)
+            .instrument(telemetry::phase_span(Phase::Cache))
+            .await;
+        app.metrics
+            .time_phase(Phase::Cache, started.elapsed().as_secs_f64());
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
     }
     let request = guard_input(app, &state, &guardrails, request, ctx).await?;
     let answer = route_and_call(
@@ -584,7 +590,8 @@ async fn guard_input(
     };
     let texts = Texts::read(&request.bytes, shape)?;
     let mut tally = Tally::default();
-    let span = phase_span!("guardrails.input");
+    let span = telemetry::phase_span(Phase::GuardrailsInput);
+    let started = Instant::now();
     let checked = app
         .guardrails
         .run(
@@ -596,7 +603,7 @@ async fn guard_input(
         )
         .instrument(span.clone())
         .await;
-    note_intervention(&span, &tally);
+    end_guardrails(app, Phase::GuardrailsInput, &span, started, &tally);
     ctx.record.note_guardrails(&tally);
     if let Some(masked) = checked? {
         request.bytes = texts.write(masked);
@@ -635,13 +642,14 @@ async fn guard_output(
                 .cloned()
                 .collect();
             let mut tally = Tally::default();
-            let span = phase_span!("guardrails.output");
+            let span = telemetry::phase_span(Phase::GuardrailsOutput);
+            let started = Instant::now();
             let checked = app
                 .guardrails
                 .run(state, &checks, &texts.texts, Source::Output, &mut tally)
                 .instrument(span.clone())
                 .await;
-            note_intervention(&span, &tally);
+            end_guardrails(app, Phase::GuardrailsOutput, &span, started, &tally);
             ctx.record.note_guardrails(&tally);
             match checked? {
                 Some(masked) => UpstreamReply::Complete(texts.write(masked)),
@@ -850,17 +858,28 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
     response
 }
 
-/// Runs a synchronous phase in `span`, marking the span with the error code of a refusal.
-fn phase<T>(span: Span, run: impl FnOnce() -> Result<T, EdgeError>) -> Result<T, EdgeError> {
+/// Runs a synchronous phase: in its span, timed, a refusal counted and named on the span.
+fn phase<T>(
+    app: &AppState,
+    phase: Phase,
+    run: impl FnOnce() -> Result<T, EdgeError>,
+) -> Result<T, EdgeError> {
+    let span = telemetry::phase_span(phase);
+    let started = Instant::now();
     let result = span.in_scope(run);
+    app.metrics
+        .time_phase(phase, started.elapsed().as_secs_f64());
     if let Err(error) = &result {
         span.record("error.type", error.code());
+        app.metrics.refused(phase, error.code());
     }
     result
 }
 
-/// Names on a guardrail phase's span the guardrails that intervened.
-fn note_intervention(span: &Span, tally: &Tally) {
+/// Times a guardrail phase and names on its span the guardrails that intervened.
+fn end_guardrails(app: &AppState, phase: Phase, span: &Span, started: Instant, tally: &Tally) {
+    app.metrics
+        .time_phase(phase, started.elapsed().as_secs_f64());
     if !span.is_disabled() && !tally.intervened.is_empty() {
         span.record("tollgate.guardrails_intervened", tally.intervened.join(","));
     }
