@@ -245,6 +245,24 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
     assert_eq!(line["status"], 200);
     assert_eq!(line["model"], "traced-model");
     assert_eq!(line["input_tokens"], usage["prompt_tokens"]);
+    // The CloudWatch metric filters in deploy/ read fields this line has.
+    let alarms: Value = serde_json::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cloudwatch/alarms.json"),
+    )?)?;
+    for filter in alarms["metric_filters"].as_array().context("no filters")? {
+        let text = filter.to_string();
+        for field in text.split("$.").skip(1) {
+            let field: String = field
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                line.get(&field).is_some(),
+                "metric filter {} reads {field}, which the request line lacks",
+                filter["filterName"]
+            );
+        }
+    }
 
     // The phases are timed, and a refusal is counted by phase and code.
     let refused = reqwest::Client::new()
@@ -261,14 +279,15 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
     for phase in ["auth", "parse", "access", "limits", "budget"] {
         let count = format!("tollgate_phase_duration_seconds_count{{phase=\"{phase}\"}} ");
         assert!(
-            metrics.lines().any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
             "{phase} is not timed:\n{metrics}"
         );
     }
     assert!(
-        metrics.contains(
-            "tollgate_phase_refusals_total{phase=\"auth\",code=\"invalid_api_key\"} 1"
-        ),
+        metrics
+            .contains("tollgate_phase_refusals_total{phase=\"auth\",code=\"invalid_api_key\"} 1"),
         "{metrics}"
     );
 

@@ -114,6 +114,15 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
     };
+    if path == "/v1/traces" {
+        // An OTLP/HTTP collector that keeps nothing: where a traced edge sends its spans.
+        let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-protobuf"),
+        );
+        return Ok(response);
+    }
     let (fail, throttle, delay) = {
         let mut rng = rand::rng();
         let jitter = if config.jitter_ms > 0.0 {

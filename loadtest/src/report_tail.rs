@@ -208,7 +208,7 @@ pub fn streams_memory_cpu(
     let _ = writeln!(out, "\n## 5. CPU time per request\n");
     let _ = writeln!(
         out,
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane.\n"
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only).\n"
     );
     header(
         out,

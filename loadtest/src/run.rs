@@ -423,6 +423,10 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     phase.next(&mut results, "propagation");
     results.propagation = Some(propagation::run(&mut stack, &plan).await?);
 
+    eprintln!("loadtest: CPU per request with request traces, and with request log lines");
+    phase.next(&mut results, "CPU with telemetry");
+    suite::telemetry_cpu(&plan, &mut stack, &mock.addr, &mut results).await?;
+
     if options.profile && !options.smoke && report::latency_missed(&results) {
         eprintln!("loadtest: a target was missed: profiling the edge under load");
         match crate::profile::perf(edge_pid, &edge_addr, &key, &run_dir).await {

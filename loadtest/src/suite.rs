@@ -18,6 +18,10 @@ pub const FLOOR: &str = "floor-proxy";
 pub const TOLLGATE: &str = "tollgate";
 pub const LITELLM: &str = "litellm";
 pub const LITELLM_2W: &str = "litellm-2w";
+/// An edge exporting a trace of every request over OTLP (sampled at 100 %).
+pub const TOLLGATE_TRACED: &str = "tollgate traced";
+/// An edge writing one JSON log line per request.
+pub const TOLLGATE_LOGGED: &str = "tollgate logged";
 
 /// Ceiling for the ladder: above this p99 (ms) a target leaves it.
 pub const LADDER_P99_MS: f64 = 10.0;
@@ -416,4 +420,41 @@ pub async fn cpu(
         results.cpu.insert(t.name.to_owned(), cpu);
     }
     Ok(())
+}
+
+/// CPU per request of two more edges, beside the plain one measured by [`cpu`]: one exporting
+/// every request's trace over OTLP/HTTP (to the mock, which keeps nothing), one writing a JSON
+/// log line per request.
+pub async fn telemetry_cpu(
+    plan: &Plan,
+    stack: &mut crate::tollgate::Stack,
+    mock_addr: &str,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let traced = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{mock_addr}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+    ];
+    let logged = [
+        ("RUST_LOG", "warn,tollgate::access=info".to_owned()),
+        ("TOLLGATE_LOG_FORMAT", "json".to_owned()),
+    ];
+    stack.add_edge_with(&traced).await?;
+    stack.add_edge_with(&logged).await?;
+    let [.., traced, logged] = stack.edges.as_slice() else {
+        anyhow::bail!("the telemetry edges did not start");
+    };
+    let mut targets = Vec::new();
+    for (name, edge) in [(TOLLGATE_TRACED, traced), (TOLLGATE_LOGGED, logged)] {
+        targets.push(Target {
+            name,
+            authority: edge.addr.clone(),
+            auth: stack.key.clone(),
+            main: &edge.proc,
+            all: vec![&edge.proc, &stack.control_plane, &stack.aggregator],
+        });
+    }
+    let targets: Vec<&Target> = targets.iter().collect();
+    cpu(plan, &targets, results).await
 }

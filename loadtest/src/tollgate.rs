@@ -257,6 +257,12 @@ impl Stack {
 
     /// Starts one more edge and waits until it has the current policy.
     pub async fn add_edge(&mut self) -> anyhow::Result<()> {
+        self.add_edge_with(&[]).await
+    }
+
+    /// Starts one more edge with `extra` environment variables (over the defaults) and waits
+    /// until it has the current policy.
+    pub async fn add_edge_with(&mut self, extra: &[(&str, String)]) -> anyhow::Result<()> {
         let n = self.edges.len();
         let addr = format!("127.0.0.1:{}", free_port()?);
         let mut command = Command::new(&self.bin);
@@ -272,6 +278,9 @@ impl Stack {
             .env("TOLLGATE_BUS_PREFIX", &self.prefix)
             .env("TOLLGATE_REGION", "loadtest")
             .env("TOLLGATE_EDGE_ID", format!("loadtest-edge-{n}"));
+        for (name, value) in extra {
+            command.env(name, value);
+        }
         let proc = Proc::spawn(
             &format!("edge-{n}"),
             command,
