@@ -385,6 +385,58 @@ async fn admin_tail_prints_each_request_for_the_model_as_it_is_served() -> Resul
     Ok(())
 }
 
+/// The control plane serves `/metrics` on its admin port: changes by result, and the committed
+/// and relayed policy sequences.
+#[tokio::test]
+async fn the_control_plane_counts_changes_and_how_far_it_relayed_them() -> Result<()> {
+    let upstream = FakeOpenAi::start().await?;
+    let temp = tempfile::tempdir()?;
+    let up = Up::start(temp.path(), &upstream.base_url(), None)?;
+    up.wait_ready().await?;
+    let admin = |token: &str, name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["admin", "teams", "create", "--name", name])
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
+            .env("TOLLGATE_ADMIN_TOKEN", token)
+            .output()
+    };
+    assert!(admin(ADMIN_TOKEN, "observed")?.status.success());
+    assert!(!admin(ADMIN_TOKEN, "")?.status.success(), "an empty name");
+    assert!(!admin("tga-wrong", "intruders")?.status.success());
+
+    let url = format!("http://127.0.0.1:{}/metrics", up.admin);
+    let (mut metrics, mut relayed) = (String::new(), false);
+    for _ in 0..100 {
+        metrics = reqwest::get(&url).await?.text().await?;
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<i64>().ok())
+        };
+        let committed = value("tollgate_policy_committed_sequence ");
+        if committed.is_some_and(|c| c > 0)
+            && committed == value("tollgate_policy_relayed_sequence ")
+        {
+            relayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        relayed,
+        "the relayed sequence never reached the committed one:\n{metrics}"
+    );
+    for line in [
+        "tollgate_admin_changes_total{result=\"ok\"} 1",
+        "tollgate_admin_changes_total{result=\"invalid_argument\"} 1",
+        "tollgate_admin_changes_total{result=\"unauthenticated\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("tga-"), "a token in the metrics");
+    Ok(())
+}
+
 fn via(protocol: &str) -> &'static str {
     if protocol == "grpc" { "grpc" } else { "http" }
 }

@@ -7,6 +7,7 @@ mod convert;
 pub mod error;
 mod health;
 pub mod log;
+pub mod metrics;
 pub mod relay;
 pub mod secrets;
 mod server;

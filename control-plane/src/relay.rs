@@ -7,6 +7,7 @@
 //! under `POLICY_HEAD`, which tells edges that the control plane is alive and how far it is.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tollgate_proto::bus::{Bus, BusError, POLICY, POLICY_HEAD};
 use tollgate_proto::convert::event_to_proto;
 use tollgate_proto::policy::PolicyEvent;
 
+use crate::metrics::ControlMetrics;
 use crate::store::{EventStore, READ_BATCH, StoreError};
 
 /// How often the relay looks for events committed by another process.
@@ -38,16 +40,22 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     mut committed: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<ControlMetrics>,
 ) {
     let mut published: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
-        let wait = match publish_pending(store.as_ref(), bus.as_ref(), &mut published).await {
+        let pass = publish_pending(store.as_ref(), bus.as_ref(), &mut published).await;
+        if let Some(sequence) = published {
+            metrics.relayed.store(sequence, Ordering::Relaxed);
+        }
+        let wait = match pass {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 POLL
             }
             Err(e) => {
+                metrics.relay_failures.inc();
                 tracing::warn!(error = %e, retry_in = ?backoff, "policy relay failed; will retry");
                 // The failed publish may or may not have been stored: ask the bus again.
                 published = None;

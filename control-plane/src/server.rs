@@ -1,5 +1,5 @@
-//! Serving the control plane: the admin API with gRPC reflection and health on one listener,
-//! and the relay publishing the log to the bus.
+//! Serving the control plane: the admin API with gRPC reflection and health, and `/metrics`
+//! over HTTP/1.1, on one listener; and the relay publishing the log to the bus.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,9 +8,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
+use tonic::service::Routes;
 
 use crate::auth::Authenticator;
 use crate::log::PolicyLog;
+use crate::metrics::{self, ControlMetrics};
 use crate::relay;
 use crate::service::AdminApi;
 use tollgate_policy::sealing::SealingKey;
@@ -45,12 +47,14 @@ impl ControlPlane {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let metrics = Arc::new(ControlMetrics::default());
         let (stop_relay, relay_stopped) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
             self.log.store().clone(),
             self.bus.clone(),
             self.log.committed(),
             relay_stopped,
+            metrics.clone(),
         ));
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -67,14 +71,31 @@ impl ControlPlane {
             v1 = v1.register_encoded_file_descriptor_set(set);
             v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
         }
-        let api = AdminApi::new(self.log.clone(), self.auth, self.sealing, self.bus.clone());
+        let api = Arc::new(AdminApi::new(
+            self.log.clone(),
+            self.auth,
+            self.sealing,
+            self.bus.clone(),
+            metrics,
+        ));
+        let mut grpc = Routes::builder();
+        grpc.add_service(health)
+            .add_service(v1.build_v1()?)
+            .add_service(v1alpha.build_v1alpha()?)
+            .add_service(AdminServiceServer::from_arc(api.clone()));
+        // Prometheus scrapes over HTTP/1.1 on the same port.
+        let routes = grpc.routes().into_axum_router().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { metrics::serve(api.render_metrics()) }
+            }),
+        );
         let result = tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
             .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
-            .add_service(health)
-            .add_service(v1.build_v1()?)
-            .add_service(v1alpha.build_v1alpha()?)
-            .add_service(AdminServiceServer::new(api))
+            .accept_http1(true)
+            .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(listener), shutdown)
             .await;
         let _ = stop_relay.send(true);

@@ -22,6 +22,7 @@ use crate::convert::{self, non_empty, parse};
 use crate::error::ControlError;
 use crate::health;
 use crate::log::PolicyLog;
+use crate::metrics::ControlMetrics;
 use crate::secrets::{
     ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret,
 };
@@ -39,6 +40,7 @@ pub struct AdminApi {
     watchers: Arc<tokio::sync::Semaphore>,
     /// One per open `TailRequests` stream (each reads every usage event): a bounded number.
     tails: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<ControlMetrics>,
 }
 
 /// `WatchEvents` streams served at once by one control plane (edges and aggregators hold one
@@ -56,6 +58,7 @@ impl AdminApi {
         auth: Authenticator,
         sealing: Option<SealingKey>,
         bus: Arc<dyn Bus>,
+        metrics: Arc<ControlMetrics>,
     ) -> Self {
         AdminApi {
             log,
@@ -64,7 +67,23 @@ impl AdminApi {
             bus,
             watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
             tails: Arc::new(tokio::sync::Semaphore::new(MAX_TAILS)),
+            metrics,
         }
+    }
+
+    /// Sets the gauges read at scrape time and renders every metric.
+    pub fn render_metrics(&self) -> String {
+        let open = |permits: &tokio::sync::Semaphore, max: usize| {
+            i64::try_from(max.saturating_sub(permits.available_permits())).unwrap_or(0)
+        };
+        let metrics = &self.metrics;
+        metrics.watchers.set(open(&self.watchers, MAX_WATCHERS));
+        metrics.tails.set(open(&self.tails, MAX_TAILS));
+        let committed = self.log.state().sequence;
+        metrics
+            .committed
+            .set(i64::try_from(committed).unwrap_or(i64::MAX));
+        metrics.render()
     }
 
     fn authorize<T>(
@@ -93,9 +112,14 @@ impl AdminApi {
         request: &Request<T>,
         command: Command,
     ) -> Result<(Arc<PolicyState>, Vec<RecordedEvent>), Status> {
-        let (actor, _) = self.authorize(request, Access::WritePolicy)?;
-        let events = self.log.execute(&actor.name, command).await?;
-        Ok((self.log.state(), events))
+        let result = async {
+            let (actor, _) = self.authorize(request, Access::WritePolicy)?;
+            Ok::<_, Status>(self.log.execute(&actor.name, command).await?)
+        }
+        .await;
+        self.metrics
+            .changed(result.as_ref().err().map(Status::code));
+        Ok((self.log.state(), result?))
     }
 
     async fn delete<T>(&self, request: &Request<T>, command: Command) -> Reply<DeleteResponse> {
