@@ -138,7 +138,19 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
         auth: Authenticator::new(config.admin_token.as_deref()),
         sealing: config.credential_key,
     };
-    control_plane.serve(listener, shutdown_signal()).await?;
+    let console = match config.console {
+        Some((addr, console)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the web console to {addr} (TOLLGATE_UI_ADDR)"))?;
+            tracing::info!(%addr, "web console serving");
+            Some((listener, console))
+        }
+        None => None,
+    };
+    control_plane
+        .serve_with_console(listener, console, shutdown_signal())
+        .await?;
     Ok(())
 }
 

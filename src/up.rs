@@ -91,6 +91,14 @@ pub async fn run(
         "TOLLGATE_USAGE_HTTP_ADDR",
     )
     .await?;
+    let console = match tollgate_control_plane::config::console_from_lookup(lookup)? {
+        Some((addr, config)) => Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config)),
+        None => None,
+    };
+    let ui_addr = match &console {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     let (admin_addr, edge_addr) = (admin_listener.local_addr()?, edge_listener.local_addr()?);
     let (usage_addr, export_addr) = (usage_listener.local_addr()?, export_listener.local_addr()?);
 
@@ -102,8 +110,11 @@ pub async fn run(
         auth: Authenticator::new(Some(&admin_token)),
         sealing: Some(sealing),
     };
-    let control_plane =
-        tokio::spawn(control_plane.serve(admin_listener, until(rest_stopped.clone())));
+    let control_plane = tokio::spawn(control_plane.serve_with_console(
+        admin_listener,
+        console,
+        until(rest_stopped.clone()),
+    ));
     let snapshots = || -> anyhow::Result<_> {
         Ok(Some(Arc::new(
             GrpcSnapshots::new(&format!("http://{admin_addr}"), &admin_token)
@@ -135,6 +146,7 @@ pub async fn run(
         edge_scheme,
         edge_addr,
         admin_addr,
+        ui_addr,
         usage_addr,
         export_addr,
     );
@@ -276,9 +288,14 @@ fn print_banner(
     edge_scheme: &str,
     edge: SocketAddr,
     admin: SocketAddr,
+    ui: Option<SocketAddr>,
     usage: SocketAddr,
     export: SocketAddr,
 ) {
+    let console = ui.map_or_else(
+        || "off (TOLLGATE_UI_ADDR=off)".to_owned(),
+        |ui| format!("http://{ui}/   sign in with the admin token"),
+    );
     // The secret itself is never printed (a terminal's scrollback and CI logs keep it); the
     // curl line reads it from its file, by an absolute path so that it works from anywhere.
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
@@ -287,6 +304,7 @@ fn print_banner(
         "\nTollgate is up (data in {dir}).\n\n\
          \x20 OpenAI-compatible API  {edge_scheme}://{edge}/v1\n\
          \x20 admin API (gRPC)       {admin}   token in {dir}/admin-token\n\
+         \x20 web console            {console}\n\
          \x20 usage API (gRPC)       {usage}\n\
          \x20 usage CSV export       http://{export}/v1/usage/export\n\n\
          The first virtual key is in {key_path}. Try it:\n\n\

@@ -44,6 +44,7 @@ fn start(role: &str, env: &[(&str, String)], log: &Path) -> Result<Role> {
     command
         .arg(role)
         .env("RUST_LOG", "debug")
+        .env("TOLLGATE_UI_ADDR", "off")
         .env_remove("TOLLGATE_CONFIG")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -45,6 +45,7 @@ fn start_nats(port: u16, dir: &Path) -> Result<Killed> {
 fn start_control_plane(admin_port: u16, database_url: &str, nats_port: u16) -> Result<Killed> {
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("control-plane")
+        .env("TOLLGATE_UI_ADDR", "off")
         .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
         .env("DATABASE_URL", database_url)
         .env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))

@@ -8,13 +8,15 @@
 //!
 //! The live request tail: `tollgate admin tail` prints each request as it is served, filtered.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::{ADMIN_TOKEN, Up};
 use serde_json::{Value, json};
 use tollgate_test_support::openai_upstream::{Failure, FakeOpenAi};
 use tollgate_test_support::otlp_receiver::{OtlpReceiver, ReceivedSpan};
@@ -24,85 +26,9 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// Words of the prompt that must never leave the gateway in telemetry.
 const PROMPT: &str = "please keep zanzibar-quartz-77 between us";
 
-/// The bootstrap admin token of the instances started here.
-const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
-
 /// OTLP span kinds.
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `tollgate up`; stopped on drop.
-struct Up {
-    child: Child,
-    edge: u16,
-    admin: u16,
-}
-
-impl Up {
-    /// Starts `tollgate up` in `dir` with one model served by `upstream`, exporting traces to
-    /// `otlp` (protocol, endpoint) when given.
-    fn start(dir: &Path, upstream: &str, otlp: Option<(&str, &str)>) -> Result<Up> {
-        let (protocol, endpoint) = otlp.unwrap_or(("grpc", ""));
-        std::fs::write(
-            dir.join("tollgate.toml"),
-            format!(
-                "[[models]]\nname = \"traced-model\"\nprovider = \"openai_compatible\"\n\
-                 api_base = \"{upstream}\"\napi_key_env = \"TRACES_TEST_UPSTREAM_KEY\"\n\
-                 input_per_mtok = 1.0\noutput_per_mtok = 2.0\n"
-            ),
-        )?;
-        let (edge, admin) = (free_port()?, free_port()?);
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("up")
-            .env("TOLLGATE_DATA_DIR", dir.join("data"))
-            .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
-            .env("TRACES_TEST_UPSTREAM_KEY", "sk-upstream-secret-credential")
-            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
-            .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}"))
-            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-            .env(
-                "TOLLGATE_USAGE_HTTP_ADDR",
-                format!("127.0.0.1:{}", free_port()?),
-            )
-            .env("TOLLGATE_RETRY_BACKOFF_MS", "1")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-            .env("OTEL_SERVICE_NAME", "gateway-under-test")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "warn,tollgate::access=info")
-            .env("TOLLGATE_LOG_FORMAT", "json")
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("DATABASE_URL")
-            .env_remove("NATS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("up.err"))?)
-            .spawn()?;
-        Ok(Up { child, edge, admin })
-    }
-
-    async fn wait_ready(&self) -> Result<()> {
-        let url = format!("http://127.0.0.1:{}/health/ready", self.edge);
-        for _ in 0..400 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("tollgate up did not become ready")
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn a_retried_request_is_one_trace_over_grpc() -> Result<()> {

@@ -49,6 +49,7 @@ impl Up {
         let stdout = std::fs::File::create(dir.join("up.out"))?;
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("up")
+            .env("TOLLGATE_UI_ADDR", "127.0.0.1:0")
             .env("TOLLGATE_DATA_DIR", dir.join("data"))
             .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
             .env("TOLLGATE_TEST_UPSTREAM_KEY", "sk-test-upstream")
@@ -553,6 +554,7 @@ fn up_on_free_ports(data: &Path) -> Result<Command> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command
         .arg("up")
+        .env("TOLLGATE_UI_ADDR", "127.0.0.1:0")
         .env("TOLLGATE_DATA_DIR", data)
         .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
         .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", free_port()?))

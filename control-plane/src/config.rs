@@ -2,12 +2,17 @@
 //! lookup function so tests can feed it a map.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
 
+use crate::console::ConsoleConfig;
+
 /// Default `TOLLGATE_ADMIN_ADDR`.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
+/// Default `TOLLGATE_UI_ADDR`.
+pub const DEFAULT_UI_ADDR: &str = "127.0.0.1:4080";
 /// Default prefix of the JetStream streams and subjects.
 pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
 
@@ -26,6 +31,9 @@ pub struct ControlPlaneConfig {
     pub admin_token: Option<String>,
     /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
     pub credential_key: Option<SealingKey>,
+    /// `TOLLGATE_UI_ADDR`: where the web console listens (default `127.0.0.1:4080`; `off`:
+    /// not served), and how it keeps sessions.
+    pub console: Option<(SocketAddr, ConsoleConfig)>,
 }
 
 /// Secrets show as `***`, URL passwords too.
@@ -38,6 +46,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("bus_prefix", &self.bus_prefix)
             .field("admin_token", &redact::option(&self.admin_token))
             .field("credential_key", &self.credential_key)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -75,6 +84,43 @@ impl ControlPlaneConfig {
                     name: "TOLLGATE_CREDENTIAL_KEY",
                     reason: e.to_string(),
                 })?,
+            console: console_from_lookup(lookup)?,
         })
     }
+}
+
+/// The web console's address and settings from `TOLLGATE_UI_ADDR` and
+/// `TOLLGATE_UI_SESSION_IDLE_SECONDS` (default 1800); `None` when `TOLLGATE_UI_ADDR=off`.
+pub fn console_from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(SocketAddr, ConsoleConfig)>, ConfigError> {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let addr = get("TOLLGATE_UI_ADDR").unwrap_or_else(|| DEFAULT_UI_ADDR.to_owned());
+    if addr.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr = addr
+        .trim()
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+            name: "TOLLGATE_UI_ADDR",
+            reason: format!("{e} (an address like 127.0.0.1:4080, or off)"),
+        })?;
+    let idle = match get("TOLLGATE_UI_SESSION_IDLE_SECONDS") {
+        None => ConsoleConfig::default().session_idle,
+        Some(seconds) => match seconds.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_UI_SESSION_IDLE_SECONDS",
+                    reason: format!("a whole number of seconds above 0, got {seconds:?}"),
+                });
+            }
+        },
+    };
+    let config = ConsoleConfig {
+        session_idle: idle,
+        ..ConsoleConfig::default()
+    };
+    Ok(Some((addr, config)))
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 mod convert;
 pub mod error;
 mod health;

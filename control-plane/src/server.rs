@@ -11,6 +11,7 @@ use tollgate_proto::bus::Bus;
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
+use crate::console::ConsoleConfig;
 use crate::log::PolicyLog;
 use crate::metrics::{self, ControlMetrics};
 use crate::relay;
@@ -32,6 +33,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("web console server failed: {0}")]
+    Console(std::io::Error),
 }
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
@@ -47,6 +50,22 @@ impl ControlPlane {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        self.serve_with_console(listener, None, shutdown).await
+    }
+
+    /// Like [`ControlPlane::serve`], and serves the web console on `console`'s listener too.
+    pub async fn serve_with_console(
+        self,
+        listener: TcpListener,
+        console: Option<(TcpListener, ConsoleConfig)>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        // The console's server needs a signal of its own: the gRPC server's end tells it.
+        let (stop_console, console_stopped) = watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_console.send(true);
+        };
         let metrics = Arc::new(ControlMetrics::default());
         let (stop_relay, relay_stopped) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
@@ -84,22 +103,37 @@ impl ControlPlane {
             .add_service(v1alpha.build_v1alpha()?)
             .add_service(AdminServiceServer::from_arc(api.clone()));
         // Prometheus scrapes over HTTP/1.1 on the same port.
+        let scraped = api.clone();
         let routes = grpc.routes().into_axum_router().route(
             "/metrics",
             axum::routing::get(move || {
-                let api = api.clone();
+                let api = scraped.clone();
                 async move { metrics::serve(api.render_metrics()) }
             }),
         );
-        let result = tonic::transport::Server::builder()
+        let console = async {
+            let Some((listener, config)) = console else {
+                return Ok(());
+            };
+            let app = crate::console::router(api.clone(), config);
+            let mut stopped = console_stopped;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(ServeError::Console)
+        };
+        let grpc = tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
             .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
             .accept_http1(true)
             .add_routes(Routes::from(routes))
-            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(listener), shutdown);
+        let (grpc, console) = tokio::join!(grpc, console);
         let _ = stop_relay.send(true);
         let _ = relay.await;
-        Ok(result?)
+        grpc?;
+        console
     }
 }

@@ -71,6 +71,20 @@ impl AdminApi {
         }
     }
 
+    /// Who `token` is, when it may sign in to the console (an admin, viewer or finance token).
+    pub fn who(&self, token: &str) -> Result<Actor, Status> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::unauthenticated("that is not an admin token"))?;
+        metadata.insert("authorization", value);
+        let state = self.log.state();
+        self.auth
+            .authorize(&metadata, &state, Access::ReadPolicy)
+            .or_else(|_| self.auth.authorize(&metadata, &state, Access::ReadUsage))
+            .map_err(Status::from)
+    }
+
     /// Sets the gauges read at scrape time and renders every metric.
     pub fn render_metrics(&self) -> String {
         let open = |permits: &tokio::sync::Semaphore, max: usize| {

@@ -103,6 +103,7 @@ impl Stack {
         command
             .arg("control-plane")
             .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_UI_ADDR", "off")
             .env("RUST_LOG", "warn")
             .env("DATABASE_URL", infra.fresh_database().await?)
             .env("NATS_URL", &infra.nats_url)

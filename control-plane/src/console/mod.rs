@@ -1,0 +1,494 @@
+//! The admin web console, served by the control plane over HTTP.
+//!
+//! Every change goes through [`AdminApi`] exactly as a gRPC call would, authorized by the
+//! signed-in session's admin token: one validation, the same errors (shown next to the field
+//! they concern) and the same audit events, with the token's name as their actor. The token
+//! stays on the server; the browser holds a session cookie, and every form carries the
+//! session's CSRF token.
+
+mod pages;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use futures::StreamExt;
+use maud::Markup;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{
+    CreateKeyRequest, CreateTeamRequest, KeyRequest, ListKeysRequest, ListTeamsRequest,
+    TailRequestsRequest, Team,
+};
+use tollgate_proto::convert::from_timestamp;
+use tonic::{Code, Status};
+
+use crate::service::AdminApi;
+use pages::Notice;
+use session::{Session, Sessions};
+
+/// How the console behaves.
+#[derive(Clone, Debug)]
+pub struct ConsoleConfig {
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// Mark the session cookie `Secure` (the console is served over TLS).
+    pub secure_cookies: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_idle: Duration::from_secs(30 * 60),
+            secure_cookies: false,
+        }
+    }
+}
+
+struct Console {
+    api: Arc<AdminApi>,
+    sessions: Sessions,
+    secure: bool,
+}
+
+/// The console's routes over `api`.
+pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
+    let console = Arc::new(Console {
+        api,
+        sessions: Sessions::new(config.session_idle),
+        secure: config.secure_cookies,
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/teams") }))
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/teams", get(teams).post(create_team))
+        .route("/keys", get(keys).post(create_key))
+        .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/tail", get(tail))
+        .route("/tail/events", get(tail_events))
+        .route("/assets/console.js", get(script))
+        .route("/assets/console.css", get(style))
+        .layer(middleware::map_response(protect))
+        .with_state(console)
+}
+
+/// Headers on every answer: nothing cached, no framing, no inline script, no referrer to other
+/// sites (`same-origin`: with `no-referrer` browsers send `Origin: null` on the console's own
+/// forms, which the origin check must refuse).
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn script() -> Response {
+    asset("text/javascript", include_str!("assets/console.js"))
+}
+
+async fn style() -> Response {
+    asset("text/css", include_str!("assets/console.css"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Why a console request is not served.
+enum Refused {
+    /// No live session: sign in first.
+    SignedOut,
+    /// A change without this session's CSRF token, or from another site.
+    Forged,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::SignedOut => Redirect::to("/sign-in").into_response(),
+            Refused::Forged => (
+                StatusCode::FORBIDDEN,
+                "Refused: the form did not come from this console's page, or it is stale. Reload the page and try again.",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The signed-in session.
+fn signed_in(console: &Console, headers: &HeaderMap) -> Result<(String, Session), Refused> {
+    console.sessions.current(headers).ok_or(Refused::SignedOut)
+}
+
+/// The session a change is made in: signed in, and the form's CSRF token is the session's
+/// (and the browser, when it says where the form came from, says this site).
+fn changing(
+    console: &Console,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(String, Session), Refused> {
+    let (id, session) = signed_in(console, headers)?;
+    if !same_origin(headers) || !session.csrf_matches(csrf) {
+        return Err(Refused::Forged);
+    }
+    Ok((id, session))
+}
+
+/// Whether the request's `Origin`, if it has one, is this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = origin.to_str().ok().and_then(|o| o.split_once("://"));
+    matches!((origin, host), (Some((_, authority)), Some(host)) if authority == host)
+}
+
+/// A request to the admin API made with the session's token.
+fn call<T>(session: &Session, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {}", session.token).parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// How a refusal is answered: the gRPC code's HTTP status, the message next to `field` when the
+/// request was wrong, else at the top of the page.
+fn refusal(status: &Status, field: &'static str) -> (StatusCode, Notice) {
+    let (code, field) = match status.code() {
+        Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+            (StatusCode::BAD_REQUEST, Some(field))
+        }
+        Code::NotFound => (StatusCode::NOT_FOUND, Some(field)),
+        Code::PermissionDenied => (StatusCode::FORBIDDEN, None),
+        Code::Unauthenticated => (StatusCode::UNAUTHORIZED, None),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, None),
+    };
+    let notice = Notice {
+        field,
+        message: status.message().to_owned(),
+    };
+    (code, notice)
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response {
+    (status, markup).into_response()
+}
+
+async fn sign_in_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if console.sessions.current(&headers).is_some() {
+        return Redirect::to("/teams").into_response();
+    }
+    page(StatusCode::OK, pages::sign_in(None))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn sign_in(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "Refused: cross-site sign-in.").into_response();
+    }
+    let token = form.token.trim().to_owned();
+    match console.api.who(&token) {
+        Ok(actor) => {
+            let id = console.sessions.open(token, actor.name, actor.role);
+            let cookie = session::set_cookie(&id, console.secure);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/teams")).into_response()
+        }
+        Err(status) => page(
+            StatusCode::UNAUTHORIZED,
+            pages::sign_in(Some(status.message())),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    match changing(&console, &headers, &form.csrf) {
+        Ok((id, _)) => {
+            console.sessions.close(&id);
+            let cookie = session::clear_cookie(console.secure);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The teams the session may see (empty, with the reason, when it may not).
+async fn list_teams(console: &Console, session: &Session) -> Result<Vec<Team>, Status> {
+    let listed = console
+        .api
+        .list_teams(call(session, ListTeamsRequest {}))
+        .await?;
+    Ok(listed.into_inner().teams)
+}
+
+async fn teams(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(teams_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn teams_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let teams = match list_teams(console, session).await {
+        Ok(teams) => teams,
+        Err(refused) => {
+            notice = refusal(&refused, "name").1;
+            Vec::new()
+        }
+    };
+    page(status, pages::teams(session, &teams, &notice))
+}
+
+#[derive(Deserialize)]
+struct NewTeam {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_team(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewTeam>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let request = CreateTeamRequest {
+        name: form.name.trim().to_owned(),
+        ..Default::default()
+    };
+    Ok(
+        match console.api.create_team(call(&session, request)).await {
+            Ok(_) => Redirect::to("/teams").into_response(),
+            Err(status) => {
+                let (code, notice) = refusal(&status, "name");
+                teams_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
+
+async fn keys(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (id, session) = signed_in(&console, &headers)?;
+    let secret = console.sessions.take_flash(&id);
+    Ok(keys_page(
+        &console,
+        &session,
+        secret.as_deref(),
+        StatusCode::OK,
+        Notice::default(),
+    )
+    .await)
+}
+
+async fn keys_page(
+    console: &Console,
+    session: &Session,
+    secret: Option<&str>,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let listed = console
+        .api
+        .list_keys(call(
+            session,
+            ListKeysRequest {
+                include_revoked: true,
+                ..ListKeysRequest::default()
+            },
+        ))
+        .await;
+    let keys = match listed {
+        Ok(listed) => listed.into_inner().keys,
+        Err(refused) => {
+            notice = refusal(&refused, "alias").1;
+            Vec::new()
+        }
+    };
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    page(status, pages::keys(session, &keys, &teams, secret, &notice))
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    alias: String,
+    #[serde(default)]
+    team_id: String,
+}
+
+async fn create_key(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewKey>,
+) -> Result<Response, Refused> {
+    let (id, session) = changing(&console, &headers, &form.csrf)?;
+    let request = CreateKeyRequest {
+        alias: form.alias.trim().to_owned(),
+        team_id: form.team_id,
+        ..Default::default()
+    };
+    Ok(
+        match console.api.create_key(call(&session, request)).await {
+            Ok(created) => {
+                // Shown on the next page only: a reload shows it no more.
+                console.sessions.flash(&id, created.into_inner().secret);
+                Redirect::to("/keys").into_response()
+            }
+            Err(status) => {
+                let field = if status.message().contains("team") {
+                    "team_id"
+                } else {
+                    "alias"
+                };
+                let (code, notice) = refusal(&status, field);
+                keys_page(&console, &session, None, code, notice).await
+            }
+        },
+    )
+}
+
+async fn revoke_key(
+    State(console): State<Arc<Console>>,
+    Path(key_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let revoked = console
+        .api
+        .revoke_key(call(&session, KeyRequest { key_id }))
+        .await;
+    Ok(match revoked {
+        Ok(_) => Redirect::to("/keys").into_response(),
+        Err(status) => {
+            let (code, notice) = refusal(&status, "alias");
+            keys_page(&console, &session, None, code, notice).await
+        }
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct TailFilter {
+    #[serde(default)]
+    team_id: String,
+}
+
+async fn tail(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(filter): Query<TailFilter>,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    let teams = list_teams(&console, &session).await.unwrap_or_default();
+    Ok(page(
+        StatusCode::OK,
+        pages::tail(&session, &teams, &filter.team_id),
+    ))
+}
+
+/// The tail as server-sent events named `request`, one JSON object each.
+async fn tail_events(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(filter): Query<TailFilter>,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    let request = TailRequestsRequest {
+        team_id: filter.team_id,
+        ..Default::default()
+    };
+    let stream = match console.api.tail_requests(call(&session, request)).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => {
+            let (code, _) = refusal(&status, "team_id");
+            return Ok((code, status.message().to_owned()).into_response());
+        }
+    };
+    let events = stream
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(|event| async move {
+            let event = event.ok()?;
+            let at = event
+                .occurred_at
+                .as_ref()
+                .and_then(from_timestamp)
+                .map(|at| at.format("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            let row = serde_json::json!({
+                "occurred_at": at,
+                "request_id": event.request_id,
+                "status": event.status,
+                "error_code": event.error_code,
+                "model": event.model,
+                "team_id": event.team_id,
+                "key_id": event.key_id,
+                "input_tokens": event.input_tokens,
+                "output_tokens": event.output_tokens,
+                "cost_usd": event.cost_usd,
+                "latency_ms": event.latency_ms,
+            });
+            Some(Ok::<_, std::convert::Infallible>(
+                Event::default().event("request").data(row.to_string()),
+            ))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

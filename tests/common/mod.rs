@@ -1,0 +1,103 @@
+//! `tollgate up` for the binary's end-to-end tests: every listener on a free port, one model
+//! served by a given upstream, the logs in `up.err` beside the data.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+/// The bootstrap admin token of the instances started here.
+pub const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `tollgate up`; stopped on drop.
+pub struct Up {
+    child: Child,
+    pub edge: u16,
+    pub admin: u16,
+    /// The web console.
+    pub ui: u16,
+}
+
+impl Up {
+    /// Starts `tollgate up` in `dir` with one model served by `upstream`, exporting traces to
+    /// `otlp` (protocol, endpoint) when given.
+    pub fn start(dir: &Path, upstream: &str, otlp: Option<(&str, &str)>) -> Result<Up> {
+        let (protocol, endpoint) = otlp.unwrap_or(("grpc", ""));
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ];
+        Up::start_with(dir, upstream, &env)
+    }
+
+    /// Starts `tollgate up` in `dir` with one model served by `upstream` and `env` over the
+    /// defaults.
+    pub fn start_with(dir: &Path, upstream: &str, env: &[(&str, String)]) -> Result<Up> {
+        std::fs::write(
+            dir.join("tollgate.toml"),
+            format!(
+                "[[models]]\nname = \"traced-model\"\nprovider = \"openai_compatible\"\n\
+                 api_base = \"{upstream}\"\napi_key_env = \"TRACES_TEST_UPSTREAM_KEY\"\n\
+                 input_per_mtok = 1.0\noutput_per_mtok = 2.0\n"
+            ),
+        )?;
+        let (edge, admin, ui) = (free_port()?, free_port()?, free_port()?);
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("up")
+            .env("TOLLGATE_DATA_DIR", dir.join("data"))
+            .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
+            .env("TRACES_TEST_UPSTREAM_KEY", "sk-upstream-secret-credential")
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+            .env("TOLLGATE_UI_ADDR", format!("127.0.0.1:{ui}"))
+            .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}"))
+            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env(
+                "TOLLGATE_USAGE_HTTP_ADDR",
+                format!("127.0.0.1:{}", free_port()?),
+            )
+            .env("TOLLGATE_RETRY_BACKOFF_MS", "1")
+            .env("OTEL_SERVICE_NAME", "gateway-under-test")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "warn,tollgate::access=info")
+            .env("TOLLGATE_LOG_FORMAT", "json")
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("DATABASE_URL")
+            .env_remove("NATS_URL")
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("up.err"))?)
+            .spawn()?;
+        Ok(Up {
+            child,
+            edge,
+            admin,
+            ui,
+        })
+    }
+
+    pub async fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/health/ready", self.edge);
+        for _ in 0..400 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("tollgate up did not become ready")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,95 @@
+//! The web console in a real browser: headless Chromium driven by Playwright
+//! (`tests/python/console_browser.py`) against `tollgate up`. An admin signs in, creates a team
+//! and a key (its secret shown once), watches the key's requests in the live tail, revokes the
+//! key and sees the edge refuse it; forged and cross-site changes, made-up and idle sessions
+//! are refused; a viewer finds every change refused. Screenshots of each page go to
+//! `<target>/tmp/console-screenshots/`.
+//!
+//! Needs Debian's `chromium` (or `CHROMIUM=/path`); without one the test says so and passes,
+//! unless `TOLLGATE_REQUIRE_BROWSER=1` (CI sets it, and installs the browser).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use common::{ADMIN_TOKEN, Up};
+use tollgate_test_support::openai_upstream::FakeOpenAi;
+
+/// Idle seconds after which the console's sessions end in this test.
+const IDLE_SECONDS: &str = "15";
+
+/// The Chromium to drive, if the machine has one.
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+#[tokio::test]
+async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
+    let Some(chromium) = chromium() else {
+        if std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_some() {
+            bail!("no Chromium: install Debian's chromium package or set CHROMIUM=/path");
+        }
+        eprintln!("SKIPPED: no Chromium on this machine (apt install chromium, or CHROMIUM=/path)");
+        return Ok(());
+    };
+    let python = tollgate_test_support::python_with("playwright").await?;
+    let upstream = FakeOpenAi::start().await?;
+    let temp = tempfile::tempdir()?;
+    let env = [("TOLLGATE_UI_SESSION_IDLE_SECONDS", IDLE_SECONDS.to_owned())];
+    let up = Up::start_with(temp.path(), &upstream.base_url(), &env)?;
+    up.wait_ready().await?;
+
+    let created = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["admin", "--output", "json", "tokens", "create"])
+        .args(["--name", "console-viewer", "--role", "viewer"])
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()?;
+    anyhow::ensure!(
+        created.status.success(),
+        "creating a viewer token: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout)?;
+    let viewer = created["secret"]
+        .as_str()
+        .context("no secret in the created token")?;
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&shots)?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/console_browser.py");
+    let console = format!("http://127.0.0.1:{}", up.ui);
+    let edge = format!("http://127.0.0.1:{}", up.edge);
+    let out = tollgate_test_support::run_python(
+        &python,
+        &[OsStr::new(&script)],
+        &[
+            ("CONSOLE_URL", &console),
+            ("EDGE_URL", &edge),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("VIEWER_TOKEN", viewer),
+            ("CHROMIUM", &chromium.to_string_lossy()),
+            ("SHOTS", &shots.to_string_lossy()),
+            ("IDLE_SECONDS", IDLE_SECONDS),
+        ],
+    )
+    .await?;
+    assert!(out.contains("DONE"), "{out}");
+    for page in ["01-sign-in", "02-teams", "03-key-created", "04-live-tail"] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "no {page} screenshot"
+        );
+    }
+    eprintln!("screenshots in {}", shots.display());
+    Ok(())
+}

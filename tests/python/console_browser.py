@@ -1,0 +1,173 @@
+"""Drives the web console in headless Chromium (Playwright), as an admin and then a viewer.
+
+Run by tests/console.rs, which starts `tollgate up` and passes, in the environment:
+CONSOLE_URL, EDGE_URL, ADMIN_TOKEN, VIEWER_TOKEN, CHROMIUM (the browser's path), SHOTS (where
+screenshots go) and IDLE_SECONDS (the console's session idle timeout). Prints DONE at the end.
+"""
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+CONSOLE = os.environ["CONSOLE_URL"]
+EDGE = os.environ["EDGE_URL"]
+SHOTS = os.environ["SHOTS"]
+IDLE = float(os.environ["IDLE_SECONDS"])
+
+
+def chat(secret):
+    """Sends one chat request to the edge with `secret`; returns (status, request id)."""
+    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+    request = urllib.request.Request(
+        EDGE + "/v1/chat/completions",
+        data=body.encode(),
+        headers={"Authorization": "Bearer " + secret, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["x-request-id"]
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("x-request-id")
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
+
+
+def sign_in(page, token):
+    page.goto(CONSOLE + "/sign-in")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+
+
+def admin_flow(browser):
+    context = browser.new_context()
+    page = context.new_page()
+
+    # Signed out, every page leads to sign-in; a wrong token is told so.
+    page.goto(CONSOLE + "/keys")
+    expect(page).to_have_url(CONSOLE + "/sign-in")
+    shot(page, "01-sign-in")
+    sign_in(page, "tga-not-a-token")
+    expect(page.locator("#token-error")).to_contain_text("unknown or revoked")
+    sign_in(page, os.environ["ADMIN_TOKEN"])
+    expect(page).to_have_url(CONSOLE + "/teams")
+
+    # A team; a bad name is refused next to the field, and nothing is created.
+    page.fill("#name", "")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#name-error")).to_be_visible()
+    page.fill("#name", "console-team")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
+    shot(page, "02-teams")
+
+    # A key for it: the secret is shown once, and not on reload.
+    page.click("nav >> text=Keys")
+    page.fill("#alias", "console-key")
+    page.select_option("#team_id", label="console-team")
+    page.click("form.inline button[type=submit]")
+    secret = page.locator("#new-secret").inner_text().strip()
+    assert secret.startswith("tg-"), secret
+    shot(page, "03-key-created")
+    page.reload()
+    expect(page.locator("#new-secret")).to_have_count(0)
+    assert secret not in page.content(), "the secret is still on the page"
+    status, _ = chat(secret)
+    assert status == 200, status
+
+    # The live tail, filtered by the team, shows the key's requests as they happen.
+    page.click("nav >> text=Live requests")
+    page.select_option("#team", label="console-team")
+    page.click("form.inline button[type=submit]")
+    time.sleep(0.5)  # the event stream opens
+    seen = None
+    for _ in range(20):
+        status, request_id = chat(secret)
+        assert status == 200, status
+        row = page.locator(f"tr[data-request-id='{request_id}']")
+        try:
+            expect(row).to_have_count(1, timeout=500)
+            seen = request_id
+            break
+        except AssertionError:
+            continue
+    assert seen, "the tail showed none of the requests"
+    shot(page, "04-live-tail")
+
+    # Revoking the key in the console: the edge refuses it.
+    page.click("nav >> text=Keys")
+    row = page.locator("tbody tr", has_text="console-key")
+    row.get_by_role("button", name="Revoke console-key").click()
+    expect(page.locator("tbody tr", has_text="console-key")).to_contain_text("revoked")
+    shot(page, "05-key-revoked")
+    for _ in range(50):
+        status, _ = chat(secret)
+        if status == 401:
+            break
+        time.sleep(0.1)
+    assert status == 401, f"the edge still takes the revoked key ({status})"
+
+    # A change without the session's CSRF token, or from another site, is refused.
+    forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})
+    assert forged.status == 403, forged.status
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    cross_site = page.request.post(
+        CONSOLE + "/teams",
+        form={"name": "cross-site", "csrf": csrf},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross_site.status == 403, cross_site.status
+    page.goto(CONSOLE + "/teams")
+    expect(page.locator("tbody tr", has_text="forged")).to_have_count(0)
+    expect(page.locator("tbody tr", has_text="cross-site")).to_have_count(0)
+
+    # A made-up session cookie leads to sign-in; so does one left idle too long.
+    other = browser.new_context()
+    other.add_cookies([{"name": "tollgate_console", "value": "f" * 64, "url": CONSOLE}])
+    stranger = other.new_page()
+    stranger.goto(CONSOLE + "/teams")
+    expect(stranger).to_have_url(CONSOLE + "/sign-in")
+    other.close()
+    time.sleep(IDLE + 1)
+    page.goto(CONSOLE + "/keys")
+    expect(page).to_have_url(CONSOLE + "/sign-in")
+    context.close()
+
+
+def viewer_flow(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, os.environ["VIEWER_TOKEN"])
+    expect(page).to_have_url(CONSOLE + "/teams")
+    expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
+    page.fill("#name", "viewer-team")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#page-error")).to_contain_text("viewer")
+    expect(page.locator("tbody tr", has_text="viewer-team")).to_have_count(0)
+    shot(page, "06-viewer-refused")
+    page.click("nav >> text=Keys")
+    page.fill("#alias", "viewer-key")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#page-error")).to_contain_text("viewer")
+    expect(page.locator("#new-secret")).to_have_count(0)
+    context.close()
+
+
+def main():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=os.environ["CHROMIUM"], args=["--no-sandbox"]
+        )
+        admin_flow(browser)
+        viewer_flow(browser)
+        browser.close()
+    print("DONE")
+
+
+if __name__ == "__main__":
+    main()
