@@ -92,7 +92,11 @@ pub async fn run(
     )
     .await?;
     let console = match tollgate_control_plane::config::console_from_lookup(lookup)? {
-        Some((addr, config)) => Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config)),
+        Some((addr, mut config)) => {
+            // The console reads spend from this process's own usage API.
+            config.usage_url = Some(format!("http://{}", usage_listener.local_addr()?));
+            Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config))
+        }
         None => None,
     };
     let ui_addr = match &console {

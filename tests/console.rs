@@ -1,7 +1,8 @@
 //! The web console in a real browser: headless Chromium driven by Playwright
 //! (`tests/python/console_browser.py`) against `tollgate up`. An admin signs in, creates a team
-//! and a key (its secret shown once), watches the key's requests in the live tail, revokes the
-//! key and sees the edge refuse it; forged and cross-site changes, made-up and idle sessions
+//! and a key (its secret shown once), sets the team a budget and sees what it spent, watches the
+//! key's requests in the live tail and on the spend chart, revokes the key and sees the edge
+//! refuse it; forged and cross-site changes, made-up and idle sessions
 //! are refused; a viewer finds every change refused. Screenshots of each page go to
 //! `<target>/tmp/console-screenshots/`.
 //!
@@ -48,18 +49,33 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
     let up = Up::start_with(temp.path(), &upstream.base_url(), &env)?;
     up.wait_ready().await?;
 
-    let created = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["admin", "--output", "json", "tokens", "create"])
-        .args(["--name", "console-viewer", "--role", "viewer"])
-        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()?;
-    anyhow::ensure!(
-        created.status.success(),
-        "creating a viewer token: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let created: serde_json::Value = serde_json::from_slice(&created.stdout)?;
+    let admin = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["admin", "--output", "json"])
+            .args(args)
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "tollgate admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    };
+    // Priced, so that the key's requests show as spend.
+    admin(&[
+        "prices", "set", "--model", "mock", "--input", "1000", "--output", "2000",
+    ])?;
+    let created = admin(&[
+        "tokens",
+        "create",
+        "--name",
+        "console-viewer",
+        "--role",
+        "viewer",
+    ])?;
+    let created: serde_json::Value = serde_json::from_slice(&created)?;
     let viewer = created["secret"]
         .as_str()
         .context("no secret in the created token")?;
@@ -84,7 +100,16 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
     )
     .await?;
     assert!(out.contains("DONE"), "{out}");
-    for page in ["01-sign-in", "02-teams", "03-key-created", "04-live-tail"] {
+    for page in [
+        "01-sign-in",
+        "02-teams",
+        "03-key-created",
+        "04-budget",
+        "05-live-tail",
+        "06-spend",
+        "07-key-revoked",
+        "08-viewer-refused",
+    ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "no {page} screenshot"

@@ -13,6 +13,8 @@ use crate::console::ConsoleConfig;
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
 /// Default `TOLLGATE_UI_ADDR`.
 pub const DEFAULT_UI_ADDR: &str = "127.0.0.1:4080";
+/// Default `TOLLGATE_USAGE_URL`: the usage API the console reads spend from.
+pub const DEFAULT_USAGE_URL: &str = "http://127.0.0.1:50052";
 /// Default prefix of the JetStream streams and subjects.
 pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
 
@@ -89,8 +91,9 @@ impl ControlPlaneConfig {
     }
 }
 
-/// The web console's address and settings from `TOLLGATE_UI_ADDR` and
-/// `TOLLGATE_UI_SESSION_IDLE_SECONDS` (default 1800); `None` when `TOLLGATE_UI_ADDR=off`.
+/// The web console's address and settings from `TOLLGATE_UI_ADDR`,
+/// `TOLLGATE_UI_SESSION_IDLE_SECONDS` (default 1800) and `TOLLGATE_USAGE_URL` (the usage API,
+/// default `http://127.0.0.1:50052`); `None` when `TOLLGATE_UI_ADDR=off`.
 pub fn console_from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(SocketAddr, ConsoleConfig)>, ConfigError> {
@@ -118,8 +121,10 @@ pub fn console_from_lookup(
             }
         },
     };
+    let usage_url = get("TOLLGATE_USAGE_URL").unwrap_or_else(|| DEFAULT_USAGE_URL.to_owned());
     let config = ConsoleConfig {
         session_idle: idle,
+        usage_url: Some(usage_url),
         ..ConsoleConfig::default()
     };
     Ok(Some((addr, config)))

@@ -38,6 +38,12 @@ def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
 
 
+def page_team_id(page):
+    """The id of console-team, as the teams page shows it."""
+    page.click("nav >> text=Teams")
+    return page.locator("tbody tr", has_text="console-team").locator("code").inner_text().strip()
+
+
 def sign_in(page, token):
     page.goto(CONSOLE + "/sign-in")
     page.fill("#token", token)
@@ -80,6 +86,33 @@ def admin_flow(browser):
     status, _ = chat(secret)
     assert status == 200, status
 
+    # A daily budget for the team, with its live status.
+    team_id = page_team_id(page)
+    page.click("nav >> text=Budgets")
+    page.select_option("#scope", "team")
+    page.fill("#scope_id", team_id)
+    page.fill("#amount_usd", "not-money")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#amount_usd-error")).to_be_visible()
+    page.fill("#scope_id", team_id)
+    page.fill("#amount_usd", "25")
+    page.select_option("#period", "daily")
+    page.click("form.inline button[type=submit]")
+    budget_row = page.locator("tbody tr", has_text="console-team")
+    expect(budget_row).to_have_count(1)
+    # A priced request made now: once the ledger has it, the budget shows it spent.
+    status, _ = chat(secret)
+    assert status == 200, status
+    for _ in range(40):
+        spent = budget_row.locator("td.spent").inner_text()
+        if spent not in ("—", "") and float(spent) > 0:
+            break
+        time.sleep(0.25)
+        page.reload()
+    assert float(spent) > 0, f"the budget shows nothing spent ({spent})"
+    expect(budget_row.locator("td.status")).to_contain_text("% used")
+    shot(page, "04-budget")
+
     # The live tail, filtered by the team, shows the key's requests as they happen.
     page.click("nav >> text=Live requests")
     page.select_option("#team", label="console-team")
@@ -97,14 +130,23 @@ def admin_flow(browser):
         except AssertionError:
             continue
     assert seen, "the tail showed none of the requests"
-    shot(page, "04-live-tail")
+    shot(page, "05-live-tail")
+
+    # The spend chart has today's bar, and the team in its table.
+    page.click("nav >> text=Spend")
+    bars = page.locator("svg.chart rect.bar")
+    expect(bars).to_have_count(14)
+    today = bars.nth(13)
+    assert float(today.get_attribute("data-cost")) > 0, "no spend today on the chart"
+    expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
+    shot(page, "06-spend")
 
     # Revoking the key in the console: the edge refuses it.
     page.click("nav >> text=Keys")
     row = page.locator("tbody tr", has_text="console-key")
     row.get_by_role("button", name="Revoke console-key").click()
     expect(page.locator("tbody tr", has_text="console-key")).to_contain_text("revoked")
-    shot(page, "05-key-revoked")
+    shot(page, "07-key-revoked")
     for _ in range(50):
         status, _ = chat(secret)
         if status == 401:
@@ -149,12 +191,17 @@ def viewer_flow(browser):
     page.click("form.inline button[type=submit]")
     expect(page.locator("#page-error")).to_contain_text("viewer")
     expect(page.locator("tbody tr", has_text="viewer-team")).to_have_count(0)
-    shot(page, "06-viewer-refused")
+    shot(page, "08-viewer-refused")
     page.click("nav >> text=Keys")
     page.fill("#alias", "viewer-key")
     page.click("form.inline button[type=submit]")
     expect(page.locator("#page-error")).to_contain_text("viewer")
     expect(page.locator("#new-secret")).to_have_count(0)
+    page.click("nav >> text=Budgets")
+    page.fill("#scope_id", "anything")
+    page.fill("#amount_usd", "1")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#page-error")).to_contain_text("viewer")
     context.close()
 
 

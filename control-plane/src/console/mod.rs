@@ -6,8 +6,10 @@
 //! stays on the server; the browser holds a session cookie, and every form carries the
 //! session's CSRF token.
 
+mod budgets;
 mod pages;
 mod session;
+mod spend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,8 @@ use tollgate_proto::admin::{
     TailRequestsRequest, Team,
 };
 use tollgate_proto::convert::from_timestamp;
+use tollgate_proto::usage::usage_service_client::UsageServiceClient;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::service::AdminApi;
@@ -40,6 +44,8 @@ pub struct ConsoleConfig {
     pub session_idle: Duration,
     /// Mark the session cookie `Secure` (the console is served over TLS).
     pub secure_cookies: bool,
+    /// The usage API budgets' status and spend are read from (`http://host:port`).
+    pub usage_url: Option<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -47,20 +53,32 @@ impl Default for ConsoleConfig {
         ConsoleConfig {
             session_idle: Duration::from_secs(30 * 60),
             secure_cookies: false,
+            usage_url: None,
         }
     }
 }
 
 struct Console {
     api: Arc<AdminApi>,
+    /// Budgets' status and spend, asked with the session's token like any usage client.
+    usage: Option<UsageServiceClient<Channel>>,
     sessions: Sessions,
     secure: bool,
 }
 
 /// The console's routes over `api`.
 pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
+    let usage = config.usage_url.as_deref().and_then(|url| {
+        let endpoint = Channel::from_shared(url.to_owned()).ok()?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
+        Some(UsageServiceClient::new(channel))
+    });
     let console = Arc::new(Console {
         api,
+        usage,
         sessions: Sessions::new(config.session_idle),
         secure: config.secure_cookies,
     });
@@ -71,6 +89,8 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/teams", get(teams).post(create_team))
         .route("/keys", get(keys).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
+        .route("/spend", get(spend::spend))
         .route("/tail", get(tail))
         .route("/tail/events", get(tail_events))
         .route("/assets/console.js", get(script))

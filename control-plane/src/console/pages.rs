@@ -3,7 +3,7 @@
 //! copying a new key.
 
 use maud::{DOCTYPE, Markup, html};
-use tollgate_proto::admin::{Key, Team};
+use tollgate_proto::admin::{Budget, Key, Team};
 
 use super::session::Session;
 
@@ -50,6 +50,8 @@ fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> Mark
                     nav aria-label="Sections" {
                         a href="/teams" { "Teams" }
                         a href="/keys" { "Keys" }
+                        a href="/budgets" { "Budgets" }
+                        a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
                     }
                     span.who { (session.actor) " (" (session.role) ")" }
@@ -216,4 +218,139 @@ pub fn tail(session: &Session, teams: &[Team], team_id: &str) -> Markup {
         }
     };
     layout("Live requests", session, &Notice::default(), body)
+}
+
+/// A budget and its spend in the current period (or why that is unknown).
+pub struct BudgetRow {
+    pub budget: Budget,
+    /// (spent USD, exceeded).
+    pub status: Result<(f64, bool), String>,
+}
+
+/// The budgets page.
+pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &Notice) -> Markup {
+    let scope_name = |budget: &Budget| match budget.scope.as_str() {
+        "team" => teams
+            .iter()
+            .find(|t| t.id == budget.scope_id)
+            .map_or_else(|| budget.scope_id.clone(), |t| t.name.clone()),
+        _ => budget.scope_id.clone(),
+    };
+    let body = html! {
+        form.inline method="post" action="/budgets" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="scope" { "Scope" }
+            select id="scope" name="scope" {
+                @for scope in ["team", "key", "user", "model"] {
+                    option value=(scope) { (scope) }
+                }
+            }
+            label for="scope_id" { "Id" }
+            input type="text" id="scope_id" name="scope_id" list="team-ids" placeholder="team, key or user id, or a model";
+            datalist id="team-ids" {
+                @for team in teams {
+                    option value=(team.id) { (team.name) }
+                }
+            }
+            (field_error(notice, "scope_id"))
+            label for="amount_usd" { "USD" }
+            input type="text" id="amount_usd" name="amount_usd" inputmode="decimal" size="8";
+            (field_error(notice, "amount_usd"))
+            label for="period" { "Per" }
+            select id="period" name="period" {
+                @for period in ["daily", "weekly", "monthly", "total"] {
+                    option value=(period) { (period) }
+                }
+            }
+            (field_error(notice, "period"))
+            button type="submit" { "Set budget" }
+        }
+        table {
+            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } } }
+            tbody {
+                @for row in rows {
+                    tr data-budget=(row.budget.id) {
+                        td { (row.budget.scope) }
+                        td { (scope_name(&row.budget)) }
+                        td { (row.budget.period) }
+                        @match &row.status {
+                            Ok((spent, exceeded)) => {
+                                td.spent { (format!("{spent:.6}")) }
+                                td { (format!("{:.2}", row.budget.amount_usd)) }
+                                td.status {
+                                    @if *exceeded { "exceeded" }
+                                    @else { (format!("{:.0} % used", 100.0 * spent / row.budget.amount_usd.max(f64::MIN_POSITIVE))) }
+                                }
+                            }
+                            Err(why) => {
+                                td.spent { "—" }
+                                td { (format!("{:.2}", row.budget.amount_usd)) }
+                                td.status { (why) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Budgets", session, notice, body)
+}
+
+/// What the spend page shows: spend per day, and per group over the whole range.
+pub struct Spend {
+    pub by: &'static str,
+    /// ("MM-DD", USD), oldest first.
+    pub days: Vec<(String, f64)>,
+    /// Group → (USD, requests).
+    pub groups: std::collections::BTreeMap<String, (f64, u64)>,
+}
+
+/// The spend page: a bar chart drawn as SVG on the server, and a table.
+pub fn spend(session: &Session, by: &str, spend: &Result<Spend, String>) -> Markup {
+    const WIDTH: f64 = 700.0;
+    const HEIGHT: f64 = 220.0;
+    const AXIS: f64 = 24.0;
+    let body = html! {
+        form.inline method="get" action="/spend" {
+            label for="by" { "By" }
+            select id="by" name="by" {
+                @for option in ["team", "model", "key"] {
+                    option value=(option) selected[option == by] { (option) }
+                }
+            }
+            button type="submit" { "Show" }
+        }
+        @match spend {
+            Err(why) => { p.error role="alert" id="page-error" { "Spend is not available: " (why) } }
+            Ok(spend) => {
+                @let top = spend.days.iter().map(|(_, c)| *c).fold(0.0, f64::max);
+                @let slot = WIDTH / spend.days.len().max(1) as f64;
+                figure {
+                    svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT + AXIS) } role="img"
+                        aria-label="Spend per day, last 14 days" {
+                        @for (i, (day, cost)) in spend.days.iter().enumerate() {
+                            @let height = if top > 0.0 { cost / top * (HEIGHT - 10.0) } else { 0.0 };
+                            rect.bar x=(i as f64 * slot + 4.0) y=(HEIGHT - height) width=(slot - 8.0)
+                                height=(height) data-day=(day) data-cost=(format!("{cost:.6}")) {
+                                title { (day) ": $" (format!("{cost:.6}")) }
+                            }
+                            text x=(i as f64 * slot + slot / 2.0) y=(HEIGHT + 16.0) text-anchor="middle" font-size="11" {
+                                (day)
+                            }
+                        }
+                    }
+                    figcaption { "Spend per day (UTC), highest $" (format!("{top:.6}")) }
+                }
+                table {
+                    thead { tr { th { (spend.by) } th { "Requests" } th { "Spent (USD)" } } }
+                    tbody {
+                        @for (group, (cost, requests)) in &spend.groups {
+                            tr { td { (group) } td { (requests) } td { (format!("{cost:.6}")) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Spend", session, &Notice::default(), body)
 }

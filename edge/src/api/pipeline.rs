@@ -4,7 +4,8 @@
 //! is translated to a chat request here) → access → limits → budget → cache → guardrails (in)
 //! → route and call → guardrails (out) → respond (rendered in the surface's format, and the
 //! answer cached). Usage is recorded when the request's [`UsageRecord`] is dropped (after the
-//! last byte of a stream), whatever happened on the way.
+//! last byte of a stream), whatever happened on the way. Each phase runs in a span of the
+//! request's trace and is timed in `tollgate_phase_duration_seconds` (see [`crate::telemetry`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,0 +1,127 @@
+//! The budgets page: every budget with its live status from the usage API, and a form to set
+//! one (through `SetBudget`, like any other change).
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{Budget, ListBudgetsRequest};
+use tollgate_proto::usage::GetBudgetStatusRequest;
+
+use super::pages::{self, BudgetRow, Notice};
+use super::session::Session;
+use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+
+pub(super) async fn budgets(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(budgets_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn budgets_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let listed = console
+        .api
+        .list_budgets(call(session, ListBudgetsRequest::default()))
+        .await;
+    let budgets = match listed {
+        Ok(listed) => listed.into_inner().budgets,
+        Err(refused) => {
+            notice = refusal(&refused, "amount_usd").1;
+            Vec::new()
+        }
+    };
+    let mut rows = Vec::with_capacity(budgets.len());
+    for budget in budgets {
+        let status = live_status(console, session, &budget).await;
+        rows.push(BudgetRow { budget, status });
+    }
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    page(status, pages::budgets(session, &rows, &teams, &notice))
+}
+
+/// The budget's spend in its current period, or why it cannot be shown.
+async fn live_status(
+    console: &Console,
+    session: &Session,
+    budget: &Budget,
+) -> Result<(f64, bool), String> {
+    let Some(mut usage) = console.usage.clone() else {
+        return Err("no usage API configured (TOLLGATE_USAGE_URL)".to_owned());
+    };
+    let request = GetBudgetStatusRequest {
+        scope: budget.scope.clone(),
+        scope_id: budget.scope_id.clone(),
+    };
+    let answer = usage
+        .get_budget_status(call(session, request))
+        .await
+        .map_err(|status| status.message().to_owned())?
+        .into_inner();
+    answer
+        .budgets
+        .iter()
+        .find(|b| b.budget_id == budget.id)
+        .map(|b| (b.spent_usd, b.exceeded))
+        .ok_or_else(|| "no spend recorded yet".to_owned())
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewBudget {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    scope_id: String,
+    #[serde(default)]
+    amount_usd: String,
+    #[serde(default)]
+    period: String,
+}
+
+pub(super) async fn set_budget(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewBudget>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let Ok(amount_usd) = form.amount_usd.trim().parse::<f64>() else {
+        let notice = Notice {
+            field: Some("amount_usd"),
+            message: format!("{:?} is not an amount in USD", form.amount_usd),
+        };
+        return Ok(budgets_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+    };
+    let budget = Budget {
+        scope: form.scope,
+        scope_id: form.scope_id.trim().to_owned(),
+        amount_usd,
+        period: form.period,
+        ..Budget::default()
+    };
+    Ok(match console.api.set_budget(call(&session, budget)).await {
+        Ok(_) => Redirect::to("/budgets").into_response(),
+        Err(status) => {
+            let message = status.message();
+            let field = if message.contains("amount") {
+                "amount_usd"
+            } else if message.contains("period") {
+                "period"
+            } else {
+                "scope_id"
+            };
+            let (code, notice) = refusal(&status, field);
+            budgets_page(&console, &session, code, notice).await
+        }
+    })
+}
