@@ -109,6 +109,10 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "06-spend",
         "07-key-revoked",
         "08-viewer-refused",
+        "09-users",
+        "10-prices",
+        "11-audit",
+        "12-health",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

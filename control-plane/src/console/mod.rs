@@ -6,10 +6,14 @@
 //! stays on the server; the browser holds a session cookie, and every form carries the
 //! session's CSRF token.
 
+mod audit;
 mod budgets;
+mod health;
 mod pages;
+mod prices;
 mod session;
 mod spend;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,8 +93,12 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/teams", get(teams).post(create_team))
         .route("/keys", get(keys).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/users", get(users::users).post(users::create_user))
+        .route("/prices", get(prices::prices).post(prices::set_price))
         .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
         .route("/spend", get(spend::spend))
+        .route("/health", get(health::health))
+        .route("/audit", get(audit::audit))
         .route("/tail", get(tail))
         .route("/tail/events", get(tail_events))
         .route("/assets/console.js", get(script))

@@ -39,7 +39,7 @@ fn head(title: &str) -> Markup {
 }
 
 /// The frame of every signed-in page.
-fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> Markup {
+pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -49,10 +49,14 @@ fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> Mark
                     strong { "Tollgate" }
                     nav aria-label="Sections" {
                         a href="/teams" { "Teams" }
+                        a href="/users" { "Users" }
                         a href="/keys" { "Keys" }
+                        a href="/prices" { "Prices" }
                         a href="/budgets" { "Budgets" }
                         a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
+                        a href="/health" { "Health" }
+                        a href="/audit" { "Audit" }
                     }
                     span.who { (session.actor) " (" (session.role) ")" }
                     form method="post" action="/sign-out" {
@@ -73,7 +77,7 @@ fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> Mark
 }
 
 /// A field's error, when it has one.
-fn field_error(notice: &Notice, field: &str) -> Markup {
+pub fn field_error(notice: &Notice, field: &str) -> Markup {
     html! {
         @if let Some(message) = notice.about(field) {
             span.error role="alert" id={ (field) "-error" } { (message) }

@@ -1,0 +1,120 @@
+//! The prices page: USD per million tokens of each model, and a form to set a model's price.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{ListPricesRequest, Price};
+
+use super::pages::{Notice, field_error, layout};
+use super::session::Session;
+use super::{Console, Refused, call, changing, page, refusal, signed_in};
+
+pub(super) async fn prices(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(prices_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn prices_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let prices = match console
+        .api
+        .list_prices(call(session, ListPricesRequest {}))
+        .await
+    {
+        Ok(listed) => listed.into_inner().prices,
+        Err(refused) => {
+            notice = refusal(&refused, "model").1;
+            Vec::new()
+        }
+    };
+    let body = html! {
+        form.inline method="post" action="/prices" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="model" { "Model" }
+            input type="text" id="model" name="model" placeholder="gpt-4o";
+            (field_error(&notice, "model"))
+            label for="input" { "Input USD / Mtok" }
+            input type="text" id="input" name="input" inputmode="decimal" size="7";
+            label for="output" { "Output USD / Mtok" }
+            input type="text" id="output" name="output" inputmode="decimal" size="7";
+            (field_error(&notice, "price"))
+            button type="submit" { "Set price" }
+        }
+        table {
+            thead { tr { th { "Model" } th { "Input" } th { "Output" } th { "Cached input" } th { "Cache write" } } }
+            tbody {
+                @for price in &prices {
+                    tr {
+                        td { (price.model) }
+                        td { (price.input_per_mtok) }
+                        td { (price.output_per_mtok) }
+                        td { (price.cached_input_per_mtok) }
+                        td { (price.cache_write_per_mtok) }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        status,
+        layout("Prices (USD per million tokens)", session, &notice, body),
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewPrice {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    output: String,
+}
+
+pub(super) async fn set_price(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewPrice>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let amount = |text: &str| text.trim().parse::<f64>().ok();
+    let (Some(input), Some(output)) = (amount(&form.input), amount(&form.output)) else {
+        let notice = Notice {
+            field: Some("price"),
+            message: "input and output prices are numbers of USD per million tokens".to_owned(),
+        };
+        return Ok(prices_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+    };
+    let price = Price {
+        model: form.model.trim().to_owned(),
+        input_per_mtok: input,
+        output_per_mtok: output,
+        ..Price::default()
+    };
+    Ok(match console.api.set_price(call(&session, price)).await {
+        Ok(_) => Redirect::to("/prices").into_response(),
+        Err(status) => {
+            let field = if status.message().contains("model") {
+                "model"
+            } else {
+                "price"
+            };
+            let (code, notice) = refusal(&status, field);
+            prices_page(&console, &session, code, notice).await
+        }
+    })
+}

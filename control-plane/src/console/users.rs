@@ -1,0 +1,125 @@
+//! The users page: users with their team and role, and a form to add one.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
+
+use super::pages::{Notice, field_error, layout};
+use super::session::Session;
+use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+
+/// The roles a user may have.
+const ROLES: [&str; 4] = ["member", "admin", "viewer", "finance"];
+
+pub(super) async fn users(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(users_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn users_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let users = match console
+        .api
+        .list_users(call(session, ListUsersRequest::default()))
+        .await
+    {
+        Ok(listed) => listed.into_inner().users,
+        Err(refused) => {
+            notice = refusal(&refused, "email").1;
+            Vec::new()
+        }
+    };
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    let team_name = |id: &str| {
+        teams
+            .iter()
+            .find(|t| t.id == id)
+            .map_or_else(|| id.to_owned(), |t| t.name.clone())
+    };
+    let body = html! {
+        form.inline method="post" action="/users" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="email" { "New user" }
+            input type="email" id="email" name="email" placeholder="ada@example.com";
+            (field_error(&notice, "email"))
+            label for="user_team" { "Team" }
+            select id="user_team" name="team_id" {
+                option value="" { "(none)" }
+                @for team in &teams { option value=(team.id) { (team.name) } }
+            }
+            label for="role" { "Role" }
+            select id="role" name="role" {
+                @for role in ROLES { option value=(role) { (role) } }
+            }
+            (field_error(&notice, "role"))
+            button type="submit" { "Add user" }
+        }
+        table {
+            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } } }
+            tbody {
+                @for user in &users {
+                    tr {
+                        td { (user.email) }
+                        td { (team_name(&user.team_id)) }
+                        td { (user.role) }
+                        td { code { (user.id) } }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Users and roles", session, &notice, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewUser {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub(super) async fn create_user(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewUser>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let request = CreateUserRequest {
+        email: form.email.trim().to_owned(),
+        team_id: form.team_id,
+        role: form.role,
+        ..CreateUserRequest::default()
+    };
+    Ok(
+        match console.api.create_user(call(&session, request)).await {
+            Ok(_) => Redirect::to("/users").into_response(),
+            Err(status) => {
+                let field = if status.message().contains("role") {
+                    "role"
+                } else {
+                    "email"
+                };
+                let (code, notice) = refusal(&status, field);
+                users_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
