@@ -34,6 +34,17 @@ def chat(secret):
         return error.code, error.headers.get("x-request-id")
 
 
+def wait_for_status(secret, wanted):
+    """Waits (up to 5 s, while the change reaches the edge) until `secret` gets a status in
+    `wanted`."""
+    for _ in range(50):
+        status, _ = chat(secret)
+        if status in wanted:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the edge answers {status}, not {wanted}")
+
+
 def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
 
@@ -141,18 +152,39 @@ def admin_flow(browser):
     expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
     shot(page, "06-spend")
 
+    # Blocking the key stops it on the edge; unblocking lets it through again.
+    page.click("nav >> text=Keys")
+    row = page.locator("tbody tr", has_text="console-key")
+    row.get_by_role("button", name="block console-key").click()
+    expect(page.locator("tbody tr", has_text="console-key")).to_contain_text("blocked")
+    wait_for_status(secret, (401, 403))
+    row = page.locator("tbody tr", has_text="console-key")
+    row.get_by_role("button", name="unblock console-key").click()
+    expect(page.locator("tbody tr", has_text="console-key")).to_contain_text("active")
+    wait_for_status(secret, (200,))
+
+    # Rotating with no grace: the new secret is shown once, the old one stops working.
+    row = page.locator("tbody tr", has_text="console-key")
+    row.locator("input[name=grace_seconds]").fill("soon")
+    row.get_by_role("button", name="Rotate console-key").click()
+    expect(page.locator("#grace_seconds-error")).to_be_visible()
+    row = page.locator("tbody tr", has_text="console-key")
+    row.locator("input[name=grace_seconds]").fill("0")
+    row.get_by_role("button", name="Rotate console-key").click()
+    rotated = page.locator("#new-secret").inner_text().strip()
+    assert rotated.startswith("tg-") and rotated != secret
+    shot(page, "07-key-rotated")
+    wait_for_status(secret, (401,))
+    wait_for_status(rotated, (200,))
+    secret = rotated
+
     # Revoking the key in the console: the edge refuses it.
     page.click("nav >> text=Keys")
     row = page.locator("tbody tr", has_text="console-key")
     row.get_by_role("button", name="Revoke console-key").click()
     expect(page.locator("tbody tr", has_text="console-key")).to_contain_text("revoked")
-    shot(page, "07-key-revoked")
-    for _ in range(50):
-        status, _ = chat(secret)
-        if status == 401:
-            break
-        time.sleep(0.1)
-    assert status == 401, f"the edge still takes the revoked key ({status})"
+    shot(page, "08-key-revoked")
+    wait_for_status(secret, (401,))
 
     # Users and roles, prices, the audit trail and deployment health.
     page.click("nav >> text=Users")
@@ -164,7 +196,7 @@ def admin_flow(browser):
     page.select_option("#role", "finance")
     page.click("form.inline button[type=submit]")
     expect(page.locator("tbody tr", has_text="ada@example.com")).to_contain_text("finance")
-    shot(page, "09-users")
+    shot(page, "10-users")
     page.click("nav >> text=Prices")
     page.fill("#model", "console-model")
     page.fill("#input", "1.5")
@@ -176,17 +208,17 @@ def admin_flow(browser):
     page.fill("#output", "6")
     page.click("form.inline button[type=submit]")
     expect(page.locator("tbody tr", has_text="console-model")).to_contain_text("1.5")
-    shot(page, "10-prices")
+    shot(page, "11-prices")
     page.click("nav >> text=Audit")
     expect(page.locator("tr[data-type='key.revoked']")).to_have_count(1)
     expect(page.locator("tr[data-type='key.revoked']")).to_contain_text("bootstrap")
     page.fill("#type", "user.")
     page.click("form.inline button[type=submit]")
     expect(page.locator("tbody tr")).to_have_count(1)
-    shot(page, "11-audit")
+    shot(page, "12-audit")
     page.click("nav >> text=Health")
     expect(page.locator("h1")).to_have_text("Deployment health")
-    shot(page, "12-health")
+    shot(page, "13-health")
 
     # A change without the session's CSRF token, or from another site, is refused.
     forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})
@@ -225,7 +257,7 @@ def viewer_flow(browser):
     page.click("form.inline button[type=submit]")
     expect(page.locator("#page-error")).to_contain_text("viewer")
     expect(page.locator("tbody tr", has_text="viewer-team")).to_have_count(0)
-    shot(page, "08-viewer-refused")
+    shot(page, "09-viewer-refused")
     page.click("nav >> text=Keys")
     page.fill("#alias", "viewer-key")
     page.click("form.inline button[type=submit]")

@@ -9,30 +9,27 @@
 mod audit;
 mod budgets;
 mod health;
+mod keys;
 mod pages;
 mod prices;
 mod session;
 mod spend;
+mod tail;
+mod teams;
 mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use futures::StreamExt;
 use maud::Markup;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
-use tollgate_proto::admin::{
-    CreateKeyRequest, CreateTeamRequest, KeyRequest, ListKeysRequest, ListTeamsRequest,
-    TailRequestsRequest, Team,
-};
-use tollgate_proto::convert::from_timestamp;
+use tollgate_proto::admin::{ListTeamsRequest, Team};
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -90,17 +87,17 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/", get(|| async { Redirect::to("/teams") }))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
-        .route("/teams", get(teams).post(create_team))
-        .route("/keys", get(keys).post(create_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/teams", get(teams::teams).post(teams::create_team))
+        .route("/keys", get(keys::keys).post(keys::create_key))
+        .route("/keys/{id}/{action}", post(keys::act))
         .route("/users", get(users::users).post(users::create_user))
         .route("/prices", get(prices::prices).post(prices::set_price))
         .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))
         .route("/audit", get(audit::audit))
-        .route("/tail", get(tail))
-        .route("/tail/events", get(tail_events))
+        .route("/tail", get(tail::tail))
+        .route("/tail/events", get(tail::tail_events))
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(style))
         .layer(middleware::map_response(protect))
@@ -292,231 +289,4 @@ async fn list_teams(console: &Console, session: &Session) -> Result<Vec<Team>, S
         .list_teams(call(session, ListTeamsRequest {}))
         .await?;
     Ok(listed.into_inner().teams)
-}
-
-async fn teams(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(teams_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn teams_page(
-    console: &Console,
-    session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
-    let teams = match list_teams(console, session).await {
-        Ok(teams) => teams,
-        Err(refused) => {
-            notice = refusal(&refused, "name").1;
-            Vec::new()
-        }
-    };
-    page(status, pages::teams(session, &teams, &notice))
-}
-
-#[derive(Deserialize)]
-struct NewTeam {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-}
-
-async fn create_team(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewTeam>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let request = CreateTeamRequest {
-        name: form.name.trim().to_owned(),
-        ..Default::default()
-    };
-    Ok(
-        match console.api.create_team(call(&session, request)).await {
-            Ok(_) => Redirect::to("/teams").into_response(),
-            Err(status) => {
-                let (code, notice) = refusal(&status, "name");
-                teams_page(&console, &session, code, notice).await
-            }
-        },
-    )
-}
-
-async fn keys(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (id, session) = signed_in(&console, &headers)?;
-    let secret = console.sessions.take_flash(&id);
-    Ok(keys_page(
-        &console,
-        &session,
-        secret.as_deref(),
-        StatusCode::OK,
-        Notice::default(),
-    )
-    .await)
-}
-
-async fn keys_page(
-    console: &Console,
-    session: &Session,
-    secret: Option<&str>,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
-    let listed = console
-        .api
-        .list_keys(call(
-            session,
-            ListKeysRequest {
-                include_revoked: true,
-                ..ListKeysRequest::default()
-            },
-        ))
-        .await;
-    let keys = match listed {
-        Ok(listed) => listed.into_inner().keys,
-        Err(refused) => {
-            notice = refusal(&refused, "alias").1;
-            Vec::new()
-        }
-    };
-    let teams = list_teams(console, session).await.unwrap_or_default();
-    page(status, pages::keys(session, &keys, &teams, secret, &notice))
-}
-
-#[derive(Deserialize)]
-struct NewKey {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    alias: String,
-    #[serde(default)]
-    team_id: String,
-}
-
-async fn create_key(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewKey>,
-) -> Result<Response, Refused> {
-    let (id, session) = changing(&console, &headers, &form.csrf)?;
-    let request = CreateKeyRequest {
-        alias: form.alias.trim().to_owned(),
-        team_id: form.team_id,
-        ..Default::default()
-    };
-    Ok(
-        match console.api.create_key(call(&session, request)).await {
-            Ok(created) => {
-                // Shown on the next page only: a reload shows it no more.
-                console.sessions.flash(&id, created.into_inner().secret);
-                Redirect::to("/keys").into_response()
-            }
-            Err(status) => {
-                let field = if status.message().contains("team") {
-                    "team_id"
-                } else {
-                    "alias"
-                };
-                let (code, notice) = refusal(&status, field);
-                keys_page(&console, &session, None, code, notice).await
-            }
-        },
-    )
-}
-
-async fn revoke_key(
-    State(console): State<Arc<Console>>,
-    Path(key_id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let revoked = console
-        .api
-        .revoke_key(call(&session, KeyRequest { key_id }))
-        .await;
-    Ok(match revoked {
-        Ok(_) => Redirect::to("/keys").into_response(),
-        Err(status) => {
-            let (code, notice) = refusal(&status, "alias");
-            keys_page(&console, &session, None, code, notice).await
-        }
-    })
-}
-
-#[derive(Deserialize, Default)]
-struct TailFilter {
-    #[serde(default)]
-    team_id: String,
-}
-
-async fn tail(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(filter): Query<TailFilter>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    let teams = list_teams(&console, &session).await.unwrap_or_default();
-    Ok(page(
-        StatusCode::OK,
-        pages::tail(&session, &teams, &filter.team_id),
-    ))
-}
-
-/// The tail as server-sent events named `request`, one JSON object each.
-async fn tail_events(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(filter): Query<TailFilter>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    let request = TailRequestsRequest {
-        team_id: filter.team_id,
-        ..Default::default()
-    };
-    let stream = match console.api.tail_requests(call(&session, request)).await {
-        Ok(stream) => stream.into_inner(),
-        Err(status) => {
-            let (code, _) = refusal(&status, "team_id");
-            return Ok((code, status.message().to_owned()).into_response());
-        }
-    };
-    let events = stream
-        .take_while(|event| std::future::ready(event.is_ok()))
-        .filter_map(|event| async move {
-            let event = event.ok()?;
-            let at = event
-                .occurred_at
-                .as_ref()
-                .and_then(from_timestamp)
-                .map(|at| at.format("%H:%M:%S").to_string())
-                .unwrap_or_default();
-            let row = serde_json::json!({
-                "occurred_at": at,
-                "request_id": event.request_id,
-                "status": event.status,
-                "error_code": event.error_code,
-                "model": event.model,
-                "team_id": event.team_id,
-                "key_id": event.key_id,
-                "input_tokens": event.input_tokens,
-                "output_tokens": event.output_tokens,
-                "cost_usd": event.cost_usd,
-                "latency_ms": event.latency_ms,
-            });
-            Some(Ok::<_, std::convert::Infallible>(
-                Event::default().event("request").data(row.to_string()),
-            ))
-        });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
 }

@@ -146,6 +146,7 @@ pub fn keys(
             .map_or_else(|| id.to_owned(), |t| t.name.clone())
     };
     let body = html! {
+        (field_error(notice, "grace_seconds"))
         @if let Some(secret) = secret {
             section.secret aria-label="New key" {
                 p { "The new key's secret. It is shown this once: copy it now." }
@@ -181,8 +182,23 @@ pub fn keys(
                             @else if key.blocked { "blocked" }
                             @else { "active" }
                         }
-                        td {
+                        td.actions {
                             @if !key.revoked {
+                                form method="post" action={ "/keys/" (key.id) "/rotate" } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    label { "grace s "
+                                        input type="text" name="grace_seconds" value="3600" size="5"
+                                            aria-label={ "Seconds the old secret of " (key.alias) " keeps working" };
+                                    }
+                                    button type="submit" aria-label={ "Rotate " (key.alias) } { "Rotate" }
+                                }
+                                @let toggle = if key.blocked { "unblock" } else { "block" };
+                                form method="post" action={ "/keys/" (key.id) "/" (toggle) } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" aria-label={ (toggle) " " (key.alias) } {
+                                        @if key.blocked { "Unblock" } @else { "Block" }
+                                    }
+                                }
                                 form method="post" action={ "/keys/" (key.id) "/revoke" } {
                                     input type="hidden" name="csrf" value=(session.csrf);
                                     button type="submit" aria-label={ "Revoke " (key.alias) } { "Revoke" }

@@ -1,0 +1,67 @@
+//! The teams page: every team, and a form to create one.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tollgate_proto::admin::CreateTeamRequest;
+use tollgate_proto::admin::admin_service_server::AdminService;
+
+use super::pages::{self, Notice};
+use super::session::Session;
+use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+
+pub(super) async fn teams(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(teams_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn teams_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let teams = match list_teams(console, session).await {
+        Ok(teams) => teams,
+        Err(refused) => {
+            notice = refusal(&refused, "name").1;
+            Vec::new()
+        }
+    };
+    page(status, pages::teams(session, &teams, &notice))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewTeam {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub(super) async fn create_team(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewTeam>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let request = CreateTeamRequest {
+        name: form.name.trim().to_owned(),
+        ..Default::default()
+    };
+    Ok(
+        match console.api.create_team(call(&session, request)).await {
+            Ok(_) => Redirect::to("/teams").into_response(),
+            Err(status) => {
+                let (code, notice) = refusal(&status, "name");
+                teams_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
