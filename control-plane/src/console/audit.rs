@@ -13,7 +13,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
 use super::pages::{Notice, layout};
-use super::{Console, Refused, call, page, refusal, signed_in};
+use super::{Console, Refused, call, listed, page, signed_in};
 
 /// The most events the page reads (the newest).
 const SHOWN: u64 = 500;
@@ -45,21 +45,12 @@ pub(super) async fn audit(
         ))
     };
     // The last sequence first, then the newest events before it.
-    let events = match newest(u64::MAX - 1, 1).await {
-        Ok(head) => {
-            let after = head.into_inner().last_sequence.saturating_sub(SHOWN);
-            match newest(after, SHOWN as u32).await {
-                Ok(listed) => listed.into_inner().events,
-                Err(refused) => {
-                    notice = refusal(&refused, "type").1;
-                    Vec::new()
-                }
-            }
-        }
-        Err(refused) => {
-            notice = refusal(&refused, "type").1;
-            Vec::new()
-        }
+    let head = listed(newest(u64::MAX - 1, 1).await, &mut notice);
+    let after = head.last_sequence.saturating_sub(SHOWN);
+    let events = if notice.message.is_empty() {
+        listed(newest(after, SHOWN as u32).await, &mut notice).events
+    } else {
+        Vec::new()
     };
     let shown = events.iter().rev().filter(|e| {
         e.r#type.starts_with(query.r#type.trim()) && e.actor.contains(query.actor.trim())

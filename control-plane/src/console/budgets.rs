@@ -13,7 +13,7 @@ use tollgate_proto::usage::GetBudgetStatusRequest;
 
 use super::pages::{self, BudgetRow, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
 
 pub(super) async fn budgets(
     State(console): State<Arc<Console>>,
@@ -29,17 +29,11 @@ async fn budgets_page(
     status: StatusCode,
     mut notice: Notice,
 ) -> Response {
-    let listed = console
+    let answer = console
         .api
         .list_budgets(call(session, ListBudgetsRequest::default()))
         .await;
-    let budgets = match listed {
-        Ok(listed) => listed.into_inner().budgets,
-        Err(refused) => {
-            notice = refusal(&refused, "amount_usd").1;
-            Vec::new()
-        }
-    };
+    let budgets = listed(answer, &mut notice).budgets;
     let mut rows = Vec::with_capacity(budgets.len());
     for budget in budgets {
         let status = live_status(console, session, &budget).await;

@@ -11,7 +11,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
 use super::pages::{Notice, layout};
-use super::{Console, Refused, call, page, refusal, signed_in};
+use super::{Console, Refused, call, listed, page, signed_in};
 
 pub(super) async fn health(
     State(console): State<Arc<Console>>,
@@ -19,17 +19,11 @@ pub(super) async fn health(
 ) -> Result<Response, Refused> {
     let (_, session) = signed_in(&console, &headers)?;
     let mut notice = Notice::default();
-    let listed = console
+    let answer = console
         .api
         .list_deployment_health(call(&session, ListDeploymentHealthRequest::default()))
         .await;
-    let circuits = match listed {
-        Ok(listed) => listed.into_inner().deployments,
-        Err(refused) => {
-            notice = refusal(&refused, "deployment").1;
-            Vec::new()
-        }
-    };
+    let circuits = listed(answer, &mut notice).deployments;
     let body = html! {
         p.hint { "Edges report a circuit when it changes. A deployment no edge has called, or whose circuit never left closed, is not listed." }
         table {

@@ -12,7 +12,7 @@ use tollgate_proto::admin::{CreateKeyRequest, KeyRequest, ListKeysRequest, Rotat
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
 
 pub(super) async fn keys(
     State(console): State<Arc<Console>>,
@@ -37,7 +37,7 @@ async fn keys_page(
     status: StatusCode,
     mut notice: Notice,
 ) -> Response {
-    let listed = console
+    let answer = console
         .api
         .list_keys(call(
             session,
@@ -47,13 +47,7 @@ async fn keys_page(
             },
         ))
         .await;
-    let keys = match listed {
-        Ok(listed) => listed.into_inner().keys,
-        Err(refused) => {
-            notice = refusal(&refused, "alias").1;
-            Vec::new()
-        }
-    };
+    let keys = listed(answer, &mut notice).keys;
     let teams = list_teams(console, session).await.unwrap_or_default();
     page(status, pages::keys(session, &keys, &teams, secret, &notice))
 }

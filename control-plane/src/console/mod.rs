@@ -223,6 +223,21 @@ fn refusal(status: &Status, field: &'static str) -> (StatusCode, Notice) {
     (code, notice)
 }
 
+/// What a listing call answered; when it was refused, an empty answer, and the reason at the top
+/// of the page.
+fn listed<T: Default>(answer: Result<tonic::Response<T>, Status>, notice: &mut Notice) -> T {
+    match answer {
+        Ok(answer) => answer.into_inner(),
+        Err(refused) => {
+            *notice = Notice {
+                field: None,
+                message: refused.message().to_owned(),
+            };
+            T::default()
+        }
+    }
+}
+
 fn page(status: StatusCode, markup: Markup) -> Response {
     (status, markup).into_response()
 }

@@ -12,7 +12,7 @@ use tollgate_proto::admin::{ListPricesRequest, Price};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
 
 pub(super) async fn prices(
     State(console): State<Arc<Console>>,
@@ -28,17 +28,11 @@ async fn prices_page(
     status: StatusCode,
     mut notice: Notice,
 ) -> Response {
-    let prices = match console
+    let answer = console
         .api
         .list_prices(call(session, ListPricesRequest {}))
-        .await
-    {
-        Ok(listed) => listed.into_inner().prices,
-        Err(refused) => {
-            notice = refusal(&refused, "model").1;
-            Vec::new()
-        }
-    };
+        .await;
+    let prices = listed(answer, &mut notice).prices;
     let body = html! {
         form.inline method="post" action="/prices" {
             input type="hidden" name="csrf" value=(session.csrf);

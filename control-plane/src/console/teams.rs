@@ -6,12 +6,12 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tollgate_proto::admin::CreateTeamRequest;
 use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{CreateTeamRequest, ListTeamsRequest};
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
 
 pub(super) async fn teams(
     State(console): State<Arc<Console>>,
@@ -27,13 +27,11 @@ async fn teams_page(
     status: StatusCode,
     mut notice: Notice,
 ) -> Response {
-    let teams = match list_teams(console, session).await {
-        Ok(teams) => teams,
-        Err(refused) => {
-            notice = refusal(&refused, "name").1;
-            Vec::new()
-        }
-    };
+    let answer = console
+        .api
+        .list_teams(call(session, ListTeamsRequest {}))
+        .await;
+    let teams = listed(answer, &mut notice).teams;
     page(status, pages::teams(session, &teams, &notice))
 }
 

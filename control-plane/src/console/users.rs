@@ -12,7 +12,7 @@ use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
 
 /// The roles a user may have.
 const ROLES: [&str; 4] = ["member", "admin", "viewer", "finance"];
@@ -31,17 +31,11 @@ async fn users_page(
     status: StatusCode,
     mut notice: Notice,
 ) -> Response {
-    let users = match console
+    let answer = console
         .api
         .list_users(call(session, ListUsersRequest::default()))
-        .await
-    {
-        Ok(listed) => listed.into_inner().users,
-        Err(refused) => {
-            notice = refusal(&refused, "email").1;
-            Vec::new()
-        }
-    };
+        .await;
+    let users = listed(answer, &mut notice).users;
     let teams = list_teams(console, session).await.unwrap_or_default();
     let team_name = |id: &str| {
         teams
