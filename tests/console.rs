@@ -80,6 +80,7 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         .as_str()
         .context("no secret in the created token")?;
 
+    let first_key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&shots)?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/console_browser.py");
@@ -96,10 +97,17 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
             ("CHROMIUM", &chromium.to_string_lossy()),
             ("SHOTS", &shots.to_string_lossy()),
             ("IDLE_SECONDS", IDLE_SECONDS),
+            ("UPSTREAM_URL", &upstream.base_url()),
+            ("FIRST_KEY", first_key.trim()),
         ],
     )
     .await?;
     assert!(out.contains("DONE"), "{out}");
+    // The deployment added in the console reached the upstream with the credential stored there.
+    assert_eq!(
+        upstream.last_header("authorization").as_deref(),
+        Some("Bearer sk-console-upstream-secret")
+    );
     for page in [
         "01-sign-in",
         "02-teams",
@@ -114,6 +122,7 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "11-prices",
         "12-audit",
         "13-health",
+        "14-providers",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -19,9 +19,9 @@ SHOTS = os.environ["SHOTS"]
 IDLE = float(os.environ["IDLE_SECONDS"])
 
 
-def chat(secret):
-    """Sends one chat request to the edge with `secret`; returns (status, request id)."""
-    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+def chat(secret, model="mock"):
+    """Sends one chat request for `model` to the edge with `secret`; returns (status, request id)."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
     request = urllib.request.Request(
         EDGE + "/v1/chat/completions",
         data=body.encode(),
@@ -34,11 +34,11 @@ def chat(secret):
         return error.code, error.headers.get("x-request-id")
 
 
-def wait_for_status(secret, wanted):
+def wait_for_status(secret, wanted, model="mock"):
     """Waits (up to 5 s, while the change reaches the edge) until `secret` gets a status in
-    `wanted`."""
+    `wanted` for `model`."""
     for _ in range(50):
-        status, _ = chat(secret)
+        status, _ = chat(secret, model)
         if status in wanted:
             return
         time.sleep(0.1)
@@ -219,6 +219,29 @@ def admin_flow(browser):
     page.click("nav >> text=Health")
     expect(page.locator("h1")).to_have_text("Deployment health")
     shot(page, "13-health")
+
+    # A credential (its secret never shown again) and a deployment that uses it, served at once.
+    page.click("nav >> text=Providers")
+    page.fill("#credential_name", "console-cred")
+    page.select_option("#credential_provider", "openai_compatible")
+    page.fill("#api_key", "sk-console-upstream-secret")
+    page.click("form.inline:has(#credential_name) button[type=submit]")
+    credentials = page.locator("#credentials tbody tr", has_text="console-cred")
+    expect(credentials).to_contain_text("api_key")
+    assert "sk-console-upstream-secret" not in page.content(), "the credential is on the page"
+    page.fill("#model_name", "console-hosted")
+    page.select_option("#deployment_provider", "openai_compatible")
+    page.fill("#api_base", "ftp://nowhere.example")
+    page.click("form.inline:has(#model_name) button[type=submit]")
+    expect(page.locator(".error")).to_be_visible()
+    page.fill("#model_name", "console-hosted")
+    page.select_option("#deployment_provider", "openai_compatible")
+    page.fill("#api_base", os.environ["UPSTREAM_URL"])
+    page.select_option("#credential_id", label="console-cred")
+    page.click("form.inline:has(#model_name) button[type=submit]")
+    expect(page.locator("#deployments tbody tr", has_text="console-hosted")).to_contain_text("console-cred")
+    shot(page, "14-providers")
+    wait_for_status(os.environ["FIRST_KEY"], (200,), model="console-hosted")
 
     # A change without the session's CSRF token, or from another site, is refused.
     forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})

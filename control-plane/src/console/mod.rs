@@ -12,6 +12,7 @@ mod health;
 mod keys;
 mod pages;
 mod prices;
+mod providers;
 mod session;
 mod spend;
 mod tail;
@@ -92,6 +93,9 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/keys/{id}/{action}", post(keys::act))
         .route("/users", get(users::users).post(users::create_user))
         .route("/prices", get(prices::prices).post(prices::set_price))
+        .route("/providers", get(providers::providers))
+        .route("/credentials", post(providers::put_credential))
+        .route("/deployments", post(providers::upsert_deployment))
         .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))

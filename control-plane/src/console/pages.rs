@@ -51,6 +51,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         a href="/teams" { "Teams" }
                         a href="/users" { "Users" }
                         a href="/keys" { "Keys" }
+                        a href="/providers" { "Providers" }
                         a href="/prices" { "Prices" }
                         a href="/budgets" { "Budgets" }
                         a href="/spend" { "Spend" }

@@ -1,0 +1,219 @@
+//! The providers page: credentials (their secrets are write-only: the page shows field names,
+//! never values) and deployments (a model served by a provider, optionally with a credential).
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{
+    Deployment, ListCredentialsRequest, ListDeploymentsRequest, PutCredentialRequest,
+};
+
+use super::pages::{Notice, field_error, layout};
+use super::session::Session;
+use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
+
+/// The providers a deployment or credential may name.
+const PROVIDERS: [&str; 8] = [
+    "openai",
+    "openai_compatible",
+    "anthropic",
+    "bedrock",
+    "sagemaker",
+    "azure_openai",
+    "gemini",
+    "mock",
+];
+
+pub(super) async fn providers(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let (_, session) = signed_in(&console, &headers)?;
+    Ok(providers_page(&console, &session, StatusCode::OK, Notice::default()).await)
+}
+
+async fn providers_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let answer = console
+        .api
+        .list_credentials(call(session, ListCredentialsRequest {}))
+        .await;
+    let credentials = listed(answer, &mut notice).credentials;
+    let answer = console
+        .api
+        .list_deployments(call(session, ListDeploymentsRequest::default()))
+        .await;
+    let deployments = listed(answer, &mut notice).deployments;
+    let credential_name = |id: &str| {
+        credentials
+            .iter()
+            .find(|c| c.id == id)
+            .map_or_else(|| id.to_owned(), |c| c.name.clone())
+    };
+    let body = html! {
+        h2 { "Credentials" }
+        form.inline method="post" action="/credentials" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="credential_name" { "Name" }
+            input type="text" id="credential_name" name="name" placeholder="openai-prod";
+            (field_error(&notice, "credential_name"))
+            label for="credential_provider" { "Provider" }
+            select id="credential_provider" name="provider" {
+                @for provider in PROVIDERS { option value=(provider) { (provider) } }
+            }
+            label for="api_key" { "API key" }
+            input type="password" id="api_key" name="api_key" autocomplete="off";
+            (field_error(&notice, "api_key"))
+            button type="submit" { "Store credential" }
+        }
+        p.hint { "Stored sealed; values are never shown again. AWS and other multi-field credentials: `tollgate admin credentials put`." }
+        table id="credentials" {
+            thead { tr { th { "Name" } th { "Provider" } th { "Fields" } } }
+            tbody {
+                @for credential in &credentials {
+                    tr {
+                        td { (credential.name) }
+                        td { (credential.provider) }
+                        td { (credential.field_names.join(", ")) }
+                    }
+                }
+            }
+        }
+        h2 { "Deployments" }
+        form.inline method="post" action="/deployments" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="model_name" { "Model" }
+            input type="text" id="model_name" name="model_name" placeholder="gpt-4o";
+            (field_error(&notice, "model_name"))
+            label for="deployment_provider" { "Provider" }
+            select id="deployment_provider" name="provider" {
+                @for provider in PROVIDERS { option value=(provider) { (provider) } }
+            }
+            label for="upstream_model" { "Upstream model" }
+            input type="text" id="upstream_model" name="upstream_model" placeholder="(the model's name)";
+            label for="api_base" { "API base" }
+            input type="url" id="api_base" name="api_base" placeholder="https://…";
+            (field_error(&notice, "api_base"))
+            label for="credential_id" { "Credential" }
+            select id="credential_id" name="credential_id" {
+                option value="" { "(none)" }
+                @for credential in &credentials { option value=(credential.id) { (credential.name) } }
+            }
+            button type="submit" { "Add deployment" }
+        }
+        table id="deployments" {
+            thead { tr { th { "Model" } th { "Provider" } th { "Upstream model" } th { "API base" } th { "Credential" } th { "Id" } } }
+            tbody {
+                @for deployment in &deployments {
+                    tr {
+                        td { (deployment.model_name) }
+                        td { (deployment.provider) }
+                        td { (deployment.upstream_model) }
+                        td { (deployment.api_base) }
+                        td { (credential_name(&deployment.credential_id)) }
+                        td { code { (deployment.id) } }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Providers", session, &notice, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewCredential {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    api_key: String,
+}
+
+pub(super) async fn put_credential(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewCredential>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let request = PutCredentialRequest {
+        name: form.name.trim().to_owned(),
+        provider: form.provider,
+        secret_fields: [("api_key".to_owned(), form.api_key)].into(),
+    };
+    Ok(
+        match console.api.put_credential(call(&session, request)).await {
+            Ok(_) => Redirect::to("/providers").into_response(),
+            Err(status) => {
+                let field = if status.message().contains("api_key") {
+                    "api_key"
+                } else {
+                    "credential_name"
+                };
+                let (code, notice) = refusal(&status, field);
+                providers_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewDeployment {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    model_name: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    upstream_model: String,
+    #[serde(default)]
+    api_base: String,
+    #[serde(default)]
+    credential_id: String,
+}
+
+pub(super) async fn upsert_deployment(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewDeployment>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let deployment = Deployment {
+        model_name: form.model_name.trim().to_owned(),
+        provider: form.provider,
+        upstream_model: form.upstream_model.trim().to_owned(),
+        api_base: form.api_base.trim().to_owned(),
+        credential_id: form.credential_id,
+        ..Deployment::default()
+    };
+    Ok(
+        match console
+            .api
+            .upsert_deployment(call(&session, deployment))
+            .await
+        {
+            Ok(_) => Redirect::to("/providers").into_response(),
+            Err(status) => {
+                let field = if status.message().contains("api_base") {
+                    "api_base"
+                } else {
+                    "model_name"
+                };
+                let (code, notice) = refusal(&status, field);
+                providers_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
