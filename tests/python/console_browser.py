@@ -243,6 +243,30 @@ def admin_flow(browser):
     shot(page, "14-providers")
     wait_for_status(os.environ["FIRST_KEY"], (200,), model="console-hosted")
 
+    # A rate limit on the first key: one request a minute, enforced by the edge.
+    page.click("nav >> text=Keys")
+    first_key_id = page.locator("tbody tr", has_text="first-key").get_attribute("data-key")
+    page.click("nav >> text=Limits")
+    page.select_option("#limit_scope", "key")
+    page.fill("#limit_scope_id", first_key_id)
+    page.fill("#rpm", "many")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#figures-error")).to_be_visible()
+    page.select_option("#limit_scope", "key")
+    page.fill("#limit_scope_id", first_key_id)
+    page.fill("#rpm", "1")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator(f"tbody tr", has_text=first_key_id).locator("td.rpm")).to_have_text("1")
+    shot(page, "15-limits")
+    statuses = []
+    for _ in range(50):
+        status, _ = chat(os.environ["FIRST_KEY"])
+        statuses.append(status)
+        if status == 429:
+            break
+        time.sleep(0.1)
+    assert 429 in statuses, f"the limit was not enforced: {statuses}"
+
     # A change without the session's CSRF token, or from another site, is refused.
     forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})
     assert forged.status == 403, forged.status

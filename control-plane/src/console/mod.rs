@@ -10,6 +10,7 @@ mod audit;
 mod budgets;
 mod health;
 mod keys;
+mod limits;
 mod pages;
 mod prices;
 mod providers;
@@ -97,6 +98,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/credentials", post(providers::put_credential))
         .route("/deployments", post(providers::upsert_deployment))
         .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
+        .route("/limits", get(limits::limits).post(limits::set_limit))
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))
         .route("/audit", get(audit::audit))

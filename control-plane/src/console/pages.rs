@@ -54,6 +54,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         a href="/providers" { "Providers" }
                         a href="/prices" { "Prices" }
                         a href="/budgets" { "Budgets" }
+                        a href="/limits" { "Limits" }
                         a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
                         a href="/health" { "Health" }
