@@ -13,17 +13,10 @@ use tollgate_proto::usage::GetBudgetStatusRequest;
 
 use super::pages::{self, BudgetRow, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
 
-pub(super) async fn budgets(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(budgets_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn budgets_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn budgets_page(
     console: &Console,
     session: &Session,
     status: StatusCode,

@@ -13,20 +13,13 @@ use tollgate_proto::admin::{ListRateLimitsRequest, RateLimit};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal};
 
 /// What a rate limit may apply to.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "tag"];
 
-pub(super) async fn limits(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(limits_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn limits_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn limits_page(
     console: &Console,
     session: &Session,
     status: StatusCode,

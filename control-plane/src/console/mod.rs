@@ -69,6 +69,16 @@ struct Console {
     secure: bool,
 }
 
+/// The GET handler of a page drawn by `$draw(console, session, status, notice)`.
+macro_rules! page_handler {
+    ($draw:path) => {
+        |State(console): State<Arc<Console>>, headers: HeaderMap| async move {
+            let (_, session) = signed_in(&console, &headers)?;
+            Ok::<_, Refused>($draw(&console, &session, StatusCode::OK, Notice::default()).await)
+        }
+    };
+}
+
 /// The console's routes over `api`.
 pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
     let usage = config.usage_url.as_deref().and_then(|url| {
@@ -89,16 +99,31 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/", get(|| async { Redirect::to("/teams") }))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
-        .route("/teams", get(teams::teams).post(teams::create_team))
+        .route(
+            "/teams",
+            get(page_handler!(teams::teams_page)).post(teams::create_team),
+        )
         .route("/keys", get(keys::keys).post(keys::create_key))
         .route("/keys/{id}/{action}", post(keys::act))
-        .route("/users", get(users::users).post(users::create_user))
-        .route("/prices", get(prices::prices).post(prices::set_price))
-        .route("/providers", get(providers::providers))
+        .route(
+            "/users",
+            get(page_handler!(users::users_page)).post(users::create_user),
+        )
+        .route(
+            "/prices",
+            get(page_handler!(prices::prices_page)).post(prices::set_price),
+        )
+        .route("/providers", get(page_handler!(providers::providers_page)))
         .route("/credentials", post(providers::put_credential))
         .route("/deployments", post(providers::upsert_deployment))
-        .route("/budgets", get(budgets::budgets).post(budgets::set_budget))
-        .route("/limits", get(limits::limits).post(limits::set_limit))
+        .route(
+            "/budgets",
+            get(page_handler!(budgets::budgets_page)).post(budgets::set_budget),
+        )
+        .route(
+            "/limits",
+            get(page_handler!(limits::limits_page)).post(limits::set_limit),
+        )
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))
         .route("/audit", get(audit::audit))

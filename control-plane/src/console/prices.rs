@@ -12,17 +12,10 @@ use tollgate_proto::admin::{ListPricesRequest, Price};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal};
 
-pub(super) async fn prices(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(prices_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn prices_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn prices_page(
     console: &Console,
     session: &Session,
     status: StatusCode,

@@ -15,7 +15,7 @@ use tollgate_proto::admin::{
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal};
 
 /// The providers a deployment or credential may name.
 const PROVIDERS: [&str; 8] = [
@@ -29,15 +29,8 @@ const PROVIDERS: [&str; 8] = [
     "mock",
 ];
 
-pub(super) async fn providers(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(providers_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn providers_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn providers_page(
     console: &Console,
     session: &Session,
     status: StatusCode,

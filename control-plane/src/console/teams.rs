@@ -11,17 +11,10 @@ use tollgate_proto::admin::{CreateTeamRequest, ListTeamsRequest};
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, listed, page, refusal};
 
-pub(super) async fn teams(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(teams_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn teams_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn teams_page(
     console: &Console,
     session: &Session,
     status: StatusCode,

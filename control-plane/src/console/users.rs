@@ -12,20 +12,13 @@ use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
 
 /// The roles a user may have.
 const ROLES: [&str; 4] = ["member", "admin", "viewer", "finance"];
 
-pub(super) async fn users(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    Ok(users_page(&console, &session, StatusCode::OK, Notice::default()).await)
-}
-
-async fn users_page(
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn users_page(
     console: &Console,
     session: &Session,
     status: StatusCode,
