@@ -124,6 +124,7 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "13-health",
         "14-providers",
         "15-limits",
+        "16-access-groups",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -267,6 +267,21 @@ def admin_flow(browser):
         time.sleep(0.1)
     assert 429 in statuses, f"the limit was not enforced: {statuses}"
 
+    # An access group granting a model to the team.
+    page.click("nav >> text=Access")
+    page.fill("#group_name", "")
+    page.fill("#group_models", "console-hosted")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#name-error")).to_be_visible()
+    page.fill("#group_name", "console-group")
+    page.fill("#group_models", "console-hosted, mock")
+    page.select_option("#group_team", label="console-team")
+    page.click("form.inline button[type=submit]")
+    row = page.locator("tbody tr", has_text="console-group")
+    expect(row).to_contain_text("console-hosted, mock")
+    expect(row).to_contain_text("console-team")
+    shot(page, "16-access-groups")
+
     # A change without the session's CSRF token, or from another site, is refused.
     forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})
     assert forged.status == 403, forged.status

@@ -8,6 +8,7 @@
 
 mod audit;
 mod budgets;
+mod groups;
 mod health;
 mod keys;
 mod limits;
@@ -123,6 +124,10 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route(
             "/limits",
             get(page_handler!(limits::limits_page)).post(limits::set_limit),
+        )
+        .route(
+            "/groups",
+            get(page_handler!(groups::groups_page)).post(groups::set_group),
         )
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))

@@ -55,6 +55,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         a href="/prices" { "Prices" }
                         a href="/budgets" { "Budgets" }
                         a href="/limits" { "Limits" }
+                        a href="/groups" { "Access" }
                         a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
                         a href="/health" { "Health" }

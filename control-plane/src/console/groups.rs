@@ -1,0 +1,137 @@
+//! The access groups page: models granted to teams and user roles, and a form to grant some.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
+
+use super::pages::{Notice, field_error, layout};
+use super::session::Session;
+use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
+
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn groups_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let answer = console
+        .api
+        .list_access_groups(call(session, ListAccessGroupsRequest {}))
+        .await;
+    let groups = listed(answer, &mut notice).groups;
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    let team_names = |ids: &[String]| {
+        ids.iter()
+            .map(|id| {
+                teams
+                    .iter()
+                    .find(|t| &t.id == id)
+                    .map_or_else(|| id.clone(), |t| t.name.clone())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let body = html! {
+        form.inline method="post" action="/groups" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="group_name" { "Name" }
+            input type="text" id="group_name" name="name" placeholder="research-models";
+            (field_error(&notice, "name"))
+            label for="group_models" { "Models" }
+            input type="text" id="group_models" name="models" placeholder="gpt-4o, claude-sonnet";
+            (field_error(&notice, "models"))
+            label for="group_team" { "Team" }
+            select id="group_team" name="team_id" {
+                option value="" { "(none)" }
+                @for team in &teams { option value=(team.id) { (team.name) } }
+            }
+            label for="group_role" { "Role" }
+            select id="group_role" name="role" {
+                option value="" { "(none)" }
+                @for role in ["member", "admin", "viewer", "finance"] { option value=(role) { (role) } }
+            }
+            button type="submit" { "Grant" }
+        }
+        p.hint { "A key may use a model when its own list allows it, or a group grants it to the key, its user, its user's role or its team." }
+        table {
+            thead { tr { th { "Name" } th { "Models" } th { "Teams" } th { "Roles" } th { "Users" } th { "Keys" } } }
+            tbody {
+                @for group in &groups {
+                    tr {
+                        td { (group.name) }
+                        td { (group.models.join(", ")) }
+                        td { (team_names(&group.team_ids)) }
+                        td { (group.roles.join(", ")) }
+                        td { (group.user_ids.len()) }
+                        td { (group.key_ids.len()) }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Access groups", session, &notice, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewGroup {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    models: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub(super) async fn set_group(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewGroup>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let some = |value: String| {
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            vec![]
+        } else {
+            vec![value]
+        }
+    };
+    let group = AccessGroup {
+        name: form.name.trim().to_owned(),
+        models: form
+            .models
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        team_ids: some(form.team_id),
+        roles: some(form.role),
+        ..AccessGroup::default()
+    };
+    Ok(
+        match console.api.set_access_group(call(&session, group)).await {
+            Ok(_) => Redirect::to("/groups").into_response(),
+            Err(status) => {
+                let field = if status.message().contains("model") {
+                    "models"
+                } else {
+                    "name"
+                };
+                let (code, notice) = refusal(&status, field);
+                groups_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
