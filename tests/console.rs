@@ -125,6 +125,7 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "14-providers",
         "15-limits",
         "16-access-groups",
+        "17-cache",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

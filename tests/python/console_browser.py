@@ -282,6 +282,19 @@ def admin_flow(browser):
     expect(row).to_contain_text("console-team")
     shot(page, "16-access-groups")
 
+    # A response cache policy for the hosted model (a zero lifetime is refused).
+    page.click("nav >> text=Cache")
+    page.fill("#cache_model", "console-hosted")
+    page.fill("#ttl_seconds", "0")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("#ttl_seconds-error")).to_be_visible()
+    page.fill("#cache_model", "console-hosted")
+    page.fill("#ttl_seconds", "600")
+    page.select_option("#cache_scope", "global")
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("tbody tr", has_text="console-hosted")).to_contain_text("600")
+    shot(page, "17-cache")
+
     # A change without the session's CSRF token, or from another site, is refused.
     forged = page.request.post(CONSOLE + "/teams", form={"name": "forged"})
     assert forged.status == 403, forged.status

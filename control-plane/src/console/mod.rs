@@ -8,6 +8,7 @@
 
 mod audit;
 mod budgets;
+mod cache;
 mod groups;
 mod health;
 mod keys;
@@ -128,6 +129,10 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route(
             "/groups",
             get(page_handler!(groups::groups_page)).post(groups::set_group),
+        )
+        .route(
+            "/cache",
+            get(page_handler!(cache::cache_page)).post(cache::set_policy),
         )
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))

@@ -56,6 +56,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         a href="/budgets" { "Budgets" }
                         a href="/limits" { "Limits" }
                         a href="/groups" { "Access" }
+                        a href="/cache" { "Cache" }
                         a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
                         a href="/health" { "Health" }

@@ -1,0 +1,107 @@
+//! The response cache page: which models' answers edges cache, for how long and shared by whom,
+//! and a form to set a model's policy (the semantic tier is set with the CLI).
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
+
+use super::pages::{Notice, field_error, layout};
+use super::session::Session;
+use super::{Console, Refused, call, changing, listed, page, refusal};
+
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn cache_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let answer = console
+        .api
+        .list_cache_policies(call(session, ListCachePoliciesRequest {}))
+        .await;
+    let policies = listed(answer, &mut notice).policies;
+    let body = html! {
+        form.inline method="post" action="/cache" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="cache_model" { "Model" }
+            input type="text" id="cache_model" name="model" placeholder="gpt-4o";
+            (field_error(&notice, "model"))
+            label for="ttl_seconds" { "Seconds" }
+            input type="text" id="ttl_seconds" name="ttl_seconds" inputmode="numeric" size="7";
+            (field_error(&notice, "ttl_seconds"))
+            label for="cache_scope" { "Shared by" }
+            select id="cache_scope" name="scope" {
+                @for scope in ["team", "key", "global"] { option value=(scope) { (scope) } }
+            }
+            button type="submit" { "Cache answers" }
+        }
+        table {
+            thead { tr { th { "Model" } th { "Seconds" } th { "Shared by" } th { "Semantic tier" } } }
+            tbody {
+                @for policy in &policies {
+                    tr {
+                        td { (policy.model) }
+                        td { (policy.ttl_seconds) }
+                        td { (policy.scope) }
+                        td { (policy.semantic_embeddings_model) }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Response cache", session, &notice, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewPolicy {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    ttl_seconds: String,
+    #[serde(default)]
+    scope: String,
+}
+
+pub(super) async fn set_policy(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewPolicy>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let Ok(ttl_seconds) = form.ttl_seconds.trim().parse::<u32>() else {
+        let notice = Notice {
+            field: Some("ttl_seconds"),
+            message: format!("{:?} is not a whole number of seconds", form.ttl_seconds),
+        };
+        return Ok(cache_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+    };
+    let policy = CachePolicy {
+        model: form.model.trim().to_owned(),
+        ttl_seconds,
+        scope: form.scope,
+        ..CachePolicy::default()
+    };
+    Ok(
+        match console.api.set_cache_policy(call(&session, policy)).await {
+            Ok(_) => Redirect::to("/cache").into_response(),
+            Err(status) => {
+                let field = if status.message().contains("ttl") {
+                    "ttl_seconds"
+                } else {
+                    "model"
+                };
+                let (code, notice) = refusal(&status, field);
+                cache_page(&console, &session, code, notice).await
+            }
+        },
+    )
+}
