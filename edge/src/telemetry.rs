@@ -36,7 +36,6 @@ pub fn request_span(route: &'static str, request_id: &str, headers: &HeaderMap) 
         tollgate.deployment_id = Empty,
         tollgate.cost_usd = Empty,
         tollgate.cache_hit = Empty,
-        tollgate.attempts = Empty,
         gen_ai.operation.name = Empty,
         gen_ai.provider.name = Empty,
         gen_ai.request.model = Empty,

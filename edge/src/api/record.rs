@@ -320,7 +320,7 @@ impl UsageRecord {
 }
 
 /// The request's log line (target `tollgate::access`): what the usage event says, never content
-/// or secrets. Field names are documented in the README's logging section.
+/// or secrets. Its fields are documented in docs/observability.md.
 fn log(event: &UsageEvent, route: &str) {
     tracing::info!(
         target: ACCESS_LOG,
