@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Budget, ListBudgetsRequest};
@@ -13,7 +13,7 @@ use tollgate_proto::usage::GetBudgetStatusRequest;
 
 use super::pages::{self, BudgetRow, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn budgets_page(
@@ -96,19 +96,17 @@ pub(super) async fn set_budget(
         period: form.period,
         ..Budget::default()
     };
-    Ok(match console.api.set_budget(call(&session, budget)).await {
-        Ok(_) => Redirect::to("/budgets").into_response(),
-        Err(status) => {
-            let message = status.message();
-            let field = if message.contains("amount") {
-                "amount_usd"
-            } else if message.contains("period") {
-                "period"
-            } else {
-                "scope_id"
-            };
-            let (code, notice) = refusal(&status, field);
-            budgets_page(&console, &session, code, notice).await
-        }
-    })
+    let result = console.api.set_budget(call(&session, budget)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Budgets,
+        &[
+            ("amount", "amount_usd"),
+            ("period", "period"),
+            ("", "scope_id"),
+        ],
+    )
+    .await)
 }

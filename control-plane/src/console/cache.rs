@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
@@ -13,7 +13,7 @@ use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn cache_page(
@@ -90,18 +90,13 @@ pub(super) async fn set_policy(
         scope: form.scope,
         ..CachePolicy::default()
     };
-    Ok(
-        match console.api.set_cache_policy(call(&session, policy)).await {
-            Ok(_) => Redirect::to("/cache").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("ttl") {
-                    "ttl_seconds"
-                } else {
-                    "model"
-                };
-                let (code, notice) = refusal(&status, field);
-                cache_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console.api.set_cache_policy(call(&session, policy)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Cache,
+        &[("ttl", "ttl_seconds"), ("", "model")],
     )
+    .await)
 }

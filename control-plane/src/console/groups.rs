@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, team_name};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn groups_page(
@@ -29,12 +29,7 @@ pub(super) async fn groups_page(
     let teams = list_teams(console, session).await.unwrap_or_default();
     let team_names = |ids: &[String]| {
         ids.iter()
-            .map(|id| {
-                teams
-                    .iter()
-                    .find(|t| &t.id == id)
-                    .map_or_else(|| id.clone(), |t| t.name.clone())
-            })
+            .map(|id| team_name(&teams, id))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -120,18 +115,13 @@ pub(super) async fn set_group(
         roles: some(form.role),
         ..AccessGroup::default()
     };
-    Ok(
-        match console.api.set_access_group(call(&session, group)).await {
-            Ok(_) => Redirect::to("/groups").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("model") {
-                    "models"
-                } else {
-                    "name"
-                };
-                let (code, notice) = refusal(&status, field);
-                groups_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console.api.set_access_group(call(&session, group)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Groups,
+        &[("model", "models"), ("", "name")],
     )
+    .await)
 }

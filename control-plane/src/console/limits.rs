@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
@@ -13,7 +13,7 @@ use tollgate_proto::admin::{ListRateLimitsRequest, RateLimit};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
 /// What a rate limit may apply to.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "tag"];
@@ -127,18 +127,13 @@ pub(super) async fn set_limit(
         max_concurrent,
         ..RateLimit::default()
     };
-    Ok(
-        match console.api.set_rate_limit(call(&session, limit)).await {
-            Ok(_) => Redirect::to("/limits").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("scope") {
-                    "scope_id"
-                } else {
-                    "figures"
-                };
-                let (code, notice) = refusal(&status, field);
-                limits_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console.api.set_rate_limit(call(&session, limit)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Limits,
+        &[("scope", "scope_id"), ("", "figures")],
     )
+    .await)
 }

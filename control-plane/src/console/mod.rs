@@ -71,14 +71,89 @@ struct Console {
     secure: bool,
 }
 
-/// The GET handler of a page drawn by `$draw(console, session, status, notice)`.
+/// A page that lists one kind of thing and has a form to change it.
+#[derive(Clone, Copy)]
+enum Page {
+    Teams,
+    Users,
+    Prices,
+    Providers,
+    Budgets,
+    Limits,
+    Groups,
+    Cache,
+}
+
+impl Page {
+    fn path(self) -> &'static str {
+        match self {
+            Page::Teams => "/teams",
+            Page::Users => "/users",
+            Page::Prices => "/prices",
+            Page::Providers => "/providers",
+            Page::Budgets => "/budgets",
+            Page::Limits => "/limits",
+            Page::Groups => "/groups",
+            Page::Cache => "/cache",
+        }
+    }
+
+    /// The page for `session`, with `notice` about the last change, answered with `status`.
+    async fn draw(
+        self,
+        console: &Console,
+        session: &Session,
+        status: StatusCode,
+        notice: Notice,
+    ) -> Response {
+        match self {
+            Page::Teams => teams::teams_page(console, session, status, notice).await,
+            Page::Users => users::users_page(console, session, status, notice).await,
+            Page::Prices => prices::prices_page(console, session, status, notice).await,
+            Page::Providers => providers::providers_page(console, session, status, notice).await,
+            Page::Budgets => budgets::budgets_page(console, session, status, notice).await,
+            Page::Limits => limits::limits_page(console, session, status, notice).await,
+            Page::Groups => groups::groups_page(console, session, status, notice).await,
+            Page::Cache => cache::cache_page(console, session, status, notice).await,
+        }
+    }
+}
+
+/// The GET handler of `$page`.
 macro_rules! page_handler {
-    ($draw:path) => {
+    ($page:expr) => {
         |State(console): State<Arc<Console>>, headers: HeaderMap| async move {
             let (_, session) = signed_in(&console, &headers)?;
-            Ok::<_, Refused>($draw(&console, &session, StatusCode::OK, Notice::default()).await)
+            Ok::<_, Refused>(
+                $page
+                    .draw(&console, &session, StatusCode::OK, Notice::default())
+                    .await,
+            )
         }
     };
+}
+
+/// The answer to a change on `page`: back to it when the change was made; when it was refused,
+/// the page again with the reason next to the first of `fields` whose word the message holds
+/// (the word `""` matches any message).
+async fn after_change<T>(
+    console: &Console,
+    session: &Session,
+    result: Result<tonic::Response<T>, Status>,
+    page: Page,
+    fields: &[(&str, &'static str)],
+) -> Response {
+    match result {
+        Ok(_) => Redirect::to(page.path()).into_response(),
+        Err(status) => {
+            let field = fields
+                .iter()
+                .find(|(word, _)| status.message().contains(word))
+                .map_or("", |(_, field)| field);
+            let (code, notice) = refusal(&status, field);
+            page.draw(console, session, code, notice).await
+        }
+    }
 }
 
 /// The console's routes over `api`.
@@ -103,36 +178,36 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/sign-out", post(sign_out))
         .route(
             "/teams",
-            get(page_handler!(teams::teams_page)).post(teams::create_team),
+            get(page_handler!(Page::Teams)).post(teams::create_team),
         )
         .route("/keys", get(keys::keys).post(keys::create_key))
         .route("/keys/{id}/{action}", post(keys::act))
         .route(
             "/users",
-            get(page_handler!(users::users_page)).post(users::create_user),
+            get(page_handler!(Page::Users)).post(users::create_user),
         )
         .route(
             "/prices",
-            get(page_handler!(prices::prices_page)).post(prices::set_price),
+            get(page_handler!(Page::Prices)).post(prices::set_price),
         )
-        .route("/providers", get(page_handler!(providers::providers_page)))
+        .route("/providers", get(page_handler!(Page::Providers)))
         .route("/credentials", post(providers::put_credential))
         .route("/deployments", post(providers::upsert_deployment))
         .route(
             "/budgets",
-            get(page_handler!(budgets::budgets_page)).post(budgets::set_budget),
+            get(page_handler!(Page::Budgets)).post(budgets::set_budget),
         )
         .route(
             "/limits",
-            get(page_handler!(limits::limits_page)).post(limits::set_limit),
+            get(page_handler!(Page::Limits)).post(limits::set_limit),
         )
         .route(
             "/groups",
-            get(page_handler!(groups::groups_page)).post(groups::set_group),
+            get(page_handler!(Page::Groups)).post(groups::set_group),
         )
         .route(
             "/cache",
-            get(page_handler!(cache::cache_page)).post(cache::set_policy),
+            get(page_handler!(Page::Cache)).post(cache::set_policy),
         )
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))

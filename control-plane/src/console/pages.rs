@@ -25,6 +25,14 @@ impl Notice {
     }
 }
 
+/// The name of team `id` among `teams`, or the id when it is not one of them.
+pub fn team_name(teams: &[Team], id: &str) -> String {
+    teams
+        .iter()
+        .find(|t| t.id == id)
+        .map_or_else(|| id.to_owned(), |t| t.name.clone())
+}
+
 /// Every page's `<head>`.
 fn head(title: &str) -> Markup {
     html! {
@@ -143,12 +151,6 @@ pub fn keys(
     secret: Option<&str>,
     notice: &Notice,
 ) -> Markup {
-    let team_name = |id: &str| {
-        teams
-            .iter()
-            .find(|t| t.id == id)
-            .map_or_else(|| id.to_owned(), |t| t.name.clone())
-    };
     let body = html! {
         (field_error(notice, "grace_seconds"))
         @if let Some(secret) = secret {
@@ -180,7 +182,7 @@ pub fn keys(
                     tr data-key=(key.id) {
                         td { (key.alias) }
                         td { code { (key.prefix) "…" } }
-                        td { (team_name(&key.team_id)) }
+                        td { (team_name(teams, &key.team_id)) }
                         td {
                             @if key.revoked { "revoked" }
                             @else if key.blocked { "blocked" }
@@ -254,10 +256,7 @@ pub struct BudgetRow {
 /// The budgets page.
 pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &Notice) -> Markup {
     let scope_name = |budget: &Budget| match budget.scope.as_str() {
-        "team" => teams
-            .iter()
-            .find(|t| t.id == budget.scope_id)
-            .map_or_else(|| budget.scope_id.clone(), |t| t.name.clone()),
+        "team" => team_name(teams, &budget.scope_id),
         _ => budget.scope_id.clone(),
     };
     let body = html! {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
@@ -12,7 +12,7 @@ use tollgate_proto::admin::{ListPricesRequest, Price};
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn prices_page(
@@ -92,16 +92,13 @@ pub(super) async fn set_price(
         output_per_mtok: output,
         ..Price::default()
     };
-    Ok(match console.api.set_price(call(&session, price)).await {
-        Ok(_) => Redirect::to("/prices").into_response(),
-        Err(status) => {
-            let field = if status.message().contains("model") {
-                "model"
-            } else {
-                "price"
-            };
-            let (code, notice) = refusal(&status, field);
-            prices_page(&console, &session, code, notice).await
-        }
-    })
+    let result = console.api.set_price(call(&session, price)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Prices,
+        &[("model", "model"), ("", "price")],
+    )
+    .await)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
@@ -15,7 +15,7 @@ use tollgate_proto::admin::{
 
 use super::pages::{Notice, field_error, layout};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
 /// The providers a deployment or credential may name.
 const PROVIDERS: [&str; 8] = [
@@ -145,20 +145,15 @@ pub(super) async fn put_credential(
         provider: form.provider,
         secret_fields: [("api_key".to_owned(), form.api_key)].into(),
     };
-    Ok(
-        match console.api.put_credential(call(&session, request)).await {
-            Ok(_) => Redirect::to("/providers").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("api_key") {
-                    "api_key"
-                } else {
-                    "credential_name"
-                };
-                let (code, notice) = refusal(&status, field);
-                providers_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console.api.put_credential(call(&session, request)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Providers,
+        &[("api_key", "api_key"), ("", "credential_name")],
     )
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -191,22 +186,16 @@ pub(super) async fn upsert_deployment(
         credential_id: form.credential_id,
         ..Deployment::default()
     };
-    Ok(
-        match console
-            .api
-            .upsert_deployment(call(&session, deployment))
-            .await
-        {
-            Ok(_) => Redirect::to("/providers").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("api_base") {
-                    "api_base"
-                } else {
-                    "model_name"
-                };
-                let (code, notice) = refusal(&status, field);
-                providers_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console
+        .api
+        .upsert_deployment(call(&session, deployment))
+        .await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Providers,
+        &[("api_base", "api_base"), ("", "model_name")],
     )
+    .await)
 }

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateTeamRequest, ListTeamsRequest};
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn teams_page(
@@ -46,13 +46,6 @@ pub(super) async fn create_team(
         name: form.name.trim().to_owned(),
         ..Default::default()
     };
-    Ok(
-        match console.api.create_team(call(&session, request)).await {
-            Ok(_) => Redirect::to("/teams").into_response(),
-            Err(status) => {
-                let (code, notice) = refusal(&status, "name");
-                teams_page(&console, &session, code, notice).await
-            }
-        },
-    )
+    let result = console.api.create_team(call(&session, request)).await;
+    Ok(after_change(&console, &session, result, Page::Teams, &[("", "name")]).await)
 }

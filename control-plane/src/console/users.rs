@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, team_name};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal};
+use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
 
 /// The roles a user may have.
 const ROLES: [&str; 4] = ["member", "admin", "viewer", "finance"];
@@ -30,12 +30,6 @@ pub(super) async fn users_page(
         .await;
     let users = listed(answer, &mut notice).users;
     let teams = list_teams(console, session).await.unwrap_or_default();
-    let team_name = |id: &str| {
-        teams
-            .iter()
-            .find(|t| t.id == id)
-            .map_or_else(|| id.to_owned(), |t| t.name.clone())
-    };
     let body = html! {
         form.inline method="post" action="/users" {
             input type="hidden" name="csrf" value=(session.csrf);
@@ -60,7 +54,7 @@ pub(super) async fn users_page(
                 @for user in &users {
                     tr {
                         td { (user.email) }
-                        td { (team_name(&user.team_id)) }
+                        td { (team_name(&teams, &user.team_id)) }
                         td { (user.role) }
                         td { code { (user.id) } }
                     }
@@ -95,18 +89,13 @@ pub(super) async fn create_user(
         role: form.role,
         ..CreateUserRequest::default()
     };
-    Ok(
-        match console.api.create_user(call(&session, request)).await {
-            Ok(_) => Redirect::to("/users").into_response(),
-            Err(status) => {
-                let field = if status.message().contains("role") {
-                    "role"
-                } else {
-                    "email"
-                };
-                let (code, notice) = refusal(&status, field);
-                users_page(&console, &session, code, notice).await
-            }
-        },
+    let result = console.api.create_user(call(&session, request)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Users,
+        &[("role", "role"), ("", "email")],
     )
+    .await)
 }
