@@ -156,6 +156,30 @@ impl AdminApi {
     }
 }
 
+/// One of the `max` streams of kind `rpc` a control plane serves at once, or RESOURCE_EXHAUSTED.
+fn stream_permit(
+    streams: &Arc<tokio::sync::Semaphore>,
+    max: usize,
+    rpc: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    streams.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "this control plane already serves {max} {rpc} streams; retry later"
+        ))
+    })
+}
+
+/// `stream`, holding `permit` until the caller goes away.
+fn holding<T: Send + 'static>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    Box::pin(futures::StreamExt::map(stream, move |item| {
+        let _held = &permit;
+        item
+    }))
+}
+
 /// The entity just written, which the state must hold.
 fn found<T>(value: Option<T>) -> Reply<T> {
     value
@@ -786,18 +810,9 @@ impl AdminService for AdminApi {
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         self.authorize(&request, Access::ReadPolicy)?;
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "this control plane already serves {MAX_WATCHERS} WatchEvents streams; retry later"
-            ))
-        })?;
+        let permit = stream_permit(&self.watchers, MAX_WATCHERS, "WatchEvents")?;
         let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
-        // The permit goes with the stream: released when the watcher goes away.
-        let stream = futures::StreamExt::map(stream, move |event| {
-            let _held = &permit;
-            event
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(holding(permit, stream)))
     }
 
     type TailRequestsStream = Pin<Box<dyn Stream<Item = Result<UsageEvent, Status>> + Send>>;
@@ -808,16 +823,8 @@ impl AdminService for AdminApi {
     ) -> Reply<Self::TailRequestsStream> {
         self.authorize(&request, Access::ReadPolicy)?;
         let filter = tail::Filter::parse(request.into_inner())?;
-        let permit = self.tails.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "this control plane already serves {MAX_TAILS} TailRequests streams; retry later"
-            ))
-        })?;
+        let permit = stream_permit(&self.tails, MAX_TAILS, "TailRequests")?;
         let stream = tail::requests(self.bus.clone(), filter).await?;
-        let stream = futures::StreamExt::map(stream, move |event| {
-            let _held = &permit;
-            event
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(holding(permit, stream)))
     }
 }
