@@ -298,7 +298,8 @@ fn print_banner(
 ) {
     let console = ui.map_or_else(
         || "off (TOLLGATE_UI_ADDR=off)".to_owned(),
-        |ui| format!("http://{ui}/   sign in with the admin token"),
+        // The console serves HTTPS with the edge's certificate when it has one.
+        |ui| format!("{edge_scheme}://{ui}/   sign in with the admin token"),
     );
     // The secret itself is never printed (a terminal's scrollback and CI logs keep it); the
     // curl line reads it from its file, by an absolute path so that it works from anywhere.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use common::{ADMIN_TOKEN, Up};
+use common::{ADMIN_TOKEN, Up, client, tls_fixture};
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 /// Idle seconds after which the console's sessions end in this test.
@@ -126,6 +126,9 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "15-limits",
         "16-access-groups",
         "17-cache",
+        "18-limit-schedule",
+        "19-guardrails",
+        "20-routing",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
@@ -133,5 +136,52 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         );
     }
     eprintln!("screenshots in {}", shots.display());
+    Ok(())
+}
+
+/// With the edge's certificate (`TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY`), `tollgate up` serves
+/// the console over HTTPS only, and its session cookie is `Secure` as well as `HttpOnly` and
+/// `SameSite=Strict`.
+#[tokio::test]
+async fn the_console_is_served_over_the_edges_tls_with_a_secure_cookie() -> Result<()> {
+    let upstream = FakeOpenAi::start().await?;
+    let temp = tempfile::tempdir()?;
+    let path = |name: &str| tls_fixture(name).to_string_lossy().into_owned();
+    let env = [
+        ("TOLLGATE_TLS_CERT", path("edge-a.pem")),
+        ("TOLLGATE_TLS_KEY", path("edge-a.key")),
+    ];
+    let up = Up::start_with(temp.path(), &upstream.base_url(), &env)?;
+    up.wait_ready().await?;
+    let console = format!("https://127.0.0.1:{}", up.ui);
+    let https = client("https")?;
+
+    let sign_in = https.get(format!("{console}/sign-in")).send().await?;
+    assert_eq!(sign_in.status(), 200);
+    let signed_in = https
+        .post(format!("{console}/sign-in"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await?;
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .context("no session cookie")?
+        .to_str()?;
+    for attribute in ["; Secure", "; HttpOnly", "; SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+
+    // The same port in plain HTTP answers nothing.
+    let plain = client("http")?
+        .get(format!("http://127.0.0.1:{}/sign-in", up.ui))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
+use tollgate_proto::tls::TlsFiles;
 
 use crate::console::ConsoleConfig;
 
@@ -92,8 +93,9 @@ impl ControlPlaneConfig {
 }
 
 /// The web console's address and settings from `TOLLGATE_UI_ADDR`,
-/// `TOLLGATE_UI_SESSION_IDLE_SECONDS` (default 1800) and `TOLLGATE_USAGE_URL` (the usage API,
-/// default `http://127.0.0.1:50052`); `None` when `TOLLGATE_UI_ADDR=off`.
+/// `TOLLGATE_UI_SESSION_IDLE_SECONDS` (default 1800), `TOLLGATE_USAGE_URL` (the usage API,
+/// default `http://127.0.0.1:50052`) and the edge's `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY`
+/// (HTTPS, and `Secure` session cookies); `None` when `TOLLGATE_UI_ADDR=off`.
 pub fn console_from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(SocketAddr, ConsoleConfig)>, ConfigError> {
@@ -125,7 +127,7 @@ pub fn console_from_lookup(
     let config = ConsoleConfig {
         session_idle: idle,
         usage_url: Some(usage_url),
-        ..ConsoleConfig::default()
+        tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
     };
     Ok(Some((addr, config)))
 }

@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
+use tollgate_proto::http_serve::{self, Limits};
+use tollgate_proto::tls::{ReloadingTls, TlsError};
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
@@ -35,12 +37,20 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("web console server failed: {0}")]
     Console(std::io::Error),
+    #[error("web console TLS: {0}")]
+    ConsoleTls(#[from] TlsError),
 }
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Calls one connection may have in progress at once.
 pub const CALLS_PER_CONNECTION: usize = 256;
+/// The console's listener: a few people's browsers, whose live tails end soon after shutdown.
+const CONSOLE_LIMITS: Limits = Limits {
+    header_read_timeout: std::time::Duration::from_secs(10),
+    max_connections: 256,
+    drain_timeout: std::time::Duration::from_secs(2),
+};
 
 impl ControlPlane {
     /// Serves the admin API on `listener` and relays the log to the bus until `shutdown`
@@ -60,6 +70,14 @@ impl ControlPlane {
         console: Option<(TcpListener, ConsoleConfig)>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        // Unusable certificate files stop the start, before anything is served.
+        let console = match console {
+            Some((listener, config)) => {
+                let tls = config.tls.clone().map(ReloadingTls::load).transpose()?;
+                Some((listener, config, tls))
+            }
+            None => None,
+        };
         // The console's server needs a signal of its own: the gRPC server's end tells it.
         let (stop_console, console_stopped) = watch::channel(false);
         let shutdown = async move {
@@ -112,15 +130,18 @@ impl ControlPlane {
             }),
         );
         let console = async {
-            let Some((listener, config)) = console else {
+            let Some((listener, config, tls)) = console else {
                 return Ok(());
             };
+            if let Some(tls) = &tls {
+                tokio::spawn(tls.clone().watch(console_stopped.clone()));
+            }
             let app = crate::console::router(api.clone(), config);
             let mut stopped = console_stopped;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
+            let stopped = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            http_serve::serve(listener, app, CONSOLE_LIMITS, tls, stopped)
                 .await
                 .map_err(ServeError::Console)
         };

@@ -215,15 +215,7 @@ impl EdgeConfig {
                     reason,
                 })?
                 .unwrap_or_default(),
-            tls: match (get("TOLLGATE_TLS_CERT"), get("TOLLGATE_TLS_KEY")) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert: cert.into(),
-                    key: key.into(),
-                }),
-                (None, None) => None,
-                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_TLS_KEY")),
-                (None, Some(_)) => return Err(ConfigError::Missing("TOLLGATE_TLS_CERT")),
-            },
+            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
             cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
             clock: Clock::system(),
         })

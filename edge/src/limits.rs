@@ -268,6 +268,12 @@ impl Limiter {
         for (limit, allowance) in &applicable {
             let counter = counters.entry(limit.id.clone()).or_default();
             counter.roll(window);
+            if counter.allowance != *allowance {
+                // A raised limit (an admin's change, a schedule opening) may have room left in
+                // this window: the next lease finds out instead of the old figure's verdict.
+                counter.requests.exhausted = false;
+                counter.tokens.exhausted = false;
+            }
             counter.allowance = *allowance;
             counter.edges = edges;
             let refused = |what: &str, figure: u64, retry: Duration| {

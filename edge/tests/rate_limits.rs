@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tollgate_edge::clock::Clock;
 use tollgate_edge::config::EdgeConfig;
-use tollgate_proto::admin::{LimitSchedule, RateLimit};
+use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 use tollgate_proto::bus::{Bus, JetStreamBus};
 use tollgate_test_support::severable::Severable;
 
@@ -332,6 +332,44 @@ async fn a_schedule_opens_and_closes_on_time_in_its_time_zone() -> Result<()> {
         now_ms.store(berlin(day, hour, minute)?, Ordering::SeqCst);
         assert_eq!(accepted_of(expected + 2).await?, expected, "{when}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_raised_mid_window_admits_again_at_once() -> Result<()> {
+    // The clock stands still: every request counts in one window.
+    let frozen = chrono::Utc::now();
+    let mut w = world(1, |c| c.clock = Clock::from_fn(move || frozen)).await?;
+    let (key_id, secret) = w.key().await?;
+    w.limit(RateLimit {
+        rpm: 1,
+        ..key_limit(&key_id)
+    })
+    .await?;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(LEASE_PACE).await;
+        statuses.push(w.ask(0, &secret, "mock").await?.status().as_u16());
+    }
+    assert_eq!(statuses[0], 200);
+    assert_eq!(statuses[3], 429, "the limit of 1 was used up: {statuses:?}");
+
+    let listed = w
+        .admin
+        .list_rate_limits(ListRateLimitsRequest::default())
+        .await?;
+    let id = listed.into_inner().rate_limits[0].id.clone();
+    w.limit(RateLimit {
+        id,
+        rpm: 100,
+        ..key_limit(&key_id)
+    })
+    .await?;
+    assert_eq!(
+        w.ask(0, &secret, "mock").await?.status(),
+        200,
+        "the raised limit has room in the same window"
+    );
     Ok(())
 }
 

@@ -25,6 +25,24 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+impl TlsFiles {
+    /// The files named by `TOLLGATE_TLS_CERT` and `TOLLGATE_TLS_KEY` as `get` reads them (both
+    /// or neither); `Err` names the one missing.
+    pub fn from_settings(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TlsFiles>, &'static str> {
+        match (get("TOLLGATE_TLS_CERT"), get("TOLLGATE_TLS_KEY")) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("TOLLGATE_TLS_KEY"),
+            (None, Some(_)) => Err("TOLLGATE_TLS_CERT"),
+        }
+    }
+}
+
 /// Why TLS could not be set up from the files.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

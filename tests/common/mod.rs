@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,10 +19,32 @@ pub fn free_port() -> Result<u16> {
 /// `tollgate up`; stopped on drop.
 pub struct Up {
     child: Child,
+    /// Where its log goes.
+    log: PathBuf,
+    /// `https` when started with the test certificate (`TOLLGATE_TLS_CERT`), else `http`.
+    pub scheme: &'static str,
     pub edge: u16,
     pub admin: u16,
     /// The web console.
     pub ui: u16,
+}
+
+/// A test TLS file: `ca-a.pem` (the CA), `edge-a.pem` and `edge-a.key` (a certificate for
+/// 127.0.0.1 and localhost it signed).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("edge/tests/fixtures/tls")
+        .join(name)
+}
+
+/// A client for `Up`'s listeners: over HTTPS it trusts only the test CA.
+pub fn client(scheme: &str) -> Result<reqwest::Client> {
+    let mut client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if scheme == "https" {
+        let ca = std::fs::read(tls_fixture("ca-a.pem"))?;
+        client = client.tls_certs_only([reqwest::Certificate::from_pem(&ca)?]);
+    }
+    Ok(client.build()?)
 }
 
 impl Up {
@@ -49,6 +71,12 @@ impl Up {
             ),
         )?;
         let (edge, admin, ui) = (free_port()?, free_port()?, free_port()?);
+        let log = dir.join("up.err");
+        let scheme = if env.iter().any(|(name, _)| *name == "TOLLGATE_TLS_CERT") {
+            "https"
+        } else {
+            "http"
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("up")
             .env("TOLLGATE_DATA_DIR", dir.join("data"))
@@ -73,10 +101,12 @@ impl Up {
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("up.err"))?)
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?;
         Ok(Up {
             child,
+            log,
+            scheme,
             edge,
             admin,
             ui,
@@ -84,14 +114,22 @@ impl Up {
     }
 
     pub async fn wait_ready(&self) -> Result<()> {
-        let url = format!("http://127.0.0.1:{}/health/ready", self.edge);
-        for _ in 0..400 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+        let url = format!("{}://127.0.0.1:{}/health/ready", self.scheme, self.edge);
+        let client = client(self.scheme)?;
+        // Generous: a debug build on a busy CI machine starts slowly.
+        for _ in 0..1200 {
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("tollgate up did not become ready")
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        bail!("tollgate up did not become ready in 60 s; its log:\n{log}")
     }
 }
 

@@ -10,6 +10,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -19,9 +20,9 @@ SHOTS = os.environ["SHOTS"]
 IDLE = float(os.environ["IDLE_SECONDS"])
 
 
-def chat(secret, model="mock"):
+def chat(secret, model="mock", content="hi"):
     """Sends one chat request for `model` to the edge with `secret`; returns (status, request id)."""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}]})
     request = urllib.request.Request(
         EDGE + "/v1/chat/completions",
         data=body.encode(),
@@ -34,11 +35,11 @@ def chat(secret, model="mock"):
         return error.code, error.headers.get("x-request-id")
 
 
-def wait_for_status(secret, wanted, model="mock"):
+def wait_for_status(secret, wanted, model="mock", content="hi"):
     """Waits (up to 5 s, while the change reaches the edge) until `secret` gets a status in
     `wanted` for `model`."""
     for _ in range(50):
-        status, _ = chat(secret, model)
+        status, _ = chat(secret, model, content)
         if status in wanted:
             return
         time.sleep(0.1)
@@ -250,12 +251,12 @@ def admin_flow(browser):
     page.select_option("#limit_scope", "key")
     page.fill("#limit_scope_id", first_key_id)
     page.fill("#rpm", "many")
-    page.click("form.inline button[type=submit]")
+    page.click("form[action='/limits'] button[type=submit]")
     expect(page.locator("#figures-error")).to_be_visible()
     page.select_option("#limit_scope", "key")
     page.fill("#limit_scope_id", first_key_id)
     page.fill("#rpm", "1")
-    page.click("form.inline button[type=submit]")
+    page.click("form[action='/limits'] button[type=submit]")
     expect(page.locator(f"tbody tr", has_text=first_key_id).locator("td.rpm")).to_have_text("1")
     shot(page, "15-limits")
     statuses = []
@@ -266,6 +267,66 @@ def admin_flow(browser):
             break
         time.sleep(0.1)
     assert 429 in statuses, f"the limit was not enforced: {statuses}"
+
+    # A schedule that lifts the limit around now: an empty window is refused next to it; an
+    # open one lets the key through again at once.
+    page.select_option("#schedule_limit", label=f"key {first_key_id}")
+    page.fill("#schedule_start", "10:00")
+    page.fill("#schedule_end", "10:00")
+    page.click("form[action='/limits/schedules'] button[type=submit]")
+    expect(page.locator("#window-error")).to_be_visible()
+    now = datetime.now(timezone.utc)
+    page.select_option("#schedule_limit", label=f"key {first_key_id}")
+    page.fill("#schedule_start", (now - timedelta(hours=2)).strftime("%H:%M"))
+    page.fill("#schedule_end", (now + timedelta(hours=2)).strftime("%H:%M"))
+    page.fill("#schedule_rpm", "1000")
+    page.click("form[action='/limits/schedules'] button[type=submit]")
+    row = page.locator("tbody tr", has_text=first_key_id)
+    expect(row.locator("td.schedules")).to_contain_text("1000 rpm")
+    shot(page, "18-limit-schedule")
+    wait_for_status(os.environ["FIRST_KEY"], (200,))
+
+    # A guardrail: settings that are not JSON are refused next to them; a regex guardrail on
+    # the hosted model blocks a prompt with the pattern on the edge.
+    page.click("nav >> text=Guardrails")
+    page.fill("#guardrail_name", "no-secrets")
+    page.select_option("#guardrail_kind", "regex")
+    page.fill("#guardrail_config", "{not json")
+    page.click("form[action='/guardrails'] button[type=submit]")
+    expect(page.locator("#config_json-error")).to_be_visible()
+    page.fill("#guardrail_name", "no-secrets")
+    page.select_option("#guardrail_kind", "regex")
+    page.fill("#guardrail_models", "console-hosted")
+    page.fill("#guardrail_config", '{"patterns": ["project-x"], "action": "block"}')
+    page.click("form[action='/guardrails'] button[type=submit]")
+    expect(page.locator("tbody tr", has_text="no-secrets")).to_contain_text("project-x")
+    shot(page, "19-guardrails")
+    wait_for_status(os.environ["FIRST_KEY"], (400,), "console-hosted", "about project-x")
+    assert chat(os.environ["FIRST_KEY"], "console-hosted")[0] == 200
+
+    # Routing: a model cannot be its own fallback (said next to the fallbacks); a rule is set.
+    # A traffic rule that does nothing is refused; one that denies the mock model is enforced.
+    page.click("nav >> text=Routing")
+    page.fill("#rule_model", "console-hosted")
+    page.fill("#rule_fallbacks", "console-hosted")
+    page.click("form[action='/routing'] button[type=submit]")
+    expect(page.locator("#fallbacks-error")).to_be_visible()
+    page.fill("#rule_model", "console-hosted")
+    page.select_option("#rule_strategy", "priority")
+    page.fill("#rule_fallbacks", "mock")
+    page.fill("#rule_retries", "2")
+    page.click("form[action='/routing'] button[type=submit]")
+    expect(page.locator("tbody tr[data-routing=console-hosted]")).to_contain_text("priority")
+    page.fill("#traffic_models", "mock")
+    page.click("form[action='/traffic'] button[type=submit]")
+    expect(page.locator("#deny-error")).to_contain_text("does nothing")
+    page.fill("#traffic_description", "close mock")
+    page.fill("#traffic_models", "mock")
+    page.fill("#traffic_deny", "mock is closed for this test")
+    page.click("form[action='/traffic'] button[type=submit]")
+    expect(page.locator("tbody tr", has_text="close mock")).to_contain_text("deny")
+    shot(page, "20-routing")
+    wait_for_status(os.environ["FIRST_KEY"], (403,))
 
     # An access group granting a model to the team.
     page.click("nav >> text=Access")

@@ -83,11 +83,14 @@ pub(super) async fn set_budget(
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
     let Ok(amount_usd) = form.amount_usd.trim().parse::<f64>() else {
-        let notice = Notice {
-            field: Some("amount_usd"),
-            message: format!("{:?} is not an amount in USD", form.amount_usd),
-        };
-        return Ok(budgets_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+        return Ok(Page::Budgets
+            .refused(
+                &console,
+                &session,
+                "amount_usd",
+                format!("{:?} is not an amount in USD", form.amount_usd),
+            )
+            .await);
     };
     let budget = Budget {
         scope: form.scope,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, number_input, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
@@ -30,11 +30,9 @@ pub(super) async fn cache_page(
     let body = html! {
         form.inline method="post" action="/cache" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="cache_model" { "Model" }
-            input type="text" id="cache_model" name="model" placeholder="gpt-4o";
+            (text_input("cache_model", "model", "Model", "gpt-4o"))
             (field_error(&notice, "model"))
-            label for="ttl_seconds" { "Seconds" }
-            input type="text" id="ttl_seconds" name="ttl_seconds" inputmode="numeric" size="7";
+            (number_input("ttl_seconds", "ttl_seconds", "Seconds", 7))
             (field_error(&notice, "ttl_seconds"))
             label for="cache_scope" { "Shared by" }
             select id="cache_scope" name="scope" {
@@ -78,11 +76,14 @@ pub(super) async fn set_policy(
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
     let Ok(ttl_seconds) = form.ttl_seconds.trim().parse::<u32>() else {
-        let notice = Notice {
-            field: Some("ttl_seconds"),
-            message: format!("{:?} is not a whole number of seconds", form.ttl_seconds),
-        };
-        return Ok(cache_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+        return Ok(Page::Cache
+            .refused(
+                &console,
+                &session,
+                "ttl_seconds",
+                format!("{:?} is not a whole number of seconds", form.ttl_seconds),
+            )
+            .await);
     };
     let policy = CachePolicy {
         model: form.model.trim().to_owned(),

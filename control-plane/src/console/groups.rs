@@ -10,9 +10,11 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
 
-use super::pages::{Notice, field_error, layout, team_name};
+use super::pages::{Notice, field_error, layout, team_name, text_input};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
+use super::{
+    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
+};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn groups_page(
@@ -36,11 +38,9 @@ pub(super) async fn groups_page(
     let body = html! {
         form.inline method="post" action="/groups" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="group_name" { "Name" }
-            input type="text" id="group_name" name="name" placeholder="research-models";
+            (text_input("group_name", "name", "Name", "research-models"))
             (field_error(&notice, "name"))
-            label for="group_models" { "Models" }
-            input type="text" id="group_models" name="models" placeholder="gpt-4o, claude-sonnet";
+            (text_input("group_models", "models", "Models", "gpt-4o, claude-sonnet"))
             (field_error(&notice, "models"))
             label for="group_team" { "Team" }
             select id="group_team" name="team_id" {
@@ -94,25 +94,11 @@ pub(super) async fn set_group(
     Form(form): Form<NewGroup>,
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let some = |value: String| {
-        let value = value.trim().to_owned();
-        if value.is_empty() {
-            vec![]
-        } else {
-            vec![value]
-        }
-    };
     let group = AccessGroup {
         name: form.name.trim().to_owned(),
-        models: form
-            .models
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        team_ids: some(form.team_id),
-        roles: some(form.role),
+        models: list_of(&form.models),
+        team_ids: list_of(&form.team_id),
+        roles: list_of(&form.role),
         ..AccessGroup::default()
     };
     let result = console.api.set_access_group(call(&session, group)).await;

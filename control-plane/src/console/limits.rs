@@ -1,5 +1,5 @@
-//! The rate limits page: every limit with its figures, and a form to set one (schedules are set
-//! with `tollgate admin rate-limits set`; the page shows how many a limit has).
+//! The rate limits page: every limit with its figures and schedules, a form to set one and a form
+//! to give a limit other figures during a weekly time window.
 
 use std::sync::Arc;
 
@@ -9,11 +9,17 @@ use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
-use tollgate_proto::admin::{ListRateLimitsRequest, RateLimit};
+use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, number_input, text_input};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, listed, page};
+use super::{
+    Console, Page, Refused, after_change, call, changing, list_of, listed, page, whole_number,
+};
+
+/// Why figures were refused.
+const NOT_FIGURES: &str =
+    "requests, tokens and concurrency are whole numbers (empty or 0: unlimited)";
 
 /// What a rate limit may apply to.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "tag"];
@@ -44,15 +50,11 @@ pub(super) async fn limits_page(
             select id="limit_scope" name="scope" {
                 @for scope in SCOPES { option value=(scope) { (scope) } }
             }
-            label for="limit_scope_id" { "Id" }
-            input type="text" id="limit_scope_id" name="scope_id" placeholder="key, team or user id, a model or a tag";
+            (text_input("limit_scope_id", "scope_id", "Id", "key, team or user id, a model or a tag"))
             (field_error(&notice, "scope_id"))
-            label for="rpm" { "Requests / min" }
-            input type="text" id="rpm" name="rpm" inputmode="numeric" size="6";
-            label for="tpm" { "Tokens / min" }
-            input type="text" id="tpm" name="tpm" inputmode="numeric" size="8";
-            label for="max_concurrent" { "At once" }
-            input type="text" id="max_concurrent" name="max_concurrent" inputmode="numeric" size="4";
+            (number_input("rpm", "rpm", "Requests / min", 6))
+            (number_input("tpm", "tpm", "Tokens / min", 8))
+            (number_input("max_concurrent", "max_concurrent", "At once", 4))
             (field_error(&notice, "figures"))
             button type="submit" { "Set limit" }
         }
@@ -68,13 +70,65 @@ pub(super) async fn limits_page(
                         td { (figure(limit.tpm)) }
                         td { (figure(limit.max_concurrent)) }
                         td { (limit.model) }
-                        td { (limit.schedules.len()) }
+                        td.schedules {
+                            @for schedule in &limit.schedules {
+                                div { (describe_schedule(schedule, &figure)) }
+                            }
+                        }
                     }
                 }
             }
         }
+        h2 { "Schedules" }
+        form.inline method="post" action="/limits/schedules" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="schedule_limit" { "Limit" }
+            select id="schedule_limit" name="limit_id" {
+                @for limit in &limits {
+                    option value=(limit.id) { (limit.scope) " " (limit.scope_id) }
+                }
+            }
+            (field_error(&notice, "limit_id"))
+            label for="schedule_start" { "From" }
+            input type="time" id="schedule_start" name="time_start";
+            label for="schedule_end" { "To" }
+            input type="time" id="schedule_end" name="time_end";
+            label for="schedule_zone" { "Time zone" }
+            input type="text" id="schedule_zone" name="timezone" placeholder="UTC" size="14";
+            label for="schedule_days" { "Days" }
+            input type="text" id="schedule_days" name="weekdays" placeholder="mon, tue" size="12";
+            (field_error(&notice, "window"))
+            (number_input("schedule_rpm", "rpm", "Requests / min", 6))
+            (number_input("schedule_tpm", "tpm", "Tokens / min", 8))
+            (number_input("schedule_concurrent", "max_concurrent", "At once", 4))
+            (field_error(&notice, "schedule_figures"))
+            button type="submit" { "Add schedule" }
+        }
+        p.hint { "While a window is open its figures replace the limit's; the first open window applies. Days empty: every day; the window wraps past midnight when it ends before it starts." }
     };
     page(status, layout("Rate limits", session, &notice, body))
+}
+
+/// A schedule in a line: its window and its figures.
+fn describe_schedule(schedule: &LimitSchedule, figure: &dyn Fn(u64) -> String) -> String {
+    let zone = if schedule.timezone.is_empty() {
+        "UTC"
+    } else {
+        &schedule.timezone
+    };
+    let days = if schedule.weekdays.is_empty() {
+        "every day".to_owned()
+    } else {
+        schedule.weekdays.join(", ")
+    };
+    format!(
+        "{}–{} {zone}, {days}: {} rpm, {} tpm, {} at once",
+        schedule.time_start,
+        schedule.time_end,
+        figure(schedule.rpm),
+        figure(schedule.tpm),
+        figure(schedule.max_concurrent)
+    )
 }
 
 #[derive(Deserialize)]
@@ -99,25 +153,14 @@ pub(super) async fn set_limit(
     Form(form): Form<NewLimit>,
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let count = |text: &str| {
-        let text = text.trim();
-        if text.is_empty() {
-            Some(0)
-        } else {
-            text.parse::<u64>().ok()
-        }
-    };
     let (Some(rpm), Some(tpm), Some(max_concurrent)) = (
-        count(&form.rpm),
-        count(&form.tpm),
-        count(&form.max_concurrent),
+        whole_number(&form.rpm),
+        whole_number(&form.tpm),
+        whole_number(&form.max_concurrent),
     ) else {
-        let notice = Notice {
-            field: Some("figures"),
-            message: "requests, tokens and concurrency are whole numbers (empty or 0: unlimited)"
-                .to_owned(),
-        };
-        return Ok(limits_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+        return Ok(Page::Limits
+            .refused(&console, &session, "figures", NOT_FIGURES)
+            .await);
     };
     let limit = RateLimit {
         scope: form.scope,
@@ -136,4 +179,69 @@ pub(super) async fn set_limit(
         &[("scope", "scope_id"), ("", "figures")],
     )
     .await)
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewSchedule {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    limit_id: String,
+    #[serde(default)]
+    time_start: String,
+    #[serde(default)]
+    time_end: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    weekdays: String,
+    #[serde(default)]
+    rpm: String,
+    #[serde(default)]
+    tpm: String,
+    #[serde(default)]
+    max_concurrent: String,
+}
+
+/// Adds a schedule to a limit: the limit is set again, whole, with one schedule more.
+pub(super) async fn add_schedule(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewSchedule>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let (Some(rpm), Some(tpm), Some(max_concurrent)) = (
+        whole_number(&form.rpm),
+        whole_number(&form.tpm),
+        whole_number(&form.max_concurrent),
+    ) else {
+        return Ok(Page::Limits
+            .refused(&console, &session, "schedule_figures", NOT_FIGURES)
+            .await);
+    };
+    let limit = console
+        .api
+        .list_rate_limits(call(&session, ListRateLimitsRequest::default()))
+        .await
+        .map(|listed| listed.into_inner().rate_limits)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|limit| limit.id == form.limit_id);
+    let Some(mut limit) = limit else {
+        let message = format!("no rate limit {:?}: set the limit first", form.limit_id);
+        return Ok(Page::Limits
+            .refused(&console, &session, "limit_id", message)
+            .await);
+    };
+    limit.schedules.push(LimitSchedule {
+        time_start: form.time_start.trim().to_owned(),
+        time_end: form.time_end.trim().to_owned(),
+        timezone: form.timezone.trim().to_owned(),
+        weekdays: list_of(&form.weekdays.to_lowercase()),
+        rpm,
+        tpm,
+        max_concurrent,
+    });
+    let result = console.api.set_rate_limit(call(&session, limit)).await;
+    Ok(after_change(&console, &session, result, Page::Limits, &[("", "window")]).await)
 }

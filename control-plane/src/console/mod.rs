@@ -10,12 +10,14 @@ mod audit;
 mod budgets;
 mod cache;
 mod groups;
+mod guardrails;
 mod health;
 mod keys;
 mod limits;
 mod pages;
 mod prices;
 mod providers;
+mod routing;
 mod session;
 mod spend;
 mod tail;
@@ -34,6 +36,7 @@ use maud::Markup;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListTeamsRequest, Team};
+use tollgate_proto::tls::TlsFiles;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -47,8 +50,8 @@ use session::{Session, Sessions};
 pub struct ConsoleConfig {
     /// A session ends after this long without a request.
     pub session_idle: Duration,
-    /// Mark the session cookie `Secure` (the console is served over TLS).
-    pub secure_cookies: bool,
+    /// Serve HTTPS with these files, and mark the session cookie `Secure`.
+    pub tls: Option<TlsFiles>,
     /// The usage API budgets' status and spend are read from (`http://host:port`).
     pub usage_url: Option<String>,
 }
@@ -57,7 +60,7 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
             session_idle: Duration::from_secs(30 * 60),
-            secure_cookies: false,
+            tls: None,
             usage_url: None,
         }
     }
@@ -82,6 +85,8 @@ enum Page {
     Limits,
     Groups,
     Cache,
+    Guardrails,
+    Routing,
 }
 
 impl Page {
@@ -95,6 +100,8 @@ impl Page {
             Page::Limits => "/limits",
             Page::Groups => "/groups",
             Page::Cache => "/cache",
+            Page::Guardrails => "/guardrails",
+            Page::Routing => "/routing",
         }
     }
 
@@ -115,7 +122,27 @@ impl Page {
             Page::Limits => limits::limits_page(console, session, status, notice).await,
             Page::Groups => groups::groups_page(console, session, status, notice).await,
             Page::Cache => cache::cache_page(console, session, status, notice).await,
+            Page::Guardrails => guardrails::guardrails_page(console, session, status, notice).await,
+            Page::Routing => routing::routing_page(console, session, status, notice).await,
         }
+    }
+}
+
+impl Page {
+    /// The page again, answered 400, with `message` next to the form's `field`.
+    async fn refused(
+        self,
+        console: &Console,
+        session: &Session,
+        field: &'static str,
+        message: impl Into<String>,
+    ) -> Response {
+        let notice = Notice {
+            field: Some(field),
+            message: message.into(),
+        };
+        self.draw(console, session, StatusCode::BAD_REQUEST, notice)
+            .await
     }
 }
 
@@ -170,7 +197,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         api,
         usage,
         sessions: Sessions::new(config.session_idle),
-        secure: config.secure_cookies,
+        secure: config.tls.is_some(),
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/teams") }))
@@ -201,6 +228,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
             "/limits",
             get(page_handler!(Page::Limits)).post(limits::set_limit),
         )
+        .route("/limits/schedules", post(limits::add_schedule))
         .route(
             "/groups",
             get(page_handler!(Page::Groups)).post(groups::set_group),
@@ -209,6 +237,15 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
             "/cache",
             get(page_handler!(Page::Cache)).post(cache::set_policy),
         )
+        .route(
+            "/guardrails",
+            get(page_handler!(Page::Guardrails)).post(guardrails::set_guardrail),
+        )
+        .route(
+            "/routing",
+            get(page_handler!(Page::Routing)).post(routing::set_routing_rule),
+        )
+        .route("/traffic", post(routing::set_traffic_rule))
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))
         .route("/audit", get(audit::audit))
@@ -352,6 +389,27 @@ fn listed<T: Default>(answer: Result<tonic::Response<T>, Status>, notice: &mut N
             T::default()
         }
     }
+}
+
+/// A form field's whole number: empty is 0 (the API's "default" or "unlimited"); `None` when it
+/// is not a number.
+fn whole_number<T: std::str::FromStr + Default>(field: &str) -> Option<T> {
+    let field = field.trim();
+    if field.is_empty() {
+        Some(T::default())
+    } else {
+        field.parse().ok()
+    }
+}
+
+/// The values of a comma-separated form field, trimmed, without empty ones.
+fn list_of(field: &str) -> Vec<String> {
+    field
+        .split(',')
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn page(status: StatusCode, markup: Markup) -> Response {

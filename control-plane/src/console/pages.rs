@@ -65,6 +65,8 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         a href="/limits" { "Limits" }
                         a href="/groups" { "Access" }
                         a href="/cache" { "Cache" }
+                        a href="/guardrails" { "Guardrails" }
+                        a href="/routing" { "Routing" }
                         a href="/spend" { "Spend" }
                         a href="/tail" { "Live requests" }
                         a href="/health" { "Health" }
@@ -85,6 +87,22 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                 }
             }
         }
+    }
+}
+
+/// A labelled text box, with `placeholder` as its example when not empty.
+pub fn text_input(id: &str, name: &str, label: &str, placeholder: &str) -> Markup {
+    html! {
+        label for=(id) { (label) }
+        input type="text" id=(id) name=(name) placeholder=[(!placeholder.is_empty()).then_some(placeholder)];
+    }
+}
+
+/// A labelled box `size` characters wide for a whole number (numeric keyboards on phones).
+pub fn number_input(id: &str, name: &str, label: &str, size: u8) -> Markup {
+    html! {
+        label for=(id) { (label) }
+        input type="text" id=(id) name=(name) inputmode="numeric" size=(size);
     }
 }
 
@@ -126,8 +144,7 @@ pub fn teams(session: &Session, teams: &[Team], notice: &Notice) -> Markup {
     let body = html! {
         form.inline method="post" action="/teams" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="name" { "New team" }
-            input type="text" id="name" name="name" placeholder="research";
+            (text_input("name", "name", "New team", "research"))
             (field_error(notice, "name"))
             button type="submit" { "Create team" }
         }
@@ -162,8 +179,7 @@ pub fn keys(
         }
         form.inline method="post" action="/keys" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="alias" { "New key" }
-            input type="text" id="alias" name="alias" placeholder="alias";
+            (text_input("alias", "alias", "New key", "alias"))
             (field_error(notice, "alias"))
             label for="team_id" { "Team" }
             select id="team_id" name="team_id" {

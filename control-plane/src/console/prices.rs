@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListPricesRequest, Price};
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
@@ -29,8 +29,7 @@ pub(super) async fn prices_page(
     let body = html! {
         form.inline method="post" action="/prices" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="model" { "Model" }
-            input type="text" id="model" name="model" placeholder="gpt-4o";
+            (text_input("model", "model", "Model", "gpt-4o"))
             (field_error(&notice, "model"))
             label for="input" { "Input USD / Mtok" }
             input type="text" id="input" name="input" inputmode="decimal" size="7";
@@ -80,11 +79,14 @@ pub(super) async fn set_price(
     let (_, session) = changing(&console, &headers, &form.csrf)?;
     let amount = |text: &str| text.trim().parse::<f64>().ok();
     let (Some(input), Some(output)) = (amount(&form.input), amount(&form.output)) else {
-        let notice = Notice {
-            field: Some("price"),
-            message: "input and output prices are numbers of USD per million tokens".to_owned(),
-        };
-        return Ok(prices_page(&console, &session, StatusCode::BAD_REQUEST, notice).await);
+        return Ok(Page::Prices
+            .refused(
+                &console,
+                &session,
+                "price",
+                "input and output prices are numbers of USD per million tokens",
+            )
+            .await);
     };
     let price = Price {
         model: form.model.trim().to_owned(),

@@ -13,7 +13,7 @@ use tollgate_proto::admin::{
     Deployment, ListCredentialsRequest, ListDeploymentsRequest, PutCredentialRequest,
 };
 
-use super::pages::{Notice, field_error, layout};
+use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
 
@@ -56,8 +56,7 @@ pub(super) async fn providers_page(
         h2 { "Credentials" }
         form.inline method="post" action="/credentials" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="credential_name" { "Name" }
-            input type="text" id="credential_name" name="name" placeholder="openai-prod";
+            (text_input("credential_name", "name", "Name", "openai-prod"))
             (field_error(&notice, "credential_name"))
             label for="credential_provider" { "Provider" }
             select id="credential_provider" name="provider" {
@@ -84,15 +83,13 @@ pub(super) async fn providers_page(
         h2 { "Deployments" }
         form.inline method="post" action="/deployments" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="model_name" { "Model" }
-            input type="text" id="model_name" name="model_name" placeholder="gpt-4o";
+            (text_input("model_name", "model_name", "Model", "gpt-4o"))
             (field_error(&notice, "model_name"))
             label for="deployment_provider" { "Provider" }
             select id="deployment_provider" name="provider" {
                 @for provider in PROVIDERS { option value=(provider) { (provider) } }
             }
-            label for="upstream_model" { "Upstream model" }
-            input type="text" id="upstream_model" name="upstream_model" placeholder="(the model's name)";
+            (text_input("upstream_model", "upstream_model", "Upstream model", "(the model's name)"))
             label for="api_base" { "API base" }
             input type="url" id="api_base" name="api_base" placeholder="https://…";
             (field_error(&notice, "api_base"))

@@ -1,0 +1,169 @@
+//! The guardrails page: each guardrail's kind, when it runs and what it applies to, and a form
+//! to set one (its settings as the JSON the README's "Guardrails" table describes).
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
+
+use super::pages::{Notice, field_error, layout, team_name, text_input};
+use super::session::Session;
+use super::{
+    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
+};
+
+/// The guardrail implementations.
+const KINDS: [&str; 3] = ["pii", "regex", "bedrock"];
+/// When a guardrail runs.
+const MODES: [&str; 3] = ["pre_call", "post_call", "during_call"];
+
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn guardrails_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let answer = console
+        .api
+        .list_guardrails(call(session, ListGuardrailsRequest {}))
+        .await;
+    let guardrails = listed(answer, &mut notice).guardrails;
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    let every = |ids: &[String], name: &dyn Fn(&String) -> String| {
+        if ids.is_empty() {
+            "every".to_owned()
+        } else {
+            ids.iter().map(name).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let body = html! {
+        form.stacked method="post" action="/guardrails" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            div.row {
+                (text_input("guardrail_name", "name", "Name", "mask-pii"))
+                (field_error(&notice, "name"))
+                label for="guardrail_kind" { "Kind" }
+                select id="guardrail_kind" name="kind" {
+                    @for kind in KINDS { option value=(kind) { (kind) } }
+                }
+                (field_error(&notice, "kind"))
+                label for="guardrail_mode" { "Runs" }
+                select id="guardrail_mode" name="mode" {
+                    @for mode in MODES { option value=(mode) { (mode) } }
+                }
+                (field_error(&notice, "mode"))
+            }
+            div.row {
+                (text_input("guardrail_models", "models", "Models", "empty: every model"))
+                (field_error(&notice, "models"))
+                label for="guardrail_team" { "Team" }
+                select id="guardrail_team" name="team_id" {
+                    option value="" { "(every team)" }
+                    @for team in &teams { option value=(team.id) { (team.name) } }
+                }
+                (field_error(&notice, "team_id"))
+            }
+            div.row {
+                label for="guardrail_config" { "Settings (JSON)" }
+                textarea id="guardrail_config" name="config_json" rows="3" cols="70"
+                    placeholder=r#"{"action": "mask"}"# {}
+                (field_error(&notice, "config_json"))
+            }
+            button type="submit" { "Set guardrail" }
+        }
+        p.hint {
+            "pii: {\"entities\": [\"email\", …], \"action\": \"mask\" | \"block\"}; "
+            "regex: {\"patterns\": […], \"action\": \"block\" | \"mask\"}; "
+            "bedrock: {\"guardrail_id\", \"version\", \"region\"}. Setting a name again replaces it."
+        }
+        table {
+            thead { tr { th { "Name" } th { "Kind" } th { "Runs" } th { "Models" } th { "Teams" } th { "Keys" } th { "Settings" } } }
+            tbody {
+                @for guardrail in &guardrails {
+                    tr data-guardrail=(guardrail.name) {
+                        td { (guardrail.name) }
+                        td { (guardrail.kind) }
+                        td { (guardrail.mode) }
+                        td { (every(&guardrail.models, &|m| m.clone())) }
+                        td { (every(&guardrail.team_ids, &|id| team_name(&teams, id))) }
+                        td { (every(&guardrail.key_ids, &|id| id.clone())) }
+                        td { code { (guardrail.config_json) } }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Guardrails", session, &notice, body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewGuardrail {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    models: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    config_json: String,
+}
+
+pub(super) async fn set_guardrail(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewGuardrail>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    // Setting a name again replaces that guardrail rather than adding a second one.
+    let existing = console
+        .api
+        .list_guardrails(call(&session, ListGuardrailsRequest {}))
+        .await
+        .map(|listed| listed.into_inner().guardrails)
+        .unwrap_or_default();
+    let name = form.name.trim().to_owned();
+    let id = existing
+        .into_iter()
+        .find(|g| g.name == name)
+        .map(|g| g.id)
+        .unwrap_or_default();
+    let guardrail = Guardrail {
+        id,
+        name,
+        kind: form.kind,
+        mode: form.mode,
+        models: list_of(&form.models),
+        team_ids: list_of(&form.team_id),
+        config_json: form.config_json.trim().to_owned(),
+        ..Guardrail::default()
+    };
+    let result = console.api.set_guardrail(call(&session, guardrail)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Guardrails,
+        &[
+            ("guardrail name", "name"),
+            ("kind", "kind"),
+            ("models", "models"),
+            ("mode", "mode"),
+            ("team", "team_id"),
+            // The rest are about the settings.
+            ("", "config_json"),
+        ],
+    )
+    .await)
+}

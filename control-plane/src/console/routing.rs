@@ -1,0 +1,407 @@
+//! The routing page: each model's routing rule (strategy, fallbacks, retries, deadline) and the
+//! traffic rules that deny or steer requests by who sends them, where from and when, with a form
+//! for each.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::html;
+use serde::Deserialize;
+use tollgate_proto::admin::admin_service_server::AdminService;
+use tollgate_proto::admin::{
+    ListDeploymentsRequest, ListRoutingRulesRequest, ListTrafficRulesRequest, RoutingRule,
+    TrafficAction, TrafficMatch, TrafficRule,
+};
+
+use super::pages::{Notice, field_error, layout, number_input, team_name, text_input};
+use super::session::Session;
+use super::{
+    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
+    whole_number,
+};
+
+/// How a model's deployments are chosen.
+const STRATEGIES: [&str; 6] = [
+    "simple_shuffle",
+    "weighted",
+    "priority",
+    "least_busy",
+    "latency_based",
+    "cost_based",
+];
+/// What a traffic rule may match on the request's kind.
+const REQUEST_TYPES: [&str; 4] = ["chat", "embeddings", "stream", "tools"];
+
+/// The page, with `notice` about the last change and `status` as its HTTP status.
+pub(super) async fn routing_page(
+    console: &Console,
+    session: &Session,
+    status: StatusCode,
+    mut notice: Notice,
+) -> Response {
+    let answer = console
+        .api
+        .list_routing_rules(call(session, ListRoutingRulesRequest {}))
+        .await;
+    let rules = listed(answer, &mut notice).rules;
+    let answer = console
+        .api
+        .list_traffic_rules(call(session, ListTrafficRulesRequest {}))
+        .await;
+    let traffic = listed(answer, &mut notice).rules;
+    let teams = list_teams(console, session).await.unwrap_or_default();
+    let deployments = console
+        .api
+        .list_deployments(call(session, ListDeploymentsRequest::default()))
+        .await
+        .map(|listed| listed.into_inner().deployments)
+        .unwrap_or_default();
+    let or_dash = |text: String| {
+        if text.is_empty() {
+            "—".to_owned()
+        } else {
+            text
+        }
+    };
+    let body = html! {
+        h2 { "Routing rules" }
+        form.inline method="post" action="/routing" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            (text_input("rule_model", "model_name", "Model", "gpt-4o"))
+            (field_error(&notice, "model_name"))
+            label for="rule_strategy" { "Strategy" }
+            select id="rule_strategy" name="strategy" {
+                @for strategy in STRATEGIES { option value=(strategy) { (strategy) } }
+            }
+            (text_input("rule_fallbacks", "fallbacks", "Fallbacks", "claude-sonnet, gpt-4o-mini"))
+            (field_error(&notice, "fallbacks"))
+            (number_input("rule_retries", "max_retries", "Retries", 3))
+            (number_input("rule_cooldown", "cooldown_seconds", "Cooldown s", 4))
+            (number_input("rule_timeout", "timeout_ms", "Deadline ms", 6))
+            (field_error(&notice, "figures"))
+            button type="submit" { "Set rule" }
+        }
+        p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
+        table {
+            thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } } }
+            tbody {
+                @for rule in &rules {
+                    tr data-routing=(rule.model_name) {
+                        td { (rule.model_name) }
+                        td { (rule.strategy) }
+                        td { (or_dash(rule.fallbacks.join(", "))) }
+                        td { (rule.max_retries) }
+                        td { (rule.cooldown_seconds) }
+                        td { (rule.timeout_ms) }
+                    }
+                }
+            }
+        }
+
+        h2 { "Traffic rules" }
+        form.stacked method="post" action="/traffic" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            div.row {
+                (number_input("traffic_order", "order", "Order", 4))
+                (field_error(&notice, "order"))
+                label for="traffic_description" { "Description" }
+                input type="text" id="traffic_description" name="description" size="40";
+            }
+            fieldset {
+                legend { "When (every field given must match; empty: any)" }
+                div.row {
+                    (text_input("traffic_models", "models", "Models", ""))
+                    (field_error(&notice, "models"))
+                    label for="traffic_team" { "Team" }
+                    select id="traffic_team" name="team_id" {
+                        option value="" { "(any)" }
+                        @for team in &teams { option value=(team.id) { (team.name) } }
+                    }
+                    (field_error(&notice, "team_id"))
+                    (text_input("traffic_tags", "tags", "Tags", ""))
+                    (text_input("traffic_from", "from_regions", "From regions", "eu-west-1"))
+                    label for="traffic_type" { "Request type" }
+                    select id="traffic_type" name="request_type" {
+                        option value="" { "(any)" }
+                        @for kind in REQUEST_TYPES { option value=(kind) { (kind) } }
+                    }
+                }
+                div.row {
+                    label for="traffic_start" { "From" }
+                    input type="time" id="traffic_start" name="time_start";
+                    label for="traffic_end" { "To" }
+                    input type="time" id="traffic_end" name="time_end";
+                    (text_input("traffic_zone", "timezone", "Time zone", "UTC"))
+                    (text_input("traffic_days", "weekdays", "Days", "mon, tue (empty: every day)"))
+                    (field_error(&notice, "time"))
+                }
+            }
+            fieldset {
+                legend { "Then (deny, or steer)" }
+                div.row {
+                    label for="traffic_deny" { "Deny with" }
+                    input type="text" id="traffic_deny" name="deny" size="40" placeholder="the message the client gets";
+                    (field_error(&notice, "deny"))
+                }
+                div.row {
+                    label for="traffic_deployment" { "Only deployment" }
+                    select id="traffic_deployment" name="deployment_id" {
+                        option value="" { "(any)" }
+                        @for deployment in &deployments {
+                            option value=(deployment.id) { (deployment.model_name) " · " (deployment.id) }
+                        }
+                    }
+                    (text_input("traffic_regions", "regions", "Only regions", ""))
+                    (text_input("traffic_prefer", "prefer_region", "Prefer region", ""))
+                    label for="traffic_strategy" { "Strategy" }
+                    select id="traffic_strategy" name="strategy" {
+                        option value="" { "(the model's)" }
+                        @for strategy in STRATEGIES { option value=(strategy) { (strategy) } }
+                    }
+                }
+            }
+            button type="submit" { "Add traffic rule" }
+        }
+        table {
+            thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } } }
+            tbody {
+                @for rule in &traffic {
+                    tr data-traffic=(rule.id) {
+                        td { (rule.order) }
+                        td { (rule.description) }
+                        td { (or_dash(describe_match(rule.when.as_ref(), &|id| team_name(&teams, id)))) }
+                        td { (describe_action(rule.then.as_ref())) }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Routing", session, &notice, body))
+}
+
+/// What a traffic rule matches, in a line.
+fn describe_match(when: Option<&TrafficMatch>, team: &dyn Fn(&String) -> String) -> String {
+    let Some(when) = when else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    let mut list = |label: &str, values: Vec<String>| {
+        if !values.is_empty() {
+            parts.push(format!("{label} {}", values.join(", ")));
+        }
+    };
+    list("models", when.models.clone());
+    list("teams", when.team_ids.iter().map(team).collect());
+    list("keys", when.key_ids.clone());
+    list("tags", when.tags.clone());
+    list("from", when.regions.clone());
+    list("type", when.request_types.clone());
+    list("days", when.weekdays.clone());
+    if !when.time_start.is_empty() {
+        let zone = if when.timezone.is_empty() {
+            "UTC"
+        } else {
+            &when.timezone
+        };
+        parts.push(format!("{}–{} {zone}", when.time_start, when.time_end));
+    }
+    parts.join("; ")
+}
+
+/// What a traffic rule does, in a line.
+fn describe_action(then: Option<&TrafficAction>) -> String {
+    let Some(then) = then else {
+        return String::new();
+    };
+    if !then.deny.is_empty() {
+        return format!("deny: {}", then.deny);
+    }
+    let mut parts = Vec::new();
+    if !then.deployment_ids.is_empty() {
+        parts.push(format!("only {}", then.deployment_ids.join(", ")));
+    }
+    if !then.regions.is_empty() {
+        parts.push(format!("only in {}", then.regions.join(", ")));
+    }
+    if !then.prefer_region.is_empty() {
+        parts.push(format!("prefer {}", then.prefer_region));
+    }
+    if !then.strategy.is_empty() {
+        parts.push(format!("strategy {}", then.strategy));
+    }
+    parts.join("; ")
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewRoutingRule {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    model_name: String,
+    #[serde(default)]
+    strategy: String,
+    #[serde(default)]
+    fallbacks: String,
+    #[serde(default)]
+    max_retries: String,
+    #[serde(default)]
+    cooldown_seconds: String,
+    #[serde(default)]
+    timeout_ms: String,
+}
+
+pub(super) async fn set_routing_rule(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewRoutingRule>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let (Some(max_retries), Some(cooldown_seconds), Some(timeout_ms)) = (
+        whole_number(&form.max_retries),
+        whole_number(&form.cooldown_seconds),
+        whole_number(&form.timeout_ms),
+    ) else {
+        return Ok(Page::Routing
+            .refused(
+                &console,
+                &session,
+                "figures",
+                "retries, cooldown and deadline are whole numbers (empty: the default)",
+            )
+            .await);
+    };
+    let model_name = form.model_name.trim().to_owned();
+    // One rule per model: setting a model again updates its rule.
+    let id = console
+        .api
+        .list_routing_rules(call(&session, ListRoutingRulesRequest {}))
+        .await
+        .map(|listed| listed.into_inner().rules)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|rule| rule.model_name == model_name)
+        .map(|rule| rule.id)
+        .unwrap_or_default();
+    let rule = RoutingRule {
+        id,
+        model_name,
+        strategy: form.strategy,
+        fallbacks: list_of(&form.fallbacks),
+        max_retries,
+        cooldown_seconds,
+        timeout_ms,
+        ..RoutingRule::default()
+    };
+    let result = console.api.set_routing_rule(call(&session, rule)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Routing,
+        &[
+            ("fallback", "fallbacks"),
+            ("max_retries", "figures"),
+            ("", "model_name"),
+        ],
+    )
+    .await)
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewTrafficRule {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    order: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    models: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    from_regions: String,
+    #[serde(default)]
+    request_type: String,
+    #[serde(default)]
+    time_start: String,
+    #[serde(default)]
+    time_end: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    weekdays: String,
+    #[serde(default)]
+    deny: String,
+    #[serde(default)]
+    deployment_id: String,
+    #[serde(default)]
+    regions: String,
+    #[serde(default)]
+    prefer_region: String,
+    #[serde(default)]
+    strategy: String,
+}
+
+pub(super) async fn set_traffic_rule(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<NewTrafficRule>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let Some(order) = whole_number(&form.order) else {
+        return Ok(Page::Routing
+            .refused(
+                &console,
+                &session,
+                "order",
+                format!("{:?} is not a whole number", form.order),
+            )
+            .await);
+    };
+    let rule = TrafficRule {
+        order,
+        description: form.description.trim().to_owned(),
+        when: Some(TrafficMatch {
+            models: list_of(&form.models),
+            team_ids: list_of(&form.team_id),
+            tags: list_of(&form.tags),
+            regions: list_of(&form.from_regions),
+            request_types: list_of(&form.request_type),
+            time_start: form.time_start.trim().to_owned(),
+            time_end: form.time_end.trim().to_owned(),
+            timezone: form.timezone.trim().to_owned(),
+            weekdays: list_of(&form.weekdays.to_lowercase()),
+            ..TrafficMatch::default()
+        }),
+        then: Some(TrafficAction {
+            // Kept as typed: an all-blank message is refused by the API with its reason.
+            deny: form.deny,
+            deployment_ids: list_of(&form.deployment_id),
+            regions: list_of(&form.regions),
+            prefer_region: form.prefer_region.trim().to_owned(),
+            strategy: form.strategy,
+        }),
+        ..TrafficRule::default()
+    };
+    let result = console.api.set_traffic_rule(call(&session, rule)).await;
+    Ok(after_change(
+        &console,
+        &session,
+        result,
+        Page::Routing,
+        &[
+            ("model", "models"),
+            ("team", "team_id"),
+            ("time", "time"),
+            ("weekday", "time"),
+            ("zone", "time"),
+            ("", "deny"),
+        ],
+    )
+    .await)
+}
