@@ -2,9 +2,10 @@
 //! (`tests/python/console_browser.py`) against `tollgate up`. An admin signs in, creates a team
 //! and a key (its secret shown once), sets the team a budget and sees what it spent, watches the
 //! key's requests in the live tail and on the spend chart, revokes the key and sees the edge
-//! refuse it; forged and cross-site changes, made-up and idle sessions
-//! are refused; a viewer finds every change refused. Screenshots of each page go to
-//! `<target>/tmp/console-screenshots/`.
+//! refuse it; sets guardrails, routing and traffic rules and limit schedules that the edge then
+//! enforces, and deletes them; forged and cross-site changes, made-up and idle sessions are
+//! refused; a viewer finds every change refused; finance sees spend and nothing else.
+//! Screenshots of each page go to `<target>/tmp/console-screenshots/`.
 //!
 //! Needs Debian's `chromium` (or `CHROMIUM=/path`); without one the test says so and passes,
 //! unless `TOLLGATE_REQUIRE_BROWSER=1` (CI sets it, and installs the browser).
@@ -79,6 +80,18 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
     let viewer = created["secret"]
         .as_str()
         .context("no secret in the created token")?;
+    let created = admin(&[
+        "tokens",
+        "create",
+        "--name",
+        "console-finance",
+        "--role",
+        "finance",
+    ])?;
+    let created: serde_json::Value = serde_json::from_slice(&created)?;
+    let finance = created["secret"]
+        .as_str()
+        .context("no secret in the created token")?;
 
     let first_key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
@@ -94,6 +107,7 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
             ("EDGE_URL", &edge),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("VIEWER_TOKEN", viewer),
+            ("FINANCE_TOKEN", finance),
             ("CHROMIUM", &chromium.to_string_lossy()),
             ("SHOTS", &shots.to_string_lossy()),
             ("IDLE_SECONDS", IDLE_SECONDS),
@@ -129,6 +143,8 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
         "18-limit-schedule",
         "19-guardrails",
         "20-routing",
+        "21-deleted",
+        "22-finance",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -1339,6 +1339,19 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
             }),
         ),
         case(
+            "PutCredential with half an AWS key pair",
+            invalid,
+            &["aws_access_key_id", "aws_secret_access_key"],
+            call(a, |mut c| async move {
+                c.put_credential(PutCredentialRequest {
+                    name: "bedrock-half".into(),
+                    provider: "bedrock".into(),
+                    secret_fields: [("aws_access_key_id".into(), "AKIAEXAMPLE".into())].into(),
+                })
+                .await
+            }),
+        ),
+        case(
             "PutCredential with provider nope",
             invalid,
             &["provider", "nope"],

@@ -83,6 +83,11 @@ def admin_flow(browser):
     page.click("form.inline button[type=submit]")
     expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
     shot(page, "02-teams")
+    # From the keyboard: the first Tab reaches the skip link, which leads past the menu.
+    page.keyboard.press("Tab")
+    expect(page.locator("a.skip")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
 
     # A key for it: the secret is shown once, and not on reload.
     page.click("nav >> text=Keys")
@@ -223,6 +228,12 @@ def admin_flow(browser):
 
     # A credential (its secret never shown again) and a deployment that uses it, served at once.
     page.click("nav >> text=Providers")
+    page.fill("#credential_name", "console-aws")
+    page.select_option("#credential_provider", "bedrock")
+    page.fill("#aws_access_key_id", "AKIAEXAMPLEONLY")
+    page.click("form.inline:has(#credential_name) button[type=submit]")
+    expect(page.locator("#api_key-error")).to_contain_text("aws_secret_access_key")
+    expect(page.locator("#credentials tbody tr", has_text="console-aws")).to_have_count(0)
     page.fill("#credential_name", "console-cred")
     page.select_option("#credential_provider", "openai_compatible")
     page.fill("#api_key", "sk-console-upstream-secret")
@@ -328,6 +339,29 @@ def admin_flow(browser):
     shot(page, "20-routing")
     wait_for_status(os.environ["FIRST_KEY"], (403,))
 
+    # Deleting asks first; declined, nothing changes. Deleting the traffic rule opens the mock
+    # model again on the edge; deleting the guardrail lets the pattern through.
+    traffic_row = page.locator("tbody tr", has_text="close mock")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    traffic_row.locator("form.delete button").click()
+    expect(traffic_row).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    traffic_row.locator("form.delete button").click()
+    expect(page.locator("tbody tr", has_text="close mock")).to_have_count(0)
+    wait_for_status(os.environ["FIRST_KEY"], (200,))
+    page.click("nav >> text=Guardrails")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tbody tr", has_text="no-secrets").locator("form.delete button").click()
+    expect(page.locator("tbody tr", has_text="no-secrets")).to_have_count(0)
+    shot(page, "21-deleted")
+    wait_for_status(os.environ["FIRST_KEY"], (200,), "console-hosted", "about project-x")
+    # A team still used by a key cannot be deleted: the reason is at the top of the page.
+    page.click("nav >> text=Teams")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tbody tr", has_text="console-team").locator("form.delete button").click()
+    expect(page.locator("#page-error")).to_be_visible()
+    expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
+
     # An access group granting a model to the team.
     page.click("nav >> text=Access")
     page.fill("#group_name", "")
@@ -407,6 +441,20 @@ def viewer_flow(browser):
     context.close()
 
 
+def finance_flow(browser):
+    """Finance lands on spend, is offered nothing else, and is refused policy pages."""
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, os.environ["FINANCE_TOKEN"])
+    expect(page).to_have_url(CONSOLE + "/spend")
+    expect(page.locator("svg")).to_have_count(1)
+    expect(page.locator("nav a")).to_have_count(1)
+    shot(page, "22-finance")
+    page.goto(CONSOLE + "/teams")
+    expect(page.locator("#page-error")).to_contain_text("finance")
+    context.close()
+
+
 def main():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -414,6 +462,7 @@ def main():
         )
         admin_flow(browser)
         viewer_flow(browser)
+        finance_flow(browser)
         browser.close()
     print("DONE")
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, number_input, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
@@ -41,7 +42,7 @@ pub(super) async fn cache_page(
             button type="submit" { "Cache answers" }
         }
         table {
-            thead { tr { th { "Model" } th { "Seconds" } th { "Shared by" } th { "Semantic tier" } } }
+            thead { tr { th { "Model" } th { "Seconds" } th { "Shared by" } th { "Semantic tier" } th {} } }
             tbody {
                 @for policy in &policies {
                     tr {
@@ -49,6 +50,7 @@ pub(super) async fn cache_page(
                         td { (policy.ttl_seconds) }
                         td { (policy.scope) }
                         td { (policy.semantic_embeddings_model) }
+                        td { (delete_button(session, "cache", &policy.id, &policy.model)) }
                     }
                 }
             }

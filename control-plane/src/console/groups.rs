@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name, text_input};
 use super::session::Session;
 use super::{
@@ -56,7 +57,7 @@ pub(super) async fn groups_page(
         }
         p.hint { "A key may use a model when its own list allows it, or a group grants it to the key, its user, its user's role or its team." }
         table {
-            thead { tr { th { "Name" } th { "Models" } th { "Teams" } th { "Roles" } th { "Users" } th { "Keys" } } }
+            thead { tr { th { "Name" } th { "Models" } th { "Teams" } th { "Roles" } th { "Users" } th { "Keys" } th {} } }
             tbody {
                 @for group in &groups {
                     tr {
@@ -66,6 +67,7 @@ pub(super) async fn groups_page(
                         td { (group.roles.join(", ")) }
                         td { (group.user_ids.len()) }
                         td { (group.key_ids.len()) }
+                        td { (delete_button(session, "groups", &group.id, &group.name)) }
                     }
                 }
             }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name, text_input};
 use super::session::Session;
 use super::{
@@ -83,7 +84,7 @@ pub(super) async fn guardrails_page(
             "bedrock: {\"guardrail_id\", \"version\", \"region\"}. Setting a name again replaces it."
         }
         table {
-            thead { tr { th { "Name" } th { "Kind" } th { "Runs" } th { "Models" } th { "Teams" } th { "Keys" } th { "Settings" } } }
+            thead { tr { th { "Name" } th { "Kind" } th { "Runs" } th { "Models" } th { "Teams" } th { "Keys" } th { "Settings" } th {} } }
             tbody {
                 @for guardrail in &guardrails {
                     tr data-guardrail=(guardrail.name) {
@@ -94,6 +95,7 @@ pub(super) async fn guardrails_page(
                         td { (every(&guardrail.team_ids, &|id| team_name(&teams, id))) }
                         td { (every(&guardrail.key_ids, &|id| id.clone())) }
                         td { code { (guardrail.config_json) } }
+                        td { (delete_button(session, "guardrails", &guardrail.id, &guardrail.name)) }
                     }
                 }
             }

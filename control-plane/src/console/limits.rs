@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, number_input, text_input};
 use super::session::Session;
 use super::{
@@ -60,7 +61,7 @@ pub(super) async fn limits_page(
         }
         p.hint { "Empty or 0: unlimited. Counted across every edge." }
         table {
-            thead { tr { th { "Scope" } th { "For" } th { "Requests / min" } th { "Tokens / min" } th { "At once" } th { "Model" } th { "Schedules" } } }
+            thead { tr { th { "Scope" } th { "For" } th { "Requests / min" } th { "Tokens / min" } th { "At once" } th { "Model" } th { "Schedules" } th {} } }
             tbody {
                 @for limit in &limits {
                     tr data-limit=(limit.id) {
@@ -75,6 +76,7 @@ pub(super) async fn limits_page(
                                 div { (describe_schedule(schedule, &figure)) }
                             }
                         }
+                        td { (delete_button(session, "limits", &limit.id, &limit.scope_id)) }
                     }
                 }
             }

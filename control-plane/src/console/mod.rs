@@ -9,6 +9,7 @@
 mod audit;
 mod budgets;
 mod cache;
+mod delete;
 mod groups;
 mod guardrails;
 mod health;
@@ -200,7 +201,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         secure: config.tls.is_some(),
     });
     Router::new()
-        .route("/", get(|| async { Redirect::to("/teams") }))
+        .route("/", get(landing))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
         .route(
@@ -246,6 +247,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
             get(page_handler!(Page::Routing)).post(routing::set_routing_rule),
         )
         .route("/traffic", post(routing::set_traffic_rule))
+        .route("/delete/{kind}/{id}", post(delete::delete))
         .route("/spend", get(spend::spend))
         .route("/health", get(health::health))
         .route("/audit", get(audit::audit))
@@ -357,8 +359,8 @@ fn call<T>(session: &Session, message: T) -> tonic::Request<T> {
     request
 }
 
-/// How a refusal is answered: the gRPC code's HTTP status, the message next to `field` when the
-/// request was wrong, else at the top of the page.
+/// How a refusal is answered: the gRPC code's HTTP status, the message next to `field` (unless
+/// it is `""`) when the request was wrong, else at the top of the page.
 fn refusal(status: &Status, field: &'static str) -> (StatusCode, Notice) {
     let (code, field) = match status.code() {
         Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
@@ -370,7 +372,7 @@ fn refusal(status: &Status, field: &'static str) -> (StatusCode, Notice) {
         _ => (StatusCode::SERVICE_UNAVAILABLE, None),
     };
     let notice = Notice {
-        field,
+        field: field.filter(|field| !field.is_empty()),
         message: status.message().to_owned(),
     };
     (code, notice)
@@ -416,9 +418,17 @@ fn page(status: StatusCode, markup: Markup) -> Response {
     (status, markup).into_response()
 }
 
+/// `/`: the signed-in role's first section.
+async fn landing(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    match console.sessions.current(&headers) {
+        Some((_, session)) => Redirect::to(pages::home(session.role)).into_response(),
+        None => Redirect::to("/sign-in").into_response(),
+    }
+}
+
 async fn sign_in_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if console.sessions.current(&headers).is_some() {
-        return Redirect::to("/teams").into_response();
+    if let Some((_, session)) = console.sessions.current(&headers) {
+        return Redirect::to(pages::home(session.role)).into_response();
     }
     page(StatusCode::OK, pages::sign_in(None))
 }
@@ -439,9 +449,10 @@ async fn sign_in(
     let token = form.token.trim().to_owned();
     match console.api.who(&token) {
         Ok(actor) => {
+            let home = pages::home(actor.role);
             let id = console.sessions.open(token, actor.name, actor.role);
             let cookie = session::set_cookie(&id, console.secure);
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/teams")).into_response()
+            ([(header::SET_COOKIE, cookie)], Redirect::to(home)).into_response()
         }
         Err(status) => page(
             StatusCode::UNAUTHORIZED,

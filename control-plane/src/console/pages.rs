@@ -3,8 +3,10 @@
 //! copying a new key.
 
 use maud::{DOCTYPE, Markup, html};
+use tollgate_policy::model::AdminRole;
 use tollgate_proto::admin::{Budget, Key, Team};
 
+use super::delete::delete_button;
 use super::session::Session;
 
 /// What a page says about the last change, next to the field it concerns.
@@ -33,6 +35,40 @@ pub fn team_name(teams: &[Team], id: &str) -> String {
         .map_or_else(|| id.to_owned(), |t| t.name.clone())
 }
 
+/// The sections of the console, each as (path, name in the menu).
+const POLICY_SECTIONS: [(&str, &str); 13] = [
+    ("/teams", "Teams"),
+    ("/users", "Users"),
+    ("/keys", "Keys"),
+    ("/providers", "Providers"),
+    ("/prices", "Prices"),
+    ("/budgets", "Budgets"),
+    ("/limits", "Limits"),
+    ("/groups", "Access"),
+    ("/cache", "Cache"),
+    ("/guardrails", "Guardrails"),
+    ("/routing", "Routing"),
+    ("/tail", "Live requests"),
+    ("/health", "Health"),
+];
+const SPEND: (&str, &str) = ("/spend", "Spend");
+const AUDIT: (&str, &str) = ("/audit", "Audit");
+
+/// The sections a `role` may open: policy for admins and viewers, spend for admins and finance
+/// (the admin API's own rules; a page it would refuse is not offered).
+pub fn sections(role: AdminRole) -> Vec<(&'static str, &'static str)> {
+    match role {
+        AdminRole::Admin => POLICY_SECTIONS.into_iter().chain([SPEND, AUDIT]).collect(),
+        AdminRole::Viewer => POLICY_SECTIONS.into_iter().chain([AUDIT]).collect(),
+        AdminRole::Finance => vec![SPEND],
+    }
+}
+
+/// Where `role` lands after signing in.
+pub fn home(role: AdminRole) -> &'static str {
+    sections(role).first().map_or("/sign-in", |(path, _)| *path)
+}
+
 /// Every page's `<head>`.
 fn head(title: &str) -> Markup {
     html! {
@@ -53,24 +89,13 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
         html lang="en" {
             (head(title))
             body {
+                a.skip href="#content" { "Skip to the page" }
                 header {
                     strong { "Tollgate" }
                     nav aria-label="Sections" {
-                        a href="/teams" { "Teams" }
-                        a href="/users" { "Users" }
-                        a href="/keys" { "Keys" }
-                        a href="/providers" { "Providers" }
-                        a href="/prices" { "Prices" }
-                        a href="/budgets" { "Budgets" }
-                        a href="/limits" { "Limits" }
-                        a href="/groups" { "Access" }
-                        a href="/cache" { "Cache" }
-                        a href="/guardrails" { "Guardrails" }
-                        a href="/routing" { "Routing" }
-                        a href="/spend" { "Spend" }
-                        a href="/tail" { "Live requests" }
-                        a href="/health" { "Health" }
-                        a href="/audit" { "Audit" }
+                        @for (path, name) in sections(session.role) {
+                            a href=(path) { (name) }
+                        }
                     }
                     span.who { (session.actor) " (" (session.role) ")" }
                     form method="post" action="/sign-out" {
@@ -78,7 +103,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                         button type="submit" { "Sign out" }
                     }
                 }
-                main {
+                main id="content" tabindex="-1" {
                     h1 { (title) }
                     @if let Some(message) = notice.general() {
                         p.error role="alert" id="page-error" { (message) }
@@ -149,10 +174,10 @@ pub fn teams(session: &Session, teams: &[Team], notice: &Notice) -> Markup {
             button type="submit" { "Create team" }
         }
         table {
-            thead { tr { th { "Name" } th { "Id" } } }
+            thead { tr { th { "Name" } th { "Id" } th {} } }
             tbody {
                 @for team in teams {
-                    tr { td { (team.name) } td { code { (team.id) } } }
+                    tr { td { (team.name) } td { code { (team.id) } } td { (delete_button(session, "teams", &team.id, &team.name)) } }
                 }
             }
         }
@@ -305,7 +330,7 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
             button type="submit" { "Set budget" }
         }
         table {
-            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } } }
+            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } th {} } }
             tbody {
                 @for row in rows {
                     tr data-budget=(row.budget.id) {
@@ -327,6 +352,7 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
                                 td.status { (why) }
                             }
                         }
+                        td { (delete_button(session, "budgets", &row.budget.id, &scope_name(&row.budget))) }
                     }
                 }
             }

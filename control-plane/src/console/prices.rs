@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListPricesRequest, Price};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
@@ -39,7 +40,7 @@ pub(super) async fn prices_page(
             button type="submit" { "Set price" }
         }
         table {
-            thead { tr { th { "Model" } th { "Input" } th { "Output" } th { "Cached input" } th { "Cache write" } } }
+            thead { tr { th { "Model" } th { "Input" } th { "Output" } th { "Cached input" } th { "Cache write" } th {} } }
             tbody {
                 @for price in &prices {
                     tr {
@@ -48,6 +49,7 @@ pub(super) async fn prices_page(
                         td { (price.output_per_mtok) }
                         td { (price.cached_input_per_mtok) }
                         td { (price.cache_write_per_mtok) }
+                        td { (delete_button(session, "prices", &price.model, &price.model)) }
                     }
                 }
             }

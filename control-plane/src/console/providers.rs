@@ -13,6 +13,7 @@ use tollgate_proto::admin::{
     Deployment, ListCredentialsRequest, ListDeploymentsRequest, PutCredentialRequest,
 };
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, listed, page};
@@ -27,6 +28,14 @@ const PROVIDERS: [&str; 8] = [
     "azure_openai",
     "gemini",
     "mock",
+];
+
+/// The secret fields a credential may hold (as the edges read them), with their labels.
+const SECRET_FIELDS: [(&str, &str); 4] = [
+    ("api_key", "API key"),
+    ("aws_access_key_id", "AWS access key id"),
+    ("aws_secret_access_key", "AWS secret key"),
+    ("aws_session_token", "AWS session token"),
 ];
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
@@ -62,20 +71,24 @@ pub(super) async fn providers_page(
             select id="credential_provider" name="provider" {
                 @for provider in PROVIDERS { option value=(provider) { (provider) } }
             }
-            label for="api_key" { "API key" }
-            input type="password" id="api_key" name="api_key" autocomplete="off";
+            @for (id, label) in SECRET_FIELDS {
+                label for=(id) { (label) }
+                input type="password" id=(id) name=(id) autocomplete="off";
+            }
             (field_error(&notice, "api_key"))
             button type="submit" { "Store credential" }
         }
+        p.hint { "An API key for most providers; for bedrock and sagemaker an AWS access key pair (and a session token for temporary credentials). Blank fields are not stored; storing a name again replaces its secrets." }
         p.hint { "Stored sealed; values are never shown again. AWS and other multi-field credentials: `tollgate admin credentials put`." }
         table id="credentials" {
-            thead { tr { th { "Name" } th { "Provider" } th { "Fields" } } }
+            thead { tr { th { "Name" } th { "Provider" } th { "Fields" } th {} } }
             tbody {
                 @for credential in &credentials {
                     tr {
                         td { (credential.name) }
                         td { (credential.provider) }
                         td { (credential.field_names.join(", ")) }
+                        td { (delete_button(session, "credentials", &credential.id, &credential.name)) }
                     }
                 }
             }
@@ -101,7 +114,7 @@ pub(super) async fn providers_page(
             button type="submit" { "Add deployment" }
         }
         table id="deployments" {
-            thead { tr { th { "Model" } th { "Provider" } th { "Upstream model" } th { "API base" } th { "Credential" } th { "Id" } } }
+            thead { tr { th { "Model" } th { "Provider" } th { "Upstream model" } th { "API base" } th { "Credential" } th { "Id" } th {} } }
             tbody {
                 @for deployment in &deployments {
                     tr {
@@ -111,6 +124,7 @@ pub(super) async fn providers_page(
                         td { (deployment.api_base) }
                         td { (credential_name(&deployment.credential_id)) }
                         td { code { (deployment.id) } }
+                        td { (delete_button(session, "deployments", &deployment.id, &deployment.model_name)) }
                     }
                 }
             }
@@ -129,6 +143,12 @@ pub(super) struct NewCredential {
     provider: String,
     #[serde(default)]
     api_key: String,
+    #[serde(default)]
+    aws_access_key_id: String,
+    #[serde(default)]
+    aws_secret_access_key: String,
+    #[serde(default)]
+    aws_session_token: String,
 }
 
 pub(super) async fn put_credential(
@@ -140,7 +160,16 @@ pub(super) async fn put_credential(
     let request = PutCredentialRequest {
         name: form.name.trim().to_owned(),
         provider: form.provider,
-        secret_fields: [("api_key".to_owned(), form.api_key)].into(),
+        secret_fields: [
+            ("api_key", form.api_key),
+            ("aws_access_key_id", form.aws_access_key_id),
+            ("aws_secret_access_key", form.aws_secret_access_key),
+            ("aws_session_token", form.aws_session_token),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect(),
     };
     let result = console.api.put_credential(call(&session, request)).await;
     Ok(after_change(
@@ -148,7 +177,11 @@ pub(super) async fn put_credential(
         &session,
         result,
         Page::Providers,
-        &[("api_key", "api_key"), ("", "credential_name")],
+        &[
+            ("field", "api_key"),
+            ("aws", "api_key"),
+            ("", "credential_name"),
+        ],
     )
     .await)
 }

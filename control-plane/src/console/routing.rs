@@ -15,6 +15,7 @@ use tollgate_proto::admin::{
     TrafficAction, TrafficMatch, TrafficRule,
 };
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, number_input, team_name, text_input};
 use super::session::Session;
 use super::{
@@ -85,7 +86,7 @@ pub(super) async fn routing_page(
         }
         p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
         table {
-            thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } } }
+            thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } th {} } }
             tbody {
                 @for rule in &rules {
                     tr data-routing=(rule.model_name) {
@@ -95,6 +96,7 @@ pub(super) async fn routing_page(
                         td { (rule.max_retries) }
                         td { (rule.cooldown_seconds) }
                         td { (rule.timeout_ms) }
+                        td { (delete_button(session, "routing", &rule.id, &rule.model_name)) }
                     }
                 }
             }
@@ -165,7 +167,7 @@ pub(super) async fn routing_page(
             button type="submit" { "Add traffic rule" }
         }
         table {
-            thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } } }
+            thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } th {} } }
             tbody {
                 @for rule in &traffic {
                     tr data-traffic=(rule.id) {
@@ -173,6 +175,7 @@ pub(super) async fn routing_page(
                         td { (rule.description) }
                         td { (or_dash(describe_match(rule.when.as_ref(), &|id| team_name(&teams, id)))) }
                         td { (describe_action(rule.then.as_ref())) }
+                        td { (delete_button(session, "traffic", &rule.id, &rule.description)) }
                     }
                 }
             }

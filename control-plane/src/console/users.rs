@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
 
+use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name};
 use super::session::Session;
 use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
@@ -49,7 +50,7 @@ pub(super) async fn users_page(
             button type="submit" { "Add user" }
         }
         table {
-            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } } }
+            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } th {} } }
             tbody {
                 @for user in &users {
                     tr {
@@ -57,6 +58,7 @@ pub(super) async fn users_page(
                         td { (team_name(&teams, &user.team_id)) }
                         td { (user.role) }
                         td { code { (user.id) } }
+                        td { (delete_button(session, "users", &user.id, &user.email)) }
                     }
                 }
             }

@@ -381,6 +381,13 @@ pub fn decide(
                     "secret_fields must hold at least one field (for example api_key)".to_owned(),
                 ));
             }
+            let has = |name: &str| credential.field_names.iter().any(|f| f == name);
+            if has("aws_access_key_id") != has("aws_secret_access_key") {
+                return Err(CommandError::invalid(
+                    "an AWS credential needs both aws_access_key_id and aws_secret_access_key"
+                        .to_owned(),
+                ));
+            }
             PolicyEvent::CredentialPut { credential }
         }
         DeleteCredential { id } => {

@@ -1,4 +1,5 @@
-// Tollgate console: the live request tail (server-sent events) and copying a new key.
+// Tollgate console: the live request tail (server-sent events), copying a new key, and asking
+// before a delete.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -6,6 +7,12 @@ document.addEventListener("DOMContentLoaded", () => {
     button.addEventListener("click", () => {
       const text = document.getElementById(button.dataset.copy).textContent;
       navigator.clipboard.writeText(text).then(() => { button.textContent = "Copied"; });
+    });
+  }
+
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
     });
   }
 
