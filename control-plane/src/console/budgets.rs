@@ -13,7 +13,9 @@ use tollgate_proto::usage::GetBudgetStatusRequest;
 
 use super::pages::{self, BudgetRow, Notice};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, list_teams, listed, page};
+use super::{
+    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
+};
 
 /// The page, with `notice` about the last change and `status` as its HTTP status.
 pub(super) async fn budgets_page(
@@ -74,6 +76,10 @@ pub(super) struct NewBudget {
     amount_usd: String,
     #[serde(default)]
     period: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    thresholds: String,
 }
 
 pub(super) async fn set_budget(
@@ -92,11 +98,26 @@ pub(super) async fn set_budget(
             )
             .await);
     };
+    let thresholds: Result<Vec<f64>, _> = list_of(&form.thresholds)
+        .iter()
+        .map(|t| t.trim_end_matches('%').trim().parse::<f64>())
+        .collect();
+    let Ok(thresholds) = thresholds else {
+        let message = format!(
+            "{:?} is not a list of percentages like 50, 80, 100",
+            form.thresholds
+        );
+        return Ok(Page::Budgets
+            .refused(&console, &session, "thresholds", message)
+            .await);
+    };
     let budget = Budget {
         scope: form.scope,
         scope_id: form.scope_id.trim().to_owned(),
         amount_usd,
         period: form.period,
+        timezone: form.timezone.trim().to_owned(),
+        thresholds,
         ..Budget::default()
     };
     let result = console.api.set_budget(call(&session, budget)).await;
@@ -106,8 +127,10 @@ pub(super) async fn set_budget(
         result,
         Page::Budgets,
         &[
+            ("threshold", "thresholds"),
             ("amount", "amount_usd"),
             ("period", "period"),
+            ("zone", "timezone"),
             ("", "scope_id"),
         ],
     )

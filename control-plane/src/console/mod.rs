@@ -214,6 +214,7 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
             "/users",
             get(page_handler!(Page::Users)).post(users::create_user),
         )
+        .route("/users/{id}", post(users::update_user))
         .route(
             "/prices",
             get(page_handler!(Page::Prices)).post(prices::set_price),

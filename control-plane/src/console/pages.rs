@@ -295,6 +295,15 @@ pub struct BudgetRow {
 }
 
 /// The budgets page.
+/// Alert thresholds as `50 %, 80 %`, or a dash.
+fn percentages(thresholds: &[f64]) -> String {
+    if thresholds.is_empty() {
+        return "—".to_owned();
+    }
+    let each: Vec<String> = thresholds.iter().map(|t| format!("{t} %")).collect();
+    each.join(", ")
+}
+
 pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &Notice) -> Markup {
     let scope_name = |budget: &Budget| match budget.scope.as_str() {
         "team" => team_name(teams, &budget.scope_id),
@@ -327,10 +336,14 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
                 }
             }
             (field_error(notice, "period"))
+            (text_input("budget_timezone", "timezone", "Time zone", "UTC"))
+            (field_error(notice, "timezone"))
+            (text_input("thresholds", "thresholds", "Alert at %", "50, 80, 100"))
+            (field_error(notice, "thresholds"))
             button type="submit" { "Set budget" }
         }
         table {
-            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } th {} } }
+            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } th { "Alerts at" } th {} } }
             tbody {
                 @for row in rows {
                     tr data-budget=(row.budget.id) {
@@ -352,6 +365,7 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
                                 td.status { (why) }
                             }
                         }
+                        td.thresholds { (percentages(&row.budget.thresholds)) }
                         td { (delete_button(session, "budgets", &row.budget.id, &scope_name(&row.budget))) }
                     }
                 }

@@ -1,14 +1,15 @@
-//! The users page: users with their team and role, and a form to add one.
+//! The users page: users with their team and role, a form to add one, and in each row a form to
+//! move the user to another team or role.
 
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
-use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest};
+use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest, UpdateUserRequest};
 
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name};
@@ -50,7 +51,7 @@ pub(super) async fn users_page(
             button type="submit" { "Add user" }
         }
         table {
-            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } th {} } }
+            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } th { "Move to" } th {} } }
             tbody {
                 @for user in &users {
                     tr {
@@ -58,6 +59,23 @@ pub(super) async fn users_page(
                         td { (team_name(&teams, &user.team_id)) }
                         td { (user.role) }
                         td { code { (user.id) } }
+                        td {
+                            form.change method="post" action={ "/users/" (user.id) } {
+                                input type="hidden" name="csrf" value=(session.csrf);
+                                select name="team_id" aria-label={ "Team of " (user.email) } {
+                                    option value="" { "(none)" }
+                                    @for team in &teams {
+                                        option value=(team.id) selected[team.id == user.team_id] { (team.name) }
+                                    }
+                                }
+                                select name="role" aria-label={ "Role of " (user.email) } {
+                                    @for role in ROLES {
+                                        option value=(role) selected[role == user.role] { (role) }
+                                    }
+                                }
+                                button type="submit" { "Change" }
+                            }
+                        }
                         td { (delete_button(session, "users", &user.id, &user.email)) }
                     }
                 }
@@ -100,4 +118,32 @@ pub(super) async fn create_user(
         &[("role", "role"), ("", "email")],
     )
     .await)
+}
+
+#[derive(Deserialize)]
+pub(super) struct UserChange {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    team_id: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// Moves a user to the team and role the row's form says.
+pub(super) async fn update_user(
+    State(console): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<UserChange>,
+) -> Result<Response, Refused> {
+    let (_, session) = changing(&console, &headers, &form.csrf)?;
+    let request = UpdateUserRequest {
+        id,
+        team_id: Some(form.team_id),
+        role: Some(form.role),
+        ..UpdateUserRequest::default()
+    };
+    let result = console.api.update_user(call(&session, request)).await;
+    Ok(after_change(&console, &session, result, Page::Users, &[]).await)
 }
