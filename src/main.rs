@@ -137,6 +137,7 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
         bus: Arc::new(bus),
         auth: Authenticator::new(config.admin_token.as_deref()),
         sealing: config.credential_key,
+        tls: config.tls.clone(),
     };
     let console = match config.console {
         Some((addr, console)) => {

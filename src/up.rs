@@ -113,6 +113,9 @@ pub async fn run(
         bus: bus.clone(),
         auth: Authenticator::new(Some(&admin_token)),
         sealing: Some(sealing),
+        // Plain: up's own roles call it on loopback. TLS on the admin API is the distributed
+        // control plane's (`tollgate control-plane`).
+        tls: None,
     };
     let control_plane = tokio::spawn(control_plane.serve_with_console(
         admin_listener,

@@ -101,6 +101,7 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         bus: bus.clone(),
         auth: Authenticator::new(Some(TOKEN)),
         sealing: None,
+        tls: None,
     };
     let served = tollgate_test_support::Served::spawn("the control plane", |shutdown| {
         control_plane.serve(listener, shutdown)

@@ -37,6 +37,9 @@ pub struct ControlPlaneConfig {
     /// `TOLLGATE_UI_ADDR`: where the web console listens (default `127.0.0.1:4080`; `off`:
     /// not served), and how it keeps sessions.
     pub console: Option<(SocketAddr, ConsoleConfig)>,
+    /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA` for mutual TLS):
+    /// the admin API and the console serve TLS only.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Secrets show as `***`, URL passwords too.
@@ -50,6 +53,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("admin_token", &redact::option(&self.admin_token))
             .field("credential_key", &self.credential_key)
             .field("console", &self.console)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -87,7 +91,8 @@ impl ControlPlaneConfig {
                     name: "TOLLGATE_CREDENTIAL_KEY",
                     reason: e.to_string(),
                 })?,
-            console: console_from_lookup(lookup)?,
+            console: console_from_lookup(&lookup)?,
+            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
         })
     }
 }

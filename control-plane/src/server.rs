@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::http_serve::{self, Limits};
-use tollgate_proto::tls::{ReloadingTls, TlsError};
+use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, incoming_grpc};
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
@@ -26,6 +26,8 @@ pub struct ControlPlane {
     pub bus: Arc<dyn Bus>,
     pub auth: Authenticator,
     pub sealing: Option<SealingKey>,
+    /// Serve the admin API over TLS (mutual when the files name a client CA).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why serving stopped.
@@ -37,12 +39,14 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("web console server failed: {0}")]
     Console(std::io::Error),
-    #[error("web console TLS: {0}")]
-    ConsoleTls(#[from] TlsError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Calls one connection may have in progress at once.
 pub const CALLS_PER_CONNECTION: usize = 256;
 /// The console's listener: a few people's browsers, whose live tails end soon after shutdown.
@@ -71,6 +75,11 @@ impl ControlPlane {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         // Unusable certificate files stop the start, before anything is served.
+        let tls = self
+            .tls
+            .clone()
+            .map(|files| ReloadingTls::load_for(files, Protocols::Grpc))
+            .transpose()?;
         let console = match console {
             Some((listener, config)) => {
                 let tls = config.tls.clone().map(ReloadingTls::load).transpose()?;
@@ -145,12 +154,31 @@ impl ControlPlane {
                 .await
                 .map_err(ServeError::Console)
         };
-        let grpc = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
             .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
             .accept_http1(true)
-            .add_routes(Routes::from(routes))
-            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(listener), shutdown);
+            .add_routes(Routes::from(routes));
+        let grpc = async {
+            match tls {
+                None => {
+                    let incoming = tollgate_proto::incoming_nodelay(listener);
+                    server
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+                Some(tls) => {
+                    let (stop_watch, watch_stopped) = watch::channel(false);
+                    tokio::spawn(tls.clone().watch(watch_stopped));
+                    let incoming = incoming_grpc(listener, tls, HANDSHAKE_TIMEOUT);
+                    let served = server
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await;
+                    let _ = stop_watch.send(true);
+                    served
+                }
+            }
+        };
         let (grpc, console) = tokio::join!(grpc, console);
         let _ = stop_relay.send(true);
         let _ = relay.await;

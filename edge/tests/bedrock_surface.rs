@@ -131,6 +131,7 @@ async fn setup() -> Result<Setup> {
     config.tls = Some(TlsFiles {
         cert: fixture("edge-a.pem"),
         key: fixture("edge-a.key"),
+        client_ca: None,
     });
     let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
     edge.wait_for_sequence(sequence).await?;

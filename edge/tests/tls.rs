@@ -107,6 +107,7 @@ async fn the_edge_serves_https_and_reloads_its_certificate_without_dropping_conn
     config.tls = Some(TlsFiles {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),
+        client_ca: None,
     });
     let edge = TestEdge::start_with(config, bus, None).await?;
     let port = edge.addr.port();

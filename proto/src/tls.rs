@@ -1,17 +1,26 @@
-//! TLS for the roles' HTTP listeners (rustls): a certificate chain and key from PEM files,
-//! reloaded when either file changes or the process gets SIGHUP. A reload affects only new
-//! connections; open ones keep the configuration they started with. A file that cannot be read
-//! or parsed leaves the current certificate in place (and says so in the log).
+//! TLS for the roles' listeners (rustls): a certificate chain and key from PEM files, reloaded
+//! when either file changes or the process gets SIGHUP. A reload affects only new connections;
+//! open ones keep the configuration they started with. A file that cannot be read or parsed
+//! leaves the current certificate in place (and says so in the log). With a client CA, only
+//! clients holding a certificate it signed finish the handshake (mutual TLS).
+//!
+//! And the client side of the roles' gRPC calls: [`ClientTls`] verifies servers against a CA
+//! file (or the public web roots) and presents a client certificate when one is configured.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// How often the files are checked for a change.
 const POLL: Duration = Duration::from_secs(2);
@@ -23,22 +32,46 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// PEM: the CA client certificates must be signed by; `None`: no client certificate asked.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl TlsFiles {
-    /// The files named by `TOLLGATE_TLS_CERT` and `TOLLGATE_TLS_KEY` as `get` reads them (both
-    /// or neither); `Err` names the one missing.
+    /// The files named by `TOLLGATE_TLS_CERT` and `TOLLGATE_TLS_KEY` (both or neither) and
+    /// `TOLLGATE_TLS_CLIENT_CA` as `get` reads them; `Err` names the setting missing.
     pub fn from_settings(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<TlsFiles>, &'static str> {
+        let client_ca = get("TOLLGATE_TLS_CLIENT_CA").map(PathBuf::from);
         match (get("TOLLGATE_TLS_CERT"), get("TOLLGATE_TLS_KEY")) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert: cert.into(),
                 key: key.into(),
+                client_ca,
             })),
+            // A client CA without a server certificate would be silently ignored.
+            (None, None) if client_ca.is_some() => Err("TOLLGATE_TLS_CERT"),
             (None, None) => Ok(None),
             (Some(_), None) => Err("TOLLGATE_TLS_KEY"),
             (None, Some(_)) => Err("TOLLGATE_TLS_CERT"),
+        }
+    }
+}
+
+/// What a listener speaks, offered in the TLS handshake (ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only: the edge and the console.
+    Http1,
+    /// gRPC over HTTP/2, and HTTP/1.1 for `/metrics` beside it.
+    Grpc,
+}
+
+impl Protocols {
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Protocols::Http1 => vec![b"http/1.1".to_vec()],
+            Protocols::Grpc => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 }
@@ -50,6 +83,8 @@ pub enum TlsError {
     Cert { path: PathBuf, reason: String },
     #[error("cannot read the private key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    #[error("cannot read the CA certificates {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(String),
 }
@@ -57,18 +92,26 @@ pub enum TlsError {
 /// A TLS configuration that follows its files.
 pub struct ReloadingTls {
     files: TlsFiles,
+    protocols: Protocols,
     current: RwLock<Arc<ServerConfig>>,
     /// Modification times of (cert, key) when last loaded.
     loaded: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
 }
 
 impl ReloadingTls {
-    /// Loads `files`; fails when they do not hold a usable chain and key.
+    /// Loads `files` for an HTTP/1.1 listener; fails when they do not hold a usable chain and
+    /// key (or client CA).
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        Self::load_for(files, Protocols::Http1)
+    }
+
+    /// Loads `files` for a listener speaking `protocols`.
+    pub fn load_for(files: TlsFiles, protocols: Protocols) -> Result<Arc<Self>, TlsError> {
         let loaded = modified(&files);
-        let config = server_config(&files)?;
+        let config = server_config(&files, protocols)?;
         Ok(Arc::new(ReloadingTls {
             files,
+            protocols,
             current: RwLock::new(config),
             loaded: RwLock::new(loaded),
         }))
@@ -87,7 +130,7 @@ impl ReloadingTls {
     /// Reads the files again; on failure the current configuration stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let stamps = modified(&self.files);
-        let config = server_config(&self.files)?;
+        let config = server_config(&self.files, self.protocols)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         *self.loaded.write().unwrap_or_else(PoisonError::into_inner) = stamps;
         tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
@@ -117,37 +160,164 @@ impl ReloadingTls {
     }
 }
 
+/// The TLS connections `listener` accepts, for a gRPC server (TCP_NODELAY set, as
+/// [`crate::incoming_nodelay`] explains). Each handshake runs on a task of its own and must
+/// finish within `handshake_timeout`, so a client that stalls in it holds up nobody; a failed
+/// handshake (a client without the certificate mutual TLS asks for, say) drops the connection
+/// before any call is read. Accepting stops when the server stops taking connections.
+pub fn incoming_grpc(
+    listener: TcpListener,
+    tls: Arc<ReloadingTls>,
+    handshake_timeout: Duration,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (ready, incoming) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = ready.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, ready) = (tls.acceptor(), ready.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake refused"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
 fn modified(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
     let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     (at(&files.cert), at(&files.key))
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_error = |reason: String| TlsError::Cert {
+/// The certificates of a PEM file; `error` makes the failure's error from its reason.
+fn certificates(
+    path: &Path,
+    error: impl Fn(String) -> TlsError,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(error("no CERTIFICATE in the file".to_owned()));
+    }
+    Ok(certificates)
+}
+
+fn server_config(files: &TlsFiles, protocols: Protocols) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(&files.cert, |reason| TlsError::Cert {
         path: files.cert.clone(),
         reason,
-    };
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| cert_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_error("no CERTIFICATE in the file".to_owned()));
-    }
+    })?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.clone(),
         reason: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_error = |reason: String| TlsError::Ca {
+                path: path.clone(),
+                reason,
+            };
+            let mut roots = RootCertStore::empty();
+            for ca in certificates(path, ca_error)? {
+                roots.add(ca).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    // The listener speaks HTTP/1.1 only.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = protocols.alpn();
     Ok(Arc::new(config))
+}
+
+/// How a role's gRPC client reaches an `https://` server: whom it trusts and what it shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM: the CA the server's certificate must chain to; `None`: the public web roots.
+    pub ca: Option<PathBuf>,
+    /// PEM certificate chain and key presented to servers that ask (mutual TLS).
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    /// `TOLLGATE_TLS_CA`, `TOLLGATE_TLS_CLIENT_CERT` and `TOLLGATE_TLS_CLIENT_KEY` (both or
+    /// neither) as `get` reads them; `Err` names the setting missing.
+    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<ClientTls, &'static str> {
+        let identity = match (
+            get("TOLLGATE_TLS_CLIENT_CERT"),
+            get("TOLLGATE_TLS_CLIENT_KEY"),
+        ) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            (Some(_), None) => return Err("TOLLGATE_TLS_CLIENT_KEY"),
+            (None, Some(_)) => return Err("TOLLGATE_TLS_CLIENT_CERT"),
+        };
+        Ok(ClientTls {
+            ca: get("TOLLGATE_TLS_CA").map(PathBuf::from),
+            identity,
+        })
+    }
+
+    /// An endpoint for `url`: over TLS, verifying the server, when it is `https://`.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| TlsError::Config(format!("{url:?} is not a valid URL: {e}")))?;
+        if !url.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| TlsError::Ca {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                config.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|e| TlsError::Cert {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint
+            .tls_config(config)
+            .map_err(|e| TlsError::Config(e.to_string()))
+    }
 }
 
 #[cfg(unix)]

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use tollgate_proto::tls::ClientTls;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long to wait for a connection.
@@ -28,8 +29,15 @@ pub struct Api {
 impl Api {
     /// The error for an API that does not answer.
     pub fn unreachable(&self, detail: &str) -> anyhow::Error {
+        let tls = if self.addr.starts_with("https://") {
+            "; over TLS, TOLLGATE_TLS_CA must name the CA of the server's certificate, and a \
+             server that asks for a client certificate needs TOLLGATE_TLS_CLIENT_CERT and \
+             TOLLGATE_TLS_CLIENT_KEY"
+        } else {
+            ""
+        };
         anyhow!(
-            "cannot reach the {} at {} — {} ({detail})",
+            "cannot reach the {} at {} — {}{tls} ({detail})",
             self.name,
             self.addr,
             self.hint
@@ -55,8 +63,14 @@ impl Api {
         match status.code() {
             Code::Unauthenticated => self.not_authorised(message, code),
             // A transport failure (the server went away), not an answer from the server.
-            Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
-                self.unreachable(&format!("{message}, {code}"))
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                match std::error::Error::source(status) {
+                    // What broke the connection (a TLS alert, say) is in the causes.
+                    Some(cause) => {
+                        self.unreachable(&format!("{message}: {}, {code}", causes(cause)))
+                    }
+                    None => anyhow!("{what}: {message} ({code})"),
+                }
             }
             Code::Unimplemented => anyhow!(
                 "{what}: the server at {} does not serve the {}; check --addr ({code})",
@@ -68,7 +82,7 @@ impl Api {
     }
 }
 
-/// `addr` as a URL: `host:port` means `http://host:port`.
+/// `addr` as a URL: `host:port` means `http://host:port` (TLS needs `https://`).
 pub fn url(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_owned()
@@ -139,10 +153,17 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// A connection to `api`, made now, within [`CONNECT_TIMEOUT`].
+/// A connection to `api`, made now, within [`CONNECT_TIMEOUT`]; over TLS for an `https://`
+/// address, verifying the server against `TOLLGATE_TLS_CA` (else the public web roots) and
+/// presenting `TOLLGATE_TLS_CLIENT_CERT` / `TOLLGATE_TLS_CLIENT_KEY` when set.
 pub async fn channel(api: &Api) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url(&api.addr))
-        .map_err(|e| anyhow!("the {} address {:?} is not valid: {e}", api.name, api.addr))?
+    let tls = ClientTls::from_settings(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .map_err(|missing| {
+        anyhow!("{missing} is required beside the other half of the pair")
+    })?;
+    let endpoint = tls
+        .endpoint(&url(&api.addr))
+        .map_err(|e| anyhow!("the {} address {:?}: {e}", api.name, api.addr))?
         .connect_timeout(CONNECT_TIMEOUT);
     match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),

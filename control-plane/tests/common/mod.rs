@@ -95,6 +95,7 @@ impl TestControlPlane {
             bus: bus.clone(),
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes([42; 32])),
+            tls: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)

@@ -78,6 +78,7 @@ impl TestControlPlane {
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
+            tls: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)

@@ -121,6 +121,7 @@ impl TestControlPlane {
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: None,
+            tls: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)
