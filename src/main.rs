@@ -18,8 +18,9 @@ use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::bus::JetStreamBus;
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_proto::tls::ClientTls;
 use tollgate_usage_aggregator::config::AggregatorConfig;
-use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
+use tollgate_usage_aggregator::{Aggregator, AggregatorParts, ListenerTls};
 
 use crate::settings::Settings;
 
@@ -163,6 +164,7 @@ async fn edge(settings: &Settings) -> anyhow::Result<()> {
     let snapshots = snapshot_source(
         config.control_plane_url.as_deref(),
         &config.control_plane_token,
+        settings.lookup("edge"),
     )?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -181,6 +183,7 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
     let snapshots = snapshot_source(
         config.control_plane_url.as_deref(),
         &config.control_plane_token,
+        settings.lookup("aggregator"),
     )?;
     let grpc = tokio::net::TcpListener::bind(config.usage_addr)
         .await
@@ -188,6 +191,8 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.usage_http_addr)
         .await
         .with_context(|| format!("binding the usage export to {}", config.usage_http_addr))?;
+    // Unusable certificate files stop the start here, before anything is served.
+    let tls = config.tls.clone().map(ListenerTls::load).transpose()?;
     let aggregator = Aggregator::start(AggregatorParts {
         database_url: config.database_url,
         bus: Arc::new(bus),
@@ -199,17 +204,23 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
     .await
     .context("opening the usage ledger")?;
     tracing::info!(grpc = %config.usage_addr, http = %config.usage_http_addr, "aggregator serving");
-    aggregator.serve(grpc, http, shutdown_signal()).await?;
+    aggregator
+        .serve_with_tls(grpc, http, tls, shutdown_signal())
+        .await?;
     Ok(())
 }
 
+/// Snapshots from the control plane at `url`, reached as the role's TLS settings say.
 fn snapshot_source(
     url: Option<&str>,
     token: &str,
+    lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<Arc<dyn SnapshotSource>>> {
+    let tls = ClientTls::from_settings(lookup)
+        .map_err(|missing| anyhow::anyhow!("{missing} is required beside the other half"))?;
     Ok(match url {
         Some(url) => Some(Arc::new(
-            GrpcSnapshots::new(url, token).map_err(anyhow::Error::msg)?,
+            GrpcSnapshots::with_tls(url, token, &tls).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
-use tollgate_proto::tls::TlsFiles;
+use tollgate_proto::tls::{ClientTls, TlsFiles};
 
 use crate::console::ConsoleConfig;
 
@@ -133,6 +133,7 @@ pub fn console_from_lookup(
         session_idle: idle,
         usage_url: Some(usage_url),
         tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
+        usage_tls: ClientTls::from_settings(get).map_err(ConfigError::Missing)?,
     };
     Ok(Some((addr, config)))
 }

@@ -42,6 +42,7 @@ impl TlsFiles {
     pub fn from_settings(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<TlsFiles>, &'static str> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let client_ca = get("TOLLGATE_TLS_CLIENT_CA").map(PathBuf::from);
         match (get("TOLLGATE_TLS_CERT"), get("TOLLGATE_TLS_KEY")) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
@@ -272,6 +273,7 @@ impl ClientTls {
     /// `TOLLGATE_TLS_CA`, `TOLLGATE_TLS_CLIENT_CERT` and `TOLLGATE_TLS_CLIENT_KEY` (both or
     /// neither) as `get` reads them; `Err` names the setting missing.
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<ClientTls, &'static str> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let identity = match (
             get("TOLLGATE_TLS_CLIENT_CERT"),
             get("TOLLGATE_TLS_CLIENT_KEY"),
@@ -344,4 +346,53 @@ async fn next_hangup(hangups: &mut Hangups) {
 #[cfg(not(unix))]
 async fn next_hangup(_: &mut Hangups) {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn a_setting_without_its_other_half_is_named() {
+        let client_ca_alone = settings(&[("TOLLGATE_TLS_CLIENT_CA", "/ca.pem")]);
+        assert_eq!(
+            TlsFiles::from_settings(client_ca_alone),
+            Err("TOLLGATE_TLS_CERT")
+        );
+        let key_alone = settings(&[("TOLLGATE_TLS_CLIENT_KEY", "/client.key")]);
+        assert_eq!(
+            ClientTls::from_settings(key_alone),
+            Err("TOLLGATE_TLS_CLIENT_CERT")
+        );
+        let blank = settings(&[("TOLLGATE_TLS_CERT", " "), ("TOLLGATE_TLS_KEY", "")]);
+        assert_eq!(TlsFiles::from_settings(blank), Ok(None));
+    }
+
+    #[test]
+    fn a_client_ca_that_is_not_a_certificate_stops_the_load() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("written");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge/tests/fixtures/tls");
+        let files = TlsFiles {
+            cert: fixtures.join("edge-a.pem"),
+            key: fixtures.join("edge-a.key"),
+            client_ca: Some(ca),
+        };
+        let refused = ReloadingTls::load_for(files, Protocols::Grpc).map(drop);
+        assert!(matches!(refused, Err(TlsError::Ca { .. })), "{refused:?}");
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use tollgate_proto::tls::ClientTls;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -153,15 +153,40 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+/// The CLI's TLS settings: `TOLLGATE_TLS_CA`, `TOLLGATE_TLS_CLIENT_CERT` and
+/// `TOLLGATE_TLS_CLIENT_KEY`.
+fn client_tls() -> anyhow::Result<ClientTls> {
+    ClientTls::from_settings(|name| std::env::var(name).ok())
+        .map_err(|missing| anyhow!("{missing} is required beside the other half of the pair"))
+}
+
+/// An HTTP client for the aggregator's export: over `https://` it trusts and shows what the gRPC
+/// connections do.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let tls = client_tls()?;
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+    if let Some(ca) = &tls.ca {
+        let ca = reqwest::Certificate::from_pem(&read(ca)?)
+            .with_context(|| format!("TOLLGATE_TLS_CA {}", ca.display()))?;
+        builder = builder.tls_certs_only([ca]);
+    }
+    if let Some((cert, key)) = &tls.identity {
+        let mut pem = read(cert)?;
+        pem.extend(read(key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .context("TOLLGATE_TLS_CLIENT_CERT and TOLLGATE_TLS_CLIENT_KEY")?;
+        builder = builder.identity(identity);
+    }
+    builder.build().context("starting the HTTP client")
+}
+
 /// A connection to `api`, made now, within [`CONNECT_TIMEOUT`]; over TLS for an `https://`
 /// address, verifying the server against `TOLLGATE_TLS_CA` (else the public web roots) and
 /// presenting `TOLLGATE_TLS_CLIENT_CERT` / `TOLLGATE_TLS_CLIENT_KEY` when set.
 pub async fn channel(api: &Api) -> anyhow::Result<Channel> {
-    let tls = ClientTls::from_settings(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-        .map_err(|missing| {
-        anyhow!("{missing} is required beside the other half of the pair")
-    })?;
-    let endpoint = tls
+    let endpoint = client_tls()?
         .endpoint(&url(&api.addr))
         .map_err(|e| anyhow!("the {} address {:?}: {e}", api.name, api.addr))?
         .connect_timeout(CONNECT_TIMEOUT);

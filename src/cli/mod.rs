@@ -47,7 +47,8 @@ struct Common {
 /// Arguments of `tollgate admin`.
 #[derive(Args)]
 pub struct AdminArgs {
-    /// The admin API (control plane): host:port or http://host:port.
+    /// The admin API (control plane): host:port, http://host:port or https://host:port (over
+    /// TLS, verified against TOLLGATE_TLS_CA).
     #[arg(
         long,
         global = true,
@@ -65,7 +66,7 @@ pub struct AdminArgs {
 /// Arguments of `tollgate usage`.
 #[derive(Args)]
 pub struct UsageArgs {
-    /// The usage API (aggregator, gRPC): host:port or http://host:port.
+    /// The usage API (aggregator, gRPC): host:port, http://host:port or https://host:port.
     #[arg(
         long,
         global = true,
@@ -74,7 +75,7 @@ pub struct UsageArgs {
         default_value = "127.0.0.1:50052"
     )]
     addr: String,
-    /// The aggregator's HTTP address, for `export`.
+    /// The aggregator's HTTP address, for `export` (https://host:port over TLS).
     #[arg(
         long,
         global = true,

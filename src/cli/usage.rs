@@ -178,10 +178,7 @@ impl Export {
             )
             .append_pair("group_by", &self.range.group_by.join(","))
             .append_pair("format", "csv");
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect::CONNECT_TIMEOUT)
-            .build()
-            .context("starting the HTTP client")?;
+        let http = connect::http_client()?;
         let mut request = http.get(url);
         if let Some(token) = &target.token {
             request = request.header("authorization", connect::bearer_value(token)?);

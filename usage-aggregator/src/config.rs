@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
+use tollgate_proto::tls::TlsFiles;
 
 /// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
 pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
@@ -34,6 +35,9 @@ pub struct AggregatorConfig {
     pub sinks: AlertSinks,
     /// `TOLLGATE_USAGE_BATCH` (default 500): events per ledger transaction.
     pub batch: usize,
+    /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA` for mutual TLS):
+    /// the usage API and the CSV export serve TLS only.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A setting that is missing or malformed.
@@ -59,6 +63,7 @@ impl std::fmt::Debug for AggregatorConfig {
             .field("control_plane_token", &redact::REDACTED)
             .field("sinks", &self.sinks)
             .field("batch", &self.batch)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -121,6 +126,7 @@ impl AggregatorConfig {
                     name: "TOLLGATE_USAGE_BATCH",
                     reason: e.to_string(),
                 })?,
+            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
         })
     }
 }

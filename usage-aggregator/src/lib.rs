@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::http_serve::{self, Limits};
+use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, incoming_grpc};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 
 use crate::alerts::AlertSinks;
@@ -43,6 +44,25 @@ pub struct Aggregator {
 }
 
 /// What an aggregator is built from.
+/// How long a client has to finish the TLS handshake on the usage API.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// TLS for the aggregator's listeners: the same files, for gRPC and for HTTP/1.1.
+pub struct ListenerTls {
+    grpc: Arc<ReloadingTls>,
+    http: Arc<ReloadingTls>,
+}
+
+impl ListenerTls {
+    /// Loads `files` for both listeners; fails when they are not usable.
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        Ok(ListenerTls {
+            grpc: ReloadingTls::load_for(files.clone(), Protocols::Grpc)?,
+            http: ReloadingTls::load(files)?,
+        })
+    }
+}
+
 pub struct AggregatorParts {
     pub database_url: String,
     pub bus: Arc<dyn Bus>,
@@ -133,7 +153,23 @@ impl Aggregator {
         http: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_with_tls(grpc, http, None, shutdown).await
+    }
+
+    /// Like [`Aggregator::serve`], over TLS on both listeners when `tls` is given.
+    pub async fn serve_with_tls(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        tls: Option<ListenerTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
         let (done, mut done_rx) = watch::channel(false);
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.grpc.clone().watch(done_rx.clone()));
+            tokio::spawn(tls.http.clone().watch(done_rx.clone()));
+        }
+        let http_tls = tls.as_ref().map(|tls| tls.http.clone());
         let shutdown = async move {
             shutdown.await;
             let _ = done.send(true);
@@ -151,7 +187,7 @@ impl Aggregator {
             let stopped = async move {
                 let _ = http_done.wait_for(|d| *d).await;
             };
-            let _ = http_serve::serve(http, router, Limits::default(), None, stopped).await;
+            let _ = http_serve::serve(http, router, Limits::default(), http_tls, stopped).await;
         });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
@@ -175,10 +211,21 @@ impl Aggregator {
         if let (Ok(v1), Ok(v1alpha)) = (v1.build_v1(), v1alpha.build_v1alpha()) {
             server = server.add_service(v1).add_service(v1alpha);
         }
-        let result = server
-            .add_service(UsageServiceServer::new(FinanceService(self.api.clone())))
-            .serve_with_incoming_shutdown(tollgate_proto::incoming_nodelay(grpc), shutdown)
-            .await;
+        let server = server.add_service(UsageServiceServer::new(FinanceService(self.api.clone())));
+        let result = match tls {
+            None => {
+                let incoming = tollgate_proto::incoming_nodelay(grpc);
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let incoming = incoming_grpc(grpc, tls.grpc, HANDSHAKE_TIMEOUT);
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        };
         let _ = done_rx.wait_for(|d| *d).await;
         let _ = self.stop.send(true);
         for task in self.tasks {

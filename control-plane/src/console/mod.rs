@@ -37,7 +37,7 @@ use maud::Markup;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListTeamsRequest, Team};
-use tollgate_proto::tls::TlsFiles;
+use tollgate_proto::tls::{ClientTls, TlsFiles};
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -53,8 +53,10 @@ pub struct ConsoleConfig {
     pub session_idle: Duration,
     /// Serve HTTPS with these files, and mark the session cookie `Secure`.
     pub tls: Option<TlsFiles>,
-    /// The usage API budgets' status and spend are read from (`http://host:port`).
+    /// The usage API budgets' status and spend are read from (`http://host:port`, or
+    /// `https://` reached as `usage_tls` says).
     pub usage_url: Option<String>,
+    pub usage_tls: ClientTls,
 }
 
 impl Default for ConsoleConfig {
@@ -63,6 +65,7 @@ impl Default for ConsoleConfig {
             session_idle: Duration::from_secs(30 * 60),
             tls: None,
             usage_url: None,
+            usage_tls: ClientTls::default(),
         }
     }
 }
@@ -187,7 +190,7 @@ async fn after_change<T>(
 /// The console's routes over `api`.
 pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
     let usage = config.usage_url.as_deref().and_then(|url| {
-        let endpoint = Channel::from_shared(url.to_owned()).ok()?;
+        let endpoint = config.usage_tls.endpoint(url).ok()?;
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))

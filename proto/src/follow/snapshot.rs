@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::admin::GetSnapshotRequest;
 use crate::admin::admin_service_client::AdminServiceClient;
+use crate::tls::ClientTls;
 use async_trait::async_trait;
 use tollgate_policy::PolicyState;
 use tonic::transport::Endpoint;
@@ -26,8 +27,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 impl GrpcSnapshots {
     /// A source for the control plane at `url` (for example `http://127.0.0.1:50051`).
     pub fn new(url: &str, token: &str) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid control plane URL: {e}"))?
+        Self::with_tls(url, token, &ClientTls::default())
+    }
+
+    /// A source for the control plane at `url`; an `https://` one is reached as `tls` says.
+    pub fn with_tls(url: &str, token: &str, tls: &ClientTls) -> Result<Self, String> {
+        let endpoint = tls
+            .endpoint(url)
+            .map_err(|e| format!("control plane URL: {e}"))?
             .connect_timeout(TIMEOUT)
             .timeout(TIMEOUT);
         Ok(GrpcSnapshots {

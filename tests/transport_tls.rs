@@ -1,8 +1,9 @@
-//! The admin API over TLS: `tollgate control-plane` with `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY`
-//! serves gRPC over TLS only, and the CLI reaches it at an `https://` address, verifying the
-//! server against `TOLLGATE_TLS_CA`. With `TOLLGATE_TLS_CLIENT_CA` a client must show a
-//! certificate that CA signed: without one the handshake fails, so no call is read, whatever
-//! token it carries. Certificates: `edge/tests/fixtures/tls`.
+//! The admin and usage APIs over TLS: `tollgate control-plane` and `tollgate aggregator` with
+//! `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` serve TLS only, and the CLI and the roles' snapshot
+//! client reach them at `https://` addresses, verifying the server against `TOLLGATE_TLS_CA`.
+//! With `TOLLGATE_TLS_CLIENT_CA` a client must show a certificate that CA signed: without one
+//! the handshake fails, so no call is read, whatever token it carries. Certificates:
+//! `edge/tests/fixtures/tls`.
 
 mod common;
 
@@ -12,17 +13,19 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use common::{free_port, tls_fixture};
+use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_proto::tls::ClientTls;
 
 const TOKEN: &str = "tls-test-admin-token";
 
-/// `tollgate control-plane` over TLS; killed on drop.
-struct ControlPlane {
+/// A `tollgate` role over TLS; killed on drop.
+struct Role {
     child: Child,
     port: u16,
 }
 
-impl ControlPlane {
-    async fn start(dir: &Path, client_ca: Option<&str>) -> Result<ControlPlane> {
+impl Role {
+    async fn control_plane(dir: &Path, client_ca: Option<&str>) -> Result<Role> {
         let port = free_port()?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         command
@@ -48,18 +51,9 @@ impl ControlPlane {
             command.env("TOLLGATE_TLS_CLIENT_CA", tls_fixture(ca));
         }
         let child = command.spawn()?;
-        let control_plane = ControlPlane { child, port };
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(control_plane);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let log = std::fs::read_to_string(dir.join("control-plane.err")).unwrap_or_default();
-        bail!("the control plane did not listen within 30 s; its log:\n{log}")
+        let control_plane = Role { child, port };
+        wait_for_port(port, &dir.join("control-plane.err")).await?;
+        Ok(control_plane)
     }
 
     /// `tollgate admin ARGS` at `https://127.0.0.1:PORT` with the admin token and `env`.
@@ -80,7 +74,7 @@ impl ControlPlane {
     }
 }
 
-impl Drop for ControlPlane {
+impl Drop for Role {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -94,7 +88,7 @@ fn stderr(output: &Output) -> String {
 #[tokio::test]
 async fn the_cli_reaches_the_admin_api_over_tls_and_verifies_the_server() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let cp = ControlPlane::start(dir.path(), None).await?;
+    let cp = Role::control_plane(dir.path(), None).await?;
     let trusted = tls_fixture("ca-a.pem");
     let created = cp.admin(
         &["teams", "create", "--name", "over-tls"],
@@ -127,7 +121,7 @@ async fn the_cli_reaches_the_admin_api_over_tls_and_verifies_the_server() -> Res
 #[tokio::test]
 async fn with_mutual_tls_a_client_without_a_certificate_is_refused_before_any_call() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let cp = ControlPlane::start(dir.path(), Some("ca-c.pem")).await?;
+    let cp = Role::control_plane(dir.path(), Some("ca-c.pem")).await?;
     let trusted = tls_fixture("ca-a.pem");
     let (cert, key) = (tls_fixture("client-c.pem"), tls_fixture("client-c.key"));
 
@@ -170,5 +164,114 @@ async fn with_mutual_tls_a_client_without_a_certificate_is_refused_before_any_ca
     assert!(listed.contains("with-certificate"), "{listed}");
     assert!(!listed.contains("no-certificate"), "{listed}");
     assert!(!listed.contains("wrong-certificate"), "{listed}");
+
+    // Edges and the aggregator fetch snapshots the same way (TOLLGATE_CONTROL_PLANE_URL).
+    let url = format!("https://127.0.0.1:{}", cp.port);
+    let mut tls = ClientTls {
+        ca: Some(trusted.clone()),
+        identity: Some((cert, key)),
+    };
+    let snapshot = GrpcSnapshots::with_tls(&url, TOKEN, &tls)
+        .map_err(anyhow::Error::msg)?
+        .fetch()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(
+        snapshot
+            .teams
+            .values()
+            .any(|t| t.name == "with-certificate")
+    );
+    tls.identity = None;
+    let refused = GrpcSnapshots::with_tls(&url, TOKEN, &tls)
+        .map_err(anyhow::Error::msg)?
+        .fetch()
+        .await;
+    assert!(refused.is_err(), "a snapshot without a client certificate");
     Ok(())
+}
+
+#[tokio::test]
+async fn the_usage_api_and_its_export_are_served_over_mutual_tls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (grpc, http) = (free_port()?, free_port()?);
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("aggregator")
+        .env(
+            "DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("usage.db").display()
+            ),
+        )
+        .env("NATS_URL", tollgate_test_support::nats_url().await?)
+        .env(
+            "TOLLGATE_BUS_PREFIX",
+            tollgate_test_support::unique_name("tls"),
+        )
+        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("TOLLGATE_USAGE_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+        .env("TOLLGATE_TLS_CERT", tls_fixture("edge-a.pem"))
+        .env("TOLLGATE_TLS_KEY", tls_fixture("edge-a.key"))
+        .env("TOLLGATE_TLS_CLIENT_CA", tls_fixture("ca-c.pem"))
+        .env_remove("TOLLGATE_CONTROL_PLANE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("aggregator.err"))?)
+        .spawn()?;
+    let _aggregator = Role { child, port: grpc };
+    wait_for_port(http, &dir.path().join("aggregator.err")).await?;
+
+    let usage = |args: &[&str], with_certificate: bool| -> Result<Output> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("usage")
+            .args(args)
+            .args(["--start", "2026-01-01", "--end", "2026-01-02"])
+            .env("TOLLGATE_USAGE_ADDR", format!("https://127.0.0.1:{grpc}"))
+            .env(
+                "TOLLGATE_USAGE_HTTP_ADDR",
+                format!("https://127.0.0.1:{http}"),
+            )
+            .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+            .env("TOLLGATE_TLS_CA", tls_fixture("ca-a.pem"))
+            .env_remove("TOLLGATE_TLS_CLIENT_CERT")
+            .env_remove("TOLLGATE_TLS_CLIENT_KEY");
+        if with_certificate {
+            command
+                .env("TOLLGATE_TLS_CLIENT_CERT", tls_fixture("client-c.pem"))
+                .env("TOLLGATE_TLS_CLIENT_KEY", tls_fixture("client-c.key"));
+        }
+        Ok(command.output()?)
+    };
+    let queried = usage(&["query"], true)?;
+    assert!(queried.status.success(), "{}", stderr(&queried));
+    let exported = usage(&["export"], true)?;
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(
+        String::from_utf8_lossy(&exported.stdout).starts_with("bucket_start"),
+        "{}",
+        String::from_utf8_lossy(&exported.stdout)
+    );
+    for command in ["query", "export"] {
+        let refused = usage(&[command], false)?;
+        assert!(!refused.status.success(), "{command} without a certificate");
+    }
+    Ok(())
+}
+
+/// Waits until something listens on `port`; fails with the process's `log` if nothing does.
+async fn wait_for_port(port: u16, log: &Path) -> Result<()> {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    bail!("nothing listened on port {port} within 30 s; the log:\n{log}")
 }
