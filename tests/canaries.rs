@@ -133,6 +133,8 @@ async fn canary_secrets_appear_in_no_log_answer_metric_event_or_database_dump() 
             ("NATS_URL", nats.clone()),
             ("TOLLGATE_BUS_PREFIX", prefix.clone()),
             ("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            // The roles are given a token to follow policy with: none falls back to the above.
+            ("TOLLGATE_EDGE_TOKEN", ADMIN_TOKEN.to_owned()),
             ("TOLLGATE_CREDENTIAL_KEY", credential_key.clone()),
             (
                 "TOLLGATE_CONTROL_PLANE_URL",

@@ -12,6 +12,9 @@ use crate::error::ControlError;
 pub enum Access {
     /// Read policy: admin or viewer.
     ReadPolicy,
+    /// Fetch snapshots and watch policy events: admin, viewer, or the service roles `edge`
+    /// and `aggregator` (which may do nothing else).
+    FollowPolicy,
     /// Change policy: admin.
     WritePolicy,
     /// Read usage and spend: admin or finance.
@@ -49,6 +52,10 @@ impl Authenticator {
         let actor = self.authenticate(metadata, state)?;
         let allowed = match access {
             Access::ReadPolicy => matches!(actor.role, AdminRole::Admin | AdminRole::Viewer),
+            Access::FollowPolicy => matches!(
+                actor.role,
+                AdminRole::Admin | AdminRole::Viewer | AdminRole::Edge | AdminRole::Aggregator
+            ),
             Access::WritePolicy => actor.role == AdminRole::Admin,
             Access::ReadUsage => matches!(actor.role, AdminRole::Admin | AdminRole::Finance),
         };
@@ -58,6 +65,7 @@ impl Authenticator {
                 actor.role,
                 match access {
                     Access::ReadPolicy => "read policy",
+                    Access::FollowPolicy => "follow policy",
                     Access::WritePolicy => "change policy",
                     Access::ReadUsage => "read usage",
                 }
@@ -88,10 +96,16 @@ impl Authenticator {
                     "authorization metadata must be `Bearer <admin token>`".to_owned(),
                 )
             })?;
-        admin_caller(&state.admin_tokens, self.bootstrap_hash.as_deref(), token)
-            .map(|(name, role)| Actor { name, role })
-            .ok_or_else(|| {
-                ControlError::Unauthenticated("unknown or revoked admin token".to_owned())
-            })
+        let now = chrono::Utc::now();
+        admin_caller(
+            &state.admin_tokens,
+            self.bootstrap_hash.as_deref(),
+            token,
+            now,
+        )
+        .map(|(name, role)| Actor { name, role })
+        .ok_or_else(|| {
+            ControlError::Unauthenticated("unknown, revoked or expired admin token".to_owned())
+        })
     }
 }

@@ -451,5 +451,6 @@ pub fn admin_token(t: &AdminToken) -> pb::AdminToken {
         prefix: t.prefix.clone(),
         revoked: t.revoked,
         created_at: Some(timestamp(t.created_at)),
+        expires_at: t.expires_at.map(timestamp),
     }
 }

@@ -49,6 +49,8 @@ pub const MAX_WATCHERS: usize = 1024;
 
 /// `TailRequests` streams served at once by one control plane.
 pub const MAX_TAILS: usize = 32;
+/// The longest time to live an admin token may be given: ten years.
+const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 366 * 24 * 3600;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -729,6 +731,16 @@ impl AdminService for AdminApi {
         self.authorize(&request, Access::WritePolicy)?;
         let r = request.get_ref().clone();
         let role: AdminRole = parse("role", &r.role)?;
+        let expires_at = match r.ttl_seconds {
+            0 => None,
+            ttl if ttl > MAX_TOKEN_TTL_SECONDS => {
+                return Err(ControlError::InvalidArgument(format!(
+                    "ttl_seconds is at most {MAX_TOKEN_TTL_SECONDS} (ten years), got {ttl}"
+                ))
+                .into());
+            }
+            ttl => Some(chrono::Utc::now() + chrono::Duration::seconds(ttl as i64)),
+        };
         let secret = new_secret(ADMIN_TOKEN_PREFIX);
         let id = new_id();
         let token = domain::AdminToken {
@@ -739,6 +751,7 @@ impl AdminService for AdminApi {
             hash: hash_secret(&secret),
             revoked: false,
             created_at: chrono::DateTime::UNIX_EPOCH,
+            expires_at,
         };
         let (state, _) = self
             .change(&request, Command::CreateAdminToken { token })
@@ -792,7 +805,9 @@ impl AdminService for AdminApi {
     }
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Reply<PolicySnapshot> {
-        let state = self.read(&request).await?;
+        self.authorize(&request, Access::FollowPolicy)?;
+        self.log.catch_up().await.map_err(ControlError::from)?;
+        let state = self.log.state();
         let state_json =
             serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PolicySnapshot {
@@ -809,7 +824,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
-        self.authorize(&request, Access::ReadPolicy)?;
+        self.authorize(&request, Access::FollowPolicy)?;
         let permit = stream_permit(&self.watchers, MAX_WATCHERS, "WatchEvents")?;
         let stream = watch::events_after(self.log.clone(), request.get_ref().after_sequence);
         Ok(Response::new(holding(permit, stream)))

@@ -126,6 +126,7 @@ async fn malformed_writes(client: &mut Client, code: Code) -> Vec<Result<Status>
     let token = CreateAdminTokenRequest {
         name: "root".into(),
         role: "superuser".into(),
+        ..Default::default()
     };
     let user = CreateUserRequest {
         email: "eve@example.com".into(),
@@ -234,6 +235,7 @@ async fn create_admin_token(
     let request = CreateAdminTokenRequest {
         name: name.to_owned(),
         role: role.to_owned(),
+        ..Default::default()
     };
     let response = client.create_admin_token(request).await?.into_inner();
     Ok((
@@ -439,6 +441,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
                 .create_admin_token(CreateAdminTokenRequest {
                     name: "escalate".into(),
                     role: "admin".into(),
+                    ..Default::default()
                 })
                 .await,
             denied,
@@ -530,6 +533,119 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
 
     // The role is judged before the request, so a viewer learns nothing from validation.
     all_refused(malformed_writes(&mut viewer, denied).await)?;
+    cp.stop().await?;
+    Ok(())
+}
+
+async fn service_tokens_follow_policy_and_do_nothing_else(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    create_team(&mut admin, "platform").await?;
+    let denied = Code::PermissionDenied;
+    for role in ["edge", "aggregator"] {
+        let (_, secret) = create_admin_token(&mut admin, &format!("{role}s"), role).await?;
+        let before = last_sequence(&mut admin).await?;
+        let mut service = cp.client(&secret).await?;
+
+        // What following policy needs: a snapshot and the event stream.
+        let snapshot = service
+            .get_snapshot(GetSnapshotRequest {})
+            .await?
+            .into_inner();
+        ensure!(
+            snapshot.sequence == before,
+            "{role}: snapshot at {}",
+            snapshot.sequence
+        );
+        let mut events = service
+            .watch_events(WatchEventsRequest { after_sequence: 0 })
+            .await?
+            .into_inner();
+        ensure!(
+            events.message().await?.is_some(),
+            "{role}: no event streamed"
+        );
+
+        // Nothing else: not the listings (with their names and metadata), no write at all.
+        refused(
+            &format!("{role} ListTeams"),
+            service.list_teams(ListTeamsRequest {}).await,
+            denied,
+        )?;
+        refused(
+            &format!("{role} ListEvents"),
+            service.list_events(ListEventsRequest::default()).await,
+            denied,
+        )?;
+        all_refused(malformed_writes(&mut service, denied).await)?;
+        refused(
+            &format!("{role} CreateTeam"),
+            service
+                .create_team(CreateTeamRequest {
+                    name: "from-an-edge".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?;
+        refused(
+            &format!("{role} CreateAdminToken"),
+            service
+                .create_admin_token(CreateAdminTokenRequest {
+                    name: "escalate".into(),
+                    role: "admin".into(),
+                    ..Default::default()
+                })
+                .await,
+            denied,
+        )?;
+        ensure!(
+            last_sequence(&mut admin).await? == before,
+            "{role} changed the log"
+        );
+    }
+    cp.stop().await?;
+    Ok(())
+}
+
+async fn an_expired_token_is_unauthenticated(backend: Backend) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut admin = cp.admin().await?;
+    let request = CreateAdminTokenRequest {
+        name: "contractor".into(),
+        role: "viewer".into(),
+        ttl_seconds: 1,
+    };
+    let created = admin.create_admin_token(request).await?.into_inner();
+    let token = created.token.context("no token")?;
+    ensure!(token.expires_at.is_some(), "{token:?}");
+    let mut viewer = cp.client(&created.secret).await?;
+    viewer.list_teams(ListTeamsRequest {}).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let expired = viewer.list_teams(ListTeamsRequest {}).await;
+    let status = expired.err().context("an expired token was served")?;
+    ensure!(status.code() == Code::Unauthenticated, "{status:?}");
+    ensure!(status.message().contains("expired"), "{status:?}");
+
+    // A time to live beyond ten years is refused, and creates nothing.
+    let too_long = CreateAdminTokenRequest {
+        name: "forever".into(),
+        role: "viewer".into(),
+        ttl_seconds: u64::MAX,
+    };
+    let refused = admin.create_admin_token(too_long).await;
+    ensure!(
+        refused.as_ref().err().map(Status::code) == Some(Code::InvalidArgument),
+        "{refused:?}"
+    );
+    let listed = admin.list_admin_tokens(ListAdminTokensRequest {}).await?;
+    ensure!(
+        !listed
+            .into_inner()
+            .tokens
+            .iter()
+            .any(|t| t.name == "forever")
+    );
     cp.stop().await?;
     Ok(())
 }
@@ -1371,6 +1487,7 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
                 c.create_admin_token(CreateAdminTokenRequest {
                     name: "root".into(),
                     role: "superuser".into(),
+                    ..Default::default()
                 })
                 .await
             }),
@@ -2013,6 +2130,8 @@ async fn reflection_v1alpha_services(channel: Channel) -> Result<Vec<String>> {
 
 on_both_backends!(
     viewer_token_cannot_change_anything,
+    service_tokens_follow_policy_and_do_nothing_else,
+    an_expired_token_is_unauthenticated,
     wrong_or_missing_token_is_unauthenticated,
     every_change_appears_in_list_events_with_its_actor,
     invalid_commands_get_the_right_code_and_append_nothing,

@@ -28,7 +28,7 @@ pub struct EdgeConfig {
     /// `TOLLGATE_CONTROL_PLANE_URL`: where snapshots come from (for example
     /// `http://127.0.0.1:50051`); without it the edge builds policy from the stream alone.
     pub control_plane_url: Option<String>,
-    /// `TOLLGATE_EDGE_TOKEN`: a viewer (or admin) token for the control plane.
+    /// `TOLLGATE_EDGE_TOKEN`: an `edge` token (or a viewer's) for the control plane.
     pub control_plane_token: String,
     /// `NATS_URL`.
     pub nats_url: String,
@@ -148,9 +148,14 @@ impl EdgeConfig {
             }),
             region: get("TOLLGATE_REGION").unwrap_or_default(),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: get("TOLLGATE_EDGE_TOKEN")
-                .or_else(|| get("TOLLGATE_ADMIN_TOKEN"))
-                .unwrap_or_default(),
+            // Never the admin token: an edge holds only what following policy needs.
+            control_plane_token: match (
+                get("TOLLGATE_CONTROL_PLANE_URL"),
+                get("TOLLGATE_EDGE_TOKEN"),
+            ) {
+                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_EDGE_TOKEN")),
+                (_, token) => token.unwrap_or_default(),
+            },
             nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
             bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             credential_key: get("TOLLGATE_CREDENTIAL_KEY")
@@ -229,5 +234,25 @@ impl EdgeConfig {
         ];
         Self::from_lookup(|name| map.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
             .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_plane_without_an_edge_token_is_a_configuration_error() {
+        // The admin token is never borrowed for following policy.
+        let lookup = |name: &str| match name {
+            "NATS_URL" => Some("nats://127.0.0.1:4222".to_owned()),
+            "TOLLGATE_CONTROL_PLANE_URL" => Some("https://cp.internal:50051".to_owned()),
+            "TOLLGATE_ADMIN_TOKEN" => Some("tga-the-bootstrap-token".to_owned()),
+            _ => None,
+        };
+        let message = EdgeConfig::from_lookup(lookup)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        assert_eq!(message, Err("TOLLGATE_EDGE_TOKEN is required".to_owned()));
     }
 }

@@ -66,11 +66,15 @@ named_enum!(
 );
 
 named_enum!(
-    /// What an admin-API token may do: `admin` everything, `viewer` read policy, `finance` read usage.
+    /// What an admin-API token may do: `admin` everything, `viewer` read policy, `finance` read
+    /// usage; the service roles `edge` and `aggregator` only follow policy (snapshots and the
+    /// event stream).
     AdminRole {
         Admin => "admin",
         Viewer => "viewer",
         Finance => "finance",
+        Edge => "edge",
+        Aggregator => "aggregator",
     }
 );
 
@@ -568,6 +572,9 @@ pub struct AdminToken {
     pub hash: String,
     pub revoked: bool,
     pub created_at: DateTime<Utc>,
+    /// After this the token is refused; `None`: it never expires.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The stored form of a key or token secret: lower-case hex SHA-256.
@@ -580,11 +587,13 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// The admin-API caller a bearer `token` identifies: the bootstrap token (given as its hash)
-/// or a live admin token of the policy. Every candidate is compared in constant time.
+/// or an admin token of the policy neither revoked nor expired at `now`. Every candidate is
+/// compared in constant time.
 pub fn admin_caller(
     tokens: &std::collections::BTreeMap<String, AdminToken>,
     bootstrap_hash: Option<&str>,
     token: &str,
+    now: DateTime<Utc>,
 ) -> Option<(String, AdminRole)> {
     use subtle::ConstantTimeEq;
     let presented = hash_secret(token);
@@ -594,7 +603,8 @@ pub fn admin_caller(
     }
     let mut found = None;
     for t in tokens.values() {
-        if matches(&t.hash) && !t.revoked {
+        let live = !t.revoked && t.expires_at.is_none_or(|at| now < at);
+        if matches(&t.hash) && live {
             found = Some((format!("admin-token:{}", t.id), t.role));
         }
     }

@@ -101,8 +101,11 @@ impl FinanceApi {
             &state.admin_tokens,
             self.bootstrap_hash.as_deref(),
             token.trim(),
+            chrono::Utc::now(),
         )
-        .ok_or(ApiError::Unauthenticated("unknown or revoked token"))?;
+        .ok_or(ApiError::Unauthenticated(
+            "unknown, revoked or expired token",
+        ))?;
         match role {
             AdminRole::Admin | AdminRole::Finance => Ok(()),
             other => Err(ApiError::PermissionDenied(other)),

@@ -107,9 +107,14 @@ impl AggregatorConfig {
             bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             admin_token: get("TOLLGATE_ADMIN_TOKEN"),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: get("TOLLGATE_EDGE_TOKEN")
-                .or_else(|| get("TOLLGATE_ADMIN_TOKEN"))
-                .unwrap_or_default(),
+            // Never the admin token: the aggregator holds only what following policy needs.
+            control_plane_token: match (
+                get("TOLLGATE_CONTROL_PLANE_URL"),
+                get("TOLLGATE_EDGE_TOKEN"),
+            ) {
+                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_EDGE_TOKEN")),
+                (_, token) => token.unwrap_or_default(),
+            },
             sinks: AlertSinks {
                 webhook_url: alert_url(
                     get("TOLLGATE_ALERT_WEBHOOK_URL"),
@@ -134,6 +139,13 @@ impl AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_plane_without_an_edge_token_is_a_configuration_error() {
+        let refused = with("TOLLGATE_CONTROL_PLANE_URL", "https://cp.internal:50051");
+        let message = refused.map(drop).map_err(|e| e.to_string());
+        assert_eq!(message, Err("TOLLGATE_EDGE_TOKEN is required".to_owned()));
+    }
 
     fn with(name: &str, value: &str) -> Result<AggregatorConfig, ConfigError> {
         let map = [

@@ -61,6 +61,8 @@ pub fn sections(role: AdminRole) -> Vec<(&'static str, &'static str)> {
         AdminRole::Admin => POLICY_SECTIONS.into_iter().chain([SPEND, AUDIT]).collect(),
         AdminRole::Viewer => POLICY_SECTIONS.into_iter().chain([AUDIT]).collect(),
         AdminRole::Finance => vec![SPEND],
+        // Service tokens cannot sign in; were one to, it would be offered nothing.
+        AdminRole::Edge | AdminRole::Aggregator => vec![],
     }
 }
 

@@ -673,6 +673,12 @@ pub fn decide(
                     "token secret already in use".to_owned(),
                 ));
             }
+            if token.expires_at.is_some_and(|at| at <= now) {
+                return Err(CommandError::invalid(
+                    "the token would expire before it is created: give a time to live above 0"
+                        .to_owned(),
+                ));
+            }
             token.revoked = false;
             token.created_at = now;
             PolicyEvent::AdminTokenCreated { token }

@@ -202,9 +202,12 @@ pub enum Tokens {
         /// A name to recognise the token by (for example the tool using it).
         #[arg(long)]
         name: String,
-        /// admin | viewer | finance.
+        /// admin | viewer | finance, or edge | aggregator (they may only follow policy).
         #[arg(long)]
         role: String,
+        /// Seconds until the token expires (default: never).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        ttl: u64,
     },
     /// List tokens.
     List,
@@ -219,8 +222,12 @@ impl Tokens {
     /// Runs the command.
     pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
         match self {
-            Tokens::Create { name, role } => {
-                let request = CreateAdminTokenRequest { name, role };
+            Tokens::Create { name, role, ttl } => {
+                let request = CreateAdminTokenRequest {
+                    name,
+                    role,
+                    ttl_seconds: ttl,
+                };
                 out.show_secret(
                     "creating the token",
                     client.create_admin_token(request).await,

@@ -206,6 +206,7 @@ impl TestControlPlane {
             .create_admin_token(tollgate_proto::admin::CreateAdminTokenRequest {
                 name: name.to_owned(),
                 role: role.to_owned(),
+                ..Default::default()
             })
             .await?
             .into_inner()
