@@ -99,7 +99,7 @@ impl Authenticator {
         let now = chrono::Utc::now();
         admin_caller(
             &state.admin_tokens,
-            self.bootstrap_hash.as_deref(),
+            state.bootstrap(self.bootstrap_hash.as_deref()),
             token,
             now,
         )

@@ -763,6 +763,15 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn disable_bootstrap_token(
+        &self,
+        request: Request<DisableBootstrapTokenRequest>,
+    ) -> Reply<DisableBootstrapTokenResponse> {
+        self.change(&request, Command::DisableBootstrapToken)
+            .await?;
+        Ok(Response::new(DisableBootstrapTokenResponse {}))
+    }
+
     async fn revoke_admin_token(&self, request: Request<DeleteRequest>) -> Reply<AdminToken> {
         let id = request.get_ref().id.clone();
         let (state, _) = self

@@ -650,6 +650,59 @@ async fn an_expired_token_is_unauthenticated(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+async fn the_bootstrap_token_is_disabled_only_once_another_admin_can_act(
+    backend: Backend,
+) -> Result<()> {
+    let cp = TestControlPlane::start(backend).await?;
+    let mut bootstrap = cp.admin().await?;
+    // Alone, it cannot be disabled: nobody could administer Tollgate afterwards.
+    let (_, viewer) = create_admin_token(&mut bootstrap, "auditor", "viewer").await?;
+    let refused = bootstrap
+        .disable_bootstrap_token(DisableBootstrapTokenRequest {})
+        .await;
+    ensure!(
+        refused.as_ref().err().map(Status::code) == Some(Code::FailedPrecondition),
+        "{refused:?}"
+    );
+    let (ops, ops_secret) = create_admin_token(&mut bootstrap, "ops", "admin").await?;
+    bootstrap
+        .disable_bootstrap_token(DisableBootstrapTokenRequest {})
+        .await?;
+
+    let refused = bootstrap.list_teams(ListTeamsRequest {}).await;
+    ensure!(
+        refused.as_ref().err().map(Status::code) == Some(Code::Unauthenticated),
+        "{refused:?}"
+    );
+    let mut ops_client = cp.client(&ops_secret).await?;
+    ops_client.list_teams(ListTeamsRequest {}).await?;
+    cp.client(&viewer)
+        .await?
+        .list_teams(ListTeamsRequest {})
+        .await?;
+    // The last admin token cannot be revoked now; it can once there is another.
+    let last = ops_client
+        .revoke_admin_token(DeleteRequest { id: ops.id.clone() })
+        .await;
+    ensure!(
+        last.as_ref().err().map(Status::code) == Some(Code::FailedPrecondition),
+        "{last:?}"
+    );
+    let (_, ops_2_secret) = create_admin_token(&mut ops_client, "ops-2", "admin").await?;
+    ops_client
+        .revoke_admin_token(DeleteRequest { id: ops.id })
+        .await?;
+    // Disabling again is answered as done, and appends nothing.
+    let mut ops_2 = cp.client(&ops_2_secret).await?;
+    let before = last_sequence(&mut ops_2).await?;
+    ops_2
+        .disable_bootstrap_token(DisableBootstrapTokenRequest {})
+        .await?;
+    ensure!(last_sequence(&mut ops_2).await? == before);
+    cp.stop().await?;
+    Ok(())
+}
+
 async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<()> {
     let cp = TestControlPlane::start(backend).await?;
     let mut admin = cp.admin().await?;
@@ -2132,6 +2185,7 @@ on_both_backends!(
     viewer_token_cannot_change_anything,
     service_tokens_follow_policy_and_do_nothing_else,
     an_expired_token_is_unauthenticated,
+    the_bootstrap_token_is_disabled_only_once_another_admin_can_act,
     wrong_or_missing_token_is_unauthenticated,
     every_change_appears_in_list_events_with_its_actor,
     invalid_commands_get_the_right_code_and_append_nothing,

@@ -115,6 +115,9 @@ pub enum PolicyEvent {
     AdminTokenCreated { token: AdminToken },
     #[serde(rename = "admin_token.revoked")]
     AdminTokenRevoked { id: String },
+    /// From now on the bootstrap token (`TOLLGATE_ADMIN_TOKEN`) is refused.
+    #[serde(rename = "admin_token.bootstrap_disabled")]
+    BootstrapTokenDisabled {},
 }
 
 impl PolicyEvent {
@@ -154,6 +157,7 @@ impl PolicyEvent {
             CachePolicyDeleted { id } => ("cache_policy", id.as_str()),
             AdminTokenCreated { token } => ("admin_token", token.id.as_str()),
             AdminTokenRevoked { id } => ("admin_token", id.as_str()),
+            BootstrapTokenDisabled {} => ("admin_token", "bootstrap"),
         };
         format!("{kind}:{id}")
     }

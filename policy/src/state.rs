@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
-    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Price,
-    RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
+    AccessGroup, AdminRole, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail,
+    Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -36,11 +37,29 @@ pub struct PolicyState {
     #[serde(default)]
     pub cache_policies: BTreeMap<String, CachePolicy>,
     pub admin_tokens: BTreeMap<String, AdminToken>,
+    /// The bootstrap token (`TOLLGATE_ADMIN_TOKEN`) is refused.
+    #[serde(default)]
+    pub bootstrap_disabled: bool,
     /// Aggregate id → version of its last event, for optimistic concurrency on append.
     pub versions: BTreeMap<String, u64>,
 }
 
 impl PolicyState {
+    /// The bootstrap token's hash, unless the policy has disabled it.
+    pub fn bootstrap<'a>(&self, hash: Option<&'a str>) -> Option<&'a str> {
+        hash.filter(|_| !self.bootstrap_disabled)
+    }
+
+    /// Whether an `admin` token other than `except` is neither revoked nor expired at `now`.
+    pub fn has_live_admin_token(&self, except: Option<&str>, now: DateTime<Utc>) -> bool {
+        self.admin_tokens.values().any(|t| {
+            t.role == AdminRole::Admin
+                && !t.revoked
+                && t.expires_at.is_none_or(|at| now < at)
+                && Some(t.id.as_str()) != except
+        })
+    }
+
     /// Folds one committed event. Never fails: the log is the truth, and an event that refers
     /// to something absent (only possible in a hand-edited log) changes nothing.
     pub fn apply(&mut self, recorded: &RecordedEvent) {
@@ -245,6 +264,7 @@ impl PolicyState {
                     token.revoked = true;
                 }
             }
+            BootstrapTokenDisabled {} => self.bootstrap_disabled = true,
         }
     }
 

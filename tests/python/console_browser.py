@@ -71,7 +71,7 @@ def admin_flow(browser):
     expect(page).to_have_url(CONSOLE + "/sign-in")
     shot(page, "01-sign-in")
     sign_in(page, "tga-not-a-token")
-    expect(page.locator("#token-error")).to_contain_text("unknown or revoked")
+    expect(page.locator("#token-error")).to_contain_text("unknown, revoked or expired")
     sign_in(page, os.environ["ADMIN_TOKEN"])
     expect(page).to_have_url(CONSOLE + "/teams")
 

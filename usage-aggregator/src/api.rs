@@ -99,7 +99,7 @@ impl FinanceApi {
         let state = self.policy.current().unwrap_or_default();
         let (_, role) = admin_caller(
             &state.admin_tokens,
-            self.bootstrap_hash.as_deref(),
+            state.bootstrap(self.bootstrap_hash.as_deref()),
             token.trim(),
             chrono::Utc::now(),
         )

@@ -166,6 +166,7 @@ pub enum Command {
     RevokeAdminToken {
         id: String,
     },
+    DisableBootstrapToken,
 }
 
 /// Validates `command` against `state` at time `now` and returns the events it causes; an
@@ -687,7 +688,26 @@ pub fn decide(
             if found(state.admin_tokens.get(&id), "token", &id)?.revoked {
                 return Ok(vec![]);
             }
+            if state.bootstrap_disabled && !state.has_live_admin_token(Some(&id), now) {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "token {id} is the last admin token and the bootstrap token is disabled: \
+                     create another admin token first"
+                )));
+            }
             PolicyEvent::AdminTokenRevoked { id }
+        }
+        DisableBootstrapToken => {
+            if state.bootstrap_disabled {
+                return Ok(vec![]);
+            }
+            if !state.has_live_admin_token(None, now) {
+                return Err(CommandError::FailedPrecondition(
+                    "no admin token would be left: create an admin token (tokens create --role \
+                     admin) before disabling the bootstrap token"
+                        .to_owned(),
+                ));
+            }
+            PolicyEvent::BootstrapTokenDisabled {}
         }
     };
     Ok(vec![event])

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    CreateAdminTokenRequest, CreateKeyRequest, DeleteRequest, KeyRequest, ListAdminTokensRequest,
-    ListKeysRequest, RotateKeyRequest, StringList, UpdateKeyRequest,
+    CreateAdminTokenRequest, CreateKeyRequest, DeleteRequest, DisableBootstrapTokenRequest,
+    KeyRequest, ListAdminTokensRequest, ListKeysRequest, RotateKeyRequest, StringList,
+    UpdateKeyRequest,
 };
 use tollgate_proto::convert::timestamp;
 
@@ -216,6 +217,8 @@ pub enum Tokens {
         /// The token's id.
         id: String,
     },
+    /// Refuse the bootstrap token (TOLLGATE_ADMIN_TOKEN) from now on; needs another admin token.
+    DisableBootstrap,
 }
 
 impl Tokens {
@@ -241,6 +244,12 @@ impl Tokens {
                 let what = format!("revoking token {id}");
                 out.show(&what, client.revoke_admin_token(DeleteRequest { id }).await)
             }
+            Tokens::DisableBootstrap => out.show(
+                "disabling the bootstrap token",
+                client
+                    .disable_bootstrap_token(DisableBootstrapTokenRequest {})
+                    .await,
+            ),
         }
     }
 }
