@@ -139,6 +139,7 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
         auth: Authenticator::new(config.admin_token.as_deref()),
         sealing: config.credential_key,
         tls: config.tls.clone(),
+        metrics_addr: config.metrics_addr,
     };
     let console = match config.console {
         Some((addr, console)) => {
@@ -203,6 +204,15 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
     })
     .await
     .context("opening the usage ledger")?;
+    let aggregator = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding /metrics to {addr} (TOLLGATE_METRICS_ADDR)"))?;
+            aggregator.with_metrics_listener(listener)
+        }
+        None => aggregator,
+    };
     tracing::info!(grpc = %config.usage_addr, http = %config.usage_http_addr, "aggregator serving");
     aggregator
         .serve_with_tls(grpc, http, tls, shutdown_signal())

@@ -38,6 +38,7 @@ const KNOWN: &[&str] = &[
     "max_retries",
     "max_retry_wait_ms",
     "max_stream_seconds",
+    "metrics_addr",
     "nats_url",
     "rate_limit_window_ms",
     "region",

@@ -116,6 +116,7 @@ pub async fn run(
         // Plain: up's own roles call it on loopback. TLS on the admin API is the distributed
         // control plane's (`tollgate control-plane`).
         tls: None,
+        metrics_addr: None,
     };
     let control_plane = tokio::spawn(control_plane.serve_with_console(
         admin_listener,

@@ -102,6 +102,7 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         auth: Authenticator::new(Some(TOKEN)),
         sealing: None,
         tls: None,
+        metrics_addr: None,
     };
     let served = tollgate_test_support::Served::spawn("the control plane", |shutdown| {
         control_plane.serve(listener, shutdown)

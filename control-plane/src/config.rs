@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
+use tollgate_proto::http_serve::metrics_addr;
 use tollgate_proto::tls::{ClientTls, TlsFiles};
 
 use crate::console::ConsoleConfig;
@@ -40,6 +41,8 @@ pub struct ControlPlaneConfig {
     /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA` for mutual TLS):
     /// the admin API and the console serve TLS only.
     pub tls: Option<TlsFiles>,
+    /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served instead of on the admin API's port.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Secrets show as `***`, URL passwords too.
@@ -54,6 +57,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("credential_key", &self.credential_key)
             .field("console", &self.console)
             .field("tls", &self.tls)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -93,6 +97,10 @@ impl ControlPlaneConfig {
                 })?,
             console: console_from_lookup(&lookup)?,
             tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
+            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
+                name: "TOLLGATE_METRICS_ADDR",
+                reason,
+            })?,
         })
     }
 }

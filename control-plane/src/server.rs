@@ -28,6 +28,8 @@ pub struct ControlPlane {
     pub sealing: Option<SealingKey>,
     /// Serve the admin API over TLS (mutual when the files name a client CA).
     pub tls: Option<TlsFiles>,
+    /// Serve `/metrics` here instead of on the admin API's port.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why serving stopped.
@@ -41,6 +43,8 @@ pub enum ServeError {
     Console(std::io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("cannot listen on TOLLGATE_METRICS_ADDR: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
@@ -74,6 +78,10 @@ impl ControlPlane {
         console: Option<(TcpListener, ConsoleConfig)>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let metrics_listener = match self.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(ServeError::Metrics)?),
+            None => None,
+        };
         // Unusable certificate files stop the start, before anything is served.
         let tls = self
             .tls
@@ -129,15 +137,32 @@ impl ControlPlane {
             .add_service(v1.build_v1()?)
             .add_service(v1alpha.build_v1alpha()?)
             .add_service(AdminServiceServer::from_arc(api.clone()));
-        // Prometheus scrapes over HTTP/1.1 on the same port.
+        // Prometheus scrapes over HTTP/1.1 on the same port, or on a listener of its own.
         let scraped = api.clone();
-        let routes = grpc.routes().into_axum_router().route(
+        let scrape = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let api = scraped.clone();
                 async move { metrics::serve(api.render_metrics()) }
             }),
         );
+        let routes = match metrics_listener {
+            None => grpc.routes().into_axum_router().merge(scrape),
+            Some(listener) => {
+                let mut stopped = console_stopped.clone();
+                let stopped = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                tokio::spawn(http_serve::serve(
+                    listener,
+                    scrape,
+                    Limits::default(),
+                    None,
+                    stopped,
+                ));
+                grpc.routes().into_axum_router()
+            }
+        };
         let console = async {
             let Some((listener, config, tls)) = console else {
                 return Ok(());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::http_serve::Limits;
+use tollgate_proto::http_serve::{Limits, metrics_addr};
 use tollgate_proto::tls::TlsFiles;
 
 use crate::clock::Clock;
@@ -21,6 +21,8 @@ pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:4000";
 pub struct EdgeConfig {
     /// `TOLLGATE_EDGE_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
+    /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served instead of on `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// `TOLLGATE_EDGE_ID`: this edge's name in usage events (default: a random id).
     pub edge_id: String,
     /// `TOLLGATE_REGION`: the region recorded in usage events.
@@ -99,6 +101,7 @@ impl std::fmt::Debug for EdgeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EdgeConfig")
             .field("addr", &self.addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("edge_id", &self.edge_id)
             .field("region", &self.region)
             .field("control_plane_url", &self.control_plane_url)
@@ -143,6 +146,10 @@ impl EdgeConfig {
                 .unwrap_or_else(|| DEFAULT_EDGE_ADDR.to_owned())
                 .parse()
                 .map_err(|e: std::net::AddrParseError| invalid("TOLLGATE_EDGE_ADDR")(&e))?,
+            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
+                name: "TOLLGATE_METRICS_ADDR",
+                reason,
+            })?,
             edge_id: get("TOLLGATE_EDGE_ID").unwrap_or_else(|| {
                 format!("edge-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
             }),

@@ -40,7 +40,7 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
-use tollgate_proto::http_serve;
+use tollgate_proto::http_serve::{self, Limits};
 use tollgate_proto::tls::{ReloadingTls, TlsError};
 
 /// How often changed circuit states are reported to the bus, for the admin API.
@@ -171,6 +171,21 @@ impl Edge {
             usage,
             tls,
         } = self;
+        if let Some(addr) = state.config.metrics_addr {
+            let metrics = TcpListener::bind(addr).await?;
+            let router = api::metrics_router(state.clone());
+            let mut stopped = stop.subscribe();
+            let stopped = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            tokio::spawn(http_serve::serve(
+                metrics,
+                router,
+                Limits::default(),
+                None,
+                stopped,
+            ));
+        }
         let app = api::router(state.clone());
         let limits = state.config.listener;
         let result = http_serve::serve(listener, app, limits, tls, shutdown).await;

@@ -46,6 +46,21 @@ impl Default for Limits {
     }
 }
 
+/// `TOLLGATE_METRICS_ADDR` as `get` reads it: where a role serves `/metrics` (plain HTTP)
+/// instead of on its main listener, so that the scrape need not be public.
+pub fn metrics_addr(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    match get("TOLLGATE_METRICS_ADDR").filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(addr) => addr
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{e} (an address like 0.0.0.0:9464)")),
+    }
+}
+
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
 /// lets open connections finish.
 pub async fn serve(

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
+use tollgate_proto::http_serve::metrics_addr;
 use tollgate_proto::tls::TlsFiles;
 
 /// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
@@ -38,6 +39,8 @@ pub struct AggregatorConfig {
     /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA` for mutual TLS):
     /// the usage API and the CSV export serve TLS only.
     pub tls: Option<TlsFiles>,
+    /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served instead of beside the CSV export.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A setting that is missing or malformed.
@@ -64,6 +67,7 @@ impl std::fmt::Debug for AggregatorConfig {
             .field("sinks", &self.sinks)
             .field("batch", &self.batch)
             .field("tls", &self.tls)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -132,6 +136,10 @@ impl AggregatorConfig {
                     reason: e.to_string(),
                 })?,
             tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
+            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
+                name: "TOLLGATE_METRICS_ADDR",
+                reason,
+            })?,
         })
     }
 }

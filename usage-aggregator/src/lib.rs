@@ -39,11 +39,12 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 pub struct Aggregator {
     api: Arc<FinanceApi>,
     metrics: Arc<AggregatorMetrics>,
+    /// Where `/metrics` is served instead of beside the CSV export.
+    metrics_listener: Option<TcpListener>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// What an aggregator is built from.
 /// How long a client has to finish the TLS handshake on the usage API.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -63,6 +64,7 @@ impl ListenerTls {
     }
 }
 
+/// What an aggregator is built from.
 pub struct AggregatorParts {
     pub database_url: String,
     pub bus: Arc<dyn Bus>,
@@ -120,9 +122,16 @@ impl Aggregator {
         Ok(Aggregator {
             api,
             metrics,
+            metrics_listener: None,
             stop,
             tasks,
         })
+    }
+
+    /// Serves `/metrics` on `listener` instead of beside the CSV export.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// The usage ledger.
@@ -175,14 +184,29 @@ impl Aggregator {
             let _ = done.send(true);
         };
         let mut http_done = done_rx.clone();
-        let router = axum::Router::new()
+        let export = axum::Router::new()
             .route("/v1/usage/export", axum::routing::get(api::export_csv))
-            .with_state(self.api.clone())
-            .merge(
-                axum::Router::new()
-                    .route("/metrics", axum::routing::get(metrics::serve))
-                    .with_state(self.metrics.clone()),
-            );
+            .with_state(self.api.clone());
+        let scrape = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::serve))
+            .with_state(self.metrics.clone());
+        let router = match self.metrics_listener {
+            None => export.merge(scrape),
+            Some(listener) => {
+                let mut stopped = done_rx.clone();
+                let stopped = async move {
+                    let _ = stopped.wait_for(|d| *d).await;
+                };
+                tokio::spawn(http_serve::serve(
+                    listener,
+                    scrape,
+                    Limits::default(),
+                    None,
+                    stopped,
+                ));
+                export
+            }
+        };
         let http_server = tokio::spawn(async move {
             let stopped = async move {
                 let _ = http_done.wait_for(|d| *d).await;

@@ -96,6 +96,7 @@ impl TestControlPlane {
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes([42; 32])),
             tls: None,
+            metrics_addr: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)

@@ -53,7 +53,7 @@ pub struct AppState {
 
 /// The edge's routes. Each API route exists with and without the `/v1` prefix.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/chat/completions", post(pipeline::chat_completions))
         .route("/chat/completions", post(pipeline::chat_completions))
         .route("/v1/embeddings", post(pipeline::embeddings))
@@ -73,10 +73,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
         .route("/health/live", get(info::live))
-        .route("/health/ready", get(info::ready))
-        .route("/metrics", get(info::metrics))
+        .route("/health/ready", get(info::ready));
+    // With a metrics address of its own, the scrape is not served to the API's clients.
+    let router = match state.config.metrics_addr {
+        Some(_) => router,
+        None => router.route("/metrics", get(info::metrics)),
+    };
+    router
         // Bodies are read with the configured limit inside the handlers, so that an oversized
         // body gets an OpenAI-shaped 413 instead of axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// `/metrics` alone, for `TOLLGATE_METRICS_ADDR`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(info::metrics))
         .with_state(state)
 }

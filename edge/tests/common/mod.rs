@@ -79,6 +79,7 @@ impl TestControlPlane {
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
             tls: None,
+            metrics_addr: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)

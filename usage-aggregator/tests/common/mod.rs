@@ -122,6 +122,7 @@ impl TestControlPlane {
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: None,
             tls: None,
+            metrics_addr: None,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)
