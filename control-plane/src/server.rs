@@ -149,17 +149,7 @@ impl ControlPlane {
         let routes = match metrics_listener {
             None => grpc.routes().into_axum_router().merge(scrape),
             Some(listener) => {
-                let mut stopped = console_stopped.clone();
-                let stopped = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                tokio::spawn(http_serve::serve(
-                    listener,
-                    scrape,
-                    Limits::default(),
-                    None,
-                    stopped,
-                ));
+                http_serve::spawn_metrics(listener, scrape, console_stopped.clone());
                 grpc.routes().into_axum_router()
             }
         };

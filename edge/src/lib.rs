@@ -40,7 +40,7 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
-use tollgate_proto::http_serve::{self, Limits};
+use tollgate_proto::http_serve;
 use tollgate_proto::tls::{ReloadingTls, TlsError};
 
 /// How often changed circuit states are reported to the bus, for the admin API.
@@ -173,18 +173,11 @@ impl Edge {
         } = self;
         if let Some(addr) = state.config.metrics_addr {
             let metrics = TcpListener::bind(addr).await?;
-            let router = api::metrics_router(state.clone());
-            let mut stopped = stop.subscribe();
-            let stopped = async move {
-                let _ = stopped.wait_for(|stopped| *stopped).await;
-            };
-            tokio::spawn(http_serve::serve(
+            http_serve::spawn_metrics(
                 metrics,
-                router,
-                Limits::default(),
-                None,
-                stopped,
-            ));
+                api::metrics_router(state.clone()),
+                stop.subscribe(),
+            );
         }
         let app = api::router(state.clone());
         let limits = state.config.listener;

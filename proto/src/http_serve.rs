@@ -61,6 +61,19 @@ pub fn metrics_addr(
     }
 }
 
+/// Serves `/metrics` (`scrape`) on `listener` in plain HTTP, on a task of its own, until `stop`
+/// turns true.
+pub fn spawn_metrics(
+    listener: TcpListener,
+    scrape: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::spawn(serve(listener, scrape, Limits::default(), None, stopped));
+}
+
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
 /// lets open connections finish.
 pub async fn serve(

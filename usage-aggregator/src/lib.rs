@@ -193,17 +193,7 @@ impl Aggregator {
         let router = match self.metrics_listener {
             None => export.merge(scrape),
             Some(listener) => {
-                let mut stopped = done_rx.clone();
-                let stopped = async move {
-                    let _ = stopped.wait_for(|d| *d).await;
-                };
-                tokio::spawn(http_serve::serve(
-                    listener,
-                    scrape,
-                    Limits::default(),
-                    None,
-                    stopped,
-                ));
+                http_serve::spawn_metrics(listener, scrape, done_rx.clone());
                 export
             }
         };
