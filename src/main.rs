@@ -16,7 +16,7 @@ use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::{ControlPlane, store};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
-use tollgate_proto::bus::JetStreamBus;
+use tollgate_proto::bus::{BusLimits, JetStreamBus, NatsAuth};
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
 use tollgate_proto::tls::ClientTls;
 use tollgate_usage_aggregator::config::AggregatorConfig;
@@ -111,9 +111,12 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
     let store = store::connect(&config.database_url)
         .await
         .context("opening the policy event store")?;
-    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
-        .await
-        .context("connecting to NATS JetStream")?;
+    let bus = connect_bus(
+        &config.nats_url,
+        &config.bus_prefix,
+        settings.lookup("control_plane"),
+    )
+    .await?;
     let log = Arc::new(PolicyLog::open(store).await?);
     let applied = models::apply(&log, config.credential_key.as_ref(), &settings.models)
         .await
@@ -159,9 +162,12 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
 
 async fn edge(settings: &Settings) -> anyhow::Result<()> {
     let config = EdgeConfig::from_lookup(settings.lookup("edge"))?;
-    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
-        .await
-        .context("connecting to NATS JetStream")?;
+    let bus = connect_bus(
+        &config.nats_url,
+        &config.bus_prefix,
+        settings.lookup("edge"),
+    )
+    .await?;
     let snapshots = snapshot_source(
         config.control_plane_url.as_deref(),
         &config.control_plane_token,
@@ -178,9 +184,12 @@ async fn edge(settings: &Settings) -> anyhow::Result<()> {
 
 async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
     let config = AggregatorConfig::from_lookup(settings.lookup("aggregator"))?;
-    let bus = JetStreamBus::connect(&config.nats_url, &config.bus_prefix)
-        .await
-        .context("connecting to NATS JetStream")?;
+    let bus = connect_bus(
+        &config.nats_url,
+        &config.bus_prefix,
+        settings.lookup("aggregator"),
+    )
+    .await?;
     let snapshots = snapshot_source(
         config.control_plane_url.as_deref(),
         &config.control_plane_token,
@@ -218,6 +227,19 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
         .serve_with_tls(grpc, http, tls, shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The role's bus: NATS JetStream at `url`, with the credentials and TLS settings of its
+/// `NATS_*` variables.
+async fn connect_bus(
+    url: &str,
+    prefix: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<JetStreamBus> {
+    let auth = NatsAuth::from_settings(lookup).map_err(anyhow::Error::msg)?;
+    JetStreamBus::connect_as(url, prefix, BusLimits::default(), &auth)
+        .await
+        .context("connecting to NATS JetStream")
 }
 
 /// Snapshots from the control plane at `url`, reached as the role's TLS settings say.

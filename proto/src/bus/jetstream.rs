@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use super::nats_auth::NatsAuth;
 use super::{
     ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, POLICY,
     PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE, USAGE_ACK_WAIT, USAGE_DEAD_LETTER,
@@ -40,8 +41,20 @@ impl JetStreamBus {
         prefix: &str,
         limits: BusLimits,
     ) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(OPERATION_TIMEOUT)
+        Self::connect_as(url, prefix, limits, &NatsAuth::default()).await
+    }
+
+    /// [`connect_with`](Self::connect_with), proving who it is as `auth` says.
+    pub async fn connect_as(
+        url: &str,
+        prefix: &str,
+        limits: BusLimits,
+        auth: &NatsAuth,
+    ) -> Result<Self, BusError> {
+        let options = async_nats::ConnectOptions::new().connection_timeout(OPERATION_TIMEOUT);
+        let client = auth
+            .apply(options)
+            .await?
             .connect(url)
             .await
             .map_err(unavailable)?;

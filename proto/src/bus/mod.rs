@@ -6,6 +6,7 @@
 
 mod jetstream;
 mod memory;
+mod nats_auth;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use futures::stream::BoxStream;
 
 pub use jetstream::JetStreamBus;
 pub use memory::MemoryBus;
+pub use nats_auth::NatsAuth;
 
 /// Policy events from the control plane's relay, in sequence order. Kept forever: an edge can
 /// rebuild policy from this topic alone when the control plane is unreachable.

@@ -1,0 +1,103 @@
+//! How a role proves who it is to NATS, and secures the connection: user and password, a
+//! token, an NKey seed or a `.creds` file, and TLS with a CA and optionally a client
+//! certificate. What each role may publish and subscribe to is the NATS server's to enforce
+//! (`deploy/README.md` lists the subjects per role).
+
+use std::path::PathBuf;
+
+use async_nats::ConnectOptions;
+
+use super::BusError;
+
+/// A role's NATS credentials and TLS settings; secrets never show in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    pub user: Option<(String, String)>,
+    /// `NATS_TOKEN`.
+    pub token: Option<String>,
+    /// `NATS_NKEY_SEED`: an NKey user seed (`SU…`).
+    pub nkey_seed: Option<String>,
+    /// `NATS_CREDS`: a `.creds` file (a user JWT and its NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// `NATS_TLS_CA`: the CA the server's certificate must chain to (TLS is then required).
+    pub tls_ca: Option<PathBuf>,
+    /// `NATS_TLS_CERT` and `NATS_TLS_KEY`: a client certificate for servers that ask.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |present: bool| if present { "***" } else { "none" };
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("password", &set(self.user.is_some()))
+            .field("token", &set(self.token.is_some()))
+            .field("nkey_seed", &set(self.nkey_seed.is_some()))
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// The settings as `get` reads them; `Err` names what is missing or in conflict.
+    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<NatsAuth, String> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let pair = |a: &str, b: &str| match (get(a), get(b)) {
+            (Some(x), Some(y)) => Ok(Some((x, y))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(format!("{b} is required beside {a}")),
+            (None, Some(_)) => Err(format!("{a} is required beside {b}")),
+        };
+        let auth = NatsAuth {
+            user: pair("NATS_USER", "NATS_PASSWORD")?,
+            token: get("NATS_TOKEN"),
+            nkey_seed: get("NATS_NKEY_SEED"),
+            creds_file: get("NATS_CREDS").map(PathBuf::from),
+            tls_ca: get("NATS_TLS_CA").map(PathBuf::from),
+            tls_client: pair("NATS_TLS_CERT", "NATS_TLS_KEY")?
+                .map(|(cert, key)| (cert.into(), key.into())),
+        };
+        let ways = [
+            auth.user.is_some(),
+            auth.token.is_some(),
+            auth.nkey_seed.is_some(),
+            auth.creds_file.is_some(),
+        ];
+        if ways.iter().filter(|set| **set).count() > 1 {
+            return Err(
+                "give one of NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED or NATS_CREDS"
+                    .to_owned(),
+            );
+        }
+        Ok(auth)
+    }
+
+    /// `options` with these credentials and TLS settings.
+    pub(super) async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, BusError> {
+        let mut options = options;
+        if let Some((user, password)) = &self.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(path) = &self.creds_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                BusError::Unavailable(format!("NATS_CREDS {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options)
+    }
+}
