@@ -95,11 +95,12 @@ impl ControlPlane {
             }
             None => None,
         };
-        // The console's server needs a signal of its own: the gRPC server's end tells it.
-        let (stop_console, console_stopped) = watch::channel(false);
+        // The console, a separate /metrics and the console's certificate watcher need a signal
+        // of their own: the gRPC server's shutdown gives it.
+        let (stop_others, stopping) = watch::channel(false);
         let shutdown = async move {
             shutdown.await;
-            let _ = stop_console.send(true);
+            let _ = stop_others.send(true);
         };
         let metrics = Arc::new(ControlMetrics::default());
         let (stop_relay, relay_stopped) = watch::channel(false);
@@ -149,7 +150,7 @@ impl ControlPlane {
         let routes = match metrics_listener {
             None => grpc.routes().into_axum_router().merge(scrape),
             Some(listener) => {
-                http_serve::spawn_metrics(listener, scrape, console_stopped.clone());
+                http_serve::spawn_metrics(listener, scrape, stopping.clone());
                 grpc.routes().into_axum_router()
             }
         };
@@ -158,10 +159,10 @@ impl ControlPlane {
                 return Ok(());
             };
             if let Some(tls) = &tls {
-                tokio::spawn(tls.clone().watch(console_stopped.clone()));
+                tokio::spawn(tls.clone().watch(stopping.clone()));
             }
             let app = crate::console::router(api.clone(), config);
-            let mut stopped = console_stopped;
+            let mut stopped = stopping;
             let stopped = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
