@@ -3,84 +3,24 @@
 //! them or with a wrong password is refused, and an edge's credentials cannot publish to the
 //! policy subject — a forged policy event never reaches the POLICY stream.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
 use tollgate_proto::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY, USAGE};
-
-/// A nats-server with users per role; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tollgate_test_support::authorizing_nats::{AuthorizingNats, CONTROL_PLANE_USER, EDGE_USER};
 
 const PREFIX: &str = "authz";
 
-async fn start_server() -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let policy = format!("{PREFIX}.{POLICY}");
-    let config = format!(
-        r#"
-listen: "127.0.0.1:{port}"
-jetstream {{ store_dir: "{store}" }}
-authorization {{
-  users = [
-    {{ user: "control-plane", password: "cp-secret" }}
-    {{ user: "edge", password: "edge-secret",
-       permissions: {{ publish: {{ deny: ["{policy}", "{policy}.>"] }} }} }}
-  ]
-}}
-"#,
-        store = dir.path().join("store").display(),
-    );
-    let path = dir.path().join("nats.conf");
-    std::fs::write(&path, config)?;
-    let child = Command::new(tollgate_test_support::nats_server()?)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting nats-server")?;
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(server);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nats-server did not listen on {port}")
-}
-
-fn user(name: &str, password: &str) -> NatsAuth {
+fn user((name, password): (&str, &str)) -> NatsAuth {
     NatsAuth {
         user: Some((name.to_owned(), password.to_owned())),
         ..NatsAuth::default()
     }
 }
 
-async fn connect(server: &Server, auth: &NatsAuth) -> Result<JetStreamBus, String> {
+async fn connect(server: &AuthorizingNats, auth: &NatsAuth) -> Result<JetStreamBus, String> {
     JetStreamBus::connect_as(&server.url, PREFIX, BusLimits::default(), auth)
         .await
         .map_err(|e| e.to_string())
@@ -88,20 +28,24 @@ async fn connect(server: &Server, auth: &NatsAuth) -> Result<JetStreamBus, Strin
 
 #[tokio::test]
 async fn each_role_connects_with_its_credentials_and_an_edge_cannot_write_policy() -> Result<()> {
-    let server = start_server().await?;
+    let server = AuthorizingNats::start(PREFIX).await?;
 
     // Without credentials, or with a wrong password, there is no bus.
     assert!(connect(&server, &NatsAuth::default()).await.is_err());
-    assert!(connect(&server, &user("edge", "guess")).await.is_err());
+    assert!(
+        connect(&server, &user((EDGE_USER.0, "guess")))
+            .await
+            .is_err()
+    );
 
-    let control_plane = connect(&server, &user("control-plane", "cp-secret"))
+    let control_plane = connect(&server, &user(CONTROL_PLANE_USER))
         .await
         .map_err(anyhow::Error::msg)?;
     control_plane
         .publish(POLICY, "event-1", Bytes::from_static(b"{\"sequence\":1}"))
         .await?;
 
-    let edge = connect(&server, &user("edge", "edge-secret"))
+    let edge = connect(&server, &user(EDGE_USER))
         .await
         .map_err(anyhow::Error::msg)?;
     // An edge reads policy and writes usage…

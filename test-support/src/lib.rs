@@ -8,6 +8,7 @@
 //! crate keeps no pools or tasks alive between calls, only plain URLs and `std` child processes.
 
 pub mod anthropic_upstream;
+pub mod authorizing_nats;
 pub mod bedrock_upstream;
 mod binaries;
 pub mod gemini_upstream;

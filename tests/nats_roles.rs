@@ -1,0 +1,203 @@
+//! The three roles as processes on a NATS server with authorization on, each with its own NATS
+//! user (`NATS_USER` / `NATS_PASSWORD`) and the edge and aggregator following policy with
+//! service tokens: a key created on the control plane reaches the edge, a request is served,
+//! and its usage reaches the aggregator's ledger.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use common::free_port;
+use serde_json::Value;
+use tollgate_test_support::authorizing_nats::{
+    AGGREGATOR_USER, AuthorizingNats, CONTROL_PLANE_USER, EDGE_USER,
+};
+
+const TOKEN: &str = "nats-roles-test-admin-token";
+
+/// A role's process; killed on drop.
+struct Role(Child);
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tollgate <role>` as NATS user `user`, with `env`; its log in `<dir>/<role>.err`.
+fn start(
+    role: &str,
+    dir: &Path,
+    nats: &AuthorizingNats,
+    prefix: &str,
+    (user, password): (&str, &str),
+    env: &[(&str, String)],
+) -> Result<Role> {
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg(role)
+        .env("NATS_URL", &nats.url)
+        .env("NATS_USER", user)
+        .env("NATS_PASSWORD", password)
+        .env("TOLLGATE_BUS_PREFIX", prefix)
+        .env("TOLLGATE_UI_ADDR", "off")
+        .env("RUST_LOG", "warn")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("TOLLGATE_EDGE_TOKEN")
+        .env_remove("TOLLGATE_CONTROL_PLANE_URL")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{role}.err")))?)
+        .spawn()?;
+    Ok(Role(child))
+}
+
+/// Waits until `check` holds, for up to 30 s; fails with the roles' logs in `dir`.
+async fn eventually<F, Fut>(dir: &Path, what: &str, check: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut logs = String::new();
+    for role in ["control-plane", "edge", "aggregator"] {
+        let log = std::fs::read_to_string(dir.join(format!("{role}.err"))).unwrap_or_default();
+        logs.push_str(&format!("--- {role}\n{log}\n"));
+    }
+    bail!("{what} did not happen within 30 s\n{logs}")
+}
+
+fn cli(args: &[&str], env: &[(&str, String)]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()?)
+}
+
+#[tokio::test]
+async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> Result<()> {
+    let prefix = tollgate_test_support::unique_name("roles");
+    let nats = AuthorizingNats::start(&prefix).await?;
+    let dir = tempfile::tempdir()?;
+    let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[[models]]\nname = \"mock\"\nprovider = \"mock\"\n",
+    )?;
+
+    let admin = free_port()?;
+    let admin_addr = ("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"));
+    let _control_plane = start(
+        "control-plane",
+        dir.path(),
+        &nats,
+        &prefix,
+        CONTROL_PLANE_USER,
+        &[
+            admin_addr.clone(),
+            ("DATABASE_URL", sqlite("policy.db")),
+            ("TOLLGATE_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "TOLLGATE_CONFIG",
+                dir.path().join("tollgate.toml").display().to_string(),
+            ),
+        ],
+    )?;
+    let admin_env = [admin_addr];
+    eventually(dir.path(), "the control plane answering", || async {
+        cli(&["admin", "teams", "list"], &admin_env).is_ok_and(|o| o.status.success())
+    })
+    .await?;
+    let json = |args: &[&str]| -> Result<Value> {
+        let out = cli(&[&["admin", "--output", "json"], args].concat(), &admin_env)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let service_token = |role: &str| -> Result<String> {
+        let created = json(&["tokens", "create", "--name", role, "--role", role])?;
+        Ok(created["secret"]
+            .as_str()
+            .context("no token secret")?
+            .to_owned())
+    };
+    let (edge_token, aggregator_token) = (service_token("edge")?, service_token("aggregator")?);
+    let key = json(&["keys", "create", "--alias", "over-authz"])?;
+    let secret = key["secret"].as_str().context("no key secret")?.to_owned();
+
+    let control_plane_url = format!("http://127.0.0.1:{admin}");
+    let edge = free_port()?;
+    let _edge = start(
+        "edge",
+        dir.path(),
+        &nats,
+        &prefix,
+        EDGE_USER,
+        &[
+            ("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}")),
+            ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url.clone()),
+            ("TOLLGATE_EDGE_TOKEN", edge_token),
+        ],
+    )?;
+    let (usage, export) = (free_port()?, free_port()?);
+    let _aggregator = start(
+        "aggregator",
+        dir.path(),
+        &nats,
+        &prefix,
+        AGGREGATOR_USER,
+        &[
+            ("DATABASE_URL", sqlite("usage.db")),
+            ("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}")),
+            ("TOLLGATE_USAGE_HTTP_ADDR", format!("127.0.0.1:{export}")),
+            ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url),
+            ("TOLLGATE_EDGE_TOKEN", aggregator_token),
+            ("TOLLGATE_ADMIN_TOKEN", TOKEN.to_owned()),
+        ],
+    )?;
+
+    let http = reqwest::Client::new();
+    let chat = || {
+        http.post(format!("http://127.0.0.1:{edge}/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    eventually(dir.path(), "the edge serving the new key", || async {
+        chat().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await?;
+    let usage_env = [("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}"))];
+    eventually(dir.path(), "the usage reaching the ledger", || async {
+        let today = chrono::Utc::now().date_naive();
+        let (start, end) = (
+            today.to_string(),
+            today.succ_opt().unwrap_or(today).to_string(),
+        );
+        let out = cli(
+            &[
+                "usage", "--output", "json", "query", "--start", &start, "--end", &end,
+            ],
+            &usage_env,
+        );
+        let rows = out
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+        rows.is_some_and(|v| v["rows"].as_array().is_some_and(|rows| !rows.is_empty()))
+    })
+    .await?;
+    Ok(())
+}
