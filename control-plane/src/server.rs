@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::http_serve::{self, Limits};
-use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, incoming_grpc};
+use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
@@ -49,8 +49,6 @@ pub enum ServeError {
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Calls one connection may have in progress at once.
 pub const CALLS_PER_CONNECTION: usize = 256;
 /// The console's listener: a few people's browsers, whose live tails end soon after shutdown.
@@ -95,13 +93,16 @@ impl ControlPlane {
             }
             None => None,
         };
-        // The console, a separate /metrics and the console's certificate watcher need a signal
-        // of their own: the gRPC server's shutdown gives it.
+        // The console, a separate /metrics and the certificate watchers need a signal of their
+        // own: the gRPC server's shutdown gives it.
         let (stop_others, stopping) = watch::channel(false);
         let shutdown = async move {
             shutdown.await;
             let _ = stop_others.send(true);
         };
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(stopping.clone()));
+        }
         let metrics = Arc::new(ControlMetrics::default());
         let (stop_relay, relay_stopped) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
@@ -175,26 +176,7 @@ impl ControlPlane {
             .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
             .accept_http1(true)
             .add_routes(Routes::from(routes));
-        let grpc = async {
-            match tls {
-                None => {
-                    let incoming = tollgate_proto::incoming_nodelay(listener);
-                    server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                }
-                Some(tls) => {
-                    let (stop_watch, watch_stopped) = watch::channel(false);
-                    tokio::spawn(tls.clone().watch(watch_stopped));
-                    let incoming = incoming_grpc(listener, tls, HANDSHAKE_TIMEOUT);
-                    let served = server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await;
-                    let _ = stop_watch.send(true);
-                    served
-                }
-            }
-        };
+        let grpc = serve_grpc(server, listener, tls, shutdown);
         let (grpc, console) = tokio::join!(grpc, console);
         let _ = stop_relay.send(true);
         let _ = relay.await;

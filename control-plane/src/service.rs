@@ -115,7 +115,16 @@ impl AdminApi {
     /// Authorizes a policy read and answers from the state including what other control
     /// planes sharing the store committed.
     async fn read<T>(&self, request: &Request<T>) -> Result<Arc<PolicyState>, Status> {
-        self.authorize(request, Access::ReadPolicy)?;
+        self.read_as(request, Access::ReadPolicy).await
+    }
+
+    /// The current state, for a caller allowed `access`.
+    async fn read_as<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+    ) -> Result<Arc<PolicyState>, Status> {
+        self.authorize(request, access)?;
         self.log.catch_up().await.map_err(ControlError::from)?;
         Ok(self.log.state())
     }
@@ -814,9 +823,7 @@ impl AdminService for AdminApi {
     }
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Reply<PolicySnapshot> {
-        self.authorize(&request, Access::FollowPolicy)?;
-        self.log.catch_up().await.map_err(ControlError::from)?;
-        let state = self.log.state();
+        let state = self.read_as(&request, Access::FollowPolicy).await?;
         let state_json =
             serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PolicySnapshot {

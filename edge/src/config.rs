@@ -7,6 +7,7 @@ use std::time::Duration;
 use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::follow;
 use tollgate_proto::http_serve::{Limits, metrics_addr};
 use tollgate_proto::tls::TlsFiles;
 
@@ -155,14 +156,7 @@ impl EdgeConfig {
             }),
             region: get("TOLLGATE_REGION").unwrap_or_default(),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            // Never the admin token: an edge holds only what following policy needs.
-            control_plane_token: match (
-                get("TOLLGATE_CONTROL_PLANE_URL"),
-                get("TOLLGATE_EDGE_TOKEN"),
-            ) {
-                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_EDGE_TOKEN")),
-                (_, token) => token.unwrap_or_default(),
-            },
+            control_plane_token: follow::token_from_settings(get).map_err(ConfigError::Missing)?,
             nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
             bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             credential_key: get("TOLLGATE_CREDENTIAL_KEY")

@@ -577,6 +577,13 @@ pub struct AdminToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl AdminToken {
+    /// Whether the token is accepted at `now`: neither revoked nor expired.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
 /// The stored form of a key or token secret: lower-case hex SHA-256.
 pub fn hash_secret(secret: &str) -> String {
     use sha2::Digest;
@@ -603,8 +610,7 @@ pub fn admin_caller(
     }
     let mut found = None;
     for t in tokens.values() {
-        let live = !t.revoked && t.expires_at.is_none_or(|at| now < at);
-        if matches(&t.hash) && live {
+        if matches(&t.hash) && t.is_live(now) {
             found = Some((format!("admin-token:{}", t.id), t.role));
         }
     }

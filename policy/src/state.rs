@@ -52,12 +52,9 @@ impl PolicyState {
 
     /// Whether an `admin` token other than `except` is neither revoked nor expired at `now`.
     pub fn has_live_admin_token(&self, except: Option<&str>, now: DateTime<Utc>) -> bool {
-        self.admin_tokens.values().any(|t| {
-            t.role == AdminRole::Admin
-                && !t.revoked
-                && t.expires_at.is_none_or(|at| now < at)
-                && Some(t.id.as_str()) != except
-        })
+        self.admin_tokens
+            .values()
+            .any(|t| t.role == AdminRole::Admin && t.is_live(now) && Some(t.id.as_str()) != except)
     }
 
     /// Folds one committed event. Never fails: the log is the truth, and an event that refers

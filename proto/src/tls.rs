@@ -7,6 +7,7 @@
 //! And the client side of the roles' gRPC calls: [`ClientTls`] verifies servers against a CA
 //! file (or the public web roots) and presents a client certificate when one is configured.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+/// How long a gRPC client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the files are checked for a change.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -161,15 +164,38 @@ impl ReloadingTls {
     }
 }
 
-/// The TLS connections `listener` accepts, for a gRPC server (TCP_NODELAY set, as
-/// [`crate::incoming_nodelay`] explains). Each handshake runs on a task of its own and must
-/// finish within `handshake_timeout`, so a client that stalls in it holds up nobody; a failed
-/// handshake (a client without the certificate mutual TLS asks for, say) drops the connection
-/// before any call is read. Accepting stops when the server stops taking connections.
-pub fn incoming_grpc(
+/// Serves the gRPC `router` on `listener` until `shutdown` completes: over TLS when `tls` is
+/// given, else plain; TCP_NODELAY either way (as [`crate::incoming_nodelay`] explains).
+pub async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        None => {
+            let incoming = crate::incoming_nodelay(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Some(tls) => {
+            let incoming = incoming_tls(listener, tls);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
+}
+
+/// The TLS connections `listener` accepts, TCP_NODELAY set. Each handshake runs on a task of
+/// its own and must finish within [`HANDSHAKE_TIMEOUT`], so a client that stalls in it holds up
+/// nobody; a failed handshake (a client without the certificate mutual TLS asks for, say)
+/// drops the connection before any call is read. Accepting stops when the server stops taking
+/// connections.
+fn incoming_tls(
     listener: TcpListener,
     tls: Arc<ReloadingTls>,
-    handshake_timeout: Duration,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (ready, incoming) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -189,7 +215,7 @@ pub fn incoming_grpc(
             let _ = tcp.set_nodelay(true);
             let (acceptor, ready) = (tls.acceptor(), ready.clone());
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                 match handshake.await {
                     Ok(Ok(stream)) => {
                         let _ = ready.send(Ok(stream)).await;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
+use tollgate_proto::follow;
 use tollgate_proto::http_serve::metrics_addr;
 use tollgate_proto::tls::TlsFiles;
 
@@ -111,14 +112,7 @@ impl AggregatorConfig {
             bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             admin_token: get("TOLLGATE_ADMIN_TOKEN"),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            // Never the admin token: the aggregator holds only what following policy needs.
-            control_plane_token: match (
-                get("TOLLGATE_CONTROL_PLANE_URL"),
-                get("TOLLGATE_EDGE_TOKEN"),
-            ) {
-                (Some(_), None) => return Err(ConfigError::Missing("TOLLGATE_EDGE_TOKEN")),
-                (_, token) => token.unwrap_or_default(),
-            },
+            control_plane_token: follow::token_from_settings(get).map_err(ConfigError::Missing)?,
             sinks: AlertSinks {
                 webhook_url: alert_url(
                     get("TOLLGATE_ALERT_WEBHOOK_URL"),

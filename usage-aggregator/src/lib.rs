@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::http_serve::{self, Limits};
-use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, incoming_grpc};
+use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 
 use crate::alerts::AlertSinks;
@@ -44,9 +44,6 @@ pub struct Aggregator {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
-
-/// How long a client has to finish the TLS handshake on the usage API.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// TLS for the aggregator's listeners: the same files, for gRPC and for HTTP/1.1.
 pub struct ListenerTls {
@@ -226,20 +223,7 @@ impl Aggregator {
             server = server.add_service(v1).add_service(v1alpha);
         }
         let server = server.add_service(UsageServiceServer::new(FinanceService(self.api.clone())));
-        let result = match tls {
-            None => {
-                let incoming = tollgate_proto::incoming_nodelay(grpc);
-                server
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
-            }
-            Some(tls) => {
-                let incoming = incoming_grpc(grpc, tls.grpc, HANDSHAKE_TIMEOUT);
-                server
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
-            }
-        };
+        let result = serve_grpc(server, grpc, tls.map(|tls| tls.grpc), shutdown).await;
         let _ = done_rx.wait_for(|d| *d).await;
         let _ = self.stop.send(true);
         for task in self.tasks {

@@ -12,10 +12,12 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, number_input, text_input};
+use super::pages::{
+    Notice, field_error, layout, number_input, text_input, window_inputs, window_text,
+};
 use super::session::Session;
 use super::{
-    Console, Page, Refused, after_change, call, changing, list_of, listed, page, whole_number,
+    Console, Page, Refused, WindowForm, after_change, call, changing, listed, page, whole_number,
 };
 
 /// Why figures were refused.
@@ -91,14 +93,7 @@ pub(super) async fn limits_page(
                 }
             }
             (field_error(&notice, "limit_id"))
-            label for="schedule_start" { "From" }
-            input type="time" id="schedule_start" name="time_start";
-            label for="schedule_end" { "To" }
-            input type="time" id="schedule_end" name="time_end";
-            label for="schedule_zone" { "Time zone" }
-            input type="text" id="schedule_zone" name="timezone" placeholder="UTC" size="14";
-            label for="schedule_days" { "Days" }
-            input type="text" id="schedule_days" name="weekdays" placeholder="mon, tue" size="12";
+            (window_inputs("schedule"))
             (field_error(&notice, "window"))
             (number_input("schedule_rpm", "rpm", "Requests / min", 6))
             (number_input("schedule_tpm", "tpm", "Tokens / min", 8))
@@ -111,22 +106,26 @@ pub(super) async fn limits_page(
     page(status, layout("Rate limits", session, &notice, body))
 }
 
+/// Requests per minute, tokens per minute and concurrency from a form; `None` when one is not
+/// a whole number.
+fn figures(rpm: &str, tpm: &str, max_concurrent: &str) -> Option<(u64, u64, u64)> {
+    Some((
+        whole_number(rpm)?,
+        whole_number(tpm)?,
+        whole_number(max_concurrent)?,
+    ))
+}
+
 /// A schedule in a line: its window and its figures.
 fn describe_schedule(schedule: &LimitSchedule, figure: &dyn Fn(u64) -> String) -> String {
-    let zone = if schedule.timezone.is_empty() {
-        "UTC"
-    } else {
-        &schedule.timezone
-    };
     let days = if schedule.weekdays.is_empty() {
         "every day".to_owned()
     } else {
         schedule.weekdays.join(", ")
     };
     format!(
-        "{}–{} {zone}, {days}: {} rpm, {} tpm, {} at once",
-        schedule.time_start,
-        schedule.time_end,
+        "{}, {days}: {} rpm, {} tpm, {} at once",
+        window_text(&schedule.time_start, &schedule.time_end, &schedule.timezone),
         figure(schedule.rpm),
         figure(schedule.tpm),
         figure(schedule.max_concurrent)
@@ -155,11 +154,8 @@ pub(super) async fn set_limit(
     Form(form): Form<NewLimit>,
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let (Some(rpm), Some(tpm), Some(max_concurrent)) = (
-        whole_number(&form.rpm),
-        whole_number(&form.tpm),
-        whole_number(&form.max_concurrent),
-    ) else {
+    let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
+    else {
         return Ok(Page::Limits
             .refused(&console, &session, "figures", NOT_FIGURES)
             .await);
@@ -189,14 +185,8 @@ pub(super) struct NewSchedule {
     csrf: String,
     #[serde(default)]
     limit_id: String,
-    #[serde(default)]
-    time_start: String,
-    #[serde(default)]
-    time_end: String,
-    #[serde(default)]
-    timezone: String,
-    #[serde(default)]
-    weekdays: String,
+    #[serde(flatten)]
+    window: WindowForm,
     #[serde(default)]
     rpm: String,
     #[serde(default)]
@@ -212,11 +202,8 @@ pub(super) async fn add_schedule(
     Form(form): Form<NewSchedule>,
 ) -> Result<Response, Refused> {
     let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let (Some(rpm), Some(tpm), Some(max_concurrent)) = (
-        whole_number(&form.rpm),
-        whole_number(&form.tpm),
-        whole_number(&form.max_concurrent),
-    ) else {
+    let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
+    else {
         return Ok(Page::Limits
             .refused(&console, &session, "schedule_figures", NOT_FIGURES)
             .await);
@@ -235,11 +222,12 @@ pub(super) async fn add_schedule(
             .refused(&console, &session, "limit_id", message)
             .await);
     };
+    let (time_start, time_end, timezone, weekdays) = form.window.parts();
     limit.schedules.push(LimitSchedule {
-        time_start: form.time_start.trim().to_owned(),
-        time_end: form.time_end.trim().to_owned(),
-        timezone: form.timezone.trim().to_owned(),
-        weekdays: list_of(&form.weekdays.to_lowercase()),
+        time_start,
+        time_end,
+        timezone,
+        weekdays,
         rpm,
         tpm,
         max_concurrent,

@@ -130,9 +130,7 @@ impl Page {
             Page::Routing => routing::routing_page(console, session, status, notice).await,
         }
     }
-}
 
-impl Page {
     /// The page again, answered 400, with `message` next to the form's `field`.
     async fn refused(
         self,
@@ -190,7 +188,11 @@ async fn after_change<T>(
 /// The console's routes over `api`.
 pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
     let usage = config.usage_url.as_deref().and_then(|url| {
-        let endpoint = config.usage_tls.endpoint(url).ok()?;
+        let endpoint = config
+            .usage_tls
+            .endpoint(url)
+            .inspect_err(|error| tracing::warn!(%error, "the console cannot reach the usage API"))
+            .ok()?;
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
@@ -405,6 +407,31 @@ fn whole_number<T: std::str::FromStr + Default>(field: &str) -> Option<T> {
         Some(T::default())
     } else {
         field.parse().ok()
+    }
+}
+
+/// The fields of a form's weekly time window (drawn by [`pages::window_inputs`]).
+#[derive(Deserialize)]
+struct WindowForm {
+    #[serde(default)]
+    time_start: String,
+    #[serde(default)]
+    time_end: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    weekdays: String,
+}
+
+impl WindowForm {
+    /// Start, end, time zone and weekdays as the admin API takes them.
+    fn parts(&self) -> (String, String, String, Vec<String>) {
+        (
+            self.time_start.trim().to_owned(),
+            self.time_end.trim().to_owned(),
+            self.timezone.trim().to_owned(),
+            list_of(&self.weekdays.to_lowercase()),
+        )
     }
 }
 

@@ -133,6 +133,26 @@ pub fn number_input(id: &str, name: &str, label: &str, size: u8) -> Markup {
     }
 }
 
+/// The inputs of a weekly time window — `time_start`, `time_end`, `timezone`, `weekdays` — with
+/// ids starting with `prefix`.
+pub fn window_inputs(prefix: &str) -> Markup {
+    let (start, end) = (format!("{prefix}_start"), format!("{prefix}_end"));
+    html! {
+        label for=(start) { "From" }
+        input type="time" id=(start) name="time_start";
+        label for=(end) { "To" }
+        input type="time" id=(end) name="time_end";
+        (text_input(&format!("{prefix}_zone"), "timezone", "Time zone", "UTC"))
+        (text_input(&format!("{prefix}_days"), "weekdays", "Days", "mon, tue (empty: every day)"))
+    }
+}
+
+/// A weekly window in a line, `22:00–06:00 Europe/Paris` (UTC when it names no zone).
+pub fn window_text(start: &str, end: &str, zone: &str) -> String {
+    let zone = if zone.is_empty() { "UTC" } else { zone };
+    format!("{start}–{end} {zone}")
+}
+
 /// A field's error, when it has one.
 pub fn field_error(notice: &Notice, field: &str) -> Markup {
     html! {

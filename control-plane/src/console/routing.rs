@@ -16,11 +16,13 @@ use tollgate_proto::admin::{
 };
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, number_input, team_name, text_input};
+use super::pages::{
+    Notice, field_error, layout, number_input, team_name, text_input, window_inputs, window_text,
+};
 use super::session::Session;
 use super::{
-    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
-    whole_number,
+    Console, Page, Refused, WindowForm, after_change, call, changing, list_of, list_teams, listed,
+    page, whole_number,
 };
 
 /// How a model's deployments are chosen.
@@ -131,12 +133,7 @@ pub(super) async fn routing_page(
                     }
                 }
                 div.row {
-                    label for="traffic_start" { "From" }
-                    input type="time" id="traffic_start" name="time_start";
-                    label for="traffic_end" { "To" }
-                    input type="time" id="traffic_end" name="time_end";
-                    (text_input("traffic_zone", "timezone", "Time zone", "UTC"))
-                    (text_input("traffic_days", "weekdays", "Days", "mon, tue (empty: every day)"))
+                    (window_inputs("traffic"))
                     (field_error(&notice, "time"))
                 }
             }
@@ -203,12 +200,11 @@ fn describe_match(when: Option<&TrafficMatch>, team: &dyn Fn(&String) -> String)
     list("type", when.request_types.clone());
     list("days", when.weekdays.clone());
     if !when.time_start.is_empty() {
-        let zone = if when.timezone.is_empty() {
-            "UTC"
-        } else {
-            &when.timezone
-        };
-        parts.push(format!("{}–{} {zone}", when.time_start, when.time_end));
+        parts.push(window_text(
+            &when.time_start,
+            &when.time_end,
+            &when.timezone,
+        ));
     }
     parts.join("; ")
 }
@@ -330,14 +326,8 @@ pub(super) struct NewTrafficRule {
     from_regions: String,
     #[serde(default)]
     request_type: String,
-    #[serde(default)]
-    time_start: String,
-    #[serde(default)]
-    time_end: String,
-    #[serde(default)]
-    timezone: String,
-    #[serde(default)]
-    weekdays: String,
+    #[serde(flatten)]
+    window: WindowForm,
     #[serde(default)]
     deny: String,
     #[serde(default)]
@@ -366,6 +356,7 @@ pub(super) async fn set_traffic_rule(
             )
             .await);
     };
+    let (time_start, time_end, timezone, weekdays) = form.window.parts();
     let rule = TrafficRule {
         order,
         description: form.description.trim().to_owned(),
@@ -375,10 +366,10 @@ pub(super) async fn set_traffic_rule(
             tags: list_of(&form.tags),
             regions: list_of(&form.from_regions),
             request_types: list_of(&form.request_type),
-            time_start: form.time_start.trim().to_owned(),
-            time_end: form.time_end.trim().to_owned(),
-            timezone: form.timezone.trim().to_owned(),
-            weekdays: list_of(&form.weekdays.to_lowercase()),
+            time_start,
+            time_end,
+            timezone,
+            weekdays,
             ..TrafficMatch::default()
         }),
         then: Some(TrafficAction {
