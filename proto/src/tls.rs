@@ -286,6 +286,14 @@ fn server_config(files: &TlsFiles, protocols: Protocols) -> Result<Arc<ServerCon
     Ok(Arc::new(config))
 }
 
+/// What [`ClientTls`] names, read: PEM bytes.
+pub struct ClientPems {
+    /// The CA the server's certificate must chain to.
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate chain and its key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// How a role's gRPC client reaches an `https://` server: whom it trusts and what it shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
@@ -315,6 +323,22 @@ impl ClientTls {
         })
     }
 
+    /// The PEM contents of the files: the CA, and the client certificate chain and key.
+    pub fn read(&self) -> Result<ClientPems, TlsError> {
+        let read = |path: &PathBuf, error: fn(PathBuf, String) -> TlsError| {
+            std::fs::read(path).map_err(|e| error(path.clone(), e.to_string()))
+        };
+        let ca_error = |path, reason| TlsError::Ca { path, reason };
+        let cert_error = |path, reason| TlsError::Cert { path, reason };
+        Ok(ClientPems {
+            ca: self.ca.as_ref().map(|ca| read(ca, ca_error)).transpose()?,
+            identity: match &self.identity {
+                Some((cert, key)) => Some((read(cert, cert_error)?, read(key, cert_error)?)),
+                None => None,
+            },
+        })
+    }
+
     /// An endpoint for `url`: over TLS, verifying the server, when it is `https://`.
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
         let endpoint = Endpoint::from_shared(url.to_owned())
@@ -322,25 +346,13 @@ impl ClientTls {
         if !url.starts_with("https://") {
             return Ok(endpoint);
         }
-        let mut config = ClientTlsConfig::new();
-        config = match &self.ca {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| TlsError::Ca {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                config.ca_certificate(Certificate::from_pem(pem))
-            }
-            None => config.with_webpki_roots(),
+        let pems = self.read()?;
+        let mut config = match pems.ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
         };
-        if let Some((cert, key)) = &self.identity {
-            let read = |path: &PathBuf| {
-                std::fs::read(path).map_err(|e| TlsError::Cert {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })
-            };
-            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some((cert, key)) = pems.identity {
+            config = config.identity(Identity::from_pem(cert, key));
         }
         endpoint
             .tls_config(config)

@@ -163,18 +163,14 @@ fn client_tls() -> anyhow::Result<ClientTls> {
 /// An HTTP client for the aggregator's export: over `https://` it trusts and shows what the gRPC
 /// connections do.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    let tls = client_tls()?;
-    let read =
-        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let pems = client_tls()?.read()?;
     let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
-    if let Some(ca) = &tls.ca {
-        let ca = reqwest::Certificate::from_pem(&read(ca)?)
-            .with_context(|| format!("TOLLGATE_TLS_CA {}", ca.display()))?;
+    if let Some(ca) = pems.ca {
+        let ca = reqwest::Certificate::from_pem(&ca).context("TOLLGATE_TLS_CA")?;
         builder = builder.tls_certs_only([ca]);
     }
-    if let Some((cert, key)) = &tls.identity {
-        let mut pem = read(cert)?;
-        pem.extend(read(key)?);
+    if let Some((mut pem, key)) = pems.identity {
+        pem.extend(key);
         let identity = reqwest::Identity::from_pem(&pem)
             .context("TOLLGATE_TLS_CLIENT_CERT and TOLLGATE_TLS_CLIENT_KEY")?;
         builder = builder.identity(identity);
