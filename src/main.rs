@@ -58,6 +58,10 @@ enum Role {
     Admin(cli::AdminArgs),
     /// Query usage and export it for finance.
     Usage(cli::UsageArgs),
+    /// Print a new Ed25519 key pair for signing policy (TOLLGATE_POLICY_SIGNING_KEY, with
+    /// TOLLGATE_POLICY_PUBLIC_KEY for edges and aggregators) or budget statuses
+    /// (TOLLGATE_STATUS_SIGNING_KEY, with TOLLGATE_STATUS_PUBLIC_KEY for the control plane).
+    Keygen,
 }
 
 /// The request path allocates many small, short-lived buffers across threads; glibc's malloc
@@ -73,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Role::ControlPlane => Some("tollgate-control-plane"),
         Role::Edge => Some("tollgate-edge"),
         Role::Aggregator => Some("tollgate-aggregator"),
-        Role::Admin(_) | Role::Usage(_) => None,
+        Role::Admin(_) | Role::Usage(_) | Role::Keygen => None,
     };
     let telemetry = telemetry::init(service)?;
     let settings = Settings::load()?;
@@ -84,6 +88,12 @@ async fn main() -> anyhow::Result<()> {
         Role::Aggregator => aggregator(&settings).await,
         Role::Admin(args) => cli::admin(args).await,
         Role::Usage(args) => cli::usage(args).await,
+        Role::Keygen => {
+            let key = tollgate_proto::signing::PrivateKey::generate();
+            println!("private_key={}", key.to_base64());
+            println!("public_key={}", key.public_key());
+            Ok(())
+        }
     };
     // The exporter blocks while it flushes: off the runtime's threads.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
@@ -143,6 +153,7 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
         sealing: config.credential_key,
         tls: config.tls.clone(),
         metrics_addr: config.metrics_addr,
+        trust: config.trust.clone(),
     };
     let console = match config.console {
         Some((addr, console)) => {
@@ -210,6 +221,7 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
         admin_token: config.admin_token,
         sinks: config.sinks,
         batch: config.batch,
+        keys: config.keys.clone(),
     })
     .await
     .context("opening the usage ledger")?;

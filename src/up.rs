@@ -117,6 +117,7 @@ pub async fn run(
         // control plane's (`tollgate control-plane`).
         tls: None,
         metrics_addr: None,
+        trust: Default::default(),
     };
     let control_plane = tokio::spawn(control_plane.serve_with_console(
         admin_listener,
@@ -143,6 +144,7 @@ pub async fn run(
         admin_token: Some(admin_token.clone()),
         sinks: aggregator_config.sinks,
         batch: aggregator_config.batch,
+        keys: Default::default(),
     })
     .await
     .context("opening the usage ledger")?;

@@ -103,6 +103,7 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         sealing: None,
         tls: None,
         metrics_addr: None,
+        trust: Default::default(),
     };
     let served = tollgate_test_support::Served::spawn("the control plane", |shutdown| {
         control_plane.serve(listener, shutdown)

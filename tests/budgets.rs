@@ -83,6 +83,7 @@ async fn world(edges: usize, budget_usd: f64, latency_ms: &str) -> Result<World>
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         sinks: AlertSinks::default(),
         batch: 100,
+        keys: Default::default(),
     })
     .await?;
     let aggregator_ledger = aggregator.ledger().clone();

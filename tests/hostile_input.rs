@@ -42,6 +42,7 @@ async fn world() -> Result<World> {
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         sinks: AlertSinks::default(),
         batch: 100,
+        keys: Default::default(),
     })
     .await?;
     let ledger = aggregator.ledger().clone();

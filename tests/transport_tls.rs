@@ -176,6 +176,7 @@ async fn with_mutual_tls_a_client_without_a_certificate_is_refused_before_any_ca
         .fetch()
         .await
         .map_err(anyhow::Error::msg)?;
+    let snapshot = tollgate_proto::follow::open_snapshot(&snapshot, None)?;
     assert!(
         snapshot
             .teams

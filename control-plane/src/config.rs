@@ -10,6 +10,8 @@ use tollgate_proto::http_serve::metrics_addr;
 use tollgate_proto::tls::{ClientTls, TlsFiles};
 
 use crate::console::ConsoleConfig;
+use crate::trust::{PolicySigning, TrustConfig};
+use tollgate_proto::signing::{private_key_setting, public_key_setting};
 
 /// Default `TOLLGATE_ADMIN_ADDR`.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
@@ -43,6 +45,9 @@ pub struct ControlPlaneConfig {
     pub tls: Option<TlsFiles>,
     /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served instead of on the admin API's port.
     pub metrics_addr: Option<SocketAddr>,
+    /// `TOLLGATE_POLICY_SIGNING_KEY` (and `…_PREVIOUS` while rotating) and
+    /// `TOLLGATE_STATUS_PUBLIC_KEY`: how policy is signed, and the budget status key it names.
+    pub trust: TrustConfig,
 }
 
 /// Secrets show as `***`, URL passwords too.
@@ -58,6 +63,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("console", &self.console)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
+            .field("trust", &self.trust)
             .finish()
     }
 }
@@ -101,8 +107,39 @@ impl ControlPlaneConfig {
                 name: "TOLLGATE_METRICS_ADDR",
                 reason,
             })?,
+            trust: trust_from_lookup(get)?,
         })
     }
+}
+
+fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig, ConfigError> {
+    let current = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY").map_err(|e| {
+        ConfigError::Invalid {
+            name: "TOLLGATE_POLICY_SIGNING_KEY",
+            reason: e.to_string(),
+        }
+    })?;
+    let previous =
+        private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS").map_err(|e| {
+            ConfigError::Invalid {
+                name: "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS",
+                reason: e.to_string(),
+            }
+        })?;
+    let signing = match (current, previous) {
+        (Some(current), previous) => Some(PolicySigning::new(current, previous)),
+        (None, Some(_)) => return Err(ConfigError::Missing("TOLLGATE_POLICY_SIGNING_KEY")),
+        (None, None) => None,
+    };
+    Ok(TrustConfig {
+        signing,
+        status_key: public_key_setting(&get, "TOLLGATE_STATUS_PUBLIC_KEY").map_err(|e| {
+            ConfigError::Invalid {
+                name: "TOLLGATE_STATUS_PUBLIC_KEY",
+                reason: e.to_string(),
+            }
+        })?,
+    })
 }
 
 /// The web console's address and settings from `TOLLGATE_UI_ADDR`,

@@ -15,6 +15,7 @@ mod server;
 mod service;
 pub mod store;
 mod tail;
+pub mod trust;
 mod watch;
 
 pub use server::{ControlPlane, ServeError};

@@ -18,6 +18,7 @@ use crate::log::PolicyLog;
 use crate::metrics::{self, ControlMetrics};
 use crate::relay;
 use crate::service::AdminApi;
+use crate::trust::{self, TrustConfig, TrustError};
 use tollgate_policy::sealing::SealingKey;
 
 /// The running parts of a control plane, independent of where its store and bus live.
@@ -30,6 +31,8 @@ pub struct ControlPlane {
     pub tls: Option<TlsFiles>,
     /// Serve `/metrics` here instead of on the admin API's port.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How policy is signed, and the budget status key it names.
+    pub trust: TrustConfig,
 }
 
 /// Why serving stopped.
@@ -45,6 +48,8 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("cannot listen on TOLLGATE_METRICS_ADDR: {0}")]
     Metrics(std::io::Error),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 /// The longest a call may take to answer (a `WatchEvents` stream only has to start in it).
@@ -76,6 +81,8 @@ impl ControlPlane {
         console: Option<(TcpListener, ConsoleConfig)>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        // Before the relay starts: events after a rotation must go out under the new key.
+        trust::commit_configured(&self.log, &self.trust).await?;
         let metrics_listener = match self.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(ServeError::Metrics)?),
             None => None,
@@ -106,9 +113,9 @@ impl ControlPlane {
         let metrics = Arc::new(ControlMetrics::default());
         let (stop_relay, relay_stopped) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
-            self.log.store().clone(),
+            self.log.clone(),
             self.bus.clone(),
-            self.log.committed(),
+            self.trust.signing.clone(),
             relay_stopped,
             metrics.clone(),
         ));
@@ -131,6 +138,7 @@ impl ControlPlane {
             self.log.clone(),
             self.auth,
             self.sealing,
+            self.trust.signing,
             self.bus.clone(),
             metrics,
         ));

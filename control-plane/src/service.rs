@@ -26,6 +26,7 @@ use crate::metrics::ControlMetrics;
 use crate::secrets::{
     ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_id, new_nonce, new_secret,
 };
+use crate::trust::PolicySigning;
 use crate::{tail, watch};
 
 /// The admin API over a policy log.
@@ -34,6 +35,8 @@ pub struct AdminApi {
     auth: Authenticator,
     /// Seals provider credentials; without it PutCredential is refused.
     sealing: Option<SealingKey>,
+    /// Signs snapshots, when policy is signed.
+    signing: Option<PolicySigning>,
     /// Where edges report their deployments' health.
     bus: Arc<dyn Bus>,
     /// One per open `WatchEvents` stream (each polls the store): a bounded number.
@@ -59,6 +62,7 @@ impl AdminApi {
         log: Arc<PolicyLog>,
         auth: Authenticator,
         sealing: Option<SealingKey>,
+        signing: Option<PolicySigning>,
         bus: Arc<dyn Bus>,
         metrics: Arc<ControlMetrics>,
     ) -> Self {
@@ -66,6 +70,7 @@ impl AdminApi {
             log,
             auth,
             sealing,
+            signing,
             bus,
             watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
             tails: Arc::new(tokio::sync::Semaphore::new(MAX_TAILS)),
@@ -826,11 +831,20 @@ impl AdminService for AdminApi {
         let state = self.read_as(&request, Access::FollowPolicy).await?;
         let state_json =
             serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
+        let schema_version = tollgate_policy::SCHEMA_VERSION;
+        let signature = match &self.signing {
+            Some(signing) => signing
+                .key_after(&state, state.sequence)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?
+                .sign_snapshot(state.sequence, schema_version, &state_json),
+            None => Vec::new(),
+        };
         Ok(Response::new(PolicySnapshot {
             sequence: state.sequence,
-            schema_version: tollgate_policy::SCHEMA_VERSION,
+            schema_version,
             state_json,
             taken_at: Some(timestamp(chrono::Utc::now())),
+            signature,
         }))
     }
 

@@ -9,7 +9,7 @@
 //! request per edge (plus what arrives between two status refreshes of an edge that joins).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -20,8 +20,10 @@ use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Budget, Scope, VirtualKey};
 use tollgate_policy::period::period_bounds;
-use tollgate_proto::bus::Bus;
+use tollgate_proto::bus::{Bus, KvEntry};
 use tollgate_proto::convert::from_timestamp;
+use tollgate_proto::follow::PolicyView;
+use tollgate_proto::signing::{PublicKey, Purpose};
 use tollgate_proto::usage::BudgetStatus;
 
 use crate::clock::Clock;
@@ -53,6 +55,10 @@ pub struct Budgets {
     live_edges: AtomicUsize,
     /// What "now" is when a budget's period is judged.
     clock: Clock,
+    /// Statuses refused for a missing or wrong signature.
+    refused: AtomicU64,
+    /// The revision of each status key last refused, so that an entry is counted once.
+    refused_revisions: Mutex<HashMap<String, u64>>,
 }
 
 /// Worst-case cost held against budgets while a request runs; settled with the actual cost.
@@ -76,7 +82,14 @@ impl Budgets {
             local: Mutex::new(HashMap::new()),
             live_edges: AtomicUsize::new(1),
             clock,
+            refused: AtomicU64::new(0),
+            refused_revisions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How many budget statuses were refused for a missing or wrong signature.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How many edges (this one included) currently share each budget.
@@ -196,10 +209,18 @@ impl Budgets {
         }
     }
 
-    /// Reads published statuses and live edges, and announces this edge, until `shutdown`.
-    pub async fn follow(self: Arc<Self>, bus: Arc<dyn Bus>, mut shutdown: watch::Receiver<bool>) {
+    /// Reads published statuses (checked against the status keys `policy` names) and live
+    /// edges, and announces this edge, until `shutdown`.
+    pub async fn follow(
+        self: Arc<Self>,
+        bus: Arc<dyn Bus>,
+        policy: Arc<PolicyView>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         while !*shutdown.borrow() {
-            self.refresh(bus.as_ref()).await;
+            let keys = policy.current().map(|state| status_keys(&state));
+            self.refresh(bus.as_ref(), keys.as_deref().unwrap_or_default())
+                .await;
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH) => {}
                 _ = shutdown.changed() => {}
@@ -207,7 +228,7 @@ impl Budgets {
         }
     }
 
-    async fn refresh(&self, bus: &dyn Bus) {
+    async fn refresh(&self, bus: &dyn Bus, keys: &[PublicKey]) {
         let now_ms = Utc::now().timestamp_millis();
         let _ = bus
             .kv_put(
@@ -227,6 +248,7 @@ impl Budgets {
             Ok(entries) => {
                 let scanned = entries
                     .into_iter()
+                    .filter(|(name, entry)| self.signed(keys, name, entry))
                     .filter_map(|(_, e)| BudgetStatus::decode(e.value).ok());
                 let mut known = self.statuses.write().unwrap_or_else(|e| e.into_inner());
                 merge(&mut known, scanned);
@@ -236,6 +258,40 @@ impl Budgets {
             }
         }
     }
+
+    /// Whether the status `entry` under `name` is signed by one of `keys` (any is, when policy
+    /// names none); a refusal is counted once per revision.
+    fn signed(&self, keys: &[PublicKey], name: &str, entry: &KvEntry) -> bool {
+        if keys.is_empty()
+            || keys
+                .iter()
+                .any(|key| key.check(Purpose::BudgetStatus, &entry.value).is_ok())
+        {
+            return true;
+        }
+        let mut refused = self
+            .refused_revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if refused.insert(name.to_owned(), entry.revision) != Some(entry.revision) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                key = name,
+                "budget status refused: not signed by the status key policy names"
+            );
+        }
+        false
+    }
+}
+
+/// The budget status keys `state` names; one that does not parse is left out (the control
+/// plane only commits keys it has parsed).
+fn status_keys(state: &PolicyState) -> Vec<PublicKey> {
+    state
+        .status_keys
+        .iter()
+        .filter_map(|key| PublicKey::from_base64(key).ok())
+        .collect()
 }
 
 impl Reservation {
@@ -249,9 +305,22 @@ impl Reservation {
 /// last known status: a JetStream key listing can miss a key that is being rewritten at that
 /// moment (the aggregator rewrites them as it folds), and forgetting an exhausted budget's
 /// status for one refresh would let every edge spend its whole share again. Statuses of
-/// deleted budgets stay behind unused: which budgets apply comes from the policy.
+/// deleted budgets stay behind unused: which budgets apply comes from the policy. A status
+/// computed before the known one is ignored, so an old one written back cannot lower spend.
 fn merge(known: &mut HashMap<String, BudgetStatus>, scanned: impl Iterator<Item = BudgetStatus>) {
+    let computed = |status: &BudgetStatus| {
+        status
+            .computed_at
+            .as_ref()
+            .map_or((i64::MIN, 0), |at| (at.seconds, at.nanos))
+    };
     for status in scanned {
+        if known
+            .get(&status.budget_id)
+            .is_some_and(|old| computed(old) > computed(&status))
+        {
+            continue;
+        }
         known.insert(status.budget_id.clone(), status);
     }
 }
@@ -287,5 +356,22 @@ mod tests {
         merge(&mut known, [status("b", 2.0)].into_iter());
         assert_eq!(known.get("a").map(|s| s.spent_usd), Some(5.0));
         assert_eq!(known.get("b").map(|s| s.spent_usd), Some(2.0));
+    }
+
+    #[test]
+    fn a_status_computed_before_the_known_one_is_ignored() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let mut known = HashMap::new();
+        let newer = BudgetStatus {
+            computed_at: at(200),
+            ..status("a", 9.0)
+        };
+        let older = BudgetStatus {
+            computed_at: at(100),
+            ..status("a", 0.0)
+        };
+        merge(&mut known, [newer].into_iter());
+        merge(&mut known, [older].into_iter());
+        assert_eq!(known.get("a").map(|s| s.spent_usd), Some(9.0));
     }
 }

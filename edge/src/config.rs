@@ -9,6 +9,7 @@ use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::follow;
 use tollgate_proto::http_serve::{Limits, metrics_addr};
+use tollgate_proto::signing::{PublicKey, public_key_setting};
 use tollgate_proto::tls::TlsFiles;
 
 use crate::clock::Clock;
@@ -93,6 +94,9 @@ pub struct EdgeConfig {
     /// `TOLLGATE_CACHE_MAX_BYTES` (default 256 MiB): the most answer bytes this edge's
     /// response cache holds; the least recently used go first.
     pub cache_max_bytes: u64,
+    /// `TOLLGATE_POLICY_PUBLIC_KEY`: apply only policy signed by this key (or by a key it
+    /// handed over to), and budget statuses signed by the key policy names.
+    pub policy_key: Option<PublicKey>,
     /// The wall clock budget periods are judged by: the system's, except where tests set their own.
     pub clock: Clock,
 }
@@ -223,6 +227,12 @@ impl EdgeConfig {
                 .unwrap_or_default(),
             tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
             cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
+            policy_key: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY").map_err(|e| {
+                ConfigError::Invalid {
+                    name: "TOLLGATE_POLICY_PUBLIC_KEY",
+                    reason: e.to_string(),
+                }
+            })?,
             clock: Clock::system(),
         })
     }

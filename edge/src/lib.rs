@@ -85,7 +85,13 @@ impl Edge {
         let metrics = Arc::new(Metrics::default());
         let view = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
-        let follower = tokio::spawn(follow::run(view.clone(), snapshots, bus.clone(), stopped));
+        let follower = tokio::spawn(follow::run(
+            view.clone(),
+            snapshots,
+            bus.clone(),
+            config.policy_key,
+            stopped,
+        ));
         let (usage_sink, usage) = usage::start(
             bus.clone(),
             config.usage_buffer,
@@ -93,7 +99,11 @@ impl Edge {
             USAGE_FLUSH,
         );
         let budgets = Budgets::new(&config.edge_id, config.clock.clone());
-        tokio::spawn(budgets.clone().follow(bus.clone(), stop.subscribe()));
+        tokio::spawn(
+            budgets
+                .clone()
+                .follow(bus.clone(), view.clone(), stop.subscribe()),
+        );
         let limits = Limiter::new(config.rate_limit_window, config.clock.clone());
         tokio::spawn(limits.clone().lease(bus.clone(), stop.subscribe()));
         let health = Arc::new(Health::new(config.circuit, metrics.clone()));

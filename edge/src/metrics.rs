@@ -137,6 +137,11 @@ pub struct Metrics {
     pub policy_staleness_seconds: Gauge<f64, AtomicU64>,
     /// Resyncs since start, as counted by the policy follower (set at scrape time).
     pub policy_resyncs: Gauge,
+    /// Policy events and snapshots refused since start: unreadable, unsigned or forged (set at
+    /// scrape time).
+    pub policy_refused: Gauge,
+    /// Budget statuses refused since start for a missing or wrong signature (set at scrape time).
+    pub budget_status_refused: Gauge,
     pub usage_buffered: Gauge,
     pub usage_published: Counter,
     pub usage_dropped: Counter,
@@ -173,6 +178,8 @@ impl Default for Metrics {
             policy_sequence: Gauge::default(),
             policy_staleness_seconds: Gauge::default(),
             policy_resyncs: Gauge::default(),
+            policy_refused: Gauge::default(),
+            budget_status_refused: Gauge::default(),
             usage_buffered: Gauge::default(),
             usage_published: Counter::default(),
             usage_dropped: Counter::default(),
@@ -240,6 +247,16 @@ impl Default for Metrics {
             "policy_resyncs",
             "Resyncs after a gap in the policy stream since the edge started",
             metrics.policy_resyncs.clone(),
+        );
+        registry.register(
+            "policy_refused",
+            "Policy events and snapshots refused since the edge started: unreadable, unsigned or not signed by the trusted key",
+            metrics.policy_refused.clone(),
+        );
+        registry.register(
+            "budget_status_refused",
+            "Budget statuses refused since the edge started: unsigned or not signed by the status key policy names",
+            metrics.budget_status_refused.clone(),
         );
         registry.register(
             "usage_events_buffered",

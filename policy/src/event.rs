@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::model::{
     AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, Team, TrafficRule, User,
-    VirtualKey,
+    PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, SigningKeyRotation, Team,
+    TrafficRule, User, VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -118,6 +118,13 @@ pub enum PolicyEvent {
     /// From now on the bootstrap token (`TOLLGATE_ADMIN_TOKEN`) is refused.
     #[serde(rename = "admin_token.bootstrap_disabled")]
     BootstrapTokenDisabled {},
+
+    /// Policy is signed with a new key from the next event on.
+    #[serde(rename = "policy_signing_key.rotated")]
+    SigningKeyRotated { rotation: SigningKeyRotation },
+    /// Edges accept budget statuses signed with `public_key` (and the key it replaces).
+    #[serde(rename = "status_key.set")]
+    StatusKeySet { public_key: String },
 }
 
 impl PolicyEvent {
@@ -158,6 +165,8 @@ impl PolicyEvent {
             AdminTokenCreated { token } => ("admin_token", token.id.as_str()),
             AdminTokenRevoked { id } => ("admin_token", id.as_str()),
             BootstrapTokenDisabled {} => ("admin_token", "bootstrap"),
+            SigningKeyRotated { .. } => ("trust", "policy_signing_key"),
+            StatusKeySet { .. } => ("trust", "status_key"),
         };
         format!("{kind}:{id}")
     }

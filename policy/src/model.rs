@@ -562,6 +562,18 @@ pub struct SemanticMatch {
     pub threshold: f64,
 }
 
+/// A new policy signing key, endorsed by the key it replaces: whoever trusts the old key can
+/// check the new one from this alone (the keys and the endorsement are base64).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRotation {
+    /// The Ed25519 public key that signs policy from the event after this rotation on.
+    pub public_key: String,
+    /// The public key it replaces, which signs the rotation event itself.
+    pub previous_key: String,
+    /// The previous key's signature over both keys.
+    pub endorsement: String,
+}
+
 /// A bearer token for the admin and usage APIs. Only its SHA-256 is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminToken {

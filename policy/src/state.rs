@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
     AccessGroup, AdminRole, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail,
-    Price, RateLimit, RoutingRule, Team, TrafficRule, User, VirtualKey,
+    Price, RateLimit, RoutingRule, SigningKeyRotation, Team, TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -40,11 +40,36 @@ pub struct PolicyState {
     /// The bootstrap token (`TOLLGATE_ADMIN_TOKEN`) is refused.
     #[serde(default)]
     pub bootstrap_disabled: bool,
+    /// Every policy signing key rotation, oldest first: together they lead from the key edges
+    /// were configured to trust to the key that signs policy now.
+    #[serde(default)]
+    pub signing_keys: Vec<AdoptedSigningKey>,
+    /// The public keys whose signatures edges accept on budget statuses: the current one, then
+    /// the one it replaced (statuses signed before a change stay valid until rewritten).
+    #[serde(default)]
+    pub status_keys: Vec<String>,
     /// Aggregate id → version of its last event, for optimistic concurrency on append.
     pub versions: BTreeMap<String, u64>,
 }
 
+/// A signing key rotation and the sequence of its event: events after it carry the new key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptedSigningKey {
+    pub sequence: u64,
+    pub rotation: SigningKeyRotation,
+}
+
 impl PolicyState {
+    /// The policy signing key that signs the event after `sequence`, when a rotation has
+    /// named one (before any, the key edges were configured with).
+    pub fn signing_key_after(&self, sequence: u64) -> Option<&str> {
+        self.signing_keys
+            .iter()
+            .rev()
+            .find(|adopted| adopted.sequence <= sequence)
+            .map(|adopted| adopted.rotation.public_key.as_str())
+    }
+
     /// The bootstrap token's hash, unless the policy has disabled it.
     pub fn bootstrap<'a>(&self, hash: Option<&'a str>) -> Option<&'a str> {
         hash.filter(|_| !self.bootstrap_disabled)
@@ -63,6 +88,12 @@ impl PolicyState {
         self.sequence = recorded.sequence;
         self.versions
             .insert(recorded.aggregate_id.clone(), recorded.version);
+        if let PolicyEvent::SigningKeyRotated { rotation } = &recorded.event {
+            self.signing_keys.push(AdoptedSigningKey {
+                sequence: recorded.sequence,
+                rotation: rotation.clone(),
+            });
+        }
         self.apply_event(&recorded.event);
     }
 
@@ -262,6 +293,13 @@ impl PolicyState {
                 }
             }
             BootstrapTokenDisabled {} => self.bootstrap_disabled = true,
+            // Needs the event's sequence: recorded in `apply`.
+            SigningKeyRotated { .. } => {}
+            StatusKeySet { public_key } => {
+                self.status_keys.retain(|k| k != public_key);
+                self.status_keys.insert(0, public_key.clone());
+                self.status_keys.truncate(2);
+            }
         }
     }
 

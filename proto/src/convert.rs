@@ -37,6 +37,8 @@ pub fn event_to_proto(event: &RecordedEvent) -> PolicyEvent {
         occurred_at: Some(timestamp(event.occurred_at)),
         schema_version: SCHEMA_VERSION,
         payload_json: encode_payload(&event.event),
+        // Signed by the relay as it publishes: see `signing`.
+        signature: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod follow;
 pub mod health;
 pub mod http_serve;
 pub mod json;
+pub mod signing;
 pub mod tls;
 
 /// The generated code, in modules that mirror the protobuf packages (it refers to its

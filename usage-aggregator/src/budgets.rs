@@ -10,6 +10,7 @@ use tollgate_policy::model::{Budget, Scope};
 use tollgate_policy::period::period_bounds;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::timestamp;
+use tollgate_proto::signing::{PrivateKey, Purpose};
 use tollgate_proto::usage::BudgetStatus;
 
 use crate::entry::{Entry, nanos};
@@ -115,13 +116,17 @@ pub async fn status(
             .map(|(edge, n)| (edge, n as f64 / 1e9))
             .collect(),
         period: budget.period.to_string(),
+        computed_at: Some(timestamp(now)),
+        signature: Default::default(),
     })
 }
 
-/// Publishes the status of each budget in `ids` (all budgets when `None`).
+/// Publishes the status of each budget in `ids` (all budgets when `None`), signed with `key`
+/// when given.
 pub async fn publish(
     ledger: &Ledger,
     bus: &dyn Bus,
+    key: Option<&PrivateKey>,
     state: &PolicyState,
     ids: Option<&[String]>,
 ) -> Result<(), String> {
@@ -134,7 +139,11 @@ pub async fn publish(
         let status = status(ledger, budget, now)
             .await
             .map_err(|e| e.to_string())?;
-        bus.kv_put(&status_key(&budget.id), Bytes::from(status.encode_to_vec()))
+        let mut encoded = status.encode_to_vec();
+        if let Some(key) = key {
+            encoded = key.seal(Purpose::BudgetStatus, encoded);
+        }
+        bus.kv_put(&status_key(&budget.id), Bytes::from(encoded))
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -7,6 +7,9 @@ use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
 use tollgate_proto::follow;
 use tollgate_proto::http_serve::metrics_addr;
+use tollgate_proto::signing::{private_key_setting, public_key_setting};
+
+use crate::AggregatorKeys;
 use tollgate_proto::tls::TlsFiles;
 
 /// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
@@ -42,6 +45,8 @@ pub struct AggregatorConfig {
     pub tls: Option<TlsFiles>,
     /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served instead of beside the CSV export.
     pub metrics_addr: Option<SocketAddr>,
+    /// `TOLLGATE_POLICY_PUBLIC_KEY` and `TOLLGATE_STATUS_SIGNING_KEY`.
+    pub keys: AggregatorKeys,
 }
 
 /// A setting that is missing or malformed.
@@ -69,6 +74,7 @@ impl std::fmt::Debug for AggregatorConfig {
             .field("batch", &self.batch)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -134,6 +140,20 @@ impl AggregatorConfig {
                 name: "TOLLGATE_METRICS_ADDR",
                 reason,
             })?,
+            keys: AggregatorKeys {
+                policy: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY").map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "TOLLGATE_POLICY_PUBLIC_KEY",
+                        reason: e.to_string(),
+                    }
+                })?,
+                status: private_key_setting(get, "TOLLGATE_STATUS_SIGNING_KEY").map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "TOLLGATE_STATUS_SIGNING_KEY",
+                        reason: e.to_string(),
+                    }
+                })?,
+            },
         })
     }
 }

@@ -16,6 +16,7 @@ use tollgate_proto::bus::{
     Bus, Delivery, USAGE, USAGE_ACK_WAIT, USAGE_CONSUMER, USAGE_DEAD_LETTER,
 };
 use tollgate_proto::follow::PolicyView;
+use tollgate_proto::signing::PrivateKey;
 use tollgate_proto::usage::UsageEvent;
 
 use crate::budgets;
@@ -54,18 +55,13 @@ pub struct Consumer {
     pub sinks: Vec<String>,
     pub batch: usize,
     pub counters: Arc<ConsumerCounters>,
+    /// Signs the budget statuses it publishes.
+    pub status_signing_key: Option<PrivateKey>,
 }
 
 /// Consumes usage until `shutdown` flips to true.
-pub async fn run(consumer_parts: Consumer, mut shutdown: watch::Receiver<bool>) {
-    let Consumer {
-        ledger,
-        bus,
-        policy,
-        sinks,
-        batch,
-        counters,
-    } = consumer_parts;
+pub async fn run(parts: Consumer, mut shutdown: watch::Receiver<bool>) {
+    let (bus, policy, batch) = (parts.bus.clone(), parts.policy.clone(), parts.batch);
     // Spend is assigned to budgets from policy: wait for it rather than miss one.
     let mut applied = policy.applied();
     while policy.current().is_none() {
@@ -97,16 +93,7 @@ pub async fn run(consumer_parts: Consumer, mut shutdown: watch::Receiver<bool>) 
         match deliveries {
             Ok(deliveries) if deliveries.is_empty() => {}
             Ok(deliveries) => {
-                handle(
-                    &ledger,
-                    bus.as_ref(),
-                    &policy,
-                    &sinks,
-                    &counters,
-                    deliveries,
-                    &mut shutdown,
-                )
-                .await;
+                handle(&parts, deliveries, &mut shutdown).await;
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {
@@ -129,14 +116,18 @@ async fn pause(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
 /// Records one batch; returns once it is committed and acknowledged (or shutdown came first,
 /// in which case the bus delivers it again).
 async fn handle(
-    ledger: &Ledger,
-    bus: &dyn Bus,
-    policy: &PolicyView,
-    sinks: &[String],
-    counters: &ConsumerCounters,
+    consumer: &Consumer,
     deliveries: Vec<Delivery>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
+    let Consumer {
+        ledger,
+        policy,
+        sinks,
+        counters,
+        ..
+    } = consumer;
+    let bus = consumer.bus.as_ref();
     let mut readable = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let parsed = UsageEvent::decode(delivery.message.payload.clone())
@@ -191,7 +182,8 @@ async fn handle(
         && let Some(state) = policy.current()
     {
         let ids: Vec<String> = touched.into_iter().collect();
-        if let Err(e) = budgets::publish(ledger, bus, &state, Some(&ids)).await {
+        let key = consumer.status_signing_key.as_ref();
+        if let Err(e) = budgets::publish(ledger, bus, key, &state, Some(&ids)).await {
             tracing::warn!(error = %e, "publishing budget status failed");
         }
     }

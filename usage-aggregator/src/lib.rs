@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::http_serve::{self, Limits};
+use tollgate_proto::signing::{PrivateKey, PublicKey};
 use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 
@@ -69,6 +70,17 @@ pub struct AggregatorParts {
     pub admin_token: Option<String>,
     pub sinks: AlertSinks,
     pub batch: usize,
+    pub keys: AggregatorKeys,
+}
+
+/// The signatures an aggregator checks and makes.
+#[derive(Clone, Debug, Default)]
+pub struct AggregatorKeys {
+    /// `TOLLGATE_POLICY_PUBLIC_KEY`: policy is applied only when signed by it (or by a key it
+    /// handed over to).
+    pub policy: Option<PublicKey>,
+    /// `TOLLGATE_STATUS_SIGNING_KEY`: signs the budget statuses edges enforce.
+    pub status: Option<PrivateKey>,
 }
 
 impl Aggregator {
@@ -85,6 +97,7 @@ impl Aggregator {
                 policy.clone(),
                 parts.snapshots,
                 bus.clone(),
+                parts.keys.policy,
                 stopped.clone(),
             )),
             tokio::spawn(consume::run(
@@ -95,6 +108,7 @@ impl Aggregator {
                     sinks: parts.sinks.names(),
                     batch: parts.batch.max(1),
                     counters: metrics.counters.clone(),
+                    status_signing_key: parts.keys.status.clone(),
                 },
                 stopped.clone(),
             )),
@@ -107,6 +121,7 @@ impl Aggregator {
             tokio::spawn(refresh_statuses(
                 ledger.clone(),
                 bus,
+                parts.keys.status,
                 policy.clone(),
                 stopped,
             )),
@@ -237,12 +252,14 @@ impl Aggregator {
 async fn refresh_statuses(
     ledger: Ledger,
     bus: Arc<dyn Bus>,
+    key: Option<PrivateKey>,
     policy: Arc<PolicyView>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
         if let Some(state) = policy.current()
-            && let Err(error) = budgets::publish(&ledger, bus.as_ref(), &state, None).await
+            && let Err(error) =
+                budgets::publish(&ledger, bus.as_ref(), key.as_ref(), &state, None).await
         {
             tracing::warn!(%error, "refreshing budget status failed");
         }

@@ -97,6 +97,7 @@ impl TestControlPlane {
             sealing: Some(SealingKey::from_bytes([42; 32])),
             tls: None,
             metrics_addr: None,
+            trust: Default::default(),
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)

@@ -62,6 +62,10 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .policy_sequence
         .set(app.policy.sequence() as i64);
     app.metrics.policy_resyncs.set(app.policy.resyncs() as i64);
+    app.metrics.policy_refused.set(app.policy.refused() as i64);
+    app.metrics
+        .budget_status_refused
+        .set(app.budgets.refused() as i64);
     let (entries, bytes) = app.cache.size().await;
     app.metrics.cache_entries.set(entries as i64);
     app.metrics.cache_bytes.set(bytes as i64);

@@ -12,6 +12,7 @@ use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::store::{self, EventStore};
+use tollgate_control_plane::trust::TrustConfig;
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
@@ -69,6 +70,16 @@ impl TestControlPlane {
 
     /// Starts (or restarts) a control plane on an existing database and address.
     pub async fn start_on(database_url: &str, bus: Arc<dyn Bus>, addr: SocketAddr) -> Result<Self> {
+        Self::start_trusting(database_url, bus, addr, TrustConfig::default()).await
+    }
+
+    /// Like [`TestControlPlane::start_on`], signing policy as `trust` says.
+    pub async fn start_trusting(
+        database_url: &str,
+        bus: Arc<dyn Bus>,
+        addr: SocketAddr,
+        trust: TrustConfig,
+    ) -> Result<Self> {
         let store = store::connect(database_url).await?;
         let log = Arc::new(PolicyLog::open(store.clone()).await?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -80,6 +91,7 @@ impl TestControlPlane {
             sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
             tls: None,
             metrics_addr: None,
+            trust,
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)
@@ -154,6 +166,15 @@ impl TestEdge {
             ) as Arc<dyn SnapshotSource>),
             None => None,
         };
+        Self::start_from(config, bus, snapshots).await
+    }
+
+    /// An edge taking its snapshots from `snapshots`.
+    pub async fn start_from(
+        config: EdgeConfig,
+        bus: Arc<dyn Bus>,
+        snapshots: Option<Arc<dyn SnapshotSource>>,
+    ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let edge = Edge::start(config, bus, snapshots)?;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::event::PolicyEvent;
 use crate::model::{
     AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, Scope, SealedSecret, Team, TrafficRule, User,
-    UserRole, VirtualKey,
+    PreviousSecret, Price, RateLimit, RoutingRule, Scope, SealedSecret, SigningKeyRotation, Team,
+    TrafficRule, User, UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
@@ -167,6 +167,14 @@ pub enum Command {
         id: String,
     },
     DisableBootstrapToken,
+    /// From the control plane's own configuration, never the admin API.
+    RotateSigningKey {
+        rotation: SigningKeyRotation,
+    },
+    /// From the control plane's own configuration, never the admin API.
+    SetStatusKey {
+        public_key: String,
+    },
 }
 
 /// Validates `command` against `state` at time `now` and returns the events it causes; an
@@ -708,6 +716,27 @@ pub fn decide(
                 ));
             }
             PolicyEvent::BootstrapTokenDisabled {}
+        }
+        RotateSigningKey { rotation } => {
+            let in_effect = state.signing_key_after(state.sequence);
+            if in_effect == Some(rotation.public_key.as_str()) {
+                return Ok(vec![]);
+            }
+            if let Some(key) = in_effect
+                && key != rotation.previous_key
+            {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "policy is signed with key {key}, not {}: only the key in effect can hand over",
+                    rotation.previous_key
+                )));
+            }
+            PolicyEvent::SigningKeyRotated { rotation }
+        }
+        SetStatusKey { public_key } => {
+            if state.status_keys.first() == Some(&public_key) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::StatusKeySet { public_key }
         }
     };
     Ok(vec![event])

@@ -7,7 +7,7 @@ mod snapshot;
 mod view;
 
 pub use follower::run;
-pub use snapshot::{GrpcSnapshots, SnapshotSource};
+pub use snapshot::{GrpcSnapshots, SnapshotError, SnapshotSource, open as open_snapshot};
 pub use view::PolicyView;
 
 /// The token a role follows policy with, `TOLLGATE_EDGE_TOKEN` as `get` reads it: required

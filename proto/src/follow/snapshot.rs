@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::admin::GetSnapshotRequest;
 use crate::admin::admin_service_client::AdminServiceClient;
+use crate::policy::PolicySnapshot;
+use crate::signing::{self, PublicKey, SignatureError};
 use crate::tls::ClientTls;
 use async_trait::async_trait;
 use tollgate_policy::PolicyState;
@@ -13,7 +15,47 @@ use tonic::transport::Endpoint;
 #[async_trait]
 pub trait SnapshotSource: Send + Sync + 'static {
     /// The latest snapshot, or why it could not be had.
-    async fn fetch(&self) -> Result<PolicyState, String>;
+    async fn fetch(&self) -> Result<PolicySnapshot, String>;
+}
+
+/// Why a snapshot was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot schema {0} is newer than this build understands")]
+    Schema(u32),
+    #[error("unreadable snapshot: {0}")]
+    Unreadable(String),
+    #[error("snapshot refused: {0}")]
+    Refused(#[from] SignatureError),
+}
+
+/// The state in `snapshot`; with `anchor`, only when signed by the key `anchor` leads to
+/// through the state's own rotation chain.
+pub fn open(
+    snapshot: &PolicySnapshot,
+    anchor: Option<&PublicKey>,
+) -> Result<PolicyState, SnapshotError> {
+    if snapshot.schema_version > tollgate_policy::SCHEMA_VERSION {
+        return Err(SnapshotError::Schema(snapshot.schema_version));
+    }
+    let state: PolicyState = serde_json::from_slice(&snapshot.state_json)
+        .map_err(|e| SnapshotError::Unreadable(e.to_string()))?;
+    if let Some(anchor) = anchor {
+        let key = signing::key_in_effect(anchor, &state.signing_keys)?;
+        key.check_snapshot(
+            snapshot.sequence,
+            snapshot.schema_version,
+            &snapshot.state_json,
+            &snapshot.signature,
+        )?;
+    }
+    if state.sequence != snapshot.sequence {
+        return Err(SnapshotError::Unreadable(format!(
+            "the snapshot says sequence {} but its state is at {}",
+            snapshot.sequence, state.sequence
+        )));
+    }
+    Ok(state)
 }
 
 /// Snapshots from the control plane's admin API, with a viewer (or admin) token.
@@ -46,7 +88,7 @@ impl GrpcSnapshots {
 
 #[async_trait]
 impl SnapshotSource for GrpcSnapshots {
-    async fn fetch(&self) -> Result<PolicyState, String> {
+    async fn fetch(&self) -> Result<PolicySnapshot, String> {
         let channel = self
             .endpoint
             .connect()
@@ -57,18 +99,10 @@ impl SnapshotSource for GrpcSnapshots {
             .parse()
             .map_err(|_| "the control plane token is not a valid header value".to_owned())?;
         request.metadata_mut().insert("authorization", bearer);
-        let snapshot = AdminServiceClient::new(channel)
+        AdminServiceClient::new(channel)
             .get_snapshot(request)
             .await
-            .map_err(|e| format!("GetSnapshot failed: {}", e.message()))?
-            .into_inner();
-        if snapshot.schema_version > tollgate_policy::SCHEMA_VERSION {
-            return Err(format!(
-                "snapshot schema {} is newer than this edge understands",
-                snapshot.schema_version
-            ));
-        }
-        serde_json::from_slice(&snapshot.state_json)
-            .map_err(|e| format!("unreadable snapshot: {e}"))
+            .map(tonic::Response::into_inner)
+            .map_err(|e| format!("GetSnapshot failed: {}", e.message()))
     }
 }

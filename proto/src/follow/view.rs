@@ -15,6 +15,7 @@ pub struct PolicyView {
     synced_at: RwLock<Option<Instant>>,
     applied: watch::Sender<u64>,
     resyncs: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// An event arrived out of order: the edge must resync.
@@ -31,6 +32,7 @@ impl Default for PolicyView {
             synced_at: RwLock::new(None),
             applied: watch::channel(0).0,
             resyncs: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 }
@@ -59,9 +61,18 @@ impl PolicyView {
             .map(|at| at.elapsed())
     }
 
-    /// How many times a gap forced a resync.
+    /// How many times a gap or a refused message forced a resync.
     pub fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// How many policy messages and snapshots were refused: unreadable, unsigned or forged.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn count_resync(&self) {

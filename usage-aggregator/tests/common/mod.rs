@@ -123,6 +123,7 @@ impl TestControlPlane {
             sealing: None,
             tls: None,
             metrics_addr: None,
+            trust: Default::default(),
         };
         let served = Served::spawn("the control plane", |shutdown| {
             control_plane.serve(listener, shutdown)
@@ -248,6 +249,7 @@ impl TestAggregator {
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             sinks,
             batch: 500,
+            keys: Default::default(),
         })
         .await?;
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
