@@ -1,7 +1,9 @@
 //! The three roles as processes on a NATS server with authorization on, each with its own NATS
 //! user (`NATS_USER` / `NATS_PASSWORD`) and the edge and aggregator following policy with
-//! service tokens: a key created on the control plane reaches the edge, a request is served,
-//! and its usage reaches the aggregator's ledger.
+//! service tokens, and policy and budget statuses signed (keys from `tollgate keygen`): a key
+//! created on the control plane reaches the edge, a request is served, its usage reaches the
+//! aggregator's ledger, and the signed status of the budget it exhausted is enforced by an
+//! edge that started afterwards.
 
 mod common;
 
@@ -75,6 +77,20 @@ where
     bail!("{what} did not happen within 30 s\n{logs}")
 }
 
+/// A new key pair from `tollgate keygen`: (private, public).
+fn keygen() -> Result<(String, String)> {
+    let out = cli(&["keygen"], &[])?;
+    anyhow::ensure!(out.status.success(), "keygen failed");
+    let text = String::from_utf8(out.stdout)?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in {text}"))
+    };
+    Ok((field("private_key=")?, field("public_key=")?))
+}
+
 fn cli(args: &[&str], env: &[(&str, String)]) -> Result<Output> {
     Ok(Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
@@ -84,15 +100,18 @@ fn cli(args: &[&str], env: &[(&str, String)]) -> Result<Output> {
 }
 
 #[tokio::test]
-async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> Result<()> {
+async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signatures() -> Result<()>
+{
     let prefix = tollgate_test_support::unique_name("roles");
     let nats = AuthorizingNats::start(&prefix).await?;
     let dir = tempfile::tempdir()?;
     let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
     std::fs::write(
         dir.path().join("tollgate.toml"),
-        "[[models]]\nname = \"mock\"\nprovider = \"mock\"\n",
+        "[[models]]\nname = \"mock\"\nprovider = \"mock\"\ninput_per_mtok = 1.0\n",
     )?;
+    let (policy_private, policy_public) = keygen()?;
+    let (status_private, status_public) = keygen()?;
 
     let admin = free_port()?;
     let admin_addr = ("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"));
@@ -106,6 +125,8 @@ async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> 
             admin_addr.clone(),
             ("DATABASE_URL", sqlite("policy.db")),
             ("TOLLGATE_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("TOLLGATE_POLICY_SIGNING_KEY", policy_private),
+            ("TOLLGATE_STATUS_PUBLIC_KEY", status_public),
             (
                 "TOLLGATE_CONFIG",
                 dir.path().join("tollgate.toml").display().to_string(),
@@ -136,21 +157,39 @@ async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> 
     let (edge_token, aggregator_token) = (service_token("edge")?, service_token("aggregator")?);
     let key = json(&["keys", "create", "--alias", "over-authz"])?;
     let secret = key["secret"].as_str().context("no key secret")?.to_owned();
+    let key_id = key["key"]["id"].as_str().context("no key id")?.to_owned();
+    // Less than one request costs: the first request exhausts it.
+    json(&[
+        "budgets",
+        "set",
+        "--scope",
+        "key",
+        "--scope-id",
+        &key_id,
+        "--amount",
+        "0.000001",
+        "--period",
+        "daily",
+    ])?;
 
     let control_plane_url = format!("http://127.0.0.1:{admin}");
+    let start_edge = |port: u16| {
+        start(
+            "edge",
+            dir.path(),
+            &nats,
+            &prefix,
+            EDGE_USER,
+            &[
+                ("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{port}")),
+                ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url.clone()),
+                ("TOLLGATE_EDGE_TOKEN", edge_token.clone()),
+                ("TOLLGATE_POLICY_PUBLIC_KEY", policy_public.clone()),
+            ],
+        )
+    };
     let edge = free_port()?;
-    let _edge = start(
-        "edge",
-        dir.path(),
-        &nats,
-        &prefix,
-        EDGE_USER,
-        &[
-            ("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge}")),
-            ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url.clone()),
-            ("TOLLGATE_EDGE_TOKEN", edge_token),
-        ],
-    )?;
+    let _edge = start_edge(edge)?;
     let (usage, export) = (free_port()?, free_port()?);
     let _aggregator = start(
         "aggregator",
@@ -162,21 +201,23 @@ async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> 
             ("DATABASE_URL", sqlite("usage.db")),
             ("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}")),
             ("TOLLGATE_USAGE_HTTP_ADDR", format!("127.0.0.1:{export}")),
-            ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url),
+            ("TOLLGATE_CONTROL_PLANE_URL", control_plane_url.clone()),
             ("TOLLGATE_EDGE_TOKEN", aggregator_token),
             ("TOLLGATE_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("TOLLGATE_POLICY_PUBLIC_KEY", policy_public.clone()),
+            ("TOLLGATE_STATUS_SIGNING_KEY", status_private),
         ],
     )?;
 
     let http = reqwest::Client::new();
-    let chat = || {
+    let chat = |edge: u16| {
         http.post(format!("http://127.0.0.1:{edge}/v1/chat/completions"))
             .bearer_auth(&secret)
             .json(&serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}))
             .send()
     };
     eventually(dir.path(), "the edge serving the new key", || async {
-        chat().await.is_ok_and(|r| r.status() == 200)
+        chat(edge).await.is_ok_and(|r| r.status() == 200)
     })
     .await?;
     let usage_env = [("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}"))];
@@ -199,5 +240,30 @@ async fn the_roles_work_with_their_own_nats_credentials_and_service_tokens() -> 
         rows.is_some_and(|v| v["rows"].as_array().is_some_and(|rows| !rows.is_empty()))
     })
     .await?;
+
+    // Only the aggregator's signed status says the budget is spent: an edge that starts now
+    // has seen none of it, and refuses the key.
+    let late = free_port()?;
+    let _late_edge = start_edge(late)?;
+    eventually(
+        dir.path(),
+        "the late edge refusing the spent key",
+        || async { chat(late).await.is_ok_and(|r| r.status() == 429) },
+    )
+    .await?;
+    for port in [edge, late] {
+        let metrics = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for refused in [
+            "tollgate_policy_refused 0",
+            "tollgate_budget_status_refused 0",
+        ] {
+            assert!(metrics.contains(refused), "{metrics}");
+        }
+    }
     Ok(())
 }
