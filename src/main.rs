@@ -151,6 +151,7 @@ async fn control_plane(settings: &Settings) -> anyhow::Result<()> {
         bus: Arc::new(bus),
         auth: Authenticator::new(config.admin_token.as_deref()),
         sealing: config.credential_key,
+        kek: config.kek.clone(),
         tls: config.tls.clone(),
         metrics_addr: config.metrics_addr,
         trust: config.trust.clone(),

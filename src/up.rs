@@ -113,6 +113,7 @@ pub async fn run(
         bus: bus.clone(),
         auth: Authenticator::new(Some(&admin_token)),
         sealing: Some(sealing),
+        kek: Default::default(),
         // Plain: up's own roles call it on loopback. TLS on the admin API is the distributed
         // control plane's (`tollgate control-plane`).
         tls: None,

@@ -101,6 +101,7 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         bus: bus.clone(),
         auth: Authenticator::new(Some(TOKEN)),
         sealing: None,
+        kek: Default::default(),
         tls: None,
         metrics_addr: None,
         trust: Default::default(),

@@ -8,11 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use anyhow::{Context, Result, bail};
-use common::free_port;
+use anyhow::{Context, Result};
+use common::{Process, eventually_in, free_port};
 use serde_json::Value;
 use tollgate_test_support::authorizing_nats::{
     AGGREGATOR_USER, AuthorizingNats, CONTROL_PLANE_USER, EDGE_USER,
@@ -20,61 +19,23 @@ use tollgate_test_support::authorizing_nats::{
 
 const TOKEN: &str = "nats-roles-test-admin-token";
 
-/// A role's process; killed on drop.
-struct Role(Child);
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `tollgate <role>` as NATS user `user`, with `env`; its log in `<dir>/<role>.err`.
+/// `tollgate <role>` as NATS user `user`, with `env`; its log in `<dir>/<name>.err`.
 fn start(
-    role: &str,
+    (role, name): (&str, &str),
     dir: &Path,
     nats: &AuthorizingNats,
     prefix: &str,
     (user, password): (&str, &str),
     env: &[(&str, String)],
-) -> Result<Role> {
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg(role)
-        .env("NATS_URL", &nats.url)
-        .env("NATS_USER", user)
-        .env("NATS_PASSWORD", password)
-        .env("TOLLGATE_BUS_PREFIX", prefix)
-        .env("TOLLGATE_UI_ADDR", "off")
-        .env("RUST_LOG", "warn")
-        .env_remove("TOLLGATE_ADMIN_TOKEN")
-        .env_remove("TOLLGATE_EDGE_TOKEN")
-        .env_remove("TOLLGATE_CONTROL_PLANE_URL")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{role}.err")))?)
-        .spawn()?;
-    Ok(Role(child))
-}
-
-/// Waits until `check` holds, for up to 30 s; fails with the roles' logs in `dir`.
-async fn eventually<F, Fut>(dir: &Path, what: &str, check: F) -> Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut logs = String::new();
-    for role in ["control-plane", "edge", "aggregator"] {
-        let log = std::fs::read_to_string(dir.join(format!("{role}.err"))).unwrap_or_default();
-        logs.push_str(&format!("--- {role}\n{log}\n"));
-    }
-    bail!("{what} did not happen within 30 s\n{logs}")
+) -> Result<Process> {
+    let mut all = vec![
+        ("NATS_URL", nats.url.clone()),
+        ("NATS_USER", user.to_owned()),
+        ("NATS_PASSWORD", password.to_owned()),
+        ("TOLLGATE_BUS_PREFIX", prefix.to_owned()),
+    ];
+    all.extend_from_slice(env);
+    Process::start(role, name, dir, &all)
 }
 
 /// A new key pair from `tollgate keygen`: (private, public).
@@ -116,7 +77,7 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
     let admin = free_port()?;
     let admin_addr = ("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"));
     let _control_plane = start(
-        "control-plane",
+        ("control-plane", "control-plane"),
         dir.path(),
         &nats,
         &prefix,
@@ -134,7 +95,7 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
         ],
     )?;
     let admin_env = [admin_addr];
-    eventually(dir.path(), "the control plane answering", || async {
+    eventually_in(dir.path(), "the control plane answering", || async {
         cli(&["admin", "teams", "list"], &admin_env).is_ok_and(|o| o.status.success())
     })
     .await?;
@@ -173,9 +134,9 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
     ])?;
 
     let control_plane_url = format!("http://127.0.0.1:{admin}");
-    let start_edge = |port: u16| {
+    let start_edge = |name: &str, port: u16| {
         start(
-            "edge",
+            ("edge", name),
             dir.path(),
             &nats,
             &prefix,
@@ -189,10 +150,10 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
         )
     };
     let edge = free_port()?;
-    let _edge = start_edge(edge)?;
+    let _edge = start_edge("edge", edge)?;
     let (usage, export) = (free_port()?, free_port()?);
     let _aggregator = start(
-        "aggregator",
+        ("aggregator", "aggregator"),
         dir.path(),
         &nats,
         &prefix,
@@ -216,12 +177,12 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
             .json(&serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}))
             .send()
     };
-    eventually(dir.path(), "the edge serving the new key", || async {
+    eventually_in(dir.path(), "the edge serving the new key", || async {
         chat(edge).await.is_ok_and(|r| r.status() == 200)
     })
     .await?;
     let usage_env = [("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}"))];
-    eventually(dir.path(), "the usage reaching the ledger", || async {
+    eventually_in(dir.path(), "the usage reaching the ledger", || async {
         let today = chrono::Utc::now().date_naive();
         let (start, end) = (
             today.to_string(),
@@ -244,8 +205,8 @@ async fn the_roles_work_with_their_own_nats_credentials_service_tokens_and_signa
     // Only the aggregator's signed status says the budget is spent: an edge that starts now
     // has seen none of it, and refuses the key.
     let late = free_port()?;
-    let _late_edge = start_edge(late)?;
-    eventually(
+    let _late_edge = start_edge("late-edge", late)?;
+    eventually_in(
         dir.path(),
         "the late edge refusing the spent key",
         || async { chat(late).await.is_ok_and(|r| r.status() == 429) },

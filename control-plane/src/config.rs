@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::{SealingError, SealingKey};
+use tollgate_proto::envelope::KekSettings;
 use tollgate_proto::http_serve::metrics_addr;
 use tollgate_proto::tls::{ClientTls, TlsFiles};
 
 use crate::console::ConsoleConfig;
 use crate::trust::{PolicySigning, TrustConfig};
-use tollgate_proto::signing::{private_key_setting, public_key_setting};
+use tollgate_proto::signing::{KeySettingError, private_key_setting, public_key_setting};
 
 /// Default `TOLLGATE_ADMIN_ADDR`.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
@@ -37,6 +38,9 @@ pub struct ControlPlaneConfig {
     pub admin_token: Option<String>,
     /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
     pub credential_key: Option<SealingKey>,
+    /// `TOLLGATE_KMS_KEY_ID` (and the `…_PREVIOUS` keys while rotating): the key encryption
+    /// keys that wrap credentials' data keys.
+    pub kek: KekSettings,
     /// `TOLLGATE_UI_ADDR`: where the web console listens (default `127.0.0.1:4080`; `off`:
     /// not served), and how it keeps sessions.
     pub console: Option<(SocketAddr, ConsoleConfig)>,
@@ -60,6 +64,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("bus_prefix", &self.bus_prefix)
             .field("admin_token", &redact::option(&self.admin_token))
             .field("credential_key", &self.credential_key)
+            .field("kek", &self.kek)
             .field("console", &self.console)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
@@ -75,6 +80,15 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+impl From<KeySettingError> for ConfigError {
+    fn from(e: KeySettingError) -> Self {
+        ConfigError::Invalid {
+            name: e.name,
+            reason: e.reason.to_string(),
+        }
+    }
 }
 
 impl ControlPlaneConfig {
@@ -101,6 +115,10 @@ impl ControlPlaneConfig {
                     name: "TOLLGATE_CREDENTIAL_KEY",
                     reason: e.to_string(),
                 })?,
+            kek: KekSettings::from_settings(get).map_err(|name| ConfigError::Invalid {
+                name,
+                reason: "expected 32 bytes in base64 (openssl rand -base64 32)".to_owned(),
+            })?,
             console: console_from_lookup(&lookup)?,
             tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
             metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
@@ -113,19 +131,8 @@ impl ControlPlaneConfig {
 }
 
 fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig, ConfigError> {
-    let current = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY").map_err(|e| {
-        ConfigError::Invalid {
-            name: "TOLLGATE_POLICY_SIGNING_KEY",
-            reason: e.to_string(),
-        }
-    })?;
-    let previous =
-        private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS").map_err(|e| {
-            ConfigError::Invalid {
-                name: "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS",
-                reason: e.to_string(),
-            }
-        })?;
+    let current = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY")?;
+    let previous = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS")?;
     let signing = match (current, previous) {
         (Some(current), previous) => Some(PolicySigning::new(current, previous)),
         (None, Some(_)) => return Err(ConfigError::Missing("TOLLGATE_POLICY_SIGNING_KEY")),
@@ -133,12 +140,7 @@ fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig
     };
     Ok(TrustConfig {
         signing,
-        status_key: public_key_setting(&get, "TOLLGATE_STATUS_PUBLIC_KEY").map_err(|e| {
-            ConfigError::Invalid {
-                name: "TOLLGATE_STATUS_PUBLIC_KEY",
-                reason: e.to_string(),
-            }
-        })?,
+        status_key: public_key_setting(&get, "TOLLGATE_STATUS_PUBLIC_KEY")?,
     })
 }
 

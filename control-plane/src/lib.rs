@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 mod convert;
+pub mod credentials;
 pub mod error;
 mod health;
 pub mod log;

@@ -8,12 +8,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
 use tollgate_proto::bus::Bus;
+use tollgate_proto::envelope::KekSettings;
 use tollgate_proto::http_serve::{self, Limits};
 use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
 use crate::console::ConsoleConfig;
+use crate::credentials;
 use crate::log::PolicyLog;
 use crate::metrics::{self, ControlMetrics};
 use crate::relay;
@@ -27,6 +29,8 @@ pub struct ControlPlane {
     pub bus: Arc<dyn Bus>,
     pub auth: Authenticator,
     pub sealing: Option<SealingKey>,
+    /// The key encryption keys beside `sealing` (KMS, and the keys being replaced).
+    pub kek: KekSettings,
     /// Serve the admin API over TLS (mutual when the files name a client CA).
     pub tls: Option<TlsFiles>,
     /// Serve `/metrics` here instead of on the admin API's port.
@@ -111,6 +115,14 @@ impl ControlPlane {
             tokio::spawn(tls.clone().watch(stopping.clone()));
         }
         let metrics = Arc::new(ControlMetrics::default());
+        let keks = self.kek.keks(self.sealing.as_ref()).await;
+        if let Some(keks) = &keks {
+            tokio::spawn(credentials::rewrap(
+                self.log.clone(),
+                keks.clone(),
+                stopping.clone(),
+            ));
+        }
         let (stop_relay, relay_stopped) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
             self.log.clone(),
@@ -138,6 +150,7 @@ impl ControlPlane {
             self.log.clone(),
             self.auth,
             self.sealing,
+            keks,
             self.trust.signing,
             self.bus.clone(),
             metrics,

@@ -13,12 +13,14 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::*;
 use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::{event_to_proto, from_timestamp, timestamp};
+use tollgate_proto::envelope::Keks;
 use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
 use tollgate_proto::usage::UsageEvent;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Actor, Authenticator};
 use crate::convert::{self, non_empty, parse};
+use crate::credentials;
 use crate::error::ControlError;
 use crate::health;
 use crate::log::PolicyLog;
@@ -33,8 +35,10 @@ use crate::{tail, watch};
 pub struct AdminApi {
     log: Arc<PolicyLog>,
     auth: Authenticator,
-    /// Seals provider credentials; without it PutCredential is refused.
+    /// Seals virtual keys' SigV4 secrets.
     sealing: Option<SealingKey>,
+    /// Wrap provider credentials' data keys; without them PutCredential is refused.
+    keks: Option<Keks>,
     /// Signs snapshots, when policy is signed.
     signing: Option<PolicySigning>,
     /// Where edges report their deployments' health.
@@ -62,6 +66,7 @@ impl AdminApi {
         log: Arc<PolicyLog>,
         auth: Authenticator,
         sealing: Option<SealingKey>,
+        keks: Option<Keks>,
         signing: Option<PolicySigning>,
         bus: Arc<dyn Bus>,
         metrics: Arc<ControlMetrics>,
@@ -70,6 +75,7 @@ impl AdminApi {
             log,
             auth,
             sealing,
+            keks,
             signing,
             bus,
             watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
@@ -417,9 +423,10 @@ impl AdminService for AdminApi {
         let r = request.get_ref().clone();
         // Check the caller before saying anything about this control plane's configuration.
         self.authorize(&request, Access::WritePolicy)?;
-        let sealing = self.sealing.as_ref().ok_or_else(|| {
+        let keks = self.keks.as_ref().ok_or_else(|| {
             ControlError::NotConfigured(
-                "this control plane has no TOLLGATE_CREDENTIAL_KEY, so it cannot store credentials"
+                "this control plane has neither TOLLGATE_CREDENTIAL_KEY nor TOLLGATE_KMS_KEY_ID, \
+                 so it cannot store credentials"
                     .to_owned(),
             )
         })?;
@@ -435,13 +442,17 @@ impl AdminService for AdminApi {
         }
         let plaintext =
             serde_json::to_vec(&r.secret_fields).map_err(|e| Status::internal(e.to_string()))?;
+        let (sealed, key_id, envelope) = credentials::seal(keks, &plaintext)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot wrap the credential's key: {e}")))?;
         let credential = tollgate_policy::model::Credential {
             id: new_id(),
             name: r.name.clone(),
             provider,
             field_names,
-            sealed: sealing.seal(new_nonce(), &plaintext),
-            key_id: sealing.id(),
+            sealed,
+            key_id,
+            envelope: Some(envelope),
         };
         let (state, _) = self
             .change(&request, Command::PutCredential { credential })

@@ -7,9 +7,10 @@ use std::time::Duration;
 use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::envelope::KekSettings;
 use tollgate_proto::follow;
 use tollgate_proto::http_serve::{Limits, metrics_addr};
-use tollgate_proto::signing::{PublicKey, public_key_setting};
+use tollgate_proto::signing::{KeySettingError, PublicKey, public_key_setting};
 use tollgate_proto::tls::TlsFiles;
 
 use crate::clock::Clock;
@@ -40,6 +41,9 @@ pub struct EdgeConfig {
     pub bus_prefix: String,
     /// `TOLLGATE_CREDENTIAL_KEY`: opens provider credentials.
     pub credential_key: Option<SealingKey>,
+    /// `TOLLGATE_KMS_KEY_ID` (and the `…_PREVIOUS` keys while rotating): the key encryption
+    /// keys that unwrap credentials' data keys.
+    pub kek: KekSettings,
     /// `TOLLGATE_MAX_BODY_BYTES` (default 10 MiB): larger requests get 413.
     pub max_body_bytes: usize,
     /// `TOLLGATE_USAGE_BUFFER` (default 100,000): usage events held while the bus is away.
@@ -114,6 +118,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("nats_url", &redact::url(&self.nats_url))
             .field("bus_prefix", &self.bus_prefix)
             .field("credential_key", &self.credential_key)
+            .field("kek", &self.kek)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("upstream_networks", &self.upstream_networks)
             .field("tls", &self.tls)
@@ -128,6 +133,15 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+impl From<KeySettingError> for ConfigError {
+    fn from(e: KeySettingError) -> Self {
+        ConfigError::Invalid {
+            name: e.name,
+            reason: e.reason.to_string(),
+        }
+    }
 }
 
 impl EdgeConfig {
@@ -167,6 +181,8 @@ impl EdgeConfig {
                 .map(|k| SealingKey::from_base64(&k))
                 .transpose()
                 .map_err(|e| invalid("TOLLGATE_CREDENTIAL_KEY")(&e))?,
+            kek: KekSettings::from_settings(get)
+                .map_err(|name| invalid(name)(&"expected 32 bytes in base64"))?,
             max_body_bytes: number("TOLLGATE_MAX_BODY_BYTES", 10 * 1024 * 1024)? as usize,
             usage_buffer: number("TOLLGATE_USAGE_BUFFER", 100_000)? as usize,
             connect_timeout: Duration::from_millis(number(
@@ -227,12 +243,7 @@ impl EdgeConfig {
                 .unwrap_or_default(),
             tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
             cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
-            policy_key: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY").map_err(|e| {
-                ConfigError::Invalid {
-                    name: "TOLLGATE_POLICY_PUBLIC_KEY",
-                    reason: e.to_string(),
-                }
-            })?,
+            policy_key: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY")?,
             clock: Clock::system(),
         })
     }

@@ -38,6 +38,7 @@ use crate::guardrails::Guardrails;
 use crate::health::Health;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::providers::credentials::CredentialKeys;
 use crate::providers::{Egress, Providers};
 use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
 use tollgate_proto::http_serve;
@@ -107,10 +108,19 @@ impl Edge {
         let limits = Limiter::new(config.rate_limit_window, config.clock.clone());
         tokio::spawn(limits.clone().lease(bus.clone(), stop.subscribe()));
         let health = Arc::new(Health::new(config.circuit, metrics.clone()));
+        let credentials = Arc::new(CredentialKeys::new(
+            config.credential_key.clone(),
+            &config.kek,
+        ));
+        tokio::spawn(credentials.clone().follow(
+            config.kek.clone(),
+            view.clone(),
+            stop.subscribe(),
+        ));
         let guardrails = Arc::new(Guardrails::new(
             config.connect_timeout,
             providers.egress.clone(),
-            config.credential_key.clone(),
+            credentials.clone(),
             metrics.clone(),
         ));
         tokio::spawn(health.clone().publish(
@@ -134,6 +144,7 @@ impl Edge {
             limits,
             providers,
             sealing: config.credential_key.clone(),
+            credentials,
             config,
             policy: view,
             usage: usage_sink,

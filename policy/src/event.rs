@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, SigningKeyRotation, Team,
-    TrafficRule, User, VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Envelope, Guardrail,
+    Metadata, PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, SigningKeyRotation,
+    Team, TrafficRule, User, VirtualKey,
 };
 
 /// The version of the event JSON written by this build.
@@ -66,6 +66,9 @@ pub enum PolicyEvent {
     CredentialPut { credential: Credential },
     #[serde(rename = "credential.deleted")]
     CredentialDeleted { id: String },
+    /// The credential's data key is wrapped anew (a KEK rotation); what it seals is unchanged.
+    #[serde(rename = "credential.rewrapped")]
+    CredentialRewrapped { id: String, envelope: Envelope },
 
     #[serde(rename = "deployment.upserted")]
     DeploymentUpserted { deployment: Deployment },
@@ -143,7 +146,9 @@ impl PolicyEvent {
             | KeyUnblocked { id }
             | KeyRevoked { id } => ("key", id.as_str()),
             CredentialPut { credential } => ("credential", credential.id.as_str()),
-            CredentialDeleted { id } => ("credential", id.as_str()),
+            CredentialDeleted { id } | CredentialRewrapped { id, .. } => {
+                ("credential", id.as_str())
+            }
             DeploymentUpserted { deployment } => ("deployment", deployment.id.as_str()),
             DeploymentDeleted { id } => ("deployment", id.as_str()),
             PriceSet { price } => ("price", price.model.as_str()),

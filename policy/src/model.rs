@@ -265,10 +265,24 @@ pub struct Credential {
     pub provider: Provider,
     /// The names of the sealed fields (`api_key`, `aws_secret_access_key`…), for display.
     pub field_names: Vec<String>,
-    /// base64(nonce ‖ ciphertext) of the JSON object of fields, sealed with the credential key.
+    /// base64(nonce ‖ ciphertext) of the JSON object of fields, sealed with the credential's
+    /// data key (with the credential key itself when it has no envelope).
     pub sealed: String,
-    /// Identifies the credential key that sealed it, so a key rotation can be detected.
+    /// Identifies the key that sealed it (a fingerprint, never the key).
     pub key_id: String,
+    /// The credential's data key, wrapped by a key encryption key; `None` for credentials
+    /// sealed directly with the credential key, before envelopes existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<Envelope>,
+}
+
+/// A data key wrapped by a key encryption key (KEK).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The KEK: `local:<fingerprint>` (the credential key) or `kms:<key id>` (AWS KMS).
+    pub kek: String,
+    /// The data key, wrapped by `kek` (base64).
+    pub wrapped_key: String,
 }
 
 /// One upstream a model name can be routed to.

@@ -226,6 +226,11 @@ impl PolicyState {
             CredentialDeleted { id } => {
                 self.credentials.remove(id);
             }
+            CredentialRewrapped { id, envelope } => {
+                if let Some(credential) = self.credentials.get_mut(id) {
+                    credential.envelope = Some(envelope.clone());
+                }
+            }
             DeploymentUpserted { deployment } => {
                 self.deployments
                     .insert(deployment.id.clone(), deployment.clone());

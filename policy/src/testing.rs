@@ -169,6 +169,7 @@ pub fn command() -> impl Strategy<Value = Command> {
                 field_names: vec!["api_key".to_owned()],
                 sealed: "c2VhbGVk".to_owned(),
                 key_id: "k1".to_owned(),
+                envelope: None,
             }
         }),
         pick("c").prop_map(|id| Command::DeleteCredential { id }),

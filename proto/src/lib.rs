@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod convert;
 pub mod egress;
+pub mod envelope;
 pub mod follow;
 pub mod health;
 pub mod http_serve;

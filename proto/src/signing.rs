@@ -192,24 +192,34 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// A key setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} is invalid: {reason}")]
+pub struct KeySettingError {
+    pub name: &'static str,
+    pub reason: SignatureError,
+}
+
 /// The public key set as `name` in the settings `get` reads, if any.
 pub fn public_key_setting(
     get: impl Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<PublicKey>, SignatureError> {
+    name: &'static str,
+) -> Result<Option<PublicKey>, KeySettingError> {
     get(name)
         .map(|text| PublicKey::from_base64(&text))
         .transpose()
+        .map_err(|reason| KeySettingError { name, reason })
 }
 
 /// The private key set as `name` in the settings `get` reads, if any.
 pub fn private_key_setting(
     get: impl Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<PrivateKey>, SignatureError> {
+    name: &'static str,
+) -> Result<Option<PrivateKey>, KeySettingError> {
     get(name)
         .map(|text| PrivateKey::from_base64(&text))
         .transpose()
+        .map_err(|reason| KeySettingError { name, reason })
 }
 
 /// The key that signs policy after the last rotation in `chain`, having checked that each

@@ -12,6 +12,7 @@ pub mod authorizing_nats;
 pub mod bedrock_upstream;
 mod binaries;
 pub mod gemini_upstream;
+pub mod kms_upstream;
 pub mod openai_upstream;
 pub mod otlp_receiver;
 mod python;

@@ -139,3 +139,61 @@ impl Drop for Up {
         let _ = self.child.wait();
     }
 }
+
+/// A `tollgate <role>` process; killed on drop.
+pub struct Process {
+    child: Child,
+    /// Where its standard error goes.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `tollgate <role>` with `env` (and the web console off), logging to
+    /// `<dir>/<name>.err`.
+    pub fn start(role: &str, name: &str, dir: &Path, env: &[(&str, String)]) -> Result<Process> {
+        let log = dir.join(format!("{name}.err"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg(role)
+            .env("TOLLGATE_UI_ADDR", "off")
+            .env("RUST_LOG", "warn")
+            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .env_remove("TOLLGATE_EDGE_TOKEN")
+            .env_remove("TOLLGATE_CONTROL_PLANE_URL")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Ok(Process { child, log })
+    }
+}
+
+/// Waits until `check` holds, for up to 30 s; fails with the logs (`*.err`) of the processes
+/// started in `dir`.
+pub async fn eventually_in<F, Fut>(dir: &Path, what: &str, check: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "err") {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            logs.push_str(&format!("--- {}\n{log}\n", path.display()));
+        }
+    }
+    bail!("{what} did not happen within 30 s\n{logs}")
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

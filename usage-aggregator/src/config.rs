@@ -7,7 +7,7 @@ use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
 use tollgate_proto::follow;
 use tollgate_proto::http_serve::metrics_addr;
-use tollgate_proto::signing::{private_key_setting, public_key_setting};
+use tollgate_proto::signing::{KeySettingError, private_key_setting, public_key_setting};
 
 use crate::AggregatorKeys;
 use tollgate_proto::tls::TlsFiles;
@@ -56,6 +56,15 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+impl From<KeySettingError> for ConfigError {
+    fn from(e: KeySettingError) -> Self {
+        ConfigError::Invalid {
+            name: e.name,
+            reason: e.reason.to_string(),
+        }
+    }
 }
 
 /// Secrets show as `***`, URL passwords too.
@@ -141,18 +150,8 @@ impl AggregatorConfig {
                 reason,
             })?,
             keys: AggregatorKeys {
-                policy: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY").map_err(|e| {
-                    ConfigError::Invalid {
-                        name: "TOLLGATE_POLICY_PUBLIC_KEY",
-                        reason: e.to_string(),
-                    }
-                })?,
-                status: private_key_setting(get, "TOLLGATE_STATUS_SIGNING_KEY").map_err(|e| {
-                    ConfigError::Invalid {
-                        name: "TOLLGATE_STATUS_SIGNING_KEY",
-                        reason: e.to_string(),
-                    }
-                })?,
+                policy: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY")?,
+                status: private_key_setting(get, "TOLLGATE_STATUS_SIGNING_KEY")?,
             },
         })
     }

@@ -95,6 +95,7 @@ impl TestControlPlane {
             bus: bus.clone(),
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes([42; 32])),
+            kek: Default::default(),
             tls: None,
             metrics_addr: None,
             trust: Default::default(),

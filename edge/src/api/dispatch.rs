@@ -490,7 +490,7 @@ impl Run<'_> {
         )?;
         let call = UpstreamCall {
             deployment,
-            secrets: credentials::open(app.sealing.as_ref(), self.state, deployment)
+            secrets: credentials::open(&app.credentials, self.state, deployment)
                 .map_err(EdgeError::from)?,
             body,
             stream: self.out.stream,

@@ -27,6 +27,7 @@ use crate::health::Health;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
+use crate::providers::credentials::CredentialKeys;
 use crate::usage::UsageSink;
 use tollgate_proto::follow::PolicyView;
 
@@ -37,7 +38,10 @@ pub struct AppState {
     pub providers: Providers,
     pub usage: UsageSink,
     pub metrics: Arc<Metrics>,
+    /// Seals and opens virtual keys' SigV4 secrets.
     pub sealing: Option<SealingKey>,
+    /// Open provider credentials.
+    pub credentials: Arc<CredentialKeys>,
     pub budgets: Arc<Budgets>,
     /// Rate limits, and this edge's leases of them.
     pub limits: Arc<Limiter>,

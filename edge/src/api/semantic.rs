@@ -56,7 +56,7 @@ pub async fn embed(
     let body = json!({"model": deployment.upstream_model, "input": text}).to_string();
     let call = UpstreamCall {
         deployment,
-        secrets: credentials::open(app.sealing.as_ref(), state, deployment).ok()?,
+        secrets: credentials::open(&app.credentials, state, deployment).ok()?,
         body: body.into(),
         stream: false,
         timeouts: Timeouts {

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use tollgate_policy::PolicyState;
 use tollgate_policy::guardrail::GuardrailSpec;
 use tollgate_policy::model::{Guardrail, GuardrailMode, VirtualKey};
-use tollgate_policy::sealing::SealingKey;
 
 pub use bedrock::Source;
 use bedrock::{APPLY_TIMEOUT, BedrockGuardrails};
@@ -28,7 +27,7 @@ use local::{Conclusion, Detector};
 use crate::error::EdgeError;
 use crate::metrics::{GuardrailLabels, Metrics};
 use crate::providers::Egress;
-use crate::providers::credentials::open_credential;
+use crate::providers::credentials::{CredentialKeys, open_credential};
 
 /// One guardrail, ready to run.
 pub struct Check {
@@ -123,7 +122,7 @@ struct Compiled {
 pub struct Guardrails {
     compiled: RwLock<Arc<Compiled>>,
     bedrock: BedrockGuardrails,
-    sealing: Option<SealingKey>,
+    credentials: Arc<CredentialKeys>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,7 +130,7 @@ impl Guardrails {
     pub fn new(
         connect_timeout: Duration,
         egress: Egress,
-        sealing: Option<SealingKey>,
+        credentials: Arc<CredentialKeys>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Guardrails {
@@ -140,7 +139,7 @@ impl Guardrails {
                 checks: BTreeMap::new(),
             })),
             bedrock: BedrockGuardrails::new(connect_timeout, egress),
-            sealing,
+            credentials,
             metrics,
         }
     }
@@ -280,7 +279,7 @@ impl Guardrails {
                 let secrets = match &bedrock.credential_id {
                     Some(id) => {
                         let owner = format!("guardrail {}", check.id);
-                        let opened = open_credential(self.sealing.as_ref(), state, id, &owner)
+                        let opened = open_credential(&self.credentials, state, id, &owner)
                             .map_err(|e| failed(e.to_string()))?;
                         Some(opened)
                     }

@@ -1,17 +1,175 @@
 //! A deployment's provider credential, opened just for the call that needs it.
+//!
+//! Credentials sealed with an envelope open with their own data key. Unwrapping one is a call
+//! to the key encryption key (AWS KMS: a network round trip), so it is never made on the
+//! request path: a background task unwraps the data keys of the credentials policy brings and
+//! keeps them in memory by fingerprint, and a request only reads that map. A KEK rotation
+//! re-wraps a data key without changing it, so requests keep opening credentials throughout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::Deployment;
+use tollgate_policy::model::{Credential, Deployment};
 use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::envelope::{Kek, KekSettings, Keks};
+use tollgate_proto::follow::PolicyView;
 
 use super::UpstreamError;
 
+/// How soon a data key that could not be unwrapped (KMS unreachable) is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// The keys that open provider credentials on this edge.
+pub struct CredentialKeys {
+    /// `TOLLGATE_CREDENTIAL_KEY`: opens credentials sealed with it directly, and is the local
+    /// key encryption key.
+    local: Option<SealingKey>,
+    /// The local key encryption keys (`TOLLGATE_CREDENTIAL_KEY` and the one it replaces),
+    /// which unwrap without a network call, so on the request itself when need be.
+    local_keks: Vec<Kek>,
+    /// Unwrapped data keys, by fingerprint.
+    data: RwLock<HashMap<String, SealingKey>>,
+}
+
+impl CredentialKeys {
+    /// Keys around the edge's local credential key and the settings' previous one, with no
+    /// data key unwrapped yet.
+    pub fn new(local: Option<SealingKey>, settings: &KekSettings) -> Self {
+        let local_keks = local
+            .iter()
+            .chain(&settings.local_previous)
+            .map(|key| Kek::Local(key.clone()))
+            .collect();
+        CredentialKeys {
+            local,
+            local_keks,
+            data: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn key_for(&self, credential: &Credential) -> Result<SealingKey, &'static str> {
+        let Some(envelope) = &credential.envelope else {
+            return self
+                .local
+                .clone()
+                .ok_or("this edge has no TOLLGATE_CREDENTIAL_KEY");
+        };
+        let held = self
+            .data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&credential.key_id)
+            .cloned();
+        if let Some(key) = held {
+            return Ok(key);
+        }
+        let kek = self
+            .local_keks
+            .iter()
+            .find(|kek| kek.id() == envelope.kek)
+            .ok_or("its data key is not unwrapped (yet) on this edge")?;
+        let key = kek
+            .unwrap_local(&envelope.wrapped_key)
+            .map_err(|_| "its data key does not unwrap with this edge's key")?
+            .sealing_key();
+        if key.id() != credential.key_id {
+            return Err("its wrapped data key does not match it");
+        }
+        self.data
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(credential.key_id.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// Unwraps the data keys of the credentials in `view`'s policy, as the key encryption keys
+    /// of `settings` allow, until `shutdown`.
+    pub async fn follow(
+        self: Arc<Self>,
+        settings: KekSettings,
+        view: Arc<PolicyView>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Some(keks) = settings.keks(self.local.as_ref()).await else {
+            return;
+        };
+        let mut applied = view.applied();
+        loop {
+            let missing = match view.current() {
+                Some(state) => self.unwrap_missing(&keks, &state).await,
+                None => 0,
+            };
+            let retry = async {
+                if missing == 0 {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(RETRY).await;
+            };
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = retry => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Unwraps the data keys of `state` not held yet and forgets those no credential uses;
+    /// returns how many could not be unwrapped.
+    async fn unwrap_missing(&self, keks: &Keks, state: &PolicyState) -> usize {
+        let wanted: Vec<&Credential> = {
+            let data = self.data.read().unwrap_or_else(|e| e.into_inner());
+            state
+                .credentials
+                .values()
+                .filter(|c| c.envelope.is_some() && !data.contains_key(&c.key_id))
+                .collect()
+        };
+        let mut failed = 0;
+        for credential in wanted {
+            let Some(envelope) = &credential.envelope else {
+                continue;
+            };
+            let unwrapped = match keks.find(&envelope.kek) {
+                Ok(kek) => kek.unwrap(&envelope.wrapped_key).await,
+                Err(e) => Err(e),
+            };
+            match unwrapped.map(|data_key| data_key.sealing_key()) {
+                Ok(key) if key.id() == credential.key_id => {
+                    self.data
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(credential.key_id.clone(), key);
+                }
+                Ok(_) => {
+                    failed += 1;
+                    tracing::error!(credential = %credential.id, "a wrapped data key does not match its credential");
+                }
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(credential = %credential.id, %error, "cannot unwrap a credential's data key; retrying");
+                }
+            }
+        }
+        let live: std::collections::HashSet<&str> = state
+            .credentials
+            .values()
+            .map(|c| c.key_id.as_str())
+            .collect();
+        self.data
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|fingerprint, _| live.contains(fingerprint.as_str()));
+        failed
+    }
+}
+
 /// The secret fields of `deployment`'s credential (`None` when it has none), opened with
-/// this edge's `sealing` key. Why one is unusable is logged, never answered.
+/// this edge's `keys`. Why one is unusable is logged, never answered.
 pub fn open(
-    sealing: Option<&SealingKey>,
+    keys: &CredentialKeys,
     state: &PolicyState,
     deployment: &Deployment,
 ) -> Result<Option<BTreeMap<String, String>>, UpstreamError> {
@@ -19,12 +177,12 @@ pub fn open(
         return Ok(None);
     };
     let owner = format!("deployment {}", deployment.id);
-    open_credential(sealing, state, id, &owner).map(Some)
+    open_credential(keys, state, id, &owner).map(Some)
 }
 
 /// The secret fields of credential `id`, which `owner` (a deployment, a guardrail) uses.
 pub fn open_credential(
-    sealing: Option<&SealingKey>,
+    keys: &CredentialKeys,
     state: &PolicyState,
     id: &str,
     owner: &str,
@@ -37,7 +195,7 @@ pub fn open_credential(
         .credentials
         .get(id)
         .ok_or_else(|| unusable("missing"))?;
-    let key = sealing.ok_or_else(|| unusable("this edge has no TOLLGATE_CREDENTIAL_KEY"))?;
+    let key = keys.key_for(credential).map_err(unusable)?;
     let plain = key
         .open(&credential.sealed)
         .map_err(|_| unusable("cannot be opened with this edge's key"))?;

@@ -89,6 +89,7 @@ impl TestControlPlane {
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
+            kek: Default::default(),
             tls: None,
             metrics_addr: None,
             trust,

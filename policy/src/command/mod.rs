@@ -6,9 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::event::PolicyEvent;
 use crate::model::{
-    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail, Metadata,
-    PreviousSecret, Price, RateLimit, RoutingRule, Scope, SealedSecret, SigningKeyRotation, Team,
-    TrafficRule, User, UserRole, VirtualKey,
+    AccessGroup, AdminToken, Budget, CachePolicy, Credential, Deployment, Envelope, Guardrail,
+    Metadata, PreviousSecret, Price, RateLimit, RoutingRule, Scope, SealedSecret,
+    SigningKeyRotation, Team, TrafficRule, User, UserRole, VirtualKey,
 };
 use crate::state::PolicyState;
 use crate::validate;
@@ -105,6 +105,12 @@ pub enum Command {
     },
     DeleteCredential {
         id: String,
+    },
+    /// Stores credential `id`'s data key, whose fingerprint is `key_id`, wrapped anew.
+    RewrapCredential {
+        id: String,
+        key_id: String,
+        envelope: Envelope,
     },
     UpsertDeployment {
         deployment: Deployment,
@@ -414,6 +420,24 @@ pub fn decide(
                 )));
             }
             PolicyEvent::CredentialDeleted { id }
+        }
+        RewrapCredential {
+            id,
+            key_id,
+            envelope,
+        } => {
+            let credential = found(state.credentials.get(&id), "credential", &id)?;
+            // The credential may have been replaced since its data key was unwrapped: that
+            // wrapping would then belong to a key that seals nothing any more.
+            if credential.key_id != key_id {
+                return Err(CommandError::FailedPrecondition(format!(
+                    "credential {id} was sealed anew since its data key was read; read it again"
+                )));
+            }
+            if credential.envelope.as_ref() == Some(&envelope) {
+                return Ok(vec![]);
+            }
+            PolicyEvent::CredentialRewrapped { id, envelope }
         }
         UpsertDeployment { deployment } => {
             let deployment = checked_deployment(state, deployment)?;

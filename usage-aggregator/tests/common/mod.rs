@@ -121,6 +121,7 @@ impl TestControlPlane {
             bus,
             auth: Authenticator::new(Some(ADMIN_TOKEN)),
             sealing: None,
+            kek: Default::default(),
             tls: None,
             metrics_addr: None,
             trust: Default::default(),
