@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tollgate_control_plane::auth::Authenticator;
 use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::secrets::{ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_secret};
+use tollgate_control_plane::snapshot::LogSnapshots;
 use tollgate_control_plane::{ControlPlane, store};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
@@ -21,9 +22,8 @@ use tollgate_policy::Command;
 use tollgate_policy::model::{Deployment, Provider, VirtualKey, hash_secret};
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::bus::{Bus, MemoryBus};
-use tollgate_proto::follow::GrpcSnapshots;
 use tollgate_usage_aggregator::config::AggregatorConfig;
-use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
+use tollgate_usage_aggregator::{Aggregator, AggregatorParts, ListenerTls};
 
 use crate::models;
 use crate::settings::Settings;
@@ -79,6 +79,10 @@ pub async fn run(
     let mut edge_config = EdgeConfig::from_lookup(lookup)?;
     edge_config.credential_key = Some(sealing.clone());
     let aggregator_config = AggregatorConfig::from_lookup(lookup)?;
+    // One certificate for every listener: the edge, the console, the admin and usage APIs and
+    // the CSV export (its roles reach policy in-process, so none of them calls another).
+    let tls = edge_config.tls.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let admin_addr: SocketAddr = get("TOLLGATE_ADMIN_ADDR")
         .unwrap_or_else(|| tollgate_control_plane::config::DEFAULT_ADMIN_ADDR.to_owned())
         .parse()
@@ -94,7 +98,7 @@ pub async fn run(
     let console = match tollgate_control_plane::config::console_from_lookup(lookup)? {
         Some((addr, mut config)) => {
             // The console reads spend from this process's own usage API.
-            config.usage_url = Some(format!("http://{}", usage_listener.local_addr()?));
+            config.usage_url = Some(format!("{scheme}://{}", usage_listener.local_addr()?));
             Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config))
         }
         None => None,
@@ -114,9 +118,7 @@ pub async fn run(
         auth: Authenticator::new(Some(&admin_token)),
         sealing: Some(sealing),
         kek: Default::default(),
-        // Plain: up's own roles call it on loopback. TLS on the admin API is the distributed
-        // control plane's (`tollgate control-plane`).
-        tls: None,
+        tls: tls.clone(),
         metrics_addr: None,
         trust: Default::default(),
     };
@@ -125,16 +127,12 @@ pub async fn run(
         console,
         until(rest_stopped.clone()),
     ));
+    // The edge and the aggregator take snapshots from the log itself, not over the admin API.
     let snapshots = || -> anyhow::Result<_> {
-        Ok(Some(Arc::new(
-            GrpcSnapshots::new(&format!("http://{admin_addr}"), &admin_token)
-                .map_err(anyhow::Error::msg)?,
-        ) as _))
-    };
-    let edge_scheme = if edge_config.tls.is_some() {
-        "https"
-    } else {
-        "http"
+        Ok(Some(Arc::new(LogSnapshots {
+            log: log.clone(),
+            signing: None,
+        }) as _))
     };
     let edge = Edge::start(edge_config, bus.clone(), snapshots()?)?;
     let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
@@ -149,12 +147,16 @@ pub async fn run(
     })
     .await
     .context("opening the usage ledger")?;
-    let aggregator =
-        tokio::spawn(aggregator.serve(usage_listener, export_listener, until(rest_stopped)));
+    let aggregator = tokio::spawn(aggregator.serve_with_tls(
+        usage_listener,
+        export_listener,
+        tls.map(ListenerTls::load).transpose()?,
+        until(rest_stopped),
+    ));
 
     print_banner(
         &data_dir,
-        edge_scheme,
+        scheme,
         edge_addr,
         admin_addr,
         ui_addr,
@@ -315,10 +317,10 @@ fn print_banner(
     println!(
         "\nTollgate is up (data in {dir}).\n\n\
          \x20 OpenAI-compatible API  {edge_scheme}://{edge}/v1\n\
-         \x20 admin API (gRPC)       {admin}   token in {dir}/admin-token\n\
+         \x20 admin API (gRPC)       {edge_scheme}://{admin}   token in {dir}/admin-token\n\
          \x20 web console            {console}\n\
-         \x20 usage API (gRPC)       {usage}\n\
-         \x20 usage CSV export       http://{export}/v1/usage/export\n\n\
+         \x20 usage API (gRPC)       {edge_scheme}://{usage}\n\
+         \x20 usage CSV export       {edge_scheme}://{export}/v1/usage/export\n\n\
          The first virtual key is in {key_path}. Try it:\n\n\
          curl {edge_scheme}://{edge}/v1/chat/completions -H \"Authorization: Bearer $(cat '{key_path}')\" -H 'content-type: application/json' \
          -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n",

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use common::{free_port, tls_fixture};
+use common::{ADMIN_TOKEN, Up, free_port, tls_fixture};
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
 use tollgate_proto::tls::ClientTls;
 
@@ -275,4 +275,53 @@ async fn wait_for_port(port: u16, log: &Path) -> Result<()> {
     }
     let log = std::fs::read_to_string(log).unwrap_or_default();
     bail!("nothing listened on port {port} within 30 s; the log:\n{log}")
+}
+
+#[tokio::test]
+async fn tollgate_up_serves_its_admin_and_usage_apis_over_tls_too() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let usage = free_port()?;
+    let file = |name: &str| tls_fixture(name).display().to_string();
+    let up = Up::start_with(
+        dir.path(),
+        "http://127.0.0.1:9/v1",
+        &[
+            ("TOLLGATE_TLS_CERT", file("edge-a.pem")),
+            ("TOLLGATE_TLS_KEY", file("edge-a.key")),
+            ("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{usage}")),
+        ],
+    )?;
+    // Ready means policy loaded: up's edge takes it from the log, not over its TLS admin API.
+    up.wait_ready().await?;
+    let cli = |args: &[&str], addr: (&str, String)| -> Result<Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .env(addr.0, addr.1)
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TOLLGATE_TLS_CA", tls_fixture("ca-a.pem"))
+            .output()?)
+    };
+    let admin = |scheme: &str| {
+        (
+            "TOLLGATE_ADMIN_ADDR",
+            format!("{scheme}127.0.0.1:{}", up.admin),
+        )
+    };
+    let listed = cli(&["admin", "teams", "list"], admin("https://"))?;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let plain = cli(&["admin", "teams", "list"], admin(""))?;
+    assert!(!plain.status.success(), "plain gRPC to up's TLS admin API");
+    let queried = cli(
+        &[
+            "usage",
+            "query",
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-01-02",
+        ],
+        ("TOLLGATE_USAGE_ADDR", format!("https://127.0.0.1:{usage}")),
+    )?;
+    assert!(queried.status.success(), "{}", stderr(&queried));
+    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod relay;
 pub mod secrets;
 mod server;
 mod service;
+pub mod snapshot;
 pub mod store;
 mod tail;
 pub mod trust;

@@ -12,7 +12,7 @@ use tollgate_policy::{Command, PolicyState, RecordedEvent};
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::*;
 use tollgate_proto::bus::Bus;
-use tollgate_proto::convert::{event_to_proto, from_timestamp, timestamp};
+use tollgate_proto::convert::{event_to_proto, from_timestamp};
 use tollgate_proto::envelope::Keks;
 use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
 use tollgate_proto::usage::UsageEvent;
@@ -840,23 +840,9 @@ impl AdminService for AdminApi {
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Reply<PolicySnapshot> {
         let state = self.read_as(&request, Access::FollowPolicy).await?;
-        let state_json =
-            serde_json::to_vec(state.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
-        let schema_version = tollgate_policy::SCHEMA_VERSION;
-        let signature = match &self.signing {
-            Some(signing) => signing
-                .key_after(&state, state.sequence)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?
-                .sign_snapshot(state.sequence, schema_version, &state_json),
-            None => Vec::new(),
-        };
-        Ok(Response::new(PolicySnapshot {
-            sequence: state.sequence,
-            schema_version,
-            state_json,
-            taken_at: Some(timestamp(chrono::Utc::now())),
-            signature,
-        }))
+        let snapshot = crate::snapshot::snapshot(&state, self.signing.as_ref())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(snapshot))
     }
 
     type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<PolicyEvent, Status>> + Send>>;
