@@ -1,6 +1,7 @@
 //! The `tollgate` binary: parses the command line and starts the role asked for.
 
 mod cli;
+mod health;
 mod models;
 mod settings;
 mod telemetry;
@@ -62,6 +63,13 @@ enum Role {
     /// TOLLGATE_POLICY_PUBLIC_KEY for edges and aggregators) or budget statuses
     /// (TOLLGATE_STATUS_SIGNING_KEY, with TOLLGATE_STATUS_PUBLIC_KEY for the control plane).
     Keygen,
+    /// Exit 0 when this machine's role answers healthy on its own port (the edge's
+    /// /health/ready, gRPC health for the others): the container image's health check.
+    Health {
+        /// edge | control-plane | aggregator.
+        #[arg(env = "TOLLGATE_ROLE", default_value = "edge")]
+        role: String,
+    },
 }
 
 /// The request path allocates many small, short-lived buffers across threads; glibc's malloc
@@ -77,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Role::ControlPlane => Some("tollgate-control-plane"),
         Role::Edge => Some("tollgate-edge"),
         Role::Aggregator => Some("tollgate-aggregator"),
-        Role::Admin(_) | Role::Usage(_) | Role::Keygen => None,
+        Role::Admin(_) | Role::Usage(_) | Role::Keygen | Role::Health { .. } => None,
     };
     let telemetry = telemetry::init(service)?;
     let settings = Settings::load()?;
@@ -88,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
         Role::Aggregator => aggregator(&settings).await,
         Role::Admin(args) => cli::admin(args).await,
         Role::Usage(args) => cli::usage(args).await,
+        Role::Health { role } => {
+            let section = role.replace('-', "_");
+            health::check(&role, settings.lookup(&section)).await
+        }
         Role::Keygen => {
             let key = tollgate_proto::signing::PrivateKey::generate();
             println!("private_key={}", key.to_base64());
