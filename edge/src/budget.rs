@@ -57,8 +57,18 @@ pub struct Budgets {
     clock: Clock,
     /// Statuses refused for a missing or wrong signature.
     refused: AtomicU64,
-    /// The revision of each status key last refused, so that an entry is counted once.
-    refused_revisions: Mutex<HashMap<String, u64>>,
+    /// A revision of a status entry is checked, and a refusal counted, once: refreshes read
+    /// every entry five times a second.
+    checked: Mutex<Checked>,
+}
+
+/// What the last signature check of each status entry found.
+#[derive(Default)]
+struct Checked {
+    /// The keys the entries were checked with; other keys start afresh.
+    keys: Vec<PublicKey>,
+    /// Per bus key: the entry's revision, and whether it was accepted.
+    verdicts: HashMap<String, (u64, bool)>,
 }
 
 /// Worst-case cost held against budgets while a request runs; settled with the actual cost.
@@ -83,7 +93,7 @@ impl Budgets {
             live_edges: AtomicUsize::new(1),
             clock,
             refused: AtomicU64::new(0),
-            refused_revisions: Mutex::new(HashMap::new()),
+            checked: Mutex::new(Checked::default()),
         })
     }
 
@@ -260,27 +270,35 @@ impl Budgets {
     }
 
     /// Whether the status `entry` under `name` is signed by one of `keys` (any is, when policy
-    /// names none); a refusal is counted once per revision.
+    /// names none).
     fn signed(&self, keys: &[PublicKey], name: &str, entry: &KvEntry) -> bool {
-        if keys.is_empty()
-            || keys
-                .iter()
-                .any(|key| key.check(Purpose::BudgetStatus, &entry.value).is_ok())
-        {
+        if keys.is_empty() {
             return true;
         }
-        let mut refused = self
-            .refused_revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if refused.insert(name.to_owned(), entry.revision) != Some(entry.revision) {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.keys.as_slice() != keys {
+            checked.keys = keys.to_vec();
+            checked.verdicts.clear();
+        }
+        if let Some(&(revision, accepted)) = checked.verdicts.get(name)
+            && revision == entry.revision
+        {
+            return accepted;
+        }
+        let accepted = keys
+            .iter()
+            .any(|key| key.check(Purpose::BudgetStatus, &entry.value).is_ok());
+        checked
+            .verdicts
+            .insert(name.to_owned(), (entry.revision, accepted));
+        if !accepted {
             self.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 key = name,
                 "budget status refused: not signed by the status key policy names"
             );
         }
-        false
+        accepted
     }
 }
 
