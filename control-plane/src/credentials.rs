@@ -42,8 +42,6 @@ enum RewrapError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Log(#[from] ControlError),
-    #[error("credential {0}'s wrapped data key does not match its fingerprint")]
-    Mismatch(String),
 }
 
 /// Re-wraps under the current KEK every data key wrapped by another, until `shutdown`; a
@@ -83,13 +81,7 @@ async fn rewrap_pass(log: &PolicyLog, keks: &Keks) -> Result<usize, RewrapError>
         .collect();
     let mut rewrapped = 0;
     for credential in stale {
-        let Some(old) = &credential.envelope else {
-            continue;
-        };
-        let data_key = keks.find(&old.kek)?.unwrap(&old.wrapped_key).await?;
-        if data_key.sealing_key().id() != credential.key_id {
-            return Err(RewrapError::Mismatch(credential.id));
-        }
+        let data_key = keks.data_key(&credential).await?;
         let envelope = Envelope {
             kek: current.clone(),
             wrapped_key: keks.current.wrap(&data_key).await?,

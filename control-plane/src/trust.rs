@@ -133,6 +133,14 @@ mod tests {
             .push(AdoptedSigningKey { sequence, rotation });
     }
 
+    /// The public half of the key `signing` signs the event after `sequence` with.
+    fn signer(signing: &PolicySigning, state: &PolicyState, sequence: u64) -> Option<PublicKey> {
+        signing
+            .key_after(state, sequence)
+            .ok()
+            .map(PrivateKey::public_key)
+    }
+
     #[test]
     fn the_first_key_signs_until_a_rotation_hands_over() {
         let old = PrivateKey::generate();
@@ -141,20 +149,8 @@ mod tests {
         let only_new = PolicySigning::new(new.clone(), None);
         let rotating = PolicySigning::new(new.clone(), Some(old.clone()));
         // Before any rotation: the previous key while one is configured, else the current.
-        assert_eq!(
-            only_new
-                .key_after(&state, 0)
-                .ok()
-                .map(PrivateKey::public_key),
-            Some(new.public_key())
-        );
-        assert_eq!(
-            rotating
-                .key_after(&state, 0)
-                .ok()
-                .map(PrivateKey::public_key),
-            Some(old.public_key())
-        );
+        assert_eq!(signer(&only_new, &state, 0), Some(new.public_key()));
+        assert_eq!(signer(&rotating, &state, 0), Some(old.public_key()));
         let rotation = rotating.pending_rotation(&state).ok().flatten();
         assert_eq!(
             rotation.as_ref().map(|r| r.public_key.clone()),
@@ -163,20 +159,8 @@ mod tests {
 
         rotated(&mut state, 4, old.endorse(&new.public_key()));
         // The rotation event itself (4) is signed by the old key, what follows by the new.
-        assert_eq!(
-            rotating
-                .key_after(&state, 3)
-                .ok()
-                .map(PrivateKey::public_key),
-            Some(old.public_key())
-        );
-        assert_eq!(
-            rotating
-                .key_after(&state, 4)
-                .ok()
-                .map(PrivateKey::public_key),
-            Some(new.public_key())
-        );
+        assert_eq!(signer(&rotating, &state, 3), Some(old.public_key()));
+        assert_eq!(signer(&rotating, &state, 4), Some(new.public_key()));
         assert!(matches!(rotating.pending_rotation(&state), Ok(None)));
         // Without the old key, events before the rotation cannot be signed again.
         assert!(matches!(

@@ -11,6 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use tollgate_policy::model::Credential;
 use tollgate_policy::sealing::SealingKey;
 
 /// The longest a KMS call may take, connection included.
@@ -25,6 +26,10 @@ pub enum EnvelopeError {
     Unwrappable,
     #[error("no key encryption key {0} is configured here")]
     UnknownKek(String),
+    #[error("credential {0} has no envelope: the credential key itself sealed it")]
+    NoEnvelope(String),
+    #[error("the wrapped data key is not the one that sealed credential {0}")]
+    Mismatch(String),
 }
 
 /// A credential's data key: only ever in memory, or wrapped.
@@ -39,6 +44,15 @@ impl DataKey {
     /// The key as credentials are sealed and opened with.
     pub fn sealing_key(&self) -> SealingKey {
         SealingKey::from_bytes(self.0)
+    }
+
+    /// This key, if it is the one that sealed `credential` (their fingerprints match).
+    pub fn sealed(self, credential: &Credential) -> Result<DataKey, EnvelopeError> {
+        if self.sealing_key().id() == credential.key_id {
+            Ok(self)
+        } else {
+            Err(EnvelopeError::Mismatch(credential.id.clone()))
+        }
     }
 }
 
@@ -158,6 +172,19 @@ impl Keks {
             .chain(&self.previous)
             .find(|kek| kek.id() == id)
             .ok_or_else(|| EnvelopeError::UnknownKek(id.to_owned()))
+    }
+
+    /// The data key of `credential`, unwrapped by the KEK its envelope names and checked
+    /// against the credential.
+    pub async fn data_key(&self, credential: &Credential) -> Result<DataKey, EnvelopeError> {
+        let envelope = credential
+            .envelope
+            .as_ref()
+            .ok_or_else(|| EnvelopeError::NoEnvelope(credential.id.clone()))?;
+        self.find(&envelope.kek)?
+            .unwrap(&envelope.wrapped_key)
+            .await?
+            .sealed(credential)
     }
 }
 

@@ -68,14 +68,7 @@ pub struct PrivateKey(SigningKey);
 impl PrivateKey {
     /// Reads a base64 32-byte seed (as `tollgate keygen` prints it).
     pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
-        let seed: [u8; 32] = BASE64
-            .decode(text.trim())
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| {
-                SignatureError::BadKey("expected 32 bytes in base64 (tollgate keygen)".to_owned())
-            })?;
-        Ok(PrivateKey(SigningKey::from_bytes(&seed)))
+        Ok(PrivateKey(SigningKey::from_bytes(&key_bytes(text)?)))
     }
 
     /// A new random key.
@@ -136,12 +129,7 @@ pub struct PublicKey(VerifyingKey);
 impl PublicKey {
     /// Reads a base64 32-byte public key.
     pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
-        let bytes: [u8; 32] = BASE64
-            .decode(text.trim())
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| SignatureError::BadKey("expected 32 bytes in base64".to_owned()))?;
-        VerifyingKey::from_bytes(&bytes)
+        VerifyingKey::from_bytes(&key_bytes(text)?)
             .map(PublicKey)
             .map_err(|_| SignatureError::BadKey("not an Ed25519 public key".to_owned()))
     }
@@ -259,6 +247,17 @@ pub fn follow_rotation(
         )
         .map_err(|_| broken("an endorsement is not from the key it replaces"))?;
     Ok(next)
+}
+
+/// The 32 bytes a key's base64 text holds.
+fn key_bytes(text: &str) -> Result<[u8; 32], SignatureError> {
+    BASE64
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            SignatureError::BadKey("expected 32 bytes in base64 (tollgate keygen)".to_owned())
+        })
 }
 
 fn signature_field(purpose: Purpose, signature: &Signature) -> Vec<u8> {

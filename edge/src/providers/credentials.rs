@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Credential, Deployment};
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::envelope::{Kek, KekSettings, Keks};
+use tollgate_proto::envelope::{EnvelopeError, Kek, KekSettings, Keks};
 use tollgate_proto::follow::PolicyView;
 
 use super::UpstreamError;
@@ -73,11 +73,12 @@ impl CredentialKeys {
             .ok_or("its data key is not unwrapped (yet) on this edge")?;
         let key = kek
             .unwrap_local(&envelope.wrapped_key)
-            .map_err(|_| "its data key does not unwrap with this edge's key")?
+            .and_then(|data_key| data_key.sealed(credential))
+            .map_err(|e| match e {
+                EnvelopeError::Mismatch(_) => "its wrapped data key does not match it",
+                _ => "its data key does not unwrap with this edge's key",
+            })?
             .sealing_key();
-        if key.id() != credential.key_id {
-            return Err("its wrapped data key does not match it");
-        }
         self.data
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -129,23 +130,12 @@ impl CredentialKeys {
         };
         let mut failed = 0;
         for credential in wanted {
-            let Some(envelope) = &credential.envelope else {
-                continue;
-            };
-            let unwrapped = match keks.find(&envelope.kek) {
-                Ok(kek) => kek.unwrap(&envelope.wrapped_key).await,
-                Err(e) => Err(e),
-            };
-            match unwrapped.map(|data_key| data_key.sealing_key()) {
-                Ok(key) if key.id() == credential.key_id => {
+            match keks.data_key(credential).await {
+                Ok(data_key) => {
                     self.data
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(credential.key_id.clone(), key);
-                }
-                Ok(_) => {
-                    failed += 1;
-                    tracing::error!(credential = %credential.id, "a wrapped data key does not match its credential");
+                        .insert(credential.key_id.clone(), data_key.sealing_key());
                 }
                 Err(error) => {
                     failed += 1;

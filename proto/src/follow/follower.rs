@@ -85,19 +85,12 @@ pub async fn run(
             error,
             FollowError::Gap { .. } | FollowError::NothingToLoad | FollowError::Refused { .. }
         );
-        match error {
-            FollowError::Gap { .. } => {
-                follower.view.count_resync();
-                tracing::warn!(%error, "policy stream gap; resyncing");
-                continue;
-            }
-            FollowError::Refused { .. } => {
-                follower.view.count_resync();
-                tracing::warn!(%error, "policy message refused; resyncing from the control plane");
-                continue;
-            }
-            _ => tracing::warn!(%error, retry_in = ?backoff, "policy follower interrupted"),
+        if let FollowError::Gap { .. } | FollowError::Refused { .. } = error {
+            follower.view.count_resync();
+            tracing::warn!(%error, "resyncing policy");
+            continue;
         }
+        tracing::warn!(%error, retry_in = ?backoff, "policy follower interrupted");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => break,
