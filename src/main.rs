@@ -261,10 +261,27 @@ async fn connect_bus(
     prefix: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<JetStreamBus> {
-    let auth = NatsAuth::from_settings(lookup).map_err(anyhow::Error::msg)?;
-    JetStreamBus::connect_as(url, prefix, BusLimits::default(), &auth)
+    let auth = NatsAuth::from_settings(&lookup).map_err(anyhow::Error::msg)?;
+    let limits = BusLimits {
+        replicas: bus_replicas(lookup("TOLLGATE_BUS_REPLICAS").as_deref())?,
+        ..BusLimits::default()
+    };
+    JetStreamBus::connect_as(url, prefix, limits, &auth)
         .await
         .context("connecting to NATS JetStream")
+}
+
+/// `TOLLGATE_BUS_REPLICAS`: 1 (a single server) unless set; JetStream keeps at most 5 copies.
+fn bus_replicas(setting: Option<&str>) -> anyhow::Result<usize> {
+    match setting.map(str::trim) {
+        None | Some("") => Ok(1),
+        Some(value) => match value.parse::<usize>() {
+            Ok(n @ 1..=5) => Ok(n),
+            _ => anyhow::bail!(
+                "TOLLGATE_BUS_REPLICAS={value}: give the number of NATS servers that keep each stream, 1 to 5"
+            ),
+        },
+    }
 }
 
 /// Snapshots from the control plane at `url`, reached as the role's TLS settings say.
@@ -281,4 +298,19 @@ fn snapshot_source(
         )),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bus_replicas;
+
+    #[test]
+    fn bus_replicas_are_one_to_five() {
+        assert_eq!(bus_replicas(None).ok(), Some(1));
+        assert_eq!(bus_replicas(Some("3")).ok(), Some(3));
+        for wrong in ["0", "6", "three", "-1"] {
+            let refused = bus_replicas(Some(wrong)).err().map(|e| e.to_string());
+            assert!(refused.is_some_and(|m| m.contains("1 to 5")), "{wrong}");
+        }
+    }
 }

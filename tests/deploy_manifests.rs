@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
+mod common;
+
 use anyhow::{Context, Result};
+use common::secret_looking;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -76,11 +79,6 @@ fn every_container_has_real_health_checks_limits_and_runs_as_non_root() -> Resul
 
 #[test]
 fn no_secret_is_a_plain_environment_value() -> Result<()> {
-    let secret_looking = |name: &str| {
-        ["TOKEN", "KEY", "PASSWORD", "SECRET"]
-            .iter()
-            .any(|word| name.to_uppercase().contains(word))
-    };
     for overlay in OVERLAYS {
         let documents = rendered(overlay)?;
         for (workload, pod) in pods(&documents) {
@@ -175,5 +173,58 @@ fn the_private_overlay_has_an_internal_load_balancer_for_named_networks_only() -
         public[0]["alb.ingress.kubernetes.io/scheme"],
         "internet-facing"
     );
+    Ok(())
+}
+
+#[test]
+fn every_secret_a_pod_reads_comes_from_an_external_secret_the_operator_serves() -> Result<()> {
+    for overlay in OVERLAYS {
+        let documents = rendered(overlay)?;
+        let stores: Vec<&str> = of_kind(&documents, "SecretStore")
+            .into_iter()
+            .map(name)
+            .collect();
+        let external = of_kind(&documents, "ExternalSecret");
+        let mut targets = Vec::new();
+        for secret in &external {
+            let what = format!("{overlay}/{}", name(secret));
+            // v1beta1 is no longer served from External Secrets 0.17 on.
+            assert_eq!(secret["apiVersion"], "external-secrets.io/v1", "{what}");
+            let store = secret["spec"]["secretStoreRef"]["name"].as_str();
+            assert!(store.is_some_and(|s| stores.contains(&s)), "{what}: store");
+            for entry in secret["spec"]["data"].as_array().context("data")? {
+                assert!(entry["secretKey"].is_string(), "{what}: secretKey");
+                assert!(
+                    entry["remoteRef"]["key"].is_string(),
+                    "{what}: remoteRef.key"
+                );
+            }
+            targets.push(
+                secret["spec"]["target"]["name"]
+                    .as_str()
+                    .unwrap_or_default(),
+            );
+        }
+        for (workload, pod) in pods(&documents) {
+            for container in pod["containers"].as_array().context("containers")? {
+                let from_env = container["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["valueFrom"]["secretKeyRef"]["name"].as_str());
+                let from_env_from = container["envFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["secretRef"]["name"].as_str());
+                for secret in from_env.chain(from_env_from) {
+                    assert!(
+                        targets.contains(&secret),
+                        "{overlay}/{workload}: {secret} is made by no ExternalSecret"
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ use tollgate_proto::bus::{
 /// Small enough to fill in a test.
 const LIMITS: BusLimits = BusLimits {
     usage_max_messages: 10,
+    replicas: 1,
 };
 
 async fn jetstream() -> Result<Arc<dyn Bus>> {

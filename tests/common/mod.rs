@@ -9,6 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+/// A setting whose name says it holds a secret: the deployments must never give one as a
+/// plain value.
+pub fn secret_looking(name: &str) -> bool {
+    ["TOKEN", "KEY", "PASSWORD", "SECRET"]
+        .iter()
+        .any(|word| name.to_uppercase().contains(word))
+}
+
 /// The bootstrap admin token of the instances started here.
 pub const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
 

@@ -80,6 +80,8 @@ function tollgate(
       TOLLGATE_UI_ADDR: 'off',
       NATS_URL: context.natsUrl,
       NATS_USER: natsUser,
+      // Every stream on all three JetStream nodes of the home region.
+      TOLLGATE_BUS_REPLICAS: '3',
       ...environment,
     },
     secrets: {

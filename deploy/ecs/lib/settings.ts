@@ -94,6 +94,9 @@ export interface Settings {
   /** Secrets Manager secret holding the edge and aggregator service tokens; unset for the first
    * deployment, when no control plane has issued them yet (edges then follow the stream only). */
   readonly serviceTokensSecret?: string;
+  /** The networks operators and finance reach the admin API (50051) and the usage API (50052,
+   * CSV export on 4001) from; nothing else outside the roles reaches them. */
+  readonly adminCidrs: string[];
   /** Where alarms are sent. */
   readonly alarmEmail: string;
   readonly sizing: Sizing;
@@ -114,6 +117,18 @@ export function load(path: string): Settings {
 
 const CIDR = /^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/;
 const MODEL_ID = /^[a-z0-9][a-z0-9.:-]*\*?$/;
+
+/** Each CIDR of `field` that is not one named network. */
+function namedNetworks(field: string, cidrs: string[]): string[] {
+  return cidrs.flatMap((cidr) => {
+    if (!CIDR.test(cidr)) return [`${field}: "${cidr}" is not a CIDR`];
+    if (cidr.endsWith('/0')) return [`${field}: ${cidr} is everyone, not a named network`];
+    if (['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'].includes(cidr)) {
+      return [`${field}: ${cidr} is a whole private range; name the networks`];
+    }
+    return [];
+  });
+}
 
 /** Every problem of the settings, each a sentence an operator can act on. */
 export function check(s: Settings): string[] {
@@ -159,15 +174,10 @@ export function check(s: Settings): string[] {
       }
     }
   }
+  problems.push(...namedNetworks('adminCidrs', s.adminCidrs));
   if (s.private) {
     if (s.private.inboundCidrs.length === 0) problems.push('private.inboundCidrs: name the calling networks');
-    for (const cidr of s.private.inboundCidrs) {
-      if (!CIDR.test(cidr)) problems.push(`private.inboundCidrs: "${cidr}" is not a CIDR`);
-      else if (cidr.endsWith('/0')) problems.push(`private.inboundCidrs: ${cidr} is everyone, not a named network`);
-      else if (['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'].includes(cidr)) {
-        problems.push(`private.inboundCidrs: ${cidr} is a whole private range; name the calling networks`);
-      }
-    }
+    problems.push(...namedNetworks('private.inboundCidrs', s.private.inboundCidrs));
   }
   return problems;
 }

@@ -216,6 +216,11 @@ export class HomeStack extends RegionStack {
     // Edges and the aggregator fetch snapshots from the control plane; nothing else reaches it.
     control.securityGroup.addIngressRule(edge.securityGroup, ec2.Port.tcp(50051), 'edges fetch snapshots');
     control.securityGroup.addIngressRule(usage.securityGroup, ec2.Port.tcp(50051), 'the aggregator fetches snapshots');
+    for (const cidr of settings.adminCidrs) {
+      control.securityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(50051), `the admin API from ${cidr}`);
+      usage.securityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(50052), `the usage API from ${cidr}`);
+      usage.securityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(4001), `CSV export from ${cidr}`);
+    }
 
     const ingress = new Ingress(this, 'Ingress', {
       vpc: b.vpc,

@@ -60,8 +60,12 @@ impl JetStreamBus {
             .map_err(unavailable)?;
         let mut context = jetstream::new(client);
         context.set_timeout(OPERATION_TIMEOUT);
-        let state =
-            shared_state_bucket(&context, &format!("{prefix}_STATE").to_uppercase()).await?;
+        let state = shared_state_bucket(
+            &context,
+            &format!("{prefix}_STATE").to_uppercase(),
+            limits.replicas,
+        )
+        .await?;
         let bus = JetStreamBus {
             context,
             prefix: prefix.to_owned(),
@@ -122,6 +126,7 @@ impl JetStreamBus {
             max_messages,
             max_bytes,
             allow_direct: true,
+            num_replicas: self.limits.replicas,
             ..Default::default()
         };
         if let Err(e) = with_timeout(self.context.create_or_update_stream(config)).await {
@@ -384,13 +389,14 @@ impl Acknowledge for JetStreamAck {
     }
 }
 
-/// The shared-state KV bucket, created through its backing stream: the reply of nats-server
-/// 2.9 to async-nats' `create_key_value` does not parse, while stream creation works on every
-/// server version.
-async fn shared_state_bucket(context: &Context, bucket: &str) -> Result<kv::Store, BusError> {
-    if let Ok(store) = with_timeout(context.get_key_value(bucket)).await {
-        return Ok(store);
-    }
+/// The shared-state KV bucket, created (or brought to `replicas` copies) through its backing
+/// stream: the reply of nats-server 2.9 to async-nats' `create_key_value` does not parse, while
+/// stream creation works on every server version.
+async fn shared_state_bucket(
+    context: &Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, BusError> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -400,10 +406,20 @@ async fn shared_state_bucket(context: &Context, bucket: &str) -> Result<kv::Stor
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     };
-    with_timeout(context.get_or_create_stream(config)).await?;
-    with_timeout(context.get_key_value(bucket)).await
+    let created = with_timeout(context.create_or_update_stream(config)).await;
+    match with_timeout(context.get_key_value(bucket)).await {
+        Ok(store) => {
+            if let Err(e) = created {
+                tracing::warn!(%bucket, error = %e, "the shared-state bucket keeps its earlier settings");
+            }
+            Ok(store)
+        }
+        // Why it could not be made says more than that it is not there.
+        Err(missing) => Err(created.err().unwrap_or(missing)),
+    }
 }
 
 fn msg_id(headers: &async_nats::HeaderMap) -> String {

@@ -75,12 +75,16 @@ pub enum Retention {
 pub struct BusLimits {
     /// The most usage events waiting for the aggregator.
     pub usage_max_messages: u64,
+    /// How many servers of a JetStream cluster keep each stream and the shared-state bucket
+    /// (`TOLLGATE_BUS_REPLICAS`): 3 on a three-node cluster, so losing a node loses nothing.
+    pub replicas: usize,
 }
 
 impl Default for BusLimits {
     fn default() -> Self {
         BusLimits {
             usage_max_messages: USAGE_MAX_MESSAGES,
+            replicas: 1,
         }
     }
 }
