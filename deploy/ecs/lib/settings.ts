@@ -83,6 +83,9 @@ export interface Settings {
   readonly imageRepository: string;
   readonly imageTag: string;
   readonly natsImage: string;
+  /** A NATS JetStream you run yourself (`nats://host:4222`, `tls://…`) instead of the stack's
+   * three-node cluster on Fargate. */
+  readonly externalNatsUrl?: string;
   readonly cloudwatchAgentImage: string;
   /** Bedrock models the edges may invoke (model ids; `*` may end an id, never be one). */
   readonly bedrockModels: string[];
@@ -143,6 +146,9 @@ export function check(s: Settings): string[] {
     if (!/^[a-zA-Z0-9](-*[a-zA-Z0-9])*$/.test(name)) {
       problems.push(`sagemakerEndpoints: "${name}" is not an endpoint name`);
     }
+  }
+  if (s.externalNatsUrl !== undefined && !/^(nats|tls):\/\/[^\s/]+$/.test(s.externalNatsUrl)) {
+    problems.push(`externalNatsUrl: "${s.externalNatsUrl}" is not nats://host:port or tls://host:port`);
   }
   if (s.sizing.edgeMinTasks < 2) problems.push('sizing.edgeMinTasks must be at least 2');
   if (s.sizing.edgeMaxTasks < s.sizing.edgeMinTasks) {

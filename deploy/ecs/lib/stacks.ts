@@ -184,17 +184,19 @@ export class HomeStack extends RegionStack {
     const policyDb = postgres(this, 'PolicyDatabase', b, settings, 'tollgate');
     const ledgerDb = postgres(this, 'LedgerDatabase', b, settings, 'tollgate_usage');
 
-    const nats = new NatsCluster(this, 'Nats', {
-      vpc: b.vpc,
-      cluster: b.cluster,
-      image: settings.natsImage,
-      key: b.storageKey,
-      logGroup: b.logGroup,
-      namespace: NAMESPACE,
-      passwords,
-      leafCidrs: edgeRegions.map((r) => r.leafCidr!),
-    });
-    new CfnOutput(this, 'NatsLeafEndpoint', { value: nats.leafEndpoint });
+    const nats = settings.externalNatsUrl
+      ? externalNats(this, b.vpc, settings.externalNatsUrl)
+      : new NatsCluster(this, 'Nats', {
+        vpc: b.vpc,
+        cluster: b.cluster,
+        image: settings.natsImage,
+        key: b.storageKey,
+        logGroup: b.logGroup,
+        namespace: NAMESPACE,
+        passwords,
+        leafCidrs: edgeRegions.map((r) => r.leafCidr!),
+      });
+    if (nats instanceof NatsCluster) new CfnOutput(this, 'NatsLeafEndpoint', { value: nats.leafEndpoint });
 
     const context: RoleContext = {
       settings,
@@ -235,6 +237,17 @@ export class HomeStack extends RegionStack {
     if (props.global) latencyRecord(this, props.global, region, ingress);
     new Alarms(this, 'Alarms', { logGroup: b.logGroup, email: settings.alarmEmail, key: b.storageKey });
   }
+}
+
+/** A NATS JetStream the operator runs (a cluster on EC2, Synadia Cloud): the stack runs none,
+ * and the servers' users take the passwords the stack generated (`<name>/nats/<role>`). */
+function externalNats(scope: Construct, vpc: ec2.IVpc, url: string) {
+  const clientSecurityGroup = new ec2.SecurityGroup(scope, 'NatsClients', {
+    vpc,
+    description: 'Tollgate roles that connect to the external NATS',
+    allowAllOutbound: true,
+  });
+  return { url, clientSecurityGroup };
 }
 
 /** The region's entry in the global option's latency-routed origin name. */
