@@ -1,8 +1,9 @@
-//! The checks of a guardrail: a kind Tollgate enforces with a config it can read, references
+//! Guardrails: a kind Tollgate enforces with a config it can read, references
 //! that exist, and a Bedrock guardrail that cannot send the edge's AWS identity off AWS.
 
-use super::CommandError;
 use super::checks::found;
+use super::{CommandError, Decision};
+use crate::event::PolicyEvent;
 use crate::guardrail::GuardrailSpec;
 use crate::model::{Guardrail, Provider};
 use crate::state::PolicyState;
@@ -60,4 +61,19 @@ pub(super) fn checked(
         }
     }
     Ok(guardrail)
+}
+
+/// Sets a guardrail (nothing if it is the same).
+pub(super) fn set(state: &PolicyState, guardrail: Guardrail) -> Decision {
+    let guardrail = checked(state, guardrail)?;
+    if state.guardrails.get(&guardrail.id) == Some(&guardrail) {
+        return Ok(None);
+    }
+    Ok(Some(PolicyEvent::GuardrailSet { guardrail }))
+}
+
+/// Deletes a guardrail.
+pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
+    found(state.guardrails.get(&id), "guardrail", &id)?;
+    Ok(Some(PolicyEvent::GuardrailDeleted { id }))
 }

@@ -1,8 +1,9 @@
-//! The checks of a traffic rule: every reference exists, the time window is a real one, and the
+//! Traffic rules: every reference exists, the time window is a real one, and the
 //! rule does something.
 
-use super::CommandError;
 use super::checks::found;
+use super::{CommandError, Decision};
+use crate::event::PolicyEvent;
 use crate::model::{TimeWindow, TrafficRule};
 use crate::state::PolicyState;
 use crate::validate;
@@ -113,4 +114,19 @@ pub(super) fn time_window(window: &mut TimeWindow) -> Result<(), CommandError> {
     window.weekdays.sort();
     window.weekdays.dedup();
     Ok(())
+}
+
+/// Sets a traffic rule (nothing if it is the same).
+pub(super) fn set(state: &PolicyState, rule: TrafficRule) -> Decision {
+    let rule = checked(state, rule)?;
+    if state.traffic_rules.get(&rule.id) == Some(&rule) {
+        return Ok(None);
+    }
+    Ok(Some(PolicyEvent::TrafficRuleSet { rule }))
+}
+
+/// Deletes a traffic rule.
+pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
+    found(state.traffic_rules.get(&id), "traffic rule", &id)?;
+    Ok(Some(PolicyEvent::TrafficRuleDeleted { id }))
 }

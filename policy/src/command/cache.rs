@@ -1,0 +1,61 @@
+//! Cache policies: one per model, a bounded time to live, a semantic cache only on a deployed embeddings model.
+
+use crate::event::PolicyEvent;
+use crate::model::CachePolicy;
+use crate::state::PolicyState;
+use crate::validate;
+
+use super::checks::found;
+use super::{CommandError, Decision, MAX_CACHE_TTL_SECONDS};
+
+/// Sets a cache policy (nothing if it is the same).
+pub(super) fn set(state: &PolicyState, policy: CachePolicy) -> Decision {
+    validate::id("cache policy id", &policy.id)?;
+    validate::model_name("model", &policy.model)?;
+    if !(1..=MAX_CACHE_TTL_SECONDS).contains(&policy.ttl_seconds) {
+        return Err(CommandError::invalid(format!(
+            "ttl_seconds must be between 1 and {MAX_CACHE_TTL_SECONDS} (30 days), got {}",
+            policy.ttl_seconds
+        )));
+    }
+    let other = state
+        .cache_policies
+        .values()
+        .find(|p| p.model == policy.model && p.id != policy.id);
+    if let Some(other) = other {
+        return Err(CommandError::AlreadyExists(format!(
+            "model {} already has cache policy {}: change that one instead",
+            policy.model, other.id
+        )));
+    }
+    if let Some(semantic) = &policy.semantic {
+        validate::model_name("embeddings_model", &semantic.embeddings_model)?;
+        if state
+            .deployments_for(&semantic.embeddings_model)
+            .next()
+            .is_none()
+        {
+            return Err(CommandError::invalid(format!(
+                "embeddings_model {:?} has no deployment: deploy it before using it \
+                 for the semantic cache",
+                semantic.embeddings_model
+            )));
+        }
+        if !(semantic.threshold > 0.0 && semantic.threshold <= 1.0) {
+            return Err(CommandError::invalid(format!(
+                "the semantic threshold is a cosine similarity in (0, 1], got {}",
+                semantic.threshold
+            )));
+        }
+    }
+    if state.cache_policies.get(&policy.id) == Some(&policy) {
+        return Ok(None);
+    }
+    Ok(Some(PolicyEvent::CachePolicySet { policy }))
+}
+
+/// Deletes a cache policy.
+pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
+    found(state.cache_policies.get(&id), "cache policy", &id)?;
+    Ok(Some(PolicyEvent::CachePolicyDeleted { id }))
+}
