@@ -6,7 +6,7 @@ use crate::state::PolicyState;
 use crate::validate;
 
 use super::checks::found;
-use super::{CommandError, Decision};
+use super::{CommandError, Decision, changed, deleted};
 
 /// Sets an access group, its grants sorted and unique (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, mut group: AccessGroup) -> Decision {
@@ -43,14 +43,14 @@ pub(super) fn set(state: &PolicyState, mut group: AccessGroup) -> Decision {
     }
     group.roles.sort();
     group.roles.dedup();
-    if state.access_groups.get(&group.id) == Some(&group) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::AccessGroupSet { group }))
+    changed(state.access_groups.get(&group.id), group, |group| {
+        PolicyEvent::AccessGroupSet { group }
+    })
 }
 
 /// Deletes an access group.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.access_groups.get(&id), "access group", &id)?;
-    Ok(Some(PolicyEvent::AccessGroupDeleted { id }))
+    deleted(state.access_groups.get(&id), "access group", id, |id| {
+        PolicyEvent::AccessGroupDeleted { id }
+    })
 }

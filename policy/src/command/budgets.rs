@@ -5,8 +5,8 @@ use crate::model::{Budget, Scope};
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::{found, scope_target};
-use super::{CommandError, Decision};
+use super::checks::scope_target;
+use super::{CommandError, Decision, changed, deleted};
 
 /// Sets a budget, its thresholds sorted and unique (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, mut budget: Budget) -> Decision {
@@ -35,14 +35,14 @@ pub(super) fn set(state: &PolicyState, mut budget: Budget) -> Decision {
     }
     budget.thresholds.sort_by(f64::total_cmp);
     budget.thresholds.dedup();
-    if state.budgets.get(&budget.id) == Some(&budget) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::BudgetSet { budget }))
+    changed(state.budgets.get(&budget.id), budget, |budget| {
+        PolicyEvent::BudgetSet { budget }
+    })
 }
 
 /// Deletes a budget.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.budgets.get(&id), "budget", &id)?;
-    Ok(Some(PolicyEvent::BudgetDeleted { id }))
+    deleted(state.budgets.get(&id), "budget", id, |id| {
+        PolicyEvent::BudgetDeleted { id }
+    })
 }

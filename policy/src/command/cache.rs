@@ -5,8 +5,7 @@ use crate::model::CachePolicy;
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::found;
-use super::{CommandError, Decision, MAX_CACHE_TTL_SECONDS};
+use super::{CommandError, Decision, MAX_CACHE_TTL_SECONDS, changed, deleted};
 
 /// Sets a cache policy (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, policy: CachePolicy) -> Decision {
@@ -48,14 +47,14 @@ pub(super) fn set(state: &PolicyState, policy: CachePolicy) -> Decision {
             )));
         }
     }
-    if state.cache_policies.get(&policy.id) == Some(&policy) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::CachePolicySet { policy }))
+    changed(state.cache_policies.get(&policy.id), policy, |policy| {
+        PolicyEvent::CachePolicySet { policy }
+    })
 }
 
 /// Deletes a cache policy.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.cache_policies.get(&id), "cache policy", &id)?;
-    Ok(Some(PolicyEvent::CachePolicyDeleted { id }))
+    deleted(state.cache_policies.get(&id), "cache policy", id, |id| {
+        PolicyEvent::CachePolicyDeleted { id }
+    })
 }

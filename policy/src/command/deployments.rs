@@ -5,15 +5,16 @@ use crate::model::Deployment;
 use crate::state::PolicyState;
 
 use super::checks::{checked_deployment, found};
-use super::{Decision, traffic};
+use super::{Decision, changed, traffic};
 
 /// Creates or replaces a deployment (nothing if it is the same).
 pub(super) fn upsert(state: &PolicyState, deployment: Deployment) -> Decision {
     let deployment = checked_deployment(state, deployment)?;
-    if state.deployments.get(&deployment.id) == Some(&deployment) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::DeploymentUpserted { deployment }))
+    changed(
+        state.deployments.get(&deployment.id),
+        deployment,
+        |deployment| PolicyEvent::DeploymentUpserted { deployment },
+    )
 }
 
 /// Deletes a deployment no traffic rule routes to.

@@ -2,7 +2,7 @@
 //! that exist, and a Bedrock guardrail that cannot send the edge's AWS identity off AWS.
 
 use super::checks::found;
-use super::{CommandError, Decision};
+use super::{CommandError, Decision, changed, deleted};
 use crate::event::PolicyEvent;
 use crate::guardrail::GuardrailSpec;
 use crate::model::{Guardrail, Provider};
@@ -66,14 +66,16 @@ pub(super) fn checked(
 /// Sets a guardrail (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, guardrail: Guardrail) -> Decision {
     let guardrail = checked(state, guardrail)?;
-    if state.guardrails.get(&guardrail.id) == Some(&guardrail) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::GuardrailSet { guardrail }))
+    changed(
+        state.guardrails.get(&guardrail.id),
+        guardrail,
+        |guardrail| PolicyEvent::GuardrailSet { guardrail },
+    )
 }
 
 /// Deletes a guardrail.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.guardrails.get(&id), "guardrail", &id)?;
-    Ok(Some(PolicyEvent::GuardrailDeleted { id }))
+    deleted(state.guardrails.get(&id), "guardrail", id, |id| {
+        PolicyEvent::GuardrailDeleted { id }
+    })
 }

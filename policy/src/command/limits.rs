@@ -5,8 +5,8 @@ use crate::model::{RateLimit, Scope};
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::{found, scope_target};
-use super::{CommandError, Decision, MAX_SCHEDULES, traffic};
+use super::checks::scope_target;
+use super::{CommandError, Decision, MAX_SCHEDULES, changed, deleted, traffic};
 
 /// Sets a rate limit, its schedules' windows checked (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, mut rate_limit: RateLimit) -> Decision {
@@ -33,14 +33,16 @@ pub(super) fn set(state: &PolicyState, mut rate_limit: RateLimit) -> Decision {
     for schedule in &mut rate_limit.schedules {
         traffic::time_window(&mut schedule.window)?;
     }
-    if state.rate_limits.get(&rate_limit.id) == Some(&rate_limit) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::RateLimitSet { rate_limit }))
+    changed(
+        state.rate_limits.get(&rate_limit.id),
+        rate_limit,
+        |rate_limit| PolicyEvent::RateLimitSet { rate_limit },
+    )
 }
 
 /// Deletes a rate limit.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.rate_limits.get(&id), "rate limit", &id)?;
-    Ok(Some(PolicyEvent::RateLimitDeleted { id }))
+    deleted(state.rate_limits.get(&id), "rate limit", id, |id| {
+        PolicyEvent::RateLimitDeleted { id }
+    })
 }

@@ -36,6 +36,27 @@ mod traffic;
 /// What a command decides: the event it causes, or none when it asks for what already is.
 type Decision = Result<Option<PolicyEvent>, CommandError>;
 
+/// `event` setting `wanted`, or nothing when `current` already is it (set commands are
+/// idempotent).
+fn changed<T: PartialEq>(
+    current: Option<&T>,
+    wanted: T,
+    event: impl FnOnce(T) -> PolicyEvent,
+) -> Decision {
+    Ok((current != Some(&wanted)).then(|| event(wanted)))
+}
+
+/// `event` deleting the `what` `id`, which must exist (`current`).
+fn deleted<T>(
+    current: Option<&T>,
+    what: &str,
+    id: String,
+    event: impl FnOnce(String) -> PolicyEvent,
+) -> Decision {
+    checks::found(current, what, &id)?;
+    Ok(Some(event(id)))
+}
+
 /// The longest a rotated key's old secret may stay valid.
 pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 

@@ -6,7 +6,7 @@ use crate::state::PolicyState;
 use crate::validate;
 
 use super::checks::{absent, found, live_keys, optional_team, unique_email, unique_team_name};
-use super::{CommandError, Decision, traffic};
+use super::{CommandError, Decision, changed, traffic};
 
 /// A new team, its name unused.
 pub(super) fn create_team(
@@ -39,10 +39,9 @@ pub(super) fn update_team(
     if let Some(metadata) = metadata {
         team.metadata = metadata;
     }
-    if state.teams.get(&id) == Some(&team) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::TeamUpdated { team }))
+    changed(state.teams.get(&id), team, |team| {
+        PolicyEvent::TeamUpdated { team }
+    })
 }
 
 /// Deletes a team no user, live key, traffic rule or access group refers to.

@@ -5,8 +5,7 @@ use crate::model::Price;
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::Decision;
-use super::checks::found;
+use super::{Decision, changed, deleted};
 
 /// Sets a model's price (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, price: Price) -> Decision {
@@ -15,14 +14,17 @@ pub(super) fn set(state: &PolicyState, price: Price) -> Decision {
     validate::non_negative("output_per_mtok", price.output_per_mtok)?;
     validate::non_negative("cached_input_per_mtok", price.cached_input_per_mtok)?;
     validate::non_negative("cache_write_per_mtok", price.cache_write_per_mtok)?;
-    if state.prices.get(&price.model) == Some(&price) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::PriceSet { price }))
+    changed(state.prices.get(&price.model), price, |price| {
+        PolicyEvent::PriceSet { price }
+    })
 }
 
 /// Deletes a model's price.
 pub(super) fn delete(state: &PolicyState, model: String) -> Decision {
-    found(state.prices.get(&model), "price for model", &model)?;
-    Ok(Some(PolicyEvent::PriceDeleted { model }))
+    deleted(
+        state.prices.get(&model),
+        "price for model",
+        model,
+        |model| PolicyEvent::PriceDeleted { model },
+    )
 }

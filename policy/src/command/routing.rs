@@ -5,8 +5,7 @@ use crate::model::RoutingRule;
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::found;
-use super::{CommandError, Decision, MAX_RETRIES};
+use super::{CommandError, Decision, MAX_RETRIES, changed, deleted};
 
 /// Sets a model's routing rule (nothing if it is the same).
 pub(super) fn set_rule(state: &PolicyState, mut rule: RoutingRule) -> Decision {
@@ -44,14 +43,14 @@ pub(super) fn set_rule(state: &PolicyState, mut rule: RoutingRule) -> Decision {
             rule.model_name, other.id
         )));
     }
-    if state.routing_rules.get(&rule.id) == Some(&rule) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::RoutingRuleSet { rule }))
+    changed(state.routing_rules.get(&rule.id), rule, |rule| {
+        PolicyEvent::RoutingRuleSet { rule }
+    })
 }
 
 /// Deletes a routing rule.
 pub(super) fn delete_rule(state: &PolicyState, id: String) -> Decision {
-    found(state.routing_rules.get(&id), "routing rule", &id)?;
-    Ok(Some(PolicyEvent::RoutingRuleDeleted { id }))
+    deleted(state.routing_rules.get(&id), "routing rule", id, |id| {
+        PolicyEvent::RoutingRuleDeleted { id }
+    })
 }

@@ -2,7 +2,7 @@
 //! rule does something.
 
 use super::checks::found;
-use super::{CommandError, Decision};
+use super::{CommandError, Decision, changed, deleted};
 use crate::event::PolicyEvent;
 use crate::model::{TimeWindow, TrafficRule};
 use crate::state::PolicyState;
@@ -119,14 +119,14 @@ pub(super) fn time_window(window: &mut TimeWindow) -> Result<(), CommandError> {
 /// Sets a traffic rule (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, rule: TrafficRule) -> Decision {
     let rule = checked(state, rule)?;
-    if state.traffic_rules.get(&rule.id) == Some(&rule) {
-        return Ok(None);
-    }
-    Ok(Some(PolicyEvent::TrafficRuleSet { rule }))
+    changed(state.traffic_rules.get(&rule.id), rule, |rule| {
+        PolicyEvent::TrafficRuleSet { rule }
+    })
 }
 
 /// Deletes a traffic rule.
 pub(super) fn delete(state: &PolicyState, id: String) -> Decision {
-    found(state.traffic_rules.get(&id), "traffic rule", &id)?;
-    Ok(Some(PolicyEvent::TrafficRuleDeleted { id }))
+    deleted(state.traffic_rules.get(&id), "traffic rule", id, |id| {
+        PolicyEvent::TrafficRuleDeleted { id }
+    })
 }
