@@ -12,6 +12,7 @@ use base64::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_control_plane::auth::Authenticator;
+use tollgate_control_plane::console::ConsoleConfig;
 use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::secrets::{ADMIN_TOKEN_PREFIX, KEY_PREFIX, display_prefix, new_secret};
 use tollgate_control_plane::snapshot::LogSnapshots;
@@ -40,33 +41,8 @@ pub async fn run(
     let data_dir =
         PathBuf::from(get("TOLLGATE_DATA_DIR").unwrap_or_else(|| "./.tollgate".to_owned()));
     private_dir(&data_dir)?;
-    let admin_token = match get("TOLLGATE_ADMIN_TOKEN") {
-        Some(token) => token,
-        None => read_or_create(&data_dir.join("admin-token"), || {
-            new_secret(ADMIN_TOKEN_PREFIX)
-        })?,
-    };
-    let sealing = SealingKey::from_base64(&match get("TOLLGATE_CREDENTIAL_KEY") {
-        Some(key) => key,
-        None => read_or_create(&data_dir.join("credential-key"), || {
-            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-        })?,
-    })?;
-
-    for database in ["policy.db", "usage.db"] {
-        private_file(&data_dir.join(database))?;
-    }
-    let store = store::connect(&sqlite_url(&data_dir.join("policy.db")))
-        .await
-        .context("opening the policy log")?;
-    let log = Arc::new(PolicyLog::open(store).await?);
-    let first_start = log.state().sequence == 0;
-    models::apply(&log, Some(&sealing), &settings.models)
-        .await
-        .context("applying the models of the configuration file")?;
-    if first_start {
-        first_start_policy(&log, &data_dir).await?;
-    }
+    let (admin_token, sealing) = secrets(&get, &data_dir)?;
+    let log = open_policy_log(settings, &data_dir, &sealing).await?;
 
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let lookup = |name: &str| match name {
@@ -83,26 +59,13 @@ pub async fn run(
     // the CSV export (its roles reach policy in-process, so none of them calls another).
     let tls = edge_config.tls.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let admin_addr: SocketAddr = get("TOLLGATE_ADMIN_ADDR")
-        .unwrap_or_else(|| tollgate_control_plane::config::DEFAULT_ADMIN_ADDR.to_owned())
-        .parse()
-        .context("TOLLGATE_ADMIN_ADDR")?;
-    let admin_listener = bind(admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
-    let edge_listener = bind(edge_config.addr, "TOLLGATE_EDGE_ADDR").await?;
-    let usage_listener = bind(aggregator_config.usage_addr, "TOLLGATE_USAGE_ADDR").await?;
-    let export_listener = bind(
-        aggregator_config.usage_http_addr,
-        "TOLLGATE_USAGE_HTTP_ADDR",
-    )
-    .await?;
-    let console = match tollgate_control_plane::config::console_from_lookup(lookup)? {
-        Some((addr, mut config)) => {
-            // The console reads spend from this process's own usage API.
-            config.usage_url = Some(format!("{scheme}://{}", usage_listener.local_addr()?));
-            Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config))
-        }
-        None => None,
-    };
+    let Listeners {
+        admin: admin_listener,
+        edge: edge_listener,
+        usage: usage_listener,
+        export: export_listener,
+        console,
+    } = bind_listeners(lookup, &edge_config, &aggregator_config, scheme).await?;
     let ui_addr = match &console {
         Some((listener, _)) => Some(listener.local_addr()?),
         None => None,
@@ -173,6 +136,96 @@ pub async fn run(
     let _ = aggregator.await;
     let _ = control_plane.await;
     Ok(())
+}
+
+/// The bootstrap admin token and the credential key: from the settings, else from the data
+/// directory, made there on the first start.
+fn secrets(
+    get: &impl Fn(&str) -> Option<String>,
+    data_dir: &Path,
+) -> anyhow::Result<(String, SealingKey)> {
+    let admin_token = match get("TOLLGATE_ADMIN_TOKEN") {
+        Some(token) => token,
+        None => read_or_create(&data_dir.join("admin-token"), || {
+            new_secret(ADMIN_TOKEN_PREFIX)
+        })?,
+    };
+    let sealing = SealingKey::from_base64(&match get("TOLLGATE_CREDENTIAL_KEY") {
+        Some(key) => key,
+        None => read_or_create(&data_dir.join("credential-key"), || {
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        })?,
+    })?;
+    Ok((admin_token, sealing))
+}
+
+/// The policy log in the data directory, with the configuration file's models applied and,
+/// on the first start, the starter policy.
+async fn open_policy_log(
+    settings: &Settings,
+    data_dir: &Path,
+    sealing: &SealingKey,
+) -> anyhow::Result<Arc<PolicyLog>> {
+    for database in ["policy.db", "usage.db"] {
+        private_file(&data_dir.join(database))?;
+    }
+    let store = store::connect(&sqlite_url(&data_dir.join("policy.db")))
+        .await
+        .context("opening the policy log")?;
+    let log = Arc::new(PolicyLog::open(store).await?);
+    let first_start = log.state().sequence == 0;
+    models::apply(&log, Some(sealing), &settings.models)
+        .await
+        .context("applying the models of the configuration file")?;
+    if first_start {
+        first_start_policy(&log, data_dir).await?;
+    }
+    Ok(log)
+}
+
+/// Every listener of `tollgate up`.
+struct Listeners {
+    admin: TcpListener,
+    edge: TcpListener,
+    usage: TcpListener,
+    export: TcpListener,
+    console: Option<(TcpListener, ConsoleConfig)>,
+}
+
+/// Binds every listener first, so that a port in use fails the start before anything runs.
+async fn bind_listeners(
+    lookup: impl Fn(&str) -> Option<String> + Copy,
+    edge_config: &EdgeConfig,
+    aggregator_config: &AggregatorConfig,
+    scheme: &str,
+) -> anyhow::Result<Listeners> {
+    let admin_addr: SocketAddr = lookup("TOLLGATE_ADMIN_ADDR")
+        .unwrap_or_else(|| tollgate_control_plane::config::DEFAULT_ADMIN_ADDR.to_owned())
+        .parse()
+        .context("TOLLGATE_ADMIN_ADDR")?;
+    let admin_listener = bind(admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
+    let edge_listener = bind(edge_config.addr, "TOLLGATE_EDGE_ADDR").await?;
+    let usage_listener = bind(aggregator_config.usage_addr, "TOLLGATE_USAGE_ADDR").await?;
+    let export_listener = bind(
+        aggregator_config.usage_http_addr,
+        "TOLLGATE_USAGE_HTTP_ADDR",
+    )
+    .await?;
+    let console = match tollgate_control_plane::config::console_from_lookup(lookup)? {
+        Some((addr, mut config)) => {
+            // The console reads spend from this process's own usage API.
+            config.usage_url = Some(format!("{scheme}://{}", usage_listener.local_addr()?));
+            Some((bind(addr, "TOLLGATE_UI_ADDR").await?, config))
+        }
+        None => None,
+    };
+    Ok(Listeners {
+        admin: admin_listener,
+        edge: edge_listener,
+        usage: usage_listener,
+        export: export_listener,
+        console,
+    })
 }
 
 /// A future that completes when `flag` turns true.

@@ -132,20 +132,6 @@ impl ControlPlane {
             metrics.clone(),
         ));
 
-        let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<AdminServiceServer<AdminApi>>()
-            .await;
-        let descriptors = [
-            tollgate_proto::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ];
-        let mut v1 = tonic_reflection::server::Builder::configure();
-        let mut v1alpha = tonic_reflection::server::Builder::configure();
-        for set in descriptors {
-            v1 = v1.register_encoded_file_descriptor_set(set);
-            v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
-        }
         let api = Arc::new(AdminApi::new(
             self.log.clone(),
             self.auth,
@@ -155,27 +141,7 @@ impl ControlPlane {
             self.bus.clone(),
             metrics,
         ));
-        let mut grpc = Routes::builder();
-        grpc.add_service(health)
-            .add_service(v1.build_v1()?)
-            .add_service(v1alpha.build_v1alpha()?)
-            .add_service(AdminServiceServer::from_arc(api.clone()));
-        // Prometheus scrapes over HTTP/1.1 on the same port, or on a listener of its own.
-        let scraped = api.clone();
-        let scrape = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let api = scraped.clone();
-                async move { metrics::serve(api.render_metrics()) }
-            }),
-        );
-        let routes = match metrics_listener {
-            None => grpc.routes().into_axum_router().merge(scrape),
-            Some(listener) => {
-                http_serve::spawn_metrics(listener, scrape, stopping.clone());
-                grpc.routes().into_axum_router()
-            }
-        };
+        let routes = routes(api.clone(), metrics_listener, stopping.clone()).await?;
         let console = async {
             let Some((listener, config, tls)) = console else {
                 return Ok(());
@@ -204,4 +170,48 @@ impl ControlPlane {
         grpc?;
         console
     }
+}
+
+/// The admin API's routes: gRPC health, reflection and the AdminService, with `/metrics` beside
+/// them unless `metrics_listener` serves it on its own.
+async fn routes(
+    api: Arc<AdminApi>,
+    metrics_listener: Option<TcpListener>,
+    stopping: watch::Receiver<bool>,
+) -> Result<axum::Router, ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AdminServiceServer<AdminApi>>()
+        .await;
+    let descriptors = [
+        tollgate_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let mut v1 = tonic_reflection::server::Builder::configure();
+    let mut v1alpha = tonic_reflection::server::Builder::configure();
+    for set in descriptors {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    let mut grpc = Routes::builder();
+    grpc.add_service(health)
+        .add_service(v1.build_v1()?)
+        .add_service(v1alpha.build_v1alpha()?)
+        .add_service(AdminServiceServer::from_arc(api.clone()));
+    // Prometheus scrapes over HTTP/1.1 on the same port, or on a listener of its own.
+    let scraped = api.clone();
+    let scrape = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let api = scraped.clone();
+            async move { metrics::serve(api.render_metrics()) }
+        }),
+    );
+    Ok(match metrics_listener {
+        None => grpc.routes().into_axum_router().merge(scrape),
+        Some(listener) => {
+            http_serve::spawn_metrics(listener, scrape, stopping);
+            grpc.routes().into_axum_router()
+        }
+    })
 }

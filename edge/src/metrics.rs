@@ -198,141 +198,9 @@ impl Default for Metrics {
             phase_refusals: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "requests",
-            "Requests answered, by route and HTTP status",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to the last byte sent",
-            metrics.request_seconds.clone(),
-        );
-        registry.register(
-            "overhead_seconds",
-            "Time spent in Tollgate itself, excluding the upstream call",
-            metrics.overhead_seconds.clone(),
-        );
-        registry.register(
-            "ttft_seconds",
-            "Time to the first streamed token",
-            metrics.ttft_seconds.clone(),
-        );
-        registry.register(
-            "tokens",
-            "Tokens accounted, by model and kind (input, output, cached_input)",
-            metrics.tokens.clone(),
-        );
-        registry.register(
-            "cost_usd",
-            "Cost accounted from the price table, USD",
-            metrics.cost_usd.clone(),
-        );
-        registry.register(
-            "upstream_errors",
-            "Upstream failures, by provider and error code",
-            metrics.upstream_errors.clone(),
-        );
-        registry.register(
-            "policy_sequence",
-            "Sequence of the last policy event applied",
-            metrics.policy_sequence.clone(),
-        );
-        registry.register(
-            "policy_staleness_seconds",
-            "Seconds since the policy was last known to be current",
-            metrics.policy_staleness_seconds.clone(),
-        );
-        registry.register(
-            "policy_resyncs",
-            "Resyncs after a gap in the policy stream since the edge started",
-            metrics.policy_resyncs.clone(),
-        );
-        registry.register(
-            "policy_refused",
-            "Policy events and snapshots refused since the edge started: unreadable, unsigned or not signed by the trusted key",
-            metrics.policy_refused.clone(),
-        );
-        registry.register(
-            "budget_status_refused",
-            "Budget statuses refused since the edge started: unsigned or not signed by the status key policy names",
-            metrics.budget_status_refused.clone(),
-        );
-        registry.register(
-            "usage_events_buffered",
-            "Usage events waiting to be published",
-            metrics.usage_buffered.clone(),
-        );
-        registry.register(
-            "usage_events_published",
-            "Usage events stored by the bus",
-            metrics.usage_published.clone(),
-        );
-        registry.register(
-            "usage_events_dropped",
-            "Usage events dropped because the buffer was full",
-            metrics.usage_dropped.clone(),
-        );
-        registry.register(
-            "usage_publish_failures",
-            "Usage event publish attempts that failed and are retried (the bus is away or slow)",
-            metrics.usage_publish_failures.clone(),
-        );
-        registry.register(
-            "deployment_circuit_state",
-            "Circuit breaker of each deployment on this edge: 0 closed, 1 half-open, 2 open",
-            metrics.circuit_state.clone(),
-        );
-        registry.register(
-            "deployment_circuit_opened",
-            "Times a deployment's circuit opened (it was cooled down)",
-            metrics.circuit_opened.clone(),
-        );
-        registry.register(
-            "upstream_retries",
-            "Attempts repeated after a failure, by the failure (rate_limited, server_error, timeout, connection)",
-            metrics.retries.clone(),
-        );
-        registry.register(
-            "fallbacks",
-            "Requests moved to a fallback model, by reason (failure, context_window, content_policy)",
-            metrics.fallbacks.clone(),
-        );
-        registry.register(
-            "guardrail_checks",
-            "Guardrail runs, by guardrail and outcome (passed, masked, blocked, failed)",
-            metrics.guardrail_checks.clone(),
-        );
-        registry.register(
-            "guardrail_duration_seconds",
-            "Time one guardrail took on one text (a request, an answer or a stream window)",
-            metrics.guardrail_seconds.clone(),
-        );
-        registry.register(
-            "cache_lookups",
-            "Response cache lookups where a cache policy applies, by result (hit, miss, bypass; semantic_hit for a miss the semantic tier answered)",
-            metrics.cache_lookups.clone(),
-        );
-        registry.register(
-            "cache_entries",
-            "Answers in this edge's response cache (stored here or shared by other edges)",
-            metrics.cache_entries.clone(),
-        );
-        registry.register(
-            "cache_bytes",
-            "Bytes of answers in this edge's response cache",
-            metrics.cache_bytes.clone(),
-        );
-        registry.register(
-            "phase_duration_seconds",
-            "Time each phase of the request path took (auth, parse, access, limits, budget, cache, guardrails.input, guardrails.output)",
-            metrics.phase_seconds.clone(),
-        );
-        registry.register(
-            "phase_refusals",
-            "Requests a phase refused, by phase and error code (limits/rate_limited, budget/budget_exceeded, auth/invalid_api_key, …)",
-            metrics.phase_refusals.clone(),
-        );
+        register_traffic(&mut registry, &metrics);
+        register_policy_and_usage(&mut registry, &metrics);
+        register_phases(&mut registry, &metrics);
         let phase_timers = Phase::ALL
             .iter()
             .map(|p| {
@@ -347,6 +215,153 @@ impl Default for Metrics {
             ..metrics
         }
     }
+}
+
+/// The request path: what was answered, how fast, at what cost, and how providers failed.
+fn register_traffic(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "requests",
+        "Requests answered, by route and HTTP status",
+        m.requests.clone(),
+    );
+    registry.register(
+        "request_duration_seconds",
+        "Time from request to the last byte sent",
+        m.request_seconds.clone(),
+    );
+    registry.register(
+        "overhead_seconds",
+        "Time spent in Tollgate itself, excluding the upstream call",
+        m.overhead_seconds.clone(),
+    );
+    registry.register(
+        "ttft_seconds",
+        "Time to the first streamed token",
+        m.ttft_seconds.clone(),
+    );
+    registry.register(
+        "tokens",
+        "Tokens accounted, by model and kind (input, output, cached_input)",
+        m.tokens.clone(),
+    );
+    registry.register(
+        "cost_usd",
+        "Cost accounted from the price table, USD",
+        m.cost_usd.clone(),
+    );
+    registry.register(
+        "upstream_errors",
+        "Upstream failures, by provider and error code",
+        m.upstream_errors.clone(),
+    );
+    registry.register(
+        "deployment_circuit_state",
+        "Circuit breaker of each deployment on this edge: 0 closed, 1 half-open, 2 open",
+        m.circuit_state.clone(),
+    );
+    registry.register(
+        "deployment_circuit_opened",
+        "Times a deployment's circuit opened (it was cooled down)",
+        m.circuit_opened.clone(),
+    );
+    registry.register(
+        "upstream_retries",
+        "Attempts repeated after a failure, by the failure (rate_limited, server_error, timeout, connection)",
+        m.retries.clone(),
+    );
+    registry.register(
+        "fallbacks",
+        "Requests moved to a fallback model, by reason (failure, context_window, content_policy)",
+        m.fallbacks.clone(),
+    );
+}
+
+/// Policy as this edge follows it, and the usage events it owes the ledger.
+fn register_policy_and_usage(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "policy_sequence",
+        "Sequence of the last policy event applied",
+        m.policy_sequence.clone(),
+    );
+    registry.register(
+        "policy_staleness_seconds",
+        "Seconds since the policy was last known to be current",
+        m.policy_staleness_seconds.clone(),
+    );
+    registry.register(
+        "policy_resyncs",
+        "Resyncs after a gap in the policy stream since the edge started",
+        m.policy_resyncs.clone(),
+    );
+    registry.register(
+        "policy_refused",
+        "Policy events and snapshots refused since the edge started: unreadable, unsigned or not signed by the trusted key",
+        m.policy_refused.clone(),
+    );
+    registry.register(
+        "budget_status_refused",
+        "Budget statuses refused since the edge started: unsigned or not signed by the status key policy names",
+        m.budget_status_refused.clone(),
+    );
+    registry.register(
+        "usage_events_buffered",
+        "Usage events waiting to be published",
+        m.usage_buffered.clone(),
+    );
+    registry.register(
+        "usage_events_published",
+        "Usage events stored by the bus",
+        m.usage_published.clone(),
+    );
+    registry.register(
+        "usage_events_dropped",
+        "Usage events dropped because the buffer was full",
+        m.usage_dropped.clone(),
+    );
+    registry.register(
+        "usage_publish_failures",
+        "Usage event publish attempts that failed and are retried (the bus is away or slow)",
+        m.usage_publish_failures.clone(),
+    );
+}
+
+/// The request path phase by phase: guardrails, the response cache, each phase's time and refusals.
+fn register_phases(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "guardrail_checks",
+        "Guardrail runs, by guardrail and outcome (passed, masked, blocked, failed)",
+        m.guardrail_checks.clone(),
+    );
+    registry.register(
+        "guardrail_duration_seconds",
+        "Time one guardrail took on one text (a request, an answer or a stream window)",
+        m.guardrail_seconds.clone(),
+    );
+    registry.register(
+        "cache_lookups",
+        "Response cache lookups where a cache policy applies, by result (hit, miss, bypass; semantic_hit for a miss the semantic tier answered)",
+        m.cache_lookups.clone(),
+    );
+    registry.register(
+        "cache_entries",
+        "Answers in this edge's response cache (stored here or shared by other edges)",
+        m.cache_entries.clone(),
+    );
+    registry.register(
+        "cache_bytes",
+        "Bytes of answers in this edge's response cache",
+        m.cache_bytes.clone(),
+    );
+    registry.register(
+        "phase_duration_seconds",
+        "Time each phase of the request path took (auth, parse, access, limits, budget, cache, guardrails.input, guardrails.output)",
+        m.phase_seconds.clone(),
+    );
+    registry.register(
+        "phase_refusals",
+        "Requests a phase refused, by phase and error code (limits/rate_limited, budget/budget_exceeded, auth/invalid_api_key, …)",
+        m.phase_refusals.clone(),
+    );
 }
 
 impl Metrics {

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{PolicyEvent, RecordedEvent};
 use crate::model::{
     AccessGroup, AdminRole, AdminToken, Budget, CachePolicy, Credential, Deployment, Guardrail,
-    Price, RateLimit, RoutingRule, SigningKeyRotation, Team, TrafficRule, User, VirtualKey,
+    PreviousSecret, Price, RateLimit, RoutingRule, SealedSecret, SigningKeyRotation, Team,
+    TrafficRule, User, VirtualKey,
 };
 
 /// All policy as of `sequence`.
@@ -166,59 +167,12 @@ impl PolicyState {
             UserDeleted { id } => {
                 self.users.remove(id);
             }
-            KeyCreated { key } => {
-                self.key_by_hash.insert(key.hash.clone(), key.id.clone());
-                self.keys.insert(key.id.clone(), key.clone());
-            }
-            KeyUpdated {
-                id,
-                alias,
-                models,
-                expires_at,
-                tags,
-                metadata,
-            } => {
-                if let Some(key) = self.keys.get_mut(id) {
-                    key.alias.clone_from(alias);
-                    key.models.clone_from(models);
-                    key.expires_at = *expires_at;
-                    key.tags.clone_from(tags);
-                    key.metadata.clone_from(metadata);
-                }
-            }
-            KeyRotated {
-                id,
-                prefix,
-                hash,
-                previous,
-                signing,
-            } => {
-                if let Some(key) = self.keys.get_mut(id) {
-                    // A second rotation ends the grace of the first one's secret at once.
-                    if let Some(old) = key.previous.take() {
-                        self.key_by_hash.remove(&old.hash);
-                    }
-                    if previous.as_ref().is_none_or(|p| p.hash != key.hash) {
-                        self.key_by_hash.remove(&key.hash);
-                    }
-                    key.prefix.clone_from(prefix);
-                    key.hash.clone_from(hash);
-                    key.previous.clone_from(previous);
-                    key.signing.clone_from(signing);
-                    self.key_by_hash.insert(hash.clone(), id.clone());
-                }
-            }
-            KeyBlocked { id } => self.set_key_blocked(id, true),
-            KeyUnblocked { id } => self.set_key_blocked(id, false),
-            KeyRevoked { id } => {
-                if let Some(key) = self.keys.get_mut(id) {
-                    key.revoked = true;
-                    self.key_by_hash.remove(&key.hash);
-                    if let Some(old) = key.previous.take() {
-                        self.key_by_hash.remove(&old.hash);
-                    }
-                }
-            }
+            KeyCreated { .. }
+            | KeyUpdated { .. }
+            | KeyRotated { .. }
+            | KeyBlocked { .. }
+            | KeyUnblocked { .. }
+            | KeyRevoked { .. } => self.apply_key_event(event),
             CredentialPut { credential } => {
                 self.credentials
                     .insert(credential.id.clone(), credential.clone());
@@ -301,9 +255,83 @@ impl PolicyState {
             // Needs the event's sequence: recorded in `apply`.
             SigningKeyRotated { .. } => {}
             StatusKeySet { public_key } => {
+                // The newest first; the one it replaces stays accepted while edges switch.
                 self.status_keys.retain(|k| k != public_key);
                 self.status_keys.insert(0, public_key.clone());
                 self.status_keys.truncate(2);
+            }
+        }
+    }
+
+    /// The events of the keys aggregate; others change nothing here.
+    fn apply_key_event(&mut self, event: &PolicyEvent) {
+        use PolicyEvent::*;
+        match event {
+            KeyCreated { key } => {
+                self.key_by_hash.insert(key.hash.clone(), key.id.clone());
+                self.keys.insert(key.id.clone(), key.clone());
+            }
+            KeyUpdated {
+                id,
+                alias,
+                models,
+                expires_at,
+                tags,
+                metadata,
+            } => {
+                if let Some(key) = self.keys.get_mut(id) {
+                    key.alias.clone_from(alias);
+                    key.models.clone_from(models);
+                    key.expires_at = *expires_at;
+                    key.tags.clone_from(tags);
+                    key.metadata.clone_from(metadata);
+                }
+            }
+            KeyRotated {
+                id,
+                prefix,
+                hash,
+                previous,
+                signing,
+            } => self.rotate_key(id, prefix, hash, previous, signing),
+            KeyBlocked { id } => self.set_key_blocked(id, true),
+            KeyUnblocked { id } => self.set_key_blocked(id, false),
+            KeyRevoked { id } => self.revoke_key(id),
+            _ => {}
+        }
+    }
+
+    fn rotate_key(
+        &mut self,
+        id: &str,
+        prefix: &str,
+        hash: &str,
+        previous: &Option<PreviousSecret>,
+        signing: &Option<SealedSecret>,
+    ) {
+        let Some(key) = self.keys.get_mut(id) else {
+            return;
+        };
+        // A second rotation ends the grace of the first one's secret at once.
+        if let Some(old) = key.previous.take() {
+            self.key_by_hash.remove(&old.hash);
+        }
+        if previous.as_ref().is_none_or(|p| p.hash != key.hash) {
+            self.key_by_hash.remove(&key.hash);
+        }
+        prefix.clone_into(&mut key.prefix);
+        hash.clone_into(&mut key.hash);
+        key.previous.clone_from(previous);
+        key.signing.clone_from(signing);
+        self.key_by_hash.insert(hash.to_owned(), id.to_owned());
+    }
+
+    fn revoke_key(&mut self, id: &str) {
+        if let Some(key) = self.keys.get_mut(id) {
+            key.revoked = true;
+            self.key_by_hash.remove(&key.hash);
+            if let Some(old) = key.previous.take() {
+                self.key_by_hash.remove(&old.hash);
             }
         }
     }

@@ -2,11 +2,11 @@
 //! driver): idempotent on request id, with hourly and daily rollups, budget spend and the
 //! alert outbox written in the same transaction as the events they come from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool};
 use sqlx::{AssertSqlSafe, Executor};
 
 use crate::entry::{Entry, RollupKey, RollupSums};
@@ -131,57 +131,13 @@ impl Ledger {
         sinks: &[String],
     ) -> Result<Recorded, LedgerError> {
         // A request sent twice within one batch counts once, like one sent twice across batches.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let entries: Vec<&Entry> = entries
             .iter()
             .filter(|e| seen.insert(&e.request_id))
             .collect();
         let mut tx = self.pool.begin().await?;
-        let mut inserted_ids = std::collections::HashSet::new();
-        for chunk in entries.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO usage_ledger (request_id, occurred_at_ms, key_id, user_id, team_id, model, \
-                 deployment_id, provider, region, edge_id, input_tokens, output_tokens, cached_input_tokens, \
-                 cache_write_tokens, cost_nanos, latency_ms, ttft_ms, status, error_code, cache_hit, stream) VALUES ",
-            );
-            for (row, _) in chunk.iter().enumerate() {
-                let base = row * 21;
-                let params: Vec<String> = (1..=21).map(|i| format!("${}", base + i)).collect();
-                if row > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                sql.push_str(&params.join(","));
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-            for e in chunk {
-                query = query
-                    .bind(e.request_id.clone())
-                    .bind(e.occurred_at_ms)
-                    .bind(e.key.key_id.clone())
-                    .bind(e.key.user_id.clone())
-                    .bind(e.key.team_id.clone())
-                    .bind(e.key.model.clone())
-                    .bind(e.key.deployment_id.clone())
-                    .bind(e.key.provider.clone())
-                    .bind(e.key.region.clone())
-                    .bind(e.edge_id.clone())
-                    .bind(e.input_tokens)
-                    .bind(e.output_tokens)
-                    .bind(e.cached_input_tokens)
-                    .bind(e.cache_write_tokens)
-                    .bind(e.cost_nanos)
-                    .bind(e.latency_ms)
-                    .bind(e.ttft_ms)
-                    .bind(e.status)
-                    .bind(e.error_code.clone())
-                    .bind(e.cache_hit)
-                    .bind(e.stream);
-            }
-            inserted_ids.extend(query.fetch_all(&mut *tx).await?);
-        }
+        let inserted_ids = insert_entries(&mut tx, &entries).await?;
         let new: Vec<&Entry> = entries
             .into_iter()
             .filter(|e| inserted_ids.contains(&e.request_id))
@@ -201,99 +157,9 @@ impl Ledger {
                 *spent = spent.saturating_add(entry.cost_nanos);
             }
         }
-        for ((granularity, bucket, key), sums) in &rollups {
-            sqlx::query(
-                "INSERT INTO usage_rollups (granularity, bucket_start_ms, team_id, user_id, key_id, model, \
-                 deployment_id, provider, region, requests, input_tokens, output_tokens, cached_input_tokens, \
-                 cost_nanos, errors, cache_hits, latency_ms_sum) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                 ON CONFLICT (granularity, bucket_start_ms, team_id, user_id, key_id, model, deployment_id, provider, region) \
-                 DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
-                 input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
-                 output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
-                 cached_input_tokens = usage_rollups.cached_input_tokens + excluded.cached_input_tokens, \
-                 cost_nanos = usage_rollups.cost_nanos + excluded.cost_nanos, \
-                 errors = usage_rollups.errors + excluded.errors, \
-                 cache_hits = usage_rollups.cache_hits + excluded.cache_hits, \
-                 latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum",
-            )
-            .bind(*granularity)
-            .bind(*bucket)
-            .bind(key.team_id.clone())
-            .bind(key.user_id.clone())
-            .bind(key.key_id.clone())
-            .bind(key.model.clone())
-            .bind(key.deployment_id.clone())
-            .bind(key.provider.clone())
-            .bind(key.region.clone())
-            .bind(sums.requests)
-            .bind(sums.input_tokens)
-            .bind(sums.output_tokens)
-            .bind(sums.cached_input_tokens)
-            .bind(sums.cost_nanos)
-            .bind(sums.errors)
-            .bind(sums.cache_hits)
-            .bind(sums.latency_ms_sum)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (key, delta) in &spend {
-            sqlx::query(
-                "INSERT INTO budget_spend (budget_id, period_start_ms, edge_id, spent_nanos) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (budget_id, period_start_ms, edge_id) \
-                 DO UPDATE SET spent_nanos = budget_spend.spent_nanos + excluded.spent_nanos",
-            )
-            .bind(key.budget_id.clone())
-            .bind(key.period_start_ms)
-            .bind(key.edge_id.clone())
-            .bind(*delta)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // Alerts compare each budget period's total before and after this batch.
-        let mut period_delta: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for (key, delta) in &spend {
-            *period_delta
-                .entry((key.budget_id.clone(), key.period_start_ms))
-                .or_default() += delta;
-        }
-        for ((budget_id, period_start_ms), delta) in period_delta {
-            let after: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_period_totals (budget_id, period_start_ms, spent_nanos) VALUES ($1, $2, $3) \
-                 ON CONFLICT (budget_id, period_start_ms) \
-                 DO UPDATE SET spent_nanos = budget_period_totals.spent_nanos + excluded.spent_nanos \
-                 RETURNING spent_nanos",
-            )
-            .bind(budget_id.clone())
-            .bind(period_start_ms)
-            .bind(delta)
-            .fetch_one(&mut *tx)
-            .await?;
-            let key = SpendKey {
-                budget_id,
-                period_start_ms,
-                edge_id: String::new(),
-            };
-            for alert in alerts_for(&key, after - delta, after) {
-                for sink in sinks {
-                    sqlx::query(
-                        "INSERT INTO budget_alerts (budget_id, period_start_ms, threshold_pct, sink, payload, \
-                         delivered, attempts, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                         ON CONFLICT (budget_id, period_start_ms, threshold_pct, sink) DO NOTHING",
-                    )
-                    .bind(alert.budget_id.clone())
-                    .bind(alert.period_start_ms)
-                    .bind(alert.threshold_pct)
-                    .bind(sink.clone())
-                    .bind(alert.payload.clone())
-                    .bind(false)
-                    .bind(0i32)
-                    .bind(0i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
+        add_rollups(&mut tx, &rollups).await?;
+        add_spend(&mut tx, &spend).await?;
+        queue_alerts(&mut tx, &spend, alerts_for, sinks).await?;
         tx.commit().await?;
         Ok(Recorded {
             inserted: new.len(),
@@ -428,4 +294,177 @@ impl RollupRow {
             },
         )
     }
+}
+
+/// Inserts the entries the ledger has not seen; the request ids it inserted.
+async fn insert_entries(
+    conn: &mut AnyConnection,
+    entries: &[&Entry],
+) -> Result<HashSet<String>, LedgerError> {
+    let mut inserted_ids = std::collections::HashSet::new();
+    for chunk in entries.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO usage_ledger (request_id, occurred_at_ms, key_id, user_id, team_id, model, \
+             deployment_id, provider, region, edge_id, input_tokens, output_tokens, cached_input_tokens, \
+             cache_write_tokens, cost_nanos, latency_ms, ttft_ms, status, error_code, cache_hit, stream) VALUES ",
+        );
+        for (row, _) in chunk.iter().enumerate() {
+            let base = row * 21;
+            let params: Vec<String> = (1..=21).map(|i| format!("${}", base + i)).collect();
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            sql.push_str(&params.join(","));
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.request_id.clone())
+                .bind(e.occurred_at_ms)
+                .bind(e.key.key_id.clone())
+                .bind(e.key.user_id.clone())
+                .bind(e.key.team_id.clone())
+                .bind(e.key.model.clone())
+                .bind(e.key.deployment_id.clone())
+                .bind(e.key.provider.clone())
+                .bind(e.key.region.clone())
+                .bind(e.edge_id.clone())
+                .bind(e.input_tokens)
+                .bind(e.output_tokens)
+                .bind(e.cached_input_tokens)
+                .bind(e.cache_write_tokens)
+                .bind(e.cost_nanos)
+                .bind(e.latency_ms)
+                .bind(e.ttft_ms)
+                .bind(e.status)
+                .bind(e.error_code.clone())
+                .bind(e.cache_hit)
+                .bind(e.stream);
+        }
+        inserted_ids.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(inserted_ids)
+}
+
+/// Adds `rollups` to the hourly and daily totals.
+async fn add_rollups(
+    conn: &mut AnyConnection,
+    rollups: &BTreeMap<(&'static str, i64, &RollupKey), RollupSums>,
+) -> Result<(), LedgerError> {
+    for ((granularity, bucket, key), sums) in rollups {
+        sqlx::query(
+            "INSERT INTO usage_rollups (granularity, bucket_start_ms, team_id, user_id, key_id, model, \
+             deployment_id, provider, region, requests, input_tokens, output_tokens, cached_input_tokens, \
+             cost_nanos, errors, cache_hits, latency_ms_sum) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (granularity, bucket_start_ms, team_id, user_id, key_id, model, deployment_id, provider, region) \
+             DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
+             input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
+             cached_input_tokens = usage_rollups.cached_input_tokens + excluded.cached_input_tokens, \
+             cost_nanos = usage_rollups.cost_nanos + excluded.cost_nanos, \
+             errors = usage_rollups.errors + excluded.errors, \
+             cache_hits = usage_rollups.cache_hits + excluded.cache_hits, \
+             latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum",
+        )
+        .bind(*granularity)
+        .bind(*bucket)
+        .bind(key.team_id.clone())
+        .bind(key.user_id.clone())
+        .bind(key.key_id.clone())
+        .bind(key.model.clone())
+        .bind(key.deployment_id.clone())
+        .bind(key.provider.clone())
+        .bind(key.region.clone())
+        .bind(sums.requests)
+        .bind(sums.input_tokens)
+        .bind(sums.output_tokens)
+        .bind(sums.cached_input_tokens)
+        .bind(sums.cost_nanos)
+        .bind(sums.errors)
+        .bind(sums.cache_hits)
+        .bind(sums.latency_ms_sum)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds `spend` to each budget period's spend by edge.
+async fn add_spend(
+    conn: &mut AnyConnection,
+    spend: &BTreeMap<SpendKey, i64>,
+) -> Result<(), LedgerError> {
+    for (key, delta) in spend {
+        sqlx::query(
+            "INSERT INTO budget_spend (budget_id, period_start_ms, edge_id, spent_nanos) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (budget_id, period_start_ms, edge_id) \
+             DO UPDATE SET spent_nanos = budget_spend.spent_nanos + excluded.spent_nanos",
+        )
+        .bind(key.budget_id.clone())
+        .bind(key.period_start_ms)
+        .bind(key.edge_id.clone())
+        .bind(*delta)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds `spend` to each budget period's total and queues, once per sink, the alerts
+/// `alerts_for` decides from the total before and after.
+async fn queue_alerts(
+    conn: &mut AnyConnection,
+    spend: &BTreeMap<SpendKey, i64>,
+    alerts_for: impl Fn(&SpendKey, i64, i64) -> Vec<NewAlert>,
+    sinks: &[String],
+) -> Result<(), LedgerError> {
+    // Alerts compare each budget period's total before and after this batch.
+    let mut period_delta: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (key, delta) in spend {
+        *period_delta
+            .entry((key.budget_id.clone(), key.period_start_ms))
+            .or_default() += delta;
+    }
+    for ((budget_id, period_start_ms), delta) in period_delta {
+        let after: i64 = sqlx::query_scalar(
+            "INSERT INTO budget_period_totals (budget_id, period_start_ms, spent_nanos) VALUES ($1, $2, $3) \
+             ON CONFLICT (budget_id, period_start_ms) \
+             DO UPDATE SET spent_nanos = budget_period_totals.spent_nanos + excluded.spent_nanos \
+             RETURNING spent_nanos",
+        )
+        .bind(budget_id.clone())
+        .bind(period_start_ms)
+        .bind(delta)
+        .fetch_one(&mut *conn)
+        .await?;
+        let key = SpendKey {
+            budget_id,
+            period_start_ms,
+            edge_id: String::new(),
+        };
+        for alert in alerts_for(&key, after - delta, after) {
+            for sink in sinks {
+                sqlx::query(
+                    "INSERT INTO budget_alerts (budget_id, period_start_ms, threshold_pct, sink, payload, \
+                     delivered, attempts, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (budget_id, period_start_ms, threshold_pct, sink) DO NOTHING",
+                )
+                .bind(alert.budget_id.clone())
+                .bind(alert.period_start_ms)
+                .bind(alert.threshold_pct)
+                .bind(sink.clone())
+                .bind(alert.payload.clone())
+                .bind(false)
+                .bind(0i32)
+                .bind(0i64)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{
-    ListDeploymentsRequest, ListRoutingRulesRequest, ListTrafficRulesRequest, RoutingRule,
-    TrafficAction, TrafficMatch, TrafficRule,
+    Deployment, ListDeploymentsRequest, ListRoutingRulesRequest, ListTrafficRulesRequest,
+    RoutingRule, Team, TrafficAction, TrafficMatch, TrafficRule,
 };
 
 use super::delete::delete_button;
@@ -61,55 +61,68 @@ pub(super) async fn routing_page(
         .await
         .map(|listed| listed.into_inner().deployments)
         .unwrap_or_default();
-    let or_dash = |text: String| {
-        if text.is_empty() {
-            "—".to_owned()
-        } else {
-            text
-        }
-    };
     let body = html! {
+        (routing_rules(session, &notice, &rules))
+        (traffic_rules(session, &notice, &traffic, &teams, &deployments))
+    };
+    page(status, layout("Routing", session, &notice, body))
+}
+
+/// The routing rules: a form to set one, and the table of those there are.
+fn routing_rules(session: &Session, notice: &Notice, rules: &[RoutingRule]) -> Markup {
+    html! {
         h2 { "Routing rules" }
         form.inline method="post" action="/routing" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("rule_model", "model_name", "Model", "gpt-4o"))
-            (field_error(&notice, "model_name"))
+            (field_error(notice, "model_name"))
             label for="rule_strategy" { "Strategy" }
             select id="rule_strategy" name="strategy" {
                 @for strategy in STRATEGIES { option value=(strategy) { (strategy) } }
             }
             (text_input("rule_fallbacks", "fallbacks", "Fallbacks", "claude-sonnet, gpt-4o-mini"))
-            (field_error(&notice, "fallbacks"))
+            (field_error(notice, "fallbacks"))
             (number_input("rule_retries", "max_retries", "Retries", 3))
             (number_input("rule_cooldown", "cooldown_seconds", "Cooldown s", 4))
             (number_input("rule_timeout", "timeout_ms", "Deadline ms", 6))
-            (field_error(&notice, "figures"))
+            (field_error(notice, "figures"))
             button type="submit" { "Set rule" }
-        }
-        p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
-        table {
-            thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } th {} } }
-            tbody {
-                @for rule in &rules {
-                    tr data-routing=(rule.model_name) {
-                        td { (rule.model_name) }
-                        td { (rule.strategy) }
-                        td { (or_dash(rule.fallbacks.join(", "))) }
-                        td { (rule.max_retries) }
-                        td { (rule.cooldown_seconds) }
-                        td { (rule.timeout_ms) }
-                        td { (delete_button(session, "routing", &rule.id, &rule.model_name)) }
-                    }
+    }
+    p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
+    table {
+        thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } th {} } }
+        tbody {
+            @for rule in rules {
+                tr data-routing=(rule.model_name) {
+                    td { (rule.model_name) }
+                    td { (rule.strategy) }
+                    td { (or_dash(rule.fallbacks.join(", "))) }
+                    td { (rule.max_retries) }
+                    td { (rule.cooldown_seconds) }
+                    td { (rule.timeout_ms) }
+                    td { (delete_button(session, "routing", &rule.id, &rule.model_name)) }
                 }
             }
         }
+    }
+    }
+}
 
+/// The traffic rules: a form to add one, and the table of those there are, in order.
+fn traffic_rules(
+    session: &Session,
+    notice: &Notice,
+    traffic: &[TrafficRule],
+    teams: &[Team],
+    deployments: &[Deployment],
+) -> Markup {
+    html! {
         h2 { "Traffic rules" }
         form.stacked method="post" action="/traffic" {
             input type="hidden" name="csrf" value=(session.csrf);
             div.row {
                 (number_input("traffic_order", "order", "Order", 4))
-                (field_error(&notice, "order"))
+                (field_error(notice, "order"))
                 label for="traffic_description" { "Description" }
                 input type="text" id="traffic_description" name="description" size="40";
             }
@@ -117,13 +130,13 @@ pub(super) async fn routing_page(
                 legend { "When (every field given must match; empty: any)" }
                 div.row {
                     (text_input("traffic_models", "models", "Models", ""))
-                    (field_error(&notice, "models"))
+                    (field_error(notice, "models"))
                     label for="traffic_team" { "Team" }
                     select id="traffic_team" name="team_id" {
                         option value="" { "(any)" }
-                        @for team in &teams { option value=(team.id) { (team.name) } }
+                        @for team in teams { option value=(team.id) { (team.name) } }
                     }
-                    (field_error(&notice, "team_id"))
+                    (field_error(notice, "team_id"))
                     (text_input("traffic_tags", "tags", "Tags", ""))
                     (text_input("traffic_from", "from_regions", "From regions", "eu-west-1"))
                     label for="traffic_type" { "Request type" }
@@ -134,7 +147,7 @@ pub(super) async fn routing_page(
                 }
                 div.row {
                     (window_inputs("traffic"))
-                    (field_error(&notice, "time"))
+                    (field_error(notice, "time"))
                 }
             }
             fieldset {
@@ -142,13 +155,13 @@ pub(super) async fn routing_page(
                 div.row {
                     label for="traffic_deny" { "Deny with" }
                     input type="text" id="traffic_deny" name="deny" size="40" placeholder="the message the client gets";
-                    (field_error(&notice, "deny"))
+                    (field_error(notice, "deny"))
                 }
                 div.row {
                     label for="traffic_deployment" { "Only deployment" }
                     select id="traffic_deployment" name="deployment_id" {
                         option value="" { "(any)" }
-                        @for deployment in &deployments {
+                        @for deployment in deployments {
                             option value=(deployment.id) { (deployment.model_name) " · " (deployment.id) }
                         }
                     }
@@ -162,23 +175,31 @@ pub(super) async fn routing_page(
                 }
             }
             button type="submit" { "Add traffic rule" }
-        }
-        table {
-            thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } th {} } }
-            tbody {
-                @for rule in &traffic {
-                    tr data-traffic=(rule.id) {
-                        td { (rule.order) }
-                        td { (rule.description) }
-                        td { (or_dash(describe_match(rule.when.as_ref(), &|id| team_name(&teams, id)))) }
-                        td { (describe_action(rule.then.as_ref())) }
-                        td { (delete_button(session, "traffic", &rule.id, &rule.description)) }
-                    }
+    }
+    table {
+        thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } th {} } }
+        tbody {
+            @for rule in traffic {
+                tr data-traffic=(rule.id) {
+                    td { (rule.order) }
+                    td { (rule.description) }
+                    td { (or_dash(describe_match(rule.when.as_ref(), &|id| team_name(teams, id)))) }
+                    td { (describe_action(rule.then.as_ref())) }
+                    td { (delete_button(session, "traffic", &rule.id, &rule.description)) }
                 }
             }
         }
-    };
-    page(status, layout("Routing", session, &notice, body))
+    }
+    }
+}
+
+/// `text`, or a dash when it is empty.
+fn or_dash(text: String) -> String {
+    if text.is_empty() {
+        "—".to_owned()
+    } else {
+        text
+    }
 }
 
 /// What a traffic rule matches, in a line.

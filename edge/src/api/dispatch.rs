@@ -178,6 +178,13 @@ struct Run<'a> {
     last_error: Option<EdgeError>,
 }
 
+/// How one model is tried: retries, and when a deployment's circuit opens.
+struct RetryPolicy {
+    retries: u32,
+    allowed_fails: u32,
+    cooldown: Duration,
+}
+
 /// Whether circuits are respected.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -325,20 +332,12 @@ impl Run<'_> {
         record: &mut UsageRecord,
     ) -> Result<Result<Served, Exhausted>, EdgeError> {
         let app = self.app;
-        let defaults = app.health.defaults();
         let panic = mode == Mode::Panic;
-        let retries = match mode {
-            Mode::Normal => rule.map_or(app.config.max_retries, |r| r.max_retries),
-            Mode::Panic => 0,
-        };
-        let allowed_fails = rule
-            .map(|r| r.allowed_fails)
-            .filter(|&n| n > 0)
-            .unwrap_or(defaults.allowed_fails);
-        let cooldown = rule
-            .map(|r| r.cooldown_seconds)
-            .filter(|&s| s > 0)
-            .map_or(defaults.cooldown, |s| Duration::from_secs(u64::from(s)));
+        let RetryPolicy {
+            retries,
+            allowed_fails,
+            cooldown,
+        } = self.retry_policy(rule, mode);
         let mut tried: Vec<String> = Vec::new();
         for retry in 0..=retries {
             if self.attempts >= MAX_ATTEMPTS {
@@ -403,13 +402,7 @@ impl Run<'_> {
                 Err(error) => error,
             };
             telemetry::fail(&span, error.code());
-            app.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamLabels {
-                    provider: deployment.provider.as_str(),
-                    code: error.code(),
-                })
-                .inc();
+            self.count_upstream_error(deployment, error.code());
             let failure = classify(&error);
             let code = error.code();
             self.last_error = Some(EdgeError::from(error));
@@ -432,8 +425,6 @@ impl Run<'_> {
             if retry == retries {
                 break;
             }
-            // Failing over to another deployment needs no wait; coming back to one that failed
-            // does, and never sooner than it asked.
             let again = Attempt {
                 tried: &tried,
                 stream: self.out.stream,
@@ -442,15 +433,8 @@ impl Run<'_> {
             };
             let elsewhere = route::choose(self.state, model, constraints, &app.health, &again)
                 .is_some_and(|c| !tried.contains(&c.deployment.id));
-            if !elsewhere {
-                let wait = self.backoff(retry).max(retry_after.unwrap_or_default());
-                let left = self.out.deadline.saturating_duration_since(Instant::now());
-                if wait >= left || wait > app.config.max_retry_wait {
-                    // Waiting would outlive the deadline, or hold the client too long: the
-                    // fallbacks may answer sooner, or else the client hears `retry-after`.
-                    break;
-                }
-                tokio::time::sleep(wait).await;
+            if !self.wait_to_retry(elsewhere, retry, retry_after).await {
+                break;
             }
             app.metrics
                 .retries
@@ -458,6 +442,59 @@ impl Run<'_> {
                 .inc();
         }
         Ok(Err(Exhausted::Failed))
+    }
+
+    /// How often `model` is tried, and how its deployments' circuits open: its routing rule's
+    /// settings, else the edge's; no retries in panic mode.
+    fn retry_policy(&self, rule: Option<&RoutingRule>, mode: Mode) -> RetryPolicy {
+        let defaults = self.app.health.defaults();
+        RetryPolicy {
+            retries: match mode {
+                Mode::Normal => rule.map_or(self.app.config.max_retries, |r| r.max_retries),
+                Mode::Panic => 0,
+            },
+            allowed_fails: rule
+                .map(|r| r.allowed_fails)
+                .filter(|&n| n > 0)
+                .unwrap_or(defaults.allowed_fails),
+            cooldown: rule
+                .map(|r| r.cooldown_seconds)
+                .filter(|&s| s > 0)
+                .map_or(defaults.cooldown, |s| Duration::from_secs(u64::from(s))),
+        }
+    }
+
+    /// Waits before retry number `retry`, unless the retry goes `elsewhere`: failing over to
+    /// another deployment needs no wait; coming back to one that failed does, and never
+    /// sooner than it asked. False when the wait would outlive the deadline or hold the client
+    /// too long: the fallbacks may answer sooner, or else the client hears `retry-after`.
+    async fn wait_to_retry(
+        &self,
+        elsewhere: bool,
+        retry: u32,
+        retry_after: Option<Duration>,
+    ) -> bool {
+        if elsewhere {
+            return true;
+        }
+        let wait = self.backoff(retry).max(retry_after.unwrap_or_default());
+        let left = self.out.deadline.saturating_duration_since(Instant::now());
+        if wait >= left || wait > self.app.config.max_retry_wait {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    fn count_upstream_error(&self, deployment: &Deployment, code: &'static str) {
+        self.app
+            .metrics
+            .upstream_errors
+            .get_or_create(&UpstreamLabels {
+                provider: deployment.provider.as_str(),
+                code,
+            })
+            .inc();
     }
 
     /// One provider call. The outer `Err` is a request the edge cannot even send.

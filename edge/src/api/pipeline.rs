@@ -756,24 +756,14 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
             client_wants_usage,
         }) => {
             record.finish(200, "");
-            let replayed = stream
-                .then(|| cache::replay::replay(&entry.body, client_wants_usage))
-                .flatten();
-            let mut response = match replayed {
-                Some(events) if present == Present::OpenAi => (
-                    [
-                        (header::CONTENT_TYPE, "text/event-stream"),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    events,
-                )
-                    .into_response(),
-                Some(events) => {
-                    let events = futures::stream::once(async move { Ok(events) });
-                    surfaces::render_stream(&present, events, &model, started)
-                }
-                None => surfaces::render_answer(&present, entry.body.clone(), &model, started),
-            };
+            let mut response = replay_cached(
+                &entry,
+                stream,
+                client_wants_usage,
+                &present,
+                &model,
+                started,
+            );
             set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
             (response, None, record.started().elapsed())
         }
@@ -817,14 +807,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
                 chunk
             });
             let response = if present == Present::OpenAi {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/event-stream"),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    Body::from_stream(relayed),
-                )
-                    .into_response()
+                event_stream(Body::from_stream(relayed))
             } else {
                 surfaces::render_stream(&present, relayed, &model, started)
             };
@@ -857,6 +840,40 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
         set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
     }
     response
+}
+
+/// A cached answer as the client asked for it: replayed as a stream of events, or whole.
+fn replay_cached(
+    entry: &cache::Entry,
+    stream: bool,
+    client_wants_usage: bool,
+    present: &Present,
+    model: &str,
+    started: Instant,
+) -> Response {
+    let replayed = stream
+        .then(|| cache::replay::replay(&entry.body, client_wants_usage))
+        .flatten();
+    match replayed {
+        Some(events) if *present == Present::OpenAi => event_stream(Body::from(events)),
+        Some(events) => {
+            let events = futures::stream::once(async move { Ok(events) });
+            surfaces::render_stream(present, events, model, started)
+        }
+        None => surfaces::render_answer(present, entry.body.clone(), model, started),
+    }
+}
+
+/// Server-sent events as OpenAI's API sends them.
+fn event_stream(body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Runs a synchronous phase: in its span, timed, a refusal counted and named on the span.
