@@ -111,7 +111,16 @@ async fn three_replicas_keep_policy_through_the_loss_of_a_node() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(published, "the cluster takes events with one node down");
-    let mut policy = bus.subscribe(POLICY, 0).await?;
+    // A consumer is placed once the cluster has a leader again for it: retried like the publish.
+    let mut subscribed = None;
+    for _ in 0..40 {
+        if let Ok(subscription) = bus.subscribe(POLICY, 0).await {
+            subscribed = Some(subscription);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut policy = subscribed.context("no subscription with one node down within 10 s")?;
     for expected in [&b"one"[..], b"two"] {
         let message = tokio::time::timeout(Duration::from_secs(10), policy.next())
             .await
