@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod egress;
+mod error;
 pub mod event;
 pub mod guardrail;
 pub mod model;

@@ -1,6 +1,6 @@
 //! Field checks shared by the commands, each failing with a message a person can act on.
 
-use crate::command::error::CommandError;
+use crate::error::CommandError;
 
 const MAX_NAME: usize = 256;
 const MAX_ID: usize = 128;

@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::state::PolicyState;
 
-pub use error::CommandError;
+pub use crate::error::CommandError;
 
 /// The most schedules one rate limit may carry.
 const MAX_SCHEDULES: usize = 16;
@@ -23,7 +23,6 @@ mod cache;
 mod checks;
 mod credentials;
 mod deployments;
-pub(crate) mod error;
 mod guardrail;
 mod keys;
 mod limits;
