@@ -45,7 +45,7 @@ struct World {
 
 async fn world(edges: usize, budget_usd: f64, latency_ms: &str) -> Result<World> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(
         &mut admin,

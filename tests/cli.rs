@@ -21,7 +21,7 @@ struct World {
 async fn world() -> Result<World> {
     let (_, _, bus) = jetstream().await?;
     Ok(World {
-        cp: TestControlPlane::start(bus).await?,
+        cp: TestControlPlane::on_bus(bus).await?,
         data_dir: tempfile::tempdir()?,
     })
 }

@@ -28,7 +28,7 @@ struct World {
 
 async fn world() -> Result<World> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let (_, secret) = create_key(&mut admin, &[]).await?;

@@ -2,25 +2,23 @@
 //! refused commands, secrets that never come back, idempotent set commands, and the health and
 //! reflection services next to it.
 
-mod common;
-
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{Duration, Utc};
-use common::*;
 use tollgate_policy::model::hash_secret;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::admin::*;
 use tollgate_proto::convert::{from_timestamp, timestamp};
 use tollgate_proto::policy::PolicyEvent;
-use tonic::service::interceptor::InterceptedService;
+use tollgate_test_support::on_both_backends;
+use tollgate_test_support::roles::*;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
-type Client = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
+type Client = AdminClient;
 
 /// The latest committed sequence, as the audit trail reports it.
 async fn last_sequence(client: &mut Client) -> Result<u64> {

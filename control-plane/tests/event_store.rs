@@ -1,17 +1,16 @@
 //! The event store's guarantees, on PostgreSQL and SQLite alike: optimistic concurrency per
 //! aggregate, a gap-free global sequence that readers never skip, and snapshots.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use chrono::Utc;
-use common::*;
 use tollgate_control_plane::store::{EventStore, NewEvent, StoreError, load_state};
 use tollgate_policy::PolicyEvent;
 use tollgate_policy::model::Team;
+use tollgate_test_support::on_both_backends;
+use tollgate_test_support::roles::*;
 use uuid::Uuid;
 
 fn team_event(id: &str, version: u64, name: &str) -> NewEvent {

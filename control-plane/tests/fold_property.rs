@@ -3,12 +3,9 @@
 //! without a trace otherwise; the state folded from the log equals the live state, and
 //! snapshot + later events equals a full replay.
 
-mod common;
-
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use common::*;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 use tollgate_control_plane::error::ControlError;
@@ -16,6 +13,8 @@ use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::store::load_state;
 use tollgate_policy::command::decide;
 use tollgate_policy::testing::{command, replay};
+use tollgate_test_support::on_both_backends;
+use tollgate_test_support::roles::*;
 
 /// Cases per backend: each one gets a fresh database, so keep the count modest.
 const CASES: usize = 12;

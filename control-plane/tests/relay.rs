@@ -1,8 +1,6 @@
 //! The relay: every committed event reaches the bus exactly once, in order, even when the
 //! control plane dies between commit and publish.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::*;
 use futures::StreamExt;
 use prost::Message;
 use tollgate_control_plane::relay::last_published;
@@ -19,6 +16,8 @@ use tollgate_proto::bus::{
     Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
 };
 use tollgate_proto::policy::PolicyEvent;
+use tollgate_test_support::on_both_backends;
+use tollgate_test_support::roles::*;
 
 /// Stands for a control plane process that dies while publishing: the real bus stores the
 /// first `survive` publishes, stores the next one but "dies" before its ack arrives, and never

@@ -1,14 +1,12 @@
 //! `WatchEvents` streams are capped per control plane (each runs its own reader of the log):
 //! one more than the cap is refused with RESOURCE_EXHAUSTED, and a closed stream frees its place.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::*;
 use tollgate_control_plane::MAX_WATCHERS;
 use tollgate_proto::admin::WatchEventsRequest;
+use tollgate_test_support::roles::*;
 
 /// Streams opened per connection: below HTTP/2's usual limit of concurrent streams.
 const STREAMS_PER_CONNECTION: usize = 128;

@@ -67,7 +67,7 @@ async fn world_with(
     configure: impl FnOnce(&mut tollgate_edge::config::EdgeConfig),
 ) -> Result<World> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(
         &mut admin,

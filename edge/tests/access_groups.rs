@@ -67,7 +67,7 @@ async fn listed(http: &reqwest::Client, edge: &TestEdge, secret: &str) -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_not_granted_a_group_is_refused_until_granted_on_every_edge() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     for model in ["small", "large"] {
         mock_deployment(&mut admin, model, &[]).await?;

@@ -41,7 +41,7 @@ async fn setup() -> Result<Setup> {
 async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
     let fake = FakeAnthropic::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let credential = admin
         .put_credential(PutCredentialRequest {

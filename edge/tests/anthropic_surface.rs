@@ -22,7 +22,7 @@ async fn the_anthropic_sdk_works_against_the_edge_served_by_anthropic_and_by_ope
     let anthropic = FakeAnthropic::start().await?;
     let openai = FakeOpenAi::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let upstreams = [
         (

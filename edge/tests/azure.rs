@@ -27,7 +27,7 @@ async fn setup() -> Result<Setup> {
     let fake = FakeOpenAi::start().await?;
     let root = fake.base_url().trim_end_matches("/v1").to_owned();
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let credential = |name: &str, field: &str, value: &str| PutCredentialRequest {
         name: name.into(),

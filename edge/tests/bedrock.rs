@@ -50,7 +50,7 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
 async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeBedrock::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let credential = admin
         .put_credential(PutCredentialRequest {

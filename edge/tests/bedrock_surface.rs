@@ -46,7 +46,7 @@ async fn setup() -> Result<Setup> {
     let bedrock = FakeBedrock::start().await?;
     let openai = FakeOpenAi::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let aws = admin
         .put_credential(PutCredentialRequest {

@@ -444,7 +444,7 @@ impl Harness {
         total: Duration,
     ) -> Result<Harness> {
         let (nats, prefix, bus) = jetstream().await?;
-        let cp = TestControlPlane::start(bus.clone()).await?;
+        let cp = TestControlPlane::on_bus(bus.clone()).await?;
         let mut admin = cp.admin().await?;
         let mut upstreams = HashMap::new();
         let mut deployments = HashMap::new();

@@ -37,7 +37,7 @@ async fn server(
 /// An edge with an `openai_compatible` deployment of model `m` at `api_base`, and a key.
 async fn edge_calling(api_base: &str, networks: Networks) -> Result<(TestEdge, String)> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     admin
         .upsert_deployment(Deployment {

@@ -36,7 +36,7 @@ async fn setup(guardrails: impl Fn(&str, &str, &str) -> Vec<Guardrail>) -> Resul
     let openai = FakeOpenAi::start().await?;
     let bedrock = FakeBedrock::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let openai_credential = admin
         .put_credential(PutCredentialRequest {

@@ -17,7 +17,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn edge() -> Result<(TestEdge, String)> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let (_, secret) = create_key(&mut admin, &[]).await?;

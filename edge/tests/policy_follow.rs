@@ -41,7 +41,7 @@ async fn readiness(http: &reqwest::Client, edge: &TestEdge) -> Result<(u16, Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let mut keys = Vec::new();
@@ -92,8 +92,8 @@ async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
-    let (database_url, addr) = (cp.database_url.clone(), cp.addr);
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
+    let (database_url, addr) = (cp.store.url.clone(), cp.addr);
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let (_, secret) = create_key(&mut admin, &[]).await?;
@@ -122,7 +122,8 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
     let metrics = http.get(edge.url("/metrics")).send().await?.text().await?;
     assert!(metrics.contains("tollgate_policy_staleness_seconds"));
 
-    let cp = TestControlPlane::start_on(&database_url, bus.clone(), addr).await?;
+    let store = TestStore::at(&database_url).await?;
+    let cp = TestControlPlane::start_on(store, bus.clone(), addr, Default::default()).await?;
     let mut admin = cp.admin().await?;
     let (_, new_secret) = create_key(&mut admin, &[]).await?;
     edge.wait_for_sequence(last_sequence(&mut admin).await?)
@@ -146,7 +147,7 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
 async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_stream() -> Result<()>
 {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let cp_url = cp.url();
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
@@ -248,7 +249,7 @@ impl Bus for LosesOneEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_state() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let start = last_sequence(&mut admin).await?;

@@ -35,7 +35,7 @@ struct World {
 /// configured by `configure`.
 async fn world(edges: usize, configure: impl Fn(&mut EdgeConfig)) -> Result<World> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[("output_tokens", "10")]).await?;
     mock_deployment(&mut admin, "slow", &[("latency_ms", "800")]).await?;

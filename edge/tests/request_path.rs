@@ -17,7 +17,7 @@ struct Setup {
 
 async fn setup() -> Result<Setup> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock-small", &[("output_tokens", "5")]).await?;
     mock_deployment(&mut admin, "mock-other", &[]).await?;

@@ -45,7 +45,7 @@ async fn chat(http: &reqwest::Client, edge: &TestEdge, key: &str) -> Result<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock-small", &[("output_tokens", "3")]).await?;
     let (red, red_key) = team_key(&mut admin, "red").await?;

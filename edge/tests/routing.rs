@@ -30,7 +30,7 @@ struct Setup {
 
 async fn setup() -> Result<Setup> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let admin = cp.admin().await?;
     Ok(Setup {
         cp,

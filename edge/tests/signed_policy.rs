@@ -37,9 +37,8 @@ fn signing(current: &PrivateKey, previous: Option<&PrivateKey>) -> TrustConfig {
 }
 
 async fn signed_control_plane(bus: Arc<dyn Bus>, trust: TrustConfig) -> Result<TestControlPlane> {
-    let database_url = tollgate_test_support::fresh_postgres_database().await?;
     let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    TestControlPlane::start_trusting(&database_url, bus, addr, trust).await
+    TestControlPlane::start_on(TestStore::postgres().await?, bus, addr, trust).await
 }
 
 async fn edge_trusting(
@@ -70,6 +69,7 @@ async fn committed(
     type_name: &str,
 ) -> Result<tollgate_policy::RecordedEvent> {
     cp.store
+        .store
         .read_after(0, 10_000)
         .await?
         .into_iter()
@@ -191,15 +191,10 @@ async fn a_rotated_signing_key_is_followed_from_events_snapshots_and_the_stream(
 
     // The operator sets the new key and keeps the old one as the previous: the restarted
     // control plane hands over with a rotation event signed by the old key.
-    let (database_url, addr) = (cp.database_url.clone(), cp.addr);
-    cp.stop().await?;
-    let cp = TestControlPlane::start_trusting(
-        &database_url,
-        bus.clone(),
-        addr,
-        signing(&new, Some(&old)),
-    )
-    .await?;
+    let addr = cp.addr;
+    let store = cp.stop().await?;
+    let cp =
+        TestControlPlane::start_on(store, bus.clone(), addr, signing(&new, Some(&old))).await?;
     let mut admin = cp.admin().await?;
     let (_, after) = create_key(&mut admin, &[]).await?;
     let sequence = last_sequence(&mut admin).await?;

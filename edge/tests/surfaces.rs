@@ -38,7 +38,7 @@ fn requests(model: &str) -> [(String, Value); 4] {
 async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own_shape()
 -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let (key_id, secret) = create_key(&mut admin, &[]).await?;
@@ -133,7 +133,7 @@ async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own
 async fn a_stream_cut_by_the_provider_ends_with_each_surfaces_error_event() -> Result<()> {
     let fake = FakeOpenAi::start().await?;
     let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     let credential_id = api_key_credential(&mut admin, "openai_compatible").await?;
     // The fake sends two events of this model's stream and drops the connection.

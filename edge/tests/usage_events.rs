@@ -128,7 +128,7 @@ async fn every_request_yields_exactly_one_usage_event_across_a_nats_restart() ->
     nats.wait_until_up().await?;
     let prefix = tollgate_test_support::unique_name("usage");
     let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&nats.url(), &prefix).await?);
-    let cp = TestControlPlane::start(bus.clone()).await?;
+    let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     mock_deployment(&mut admin, "mock-failing", &[("fail_status", "500")]).await?;

@@ -16,6 +16,8 @@ pub mod kms_upstream;
 pub mod openai_upstream;
 pub mod otlp_receiver;
 mod python;
+#[cfg(feature = "roles")]
+pub mod roles;
 pub mod sagemaker_upstream;
 mod served;
 pub mod severable;

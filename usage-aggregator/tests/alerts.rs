@@ -81,7 +81,7 @@ async fn a_threshold_crossing_calls_the_webhook_exactly_once_even_across_a_resta
     backend: Backend,
 ) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     let team = control_plane.team("alerted").await?;
     let budget = control_plane
         .budget("team", &team, 1.0, "total", &[50.0, 80.0])

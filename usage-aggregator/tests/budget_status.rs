@@ -50,7 +50,7 @@ fn by_edge(status: &BudgetStatus) -> BTreeMap<String, i64> {
 
 async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     let team = control_plane.team("spenders").await?;
     let team_budget = control_plane
         .budget("team", &team, 1.0, "monthly", &[])

@@ -53,7 +53,7 @@ fn request(
 
 async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     let viewer = control_plane.token("dashboards", "viewer").await?;
     let finance = control_plane.token("finance-team", "finance").await?;
     let database = backend.database().await?;

@@ -28,7 +28,7 @@ fn day() -> Result<DateTime<Utc>> {
 
 async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     control_plane.team("finance-test").await?;
     let database = backend.database().await?;
     let aggregator = TestAggregator::start(
@@ -145,7 +145,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     backend: Backend,
 ) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     control_plane.team("dlq-test").await?;
     let database = backend.database().await?;
     let aggregator = TestAggregator::start(
@@ -294,7 +294,7 @@ on_both_backends!(
 async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -> Result<()> {
     let backend = Backend::PostgresJetStream;
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     control_plane.team("poison-test").await?;
     let database = backend.database().await?;
     let aggregator = TestAggregator::start(

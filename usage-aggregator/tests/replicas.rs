@@ -34,7 +34,7 @@ fn event(request_id: &str, key: &str, team: &str, edge: &str, usd: f64) -> Usage
 
 async fn two_aggregators_on_one_consumer_count_once_and_alert_once(backend: Backend) -> Result<()> {
     let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start(backend, bus.clone()).await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
     let mut teams = Vec::new();
     let mut budget_ids = Vec::new();
     for round in 0..BUDGETS {

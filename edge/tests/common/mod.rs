@@ -1,5 +1,5 @@
-//! Shared setup for the edge's integration tests: a control plane on real PostgreSQL and NATS
-//! JetStream, and edges following it, each on an ephemeral port.
+//! Shared setup for the edge's integration tests: edges following a control plane (the shared
+//! harness's, on real PostgreSQL and NATS JetStream), each on an ephemeral port.
 
 #![allow(dead_code)]
 
@@ -7,43 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tollgate_control_plane::ControlPlane;
-use tollgate_control_plane::auth::Authenticator;
-use tollgate_control_plane::log::PolicyLog;
-use tollgate_control_plane::store::{self, EventStore};
-use tollgate_control_plane::trust::TrustConfig;
+use anyhow::{Context, Result};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::bus::{Bus, JetStreamBus};
 use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_test_support::Served;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-
-pub const ADMIN_TOKEN: &str = "edge-test-admin-token";
-pub const SEALING_KEY: [u8; 32] = [9; 32];
-
-pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer …` to every call.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Ok(value) = format!("Bearer {}", self.0).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
+// Each test binary uses a part of the shared harness.
+#[allow(unused_imports)]
+pub use tollgate_test_support::roles::{
+    ADMIN_TOKEN, AdminClient, Bearer, SEALING_KEY, TestControlPlane, TestStore, eventually,
+};
 
 /// A NATS connection with streams of its own.
 pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
@@ -51,77 +27,6 @@ pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
     let prefix = tollgate_test_support::unique_name("edge");
     let bus = Arc::new(JetStreamBus::connect(&url, &prefix).await?);
     Ok((url, prefix, bus))
-}
-
-/// A control plane on a fresh PostgreSQL database, relaying to `bus`.
-pub struct TestControlPlane {
-    pub addr: SocketAddr,
-    pub log: Arc<PolicyLog>,
-    pub store: Arc<dyn EventStore>,
-    pub database_url: String,
-    served: Served,
-}
-
-impl TestControlPlane {
-    pub async fn start(bus: Arc<dyn Bus>) -> Result<Self> {
-        let database_url = tollgate_test_support::fresh_postgres_database().await?;
-        Self::start_on(&database_url, bus, "127.0.0.1:0".parse()?).await
-    }
-
-    /// Starts (or restarts) a control plane on an existing database and address.
-    pub async fn start_on(database_url: &str, bus: Arc<dyn Bus>, addr: SocketAddr) -> Result<Self> {
-        Self::start_trusting(database_url, bus, addr, TrustConfig::default()).await
-    }
-
-    /// Like [`TestControlPlane::start_on`], signing policy as `trust` says.
-    pub async fn start_trusting(
-        database_url: &str,
-        bus: Arc<dyn Bus>,
-        addr: SocketAddr,
-        trust: TrustConfig,
-    ) -> Result<Self> {
-        let store = store::connect(database_url).await?;
-        let log = Arc::new(PolicyLog::open(store.clone()).await?);
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let control_plane = ControlPlane {
-            log: log.clone(),
-            bus,
-            auth: Authenticator::new(Some(ADMIN_TOKEN)),
-            sealing: Some(SealingKey::from_bytes(SEALING_KEY)),
-            kek: Default::default(),
-            tls: None,
-            metrics_addr: None,
-            trust,
-        };
-        let served = Served::spawn("the control plane", |shutdown| {
-            control_plane.serve(listener, shutdown)
-        });
-        Ok(TestControlPlane {
-            addr,
-            log,
-            store,
-            database_url: database_url.to_owned(),
-            served,
-        })
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn admin(&self) -> Result<AdminClient> {
-        let channel = Channel::from_shared(self.url())?.connect().await?;
-        Ok(AdminServiceClient::with_interceptor(
-            channel,
-            Bearer(ADMIN_TOKEN.to_owned()),
-        ))
-    }
-
-    /// Stops serving (the process "dies"); the database stays. Fails if serving had failed.
-    pub async fn stop(self) -> Result<()> {
-        self.served.stop().await
-    }
 }
 
 /// An edge serving on 127.0.0.1 at a random port.
@@ -273,20 +178,4 @@ pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
         .await?
         .into_inner()
         .last_sequence)
-}
-
-/// Polls `check` every 10 ms until it is true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        if tokio::time::Instant::now() > deadline {
-            bail!("condition not met within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
 }

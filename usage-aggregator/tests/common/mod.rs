@@ -14,17 +14,17 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tempfile::TempDir;
-use tollgate_control_plane::ControlPlane;
-use tollgate_control_plane::auth::Authenticator;
-use tollgate_control_plane::log::PolicyLog;
-use tollgate_control_plane::store;
-use tollgate_proto::admin::admin_service_client::AdminServiceClient;
-use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus, USAGE};
+use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_proto::usage::UsageEvent;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tollgate_test_support::Served;
+// Each test binary uses a part of the shared harness.
+pub use tollgate_test_support::on_both_backends;
+#[allow(unused_imports)]
+pub use tollgate_test_support::roles::{
+    ADMIN_TOKEN, AdminClient, Backend, Bearer, TestControlPlane, TestDatabase, eventually,
+};
 use tollgate_usage_aggregator::ConsumerCounters;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::entry::nanos;
@@ -33,194 +33,10 @@ use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// The bootstrap admin token the control plane and the aggregator both accept.
-pub const ADMIN_TOKEN: &str = "aggregator-test-admin-token";
 /// The HMAC key of the alert webhook.
 pub const WEBHOOK_SECRET: &str = "aggregator-test-webhook-secret";
 
-/// Which database and bus a test runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// Distributed mode: PostgreSQL and NATS JetStream.
-    PostgresJetStream,
-    /// Embedded mode: SQLite and the in-process bus.
-    SqliteMemory,
-}
-
-/// A database URL (and, for SQLite, the directory holding its file) that lives as long as
-/// the test.
-pub struct TestDatabase {
-    pub url: String,
-    _dir: Option<TempDir>,
-}
-
-impl Backend {
-    pub async fn database(self) -> Result<TestDatabase> {
-        Ok(match self {
-            Backend::PostgresJetStream => TestDatabase {
-                url: tollgate_test_support::fresh_postgres_database().await?,
-                _dir: None,
-            },
-            Backend::SqliteMemory => {
-                let (dir, url) = tollgate_test_support::fresh_sqlite_database()?;
-                TestDatabase {
-                    url,
-                    _dir: Some(dir),
-                }
-            }
-        })
-    }
-
-    pub async fn bus(self) -> Result<Arc<dyn Bus>> {
-        Ok(match self {
-            Backend::PostgresJetStream => {
-                let url = tollgate_test_support::nats_url().await?;
-                let prefix = tollgate_test_support::unique_name("agg");
-                Arc::new(JetStreamBus::connect(&url, &prefix).await?)
-            }
-            Backend::SqliteMemory => Arc::new(MemoryBus::new()),
-        })
-    }
-}
-
-pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 pub type UsageClient = UsageServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer …` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub String);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Ok(value) = format!("Bearer {}", self.0).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
-
-/// A control plane on a database of its own, relaying policy to the test's bus.
-pub struct TestControlPlane {
-    pub addr: SocketAddr,
-    _database: TestDatabase,
-    served: Served,
-}
-
-impl TestControlPlane {
-    pub async fn start(backend: Backend, bus: Arc<dyn Bus>) -> Result<Self> {
-        let database = backend.database().await?;
-        let store = store::connect(&database.url).await?;
-        let log = Arc::new(PolicyLog::open(store).await?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let control_plane = ControlPlane {
-            log,
-            bus,
-            auth: Authenticator::new(Some(ADMIN_TOKEN)),
-            sealing: None,
-            kek: Default::default(),
-            tls: None,
-            metrics_addr: None,
-            trust: Default::default(),
-        };
-        let served = Served::spawn("the control plane", |shutdown| {
-            control_plane.serve(listener, shutdown)
-        });
-        Ok(TestControlPlane {
-            addr,
-            _database: database,
-            served,
-        })
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn admin(&self) -> Result<AdminClient> {
-        let channel = Channel::from_shared(self.url())?.connect().await?;
-        Ok(AdminServiceClient::with_interceptor(
-            channel,
-            Bearer(ADMIN_TOKEN.to_owned()),
-        ))
-    }
-
-    /// The last committed policy sequence.
-    pub async fn last_sequence(&self) -> Result<u64> {
-        Ok(self
-            .admin()
-            .await?
-            .list_events(tollgate_proto::admin::ListEventsRequest {
-                after_sequence: u64::MAX - 1,
-                limit: 1,
-            })
-            .await?
-            .into_inner()
-            .last_sequence)
-    }
-
-    /// Creates a team and returns its id.
-    pub async fn team(&self, name: &str) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .create_team(tollgate_proto::admin::CreateTeamRequest {
-                name: name.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .id)
-    }
-
-    /// Sets a budget and returns its id.
-    pub async fn budget(
-        &self,
-        scope: &str,
-        scope_id: &str,
-        amount_usd: f64,
-        period: &str,
-        thresholds: &[f64],
-    ) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .set_budget(tollgate_proto::admin::Budget {
-                scope: scope.to_owned(),
-                scope_id: scope_id.to_owned(),
-                amount_usd,
-                period: period.to_owned(),
-                thresholds: thresholds.to_vec(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .id)
-    }
-
-    /// Creates an admin token with `role` and returns its secret.
-    pub async fn token(&self, name: &str, role: &str) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .create_admin_token(tollgate_proto::admin::CreateAdminTokenRequest {
-                name: name.to_owned(),
-                role: role.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .secret)
-    }
-
-    /// Stops serving; fails if serving had failed.
-    pub async fn stop(self) -> Result<()> {
-        self.served.stop().await
-    }
-}
 
 /// An aggregator serving `UsageService` and the CSV export on ephemeral ports.
 pub struct TestAggregator {
@@ -338,22 +154,6 @@ pub async fn wait_for_ledger(ledger: &Ledger, requests: i64, within: Duration) -
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Polls `check` every 50 ms until it is true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        if tokio::time::Instant::now() > deadline {
-            bail!("condition not met within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// A small deterministic random source (SplitMix64), so a failing run can be replayed.
@@ -573,23 +373,4 @@ pub async fn publish_one(bus: &Arc<dyn Bus>, event: &UsageEvent) -> Result<()> {
     bus.publish(USAGE, &event.request_id, event.encode_to_vec().into())
         .await?;
     Ok(())
-}
-
-/// Turns each named `async fn(Backend) -> anyhow::Result<()>` into one test per backend.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres_jetstream {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() -> anyhow::Result<()> {
-                super::$name($crate::common::Backend::PostgresJetStream).await
-            })+
-        }
-        mod sqlite_memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() -> anyhow::Result<()> {
-                super::$name($crate::common::Backend::SqliteMemory).await
-            })+
-        }
-    };
 }
