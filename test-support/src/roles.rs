@@ -207,16 +207,7 @@ impl TestControlPlane {
 
     /// The last committed policy sequence.
     pub async fn last_sequence(&self) -> Result<u64> {
-        Ok(self
-            .admin()
-            .await?
-            .list_events(tollgate_proto::admin::ListEventsRequest {
-                after_sequence: u64::MAX - 1,
-                limit: 1,
-            })
-            .await?
-            .into_inner()
-            .last_sequence)
+        last_sequence(&mut self.admin().await?).await
     }
 
     /// Creates a team and returns its id.
@@ -279,6 +270,18 @@ impl TestControlPlane {
         self.served.stop().await?;
         Ok(self.store)
     }
+}
+
+/// The last committed policy sequence, as `admin`'s control plane reports it.
+pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
+    Ok(admin
+        .list_events(tollgate_proto::admin::ListEventsRequest {
+            after_sequence: u64::MAX - 1,
+            limit: 1,
+        })
+        .await?
+        .into_inner()
+        .last_sequence)
 }
 
 /// Polls `check` every 10 ms until it is true or `within` passes.

@@ -19,6 +19,7 @@ use tollgate_test_support::Served;
 #[allow(unused_imports)]
 pub use tollgate_test_support::roles::{
     ADMIN_TOKEN, AdminClient, Bearer, SEALING_KEY, TestControlPlane, TestStore, eventually,
+    last_sequence,
 };
 
 /// A NATS connection with streams of its own.
@@ -166,16 +167,4 @@ pub async fn api_key_credential(admin: &mut AdminClient, provider: &str) -> Resu
         .await?
         .into_inner();
     Ok(credential.id)
-}
-
-/// The last committed sequence on the control plane.
-pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
-    Ok(admin
-        .list_events(tollgate_proto::admin::ListEventsRequest {
-            after_sequence: u64::MAX - 1,
-            limit: 1,
-        })
-        .await?
-        .into_inner()
-        .last_sequence)
 }
