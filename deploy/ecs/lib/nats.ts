@@ -177,7 +177,7 @@ export class NatsCluster extends Construct {
     skipCheckov(balancer, 'CKV_AWS_91', noLogs);
     const clientListener = balancer.addListener('Clients', { port: CLIENT_PORT, protocol: elbv2.Protocol.TCP });
     const leafListener = balancer.addListener('Leaves', { port: LEAF_PORT, protocol: elbv2.Protocol.TCP });
-    const clientTargets: ecs.FargateService[] = [];
+    const nodeServices: ecs.FargateService[] = [];
 
     nodes.forEach((node, n) => {
       const accessPoint = fileSystem.addAccessPoint(`Node${n}Store`, {
@@ -222,17 +222,17 @@ export class NatsCluster extends Construct {
         cloudMapOptions: { name: node },
         circuitBreaker: { rollback: true },
       });
-      clientTargets.push(service);
+      nodeServices.push(service);
     });
 
     clientListener.addTargets('ClientTargets', {
       port: CLIENT_PORT,
-      targets: clientTargets.map((service) => service.loadBalancerTarget({ containerName: 'nats', containerPort: CLIENT_PORT })),
+      targets: nodeServices.map((service) => service.loadBalancerTarget({ containerName: 'nats', containerPort: CLIENT_PORT })),
       healthCheck: { protocol: elbv2.Protocol.HTTP, port: String(MONITOR_PORT), path: '/healthz' },
     });
     leafListener.addTargets('LeafTargets', {
       port: LEAF_PORT,
-      targets: clientTargets.map((service) => service.loadBalancerTarget({ containerName: 'nats', containerPort: LEAF_PORT })),
+      targets: nodeServices.map((service) => service.loadBalancerTarget({ containerName: 'nats', containerPort: LEAF_PORT })),
       healthCheck: { protocol: elbv2.Protocol.HTTP, port: String(MONITOR_PORT), path: '/healthz' },
     });
 
