@@ -138,14 +138,16 @@ function service(scope: Construct, id: string, context: RoleContext, definition:
   return { service: fargate, securityGroup: group };
 }
 
-export interface ControlPlaneProps {
+/** What the control plane and the aggregator each get: their database, the bootstrap admin
+ * token, their NATS password. */
+export interface DatabaseRoleProps {
   readonly database: rds.DatabaseCluster;
   readonly adminToken: secretsmanager.ISecret;
   readonly natsPassword: secretsmanager.ISecret;
 }
 
 /** The policy log's writer and the admin API. */
-export function controlPlane(scope: Construct, context: RoleContext, props: ControlPlaneProps) {
+export function controlPlane(scope: Construct, context: RoleContext, props: DatabaseRoleProps) {
   const definition = task(scope, 'ControlPlaneTask', 512, 1024);
   const db = database(props.database, 'tollgate');
   tollgate(context, definition, 'control-plane', 'control-plane', props.natsPassword, {
@@ -165,14 +167,8 @@ export function controlPlane(scope: Construct, context: RoleContext, props: Cont
   return made;
 }
 
-export interface AggregatorProps {
-  readonly database: rds.DatabaseCluster;
-  readonly adminToken: secretsmanager.ISecret;
-  readonly natsPassword: secretsmanager.ISecret;
-}
-
 /** The usage ledger, budgets, alerts and rollups. */
-export function aggregator(scope: Construct, context: RoleContext, props: AggregatorProps) {
+export function aggregator(scope: Construct, context: RoleContext, props: DatabaseRoleProps) {
   const definition = task(scope, 'AggregatorTask', 512, 1024);
   const db = database(props.database, 'tollgate_usage');
   tollgate(context, definition, 'aggregator', 'aggregator', props.natsPassword, {

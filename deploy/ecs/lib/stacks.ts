@@ -85,6 +85,11 @@ function base(scope: Construct, settings: Settings, region: RegionSettings): Bas
   return { image, vpc, cluster, storageKey, logGroup, accessLogs };
 }
 
+/** What every role of a region shares from its base. */
+function shared(settings: Settings, b: Base) {
+  return { settings, image: b.image, storageKey: b.storageKey, cluster: b.cluster, logGroup: b.logGroup };
+}
+
 function postgres(scope: Construct, id: string, b: Base, settings: Settings, databaseName: string): rds.DatabaseCluster {
   const clusterIdentifier = `${settings.name}-${databaseName.replace('_', '-')}`;
   // Made here, so that no log-retention function is needed to bound what RDS exports.
@@ -199,11 +204,7 @@ export class HomeStack extends RegionStack {
     if (nats instanceof NatsCluster) new CfnOutput(this, 'NatsLeafEndpoint', { value: nats.leafEndpoint });
 
     const context: RoleContext = {
-      settings,
-      image: b.image,
-      storageKey: b.storageKey,
-      cluster: b.cluster,
-      logGroup: b.logGroup,
+      ...shared(settings, b),
       natsUrl: nats.url,
       natsSecurityGroup: nats.clientSecurityGroup,
       credentialKey,
@@ -311,11 +312,7 @@ export class EdgeRegionStack extends RegionStack {
       namespace: NAMESPACE,
     });
     const context: RoleContext = {
-      settings,
-      image: b.image,
-      storageKey: b.storageKey,
-      cluster: b.cluster,
-      logGroup: b.logGroup,
+      ...shared(settings, b),
       natsUrl: leaves.url,
       natsSecurityGroup: leaves.clientSecurityGroup,
       credentialKey,
