@@ -14,6 +14,7 @@ use tollgate_proto::admin::{
     Budget, CachePolicy, CreateKeyRequest, CreateTeamRequest, Deployment, Guardrail,
     ListEventsRequest, Price, RateLimit,
 };
+use tollgate_test_support::Bearer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -29,22 +30,6 @@ pub const MODELS: &[&str] = &["chat", "slow", "hold", "embed"];
 pub const FEATURE_MODELS: &[&str] = &["chat-pii", "chat-cached"];
 
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer …` to every admin call.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Ok(value) = format!("Bearer {}", self.0).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
 
 /// Where the suite's Tollgate talks to PostgreSQL and NATS.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@
 
 pub mod anthropic_upstream;
 pub mod authorizing_nats;
+mod bearer;
 pub mod bedrock_upstream;
 mod binaries;
 pub mod gemini_upstream;
@@ -31,6 +32,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once, PoisonError};
 
+pub use bearer::Bearer;
 pub use binaries::nats_server;
 pub use python::{python, python_with, run_python};
 pub use served::{Served, Shutdown};

@@ -20,6 +20,7 @@ use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub use crate::Bearer;
 use crate::Served;
 
 /// The bootstrap admin token every test control plane accepts.
@@ -29,22 +30,6 @@ pub const SEALING_KEY: [u8; 32] = [9; 32];
 
 /// An admin API client that sends a bearer token.
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub String);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Ok(value) = format!("Bearer {}", self.0).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
 
 /// Which store and bus a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +51,7 @@ pub struct TestDatabase {
 pub struct TestStore {
     pub url: String,
     pub store: Arc<dyn EventStore>,
-    _database: TestDatabase,
+    _dir: Option<TempDir>,
 }
 
 impl TestStore {
@@ -84,11 +69,11 @@ impl TestStore {
         .await
     }
 
-    async fn open(database: TestDatabase) -> Result<TestStore> {
+    async fn open(TestDatabase { url, _dir }: TestDatabase) -> Result<TestStore> {
         Ok(TestStore {
-            store: store::connect(&database.url).await?,
-            url: database.url.clone(),
-            _database: database,
+            store: store::connect(&url).await?,
+            url,
+            _dir,
         })
     }
 }
