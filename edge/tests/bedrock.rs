@@ -1,7 +1,11 @@
-//! The `bedrock` provider through the edge over HTTP: the official AWS SDK client (Converse and
-//! ConverseStream, SigV4-signed with the deployment's static credential) against a fake Bedrock
-//! runtime that speaks Bedrock's JSON and binary event-stream wire formats. Arbitrary and
-//! mutated event-stream bytes end a stream with an error, never a panic or a hang.
+//! What only the `bedrock` provider does, through the edge over HTTP: the official AWS SDK
+//! client (Converse and ConverseStream, SigV4-signed with the deployment's static credential)
+//! against a fake Bedrock runtime that speaks Bedrock's JSON and binary event-stream wire
+//! formats — signing, guardrails, cache points, Titan and Cohere embeddings, exceptions and
+//! timeouts inside a stream; arbitrary and mutated event-stream bytes end a stream with an
+//! error, never a panic or a hang. The translation itself (requests, answers, streams, tools,
+//! images) is pinned by the conformance suite's golden fixtures
+//! (`tests/conformance/golden/bedrock/`) and its shared cases.
 
 mod common;
 
@@ -15,8 +19,7 @@ use tollgate_edge::config::EdgeConfig;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
 use tollgate_test_support::bedrock_upstream::{
-    ANSWER, EMBEDDING_DIMENSIONS, FakeBedrock, GUARDRAIL_ANSWER, TOOL_INPUT, VALIDATION_MESSAGE,
-    fake_embedding,
+    ANSWER, EMBEDDING_DIMENSIONS, FakeBedrock, GUARDRAIL_ANSWER, fake_embedding,
 };
 
 const ACCESS_KEY_ID: &str = "AKIDTEST";
@@ -69,10 +72,7 @@ async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
         .into_inner();
     let models = [
         ("claude-test", "anthropic.claude-test"),
-        ("fail-throttle", "fail-throttle"),
-        ("fail-validation", "fail-validation"),
         ("fail-denied", "fail-denied"),
-        ("fail-500", "fail-500"),
         ("fail-midstream", "fail-midstream"),
         ("hang", "hang"),
         ("slow-stream", "slow-stream"),
@@ -200,13 +200,6 @@ fn user(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
-fn weather_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
-            "required": ["location"]}}}])
-}
-
 /// The text of a stream's content deltas.
 fn streamed_text(chunks: &[Value]) -> String {
     chunks
@@ -216,50 +209,15 @@ fn streamed_text(chunks: &[Value]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chat_completion_is_translated_signed_answered_and_priced() -> Result<()> {
+async fn converse_is_signed_with_the_deployments_credential_for_its_region() -> Result<()> {
     let s = setup().await?;
-    let body = json!({"model": "claude-test", "max_tokens": 200, "temperature": 0.2,
-        "stop": ["END"],
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "hello there"}]});
-    let response = s.post(&body).await?;
-    assert_eq!(response.status(), 200);
-    let cost: f64 = response.headers()["x-tollgate-cost-usd"]
-        .to_str()?
-        .parse()?;
-    let answer: Value = response.json().await?;
-    assert_eq!(answer["object"], "chat.completion");
-    assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
-    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-    // Input: "Be brief." + "hello there" = 4 words + 3; output: 5 words.
-    assert_eq!(answer["usage"]["prompt_tokens"], 7);
-    assert_eq!(answer["usage"]["completion_tokens"], 5);
-    assert_eq!(answer["usage"]["total_tokens"], 12);
-    let expected = (7.0 * 3.0 + 5.0 * 15.0) / 1e6;
-    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
-
+    s.chat(&user("claude-test", "hello there")).await?;
     let request = s
         .fake
         .last_request()
         .context("no request reached Bedrock")?;
     assert_eq!(request.operation, "converse");
-    assert_eq!(request.model_id, "anthropic.claude-test");
-    assert_eq!(request.body["system"], json!([{"text": "Be brief."}]));
-    assert_eq!(
-        request.body["messages"],
-        json!([{"role": "user", "content": [{"text": "hello there"}]}])
-    );
-    assert_eq!(request.body["inferenceConfig"]["maxTokens"], 200);
-    assert_eq!(
-        request.body["inferenceConfig"]["stopSequences"],
-        json!(["END"])
-    );
-    let temperature = request.body["inferenceConfig"]["temperature"]
-        .as_f64()
-        .unwrap_or_default();
-    assert!((temperature - 0.2).abs() < 1e-6);
-    // SigV4 with the deployment's credential, for Bedrock in the deployment's region.
+    assert_eq!(request.resource, "anthropic.claude-test");
     let authorization = request.header("authorization").unwrap_or_default();
     assert!(
         authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
@@ -275,165 +233,8 @@ async fn a_chat_completion_is_translated_signed_answered_and_priced() -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_becomes_openai_chunks_with_usage_only_when_asked() -> Result<()> {
+async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let s = setup().await?;
-    let mut body = user("claude-test", "hello there");
-    body["stream"] = json!(true);
-    body["stream_options"] = json!({"include_usage": true});
-    let (chunks, done) = s.stream(&body).await?;
-    assert!(done, "the stream must end with [DONE]");
-    assert_eq!(
-        s.fake.last_request().map(|r| r.operation).as_deref(),
-        Some("converse-stream")
-    );
-    for chunk in &chunks {
-        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
-        assert_eq!(chunk["model"], "anthropic.claude-test");
-        assert_eq!(chunk["id"], chunks[0]["id"]);
-    }
-    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(streamed_text(&chunks), ANSWER);
-    assert!(chunks.len() > 4, "the answer arrives in several deltas");
-    let finish = &chunks[chunks.len() - 2];
-    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
-    let usage = &chunks[chunks.len() - 1];
-    assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"]["prompt_tokens"], 5);
-    assert_eq!(usage["usage"]["completion_tokens"], 5);
-
-    // Without include_usage the edge still asks (to account the stream) but passes no usage on.
-    body.as_object_mut().map(|b| b.remove("stream_options"));
-    let response = s.post(&body).await?;
-    let text = response.text().await?;
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert!(
-        !text.contains("\"usage\""),
-        "usage was not asked for: {text}"
-    );
-    assert!(text.contains("\"finish_reason\":\"stop\""));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tool_calls_round_trip_plain_and_streamed() -> Result<()> {
-    let s = setup().await?;
-    let question = json!({"model": "claude-test", "tools": weather_tool(), "tool_choice": "auto",
-        "messages": [{"role": "user", "content": "What's the weather in Paris?"}]});
-    let answer = s.chat(&question).await?;
-    let choice = &answer["choices"][0];
-    assert_eq!(choice["finish_reason"], "tool_calls");
-    let call = &choice["message"]["tool_calls"][0];
-    assert_eq!(call["type"], "function");
-    assert_eq!(call["id"], "tooluse_fake1");
-    assert_eq!(call["function"]["name"], "get_weather");
-    let arguments: Value =
-        serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))?;
-    assert_eq!(arguments, serde_json::from_str::<Value>(TOOL_INPUT)?);
-    let sent = s.last_body();
-    assert_eq!(
-        sent["toolConfig"]["tools"][0]["toolSpec"]["name"],
-        "get_weather"
-    );
-    assert_eq!(
-        sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"],
-        json!(["location"])
-    );
-    assert_eq!(sent["toolConfig"]["toolChoice"], json!({"auto": {}}));
-
-    // The client runs the tool and sends its result back.
-    let mut follow_up = question.clone();
-    let messages = follow_up["messages"].as_array_mut().context("messages")?;
-    messages.push(choice["message"].clone());
-    messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "sunny, 24 °C"}));
-    let answer = s.chat(&follow_up).await?;
-    assert_eq!(
-        answer["choices"][0]["message"]["content"],
-        "The tool said: sunny, 24 °C"
-    );
-    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-    let sent = s.last_body();
-    let turns = sent["messages"].as_array().context("messages")?;
-    assert_eq!(turns.len(), 3);
-    assert_eq!(turns[1]["role"], "assistant");
-    let tool_use = turns[1]["content"]
-        .as_array()
-        .and_then(|c| c.iter().find_map(|b| b.get("toolUse")))
-        .context("no toolUse block")?;
-    assert_eq!(tool_use["toolUseId"], "tooluse_fake1");
-    assert_eq!(tool_use["input"], json!({"location": "Paris"}));
-    assert_eq!(turns[2]["role"], "user");
-    assert_eq!(
-        turns[2]["content"][0]["toolResult"],
-        json!({"toolUseId": "tooluse_fake1", "content": [{"text": "sunny, 24 °C"}]})
-    );
-
-    // Streamed: the call arrives as OpenAI tool-call deltas.
-    let mut streamed = question.clone();
-    streamed["stream"] = json!(true);
-    streamed["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
-    let (chunks, done) = s.stream(&streamed).await?;
-    assert!(done);
-    assert_eq!(
-        s.last_body()["toolConfig"]["toolChoice"],
-        json!({"tool": {"name": "get_weather"}})
-    );
-    let deltas: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["tool_calls"][0]
-                .as_object()
-                .map(|_| &c["choices"][0]["delta"]["tool_calls"][0])
-        })
-        .collect();
-    assert_eq!(deltas[0]["id"], "tooluse_fake1");
-    assert_eq!(deltas[0]["function"]["name"], "get_weather");
-    let arguments: String = deltas
-        .iter()
-        .filter_map(|d| {
-            d["index"]
-                .as_u64()
-                .filter(|i| *i == 0)
-                .and(d["function"]["arguments"].as_str())
-        })
-        .collect();
-    assert_eq!(arguments, TOOL_INPUT);
-    let finish = chunks
-        .iter()
-        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
-    assert_eq!(finish, Some("tool_calls"));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn images_guardrails_and_cache_points_reach_bedrock() -> Result<()> {
-    let s = setup().await?;
-    let png: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
-    let encoded = aws_smithy_types::base64::encode(png);
-    let body = json!({"model": "claude-test", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"},
-        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{encoded}")}}]}]});
-    s.chat(&body).await?;
-    let sent = s.last_body();
-    let image = &sent["messages"][0]["content"][1]["image"];
-    assert_eq!(image["format"], "png");
-    assert_eq!(image["source"]["bytes"], encoded);
-
-    // An image by URL cannot be sent to Bedrock: the client is told so.
-    let by_url = json!({"model": "claude-test", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
-    let requests = s.fake.requests();
-    let response = s.post(&by_url).await?;
-    assert_eq!(response.status(), 400);
-    let error: Value = response.json().await?;
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("data: URL"),
-        "{error}"
-    );
-    assert_eq!(s.fake.requests(), requests, "nothing was sent upstream");
-
     // Guardrails pass through, plain and streamed.
     let mut guarded = user("claude-test", "hello");
     guarded["guardrailConfig"] =
@@ -476,25 +277,12 @@ async fn images_guardrails_and_cache_points_reach_bedrock() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bedrock_errors_map_to_the_contract_codes() -> Result<()> {
+async fn refused_credentials_are_named_without_revealing_them() -> Result<()> {
     let s = setup().await?;
     for stream in [false, true] {
-        let ask = |model: &str| {
-            let mut body = user(model, "hello");
-            body["stream"] = json!(stream);
-            body
-        };
-        let response = s.post(&ask("fail-throttle")).await?;
-        assert_eq!(response.status(), 429, "stream {stream}");
-        let error: Value = response.json().await?;
-        assert_eq!(error["error"]["code"], "rate_limit_exceeded");
-
-        let response = s.post(&ask("fail-validation")).await?;
-        assert_eq!(response.status(), 400, "stream {stream}");
-        let error: Value = response.json().await?;
-        assert_eq!(error["error"]["message"], VALIDATION_MESSAGE);
-
-        let response = s.post(&ask("fail-denied")).await?;
+        let mut body = user("fail-denied", "hello");
+        body["stream"] = json!(stream);
+        let response = s.post(&body).await?;
         assert_eq!(response.status(), 502, "stream {stream}");
         let text = response.text().await?;
         let deployment = &s.deployments["fail-denied"];
@@ -504,15 +292,13 @@ async fn bedrock_errors_map_to_the_contract_codes() -> Result<()> {
             !text.contains(SECRET_ACCESS_KEY) && !text.contains(ACCESS_KEY_ID),
             "{text}"
         );
-        assert!(!text.contains("127.0.0.1"), "no upstream URL: {text}");
-
-        let response = s.post(&ask("fail-500")).await?;
-        assert_eq!(response.status(), 502, "stream {stream}");
-        let error: Value = response.json().await?;
-        assert_eq!(error["error"]["code"], "upstream_error");
     }
+    Ok(())
+}
 
-    // An exception in the middle of a stream is reported in-band, after what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_mid_stream_is_reported_in_band_after_what_was_sent() -> Result<()> {
+    let s = setup().await?;
     let mut body = user("fail-midstream", "hello there");
     body["stream"] = json!(true);
     let response = s.post(&body).await?;
@@ -608,7 +394,7 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
     assert_eq!(s.fake.requests(), 2, "one InvokeModel per input");
     let request = s.fake.last_request().context("no request")?;
     assert_eq!(request.operation, "invoke");
-    assert_eq!(request.model_id, "amazon.titan-embed-text-v2:0");
+    assert_eq!(request.resource, "amazon.titan-embed-text-v2:0");
     assert!(request.body["inputText"].is_string());
     let authorization = request.header("authorization").unwrap_or_default();
     assert!(

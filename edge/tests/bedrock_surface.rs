@@ -192,7 +192,7 @@ async fn boto3_calls_every_bedrock_operation_over_https_served_by_bedrock_and_by
     assert_eq!(s.openai.requests(), 2 * (7 + 2));
     assert_eq!(s.bedrock.requests(), 2 * (7 + 3 + 2));
     let last = s.bedrock.last_request().context("Bedrock got nothing")?;
-    assert_eq!(last.model_id, BEDROCK_MODEL_ID);
+    assert_eq!(last.resource, BEDROCK_MODEL_ID);
     Ok(())
 }
 

@@ -19,6 +19,8 @@
 //! and says how to get it.
 
 mod common;
+#[path = "conformance/golden.rs"]
+mod golden;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -41,8 +43,34 @@ pub struct Upstream {
     pub api_base: String,
     /// How many requests the fake received so far.
     pub requests: Box<dyn Fn() -> usize + Send + Sync>,
-    /// Whether the last request the fake received carried an image.
-    pub saw_image: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The JSON body of the last request the fake received (`null` before the first).
+    pub last_body: Box<dyn Fn() -> Value + Send + Sync>,
+}
+
+impl Upstream {
+    /// Whether the last request the fake received carried an image, in the format of the
+    /// fake's protocol: OpenAI `{"type": "image_url"}`, Anthropic `{"type": "image"}`, Bedrock
+    /// `{"image": …}`, Gemini `inlineData` / `fileData` parts.
+    fn saw_image(&self) -> bool {
+        let body = (self.last_body)();
+        let openai_like = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .any(|part| {
+                part["type"] == "image_url" || part["type"] == "image" || part["image"].is_object()
+            });
+        let gemini = body["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["parts"].as_array())
+            .flatten()
+            .any(|part| part["inlineData"].is_object() || part["fileData"].is_object());
+        openai_like || gemini
+    }
 }
 
 type Start = fn() -> Pin<Box<dyn Future<Output = Result<Upstream>> + Send>>;
@@ -94,21 +122,6 @@ pub mod providers {
 
     use super::{Provider, Upstream};
 
-    /// Whether any content part of any message is an image, in the format of the fake's
-    /// protocol: OpenAI `{"type": "image_url"}`, Anthropic `{"type": "image"}`, Bedrock
-    /// `{"image": …}`.
-    fn has_image_part(body: &Value) -> bool {
-        body["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["content"].as_array())
-            .flatten()
-            .any(|part| {
-                part["type"] == "image_url" || part["type"] == "image" || part["image"].is_object()
-            })
-    }
-
     pub fn openai_compatible() -> Provider {
         Provider {
             name: "openai_compatible",
@@ -116,14 +129,12 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeOpenAi::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     Ok(Upstream {
                         api_base: fake.base_url(),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || {
-                            saw_image
-                                .last_request()
-                                .is_some_and(|(_, body)| has_image_part(&body))
+                        last_body: Box::new(move || {
+                            last.last_request().map_or(Value::Null, |(_, body)| body)
                         }),
                     })
                 })
@@ -153,11 +164,11 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeAnthropic::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     Ok(Upstream {
                         api_base: fake.base_url(),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || has_image_part(&saw_image.last_body())),
+                        last_body: Box::new(move || last.last_body()),
                     })
                 })
             },
@@ -187,21 +198,11 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeGemini::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     Ok(Upstream {
                         api_base: fake.base_url(),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || {
-                            saw_image.last_body()["contents"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|c| c["parts"].as_array())
-                                .flatten()
-                                .any(|part| {
-                                    part["inlineData"].is_object() || part["fileData"].is_object()
-                                })
-                        }),
+                        last_body: Box::new(move || last.last_body()),
                     })
                 })
             },
@@ -231,15 +232,13 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeOpenAi::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     let root = fake.base_url().trim_end_matches("/v1").to_owned();
                     Ok(Upstream {
                         api_base: format!("{root}/"),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || {
-                            saw_image
-                                .last_request()
-                                .is_some_and(|(_, body)| has_image_part(&body))
+                        last_body: Box::new(move || {
+                            last.last_request().map_or(Value::Null, |(_, body)| body)
                         }),
                     })
                 })
@@ -270,14 +269,12 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeSagemaker::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     Ok(Upstream {
                         api_base: fake.endpoint_url(),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || {
-                            saw_image
-                                .last_request()
-                                .is_some_and(|r| has_image_part(&r.body))
+                        last_body: Box::new(move || {
+                            last.last_request().map_or(Value::Null, |r| r.body)
                         }),
                     })
                 })
@@ -324,14 +321,12 @@ pub mod providers {
             start: || {
                 Box::pin(async {
                     let fake = Arc::new(FakeBedrock::start().await?);
-                    let (requests, saw_image) = (fake.clone(), fake.clone());
+                    let (requests, last) = (fake.clone(), fake.clone());
                     Ok(Upstream {
                         api_base: fake.endpoint_url(),
                         requests: Box::new(move || requests.requests()),
-                        saw_image: Box::new(move || {
-                            saw_image
-                                .last_request()
-                                .is_some_and(|r| has_image_part(&r.body))
+                        last_body: Box::new(move || {
+                            last.last_request().map_or(Value::Null, |r| r.body)
                         }),
                     })
                 })
@@ -677,6 +672,8 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 pub mod cases {
     use super::*;
 
+    pub use super::golden::golden_translations;
+
     /// A completion: content, usage, cost from the price table, and the edge's headers.
     pub async fn plain_completion(p: &Provider) -> Result<()> {
         let h = Harness::start(&[p]).await?;
@@ -929,7 +926,7 @@ pub mod cases {
         h.chat_ok(&ask(&model(p, Role::Chat), "no picture here"))
             .await?;
         assert!(
-            !(upstream.saw_image)(),
+            !upstream.saw_image(),
             "the fake says a text-only request carried an image"
         );
         let body = h.chat_ok(&with_image).await?;
@@ -939,10 +936,7 @@ pub mod cases {
                 .is_some_and(|c| !c.is_empty()),
             "{body}"
         );
-        assert!(
-            (upstream.saw_image)(),
-            "the image did not reach the upstream"
-        );
+        assert!(upstream.saw_image(), "the image did not reach the upstream");
         Ok(())
     }
 
@@ -1365,6 +1359,7 @@ macro_rules! conformance {
                     surface_bedrock,
                     surface_anthropic_messages,
                     surface_responses,
+                    golden_translations,
                 );
             }
         )*

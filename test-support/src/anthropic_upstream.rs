@@ -28,20 +28,18 @@
 //! carries `cache_control`, [`CACHE_READ_TOKENS`] and [`CACHE_CREATION_TOKENS`] are reported
 //! as read from and written to the prompt cache.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::fake_server::{FakeServer, RequestLog, event_stream, find_header, recorded_headers};
 pub use crate::openai_upstream::RecordedRequest;
 
 /// The text of every plain answer.
@@ -59,49 +57,39 @@ pub const CACHE_CREATION_TOKENS: u64 = 10;
 
 #[derive(Default)]
 struct Shared {
-    count: AtomicUsize,
-    last: Mutex<Option<RecordedRequest>>,
+    log: RequestLog<RecordedRequest>,
 }
 
 /// A running fake Anthropic API; it stops accepting connections when dropped.
 pub struct FakeAnthropic {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeAnthropic {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeAnthropic> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/messages", post(messages))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeAnthropic { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeAnthropic { server, shared })
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT` (requests go to `/v1/messages`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many requests were received so far.
     pub fn requests(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
+        self.shared.log.count()
     }
 
     /// The headers and body of the last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.log.last()
     }
 
     /// The body of the last request received (`null` if none).
@@ -112,16 +100,7 @@ impl FakeAnthropic {
     /// The value of header `name` (case-insensitive) in the last request.
     pub fn last_header(&self, name: &str) -> Option<String> {
         let (headers, _) = self.last_request()?;
-        headers
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        self.task.abort();
+        find_header(&headers, name).map(str::to_owned)
     }
 }
 
@@ -379,15 +358,9 @@ fn cut(text: &str, request: &Value) -> (String, &'static str, Value) {
 
 async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let recorded = headers
-        .iter()
-        .map(|(k, v)| {
-            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (k.as_str().to_owned(), v)
-        })
-        .collect();
-    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((recorded, request.clone()));
-    shared.count.fetch_add(1, Ordering::SeqCst);
+    shared
+        .log
+        .record((recorded_headers(&headers), request.clone()));
 
     if !headers.contains_key("x-api-key") {
         return error(401, "authentication_error", "x-api-key header is required");
@@ -476,7 +449,7 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     if model == "error-stream" {
         events.push(event(json!({"type": "error",
             "error": {"type": "overloaded_error", "message": "Overloaded"}})));
-        return stream_response(events, model);
+        return event_stream(events, model, "text/event-stream; charset=utf-8");
     }
     for (index, block) in content.iter().enumerate() {
         let delta = |delta: Value| {
@@ -515,36 +488,5 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
         "usage": {"output_tokens": output}})));
     events.push(event(json!({"type": "message_stop"})));
-    stream_response(events, model)
-}
-
-/// An event stream of `events`, slowed down or cut short as `model` commands.
-fn stream_response(mut events: Vec<Bytes>, model: &str) -> Response {
-    let cut = model == "cut-stream";
-    if cut {
-        events.truncate(2);
-    }
-    let delay = (model == "slow-stream").then_some(Duration::from_millis(200));
-    let events = futures::stream::iter(events).then(move |event| async move {
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<_, std::io::Error>(event)
-    });
-    // An error from the body makes the server drop the connection mid-response; the pause
-    // lets the events reach the client first.
-    let dropped = futures::stream::once(async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Err(std::io::Error::other("cut-stream"))
-    });
-    let body = if cut {
-        Body::from_stream(events.chain(dropped))
-    } else {
-        Body::from_stream(events)
-    };
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    (headers, body).into_response()
+    event_stream(events, model, "text/event-stream; charset=utf-8")
 }

@@ -31,21 +31,21 @@
 //! unless `dimensions` says otherwise); token counts are the words of the inputs, also sent in
 //! the `x-amzn-bedrock-input-token-count` header. Other models answer `ValidationException`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+use crate::aws_wire::{self, AwsCall, is_signed};
+use crate::fake_server::{FakeServer, RequestLog, lock};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake Bedrock.";
@@ -71,51 +71,27 @@ pub fn fake_embedding(text: &str, dimensions: usize) -> Vec<f64> {
         .collect()
 }
 
-/// One request as received.
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// `converse`, `converse-stream` or `invoke`.
-    pub operation: String,
-    /// The model id from the path, percent-decoded.
-    pub model_id: String,
-    /// Header names in lower case, in order.
-    pub headers: Vec<(String, String)>,
-    /// The JSON body (`null` when it was not JSON).
-    pub body: Value,
-}
-
-impl RecordedRequest {
-    /// The value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// One request as received (`resource` is the model id).
+pub type RecordedRequest = AwsCall;
 
 #[derive(Default)]
 struct Shared {
-    count: AtomicUsize,
+    log: RequestLog<RecordedRequest>,
     guardrail_calls: AtomicUsize,
     /// The texts of the last ApplyGuardrail call.
     guardrail_texts: Mutex<Vec<String>>,
-    last: Mutex<Option<RecordedRequest>>,
     raw_stream: Mutex<Bytes>,
 }
 
 /// A running fake Bedrock runtime; it stops accepting connections when dropped.
 pub struct FakeBedrock {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeBedrock {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeBedrock> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/model/{model_id}/converse", post(converse))
@@ -126,29 +102,23 @@ impl FakeBedrock {
                 post(apply_guardrail),
             )
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeBedrock { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeBedrock { server, shared })
     }
 
     /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many requests were received so far.
     pub fn requests(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
+        self.shared.log.count()
     }
 
     /// The last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.log.last()
     }
 }
 
@@ -160,20 +130,12 @@ impl FakeBedrock {
 
     /// The texts the last ApplyGuardrail call was given.
     pub fn guardrail_texts(&self) -> Vec<String> {
-        self.shared
-            .guardrail_texts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.shared.guardrail_texts).clone()
     }
 
     /// What `raw-stream` answers from now on.
     pub fn set_raw_stream(&self, bytes: Bytes) {
-        *self
-            .shared
-            .raw_stream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = bytes;
+        *lock(&self.shared.raw_stream) = bytes;
     }
 
     /// A well-formed ConverseStream answer of a few words with usage: a start for
@@ -196,12 +158,6 @@ impl FakeBedrock {
     }
 }
 
-impl Drop for FakeBedrock {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The models that fail on command: (model, status, error type, message).
 #[rustfmt::skip]
 const FAILURES: [(&str, u16, &str, &str); 4] = [
@@ -211,18 +167,14 @@ const FAILURES: [(&str, u16, &str, &str); 4] = [
     ("fail-500", 500, "InternalServerException", "The server encountered an internal error."),
 ];
 
-/// A restJson1 error as Bedrock sends it: the type in `x-amzn-errortype`, `{"message": …}`.
+/// A restJson1 error as Bedrock sends it: `{"message": …}`.
 fn error(status: u16, kind: &str, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/");
-    let mut response = (status, Json(json!({"message": message}))).into_response();
-    if let Ok(value) = kind.parse() {
-        response.headers_mut().insert("x-amzn-errortype", value);
-    }
-    if let Ok(value) = uuid::Uuid::new_v4().to_string().parse() {
-        response.headers_mut().insert("x-amzn-requestid", value);
-    }
-    response
+    aws_wire::error(
+        status,
+        kind,
+        "com.amazon.bedrock",
+        json!({"message": message}),
+    )
 }
 
 /// Records a request; answers the failure models (and bad bodies) itself.
@@ -234,20 +186,9 @@ async fn begin(
     body: &[u8],
 ) -> Result<Value, Response> {
     let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    let recorded = RecordedRequest {
-        operation: operation.to_owned(),
-        model_id: model_id.clone(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.as_str().to_owned(), v)
-            })
-            .collect(),
-        body: value.clone(),
-    };
-    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(recorded);
-    shared.count.fetch_add(1, Ordering::SeqCst);
+    shared
+        .log
+        .record(AwsCall::new(operation, &model_id, headers, value.clone()));
     if !value.is_object() {
         return Err(error(
             400,
@@ -255,11 +196,7 @@ async fn begin(
             "Unable to parse the request body.",
         ));
     }
-    if !headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="))
-    {
+    if !is_signed(headers) {
         return Err(error(
             403,
             "MissingAuthenticationTokenException",
@@ -393,42 +330,12 @@ fn event(kind: &'static str, payload: Value) -> Bytes {
     let mut payload = payload;
     // Bedrock pads events with a random-length `p` field against length side channels.
     payload["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ");
-    let message = Message::new(payload.to_string())
-        .add_header(Header::new(":event-type", HeaderValue::String(kind.into())))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ));
-    frame(&message)
+    aws_wire::event(kind, "application/json", payload.to_string().into_bytes())
 }
 
 /// An in-stream exception event.
 fn exception(kind: &'static str, message: &str) -> Bytes {
-    let message = Message::new(json!({"message": message}).to_string())
-        .add_header(Header::new(
-            ":exception-type",
-            HeaderValue::String(kind.into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("exception".into()),
-        ));
-    frame(&message)
-}
-
-fn frame(message: &Message) -> Bytes {
-    let mut buffer = Vec::new();
-    // Writing to a Vec fails only for oversized headers, which these are not.
-    let _ = write_message_to(message, &mut buffer);
-    Bytes::from(buffer)
+    aws_wire::exception(kind, &json!({"message": message}))
 }
 
 async fn converse_stream(
@@ -450,11 +357,7 @@ async fn converse_stream(
         Err(response) => return response,
     };
     if model_id == "raw-stream" {
-        let raw = shared
-            .raw_stream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let raw = lock(&shared.raw_stream).clone();
         let third = raw.len() / 3;
         let pieces = [
             raw.slice(..third),
@@ -594,10 +497,7 @@ async fn apply_guardrail(
                 .collect()
         })
         .unwrap_or_default();
-    *shared
-        .guardrail_texts
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = texts.clone();
+    *lock(&shared.guardrail_texts) = texts.clone();
     let usage = json!({"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 0,
         "sensitiveInformationPolicyUnits": 1, "sensitiveInformationPolicyFreeUnits": 0,
         "contextualGroundingPolicyUnits": 0});

@@ -31,19 +31,20 @@
 //! `candidatesTokenCount` the number of words of the answer (of the args' JSON for a call).
 //! Embeddings are 8 numbers: the vector of text `i` of a request is `[i, i + 1/8, …, i + 7/8]`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::{Value, json};
+
+use crate::fake_server::{
+    FakeServer, RequestLog, event_stream, find_header, lock, recorded_headers,
+};
 
 pub use crate::openai_upstream::RecordedRequest;
 
@@ -60,50 +61,40 @@ pub const CACHED_TOKENS: u64 = 40;
 
 #[derive(Default)]
 struct Shared {
-    count: AtomicUsize,
-    last: Mutex<Option<RecordedRequest>>,
+    log: RequestLog<RecordedRequest>,
     last_uri: Mutex<Option<String>>,
 }
 
 /// A running fake Gemini API; it stops accepting connections when dropped.
 pub struct FakeGemini {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeGemini {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeGemini> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1beta/models/{method}", post(models))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeGemini { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeGemini { server, shared })
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT` (requests go to `/v1beta/…`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many requests were received so far.
     pub fn requests(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
+        self.shared.log.count()
     }
 
     /// The headers and body of the last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.log.last()
     }
 
     /// The body of the last request received (`null` if none).
@@ -113,26 +104,13 @@ impl FakeGemini {
 
     /// The path and query of the last request received.
     pub fn last_uri(&self) -> Option<String> {
-        self.shared
-            .last_uri
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.shared.last_uri).clone()
     }
 
     /// The value of header `name` (case-insensitive) in the last request.
     pub fn last_header(&self, name: &str) -> Option<String> {
         let (headers, _) = self.last_request()?;
-        headers
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-impl Drop for FakeGemini {
-    fn drop(&mut self) {
-        self.task.abort();
+        find_header(&headers, name).map(str::to_owned)
     }
 }
 
@@ -175,20 +153,10 @@ async fn models(
     body: Bytes,
 ) -> Response {
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let recorded = headers
-        .iter()
-        .map(|(k, v)| {
-            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (k.as_str().to_owned(), v)
-        })
-        .collect();
-    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((recorded, request.clone()));
-    *shared
-        .last_uri
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) =
-        uri.path_and_query().map(|p| p.as_str().to_owned());
-    shared.count.fetch_add(1, Ordering::SeqCst);
+    *lock(&shared.last_uri) = uri.path_and_query().map(|p| p.as_str().to_owned());
+    shared
+        .log
+        .record((recorded_headers(&headers), request.clone()));
 
     let Some((model, action)) = method.split_once(':') else {
         return error(404, "NOT_FOUND", "Method not found.");
@@ -478,38 +446,7 @@ fn generate(request: &Value, model: &str, stream: bool) -> Response {
             Bytes::from(format!("data: {event}\r\n\r\n"))
         })
         .collect();
-    stream_response(events, model)
-}
-
-/// An event stream of `events`, slowed down or cut short as `model` commands.
-fn stream_response(mut events: Vec<Bytes>, model: &str) -> Response {
-    let cut = model == "cut-stream";
-    if cut {
-        events.truncate(2);
-    }
-    let delay = (model == "slow-stream").then_some(Duration::from_millis(200));
-    let events = futures::stream::iter(events).then(move |event| async move {
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<_, std::io::Error>(event)
-    });
-    // An error from the body makes the server drop the connection mid-response; the pause
-    // lets the events reach the client first.
-    let dropped = futures::stream::once(async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Err(std::io::Error::other("cut-stream"))
-    });
-    let body = if cut {
-        Body::from_stream(events.chain(dropped))
-    } else {
-        Body::from_stream(events)
-    };
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    (headers, body).into_response()
+    event_stream(events, model, "text/event-stream")
 }
 
 /// The vector of text `i`.

@@ -5,9 +5,8 @@
 //! no `KeyId`. Keys can be disabled, as an operator retiring a key would.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,6 +19,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde_json::{Value, json};
+
+use crate::fake_server::{FakeServer, lock};
 
 const MAGIC: &[u8] = b"fkms";
 const REGION: &str = "us-east-1";
@@ -36,29 +37,24 @@ struct Shared {
 
 /// A running fake KMS; it stops serving when dropped.
 pub struct FakeKms {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeKms {
     /// Starts serving on a random port of 127.0.0.1, with no keys.
     pub async fn start() -> anyhow::Result<FakeKms> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/", post(operation))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeKms { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeKms { server, shared })
     }
 
     /// The endpoint to give the SDK (`endpoint_url`, or `AWS_ENDPOINT_URL_KMS`).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Creates a symmetric key and returns its id (a UUID, as KMS gives).
@@ -85,16 +81,6 @@ impl FakeKms {
     pub fn encrypts(&self) -> usize {
         self.shared.encrypts.load(Ordering::SeqCst)
     }
-}
-
-impl Drop for FakeKms {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn arn(key_id: &str) -> String {

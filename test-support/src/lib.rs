@@ -9,9 +9,11 @@
 
 pub mod anthropic_upstream;
 pub mod authorizing_nats;
+pub mod aws_wire;
 mod bearer;
 pub mod bedrock_upstream;
 mod binaries;
+pub mod fake_server;
 pub mod gemini_upstream;
 pub mod kms_upstream;
 pub mod openai_upstream;

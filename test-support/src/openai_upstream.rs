@@ -23,20 +23,21 @@
 //! Token counts: `prompt_tokens` is the number of whitespace-separated words in all string
 //! message contents plus 3; `completion_tokens` the number of words in the answer (per choice).
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use futures::StreamExt;
 use serde_json::{Value, json};
+
+use crate::fake_server::{
+    FakeServer, RequestLog, event_stream, find_header, lock, recorded_headers,
+};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake upstream.";
@@ -68,8 +69,7 @@ struct Script {
 
 #[derive(Default)]
 struct Shared {
-    count: AtomicUsize,
-    last: Mutex<Option<RecordedRequest>>,
+    log: RequestLog<RecordedRequest>,
     last_uri: Mutex<Option<String>>,
     script: Mutex<Option<Script>>,
     arrivals: Mutex<Vec<Instant>>,
@@ -78,7 +78,7 @@ struct Shared {
 impl Shared {
     /// The failure the current request gets, if one is scripted.
     fn scripted(&self) -> Option<Failure> {
-        let mut script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut script = lock(&self.script);
         let current = script.as_mut()?;
         match &mut current.remaining {
             Some(0) => {
@@ -94,16 +94,13 @@ impl Shared {
 
 /// A running fake upstream; it stops accepting connections when dropped.
 pub struct FakeOpenAi {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeOpenAi {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeOpenAi> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -117,95 +114,58 @@ impl FakeOpenAi {
                 post(azure_embeddings),
             )
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeOpenAi { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeOpenAi { server, shared })
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}/v1", self.server.url())
     }
 
     /// How many requests were received so far.
     pub fn requests(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
+        self.shared.log.count()
     }
 
     /// The headers and body of the last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.log.last()
     }
 
     /// The path and query of the last request received on an Azure path.
     pub fn last_uri(&self) -> Option<String> {
-        self.shared
-            .last_uri
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.shared.last_uri).clone()
     }
 
     /// Makes every request fail with `failure` until [`FakeOpenAi::heal`].
     pub fn fail(&self, failure: Failure) {
-        *self
-            .shared
-            .script
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Script {
-            failure,
-            remaining: None,
-        });
+        self.script(failure, None);
     }
 
     /// Makes the next `times` requests fail with `failure`.
     pub fn fail_times(&self, times: usize, failure: Failure) {
-        *self
-            .shared
-            .script
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Script {
-            failure,
-            remaining: Some(times),
-        });
+        self.script(failure, Some(times));
+    }
+
+    fn script(&self, failure: Failure, remaining: Option<usize>) {
+        *lock(&self.shared.script) = Some(Script { failure, remaining });
     }
 
     /// Answers normally again.
     pub fn heal(&self) {
-        *self
-            .shared
-            .script
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        *lock(&self.shared.script) = None;
     }
 
     /// When each request arrived, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
-        self.shared
-            .arrivals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.shared.arrivals).clone()
     }
 
     /// The value of header `name` (case-insensitive) in the last request.
     pub fn last_header(&self, name: &str) -> Option<String> {
         let (headers, _) = self.last_request()?;
-        headers
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        self.task.abort();
+        find_header(&headers, name).map(str::to_owned)
     }
 }
 
@@ -223,20 +183,10 @@ const FAILURES: [(&str, u16, &str, &str, Option<&str>); 6] = [
 /// Records a request and parses its body; answers the failure models (and bad bodies) itself.
 async fn begin(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
     let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    let recorded = headers
-        .iter()
-        .map(|(k, v)| {
-            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (k.as_str().to_owned(), v)
-        })
-        .collect();
-    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((recorded, value.clone()));
-    shared.count.fetch_add(1, Ordering::SeqCst);
     shared
-        .arrivals
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(Instant::now());
+        .log
+        .record((recorded_headers(headers), value.clone()));
+    lock(&shared.arrivals).push(Instant::now());
     match shared.scripted() {
         Some(Failure::Status {
             status,
@@ -398,7 +348,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         events.push(event(json!([]), &usage));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    stream_response(events, model)
+    event_stream(events, model, "text/event-stream")
 }
 
 /// The stream deltas of a tool call: id, type and name first, then the arguments in two pieces.
@@ -441,10 +391,7 @@ async fn azure(
     body: &Bytes,
 ) -> Result<Bytes, Response> {
     let path_and_query = uri.path_and_query().map_or("", |p| p.as_str());
-    *shared
-        .last_uri
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(path_and_query.to_owned());
+    *lock(&shared.last_uri) = Some(path_and_query.to_owned());
     let versioned = uri
         .query()
         .unwrap_or_default()
@@ -495,37 +442,6 @@ async fn azure_embeddings(
         Ok(body) => embeddings(State(shared), headers, body).await,
         Err(response) => response,
     }
-}
-
-/// An event stream of `events`, slowed down or cut short as `model` commands.
-fn stream_response(mut events: Vec<Bytes>, model: &str) -> Response {
-    let cut = model == "cut-stream";
-    if cut {
-        events.truncate(2);
-    }
-    let delay = (model == "slow-stream").then_some(Duration::from_millis(200));
-    let events = futures::stream::iter(events).then(move |event| async move {
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<_, std::io::Error>(event)
-    });
-    // An error from the body makes the server drop the connection mid-response; the pause
-    // lets the two events reach the client first.
-    let dropped = futures::stream::once(async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Err(std::io::Error::other("cut-stream"))
-    });
-    let body = if cut {
-        Body::from_stream(events.chain(dropped))
-    } else {
-        Body::from_stream(events)
-    };
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    (headers, body).into_response()
 }
 
 async fn embeddings(

@@ -22,22 +22,20 @@
 //! Token counts: prompt tokens are the whitespace-separated words of all message contents (or of
 //! TGI's `inputs`) plus 3; completion tokens the words of the answer.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::aws_wire::{self, AwsCall, is_signed};
+use crate::fake_server::{FakeServer, RequestLog};
 pub use crate::openai_upstream::TOOL_ARGUMENTS;
 use crate::openai_upstream::{tool_call, tool_call_deltas};
 
@@ -51,47 +49,23 @@ pub const MODEL_ERROR_MESSAGE: &str =
 /// The message of the `fail-midstream` stream error.
 pub const STREAM_ERROR_MESSAGE: &str = "The model container stopped while streaming.";
 
-/// One request as received.
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// `invocations` or `invocations-response-stream`.
-    pub operation: String,
-    /// The endpoint name from the path, percent-decoded.
-    pub endpoint: String,
-    /// Header names in lower case, in order.
-    pub headers: Vec<(String, String)>,
-    /// The JSON body (`null` when it was not JSON).
-    pub body: Value,
-}
-
-impl RecordedRequest {
-    /// The value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// One request as received (`resource` is the endpoint name).
+pub type RecordedRequest = AwsCall;
 
 #[derive(Default)]
 struct Shared {
-    count: AtomicUsize,
-    last: Mutex<Option<RecordedRequest>>,
+    log: RequestLog<RecordedRequest>,
 }
 
 /// A running fake SageMaker runtime; it stops accepting connections when dropped.
 pub struct FakeSagemaker {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeSagemaker {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeSagemaker> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/endpoints/{name}/invocations", post(invocations))
@@ -100,35 +74,23 @@ impl FakeSagemaker {
                 post(invocations_stream),
             )
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeSagemaker { addr, shared, task })
+        let server = FakeServer::start(app).await?;
+        Ok(FakeSagemaker { server, shared })
     }
 
     /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many requests were received so far.
     pub fn requests(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
+        self.shared.log.count()
     }
 
     /// The last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for FakeSagemaker {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.shared.log.last()
     }
 }
 
@@ -142,18 +104,9 @@ const FAILURES: [(&str, u16, &str, &str); 5] = [
     ("fail-internal", 500, "InternalFailure", "An internal failure occurred."),
 ];
 
-/// A restJson1 error as SageMaker sends it: the type in `x-amzn-errortype`, the fields in the body.
+/// A restJson1 error as SageMaker sends it: the fields in the body.
 fn error_with(status: u16, kind: &str, body: Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = format!("{kind}:http://internal.amazon.com/coral/com.amazon.sagemaker.runtime/");
-    let mut response = (status, Json(body)).into_response();
-    if let Ok(value) = kind.parse() {
-        response.headers_mut().insert("x-amzn-errortype", value);
-    }
-    if let Ok(value) = uuid::Uuid::new_v4().to_string().parse() {
-        response.headers_mut().insert("x-amzn-requestid", value);
-    }
-    response
+    aws_wire::error(status, kind, "com.amazon.sagemaker.runtime", body)
 }
 
 fn error(status: u16, kind: &str, message: &str) -> Response {
@@ -190,25 +143,10 @@ async fn begin(
     body: &[u8],
 ) -> Result<Value, Response> {
     let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    let recorded = RecordedRequest {
-        operation: operation.to_owned(),
-        endpoint: endpoint.to_owned(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.as_str().to_owned(), v)
-            })
-            .collect(),
-        body: value.clone(),
-    };
-    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(recorded);
-    shared.count.fetch_add(1, Ordering::SeqCst);
-    if !headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="))
-    {
+    shared
+        .log
+        .record(AwsCall::new(operation, endpoint, headers, value.clone()));
+    if !is_signed(headers) {
         return Err(error(
             403,
             "MissingAuthenticationTokenException",
@@ -337,46 +275,13 @@ async fn invocations(
 
 /// One PayloadPart event carrying `bytes`.
 fn payload_part(bytes: &[u8]) -> Bytes {
-    let message = Message::new(bytes.to_vec())
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String("PayloadPart".into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/octet-stream".into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ));
-    frame(&message)
+    aws_wire::event("PayloadPart", "application/octet-stream", bytes.to_vec())
 }
 
 /// An in-stream `ModelStreamError` exception.
 fn stream_error(message: &str) -> Bytes {
     let payload = json!({"Message": message, "ErrorCode": "ModelStreamError"});
-    let message = Message::new(payload.to_string())
-        .add_header(Header::new(
-            ":exception-type",
-            HeaderValue::String("ModelStreamError".into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("exception".into()),
-        ));
-    frame(&message)
-}
-
-fn frame(message: &Message) -> Bytes {
-    let mut buffer = Vec::new();
-    // Writing to a Vec fails only for oversized headers, which these are not.
-    let _ = write_message_to(message, &mut buffer);
-    Bytes::from(buffer)
+    aws_wire::exception("ModelStreamError", &payload)
 }
 
 /// The container's stream output, as text lines of server-sent events.
