@@ -12,9 +12,7 @@ use anyhow::{Context, Result};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tollgate_edge::config::EdgeConfig;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::anthropic_upstream::{
     ANSWER, CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, FakeAnthropic,
 };
@@ -25,28 +23,21 @@ const OUTPUT_PRICE: f64 = 15.0;
 const CACHED_PRICE: f64 = 0.3;
 const CACHE_WRITE_PRICE: f64 = 3.75;
 
-struct Setup {
-    _cp: TestControlPlane,
-    edge: TestEdge,
-    fake: FakeAnthropic,
-    secret: String,
-    http: reqwest::Client,
-}
+type Setup = Gateway<FakeAnthropic>;
 
 /// A control plane and an edge whose models are Anthropic deployments on one fake.
 async fn setup() -> Result<Setup> {
     let fake = FakeAnthropic::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-anthropic".into(),
-            provider: "anthropic".into(),
-            secret_fields: [("api_key".to_owned(), API_KEY.to_owned())].into(),
-        })
-        .await?
-        .into_inner();
+    let mut staging = Staging::start().await?;
+    let credential_id = staging
+        .credential("anthropic", &[("api_key", API_KEY)])
+        .await?;
+    let template = Deployment {
+        provider: "anthropic".into(),
+        api_base: fake.base_url(),
+        credential_id,
+        ..Default::default()
+    };
     let models = [
         ("claude", "claude-test"),
         ("fail-529", "fail-529"),
@@ -54,84 +45,14 @@ async fn setup() -> Result<Setup> {
         ("cut-stream", "cut-stream"),
         ("error-stream", "error-stream"),
     ];
-    for (model, upstream) in models {
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "anthropic".into(),
-                upstream_model: upstream.into(),
-                api_base: fake.base_url(),
-                credential_id: credential.id.clone(),
-                ..Default::default()
-            })
-            .await?;
-    }
-    admin
-        .set_price(Price {
-            model: "claude".into(),
-            input_per_mtok: INPUT_PRICE,
-            output_per_mtok: OUTPUT_PRICE,
-            cached_input_per_mtok: CACHED_PRICE,
-            cache_write_per_mtok: CACHE_WRITE_PRICE,
-        })
-        .await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = EdgeConfig::local(&nats);
-    config.bus_prefix = prefix;
-    config.edge_id = tollgate_test_support::unique_name("edge");
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    Ok(Setup {
-        _cp: cp,
-        edge,
-        fake,
-        secret,
-        http: reqwest::Client::new(),
-    })
-}
-
-impl Setup {
-    async fn post(&self, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url("/v1/chat/completions"))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    async fn json(&self, body: &Value) -> Result<Value> {
-        let response = self.post(body).await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        anyhow::ensure!(status == 200, "HTTP {status}: {body}");
-        Ok(body)
-    }
+    staging.deploy(&template, &models).await?;
+    let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, CACHE_WRITE_PRICE];
+    staging.price("claude", prices).await?;
+    staging.serve(fake, |_| {}).await
 }
 
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
-}
-
-/// The chunks of an OpenAI event stream, and whether it ended with `data: [DONE]`.
-fn parse_stream(text: &str) -> Result<(Vec<Value>, bool)> {
-    let mut chunks = Vec::new();
-    let mut done = false;
-    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
-        let data = event
-            .strip_prefix("data: ")
-            .with_context(|| format!("not an OpenAI event: {event:?}"))?;
-        anyhow::ensure!(!done, "an event after [DONE]: {event:?}");
-        if data == "[DONE]" {
-            done = true;
-        } else {
-            chunks.push(serde_json::from_str(data)?);
-        }
-    }
-    Ok((chunks, done))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,15 +9,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
 use tollgate_edge::config::EdgeConfig;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::bedrock_upstream::{
     ANSWER, EMBEDDING_DIMENSIONS, FakeBedrock, GUARDRAIL_ANSWER, fake_embedding,
 };
@@ -25,15 +23,7 @@ use tollgate_test_support::bedrock_upstream::{
 const ACCESS_KEY_ID: &str = "AKIDTEST";
 const SECRET_ACCESS_KEY: &str = "secret-test";
 
-struct Setup {
-    _cp: TestControlPlane,
-    edge: TestEdge,
-    fake: FakeBedrock,
-    secret: String,
-    /// Deployment id of each model name.
-    deployments: HashMap<String, String>,
-    http: reqwest::Client,
-}
+type Setup = Gateway<FakeBedrock>;
 
 async fn setup() -> Result<Setup> {
     setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
@@ -52,24 +42,23 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
 /// The setup with an edge configured by `configure`.
 async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeBedrock::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-bedrock".into(),
-            provider: "bedrock".into(),
-            secret_fields: [
-                ("aws_access_key_id".to_owned(), ACCESS_KEY_ID.to_owned()),
-                (
-                    "aws_secret_access_key".to_owned(),
-                    SECRET_ACCESS_KEY.to_owned(),
-                ),
-            ]
-            .into(),
-        })
-        .await?
-        .into_inner();
+    let mut staging = Staging::start().await?;
+    let credential_id = staging
+        .credential(
+            "bedrock",
+            &[
+                ("aws_access_key_id", ACCESS_KEY_ID),
+                ("aws_secret_access_key", SECRET_ACCESS_KEY),
+            ],
+        )
+        .await?;
+    let template = Deployment {
+        provider: "bedrock".into(),
+        region: "us-east-1".into(),
+        api_base: fake.endpoint_url(),
+        credential_id,
+        ..Default::default()
+    };
     let models = [
         ("claude-test", "anthropic.claude-test"),
         ("fail-denied", "fail-denied"),
@@ -81,116 +70,21 @@ async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
         ("titan-embed", "amazon.titan-embed-text-v2:0"),
         ("titan-embed-v1", "amazon.titan-embed-text-v1"),
         ("cohere-embed", "cohere.embed-english-v3"),
-        ("cohere-embed-query", "cohere.embed-multilingual-v3"),
     ];
-    let mut deployments = HashMap::new();
-    for (model, upstream) in models {
-        let deployment = admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "bedrock".into(),
-                upstream_model: upstream.into(),
-                region: "us-east-1".into(),
-                api_base: fake.endpoint_url(),
-                credential_id: credential.id.clone(),
-                settings: if model == "cohere-embed-query" {
-                    [("input_type".to_owned(), "search_query".to_owned())].into()
-                } else {
-                    Default::default()
-                },
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        deployments.insert(model.to_owned(), deployment.id);
-    }
-    admin
-        .set_price(Price {
-            model: "claude-test".into(),
-            input_per_mtok: 3.0,
-            output_per_mtok: 15.0,
-            ..Default::default()
-        })
-        .await?;
-    for (model, input_per_mtok) in [("titan-embed", 2.0), ("cohere-embed", 1.0)] {
-        admin
-            .set_price(Price {
-                model: model.into(),
-                input_per_mtok,
-                ..Default::default()
-            })
-            .await?;
-    }
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = EdgeConfig::local(&nats);
-    config.bus_prefix = prefix;
-    config.edge_id = tollgate_test_support::unique_name("edge");
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    configure(&mut config);
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    Ok(Setup {
-        _cp: cp,
-        edge,
-        fake,
-        secret,
-        deployments,
-        http: reqwest::Client::new(),
-    })
+    staging.deploy(&template, &models).await?;
+    let query = Deployment {
+        settings: [("input_type".to_owned(), "search_query".to_owned())].into(),
+        ..template
+    };
+    let models = [("cohere-embed-query", "cohere.embed-multilingual-v3")];
+    staging.deploy(&query, &models).await?;
+    staging.price("claude-test", [3.0, 15.0, 0.0, 0.0]).await?;
+    staging.price("titan-embed", [2.0, 0.0, 0.0, 0.0]).await?;
+    staging.price("cohere-embed", [1.0, 0.0, 0.0, 0.0]).await?;
+    staging.serve(fake, configure).await
 }
 
 impl Setup {
-    async fn post(&self, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url("/v1/chat/completions"))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    async fn embed(&self, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url("/v1/embeddings"))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    async fn chat(&self, body: &Value) -> Result<Value> {
-        let response = self.post(body).await?;
-        let status = response.status();
-        let text = response.text().await?;
-        anyhow::ensure!(status == 200, "HTTP {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    /// The JSON chunks of a streamed answer, and whether it ended with `[DONE]`.
-    async fn stream(&self, body: &Value) -> Result<(Vec<Value>, bool)> {
-        let response = self.post(body).await?;
-        anyhow::ensure!(response.status() == 200, "HTTP {}", response.status());
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        let text = response.text().await?;
-        let mut chunks = Vec::new();
-        let mut done = false;
-        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-            let data = event
-                .strip_prefix("data: ")
-                .with_context(|| format!("not an SSE data event: {event:?}"))?;
-            assert!(!done, "an event after [DONE]: {data}");
-            if data == "[DONE]" {
-                done = true;
-            } else {
-                chunks.push(serde_json::from_str(data)?);
-            }
-        }
-        Ok((chunks, done))
-    }
-
     fn last_body(&self) -> Value {
         self.fake.last_request().map(|r| r.body).unwrap_or_default()
     }
@@ -200,18 +94,10 @@ fn user(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
-/// The text of a stream's content deltas.
-fn streamed_text(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_is_signed_with_the_deployments_credential_for_its_region() -> Result<()> {
     let s = setup().await?;
-    s.chat(&user("claude-test", "hello there")).await?;
+    s.json(&user("claude-test", "hello there")).await?;
     let request = s
         .fake
         .last_request()
@@ -239,7 +125,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let mut guarded = user("claude-test", "hello");
     guarded["guardrailConfig"] =
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"});
-    s.chat(&guarded).await?;
+    s.json(&guarded).await?;
     assert_eq!(
         s.last_body()["guardrailConfig"],
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"})
@@ -256,7 +142,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let mut blocked = user("claude-test", "something bad");
     blocked["guardrailConfig"] =
         json!({"guardrailIdentifier": "gr-block", "guardrailVersion": "1"});
-    let answer = s.chat(&blocked).await?;
+    let answer = s.json(&blocked).await?;
     assert_eq!(answer["choices"][0]["finish_reason"], "content_filter");
     assert_eq!(answer["choices"][0]["message"]["content"], GUARDRAIL_ANSWER);
 
@@ -265,7 +151,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
         {"role": "system", "content": [{"type": "text", "text": "A long shared preamble.",
             "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "hello"}]});
-    let answer = s.chat(&cached).await?;
+    let answer = s.json(&cached).await?;
     assert_eq!(
         s.last_body()["system"],
         json!([{"text": "A long shared preamble."}, {"cachePoint": {"type": "default"}}])
@@ -343,7 +229,7 @@ async fn a_hanging_bedrock_times_out() -> Result<()> {
     assert!(text.contains("upstream_timeout"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(8));
     // Calls after a timeout still work on the same cached client.
-    let answer = s.chat(&user("claude-test", "hello")).await?;
+    let answer = s.json(&user("claude-test", "hello")).await?;
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
     Ok(())
 }
@@ -369,7 +255,10 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
     let s = setup().await?;
     let inputs = ["the quick brown fox", "jumps"];
     let response = s
-        .embed(&json!({"model": "titan-embed", "input": inputs}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "titan-embed", "input": inputs}),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     let cost = cost_of(&response)?;
@@ -404,8 +293,11 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
 
     // base64 with dimensions: v2 takes `dimensions` and `normalize`.
     let response = s
-        .embed(&json!({"model": "titan-embed", "input": "hello world",
-            "encoding_format": "base64", "dimensions": 4}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "titan-embed", "input": "hello world",
+            "encoding_format": "base64", "dimensions": 4}),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
@@ -423,12 +315,18 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
     // v1 takes no dimensions: refused before Bedrock is called.
     let before = s.fake.requests();
     let response = s
-        .embed(&json!({"model": "titan-embed-v1", "input": "x", "dimensions": 4}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "titan-embed-v1", "input": "x", "dimensions": 4}),
+        )
         .await?;
     assert_eq!(response.status(), 400);
     assert_eq!(s.fake.requests(), before);
     let response = s
-        .embed(&json!({"model": "titan-embed-v1", "input": "x y"}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "titan-embed-v1", "input": "x y"}),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -443,7 +341,10 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
     let s = setup().await?;
     let inputs = ["alpha beta", "gamma", "delta epsilon zeta"];
     let response = s
-        .embed(&json!({"model": "cohere-embed", "input": inputs}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "cohere-embed", "input": inputs}),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     let cost = cost_of(&response)?;
@@ -473,8 +374,11 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
 
     // base64, and the deployment's input_type.
     let response = s
-        .embed(&json!({"model": "cohere-embed-query", "input": ["one two"],
-            "encoding_format": "base64"}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "cohere-embed-query", "input": ["one two"],
+            "encoding_format": "base64"}),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
@@ -489,7 +393,10 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
     // A chat model has no embeddings: refused without calling Bedrock.
     let before = s.fake.requests();
     let response = s
-        .embed(&json!({"model": "claude-test", "input": "x"}))
+        .post_to(
+            "/v1/embeddings",
+            &json!({"model": "claude-test", "input": "x"}),
+        )
         .await?;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await?;

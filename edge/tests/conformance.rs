@@ -31,9 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_edge::config::EdgeConfig;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::bedrock_upstream::read_event_stream;
 
 /// A running fake upstream, seen the same way whatever its protocol. The closures keep the fake
@@ -415,17 +413,9 @@ fn model(p: &Provider, role: Role) -> String {
     format!("{}-{}", p.name, role.suffix())
 }
 
-/// A control plane and one edge with deployments on the fakes of some providers.
-pub struct Harness {
-    _cp: TestControlPlane,
-    pub edge: TestEdge,
-    pub secret: String,
-    /// The fake of each provider, by provider name.
-    pub upstreams: HashMap<&'static str, Upstream>,
-    /// Deployment id of each edge model name.
-    pub deployments: HashMap<String, String>,
-    pub http: reqwest::Client,
-}
+/// A control plane and one edge with deployments on the fakes of some providers; its fakes are
+/// the fake of each provider, by provider name.
+pub type Harness = Gateway<HashMap<&'static str, Upstream>>;
 
 impl Harness {
     /// Edge timeouts of 5 s to the first byte and 10 s in all.
@@ -438,104 +428,46 @@ impl Harness {
         first_byte: Duration,
         total: Duration,
     ) -> Result<Harness> {
-        let (nats, prefix, bus) = jetstream().await?;
-        let cp = TestControlPlane::on_bus(bus.clone()).await?;
-        let mut admin = cp.admin().await?;
+        let mut staging = Staging::start().await?;
         let mut upstreams = HashMap::new();
-        let mut deployments = HashMap::new();
         for p in providers {
             let upstream = (p.start)()
                 .await
                 .with_context(|| format!("starting the fake {}", p.name))?;
-            let credential = admin
-                .put_credential(PutCredentialRequest {
-                    name: format!("conformance-{}", p.name),
-                    provider: p.kind.into(),
-                    secret_fields: p
-                        .credential
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                })
-                .await?
-                .into_inner();
-            for role in ROLES {
-                let name = model(p, role);
-                let deployment = admin
-                    .upsert_deployment(Deployment {
-                        model_name: name.clone(),
-                        provider: p.kind.into(),
-                        upstream_model: role.upstream(p).into(),
-                        api_base: upstream.api_base.clone(),
-                        region: p.region.into(),
-                        credential_id: credential.id.clone(),
-                        settings: p
-                            .settings
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                deployments.insert(name, deployment.id);
-            }
-            admin
-                .set_price(Price {
-                    model: model(p, Role::Chat),
-                    input_per_mtok: INPUT_PRICE,
-                    output_per_mtok: OUTPUT_PRICE,
-                    cached_input_per_mtok: CACHED_PRICE,
-                    cache_write_per_mtok: CACHE_WRITE_PRICE,
-                })
-                .await?;
+            let credential_id = staging.credential(p.kind, p.credential).await?;
+            let template = Deployment {
+                provider: p.kind.into(),
+                api_base: upstream.api_base.clone(),
+                region: p.region.into(),
+                credential_id,
+                settings: p
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            };
+            let names: Vec<String> = ROLES.iter().map(|role| model(p, *role)).collect();
+            let models: Vec<(&str, &str)> = ROLES
+                .iter()
+                .zip(&names)
+                .map(|(role, name)| (name.as_str(), role.upstream(p)))
+                .collect();
+            staging.deploy(&template, &models).await?;
+            let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, CACHE_WRITE_PRICE];
+            staging.price(&model(p, Role::Chat), prices).await?;
             upstreams.insert(p.name, upstream);
         }
-        let (_, secret) = create_key(&mut admin, &[]).await?;
-        let sequence = last_sequence(&mut admin).await?;
-        let mut config = EdgeConfig::local(&nats);
-        config.bus_prefix = prefix;
-        config.edge_id = tollgate_test_support::unique_name("edge");
-        config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-        config.first_byte_timeout = first_byte;
-        config.upstream_timeout = total;
-        let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-        edge.wait_for_sequence(sequence).await?;
-        Ok(Harness {
-            _cp: cp,
-            edge,
-            secret,
-            upstreams,
-            deployments,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url(path))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    pub async fn chat(&self, body: &Value) -> Result<reqwest::Response> {
-        self.post("/v1/chat/completions", body).await
-    }
-
-    /// A chat completion that must succeed, as JSON.
-    pub async fn chat_ok(&self, body: &Value) -> Result<Value> {
-        let response = self.chat(body).await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status == 200, "HTTP {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
+        staging
+            .serve(upstreams, |config| {
+                config.first_byte_timeout = first_byte;
+                config.upstream_timeout = total;
+            })
+            .await
     }
 
     fn upstream(&self, p: &Provider) -> &Upstream {
-        &self.upstreams[p.name]
+        &self.fake[p.name]
     }
 }
 
@@ -678,7 +610,7 @@ pub mod cases {
     pub async fn plain_completion(p: &Provider) -> Result<()> {
         let h = Harness::start(&[p]).await?;
         let response = h
-            .chat(&json!({"model": model(p, Role::Chat), "messages": [
+            .post(&json!({"model": model(p, Role::Chat), "messages": [
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Hello there, how are you?"}]}))
             .await?;
@@ -741,7 +673,7 @@ pub mod cases {
     /// A stream with `include_usage`: OpenAI chunks, role first, one finish, usage last.
     pub async fn streaming_with_usage(p: &Provider) -> Result<()> {
         let h = Harness::start(&[p]).await?;
-        let response = h.chat(&stream_request(p, true)).await?;
+        let response = h.post(&stream_request(p, true)).await?;
         assert_eq!(response.status(), 200);
         assert!(
             header(&response, "content-type").is_some_and(|t| t.starts_with("text/event-stream")),
@@ -775,7 +707,7 @@ pub mod cases {
     /// usage field, but with a null value" — so that every upstream's stream looks the same.
     pub async fn streaming_usage_null_before_the_last_chunk(p: &Provider) -> Result<()> {
         let h = Harness::start(&[p]).await?;
-        let response = h.chat(&stream_request(p, true)).await?;
+        let response = h.post(&stream_request(p, true)).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
         let chunks = parse_stream(&text)?;
@@ -793,7 +725,7 @@ pub mod cases {
     /// A stream without `include_usage`: the same, and no `usage` key anywhere.
     pub async fn streaming_without_usage(p: &Provider) -> Result<()> {
         let h = Harness::start(&[p]).await?;
-        let response = h.chat(&stream_request(p, false)).await?;
+        let response = h.post(&stream_request(p, false)).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
         let chunks = parse_stream(&text)?;
@@ -821,7 +753,7 @@ pub mod cases {
         if !p.supports_tools {
             return refused_as_unsupported(&h, p, &request, "tools").await;
         }
-        let body = h.chat_ok(&request).await?;
+        let body = h.json(&request).await?;
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
         assert_eq!(choice["message"]["role"], "assistant", "{body}");
@@ -841,7 +773,7 @@ pub mod cases {
         messages.push(choice["message"].clone());
         messages.push(json!({"role": "tool", "tool_call_id": id,
             "content": "22 degrees and sunny"}));
-        let body = h.chat_ok(&request).await?;
+        let body = h.json(&request).await?;
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "stop", "{body}");
         assert!(
@@ -869,7 +801,7 @@ pub mod cases {
         if !p.supports_tools {
             return refused_as_unsupported(&h, p, &request, "tools").await;
         }
-        let response = h.chat(&request).await?;
+        let response = h.post(&request).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
         let chunks = parse_stream(&text)?;
@@ -923,13 +855,13 @@ pub mod cases {
         if !p.supports_images {
             return refused_as_unsupported(&h, p, &with_image, "image_url").await;
         }
-        h.chat_ok(&ask(&model(p, Role::Chat), "no picture here"))
+        h.json(&ask(&model(p, Role::Chat), "no picture here"))
             .await?;
         assert!(
             !upstream.saw_image(),
             "the fake says a text-only request carried an image"
         );
-        let body = h.chat_ok(&with_image).await?;
+        let body = h.json(&with_image).await?;
         assert!(
             body["choices"][0]["message"]["content"]
                 .as_str()
@@ -945,7 +877,7 @@ pub mod cases {
         let h = Harness::start(&[p]).await?;
         let before = (h.upstream(p).requests)();
         let response = h
-            .post(
+            .post_to(
                 "/v1/embeddings",
                 &json!({"model": model(p, Role::Embed), "input": ["a b", "c"]}),
             )
@@ -988,7 +920,7 @@ pub mod cases {
         what: &str,
     ) -> Result<()> {
         let before = (h.upstream(p).requests)();
-        let (status, _, body) = error_of(h.chat(request).await?).await?;
+        let (status, _, body) = error_of(h.post(request).await?).await?;
         assert_eq!(status, 400, "{}: {body}", p.name);
         assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
@@ -1025,7 +957,7 @@ pub mod cases {
         for stream in [false, true] {
             let mut body = ask(&model(p, role), "hello");
             body["stream"] = json!(stream);
-            let (status, retry_after, body) = error_of(h.chat(&body).await?).await?;
+            let (status, retry_after, body) = error_of(h.post(&body).await?).await?;
             out.push((stream, status, retry_after, body));
         }
         Ok(out)
@@ -1122,8 +1054,11 @@ pub mod cases {
         let m = model(p, Role::Chat);
         let question = json!({"messages": [{"role": "user", "content": [{"text": "Hello there"}]}],
             "inferenceConfig": {"maxTokens": 50}});
-        let (out, cost) =
-            ok_json(h.post(&format!("/model/{m}/converse"), &question).await?).await?;
+        let (out, cost) = ok_json(
+            h.post_to(&format!("/model/{m}/converse"), &question)
+                .await?,
+        )
+        .await?;
         let text = out["output"]["message"]["content"][0]["text"]
             .as_str()
             .unwrap_or_default();
@@ -1146,7 +1081,7 @@ pub mod cases {
         );
 
         let response = h
-            .post(&format!("/model/{m}/converse-stream"), &question)
+            .post_to(&format!("/model/{m}/converse-stream"), &question)
             .await?;
         ensure!(response.status() == 200, "HTTP {}", response.status());
         let events = read_event_stream(&response.bytes().await?)?;
@@ -1168,13 +1103,13 @@ pub mod cases {
 
         let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
             "messages": [{"role": "user", "content": "Hello there"}]});
-        let (message, _) = ok_json(h.post(&format!("/model/{m}/invoke"), &body).await?).await?;
+        let (message, _) = ok_json(h.post_to(&format!("/model/{m}/invoke"), &body).await?).await?;
         ensure!(
             message["type"] == "message" && message["content"][0]["text"] == text,
             "{message}"
         );
         let response = h
-            .post(&format!("/model/{m}/invoke-with-response-stream"), &body)
+            .post_to(&format!("/model/{m}/invoke-with-response-stream"), &body)
             .await?;
         ensure!(response.status() == 200, "HTTP {}", response.status());
         let mut kinds = Vec::new();
@@ -1204,7 +1139,7 @@ pub mod cases {
         let h = Harness::start(&[p]).await?;
         let body = json!({"model": model(p, Role::Chat), "max_tokens": 50,
             "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]});
-        let (message, cost) = ok_json(h.post("/v1/messages", &body).await?).await?;
+        let (message, cost) = ok_json(h.post_to("/v1/messages", &body).await?).await?;
         let text = message["content"][0]["text"].as_str().unwrap_or_default();
         ensure!(
             !text.is_empty() && message["stop_reason"] == "end_turn",
@@ -1226,7 +1161,7 @@ pub mod cases {
 
         let mut streamed = body.clone();
         streamed["stream"] = json!(true);
-        let events = typed_events(&h.post("/v1/messages", &streamed).await?.text().await?)?;
+        let events = typed_events(&h.post_to("/v1/messages", &streamed).await?.text().await?)?;
         let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
         ensure!(kinds.first() == Some(&"message_start"), "{kinds:?}");
         ensure!(
@@ -1252,7 +1187,7 @@ pub mod cases {
         let h = Harness::start(&[p]).await?;
         let body = json!({"model": model(p, Role::Chat), "input": "Hello there",
             "instructions": "Be brief.", "store": false});
-        let (response, cost) = ok_json(h.post("/v1/responses", &body).await?).await?;
+        let (response, cost) = ok_json(h.post_to("/v1/responses", &body).await?).await?;
         let text = response["output"][0]["content"][0]["text"]
             .as_str()
             .unwrap_or_default();
@@ -1281,7 +1216,7 @@ pub mod cases {
 
         let mut streamed = body.clone();
         streamed["stream"] = json!(true);
-        let events = typed_events(&h.post("/v1/responses", &streamed).await?.text().await?)?;
+        let events = typed_events(&h.post_to("/v1/responses", &streamed).await?.text().await?)?;
         let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
         ensure!(kinds.first() == Some(&"response.created"), "{kinds:?}");
         ensure!(kinds.last() == Some(&"response.completed"), "{kinds:?}");
@@ -1306,7 +1241,7 @@ pub mod cases {
             let mut body = ask(&model(p, Role::Hang), "hello");
             body["stream"] = json!(stream);
             let started = tokio::time::Instant::now();
-            let (status, _, body) = error_of(h.chat(&body).await?).await?;
+            let (status, _, body) = error_of(h.post(&body).await?).await?;
             let took = started.elapsed();
             assert_eq!(status, 504, "stream {stream}: {body}");
             assert_eq!(

@@ -14,19 +14,12 @@ use anyhow::{Context, Result};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tollgate_edge::config::EdgeConfig;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 const UPSTREAM_SECRET: &str = "sk-upstream-123";
 
-struct Setup {
-    _cp: TestControlPlane,
-    edge: TestEdge,
-    fake: FakeOpenAi,
-    secret: String,
-}
+type Setup = Gateway<FakeOpenAi>;
 
 /// A control plane and an edge whose models all live on one fake upstream.
 async fn setup() -> Result<Setup> {
@@ -36,17 +29,16 @@ async fn setup() -> Result<Setup> {
 /// [`setup`] with the edge's upstream timeouts (first byte / between chunks, and total).
 async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
     let fake = FakeOpenAi::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-openai".into(),
-            provider: "openai_compatible".into(),
-            secret_fields: [("api_key".to_owned(), UPSTREAM_SECRET.to_owned())].into(),
-        })
-        .await?
-        .into_inner();
+    let mut staging = Staging::start().await?;
+    let credential_id = staging
+        .credential("openai_compatible", &[("api_key", UPSTREAM_SECRET)])
+        .await?;
+    let template = Deployment {
+        provider: "openai_compatible".into(),
+        api_base: fake.base_url(),
+        credential_id,
+        ..Default::default()
+    };
     let models = [
         ("gpt-test", "gpt-upstream-x"),
         ("embed-test", "text-embedding-fake"),
@@ -58,34 +50,13 @@ async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
         ("slow-stream", "slow-stream"),
         ("hang", "hang"),
     ];
-    for (model, upstream) in models {
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "openai_compatible".into(),
-                upstream_model: upstream.into(),
-                api_base: fake.base_url(),
-                credential_id: credential.id.clone(),
-                ..Default::default()
-            })
-            .await?;
-    }
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = EdgeConfig::local(&nats);
-    config.bus_prefix = prefix;
-    config.edge_id = tollgate_test_support::unique_name("edge");
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    config.first_byte_timeout = first_byte;
-    config.upstream_timeout = total;
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    Ok(Setup {
-        _cp: cp,
-        edge,
-        fake,
-        secret,
-    })
+    staging.deploy(&template, &models).await?;
+    staging
+        .serve(fake, |config| {
+            config.first_byte_timeout = first_byte;
+            config.upstream_timeout = total;
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

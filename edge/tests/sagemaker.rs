@@ -13,9 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_edge::config::EdgeConfig;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
+use tollgate_proto::admin::Deployment;
 use tollgate_test_support::sagemaker_upstream::{
     ANSWER, FakeSagemaker, STREAM_ERROR_MESSAGE, VALIDATION_MESSAGE,
 };
@@ -23,13 +21,7 @@ use tollgate_test_support::sagemaker_upstream::{
 const ACCESS_KEY_ID: &str = "AKIDSAGEMAKER";
 const SECRET_ACCESS_KEY: &str = "secret-sagemaker-test";
 
-struct Setup {
-    _cp: TestControlPlane,
-    edge: TestEdge,
-    fake: FakeSagemaker,
-    secret: String,
-    http: reqwest::Client,
-}
+type Setup = Gateway<FakeSagemaker>;
 
 async fn setup() -> Result<Setup> {
     setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
@@ -39,119 +31,46 @@ async fn setup() -> Result<Setup> {
 /// edge's upstream timeouts (first byte / between events, and total).
 async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
     let fake = FakeSagemaker::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-sagemaker".into(),
-            provider: "sagemaker".into(),
-            secret_fields: [
-                ("aws_access_key_id".to_owned(), ACCESS_KEY_ID.to_owned()),
-                (
-                    "aws_secret_access_key".to_owned(),
-                    SECRET_ACCESS_KEY.to_owned(),
-                ),
-            ]
-            .into(),
-        })
-        .await?
-        .into_inner();
-    // (model name, endpoint name, format setting)
+    let mut staging = Staging::start().await?;
+    let credential_id = staging
+        .credential(
+            "sagemaker",
+            &[
+                ("aws_access_key_id", ACCESS_KEY_ID),
+                ("aws_secret_access_key", SECRET_ACCESS_KEY),
+            ],
+        )
+        .await?;
+    let template = Deployment {
+        provider: "sagemaker".into(),
+        region: "eu-west-1".into(),
+        api_base: fake.endpoint_url(),
+        credential_id,
+        ..Default::default()
+    };
     let models = [
-        ("llama", "lmi-llama", None),
-        ("llama-no-usage", "lmi-no-usage", Some("messages")),
-        ("fail-validation", "fail-validation", None),
-        ("fail-model-500", "fail-model-500", None),
-        ("fail-unavailable", "fail-unavailable", None),
-        ("fail-midstream", "fail-midstream", None),
-        ("stall-stream", "stall-stream", None),
+        ("llama", "lmi-llama"),
+        ("fail-validation", "fail-validation"),
+        ("fail-model-500", "fail-model-500"),
+        ("fail-unavailable", "fail-unavailable"),
+        ("fail-midstream", "fail-midstream"),
+        ("stall-stream", "stall-stream"),
     ];
-    for (model, endpoint, format) in models {
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "sagemaker".into(),
-                upstream_model: endpoint.into(),
-                region: "eu-west-1".into(),
-                api_base: fake.endpoint_url(),
-                credential_id: credential.id.clone(),
-                settings: format
-                    .map(|f| [("format".to_owned(), f.to_owned())].into())
-                    .unwrap_or_default(),
-                ..Default::default()
-            })
-            .await?;
-    }
-    for model in ["llama"] {
-        admin
-            .set_price(Price {
-                model: model.into(),
-                input_per_mtok: 1.0,
-                output_per_mtok: 2.0,
-                ..Default::default()
-            })
-            .await?;
-    }
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = EdgeConfig::local(&nats);
-    config.bus_prefix = prefix;
-    config.edge_id = tollgate_test_support::unique_name("edge");
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    config.first_byte_timeout = first_byte;
-    config.upstream_timeout = total;
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    Ok(Setup {
-        _cp: cp,
-        edge,
-        fake,
-        secret,
-        http: reqwest::Client::new(),
-    })
-}
-
-impl Setup {
-    async fn post(&self, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url("/v1/chat/completions"))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    async fn chat(&self, body: &Value) -> Result<Value> {
-        let response = self.post(body).await?;
-        let status = response.status();
-        let text = response.text().await?;
-        anyhow::ensure!(status == 200, "HTTP {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    /// The JSON chunks of a streamed answer, and whether it ended with `[DONE]`.
-    async fn stream(&self, body: &Value) -> Result<(Vec<Value>, bool)> {
-        let response = self.post(body).await?;
-        anyhow::ensure!(response.status() == 200, "HTTP {}", response.status());
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        let text = response.text().await?;
-        let mut chunks = Vec::new();
-        let mut done = false;
-        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-            let data = event
-                .strip_prefix("data: ")
-                .with_context(|| format!("not an SSE data event: {event:?}"))?;
-            assert!(!done, "an event after [DONE]: {data}");
-            if data == "[DONE]" {
-                done = true;
-            } else {
-                chunks.push(serde_json::from_str(data)?);
-            }
-        }
-        Ok((chunks, done))
-    }
+    staging.deploy(&template, &models).await?;
+    let messages = Deployment {
+        settings: [("format".to_owned(), "messages".to_owned())].into(),
+        ..template
+    };
+    staging
+        .deploy(&messages, &[("llama-no-usage", "lmi-no-usage")])
+        .await?;
+    staging.price("llama", [1.0, 2.0, 0.0, 0.0]).await?;
+    staging
+        .serve(fake, |config| {
+            config.first_byte_timeout = first_byte;
+            config.upstream_timeout = total;
+        })
+        .await
 }
 
 fn user(model: &str, text: &str) -> Value {
@@ -164,18 +83,10 @@ fn streamed(model: &str, text: &str) -> Value {
     body
 }
 
-/// The text of a stream's content deltas.
-fn streamed_text(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_are_signed_with_the_deployments_credential_for_its_region() -> Result<()> {
     let s = setup().await?;
-    s.chat(&user("llama", "hello there")).await?;
+    s.json(&user("llama", "hello there")).await?;
     let request = s
         .fake
         .last_request()
@@ -265,7 +176,7 @@ async fn a_stalled_stream_times_out_in_band_and_the_client_recovers() -> Result<
     assert!(text.contains("upstream_timeout"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
     // Calls after a timeout still work on the same cached client.
-    let answer = s.chat(&user("llama", "hello")).await?;
+    let answer = s.json(&user("llama", "hello")).await?;
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+mod gateway;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,9 @@ pub use tollgate_test_support::roles::{
     ADMIN_TOKEN, AdminClient, Bearer, SEALING_KEY, TestControlPlane, TestStore, eventually,
     last_sequence,
 };
+
+#[allow(unused_imports)]
+pub use gateway::{Gateway, Staging, parse_stream, streamed_text};
 
 /// A NATS connection with streams of its own.
 pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {

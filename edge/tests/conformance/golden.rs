@@ -138,13 +138,13 @@ fn normalized(mut answer: Value) -> Value {
 /// Every pinned request through the edge to `p`'s fake, compared with its fixture.
 pub async fn golden_translations(p: &Provider) -> Result<()> {
     let h = Harness::start(&[p]).await?;
-    let upstream = &h.upstreams[p.name];
+    let upstream = &h.fake[p.name];
     let bless = std::env::var_os("TOLLGATE_BLESS").is_some();
     let mut differing = Vec::new();
     for (case, mut request) in requests() {
         request["model"] = json!(model(p, Role::Chat));
         let before = (upstream.requests)();
-        let response = h.chat(&request).await?;
+        let response = h.post(&request).await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
         let answer = if status == 200 && request["stream"] == true {
