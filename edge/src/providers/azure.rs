@@ -11,7 +11,8 @@
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
-use super::openai::{OpenAiProvider, secret_header};
+use super::http::secret_header;
+use super::openai::OpenAiProvider;
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 
 /// The data-plane API version sent when the deployment sets none (the GA version).

@@ -8,6 +8,7 @@ mod bedrock;
 pub mod credentials;
 pub mod egress;
 mod gemini;
+mod http;
 mod mock;
 mod openai;
 mod sagemaker;

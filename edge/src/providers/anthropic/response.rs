@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::codec::usage::usage_json;
+use crate::providers::http::{EventTranslator, StreamFailure};
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -96,16 +97,6 @@ pub fn completion(message: &Value, created: u64) -> Option<Value> {
     }))
 }
 
-/// How a stream event went wrong.
-pub enum StreamFailure {
-    /// Anthropic reported it is overloaded or rate limiting.
-    Overloaded,
-    /// Anthropic reported another error: (type, message).
-    Error(String, String),
-    /// The event could not be read.
-    Unreadable,
-}
-
 /// Turns Anthropic stream events into OpenAI chunks, one event at a time.
 pub struct StreamTranslator {
     include_usage: bool,
@@ -133,11 +124,6 @@ impl StreamTranslator {
             finish_sent: false,
             stopped: false,
         }
-    }
-
-    /// `message_stop` was seen: the stream is complete.
-    pub fn stopped(&self) -> bool {
-        self.stopped
     }
 
     /// Translates the `data` of one event, appending OpenAI events to `out`.
@@ -224,7 +210,7 @@ impl StreamTranslator {
                 let error = &event["error"];
                 let kind = error["type"].as_str().unwrap_or("error");
                 if kind == "overloaded_error" || kind == "rate_limit_error" {
-                    return Err(StreamFailure::Overloaded);
+                    return Err(StreamFailure::RateLimited);
                 }
                 let message: String = error["message"]
                     .as_str()
@@ -270,6 +256,26 @@ fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(chunk.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+impl EventTranslator for StreamTranslator {
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        StreamTranslator::event(self, data, out)
+    }
+
+    /// `message_stop` was seen: the stream is complete.
+    fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Anthropic ends every stream with `message_stop`, whose chunks are already sent.
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), &'static str> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err("message_stop")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,24 +9,17 @@
 mod request;
 mod response;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::openai::{
-    MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, bounded_body, secret_header, transport_error,
-};
+use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
-use response::{StreamFailure, StreamTranslator};
+use response::StreamTranslator;
 
 use crate::clock::unix_seconds;
-use crate::codec::sse::DataFramer;
 
 const DEFAULT_API_BASE: &str = "https://generativelanguage.googleapis.com";
 
@@ -67,29 +60,10 @@ impl GeminiProvider {
             .header(CONTENT_TYPE, "application/json")
             .headers(headers)
             .body(body);
-        let deadline = give_up - Instant::now();
-        let response = tokio::time::timeout_at(give_up, request.send())
-            .await
-            .map_err(|_| {
-                UpstreamError::Timeout(format!("{what} did not answer within {deadline:?}"))
-            })?
-            .map_err(|e| transport_error(e, what))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body =
-            tokio::time::timeout_at(give_up, bounded_body(response, MAX_ERROR_BODY_BYTES, what))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-        Err(status_error(status.as_u16(), &body, retry_after, what))
+        http::send(request, give_up, what, |status, body, retry_after| {
+            status_error(status, body, retry_after, what)
+        })
+        .await
     }
 
     /// The complete JSON body of a non-streaming call.
@@ -103,11 +77,7 @@ impl GeminiProvider {
         let total = call.timeouts.total;
         let give_up = Instant::now() + total;
         let response = self.send(call, method, body, give_up, what).await?;
-        let body = tokio::time::timeout_at(give_up, bounded_body(response, MAX_BODY_BYTES, what))
-            .await
-            .map_err(|_| {
-                UpstreamError::Timeout(format!("{what} did not finish within {total:?}"))
-            })??;
+        let body = http::whole_body(response, give_up, total, what).await?;
         serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::Failed(format!("{what} answered with an unreadable body")))
     }
@@ -155,8 +125,8 @@ impl Provider for GeminiProvider {
             )
             .await?;
         let translator = StreamTranslator::new(translated.include_usage, unix_seconds(), &model);
-        Ok(UpstreamReply::Stream(translate_stream(
-            response.bytes_stream().boxed(),
+        Ok(UpstreamReply::Stream(http::translate_events(
+            response,
             translator,
             call.timeouts.first_byte,
             what,
@@ -181,107 +151,6 @@ impl Provider for GeminiProvider {
     }
 }
 
-/// State of a stream being translated.
-struct Translation {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-    framer: DataFramer,
-    translator: StreamTranslator,
-    stall: Duration,
-    what: String,
-    /// A failure to report after the chunks already translated.
-    failure: Option<UpstreamError>,
-    done: bool,
-}
-
-impl Translation {
-    /// Translates events, stopping at the first failure.
-    fn translate(&mut self, events: Vec<Vec<u8>>, out: &mut Vec<u8>) {
-        for data in events {
-            if let Err(failure) = self.translator.event(&data, out) {
-                self.failure = Some(stream_failure(failure, &self.what));
-                break;
-            }
-        }
-    }
-}
-
-/// OpenAI chunks, each sent on as soon as the Gemini event it comes from arrived.
-fn translate_stream(
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-    translator: StreamTranslator,
-    stall: Duration,
-    what: String,
-) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-    let state = Translation {
-        upstream,
-        framer: DataFramer::default(),
-        translator,
-        stall,
-        what,
-        failure: None,
-        done: false,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(failure) = s.failure.take() {
-                s.done = true;
-                return Some((Err(failure), s));
-            }
-            if s.done {
-                return None;
-            }
-            let mut out = Vec::new();
-            match tokio::time::timeout(s.stall, s.upstream.next()).await {
-                Ok(Some(Ok(bytes))) => match s.framer.push(&bytes) {
-                    Ok(events) => s.translate(events, &mut out),
-                    Err(too_large) => {
-                        s.failure = Some(UpstreamError::Failed(format!("{}: {too_large}", s.what)));
-                    }
-                },
-                Ok(Some(Err(e))) => s.failure = Some(transport_error(e, &s.what)),
-                Ok(None) => {
-                    // Gemini's stream has no end event: it ends with the connection.
-                    let rest = s.framer.rest().into_iter().collect();
-                    s.translate(rest, &mut out);
-                    if s.failure.is_none() {
-                        s.done = true;
-                        if s.translator.finished() {
-                            s.translator.end(&mut out);
-                        } else {
-                            s.failure = Some(UpstreamError::Failed(format!(
-                                "{} ended its stream before a finish reason",
-                                s.what
-                            )));
-                        }
-                    }
-                }
-                Err(_) => {
-                    s.failure = Some(UpstreamError::Timeout(format!(
-                        "{} stalled for {:?}",
-                        s.what, s.stall
-                    )));
-                }
-            }
-            if !out.is_empty() {
-                return Some((Ok(Bytes::from(out)), s));
-            }
-        }
-    })
-    .boxed()
-}
-
-fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
-    match failure {
-        StreamFailure::RateLimited => UpstreamError::RateLimited { retry_after: None },
-        StreamFailure::Error(status, message) => {
-            UpstreamError::Failed(format!("{what} reported {status} mid-stream: {message}"))
-        }
-        StreamFailure::Unreadable => {
-            UpstreamError::Failed(format!("{what} sent an unreadable stream event"))
-        }
-    }
-}
-
 /// Maps a Gemini error status: 429 (`RESOURCE_EXHAUSTED`) is rate limiting, with the delay
 /// Gemini's `RetryInfo` suggests when no `retry-after` header says; credentials refused (401,
 /// 403, or a 400 for an invalid key) and 5xx become 502; other client errors pass through with
@@ -293,28 +162,14 @@ fn status_error(
     what: &str,
 ) -> UpstreamError {
     let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let error = &error["error"];
-    let details = error["details"].as_array().map_or(&[][..], Vec::as_slice);
-    let bad_key = details.iter().any(|d| d["reason"] == "API_KEY_INVALID");
-    match status {
-        429 => UpstreamError::RateLimited {
-            retry_after: retry_after.or_else(|| retry_delay(details)),
-        },
-        401 | 403 => UpstreamError::Failed(format!(
-            "{what} refused Tollgate's credentials (HTTP {status})"
-        )),
-        400 if bad_key => UpstreamError::Failed(format!(
-            "{what} refused Tollgate's credentials (HTTP {status})"
-        )),
-        400..=499 => UpstreamError::Rejected {
-            status,
-            message: error["message"]
-                .as_str()
-                .map(|m| m.chars().take(1000).collect())
-                .unwrap_or_else(|| format!("{what} rejected the request (HTTP {status})")),
-        },
-        _ => UpstreamError::Failed(format!("{what} failed with HTTP {status}")),
+    let details = error["error"]["details"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if status == 400 && details.iter().any(|d| d["reason"] == "API_KEY_INVALID") {
+        return http::credentials_refused(status, what);
     }
+    let retry_after = retry_after.or_else(|| retry_delay(details));
+    http::status_error(status, http::error_message(body), retry_after, &[429], what)
 }
 
 /// Whole seconds of a `google.rpc.RetryInfo` detail's `retryDelay` (e.g. `"7s"`, `"6.5s"`).

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::request::THOUGHT_SIGNATURE_MARK;
+use crate::providers::http::{EventTranslator, StreamFailure};
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason` (tool calls aside).
 fn finish_reason(reason: Option<&str>) -> &'static str {
@@ -109,16 +110,6 @@ pub fn completion(response: &Value, model: &str, created: u64) -> Option<Value> 
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
         "usage": usage(&response["usageMetadata"]),
     }))
-}
-
-/// How a stream event went wrong.
-pub enum StreamFailure {
-    /// Gemini reported it is rate limiting (`RESOURCE_EXHAUSTED`).
-    RateLimited,
-    /// Gemini reported another error: (status, message).
-    Error(String, String),
-    /// The event could not be read.
-    Unreadable,
 }
 
 /// Turns Gemini stream events (each a `GenerateContentResponse`) into OpenAI chunks.
@@ -300,6 +291,25 @@ fn encode_base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+impl EventTranslator for StreamTranslator {
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure> {
+        StreamTranslator::event(self, data, out)
+    }
+
+    /// Gemini's stream has no end event: it ends with the connection.
+    fn stopped(&self) -> bool {
+        false
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        if !self.finished() {
+            return Err("a finish reason");
+        }
+        StreamTranslator::end(self, out);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,308 @@
+//! The HTTP exchange shared by the providers that call their upstream through reqwest with a
+//! JSON body (OpenAI and compatible servers, Azure OpenAI, Anthropic, Gemini): sending under a
+//! deadline, bodies read with a bound, error statuses mapped to [`UpstreamError`] (each provider
+//! says where its message is and what else its errors mean), and a server-sent event stream
+//! relayed as it is or translated event by event into OpenAI chunks.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use tokio::time::Instant;
+
+use super::UpstreamError;
+use crate::codec::sse::DataFramer;
+
+/// The most a complete upstream answer may hold: a batch of embeddings at OpenAI's largest is
+/// about 100 MB of JSON. More is refused rather than held in memory.
+pub(super) const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// The most of an error answer that is read (only its message is used).
+pub(super) const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// Sends `request` and waits until `give_up` for its answer to start. An error status is read
+/// (a bounded body, by the same deadline) and mapped by `status_error(status, body,
+/// retry-after)`.
+pub(super) async fn send(
+    request: reqwest::RequestBuilder,
+    give_up: Instant,
+    what: &str,
+    status_error: impl FnOnce(u16, &[u8], Option<String>) -> UpstreamError,
+) -> Result<reqwest::Response, UpstreamError> {
+    let deadline = give_up.saturating_duration_since(Instant::now());
+    let response = tokio::time::timeout_at(give_up, request.send())
+        .await
+        .map_err(|_| UpstreamError::Timeout(format!("{what} did not answer within {deadline:?}")))?
+        .map_err(|e| transport_error(e, what))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = tokio::time::timeout_at(give_up, bounded_body(response, MAX_ERROR_BODY_BYTES, what))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(status_error(status.as_u16(), &body, retry_after))
+}
+
+/// The whole body of an answer that has started, read by `give_up` (`total` after the call
+/// began, for the message).
+pub(super) async fn whole_body(
+    response: reqwest::Response,
+    give_up: Instant,
+    total: Duration,
+    what: &str,
+) -> Result<Bytes, UpstreamError> {
+    tokio::time::timeout_at(give_up, bounded_body(response, MAX_BODY_BYTES, what))
+        .await
+        .map_err(|_| UpstreamError::Timeout(format!("{what} did not finish within {total:?}")))?
+}
+
+/// A response's whole body, at most `limit` bytes (an error beyond).
+pub(super) async fn bounded_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, UpstreamError> {
+    let too_large =
+        || UpstreamError::Failed(format!("{what} answered with more than {limit} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, what))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// What an error status means, as most providers mean it: the `rate_limited` statuses are rate
+/// limiting, 401 and 403 refused credentials, other client errors a rejection the client
+/// should see with the upstream's `message`, anything else a failure of the upstream.
+pub(super) fn status_error(
+    status: u16,
+    message: Option<String>,
+    retry_after: Option<String>,
+    rate_limited: &[u16],
+    what: &str,
+) -> UpstreamError {
+    match status {
+        _ if rate_limited.contains(&status) => UpstreamError::RateLimited { retry_after },
+        401 | 403 => credentials_refused(status, what),
+        400..=499 => UpstreamError::Rejected {
+            status,
+            message: message
+                .unwrap_or_else(|| format!("{what} rejected the request (HTTP {status})")),
+        },
+        _ => UpstreamError::Failed(format!("{what} failed with HTTP {status}")),
+    }
+}
+
+/// The upstream refused the deployment's credential.
+pub(super) fn credentials_refused(status: u16, what: &str) -> UpstreamError {
+    UpstreamError::Failed(format!(
+        "{what} refused Tollgate's credentials (HTTP {status})"
+    ))
+}
+
+/// The `error.message` of a `{"error": {"message": …}}` body (OpenAI's, Anthropic's,
+/// Gemini's), at most 1,000 characters.
+pub(super) fn error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message = value.pointer("/error/message")?.as_str()?;
+    Some(message.chars().take(1000).collect())
+}
+
+/// A credential field as a header value, marked sensitive (kept out of logs).
+pub(super) fn secret_header(
+    value: &str,
+    deployment: &tollgate_policy::model::Deployment,
+) -> Result<HeaderValue, UpstreamError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        UpstreamError::Failed(format!(
+            "deployment {} has a credential that cannot be sent in a header",
+            deployment.id
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A reqwest failure as an upstream error.
+pub(super) fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
+    // `without_url`: an upstream URL may carry a secret in its query.
+    let e = e.without_url();
+    if e.is_timeout() {
+        UpstreamError::Timeout(format!("{what} timed out"))
+    } else if e.is_connect() {
+        UpstreamError::Failed(format!("could not connect to {what}"))
+    } else {
+        UpstreamError::Failed(format!("{what} failed: {e}"))
+    }
+}
+
+/// An answer's body relayed as it arrives, ended with a timeout when nothing comes for `stall`.
+pub(super) fn relay(
+    response: reqwest::Response,
+    stall: Duration,
+    what: String,
+) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+    futures::stream::unfold(response.bytes_stream(), move |mut chunks| {
+        let what = what.clone();
+        async move {
+            let next = match tokio::time::timeout(stall, chunks.next()).await {
+                Ok(Some(Ok(bytes))) => Ok(bytes),
+                Ok(Some(Err(e))) => Err(transport_error(e, &what)),
+                Ok(None) => return None,
+                Err(_) => Err(UpstreamError::Timeout(format!(
+                    "{what} stalled for {stall:?}"
+                ))),
+            };
+            Some((next, chunks))
+        }
+    })
+    .boxed()
+}
+
+/// How a provider reported a failure inside its stream.
+pub(super) enum StreamFailure {
+    /// The provider is rate limiting or overloaded.
+    RateLimited,
+    /// Another error the provider reported: (its type or status, its message).
+    Error(String, String),
+    /// The event could not be read.
+    Unreadable,
+}
+
+/// One provider's stream events turned into OpenAI chunks.
+pub(super) trait EventTranslator: Send + 'static {
+    /// Translates one event's data, appending the chunks it makes to `out`.
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFailure>;
+    /// Whether the provider's last event has come: nothing after it is read.
+    fn stopped(&self) -> bool;
+    /// The upstream closed its stream: the closing chunks, or the event that never came.
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str>;
+}
+
+/// State of a stream being translated.
+struct Translation<T> {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    framer: DataFramer,
+    translator: T,
+    stall: Duration,
+    what: String,
+    /// A failure to report after the chunks already translated.
+    failure: Option<UpstreamError>,
+    done: bool,
+}
+
+impl<T: EventTranslator> Translation<T> {
+    /// Translates events, stopping at the first failure or at the provider's last event.
+    fn translate(&mut self, events: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        for data in events {
+            if let Err(failure) = self.translator.event(&data, out) {
+                self.failure = Some(stream_failure(failure, &self.what));
+                return;
+            }
+            if self.translator.stopped() {
+                self.done = true;
+                return;
+            }
+        }
+    }
+
+    /// What the upstream's next piece of the stream makes, into `out`.
+    async fn step(&mut self, out: &mut Vec<u8>) {
+        match tokio::time::timeout(self.stall, self.upstream.next()).await {
+            Ok(Some(Ok(bytes))) => match self.framer.push(&bytes) {
+                Ok(events) => self.translate(events, out),
+                Err(too_large) => {
+                    let message = format!("{}: {too_large}", self.what);
+                    self.failure = Some(UpstreamError::Failed(message));
+                }
+            },
+            Ok(Some(Err(e))) => self.failure = Some(transport_error(e, &self.what)),
+            Ok(None) => {
+                let rest = self.framer.rest().into_iter().collect();
+                self.translate(rest, out);
+                if self.failure.is_none() && !self.done {
+                    self.done = true;
+                    if let Err(missing) = self.translator.end(out) {
+                        let message = format!("{} ended its stream before {missing}", self.what);
+                        self.failure = Some(UpstreamError::Failed(message));
+                    }
+                }
+            }
+            Err(_) => {
+                let message = format!("{} stalled for {:?}", self.what, self.stall);
+                self.failure = Some(UpstreamError::Timeout(message));
+            }
+        }
+    }
+}
+
+/// OpenAI chunks, each sent on as soon as the upstream event it comes from arrived; a failure
+/// (reported by the upstream, of the connection, or a stall of `stall`) ends the stream after
+/// the chunks already made.
+pub(super) fn translate_events<T: EventTranslator>(
+    response: reqwest::Response,
+    translator: T,
+    stall: Duration,
+    what: String,
+) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
+    let state = Translation {
+        upstream: response.bytes_stream().boxed(),
+        framer: DataFramer::default(),
+        translator,
+        stall,
+        what,
+        failure: None,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(failure) = s.failure.take() {
+                s.done = true;
+                return Some((Err(failure), s));
+            }
+            if s.done {
+                return None;
+            }
+            let mut out = Vec::new();
+            s.step(&mut out).await;
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), s));
+            }
+        }
+    })
+    .boxed()
+}
+
+fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
+    match failure {
+        StreamFailure::RateLimited => UpstreamError::RateLimited { retry_after: None },
+        StreamFailure::Error(kind, message) => {
+            UpstreamError::Failed(format!("{what} reported {kind} mid-stream: {message}"))
+        }
+        StreamFailure::Unreadable => {
+            UpstreamError::Failed(format!("{what} sent an unreadable stream event"))
+        }
+    }
+}
