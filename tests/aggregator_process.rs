@@ -3,13 +3,15 @@
 //! from its durable consumer, and in the end the ledger and the rollups add up to exactly what
 //! was generated — nothing lost, nothing counted twice.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{Killed, free_port};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tollgate_control_plane::ControlPlane;
@@ -32,20 +34,6 @@ const HOUR_START: i64 = 1_748_772_000;
 const DAY_START: i64 = HOUR_START - 10 * 3600;
 /// The aggregator's redelivery delay for a batch fetched by a member that died.
 const ACK_WAIT: Duration = Duration::from_secs(30);
-
-/// A child process killed (SIGKILL) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// The settings every run of the aggregator gets.
 struct Settings<'a> {

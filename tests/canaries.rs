@@ -4,13 +4,15 @@
 //! refused traffic, none of them appears in any role's log lines, in an error or other answer,
 //! in `/metrics`, in a usage event, or in a `pg_dump` of either database.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
+use common::free_port;
 use futures::StreamExt;
 use sqlx::Connection;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
@@ -32,10 +34,6 @@ impl Drop for Role {
         tollgate_test_support::terminate(&self.0);
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start(role: &str, env: &[(&str, String)], log: &Path) -> Result<Role> {

@@ -2,12 +2,14 @@
 //! committed but not yet published: after NATS and the control plane come back, the POLICY
 //! stream holds every committed event exactly once, in order.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::{Killed, free_port, wait_for_port};
 use futures::StreamExt;
 use prost::Message;
 use tollgate_proto::admin::CreateTeamRequest;
@@ -16,20 +18,6 @@ use tollgate_proto::bus::{Bus, JetStreamBus, POLICY};
 use tollgate_proto::policy::PolicyEvent;
 
 const TOKEN: &str = "process-test-token";
-
-/// A child process killed (SIGKILL) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 fn start_nats(port: u16, dir: &Path) -> Result<Killed> {
     let child = Command::new(tollgate_test_support::nats_server()?)
@@ -54,19 +42,6 @@ fn start_control_plane(admin_port: u16, database_url: &str, nats_port: u16) -> R
         .stdout(Stdio::null())
         .spawn()?;
     Ok(Killed(child))
-}
-
-async fn wait_for_port(port: u16) -> Result<()> {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nothing listens on port {port} after 15 s")
 }
 
 async fn create_teams(admin_port: u16, names: std::ops::Range<usize>) -> Result<()> {
@@ -123,9 +98,9 @@ async fn control_plane_killed_between_commit_and_publish_loses_and_duplicates_no
     let (nats_port, admin_port) = (free_port()?, free_port()?);
 
     let nats = start_nats(nats_port, nats_dir.path())?;
-    wait_for_port(nats_port).await?;
+    wait_for_port(nats_port, None).await?;
     let control_plane = start_control_plane(admin_port, &database_url, nats_port)?;
-    wait_for_port(admin_port).await?;
+    wait_for_port(admin_port, None).await?;
     create_teams(admin_port, 0..3).await?;
     assert_eq!(stream_sequences(nats_port, 3).await?, vec![1, 2, 3]);
 
@@ -136,9 +111,9 @@ async fn control_plane_killed_between_commit_and_publish_loses_and_duplicates_no
     drop(control_plane);
 
     let _nats = start_nats(nats_port, nats_dir.path())?;
-    wait_for_port(nats_port).await?;
+    wait_for_port(nats_port, None).await?;
     let _control_plane = start_control_plane(admin_port, &database_url, nats_port)?;
-    wait_for_port(admin_port).await?;
+    wait_for_port(admin_port, None).await?;
     create_teams(admin_port, 8..10).await?;
     assert_eq!(
         stream_sequences(nats_port, 10).await?,

@@ -9,10 +9,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
-use anyhow::{Result, bail};
-use common::{ADMIN_TOKEN, Up, free_port, tls_fixture};
+use anyhow::Result;
+use common::{ADMIN_TOKEN, Up, free_port, tls_fixture, wait_for_port};
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
 use tollgate_proto::tls::ClientTls;
 
@@ -52,7 +51,7 @@ impl Role {
         }
         let child = command.spawn()?;
         let control_plane = Role { child, port };
-        wait_for_port(port, &dir.join("control-plane.err")).await?;
+        wait_for_port(port, Some(&dir.join("control-plane.err"))).await?;
         Ok(control_plane)
     }
 
@@ -222,7 +221,7 @@ async fn the_usage_api_and_its_export_are_served_over_mutual_tls() -> Result<()>
         .stderr(std::fs::File::create(dir.path().join("aggregator.err"))?)
         .spawn()?;
     let _aggregator = Role { child, port: grpc };
-    wait_for_port(http, &dir.path().join("aggregator.err")).await?;
+    wait_for_port(http, Some(&dir.path().join("aggregator.err"))).await?;
 
     let usage = |args: &[&str], with_certificate: bool| -> Result<Output> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -260,21 +259,6 @@ async fn the_usage_api_and_its_export_are_served_over_mutual_tls() -> Result<()>
         assert!(!refused.status.success(), "{command} without a certificate");
     }
     Ok(())
-}
-
-/// Waits until something listens on `port`; fails with the process's `log` if nothing does.
-async fn wait_for_port(port: u16, log: &Path) -> Result<()> {
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    bail!("nothing listened on port {port} within 30 s; the log:\n{log}")
 }
 
 #[tokio::test]

@@ -3,12 +3,14 @@
 //! call shows in `tollgate usage` and its CSV; and after a restart everything is still there,
 //! with no event added twice by the configuration file.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::free_port;
 use serde_json::Value;
 
 /// A `tollgate up` process, stopped with SIGTERM (as Ctrl-C or an orchestrator would) on drop.
@@ -23,10 +25,6 @@ struct Ports {
     edge: u16,
     usage: u16,
     export: u16,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 const CONFIG: &str = r#"

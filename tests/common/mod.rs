@@ -20,8 +20,37 @@ pub fn secret_looking(name: &str) -> bool {
 /// The bootstrap admin token of the instances started here.
 pub const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
 
+/// A port of 127.0.0.1 that nothing listens on now.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on `port`; fails with the process's `log` (when given) if
+/// nothing does within 30 s.
+pub async fn wait_for_port(port: u16, log: Option<&Path>) -> Result<()> {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = log
+        .and_then(|log| std::fs::read_to_string(log).ok())
+        .unwrap_or_default();
+    bail!("nothing listened on port {port} within 30 s; the log:\n{log}")
 }
 
 /// `tollgate up`; stopped on drop.
