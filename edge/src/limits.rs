@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -156,19 +156,26 @@ struct Figures {
 impl RateHeaders {
     /// Sets the headers on a response.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (lane, figures) in [("requests", self.requests), ("tokens", self.tokens)] {
+        // Names made once: this runs on every limited response.
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
+        for (names, figures) in NAMES.into_iter().zip([self.requests, self.tokens]) {
             let Some(f) = figures else { continue };
-            for (name, value) in [
-                ("limit", f.limit.to_string()),
-                ("remaining", f.remaining.to_string()),
-                ("reset", duration_text(f.reset)),
-            ] {
-                if let (Ok(name), Ok(value)) = (
-                    axum::http::HeaderName::try_from(format!("x-ratelimit-{name}-{lane}")),
-                    HeaderValue::from_str(&value),
-                ) {
-                    headers.insert(name, value);
-                }
+            let [limit, remaining, reset] = names;
+            headers.insert(limit, HeaderValue::from(f.limit));
+            headers.insert(remaining, HeaderValue::from(f.remaining));
+            if let Ok(value) = HeaderValue::from_str(&duration_text(f.reset)) {
+                headers.insert(reset, value);
             }
         }
     }

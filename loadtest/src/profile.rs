@@ -15,8 +15,11 @@ const RATE: f64 = 2_000.0;
 const SECONDS: u64 = 6;
 
 /// Profiles the edge `pid` while it serves `RATE` requests per second; returns the top of
-/// `perf report` (self time: release builds have no frame pointers for call graphs).
+/// `perf report`: self time, and with `LOADTEST_CALL_GRAPH=1` (for a build with frame
+/// pointers: `RUSTFLAGS="-C force-frame-pointers=yes"`) the time spent in each function and
+/// what it calls, which shows where a subsystem's cost goes. `edge.perf.data` stays in `dir`.
 pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Result<String> {
+    let call_graph = std::env::var_os("LOADTEST_CALL_GRAPH").is_some();
     if !Command::new("perf")
         .arg("--version")
         .stdout(Stdio::null())
@@ -27,8 +30,13 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
         bail!("perf is not installed");
     }
     let data = dir.join("edge.perf.data");
-    let mut record = Command::new("perf")
-        .args(["record", "-F", "1999", "-p", &pid.to_string(), "-o"])
+    let mut record = Command::new("perf");
+    record.args(["record", "-F", "1999", "-p", &pid.to_string()]);
+    if call_graph {
+        record.args(["--call-graph", "fp"]);
+    }
+    let mut record = record
+        .arg("-o")
         .arg(&data)
         .args(["--", "sleep", &SECONDS.to_string()])
         .stdout(Stdio::null())
@@ -71,9 +79,16 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     if own.is_empty() {
         bail!("perf report was empty");
     }
-    Ok(format!(
+    let mut report = format!(
         "edge at {RATE:.0} RPS for {SECONDS} s\n\nself time by binary:\n{by_dso}\n\nself time by symbol:\n{own}\n\nself time in the tollgate binary (share of all samples):\n{tollgate}"
-    ))
+    );
+    if call_graph {
+        let inclusive = top(&data, &["--children", "--sort", "symbol"], 60)?;
+        report.push_str(&format!(
+            "\n\ntime in each function and what it calls (share of all samples):\n{inclusive}"
+        ));
+    }
+    Ok(report)
 }
 
 /// The first `lines` rows of `perf report` with `args`, as `percent  dso  symbol`.

@@ -511,7 +511,7 @@ impl Run<'_> {
             ))
         })?;
         if !deployment.api_base.is_empty()
-            && let Err(refused) = app.providers.egress.check_url(&deployment.api_base)
+            && let Err(refused) = app.providers.check_api_base(&deployment.api_base)
         {
             tracing::error!(deployment = %deployment.id, %refused, "api_base refused by the egress policy");
             return Ok(Err(UpstreamError::Failed(format!(

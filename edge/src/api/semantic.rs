@@ -31,11 +31,7 @@ pub async fn embed(
     let deployment = state.deployments_for(model).next()?;
     let provider = app.providers.for_deployment(deployment)?;
     if !deployment.api_base.is_empty()
-        && app
-            .providers
-            .egress
-            .check_url(&deployment.api_base)
-            .is_err()
+        && app.providers.check_api_base(&deployment.api_base).is_err()
     {
         return None;
     }

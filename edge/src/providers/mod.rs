@@ -110,6 +110,10 @@ pub trait Provider: Send + Sync {
 pub struct Providers {
     /// Where calls may connect (checked again here for IP literals, which skip DNS).
     pub egress: Egress,
+    /// The egress verdict on each deployment address seen: the policy is fixed for the life
+    /// of the edge, so an address's verdict is too, and a lookup costs far less than parsing
+    /// the URL on every request.
+    verdicts: moka::sync::Cache<String, Result<(), String>>,
     pub openai: OpenAiProvider,
     pub anthropic: AnthropicProvider,
     pub azure: AzureOpenAiProvider,
@@ -133,7 +137,18 @@ impl Providers {
             sagemaker: SagemakerProvider::new(connect_timeout, egress.clone()),
             mock: MockProvider,
             egress,
+            verdicts: moka::sync::Cache::new(4096),
         })
+    }
+
+    /// Whether calls may go to `api_base` (a refusal says why).
+    pub fn check_api_base(&self, api_base: &str) -> Result<(), String> {
+        if let Some(verdict) = self.verdicts.get(api_base) {
+            return verdict;
+        }
+        let verdict = self.egress.check_url(api_base).map_err(|r| r.to_string());
+        self.verdicts.insert(api_base.to_owned(), verdict.clone());
+        verdict
     }
 
     /// The provider that serves `deployment`, if this edge supports its kind.
