@@ -3,6 +3,7 @@
 //! writes `loadtest/results/<date>-<machine>.md`.
 
 pub mod charts;
+pub mod compare;
 pub mod floor;
 pub mod http;
 pub mod litellm;

@@ -98,6 +98,9 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
         };
         row(&mut out, &[v.target, v.goal, v.measured, verdict]);
     }
+    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem) {
+        out.push_str(&crate::compare::section(&previous, &path, r));
+    }
 
     // 1. Concurrency 1.
     let _ = writeln!(out, "\n## 1. Added latency at concurrency 1\n");

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::load::Outcome;
 use crate::streams::StreamOutcome;
 
 /// Percentiles of a latency histogram (nanoseconds in, microseconds out).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Pct {
     pub count: u64,
     pub p50_us: f64,
@@ -40,7 +41,8 @@ impl Pct {
 }
 
 /// One target's figures at one load point.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub offered_rps: f64,
     pub sent: u64,
@@ -82,7 +84,8 @@ impl Summary {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StreamSummary {
     pub concurrency: usize,
     pub completed: u64,
@@ -106,7 +109,8 @@ impl StreamSummary {
 }
 
 /// Resident memory with `streams` idle streams held through a target.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HeldPoint {
     pub streams: usize,
     pub established: usize,
@@ -114,13 +118,15 @@ pub struct HeldPoint {
     pub rss_bytes: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Memory {
     pub idle_rss_bytes: u64,
     pub points: Vec<HeldPoint>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Cpu {
     pub rate: f64,
     pub requests: u64,
@@ -130,7 +136,8 @@ pub struct Cpu {
     pub whole_us_per_request: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Propagation {
     pub changes: usize,
     pub change_rate: f64,
@@ -150,7 +157,8 @@ pub struct Propagation {
 }
 
 /// Everything a run measured.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Results {
     pub meta: BTreeMap<String, String>,
     /// Per phase: CPU used on the machine by work other than this run, in cores.

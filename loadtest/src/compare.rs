@@ -1,0 +1,298 @@
+//! This run beside the previous one of the same mode in the results directory, figure by
+//! figure: the headline figures of the report, each with its change, so that a regression or
+//! an improvement shows without reading two reports side by side. Runs on different machines
+//! or builds differ for those reasons too; the report's metadata says which.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use crate::results::Results;
+use crate::suite::{DIRECT, FLOOR, TOLLGATE};
+use crate::verdict::{fmt_us, rss_at};
+
+/// How a figure reads.
+#[derive(Clone, Copy)]
+enum Unit {
+    Micros,
+    Rps,
+    Megabytes,
+}
+
+/// One headline figure of a run: (name, value, unit, whether lower is better).
+type Figure = (&'static str, Option<f64>, Unit, bool);
+
+/// The headline figures of `r`.
+fn figures(r: &Results) -> Vec<Figure> {
+    let c1 = |t: &str, pick: fn(&crate::results::Summary) -> f64| {
+        Some(pick(r.c1.get(t)?) - pick(r.c1.get(DIRECT)?))
+    };
+    let p50 = |s: &crate::results::Summary| s.latency.p50_us;
+    let p99 = |s: &crate::results::Summary| s.latency.p99_us;
+    let ttft = |t: &str| Some(r.streams.get(t)?.ttft.p99_us - r.streams.get(DIRECT)?.ttft.p99_us);
+    let cpu = |t: &str| r.cpu.get(t).map(|c| c.us_per_request);
+    let frontier = |t: &str| r.frontier(t, 10.0).map(|rate| rate as f64);
+    let at_5000 = r
+        .rates
+        .get(&5_000)
+        .and_then(|by| by.get(TOLLGATE))
+        .map(|s| s.latency.p99_us);
+    let rss = |t: &str| rss_at(r, t, 10_000.0).map(|bytes| bytes / 1e6);
+    let propagation = r.propagation.as_ref().map(|p| p.all.p99_us);
+    vec![
+        (
+            "Tollgate added p50, concurrency 1",
+            c1(TOLLGATE, p50),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "Tollgate added p99, concurrency 1",
+            c1(TOLLGATE, p99),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "floor-proxy added p50, concurrency 1",
+            c1(FLOOR, p50),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "floor-proxy added p99, concurrency 1",
+            c1(FLOOR, p99),
+            Unit::Micros,
+            true,
+        ),
+        ("edge CPU per request", cpu(TOLLGATE), Unit::Micros, true),
+        (
+            "Tollgate CPU per request, all roles",
+            r.cpu.get(TOLLGATE).map(|c| c.whole_us_per_request),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "floor-proxy CPU per request",
+            cpu(FLOOR),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "Tollgate throughput at p99 ≤ 10 ms",
+            frontier(TOLLGATE),
+            Unit::Rps,
+            false,
+        ),
+        (
+            "floor-proxy throughput at p99 ≤ 10 ms",
+            frontier(FLOOR),
+            Unit::Rps,
+            false,
+        ),
+        ("Tollgate p99 at 5,000 RPS", at_5000, Unit::Micros, true),
+        (
+            "Tollgate added TTFT p99",
+            ttft(TOLLGATE),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "floor-proxy added TTFT p99",
+            ttft(FLOOR),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "Tollgate RSS at 10,000 held streams",
+            rss(TOLLGATE),
+            Unit::Megabytes,
+            true,
+        ),
+        (
+            "floor-proxy RSS at 10,000 held streams",
+            rss(FLOOR),
+            Unit::Megabytes,
+            true,
+        ),
+        (
+            "propagation p99, all edges",
+            propagation,
+            Unit::Micros,
+            true,
+        ),
+    ]
+}
+
+fn show(value: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Micros => fmt_us(value),
+        Unit::Rps => format!("{value:.0} RPS"),
+        Unit::Megabytes => format!("{value:.0} MB"),
+    }
+}
+
+/// The change from `before` to `after`, with its direction: better, worse or the same
+/// (within 2 %, which is noise on a shared 2-core machine).
+fn change(before: f64, after: f64, unit: Unit, lower_is_better: bool) -> String {
+    let delta = after - before;
+    let share = if before.abs() > f64::EPSILON {
+        delta / before.abs() * 100.0
+    } else {
+        0.0
+    };
+    let signed = match unit {
+        Unit::Micros if delta < 0.0 => format!("−{}", fmt_us(-delta)),
+        Unit::Micros => format!("+{}", fmt_us(delta)),
+        _ if delta < 0.0 => format!("−{}", show(-delta, unit)),
+        _ => format!("+{}", show(delta, unit)),
+    };
+    let verdict = if share.abs() < 2.0 {
+        "same"
+    } else if (delta < 0.0) == lower_is_better {
+        "better"
+    } else {
+        "worse"
+    };
+    format!("{signed} ({share:+.0} %) {verdict}")
+}
+
+/// The markdown section comparing `current` with `previous` (read from `previous_path`).
+pub fn section(previous: &Results, previous_path: &Path, current: &Results) -> String {
+    let name = previous_path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let meta = |r: &Results, key: &str| r.meta.get(key).cloned().unwrap_or_else(|| "?".into());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Compared with the previous run\n\nThe previous {} run in this directory, [`{name}`]({name}) (commit {}, {} build, {}), figure by figure. A change under 2 % is called the same: that is the noise of this machine.\n",
+        meta(previous, "mode"),
+        meta(previous, "commit"),
+        meta(previous, "build"),
+        meta(previous, "cpu"),
+    );
+    let _ = writeln!(out, "| figure | previous | this run | change |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for (before, after) in figures(previous).into_iter().zip(figures(current)) {
+        let (name, before_value, unit, lower_is_better) = before;
+        let cell = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| show(v, unit));
+        let delta = match (before_value, after.1) {
+            (Some(b), Some(a)) => change(b, a, unit, lower_is_better),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {delta} |",
+            cell(before_value),
+            cell(after.1)
+        );
+    }
+    out
+}
+
+/// The newest run of `mode` in `dir` other than `stem` (by the date its name starts with),
+/// with its figures; `None` when there is none or it cannot be read.
+pub fn previous(dir: &Path, mode: &str, stem: &str) -> Option<(PathBuf, Results)> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .filter(|path| path.file_stem().is_some_and(|s| s != stem))
+        .collect();
+    runs.sort();
+    runs.into_iter().rev().find_map(|path| {
+        let text = std::fs::read_to_string(&path).ok()?;
+        let results: Results = serde_json::from_str(&text).ok()?;
+        (results.meta.get("mode").map(String::as_str) == Some(mode)).then_some((path, results))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Cpu, Summary};
+
+    fn run(edge_cpu: f64, tollgate_p50: f64) -> Results {
+        let mut r = Results::default();
+        r.meta.insert("mode".into(), "full".into());
+        for (target, p50) in [(DIRECT, 100.0), (FLOOR, 190.0), (TOLLGATE, tollgate_p50)] {
+            let mut summary = Summary::default();
+            summary.latency.p50_us = p50;
+            r.c1.insert(target.into(), summary);
+        }
+        let cpu = Cpu {
+            us_per_request: edge_cpu,
+            ..Cpu::default()
+        };
+        r.cpu.insert(TOLLGATE.into(), cpu);
+        r
+    }
+
+    #[test]
+    fn each_figure_is_shown_with_its_change_and_direction() {
+        let text = section(
+            &run(200.0, 400.0),
+            Path::new("old.json"),
+            &run(150.0, 404.0),
+        );
+        assert!(
+            text.contains(
+                "| edge CPU per request | 200.0 µs | 150.0 µs | −50.0 µs (-25 %) better |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| Tollgate added p50, concurrency 1 | 300.0 µs | 304.0 µs | +4.0 µs (+1 %) same |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| floor-proxy CPU per request | — | — | — |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_previous_run_is_the_newest_of_the_same_mode_but_not_this_one() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(tollgate_test_support::unique_name("compare"));
+        std::fs::create_dir_all(&dir)?;
+        let write = |name: &str, mode: &str| -> anyhow::Result<()> {
+            let mut r = Results::default();
+            r.meta.insert("mode".into(), mode.into());
+            std::fs::write(dir.join(name), serde_json::to_string(&r)?)?;
+            Ok(())
+        };
+        write("2026-11-26-vm.json", "full")?;
+        write("2026-12-03-vm.json", "full")?;
+        write("2026-12-04-vm-quick.json", "quick")?;
+        write("2026-12-05-vm.json", "full")?;
+        let found = previous(&dir, "full", "2026-12-05-vm").map(|(path, _)| path);
+        let smoke = previous(&dir, "smoke", "x");
+        std::fs::remove_dir_all(&dir)?;
+        assert!(
+            found.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
+            "the newest full run before this one"
+        );
+        assert!(smoke.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn every_committed_run_can_be_compared_with() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let results: Results = serde_json::from_str(&std::fs::read_to_string(&path)?)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let figures = figures(&results);
+                assert!(
+                    figures.iter().any(|f| f.1.is_some()),
+                    "{}: no figure read",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
