@@ -98,9 +98,9 @@ async fn control_plane_killed_between_commit_and_publish_loses_and_duplicates_no
     let (nats_port, admin_port) = (free_port()?, free_port()?);
 
     let nats = start_nats(nats_port, nats_dir.path())?;
-    wait_for_port(nats_port, None).await?;
+    wait_for_port(nats_port, Duration::from_secs(15), None).await?;
     let control_plane = start_control_plane(admin_port, &database_url, nats_port)?;
-    wait_for_port(admin_port, None).await?;
+    wait_for_port(admin_port, Duration::from_secs(15), None).await?;
     create_teams(admin_port, 0..3).await?;
     assert_eq!(stream_sequences(nats_port, 3).await?, vec![1, 2, 3]);
 
@@ -111,9 +111,9 @@ async fn control_plane_killed_between_commit_and_publish_loses_and_duplicates_no
     drop(control_plane);
 
     let _nats = start_nats(nats_port, nats_dir.path())?;
-    wait_for_port(nats_port, None).await?;
+    wait_for_port(nats_port, Duration::from_secs(15), None).await?;
     let _control_plane = start_control_plane(admin_port, &database_url, nats_port)?;
-    wait_for_port(admin_port, None).await?;
+    wait_for_port(admin_port, Duration::from_secs(15), None).await?;
     create_teams(admin_port, 8..10).await?;
     assert_eq!(
         stream_sequences(nats_port, 10).await?,

@@ -10,6 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+use std::time::Duration;
+
 use anyhow::Result;
 use common::{ADMIN_TOKEN, Up, free_port, tls_fixture, wait_for_port};
 use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
@@ -51,7 +53,12 @@ impl Role {
         }
         let child = command.spawn()?;
         let control_plane = Role { child, port };
-        wait_for_port(port, Some(&dir.join("control-plane.err"))).await?;
+        wait_for_port(
+            port,
+            Duration::from_secs(30),
+            Some(&dir.join("control-plane.err")),
+        )
+        .await?;
         Ok(control_plane)
     }
 
@@ -221,7 +228,12 @@ async fn the_usage_api_and_its_export_are_served_over_mutual_tls() -> Result<()>
         .stderr(std::fs::File::create(dir.path().join("aggregator.err"))?)
         .spawn()?;
     let _aggregator = Role { child, port: grpc };
-    wait_for_port(http, Some(&dir.path().join("aggregator.err"))).await?;
+    wait_for_port(
+        http,
+        Duration::from_secs(30),
+        Some(&dir.path().join("aggregator.err")),
+    )
+    .await?;
 
     let usage = |args: &[&str], with_certificate: bool| -> Result<Output> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));

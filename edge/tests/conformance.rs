@@ -489,25 +489,11 @@ const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAA
 /// The JSON chunks of an OpenAI event stream; fails unless every event is a `data:` line and
 /// the stream ends with exactly one `data: [DONE]`.
 fn parse_stream(text: &str) -> Result<Vec<Value>> {
+    let (chunks, done) = common::parse_stream(text).with_context(|| text.to_owned())?;
     ensure!(
-        text.ends_with("data: [DONE]\n\n"),
+        done && text.ends_with("data: [DONE]\n\n"),
         "the stream does not end with data: [DONE]:\n{text}"
     );
-    let mut chunks = Vec::new();
-    let mut done = false;
-    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-        let data = event
-            .strip_prefix("data: ")
-            .with_context(|| format!("not an OpenAI data event: {event:?}\n{text}"))?;
-        ensure!(!done, "an event after [DONE]: {event:?}");
-        if data == "[DONE]" {
-            done = true;
-        } else {
-            let chunk: Value = serde_json::from_str(data)
-                .with_context(|| format!("not JSON: {data:?}\n{text}"))?;
-            chunks.push(chunk);
-        }
-    }
     Ok(chunks)
 }
 

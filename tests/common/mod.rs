@@ -36,9 +36,10 @@ impl Drop for Killed {
 }
 
 /// Waits until something listens on `port`; fails with the process's `log` (when given) if
-/// nothing does within 30 s.
-pub async fn wait_for_port(port: u16, log: Option<&Path>) -> Result<()> {
-    for _ in 0..600 {
+/// nothing does `within` that time.
+pub async fn wait_for_port(port: u16, within: Duration, log: Option<&Path>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -50,7 +51,7 @@ pub async fn wait_for_port(port: u16, log: Option<&Path>) -> Result<()> {
     let log = log
         .and_then(|log| std::fs::read_to_string(log).ok())
         .unwrap_or_default();
-    bail!("nothing listened on port {port} within 30 s; the log:\n{log}")
+    bail!("nothing listened on port {port} within {within:?}; the log:\n{log}")
 }
 
 /// `tollgate up`; stopped on drop.

@@ -164,19 +164,17 @@ pub(super) fn relay(
     stall: Duration,
     what: String,
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-    futures::stream::unfold(response.bytes_stream(), move |mut chunks| {
-        let what = what.clone();
-        async move {
-            let next = match tokio::time::timeout(stall, chunks.next()).await {
-                Ok(Some(Ok(bytes))) => Ok(bytes),
-                Ok(Some(Err(e))) => Err(transport_error(e, &what)),
-                Ok(None) => return None,
-                Err(_) => Err(UpstreamError::Timeout(format!(
-                    "{what} stalled for {stall:?}"
-                ))),
-            };
-            Some((next, chunks))
-        }
+    let state = (response.bytes_stream(), what);
+    futures::stream::unfold(state, move |(mut chunks, what)| async move {
+        let next = match tokio::time::timeout(stall, chunks.next()).await {
+            Ok(Some(Ok(bytes))) => Ok(bytes),
+            Ok(Some(Err(e))) => Err(transport_error(e, &what)),
+            Ok(None) => return None,
+            Err(_) => Err(UpstreamError::Timeout(format!(
+                "{what} stalled for {stall:?}"
+            ))),
+        };
+        Some((next, (chunks, what)))
     })
     .boxed()
 }

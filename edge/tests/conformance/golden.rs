@@ -12,17 +12,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Harness, Provider, Role, model, parse_stream};
-
-/// A 1×1 PNG.
-const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+use super::{Harness, PNG_DATA_URL, Provider, Role, model, parse_stream, weather_tool};
 
 /// The pinned requests, by case name (the `model` is each provider's chat model).
 fn requests() -> Vec<(&'static str, Value)> {
-    let weather = json!([{"type": "function", "function": {"name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
-            "required": ["location"]}}}]);
+    let weather = weather_tool();
     vec![
         (
             "chat",

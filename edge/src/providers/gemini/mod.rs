@@ -161,15 +161,18 @@ fn status_error(
     retry_after: Option<String>,
     what: &str,
 ) -> UpstreamError {
-    let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let details = error["error"]["details"]
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let details = answer["error"]["details"]
         .as_array()
         .map_or(&[][..], Vec::as_slice);
     if status == 400 && details.iter().any(|d| d["reason"] == "API_KEY_INVALID") {
         return http::credentials_refused(status, what);
     }
     let retry_after = retry_after.or_else(|| retry_delay(details));
-    http::status_error(status, http::error_message(body), retry_after, &[429], what)
+    let message = answer["error"]["message"]
+        .as_str()
+        .map(|m| m.chars().take(1000).collect());
+    http::status_error(status, message, retry_after, &[429], what)
 }
 
 /// Whole seconds of a `google.rpc.RetryInfo` detail's `retryDelay` (e.g. `"7s"`, `"6.5s"`).
