@@ -9,7 +9,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-
 use std::time::Duration;
 
 use anyhow::Result;
