@@ -17,9 +17,9 @@ use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::{ControlPlane, store};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
-use tollgate_proto::bus::{BusLimits, JetStreamBus, NatsAuth};
-use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
-use tollgate_proto::tls::ClientTls;
+use tollgate_runtime::bus::{BusLimits, JetStreamBus, NatsAuth};
+use tollgate_runtime::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_runtime::tls::ClientTls;
 use tollgate_usage_aggregator::config::AggregatorConfig;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts, ListenerTls};
 
@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
             health::check(&role, settings.lookup(&section)).await
         }
         Role::Keygen => {
-            let key = tollgate_proto::signing::PrivateKey::generate();
+            let key = tollgate_runtime::signing::PrivateKey::generate();
             println!("private_key={}", key.to_base64());
             println!("public_key={}", key.public_key());
             Ok(())

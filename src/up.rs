@@ -22,7 +22,7 @@ use tollgate_edge::config::EdgeConfig;
 use tollgate_policy::Command;
 use tollgate_policy::model::{Deployment, Provider, VirtualKey, hash_secret};
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::bus::{Bus, MemoryBus};
+use tollgate_runtime::bus::{Bus, MemoryBus};
 use tollgate_usage_aggregator::config::AggregatorConfig;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts, ListenerTls};
 

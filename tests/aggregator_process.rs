@@ -20,9 +20,9 @@ use tollgate_control_plane::log::PolicyLog;
 use tollgate_control_plane::store;
 use tollgate_proto::admin::CreateTeamRequest;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
-use tollgate_proto::bus::{Bus, JetStreamBus, POLICY, USAGE, USAGE_DEAD_LETTER};
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tollgate_proto::usage::{QueryUsageRequest, UsageEvent};
+use tollgate_runtime::bus::{Bus, JetStreamBus, POLICY, USAGE, USAGE_DEAD_LETTER};
 use tollgate_usage_aggregator::entry::nanos;
 use tollgate_usage_aggregator::ledger::Ledger;
 

@@ -17,9 +17,9 @@ use prost::Message;
 use serde_json::{Value, json};
 use tollgate_edge::clock::Clock;
 use tollgate_proto::admin::Budget;
-use tollgate_proto::bus::Bus;
-use tollgate_proto::follow::GrpcSnapshots;
 use tollgate_proto::usage::BudgetStatus;
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::follow::GrpcSnapshots;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 

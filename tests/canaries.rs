@@ -17,7 +17,7 @@ use futures::StreamExt;
 use sqlx::Connection;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::admin::{CreateKeyRequest, Deployment, Price, PutCredentialRequest};
-use tollgate_proto::bus::{Bus, JetStreamBus, USAGE};
+use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 use tonic::Request;
 

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use prost::Message;
 use tollgate_proto::admin::CreateTeamRequest;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
-use tollgate_proto::bus::{Bus, JetStreamBus, POLICY};
 use tollgate_proto::policy::PolicyEvent;
+use tollgate_runtime::bus::{Bus, JetStreamBus, POLICY};
 
 const TOKEN: &str = "process-test-token";
 

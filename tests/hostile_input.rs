@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_proto::follow::GrpcSnapshots;
+use tollgate_runtime::follow::GrpcSnapshots;
 use tollgate_test_support::Served;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::ledger::Ledger;

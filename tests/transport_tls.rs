@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{ADMIN_TOKEN, Up, free_port, tls_fixture, wait_for_port};
-use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
-use tollgate_proto::tls::ClientTls;
+use tollgate_runtime::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_runtime::tls::ClientTls;
 
 const TOKEN: &str = "tls-test-admin-token";
 
@@ -181,7 +181,7 @@ async fn with_mutual_tls_a_client_without_a_certificate_is_refused_before_any_ca
         .fetch()
         .await
         .map_err(anyhow::Error::msg)?;
-    let snapshot = tollgate_proto::follow::open_snapshot(&snapshot, None)?;
+    let snapshot = tollgate_runtime::follow::open_snapshot(&snapshot, None)?;
     assert!(
         snapshot
             .teams

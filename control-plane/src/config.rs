@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tollgate_policy::redact;
-use tollgate_policy::sealing::{SealingError, SealingKey};
-use tollgate_proto::envelope::KekSettings;
-use tollgate_proto::http_serve::metrics_addr;
-use tollgate_proto::tls::{ClientTls, TlsFiles};
+use tollgate_policy::sealing::SealingKey;
+use tollgate_runtime::envelope::KekSettings;
+use tollgate_runtime::settings::Settings;
+use tollgate_runtime::tls::{ClientTls, TlsFiles};
 
 use crate::console::ConsoleConfig;
 use crate::trust::{PolicySigning, TrustConfig};
-use tollgate_proto::signing::{KeySettingError, private_key_setting, public_key_setting};
+
+pub use tollgate_runtime::settings::ConfigError;
 
 /// Default `TOLLGATE_ADMIN_ADDR`.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
@@ -20,8 +21,6 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_UI_ADDR: &str = "127.0.0.1:4080";
 /// Default `TOLLGATE_USAGE_URL`: the usage API the console reads spend from.
 pub const DEFAULT_USAGE_URL: &str = "http://127.0.0.1:50052";
-/// Default prefix of the JetStream streams and subjects.
-pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
 
 /// Everything the control plane needs to run.
 #[derive(Clone)]
@@ -73,66 +72,31 @@ impl std::fmt::Debug for ControlPlaneConfig {
     }
 }
 
-/// A setting that is missing or malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-impl From<KeySettingError> for ConfigError {
-    fn from(e: KeySettingError) -> Self {
-        ConfigError::Invalid {
-            name: e.name,
-            reason: e.reason.to_string(),
-        }
-    }
-}
-
 impl ControlPlaneConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let admin_addr =
-            get("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_owned());
+        let settings = Settings::new(lookup);
         Ok(ControlPlaneConfig {
-            admin_addr: admin_addr.parse().map_err(|e: std::net::AddrParseError| {
-                ConfigError::Invalid {
-                    name: "TOLLGATE_ADMIN_ADDR",
-                    reason: e.to_string(),
-                }
-            })?,
-            database_url: get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
-            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
-            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned()),
-            admin_token: get("TOLLGATE_ADMIN_TOKEN"),
-            credential_key: get("TOLLGATE_CREDENTIAL_KEY")
-                .map(|k| SealingKey::from_base64(&k))
-                .transpose()
-                .map_err(|e: SealingError| ConfigError::Invalid {
-                    name: "TOLLGATE_CREDENTIAL_KEY",
-                    reason: e.to_string(),
-                })?,
-            kek: KekSettings::from_settings(get).map_err(|name| ConfigError::Invalid {
-                name,
-                reason: "expected 32 bytes in base64 (openssl rand -base64 32)".to_owned(),
-            })?,
-            console: console_from_lookup(&lookup)?,
-            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
-            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
-                name: "TOLLGATE_METRICS_ADDR",
-                reason,
-            })?,
-            trust: trust_from_lookup(get)?,
+            admin_addr: settings.addr("TOLLGATE_ADMIN_ADDR", DEFAULT_ADMIN_ADDR)?,
+            database_url: settings.required("DATABASE_URL")?,
+            nats_url: settings.required("NATS_URL")?,
+            bus_prefix: settings.bus_prefix(),
+            admin_token: settings.get("TOLLGATE_ADMIN_TOKEN"),
+            credential_key: settings.credential_key()?,
+            kek: settings.kek()?,
+            console: console_from_settings(&settings)?,
+            tls: settings.tls()?,
+            metrics_addr: settings.metrics_addr()?,
+            trust: trust_from_settings(&settings)?,
         })
     }
 }
 
-fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig, ConfigError> {
-    let current = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY")?;
-    let previous = private_key_setting(&get, "TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS")?;
+fn trust_from_settings(
+    settings: &Settings<impl Fn(&str) -> Option<String>>,
+) -> Result<TrustConfig, ConfigError> {
+    let current = settings.private_key("TOLLGATE_POLICY_SIGNING_KEY")?;
+    let previous = settings.private_key("TOLLGATE_POLICY_SIGNING_KEY_PREVIOUS")?;
     let signing = match (current, previous) {
         (Some(current), previous) => Some(PolicySigning::new(current, previous)),
         (None, Some(_)) => return Err(ConfigError::Missing("TOLLGATE_POLICY_SIGNING_KEY")),
@@ -140,7 +104,7 @@ fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig
     };
     Ok(TrustConfig {
         signing,
-        status_key: public_key_setting(&get, "TOLLGATE_STATUS_PUBLIC_KEY")?,
+        status_key: settings.public_key("TOLLGATE_STATUS_PUBLIC_KEY")?,
     })
 }
 
@@ -151,7 +115,13 @@ fn trust_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<TrustConfig
 pub fn console_from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(SocketAddr, ConsoleConfig)>, ConfigError> {
-    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    console_from_settings(&Settings::new(lookup))
+}
+
+fn console_from_settings(
+    settings: &Settings<impl Fn(&str) -> Option<String>>,
+) -> Result<Option<(SocketAddr, ConsoleConfig)>, ConfigError> {
+    let get = |name: &str| settings.get(name);
     let addr = get("TOLLGATE_UI_ADDR").unwrap_or_else(|| DEFAULT_UI_ADDR.to_owned());
     if addr.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
@@ -179,7 +149,7 @@ pub fn console_from_lookup(
     let config = ConsoleConfig {
         session_idle: idle,
         usage_url: Some(usage_url),
-        tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
+        tls: settings.tls()?,
         usage_tls: ClientTls::from_settings(get).map_err(ConfigError::Missing)?,
     };
     Ok(Some((addr, config)))

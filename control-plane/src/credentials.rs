@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tollgate_policy::Command;
 use tollgate_policy::model::{Credential, Envelope};
-use tollgate_proto::envelope::{DataKey, EnvelopeError, Keks};
+use tollgate_runtime::envelope::{DataKey, EnvelopeError, Keks};
 
 use crate::error::ControlError;
 use crate::log::PolicyLog;

@@ -1,9 +1,9 @@
 //! `ListDeploymentHealth`: the circuit-breaker reports edges leave in the bus's key-value store.
 
 use tollgate_proto::admin::DeploymentHealth;
-use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::health::{EdgeHealth, PREFIX};
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::health::{EdgeHealth, PREFIX};
 
 use crate::error::ControlError;
 

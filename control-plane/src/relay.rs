@@ -16,10 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::watch;
-use tollgate_proto::bus::{Bus, BusError, POLICY, POLICY_HEAD};
-use tollgate_proto::convert::event_to_proto;
 use tollgate_proto::policy::PolicyEvent;
-use tollgate_proto::signing::{PrivateKey, Purpose};
+use tollgate_runtime::bus::{Bus, BusError, POLICY, POLICY_HEAD};
+use tollgate_runtime::events::event_to_proto;
+use tollgate_runtime::signing::{PrivateKey, Purpose};
 
 use crate::log::PolicyLog;
 use crate::metrics::ControlMetrics;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollgate_proto::admin::admin_service_server::AdminServiceServer;
-use tollgate_proto::bus::Bus;
-use tollgate_proto::envelope::KekSettings;
-use tollgate_proto::http_serve::{self, Limits};
-use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::envelope::KekSettings;
+use tollgate_runtime::http_serve::{self, Limits};
+use tollgate_runtime::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;

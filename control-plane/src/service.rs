@@ -11,11 +11,12 @@ use tollgate_policy::sealing::SealingKey;
 use tollgate_policy::{Command, PolicyState, RecordedEvent};
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::*;
-use tollgate_proto::bus::Bus;
-use tollgate_proto::convert::{event_to_proto, from_timestamp};
-use tollgate_proto::envelope::Keks;
+use tollgate_proto::convert::from_timestamp;
 use tollgate_proto::policy::{PolicyEvent, PolicySnapshot};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::envelope::Keks;
+use tollgate_runtime::events::event_to_proto;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Actor, Authenticator};

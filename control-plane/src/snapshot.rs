@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tollgate_policy::PolicyState;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::follow::SnapshotSource;
 use tollgate_proto::policy::PolicySnapshot;
+use tollgate_runtime::follow::SnapshotSource;
 
 use crate::log::PolicyLog;
 use crate::trust::{PolicySigning, TrustError};

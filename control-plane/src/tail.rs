@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tollgate_proto::admin::TailRequestsRequest;
-use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, USAGE};
 use tonic::Status;
 
 use crate::error::ControlError;
@@ -80,7 +80,7 @@ pub async fn requests(
     bus: Arc<dyn Bus>,
     filter: Filter,
 ) -> Result<impl Stream<Item = Result<UsageEvent, Status>>, ControlError> {
-    let unavailable = |e: tollgate_proto::bus::BusError| {
+    let unavailable = |e: tollgate_runtime::bus::BusError| {
         ControlError::Unavailable(format!("the usage topic cannot be read: {e}"))
     };
     let end = bus.last(USAGE).await.map_err(unavailable)?;

@@ -4,7 +4,7 @@
 
 use tollgate_policy::model::SigningKeyRotation;
 use tollgate_policy::{Command, PolicyState};
-use tollgate_proto::signing::{PrivateKey, PublicKey};
+use tollgate_runtime::signing::{PrivateKey, PublicKey};
 
 use crate::error::ControlError;
 use crate::log::PolicyLog;

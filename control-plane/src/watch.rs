@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_proto::convert::event_to_proto;
 use tollgate_proto::policy::PolicyEvent;
+use tollgate_runtime::events::event_to_proto;
 use tonic::Status;
 
 use crate::log::PolicyLog;

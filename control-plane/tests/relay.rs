@@ -12,10 +12,10 @@ use futures::StreamExt;
 use prost::Message;
 use tollgate_control_plane::relay::last_published;
 use tollgate_proto::admin::CreateTeamRequest;
-use tollgate_proto::bus::{
+use tollgate_proto::policy::PolicyEvent;
+use tollgate_runtime::bus::{
     Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
 };
-use tollgate_proto::policy::PolicyEvent;
 use tollgate_test_support::on_both_backends;
 use tollgate_test_support::roles::*;
 

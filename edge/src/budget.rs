@@ -20,11 +20,11 @@ use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Budget, Scope, VirtualKey};
 use tollgate_policy::period::period_bounds;
-use tollgate_proto::bus::{Bus, KvEntry};
 use tollgate_proto::convert::from_timestamp;
-use tollgate_proto::follow::PolicyView;
-use tollgate_proto::signing::{PublicKey, Purpose};
 use tollgate_proto::usage::BudgetStatus;
+use tollgate_runtime::bus::{Bus, KvEntry};
+use tollgate_runtime::follow::PolicyView;
+use tollgate_runtime::signing::{PublicKey, Purpose};
 
 use crate::clock::Clock;
 use crate::error::EdgeError;

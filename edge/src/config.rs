@@ -7,11 +7,13 @@ use std::time::Duration;
 use tollgate_policy::egress::Networks;
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::envelope::KekSettings;
-use tollgate_proto::follow;
-use tollgate_proto::http_serve::{Limits, metrics_addr};
-use tollgate_proto::signing::{KeySettingError, PublicKey, public_key_setting};
-use tollgate_proto::tls::TlsFiles;
+use tollgate_runtime::envelope::KekSettings;
+use tollgate_runtime::http_serve::Limits;
+use tollgate_runtime::settings::Settings;
+use tollgate_runtime::signing::PublicKey;
+use tollgate_runtime::tls::TlsFiles;
+
+pub use tollgate_runtime::settings::ConfigError;
 
 use crate::clock::Clock;
 use crate::health::CircuitSettings;
@@ -126,63 +128,25 @@ impl std::fmt::Debug for EdgeConfig {
     }
 }
 
-/// A setting that is missing or malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-impl From<KeySettingError> for ConfigError {
-    fn from(e: KeySettingError) -> Self {
-        ConfigError::Invalid {
-            name: e.name,
-            reason: e.reason.to_string(),
-        }
-    }
-}
-
 impl EdgeConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let invalid = |name: &'static str| {
-            move |e: &dyn std::fmt::Display| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }
-        };
-        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            get(name).map_or(Ok(default), |v| {
-                v.parse()
-                    .map_err(|e: std::num::ParseIntError| invalid(name)(&e))
-            })
-        };
+        let settings = Settings::new(lookup);
+        let get = |name: &str| settings.get(name);
+        let number = |name: &'static str, default: u64| settings.parsed(name, default);
         Ok(EdgeConfig {
-            addr: get("TOLLGATE_EDGE_ADDR")
-                .unwrap_or_else(|| DEFAULT_EDGE_ADDR.to_owned())
-                .parse()
-                .map_err(|e: std::net::AddrParseError| invalid("TOLLGATE_EDGE_ADDR")(&e))?,
-            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
-                name: "TOLLGATE_METRICS_ADDR",
-                reason,
-            })?,
+            addr: settings.addr("TOLLGATE_EDGE_ADDR", DEFAULT_EDGE_ADDR)?,
+            metrics_addr: settings.metrics_addr()?,
             edge_id: get("TOLLGATE_EDGE_ID").unwrap_or_else(|| {
                 format!("edge-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
             }),
             region: get("TOLLGATE_REGION").unwrap_or_default(),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: follow::token_from_settings(get).map_err(ConfigError::Missing)?,
-            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
-            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
-            credential_key: get("TOLLGATE_CREDENTIAL_KEY")
-                .map(|k| SealingKey::from_base64(&k))
-                .transpose()
-                .map_err(|e| invalid("TOLLGATE_CREDENTIAL_KEY")(&e))?,
-            kek: KekSettings::from_settings(get)
-                .map_err(|name| invalid(name)(&"expected 32 bytes in base64"))?,
+            control_plane_token: settings.control_plane_token()?,
+            nats_url: settings.required("NATS_URL")?,
+            bus_prefix: settings.bus_prefix(),
+            credential_key: settings.credential_key()?,
+            kek: settings.kek()?,
             max_body_bytes: number("TOLLGATE_MAX_BODY_BYTES", 10 * 1024 * 1024)? as usize,
             usage_buffer: number("TOLLGATE_USAGE_BUFFER", 100_000)? as usize,
             connect_timeout: Duration::from_millis(number(
@@ -236,14 +200,11 @@ impl EdgeConfig {
             upstream_networks: get("TOLLGATE_UPSTREAM_NETWORKS")
                 .map(|v| Networks::parse(&v))
                 .transpose()
-                .map_err(|reason| ConfigError::Invalid {
-                    name: "TOLLGATE_UPSTREAM_NETWORKS",
-                    reason,
-                })?
+                .map_err(|reason| ConfigError::invalid("TOLLGATE_UPSTREAM_NETWORKS", reason))?
                 .unwrap_or_default(),
-            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
+            tls: settings.tls()?,
             cache_max_bytes: number("TOLLGATE_CACHE_MAX_BYTES", 256 * 1024 * 1024)?,
-            policy_key: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY")?,
+            policy_key: settings.public_key("TOLLGATE_POLICY_PUBLIC_KEY")?,
             clock: Clock::system(),
         })
     }

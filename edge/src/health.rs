@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tollgate_proto::bus::Bus;
-use tollgate_proto::health::{self as report, EdgeHealth};
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::health::{self as report, EdgeHealth};
 
 use crate::metrics::{DeploymentLabels, Metrics};
 

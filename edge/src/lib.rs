@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_proto::bus::Bus;
+use tollgate_runtime::bus::Bus;
 
 use crate::api::AppState;
 use crate::budget::Budgets;
@@ -40,9 +40,9 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::credentials::CredentialKeys;
 use crate::providers::{Egress, Providers};
-use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
-use tollgate_proto::http_serve;
-use tollgate_proto::tls::{ReloadingTls, TlsError};
+use tollgate_runtime::follow::{self, PolicyView, SnapshotSource};
+use tollgate_runtime::http_serve;
+use tollgate_runtime::tls::{ReloadingTls, TlsError};
 
 /// How often changed circuit states are reported to the bus, for the admin API.
 const HEALTH_REPORT_INTERVAL: Duration = Duration::from_secs(1);

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Allowance, Deployment, VirtualKey};
-use tollgate_proto::bus::Bus;
+use tollgate_runtime::bus::Bus;
 
 use crate::clock::Clock;
 use crate::error::EdgeError;
@@ -480,7 +480,7 @@ impl Limiter {
         bus: &dyn Bus,
         id: &str,
         counter: &Counter,
-    ) -> Result<Option<Lease>, tollgate_proto::bus::BusError> {
+    ) -> Result<Option<Lease>, tollgate_runtime::bus::BusError> {
         let key = format!("ratelimit.{}", hex::encode(id));
         let now_ms = self.clock.now().timestamp_millis();
         let weight = 1.0 - now_ms.rem_euclid(self.window_ms) as f64 / self.window_ms as f64;

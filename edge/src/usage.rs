@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::future::join_all;
 use prost::Message;
 use tokio::sync::mpsc;
-use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, USAGE};
 
 use crate::metrics::Metrics;
 

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
 use tollgate_proto::admin::{Deployment, Price};
-use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, USAGE};
 
 /// Chunks the usage-less upstream streams, 30 ms apart.
 const CHUNKS: usize = 40;

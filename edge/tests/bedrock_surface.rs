@@ -18,7 +18,7 @@ use common::*;
 use serde_json::json;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{Deployment, Guardrail, KeyRequest, PutCredentialRequest};
-use tollgate_proto::tls::TlsFiles;
+use tollgate_runtime::tls::TlsFiles;
 use tollgate_test_support::bedrock_upstream::{self, FakeBedrock};
 use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
 

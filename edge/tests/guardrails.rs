@@ -13,8 +13,8 @@ use futures::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
 use tollgate_proto::admin::{CreateKeyRequest, Deployment, Guardrail, PutCredentialRequest};
-use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, USAGE};
 use tollgate_test_support::bedrock_upstream::FakeBedrock;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 

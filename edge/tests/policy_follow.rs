@@ -15,7 +15,7 @@ use futures::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
 use tollgate_proto::admin::KeyRequest;
-use tollgate_proto::bus::{
+use tollgate_runtime::bus::{
     Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
 };
 

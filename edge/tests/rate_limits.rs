@@ -18,7 +18,7 @@ use serde_json::json;
 use tollgate_edge::clock::Clock;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
-use tollgate_proto::bus::{Bus, JetStreamBus};
+use tollgate_runtime::bus::{Bus, JetStreamBus};
 use tollgate_test_support::severable::Severable;
 
 struct World {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 struct Setup {
     _cp: TestControlPlane,
-    bus: std::sync::Arc<dyn tollgate_proto::bus::Bus>,
+    bus: std::sync::Arc<dyn tollgate_runtime::bus::Bus>,
     edge: TestEdge,
     secret: String,
     http: reqwest::Client,
@@ -124,7 +124,7 @@ async fn the_usage_event_carries_the_clients_trace_id() -> Result<()> {
     let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().map(str::to_owned);
     let mut expected =
         std::collections::HashMap::from([(id(&traced)?, trace), (id(&untraced)?, "")]);
-    let mut events = s.bus.subscribe(tollgate_proto::bus::USAGE, 0).await?;
+    let mut events = s.bus.subscribe(tollgate_runtime::bus::USAGE, 0).await?;
     while !expected.is_empty() {
         let message = tokio::time::timeout(std::time::Duration::from_secs(20), events.next())
             .await?

@@ -17,8 +17,8 @@ use serde_json::Value;
 use tollgate_proto::admin::{
     CachePolicy, CreateKeyRequest, CreateTeamRequest, Deployment, PutCredentialRequest, RateLimit,
 };
-use tollgate_proto::bus::{Bus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, USAGE};
 use tollgate_test_support::openai_upstream::{ANSWER, FakeOpenAi};
 
 struct Setup {

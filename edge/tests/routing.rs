@@ -16,7 +16,7 @@ use tollgate_proto::admin::{
     CreateKeyRequest, CreateTeamRequest, Deployment, ListDeploymentHealthRequest, Price,
     RoutingRule, TrafficAction, TrafficMatch, TrafficRule,
 };
-use tollgate_proto::bus::Bus;
+use tollgate_runtime::bus::Bus;
 use tollgate_test_support::openai_upstream::{Failure, FakeOpenAi};
 
 struct Setup {

@@ -19,12 +19,13 @@ use tollgate_control_plane::trust::{PolicySigning, TrustConfig};
 use tollgate_policy::PolicyEvent;
 use tollgate_policy::model::hash_secret;
 use tollgate_proto::admin::{Budget, Deployment, Price};
-use tollgate_proto::bus::{Bus, POLICY};
-use tollgate_proto::convert::{event_to_proto, timestamp};
-use tollgate_proto::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_proto::convert::timestamp;
 use tollgate_proto::policy::PolicySnapshot;
-use tollgate_proto::signing::{PrivateKey, Purpose};
 use tollgate_proto::usage::BudgetStatus;
+use tollgate_runtime::bus::{Bus, POLICY};
+use tollgate_runtime::events::event_to_proto;
+use tollgate_runtime::follow::{GrpcSnapshots, SnapshotSource};
+use tollgate_runtime::signing::{PrivateKey, Purpose};
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 const FORGED_SECRET: &str = "tg-forged-secret-nobody-was-given";

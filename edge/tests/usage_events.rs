@@ -13,8 +13,8 @@ use common::*;
 use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
-use tollgate_proto::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 
 const REQUESTS: usize = 10_000;
 const CONCURRENCY: usize = 32;

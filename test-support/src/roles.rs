@@ -16,7 +16,7 @@ use tollgate_control_plane::store::{self, EventStore};
 use tollgate_control_plane::trust::TrustConfig;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
-use tollgate_proto::bus::{Bus, JetStreamBus, MemoryBus};
+use tollgate_runtime::bus::{Bus, JetStreamBus, MemoryBus};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

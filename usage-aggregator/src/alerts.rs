@@ -10,8 +10,8 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::watch;
-use tollgate_proto::bus::{ALERTS, Bus};
-use tollgate_proto::egress::Egress;
+use tollgate_runtime::bus::{ALERTS, Bus};
+use tollgate_runtime::egress::Egress;
 
 use crate::ledger::{Ledger, PendingAlert};
 
@@ -207,8 +207,8 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tollgate_proto::bus::MemoryBus;
-    use tollgate_proto::egress::Lookup;
+    use tollgate_runtime::bus::MemoryBus;
+    use tollgate_runtime::egress::Lookup;
 
     use super::*;
 

@@ -12,12 +12,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::Stream;
 use tollgate_policy::model::{AdminRole, Scope, admin_caller, hash_secret};
 use tollgate_proto::convert::{from_timestamp, timestamp};
-use tollgate_proto::follow::PolicyView;
 use tollgate_proto::usage::usage_service_server::UsageService;
 use tollgate_proto::usage::{
     GetBudgetStatusRequest, GetBudgetStatusResponse, QueryUsageRequest, QueryUsageResponse,
     UsageRow,
 };
+use tollgate_runtime::follow::PolicyView;
 use tonic::{Request, Response as GrpcResponse, Status};
 
 use crate::budgets;

@@ -8,10 +8,10 @@ use serde_json::json;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Budget, Scope};
 use tollgate_policy::period::period_bounds;
-use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::signing::{PrivateKey, Purpose};
 use tollgate_proto::usage::BudgetStatus;
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::signing::{PrivateKey, Purpose};
 
 use crate::entry::{Entry, nanos};
 use crate::ledger::{Ledger, LedgerError, NewAlert, SpendKey};

@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 
-use crate::alerts::AlertSinks;
 use tollgate_policy::redact;
-use tollgate_proto::follow;
-use tollgate_proto::http_serve::metrics_addr;
-use tollgate_proto::signing::{KeySettingError, private_key_setting, public_key_setting};
+use tollgate_runtime::settings::Settings;
+use tollgate_runtime::tls::TlsFiles;
 
 use crate::AggregatorKeys;
-use tollgate_proto::tls::TlsFiles;
+use crate::alerts::AlertSinks;
+
+pub use tollgate_runtime::settings::ConfigError;
 
 /// Default `TOLLGATE_USAGE_ADDR` (gRPC `UsageService`).
 pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
@@ -49,24 +49,6 @@ pub struct AggregatorConfig {
     pub keys: AggregatorKeys,
 }
 
-/// A setting that is missing or malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-impl From<KeySettingError> for ConfigError {
-    fn from(e: KeySettingError) -> Self {
-        ConfigError::Invalid {
-            name: e.name,
-            reason: e.reason.to_string(),
-        }
-    }
-}
-
 /// Secrets show as `***`, URL passwords too.
 impl std::fmt::Debug for AggregatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,14 +76,16 @@ fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, 
     let Some(url) = url else {
         return Ok(None);
     };
-    let invalid = |reason: String| ConfigError::Invalid { name, reason };
-    let parsed = reqwest::Url::parse(&url).map_err(|e| invalid(e.to_string()))?;
+    let parsed = reqwest::Url::parse(&url).map_err(|e| ConfigError::invalid(name, e))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid("must be an http:// or https:// URL".to_owned()));
+        return Err(ConfigError::invalid(
+            name,
+            "must be an http:// or https:// URL",
+        ));
     }
     let host = parsed.host_str().unwrap_or_default();
     if let Some(why) = tollgate_policy::egress::forbidden_host(host) {
-        return Err(invalid(why));
+        return Err(ConfigError::invalid(name, why));
     }
     Ok(Some(url))
 }
@@ -109,25 +93,17 @@ fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, 
 impl AggregatorConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let addr = |name: &'static str, default: &str| -> Result<SocketAddr, ConfigError> {
-            get(name)
-                .unwrap_or_else(|| default.to_owned())
-                .parse()
-                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                    name,
-                    reason: e.to_string(),
-                })
-        };
+        let settings = Settings::new(lookup);
+        let get = |name: &str| settings.get(name);
         Ok(AggregatorConfig {
-            usage_addr: addr("TOLLGATE_USAGE_ADDR", DEFAULT_USAGE_ADDR)?,
-            usage_http_addr: addr("TOLLGATE_USAGE_HTTP_ADDR", DEFAULT_USAGE_HTTP_ADDR)?,
-            database_url: get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
-            nats_url: get("NATS_URL").ok_or(ConfigError::Missing("NATS_URL"))?,
-            bus_prefix: get("TOLLGATE_BUS_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
+            usage_addr: settings.addr("TOLLGATE_USAGE_ADDR", DEFAULT_USAGE_ADDR)?,
+            usage_http_addr: settings.addr("TOLLGATE_USAGE_HTTP_ADDR", DEFAULT_USAGE_HTTP_ADDR)?,
+            database_url: settings.required("DATABASE_URL")?,
+            nats_url: settings.required("NATS_URL")?,
+            bus_prefix: settings.bus_prefix(),
             admin_token: get("TOLLGATE_ADMIN_TOKEN"),
             control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: follow::token_from_settings(get).map_err(ConfigError::Missing)?,
+            control_plane_token: settings.control_plane_token()?,
             sinks: AlertSinks {
                 webhook_url: alert_url(
                     get("TOLLGATE_ALERT_WEBHOOK_URL"),
@@ -138,20 +114,12 @@ impl AggregatorConfig {
                 bus: get("TOLLGATE_ALERT_NATS").is_some_and(|v| v == "true" || v == "1"),
                 egress: Default::default(),
             },
-            batch: get("TOLLGATE_USAGE_BATCH")
-                .map_or(Ok(500), |v| v.parse())
-                .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                    name: "TOLLGATE_USAGE_BATCH",
-                    reason: e.to_string(),
-                })?,
-            tls: TlsFiles::from_settings(get).map_err(ConfigError::Missing)?,
-            metrics_addr: metrics_addr(get).map_err(|reason| ConfigError::Invalid {
-                name: "TOLLGATE_METRICS_ADDR",
-                reason,
-            })?,
+            batch: settings.parsed("TOLLGATE_USAGE_BATCH", 500)?,
+            tls: settings.tls()?,
+            metrics_addr: settings.metrics_addr()?,
             keys: AggregatorKeys {
-                policy: public_key_setting(get, "TOLLGATE_POLICY_PUBLIC_KEY")?,
-                status: private_key_setting(get, "TOLLGATE_STATUS_SIGNING_KEY")?,
+                policy: settings.public_key("TOLLGATE_POLICY_PUBLIC_KEY")?,
+                status: settings.private_key("TOLLGATE_STATUS_SIGNING_KEY")?,
             },
         })
     }

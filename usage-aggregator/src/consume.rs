@@ -12,12 +12,12 @@ use futures::future::join_all;
 use prost::Message;
 use serde_json::json;
 use tokio::sync::watch;
-use tollgate_proto::bus::{
+use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{
     Bus, Delivery, USAGE, USAGE_ACK_WAIT, USAGE_CONSUMER, USAGE_DEAD_LETTER,
 };
-use tollgate_proto::follow::PolicyView;
-use tollgate_proto::signing::PrivateKey;
-use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::follow::PolicyView;
+use tollgate_runtime::signing::PrivateKey;
 
 use crate::budgets;
 use crate::entry::Entry;

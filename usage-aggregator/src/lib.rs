@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_proto::bus::Bus;
-use tollgate_proto::follow::{self, PolicyView, SnapshotSource};
-use tollgate_proto::http_serve::{self, Limits};
-use tollgate_proto::signing::{PrivateKey, PublicKey};
-use tollgate_proto::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
+use tollgate_runtime::bus::Bus;
+use tollgate_runtime::follow::{self, PolicyView, SnapshotSource};
+use tollgate_runtime::http_serve::{self, Limits};
+use tollgate_runtime::signing::{PrivateKey, PublicKey};
+use tollgate_runtime::tls::{Protocols, ReloadingTls, TlsError, TlsFiles, serve_grpc};
 
 use crate::alerts::AlertSinks;
 use crate::api::{FinanceApi, FinanceService};

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use tokio::sync::watch;
-use tollgate_proto::bus::{Bus, USAGE, USAGE_CONSUMER};
+use tollgate_runtime::bus::{Bus, USAGE, USAGE_CONSUMER};
 
 use crate::ConsumerCounters;
 
@@ -115,7 +115,7 @@ pub async fn serve(State(metrics): State<Arc<AggregatorMetrics>>) -> impl IntoRe
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use tollgate_proto::bus::MemoryBus;
+    use tollgate_runtime::bus::MemoryBus;
 
     use super::*;
 

@@ -140,7 +140,7 @@ async fn a_threshold_crossing_calls_the_webhook_exactly_once_even_across_a_resta
     // The second request again, under another msg id: already counted, no alert.
     let again = spend(2);
     bus.publish(
-        tollgate_proto::bus::USAGE,
+        tollgate_runtime::bus::USAGE,
         "alert-req-2-again",
         prost::Message::encode_to_vec(&again).into(),
     )

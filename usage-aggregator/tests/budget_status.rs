@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use chrono::{Datelike, TimeZone, Utc};
 use common::*;
 use prost::Message;
-use tollgate_proto::bus::Bus;
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::usage::{BudgetStatus, GetBudgetStatusRequest};
+use tollgate_runtime::bus::Bus;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::entry::nanos;
 

@@ -13,9 +13,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use futures::StreamExt;
 use prost::Message;
-use tollgate_proto::bus::{USAGE, USAGE_DEAD_LETTER};
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::usage::QueryUsageRequest;
+use tollgate_runtime::bus::{USAGE, USAGE_DEAD_LETTER};
 use tollgate_usage_aggregator::alerts::AlertSinks;
 
 const EVENTS: usize = 2_000;

@@ -37,8 +37,8 @@ use maud::Markup;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListTeamsRequest, Team};
-use tollgate_proto::tls::{ClientTls, TlsFiles};
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
+use tollgate_runtime::tls::{ClientTls, TlsFiles};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 

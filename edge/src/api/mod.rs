@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::providers::credentials::CredentialKeys;
 use crate::usage::UsageSink;
-use tollgate_proto::follow::PolicyView;
+use tollgate_runtime::follow::PolicyView;
 
 /// What every request handler shares.
 pub struct AppState {

@@ -26,7 +26,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{CacheScope, VirtualKey};
-use tollgate_proto::bus::{Bus, RESPONSE_CACHE};
+use tollgate_runtime::bus::{Bus, RESPONSE_CACHE};
 
 use crate::clock::Clock;
 use crate::guardrails::Applicable;

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Credential, Deployment};
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::envelope::{EnvelopeError, Kek, KekSettings, Keks};
-use tollgate_proto::follow::PolicyView;
+use tollgate_runtime::envelope::{EnvelopeError, Kek, KekSettings, Keks};
+use tollgate_runtime::follow::PolicyView;
 
 use super::UpstreamError;
 

@@ -1,8 +1,8 @@
-//! The edge's side of the egress policy (`tollgate_proto::egress`): the same judgement for the
+//! The edge's side of the egress policy (`tollgate_runtime::egress`): the same judgement for the
 //! AWS SDK's HTTP client, through its own resolver hook.
 
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
-pub use tollgate_proto::egress::{Egress, Lookup, Refused};
+pub use tollgate_runtime::egress::{Egress, Lookup, Refused};
 
 /// The egress policy as the AWS SDK's resolver.
 #[derive(Clone, Debug)]

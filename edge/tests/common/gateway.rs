@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
-use tollgate_proto::bus::Bus;
+use tollgate_runtime::bus::Bus;
 
 use super::{AdminClient, TestControlPlane, TestEdge, create_key, jetstream, last_sequence};
 

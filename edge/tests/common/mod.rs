@@ -14,8 +14,8 @@ use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::bus::{Bus, JetStreamBus};
-use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
+use tollgate_runtime::bus::{Bus, JetStreamBus};
+use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_test_support::Served;
 // Each test binary uses a part of the shared harness.
 #[allow(unused_imports)]

@@ -14,10 +14,10 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tollgate_proto::bus::{Bus, USAGE};
-use tollgate_proto::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_proto::usage::UsageEvent;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
+use tollgate_runtime::bus::{Bus, USAGE};
+use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_test_support::Served;
 // Each test binary uses a part of the shared harness.
 pub use tollgate_test_support::on_both_backends;

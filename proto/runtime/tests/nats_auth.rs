@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use tollgate_proto::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY, USAGE};
+use tollgate_runtime::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY, USAGE};
 use tollgate_test_support::authorizing_nats::{AuthorizingNats, CONTROL_PLANE_USER, EDGE_USER};
 
 const PREFIX: &str = "authz";

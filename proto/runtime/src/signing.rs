@@ -302,8 +302,8 @@ fn rotation_content(previous: &PublicKey, next: &PublicKey) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::PolicyEvent;
     use prost::Message;
+    use tollgate_proto::policy::PolicyEvent;
 
     fn event() -> PolicyEvent {
         PolicyEvent {

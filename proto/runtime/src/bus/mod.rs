@@ -1,7 +1,7 @@
 //! The bus: per topic, a durable, ordered log of messages, deduplicated on a message id.
 //!
 //! Two implementations with the same semantics, checked by one contract suite
-//! (`proto/tests/bus_contract.rs`): [`JetStreamBus`] for distributed mode and [`MemoryBus`] for
+//! (`proto/runtime/tests/bus_contract.rs`): [`JetStreamBus`] for distributed mode and [`MemoryBus`] for
 //! the single-process `tollgate up`. Core NATS (at-most-once) is never used for these topics.
 
 mod jetstream;

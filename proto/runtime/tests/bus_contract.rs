@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
-use tollgate_proto::bus::{
+use tollgate_runtime::bus::{
     Bus, BusError, BusLimits, BusMessage, JetStreamBus, MemoryBus, POLICY, Subscription, USAGE,
     USAGE_CONSUMER,
 };
@@ -159,7 +159,7 @@ async fn kv_keeps_the_latest_value_with_increasing_revisions(bus: Arc<dyn Bus>) 
 }
 
 async fn a_durable_consumer_redelivers_until_acknowledged(bus: Arc<dyn Bus>) -> Result<()> {
-    let topic = tollgate_proto::bus::USAGE;
+    let topic = tollgate_runtime::bus::USAGE;
     for i in 0..6 {
         bus.publish(topic, &format!("u{i}"), Bytes::from(format!("{i}")))
             .await?;
@@ -169,7 +169,7 @@ async fn a_durable_consumer_redelivers_until_acknowledged(bus: Arc<dyn Bus>) -> 
     let mut second = bus.consumer(topic, "ledger", ack_wait).await?;
     let a = first.fetch(3, Duration::from_secs(5)).await?;
     let b = second.fetch(10, Duration::from_secs(5)).await?;
-    let ids = |d: &[tollgate_proto::bus::Delivery]| {
+    let ids = |d: &[tollgate_runtime::bus::Delivery]| {
         d.iter()
             .map(|d| d.message.msg_id.clone())
             .collect::<Vec<_>>()

@@ -424,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not a certificate").expect("written");
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge/tests/fixtures/tls");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../edge/tests/fixtures/tls");
         let files = TlsFiles {
             cert: fixtures.join("edge-a.pem"),
             key: fixtures.join("edge-a.key"),

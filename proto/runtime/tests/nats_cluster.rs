@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
-use tollgate_proto::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY};
+use tollgate_runtime::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY};
 
 /// A nats-server process, killed when dropped.
 struct Server(Child);

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use crate::admin::GetSnapshotRequest;
-use crate::admin::admin_service_client::AdminServiceClient;
-use crate::policy::PolicySnapshot;
 use crate::signing::{self, PublicKey, SignatureError};
 use crate::tls::ClientTls;
 use async_trait::async_trait;
 use tollgate_policy::PolicyState;
+use tollgate_proto::admin::GetSnapshotRequest;
+use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::policy::PolicySnapshot;
 use tonic::transport::Endpoint;
 
 /// A source of complete policy snapshots.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bus::{Bus, BusMessage, POLICY, POLICY_HEAD};
-use crate::convert::event_from_proto;
-use crate::policy::PolicyEvent;
+use crate::events::event_from_proto;
 use crate::signing::{self, PublicKey, Purpose, SignatureError};
 use futures::{FutureExt, StreamExt};
 use prost::Message;
 use tokio::sync::watch;
 use tollgate_policy::{PolicyState, RecordedEvent};
+use tollgate_proto::policy::PolicyEvent;
 
 use super::snapshot::{SnapshotError, SnapshotSource, open as open_snapshot};
 use super::view::{Gap, PolicyView};

@@ -1,0 +1,174 @@
+//! Reading a role's settings: the one error every role's configuration reports, and the
+//! readers of the settings the roles share (addresses, numbers, the credential key, TLS, the
+//! metrics address, signing keys). Each role keeps its own typed struct; this is how it fills it.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use tollgate_policy::sealing::SealingKey;
+
+use crate::envelope::KekSettings;
+use crate::signing::{self, KeySettingError, PrivateKey, PublicKey};
+use crate::tls::TlsFiles;
+
+/// Default `TOLLGATE_BUS_PREFIX`: the prefix of the JetStream streams and subjects.
+pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl ConfigError {
+    /// `name` is invalid, for `reason`.
+    pub fn invalid(name: &'static str, reason: impl std::fmt::Display) -> Self {
+        ConfigError::Invalid {
+            name,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<KeySettingError> for ConfigError {
+    fn from(e: KeySettingError) -> Self {
+        ConfigError::invalid(e.name, e.reason)
+    }
+}
+
+/// The settings a role reads (normally the process environment; a map in tests), a blank value
+/// counting as unset.
+pub struct Settings<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Settings<F> {
+    /// Settings read through `lookup`.
+    pub fn new(lookup: F) -> Self {
+        Settings { lookup }
+    }
+
+    /// The value of `name`, if set and not blank.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The value of `name`, which must be set.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    /// `name` parsed as a `T`, or `default` when unset.
+    pub fn parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        self.get(name).map_or(Ok(default), |v| {
+            v.trim().parse().map_err(|e| ConfigError::invalid(name, e))
+        })
+    }
+
+    /// `name` as a socket address, `default` when unset.
+    pub fn addr(&self, name: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let text = self.get(name).unwrap_or_else(|| default.to_owned());
+        text.trim()
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::invalid(name, e))
+    }
+
+    /// `TOLLGATE_BUS_PREFIX`, `tollgate` when unset.
+    pub fn bus_prefix(&self) -> String {
+        self.get("TOLLGATE_BUS_PREFIX")
+            .unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned())
+    }
+
+    /// `TOLLGATE_CREDENTIAL_KEY`: the base64 32-byte key that seals provider credentials.
+    pub fn credential_key(&self) -> Result<Option<SealingKey>, ConfigError> {
+        self.get("TOLLGATE_CREDENTIAL_KEY")
+            .map(|k| SealingKey::from_base64(&k))
+            .transpose()
+            .map_err(|e| ConfigError::invalid("TOLLGATE_CREDENTIAL_KEY", e))
+    }
+
+    /// `TOLLGATE_KMS_KEY_ID` and the `…_PREVIOUS` keys of a rotation.
+    pub fn kek(&self) -> Result<KekSettings, ConfigError> {
+        KekSettings::from_settings(|name| self.get(name)).map_err(|name| {
+            ConfigError::invalid(
+                name,
+                "expected 32 bytes in base64 (openssl rand -base64 32)",
+            )
+        })
+    }
+
+    /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA`): the role's
+    /// listeners serve TLS only when set.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        TlsFiles::from_settings(|name| self.get(name)).map_err(ConfigError::Missing)
+    }
+
+    /// `TOLLGATE_METRICS_ADDR`: where `/metrics` is served on a port of its own, if anywhere.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        crate::http_serve::metrics_addr(|name| self.get(name))
+            .map_err(|reason| ConfigError::invalid("TOLLGATE_METRICS_ADDR", reason))
+    }
+
+    /// The public key set as `name`, if any.
+    pub fn public_key(&self, name: &'static str) -> Result<Option<PublicKey>, ConfigError> {
+        Ok(signing::public_key_setting(|n| self.get(n), name)?)
+    }
+
+    /// The private key set as `name`, if any.
+    pub fn private_key(&self, name: &'static str) -> Result<Option<PrivateKey>, ConfigError> {
+        Ok(signing::private_key_setting(|n| self.get(n), name)?)
+    }
+
+    /// `TOLLGATE_EDGE_TOKEN`, required when `TOLLGATE_CONTROL_PLANE_URL` is set.
+    pub fn control_plane_token(&self) -> Result<String, ConfigError> {
+        crate::follow::token_from_settings(|name| self.get(name)).map_err(ConfigError::Missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> Settings<impl Fn(&str) -> Option<String>> {
+        Settings::new(move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let s = settings(&[("A", "  "), ("B", "x")]);
+        assert_eq!(s.get("A"), None);
+        assert_eq!(s.get("B").as_deref(), Some("x"));
+        assert!(matches!(s.required("A"), Err(ConfigError::Missing("A"))));
+    }
+
+    #[test]
+    fn a_malformed_value_names_its_setting() {
+        let s = settings(&[("N", "ten"), ("ADDR", "nowhere")]);
+        let number = s.parsed::<u64>("N", 1).map_err(|e| e.to_string());
+        assert_eq!(
+            number,
+            Err("N is invalid: invalid digit found in string".to_owned())
+        );
+        assert_eq!(s.parsed::<u64>("UNSET", 7).ok(), Some(7));
+        let addr = s.addr("ADDR", "127.0.0.1:1").map_err(|e| e.to_string());
+        assert!(addr.is_err_and(|e| e.starts_with("ADDR is invalid")));
+        assert_eq!(
+            s.addr("UNSET", "127.0.0.1:1").ok(),
+            "127.0.0.1:1".parse().ok()
+        );
+    }
+}
