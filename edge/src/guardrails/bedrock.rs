@@ -50,16 +50,7 @@ impl BedrockGuardrails {
         source: Source,
     ) -> Result<Conclusion, String> {
         let target = (guardrail.region.as_str(), guardrail.endpoint.as_str());
-        let client = self
-            .clients
-            .client_at(target, secrets, |shared, key| {
-                let mut config = aws_sdk_bedrockruntime::config::Builder::from(shared);
-                if !key.endpoint.is_empty() {
-                    config = config.endpoint_url(key.endpoint.clone());
-                }
-                Client::from_conf(config.build())
-            })
-            .await;
+        let client = self.clients.client_at(target, secrets, Client::new).await;
         let mut call = client
             .apply_guardrail()
             .guardrail_identifier(&guardrail.guardrail_id)

@@ -30,10 +30,10 @@ const MAX_CLIENTS: usize = 256;
 
 /// Which client serves a call: one per region, endpoint and credential.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ClientKey {
-    pub region: String,
+struct ClientKey {
+    region: String,
     /// The deployment's `api_base` without a trailing `/`; empty for the service's own.
-    pub endpoint: String,
+    endpoint: String,
     /// SHA-256 of the static credential's fields; `None` for the standard AWS chain.
     credential: Option<[u8; 32]>,
 }
@@ -89,14 +89,10 @@ impl<C: Clone> ClientCache<C> {
         }
     }
 
-    /// The client for this call's deployment, built once by `build` from the shared AWS
-    /// configuration and the key (for its endpoint). The lock is never held across an await:
-    /// two first calls may both build one, and the first stored wins.
-    pub async fn client(
-        &self,
-        call: &UpstreamCall<'_>,
-        build: impl FnOnce(&SdkConfig, &ClientKey) -> C,
-    ) -> C {
+    /// The client for this call's deployment, built once by `build` (an SDK's `Client::new`)
+    /// from an AWS configuration for its region, endpoint and credential. The lock is never
+    /// held across an await: two first calls may both build one, and the first stored wins.
+    pub async fn client(&self, call: &UpstreamCall<'_>, build: impl FnOnce(&SdkConfig) -> C) -> C {
         let deployment = call.deployment;
         let target = (deployment.region.as_str(), deployment.api_base.as_str());
         self.client_at(target, call.secrets.as_ref(), build).await
@@ -108,7 +104,7 @@ impl<C: Clone> ClientCache<C> {
         &self,
         (region, endpoint): (&str, &str),
         secrets: Option<&BTreeMap<String, String>>,
-        build: impl FnOnce(&SdkConfig, &ClientKey) -> C,
+        build: impl FnOnce(&SdkConfig) -> C,
     ) -> C {
         let credentials = StaticCredentials::of(secrets);
         let key = ClientKey {
@@ -120,7 +116,7 @@ impl<C: Clone> ClientCache<C> {
             return client.clone();
         }
         let shared = self.load(&key, credentials).await;
-        let client = build(&shared, &key);
+        let client = build(&shared);
         let mut clients = self.cached();
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
@@ -149,6 +145,9 @@ impl<C: Clone> ClientCache<C> {
             .http_client(self.http.clone());
         if !key.region.is_empty() {
             loader = loader.region(Region::new(key.region.clone()));
+        }
+        if !key.endpoint.is_empty() {
+            loader = loader.endpoint_url(key.endpoint.clone());
         }
         if let Some(c) = credentials {
             loader = loader.credentials_provider(Credentials::new(

@@ -12,6 +12,7 @@ mod http;
 mod mock;
 mod openai;
 mod sagemaker;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

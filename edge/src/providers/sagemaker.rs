@@ -69,15 +69,7 @@ impl SagemakerProvider {
     }
 
     async fn client(&self, call: &UpstreamCall<'_>) -> Client {
-        self.clients
-            .client(call, |shared, key| {
-                let mut config = aws_sdk_sagemakerruntime::config::Builder::from(shared);
-                if !key.endpoint.is_empty() {
-                    config = config.endpoint_url(key.endpoint.clone());
-                }
-                Client::from_conf(config.build())
-            })
-            .await
+        self.clients.client(call, Client::new).await
     }
 
     fn timeouts(&self, limit: Duration) -> aws_sdk_sagemakerruntime::config::Builder {

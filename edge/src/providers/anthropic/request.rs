@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::providers::tools::{self, ToolChoice};
+
 /// Anthropic requires `max_tokens`; this is sent when the client set no maximum.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
@@ -320,59 +322,44 @@ fn translate_tools(
     has_tool_blocks: bool,
     body: &mut Map<String, Value>,
 ) -> Result<(), String> {
-    let tools = match request.get("tools") {
-        None | Some(Value::Null) => &Vec::new(),
-        Some(Value::Array(tools)) => tools,
-        Some(_) => return Err("`tools` must be an array".into()),
-    };
-    let mut translated = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        if tool["type"] != "function" {
-            return Err(format!(
-                "tools[{i}]: only function tools are supported by Anthropic deployments"
-            ));
-        }
-        let function = &tool["function"];
-        let name = function["name"]
-            .as_str()
-            .ok_or_else(|| format!("tools[{i}].function.name must be a string"))?;
-        let schema = match &function["parameters"] {
-            Value::Null => json!({"type": "object", "properties": {}}),
-            schema => schema.clone(),
-        };
-        let mut out = json!({"name": name, "input_schema": schema});
-        if let Some(description) = function["description"].as_str() {
-            out["description"] = description.into();
-        }
-        let cache = [tool.get("cache_control"), function.get("cache_control")]
+    let tools = tools::function_tools(request, "Anthropic")?;
+    let translated: Vec<Value> = tools
+        .iter()
+        .map(|tool| {
+            let schema = tool
+                .parameters
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            let mut out = json!({"name": tool.name, "input_schema": schema});
+            if let Some(description) = tool.description {
+                out["description"] = description.into();
+            }
+            let cache = [
+                tool.entry.get("cache_control"),
+                tool.entry["function"].get("cache_control"),
+            ]
             .into_iter()
             .flatten()
             .find(|c| !c.is_null());
-        if let Some(cache) = cache {
-            out["cache_control"] = cache.clone();
-        }
-        translated.push(out);
-    }
-
-    let mut choice = match request.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(choice)) => match choice.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "required" => Some(json!({"type": "any"})),
-            "none" if has_tool_blocks => Some(json!({"type": "none"})),
-            // Without tools on offer the model cannot call one.
-            "none" => return Ok(()),
-            other => return Err(format!("`tool_choice` {other:?} is not supported")),
-        },
-        Some(choice) => match choice["function"]["name"].as_str() {
-            Some(name) => Some(json!({"type": "tool", "name": name})),
-            None => return Err("`tool_choice` must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": …}}".into()),
-        },
+            if let Some(cache) = cache {
+                out["cache_control"] = cache.clone();
+            }
+            out
+        })
+        .collect();
+    let mut choice = match tools::tool_choice(request)? {
+        None => None,
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::None) if has_tool_blocks => Some(json!({"type": "none"})),
+        // Without tools on offer the model cannot call one.
+        Some(ToolChoice::None) => return Ok(()),
+        Some(ToolChoice::Function(name)) => Some(json!({"type": "tool", "name": name})),
     };
     if translated.is_empty() {
         return Ok(());
     }
-    if request.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
+    if tools::parallel_calls_off(request) {
         let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = true.into();

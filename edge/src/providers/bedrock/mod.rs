@@ -48,15 +48,7 @@ impl BedrockProvider {
 
     /// The client for this call's deployment, built once.
     async fn client(&self, call: &UpstreamCall<'_>) -> Client {
-        self.clients
-            .client(call, |shared, key| {
-                let mut config = aws_sdk_bedrockruntime::config::Builder::from(shared);
-                if !key.endpoint.is_empty() {
-                    config = config.endpoint_url(key.endpoint.clone());
-                }
-                Client::from_conf(config.build())
-            })
-            .await
+        self.clients.client(call, Client::new).await
     }
 
     /// Per-call timeouts: the whole call for a plain answer, until the stream's first event

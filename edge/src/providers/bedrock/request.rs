@@ -15,6 +15,8 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_types::{Blob, Document, Number};
 use serde_json::{Map, Value};
 
+use crate::providers::tools;
+
 /// A Converse request, ready for either `Converse` or `ConverseStream`.
 #[derive(Debug)]
 pub struct ConverseRequest {
@@ -363,35 +365,21 @@ fn tool_configuration(
     request: &Map<String, Value>,
     has_tool_blocks: bool,
 ) -> Result<Option<ToolConfiguration>, Invalid> {
-    let tools = request
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty());
-    let Some(tools) = tools else {
+    let tools = tools::function_tools(request, "Bedrock")?;
+    if tools.is_empty() {
         return Ok(None);
-    };
-    let choice = match request.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "auto" => {
-            Some(ToolChoice::Auto(AutoToolChoice::builder().build()))
-        }
-        Some(Value::String(s)) if s == "required" => {
+    }
+    let choice = match tools::tool_choice(request)? {
+        None => None,
+        Some(tools::ToolChoice::Auto) => Some(ToolChoice::Auto(AutoToolChoice::builder().build())),
+        Some(tools::ToolChoice::Required) => {
             Some(ToolChoice::Any(AnyToolChoice::builder().build()))
         }
         // Converse cannot forbid tools; without tool blocks in the conversation the tools are
         // left out instead (Bedrock needs them declared when the history uses them).
-        Some(Value::String(s)) if s == "none" => {
-            if !has_tool_blocks {
-                return Ok(None);
-            }
-            None
-        }
-        Some(choice) => {
-            let name = choice
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or("`tool_choice` must be \"auto\", \"required\", \"none\" or {\"type\": \"function\", \"function\": {\"name\": …}}")?;
+        Some(tools::ToolChoice::None) if !has_tool_blocks => return Ok(None),
+        Some(tools::ToolChoice::None) => None,
+        Some(tools::ToolChoice::Function(name)) => {
             let specific = SpecificToolChoice::builder()
                 .name(name)
                 .build()
@@ -401,31 +389,19 @@ fn tool_configuration(
     };
     let mut specs = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
-        let function = tool
-            .get("function")
-            .ok_or_else(|| format!("tools[{i}]: only function tools are supported"))?;
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("tools[{i}]: `function.name` is required"))?;
-        let schema = function
-            .get("parameters")
+        let schema = tool
+            .parameters
             .filter(|p| p.is_object())
             .cloned()
             .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
         let spec = ToolSpecification::builder()
-            .name(name)
-            .set_description(
-                function
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            )
+            .name(tool.name)
+            .set_description(tool.description.map(str::to_owned))
             .input_schema(ToolInputSchema::Json(document(&schema)))
             .build()
             .map_err(|e| format!("tools[{i}]: {e}"))?;
         specs.push(Tool::ToolSpec(spec));
-        if let Some(point) = cache_point(tool) {
+        if let Some(point) = cache_point(tool.entry) {
             specs.push(Tool::CachePoint(point));
         }
     }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::providers::tools::{self, ToolChoice};
+
 /// Joins a tool call's id and the `thoughtSignature` Gemini gave its `functionCall`: OpenAI
 /// clients send the id back untouched, and thinking models want the signature back.
 pub const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
@@ -367,44 +369,26 @@ fn translate_tools(
     request: &Map<String, Value>,
     body: &mut Map<String, Value>,
 ) -> Result<(), String> {
-    let tools = match request.get("tools") {
-        None | Some(Value::Null) => &Vec::new(),
-        Some(Value::Array(tools)) => tools,
-        Some(_) => return Err("`tools` must be an array".into()),
-    };
-    let mut declarations = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        if tool["type"] != "function" {
-            return Err(format!(
-                "tools[{i}]: only function tools are supported by Gemini deployments"
-            ));
-        }
-        let function = &tool["function"];
-        let name = function["name"]
-            .as_str()
-            .ok_or_else(|| format!("tools[{i}].function.name must be a string"))?;
-        let mut declaration = json!({"name": name});
-        if let Some(description) = function["description"].as_str() {
-            declaration["description"] = description.into();
-        }
-        if !function["parameters"].is_null() {
-            declaration["parameters"] = function["parameters"].clone();
-        }
-        declarations.push(declaration);
-    }
-    let config = match request.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(choice)) => match choice.as_str() {
-            "auto" => Some(json!({"mode": "AUTO"})),
-            "required" => Some(json!({"mode": "ANY"})),
-            "none" => Some(json!({"mode": "NONE"})),
-            other => return Err(format!("`tool_choice` {other:?} is not supported")),
-        },
-        Some(choice) => match choice["function"]["name"].as_str() {
-            Some(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
-            None => return Err("`tool_choice` must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": …}}".into()),
-        },
-    };
+    let tools = tools::function_tools(request, "Gemini")?;
+    let declarations: Vec<Value> = tools
+        .iter()
+        .map(|tool| {
+            let mut declaration = json!({"name": tool.name});
+            if let Some(description) = tool.description {
+                declaration["description"] = description.into();
+            }
+            if let Some(parameters) = tool.parameters {
+                declaration["parameters"] = parameters.clone();
+            }
+            declaration
+        })
+        .collect();
+    let config = tools::tool_choice(request)?.map(|choice| match choice {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    });
     if declarations.is_empty() {
         return Ok(());
     }
