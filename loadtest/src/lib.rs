@@ -21,3 +21,16 @@ pub mod streams;
 pub mod suite;
 pub mod tollgate;
 pub mod verdict;
+
+/// Runs `server` to its end on a runtime of `workers` threads (at least one): the main of
+/// `mock-provider` and `floor-proxy`, whose worker count is part of what they model.
+pub fn serve_with_workers(
+    workers: usize,
+    server: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()?
+        .block_on(server)
+}

@@ -114,23 +114,26 @@ impl Drop for Proc {
     }
 }
 
+/// Every process in `/proc` (none where it cannot be read).
+fn pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
 /// `pid` and all its descendants.
 pub fn tree(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(ppid) = stat_fields(p).and_then(|f| f.get(1).and_then(|s| s.parse().ok())) {
-                parents.push((p, ppid));
-            }
-        }
-    }
+    let parents: Vec<(u32, u32)> = pids()
+        .into_iter()
+        .filter_map(|p| {
+            let ppid = stat_fields(p).and_then(|f| f.get(1).and_then(|s| s.parse().ok()))?;
+            Some((p, ppid))
+        })
+        .collect();
     let mut out = vec![pid];
     let mut i = 0;
     while i < out.len() {
@@ -234,19 +237,10 @@ fn suite_busy() -> Duration {
             .sum();
         total += Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
     }
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-            if matches!(comm.trim(), "postgres" | "nats-server") {
-                total += cpu_time(p);
-            }
+    for p in pids() {
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if matches!(comm.trim(), "postgres" | "nats-server") {
+            total += cpu_time(p);
         }
     }
     total

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tollgate_proto::admin::{CreateKeyRequest, KeyRequest, RateLimit};
+use tollgate_proto::admin::{CreateKeyRequest, CreateKeyResponse, KeyRequest, RateLimit};
 
 use crate::plan::Plan;
 use crate::results::{Pct, Propagation};
@@ -105,16 +105,7 @@ pub async fn run(stack: &mut Stack, plan: &Plan) -> anyhow::Result<Propagation> 
                     .await?;
             }
             _ => {
-                let created = stack
-                    .admin
-                    .create_key(CreateKeyRequest {
-                        alias: format!("propagation-{i}"),
-                        team_id: stack.team_id.clone(),
-                        models: vec!["chat".into()],
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
+                let created = chat_key(stack, format!("propagation-{i}")).await?;
                 live_keys.push(created.key.context("no key")?.id);
             }
         }
@@ -183,6 +174,20 @@ async fn chat_status(addr: &str, auth: &str) -> u16 {
         .map_or(0, |(status, _)| status)
 }
 
+/// Creates a key named `alias` for the `chat` model in the load team.
+async fn chat_key(stack: &mut Stack, alias: String) -> anyhow::Result<CreateKeyResponse> {
+    Ok(stack
+        .admin
+        .create_key(CreateKeyRequest {
+            alias,
+            team_id: stack.team_id.clone(),
+            models: vec!["chat".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
+}
+
 /// Keys in use, revoked: time from the revoke call's answer to the first 401 on each edge.
 async fn revocations(
     stack: &mut Stack,
@@ -192,16 +197,7 @@ async fn revocations(
     let mut times = histogram()?;
     let (mut failures, mut violations) = (0, 0);
     for i in 0..plan.revocations {
-        let created = stack
-            .admin
-            .create_key(CreateKeyRequest {
-                alias: format!("revocation-{i}"),
-                team_id: stack.team_id.clone(),
-                models: vec!["chat".into()],
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let created = chat_key(stack, format!("revocation-{i}")).await?;
         let id = created.key.context("no key")?.id;
         let auth = format!("Bearer {}", created.secret);
         let target = stack.last_sequence().await?;

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use crate::charts::{self, Chart, Series};
 use crate::results::{Pct, Results, Summary};
 use crate::suite::{DIRECT, FLOOR, TOLLGATE};
-use crate::verdict::{fmt_signed, fmt_us, litellm_best, rss_at, verdicts};
+use crate::verdict::{Verdict, fmt_signed, fmt_us, litellm_best, verdicts};
 
 pub use crate::verdict::latency_missed;
 
-const PCT_NAMES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+pub(crate) const PCT_NAMES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 
-fn pct_points(p: &Pct, scale: f64) -> Vec<(f64, f64)> {
+/// The five percentiles of `p` as chart points (x = 0 for p50 … 4 for max), divided by `scale`.
+pub(crate) fn pct_points(p: &Pct, scale: f64) -> Vec<(f64, f64)> {
     [p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us]
         .iter()
         .enumerate()
@@ -21,11 +22,13 @@ fn pct_points(p: &Pct, scale: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn row(out: &mut String, cells: &[String]) {
+/// One Markdown table row.
+pub(crate) fn row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
 }
 
-fn header(out: &mut String, cells: &[&str]) {
+/// A Markdown table's header row and its separator.
+pub(crate) fn header(out: &mut String, cells: &[&str]) {
     row(
         out,
         &cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>(),
@@ -36,8 +39,37 @@ fn header(out: &mut String, cells: &[&str]) {
     );
 }
 
+/// A numbered section's heading and the paragraph that says how its figures were taken.
+pub(crate) fn section(out: &mut String, heading: &str, intro: &str) {
+    let _ = writeln!(out, "\n## {heading}\n\n{intro}\n");
+}
+
+/// What a target adds over `d` (direct, or another baseline), or a dash when `d` is missing.
 fn added(t: f64, d: Option<f64>) -> String {
     d.map_or("—".into(), |d| fmt_signed(t - d))
+}
+
+/// Where the report's charts go: SVG files named after the report, beside it.
+pub(crate) struct Charts<'a> {
+    dir: &'a Path,
+    stem: &'a str,
+}
+
+impl Charts<'_> {
+    /// Draws the chart `name` beside the report and links it from the text as `alt`.
+    pub fn draw(
+        &self,
+        out: &mut String,
+        name: &str,
+        alt: &str,
+        chart: &Chart<'_>,
+        series: &[Series],
+    ) -> anyhow::Result<()> {
+        let file = format!("{}-{name}.svg", self.stem);
+        charts::draw(&self.dir.join(&file), chart, series)?;
+        let _ = writeln!(out, "\n![{alt}]({file})");
+        Ok(())
+    }
 }
 
 /// Writes the report, its charts and its JSON; returns the report's path.
@@ -46,13 +78,46 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let machine = r.meta.get("machine").cloned().unwrap_or_default();
     let mode = r.meta.get("mode").cloned().unwrap_or_default();
+    // A full run is the reference one: only the others carry their mode in the name.
     let stem = if mode == "full" {
         format!("{date}-{machine}")
     } else {
         format!("{date}-{machine}-{mode}")
     };
-    let chart = |name: &str| format!("{stem}-{name}.svg");
+    let charts = Charts {
+        dir: out_dir,
+        stem: &stem,
+    };
     let mut out = String::new();
+    heading(&mut out, r, &machine, &mode);
+    verdict_table(&mut out, verdicts(r));
+    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem) {
+        out.push_str(&crate::compare::section(&previous, &path, r));
+    }
+    concurrency_one(&mut out, r, &charts)?;
+    features(&mut out, r);
+    open_loop(&mut out, r, &charts)?;
+    crate::report_tail::streams(&mut out, r, &charts)?;
+    crate::report_tail::stalls(&mut out, r);
+    crate::report_tail::memory(&mut out, r, &charts)?;
+    crate::report_tail::cpu(&mut out, r);
+    crate::report_tail::propagation(&mut out, r, &charts)?;
+    profile(&mut out, r);
+    let _ = writeln!(
+        out,
+        "\n---\nRaw figures: [`{stem}.json`]({stem}.json). How to read this report: [`loadtest/README.md`](../README.md)."
+    );
+    let path = out_dir.join(format!("{stem}.md"));
+    std::fs::write(&path, out)?;
+    std::fs::write(
+        out_dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(r)?,
+    )?;
+    Ok(path)
+}
+
+/// The title, the run's metadata table, other work on the machine and the run's notes.
+fn heading(out: &mut String, r: &Results, machine: &str, mode: &str) {
     let _ = writeln!(
         out,
         "# Tollgate load test: {} on {machine} ({mode} run)\n",
@@ -64,9 +129,9 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
             "> **Smoke run**: every phase at a minimal size on whatever build CI has. No figure here means anything.\n"
         );
     }
-    header(&mut out, &["", ""]);
+    header(out, &["", ""]);
     for (k, v) in &r.meta {
-        row(&mut out, &[k.clone(), v.clone()]);
+        row(out, &[k.clone(), v.clone()]);
     }
     if !r.other_work.is_empty() {
         let phases: Vec<String> = r
@@ -84,32 +149,32 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     for note in &r.notes {
         let _ = writeln!(out, "- Note: {note}");
     }
+}
 
+/// The table of every target with its goal, what was measured and whether it was met.
+fn verdict_table(out: &mut String, verdicts: Vec<Verdict>) {
     let _ = writeln!(out, "\n## Verdict against the issue's targets\n");
-    header(
-        &mut out,
-        &["target", "goal", "measured (same run)", "verdict"],
-    );
-    for v in verdicts(r) {
-        let verdict = match v.met {
-            Some(true) => format!("✅ {}", v.margin),
-            Some(false) => format!("❌ {}", v.margin),
-            None => format!("— {}", v.margin),
+    header(out, &["target", "goal", "measured (same run)", "verdict"]);
+    for v in verdicts {
+        let mark = match v.met {
+            Some(true) => "✅",
+            Some(false) => "❌",
+            None => "—",
         };
-        row(&mut out, &[v.target, v.goal, v.measured, verdict]);
+        let verdict = format!("{mark} {}", v.margin);
+        row(out, &[v.target, v.goal, v.measured, verdict]);
     }
-    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem) {
-        out.push_str(&crate::compare::section(&previous, &path, r));
-    }
+}
 
-    // 1. Concurrency 1.
-    let _ = writeln!(out, "\n## 1. Added latency at concurrency 1\n");
-    let _ = writeln!(
+/// Section 1: latency at concurrency 1, with what each target adds over direct.
+fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
+    section(
         out,
-        "One connection, one request at a time, blocks interleaved across targets. Added = target minus direct, percentile by percentile.\n"
+        "1. Added latency at concurrency 1",
+        "One connection, one request at a time, blocks interleaved across targets. Added = target minus direct, percentile by percentile.",
     );
     header(
-        &mut out,
+        out,
         &[
             "target",
             "requests",
@@ -125,7 +190,7 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     let d = r.c1.get(DIRECT);
     for (name, s) in &r.c1 {
         row(
-            &mut out,
+            out,
             &[
                 name.clone(),
                 s.ok.to_string(),
@@ -146,8 +211,10 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
                 points: pct_points(&s.latency, 1.0),
             })
             .collect();
-    charts::draw(
-        &out_dir.join(chart("c1")),
+    charts.draw(
+        out,
+        "c1",
+        "latency at concurrency 1",
         &Chart {
             title: "Latency at concurrency 1",
             x_desc: "percentile",
@@ -158,196 +225,7 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
             h_lines: &[],
         },
         &series,
-    )?;
-    let _ = writeln!(out, "\n![latency at concurrency 1]({})", chart("c1"));
-    features(&mut out, r);
-
-    // 2. Open loop.
-    let _ = writeln!(
-        out,
-        "\n## 2. Open-loop load: added latency and the throughput frontier\n"
-    );
-    let _ = writeln!(
-        out,
-        "Constant arrival rate; latency from each request's intended send time (coordinated-omission safe). Late = sends that left more than 1 ms after their intended time (a generator limit, not the target's).\n"
-    );
-    header(
-        &mut out,
-        &[
-            "RPS",
-            "target",
-            "ok / sent",
-            "errors",
-            "late sends",
-            "p50",
-            "p99",
-            "p99.9",
-            "added p50",
-            "added p99",
-        ],
-    );
-    for (rate, by) in &r.rates {
-        let d = by.get(DIRECT);
-        for (name, s) in by {
-            let errors = if s.errors.is_empty() {
-                "0".into()
-            } else {
-                format!("{:?}", s.errors)
-            };
-            row(
-                &mut out,
-                &[
-                    rate.to_string(),
-                    name.clone(),
-                    format!("{} / {}", s.ok, s.sent),
-                    errors,
-                    s.late_sends.to_string(),
-                    fmt_us(s.latency.p50_us),
-                    fmt_us(s.latency.p99_us),
-                    fmt_us(s.latency.p999_us),
-                    added(s.latency.p50_us, d.map(|d| d.latency.p50_us)),
-                    added(s.latency.p99_us, d.map(|d| d.latency.p99_us)),
-                ],
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\n**Throughput frontier**: highest offered rate with p99 within the bound, no errors. `direct` is the mock's own ceiling with this generator on this machine.\n"
-    );
-    header(
-        &mut out,
-        &[
-            "target",
-            "p99 ≤ 1 ms",
-            "p99 ≤ 5 ms",
-            "p99 ≤ 10 ms",
-            "sustained (≥ 99 % ok, p99 ≤ 1 s)",
-            "highest rate tried",
-        ],
-    );
-    let mut names: Vec<String> = r.rates.values().flat_map(|m| m.keys().cloned()).collect();
-    names.sort();
-    names.dedup();
-    let fmt_rate = |v: Option<u64>| v.map_or("none".into(), |v| format!("{v} RPS"));
-    for name in &names {
-        let tried = r
-            .rates
-            .iter()
-            .filter(|(_, m)| m.contains_key(name))
-            .map(|(k, _)| *k)
-            .max();
-        row(
-            &mut out,
-            &[
-                name.clone(),
-                fmt_rate(r.frontier(name, 1.0)),
-                fmt_rate(r.frontier(name, 5.0)),
-                fmt_rate(r.frontier(name, 10.0)),
-                fmt_rate(r.sustained(name)),
-                fmt_rate(tried),
-            ],
-        );
-    }
-    if let Some((name, rate)) = litellm_best(r) {
-        let _ = writeln!(
-            out,
-            "\nLiteLLM's best configuration here: `{name}`, {rate} RPS sustained."
-        );
-    }
-    let series: Vec<Series> = names
-        .iter()
-        .map(|n| Series {
-            name: n.clone(),
-            points: r
-                .rates
-                .iter()
-                .filter_map(|(rate, m)| {
-                    m.get(n).map(|s| (*rate as f64, s.latency.p99_us / 1_000.0))
-                })
-                .collect(),
-        })
-        .collect();
-    charts::draw(
-        &out_dir.join(chart("frontier")),
-        &Chart {
-            title: "p99 against offered rate",
-            x_desc: "offered RPS (log)",
-            y_desc: "p99 ms (log)",
-            log_x: true,
-            log_y: true,
-            x_names: None,
-            h_lines: &[(1.0, "1 ms"), (5.0, "5 ms"), (10.0, "10 ms")],
-        },
-        &series,
-    )?;
-    let _ = writeln!(out, "\n![p99 against rate]({})", chart("frontier"));
-    let added_series = |name: String, target: &str, pick: fn(&Summary) -> f64| Series {
-        name,
-        points: r
-            .rates
-            .iter()
-            .filter_map(|(rate, m)| match (m.get(target), m.get(DIRECT)) {
-                (Some(s), Some(d)) => Some((*rate as f64, pick(s) - pick(d))),
-                _ => None,
-            })
-            .collect(),
-    };
-    let mut series = Vec::new();
-    for name in [FLOOR, TOLLGATE] {
-        series.push(added_series(format!("{name} added p50"), name, |s| {
-            s.latency.p50_us
-        }));
-        series.push(added_series(format!("{name} added p99"), name, |s| {
-            s.latency.p99_us
-        }));
-    }
-    charts::draw(
-        &out_dir.join(chart("added")),
-        &Chart {
-            title: "Added latency over direct, open loop",
-            x_desc: "offered RPS",
-            y_desc: "µs",
-            log_x: false,
-            log_y: false,
-            x_names: None,
-            h_lines: &[],
-        },
-        &series,
-    )?;
-    let _ = writeln!(out, "\n![added latency against rate]({})", chart("added"));
-
-    crate::report_tail::streams_memory_cpu(&mut out, r, out_dir, &chart)?;
-    crate::report_tail::propagation(&mut out, r, out_dir, &chart)?;
-    if let Some(profile) = &r.profile {
-        let _ = writeln!(
-            out,
-            "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n"
-        );
-        if let (Some(t), Some(f)) = (r.cpu.get(TOLLGATE), r.cpu.get(FLOOR)) {
-            let _ = writeln!(
-                out,
-                "The edge spends {} of CPU per request against floor-proxy's {} ({:.1}×); with the aggregator and control plane, {}. On 2 cores shared with the generator and the mock, that CPU is what sets the frontier and, queued behind other work, the tail.\n",
-                fmt_us(t.us_per_request),
-                fmt_us(f.us_per_request),
-                t.us_per_request / f.us_per_request.max(0.001),
-                fmt_us(t.whole_us_per_request)
-            );
-        }
-        let _ = writeln!(out, "```\n{profile}\n```");
-    }
-    let _ = writeln!(
-        out,
-        "\n---\nRaw figures: [`{stem}.json`]({stem}.json). How to read this report: [`loadtest/README.md`](../README.md)."
-    );
-    let path = out_dir.join(format!("{stem}.md"));
-    std::fs::write(&path, out)?;
-    std::fs::write(
-        out_dir.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(r)?,
-    )?;
-    let _ = rss_at;
-    Ok(path)
+    )
 }
 
 /// Tollgate's guardrail and cache figures beside the same request without them.
@@ -392,4 +270,213 @@ fn features(out: &mut String, r: &Results) {
             ],
         );
     }
+}
+
+/// Section 2: every open-loop round, the throughput frontier and their charts.
+fn open_loop(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
+    section(
+        out,
+        "2. Open-loop load: added latency and the throughput frontier",
+        "Constant arrival rate; latency from each request's intended send time (coordinated-omission safe). Late = sends that left more than 1 ms after their intended time (a generator limit, not the target's).",
+    );
+    open_loop_rounds(out, r);
+    let names = rate_targets(r);
+    frontier(out, r, &names);
+    frontier_chart(out, r, &names, charts)?;
+    added_chart(out, r, charts)
+}
+
+/// Every target measured in the open-loop rounds, by name.
+fn rate_targets(r: &Results) -> Vec<String> {
+    let mut names: Vec<String> = r.rates.values().flat_map(|m| m.keys().cloned()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One row per offered rate and target: what was answered, and how late.
+fn open_loop_rounds(out: &mut String, r: &Results) {
+    header(
+        out,
+        &[
+            "RPS",
+            "target",
+            "ok / sent",
+            "errors",
+            "late sends",
+            "p50",
+            "p99",
+            "p99.9",
+            "added p50",
+            "added p99",
+        ],
+    );
+    for (rate, by) in &r.rates {
+        let d = by.get(DIRECT);
+        for (name, s) in by {
+            let errors = if s.errors.is_empty() {
+                "0".into()
+            } else {
+                format!("{:?}", s.errors)
+            };
+            row(
+                out,
+                &[
+                    rate.to_string(),
+                    name.clone(),
+                    format!("{} / {}", s.ok, s.sent),
+                    errors,
+                    s.late_sends.to_string(),
+                    fmt_us(s.latency.p50_us),
+                    fmt_us(s.latency.p99_us),
+                    fmt_us(s.latency.p999_us),
+                    added(s.latency.p50_us, d.map(|d| d.latency.p50_us)),
+                    added(s.latency.p99_us, d.map(|d| d.latency.p99_us)),
+                ],
+            );
+        }
+    }
+}
+
+/// The throughput frontier table and LiteLLM's best configuration.
+fn frontier(out: &mut String, r: &Results, names: &[String]) {
+    let _ = writeln!(
+        out,
+        "\n**Throughput frontier**: highest offered rate with p99 within the bound, no errors. `direct` is the mock's own ceiling with this generator on this machine.\n"
+    );
+    header(
+        out,
+        &[
+            "target",
+            "p99 ≤ 1 ms",
+            "p99 ≤ 5 ms",
+            "p99 ≤ 10 ms",
+            "sustained (≥ 99 % ok, p99 ≤ 1 s)",
+            "highest rate tried",
+        ],
+    );
+    let fmt_rate = |v: Option<u64>| v.map_or("none".into(), |v| format!("{v} RPS"));
+    for name in names {
+        let tried = r
+            .rates
+            .iter()
+            .filter(|(_, m)| m.contains_key(name))
+            .map(|(k, _)| *k)
+            .max();
+        row(
+            out,
+            &[
+                name.clone(),
+                fmt_rate(r.frontier(name, 1.0)),
+                fmt_rate(r.frontier(name, 5.0)),
+                fmt_rate(r.frontier(name, 10.0)),
+                fmt_rate(r.sustained(name)),
+                fmt_rate(tried),
+            ],
+        );
+    }
+    if let Some((name, rate)) = litellm_best(r) {
+        let _ = writeln!(
+            out,
+            "\nLiteLLM's best configuration here: `{name}`, {rate} RPS sustained."
+        );
+    }
+}
+
+/// The chart of p99 against offered rate, one line per target.
+fn frontier_chart(
+    out: &mut String,
+    r: &Results,
+    names: &[String],
+    charts: &Charts,
+) -> anyhow::Result<()> {
+    let series: Vec<Series> = names
+        .iter()
+        .map(|n| Series {
+            name: n.clone(),
+            points: r
+                .rates
+                .iter()
+                .filter_map(|(rate, m)| {
+                    m.get(n).map(|s| (*rate as f64, s.latency.p99_us / 1_000.0))
+                })
+                .collect(),
+        })
+        .collect();
+    charts.draw(
+        out,
+        "frontier",
+        "p99 against rate",
+        &Chart {
+            title: "p99 against offered rate",
+            x_desc: "offered RPS (log)",
+            y_desc: "p99 ms (log)",
+            log_x: true,
+            log_y: true,
+            x_names: None,
+            h_lines: &[(1.0, "1 ms"), (5.0, "5 ms"), (10.0, "10 ms")],
+        },
+        &series,
+    )
+}
+
+/// The chart of floor-proxy's and Tollgate's added p50 and p99 against offered rate.
+fn added_chart(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
+    let added_series = |name: String, target: &str, pick: fn(&Summary) -> f64| Series {
+        name,
+        points: r
+            .rates
+            .iter()
+            .filter_map(|(rate, m)| match (m.get(target), m.get(DIRECT)) {
+                (Some(s), Some(d)) => Some((*rate as f64, pick(s) - pick(d))),
+                _ => None,
+            })
+            .collect(),
+    };
+    let mut series = Vec::new();
+    for name in [FLOOR, TOLLGATE] {
+        series.push(added_series(format!("{name} added p50"), name, |s| {
+            s.latency.p50_us
+        }));
+        series.push(added_series(format!("{name} added p99"), name, |s| {
+            s.latency.p99_us
+        }));
+    }
+    charts.draw(
+        out,
+        "added",
+        "added latency against rate",
+        &Chart {
+            title: "Added latency over direct, open loop",
+            x_desc: "offered RPS",
+            y_desc: "µs",
+            log_x: false,
+            log_y: false,
+            x_names: None,
+            h_lines: &[],
+        },
+        &series,
+    )
+}
+
+/// The edge's CPU profile, when a missed target made the run take one.
+fn profile(out: &mut String, r: &Results) {
+    let Some(profile) = &r.profile else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n"
+    );
+    if let (Some(t), Some(f)) = (r.cpu.get(TOLLGATE), r.cpu.get(FLOOR)) {
+        let _ = writeln!(
+            out,
+            "The edge spends {} of CPU per request against floor-proxy's {} ({:.1}×); with the aggregator and control plane, {}. On 2 cores shared with the generator and the mock, that CPU is what sets the frontier and, queued behind other work, the tail.\n",
+            fmt_us(t.us_per_request),
+            fmt_us(f.us_per_request),
+            t.us_per_request / f.us_per_request.max(0.001),
+            fmt_us(t.whole_us_per_request)
+        );
+    }
+    let _ = writeln!(out, "```\n{profile}\n```");
 }

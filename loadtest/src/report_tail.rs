@@ -1,51 +1,24 @@
 //! The report's sections on streams, memory, CPU and policy propagation.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use crate::charts::{self, Chart, Series};
-use crate::results::{Pct, Results};
-use crate::suite::{DIRECT, TOLLGATE};
+use crate::charts::{Chart, Series};
+use crate::report::{Charts, PCT_NAMES, header, pct_points, row, section};
+use crate::results::{Pct, Propagation, Results};
+use crate::suite::DIRECT;
 use crate::verdict::{fmt_us, rss_at};
 
-const PCT_NAMES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
-
-fn pct_points(p: &Pct, scale: f64) -> Vec<(f64, f64)> {
-    [p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us]
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as f64, v / scale))
-        .collect()
+/// What a stream figure adds over direct's, or a dash when direct was not measured.
+fn added_us(t: f64, d: Option<f64>) -> String {
+    d.map_or("—".into(), |d| format!("{:+.1} µs", t - d))
 }
 
-fn row(out: &mut String, cells: &[String]) {
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
-}
-
-fn header(out: &mut String, cells: &[&str]) {
-    row(
+/// Section 3: time to first token and per-chunk delay on streams, with its chart.
+pub fn streams(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
+    section(
         out,
-        &cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>(),
-    );
-    row(
-        out,
-        &cells.iter().map(|_| "---".to_owned()).collect::<Vec<_>>(),
-    );
-}
-
-pub fn streams_memory_cpu(
-    out: &mut String,
-    r: &Results,
-    dir: &Path,
-    chart: &dyn Fn(&str) -> String,
-) -> anyhow::Result<()> {
-    let _ = writeln!(
-        out,
-        "\n## 3. Streams: time to first token and per-chunk delay\n"
-    );
-    let _ = writeln!(
-        out,
-        "Closed loop of streaming chat requests (16 chunks, 5 ms apart). TTFT = send to first content chunk. Chunk delay = arrival minus the mock's wall-clock stamp in each chunk: the time a chunk spends between the mock and the client.\n"
+        "3. Streams: time to first token and per-chunk delay",
+        "Closed loop of streaming chat requests (16 chunks, 5 ms apart). TTFT = send to first content chunk. Chunk delay = arrival minus the mock's wall-clock stamp in each chunk: the time a chunk spends between the mock and the client.",
     );
     header(
         out,
@@ -73,14 +46,10 @@ pub fn streams_memory_cpu(
                 s.errors.to_string(),
                 fmt_us(s.ttft.p50_us),
                 fmt_us(s.ttft.p99_us),
-                d.map_or("—".into(), |d| {
-                    format!("{:+.1} µs", s.ttft.p99_us - d.ttft.p99_us)
-                }),
+                added_us(s.ttft.p99_us, d.map(|d| d.ttft.p99_us)),
                 fmt_us(s.chunk_delay.p50_us),
                 fmt_us(s.chunk_delay.p99_us),
-                d.map_or("—".into(), |d| {
-                    format!("{:+.1} µs", s.chunk_delay.p99_us - d.chunk_delay.p99_us)
-                }),
+                added_us(s.chunk_delay.p99_us, d.map(|d| d.chunk_delay.p99_us)),
             ],
         );
     }
@@ -92,8 +61,10 @@ pub fn streams_memory_cpu(
             points: pct_points(&s.ttft, 1.0),
         })
         .collect();
-    charts::draw(
-        &dir.join(chart("ttft")),
+    charts.draw(
+        out,
+        "ttft",
+        "TTFT",
         &Chart {
             title: "Time to first token",
             x_desc: "percentile",
@@ -104,8 +75,11 @@ pub fn streams_memory_cpu(
             h_lines: &[],
         },
         &series,
-    )?;
-    let _ = writeln!(out, "\n![TTFT]({})", chart("ttft"));
+    )
+}
+
+/// The stall check: many slow streams at once, and how many of them stalled.
+pub fn stalls(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\n**Stall check**: many concurrent slow streams (chunks 100 ms apart); a stream stalls when a gap between chunks passes 1 s or it ends early.\n"
@@ -138,11 +112,14 @@ pub fn streams_memory_cpu(
             ],
         );
     }
+}
 
-    let _ = writeln!(out, "\n## 4. Memory with idle streams held open\n");
-    let _ = writeln!(
+/// Section 4: resident memory with idle streams held open, with its chart.
+pub fn memory(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
+    section(
         out,
-        "Streams that received their first chunk and then go idle, held through the target; resident memory (VmRSS of the process and its children) while they are held.\n"
+        "4. Memory with idle streams held open",
+        "Streams that received their first chunk and then go idle, held through the target; resident memory (VmRSS of the process and its children) while they are held.",
     );
     header(
         out,
@@ -190,8 +167,10 @@ pub fn streams_memory_cpu(
                 .collect(),
         })
         .collect();
-    charts::draw(
-        &dir.join(chart("rss")),
+    charts.draw(
+        out,
+        "rss",
+        "RSS",
         &Chart {
             title: "Resident memory with held streams",
             x_desc: "idle streams held",
@@ -202,13 +181,15 @@ pub fn streams_memory_cpu(
             h_lines: &[(300.0, "300 MB target at 10,000")],
         },
         &series,
-    )?;
-    let _ = writeln!(out, "\n![RSS]({})", chart("rss"));
+    )
+}
 
-    let _ = writeln!(out, "\n## 5. CPU time per request\n");
-    let _ = writeln!(
+/// Section 5: CPU time per request, the target's own and its whole.
+pub fn cpu(out: &mut String, r: &Results) {
+    section(
         out,
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only).\n"
+        "5. CPU time per request",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only).",
     );
     header(
         out,
@@ -232,61 +213,14 @@ pub fn streams_memory_cpu(
             ],
         );
     }
-    let _ = TOLLGATE;
-    Ok(())
 }
 
-pub fn propagation(
-    out: &mut String,
-    r: &Results,
-    dir: &Path,
-    chart: &dyn Fn(&str) -> String,
-) -> anyhow::Result<()> {
+/// Section 6, when the run measured it: policy propagation per edge, revocation, and a chart.
+pub fn propagation(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<()> {
     let Some(p) = &r.propagation else {
         return Ok(());
     };
-    let _ = writeln!(
-        out,
-        "\n## 6. Policy propagation across {} edges\n",
-        p.per_edge.len()
-    );
-    let _ = writeln!(
-        out,
-        "{} changes at {:.0} per second ({}), each from the admin API's answer (the commit acknowledged) until the edge's `/health/ready` showed that sequence applied. `/health/ready` was polled every {:.0} µs on average: that is the resolution.\n",
-        p.changes,
-        p.change_rate,
-        p.kinds
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        p.poll_interval_us
-    );
-    header(out, &["edge", "changes seen", "p50", "p90", "p99", "max"]);
-    for (i, e) in p.per_edge.iter().enumerate() {
-        row(
-            out,
-            &[
-                format!("edge-{i}"),
-                e.count.to_string(),
-                fmt_us(e.p50_us),
-                fmt_us(e.p90_us),
-                fmt_us(e.p99_us),
-                fmt_us(e.max_us),
-            ],
-        );
-    }
-    row(
-        out,
-        &[
-            "all".into(),
-            p.all.count.to_string(),
-            fmt_us(p.all.p50_us),
-            fmt_us(p.all.p90_us),
-            fmt_us(p.all.p99_us),
-            fmt_us(p.all.max_us),
-        ],
-    );
+    propagation_table(out, p);
     let _ = writeln!(
         out,
         "\nRevocation of a key in use: from the revoke call's answer until that edge answered the key with 401 (requests sent back to back): p50 {}, p99 {}, max {} over {} edge observations; {} failures; {} requests served by an edge after it reported the revocation applied.",
@@ -306,8 +240,10 @@ pub fn propagation(
             points: pct_points(e, 1_000.0),
         })
         .collect();
-    charts::draw(
-        &dir.join(chart("propagation")),
+    charts.draw(
+        out,
+        "propagation",
+        "propagation",
         &Chart {
             title: "Commit to applied, per edge",
             x_desc: "percentile",
@@ -318,7 +254,41 @@ pub fn propagation(
             h_lines: &[(100.0, "100 ms target (p99)")],
         },
         &series,
-    )?;
-    let _ = writeln!(out, "\n![propagation]({})", chart("propagation"));
-    Ok(())
+    )
+}
+
+/// What the propagation run changed, and commit-to-applied per edge and over all edges.
+fn propagation_table(out: &mut String, p: &Propagation) {
+    let kinds: Vec<String> = p.kinds.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    section(
+        out,
+        &format!("6. Policy propagation across {} edges", p.per_edge.len()),
+        &format!(
+            "{} changes at {:.0} per second ({}), each from the admin API's answer (the commit acknowledged) until the edge's `/health/ready` showed that sequence applied. `/health/ready` was polled every {:.0} µs on average: that is the resolution.",
+            p.changes,
+            p.change_rate,
+            kinds.join(", "),
+            p.poll_interval_us
+        ),
+    );
+    header(out, &["edge", "changes seen", "p50", "p90", "p99", "max"]);
+    for (i, e) in p.per_edge.iter().enumerate() {
+        latency_row(out, format!("edge-{i}"), e);
+    }
+    latency_row(out, "all".into(), &p.all);
+}
+
+/// One row of the propagation table: how many changes were seen, and how fast.
+fn latency_row(out: &mut String, label: String, e: &Pct) {
+    row(
+        out,
+        &[
+            label,
+            e.count.to_string(),
+            fmt_us(e.p50_us),
+            fmt_us(e.p90_us),
+            fmt_us(e.p99_us),
+            fmt_us(e.max_us),
+        ],
+    );
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::litellm::LiteLlm;
 use crate::plan::Plan;
 use crate::procs::{Proc, answers};
 use crate::results::Results;
@@ -167,16 +168,17 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "machine".into())
 }
 
-/// Runs the suite and returns the report's path.
-pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
-    let plan = if options.smoke {
-        Plan::smoke()
-    } else if options.quick {
-        Plan::quick()
-    } else {
-        Plan::full()
-    };
-    let exe_dir = std::env::current_exe()?
+/// The binaries a run starts, and the profile they were built with.
+struct Binaries {
+    /// Where `mock-provider` and `floor-proxy` are: next to this binary.
+    dir: PathBuf,
+    tollgate: PathBuf,
+    release: bool,
+}
+
+/// Builds the binaries unless told not to, and finds the `tollgate` binary to measure.
+fn binaries(options: &Options) -> anyhow::Result<Binaries> {
+    let dir = std::env::current_exe()?
         .parent()
         .context("the binary's directory")?
         .to_owned();
@@ -185,31 +187,34 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     if !options.no_build {
         build(release)?;
     }
-    let tollgate_bin = options
+    let tollgate = options
         .tollgate_bin
         .clone()
-        .unwrap_or_else(|| exe_dir.join("tollgate"));
-    if !tollgate_bin.exists() {
-        bail!("no tollgate binary at {}", tollgate_bin.display());
+        .unwrap_or_else(|| dir.join("tollgate"));
+    if !tollgate.exists() {
+        bail!("no tollgate binary at {}", tollgate.display());
     }
     if !release && !options.smoke {
         eprintln!(
             "loadtest: WARNING: a debug build; run with --release for figures that mean anything"
         );
     }
-    let run_dir = std::env::temp_dir().join(format!(
-        "tollgate-loadtest-{}",
-        chrono::Utc::now().format("%Y%m%d-%H%M%S")
-    ));
-    std::fs::create_dir_all(&run_dir)?;
-    eprintln!("loadtest: {} run, logs in {}", plan.mode, run_dir.display());
+    Ok(Binaries {
+        dir,
+        tollgate,
+        release,
+    })
+}
+
+/// The results of a run before any phase: the machine, the build and where the logs go.
+fn first_results(plan: &Plan, bins: &Binaries, run_dir: &Path) -> Results {
     let mut results = Results {
-        meta: machine_meta(&plan, &tollgate_bin),
+        meta: machine_meta(plan, &bins.tollgate),
         ..Default::default()
     };
     results.meta.insert(
         "build".into(),
-        if release { "release" } else { "debug" }.into(),
+        if bins.release { "release" } else { "debug" }.into(),
     );
     results
         .meta
@@ -220,56 +225,87 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
                 .into(),
         );
     }
+    results
+}
 
-    let infra = infra().await?;
-    let mut mock_cmd = Command::new(exe_dir.join("mock-provider"));
-    mock_cmd.args(["--chunks", "16", "--chunk-delay-ms", "5", "--workers", "1"]);
-    let mock = Proc::spawn("mock-provider", mock_cmd, &run_dir.join("mock.log"), true)?;
-    let mut floor_cmd = Command::new(exe_dir.join("floor-proxy"));
-    floor_cmd.args(["--upstream", &mock.addr, "--workers", "2"]);
-    let floor = Proc::spawn("floor-proxy", floor_cmd, &run_dir.join("floor.log"), true)?;
-    eprintln!("loadtest: starting Tollgate (control plane, edge, aggregator)");
-    let mut stack = Stack::start(&tollgate_bin, &infra, 1, &mock.addr, &run_dir).await?;
+/// Starts a floor-proxy in front of `upstream`, logging to `log` in `run_dir`.
+fn floor_proxy(
+    bins: &Binaries,
+    name: &str,
+    upstream: &str,
+    run_dir: &Path,
+    log: &str,
+) -> anyhow::Result<Proc> {
+    let mut command = Command::new(bins.dir.join("floor-proxy"));
+    command.args(["--upstream", upstream, "--workers", "2"]);
+    Proc::spawn(name, command, &run_dir.join(log), true)
+}
 
+/// Installs LiteLLM and starts it with one and with two workers; what fails becomes a note.
+async fn start_litellms(
+    options: &Options,
+    mock: &str,
+    run_dir: &Path,
+    results: &mut Results,
+) -> anyhow::Result<Vec<LiteLlm>> {
     let mut litellms = Vec::new();
     if options.no_litellm {
         results.notes.push("LiteLLM skipped (--no-litellm).".into());
-    } else {
-        let python = options.python.clone();
-        match tokio::task::spawn_blocking(move || litellm::install(&python)).await? {
-            Ok(version) => {
-                results.meta.insert("litellm".into(), version);
-                for workers in [1, 2] {
-                    match litellm::start(&mock.addr, workers, &run_dir).await {
-                        Ok(l) => litellms.push(l),
-                        Err(e) => results.notes.push(format!(
-                            "LiteLLM with {workers} worker(s) did not start: {e:#}"
-                        )),
-                    }
+        return Ok(litellms);
+    }
+    let python = options.python.clone();
+    match tokio::task::spawn_blocking(move || litellm::install(&python)).await? {
+        Ok(version) => {
+            results.meta.insert("litellm".into(), version);
+            for workers in [1, 2] {
+                match litellm::start(mock, workers, run_dir).await {
+                    Ok(l) => litellms.push(l),
+                    Err(e) => results.notes.push(format!(
+                        "LiteLLM with {workers} worker(s) did not start: {e:#}"
+                    )),
                 }
             }
-            Err(e) => results.notes.push(format!(
-                "LiteLLM could not be installed, so it is not measured: {e:#}"
-            )),
         }
+        Err(e) => results.notes.push(format!(
+            "LiteLLM could not be installed, so it is not measured: {e:#}"
+        )),
     }
+    Ok(litellms)
+}
 
+/// A target served by one process, which is both its own and its whole.
+fn single<'a>(name: &'static str, authority: &str, auth: String, proc: &'a Proc) -> Target<'a> {
+    Target {
+        name,
+        authority: authority.to_owned(),
+        auth,
+        main: proc,
+        all: vec![proc],
+    }
+}
+
+/// A LiteLLM proxy as a target, named by its worker count.
+fn litellm_target(l: &LiteLlm) -> Target<'_> {
+    let name = if l.workers > 1 { LITELLM_2W } else { LITELLM };
+    single(
+        name,
+        &l.addr,
+        format!("Bearer {}", litellm::MASTER_KEY),
+        &l.proc,
+    )
+}
+
+/// Every target measured under load: direct, floor-proxy, Tollgate and each LiteLLM.
+fn load_targets<'a>(
+    mock: &'a Proc,
+    floor: &'a Proc,
+    stack: &'a Stack,
+    litellms: &'a [LiteLlm],
+) -> Vec<Target<'a>> {
     let edge = &stack.edges[0];
     let mut targets = vec![
-        Target {
-            name: DIRECT,
-            authority: mock.addr.clone(),
-            auth: "Bearer sk-direct".into(),
-            main: &mock,
-            all: vec![&mock],
-        },
-        Target {
-            name: FLOOR,
-            authority: floor.addr.clone(),
-            auth: "Bearer sk-direct".into(),
-            main: &floor,
-            all: vec![&floor],
-        },
+        single(DIRECT, &mock.addr, "Bearer sk-direct".into(), mock),
+        single(FLOOR, &floor.addr, "Bearer sk-direct".into(), floor),
         Target {
             name: TOLLGATE,
             authority: edge.addr.clone(),
@@ -278,37 +314,65 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
             all: stack.processes(),
         },
     ];
-    for l in &litellms {
-        let name = if l.workers > 1 { LITELLM_2W } else { LITELLM };
-        targets.push(Target {
-            name,
-            authority: l.addr.clone(),
-            auth: format!("Bearer {}", litellm::MASTER_KEY),
-            main: &l.proc,
-            all: vec![&l.proc],
-        });
-    }
-    suite::sanity(&targets, &mut results.notes).await?;
+    targets.extend(litellms.iter().map(litellm_target));
+    targets
+}
+
+/// The phases under load: concurrency 1, features, open-loop rates, streams and CPU.
+async fn load_phases(
+    plan: &Plan,
+    targets: &[Target<'_>],
+    phase: &mut Phase,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let all: Vec<&Target> = targets.iter().collect();
     let ours: Vec<&Target> = targets.iter().filter(|t| !t.is_litellm()).collect();
     let theirs: Vec<&Target> = targets.iter().filter(|t| t.is_litellm()).collect();
-    let best_litellm: Vec<&Target> = theirs
-        .iter()
-        .copied()
-        .filter(|t| t.name == LITELLM_2W)
-        .collect();
-
-    let mut phase = Phase::default();
     eprintln!("loadtest: concurrency 1");
-    phase.next(&mut results, "concurrency 1");
-    suite::concurrency_one(&plan, &all, &mut results).await?;
+    phase.next(results, "concurrency 1");
+    suite::concurrency_one(plan, &all, results).await?;
     if let Some(tollgate) = targets.iter().find(|t| t.name == suite::TOLLGATE) {
         eprintln!("loadtest: guardrail and cache at concurrency 1");
-        phase.next(&mut results, "features");
-        suite::features(&plan, tollgate, &mut results).await?;
+        phase.next(results, "features");
+        suite::features(plan, tollgate, results).await?;
     }
     eprintln!("loadtest: open-loop rates and the throughput ladder");
-    phase.next(&mut results, "open-loop rates");
+    phase.next(results, "open-loop rates");
+    open_loop(plan, &ours, &theirs, results).await?;
+    eprintln!("loadtest: streams");
+    phase.next(results, "streams");
+    results.streams = suite::streams(
+        plan,
+        &all,
+        "chat",
+        plan.stream_concurrency,
+        plan.stream_round,
+        plan.reps,
+    )
+    .await?;
+    let best_litellm = theirs.iter().copied().filter(|t| t.name == LITELLM_2W);
+    let stall_targets: Vec<&Target> = ours.iter().copied().chain(best_litellm).collect();
+    results.stall = suite::streams(
+        plan,
+        &stall_targets,
+        "slow",
+        plan.stall_concurrency,
+        plan.stall_round,
+        1,
+    )
+    .await?;
+    eprintln!("loadtest: CPU per request");
+    phase.next(results, "CPU per request");
+    suite::cpu(plan, &stall_targets, results).await
+}
+
+/// The open-loop rounds: our targets up the ladder and at the fixed rates, LiteLLM on its own.
+async fn open_loop(
+    plan: &Plan,
+    ours: &[&Target<'_>],
+    theirs: &[&Target<'_>],
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let mut rates: Vec<f64> = plan
         .ladder
         .iter()
@@ -318,105 +382,130 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     rates.sort_by(f64::total_cmp);
     rates.dedup();
     suite::ladder(
-        &plan,
-        &ours,
+        plan,
+        ours,
         &rates,
         &plan.fixed_rates,
         plan.round,
         suite::LADDER_P99_MS,
-        &mut results,
+        results,
     )
     .await?;
     if !theirs.is_empty() {
         suite::ladder(
-            &plan,
-            &theirs,
+            plan,
+            theirs,
             &plan.litellm_ladder,
             &[],
             plan.litellm_round,
             1_000.0,
-            &mut results,
+            results,
         )
         .await?;
     }
-    eprintln!("loadtest: streams");
-    phase.next(&mut results, "streams");
-    results.streams = suite::streams(
-        &plan,
-        &all,
-        "chat",
-        plan.stream_concurrency,
-        plan.stream_round,
-        plan.reps,
-    )
-    .await?;
-    let stall_targets: Vec<&Target> = ours.iter().chain(&best_litellm).copied().collect();
-    results.stall = suite::streams(
-        &plan,
-        &stall_targets,
-        "slow",
-        plan.stall_concurrency,
-        plan.stall_round,
-        1,
-    )
-    .await?;
-    eprintln!("loadtest: CPU per request");
-    phase.next(&mut results, "CPU per request");
-    suite::cpu(&plan, &stall_targets, &mut results).await?;
-    let edge_pid = stack.edges[0].proc.pid();
-    let edge_addr = stack.edges[0].addr.clone();
-    let key = stack.key.clone();
-    drop(targets);
+    Ok(())
+}
 
+/// Memory with held streams, on a fresh floor-proxy and a fresh edge (and LiteLLM as it is).
+async fn memory_phase(
+    plan: &Plan,
+    bins: &Binaries,
+    mock: &Proc,
+    run_dir: &Path,
+    stack: &mut Stack,
+    litellms: &[LiteLlm],
+    results: &mut Results,
+) -> anyhow::Result<()> {
     // Memory on processes that have served no load yet: a process that has just run at its
     // limit keeps the memory of its queues, which says nothing about what a stream costs.
-    eprintln!("loadtest: memory with held streams (fresh floor-proxy and edge)");
-    phase.next(&mut results, "memory");
     stack.add_edge().await?;
-    let mut floor_cmd = Command::new(exe_dir.join("floor-proxy"));
-    floor_cmd.args(["--upstream", &mock.addr, "--workers", "2"]);
-    let fresh_floor = Proc::spawn(
+    let fresh_floor = floor_proxy(
+        bins,
         "floor-proxy (fresh)",
-        floor_cmd,
-        &run_dir.join("floor-fresh.log"),
-        true,
+        &mock.addr,
+        run_dir,
+        "floor-fresh.log",
     )?;
-    {
-        let Some(fresh_edge) = stack.edges.last() else {
-            bail!("no edge")
-        };
-        let mut held = vec![
-            Target {
-                name: FLOOR,
-                authority: fresh_floor.addr.clone(),
-                auth: "Bearer sk-direct".into(),
-                main: &fresh_floor,
-                all: vec![&fresh_floor],
-            },
-            Target {
-                name: TOLLGATE,
-                authority: fresh_edge.addr.clone(),
-                auth: stack.key.clone(),
-                main: &fresh_edge.proc,
-                all: vec![&fresh_edge.proc],
-            },
-        ];
-        for l in litellms.iter().filter(|l| l.workers > 1) {
-            held.push(Target {
-                name: LITELLM_2W,
-                authority: l.addr.clone(),
-                auth: format!("Bearer {}", litellm::MASTER_KEY),
-                main: &l.proc,
-                all: vec![&l.proc],
-            });
-        }
-        let held: Vec<&Target> = held.iter().collect();
-        suite::memory(&plan, &held, &mut results).await?;
-    }
+    let Some(fresh_edge) = stack.edges.last() else {
+        bail!("no edge")
+    };
+    let mut held = vec![
+        single(
+            FLOOR,
+            &fresh_floor.addr,
+            "Bearer sk-direct".into(),
+            &fresh_floor,
+        ),
+        single(
+            TOLLGATE,
+            &fresh_edge.addr,
+            stack.key.clone(),
+            &fresh_edge.proc,
+        ),
+    ];
+    held.extend(
+        litellms
+            .iter()
+            .filter(|l| l.workers > 1)
+            .map(litellm_target),
+    );
+    let held: Vec<&Target> = held.iter().collect();
+    suite::memory(plan, &held, results).await?;
     if !litellms.is_empty() {
         results.notes.push("LiteLLM's memory is measured on the process that ran its load rounds (restarting it costs a minute); Tollgate's and floor-proxy's on fresh processes.".into());
     }
-    drop(fresh_floor);
+    Ok(())
+}
+
+/// Runs the suite and returns the report's path.
+pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
+    let plan = if options.smoke {
+        Plan::smoke()
+    } else if options.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let bins = binaries(&options)?;
+    let run_dir = std::env::temp_dir().join(format!(
+        "tollgate-loadtest-{}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+    ));
+    std::fs::create_dir_all(&run_dir)?;
+    eprintln!("loadtest: {} run, logs in {}", plan.mode, run_dir.display());
+    let mut results = first_results(&plan, &bins, &run_dir);
+
+    let infra = infra().await?;
+    let mut mock_cmd = Command::new(bins.dir.join("mock-provider"));
+    mock_cmd.args(["--chunks", "16", "--chunk-delay-ms", "5", "--workers", "1"]);
+    let mock = Proc::spawn("mock-provider", mock_cmd, &run_dir.join("mock.log"), true)?;
+    let floor = floor_proxy(&bins, "floor-proxy", &mock.addr, &run_dir, "floor.log")?;
+    eprintln!("loadtest: starting Tollgate (control plane, edge, aggregator)");
+    let mut stack = Stack::start(&bins.tollgate, &infra, 1, &mock.addr, &run_dir).await?;
+    let litellms = start_litellms(&options, &mock.addr, &run_dir, &mut results).await?;
+
+    let mut phase = Phase::default();
+    {
+        let targets = load_targets(&mock, &floor, &stack, &litellms);
+        suite::sanity(&targets, &mut results.notes).await?;
+        load_phases(&plan, &targets, &mut phase, &mut results).await?;
+    }
+    let edge_pid = stack.edges[0].proc.pid();
+    let edge_addr = stack.edges[0].addr.clone();
+    let key = stack.key.clone();
+
+    eprintln!("loadtest: memory with held streams (fresh floor-proxy and edge)");
+    phase.next(&mut results, "memory");
+    memory_phase(
+        &plan,
+        &bins,
+        &mock,
+        &run_dir,
+        &mut stack,
+        &litellms,
+        &mut results,
+    )
+    .await?;
     drop(litellms);
 
     eprintln!("loadtest: policy propagation across 3 edges");
@@ -434,7 +523,6 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
             Err(e) => results.notes.push(format!("No profile: {e:#}")),
         }
     }
-    let _ = LITELLM;
     drop(stack);
     drop(floor);
     drop(mock);

@@ -100,9 +100,23 @@ pub fn litellm_best(r: &Results) -> Option<(String, u64)> {
         .max_by_key(|(_, rate)| *rate)
 }
 
+/// Every target of the issue, judged on `r`, in the report's order.
 pub fn verdicts(r: &Results) -> Vec<Verdict> {
-    let mut out = Vec::new();
+    let mut out = added_at_concurrency_one(r);
+    out.push(cpu_per_request(r));
+    out.push(throughput_vs_floor(r));
+    out.push(throughput_vs_litellm(r));
+    out.extend(at_5000_rps(r));
+    out.extend(streams(r));
+    out.push(memory_per_stream(r));
+    out.extend(propagation(r));
+    out
+}
+
+/// Added p50 and p99 at concurrency 1, against floor-proxy's with some slack.
+fn added_at_concurrency_one(r: &Results) -> Vec<Verdict> {
     let (d, f, t) = (c1(r, DIRECT), c1(r, FLOOR), c1(r, TOLLGATE));
+    let mut out = Vec::new();
     for (name, pick, slack) in [
         (
             "p50",
@@ -135,8 +149,13 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
             true,
         ));
     }
+    out
+}
+
+/// The edge's CPU per request against twice floor-proxy's.
+fn cpu_per_request(r: &Results) -> Verdict {
     let (tc, fc) = (r.cpu.get(TOLLGATE), r.cpu.get(FLOOR));
-    out.push(judge(
+    judge(
         "CPU per request, edge",
         "≤ 2 × floor-proxy's".into(),
         match (tc, fc) {
@@ -154,9 +173,13 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         0.0,
         "µs",
         true,
-    ));
+    )
+}
+
+/// Tollgate's throughput frontier (p99 ≤ 10 ms) against 95 % of floor-proxy's.
+fn throughput_vs_floor(r: &Results) -> Verdict {
     let (tf, ff) = (r.frontier(TOLLGATE, 10.0), r.frontier(FLOOR, 10.0));
-    out.push(match (tf, ff) {
+    match (tf, ff) {
         (Some(tf), Some(ff)) => {
             let need = ff as f64 * 0.95;
             Verdict {
@@ -184,8 +207,12 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
             "",
             true,
         ),
-    });
-    out.push(match (tf, litellm_best(r)) {
+    }
+}
+
+/// Tollgate's throughput frontier (p99 ≤ 10 ms) against 50 × LiteLLM's best.
+fn throughput_vs_litellm(r: &Results) -> Verdict {
+    match (r.frontier(TOLLGATE, 10.0), litellm_best(r)) {
         (Some(tf), Some((name, measured_best))) => {
             // LiteLLM's sustained rate swings between ladder steps from run to run (100 and
             // 200 RPS in two runs here); judging against the higher of it and the issue's own
@@ -210,14 +237,26 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
                 latency: true,
             }
         }
-        _ => judge("Throughput with p99 ≤ 10 ms vs LiteLLM", "≥ 50× LiteLLM's best".into(), "LiteLLM not measured".into(), None, 0.0, "", false),
-    });
+        _ => judge(
+            "Throughput with p99 ≤ 10 ms vs LiteLLM",
+            "≥ 50× LiteLLM's best".into(),
+            "LiteLLM not measured".into(),
+            None,
+            0.0,
+            "",
+            false,
+        ),
+    }
+}
+
+/// Errors and p99 of Tollgate's open-loop round at 5,000 RPS.
+fn at_5000_rps(r: &Results) -> [Verdict; 2] {
     let at5k = r.rates.get(&5_000);
     let (t5, d5) = (
         at5k.and_then(|m| m.get(TOLLGATE)),
         at5k.and_then(|m| m.get(DIRECT)),
     );
-    out.push(judge(
+    let errors = judge(
         "Errors at 5,000 RPS",
         "zero".into(),
         t5.map_or("—".into(), |s| {
@@ -232,9 +271,9 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         0.0,
         "errors",
         false,
-    ));
+    );
     let p99 = t5.map(|s| s.latency.p99_us);
-    out.push(judge(
+    let tail = judge(
         "p99 at 5,000 RPS",
         "no stall: ≤ 10 ms".into(),
         p99.map_or("—".into(), |p| {
@@ -248,7 +287,12 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         10.0,
         "ms",
         true,
-    ));
+    );
+    [errors, tail]
+}
+
+/// Added TTFT p99 on streams against floor-proxy's, and stalled slow streams.
+fn streams(r: &Results) -> [Verdict; 2] {
     let (sd, sf, st) = (
         r.streams.get(DIRECT),
         r.streams.get(FLOOR),
@@ -260,7 +304,7 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         }
         _ => None,
     };
-    out.push(judge(
+    let added_ttft = judge(
         "Added TTFT p99 on streams",
         "≤ floor-proxy's + 100 µs".into(),
         ttft.map_or("—".into(), |(t, f)| {
@@ -270,9 +314,9 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         100.0,
         "µs",
         true,
-    ));
+    );
     let stall = r.stall.get(TOLLGATE);
-    out.push(judge(
+    let stalled = judge(
         "Stalled streams at 512 concurrent",
         "none".into(),
         stall.map_or("—".into(), |s| {
@@ -285,7 +329,12 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         0.0,
         "streams",
         false,
-    ));
+    );
+    [added_ttft, stalled]
+}
+
+/// What each held stream costs Tollgate in memory, against floor-proxy's.
+fn memory_per_stream(r: &Results) -> Verdict {
     // The slope of the linear fit: what each held stream adds.
     let per_stream =
         |t: &str| Some((rss_at(r, t, 10_000.0)? - rss_at(r, t, 0.0)?) / 10_000.0 / 1e3);
@@ -295,13 +344,14 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         .and_then(|m| m.points.last())
         .map_or(0, |p| p.established);
     let (tk, fk) = (per_stream(TOLLGATE), per_stream(FLOOR));
-    out.push(judge(
+    judge(
         "Memory per held stream",
         "≤ floor-proxy's + 10 KB".into(),
         match (tk, fk) {
             (Some(t), Some(f)) => format!(
                 "Tollgate {t:.1} KB, floor-proxy {f:.1} KB (linear fit up to {largest} streams; at 10,000: {})",
-                rss_at(r, TOLLGATE, 10_000.0).map_or("—".into(), |b| format!("{:.0} MB", b / 1e6))
+                rss_at(r, TOLLGATE, 10_000.0)
+                    .map_or("—".into(), |b| format!("{:.0} MB", b / 1e6))
             ),
             _ => "—".into(),
         },
@@ -309,10 +359,14 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         10.0,
         "KB",
         false,
-    ));
+    )
+}
+
+/// Policy propagation's worst edge p99, and the worst case of a revocation taking effect.
+fn propagation(r: &Results) -> [Verdict; 2] {
     let p = r.propagation.as_ref();
     let worst_p99 = p.and_then(|p| p.per_edge.iter().map(|e| e.p99_us).reduce(f64::max));
-    out.push(judge(
+    let applied = judge(
         "Propagation p99, commit to applied, every edge",
         "≤ 100 ms".into(),
         p.map_or("—".into(), |p| {
@@ -333,7 +387,7 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         100.0,
         "ms",
         false,
-    ));
+    );
     let worst = p.map(|p| {
         let failed = p.revocation_failures + p.revocation_violations + p.missing > 0;
         if failed {
@@ -342,7 +396,7 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
             p.revocation.max_us.max(p.all.max_us) / 1_000.0
         }
     });
-    out.push(judge(
+    let revoked = judge(
         "Revocation effective on every edge, worst case",
         "≤ 1 s".into(),
         p.map_or("—".into(), |p| {
@@ -360,8 +414,8 @@ pub fn verdicts(r: &Results) -> Vec<Verdict> {
         1_000.0,
         "ms",
         false,
-    ));
-    out
+    );
+    [applied, revoked]
 }
 
 /// Whether a latency or throughput target was missed (then a profile is worth taking).

@@ -15,9 +15,5 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let config = Cli::parse().config;
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers.max(1))
-        .enable_all()
-        .build()?
-        .block_on(serve(config))
+    tollgate_loadtest::serve_with_workers(config.workers, serve(config))
 }
