@@ -1,6 +1,7 @@
 //! `tollgate.admin.v1.AdminService`: each call authorizes the caller, turns the request into a
 //! domain command (choosing ids and secrets), executes it on the log and answers from the state.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -159,10 +160,73 @@ impl AdminApi {
         Ok((self.log.state(), result?))
     }
 
+    /// Runs `command` for an admin caller and answers with what `written` finds of the entity it
+    /// wrote in the state after it.
+    async fn write<T, R>(
+        &self,
+        request: &Request<T>,
+        command: Command,
+        written: impl FnOnce(&PolicyState) -> Option<R>,
+    ) -> Reply<R> {
+        let (state, _) = self.change(request, command).await?;
+        found(written(&state))
+    }
+
+    /// Sets the entity `from` makes of the request (a new one gets a fresh id) with the command
+    /// `set` makes of it, which comes with the entity's id, and answers with the entity as
+    /// `stored` finds it under that id.
+    async fn set<P: Clone, E>(
+        &self,
+        request: &Request<P>,
+        from: fn(P, String) -> Result<E, ControlError>,
+        set: impl FnOnce(E) -> (String, Command),
+        stored: impl FnOnce(&PolicyState, &str) -> Option<P>,
+    ) -> Reply<P> {
+        // Before the request is read, so that nothing about it is said to a caller who may not
+        // make it.
+        self.authorize(request, Access::WritePolicy)?;
+        let (id, command) = set(from(request.get_ref().clone(), new_id())?);
+        self.write(request, command, |state| stored(state, &id))
+            .await
+    }
+
     async fn delete<T>(&self, request: &Request<T>, command: Command) -> Reply<DeleteResponse> {
         let (state, events) = self.change(request, command).await?;
         let sequence = events.last().map_or(state.sequence, |e| e.sequence);
         Ok(Response::new(DeleteResponse { sequence }))
+    }
+
+    /// Deletes what the request's id names, with the command `delete` makes of the id.
+    async fn delete_by_id(
+        &self,
+        request: &Request<DeleteRequest>,
+        delete: fn(String) -> Command,
+    ) -> Reply<DeleteResponse> {
+        self.delete(request, delete(request.get_ref().id.clone()))
+            .await
+    }
+
+    /// Runs the command `act` makes of the request's key id and answers with the key.
+    async fn act_on_key(
+        &self,
+        request: &Request<KeyRequest>,
+        act: fn(String) -> Command,
+    ) -> Reply<Key> {
+        let id = request.get_ref().key_id.clone();
+        self.write(request, act(id.clone()), |state| {
+            state.keys.get(&id).map(convert::key)
+        })
+        .await
+    }
+
+    /// Answers a policy read with what `answer` makes of the state.
+    async fn list<T, R>(
+        &self,
+        request: &Request<T>,
+        answer: impl FnOnce(&PolicyState) -> R,
+    ) -> Reply<R> {
+        let state = self.read(request).await?;
+        Ok(Response::new(answer(&state)))
     }
 
     /// A new key secret sealed for SigV4 verification, when this control plane can seal.
@@ -229,6 +293,11 @@ fn role_or(value: &str, default: UserRole) -> Result<UserRole, ControlError> {
     }
 }
 
+/// Every entity of one kind, as the API answers it.
+fn all<E, P>(entities: &BTreeMap<String, E>, answer: fn(&E) -> P) -> Vec<P> {
+    entities.values().map(answer).collect()
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_team(&self, request: Request<CreateTeamRequest>) -> Reply<Team> {
@@ -239,15 +308,17 @@ impl AdminService for AdminApi {
             name: r.name.clone(),
             metadata: r.metadata.clone().into_iter().collect(),
         };
-        let (state, _) = self.change(&request, command).await?;
-        found(state.teams.get(&id).map(convert::team))
+        self.write(&request, command, |state| {
+            state.teams.get(&id).map(convert::team)
+        })
+        .await
     }
 
     async fn list_teams(&self, request: Request<ListTeamsRequest>) -> Reply<ListTeamsResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListTeamsResponse {
-            teams: state.teams.values().map(convert::team).collect(),
-        }))
+        self.list(&request, |state| ListTeamsResponse {
+            teams: all(&state.teams, convert::team),
+        })
+        .await
     }
 
     async fn update_team(&self, request: Request<UpdateTeamRequest>) -> Reply<Team> {
@@ -257,13 +328,15 @@ impl AdminService for AdminApi {
             name: r.name,
             metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
         };
-        let (state, _) = self.change(&request, command).await?;
-        found(state.teams.get(&r.id).map(convert::team))
+        self.write(&request, command, |state| {
+            state.teams.get(&r.id).map(convert::team)
+        })
+        .await
     }
 
     async fn delete_team(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteTeam { id }).await
+        self.delete_by_id(&request, |id| Command::DeleteTeam { id })
+            .await
     }
 
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Reply<User> {
@@ -277,20 +350,23 @@ impl AdminService for AdminApi {
             role: role_or(&r.role, UserRole::Member)?,
             metadata: r.metadata.into_iter().collect(),
         };
-        let (state, _) = self.change(&request, command).await?;
-        found(state.users.get(&id).map(convert::user))
+        self.write(&request, command, |state| {
+            state.users.get(&id).map(convert::user)
+        })
+        .await
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Reply<ListUsersResponse> {
-        let state = self.read(&request).await?;
         let team = non_empty(request.get_ref().team_id.clone());
-        let users = state
-            .users
-            .values()
-            .filter(|u| team.is_none() || u.team_id == team)
-            .map(convert::user)
-            .collect();
-        Ok(Response::new(ListUsersResponse { users }))
+        self.list(&request, |state| ListUsersResponse {
+            users: state
+                .users
+                .values()
+                .filter(|u| team.is_none() || u.team_id == team)
+                .map(convert::user)
+                .collect(),
+        })
+        .await
     }
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<User> {
@@ -303,13 +379,15 @@ impl AdminService for AdminApi {
             role: r.role.map(|role| parse("role", &role)).transpose()?,
             metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
         };
-        let (state, _) = self.change(&request, command).await?;
-        found(state.users.get(&r.id).map(convert::user))
+        self.write(&request, command, |state| {
+            state.users.get(&r.id).map(convert::user)
+        })
+        .await
     }
 
     async fn delete_user(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteUser { id }).await
+        self.delete_by_id(&request, |id| Command::DeleteUser { id })
+            .await
     }
 
     async fn create_key(&self, request: Request<CreateKeyRequest>) -> Reply<CreateKeyResponse> {
@@ -382,42 +460,34 @@ impl AdminService for AdminApi {
     }
 
     async fn revoke_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
-        let id = request.get_ref().key_id.clone();
-        let (state, _) = self
-            .change(&request, Command::RevokeKey { id: id.clone() })
-            .await?;
-        Self::key_reply(&state, &id)
+        self.act_on_key(&request, |id| Command::RevokeKey { id })
+            .await
     }
 
     async fn block_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
-        let id = request.get_ref().key_id.clone();
-        let (state, _) = self
-            .change(&request, Command::BlockKey { id: id.clone() })
-            .await?;
-        Self::key_reply(&state, &id)
+        self.act_on_key(&request, |id| Command::BlockKey { id })
+            .await
     }
 
     async fn unblock_key(&self, request: Request<KeyRequest>) -> Reply<Key> {
-        let id = request.get_ref().key_id.clone();
-        let (state, _) = self
-            .change(&request, Command::UnblockKey { id: id.clone() })
-            .await?;
-        Self::key_reply(&state, &id)
+        self.act_on_key(&request, |id| Command::UnblockKey { id })
+            .await
     }
 
     async fn list_keys(&self, request: Request<ListKeysRequest>) -> Reply<ListKeysResponse> {
-        let state = self.read(&request).await?;
         let r = request.get_ref();
         let (team, user) = (non_empty(r.team_id.clone()), non_empty(r.user_id.clone()));
-        let keys = state
-            .keys
-            .values()
-            .filter(|k| r.include_revoked || !k.revoked)
-            .filter(|k| team.is_none() || k.team_id == team)
-            .filter(|k| user.is_none() || k.user_id == user)
-            .map(convert::key)
-            .collect();
-        Ok(Response::new(ListKeysResponse { keys }))
+        self.list(&request, |state| ListKeysResponse {
+            keys: state
+                .keys
+                .values()
+                .filter(|k| r.include_revoked || !k.revoked)
+                .filter(|k| team.is_none() || k.team_id == team)
+                .filter(|k| user.is_none() || k.user_id == user)
+                .map(convert::key)
+                .collect(),
+        })
+        .await
     }
 
     async fn put_credential(&self, request: Request<PutCredentialRequest>) -> Reply<Credential> {
@@ -455,51 +525,44 @@ impl AdminService for AdminApi {
             key_id,
             envelope: Some(envelope),
         };
-        let (state, _) = self
-            .change(&request, Command::PutCredential { credential })
-            .await?;
-        found(
-            state
-                .credentials
-                .values()
+        let command = Command::PutCredential { credential };
+        self.write(&request, command, |state| {
+            let mut stored = state.credentials.values();
+            stored
                 .find(|c| c.name == r.name.trim())
-                .map(convert::credential),
-        )
+                .map(convert::credential)
+        })
+        .await
     }
 
     async fn list_credentials(
         &self,
         request: Request<ListCredentialsRequest>,
     ) -> Reply<ListCredentialsResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListCredentialsResponse {
-            credentials: state
-                .credentials
-                .values()
-                .map(convert::credential)
-                .collect(),
-        }))
+        self.list(&request, |state| ListCredentialsResponse {
+            credentials: all(&state.credentials, convert::credential),
+        })
+        .await
     }
 
     async fn delete_credential(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteCredential { id })
+        self.delete_by_id(&request, |id| Command::DeleteCredential { id })
             .await
     }
 
     async fn upsert_deployment(&self, request: Request<Deployment>) -> Reply<Deployment> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let deployment = convert::deployment_from(request.get_ref().clone(), new_id())?;
-        let id = deployment.id.clone();
-        let (state, _) = self
-            .change(&request, Command::UpsertDeployment { deployment })
-            .await?;
-        found(state.deployments.get(&id).map(convert::deployment))
+        let upsert = |d: domain::Deployment| {
+            let id = d.id.clone();
+            (id, Command::UpsertDeployment { deployment: d })
+        };
+        let stored =
+            |state: &PolicyState, id: &str| state.deployments.get(id).map(convert::deployment);
+        self.set(&request, convert::deployment_from, upsert, stored)
+            .await
     }
 
     async fn delete_deployment(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteDeployment { id })
+        self.delete_by_id(&request, |id| Command::DeleteDeployment { id })
             .await
     }
 
@@ -507,22 +570,26 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListDeploymentsRequest>,
     ) -> Reply<ListDeploymentsResponse> {
-        let state = self.read(&request).await?;
         let model = non_empty(request.get_ref().model_name.clone());
-        let deployments = state
-            .deployments
-            .values()
-            .filter(|d| model.as_ref().is_none_or(|m| &d.model_name == m))
-            .map(convert::deployment)
-            .collect();
-        Ok(Response::new(ListDeploymentsResponse { deployments }))
+        self.list(&request, |state| ListDeploymentsResponse {
+            deployments: state
+                .deployments
+                .values()
+                .filter(|d| model.as_ref().is_none_or(|m| &d.model_name == m))
+                .map(convert::deployment)
+                .collect(),
+        })
+        .await
     }
 
     async fn set_price(&self, request: Request<Price>) -> Reply<Price> {
         let price = convert::price_from(request.get_ref().clone());
         let model = price.model.clone();
-        let (state, _) = self.change(&request, Command::SetPrice { price }).await?;
-        found(state.prices.get(&model).map(convert::price))
+        let command = Command::SetPrice { price };
+        self.write(&request, command, |state| {
+            state.prices.get(&model).map(convert::price)
+        })
+        .await
     }
 
     async fn delete_price(&self, request: Request<DeletePriceRequest>) -> Reply<DeleteResponse> {
@@ -531,85 +598,80 @@ impl AdminService for AdminApi {
     }
 
     async fn list_prices(&self, request: Request<ListPricesRequest>) -> Reply<ListPricesResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListPricesResponse {
-            prices: state.prices.values().map(convert::price).collect(),
-        }))
+        self.list(&request, |state| ListPricesResponse {
+            prices: all(&state.prices, convert::price),
+        })
+        .await
     }
 
     async fn set_budget(&self, request: Request<Budget>) -> Reply<Budget> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let budget = convert::budget_from(request.get_ref().clone(), new_id())?;
-        let id = budget.id.clone();
-        let (state, _) = self.change(&request, Command::SetBudget { budget }).await?;
-        found(state.budgets.get(&id).map(convert::budget))
+        let set = |budget: domain::Budget| (budget.id.clone(), Command::SetBudget { budget });
+        let stored = |state: &PolicyState, id: &str| state.budgets.get(id).map(convert::budget);
+        self.set(&request, convert::budget_from, set, stored).await
     }
 
     async fn delete_budget(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteBudget { id }).await
+        self.delete_by_id(&request, |id| Command::DeleteBudget { id })
+            .await
     }
 
     async fn list_budgets(
         &self,
         request: Request<ListBudgetsRequest>,
     ) -> Reply<ListBudgetsResponse> {
-        let state = self.read(&request).await?;
         let r = request.get_ref();
-        let budgets = state
-            .budgets
-            .values()
-            .filter(|b| r.scope.is_empty() || b.scope.as_str() == r.scope)
-            .filter(|b| r.scope_id.is_empty() || b.scope_id == r.scope_id)
-            .map(convert::budget)
-            .collect();
-        Ok(Response::new(ListBudgetsResponse { budgets }))
+        self.list(&request, |state| ListBudgetsResponse {
+            budgets: state
+                .budgets
+                .values()
+                .filter(|b| r.scope.is_empty() || b.scope.as_str() == r.scope)
+                .filter(|b| r.scope_id.is_empty() || b.scope_id == r.scope_id)
+                .map(convert::budget)
+                .collect(),
+        })
+        .await
     }
 
     async fn set_rate_limit(&self, request: Request<RateLimit>) -> Reply<RateLimit> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let rate_limit = convert::rate_limit_from(request.get_ref().clone(), new_id())?;
-        let id = rate_limit.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetRateLimit { rate_limit })
-            .await?;
-        found(state.rate_limits.get(&id).map(convert::rate_limit))
+        let set = |l: domain::RateLimit| (l.id.clone(), Command::SetRateLimit { rate_limit: l });
+        let stored =
+            |state: &PolicyState, id: &str| state.rate_limits.get(id).map(convert::rate_limit);
+        self.set(&request, convert::rate_limit_from, set, stored)
+            .await
     }
 
     async fn delete_rate_limit(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteRateLimit { id }).await
+        self.delete_by_id(&request, |id| Command::DeleteRateLimit { id })
+            .await
     }
 
     async fn list_rate_limits(
         &self,
         request: Request<ListRateLimitsRequest>,
     ) -> Reply<ListRateLimitsResponse> {
-        let state = self.read(&request).await?;
         let r = request.get_ref();
-        let rate_limits = state
-            .rate_limits
-            .values()
-            .filter(|l| r.scope.is_empty() || l.scope.as_str() == r.scope)
-            .filter(|l| r.scope_id.is_empty() || l.scope_id == r.scope_id)
-            .map(convert::rate_limit)
-            .collect();
-        Ok(Response::new(ListRateLimitsResponse { rate_limits }))
+        self.list(&request, |state| ListRateLimitsResponse {
+            rate_limits: state
+                .rate_limits
+                .values()
+                .filter(|l| r.scope.is_empty() || l.scope.as_str() == r.scope)
+                .filter(|l| r.scope_id.is_empty() || l.scope_id == r.scope_id)
+                .map(convert::rate_limit)
+                .collect(),
+        })
+        .await
     }
 
     async fn set_routing_rule(&self, request: Request<RoutingRule>) -> Reply<RoutingRule> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let rule = convert::routing_rule_from(request.get_ref().clone(), new_id())?;
-        let id = rule.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetRoutingRule { rule })
-            .await?;
-        found(state.routing_rules.get(&id).map(convert::routing_rule))
+        let set = |rule: domain::RoutingRule| (rule.id.clone(), Command::SetRoutingRule { rule });
+        let stored =
+            |state: &PolicyState, id: &str| state.routing_rules.get(id).map(convert::routing_rule);
+        self.set(&request, convert::routing_rule_from, set, stored)
+            .await
     }
 
     async fn delete_routing_rule(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteRoutingRule { id })
+        self.delete_by_id(&request, |id| Command::DeleteRoutingRule { id })
             .await
     }
 
@@ -617,29 +679,22 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListRoutingRulesRequest>,
     ) -> Reply<ListRoutingRulesResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListRoutingRulesResponse {
-            rules: state
-                .routing_rules
-                .values()
-                .map(convert::routing_rule)
-                .collect(),
-        }))
+        self.list(&request, |state| ListRoutingRulesResponse {
+            rules: all(&state.routing_rules, convert::routing_rule),
+        })
+        .await
     }
 
     async fn set_traffic_rule(&self, request: Request<TrafficRule>) -> Reply<TrafficRule> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let rule = convert::traffic_rule_from(request.get_ref().clone(), new_id())?;
-        let id = rule.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetTrafficRule { rule })
-            .await?;
-        found(state.traffic_rules.get(&id).map(convert::traffic_rule))
+        let set = |rule: domain::TrafficRule| (rule.id.clone(), Command::SetTrafficRule { rule });
+        let stored =
+            |state: &PolicyState, id: &str| state.traffic_rules.get(id).map(convert::traffic_rule);
+        self.set(&request, convert::traffic_rule_from, set, stored)
+            .await
     }
 
     async fn delete_traffic_rule(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteTrafficRule { id })
+        self.delete_by_id(&request, |id| Command::DeleteTrafficRule { id })
             .await
     }
 
@@ -647,27 +702,27 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListTrafficRulesRequest>,
     ) -> Reply<ListTrafficRulesResponse> {
-        let state = self.read(&request).await?;
-        let mut rules: Vec<_> = state.traffic_rules.values().collect();
-        rules.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
-        Ok(Response::new(ListTrafficRulesResponse {
-            rules: rules.into_iter().map(convert::traffic_rule).collect(),
-        }))
+        self.list(&request, |state| {
+            let mut rules: Vec<_> = state.traffic_rules.values().collect();
+            rules.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
+            ListTrafficRulesResponse {
+                rules: rules.into_iter().map(convert::traffic_rule).collect(),
+            }
+        })
+        .await
     }
 
     async fn set_access_group(&self, request: Request<AccessGroup>) -> Reply<AccessGroup> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let group = convert::access_group_from(request.get_ref().clone(), new_id())?;
-        let id = group.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetAccessGroup { group })
-            .await?;
-        found(state.access_groups.get(&id).map(convert::access_group))
+        let set =
+            |group: domain::AccessGroup| (group.id.clone(), Command::SetAccessGroup { group });
+        let stored =
+            |state: &PolicyState, id: &str| state.access_groups.get(id).map(convert::access_group);
+        self.set(&request, convert::access_group_from, set, stored)
+            .await
     }
 
     async fn delete_access_group(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteAccessGroup { id })
+        self.delete_by_id(&request, |id| Command::DeleteAccessGroup { id })
             .await
     }
 
@@ -675,14 +730,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListAccessGroupsRequest>,
     ) -> Reply<ListAccessGroupsResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListAccessGroupsResponse {
-            groups: state
-                .access_groups
-                .values()
-                .map(convert::access_group)
-                .collect(),
-        }))
+        self.list(&request, |state| ListAccessGroupsResponse {
+            groups: all(&state.access_groups, convert::access_group),
+        })
+        .await
     }
 
     async fn list_deployment_health(
@@ -696,43 +747,39 @@ impl AdminService for AdminApi {
     }
 
     async fn set_guardrail(&self, request: Request<Guardrail>) -> Reply<Guardrail> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let guardrail = convert::guardrail_from(request.get_ref().clone(), new_id())?;
-        let id = guardrail.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetGuardrail { guardrail })
-            .await?;
-        found(state.guardrails.get(&id).map(convert::guardrail))
+        let set = |g: domain::Guardrail| (g.id.clone(), Command::SetGuardrail { guardrail: g });
+        let stored =
+            |state: &PolicyState, id: &str| state.guardrails.get(id).map(convert::guardrail);
+        self.set(&request, convert::guardrail_from, set, stored)
+            .await
     }
 
     async fn delete_guardrail(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteGuardrail { id }).await
+        self.delete_by_id(&request, |id| Command::DeleteGuardrail { id })
+            .await
     }
 
     async fn list_guardrails(
         &self,
         request: Request<ListGuardrailsRequest>,
     ) -> Reply<ListGuardrailsResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListGuardrailsResponse {
-            guardrails: state.guardrails.values().map(convert::guardrail).collect(),
-        }))
+        self.list(&request, |state| ListGuardrailsResponse {
+            guardrails: all(&state.guardrails, convert::guardrail),
+        })
+        .await
     }
 
     async fn set_cache_policy(&self, request: Request<CachePolicy>) -> Reply<CachePolicy> {
-        self.authorize(&request, Access::WritePolicy)?;
-        let policy = convert::cache_policy_from(request.get_ref().clone(), new_id())?;
-        let id = policy.id.clone();
-        let (state, _) = self
-            .change(&request, Command::SetCachePolicy { policy })
-            .await?;
-        found(state.cache_policies.get(&id).map(convert::cache_policy))
+        let set =
+            |policy: domain::CachePolicy| (policy.id.clone(), Command::SetCachePolicy { policy });
+        let stored =
+            |state: &PolicyState, id: &str| state.cache_policies.get(id).map(convert::cache_policy);
+        self.set(&request, convert::cache_policy_from, set, stored)
+            .await
     }
 
     async fn delete_cache_policy(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let id = request.get_ref().id.clone();
-        self.delete(&request, Command::DeleteCachePolicy { id })
+        self.delete_by_id(&request, |id| Command::DeleteCachePolicy { id })
             .await
     }
 
@@ -740,14 +787,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListCachePoliciesRequest>,
     ) -> Reply<ListCachePoliciesResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListCachePoliciesResponse {
-            policies: state
-                .cache_policies
-                .values()
-                .map(convert::cache_policy)
-                .collect(),
-        }))
+        self.list(&request, |state| ListCachePoliciesResponse {
+            policies: all(&state.cache_policies, convert::cache_policy),
+        })
+        .await
     }
 
     async fn create_admin_token(
@@ -800,24 +843,21 @@ impl AdminService for AdminApi {
 
     async fn revoke_admin_token(&self, request: Request<DeleteRequest>) -> Reply<AdminToken> {
         let id = request.get_ref().id.clone();
-        let (state, _) = self
-            .change(&request, Command::RevokeAdminToken { id: id.clone() })
-            .await?;
-        found(state.admin_tokens.get(&id).map(convert::admin_token))
+        let command = Command::RevokeAdminToken { id: id.clone() };
+        self.write(&request, command, |state| {
+            state.admin_tokens.get(&id).map(convert::admin_token)
+        })
+        .await
     }
 
     async fn list_admin_tokens(
         &self,
         request: Request<ListAdminTokensRequest>,
     ) -> Reply<ListAdminTokensResponse> {
-        let state = self.read(&request).await?;
-        Ok(Response::new(ListAdminTokensResponse {
-            tokens: state
-                .admin_tokens
-                .values()
-                .map(convert::admin_token)
-                .collect(),
-        }))
+        self.list(&request, |state| ListAdminTokensResponse {
+            tokens: all(&state.admin_tokens, convert::admin_token),
+        })
+        .await
     }
 
     async fn list_events(&self, request: Request<ListEventsRequest>) -> Reply<ListEventsResponse> {

@@ -1,11 +1,8 @@
 //! The budgets page: every budget with its live status from the usage API, and a form to set
 //! one (through `SetBudget`, like any other change).
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use maud::Markup;
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Budget, ListBudgetsRequest};
@@ -13,29 +10,26 @@ use tollgate_proto::usage::GetBudgetStatusRequest;
 
 use super::pages::{self, BudgetRow, Notice};
 use super::session::Session;
-use super::{
-    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
-};
+use super::{Change, Console, Page, call, list_of, list_teams, listed};
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn budgets_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_budgets(call(session, ListBudgetsRequest::default()))
         .await;
-    let budgets = listed(answer, &mut notice).budgets;
+    let budgets = listed(answer, notice).budgets;
     let mut rows = Vec::with_capacity(budgets.len());
     for budget in budgets {
         let status = live_status(console, session, &budget).await;
         rows.push(BudgetRow { budget, status });
     }
     let teams = list_teams(console, session).await.unwrap_or_default();
-    page(status, pages::budgets(session, &rows, &teams, &notice))
+    pages::budgets(session, &rows, &teams, notice)
 }
 
 /// The budget's spend in its current period, or why it cannot be shown.
@@ -64,39 +58,26 @@ async fn live_status(
         .ok_or_else(|| "no spend recorded yet".to_owned())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewBudget {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     scope: String,
-    #[serde(default)]
     scope_id: String,
-    #[serde(default)]
     amount_usd: String,
-    #[serde(default)]
     period: String,
-    #[serde(default)]
     timezone: String,
-    #[serde(default)]
     thresholds: String,
 }
 
-pub(super) async fn set_budget(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewBudget>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_budget(Change(editor, form): Change<NewBudget>) -> Response {
     let Ok(amount_usd) = form.amount_usd.trim().parse::<f64>() else {
-        return Ok(Page::Budgets
+        return editor
             .refused(
-                &console,
-                &session,
+                Page::Budgets,
                 "amount_usd",
                 format!("{:?} is not an amount in USD", form.amount_usd),
             )
-            .await);
+            .await;
     };
     let thresholds: Result<Vec<f64>, _> = list_of(&form.thresholds)
         .iter()
@@ -107,9 +88,7 @@ pub(super) async fn set_budget(
             "{:?} is not a list of percentages like 50, 80, 100",
             form.thresholds
         );
-        return Ok(Page::Budgets
-            .refused(&console, &session, "thresholds", message)
-            .await);
+        return editor.refused(Page::Budgets, "thresholds", message).await;
     };
     let budget = Budget {
         scope: form.scope,
@@ -120,19 +99,18 @@ pub(super) async fn set_budget(
         thresholds,
         ..Budget::default()
     };
-    let result = console.api.set_budget(call(&session, budget)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Budgets,
-        &[
-            ("threshold", "thresholds"),
-            ("amount", "amount_usd"),
-            ("period", "period"),
-            ("zone", "timezone"),
-            ("", "scope_id"),
-        ],
-    )
-    .await)
+    let result = editor.api().set_budget(editor.call(budget)).await;
+    editor
+        .answer(
+            result,
+            Page::Budgets,
+            &[
+                ("threshold", "thresholds"),
+                ("amount", "amount_usd"),
+                ("period", "period"),
+                ("zone", "timezone"),
+                ("", "scope_id"),
+            ],
+        )
+        .await
 }

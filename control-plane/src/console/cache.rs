@@ -1,12 +1,8 @@
 //! The response cache page: which models' answers edges cache, for how long and shared by whom,
 //! and a form to set a model's policy (the semantic tier is set with the CLI).
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
@@ -14,27 +10,26 @@ use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, number_input, text_input};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, listed, page};
+use super::{Change, Console, Page, call, listed};
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn cache_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_cache_policies(call(session, ListCachePoliciesRequest {}))
         .await;
-    let policies = listed(answer, &mut notice).policies;
+    let policies = listed(answer, notice).policies;
     let body = html! {
         form.inline method="post" action="/cache" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("cache_model", "model", "Model", "gpt-4o"))
-            (field_error(&notice, "model"))
+            (field_error(notice, "model"))
             (number_input("ttl_seconds", "ttl_seconds", "Seconds", 7))
-            (field_error(&notice, "ttl_seconds"))
+            (field_error(notice, "ttl_seconds"))
             label for="cache_scope" { "Shared by" }
             select id="cache_scope" name="scope" {
                 @for scope in ["team", "key", "global"] { option value=(scope) { (scope) } }
@@ -56,36 +51,26 @@ pub(super) async fn cache_page(
             }
         }
     };
-    page(status, layout("Response cache", session, &notice, body))
+    layout("Response cache", session, notice, body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewPolicy {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     model: String,
-    #[serde(default)]
     ttl_seconds: String,
-    #[serde(default)]
     scope: String,
 }
 
-pub(super) async fn set_policy(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewPolicy>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_policy(Change(editor, form): Change<NewPolicy>) -> Response {
     let Ok(ttl_seconds) = form.ttl_seconds.trim().parse::<u32>() else {
-        return Ok(Page::Cache
+        return editor
             .refused(
-                &console,
-                &session,
+                Page::Cache,
                 "ttl_seconds",
                 format!("{:?} is not a whole number of seconds", form.ttl_seconds),
             )
-            .await);
+            .await;
     };
     let policy = CachePolicy {
         model: form.model.trim().to_owned(),
@@ -93,13 +78,12 @@ pub(super) async fn set_policy(
         scope: form.scope,
         ..CachePolicy::default()
     };
-    let result = console.api.set_cache_policy(call(&session, policy)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Cache,
-        &[("ttl", "ttl_seconds"), ("", "model")],
-    )
-    .await)
+    let result = editor.api().set_cache_policy(editor.call(policy)).await;
+    editor
+        .answer(
+            result,
+            Page::Cache,
+            &[("ttl", "ttl_seconds"), ("", "model")],
+        )
+        .await
 }

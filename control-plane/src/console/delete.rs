@@ -1,17 +1,15 @@
 //! Deleting a listed thing: one route, `POST /delete/{kind}/{id}`, that calls the admin API's
 //! delete for `kind` and answers with the page it was listed on.
 
-use std::sync::Arc;
-
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{DeletePriceRequest, DeleteRequest};
 
 use super::session::Session;
-use super::{Console, CsrfOnly, Page, Refused, after_change, call, changing};
+use super::{Change, NoFields, Page};
 
 /// A row's delete button: a form of its own, asking the browser to confirm first.
 pub fn delete_button(session: &Session, kind: &str, id: &str, what: &str) -> Markup {
@@ -25,14 +23,11 @@ pub fn delete_button(session: &Session, kind: &str, id: &str, what: &str) -> Mar
 }
 
 pub(super) async fn delete(
-    State(console): State<Arc<Console>>,
     Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
-    let api = &console.api;
-    let by_id = || call(&session, DeleteRequest { id: id.clone() });
+    Change(editor, _): Change<NoFields>,
+) -> Response {
+    let api = editor.api();
+    let by_id = || editor.call(DeleteRequest { id: id.clone() });
     let (page, result) = match kind.as_str() {
         "teams" => (Page::Teams, api.delete_team(by_id()).await),
         "users" => (Page::Users, api.delete_user(by_id()).await),
@@ -46,11 +41,11 @@ pub(super) async fn delete(
         "routing" => (Page::Routing, api.delete_routing_rule(by_id()).await),
         "traffic" => (Page::Routing, api.delete_traffic_rule(by_id()).await),
         "prices" => {
-            let request = call(&session, DeletePriceRequest { model: id.clone() });
+            let request = editor.call(DeletePriceRequest { model: id.clone() });
             (Page::Prices, api.delete_price(request).await)
         }
-        _ => return Ok((StatusCode::NOT_FOUND, "Nothing of that kind.").into_response()),
+        _ => return (StatusCode::NOT_FOUND, "Nothing of that kind.").into_response(),
     };
     // Refusals (a team still in use, a viewer's session) are said at the top of the page.
-    Ok(after_change(&console, &session, result, page, &[]).await)
+    editor.answer(result, page, &[]).await
 }

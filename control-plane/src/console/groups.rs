@@ -1,11 +1,7 @@
 //! The access groups page: models granted to teams and user roles, and a form to grant some.
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
@@ -13,22 +9,19 @@ use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name, text_input};
 use super::session::Session;
-use super::{
-    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
-};
+use super::{Change, Console, Page, call, list_of, list_teams, listed};
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn groups_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_access_groups(call(session, ListAccessGroupsRequest {}))
         .await;
-    let groups = listed(answer, &mut notice).groups;
+    let groups = listed(answer, notice).groups;
     let teams = list_teams(console, session).await.unwrap_or_default();
     let team_names = |ids: &[String]| {
         ids.iter()
@@ -40,9 +33,9 @@ pub(super) async fn groups_page(
         form.inline method="post" action="/groups" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("group_name", "name", "Name", "research-models"))
-            (field_error(&notice, "name"))
+            (field_error(notice, "name"))
             (text_input("group_models", "models", "Models", "gpt-4o, claude-sonnet"))
-            (field_error(&notice, "models"))
+            (field_error(notice, "models"))
             label for="group_team" { "Team" }
             select id="group_team" name="team_id" {
                 option value="" { "(none)" }
@@ -73,29 +66,19 @@ pub(super) async fn groups_page(
             }
         }
     };
-    page(status, layout("Access groups", session, &notice, body))
+    layout("Access groups", session, notice, body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewGroup {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     models: String,
-    #[serde(default)]
     team_id: String,
-    #[serde(default)]
     role: String,
 }
 
-pub(super) async fn set_group(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewGroup>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_group(Change(editor, form): Change<NewGroup>) -> Response {
     let group = AccessGroup {
         name: form.name.trim().to_owned(),
         models: list_of(&form.models),
@@ -103,13 +86,8 @@ pub(super) async fn set_group(
         roles: list_of(&form.role),
         ..AccessGroup::default()
     };
-    let result = console.api.set_access_group(call(&session, group)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Groups,
-        &[("model", "models"), ("", "name")],
-    )
-    .await)
+    let result = editor.api().set_access_group(editor.call(group)).await;
+    editor
+        .answer(result, Page::Groups, &[("model", "models"), ("", "name")])
+        .await
 }

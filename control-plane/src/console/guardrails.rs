@@ -1,12 +1,8 @@
 //! The guardrails page: each guardrail's kind, when it runs and what it applies to, and a form
 //! to set one (its settings as the JSON the README's "Guardrails" table describes).
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
@@ -14,27 +10,24 @@ use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, team_name, text_input};
 use super::session::Session;
-use super::{
-    Console, Page, Refused, after_change, call, changing, list_of, list_teams, listed, page,
-};
+use super::{Change, Console, Page, call, list_of, list_teams, listed};
 
 /// The guardrail implementations.
 const KINDS: [&str; 3] = ["pii", "regex", "bedrock"];
 /// When a guardrail runs.
 const MODES: [&str; 3] = ["pre_call", "post_call", "during_call"];
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn guardrails_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_guardrails(call(session, ListGuardrailsRequest {}))
         .await;
-    let guardrails = listed(answer, &mut notice).guardrails;
+    let guardrails = listed(answer, notice).guardrails;
     let teams = list_teams(console, session).await.unwrap_or_default();
     let every = |ids: &[String], name: &dyn Fn(&String) -> String| {
         if ids.is_empty() {
@@ -48,33 +41,33 @@ pub(super) async fn guardrails_page(
             input type="hidden" name="csrf" value=(session.csrf);
             div.row {
                 (text_input("guardrail_name", "name", "Name", "mask-pii"))
-                (field_error(&notice, "name"))
+                (field_error(notice, "name"))
                 label for="guardrail_kind" { "Kind" }
                 select id="guardrail_kind" name="kind" {
                     @for kind in KINDS { option value=(kind) { (kind) } }
                 }
-                (field_error(&notice, "kind"))
+                (field_error(notice, "kind"))
                 label for="guardrail_mode" { "Runs" }
                 select id="guardrail_mode" name="mode" {
                     @for mode in MODES { option value=(mode) { (mode) } }
                 }
-                (field_error(&notice, "mode"))
+                (field_error(notice, "mode"))
             }
             div.row {
                 (text_input("guardrail_models", "models", "Models", "empty: every model"))
-                (field_error(&notice, "models"))
+                (field_error(notice, "models"))
                 label for="guardrail_team" { "Team" }
                 select id="guardrail_team" name="team_id" {
                     option value="" { "(every team)" }
                     @for team in &teams { option value=(team.id) { (team.name) } }
                 }
-                (field_error(&notice, "team_id"))
+                (field_error(notice, "team_id"))
             }
             div.row {
                 label for="guardrail_config" { "Settings (JSON)" }
                 textarea id="guardrail_config" name="config_json" rows="3" cols="70"
                     placeholder=r#"{"action": "mask"}"# {}
-                (field_error(&notice, "config_json"))
+                (field_error(notice, "config_json"))
             }
             button type="submit" { "Set guardrail" }
         }
@@ -101,37 +94,25 @@ pub(super) async fn guardrails_page(
             }
         }
     };
-    page(status, layout("Guardrails", session, &notice, body))
+    layout("Guardrails", session, notice, body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewGuardrail {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     mode: String,
-    #[serde(default)]
     models: String,
-    #[serde(default)]
     team_id: String,
-    #[serde(default)]
     config_json: String,
 }
 
-pub(super) async fn set_guardrail(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewGuardrail>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_guardrail(Change(editor, form): Change<NewGuardrail>) -> Response {
     // Setting a name again replaces that guardrail rather than adding a second one.
-    let existing = console
-        .api
-        .list_guardrails(call(&session, ListGuardrailsRequest {}))
+    let existing = editor
+        .api()
+        .list_guardrails(editor.call(ListGuardrailsRequest {}))
         .await
         .map(|listed| listed.into_inner().guardrails)
         .unwrap_or_default();
@@ -151,21 +132,20 @@ pub(super) async fn set_guardrail(
         config_json: form.config_json.trim().to_owned(),
         ..Guardrail::default()
     };
-    let result = console.api.set_guardrail(call(&session, guardrail)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Guardrails,
-        &[
-            ("guardrail name", "name"),
-            ("kind", "kind"),
-            ("models", "models"),
-            ("mode", "mode"),
-            ("team", "team_id"),
-            // The rest are about the settings.
-            ("", "config_json"),
-        ],
-    )
-    .await)
+    let result = editor.api().set_guardrail(editor.call(guardrail)).await;
+    editor
+        .answer(
+            result,
+            Page::Guardrails,
+            &[
+                ("guardrail name", "name"),
+                ("kind", "kind"),
+                ("models", "models"),
+                ("mode", "mode"),
+                ("team", "team_id"),
+                // The rest are about the settings.
+                ("", "config_json"),
+            ],
+        )
+        .await
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use tollgate_proto::admin::{CreateKeyRequest, KeyRequest, ListKeysRequest, Rotat
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Console, Refused, call, changing, list_teams, listed, page, refusal, signed_in};
+use super::{Change, Console, Refused, call, list_teams, listed, page, refusal, signed_in};
 
 pub(super) async fn keys(
     State(console): State<Arc<Console>>,
@@ -52,72 +52,57 @@ async fn keys_page(
     page(status, pages::keys(session, &keys, &teams, secret, &notice))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewKey {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     alias: String,
-    #[serde(default)]
     team_id: String,
 }
 
-pub(super) async fn create_key(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewKey>,
-) -> Result<Response, Refused> {
-    let (id, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn create_key(Change(editor, form): Change<NewKey>) -> Response {
     let request = CreateKeyRequest {
         alias: form.alias.trim().to_owned(),
         team_id: form.team_id,
         ..Default::default()
     };
-    Ok(
-        match console.api.create_key(call(&session, request)).await {
-            Ok(created) => {
-                // Shown on the next page only: a reload shows it no more.
-                console.sessions.flash(&id, created.into_inner().secret);
-                Redirect::to("/keys").into_response()
-            }
-            Err(status) => {
-                let field = if status.message().contains("team") {
-                    "team_id"
-                } else {
-                    "alias"
-                };
-                let (code, notice) = refusal(&status, field);
-                keys_page(&console, &session, None, code, notice).await
-            }
-        },
-    )
+    match editor.api().create_key(editor.call(request)).await {
+        Ok(created) => {
+            // Shown on the next page only: a reload shows it no more.
+            editor
+                .console
+                .sessions
+                .flash(&editor.id, created.into_inner().secret);
+            Redirect::to("/keys").into_response()
+        }
+        Err(status) => {
+            let field = if status.message().contains("team") {
+                "team_id"
+            } else {
+                "alias"
+            };
+            let (code, notice) = refusal(&status, field);
+            keys_page(&editor.console, &editor.session, None, code, notice).await
+        }
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct KeyAction {
-    #[serde(default)]
-    csrf: String,
     /// For `rotate`: how long the old secret keeps working.
-    #[serde(default)]
     grace_seconds: String,
 }
 
 /// `POST /keys/{id}/{action}`: `rotate`, `block`, `unblock` or `revoke`.
 pub(super) async fn act(
-    State(console): State<Arc<Console>>,
     Path((key_id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<KeyAction>,
-) -> Result<Response, Refused> {
-    let (id, session) = changing(&console, &headers, &form.csrf)?;
-    let api = &console.api;
+    Change(editor, form): Change<KeyAction>,
+) -> Response {
+    let api = editor.api();
     let key = || {
-        call(
-            &session,
-            KeyRequest {
-                key_id: key_id.clone(),
-            },
-        )
+        editor.call(KeyRequest {
+            key_id: key_id.clone(),
+        })
     };
     let done = match action.as_str() {
         "block" => api.block_key(key()).await.map(|_| None),
@@ -132,30 +117,35 @@ pub(super) async fn act(
                         form.grace_seconds
                     ),
                 };
-                return Ok(
-                    keys_page(&console, &session, None, StatusCode::BAD_REQUEST, notice).await,
-                );
+                return keys_page(
+                    &editor.console,
+                    &editor.session,
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    notice,
+                )
+                .await;
             };
             let request = RotateKeyRequest {
                 key_id: key_id.clone(),
                 grace_seconds,
             };
-            api.rotate_key(call(&session, request))
+            api.rotate_key(editor.call(request))
                 .await
                 .map(|rotated| Some(rotated.into_inner().secret))
         }
-        _ => return Ok((StatusCode::NOT_FOUND, "no such key action").into_response()),
+        _ => return (StatusCode::NOT_FOUND, "no such key action").into_response(),
     };
-    Ok(match done {
+    match done {
         Ok(secret) => {
             if let Some(secret) = secret {
-                console.sessions.flash(&id, secret);
+                editor.console.sessions.flash(&editor.id, secret);
             }
             Redirect::to("/keys").into_response()
         }
         Err(status) => {
             let (code, notice) = refusal(&status, "alias");
-            keys_page(&console, &session, None, code, notice).await
+            keys_page(&editor.console, &editor.session, None, code, notice).await
         }
-    })
+    }
 }

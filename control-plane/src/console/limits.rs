@@ -1,12 +1,8 @@
 //! The rate limits page: every limit with its figures and schedules, a form to set one and a form
 //! to give a limit other figures during a weekly time window.
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
@@ -16,9 +12,7 @@ use super::pages::{
     Notice, field_error, layout, number_input, text_input, window_inputs, window_text,
 };
 use super::session::Session;
-use super::{
-    Console, Page, Refused, WindowForm, after_change, call, changing, listed, page, whole_number,
-};
+use super::{Change, Console, Page, WindowForm, call, listed, whole_number};
 
 /// Why figures were refused.
 const NOT_FIGURES: &str =
@@ -27,18 +21,17 @@ const NOT_FIGURES: &str =
 /// What a rate limit may apply to.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "tag"];
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn limits_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_rate_limits(call(session, ListRateLimitsRequest::default()))
         .await;
-    let limits = listed(answer, &mut notice).rate_limits;
+    let limits = listed(answer, notice).rate_limits;
     let figure = |n: u64| {
         if n == 0 {
             "—".to_owned()
@@ -54,11 +47,11 @@ pub(super) async fn limits_page(
                 @for scope in SCOPES { option value=(scope) { (scope) } }
             }
             (text_input("limit_scope_id", "scope_id", "Id", "key, team or user id, a model or a tag"))
-            (field_error(&notice, "scope_id"))
+            (field_error(notice, "scope_id"))
             (number_input("rpm", "rpm", "Requests / min", 6))
             (number_input("tpm", "tpm", "Tokens / min", 8))
             (number_input("max_concurrent", "max_concurrent", "At once", 4))
-            (field_error(&notice, "figures"))
+            (field_error(notice, "figures"))
             button type="submit" { "Set limit" }
         }
         p.hint { "Empty or 0: unlimited. Counted across every edge." }
@@ -92,18 +85,18 @@ pub(super) async fn limits_page(
                     option value=(limit.id) { (limit.scope) " " (limit.scope_id) }
                 }
             }
-            (field_error(&notice, "limit_id"))
+            (field_error(notice, "limit_id"))
             (window_inputs("schedule"))
-            (field_error(&notice, "window"))
+            (field_error(notice, "window"))
             (number_input("schedule_rpm", "rpm", "Requests / min", 6))
             (number_input("schedule_tpm", "tpm", "Tokens / min", 8))
             (number_input("schedule_concurrent", "max_concurrent", "At once", 4))
-            (field_error(&notice, "schedule_figures"))
+            (field_error(notice, "schedule_figures"))
             button type="submit" { "Add schedule" }
         }
         p.hint { "While a window is open its figures replace the limit's; the first open window applies. Days empty: every day; the window wraps past midnight when it ends before it starts." }
     };
-    page(status, layout("Rate limits", session, &notice, body))
+    layout("Rate limits", session, notice, body)
 }
 
 /// Requests per minute, tokens per minute and concurrency from a form; `None` when one is not
@@ -132,33 +125,20 @@ fn describe_schedule(schedule: &LimitSchedule, figure: &dyn Fn(u64) -> String) -
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewLimit {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     scope: String,
-    #[serde(default)]
     scope_id: String,
-    #[serde(default)]
     rpm: String,
-    #[serde(default)]
     tpm: String,
-    #[serde(default)]
     max_concurrent: String,
 }
 
-pub(super) async fn set_limit(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewLimit>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_limit(Change(editor, form): Change<NewLimit>) -> Response {
     let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
     else {
-        return Ok(Page::Limits
-            .refused(&console, &session, "figures", NOT_FIGURES)
-            .await);
+        return editor.refused(Page::Limits, "figures", NOT_FIGURES).await;
     };
     let limit = RateLimit {
         scope: form.scope,
@@ -168,49 +148,38 @@ pub(super) async fn set_limit(
         max_concurrent,
         ..RateLimit::default()
     };
-    let result = console.api.set_rate_limit(call(&session, limit)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Limits,
-        &[("scope", "scope_id"), ("", "figures")],
-    )
-    .await)
+    let result = editor.api().set_rate_limit(editor.call(limit)).await;
+    editor
+        .answer(
+            result,
+            Page::Limits,
+            &[("scope", "scope_id"), ("", "figures")],
+        )
+        .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewSchedule {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     limit_id: String,
     #[serde(flatten)]
     window: WindowForm,
-    #[serde(default)]
     rpm: String,
-    #[serde(default)]
     tpm: String,
-    #[serde(default)]
     max_concurrent: String,
 }
 
 /// Adds a schedule to a limit: the limit is set again, whole, with one schedule more.
-pub(super) async fn add_schedule(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewSchedule>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn add_schedule(Change(editor, form): Change<NewSchedule>) -> Response {
     let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
     else {
-        return Ok(Page::Limits
-            .refused(&console, &session, "schedule_figures", NOT_FIGURES)
-            .await);
+        return editor
+            .refused(Page::Limits, "schedule_figures", NOT_FIGURES)
+            .await;
     };
-    let limit = console
-        .api
-        .list_rate_limits(call(&session, ListRateLimitsRequest::default()))
+    let limit = editor
+        .api()
+        .list_rate_limits(editor.call(ListRateLimitsRequest::default()))
         .await
         .map(|listed| listed.into_inner().rate_limits)
         .unwrap_or_default()
@@ -218,9 +187,7 @@ pub(super) async fn add_schedule(
         .find(|limit| limit.id == form.limit_id);
     let Some(mut limit) = limit else {
         let message = format!("no rate limit {:?}: set the limit first", form.limit_id);
-        return Ok(Page::Limits
-            .refused(&console, &session, "limit_id", message)
-            .await);
+        return editor.refused(Page::Limits, "limit_id", message).await;
     };
     let (time_start, time_end, timezone, weekdays) = form.window.parts();
     limit.schedules.push(LimitSchedule {
@@ -232,6 +199,6 @@ pub(super) async fn add_schedule(
         tpm,
         max_concurrent,
     });
-    let result = console.api.set_rate_limit(call(&session, limit)).await;
-    Ok(after_change(&console, &session, result, Page::Limits, &[("", "window")]).await)
+    let result = editor.api().set_rate_limit(editor.call(limit)).await;
+    editor.answer(result, Page::Limits, &[("", "window")]).await
 }

@@ -28,13 +28,14 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use maud::Markup;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListTeamsRequest, Team};
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
@@ -115,20 +116,22 @@ impl Page {
         console: &Console,
         session: &Session,
         status: StatusCode,
-        notice: Notice,
+        mut notice: Notice,
     ) -> Response {
-        match self {
-            Page::Teams => teams::teams_page(console, session, status, notice).await,
-            Page::Users => users::users_page(console, session, status, notice).await,
-            Page::Prices => prices::prices_page(console, session, status, notice).await,
-            Page::Providers => providers::providers_page(console, session, status, notice).await,
-            Page::Budgets => budgets::budgets_page(console, session, status, notice).await,
-            Page::Limits => limits::limits_page(console, session, status, notice).await,
-            Page::Groups => groups::groups_page(console, session, status, notice).await,
-            Page::Cache => cache::cache_page(console, session, status, notice).await,
-            Page::Guardrails => guardrails::guardrails_page(console, session, status, notice).await,
-            Page::Routing => routing::routing_page(console, session, status, notice).await,
-        }
+        let notice = &mut notice;
+        let markup = match self {
+            Page::Teams => teams::teams_page(console, session, notice).await,
+            Page::Users => users::users_page(console, session, notice).await,
+            Page::Prices => prices::prices_page(console, session, notice).await,
+            Page::Providers => providers::providers_page(console, session, notice).await,
+            Page::Budgets => budgets::budgets_page(console, session, notice).await,
+            Page::Limits => limits::limits_page(console, session, notice).await,
+            Page::Groups => groups::groups_page(console, session, notice).await,
+            Page::Cache => cache::cache_page(console, session, notice).await,
+            Page::Guardrails => guardrails::guardrails_page(console, session, notice).await,
+            Page::Routing => routing::routing_page(console, session, notice).await,
+        };
+        page(status, markup)
     }
 
     /// The page again, answered 400, with `message` next to the form's `field`.
@@ -346,6 +349,86 @@ fn changing(
     Ok((id, session))
 }
 
+/// Who makes a change: the console, and the session it is made in (see [`changing`]).
+struct Editor {
+    console: Arc<Console>,
+    /// The session's id, for what its next page shows once.
+    id: String,
+    session: Session,
+}
+
+impl Editor {
+    /// The admin API, which every change goes through.
+    fn api(&self) -> &AdminApi {
+        &self.console.api
+    }
+
+    /// A request to the admin API made with the session's token.
+    fn call<T>(&self, message: T) -> tonic::Request<T> {
+        call(&self.session, message)
+    }
+
+    /// The answer to a change on `page` (see [`after_change`]).
+    async fn answer<T>(
+        &self,
+        result: Result<tonic::Response<T>, Status>,
+        page: Page,
+        fields: &[(&str, &'static str)],
+    ) -> Response {
+        after_change(&self.console, &self.session, result, page, fields).await
+    }
+
+    /// `page` again, answered 400, with `message` next to the form's `field`.
+    async fn refused(
+        &self,
+        page: Page,
+        field: &'static str,
+        message: impl Into<String>,
+    ) -> Response {
+        page.refused(&self.console, &self.session, field, message)
+            .await
+    }
+}
+
+/// A change posted from one of the console's forms: who makes it, and the form's fields besides
+/// the CSRF token.
+struct Change<F>(Editor, F);
+
+/// A form as posted: the session's CSRF token and the form's own fields.
+#[derive(Deserialize)]
+struct WithCsrf<F> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    fields: F,
+}
+
+/// A form with no fields of its own.
+#[derive(Deserialize)]
+struct NoFields {}
+
+impl<F: DeserializeOwned + Send> FromRequest<Arc<Console>> for Change<F> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Arc<Console>) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let Form(form) = Form::<WithCsrf<F>>::from_request(request, console)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (id, session) =
+            changing(console, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+        let console = console.clone();
+        Ok(Change(
+            Editor {
+                console,
+                id,
+                session,
+            },
+            form.fields,
+        ))
+    }
+}
+
 /// Whether the request's `Origin`, if it has one, is this host.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
@@ -411,7 +494,7 @@ fn whole_number<T: std::str::FromStr + Default>(field: &str) -> Option<T> {
 }
 
 /// The fields of a form's weekly time window (drawn by [`pages::window_inputs`]).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WindowForm {
     #[serde(default)]
     time_start: String,
@@ -492,25 +575,10 @@ async fn sign_in(
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn sign_out(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
-) -> Response {
-    match changing(&console, &headers, &form.csrf) {
-        Ok((id, _)) => {
-            console.sessions.close(&id);
-            let cookie = session::clear_cookie(console.secure);
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
-        }
-        Err(refused) => refused.into_response(),
-    }
+async fn sign_out(Change(editor, _): Change<NoFields>) -> Response {
+    editor.console.sessions.close(&editor.id);
+    let cookie = session::clear_cookie(editor.console.secure);
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
 }
 
 /// The teams the session may see (empty, with the reason, when it may not).

@@ -1,11 +1,7 @@
 //! The prices page: USD per million tokens of each model, and a form to set a model's price.
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{ListPricesRequest, Price};
@@ -13,30 +9,29 @@ use tollgate_proto::admin::{ListPricesRequest, Price};
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, listed, page};
+use super::{Change, Console, Page, call, listed};
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn prices_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_prices(call(session, ListPricesRequest {}))
         .await;
-    let prices = listed(answer, &mut notice).prices;
+    let prices = listed(answer, notice).prices;
     let body = html! {
         form.inline method="post" action="/prices" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("model", "model", "Model", "gpt-4o"))
-            (field_error(&notice, "model"))
+            (field_error(notice, "model"))
             label for="input" { "Input USD / Mtok" }
             input type="text" id="input" name="input" inputmode="decimal" size="7";
             label for="output" { "Output USD / Mtok" }
             input type="text" id="output" name="output" inputmode="decimal" size="7";
-            (field_error(&notice, "price"))
+            (field_error(notice, "price"))
             button type="submit" { "Set price" }
         }
         table {
@@ -55,40 +50,27 @@ pub(super) async fn prices_page(
             }
         }
     };
-    page(
-        status,
-        layout("Prices (USD per million tokens)", session, &notice, body),
-    )
+    layout("Prices (USD per million tokens)", session, notice, body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewPrice {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     model: String,
-    #[serde(default)]
     input: String,
-    #[serde(default)]
     output: String,
 }
 
-pub(super) async fn set_price(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewPrice>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_price(Change(editor, form): Change<NewPrice>) -> Response {
     let amount = |text: &str| text.trim().parse::<f64>().ok();
     let (Some(input), Some(output)) = (amount(&form.input), amount(&form.output)) else {
-        return Ok(Page::Prices
+        return editor
             .refused(
-                &console,
-                &session,
+                Page::Prices,
                 "price",
                 "input and output prices are numbers of USD per million tokens",
             )
-            .await);
+            .await;
     };
     let price = Price {
         model: form.model.trim().to_owned(),
@@ -96,13 +78,8 @@ pub(super) async fn set_price(
         output_per_mtok: output,
         ..Price::default()
     };
-    let result = console.api.set_price(call(&session, price)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Prices,
-        &[("model", "model"), ("", "price")],
-    )
-    .await)
+    let result = editor.api().set_price(editor.call(price)).await;
+    editor
+        .answer(result, Page::Prices, &[("model", "model"), ("", "price")])
+        .await
 }

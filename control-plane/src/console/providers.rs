@@ -1,12 +1,8 @@
 //! The providers page: credentials (their secrets are write-only: the page shows field names,
 //! never values) and deployments (a model served by a provider, optionally with a credential).
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{
@@ -16,7 +12,7 @@ use tollgate_proto::admin::{
 use super::delete::delete_button;
 use super::pages::{Notice, field_error, layout, text_input};
 use super::session::Session;
-use super::{Console, Page, Refused, after_change, call, changing, listed, page};
+use super::{Change, Console, Page, call, listed};
 
 /// The providers a deployment or credential may name.
 const PROVIDERS: [&str; 8] = [
@@ -38,23 +34,22 @@ const SECRET_FIELDS: [(&str, &str); 4] = [
     ("aws_session_token", "AWS session token"),
 ];
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn providers_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_credentials(call(session, ListCredentialsRequest {}))
         .await;
-    let credentials = listed(answer, &mut notice).credentials;
+    let credentials = listed(answer, notice).credentials;
     let answer = console
         .api
         .list_deployments(call(session, ListDeploymentsRequest::default()))
         .await;
-    let deployments = listed(answer, &mut notice).deployments;
+    let deployments = listed(answer, notice).deployments;
     let credential_name = |id: &str| {
         credentials
             .iter()
@@ -66,7 +61,7 @@ pub(super) async fn providers_page(
         form.inline method="post" action="/credentials" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("credential_name", "name", "Name", "openai-prod"))
-            (field_error(&notice, "credential_name"))
+            (field_error(notice, "credential_name"))
             label for="credential_provider" { "Provider" }
             select id="credential_provider" name="provider" {
                 @for provider in PROVIDERS { option value=(provider) { (provider) } }
@@ -75,7 +70,7 @@ pub(super) async fn providers_page(
                 label for=(id) { (label) }
                 input type="password" id=(id) name=(id) autocomplete="off";
             }
-            (field_error(&notice, "api_key"))
+            (field_error(notice, "api_key"))
             button type="submit" { "Store credential" }
         }
         p.hint { "An API key for most providers; for bedrock and sagemaker an AWS access key pair (and a session token for temporary credentials). Blank fields are not stored; storing a name again replaces its secrets." }
@@ -97,7 +92,7 @@ pub(super) async fn providers_page(
         form.inline method="post" action="/deployments" {
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("model_name", "model_name", "Model", "gpt-4o"))
-            (field_error(&notice, "model_name"))
+            (field_error(notice, "model_name"))
             label for="deployment_provider" { "Provider" }
             select id="deployment_provider" name="provider" {
                 @for provider in PROVIDERS { option value=(provider) { (provider) } }
@@ -105,7 +100,7 @@ pub(super) async fn providers_page(
             (text_input("upstream_model", "upstream_model", "Upstream model", "(the model's name)"))
             label for="api_base" { "API base" }
             input type="url" id="api_base" name="api_base" placeholder="https://…";
-            (field_error(&notice, "api_base"))
+            (field_error(notice, "api_base"))
             label for="credential_id" { "Credential" }
             select id="credential_id" name="credential_id" {
                 option value="" { "(none)" }
@@ -130,33 +125,21 @@ pub(super) async fn providers_page(
             }
         }
     };
-    page(status, layout("Providers", session, &notice, body))
+    layout("Providers", session, notice, body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewCredential {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     provider: String,
-    #[serde(default)]
     api_key: String,
-    #[serde(default)]
     aws_access_key_id: String,
-    #[serde(default)]
     aws_secret_access_key: String,
-    #[serde(default)]
     aws_session_token: String,
 }
 
-pub(super) async fn put_credential(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewCredential>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn put_credential(Change(editor, form): Change<NewCredential>) -> Response {
     let request = PutCredentialRequest {
         name: form.name.trim().to_owned(),
         provider: form.provider,
@@ -171,43 +154,31 @@ pub(super) async fn put_credential(
         .map(|(name, value)| (name.to_owned(), value))
         .collect(),
     };
-    let result = console.api.put_credential(call(&session, request)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Providers,
-        &[
-            ("field", "api_key"),
-            ("aws", "api_key"),
-            ("", "credential_name"),
-        ],
-    )
-    .await)
+    let result = editor.api().put_credential(editor.call(request)).await;
+    editor
+        .answer(
+            result,
+            Page::Providers,
+            &[
+                ("field", "api_key"),
+                ("aws", "api_key"),
+                ("", "credential_name"),
+            ],
+        )
+        .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewDeployment {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     model_name: String,
-    #[serde(default)]
     provider: String,
-    #[serde(default)]
     upstream_model: String,
-    #[serde(default)]
     api_base: String,
-    #[serde(default)]
     credential_id: String,
 }
 
-pub(super) async fn upsert_deployment(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewDeployment>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn upsert_deployment(Change(editor, form): Change<NewDeployment>) -> Response {
     let deployment = Deployment {
         model_name: form.model_name.trim().to_owned(),
         provider: form.provider,
@@ -216,16 +187,15 @@ pub(super) async fn upsert_deployment(
         credential_id: form.credential_id,
         ..Deployment::default()
     };
-    let result = console
-        .api
-        .upsert_deployment(call(&session, deployment))
+    let result = editor
+        .api()
+        .upsert_deployment(editor.call(deployment))
         .await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Providers,
-        &[("api_base", "api_base"), ("", "model_name")],
-    )
-    .await)
+    editor
+        .answer(
+            result,
+            Page::Providers,
+            &[("api_base", "api_base"), ("", "model_name")],
+        )
+        .await
 }

@@ -2,10 +2,6 @@
 //! traffic rules that deny or steer requests by who sends them, where from and when, with a form
 //! for each.
 
-use std::sync::Arc;
-
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -20,10 +16,7 @@ use super::pages::{
     Notice, field_error, layout, number_input, team_name, text_input, window_inputs, window_text,
 };
 use super::session::Session;
-use super::{
-    Console, Page, Refused, WindowForm, after_change, call, changing, list_of, list_teams, listed,
-    page, whole_number,
-};
+use super::{Change, Console, Page, WindowForm, call, list_of, list_teams, listed, whole_number};
 
 /// How a model's deployments are chosen.
 const STRATEGIES: [&str; 6] = [
@@ -37,23 +30,22 @@ const STRATEGIES: [&str; 6] = [
 /// What a traffic rule may match on the request's kind.
 const REQUEST_TYPES: [&str; 4] = ["chat", "embeddings", "stream", "tools"];
 
-/// The page, with `notice` about the last change and `status` as its HTTP status.
+/// The page, with `notice` about the last change.
 pub(super) async fn routing_page(
     console: &Console,
     session: &Session,
-    status: StatusCode,
-    mut notice: Notice,
-) -> Response {
+    notice: &mut Notice,
+) -> Markup {
     let answer = console
         .api
         .list_routing_rules(call(session, ListRoutingRulesRequest {}))
         .await;
-    let rules = listed(answer, &mut notice).rules;
+    let rules = listed(answer, notice).rules;
     let answer = console
         .api
         .list_traffic_rules(call(session, ListTrafficRulesRequest {}))
         .await;
-    let traffic = listed(answer, &mut notice).rules;
+    let traffic = listed(answer, notice).rules;
     let teams = list_teams(console, session).await.unwrap_or_default();
     let deployments = console
         .api
@@ -62,10 +54,10 @@ pub(super) async fn routing_page(
         .map(|listed| listed.into_inner().deployments)
         .unwrap_or_default();
     let body = html! {
-        (routing_rules(session, &notice, &rules))
-        (traffic_rules(session, &notice, &traffic, &teams, &deployments))
+        (routing_rules(session, notice, &rules))
+        (traffic_rules(session, notice, &traffic, &teams, &deployments))
     };
-    page(status, layout("Routing", session, &notice, body))
+    layout("Routing", session, notice, body)
 }
 
 /// The routing rules: a form to set one, and the table of those there are.
@@ -254,49 +246,36 @@ fn describe_action(then: Option<&TrafficAction>) -> String {
     parts.join("; ")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewRoutingRule {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     model_name: String,
-    #[serde(default)]
     strategy: String,
-    #[serde(default)]
     fallbacks: String,
-    #[serde(default)]
     max_retries: String,
-    #[serde(default)]
     cooldown_seconds: String,
-    #[serde(default)]
     timeout_ms: String,
 }
 
-pub(super) async fn set_routing_rule(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewRoutingRule>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_routing_rule(Change(editor, form): Change<NewRoutingRule>) -> Response {
     let (Some(max_retries), Some(cooldown_seconds), Some(timeout_ms)) = (
         whole_number(&form.max_retries),
         whole_number(&form.cooldown_seconds),
         whole_number(&form.timeout_ms),
     ) else {
-        return Ok(Page::Routing
+        return editor
             .refused(
-                &console,
-                &session,
+                Page::Routing,
                 "figures",
                 "retries, cooldown and deadline are whole numbers (empty: the default)",
             )
-            .await);
+            .await;
     };
     let model_name = form.model_name.trim().to_owned();
     // One rule per model: setting a model again updates its rule.
-    let id = console
-        .api
-        .list_routing_rules(call(&session, ListRoutingRulesRequest {}))
+    let id = editor
+        .api()
+        .list_routing_rules(editor.call(ListRoutingRulesRequest {}))
         .await
         .map(|listed| listed.into_inner().rules)
         .unwrap_or_default()
@@ -314,68 +293,48 @@ pub(super) async fn set_routing_rule(
         timeout_ms,
         ..RoutingRule::default()
     };
-    let result = console.api.set_routing_rule(call(&session, rule)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Routing,
-        &[
-            ("fallback", "fallbacks"),
-            ("max_retries", "figures"),
-            ("", "model_name"),
-        ],
-    )
-    .await)
+    let result = editor.api().set_routing_rule(editor.call(rule)).await;
+    editor
+        .answer(
+            result,
+            Page::Routing,
+            &[
+                ("fallback", "fallbacks"),
+                ("max_retries", "figures"),
+                ("", "model_name"),
+            ],
+        )
+        .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct NewTrafficRule {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     order: String,
-    #[serde(default)]
     description: String,
-    #[serde(default)]
     models: String,
-    #[serde(default)]
     team_id: String,
-    #[serde(default)]
     tags: String,
-    #[serde(default)]
     from_regions: String,
-    #[serde(default)]
     request_type: String,
     #[serde(flatten)]
     window: WindowForm,
-    #[serde(default)]
     deny: String,
-    #[serde(default)]
     deployment_id: String,
-    #[serde(default)]
     regions: String,
-    #[serde(default)]
     prefer_region: String,
-    #[serde(default)]
     strategy: String,
 }
 
-pub(super) async fn set_traffic_rule(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Form(form): Form<NewTrafficRule>,
-) -> Result<Response, Refused> {
-    let (_, session) = changing(&console, &headers, &form.csrf)?;
+pub(super) async fn set_traffic_rule(Change(editor, form): Change<NewTrafficRule>) -> Response {
     let Some(order) = whole_number(&form.order) else {
-        return Ok(Page::Routing
+        return editor
             .refused(
-                &console,
-                &session,
+                Page::Routing,
                 "order",
                 format!("{:?} is not a whole number", form.order),
             )
-            .await);
+            .await;
     };
     let (time_start, time_end, timezone, weekdays) = form.window.parts();
     let rule = TrafficRule {
@@ -403,20 +362,19 @@ pub(super) async fn set_traffic_rule(
         }),
         ..TrafficRule::default()
     };
-    let result = console.api.set_traffic_rule(call(&session, rule)).await;
-    Ok(after_change(
-        &console,
-        &session,
-        result,
-        Page::Routing,
-        &[
-            ("model", "models"),
-            ("team", "team_id"),
-            ("time", "time"),
-            ("weekday", "time"),
-            ("zone", "time"),
-            ("", "deny"),
-        ],
-    )
-    .await)
+    let result = editor.api().set_traffic_rule(editor.call(rule)).await;
+    editor
+        .answer(
+            result,
+            Page::Routing,
+            &[
+                ("model", "models"),
+                ("team", "team_id"),
+                ("time", "time"),
+                ("weekday", "time"),
+                ("zone", "time"),
+                ("", "deny"),
+            ],
+        )
+        .await
 }
