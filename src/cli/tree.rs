@@ -251,49 +251,28 @@ impl Items {
     }
 }
 
-impl ser::SerializeSeq for Items {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
+/// serde's four kinds of sequence each push their elements onto [`Items`].
+macro_rules! sequence_of_items {
+    ($($kind:ident :: $element:ident),*) => {$(
+        impl ser::$kind for Items {
+            type Ok = Node;
+            type Error = TreeError;
+            fn $element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
+                self.push(value)
+            }
+            fn end(self) -> Result<Node, TreeError> {
+                Ok(self.done())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Items {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleStruct for Items {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleVariant for Items {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
-}
+sequence_of_items!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl Fields {
     fn push<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), TreeError> {
@@ -306,35 +285,27 @@ impl Fields {
     }
 }
 
-impl ser::SerializeStruct for Fields {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), TreeError> {
-        self.push(key, value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
+/// A struct and a struct variant both push their fields onto [`Fields`].
+macro_rules! record_of_fields {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for Fields {
+            type Ok = Node;
+            type Error = TreeError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), TreeError> {
+                self.push(key, value)
+            }
+            fn end(self) -> Result<Node, TreeError> {
+                Ok(self.done())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Fields {
-    type Ok = Node;
-    type Error = TreeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), TreeError> {
-        self.push(key, value)
-    }
-    fn end(self) -> Result<Node, TreeError> {
-        Ok(self.done())
-    }
-}
+record_of_fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Entries {
     type Ok = Node;
