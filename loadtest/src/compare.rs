@@ -16,6 +16,8 @@ enum Unit {
     Micros,
     Rps,
     Megabytes,
+    /// A count per request (context switches).
+    Count,
 }
 
 /// One headline figure of a run: (name, value, unit, whether lower is better).
@@ -77,6 +79,18 @@ fn figures(r: &Results) -> Vec<Figure> {
             true,
         ),
         (
+            "edge wake-ups per request",
+            r.cpu.get(TOLLGATE).and_then(|c| c.wakeups_per_request),
+            Unit::Count,
+            true,
+        ),
+        (
+            "floor-proxy wake-ups per request",
+            r.cpu.get(FLOOR).and_then(|c| c.wakeups_per_request),
+            Unit::Count,
+            true,
+        ),
+        (
             "Tollgate throughput at p99 ≤ 10 ms",
             frontier(TOLLGATE),
             Unit::Rps,
@@ -127,6 +141,7 @@ fn show(value: f64, unit: Unit) -> String {
         Unit::Micros => fmt_us(value),
         Unit::Rps => format!("{value:.0} RPS"),
         Unit::Megabytes => format!("{value:.0} MB"),
+        Unit::Count => format!("{value:.2}"),
     }
 }
 

@@ -88,6 +88,45 @@ impl Proc {
     pub fn cpu_time(&self) -> Duration {
         tree(self.pid()).iter().map(|&p| cpu_time(p)).sum()
     }
+
+    /// Context switches of every thread of the process and its descendants so far.
+    pub fn switches(&self) -> Switches {
+        tree(self.pid()).iter().map(|&p| switches(p)).sum()
+    }
+}
+
+/// A thread's context switches: voluntary ones (it waited for something, and was woken up when
+/// it came) and involuntary ones (the scheduler took the core away).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl std::ops::Add for Switches {
+    type Output = Switches;
+    fn add(self, other: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary + other.voluntary,
+            involuntary: self.involuntary + other.involuntary,
+        }
+    }
+}
+
+impl std::ops::Sub for Switches {
+    type Output = Switches;
+    fn sub(self, other: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(other.voluntary),
+            involuntary: self.involuntary.saturating_sub(other.involuntary),
+        }
+    }
+}
+
+impl std::iter::Sum for Switches {
+    fn sum<I: Iterator<Item = Switches>>(iter: I) -> Switches {
+        iter.fold(Switches::default(), |a, b| a + b)
+    }
 }
 
 impl Drop for Proc {
@@ -154,6 +193,35 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 2..];
     Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The context switches of every thread of `pid` (`/proc/<pid>/status` counts the main
+/// thread's only). A thread that ended within the round takes its count with it, so the
+/// figure is a floor; the edge's worker threads live as long as it does.
+fn switches(pid: u32) -> Switches {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Switches::default();
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("status")).ok())
+        .map(|status| thread_switches(&status))
+        .sum()
+}
+
+/// The switches a thread's `status` text counts.
+fn thread_switches(status: &str) -> Switches {
+    let count = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Switches {
+        voluntary: count("voluntary_ctxt_switches:"),
+        involuntary: count("nonvoluntary_ctxt_switches:"),
+    }
 }
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -267,5 +335,38 @@ impl Foreign {
         let machine = machine_busy().saturating_sub(self.machine);
         let suite = suite_busy().saturating_sub(self.suite);
         machine.saturating_sub(suite).as_secs_f64() / self.at.elapsed().as_secs_f64().max(0.001)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threads_switches_are_read_from_its_status() {
+        let status = "Name:\ttokio-runtime-w\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t56\n";
+        let expected = Switches {
+            voluntary: 1234,
+            involuntary: 56,
+        };
+        assert_eq!(thread_switches(status), expected);
+        assert_eq!(thread_switches(""), Switches::default());
+    }
+
+    #[test]
+    fn every_thread_of_a_process_is_counted() {
+        let before = switches(std::process::id());
+        let sleeper = std::thread::spawn(|| {
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let during = switches(std::process::id());
+        let _ = sleeper.join();
+        assert!(
+            during.voluntary > before.voluntary,
+            "{before:?} → {during:?}"
+        );
     }
 }

@@ -189,7 +189,7 @@ pub fn cpu(out: &mut String, r: &Results) {
     section(
         out,
         "5. CPU time per request",
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only).",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
     );
     header(
         out,
@@ -199,6 +199,8 @@ pub fn cpu(out: &mut String, r: &Results) {
             "requests",
             "CPU / request (own)",
             "CPU / request (whole)",
+            "wake-ups / request",
+            "preemptions / request",
         ],
     );
     for (name, c) in &r.cpu {
@@ -210,9 +212,16 @@ pub fn cpu(out: &mut String, r: &Results) {
                 c.requests.to_string(),
                 fmt_us(c.us_per_request),
                 fmt_us(c.whole_us_per_request),
+                per_request(c.wakeups_per_request),
+                per_request(c.preemptions_per_request),
             ],
         );
     }
+}
+
+/// A count per request to two decimals, or a dash where the run did not measure it.
+fn per_request(count: Option<f64>) -> String {
+    count.map_or_else(|| "—".to_owned(), |n| format!("{n:.2}"))
 }
 
 /// Section 6, when the run measured it: policy propagation per edge, revocation, and a chart.

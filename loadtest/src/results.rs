@@ -134,6 +134,11 @@ pub struct Cpu {
     pub us_per_request: f64,
     /// CPU of every process of the target (Tollgate: edge, aggregator, control plane).
     pub whole_us_per_request: f64,
+    /// Voluntary context switches of the serving process's threads per request: how often
+    /// its threads went to sleep and had to be woken (absent from earlier runs).
+    pub wakeups_per_request: Option<f64>,
+    /// Involuntary context switches (preemptions) of its threads per request.
+    pub preemptions_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -395,11 +395,13 @@ pub async fn cpu(
             timeout: TIMEOUT,
         };
         let main_before = t.main.cpu_time();
+        let switches_before = t.main.switches();
         let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
         let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
         // Usage events are written by the aggregator a little after the answers.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let main = t.main.cpu_time().saturating_sub(main_before);
+        let switches = t.main.switches() - switches_before;
         let all = t
             .all
             .iter()
@@ -412,10 +414,15 @@ pub async fn cpu(
             requests: outcome.ok,
             us_per_request: main.as_secs_f64() * 1e6 / requests as f64,
             whole_us_per_request: all.as_secs_f64() * 1e6 / requests as f64,
+            wakeups_per_request: Some(switches.voluntary as f64 / requests as f64),
+            preemptions_per_request: Some(switches.involuntary as f64 / requests as f64),
         };
         eprintln!(
-            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole)",
-            t.name, cpu.us_per_request, cpu.whole_us_per_request
+            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole), {:.2} wake-ups/request",
+            t.name,
+            cpu.us_per_request,
+            cpu.whole_us_per_request,
+            cpu.wakeups_per_request.unwrap_or_default()
         );
         results.cpu.insert(t.name.to_owned(), cpu);
     }
