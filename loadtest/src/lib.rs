@@ -8,6 +8,7 @@ pub mod floor;
 pub mod http;
 pub mod litellm;
 pub mod load;
+mod markdown;
 pub mod mock;
 pub mod plan;
 pub mod procs;

@@ -4,72 +4,17 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::charts::{self, Chart, Series};
-use crate::results::{Pct, Results, Summary};
+use crate::charts::{Chart, Series};
+use crate::markdown::{Charts, PCT_NAMES, header, pct_points, row, section};
+use crate::results::{Results, Summary};
 use crate::suite::{DIRECT, FLOOR, TOLLGATE};
 use crate::verdict::{Verdict, fmt_signed, fmt_us, litellm_best, verdicts};
 
 pub use crate::verdict::latency_missed;
 
-pub(crate) const PCT_NAMES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
-
-/// The five percentiles of `p` as chart points (x = 0 for p50 … 4 for max), divided by `scale`.
-pub(crate) fn pct_points(p: &Pct, scale: f64) -> Vec<(f64, f64)> {
-    [p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us]
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as f64, v / scale))
-        .collect()
-}
-
-/// One Markdown table row.
-pub(crate) fn row(out: &mut String, cells: &[String]) {
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
-}
-
-/// A Markdown table's header row and its separator.
-pub(crate) fn header(out: &mut String, cells: &[&str]) {
-    row(
-        out,
-        &cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>(),
-    );
-    row(
-        out,
-        &cells.iter().map(|_| "---".to_owned()).collect::<Vec<_>>(),
-    );
-}
-
-/// A numbered section's heading and the paragraph that says how its figures were taken.
-pub(crate) fn section(out: &mut String, heading: &str, intro: &str) {
-    let _ = writeln!(out, "\n## {heading}\n\n{intro}\n");
-}
-
 /// What a target adds over `d` (direct, or another baseline), or a dash when `d` is missing.
 fn added(t: f64, d: Option<f64>) -> String {
     d.map_or("—".into(), |d| fmt_signed(t - d))
-}
-
-/// Where the report's charts go: SVG files named after the report, beside it.
-pub(crate) struct Charts<'a> {
-    dir: &'a Path,
-    stem: &'a str,
-}
-
-impl Charts<'_> {
-    /// Draws the chart `name` beside the report and links it from the text as `alt`.
-    pub fn draw(
-        &self,
-        out: &mut String,
-        name: &str,
-        alt: &str,
-        chart: &Chart<'_>,
-        series: &[Series],
-    ) -> anyhow::Result<()> {
-        let file = format!("{}-{name}.svg", self.stem);
-        charts::draw(&self.dir.join(&file), chart, series)?;
-        let _ = writeln!(out, "\n![{alt}]({file})");
-        Ok(())
-    }
 }
 
 /// Writes the report, its charts and its JSON; returns the report's path.

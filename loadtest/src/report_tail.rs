@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::charts::{Chart, Series};
-use crate::report::{Charts, PCT_NAMES, header, pct_points, row, section};
+use crate::markdown::{Charts, PCT_NAMES, header, pct_points, row, section};
 use crate::results::{Pct, Propagation, Results};
 use crate::suite::DIRECT;
 use crate::verdict::{fmt_us, rss_at};
