@@ -212,6 +212,73 @@ where
     }
 }
 
+/// Maps an SDK failure: the service's own error answer by `answer` (given it and the
+/// answer's `retry-after`), anything else as a transport failure of `service`.
+pub fn sdk_error<E, R>(
+    error: SdkError<E, R>,
+    what: &str,
+    limit: Duration,
+    service: &str,
+    answer: impl FnOnce(&E, Option<String>) -> UpstreamError,
+) -> UpstreamError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: Debug + 'static,
+{
+    match &error {
+        SdkError::ServiceError(context) => answer(context.err(), raw_retry_after(context.raw())),
+        _ => transport_error(&error, what, limit, service),
+    }
+}
+
+/// Maps the error codes AWS services share (throttling, validation, refused credentials);
+/// each service maps its own codes before falling back to this.
+pub fn service_error(
+    service: &str,
+    code: &str,
+    message: Option<&str>,
+    retry_after: Option<String>,
+    what: &str,
+) -> UpstreamError {
+    // In-stream exceptions are named in lower camel case (`throttlingException`).
+    let matches = |name: &str| code.eq_ignore_ascii_case(name);
+    if matches("ThrottlingException")
+        || matches("ServiceQuotaExceededException")
+        || matches("TooManyRequestsException")
+    {
+        UpstreamError::RateLimited { retry_after }
+    } else if matches("ValidationException") {
+        rejected(service, message, what)
+    } else if [
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "ExpiredTokenException",
+        "MissingAuthenticationTokenException",
+    ]
+    .iter()
+    .any(|name| matches(name))
+    {
+        UpstreamError::Failed(format!("{what}: {service} refused the credentials"))
+    } else if code.is_empty() {
+        UpstreamError::Failed(format!("{what} failed: {service} answered with an error"))
+    } else {
+        UpstreamError::Failed(format!("{what} failed: {service} answered {code}"))
+    }
+}
+
+/// The service refused the request as invalid: a 400 with its message (at most 1000
+/// characters), or a sentence saying so.
+pub fn rejected(service: &str, message: Option<&str>, what: &str) -> UpstreamError {
+    UpstreamError::Rejected {
+        status: 400,
+        message: message
+            .map(|m| m.chars().take(1000).collect())
+            .unwrap_or_else(|| format!("{what}: {service} rejected the request")),
+    }
+}
+
 /// Whether an error or one of its sources is about loading credentials.
 fn mentions_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);

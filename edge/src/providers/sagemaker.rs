@@ -28,10 +28,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::aws::{ClientCache, raw_retry_after, transport_error};
+use super::aws::{self, ClientCache};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::clock::unix_seconds;
 use crate::providers::Egress;
+use crate::providers::completion::{self, completion_id};
 
 const JSON: &str = "application/json";
 
@@ -197,20 +198,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + 'static,
 {
-    match &error {
-        SdkError::ServiceError(context) => {
-            let err = context.err();
-            special(err, what).unwrap_or_else(|| {
-                service_error(
-                    err.code(),
-                    err.message(),
-                    raw_retry_after(context.raw()),
-                    what,
-                )
-            })
-        }
-        _ => transport_error(&error, what, limit, "SageMaker"),
-    }
+    aws::sdk_error(error, what, limit, "SageMaker", |err, retry_after| {
+        special(err, what)
+            .unwrap_or_else(|| service_error(err.code(), err.message(), retry_after, what))
+    })
 }
 
 /// The container's own error message: `error.message`, `message` or `error` of a JSON body,
@@ -263,41 +254,17 @@ fn service_error(
 ) -> UpstreamError {
     let code = code.unwrap_or("");
     let matches = |name: &str| code.eq_ignore_ascii_case(name);
-    if matches("ThrottlingException")
-        || matches("TooManyRequestsException")
-        || matches("ServiceQuotaExceededException")
-    {
-        UpstreamError::RateLimited { retry_after }
-    } else if matches("ValidationError") || matches("ValidationException") {
-        UpstreamError::Rejected {
-            status: 400,
-            message: message
-                .map(|m| m.chars().take(1000).collect())
-                .unwrap_or_else(|| format!("{what}: SageMaker rejected the request")),
-        }
+    if matches("ValidationError") {
+        aws::rejected("SageMaker", message, what)
     } else if matches("ModelError") {
         container_error(None, message, what)
     } else if matches("ModelStreamError") {
         let detail = message.map(container_message).unwrap_or_default();
         UpstreamError::Failed(format!("{what}: the model stream failed: {detail}"))
-    } else if [
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignatureException",
-        "ExpiredTokenException",
-        "MissingAuthenticationTokenException",
-    ]
-    .iter()
-    .any(|name| matches(name))
-    {
-        UpstreamError::Failed(format!("{what}: SageMaker refused the credentials"))
     } else if matches("ModelNotReadyException") {
         UpstreamError::Failed(format!("{what}: the SageMaker model is not ready yet"))
-    } else if code.is_empty() {
-        UpstreamError::Failed(format!("{what} failed: SageMaker answered with an error"))
     } else {
-        UpstreamError::Failed(format!("{what} failed: SageMaker answered {code}"))
+        aws::service_error("SageMaker", code, message, retry_after, what)
     }
 }
 
@@ -405,10 +372,6 @@ impl SseReframer {
     }
 }
 
-fn completion_id() -> String {
-    format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())
-}
-
 /// OpenAI's `finish_reason` for TGI's.
 fn finish_reason(details: &Value) -> &'static str {
     match details["finish_reason"].as_str() {
@@ -458,26 +421,14 @@ impl TgiStream {
         }
     }
 
-    fn chunk(&self, choices: Value, out: &mut String) {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        });
-        out.push_str(&format!("data: {chunk}\n\n"));
-    }
-
     fn delta(&mut self, delta: Value, finish: Option<&str>, out: &mut String) {
         let mut delta = delta;
         if !self.role_sent {
             self.role_sent = true;
             delta["role"] = json!("assistant");
         }
-        let choice =
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-        self.chunk(choice, out);
+        let chunk = completion::chunk(&self.id, self.created, &self.model, delta, finish);
+        out.push_str(&format!("data: {chunk}\n\n"));
     }
 
     fn line(&mut self, line: &str, out: &mut String) -> Result<(), String> {
@@ -517,14 +468,7 @@ impl TgiStream {
         if self.include_usage
             && let Some(usage) = tgi_usage(details)
         {
-            let chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage,
-            });
+            let chunk = completion::usage_chunk(&self.id, self.created, &self.model, usage);
             out.push_str(&format!("data: {chunk}\n\n"));
         }
     }
@@ -757,18 +701,13 @@ fn tgi_completion(answer: &[u8], model: &str, stops: &[String]) -> Option<Value>
     {
         text = stripped;
     }
-    let mut body = json!({
-        "id": completion_id(),
-        "object": "chat.completion",
-        "created": unix_seconds(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": null,
-            "finish_reason": finish_reason(details),
-        }],
-    });
+    let mut body = completion::completion(
+        completion_id(),
+        unix_seconds(),
+        model,
+        json!({"role": "assistant", "content": text}),
+        finish_reason(details),
+    );
     if let Some(usage) = tgi_usage(details) {
         body["usage"] = usage;
     }

@@ -128,9 +128,7 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
                     }
                 }
             }
-            if !parts.is_empty() {
-                out.push(json!({"role": "user", "content": parts}));
-            }
+            out.extend(chat::user(parts));
         }
         "assistant" => {
             let mut text = String::new();
@@ -154,11 +152,7 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
             }
             out.push(chat::assistant(text, calls));
         }
-        _ => {
-            return Err(format!(
-                "messages[{i}].role must be \"user\" or \"assistant\", got {role:?}"
-            ));
-        }
+        _ => return Err(chat::unknown_role(i, role)),
     }
     Ok(())
 }
@@ -301,15 +295,10 @@ fn message_id(id: &str) -> String {
 
 /// The Messages `message` for a complete answer.
 pub fn answer(reply: &Reply, model: &str) -> Value {
-    let mut content = Vec::new();
-    if !reply.text.is_empty() {
-        content.push(json!({"type": "text", "text": reply.text}));
-    }
-    for call in &reply.tool_calls {
-        content.push(json!({
-            "type": "tool_use", "id": call.id, "name": call.name, "input": call.input(),
-        }));
-    }
+    let content = reply.output(
+        |text| json!({"type": "text", "text": text}),
+        |call| json!({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input()}),
+    );
     json!({
         "id": message_id(&reply.id),
         "type": "message",

@@ -2,6 +2,16 @@
 
 use serde_json::{Value, json};
 
+/// A user message with its parts, unless it has none (the message held only tool results).
+pub fn user(parts: Vec<Value>) -> Option<Value> {
+    (!parts.is_empty()).then(|| json!({"role": "user", "content": parts}))
+}
+
+/// The refusal of `messages[i]`, whose role is neither user nor assistant.
+pub fn unknown_role(i: usize, role: &str) -> String {
+    format!("messages[{i}].role must be \"user\" or \"assistant\", got {role:?}")
+}
+
 /// An assistant message with its text and tool calls.
 pub fn assistant(text: String, calls: Vec<Value>) -> Value {
     let mut message = json!({"role": "assistant", "content": text});

@@ -130,6 +130,22 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The answer's output in a surface's shape: its text unless empty, then each tool call.
+    pub fn output(
+        &self,
+        text: impl FnOnce(&str) -> Value,
+        call: impl FnMut(&ToolCall) -> Value,
+    ) -> Vec<Value> {
+        let mut output = Vec::with_capacity(self.tool_calls.len() + 1);
+        if !self.text.is_empty() {
+            output.push(text(&self.text));
+        }
+        output.extend(self.tool_calls.iter().map(call));
+        output
+    }
+}
+
 fn str_of(value: &Value) -> String {
     value.as_str().unwrap_or_default().to_owned()
 }

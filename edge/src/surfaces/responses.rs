@@ -277,13 +277,10 @@ fn response(
 
 /// The `response` for a complete answer.
 pub fn answer(reply: &Reply, model: &str) -> Value {
-    let mut output = Vec::new();
-    if !reply.text.is_empty() {
-        output.push(text_item(&new_id("msg"), &reply.text, "completed"));
-    }
-    for call in &reply.tool_calls {
-        output.push(call_item(&new_id("fc"), call, "completed"));
-    }
+    let output = reply.output(
+        |text| text_item(&new_id("msg"), text, "completed"),
+        |call| call_item(&new_id("fc"), call, "completed"),
+    );
     response(
         &new_id("resp"),
         unix_seconds(),

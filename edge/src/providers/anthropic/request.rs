@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::providers::messages::{self, Part, Role};
 use crate::providers::tools::{self, ToolChoice};
 
 /// Anthropic requires `max_tokens`; this is sent when the client set no maximum.
@@ -20,30 +21,18 @@ pub struct Translated {
 
 /// Translates an OpenAI chat-completions request body; `stream` is whether to ask for SSE.
 pub fn translate(openai: &[u8], stream: bool) -> Result<Translated, String> {
-    let request: Map<String, Value> = serde_json::from_slice(openai)
-        .map_err(|e| format!("invalid chat completion request: {e}"))?;
-    let field = |name: &str| request.get(name).filter(|v| !v.is_null());
+    let request = messages::chat_request(openai)?;
+    let field = |name: &str| messages::field(&request, name);
 
-    if let Some(n) = field("n").and_then(Value::as_u64)
-        && n > 1
-    {
-        return Err("`n` greater than 1 is not supported by Anthropic deployments".into());
-    }
-    let messages = field("messages")
-        .and_then(Value::as_array)
-        .ok_or("`messages` must be an array")?;
-    let (system, messages) = translate_messages(messages)?;
+    messages::single_choice(&request, "Anthropic")?;
+    let (system, messages) = translate_messages(messages::messages(&request)?)?;
 
     let mut body = Map::new();
     body.insert(
         "model".into(),
         field("model").cloned().unwrap_or(Value::Null),
     );
-    let max_tokens = field("max_completion_tokens")
-        .or_else(|| field("max_tokens"))
-        .map(|v| v.as_u64().ok_or("`max_tokens` must be a positive integer"))
-        .transpose()?
-        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let max_tokens = messages::max_tokens(&request)?.unwrap_or(DEFAULT_MAX_TOKENS);
     body.insert("max_tokens".into(), max_tokens.into());
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
@@ -57,23 +46,12 @@ pub fn translate(openai: &[u8], stream: bool) -> Result<Translated, String> {
     });
     body.insert("messages".into(), Value::Array(messages));
     for name in ["temperature", "top_p", "top_k"] {
-        if let Some(value) = field(name) {
-            if !value.is_number() {
-                return Err(format!("`{name}` must be a number"));
-            }
+        if let Some(value) = messages::number(&request, name)? {
             body.insert(name.into(), value.clone());
         }
     }
-    match field("stop") {
-        None => {}
-        Some(Value::String(stop)) => {
-            body.insert("stop_sequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if stops.is_empty() => {}
-        Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
-            body.insert("stop_sequences".into(), Value::Array(stops.clone()));
-        }
-        Some(_) => return Err("`stop` must be a string or an array of strings".into()),
+    if let Some(stops) = messages::stop_sequences(&request)? {
+        body.insert("stop_sequences".into(), stops);
     }
     if let Some(user) = field("user").and_then(Value::as_str) {
         body.insert("metadata".into(), json!({"user_id": user}));
@@ -82,14 +60,9 @@ pub fn translate(openai: &[u8], stream: bool) -> Result<Translated, String> {
     if stream {
         body.insert("stream".into(), true.into());
     }
-    let include_usage = request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
     Ok(Translated {
         body: Value::Object(body),
-        include_usage,
+        include_usage: messages::include_usage(&request),
     })
 }
 
@@ -99,9 +72,8 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), St
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let at = format!("messages[{i}]");
-        let role = message["role"].as_str().unwrap_or_default();
-        let (role, mut blocks) = match role {
-            "system" | "developer" => {
+        let (role, mut blocks) = match messages::role(message, &at, "Anthropic")? {
+            Role::System(role) => {
                 let mut blocks = content_blocks(&message["content"], &at)?;
                 if let Some(bad) = blocks.iter().find(|b| b["type"] != "text") {
                     return Err(format!(
@@ -113,24 +85,12 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), St
                 system.extend(blocks);
                 continue;
             }
-            "user" => ("user", content_blocks(&message["content"], &at)?),
-            "assistant" => ("assistant", assistant_blocks(message, &at)?),
-            "tool" => ("user", vec![tool_result(message, &at)?]),
-            other => {
-                return Err(format!(
-                    "{at}: role {other:?} is not supported by Anthropic deployments (use tools)"
-                ));
-            }
+            Role::User => ("user", content_blocks(&message["content"], &at)?),
+            Role::Assistant => ("assistant", assistant_blocks(message, &at)?),
+            Role::Tool => ("user", vec![tool_result(message, &at)?]),
         };
         message_cache_control(message, &mut blocks);
-        if blocks.is_empty() {
-            continue;
-        }
-        // Anthropic wants user and assistant turns to alternate: merge neighbours.
-        match turns.last_mut() {
-            Some((last, previous)) if *last == role => previous.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        messages::push_turn(&mut turns, role, blocks);
     }
     let messages = turns
         .into_iter()
@@ -152,73 +112,29 @@ fn message_cache_control(message: &Value, blocks: &mut [Value]) {
     }
 }
 
-/// The blocks of a message `content`: a string, or an array of content parts.
-fn content_blocks(content: &Value, at: &str) -> Result<Vec<Value>, String> {
-    match content {
-        Value::Null => Ok(Vec::new()),
-        Value::String(text) if text.is_empty() => Ok(Vec::new()),
-        Value::String(text) => Ok(vec![json!({"type": "text", "text": text})]),
-        Value::Array(parts) => {
-            let mut blocks = Vec::with_capacity(parts.len());
-            for (j, part) in parts.iter().enumerate() {
-                if let Some(block) = part_block(part, &format!("{at}.content[{j}]"))? {
-                    blocks.push(block);
-                }
-            }
-            Ok(blocks)
-        }
-        _ => Err(format!(
-            "{at}.content must be a string or an array of content parts"
-        )),
-    }
-}
-
-/// One content part as an Anthropic block (`None` for an empty text, which Anthropic refuses).
-fn part_block(part: &Value, at: &str) -> Result<Option<Value>, String> {
-    let mut block = match part["type"].as_str() {
-        Some("text") => match part["text"].as_str() {
-            Some("") => return Ok(None),
-            Some(text) => json!({"type": "text", "text": text}),
-            None => return Err(format!("{at}.text must be a string")),
-        },
-        Some("refusal") => match part["refusal"].as_str() {
-            Some("") | None => return Ok(None),
-            Some(text) => json!({"type": "text", "text": text}),
-        },
-        Some("image_url") => {
-            // `image_url` is `{"url": …, "detail": …}`, or a bare string in some clients.
-            let url = part["image_url"]["url"]
-                .as_str()
-                .or_else(|| part["image_url"].as_str())
-                .ok_or_else(|| format!("{at}.image_url.url must be a string"))?;
-            image_block(url, at)?
-        }
-        Some("file") => document_block(&part["file"], at)?,
-        Some(other) => {
-            return Err(format!(
-                "{at}: content parts of type {other:?} are not supported by Anthropic deployments"
-            ));
-        }
-        None => return Err(format!("{at}.type must be a string")),
-    };
-    if let Some(cache) = part.get("cache_control").filter(|c| !c.is_null()) {
+/// A `cache_control` set on a content part or a tool call applies to its block.
+fn entry_cache_control(entry: &Value, block: &mut Value) {
+    if let Some(cache) = entry.get("cache_control").filter(|c| !c.is_null()) {
         block["cache_control"] = cache.clone();
     }
-    Ok(Some(block))
 }
 
-/// A `data:` URL's media type and base64 payload.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
-    let mut meta = meta.split(';');
-    let media_type = meta.next().filter(|m| !m.is_empty())?;
-    meta.any(|p| p.eq_ignore_ascii_case("base64"))
-        .then_some((media_type, data))
+/// The blocks of a message `content`: a string, or an array of content parts.
+fn content_blocks(content: &Value, at: &str) -> Result<Vec<Value>, String> {
+    messages::content(content, at, "Anthropic", |part, entry, at| {
+        let mut block = match part {
+            Part::Text(text) => json!({"type": "text", "text": text}),
+            Part::Image(url) => image_block(url, at)?,
+            Part::File(file) => document_block(file, at)?,
+        };
+        entry_cache_control(entry, &mut block);
+        Ok(block)
+    })
 }
 
 fn image_block(url: &str, at: &str) -> Result<Value, String> {
     if url.starts_with("data:") {
-        let (media_type, data) = data_url(url)
+        let (media_type, data) = messages::data_url(url)
             .ok_or_else(|| format!("{at}: an image data URL must be data:<type>;base64,<data>"))?;
         Ok(json!({"type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data}}))
@@ -235,7 +151,7 @@ fn image_block(url: &str, at: &str) -> Result<Value, String> {
 fn document_block(file: &Value, at: &str) -> Result<Value, String> {
     let data = file["file_data"]
         .as_str()
-        .and_then(data_url)
+        .and_then(messages::data_url)
         .filter(|(media_type, _)| *media_type == "application/pdf")
         .ok_or_else(|| {
             format!("{at}: only PDF files given inline as file_data (a base64 data URL) are supported by Anthropic deployments")
@@ -253,36 +169,11 @@ fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, String> {
             bad["type"]
         ));
     }
-    let calls = match &message["tool_calls"] {
-        Value::Null => return Ok(blocks),
-        Value::Array(calls) => calls,
-        _ => return Err(format!("{at}.tool_calls must be an array")),
-    };
-    for (j, call) in calls.iter().enumerate() {
-        let at = format!("{at}.tool_calls[{j}]");
-        let id = call["id"]
-            .as_str()
-            .ok_or_else(|| format!("{at}.id must be a string"))?;
-        let name = call["function"]["name"]
-            .as_str()
-            .ok_or_else(|| format!("{at}.function.name must be a string"))?;
-        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
-        let input = if arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(arguments) {
-                Ok(input @ Value::Object(_)) => input,
-                _ => {
-                    return Err(format!(
-                        "{at}.function.arguments must be a JSON object for Anthropic deployments"
-                    ));
-                }
-            }
-        };
-        let mut block = json!({"type": "tool_use", "id": id, "name": name, "input": input});
-        if let Some(cache) = call.get("cache_control").filter(|c| !c.is_null()) {
-            block["cache_control"] = cache.clone();
-        }
+    // Anthropic pairs each result with its call by the id.
+    for call in messages::tool_calls(message, at, "Anthropic", true)? {
+        let mut block = json!({"type": "tool_use", "id": call.id, "name": call.name,
+            "input": call.arguments});
+        entry_cache_control(call.entry, &mut block);
         blocks.push(block);
     }
     Ok(blocks)
@@ -290,9 +181,7 @@ fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, String> {
 
 /// A `tool` message as a `tool_result` block.
 fn tool_result(message: &Value, at: &str) -> Result<Value, String> {
-    let id = message["tool_call_id"]
-        .as_str()
-        .ok_or_else(|| format!("{at}.tool_call_id must be a string"))?;
+    let id = messages::tool_call_id(message, at)?;
     let mut block = json!({"type": "tool_result", "tool_use_id": id});
     match &message["content"] {
         Value::String(text) if text.is_empty() => {}

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::codec::usage::usage_json;
+use crate::providers::completion::{self, push_event};
 use crate::providers::http::{EventTranslator, StreamFailure};
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
@@ -82,19 +83,15 @@ pub fn completion(message: &Value, created: u64) -> Option<Value> {
     }
     let mut usage = Usage::default();
     usage.update(&message["usage"]);
-    Some(json!({
-        "id": message["id"],
-        "object": "chat.completion",
-        "created": created,
-        "model": message["model"],
-        "choices": [{
-            "index": 0,
-            "message": reply,
-            "logprobs": null,
-            "finish_reason": finish_reason(message["stop_reason"].as_str()),
-        }],
-        "usage": usage.openai(),
-    }))
+    let mut completion = completion::completion(
+        &message["id"],
+        created,
+        &message["model"],
+        reply,
+        finish_reason(message["stop_reason"].as_str()),
+    );
+    completion["usage"] = usage.openai();
+    Some(completion)
 }
 
 /// Turns Anthropic stream events into OpenAI chunks, one event at a time.
@@ -198,9 +195,12 @@ impl StreamTranslator {
                 self.start(out);
                 self.finish(out, None);
                 if self.include_usage {
-                    let chunk = json!({"id": self.id, "object": "chat.completion.chunk",
-                        "created": self.created, "model": self.model, "choices": [],
-                        "usage": self.usage.openai()});
+                    let chunk = completion::usage_chunk(
+                        &self.id,
+                        self.created,
+                        &self.model,
+                        self.usage.openai(),
+                    );
                     push_event(out, &chunk);
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -243,19 +243,9 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
+        let chunk = completion::chunk(&self.id, self.created, &self.model, delta, finish);
         push_event(out, &chunk);
     }
-}
-
-fn push_event(out: &mut Vec<u8>, chunk: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(chunk.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 impl EventTranslator for StreamTranslator {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::aws::{ClientCache, raw_retry_after, transport_error};
+use super::aws::{self, ClientCache};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::providers::Egress;
 use embeddings::{Family, TokenCount};
@@ -269,18 +269,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + 'static,
 {
-    match &error {
-        SdkError::ServiceError(context) => {
-            let retry_after = raw_retry_after(context.raw());
-            service_error(
-                context.err().code(),
-                context.err().message(),
-                retry_after,
-                what,
-            )
-        }
-        _ => transport_error(&error, what, limit, "Bedrock"),
-    }
+    aws::sdk_error(error, what, limit, "Bedrock", |err, retry_after| {
+        service_error(err.code(), err.message(), retry_after, what)
+    })
 }
 
 /// Maps a Bedrock error by its code (the same for Converse, ConverseStream and in-stream errors).
@@ -291,38 +282,10 @@ fn service_error(
     what: &str,
 ) -> UpstreamError {
     let code = code.unwrap_or("");
-    // In-stream exceptions are named in lower camel case (`throttlingException`).
-    let matches = |name: &str| code.eq_ignore_ascii_case(name);
-    if matches("ThrottlingException")
-        || matches("ServiceQuotaExceededException")
-        || matches("TooManyRequestsException")
-    {
-        UpstreamError::RateLimited { retry_after }
-    } else if matches("ValidationException") {
-        UpstreamError::Rejected {
-            status: 400,
-            message: message
-                .map(|m| m.chars().take(1000).collect())
-                .unwrap_or_else(|| format!("{what}: Bedrock rejected the request")),
-        }
-    } else if [
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignatureException",
-        "ExpiredTokenException",
-        "MissingAuthenticationTokenException",
-    ]
-    .iter()
-    .any(|name| matches(name))
-    {
-        UpstreamError::Failed(format!("{what}: Bedrock refused the credentials"))
-    } else if matches("ModelTimeoutException") {
+    if code.eq_ignore_ascii_case("ModelTimeoutException") {
         UpstreamError::Timeout(format!("{what}: the Bedrock model timed out"))
-    } else if code.is_empty() {
-        UpstreamError::Failed(format!("{what} failed: Bedrock answered with an error"))
     } else {
-        UpstreamError::Failed(format!("{what} failed: Bedrock answered {code}"))
+        aws::service_error("Bedrock", code, message, retry_after, what)
     }
 }
 

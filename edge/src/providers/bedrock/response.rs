@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::request::json as document_json;
 use crate::clock::unix_seconds;
 use crate::codec::usage::usage_json;
+use crate::providers::completion::{self, completion_id};
 
 /// OpenAI's `finish_reason` for a Bedrock stop reason.
 pub fn finish_reason(reason: &StopReason) -> &'static str {
@@ -38,10 +39,6 @@ pub fn usage(usage: &TokenUsage) -> Value {
         cache_write,
         count(usage.output_tokens()),
     )
-}
-
-fn completion_id() -> String {
-    format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// The OpenAI `chat.completion` for a Converse answer.
@@ -78,18 +75,13 @@ pub fn completion(output: &ConverseOutput, model: &str) -> Value {
     if !reasoning.is_empty() {
         message["reasoning_content"] = Value::String(reasoning);
     }
-    let mut body = json!({
-        "id": completion_id(),
-        "object": "chat.completion",
-        "created": unix_seconds(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(output.stop_reason()),
-        }],
-    });
+    let mut body = completion::completion(
+        completion_id(),
+        unix_seconds(),
+        model,
+        message,
+        finish_reason(output.stop_reason()),
+    );
     if let Some(u) = output.usage() {
         body["usage"] = usage(u);
     }
@@ -122,11 +114,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        })
+        completion::chunk(&self.id, self.created, &self.model, delta, finish)
     }
 
     /// The opening chunk, once, before anything else.
@@ -183,10 +171,12 @@ impl StreamTranslator {
             }
             ConverseStreamOutput::Metadata(metadata) => {
                 if let (true, Some(u)) = (self.include_usage, metadata.usage()) {
-                    out.push(json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage(u),
-                    }));
+                    out.push(completion::usage_chunk(
+                        &self.id,
+                        self.created,
+                        &self.model,
+                        usage(u),
+                    ));
                 }
             }
             _ => {}

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::providers::messages::{self, Part, Role};
 use crate::providers::tools::{self, ToolChoice};
 
 /// Joins a tool call's id and the `thoughtSignature` Gemini gave its `functionCall`: OpenAI
@@ -24,19 +25,10 @@ pub struct Translated {
 
 /// Translates an OpenAI chat-completions request body.
 pub fn translate(openai: &[u8]) -> Result<Translated, String> {
-    let request: Map<String, Value> = serde_json::from_slice(openai)
-        .map_err(|e| format!("invalid chat completion request: {e}"))?;
-    let field = |name: &str| request.get(name).filter(|v| !v.is_null());
+    let request = messages::chat_request(openai)?;
 
-    if let Some(n) = field("n").and_then(Value::as_u64)
-        && n > 1
-    {
-        return Err("`n` greater than 1 is not supported by Gemini deployments".into());
-    }
-    let messages = field("messages")
-        .and_then(Value::as_array)
-        .ok_or("`messages` must be an array")?;
-    let (system, contents) = translate_messages(messages)?;
+    messages::single_choice(&request, "Gemini")?;
+    let (system, contents) = translate_messages(messages::messages(&request)?)?;
 
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));
@@ -46,10 +38,7 @@ pub fn translate(openai: &[u8]) -> Result<Translated, String> {
     translate_tools(&request, &mut body)?;
 
     let mut config = Map::new();
-    if let Some(max) = field("max_completion_tokens").or_else(|| field("max_tokens")) {
-        let max = max
-            .as_u64()
-            .ok_or("`max_tokens` must be a positive integer")?;
+    if let Some(max) = messages::max_tokens(&request)? {
         config.insert("maxOutputTokens".into(), max.into());
     }
     for (name, gemini) in [
@@ -60,25 +49,14 @@ pub fn translate(openai: &[u8]) -> Result<Translated, String> {
         ("frequency_penalty", "frequencyPenalty"),
         ("seed", "seed"),
     ] {
-        if let Some(value) = field(name) {
-            if !value.is_number() {
-                return Err(format!("`{name}` must be a number"));
-            }
+        if let Some(value) = messages::number(&request, name)? {
             config.insert(gemini.into(), value.clone());
         }
     }
-    match field("stop") {
-        None => {}
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if stops.is_empty() => {}
-        Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
-            config.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        Some(_) => return Err("`stop` must be a string or an array of strings".into()),
+    if let Some(stops) = messages::stop_sequences(&request)? {
+        config.insert("stopSequences".into(), stops);
     }
-    if let Some(format) = field("response_format") {
+    if let Some(format) = messages::field(&request, "response_format") {
         match format["type"].as_str() {
             Some("text") => {}
             Some("json_object") => {
@@ -101,14 +79,9 @@ pub fn translate(openai: &[u8]) -> Result<Translated, String> {
     if !config.is_empty() {
         body.insert("generationConfig".into(), Value::Object(config));
     }
-    let include_usage = request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
     Ok(Translated {
         body: Value::Object(body),
-        include_usage,
+        include_usage: messages::include_usage(&request),
     })
 }
 
@@ -151,9 +124,8 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), St
     let mut calls: HashMap<String, String> = HashMap::new();
     for (i, message) in messages.iter().enumerate() {
         let at = format!("messages[{i}]");
-        let role = message["role"].as_str().unwrap_or_default();
-        let (role, parts) = match role {
-            "system" | "developer" => {
+        let (role, parts) = match messages::role(message, &at, "Gemini")? {
+            Role::System(role) => {
                 let parts = content_parts(&message["content"], &at)?;
                 if parts.iter().any(|p| p.get("text").is_none()) {
                     return Err(format!(
@@ -163,22 +135,11 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), St
                 system.extend(parts);
                 continue;
             }
-            "user" => ("user", content_parts(&message["content"], &at)?),
-            "assistant" => ("model", assistant_parts(message, &at, &mut calls)?),
-            "tool" => ("user", vec![function_response(message, &at, &calls)?]),
-            other => {
-                return Err(format!(
-                    "{at}: role {other:?} is not supported by Gemini deployments (use tools)"
-                ));
-            }
+            Role::User => ("user", content_parts(&message["content"], &at)?),
+            Role::Assistant => ("model", assistant_parts(message, &at, &mut calls)?),
+            Role::Tool => ("user", vec![function_response(message, &at, &calls)?]),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some((last, previous)) if *last == role => previous.extend(parts),
-            _ => turns.push((role, parts)),
-        }
+        messages::push_turn(&mut turns, role, parts);
     }
     let contents = turns
         .into_iter()
@@ -189,71 +150,23 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), St
 
 /// The parts of a message `content`: a string, or an array of content parts.
 fn content_parts(content: &Value, at: &str) -> Result<Vec<Value>, String> {
-    match content {
-        Value::Null => Ok(Vec::new()),
-        Value::String(text) if text.is_empty() => Ok(Vec::new()),
-        Value::String(text) => Ok(vec![json!({"text": text})]),
-        Value::Array(parts) => {
-            let mut out = Vec::with_capacity(parts.len());
-            for (j, part) in parts.iter().enumerate() {
-                if let Some(part) = content_part(part, &format!("{at}.content[{j}]"))? {
-                    out.push(part);
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(format!(
-            "{at}.content must be a string or an array of content parts"
-        )),
-    }
-}
-
-/// One OpenAI content part as a Gemini part (`None` for an empty text).
-fn content_part(part: &Value, at: &str) -> Result<Option<Value>, String> {
-    match part["type"].as_str() {
-        Some("text") => match part["text"].as_str() {
-            Some("") => Ok(None),
-            Some(text) => Ok(Some(json!({"text": text}))),
-            None => Err(format!("{at}.text must be a string")),
-        },
-        Some("refusal") => Ok(part["refusal"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(|t| json!({"text": t}))),
-        Some("image_url") => {
-            let url = part["image_url"]["url"]
-                .as_str()
-                .or_else(|| part["image_url"].as_str())
-                .ok_or_else(|| format!("{at}.image_url.url must be a string"))?;
-            media_part(url, at).map(Some)
-        }
-        Some("file") => {
-            let data = part["file"]["file_data"].as_str().ok_or_else(|| {
+    messages::content(content, at, "Gemini", |part, _, at| match part {
+        Part::Text(text) => Ok(json!({"text": text})),
+        Part::Image(url) => media_part(url, at),
+        Part::File(file) => {
+            let data = file["file_data"].as_str().ok_or_else(|| {
                 format!("{at}: only files given inline as file_data (a base64 data URL) are supported by Gemini deployments")
             })?;
-            media_part(data, at).map(Some)
+            media_part(data, at)
         }
-        Some(other) => Err(format!(
-            "{at}: content parts of type {other:?} are not supported by Gemini deployments"
-        )),
-        None => Err(format!("{at}.type must be a string")),
-    }
-}
-
-/// A `data:` URL's media type and base64 payload.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
-    let mut meta = meta.split(';');
-    let media_type = meta.next().filter(|m| !m.is_empty())?;
-    meta.any(|p| p.eq_ignore_ascii_case("base64"))
-        .then_some((media_type, data))
+    })
 }
 
 /// An image or file: inline data for a data URL, a file reference for an http(s) URL whose
 /// media type its extension tells.
 fn media_part(url: &str, at: &str) -> Result<Value, String> {
     if url.starts_with("data:") {
-        let (mime_type, data) = data_url(url)
+        let (mime_type, data) = messages::data_url(url)
             .ok_or_else(|| format!("{at}: a data URL must be data:<type>;base64,<data>"))?;
         return Ok(json!({"inlineData": {"mimeType": mime_type, "data": data}}));
     }
@@ -297,35 +210,13 @@ fn assistant_parts(
             "{at}: an assistant message may hold only text and tool calls"
         ));
     }
-    let tool_calls = match &message["tool_calls"] {
-        Value::Null => return Ok(parts),
-        Value::Array(tool_calls) => tool_calls,
-        _ => return Err(format!("{at}.tool_calls must be an array")),
-    };
-    for (j, call) in tool_calls.iter().enumerate() {
-        let at = format!("{at}.tool_calls[{j}]");
-        let name = call["function"]["name"]
-            .as_str()
-            .ok_or_else(|| format!("{at}.function.name must be a string"))?;
-        if let Some(id) = call["id"].as_str() {
-            calls.insert(id.to_owned(), name.to_owned());
+    for call in messages::tool_calls(message, at, "Gemini", false)? {
+        if let Some(id) = call.id {
+            calls.insert(id.to_owned(), call.name.to_owned());
         }
-        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
-        let args = if arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(arguments) {
-                Ok(args @ Value::Object(_)) => args,
-                _ => {
-                    return Err(format!(
-                        "{at}.function.arguments must be a JSON object for Gemini deployments"
-                    ));
-                }
-            }
-        };
-        let mut part = json!({"functionCall": {"name": name, "args": args}});
-        if let Some((_, signature)) = call["id"]
-            .as_str()
+        let mut part = json!({"functionCall": {"name": call.name, "args": call.arguments}});
+        if let Some((_, signature)) = call
+            .id
             .and_then(|id| id.split_once(THOUGHT_SIGNATURE_MARK))
             .filter(|(_, signature)| !signature.is_empty())
         {
@@ -342,9 +233,7 @@ fn function_response(
     at: &str,
     calls: &HashMap<String, String>,
 ) -> Result<Value, String> {
-    let id = message["tool_call_id"]
-        .as_str()
-        .ok_or_else(|| format!("{at}.tool_call_id must be a string"))?;
+    let id = messages::tool_call_id(message, at)?;
     let name = calls.get(id).ok_or_else(|| {
         format!("{at}.tool_call_id {id:?} answers no tool call of an earlier assistant message")
     })?;

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::request::THOUGHT_SIGNATURE_MARK;
+use crate::providers::completion::{self, push_event};
 use crate::providers::http::{EventTranslator, StreamFailure};
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason` (tool calls aside).
@@ -102,14 +103,15 @@ pub fn completion(response: &Value, model: &str, created: u64) -> Option<Value> 
         }
         message["tool_calls"] = Value::Array(calls);
     }
-    Some(json!({
-        "id": response_id(response),
-        "object": "chat.completion",
-        "created": created,
-        "model": response["modelVersion"].as_str().unwrap_or(model),
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-        "usage": usage(&response["usageMetadata"]),
-    }))
+    let mut completion = completion::completion(
+        response_id(response),
+        created,
+        response["modelVersion"].as_str().unwrap_or(model),
+        message,
+        finish,
+    );
+    completion["usage"] = usage(&response["usageMetadata"]);
+    Some(completion)
 }
 
 /// Turns Gemini stream events (each a `GenerateContentResponse`) into OpenAI chunks.
@@ -209,9 +211,8 @@ impl StreamTranslator {
         };
         self.chunk(out, json!({}), Some(finish));
         if self.include_usage {
-            let chunk = json!({"id": self.id(), "object": "chat.completion.chunk",
-                "created": self.created, "model": self.model, "choices": [],
-                "usage": usage(&self.usage)});
+            let chunk =
+                completion::usage_chunk(self.id(), self.created, &self.model, usage(&self.usage));
             push_event(out, &chunk);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
@@ -230,19 +231,9 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let chunk = json!({
-            "id": self.id(), "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
+        let chunk = completion::chunk(self.id(), self.created, &self.model, delta, finish);
         push_event(out, &chunk);
     }
-}
-
-fn push_event(out: &mut Vec<u8>, chunk: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(chunk.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 /// Gemini embeddings (`embedding` of `embedContent`, or `embeddings` of `batchEmbedContents`)

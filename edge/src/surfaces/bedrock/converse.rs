@@ -97,9 +97,7 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
                     parts.push(user_part(block, &at)?);
                 }
             }
-            if !parts.is_empty() {
-                out.push(json!({"role": "user", "content": parts}));
-            }
+            out.extend(chat::user(parts));
         }
         "assistant" => {
             let mut text = String::new();
@@ -125,11 +123,7 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
             }
             out.push(chat::assistant(text, calls));
         }
-        _ => {
-            return Err(format!(
-                "messages[{i}].role must be \"user\" or \"assistant\", got {role:?}"
-            ));
-        }
+        _ => return Err(chat::unknown_role(i, role)),
     }
     Ok(())
 }
@@ -256,15 +250,10 @@ fn usage(usage: &Usage) -> Value {
 
 /// Converse's output for a complete answer.
 pub fn answer(reply: &Reply, latency_ms: u64) -> Value {
-    let mut content = Vec::new();
-    if !reply.text.is_empty() {
-        content.push(json!({"text": reply.text}));
-    }
-    for call in &reply.tool_calls {
-        content.push(json!({"toolUse": {
-            "toolUseId": call.id, "name": call.name, "input": call.input(),
-        }}));
-    }
+    let content = reply.output(
+        |text| json!({"text": text}),
+        |call| json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.input()}}),
+    );
     json!({
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason(reply.finish),
