@@ -4,6 +4,8 @@
 //! several edges overshoots by at most one maximum-cost request per edge; and a request's
 //! worst-case reservation is released down to its actual cost.
 
+#[path = "common/aggregator.rs"]
+mod aggregator;
 #[path = "../edge/tests/common/mod.rs"]
 mod common;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use aggregator::serve_aggregator;
 use anyhow::{Context, Result};
 use common::*;
 use prost::Message;
@@ -19,9 +22,6 @@ use tollgate_edge::clock::Clock;
 use tollgate_proto::admin::Budget;
 use tollgate_proto::usage::BudgetStatus;
 use tollgate_runtime::bus::Bus;
-use tollgate_runtime::follow::GrpcSnapshots;
-use tollgate_usage_aggregator::alerts::AlertSinks;
-use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
 /// Each answer has 10 output tokens at $5,000 per million: $0.05 a request.
 const REQUEST_COST: f64 = 0.05;
@@ -73,27 +73,7 @@ async fn world(edges: usize, budget_usd: f64, latency_ms: &str) -> Result<World>
         .await?;
     let sequence = last_sequence(&mut admin).await?;
 
-    let database_url = tollgate_test_support::fresh_postgres_database().await?;
-    let aggregator = Aggregator::start(AggregatorParts {
-        database_url,
-        bus: bus.clone(),
-        snapshots: Some(Arc::new(
-            GrpcSnapshots::new(&cp.url(), ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
-        )),
-        admin_token: Some(ADMIN_TOKEN.to_owned()),
-        sinks: AlertSinks::default(),
-        batch: 100,
-        keys: Default::default(),
-    })
-    .await?;
-    let aggregator_ledger = aggregator.ledger().clone();
-    let (grpc, http) = (
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let served = tollgate_test_support::Served::spawn("the aggregator", |shutdown| {
-        aggregator.serve(grpc, http, shutdown)
-    });
+    let (aggregator_ledger, served) = serve_aggregator(bus.clone(), &cp.url()).await?;
 
     let clock_offset_ms = Arc::new(AtomicI64::new(0));
     let offset = clock_offset_ms.clone();
@@ -350,12 +330,13 @@ async fn an_unpriced_model_is_refused_where_a_budget_applies_until_it_has_a_pric
         .await?;
     let http = reqwest::Client::new();
     let ask = json!({"model": "unpriced", "messages": [{"role": "user", "content": "hi"}]});
-    let response = http
-        .post(w.edges[0].url("/v1/chat/completions"))
-        .bearer_auth(&w.secret)
-        .json(&ask)
-        .send()
-        .await?;
+    let send = || {
+        http.post(w.edges[0].url("/v1/chat/completions"))
+            .bearer_auth(&w.secret)
+            .json(&ask)
+            .send()
+    };
+    let response = send().await?;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await?;
     assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
@@ -366,12 +347,7 @@ async fn an_unpriced_model_is_refused_where_a_budget_applies_until_it_has_a_pric
     );
 
     set_output_price(&w, &mut admin, "unpriced", 1.0).await?;
-    let response = http
-        .post(w.edges[0].url("/v1/chat/completions"))
-        .bearer_auth(&w.secret)
-        .json(&ask)
-        .send()
-        .await?;
+    let response = send().await?;
     assert_eq!(response.status(), 200);
     Ok(())
 }

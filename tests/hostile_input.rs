@@ -2,20 +2,19 @@
 //! stop or falsify accounting. Model names the ledger's database would choke on, or that would
 //! invent rollup rows, are refused at the edge, and every request after them is counted once.
 
+#[path = "common/aggregator.rs"]
+mod aggregator;
 #[path = "../edge/tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator::serve_aggregator;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_runtime::follow::GrpcSnapshots;
 use tollgate_test_support::Served;
-use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::ledger::Ledger;
-use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
 /// An edge and an aggregator following one control plane.
 struct World {
@@ -33,26 +32,7 @@ async fn world() -> Result<World> {
     mock_deployment(&mut admin, "mock", &[]).await?;
     let (_, secret) = create_key(&mut admin, &[]).await?;
     let sequence = last_sequence(&mut admin).await?;
-    let aggregator = Aggregator::start(AggregatorParts {
-        database_url: tollgate_test_support::fresh_postgres_database().await?,
-        bus: bus.clone(),
-        snapshots: Some(Arc::new(
-            GrpcSnapshots::new(&cp.url(), ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
-        )),
-        admin_token: Some(ADMIN_TOKEN.to_owned()),
-        sinks: AlertSinks::default(),
-        batch: 100,
-        keys: Default::default(),
-    })
-    .await?;
-    let ledger = aggregator.ledger().clone();
-    let (grpc, http) = (
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let served = Served::spawn("the aggregator", |shutdown| {
-        aggregator.serve(grpc, http, shutdown)
-    });
+    let (ledger, served) = serve_aggregator(bus.clone(), &cp.url()).await?;
     let edge = TestEdge::start(&nats, &prefix, bus, Some(cp.url())).await?;
     edge.wait_for_sequence(sequence).await?;
     Ok(World {

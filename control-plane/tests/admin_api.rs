@@ -22,12 +22,7 @@ type Client = AdminClient;
 
 /// The latest committed sequence, as the audit trail reports it.
 async fn last_sequence(client: &mut Client) -> Result<u64> {
-    let page = client
-        .list_events(ListEventsRequest {
-            after_sequence: 0,
-            limit: 1,
-        })
-        .await?;
+    let page = client.list_events(events_request(0, 1)).await?;
     Ok(page.into_inner().last_sequence)
 }
 
@@ -38,10 +33,7 @@ async fn events_page(
     limit: u32,
 ) -> Result<Vec<PolicyEvent>> {
     let page = client
-        .list_events(ListEventsRequest {
-            after_sequence,
-            limit,
-        })
+        .list_events(events_request(after_sequence, limit))
         .await?;
     Ok(page.into_inner().events)
 }
@@ -121,15 +113,10 @@ async fn malformed_writes(client: &mut Client, code: Code) -> Vec<Result<Status>
         mode: "sometimes".into(),
         ..Default::default()
     };
-    let token = CreateAdminTokenRequest {
-        name: "root".into(),
-        role: "superuser".into(),
-        ..Default::default()
-    };
+    let token = new_admin_token("root", "superuser");
     let user = CreateUserRequest {
-        email: "eve@example.com".into(),
         role: "overlord".into(),
-        ..Default::default()
+        ..new_user("eve@example.com")
     };
     let credential = PutCredentialRequest {
         provider: "nope".into(),
@@ -202,12 +189,70 @@ async fn malformed_writes(client: &mut Client, code: Code) -> Vec<Result<Status>
     ]
 }
 
-async fn create_team(client: &mut Client, name: &str) -> Result<Team> {
-    let request = CreateTeamRequest {
+/// A CreateTeam request for `name`.
+fn new_team(name: &str) -> CreateTeamRequest {
+    CreateTeamRequest {
         name: name.to_owned(),
         ..Default::default()
-    };
-    Ok(client.create_team(request).await?.into_inner())
+    }
+}
+
+/// A CreateUser request for `email`, in no team.
+fn new_user(email: &str) -> CreateUserRequest {
+    CreateUserRequest {
+        email: email.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A CreateAdminToken request for `name` with `role` that does not expire.
+fn new_admin_token(name: &str, role: &str) -> CreateAdminTokenRequest {
+    CreateAdminTokenRequest {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An UpdateTeam request that renames team `id` to `name`.
+fn rename_team(id: &str, name: &str) -> UpdateTeamRequest {
+    UpdateTeamRequest {
+        id: id.to_owned(),
+        name: Some(name.to_owned()),
+        metadata: None,
+    }
+}
+
+/// A request naming the key `key_id`.
+fn key_request(key_id: &str) -> KeyRequest {
+    KeyRequest {
+        key_id: key_id.to_owned(),
+    }
+}
+
+/// A request naming the object `id`.
+fn delete_request(id: &str) -> DeleteRequest {
+    DeleteRequest { id: id.to_owned() }
+}
+
+/// A RotateKey request for `key_id` that keeps the old secret valid for `grace_seconds`.
+fn rotation(key_id: &str, grace_seconds: u64) -> RotateKeyRequest {
+    RotateKeyRequest {
+        key_id: key_id.to_owned(),
+        grace_seconds,
+    }
+}
+
+/// A ListEvents request for up to `limit` events after `after_sequence` (0: no limit).
+fn events_request(after_sequence: u64, limit: u32) -> ListEventsRequest {
+    ListEventsRequest {
+        after_sequence,
+        limit,
+    }
+}
+
+async fn create_team(client: &mut Client, name: &str) -> Result<Team> {
+    Ok(client.create_team(new_team(name)).await?.into_inner())
 }
 
 /// A new key in `team_id` and its secret.
@@ -230,11 +275,7 @@ async fn create_admin_token(
     name: &str,
     role: &str,
 ) -> Result<(AdminToken, String)> {
-    let request = CreateAdminTokenRequest {
-        name: name.to_owned(),
-        role: role.to_owned(),
-        ..Default::default()
-    };
+    let request = new_admin_token(name, role);
     let response = client.create_admin_token(request).await?.into_inner();
     Ok((
         response
@@ -257,6 +298,59 @@ fn mock_deployment(model: &str) -> Deployment {
         model_name: model.to_owned(),
         provider: "mock".to_owned(),
         ..Default::default()
+    }
+}
+
+/// An openai_compatible deployment of `llama` served at `api_base`.
+fn compatible_deployment(api_base: &str) -> Deployment {
+    Deployment {
+        provider: "openai_compatible".into(),
+        api_base: api_base.to_owned(),
+        ..mock_deployment("llama")
+    }
+}
+
+/// An access group `name` to `models`, open to everyone.
+fn access_group(name: &str, models: &[&str]) -> AccessGroup {
+    AccessGroup {
+        name: name.to_owned(),
+        models: models.iter().map(|m| (*m).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A pre-call guardrail `g` of `kind`, configured by `config_json`, for every team.
+fn guardrail(kind: &str, config_json: &str) -> Guardrail {
+    Guardrail {
+        name: "g".into(),
+        kind: kind.to_owned(),
+        mode: "pre_call".into(),
+        config_json: config_json.to_owned(),
+        team_ids: vec![],
+        ..Default::default()
+    }
+}
+
+/// A cache policy for `model` that keeps answers `ttl_seconds`.
+fn cache_policy(model: &str, ttl_seconds: u32) -> CachePolicy {
+    CachePolicy {
+        model: model.to_owned(),
+        ttl_seconds,
+        ..Default::default()
+    }
+}
+
+/// A rate limit of 10 rpm for `team_id` that allows 100 rpm from `time_start` to 06:00 in `timezone`.
+fn scheduled_rate_limit(team_id: &str, time_start: &str, timezone: &str) -> RateLimit {
+    RateLimit {
+        schedules: vec![LimitSchedule {
+            time_start: time_start.to_owned(),
+            time_end: "06:00".into(),
+            timezone: timezone.to_owned(),
+            rpm: 100,
+            ..Default::default()
+        }],
+        ..team_rate_limit(team_id, 10)
     }
 }
 
@@ -311,45 +405,25 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
 
     let mut viewer = cp.client(&viewer_secret).await?;
     let denied = Code::PermissionDenied;
-    let team_id = || team.id.clone();
-    let key_request = || KeyRequest {
-        key_id: key.id.clone(),
-    };
     let statuses = [
         refused(
             "CreateTeam",
-            viewer
-                .create_team(CreateTeamRequest {
-                    name: "mine".into(),
-                    ..Default::default()
-                })
-                .await,
+            viewer.create_team(new_team("mine")).await,
             denied,
         )?,
         refused(
             "UpdateTeam",
-            viewer
-                .update_team(UpdateTeamRequest {
-                    id: team_id(),
-                    name: Some("renamed".into()),
-                    metadata: None,
-                })
-                .await,
+            viewer.update_team(rename_team(&team.id, "renamed")).await,
             denied,
         )?,
         refused(
             "DeleteTeam",
-            viewer.delete_team(DeleteRequest { id: team_id() }).await,
+            viewer.delete_team(delete_request(&team.id)).await,
             denied,
         )?,
         refused(
             "CreateUser",
-            viewer
-                .create_user(CreateUserRequest {
-                    email: "v@example.com".into(),
-                    ..Default::default()
-                })
-                .await,
+            viewer.create_user(new_user("v@example.com")).await,
             denied,
         )?,
         refused(
@@ -357,7 +431,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
             viewer
                 .create_key(CreateKeyRequest {
                     alias: "sneaky".into(),
-                    team_id: team_id(),
+                    team_id: team.id.clone(),
                     ..Default::default()
                 })
                 .await,
@@ -365,16 +439,19 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
         )?,
         refused(
             "RotateKey",
-            viewer
-                .rotate_key(RotateKeyRequest {
-                    key_id: key.id.clone(),
-                    grace_seconds: 0,
-                })
-                .await,
+            viewer.rotate_key(rotation(&key.id, 0)).await,
             denied,
         )?,
-        refused("RevokeKey", viewer.revoke_key(key_request()).await, denied)?,
-        refused("BlockKey", viewer.block_key(key_request()).await, denied)?,
+        refused(
+            "RevokeKey",
+            viewer.revoke_key(key_request(&key.id)).await,
+            denied,
+        )?,
+        refused(
+            "BlockKey",
+            viewer.block_key(key_request(&key.id)).await,
+            denied,
+        )?,
         refused(
             "PutCredential",
             viewer
@@ -385,9 +462,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
         refused(
             "DeleteCredential",
             viewer
-                .delete_credential(DeleteRequest {
-                    id: credential.id.clone(),
-                })
+                .delete_credential(delete_request(&credential.id))
                 .await,
             denied,
         )?,
@@ -426,9 +501,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
             viewer
                 .set_guardrail(Guardrail {
                     name: "pii".into(),
-                    kind: "regex".into(),
-                    mode: "pre_call".into(),
-                    ..Default::default()
+                    ..guardrail("regex", "")
                 })
                 .await,
             denied,
@@ -436,20 +509,14 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
         refused(
             "CreateAdminToken",
             viewer
-                .create_admin_token(CreateAdminTokenRequest {
-                    name: "escalate".into(),
-                    role: "admin".into(),
-                    ..Default::default()
-                })
+                .create_admin_token(new_admin_token("escalate", "admin"))
                 .await,
             denied,
         )?,
         refused(
             "RevokeAdminToken",
             viewer
-                .revoke_admin_token(DeleteRequest {
-                    id: viewer_token.id.clone(),
-                })
+                .revoke_admin_token(delete_request(&viewer_token.id))
                 .await,
             denied,
         )?,
@@ -480,13 +547,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
         keys.len() == 1 && keys[0].id == key.id && !keys[0].blocked && !keys[0].revoked,
         "{keys:?}"
     );
-    let events = viewer
-        .list_events(ListEventsRequest {
-            after_sequence: 0,
-            limit: 0,
-        })
-        .await?
-        .into_inner();
+    let events = viewer.list_events(events_request(0, 0)).await?.into_inner();
     ensure!(
         events.last_sequence == before,
         "the refused calls appended events: {} != {before}",
@@ -509,12 +570,7 @@ async fn viewer_token_cannot_change_anything(backend: Backend) -> Result<()> {
     let mut finance = cp.client(&finance_secret).await?;
     refused(
         "finance CreateTeam",
-        finance
-            .create_team(CreateTeamRequest {
-                name: "f".into(),
-                ..Default::default()
-            })
-            .await,
+        finance.create_team(new_team("f")).await,
         denied,
     )?;
     refused(
@@ -578,22 +634,13 @@ async fn service_tokens_follow_policy_and_do_nothing_else(backend: Backend) -> R
         all_refused(malformed_writes(&mut service, denied).await)?;
         refused(
             &format!("{role} CreateTeam"),
-            service
-                .create_team(CreateTeamRequest {
-                    name: "from-an-edge".into(),
-                    ..Default::default()
-                })
-                .await,
+            service.create_team(new_team("from-an-edge")).await,
             denied,
         )?;
         refused(
             &format!("{role} CreateAdminToken"),
             service
-                .create_admin_token(CreateAdminTokenRequest {
-                    name: "escalate".into(),
-                    role: "admin".into(),
-                    ..Default::default()
-                })
+                .create_admin_token(new_admin_token("escalate", "admin"))
                 .await,
             denied,
         )?;
@@ -631,11 +678,11 @@ async fn an_expired_token_is_unauthenticated(backend: Backend) -> Result<()> {
         role: "viewer".into(),
         ttl_seconds: u64::MAX,
     };
-    let refused = admin.create_admin_token(too_long).await;
-    ensure!(
-        refused.as_ref().err().map(Status::code) == Some(Code::InvalidArgument),
-        "{refused:?}"
-    );
+    refused(
+        "CreateAdminToken living forever",
+        admin.create_admin_token(too_long).await,
+        Code::InvalidArgument,
+    )?;
     let listed = admin.list_admin_tokens(ListAdminTokensRequest {}).await?;
     ensure!(
         !listed
@@ -655,23 +702,23 @@ async fn the_bootstrap_token_is_disabled_only_once_another_admin_can_act(
     let mut bootstrap = cp.admin().await?;
     // Alone, it cannot be disabled: nobody could administer Tollgate afterwards.
     let (_, viewer) = create_admin_token(&mut bootstrap, "auditor", "viewer").await?;
-    let refused = bootstrap
-        .disable_bootstrap_token(DisableBootstrapTokenRequest {})
-        .await;
-    ensure!(
-        refused.as_ref().err().map(Status::code) == Some(Code::FailedPrecondition),
-        "{refused:?}"
-    );
+    refused(
+        "DisableBootstrapToken with no other admin",
+        bootstrap
+            .disable_bootstrap_token(DisableBootstrapTokenRequest {})
+            .await,
+        Code::FailedPrecondition,
+    )?;
     let (ops, ops_secret) = create_admin_token(&mut bootstrap, "ops", "admin").await?;
     bootstrap
         .disable_bootstrap_token(DisableBootstrapTokenRequest {})
         .await?;
 
-    let refused = bootstrap.list_teams(ListTeamsRequest {}).await;
-    ensure!(
-        refused.as_ref().err().map(Status::code) == Some(Code::Unauthenticated),
-        "{refused:?}"
-    );
+    refused(
+        "ListTeams with the disabled bootstrap token",
+        bootstrap.list_teams(ListTeamsRequest {}).await,
+        Code::Unauthenticated,
+    )?;
     let mut ops_client = cp.client(&ops_secret).await?;
     ops_client.list_teams(ListTeamsRequest {}).await?;
     cp.client(&viewer)
@@ -679,16 +726,14 @@ async fn the_bootstrap_token_is_disabled_only_once_another_admin_can_act(
         .list_teams(ListTeamsRequest {})
         .await?;
     // The last admin token cannot be revoked now; it can once there is another.
-    let last = ops_client
-        .revoke_admin_token(DeleteRequest { id: ops.id.clone() })
-        .await;
-    ensure!(
-        last.as_ref().err().map(Status::code) == Some(Code::FailedPrecondition),
-        "{last:?}"
-    );
+    refused(
+        "RevokeAdminToken of the last admin",
+        ops_client.revoke_admin_token(delete_request(&ops.id)).await,
+        Code::FailedPrecondition,
+    )?;
     let (_, ops_2_secret) = create_admin_token(&mut ops_client, "ops-2", "admin").await?;
     ops_client
-        .revoke_admin_token(DeleteRequest { id: ops.id })
+        .revoke_admin_token(delete_request(&ops.id))
         .await?;
     // Disabling again is answered as done, and appends nothing.
     let mut ops_2 = cp.client(&ops_2_secret).await?;
@@ -705,10 +750,6 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
     let cp = TestControlPlane::start(backend).await?;
     let mut admin = cp.admin().await?;
     let unauthenticated = Code::Unauthenticated;
-    let new_team = || CreateTeamRequest {
-        name: "intruders".into(),
-        ..Default::default()
-    };
 
     let mut wrong = cp.client("tga-not-a-real-token").await?;
     refused(
@@ -718,7 +759,7 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
     )?;
     refused(
         "CreateTeam with a wrong token",
-        wrong.create_team(new_team()).await,
+        wrong.create_team(new_team("intruders")).await,
         unauthenticated,
     )?;
     let with_bootstrap_suffix = format!("{ADMIN_TOKEN}x");
@@ -733,9 +774,7 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
     let mut temporary = cp.client(&secret).await?;
     temporary.list_teams(ListTeamsRequest {}).await?;
     let revoked = admin
-        .revoke_admin_token(DeleteRequest {
-            id: token.id.clone(),
-        })
+        .revoke_admin_token(delete_request(&token.id))
         .await?
         .into_inner();
     ensure!(
@@ -749,7 +788,7 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
     )?;
     refused(
         "CreateTeam with a revoked token",
-        temporary.create_team(new_team()).await,
+        temporary.create_team(new_team("intruders")).await,
         unauthenticated,
     )?;
 
@@ -766,7 +805,7 @@ async fn wrong_or_missing_token_is_unauthenticated(backend: Backend) -> Result<(
     );
     refused(
         "CreateTeam without authorization",
-        anonymous.create_team(new_team()).await,
+        anonymous.create_team(new_team("intruders")).await,
         unauthenticated,
     )?;
     refused(
@@ -812,22 +851,9 @@ async fn every_change_appears_in_list_events_with_its_actor(backend: Backend) ->
     let beta = create_team(&mut ops, "beta").await?;
     let (key, _) = create_key(&mut ops, &beta.id, "svc").await?;
     ops.set_price(price("gpt-4o", 2.5)).await?;
-    admin
-        .block_key(KeyRequest {
-            key_id: key.id.clone(),
-        })
-        .await?;
-    let rename = UpdateTeamRequest {
-        id: beta.id.clone(),
-        name: Some("beta-2".into()),
-        metadata: None,
-    };
-    ops.update_team(rename).await?;
-    admin
-        .revoke_key(KeyRequest {
-            key_id: key.id.clone(),
-        })
-        .await?;
+    admin.block_key(key_request(&key.id)).await?;
+    ops.update_team(rename_team(&beta.id, "beta-2")).await?;
+    admin.revoke_key(key_request(&key.id)).await?;
 
     let ops_actor = format!("admin-token:{}", ops_token.id);
     let expected = [
@@ -841,13 +867,7 @@ async fn every_change_appears_in_list_events_with_its_actor(backend: Backend) ->
         ("key.revoked", "bootstrap"),
     ];
     let n = expected.len() as u64;
-    let response = admin
-        .list_events(ListEventsRequest {
-            after_sequence: 0,
-            limit: 0,
-        })
-        .await?
-        .into_inner();
+    let response = admin.list_events(events_request(0, 0)).await?.into_inner();
     ensure!(
         response.last_sequence == n,
         "last_sequence {} != {n}",
@@ -923,6 +943,14 @@ async fn every_change_appears_in_list_events_with_its_actor(backend: Backend) ->
     Ok(())
 }
 
+/// A call of `client`'s `$method` with `$request`, to make later on its own handle.
+macro_rules! later {
+    ($client:expr, $method:ident, $request:expr) => {{
+        let request = $request;
+        call($client, |mut c| async move { c.$method(request).await })
+    }};
+}
+
 type Call = Pin<Box<dyn Future<Output = Result<Response<()>, Status>> + Send>>;
 
 /// A call to make later, on its own handle to `client`.
@@ -975,23 +1003,13 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
     let deployment = admin.upsert_deployment(deployment).await?.into_inner();
     let (live, _) = create_key(&mut admin, &team.id, "live").await?;
     let (revoked, _) = create_key(&mut admin, &team.id, "old").await?;
-    admin
-        .revoke_key(KeyRequest {
-            key_id: revoked.id.clone(),
-        })
-        .await?;
+    admin.revoke_key(key_request(&revoked.id)).await?;
 
     admin
-        .set_access_group(AccessGroup {
-            name: "large".into(),
-            models: vec!["gpt-4o".into()],
-            ..Default::default()
-        })
+        .set_access_group(access_group("large", &["gpt-4o"]))
         .await?;
 
     let a = &admin;
-    let (team_id, live_id, revoked_id) = (team.id.clone(), live.id.clone(), revoked.id.clone());
-    let credential_id = credential.id.clone();
     let past = timestamp(Utc::now() - Duration::hours(1));
     let (invalid, not_found, exists, precondition) = (
         Code::InvalidArgument,
@@ -1004,731 +1022,575 @@ async fn invalid_commands_get_the_right_code_and_append_nothing(backend: Backend
             "CreateTeam with an empty name",
             invalid,
             &["team name"],
-            call(a, |mut c| async move {
-                c.create_team(CreateTeamRequest {
-                    name: "  ".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, create_team, new_team("  ")),
         ),
         case(
             "CreateTeam with a taken name",
             exists,
             &["alpha"],
-            call(a, |mut c| async move {
-                c.create_team(CreateTeamRequest {
-                    name: "alpha".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, create_team, new_team("alpha")),
         ),
         case(
             "CreateUser with a malformed email",
             invalid,
             &["email", "not-an-email"],
-            call(a, |mut c| async move {
-                c.create_user(CreateUserRequest {
-                    email: "not-an-email".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, create_user, new_user("not-an-email")),
         ),
         case(
             "CreateUser in an unknown team",
             not_found,
             &["ghost-team"],
-            call(a, |mut c| async move {
-                c.create_user(CreateUserRequest {
-                    email: "bob@example.com".into(),
+            later!(
+                a,
+                create_user,
+                CreateUserRequest {
                     team_id: "ghost-team".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..new_user("bob@example.com")
+                }
+            ),
         ),
         case(
             "CreateUser with a taken email",
             exists,
             &["alice@example.com"],
-            call(a, |mut c| async move {
-                c.create_user(CreateUserRequest {
-                    email: "alice@example.com".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, create_user, new_user("alice@example.com")),
         ),
         case(
             "CreateUser with an unknown role",
             invalid,
             &["role", "overlord"],
-            call(a, |mut c| async move {
-                c.create_user(CreateUserRequest {
-                    email: "carol@example.com".into(),
+            later!(
+                a,
+                create_user,
+                CreateUserRequest {
                     role: "overlord".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..new_user("carol@example.com")
+                }
+            ),
         ),
         case(
             "CreateKey expiring in the past",
             invalid,
             &["expires_at"],
-            call(a, |mut c| async move {
-                c.create_key(CreateKeyRequest {
+            later!(
+                a,
+                create_key,
+                CreateKeyRequest {
                     alias: "late".into(),
                     expires_at: Some(past),
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "CreateKey for an unknown user",
             not_found,
             &["ghost-user"],
-            call(a, |mut c| async move {
-                c.create_key(CreateKeyRequest {
+            later!(
+                a,
+                create_key,
+                CreateKeyRequest {
                     user_id: "ghost-user".into(),
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "CreateKey with a live key's alias",
             exists,
             &["live"],
-            call(a, |mut c| async move {
-                c.create_key(CreateKeyRequest {
+            later!(
+                a,
+                create_key,
+                CreateKeyRequest {
                     alias: "live".into(),
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "DeleteTeam that still has a user",
             precondition,
             &[&team.id, "user"],
-            call(a, {
-                let id = team_id.clone();
-                |mut c| async move { c.delete_team(DeleteRequest { id }).await }
-            }),
+            later!(a, delete_team, delete_request(&team.id)),
         ),
         case(
             "UpdateTeam of an unknown team",
             not_found,
             &["ghost-team"],
-            call(a, |mut c| async move {
-                c.update_team(UpdateTeamRequest {
-                    id: "ghost-team".into(),
-                    name: Some("x".into()),
-                    metadata: None,
-                })
-                .await
-            }),
+            later!(a, update_team, rename_team("ghost-team", "x")),
         ),
         case(
             "UpsertDeployment with provider nope",
             invalid,
             &["provider", "nope"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
+            later!(
+                a,
+                upsert_deployment,
+                Deployment {
                     provider: "nope".into(),
                     ..mock_deployment("gpt-4o")
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "UpsertDeployment with user:pass@ in api_base",
             invalid,
             &["api_base"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
+            later!(
+                a,
+                upsert_deployment,
+                Deployment {
                     api_base: "https://user:hunter2@llm.example.com/v1".into(),
                     ..mock_deployment("gpt-4o")
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "UpsertDeployment aimed at the cloud metadata address",
             invalid,
             &["api_base", "169.254.169.254"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
-                    provider: "openai_compatible".into(),
-                    api_base: "http://169.254.169.254/latest/meta-data".into(),
-                    ..mock_deployment("llama")
-                })
-                .await
-            }),
+            later!(
+                a,
+                upsert_deployment,
+                compatible_deployment("http://169.254.169.254/latest/meta-data")
+            ),
         ),
         case(
             "UpsertDeployment aimed at an IPv6 link-local address",
             invalid,
             &["api_base", "fe80::1"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
-                    provider: "openai_compatible".into(),
-                    api_base: "http://[fe80::1]:8080/v1".into(),
-                    ..mock_deployment("llama")
-                })
-                .await
-            }),
+            later!(
+                a,
+                upsert_deployment,
+                compatible_deployment("http://[fe80::1]:8080/v1")
+            ),
         ),
         case(
             "UpsertDeployment aimed at Google's metadata host",
             invalid,
             &["api_base", "metadata.google.internal"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
-                    provider: "openai_compatible".into(),
-                    api_base: "http://metadata.google.internal/computeMetadata/v1".into(),
-                    ..mock_deployment("llama")
-                })
-                .await
-            }),
+            later!(
+                a,
+                upsert_deployment,
+                compatible_deployment("http://metadata.google.internal/computeMetadata/v1")
+            ),
         ),
         case(
             "UpsertDeployment with another provider's credential",
             invalid,
             &["credential", "openai", "anthropic"],
-            call(a, {
-                let credential_id = credential_id.clone();
-                |mut c| async move {
-                    c.upsert_deployment(Deployment {
-                        provider: "anthropic".into(),
-                        credential_id,
-                        ..mock_deployment("claude")
-                    })
-                    .await
+            later!(
+                a,
+                upsert_deployment,
+                Deployment {
+                    provider: "anthropic".into(),
+                    credential_id: credential.id.clone(),
+                    ..mock_deployment("claude")
                 }
-            }),
+            ),
         ),
         case(
             "UpsertDeployment of Bedrock without a credential, off AWS",
             invalid,
             &["AWS", "bedrock.example.com"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
+            later!(
+                a,
+                upsert_deployment,
+                Deployment {
                     provider: "bedrock".into(),
                     region: "us-east-1".into(),
                     api_base: "https://bedrock.example.com".into(),
                     ..mock_deployment("claude")
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "UpsertDeployment of openai_compatible without api_base",
             invalid,
             &["api_base"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
-                    provider: "openai_compatible".into(),
-                    ..mock_deployment("llama")
-                })
-                .await
-            }),
+            later!(a, upsert_deployment, compatible_deployment("")),
         ),
         case(
             "UpsertDeployment with an unknown credential",
             not_found,
             &["ghost-credential"],
-            call(a, |mut c| async move {
-                c.upsert_deployment(Deployment {
+            later!(
+                a,
+                upsert_deployment,
+                Deployment {
                     credential_id: "ghost-credential".into(),
                     ..mock_deployment("gpt-4o")
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "SetBudget of 0 USD",
             invalid,
             &["amount_usd"],
-            call(a, {
-                let budget = team_budget(&team_id, 0.0);
-                |mut c| async move { c.set_budget(budget).await }
-            }),
+            later!(a, set_budget, team_budget(&team.id, 0.0)),
         ),
         case(
             "SetBudget in timezone Mars/Base",
             invalid,
             &["timezone", "Mars/Base"],
-            call(a, {
-                let budget = Budget {
+            later!(
+                a,
+                set_budget,
+                Budget {
                     timezone: "Mars/Base".into(),
-                    ..team_budget(&team_id, 10.0)
-                };
-                |mut c| async move { c.set_budget(budget).await }
-            }),
+                    ..team_budget(&team.id, 10.0)
+                }
+            ),
         ),
         case(
             "SetBudget for an unknown team",
             not_found,
             &["ghost-team"],
-            call(a, |mut c| async move {
-                c.set_budget(team_budget("ghost-team", 10.0)).await
-            }),
+            later!(a, set_budget, team_budget("ghost-team", 10.0)),
         ),
         case(
             "SetBudget with period fortnightly",
             invalid,
             &["period", "fortnightly"],
-            call(a, {
-                let budget = Budget {
+            later!(
+                a,
+                set_budget,
+                Budget {
                     period: "fortnightly".into(),
-                    ..team_budget(&team_id, 10.0)
-                };
-                |mut c| async move { c.set_budget(budget).await }
-            }),
+                    ..team_budget(&team.id, 10.0)
+                }
+            ),
         ),
         case(
             "SetBudget with a threshold above 100%",
             invalid,
             &["thresholds"],
-            call(a, {
-                let budget = Budget {
+            later!(
+                a,
+                set_budget,
+                Budget {
                     thresholds: vec![50.0, 150.0],
-                    ..team_budget(&team_id, 10.0)
-                };
-                |mut c| async move { c.set_budget(budget).await }
-            }),
+                    ..team_budget(&team.id, 10.0)
+                }
+            ),
         ),
         case(
             "SetRateLimit with every limit 0",
             invalid,
             &["rpm", "tpm", "max_concurrent"],
-            call(a, {
-                let limit = team_rate_limit(&team_id, 0);
-                |mut c| async move { c.set_rate_limit(limit).await }
-            }),
+            later!(a, set_rate_limit, team_rate_limit(&team.id, 0)),
         ),
         case(
             "SetRateLimit with scope galaxy",
             invalid,
             &["scope", "galaxy"],
-            call(a, {
-                let limit = RateLimit {
+            later!(
+                a,
+                set_rate_limit,
+                RateLimit {
                     scope: "galaxy".into(),
-                    ..team_rate_limit(&team_id, 10)
-                };
-                |mut c| async move { c.set_rate_limit(limit).await }
-            }),
+                    ..team_rate_limit(&team.id, 10)
+                }
+            ),
         ),
         case(
             "SetBudget with scope tag",
             invalid,
             &["tags are for rate limits"],
-            call(a, {
-                let budget = Budget {
+            later!(
+                a,
+                set_budget,
+                Budget {
                     scope: "tag".into(),
                     scope_id: "batch".into(),
-                    ..team_budget(&team_id, 10.0)
-                };
-                |mut c| async move { c.set_budget(budget).await }
-            }),
+                    ..team_budget(&team.id, 10.0)
+                }
+            ),
         ),
         case(
             "SetRateLimit with a model on a model-scoped limit",
             invalid,
             &["model"],
-            call(a, |mut c| async move {
-                c.set_rate_limit(RateLimit {
+            later!(
+                a,
+                set_rate_limit,
+                RateLimit {
                     scope: "model".into(),
                     scope_id: "gpt-4o".into(),
                     model: "gpt-4o".into(),
                     rpm: 10,
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "SetRateLimit with a schedule at 25:00",
             invalid,
             &["time_start", "25:00"],
-            call(a, {
-                let limit = RateLimit {
-                    schedules: vec![tollgate_proto::admin::LimitSchedule {
-                        time_start: "25:00".into(),
-                        time_end: "06:00".into(),
-                        rpm: 100,
-                        ..Default::default()
-                    }],
-                    ..team_rate_limit(&team_id, 10)
-                };
-                |mut c| async move { c.set_rate_limit(limit).await }
-            }),
+            later!(
+                a,
+                set_rate_limit,
+                scheduled_rate_limit(&team.id, "25:00", "")
+            ),
         ),
         case(
             "SetRateLimit with a schedule in time zone Mars/Olympus",
             invalid,
             &["Mars/Olympus"],
-            call(a, {
-                let limit = RateLimit {
-                    schedules: vec![tollgate_proto::admin::LimitSchedule {
-                        time_start: "20:00".into(),
-                        time_end: "06:00".into(),
-                        timezone: "Mars/Olympus".into(),
-                        rpm: 100,
-                        ..Default::default()
-                    }],
-                    ..team_rate_limit(&team_id, 10)
-                };
-                |mut c| async move { c.set_rate_limit(limit).await }
-            }),
+            later!(
+                a,
+                set_rate_limit,
+                scheduled_rate_limit(&team.id, "20:00", "Mars/Olympus")
+            ),
         ),
         case(
             "SetAccessGroup without models",
             invalid,
             &["at least one model"],
-            call(a, |mut c| async move {
-                c.set_access_group(AccessGroup {
-                    name: "empty".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, set_access_group, access_group("empty", &[])),
         ),
         case(
             "SetAccessGroup for an unknown team",
             not_found,
             &["ghost-team"],
-            call(a, |mut c| async move {
-                c.set_access_group(AccessGroup {
-                    name: "haunted".into(),
-                    models: vec!["gpt-4o".into()],
+            later!(
+                a,
+                set_access_group,
+                AccessGroup {
                     team_ids: vec!["ghost-team".into()],
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..access_group("haunted", &["gpt-4o"])
+                }
+            ),
         ),
         case(
             "SetAccessGroup with role superuser",
             invalid,
             &["roles", "superuser"],
-            call(a, |mut c| async move {
-                c.set_access_group(AccessGroup {
-                    name: "supers".into(),
-                    models: vec!["gpt-4o".into()],
+            later!(
+                a,
+                set_access_group,
+                AccessGroup {
                     roles: vec!["superuser".into()],
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..access_group("supers", &["gpt-4o"])
+                }
+            ),
         ),
         case(
             "SetAccessGroup with a name in use",
             exists,
             &["large"],
-            call(a, |mut c| async move {
-                c.set_access_group(AccessGroup {
-                    name: "large".into(),
-                    models: vec!["gpt-4o-mini".into()],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, set_access_group, access_group("large", &["gpt-4o-mini"])),
         ),
         case(
             "SetPrice with a negative price",
             invalid,
             &["input_per_mtok"],
-            call(a, |mut c| async move {
-                c.set_price(price("gpt-4o", -1.0)).await
-            }),
+            later!(a, set_price, price("gpt-4o", -1.0)),
         ),
         case(
             "RevokeKey of an unknown key",
             not_found,
             &["ghost-key"],
-            call(a, |mut c| async move {
-                c.revoke_key(KeyRequest {
-                    key_id: "ghost-key".into(),
-                })
-                .await
-            }),
+            later!(a, revoke_key, key_request("ghost-key")),
         ),
         case(
             "BlockKey on a revoked key",
             precondition,
             &[&revoked.id, "revoked"],
-            call(a, {
-                let key_id = revoked_id.clone();
-                |mut c| async move { c.block_key(KeyRequest { key_id }).await }
-            }),
+            later!(a, block_key, key_request(&revoked.id)),
         ),
         case(
             "RotateKey with a grace of 31 days",
             invalid,
             &["grace_seconds"],
-            call(a, {
-                let key_id = live_id.clone();
-                |mut c| async move {
-                    c.rotate_key(RotateKeyRequest {
-                        key_id,
-                        grace_seconds: 31 * 24 * 3600,
-                    })
-                    .await
-                }
-            }),
+            later!(a, rotate_key, rotation(&live.id, 31 * 24 * 3600)),
         ),
         case(
             "DeleteCredential used by a deployment",
             precondition,
             &[&credential.id, &deployment.id],
-            call(a, {
-                let id = credential_id.clone();
-                |mut c| async move { c.delete_credential(DeleteRequest { id }).await }
-            }),
+            later!(a, delete_credential, delete_request(&credential.id)),
         ),
         case(
             "PutCredential without secret fields",
             invalid,
             &["secret_fields"],
-            call(a, |mut c| async move {
-                c.put_credential(PutCredentialRequest {
+            later!(
+                a,
+                put_credential,
+                PutCredentialRequest {
                     name: "empty".into(),
                     provider: "openai".into(),
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "PutCredential with half an AWS key pair",
             invalid,
             &["aws_access_key_id", "aws_secret_access_key"],
-            call(a, |mut c| async move {
-                c.put_credential(PutCredentialRequest {
+            later!(
+                a,
+                put_credential,
+                PutCredentialRequest {
                     name: "bedrock-half".into(),
                     provider: "bedrock".into(),
                     secret_fields: [("aws_access_key_id".into(), "AKIAEXAMPLE".into())].into(),
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "PutCredential with provider nope",
             invalid,
             &["provider", "nope"],
-            call(a, |mut c| async move {
-                c.put_credential(PutCredentialRequest {
+            later!(
+                a,
+                put_credential,
+                PutCredentialRequest {
                     provider: "nope".into(),
                     ..credential_request("other", "sk-3")
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "CreateAdminToken with role superuser",
             invalid,
             &["role", "superuser"],
-            call(a, |mut c| async move {
-                c.create_admin_token(CreateAdminTokenRequest {
-                    name: "root".into(),
-                    role: "superuser".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, create_admin_token, new_admin_token("root", "superuser")),
         ),
         case(
             "SetRoutingRule with the model as its own fallback",
             invalid,
             &["gpt-4o", "fallback"],
-            call(a, |mut c| async move {
-                c.set_routing_rule(RoutingRule {
+            later!(
+                a,
+                set_routing_rule,
+                RoutingRule {
                     model_name: "gpt-4o".into(),
                     fallbacks: vec!["gpt-4o".into()],
                     ..Default::default()
-                })
-                .await
-            }),
+                }
+            ),
         ),
         case(
             "SetGuardrail with config_json that is not JSON",
             invalid,
             &["config_json"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
+            later!(
+                a,
+                set_guardrail,
+                Guardrail {
                     name: "pii".into(),
-                    kind: "regex".into(),
-                    mode: "pre_call".into(),
-                    config_json: "{nope".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..guardrail("regex", "{nope")
+                }
+            ),
         ),
         case(
             "SetCachePolicy with a TTL of 0",
             invalid,
             &["ttl_seconds", "between 1 and"],
-            call(a, |mut c| async move {
-                c.set_cache_policy(CachePolicy {
-                    model: "gpt-4o".into(),
-                    ttl_seconds: 0,
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, set_cache_policy, cache_policy("gpt-4o", 0)),
         ),
         case(
             "SetCachePolicy with a scope that does not exist",
             invalid,
             &["world"],
-            call(a, |mut c| async move {
-                c.set_cache_policy(CachePolicy {
-                    model: "gpt-4o".into(),
-                    ttl_seconds: 60,
+            later!(
+                a,
+                set_cache_policy,
+                CachePolicy {
                     scope: "world".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..cache_policy("gpt-4o", 60)
+                }
+            ),
         ),
         case(
             "SetCachePolicy whose semantic tier names an undeployed embeddings model",
             invalid,
             &["nowhere-embed", "no deployment"],
-            call(a, |mut c| async move {
-                c.set_cache_policy(CachePolicy {
-                    model: "gpt-4o".into(),
-                    ttl_seconds: 60,
+            later!(
+                a,
+                set_cache_policy,
+                CachePolicy {
                     semantic_embeddings_model: "nowhere-embed".into(),
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..cache_policy("gpt-4o", 60)
+                }
+            ),
         ),
         case(
             "SetCachePolicy with a control character in the model",
             invalid,
             &["model"],
-            call(a, |mut c| async move {
-                c.set_cache_policy(CachePolicy {
-                    model: "gpt\u{0}4o".into(),
-                    ttl_seconds: 60,
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, set_cache_policy, cache_policy("gpt\u{0}4o", 60)),
         ),
         case(
             "DeleteCachePolicy that does not exist",
             not_found,
             &["cache policy nope"],
-            call(a, |mut c| async move {
-                c.delete_cache_policy(DeleteRequest { id: "nope".into() })
-                    .await
-            }),
+            later!(a, delete_cache_policy, delete_request("nope")),
         ),
         case(
             "SetGuardrail of a kind nothing enforces",
             invalid,
             &["keywords", "bedrock, pii, regex"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "keywords".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{}"#.into(),
-                    team_ids: vec![],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(a, set_guardrail, guardrail("keywords", r#"{}"#)),
         ),
         case(
             "SetGuardrail with a pattern that is not a regular expression",
             invalid,
             &["(unclosed", "regular expression"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "regex".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{"patterns": ["(unclosed"], "action": "block"}"#.into(),
-                    team_ids: vec![],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(
+                a,
+                set_guardrail,
+                guardrail("regex", r#"{"patterns": ["(unclosed"], "action": "block"}"#)
+            ),
         ),
         case(
             "SetGuardrail with an entity pii does not know",
             invalid,
             &["ssn"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "pii".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{"entities": ["ssn"], "action": "mask"}"#.into(),
-                    team_ids: vec![],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(
+                a,
+                set_guardrail,
+                guardrail("pii", r#"{"entities": ["ssn"], "action": "mask"}"#)
+            ),
         ),
         case(
             "SetGuardrail with a misspelt setting",
             invalid,
             &["entitys"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "pii".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{"entitys": ["email"], "action": "mask"}"#.into(),
-                    team_ids: vec![],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(
+                a,
+                set_guardrail,
+                guardrail("pii", r#"{"entitys": ["email"], "action": "mask"}"#)
+            ),
         ),
         case(
             "SetGuardrail for a team that does not exist",
             not_found,
             &["team nobody"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "pii".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{"action": "mask"}"#.into(),
+            later!(
+                a,
+                set_guardrail,
+                Guardrail {
                     team_ids: vec!["nobody".into()],
-                    ..Default::default()
-                })
-                .await
-            }),
+                    ..guardrail("pii", r#"{"action": "mask"}"#)
+                }
+            ),
         ),
         case(
             "SetGuardrail on Bedrock signing with the edge identity off AWS",
             invalid,
             &["collector.example.com", "credential_id"],
-            call(a, |mut c| async move {
-                c.set_guardrail(Guardrail {
-                    name: "g".into(),
-                    kind: "bedrock".into(),
-                    mode: "pre_call".into(),
-                    config_json: r#"{"guardrail_id": "g", "version": "1", "region": "us-east-1", "endpoint": "http://collector.example.com"}"#.into(),
-                    team_ids: vec![],
-                    ..Default::default()
-                })
-                .await
-            }),
+            later!(
+                a,
+                set_guardrail,
+                guardrail(
+                    "bedrock",
+                    r#"{"guardrail_id": "g", "version": "1", "region": "us-east-1", "endpoint": "http://collector.example.com"}"#
+                )
+            ),
         ),
     ];
 
@@ -1812,10 +1674,7 @@ async fn keys_are_created_rotated_and_revoked(backend: Backend) -> Result<()> {
     );
 
     let rotated = admin
-        .rotate_key(RotateKeyRequest {
-            key_id: key.id.clone(),
-            grace_seconds: 3600,
-        })
+        .rotate_key(rotation(&key.id, 3600))
         .await?
         .into_inner();
     let new_secret = rotated.secret;
@@ -1871,12 +1730,7 @@ async fn keys_are_created_rotated_and_revoked(backend: Backend) -> Result<()> {
         !contains(&snapshot.state_json, &secret) && !contains(&snapshot.state_json, &new_secret)
     );
 
-    let revoked = admin
-        .revoke_key(KeyRequest {
-            key_id: key.id.clone(),
-        })
-        .await?
-        .into_inner();
+    let revoked = admin.revoke_key(key_request(&key.id)).await?.into_inner();
     ensure!(
         revoked.revoked,
         "RevokeKey answers the revoked key: {revoked:?}"
@@ -2037,9 +1891,7 @@ async fn set_commands_are_idempotent(backend: Backend) -> Result<()> {
     );
 
     let (key, _) = create_key(&mut admin, &team.id, "svc").await?;
-    let block = || KeyRequest {
-        key_id: key.id.clone(),
-    };
+    let block = || key_request(&key.id);
     admin.block_key(block()).await?;
     let blocked = admin.block_key(block()).await?.into_inner();
     ensure!(blocked.blocked);
@@ -2050,6 +1902,50 @@ async fn set_commands_are_idempotent(backend: Backend) -> Result<()> {
     ensure!(cp.log.state().sequence == start + 5);
     cp.stop().await?;
     Ok(())
+}
+
+/// The answer of reflection `$version` on `$channel` to `$request` (a `MessageRequest`).
+macro_rules! reflection_answer {
+    ($version:ident, $channel:expr, $request:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some($request),
+        };
+        let mut client = ServerReflectionClient::new($channel);
+        let mut responses = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await?
+            .into_inner();
+        responses
+            .message()
+            .await?
+            .context(concat!("no reflection ", stringify!($version), " response"))?
+            .message_response
+    }};
+}
+
+/// The services that reflection `$version` on `$channel` lists.
+macro_rules! reflection_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+
+        let request = MessageRequest::ListServices(String::new());
+        match reflection_answer!($version, $channel, request) {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => bail!(
+                "reflection {} answered list_services with {other:?}",
+                stringify!($version)
+            ),
+        }
+    }};
 }
 
 async fn health_and_reflection_are_served(backend: Backend) -> Result<()> {
@@ -2101,82 +1997,22 @@ async fn health_and_reflection_are_served(backend: Backend) -> Result<()> {
 
 /// The services that reflection `v1` lists.
 async fn reflection_v1_services(channel: Channel) -> Result<Vec<String>> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await?
-        .into_inner();
-    let response = responses
-        .message()
-        .await?
-        .context("no reflection v1 response")?;
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        other => bail!("reflection v1 answered list_services with {other:?}"),
-    }
+    Ok(reflection_services!(v1, channel))
 }
 
 /// Whether reflection `v1` returns the file that declares `symbol`.
 async fn reflection_v1_describes(channel: Channel, symbol: &str) -> Result<bool> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_owned())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await?
-        .into_inner();
-    let response = responses
-        .message()
-        .await?
-        .context("no reflection v1 response")?;
-    Ok(matches!(response.message_response,
+    let request = MessageRequest::FileContainingSymbol(symbol.to_owned());
+    Ok(matches!(reflection_answer!(v1, channel, request),
         Some(MessageResponse::FileDescriptorResponse(files)) if !files.file_descriptor_proto.is_empty()))
 }
 
 /// The services that reflection `v1alpha` lists.
 async fn reflection_v1alpha_services(channel: Channel) -> Result<Vec<String>> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await?
-        .into_inner();
-    let response = responses
-        .message()
-        .await?
-        .context("no reflection v1alpha response")?;
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        other => bail!("reflection v1alpha answered list_services with {other:?}"),
-    }
+    Ok(reflection_services!(v1alpha, channel))
 }
 
 on_both_backends!(

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_proto::admin::Deployment;
 use tollgate_test_support::anthropic_upstream::{
@@ -61,20 +60,7 @@ async fn stream_chunks_are_sent_as_anthropic_events_arrive() -> Result<()> {
     // The fake waits 200 ms before each of its events.
     let request = json!({"model": "slow-stream", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let started = Instant::now();
-    let response = s.post(&request).await?;
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
-    let mut first_content = None;
-    let mut text = String::new();
-    while let Some(bytes) = body.next().await {
-        text.push_str(std::str::from_utf8(&bytes?)?);
-        if first_content.is_none() && text.contains("\"content\":\"Hello \"") {
-            first_content = Some(started.elapsed());
-        }
-    }
-    let total = started.elapsed();
-    let first = first_content.context("no first word")?;
+    let (first, total, text) = s.stream_timed(&request).await?;
     assert!(
         total - first > Duration::from_millis(1000),
         "the first word came at {first:?}, the end at {total:?}"
@@ -87,18 +73,13 @@ async fn stream_chunks_are_sent_as_anthropic_events_arrive() -> Result<()> {
 async fn cache_control_is_passed_through_and_cache_reads_and_writes_are_priced() -> Result<()> {
     let s = setup().await?;
     let system = "You are a patient assistant with a very long prompt.";
-    let response = s
-        .post(&json!({"model": "claude", "messages": [
+    let (cost, body) = s
+        .priced_json(&json!({"model": "claude", "messages": [
             {"role": "system", "content": [{"type": "text", "text": system,
                 "cache_control": {"type": "ephemeral"}}]},
             {"role": "user", "content": "hi"},
         ]}))
         .await?;
-    assert_eq!(response.status(), 200);
-    let cost: f64 = response.headers()["x-tollgate-cost-usd"]
-        .to_str()?
-        .parse()?;
-    let body: Value = response.json().await?;
     assert_eq!(
         s.fake.last_body()["system"],
         json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}])

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use common::*;
 use serde_json::json;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::{Deployment, Guardrail, KeyRequest, PutCredentialRequest};
+use tollgate_proto::admin::{Deployment, Guardrail, KeyRequest};
 use tollgate_runtime::tls::TlsFiles;
 use tollgate_test_support::bedrock_upstream::{self, FakeBedrock};
 use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
@@ -48,18 +48,7 @@ async fn setup() -> Result<Setup> {
     let (nats, prefix, bus) = jetstream().await?;
     let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
-    let aws = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-bedrock".into(),
-            provider: "bedrock".into(),
-            secret_fields: [
-                ("aws_access_key_id".to_owned(), "AKIDTEST".to_owned()),
-                ("aws_secret_access_key".to_owned(), "secret".to_owned()),
-            ]
-            .into(),
-        })
-        .await?
-        .into_inner();
+    let aws = aws_credential(&mut admin).await?;
     let openai_key = api_key_credential(&mut admin, "openai_compatible").await?;
     for (model, upstream) in [
         ("claude-bedrock", BEDROCK_MODEL_ID),
@@ -72,25 +61,16 @@ async fn setup() -> Result<Setup> {
                 upstream_model: upstream.into(),
                 region: "us-east-1".into(),
                 api_base: bedrock.endpoint_url(),
-                credential_id: aws.id.clone(),
+                credential_id: aws.clone(),
                 ..Default::default()
             })
             .await?;
     }
-    for (model, upstream) in [
+    for model in [
         ("gpt-test", "gpt-upstream-x"),
         ("embed-test", "text-embedding-fake"),
     ] {
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "openai_compatible".into(),
-                upstream_model: upstream.into(),
-                api_base: openai.base_url(),
-                credential_id: openai_key.clone(),
-                ..Default::default()
-            })
-            .await?;
+        openai_compatible_deployment(&mut admin, model, openai.base_url(), &openai_key).await?;
     }
     // For ApplyGuardrail; run on answers (post_call), which hold neither an address nor the
     // word, so that they change nothing else.

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_proto::admin::Deployment;
 use tollgate_test_support::gemini_upstream::{
@@ -93,20 +92,7 @@ async fn stream_chunks_are_sent_as_gemini_events_arrive() -> Result<()> {
     // The fake waits 200 ms before each of its events.
     let request = json!({"model": "slow-stream", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let started = Instant::now();
-    let response = s.post(&request).await?;
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
-    let mut first_content = None;
-    let mut text = String::new();
-    while let Some(bytes) = body.next().await {
-        text.push_str(std::str::from_utf8(&bytes?)?);
-        if first_content.is_none() && text.contains("\"content\":\"Hello \"") {
-            first_content = Some(started.elapsed());
-        }
-    }
-    let total = started.elapsed();
-    let first = first_content.context("no first word")?;
+    let (first, total, text) = s.stream_timed(&request).await?;
     assert!(
         total - first > Duration::from_millis(600),
         "the first word came at {first:?}, the end at {total:?}"
@@ -157,15 +143,10 @@ async fn thought_signatures_travel_in_the_tool_call_id() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_tokens_are_reported_and_priced() -> Result<()> {
     let s = setup().await?;
-    let response = s
-        .post(&json!({"model": "gemini-cached",
+    let (cost, body) = s
+        .priced_json(&json!({"model": "gemini-cached",
             "messages": [{"role": "user", "content": "hi"}]}))
         .await?;
-    assert_eq!(response.status(), 200);
-    let cost: f64 = response.headers()["x-tollgate-cost-usd"]
-        .to_str()?
-        .parse()?;
-    let body: Value = response.json().await?;
     // `models/` in the deployment's upstream model is not doubled in the path.
     assert_eq!(
         s.fake.last_uri().as_deref(),

@@ -5,16 +5,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use common::*;
-use futures::StreamExt;
-use prost::Message;
 use serde_json::{Value, json};
-use tollgate_proto::admin::{CreateKeyRequest, Deployment, Guardrail, PutCredentialRequest};
+use tollgate_proto::admin::Guardrail;
 use tollgate_proto::usage::UsageEvent;
-use tollgate_runtime::bus::{Bus, USAGE};
+use tollgate_runtime::bus::Bus;
 use tollgate_test_support::bedrock_upstream::FakeBedrock;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
@@ -38,59 +34,16 @@ async fn setup(guardrails: impl Fn(&str, &str, &str) -> Vec<Guardrail>) -> Resul
     let (nats, prefix, bus) = jetstream().await?;
     let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
-    let openai_credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-openai".into(),
-            provider: "openai_compatible".into(),
-            secret_fields: [("api_key".to_owned(), "sk-up".to_owned())].into(),
-        })
-        .await?
-        .into_inner();
-    let bedrock_credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-bedrock".into(),
-            provider: "bedrock".into(),
-            secret_fields: [
-                ("aws_access_key_id".to_owned(), "AKIDTEST".to_owned()),
-                ("aws_secret_access_key".to_owned(), "secret".to_owned()),
-            ]
-            .into(),
-        })
-        .await?
-        .into_inner()
-        .id;
-    admin
-        .upsert_deployment(Deployment {
-            model_name: "gpt-test".into(),
-            provider: "openai_compatible".into(),
-            upstream_model: "echo".into(),
-            api_base: openai.base_url(),
-            credential_id: openai_credential.id,
-            ..Default::default()
-        })
-        .await?;
-    let team = admin
-        .create_team(tollgate_proto::admin::CreateTeamRequest {
-            name: "search".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .id;
-    let secret = admin
-        .create_key(CreateKeyRequest {
-            team_id: team.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .secret;
+    let openai_credential = api_key_credential(&mut admin, "openai_compatible").await?;
+    let bedrock_credential = aws_credential(&mut admin).await?;
+    let model = ("gpt-test", "echo");
+    openai_compatible_deployment(&mut admin, model, openai.base_url(), &openai_credential).await?;
+    let team = create_team(&mut admin, "search").await?;
+    let (_, secret) = create_team_key(&mut admin, &team).await?;
     for guardrail in guardrails(&bedrock.endpoint_url(), &bedrock_credential, &team) {
         admin.set_guardrail(guardrail).await?;
     }
-    let sequence = last_sequence(&mut admin).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
+    let edge = caught_up_edge((&nats, &prefix), bus.clone(), &mut admin, cp.url()).await?;
     Ok(Setup {
         _cp: cp,
         admin,
@@ -149,16 +102,7 @@ impl Setup {
 
     /// The next `n` usage events.
     async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        let mut events = self.bus.subscribe(USAGE, 0).await?;
-        let mut out = Vec::new();
-        while out.len() < n {
-            let message = tokio::time::timeout(Duration::from_secs(10), events.next())
-                .await
-                .context("usage event")?
-                .context("usage stream ended")??;
-            out.push(UsageEvent::decode(message.payload)?);
-        }
-        Ok(out)
+        usage_events(&self.bus, n).await
     }
 }
 

@@ -11,14 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
-use futures::StreamExt;
-use prost::Message;
 use serde_json::Value;
-use tollgate_proto::admin::{
-    CachePolicy, CreateKeyRequest, CreateTeamRequest, Deployment, PutCredentialRequest, RateLimit,
-};
+use tollgate_proto::admin::{CachePolicy, PutCredentialRequest, RateLimit};
 use tollgate_proto::usage::UsageEvent;
-use tollgate_runtime::bus::{Bus, USAGE};
+use tollgate_runtime::bus::Bus;
 use tollgate_test_support::openai_upstream::{ANSWER, FakeOpenAi};
 
 struct Setup {
@@ -39,25 +35,10 @@ async fn setup(ttl_seconds: u32) -> Result<Setup> {
     let (nats, prefix, bus) = jetstream().await?;
     let cp = TestControlPlane::on_bus(bus.clone()).await?;
     let mut admin = cp.admin().await?;
-    let credential = admin
-        .put_credential(PutCredentialRequest {
-            name: "fake-openai".into(),
-            provider: "openai_compatible".into(),
-            secret_fields: [("api_key".to_owned(), "sk-up".to_owned())].into(),
-        })
-        .await?
-        .into_inner();
+    let credential = api_key_credential(&mut admin, "openai_compatible").await?;
     for model in ["gpt-test", "plain"] {
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: "openai_compatible".into(),
-                upstream_model: "gpt-upstream-x".into(),
-                api_base: fake.base_url(),
-                credential_id: credential.id.clone(),
-                ..Default::default()
-            })
-            .await?;
+        let model = (model, "gpt-upstream-x");
+        openai_compatible_deployment(&mut admin, model, fake.base_url(), &credential).await?;
     }
     admin
         .set_cache_policy(CachePolicy {
@@ -82,15 +63,7 @@ async fn setup(ttl_seconds: u32) -> Result<Setup> {
 impl Setup {
     /// A new team's id.
     async fn team(&mut self, name: &str) -> Result<String> {
-        Ok(self
-            .admin
-            .create_team(CreateTeamRequest {
-                name: name.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .id)
+        create_team(&mut self.admin, name).await
     }
 
     /// A key in a new team named `team`, as (key id, secret).
@@ -101,29 +74,13 @@ impl Setup {
 
     /// A key in team `team` (an id), as (key id, secret).
     async fn key_of(&mut self, team: &str) -> Result<(String, String)> {
-        let team = team.to_owned();
-        let created = self
-            .admin
-            .create_key(CreateKeyRequest {
-                team_id: team,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        Ok((created.key.context("key")?.id, created.secret))
+        create_team_key(&mut self.admin, team).await
     }
 
     async fn edge(&mut self) -> Result<TestEdge> {
-        let sequence = last_sequence(&mut self.admin).await?;
-        let edge = TestEdge::start(
-            &self.nats,
-            &self.prefix,
-            self.bus.clone(),
-            Some(self.cp_url.clone()),
-        )
-        .await?;
-        edge.wait_for_sequence(sequence).await?;
-        Ok(edge)
+        let bus = self.bus.clone();
+        let jetstream = (self.nats.as_str(), self.prefix.as_str());
+        caught_up_edge(jetstream, bus, &mut self.admin, self.cp_url.clone()).await
     }
 
     /// Asks `edge` with `body`; returns (status, x-tollgate-cache, cost header, body).
@@ -176,16 +133,7 @@ impl Setup {
     }
 
     async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        let mut events = self.bus.subscribe(USAGE, 0).await?;
-        let mut out = Vec::new();
-        while out.len() < n {
-            let message = tokio::time::timeout(Duration::from_secs(10), events.next())
-                .await
-                .context("usage event")?
-                .context("usage stream ended")??;
-            out.push(UsageEvent::decode(message.payload)?);
-        }
-        Ok(out)
+        usage_events(&self.bus, n).await
     }
 }
 
@@ -376,16 +324,8 @@ async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> 
         })
         .await?
         .into_inner();
-    s.admin
-        .upsert_deployment(Deployment {
-            model_name: "embed-test".into(),
-            provider: "openai_compatible".into(),
-            upstream_model: "bag-of-words".into(),
-            api_base: s.fake.base_url(),
-            credential_id: credential.id,
-            ..Default::default()
-        })
-        .await?;
+    let model = ("embed-test", "bag-of-words");
+    openai_compatible_deployment(&mut s.admin, model, s.fake.base_url(), &credential.id).await?;
     let policy = s
         .admin
         .list_cache_policies(tollgate_proto::admin::ListCachePoliciesRequest {})

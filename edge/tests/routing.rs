@@ -87,7 +87,32 @@ struct Answer {
     code: String,
 }
 
+impl Answer {
+    /// The status, the fallback model that answered and the number of attempts.
+    fn outcome(&self) -> (u16, &str, &str) {
+        (self.status, self.fallback.as_str(), self.attempts.as_str())
+    }
+}
+
 impl Setup {
+    /// Models `primary` and `backup`, each on a fake of its own, and `rule` for `primary`
+    /// with `backup` as its fallback; returns the two fakes.
+    async fn primary_and_backup(&mut self, rule: RoutingRule) -> Result<(FakeOpenAi, FakeOpenAi)> {
+        let (primary, backup) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
+        self.add([
+            on_fake("primary-1", "primary", &primary),
+            on_fake("backup-1", "backup", &backup),
+        ])
+        .await?;
+        self.rule(RoutingRule {
+            model_name: "primary".into(),
+            fallbacks: vec!["backup".into()],
+            ..rule
+        })
+        .await?;
+        Ok((primary, backup))
+    }
+
     async fn add(&mut self, deployments: impl IntoIterator<Item = Deployment>) -> Result<()> {
         for d in deployments {
             self.admin.upsert_deployment(d).await?;
@@ -101,15 +126,9 @@ impl Setup {
     }
 
     async fn edge(&mut self) -> Result<TestEdge> {
-        let edge = TestEdge::start(
-            &self.nats,
-            &self.prefix,
-            self.bus.clone(),
-            Some(self.cp.url()),
-        )
-        .await?;
-        self.sync(&edge).await?;
-        Ok(edge)
+        let bus = self.bus.clone();
+        let jetstream = (self.nats.as_str(), self.prefix.as_str());
+        caught_up_edge(jetstream, bus, &mut self.admin, self.cp.url()).await
     }
 
     /// Waits until `edge` has applied everything committed so far.
@@ -228,21 +247,14 @@ async fn weights_are_followed_within_three_points_over_10000_requests() -> Resul
 async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_no_errors()
 -> Result<()> {
     let mut s = setup().await?;
-    let (primary, backup) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
-    s.add([
-        on_fake("primary-1", "primary", &primary),
-        on_fake("backup-1", "backup", &backup),
-    ])
-    .await?;
-    s.rule(RoutingRule {
-        model_name: "primary".into(),
-        fallbacks: vec!["backup".into()],
-        max_retries: 0,
-        allowed_fails: 2,
-        cooldown_seconds: COOLDOWN.as_secs() as u32,
-        ..Default::default()
-    })
-    .await?;
+    let (primary, _backup) = s
+        .primary_and_backup(RoutingRule {
+            max_retries: 0,
+            allowed_fails: 2,
+            cooldown_seconds: COOLDOWN.as_secs() as u32,
+            ..Default::default()
+        })
+        .await?;
     let (_, key) = create_key(&mut s.admin, &["primary", "backup"]).await?;
     let edge = s.edge().await?;
 
@@ -356,19 +368,12 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_fails_over_before_its_first_byte() -> Result<()> {
     let mut s = setup().await?;
-    let (primary, backup) = (FakeOpenAi::start().await?, FakeOpenAi::start().await?);
-    s.add([
-        on_fake("primary-1", "primary", &primary),
-        on_fake("backup-1", "backup", &backup),
-    ])
-    .await?;
-    s.rule(RoutingRule {
-        model_name: "primary".into(),
-        fallbacks: vec!["backup".into()],
-        max_retries: 1,
-        ..Default::default()
-    })
-    .await?;
+    let (primary, _backup) = s
+        .primary_and_backup(RoutingRule {
+            max_retries: 1,
+            ..Default::default()
+        })
+        .await?;
     let (_, key) = create_key(&mut s.admin, &[]).await?;
     let edge = s.edge().await?;
     primary.fail(Failure::Status {
@@ -609,22 +614,14 @@ async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks(
 
     let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
     assert_eq!(
-        (
-            answer.status,
-            answer.fallback.as_str(),
-            answer.attempts.as_str()
-        ),
+        answer.outcome(),
         (200, "large", "2"),
         "a context-window refusal is not retried on the same model"
     );
     // A fallback is a model like any other: a key that may not use it does not get it.
     let answer = s.send(&edge, &small_only, &chat("small"), &[]).await?;
     assert_eq!(
-        (
-            answer.status,
-            answer.fallback.as_str(),
-            answer.attempts.as_str()
-        ),
+        answer.outcome(),
         (400, "", "1"),
         "the key may use only small: the refusal is its answer"
     );

@@ -12,9 +12,8 @@ use chrono::{Datelike, TimeZone, Utc};
 use common::*;
 use prost::Message;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::usage::{BudgetStatus, GetBudgetStatusRequest};
+use tollgate_proto::usage::{BudgetStatus, GetBudgetStatusRequest, GetBudgetStatusResponse};
 use tollgate_runtime::bus::Bus;
-use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::entry::nanos;
 
 async fn published(bus: &Arc<dyn Bus>, budget_id: &str) -> Option<BudgetStatus> {
@@ -40,6 +39,19 @@ async fn wait_for_spend(
         .context("the status is still there")
 }
 
+/// What `GetBudgetStatus` answers for the budgets on `scope` `scope_id`.
+async fn budget_status(
+    usage: &mut UsageClient,
+    scope: &str,
+    scope_id: &str,
+) -> Result<GetBudgetStatusResponse, tonic::Status> {
+    let request = GetBudgetStatusRequest {
+        scope: scope.to_owned(),
+        scope_id: scope_id.to_owned(),
+    };
+    Ok(usage.get_budget_status(request).await?.into_inner())
+}
+
 fn by_edge(status: &BudgetStatus) -> BTreeMap<String, i64> {
     status
         .spent_by_edge_usd
@@ -49,8 +61,7 @@ fn by_edge(status: &BudgetStatus) -> BTreeMap<String, i64> {
 }
 
 async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
-    let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    let (bus, control_plane) = start_control_plane(backend).await?;
     let team = control_plane.team("spenders").await?;
     let team_budget = control_plane
         .budget("team", &team, 1.0, "monthly", &[])
@@ -58,14 +69,7 @@ async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     let model_budget = control_plane
         .budget("model", "gpt-4o", 10.0, "total", &[])
         .await?;
-    let database = backend.database().await?;
-    let aggregator = TestAggregator::start(
-        &database.url,
-        bus.clone(),
-        &control_plane,
-        AlertSinks::default(),
-    )
-    .await?;
+    let (_database, aggregator) = start_aggregator(backend, &bus, &control_plane).await?;
 
     // A new budget is published without waiting for traffic.
     let idle = wait_for_spend(&bus, &team_budget, 0).await?;
@@ -118,13 +122,7 @@ async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     );
 
     let mut usage = aggregator.usage(ADMIN_TOKEN).await?;
-    let grpc = usage
-        .get_budget_status(GetBudgetStatusRequest {
-            scope: "team".to_owned(),
-            scope_id: team.clone(),
-        })
-        .await?
-        .into_inner();
+    let grpc = budget_status(&mut usage, "team", &team).await?;
     assert_eq!(nanos(grpc.spent_usd), 400_000_000);
     assert_eq!(grpc.amount_usd, 1.0);
     assert!(!grpc.exceeded);
@@ -135,13 +133,7 @@ async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     publish_one(&bus, &spend("status-4", "edge-a", 0.60)).await?;
     let status = wait_for_spend(&bus, &team_budget, 1_000_000_000).await?;
     assert!(status.exceeded, "$1.00 of $1 is exceeded: {status:?}");
-    let grpc = usage
-        .get_budget_status(GetBudgetStatusRequest {
-            scope: "team".to_owned(),
-            scope_id: team.clone(),
-        })
-        .await?
-        .into_inner();
+    let grpc = budget_status(&mut usage, "team", &team).await?;
     assert_eq!(nanos(grpc.spent_usd), 1_000_000_000);
     assert!(grpc.exceeded, "{grpc:?}");
     assert_eq!(grpc.budgets.len(), 1, "{grpc:?}");
@@ -151,22 +143,12 @@ async fn budget_status_is_published_for_edges(backend: Backend) -> Result<()> {
     assert!(!model.exceeded, "{model:?}");
     assert_eq!(model.period, "total");
     assert_eq!(model.period_end, None, "a total budget has no end");
-    let grpc = usage
-        .get_budget_status(GetBudgetStatusRequest {
-            scope: "model".to_owned(),
-            scope_id: "gpt-4o".to_owned(),
-        })
-        .await?
-        .into_inner();
+    let grpc = budget_status(&mut usage, "model", "gpt-4o").await?;
     assert_eq!(nanos(grpc.spent_usd), 1_000_000_000);
     assert!(!grpc.exceeded);
 
     // No budget on a scope: NOT_FOUND.
-    let missing = usage
-        .get_budget_status(GetBudgetStatusRequest {
-            scope: "team".to_owned(),
-            scope_id: "no-such-team".to_owned(),
-        })
+    let missing = budget_status(&mut usage, "team", "no-such-team")
         .await
         .err()
         .context("no budget there")?;

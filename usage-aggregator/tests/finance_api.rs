@@ -10,8 +10,7 @@ use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::usage::{QueryUsageRequest, UsageEvent};
-use tollgate_usage_aggregator::alerts::AlertSinks;
+use tollgate_proto::usage::UsageEvent;
 
 const HEADER: &str = "bucket_start,team,model,requests,input_tokens,output_tokens,cached_input_tokens,cost_usd,errors";
 
@@ -32,38 +31,11 @@ fn usd6(nanos: i64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
-fn request(
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    granularity: &str,
-    group_by: &[&str],
-    filters: &[(&str, &str)],
-) -> QueryUsageRequest {
-    QueryUsageRequest {
-        start: Some(timestamp(start)),
-        end: Some(timestamp(end)),
-        granularity: granularity.to_owned(),
-        group_by: group_by.iter().map(|g| g.to_string()).collect(),
-        filters: filters
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
-}
-
 async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
-    let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    let (bus, control_plane) = start_control_plane(backend).await?;
     let viewer = control_plane.token("dashboards", "viewer").await?;
     let finance = control_plane.token("finance-team", "finance").await?;
-    let database = backend.database().await?;
-    let aggregator = TestAggregator::start(
-        &database.url,
-        bus.clone(),
-        &control_plane,
-        AlertSinks::default(),
-    )
-    .await?;
+    let (_database, aggregator) = start_aggregator(backend, &bus, &control_plane).await?;
 
     let mut rng = Rng::new(0x5eed_0004);
     let dims = Dimensions {
@@ -84,11 +56,11 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
     let end = start + chrono::Duration::days(2);
 
     // By day, team and model, over both days.
-    let rows = usage
-        .query_usage(request(start, end, "day", &["team", "model"], &[]))
-        .await?
-        .into_inner()
-        .rows;
+    let rows = query_rows(
+        &mut usage,
+        usage_request(start, end, "day", &["team", "model"], &[]),
+    )
+    .await?;
     let got: BTreeMap<(i64, String, String), Sums> = rows
         .iter()
         .map(|r| {
@@ -102,17 +74,17 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
     assert_eq!(got, expected, "QueryUsage by day, team and model");
 
     // By team over the first day only.
-    let rows = usage
-        .query_usage(request(
+    let rows = query_rows(
+        &mut usage,
+        usage_request(
             start,
             start + chrono::Duration::days(1),
             "day",
             &["team"],
             &[],
-        ))
-        .await?
-        .into_inner()
-        .rows;
+        ),
+    )
+    .await?;
     let got: BTreeMap<String, Sums> = rows
         .iter()
         .map(|r| (r.team.clone(), Sums::of_row(r)))
@@ -133,17 +105,11 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
     );
 
     // By model, for one team, over both days in one monthly bucket.
-    let rows = usage
-        .query_usage(request(
-            start,
-            end,
-            "month",
-            &["model"],
-            &[("team", "team-b")],
-        ))
-        .await?
-        .into_inner()
-        .rows;
+    let rows = query_rows(
+        &mut usage,
+        usage_request(start, end, "month", &["model"], &[("team", "team-b")]),
+    )
+    .await?;
     let got: BTreeMap<String, Sums> = rows
         .iter()
         .map(|r| (r.model.clone(), Sums::of_row(r)))
@@ -254,7 +220,7 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         "no token"
     );
 
-    let one_day = request(start, end, "day", &["team", "model"], &[]);
+    let one_day = usage_request(start, end, "day", &["team", "model"], &[]);
     let by_finance = aggregator
         .usage(&finance)
         .await?

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -14,9 +15,8 @@ use common::*;
 use futures::StreamExt;
 use prost::Message;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::usage::QueryUsageRequest;
-use tollgate_runtime::bus::{USAGE, USAGE_DEAD_LETTER};
-use tollgate_usage_aggregator::alerts::AlertSinks;
+use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, Subscription, USAGE, USAGE_DEAD_LETTER};
 
 const EVENTS: usize = 2_000;
 
@@ -27,17 +27,9 @@ fn day() -> Result<DateTime<Utc>> {
 }
 
 async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<()> {
-    let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    let (bus, control_plane) = start_control_plane(backend).await?;
     control_plane.team("finance-test").await?;
-    let database = backend.database().await?;
-    let aggregator = TestAggregator::start(
-        &database.url,
-        bus.clone(),
-        &control_plane,
-        AlertSinks::default(),
-    )
-    .await?;
+    let (_database, aggregator) = start_aggregator(backend, &bus, &control_plane).await?;
 
     let mut rng = Rng::new(0x5eed_0001);
     let dims = Dimensions {
@@ -68,17 +60,12 @@ async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<
     );
 
     let mut usage = aggregator.usage(ADMIN_TOKEN).await?;
-    let rows = usage
-        .query_usage(QueryUsageRequest {
-            start: Some(timestamp(day()?)),
-            end: Some(timestamp(day()? + chrono::Duration::days(1))),
-            granularity: "day".to_owned(),
-            group_by: vec!["team".to_owned(), "model".to_owned()],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .rows;
+    let (start, end) = (day()?, day()? + chrono::Duration::days(1));
+    let rows = query_rows(
+        &mut usage,
+        usage_request(start, end, "day", &["team", "model"], &[]),
+    )
+    .await?;
     let mut total = Sums::default();
     let mut by_group: BTreeMap<(String, String), Sums> = BTreeMap::new();
     for row in &rows {
@@ -102,17 +89,11 @@ async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<
     );
 
     // The hourly rollups add up to the same.
-    let hourly = usage
-        .query_usage(QueryUsageRequest {
-            start: Some(timestamp(day()?)),
-            end: Some(timestamp(day()? + chrono::Duration::days(1))),
-            granularity: "hour".to_owned(),
-            group_by: vec!["region".to_owned()],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .rows;
+    let hourly = query_rows(
+        &mut usage,
+        usage_request(start, end, "hour", &["region"], &[]),
+    )
+    .await?;
     let mut by_hour_region: BTreeMap<(i64, String), Sums> = BTreeMap::new();
     for row in &hourly {
         let seconds = row.bucket_start.as_ref().map_or(-1, |t| t.seconds);
@@ -144,17 +125,9 @@ async fn ledger_and_rollups_count_each_request_once(backend: Backend) -> Result<
 async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     backend: Backend,
 ) -> Result<()> {
-    let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    let (bus, control_plane) = start_control_plane(backend).await?;
     control_plane.team("dlq-test").await?;
-    let database = backend.database().await?;
-    let aggregator = TestAggregator::start(
-        &database.url,
-        bus.clone(),
-        &control_plane,
-        AlertSinks::default(),
-    )
-    .await?;
+    let (_database, aggregator) = start_aggregator(backend, &bus, &control_plane).await?;
 
     let mut rng = Rng::new(0x5eed_0002);
     let dims = Dimensions {
@@ -186,25 +159,17 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
         }
         publish_one(&bus, event).await?;
     }
-    aggregator
-        .wait_for_requests(good.len() as i64, Duration::from_secs(30))
-        .await?;
-    assert_eq!(
-        aggregator.ledger.ledger_totals().await?,
-        Sums::of(&good).ledger_totals(),
-        "every readable event is recorded, and only those"
-    );
+    ledger_holds(
+        &aggregator,
+        &good,
+        "every readable event is recorded, and only those",
+    )
+    .await?;
 
     let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
     let mut records = Vec::new();
     for _ in 0..3 {
-        let message = tokio::time::timeout(Duration::from_secs(15), dead.next())
-            .await
-            .context("a dead-letter record within 15 s")?
-            .context("the dead-letter subscription ended")??;
-        let record: serde_json::Value = serde_json::from_slice(&message.payload)
-            .with_context(|| format!("dead-letter record is JSON: {:?}", message.payload))?;
-        records.push(record);
+        records.push(next_dead_letter(&mut dead).await?);
     }
     let more = tokio::time::timeout(Duration::from_secs(1), dead.next()).await;
     assert!(
@@ -249,22 +214,12 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     assert_eq!(kept, garbage, "the dead-letter record keeps the payload");
     let kept = base64::engine::general_purpose::STANDARD
         .decode(future_record["payload_base64"].as_str().unwrap_or_default())?;
-    assert_eq!(
-        tollgate_proto::usage::UsageEvent::decode(kept.as_slice())?,
-        future_schema
-    );
+    assert_eq!(UsageEvent::decode(kept.as_slice())?, future_schema);
 
     // Usage keeps flowing after the bad events.
-    let later = generate(&mut rng, 5, day()?, chrono::Duration::hours(1), &dims);
-    for event in &later {
-        publish_one(&bus, event).await?;
-    }
-    aggregator
-        .wait_for_requests((good.len() + later.len()) as i64, Duration::from_secs(30))
-        .await?;
+    let recorded = more_usage_is_recorded(&bus, &aggregator, &mut rng, &dims, good.len()).await?;
 
     // `/metrics` tells an operator the same, and that nothing waits on the stream.
-    let recorded = good.len() + later.len();
     eventually(Duration::from_secs(15), || async {
         let Ok(response) = reqwest::get(aggregator.http_url("/metrics")).await else {
             return false;
@@ -281,6 +236,54 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     Ok(())
 }
 
+/// Waits until the ledger of `aggregator` holds as many requests as `events`, and checks that
+/// they are exactly those (`what`).
+async fn ledger_holds(
+    aggregator: &TestAggregator,
+    events: &[UsageEvent],
+    what: &str,
+) -> Result<()> {
+    aggregator
+        .wait_for_requests(events.len() as i64, Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        aggregator.ledger.ledger_totals().await?,
+        Sums::of(events).ledger_totals(),
+        "{what}"
+    );
+    Ok(())
+}
+
+/// The next record on the dead-letter subscription `dead`, within 15 s.
+async fn next_dead_letter(dead: &mut Subscription) -> Result<serde_json::Value> {
+    let message = tokio::time::timeout(Duration::from_secs(15), dead.next())
+        .await
+        .context("a dead-letter record within 15 s")?
+        .context("the dead-letter subscription ended")??;
+    serde_json::from_slice(&message.payload)
+        .with_context(|| format!("dead-letter record is JSON: {:?}", message.payload))
+}
+
+/// Publishes five more events like `dims` and waits until the ledger holds them after the
+/// `recorded` already there; returns how many it holds then.
+async fn more_usage_is_recorded(
+    bus: &Arc<dyn Bus>,
+    aggregator: &TestAggregator,
+    rng: &mut Rng,
+    dims: &Dimensions<'_>,
+    recorded: usize,
+) -> Result<usize> {
+    let later = generate(rng, 5, day()?, chrono::Duration::hours(1), dims);
+    for event in &later {
+        publish_one(bus, event).await?;
+    }
+    let recorded = recorded + later.len();
+    aggregator
+        .wait_for_requests(recorded as i64, Duration::from_secs(30))
+        .await?;
+    Ok(recorded)
+}
+
 on_both_backends!(
     ledger_and_rollups_count_each_request_once,
     malformed_events_go_to_the_dead_letter_topic_and_do_not_block,
@@ -293,17 +296,9 @@ on_both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -> Result<()> {
     let backend = Backend::PostgresJetStream;
-    let bus = backend.bus().await?;
-    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    let (bus, control_plane) = start_control_plane(backend).await?;
     control_plane.team("poison-test").await?;
-    let database = backend.database().await?;
-    let aggregator = TestAggregator::start(
-        &database.url,
-        bus.clone(),
-        &control_plane,
-        AlertSinks::default(),
-    )
-    .await?;
+    let (database, aggregator) = start_aggregator(backend, &bus, &control_plane).await?;
 
     let at = day()? + chrono::Duration::hours(3);
     let mut poison = usage_event("req-poison", at);
@@ -340,27 +335,21 @@ async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -
         edges: &["edge-a"],
     };
     let good = generate(&mut rng, 40, day()?, chrono::Duration::hours(1), &dims);
-    let mut messages: Vec<(String, tollgate_proto::usage::UsageEvent)> = good
+    let mut messages: Vec<(String, UsageEvent)> = good
         .iter()
         .map(|e| (e.request_id.clone(), e.clone()))
         .collect();
     messages.insert(17, (poison.request_id.clone(), poison.clone()));
     publish_usage(&bus, messages).await?;
 
-    aggregator
-        .wait_for_requests(good.len() as i64, Duration::from_secs(30))
-        .await?;
-    assert_eq!(
-        aggregator.ledger.ledger_totals().await?,
-        Sums::of(&good).ledger_totals(),
-        "every event but the poisoned one is recorded"
-    );
+    ledger_holds(
+        &aggregator,
+        &good,
+        "every event but the poisoned one is recorded",
+    )
+    .await?;
     let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
-    let message = tokio::time::timeout(Duration::from_secs(15), dead.next())
-        .await
-        .context("a dead-letter record within 15 s")?
-        .context("the dead-letter subscription ended")??;
-    let record: serde_json::Value = serde_json::from_slice(&message.payload)?;
+    let record = next_dead_letter(&mut dead).await?;
     assert_eq!(record["msg_id"], "req-poison", "{record}");
     let reason = record["reason"].as_str().unwrap_or_default();
     assert!(
@@ -372,13 +361,7 @@ async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -
     assert!(failed_writes >= 1, "the refusal was seen");
 
     // Usage keeps flowing.
-    let later = generate(&mut rng, 5, day()?, chrono::Duration::hours(1), &dims);
-    for event in &later {
-        publish_one(&bus, event).await?;
-    }
-    aggregator
-        .wait_for_requests((good.len() + later.len()) as i64, Duration::from_secs(30))
-        .await?;
+    more_usage_is_recorded(&bus, &aggregator, &mut rng, &dims, good.len()).await?;
     aggregator.stop().await?;
     control_plane.stop().await?;
     Ok(())

@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
 use serde_json::Value;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
@@ -162,6 +164,37 @@ impl<F> Gateway<F> {
     /// A chat completion that must succeed, as JSON.
     pub async fn json(&self, body: &Value) -> Result<Value> {
         self.json_to("/v1/chat/completions", body).await
+    }
+
+    /// A chat completion that must succeed: the cost it was charged (`x-tollgate-cost-usd`)
+    /// and its JSON body.
+    pub async fn priced_json(&self, body: &Value) -> Result<(f64, Value)> {
+        let response = self.post(body).await?;
+        ensure!(response.status() == 200, "HTTP {}", response.status());
+        let cost: f64 = response.headers()["x-tollgate-cost-usd"]
+            .to_str()?
+            .parse()?;
+        Ok((cost, response.json().await?))
+    }
+
+    /// A streamed chat completion that must start: how long after sending it the content
+    /// `Hello ` arrived and it ended, and its whole text.
+    pub async fn stream_timed(&self, body: &Value) -> Result<(Duration, Duration, String)> {
+        let started = Instant::now();
+        let response = self.post(body).await?;
+        ensure!(response.status() == 200, "HTTP {}", response.status());
+        let mut body = response.bytes_stream();
+        let mut first_content = None;
+        let mut text = String::new();
+        while let Some(bytes) = body.next().await {
+            text.push_str(std::str::from_utf8(&bytes?)?);
+            if first_content.is_none() && text.contains("\"content\":\"Hello \"") {
+                first_content = Some(started.elapsed());
+            }
+        }
+        let total = started.elapsed();
+        let first = first_content.context("no first word")?;
+        Ok((first, total, text))
     }
 
     /// A streamed chat completion that must start: its chunks, and whether it ended with

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
+use prost::Message;
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
 use tollgate_policy::sealing::SealingKey;
-use tollgate_runtime::bus::{Bus, JetStreamBus};
+use tollgate_proto::usage::UsageEvent;
+use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_test_support::Served;
 // Each test binary uses a part of the shared harness.
@@ -172,4 +175,94 @@ pub async fn api_key_credential(admin: &mut AdminClient, provider: &str) -> Resu
         .await?
         .into_inner();
     Ok(credential.id)
+}
+
+/// A Bedrock credential with a fake AWS key pair (`AKIDTEST`); returns its id.
+pub async fn aws_credential(admin: &mut AdminClient) -> Result<String> {
+    let credential = admin
+        .put_credential(tollgate_proto::admin::PutCredentialRequest {
+            name: "fake-bedrock".into(),
+            provider: "bedrock".into(),
+            secret_fields: [
+                ("aws_access_key_id".to_owned(), "AKIDTEST".to_owned()),
+                ("aws_secret_access_key".to_owned(), "secret".to_owned()),
+            ]
+            .into(),
+        })
+        .await?
+        .into_inner();
+    Ok(credential.id)
+}
+
+/// Deploys `model` as `upstream` on the OpenAI-compatible server at `api_base`, signed in with
+/// `credential_id`.
+pub async fn openai_compatible_deployment(
+    admin: &mut AdminClient,
+    (model, upstream): (&str, &str),
+    api_base: String,
+    credential_id: &str,
+) -> Result<()> {
+    admin
+        .upsert_deployment(tollgate_proto::admin::Deployment {
+            model_name: model.into(),
+            provider: "openai_compatible".into(),
+            upstream_model: upstream.into(),
+            api_base,
+            credential_id: credential_id.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// A new team `name`; returns its id.
+pub async fn create_team(admin: &mut AdminClient, name: &str) -> Result<String> {
+    let team = admin
+        .create_team(tollgate_proto::admin::CreateTeamRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(team.id)
+}
+
+/// A key in team `team_id`, returned as (key id, secret).
+pub async fn create_team_key(admin: &mut AdminClient, team_id: &str) -> Result<(String, String)> {
+    let created = admin
+        .create_key(tollgate_proto::admin::CreateKeyRequest {
+            team_id: team_id.to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok((created.key.context("key")?.id, created.secret))
+}
+
+/// An edge following `bus` that has applied everything committed so far by the control plane
+/// at `cp_url` that `admin` writes to.
+pub async fn caught_up_edge(
+    (nats, prefix): (&str, &str),
+    bus: Arc<dyn Bus>,
+    admin: &mut AdminClient,
+    cp_url: String,
+) -> Result<TestEdge> {
+    let sequence = last_sequence(admin).await?;
+    let edge = TestEdge::start(nats, prefix, bus, Some(cp_url)).await?;
+    edge.wait_for_sequence(sequence).await?;
+    Ok(edge)
+}
+
+/// The first `n` usage events on `bus`, each within 10 s.
+pub async fn usage_events(bus: &Arc<dyn Bus>, n: usize) -> Result<Vec<UsageEvent>> {
+    let mut events = bus.subscribe(USAGE, 0).await?;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .context("usage event")?
+            .context("usage stream ended")??;
+        out.push(UsageEvent::decode(message.payload)?);
+    }
+    Ok(out)
 }

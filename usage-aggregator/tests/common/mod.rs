@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tollgate_proto::usage::UsageEvent;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
+use tollgate_proto::usage::{QueryUsageRequest, UsageEvent, UsageRow};
 use tollgate_runtime::bus::{Bus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_test_support::Served;
@@ -136,6 +136,60 @@ impl TestAggregator {
             .await
             .context("the aggregator did not stop within 30 s")?
     }
+}
+
+/// A control plane on `backend` and the bus it publishes policy on.
+pub async fn start_control_plane(backend: Backend) -> Result<(Arc<dyn Bus>, TestControlPlane)> {
+    let bus = backend.bus().await?;
+    let control_plane = TestControlPlane::start_with(backend.store().await?, bus.clone()).await?;
+    Ok((bus, control_plane))
+}
+
+/// A fresh database on `backend` and an aggregator on it, without alert sinks, that follows
+/// `control_plane` over `bus`; keep the database as long as the aggregator.
+pub async fn start_aggregator(
+    backend: Backend,
+    bus: &Arc<dyn Bus>,
+    control_plane: &TestControlPlane,
+) -> Result<(TestDatabase, TestAggregator)> {
+    let database = backend.database().await?;
+    let aggregator = TestAggregator::start(
+        &database.url,
+        bus.clone(),
+        control_plane,
+        AlertSinks::default(),
+    )
+    .await?;
+    Ok((database, aggregator))
+}
+
+/// A `QueryUsage` request over `[start, end)` in `granularity` buckets, grouped by `group_by`
+/// and filtered on `filters`.
+pub fn usage_request(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    granularity: &str,
+    group_by: &[&str],
+    filters: &[(&str, &str)],
+) -> QueryUsageRequest {
+    QueryUsageRequest {
+        start: Some(tollgate_proto::convert::timestamp(start)),
+        end: Some(tollgate_proto::convert::timestamp(end)),
+        granularity: granularity.to_owned(),
+        group_by: group_by.iter().map(|g| g.to_string()).collect(),
+        filters: filters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// The rows `QueryUsage` answers `request` with.
+pub async fn query_rows(
+    usage: &mut UsageClient,
+    request: QueryUsageRequest,
+) -> Result<Vec<UsageRow>> {
+    Ok(usage.query_usage(request).await?.into_inner().rows)
 }
 
 /// Waits until `ledger` holds exactly `requests` requests (fails at once if it holds more).
