@@ -8,6 +8,7 @@
 //! not restarted.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub struct Outgoing<'a> {
     pub bytes: &'a Bytes,
     /// The model the client asked for (and named in the body).
     pub model: &'a str,
+    /// Where `model` stands in `bytes`, when it can be replaced there.
+    pub model_at: Option<Range<usize>>,
     /// The requested model's routing rule, looked up once per request.
     pub rule: Option<&'a RoutingRule>,
     /// The models the key may use: fallbacks outside them are never tried.
@@ -521,6 +524,7 @@ impl Run<'_> {
         }
         let body = upstream_body(
             self.out.bytes,
+            self.out.model_at.clone(),
             self.out.model,
             &deployment.upstream_model,
             self.out.request_stream_usage,

@@ -2,6 +2,7 @@
 //! usage in responses, and server-sent-event framing.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -104,16 +105,43 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, EdgeError>
     Ok(request)
 }
 
+/// Where a request's model name stands in its body, quotes included, when `model` is the text
+/// the parser borrowed from there (a name written with escapes is decoded into a copy, which
+/// lies elsewhere and has no such place): what lets [`upstream_body`] rename the model without
+/// parsing the body again.
+pub fn model_span(body: &[u8], model: &str) -> Option<Range<usize>> {
+    let start = (model.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(model.len())?;
+    let quoted = start.checked_sub(1)?..end + 1;
+    (body.get(quoted.start) == Some(&b'"') && body.get(end) == Some(&b'"')).then_some(quoted)
+}
+
 /// The body to send upstream: the client's bytes untouched unless the model name differs or
 /// usage must be requested from a stream, in which case only those fields change.
+/// `model_at` is where the client's model name stands in `body` ([`model_span`]), if known.
 pub fn upstream_body(
     body: &Bytes,
+    model_at: Option<Range<usize>>,
     client_model: &str,
     upstream_model: &str,
     request_stream_usage: bool,
 ) -> Result<Bytes, EdgeError> {
-    if client_model == upstream_model && !request_stream_usage {
+    let renamed = client_model != upstream_model;
+    if !renamed && !request_stream_usage {
         return Ok(body.clone());
+    }
+    // The name must still be there: a body rewritten since it was parsed goes the long way.
+    let model_at = match model_at {
+        _ if !renamed => Some(None),
+        Some(at) if body.get(at.start + 1..at.end - 1) == Some(client_model.as_bytes()) => {
+            Some(Some(at))
+        }
+        _ => None,
+    };
+    if let Some(spliced) =
+        model_at.and_then(|at| spliced(body, at, upstream_model, request_stream_usage))
+    {
+        return Ok(spliced);
     }
     let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| EdgeError::InvalidRequest(format!("invalid request body: {e}")))?;
@@ -129,6 +157,45 @@ pub fn upstream_body(
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| EdgeError::InvalidRequest(e.to_string()))
+}
+
+/// [`upstream_body`]'s changes made by copying the client's bytes around them, rather than
+/// parsing the body into a tree and writing it out again (which costs the body twice over):
+/// the quoted model name at `model_at`, if given, becomes `upstream_model`, and usage is asked
+/// for by a `stream_options` put first. `None` when the body already has `stream_options` to
+/// merge with, and the long way must be taken.
+fn spliced(
+    body: &Bytes,
+    model_at: Option<Range<usize>>,
+    upstream_model: &str,
+    request_stream_usage: bool,
+) -> Option<Bytes> {
+    if request_stream_usage && memchr::memmem::find(body, b"\"stream_options\"").is_some() {
+        return None;
+    }
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{'
+        || model_at
+            .as_ref()
+            .is_some_and(|at| at.start <= open || at.end > body.len())
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + upstream_model.len() + 48);
+    out.extend_from_slice(&body[..=open]);
+    if request_stream_usage {
+        // Never an empty object: it named a model and held messages.
+        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+    }
+    match model_at {
+        Some(quoted) => {
+            out.extend_from_slice(&body[open + 1..quoted.start]);
+            out.extend_from_slice(serde_json::to_string(upstream_model).ok()?.as_bytes());
+            out.extend_from_slice(&body[quoted.end..]);
+        }
+        None => out.extend_from_slice(&body[open + 1..]),
+    }
+    Some(Bytes::from(out))
 }
 
 #[derive(Deserialize)]
@@ -420,18 +487,131 @@ mod tests {
     fn the_body_is_forwarded_untouched_when_nothing_changes() {
         let body =
             Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-        let same = upstream_body(&body, "m", "m", false).ok();
+        let same = upstream_body(&body, None, "m", "m", false).ok();
         assert_eq!(
             same.as_ref().map(|b| b.as_ptr()),
             Some(body.as_ptr()),
             "no copy"
         );
-        let changed = upstream_body(&body, "m", "gpt-x", true)
+        let changed = upstream_body(&body, None, "m", "gpt-x", true)
             .ok()
             .unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(&changed).unwrap_or_default();
         assert_eq!(value["model"], "gpt-x");
         assert_eq!(value["stream_options"]["include_usage"], true);
+    }
+
+    /// The body [`upstream_body`] makes when the model is the client's text, and the one it
+    /// makes the long way (a copy of the name is not a slice of the body), as JSON values.
+    fn both_ways(
+        body: &str,
+        model: &str,
+        stream_usage: bool,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let body = Bytes::from(body.to_owned());
+        let Ok(request) = parse_chat(&body) else {
+            panic!("not a chat request: {body:?}");
+        };
+        let at = model_span(&body, &request.model);
+        let spliced = upstream_body(&body, at, &request.model, model, stream_usage);
+        let rewritten = upstream_body(&body, None, &request.model, model, stream_usage);
+        let value = |b: Result<Bytes, EdgeError>| {
+            b.ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        };
+        (value(spliced), value(rewritten))
+    }
+
+    #[test]
+    fn a_renamed_model_is_spliced_into_the_clients_bytes_and_means_the_same() {
+        let cases = [
+            (
+                r#"{"model":"gpt-4o","messages":[{"role":"user","content":"say \"model\": \"gpt-4o\""}],"stream":true}"#,
+                true,
+            ),
+            (
+                r#"  { "messages":[{"role":"user","content":"hi"}], "model" : "gpt-4o" } "#,
+                false,
+            ),
+            (
+                r#"{"model":"gpt-4o","stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#,
+                true,
+            ),
+            (
+                r#"{"model":"gpt\u002d4o","messages":[{"role":"user","content":"hi"}]}"#,
+                false,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                true,
+            ),
+        ];
+        for (body, stream_usage) in cases {
+            let (spliced, rewritten) = both_ways(body, "upstream \"x\" ü", stream_usage);
+            assert_eq!(spliced, rewritten, "{body}");
+            assert_eq!(spliced["model"], "upstream \"x\" ü");
+            assert_eq!(
+                spliced["stream_options"]["include_usage"] == true,
+                stream_usage,
+                "{body}"
+            );
+        }
+        // Spliced: the rest of the client's bytes are as they were, spacing included.
+        let body = Bytes::from_static(
+            br#"{ "model": "a",  "messages": [ {"role":"user","content":"hi"} ] }"#,
+        );
+        let splice = |stream_usage| {
+            parse_chat(&body)
+                .ok()
+                .and_then(|r| {
+                    let at = model_span(&body, &r.model);
+                    upstream_body(&body, at, &r.model, "b", stream_usage).ok()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            &splice(false)[..],
+            &br#"{ "model": "b",  "messages": [ {"role":"user","content":"hi"} ] }"#[..]
+        );
+        assert_eq!(
+            &splice(true)[..],
+            &br#"{"stream_options":{"include_usage":true}, "model": "b",  "messages": [ {"role":"user","content":"hi"} ] }"#[..]
+        );
+    }
+
+    #[test]
+    fn a_body_rewritten_since_it_was_parsed_is_not_spliced_where_the_model_was() {
+        let parsed = Bytes::from_static(
+            br#"{"model":"a","messages":[{"role":"user","content":"bob@x.io"}]}"#,
+        );
+        let at = parse_chat(&parsed)
+            .ok()
+            .and_then(|r| model_span(&parsed, &r.model));
+        assert_eq!(at, Some(9..12));
+        // A guardrail masked the content: the same place now holds other text.
+        let masked = Bytes::from_static(
+            br#"{"messages":[{"role":"user","content":"{EMAIL}"}],"model":"a"}"#,
+        );
+        let sent = upstream_body(&masked, at, "a", "b", false).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&sent).unwrap_or_default();
+        assert_eq!(value["model"], "b");
+        assert_eq!(value["messages"][0]["content"], "{EMAIL}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the names and the content, splicing means what rewriting means.
+        #[test]
+        fn splicing_agrees_with_rewriting(
+            model in "[a-zA-Z0-9._:/-]{1,40}",
+            upstream in proptest::prelude::any::<String>(),
+            content in proptest::prelude::any::<String>(),
+            stream_usage in proptest::prelude::any::<bool>(),
+        ) {
+            let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]});
+            let (spliced, rewritten) = both_ways(&body.to_string(), &upstream, stream_usage);
+            proptest::prop_assert_eq!(spliced, rewritten);
+        }
     }
 
     proptest::proptest! {

@@ -7,6 +7,7 @@
 //! last byte of a stream), whatever happened on the way. Each phase runs in a span of the
 //! request's trace and is timed in `tollgate_phase_duration_seconds` (see [`crate::telemetry`]).
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::dispatch::{self, Outgoing};
-use super::openai::{parse_chat, parse_embeddings, response_usage};
+use super::openai::{model_span, parse_chat, parse_embeddings, response_usage};
 use super::record::UsageRecord;
 use super::semantic;
 use super::stream::{RelayParts, relay};
@@ -173,6 +174,8 @@ struct Ctx {
 struct Parsed {
     bytes: Bytes,
     model: String,
+    /// Where the model name stands in `bytes`, when it can be replaced there.
+    model_at: Option<Range<usize>>,
     stream: bool,
     /// The client asked for the usage chunk of a stream itself.
     client_wants_usage: bool,
@@ -184,6 +187,13 @@ struct Parsed {
 }
 
 impl Parsed {
+    /// The body, rewritten (by a guardrail): where the model stood in the old one says nothing
+    /// of the new one.
+    fn replace_body(&mut self, bytes: Bytes) {
+        self.bytes = bytes;
+        self.model_at = None;
+    }
+
     /// Input tokens as estimated without a tokenizer: one per four bytes of the body.
     fn estimated_input(&self) -> u64 {
         self.bytes.len() as u64 / 4
@@ -441,9 +451,10 @@ fn parse(
         }
     }
     let mut types = Vec::with_capacity(3);
-    let (model, stream, client_wants_usage, max_output) = match ctx.kind {
+    let (model, model_at, stream, client_wants_usage, max_output) = match ctx.kind {
         Kind::Chat => {
             let request = parse_chat(&bytes)?;
+            let model_at = model_span(&bytes, &request.model);
             let wants_usage = request
                 .stream_options
                 .as_ref()
@@ -458,12 +469,14 @@ fn parse(
             if request.tools.is_some() {
                 types.push(RequestType::Tools);
             }
-            (request.model.into_owned(), stream, wants_usage, max_output)
+            let model = request.model.into_owned();
+            (model, model_at, stream, wants_usage, max_output)
         }
         Kind::Embeddings => {
             types.push(RequestType::Embeddings);
-            let model = parse_embeddings(&bytes)?.model.into_owned();
-            (model, false, false, Some(0))
+            let model = parse_embeddings(&bytes)?.model;
+            let model_at = model_span(&bytes, &model);
+            (model.into_owned(), model_at, false, false, Some(0))
         }
     };
     if ctx.route.is_some() {
@@ -472,6 +485,7 @@ fn parse(
     Ok(Parsed {
         bytes,
         model,
+        model_at,
         stream,
         client_wants_usage,
         max_output,
@@ -607,7 +621,7 @@ async fn guard_input(
     end_guardrails(app, Phase::GuardrailsInput, &span, started, &tally);
     ctx.record.note_guardrails(&tally);
     if let Some(masked) = checked? {
-        request.bytes = texts.write(masked);
+        request.replace_body(texts.write(masked));
     }
     Ok(request)
 }
@@ -701,6 +715,7 @@ async fn route_and_call(
     let out = Outgoing {
         bytes: &request.bytes,
         model: &request.model,
+        model_at: request.model_at.clone(),
         rule,
         key,
         embeddings: ctx.kind == Kind::Embeddings,
@@ -782,7 +797,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
             record.finish(200, "");
             let cost = record.cost_usd();
             let mut response = surfaces::render_answer(&present, body, &model, started);
-            set_header(&mut response, "x-tollgate-cost-usd", &format!("{cost:.6}"));
+            set_header(&mut response, "x-tollgate-cost-usd", format!("{cost:.6}"));
             (response, Some(deployment_id), overhead + after.elapsed())
         }
         Ok(Served::Upstream(Answer {
@@ -815,19 +830,19 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
         }
     };
     app.metrics.overhead_seconds.observe(overhead.as_secs_f64());
-    set_header(&mut response, "x-request-id", &request_id);
+    set_header(&mut response, "x-request-id", request_id);
     set_header(
         &mut response,
         "x-tollgate-overhead-ms",
-        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        format!("{:.3}", overhead.as_secs_f64() * 1000.0),
     );
     if let Some(id) = deployment_id {
-        set_header(&mut response, "x-tollgate-deployment", &id);
+        set_header(&mut response, "x-tollgate-deployment", id);
     }
     if attempts > 0 {
-        set_header(&mut response, "x-tollgate-attempts", &attempts.to_string());
+        set_header(&mut response, "x-tollgate-attempts", attempts.to_string());
     }
-    if let Some(model) = &fallback {
+    if let Some(model) = fallback {
         set_header(&mut response, "x-tollgate-fallback", model);
     }
     rate.apply(response.headers_mut());
@@ -903,8 +918,10 @@ fn end_guardrails(app: &AppState, phase: Phase, span: &Span, started: Instant, t
     }
 }
 
-fn set_header(response: &mut Response, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// Sets a response header to `value`, which becomes the header's bytes without a copy (text
+/// the response owns, or a constant); a value that is not a valid header is left out.
+fn set_header(response: &mut Response, name: &'static str, value: impl Into<Bytes>) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(value.into()) {
         response.headers_mut().insert(name, value);
     }
 }
