@@ -111,7 +111,10 @@ fn main() -> Result<()> {
     let (finished, until_finished) = oneshot::channel::<()>();
     let gateway = edge_runtime.spawn(async move {
         let gateway = serve(fake).await?;
-        let target = (gateway.edge.url("/v1/chat/completions"), gateway.secret.clone());
+        let target = (
+            gateway.edge.url("/v1/chat/completions"),
+            gateway.secret.clone(),
+        );
         let _ = ready.send(target);
         let _ = until_finished.await;
         anyhow::Ok(())
@@ -143,7 +146,9 @@ async fn serve(fake: FakeOpenAi) -> Result<common::Gateway<FakeOpenAi>> {
         credential_id,
         ..Default::default()
     };
-    staging.deploy(&template, &[("gpt-bench", "gpt-upstream")]).await?;
+    staging
+        .deploy(&template, &[("gpt-bench", "gpt-upstream")])
+        .await?;
     staging.serve(fake, |_| {}).await
 }
 
