@@ -310,41 +310,19 @@ fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
 /// A `mock` model and a first key, so that the first request works out of the box.
 async fn first_start_policy(log: &PolicyLog, data_dir: &Path) -> anyhow::Result<()> {
     if log.state().deployments_for("mock").next().is_none() {
-        let deployment = Deployment {
-            id: "mock".to_owned(),
-            model_name: "mock".to_owned(),
-            provider: Provider::Mock,
-            upstream_model: "mock".to_owned(),
-            api_base: String::new(),
-            region: String::new(),
-            credential_id: None,
-            weight: 1,
-            priority: 0,
-            rpm: 0,
-            tpm: 0,
-            settings: Default::default(),
-        };
+        let mock = || "mock".to_owned();
+        let deployment = Deployment::new(mock(), mock(), Provider::Mock, mock());
         log.execute("bootstrap", Command::UpsertDeployment { deployment })
             .await?;
     }
     let secret = new_secret(KEY_PREFIX);
-    let key = VirtualKey {
-        id: uuid::Uuid::now_v7().to_string(),
-        alias: "first-key".to_owned(),
-        prefix: display_prefix(&secret),
-        hash: hash_secret(&secret),
-        team_id: None,
-        user_id: None,
-        models: Vec::new(),
-        expires_at: None,
-        blocked: false,
-        revoked: false,
-        previous: None,
-        tags: Vec::new(),
-        metadata: Default::default(),
-        created_at: chrono::DateTime::UNIX_EPOCH,
-        signing: None,
-    };
+    let key = VirtualKey::new(
+        uuid::Uuid::now_v7().to_string(),
+        "first-key".to_owned(),
+        display_prefix(&secret),
+        hash_secret(&secret),
+        chrono::DateTime::UNIX_EPOCH,
+    );
     log.execute("bootstrap", Command::CreateKey { key }).await?;
     write_private(&data_dir.join("first-key"), &secret)
 }

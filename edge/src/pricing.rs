@@ -69,19 +69,8 @@ mod tests {
             cached_input_per_mtok: 0.0,
             cache_write_per_mtok: 0.0,
         };
-        let deployment = |id: &str, upstream: &str| Deployment {
-            id: id.into(),
-            model_name: "chat".into(),
-            provider: Provider::Mock,
-            upstream_model: upstream.into(),
-            api_base: String::new(),
-            region: String::new(),
-            credential_id: None,
-            weight: 1,
-            priority: 0,
-            rpm: 0,
-            tpm: 0,
-            settings: Default::default(),
+        let deployment = |id: &str, upstream: &str| {
+            Deployment::new(id.into(), "chat".into(), Provider::Mock, upstream.into())
         };
         let mut state = PolicyState::default();
         for p in [

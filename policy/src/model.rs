@@ -239,6 +239,34 @@ pub struct VirtualKey {
 }
 
 impl VirtualKey {
+    /// A key for every model, with no owner, expiry, tags or sealed secret: `hash` is the
+    /// secret's SHA-256 and `prefix` its displayable start.
+    pub fn new(
+        id: String,
+        alias: String,
+        prefix: String,
+        hash: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        VirtualKey {
+            id,
+            alias,
+            prefix,
+            hash,
+            team_id: None,
+            user_id: None,
+            models: Vec::new(),
+            expires_at: None,
+            blocked: false,
+            revoked: false,
+            previous: None,
+            tags: Vec::new(),
+            metadata: Metadata::default(),
+            created_at,
+            signing: None,
+        }
+    }
+
     /// Whether the key may call `model` (an empty list allows every model).
     pub fn allows_model(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|m| m == model)
@@ -308,6 +336,27 @@ pub struct Deployment {
     /// Provider-specific settings (for example `api_version` for Azure OpenAI).
     #[serde(default)]
     pub settings: Metadata,
+}
+
+impl Deployment {
+    /// `model_name` served by `provider` as `upstream_model` at the provider's own address, with
+    /// no credential, region, limits or settings, weight 1 and priority 0.
+    pub fn new(id: String, model_name: String, provider: Provider, upstream_model: String) -> Self {
+        Deployment {
+            id,
+            model_name,
+            provider,
+            upstream_model,
+            api_base: String::new(),
+            region: String::new(),
+            credential_id: None,
+            weight: 1,
+            priority: 0,
+            rpm: 0,
+            tpm: 0,
+            settings: Metadata::default(),
+        }
+    }
 }
 
 /// USD per million tokens of each class, for one model name.

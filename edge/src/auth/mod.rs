@@ -118,23 +118,13 @@ mod tests {
     const SECRET: &str = "tg-the-one-real-key";
 
     fn state_with_one_key() -> PolicyState {
-        let key = VirtualKey {
-            id: "k".to_owned(),
-            alias: "real".to_owned(),
-            prefix: "tg-the".to_owned(),
-            hash: hash_secret(SECRET),
-            team_id: None,
-            user_id: None,
-            models: Vec::new(),
-            expires_at: None,
-            blocked: false,
-            revoked: false,
-            previous: None,
-            tags: Vec::new(),
-            metadata: Default::default(),
-            created_at: DateTime::UNIX_EPOCH,
-            signing: None,
-        };
+        let key = VirtualKey::new(
+            "k".to_owned(),
+            "real".to_owned(),
+            "tg-the".to_owned(),
+            hash_secret(SECRET),
+            DateTime::UNIX_EPOCH,
+        );
         let mut state = PolicyState::default();
         state.apply(&RecordedEvent {
             sequence: 1,

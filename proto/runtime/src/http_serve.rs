@@ -99,18 +99,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            tcp = crate::accept_nodelay(&listener) => tcp,
             () = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         match &tls {
             None => {

@@ -31,3 +31,21 @@ pub fn incoming_nodelay(
         tcp
     })
 }
+
+/// The next connection `listener` accepts, with TCP_NODELAY set (see [`incoming_nodelay`]). A
+/// failed accept (out of file descriptors and the like) is logged and retried after a pause
+/// rather than in a spin. Cancel-safe: dropping it loses no connection.
+pub async fn accept_nodelay(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                return tcp;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -201,18 +201,9 @@ fn incoming_tls(
     tokio::spawn(async move {
         loop {
             let tcp = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(error) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                tcp = crate::accept_nodelay(&listener) => tcp,
                 () = ready.closed() => return,
             };
-            let _ = tcp.set_nodelay(true);
             let (acceptor, ready) = (tls.acceptor(), ready.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
