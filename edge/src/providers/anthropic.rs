@@ -11,7 +11,6 @@ mod response;
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
-use tokio::time::Instant;
 
 use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
@@ -72,12 +71,7 @@ impl Provider for AnthropicProvider {
             request = request.header("anthropic-beta", beta.as_str());
         }
 
-        let deadline = if call.stream {
-            call.timeouts.first_byte
-        } else {
-            call.timeouts.total
-        };
-        let give_up = Instant::now() + deadline;
+        let give_up = call.answer_by();
         let response = http::send(request, give_up, &what, |status, body, retry_after| {
             status_error(status, body, retry_after, &what)
         })

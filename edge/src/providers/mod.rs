@@ -45,6 +45,19 @@ pub struct UpstreamCall<'a> {
     pub timeouts: Timeouts,
 }
 
+impl UpstreamCall<'_> {
+    /// When the upstream must have started its answer, counted from now: its headers for a
+    /// stream (whose chunks are then watched one by one), the whole answer otherwise.
+    pub fn answer_by(&self) -> tokio::time::Instant {
+        let wait = if self.stream {
+            self.timeouts.first_byte
+        } else {
+            self.timeouts.total
+        };
+        tokio::time::Instant::now() + wait
+    }
+}
+
 /// How long an upstream may take.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {

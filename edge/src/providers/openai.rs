@@ -52,6 +52,7 @@ impl OpenAiProvider {
         headers: HeaderMap,
         call: UpstreamCall<'_>,
     ) -> Result<UpstreamReply, UpstreamError> {
+        let give_up = call.answer_by();
         let request = self
             .client
             .post(url)
@@ -59,12 +60,6 @@ impl OpenAiProvider {
             .headers(headers)
             .body(call.body);
         let what = format!("deployment {}", call.deployment.id);
-        let deadline = if call.stream {
-            call.timeouts.first_byte
-        } else {
-            call.timeouts.total
-        };
-        let give_up = Instant::now() + deadline;
         let response = http::send(request, give_up, &what, |status, body, retry_after| {
             http::status_error(
                 status,
