@@ -130,16 +130,21 @@ pub fn upstream_body(
     if !renamed && !request_stream_usage {
         return Ok(body.clone());
     }
-    // The name must still be there: a body rewritten since it was parsed goes the long way.
-    let model_at = match model_at {
-        _ if !renamed => Some(None),
-        Some(at) if body.get(at.start + 1..at.end - 1) == Some(client_model.as_bytes()) => {
-            Some(Some(at))
-        }
-        _ => None,
+    // The quoted name must still stand there: a body rewritten since it was parsed goes the
+    // long way.
+    let still_there = |at: &Range<usize>| {
+        body.get(at.clone())
+            .and_then(|quoted| quoted.strip_prefix(b"\"")?.strip_suffix(b"\""))
+            == Some(client_model.as_bytes())
+    };
+    // `Some(None)`: nothing to rename; `None`: the name's place is unknown.
+    let rename_at = if renamed {
+        model_at.filter(still_there).map(Some)
+    } else {
+        Some(None)
     };
     if let Some(spliced) =
-        model_at.and_then(|at| spliced(body, at, upstream_model, request_stream_usage))
+        rename_at.and_then(|at| spliced(body, at, upstream_model, request_stream_usage))
     {
         return Ok(spliced);
     }

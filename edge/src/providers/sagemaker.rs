@@ -33,6 +33,7 @@ use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::clock::unix_seconds;
 use crate::providers::Egress;
 use crate::providers::completion::{self, completion_id};
+use crate::providers::messages;
 
 const JSON: &str = "application/json";
 
@@ -675,14 +676,9 @@ fn tgi_request(body: &[u8], stream: bool) -> Result<TgiRequest, String> {
     if stream {
         tgi["stream"] = true.into();
     }
-    let include_usage = request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
     Ok(TgiRequest {
         body: Bytes::from(tgi.to_string()),
-        include_usage,
+        include_usage: messages::include_usage(&request),
     })
 }
 

@@ -15,7 +15,7 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_types::{Blob, Document, Number};
 use serde_json::{Map, Value};
 
-use crate::providers::tools;
+use crate::providers::{messages, tools};
 
 /// A Converse request, ready for either `Converse` or `ConverseStream`.
 #[derive(Debug)]
@@ -96,11 +96,7 @@ pub fn converse_request(body: &[u8], default_model: &str) -> Result<ConverseRequ
             .get("additionalModelRequestFields")
             .filter(|v| v.is_object())
             .map(document),
-        include_usage: request
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            == Some(true),
+        include_usage: messages::include_usage(&request),
     })
 }
 

@@ -114,7 +114,7 @@ impl Provider for GeminiProvider {
                 })?;
             return Ok(UpstreamReply::Complete(Bytes::from(completion.to_string())));
         }
-        let give_up = Instant::now() + call.timeouts.first_byte;
+        let give_up = call.answer_by();
         let response = self
             .send(
                 &call,
