@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::results::Results;
-use crate::suite::{DIRECT, FLOOR, TOLLGATE};
+use crate::suite::{DIRECT, FLOOR, TOLLGATE, TOLLGATE_UP};
 use crate::verdict::{fmt_us, rss_at};
 
 /// How a figure reads.
@@ -101,6 +101,18 @@ fn figures(r: &Results) -> Vec<Figure> {
             frontier(FLOOR),
             Unit::Rps,
             false,
+        ),
+        (
+            "`tollgate up` throughput at p99 ≤ 10 ms",
+            frontier(TOLLGATE_UP),
+            Unit::Rps,
+            false,
+        ),
+        (
+            "`tollgate up` CPU per request",
+            cpu(TOLLGATE_UP),
+            Unit::Micros,
+            true,
         ),
         ("Tollgate p99 at 5,000 RPS", at_5000, Unit::Micros, true),
         (

@@ -4,6 +4,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod embedded;
 pub mod floor;
 pub mod http;
 pub mod litellm;

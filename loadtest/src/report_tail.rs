@@ -189,7 +189,7 @@ pub fn cpu(out: &mut String, r: &Results) {
     section(
         out,
         "5. CPU time per request",
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
     );
     header(
         out,

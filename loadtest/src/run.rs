@@ -6,11 +6,12 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::embedded::Embedded;
 use crate::litellm::LiteLlm;
 use crate::plan::Plan;
 use crate::procs::{Proc, answers};
 use crate::results::Results;
-use crate::suite::{self, DIRECT, FLOOR, LITELLM, LITELLM_2W, TOLLGATE, Target};
+use crate::suite::{self, DIRECT, FLOOR, LITELLM, LITELLM_2W, TOLLGATE, TOLLGATE_UP, Target};
 use crate::tollgate::{Infra, Stack};
 use crate::{litellm, propagation, report};
 
@@ -295,11 +296,13 @@ fn litellm_target(l: &LiteLlm) -> Target<'_> {
     )
 }
 
-/// Every target measured under load: direct, floor-proxy, Tollgate and each LiteLLM.
+/// Every target measured under load: direct, floor-proxy, Tollgate in both shapes and each
+/// LiteLLM.
 fn load_targets<'a>(
     mock: &'a Proc,
     floor: &'a Proc,
     stack: &'a Stack,
+    up: &'a Embedded,
     litellms: &'a [LiteLlm],
 ) -> Vec<Target<'a>> {
     let edge = &stack.edges[0];
@@ -313,6 +316,7 @@ fn load_targets<'a>(
             main: &edge.proc,
             all: stack.processes(),
         },
+        single(TOLLGATE_UP, &up.addr, up.key.clone(), &up.proc),
     ];
     targets.extend(litellms.iter().map(litellm_target));
     targets
@@ -341,17 +345,25 @@ async fn load_phases(
     open_loop(plan, &ours, &theirs, results).await?;
     eprintln!("loadtest: streams");
     phase.next(results, "streams");
+    let streamed: Vec<&Target> = all
+        .iter()
+        .copied()
+        .filter(|t| t.name != TOLLGATE_UP)
+        .collect();
     results.streams = suite::streams(
         plan,
-        &all,
+        &streamed,
         "chat",
         plan.stream_concurrency,
         plan.stream_round,
         plan.reps,
     )
     .await?;
+    // The stall check and the stream rounds ask the same of both of Tollgate's shapes (the
+    // relay is one code path): the distributed one stands for both.
     let best_litellm = theirs.iter().copied().filter(|t| t.name == LITELLM_2W);
-    let stall_targets: Vec<&Target> = ours.iter().copied().chain(best_litellm).collect();
+    let distributed = ours.iter().copied().filter(|t| t.name != TOLLGATE_UP);
+    let stall_targets: Vec<&Target> = distributed.chain(best_litellm).collect();
     results.stall = suite::streams(
         plan,
         &stall_targets,
@@ -363,7 +375,12 @@ async fn load_phases(
     .await?;
     eprintln!("loadtest: CPU per request");
     phase.next(results, "CPU per request");
-    suite::cpu(plan, &stall_targets, results).await
+    let cpu_targets: Vec<&Target> = stall_targets
+        .iter()
+        .copied()
+        .chain(ours.iter().copied().filter(|t| t.name == TOLLGATE_UP))
+        .collect();
+    suite::cpu(plan, &cpu_targets, results).await
 }
 
 /// The open-loop rounds: our targets up the ladder and at the fixed rates, LiteLLM on its own.
@@ -482,11 +499,13 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     let floor = floor_proxy(&bins, "floor-proxy", &mock.addr, &run_dir, "floor.log")?;
     eprintln!("loadtest: starting Tollgate (control plane, edge, aggregator)");
     let mut stack = Stack::start(&bins.tollgate, &infra, 1, &mock.addr, &run_dir).await?;
+    eprintln!("loadtest: starting tollgate up (every role in one process)");
+    let up = Embedded::start(&bins.tollgate, &mock.addr, &run_dir).await?;
     let litellms = start_litellms(&options, &mock.addr, &run_dir, &mut results).await?;
 
     let mut phase = Phase::default();
     {
-        let targets = load_targets(&mock, &floor, &stack, &litellms);
+        let targets = load_targets(&mock, &floor, &stack, &up, &litellms);
         suite::sanity(&targets, &mut results.notes).await?;
         load_phases(&plan, &targets, &mut phase, &mut results).await?;
     }
@@ -507,6 +526,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     )
     .await?;
     drop(litellms);
+    drop(up);
 
     eprintln!("loadtest: policy propagation across 3 edges");
     phase.next(&mut results, "propagation");

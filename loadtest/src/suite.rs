@@ -18,6 +18,8 @@ pub const FLOOR: &str = "floor-proxy";
 pub const TOLLGATE: &str = "tollgate";
 pub const LITELLM: &str = "litellm";
 pub const LITELLM_2W: &str = "litellm-2w";
+/// `tollgate up`: every role in one process, on SQLite and the in-process bus.
+pub const TOLLGATE_UP: &str = "tollgate up";
 /// An edge exporting a trace of every request over OTLP (sampled at 100 %).
 pub const TOLLGATE_TRACED: &str = "tollgate traced";
 /// An edge writing one JSON log line per request.

@@ -22,7 +22,7 @@ use crate::http;
 use crate::procs::{Proc, free_port};
 
 /// Base64 of 32 bytes: seals provider credentials (none are stored in this run).
-const CREDENTIAL_KEY: &str = "dG9sbGdhdGUtbG9hZHRlc3Qtc2VhbGluZy1rZXktMzI=";
+pub const CREDENTIAL_KEY: &str = "dG9sbGdhdGUtbG9hZHRlc3Qtc2VhbGluZy1rZXktMzI=";
 /// The models the suite calls; the mock answers each (`slow` streams pace chunks 100 ms apart, `hold` streams go idle).
 pub const MODELS: &[&str] = &["chat", "slow", "hold", "embed"];
 /// Models only Tollgate serves, for its features phase: `chat` behind a `pii` guardrail that
@@ -149,96 +149,12 @@ impl Stack {
             key_id: String::new(),
             team_id: String::new(),
         };
-        stack.set_up_policy(mock).await?;
+        let load = set_up_policy(&mut stack.admin, mock).await?;
+        (stack.key, stack.key_id, stack.team_id) = (load.key, load.key_id, load.team_id);
         for _ in 0..edges {
             stack.add_edge().await?;
         }
         Ok(stack)
-    }
-
-    async fn set_up_policy(&mut self, mock: &str) -> anyhow::Result<()> {
-        let admin = &mut self.admin;
-        let team = admin
-            .create_team(CreateTeamRequest {
-                name: "loadtest".into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        for model in MODELS.iter().chain(FEATURE_MODELS) {
-            admin
-                .upsert_deployment(Deployment {
-                    model_name: (*model).into(),
-                    provider: "openai_compatible".into(),
-                    upstream_model: (*model).into(),
-                    api_base: format!("http://{mock}/v1"),
-                    ..Default::default()
-                })
-                .await?;
-            admin
-                .set_price(Price {
-                    model: (*model).into(),
-                    input_per_mtok: 0.5,
-                    output_per_mtok: 1.5,
-                    ..Default::default()
-                })
-                .await?;
-        }
-        let key = admin
-            .create_key(CreateKeyRequest {
-                alias: "load".into(),
-                team_id: team.id.clone(),
-                models: MODELS
-                    .iter()
-                    .chain(FEATURE_MODELS)
-                    .map(|m| (*m).into())
-                    .collect(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let key_id = key.key.context("CreateKey returned no key")?.id;
-        // A budget and a rate limit far above what the run spends: checked on every request,
-        // never binding.
-        admin
-            .set_budget(Budget {
-                scope: "key".into(),
-                scope_id: key_id.clone(),
-                amount_usd: 1_000_000_000.0,
-                period: "monthly".into(),
-                ..Default::default()
-            })
-            .await?;
-        admin
-            .set_rate_limit(RateLimit {
-                scope: "key".into(),
-                scope_id: key_id.clone(),
-                rpm: 1_000_000_000,
-                tpm: 1_000_000_000_000,
-                ..Default::default()
-            })
-            .await?;
-        admin
-            .set_guardrail(Guardrail {
-                name: "pii".into(),
-                kind: "pii".into(),
-                mode: "pre_call".into(),
-                models: vec!["chat-pii".into()],
-                config_json: r#"{"action": "mask"}"#.into(),
-                ..Default::default()
-            })
-            .await?;
-        admin
-            .set_cache_policy(CachePolicy {
-                model: "chat-cached".into(),
-                ttl_seconds: 3600,
-                ..Default::default()
-            })
-            .await?;
-        self.key = format!("Bearer {}", key.secret);
-        self.key_id = key_id;
-        self.team_id = team.id;
-        Ok(())
     }
 
     /// Starts one more edge and waits until it has the current policy.
@@ -275,33 +191,14 @@ impl Stack {
         )?;
         let edge = Edge { proc, addr };
         let target = self.last_sequence().await?;
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(seq)) = policy_sequence(&edge.addr).await
-                && seq >= target
-            {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("edge-{n} did not load policy within 60 s (see edge-{n}.log)");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        serves_policy(&edge.addr, target, &format!("edge-{n}")).await?;
         self.edges.push(edge);
         Ok(())
     }
 
     /// The last committed policy sequence.
     pub async fn last_sequence(&mut self) -> anyhow::Result<u64> {
-        Ok(self
-            .admin
-            .list_events(ListEventsRequest {
-                after_sequence: u64::MAX - 1,
-                limit: 1,
-            })
-            .await?
-            .into_inner()
-            .last_sequence)
+        last_sequence(&mut self.admin).await
     }
 
     /// Every Tollgate process, for whole-gateway CPU figures.
@@ -310,6 +207,127 @@ impl Stack {
         all.extend(self.edges.iter().map(|e| &e.proc));
         all
     }
+}
+
+/// Sets up the policy every run uses, through `admin`: a team, the models pointing at `mock`
+/// (host:port) with prices, a key for all of them under a budget and a rate limit, a guardrail
+/// and a cache policy.
+pub async fn set_up_policy(admin: &mut AdminClient, mock: &str) -> anyhow::Result<LoadKey> {
+    let team = admin
+        .create_team(CreateTeamRequest {
+            name: "loadtest".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for model in MODELS.iter().chain(FEATURE_MODELS) {
+        admin
+            .upsert_deployment(Deployment {
+                model_name: (*model).into(),
+                provider: "openai_compatible".into(),
+                upstream_model: (*model).into(),
+                api_base: format!("http://{mock}/v1"),
+                ..Default::default()
+            })
+            .await?;
+        admin
+            .set_price(Price {
+                model: (*model).into(),
+                input_per_mtok: 0.5,
+                output_per_mtok: 1.5,
+                ..Default::default()
+            })
+            .await?;
+    }
+    let key = admin
+        .create_key(CreateKeyRequest {
+            alias: "load".into(),
+            team_id: team.id.clone(),
+            models: MODELS
+                .iter()
+                .chain(FEATURE_MODELS)
+                .map(|m| (*m).into())
+                .collect(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let key_id = key.key.context("CreateKey returned no key")?.id;
+    // A budget and a rate limit far above what the run spends: checked on every request,
+    // never binding.
+    admin
+        .set_budget(Budget {
+            scope: "key".into(),
+            scope_id: key_id.clone(),
+            amount_usd: 1_000_000_000.0,
+            period: "monthly".into(),
+            ..Default::default()
+        })
+        .await?;
+    admin
+        .set_rate_limit(RateLimit {
+            scope: "key".into(),
+            scope_id: key_id.clone(),
+            rpm: 1_000_000_000,
+            tpm: 1_000_000_000_000,
+            ..Default::default()
+        })
+        .await?;
+    admin
+        .set_guardrail(Guardrail {
+            name: "pii".into(),
+            kind: "pii".into(),
+            mode: "pre_call".into(),
+            models: vec!["chat-pii".into()],
+            config_json: r#"{"action": "mask"}"#.into(),
+            ..Default::default()
+        })
+        .await?;
+    admin
+        .set_cache_policy(CachePolicy {
+            model: "chat-cached".into(),
+            ttl_seconds: 3600,
+            ..Default::default()
+        })
+        .await?;
+    Ok(LoadKey {
+        key: format!("Bearer {}", key.secret),
+        key_id,
+        team_id: team.id,
+    })
+}
+
+/// The virtual key of the load, and what it belongs to.
+pub struct LoadKey {
+    /// `Bearer <secret>`.
+    pub key: String,
+    pub key_id: String,
+    pub team_id: String,
+}
+
+/// The last policy sequence `admin`'s control plane committed.
+pub async fn last_sequence(admin: &mut AdminClient) -> anyhow::Result<u64> {
+    Ok(admin
+        .list_events(ListEventsRequest {
+            after_sequence: u64::MAX - 1,
+            limit: 1,
+        })
+        .await?
+        .into_inner()
+        .last_sequence)
+}
+
+/// Waits up to a minute for the edge at `addr` (logging to `<name>.log`) to serve policy
+/// sequence `target` or a later one.
+pub async fn serves_policy(addr: &str, target: u64, name: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !matches!(policy_sequence(addr).await, Ok(Some(seq)) if seq >= target) {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("{name} did not load policy within 60 s (see {name}.log)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// The `policy_sequence` an edge reports on `/health/ready` (None before it is ready).
