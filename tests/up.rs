@@ -3,28 +3,46 @@
 //! call shows in `tollgate usage` and its CSV; and after a restart everything is still there,
 //! with no event added twice by the configuration file.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use common::free_port;
 use serde_json::Value;
 
 /// A `tollgate up` process, stopped with SIGTERM (as Ctrl-C or an orchestrator would) on drop.
+/// Its listeners take ports the system picks (port 0), read back from the banner: ports picked
+/// beforehand could be taken by a test running beside this one before `up` binds them.
 struct Up {
     child: Child,
-    ports: Ports,
+    dir: std::path::PathBuf,
 }
 
+/// The addresses `tollgate up` listens on, as its banner prints them.
 #[derive(Clone, Copy)]
 struct Ports {
     admin: u16,
     edge: u16,
     usage: u16,
     export: u16,
+}
+
+impl Ports {
+    /// The ports a banner names, once all four are printed.
+    fn from_banner(banner: &str) -> Option<Ports> {
+        let port = |label: &str| -> Option<u16> {
+            let line = banner.lines().find(|l| l.trim_start().starts_with(label))?;
+            let (_, after) = line.split_once("://127.0.0.1:")?;
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        };
+        Some(Ports {
+            admin: port("admin API (gRPC)")?,
+            edge: port("OpenAI-compatible API")?,
+            usage: port("usage API (gRPC)")?,
+            export: port("usage CSV export")?,
+        })
+    }
 }
 
 const CONFIG: &str = r#"
@@ -43,41 +61,45 @@ api_key_env = "TOLLGATE_TEST_UPSTREAM_KEY"
 "#;
 
 impl Up {
-    fn start(dir: &Path, ports: Ports) -> Result<Self> {
+    fn start(dir: &Path) -> Result<Self> {
         let stdout = std::fs::File::create(dir.join("up.out"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("up")
-            .env("TOLLGATE_UI_ADDR", "127.0.0.1:0")
+        let stderr = std::fs::File::create(dir.join("up.err"))?;
+        let child = any_ports(Command::new(env!("CARGO_BIN_EXE_tollgate")).arg("up"))
             .env("TOLLGATE_DATA_DIR", dir.join("data"))
             .env("TOLLGATE_CONFIG", dir.join("tollgate.toml"))
             .env("TOLLGATE_TEST_UPSTREAM_KEY", "sk-test-upstream")
-            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
-            .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", ports.edge))
-            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", ports.usage))
-            .env(
-                "TOLLGATE_USAGE_HTTP_ADDR",
-                format!("127.0.0.1:{}", ports.export),
-            )
             .env("RUST_LOG", "warn")
             // `up` is self-contained: servers meant for other tests must not matter.
             .env("DATABASE_URL", "postgres://nowhere.invalid/ignored")
             .env("NATS_URL", "nats://nowhere.invalid:4222")
             .stdout(stdout)
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()?;
-        Ok(Up { child, ports })
+        Ok(Up {
+            child,
+            dir: dir.to_owned(),
+        })
     }
 
-    async fn wait_ready(&self) -> Result<()> {
-        let url = format!("http://127.0.0.1:{}/health/ready", self.ports.edge);
+    /// Waits until the banner is printed and the edge is ready; its ports.
+    async fn wait_ready(&mut self) -> Result<Ports> {
         // Generous: a debug build on a busy CI machine starts slowly.
         for _ in 0..1200 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return Ok(());
+            if let Some(status) = self.child.try_wait()? {
+                let said = std::fs::read_to_string(self.dir.join("up.err")).unwrap_or_default();
+                bail!("tollgate up exited with {status} before it was ready:\n{said}");
+            }
+            let banner = std::fs::read_to_string(self.dir.join("up.out"))?;
+            if let Some(ports) = Ports::from_banner(&banner) {
+                let url = format!("http://127.0.0.1:{}/health/ready", ports.edge);
+                if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                    return Ok(ports);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("tollgate up did not become ready in 60 s")
+        let said = std::fs::read_to_string(self.dir.join("up.err")).unwrap_or_default();
+        bail!("tollgate up did not become ready in 60 s; it said:\n{said}")
     }
 
     fn stop(mut self) -> Result<()> {
@@ -243,14 +265,8 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
     let temp = tempfile::tempdir()?;
     let dir = temp.path();
     std::fs::write(dir.join("tollgate.toml"), CONFIG)?;
-    let ports = Ports {
-        admin: free_port()?,
-        edge: free_port()?,
-        usage: free_port()?,
-        export: free_port()?,
-    };
-    let up = Up::start(dir, ports)?;
-    up.wait_ready().await?;
+    let mut up = Up::start(dir)?;
+    let ports = up.wait_ready().await?;
 
     // The printed curl line works as printed (the banner comes once every role is up).
     let mut banner = String::new();
@@ -430,8 +446,8 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
 
     // Restart: keys, budgets and usage survive; the config file adds no event twice.
     up.stop()?;
-    let up = Up::start(dir, ports)?;
-    up.wait_ready().await?;
+    let mut up = Up::start(dir)?;
+    let ports = up.wait_ready().await?;
     assert_eq!(
         event_count(dir, ports)?,
         events_before_restart,
@@ -548,19 +564,19 @@ fn json_logs_are_one_object_per_line_and_hold_no_key() -> Result<()> {
     Ok(())
 }
 
-/// `tollgate up` on `data`, every listener on a free port.
+/// `tollgate up` on `data`, every listener on a port the system picks.
 fn up_on_free_ports(data: &Path) -> Result<Command> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command
-        .arg("up")
-        .env("TOLLGATE_UI_ADDR", "127.0.0.1:0")
-        .env("TOLLGATE_DATA_DIR", data)
-        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env(
-            "TOLLGATE_USAGE_HTTP_ADDR",
-            format!("127.0.0.1:{}", free_port()?),
-        );
+    any_ports(command.arg("up")).env("TOLLGATE_DATA_DIR", data);
     Ok(command)
+}
+
+/// Every listener of `tollgate up` on a port the system picks (the console's too).
+fn any_ports(command: &mut Command) -> &mut Command {
+    command
+        .env("TOLLGATE_UI_ADDR", "127.0.0.1:0")
+        .env("TOLLGATE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("TOLLGATE_EDGE_ADDR", "127.0.0.1:0")
+        .env("TOLLGATE_USAGE_ADDR", "127.0.0.1:0")
+        .env("TOLLGATE_USAGE_HTTP_ADDR", "127.0.0.1:0")
 }
