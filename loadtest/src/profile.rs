@@ -15,11 +15,15 @@ const RATE: f64 = 2_000.0;
 const SECONDS: u64 = 6;
 
 /// Profiles the edge `pid` while it serves `RATE` requests per second; returns the top of
-/// `perf report`: self time, and with `LOADTEST_CALL_GRAPH=1` (for a build with frame
-/// pointers: `RUSTFLAGS="-C force-frame-pointers=yes"`) the time spent in each function and
-/// what it calls, which shows where a subsystem's cost goes. `edge.perf.data` stays in `dir`.
+/// `perf report`: self time, and with `LOADTEST_CALL_GRAPH` set the time spent in each
+/// function and what it calls, which shows where a subsystem's cost goes. `=dwarf` unwinds any
+/// build by its unwind tables (heavier to record and to report); another value walks frame
+/// pointers, for a build with them (`RUSTFLAGS="-C force-frame-pointers=yes"`).
+/// `edge.perf.data` stays in `dir`.
 pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Result<String> {
-    let call_graph = std::env::var_os("LOADTEST_CALL_GRAPH").is_some();
+    let call_graph = std::env::var("LOADTEST_CALL_GRAPH")
+        .ok()
+        .map(|how| if how == "dwarf" { "dwarf,8192" } else { "fp" });
     if !Command::new("perf")
         .arg("--version")
         .stdout(Stdio::null())
@@ -32,8 +36,8 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     let data = dir.join("edge.perf.data");
     let mut record = Command::new("perf");
     record.args(["record", "-F", "1999", "-p", &pid.to_string()]);
-    if call_graph {
-        record.args(["--call-graph", "fp"]);
+    if let Some(how) = call_graph {
+        record.args(["--call-graph", how]);
     }
     let mut record = record
         .arg("-o")
@@ -82,7 +86,7 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     let mut report = format!(
         "edge at {RATE:.0} RPS for {SECONDS} s\n\nself time by binary:\n{by_dso}\n\nself time by symbol:\n{own}\n\nself time in the tollgate binary (share of all samples):\n{tollgate}"
     );
-    if call_graph {
+    if call_graph.is_some() {
         let inclusive = top(&data, &["--children", "--sort", "symbol"], 60)?;
         report.push_str(&format!(
             "\n\ntime in each function and what it calls (share of all samples):\n{inclusive}"
