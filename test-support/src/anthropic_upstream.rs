@@ -39,7 +39,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::fake_server::{FakeServer, RequestLog, event_stream, find_header, recorded_headers};
+use crate::fake_server::{Fake, Logged, event_stream, recorded_headers};
 pub use crate::openai_upstream::RecordedRequest;
 
 /// The text of every plain answer.
@@ -55,52 +55,24 @@ pub const CACHE_READ_TOKENS: u64 = 50;
 /// Tokens reported as written to the prompt cache when a request uses `cache_control`.
 pub const CACHE_CREATION_TOKENS: u64 = 10;
 
+type Shared = Logged<RecordedRequest, AnthropicState>;
+
+/// What the fake Anthropic keeps beside its request log: nothing.
 #[derive(Default)]
-struct Shared {
-    log: RequestLog<RecordedRequest>,
-}
+pub struct AnthropicState;
 
 /// A running fake Anthropic API; it stops accepting connections when dropped.
-pub struct FakeAnthropic {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeAnthropic = Fake<Shared>;
 
 impl FakeAnthropic {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeAnthropic> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .route("/v1/messages", post(messages))
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeAnthropic { server, shared })
+        Fake::serve(Router::new().route("/v1/messages", post(messages))).await
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT` (requests go to `/v1/messages`).
     pub fn base_url(&self) -> String {
-        self.server.url()
-    }
-
-    /// How many requests were received so far.
-    pub fn requests(&self) -> usize {
-        self.shared.log.count()
-    }
-
-    /// The headers and body of the last request received.
-    pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.last()
-    }
-
-    /// The body of the last request received (`null` if none).
-    pub fn last_body(&self) -> Value {
-        self.last_request().map_or(Value::Null, |(_, body)| body)
-    }
-
-    /// The value of header `name` (case-insensitive) in the last request.
-    pub fn last_header(&self, name: &str) -> Option<String> {
-        let (headers, _) = self.last_request()?;
-        find_header(&headers, name).map(str::to_owned)
+        self.url()
     }
 }
 

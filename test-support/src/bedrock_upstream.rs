@@ -45,7 +45,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::aws_wire::{self, AwsCall, is_signed};
-use crate::fake_server::{FakeServer, RequestLog, lock};
+use crate::fake_server::{Fake, Logged, lock};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake Bedrock.";
@@ -74,9 +74,11 @@ pub fn fake_embedding(text: &str, dimensions: usize) -> Vec<f64> {
 /// One request as received (`resource` is the model id).
 pub type RecordedRequest = AwsCall;
 
+type Shared = Logged<RecordedRequest, BedrockState>;
+
+/// What the fake Bedrock keeps beside its request log.
 #[derive(Default)]
-struct Shared {
-    log: RequestLog<RecordedRequest>,
+pub struct BedrockState {
     guardrail_calls: AtomicUsize,
     /// The texts of the last ApplyGuardrail call.
     guardrail_texts: Mutex<Vec<String>>,
@@ -84,58 +86,40 @@ struct Shared {
 }
 
 /// A running fake Bedrock runtime; it stops accepting connections when dropped.
-pub struct FakeBedrock {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeBedrock = Fake<Shared>;
 
 impl FakeBedrock {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeBedrock> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
+        let routes = Router::new()
             .route("/model/{model_id}/converse", post(converse))
             .route("/model/{model_id}/converse-stream", post(converse_stream))
             .route("/model/{model_id}/invoke", post(invoke))
             .route(
                 "/guardrail/{guardrail_id}/version/{version}/apply",
                 post(apply_guardrail),
-            )
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeBedrock { server, shared })
+            );
+        Fake::serve(routes).await
     }
 
     /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
     pub fn endpoint_url(&self) -> String {
-        self.server.url()
+        self.url()
     }
 
-    /// How many requests were received so far.
-    pub fn requests(&self) -> usize {
-        self.shared.log.count()
-    }
-
-    /// The last request received.
-    pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.last()
-    }
-}
-
-impl FakeBedrock {
     /// How many ApplyGuardrail calls were received.
     pub fn guardrail_calls(&self) -> usize {
-        self.shared.guardrail_calls.load(Ordering::SeqCst)
+        self.shared().guardrail_calls.load(Ordering::SeqCst)
     }
 
     /// The texts the last ApplyGuardrail call was given.
     pub fn guardrail_texts(&self) -> Vec<String> {
-        lock(&self.shared.guardrail_texts).clone()
+        lock(&self.shared().guardrail_texts).clone()
     }
 
     /// What `raw-stream` answers from now on.
     pub fn set_raw_stream(&self, bytes: Bytes) {
-        *lock(&self.shared.raw_stream) = bytes;
+        *lock(&self.shared().raw_stream) = bytes;
     }
 
     /// A well-formed ConverseStream answer of a few words with usage: a start for

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::time::Duration;
 
@@ -13,33 +13,100 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use serde_json::Value;
 
-/// A server running a fake's routes; it stops accepting connections when dropped.
-pub struct FakeServer {
+/// A running fake upstream: its routes served on a random port of 127.0.0.1 over the state
+/// `S` they share with the test; it stops accepting connections when dropped. Each fake is
+/// this type over a state of its own (mostly [`Logged`]), with methods of its own beside the
+/// ones every fake has.
+pub struct Fake<S> {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    shared: Arc<S>,
 }
 
-impl FakeServer {
-    /// Serves `app` on a random port of 127.0.0.1.
-    pub async fn start(app: Router) -> anyhow::Result<FakeServer> {
+impl<S: Default + Send + Sync + 'static> Fake<S> {
+    /// Serves `routes` over a fresh state.
+    pub(crate) async fn serve(routes: Router<Arc<S>>) -> anyhow::Result<Fake<S>> {
+        let shared = Arc::new(S::default());
+        let app = routes.with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeServer { addr, task })
+        Ok(Fake { addr, task, shared })
     }
+}
 
+impl<S> Fake<S> {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The state the fake's handlers share.
+    pub(crate) fn shared(&self) -> &S {
+        &self.shared
+    }
 }
 
-impl Drop for FakeServer {
+impl<S> Drop for Fake<S> {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A fake's state: the log of the requests it received, and `X`, what else that fake keeps
+/// (reached through `Deref`, so a handler's `shared.x` is `X`'s field `x`). `X` is a type of
+/// the fake's own, which also keeps each fake's methods apart.
+pub struct Logged<R, X> {
+    pub(crate) log: RequestLog<R>,
+    extra: X,
+}
+
+impl<R, X: Default> Default for Logged<R, X> {
+    fn default() -> Self {
+        Logged {
+            log: RequestLog::default(),
+            extra: X::default(),
+        }
+    }
+}
+
+impl<R, X> std::ops::Deref for Logged<R, X> {
+    type Target = X;
+    fn deref(&self) -> &X {
+        &self.extra
+    }
+}
+
+impl<R: Clone, X> Fake<Logged<R, X>> {
+    /// How many requests were received so far.
+    pub fn requests(&self) -> usize {
+        self.shared.log.count()
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<R> {
+        self.shared.log.last()
+    }
+}
+
+/// A request as the JSON fakes (OpenAI, Anthropic, Gemini) record it: headers (names in lower
+/// case, in order) and the JSON body.
+pub type JsonRequest = (Vec<(String, String)>, Value);
+
+impl<X> Fake<Logged<JsonRequest, X>> {
+    /// The body of the last request received (`null` if none).
+    pub fn last_body(&self) -> Value {
+        self.last_request().map_or(Value::Null, |(_, body)| body)
+    }
+
+    /// The value of header `name` (case-insensitive) in the last request.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let (headers, _) = self.last_request()?;
+        find_header(&headers, name).map(str::to_owned)
     }
 }
 

@@ -42,9 +42,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::fake_server::{
-    FakeServer, RequestLog, event_stream, find_header, lock, recorded_headers,
-};
+use crate::fake_server::{Fake, Logged, event_stream, lock, recorded_headers};
 
 pub use crate::openai_upstream::RecordedRequest;
 
@@ -59,58 +57,31 @@ pub const THOUGHT_SIGNATURE: &str = "RmFrZVRob3VnaHRTaWduYXR1cmU=";
 /// Prompt tokens reported as read from the cache by `cached` models.
 pub const CACHED_TOKENS: u64 = 40;
 
+type Shared = Logged<RecordedRequest, GeminiState>;
+
+/// What the fake Gemini keeps beside its request log.
 #[derive(Default)]
-struct Shared {
-    log: RequestLog<RecordedRequest>,
+pub struct GeminiState {
     last_uri: Mutex<Option<String>>,
 }
 
 /// A running fake Gemini API; it stops accepting connections when dropped.
-pub struct FakeGemini {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeGemini = Fake<Shared>;
 
 impl FakeGemini {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeGemini> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .route("/v1beta/models/{method}", post(models))
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeGemini { server, shared })
+        Fake::serve(Router::new().route("/v1beta/models/{method}", post(models))).await
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT` (requests go to `/v1beta/…`).
     pub fn base_url(&self) -> String {
-        self.server.url()
-    }
-
-    /// How many requests were received so far.
-    pub fn requests(&self) -> usize {
-        self.shared.log.count()
-    }
-
-    /// The headers and body of the last request received.
-    pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.last()
-    }
-
-    /// The body of the last request received (`null` if none).
-    pub fn last_body(&self) -> Value {
-        self.last_request().map_or(Value::Null, |(_, body)| body)
+        self.url()
     }
 
     /// The path and query of the last request received.
     pub fn last_uri(&self) -> Option<String> {
-        lock(&self.shared.last_uri).clone()
-    }
-
-    /// The value of header `name` (case-insensitive) in the last request.
-    pub fn last_header(&self, name: &str) -> Option<String> {
-        let (headers, _) = self.last_request()?;
-        find_header(&headers, name).map(str::to_owned)
+        lock(&self.shared().last_uri).clone()
     }
 }
 

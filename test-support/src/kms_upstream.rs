@@ -20,14 +20,15 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde_json::{Value, json};
 
-use crate::fake_server::{FakeServer, lock};
+use crate::fake_server::{Fake, lock};
 
 const MAGIC: &[u8] = b"fkms";
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "111122223333";
 
+/// The fake's state: its keys and what it was asked.
 #[derive(Default)]
-struct Shared {
+pub struct Shared {
     /// Key id → key material.
     keys: Mutex<BTreeMap<String, [u8; 32]>>,
     disabled: Mutex<BTreeSet<String>>,
@@ -36,25 +37,17 @@ struct Shared {
 }
 
 /// A running fake KMS; it stops serving when dropped.
-pub struct FakeKms {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeKms = Fake<Shared>;
 
 impl FakeKms {
     /// Starts serving on a random port of 127.0.0.1, with no keys.
     pub async fn start() -> anyhow::Result<FakeKms> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .route("/", post(operation))
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeKms { server, shared })
+        Fake::serve(Router::new().route("/", post(operation))).await
     }
 
     /// The endpoint to give the SDK (`endpoint_url`, or `AWS_ENDPOINT_URL_KMS`).
     pub fn endpoint(&self) -> String {
-        self.server.url()
+        self.url()
     }
 
     /// Creates a symmetric key and returns its id (a UUID, as KMS gives).
@@ -63,23 +56,23 @@ impl FakeKms {
         let mut material = [0u8; 32];
         material[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         material[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        lock(&self.shared.keys).insert(id.clone(), material);
+        lock(&self.shared().keys).insert(id.clone(), material);
         id
     }
 
     /// Refuses every operation with `key_id` from now on (`DisabledException`).
     pub fn disable(&self, key_id: &str) {
-        lock(&self.shared.disabled).insert(key_id.to_owned());
+        lock(&self.shared().disabled).insert(key_id.to_owned());
     }
 
     /// How many `Decrypt` calls were answered (successfully or not).
     pub fn decrypts(&self) -> usize {
-        self.shared.decrypts.load(Ordering::SeqCst)
+        self.shared().decrypts.load(Ordering::SeqCst)
     }
 
     /// How many `Encrypt` calls were answered (successfully or not).
     pub fn encrypts(&self) -> usize {
-        self.shared.encrypts.load(Ordering::SeqCst)
+        self.shared().encrypts.load(Ordering::SeqCst)
     }
 }
 

@@ -35,9 +35,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::fake_server::{
-    FakeServer, RequestLog, event_stream, find_header, lock, recorded_headers,
-};
+use crate::fake_server::{Fake, JsonRequest, Logged, event_stream, lock, recorded_headers};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake upstream.";
@@ -46,7 +44,7 @@ pub const TOOL_ARGUMENTS: &str = r#"{"location":"Paris"}"#;
 
 /// One request as received: its headers (lower-case names, in order) and its JSON body
 /// (`null` when the body was not JSON).
-pub type RecordedRequest = (Vec<(String, String)>, Value);
+pub type RecordedRequest = JsonRequest;
 
 /// A failure imposed on requests whatever their model.
 #[derive(Clone, Debug)]
@@ -67,15 +65,17 @@ struct Script {
     remaining: Option<usize>,
 }
 
+type Shared = Logged<RecordedRequest, OpenAiState>;
+
+/// What the fake OpenAI keeps beside its request log: the failures it is told to answer with.
 #[derive(Default)]
-struct Shared {
-    log: RequestLog<RecordedRequest>,
+pub struct OpenAiState {
     last_uri: Mutex<Option<String>>,
     script: Mutex<Option<Script>>,
     arrivals: Mutex<Vec<Instant>>,
 }
 
-impl Shared {
+impl OpenAiState {
     /// The failure the current request gets, if one is scripted.
     fn scripted(&self) -> Option<Failure> {
         let mut script = lock(&self.script);
@@ -93,16 +93,12 @@ impl Shared {
 }
 
 /// A running fake upstream; it stops accepting connections when dropped.
-pub struct FakeOpenAi {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeOpenAi = Fake<Shared>;
 
 impl FakeOpenAi {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeOpenAi> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
+        let routes = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route(
@@ -112,30 +108,18 @@ impl FakeOpenAi {
             .route(
                 "/openai/deployments/{deployment}/embeddings",
                 post(azure_embeddings),
-            )
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeOpenAi { server, shared })
+            );
+        Fake::serve(routes).await
     }
 
     /// The API base to configure, e.g. `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("{}/v1", self.server.url())
-    }
-
-    /// How many requests were received so far.
-    pub fn requests(&self) -> usize {
-        self.shared.log.count()
-    }
-
-    /// The headers and body of the last request received.
-    pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.last()
+        format!("{}/v1", self.url())
     }
 
     /// The path and query of the last request received on an Azure path.
     pub fn last_uri(&self) -> Option<String> {
-        lock(&self.shared.last_uri).clone()
+        lock(&self.shared().last_uri).clone()
     }
 
     /// Makes every request fail with `failure` until [`FakeOpenAi::heal`].
@@ -149,23 +133,17 @@ impl FakeOpenAi {
     }
 
     fn script(&self, failure: Failure, remaining: Option<usize>) {
-        *lock(&self.shared.script) = Some(Script { failure, remaining });
+        *lock(&self.shared().script) = Some(Script { failure, remaining });
     }
 
     /// Answers normally again.
     pub fn heal(&self) {
-        *lock(&self.shared.script) = None;
+        *lock(&self.shared().script) = None;
     }
 
     /// When each request arrived, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
-        lock(&self.shared.arrivals).clone()
-    }
-
-    /// The value of header `name` (case-insensitive) in the last request.
-    pub fn last_header(&self, name: &str) -> Option<String> {
-        let (headers, _) = self.last_request()?;
-        find_header(&headers, name).map(str::to_owned)
+        lock(&self.shared().arrivals).clone()
     }
 }
 

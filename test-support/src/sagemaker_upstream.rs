@@ -35,7 +35,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::aws_wire::{self, AwsCall, is_signed};
-use crate::fake_server::{FakeServer, RequestLog};
+use crate::fake_server::{Fake, Logged};
 pub use crate::openai_upstream::TOOL_ARGUMENTS;
 use crate::openai_upstream::{tool_call, tool_call_deltas};
 
@@ -52,45 +52,30 @@ pub const STREAM_ERROR_MESSAGE: &str = "The model container stopped while stream
 /// One request as received (`resource` is the endpoint name).
 pub type RecordedRequest = AwsCall;
 
+type Shared = Logged<RecordedRequest, SagemakerState>;
+
+/// What the fake SageMaker keeps beside its request log: nothing.
 #[derive(Default)]
-struct Shared {
-    log: RequestLog<RecordedRequest>,
-}
+pub struct SagemakerState;
 
 /// A running fake SageMaker runtime; it stops accepting connections when dropped.
-pub struct FakeSagemaker {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
+pub type FakeSagemaker = Fake<Shared>;
 
 impl FakeSagemaker {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeSagemaker> {
-        let shared = Arc::new(Shared::default());
-        let app = Router::new()
+        let routes = Router::new()
             .route("/endpoints/{name}/invocations", post(invocations))
             .route(
                 "/endpoints/{name}/invocations-response-stream",
                 post(invocations_stream),
-            )
-            .with_state(shared.clone());
-        let server = FakeServer::start(app).await?;
-        Ok(FakeSagemaker { server, shared })
+            );
+        Fake::serve(routes).await
     }
 
     /// The endpoint to configure (`endpoint_url`, a deployment's `api_base`).
     pub fn endpoint_url(&self) -> String {
-        self.server.url()
-    }
-
-    /// How many requests were received so far.
-    pub fn requests(&self) -> usize {
-        self.shared.log.count()
-    }
-
-    /// The last request received.
-    pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.last()
+        self.url()
     }
 }
 
