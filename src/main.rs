@@ -234,6 +234,7 @@ async fn aggregator(settings: &Settings) -> anyhow::Result<()> {
         admin_token: config.admin_token,
         sinks: config.sinks,
         batch: config.batch,
+        linger: config.linger,
         keys: config.keys.clone(),
     })
     .await

@@ -64,6 +64,7 @@ const KNOWN: &[&str] = &[
     "upstream_timeout_ms",
     "usage_addr",
     "usage_batch",
+    "usage_linger_ms",
     "usage_buffer",
     "usage_http_addr",
 ];

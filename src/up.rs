@@ -106,6 +106,7 @@ pub async fn run(
         admin_token: Some(admin_token.clone()),
         sinks: aggregator_config.sinks,
         batch: aggregator_config.batch,
+        linger: aggregator_config.linger,
         keys: Default::default(),
     })
     .await

@@ -25,6 +25,7 @@ pub async fn serve_aggregator(bus: Arc<dyn Bus>, cp_url: &str) -> Result<(Ledger
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         sinks: AlertSinks::default(),
         batch: 100,
+        linger: std::time::Duration::ZERO,
         keys: Default::default(),
     })
     .await?;

@@ -2,6 +2,7 @@
 //! lookup function so tests can feed it a map.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_runtime::settings::Settings;
@@ -40,6 +41,10 @@ pub struct AggregatorConfig {
     pub sinks: AlertSinks,
     /// `TOLLGATE_USAGE_BATCH` (default 500): events per ledger transaction.
     pub batch: usize,
+    /// `TOLLGATE_USAGE_LINGER_MS` (default 20): after a batch smaller than `batch`, how long
+    /// the next one gathers before it is read, so that usage under steady load is written in
+    /// a few large transactions rather than many small ones.
+    pub linger: Duration,
     /// `TOLLGATE_TLS_CERT` / `TOLLGATE_TLS_KEY` (and `TOLLGATE_TLS_CLIENT_CA` for mutual TLS):
     /// the usage API and the CSV export serve TLS only.
     pub tls: Option<TlsFiles>,
@@ -63,6 +68,7 @@ impl std::fmt::Debug for AggregatorConfig {
             .field("control_plane_token", &redact::REDACTED)
             .field("sinks", &self.sinks)
             .field("batch", &self.batch)
+            .field("linger", &self.linger)
             .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
             .field("keys", &self.keys)
@@ -115,6 +121,7 @@ impl AggregatorConfig {
                 egress: Default::default(),
             },
             batch: settings.parsed("TOLLGATE_USAGE_BATCH", 500)?,
+            linger: Duration::from_millis(settings.parsed("TOLLGATE_USAGE_LINGER_MS", 20)?),
             tls: settings.tls()?,
             metrics_addr: settings.metrics_addr()?,
             keys: AggregatorKeys {

@@ -34,15 +34,18 @@ pub struct ConsumerCounters {
     pub failed_writes: AtomicU64,
     /// Events parked on the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Ledger transactions that committed usage events.
+    pub batches: AtomicU64,
 }
 
 impl ConsumerCounters {
-    /// (recorded, failed writes, dead-lettered).
-    pub fn read(&self) -> (u64, u64, u64) {
+    /// (recorded, failed writes, dead-lettered, batches).
+    pub fn read(&self) -> (u64, u64, u64, u64) {
         (
             self.recorded.load(Ordering::Relaxed),
             self.failed_writes.load(Ordering::Relaxed),
             self.dead_lettered.load(Ordering::Relaxed),
+            self.batches.load(Ordering::Relaxed),
         )
     }
 }
@@ -54,6 +57,8 @@ pub struct Consumer {
     pub policy: Arc<PolicyView>,
     pub sinks: Vec<String>,
     pub batch: usize,
+    /// After a batch smaller than `batch`, how long the next one gathers.
+    pub linger: Duration,
     pub counters: Arc<ConsumerCounters>,
     /// Signs the budget statuses it publishes.
     pub status_signing_key: Option<PrivateKey>,
@@ -93,8 +98,19 @@ pub async fn run(parts: Consumer, mut shutdown: watch::Receiver<bool>) {
         match deliveries {
             Ok(deliveries) if deliveries.is_empty() => {}
             Ok(deliveries) => {
+                let short = deliveries.len() < batch;
                 handle(&parts, deliveries, &mut shutdown).await;
                 backoff = Duration::from_millis(100);
+                // Under steady load a fetch right away would find the few events that came
+                // during this batch: one transaction, ledger round trips and budget status
+                // publish each. Gathering first makes that one per `linger`, whatever the
+                // rate; the first event after a quiet spell is still read at once.
+                if short && !parts.linger.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(parts.linger) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "fetching usage failed; retrying");
@@ -226,6 +242,7 @@ async fn record(
                 counters
                     .recorded
                     .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                counters.batches.fetch_add(1, Ordering::Relaxed);
                 let touched = entries
                     .iter()
                     .flat_map(|e| budgets::spend_keys(&state, e))

@@ -70,6 +70,8 @@ pub struct AggregatorParts {
     pub admin_token: Option<String>,
     pub sinks: AlertSinks,
     pub batch: usize,
+    /// How long a batch gathers after a smaller one (see `AggregatorConfig::linger`).
+    pub linger: Duration,
     pub keys: AggregatorKeys,
 }
 
@@ -107,6 +109,7 @@ impl Aggregator {
                     policy: policy.clone(),
                     sinks: parts.sinks.names(),
                     batch: parts.batch.max(1),
+                    linger: parts.linger,
                     counters: metrics.counters.clone(),
                     status_signing_key: parts.keys.status.clone(),
                 },

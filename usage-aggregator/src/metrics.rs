@@ -37,7 +37,7 @@ impl AggregatorMetrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        let (recorded, failed_writes, dead_lettered) = self.counters.read();
+        let (recorded, failed_writes, dead_lettered, batches) = self.counters.read();
         let mut out = String::new();
         for (name, kind, help, value) in [
             (
@@ -45,6 +45,12 @@ impl AggregatorMetrics {
                 "counter",
                 "Usage events this replica committed to the ledger.",
                 recorded,
+            ),
+            (
+                "tollgate_usage_batches",
+                "counter",
+                "Ledger transactions that committed usage events (recorded / batches = events per transaction).",
+                batches,
             ),
             (
                 "tollgate_usage_write_failures",

@@ -284,9 +284,57 @@ async fn more_usage_is_recorded(
     Ok(recorded)
 }
 
+/// Usage trickling in under steady load is written in a few large transactions, not one per
+/// event: after a short batch the next one gathers for the linger. The first event after a
+/// quiet spell is written at once.
+async fn usage_trickling_in_is_written_in_few_transactions(backend: Backend) -> Result<()> {
+    let (bus, control_plane) = start_control_plane(backend).await?;
+    control_plane.team("linger-test").await?;
+    let database = backend.database().await?;
+    let linger = Duration::from_secs(2);
+    let aggregator = TestAggregator::start_lingering(
+        &database.url,
+        bus.clone(),
+        &control_plane,
+        Default::default(),
+        linger,
+    )
+    .await?;
+    let mut rng = Rng::new(0x5eed_0003);
+    let dims = Dimensions {
+        teams: &["team-a"],
+        models: &["gpt-4o"],
+        regions: &["eu-west-1"],
+        edges: &["edge-a"],
+    };
+    let events = generate(&mut rng, 30, day()?, chrono::Duration::hours(1), &dims);
+    let (first, rest) = events.split_first().context("events")?;
+    publish_one(&bus, first).await?;
+    aggregator
+        .wait_for_requests(1, linger / 2)
+        .await
+        .context("the first event after a quiet spell waits for nothing")?;
+    // One event every 10 ms, well within the linger: each would be a batch of its own.
+    for event in rest {
+        publish_one(&bus, event).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    aggregator
+        .wait_for_requests(events.len() as i64, Duration::from_secs(30))
+        .await?;
+    let (recorded, _, _, batches) = aggregator.counters.read();
+    assert_eq!(recorded, events.len() as u64);
+    assert!(
+        batches <= 3,
+        "{recorded} events trickling in took {batches} transactions"
+    );
+    Ok(())
+}
+
 on_both_backends!(
     ledger_and_rollups_count_each_request_once,
     malformed_events_go_to_the_dead_letter_topic_and_do_not_block,
+    usage_trickling_in_is_written_in_few_transactions,
 );
 
 /// An event that passes every check but that the database refuses (here: it would overflow a
@@ -356,7 +404,7 @@ async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -
         reason.contains("the ledger refused it") && reason.contains("out of range"),
         "the reason is the database's: {reason}"
     );
-    let (_, failed_writes, dead_lettered) = aggregator.counters.read();
+    let (_, failed_writes, dead_lettered, _) = aggregator.counters.read();
     assert_eq!(dead_lettered, 1);
     assert!(failed_writes >= 1, "the refusal was seen");
 

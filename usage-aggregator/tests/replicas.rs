@@ -106,8 +106,8 @@ async fn two_aggregators_on_one_consumer_count_once_and_alert_once(backend: Back
         BUDGETS as i64 * 600_000_000 + BULK as i64 * 1_000_000,
         "all spend recorded once"
     );
-    let (recorded_a, failed_a, _) = a.counters.read();
-    let (recorded_b, failed_b, _) = b.counters.read();
+    let (recorded_a, failed_a, _, _) = a.counters.read();
+    let (recorded_b, failed_b, _, _) = b.counters.read();
     assert_eq!(
         recorded_a + recorded_b,
         total as u64,

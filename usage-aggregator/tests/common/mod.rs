@@ -49,12 +49,24 @@ pub struct TestAggregator {
 }
 
 impl TestAggregator {
-    /// An aggregator on `database_url` and `bus`, bootstrapping policy from the control plane.
+    /// An aggregator on `database_url` and `bus`, bootstrapping policy from the control plane;
+    /// it reads each batch as soon as there is one.
     pub async fn start(
         database_url: &str,
         bus: Arc<dyn Bus>,
         control_plane: &TestControlPlane,
         sinks: AlertSinks,
+    ) -> Result<Self> {
+        Self::start_lingering(database_url, bus, control_plane, sinks, Duration::ZERO).await
+    }
+
+    /// [`TestAggregator::start`], letting a batch gather for `linger` after a smaller one.
+    pub async fn start_lingering(
+        database_url: &str,
+        bus: Arc<dyn Bus>,
+        control_plane: &TestControlPlane,
+        sinks: AlertSinks,
+        linger: Duration,
     ) -> Result<Self> {
         let snapshots: Arc<dyn SnapshotSource> = Arc::new(
             GrpcSnapshots::new(&control_plane.url(), ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
@@ -66,6 +78,7 @@ impl TestAggregator {
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             sinks,
             batch: 500,
+            linger,
             keys: Default::default(),
         })
         .await?;
