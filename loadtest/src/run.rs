@@ -345,6 +345,8 @@ async fn load_phases(
     open_loop(plan, &ours, &theirs, results).await?;
     eprintln!("loadtest: streams");
     phase.next(results, "streams");
+    // The stream rounds and the stall check ask the same of both of Tollgate's shapes (the
+    // relay is one code path): the distributed one stands for both.
     let streamed: Vec<&Target> = all
         .iter()
         .copied()
@@ -359,8 +361,6 @@ async fn load_phases(
         plan.reps,
     )
     .await?;
-    // The stall check and the stream rounds ask the same of both of Tollgate's shapes (the
-    // relay is one code path): the distributed one stands for both.
     let best_litellm = theirs.iter().copied().filter(|t| t.name == LITELLM_2W);
     let distributed = ours.iter().copied().filter(|t| t.name != TOLLGATE_UP);
     let stall_targets: Vec<&Target> = distributed.chain(best_litellm).collect();

@@ -76,6 +76,21 @@ impl std::fmt::Debug for AggregatorConfig {
     }
 }
 
+/// The longest linger accepted: budget statuses follow the ledger, and a status older than
+/// a second would let edges spend from a stale view.
+const MAX_LINGER_MS: u64 = 1_000;
+
+/// `TOLLGATE_USAGE_LINGER_MS` as a duration, refused above [`MAX_LINGER_MS`].
+fn linger(ms: u64) -> Result<Duration, ConfigError> {
+    if ms > MAX_LINGER_MS {
+        return Err(ConfigError::invalid(
+            "TOLLGATE_USAGE_LINGER_MS",
+            format!("{ms} ms is longer than the {MAX_LINGER_MS} ms a batch may gather"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// An alert URL: http(s), and never a link-local or cloud metadata address (an alert would
 /// otherwise be a way to make the aggregator call one).
 fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
@@ -121,7 +136,7 @@ impl AggregatorConfig {
                 egress: Default::default(),
             },
             batch: settings.parsed("TOLLGATE_USAGE_BATCH", 500)?,
-            linger: Duration::from_millis(settings.parsed("TOLLGATE_USAGE_LINGER_MS", 20)?),
+            linger: linger(settings.parsed("TOLLGATE_USAGE_LINGER_MS", 20)?)?,
             tls: settings.tls()?,
             metrics_addr: settings.metrics_addr()?,
             keys: AggregatorKeys {
@@ -154,6 +169,22 @@ mod tests {
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| (*v).to_owned())
         })
+    }
+
+    #[test]
+    fn the_linger_is_milliseconds_up_to_a_second() {
+        let linger = |value| with("TOLLGATE_USAGE_LINGER_MS", value).map(|c| c.linger);
+        assert_eq!(linger("0").ok(), Some(Duration::ZERO));
+        assert_eq!(linger("250").ok(), Some(Duration::from_millis(250)));
+        let default = with("TOLLGATE_USAGE_BATCH", "500").map(|c| c.linger);
+        assert_eq!(default.ok(), Some(Duration::from_millis(20)));
+        for wrong in ["1001", "-5", "soon"] {
+            let refused = linger(wrong).err().map(|e| e.to_string());
+            assert!(
+                refused.is_some_and(|m| m.contains("TOLLGATE_USAGE_LINGER_MS")),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]
