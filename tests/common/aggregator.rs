@@ -9,11 +9,13 @@ use tollgate_runtime::follow::GrpcSnapshots;
 use tollgate_test_support::Served;
 use tollgate_test_support::roles::ADMIN_TOKEN;
 use tollgate_usage_aggregator::alerts::AlertSinks;
+use tollgate_usage_aggregator::config::DEFAULT_LINGER_MS;
 use tollgate_usage_aggregator::ledger::Ledger;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 
 /// An aggregator on a fresh PostgreSQL database, following the control plane at `cp_url` over
-/// `bus` in batches of 100: its ledger, and the server, which runs as long as it is kept.
+/// `bus` in batches of 100 gathered as in production (the budget bound must hold with the
+/// default linger): its ledger, and the server, which runs as long as it is kept.
 pub async fn serve_aggregator(bus: Arc<dyn Bus>, cp_url: &str) -> Result<(Ledger, Served)> {
     let database_url = tollgate_test_support::fresh_postgres_database().await?;
     let aggregator = Aggregator::start(AggregatorParts {
@@ -25,7 +27,7 @@ pub async fn serve_aggregator(bus: Arc<dyn Bus>, cp_url: &str) -> Result<(Ledger
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         sinks: AlertSinks::default(),
         batch: 100,
-        linger: std::time::Duration::ZERO,
+        linger: std::time::Duration::from_millis(DEFAULT_LINGER_MS),
         keys: Default::default(),
     })
     .await?;

@@ -76,6 +76,9 @@ impl std::fmt::Debug for AggregatorConfig {
     }
 }
 
+/// How long a batch gathers after a smaller one when `TOLLGATE_USAGE_LINGER_MS` is unset.
+pub const DEFAULT_LINGER_MS: u64 = 20;
+
 /// The longest linger accepted: budget statuses follow the ledger, and a status older than
 /// a second would let edges spend from a stale view.
 const MAX_LINGER_MS: u64 = 1_000;
@@ -136,7 +139,7 @@ impl AggregatorConfig {
                 egress: Default::default(),
             },
             batch: settings.parsed("TOLLGATE_USAGE_BATCH", 500)?,
-            linger: linger(settings.parsed("TOLLGATE_USAGE_LINGER_MS", 20)?)?,
+            linger: linger(settings.parsed("TOLLGATE_USAGE_LINGER_MS", DEFAULT_LINGER_MS)?)?,
             tls: settings.tls()?,
             metrics_addr: settings.metrics_addr()?,
             keys: AggregatorKeys {
