@@ -8,6 +8,7 @@ mod bedrock;
 mod completion;
 pub mod credentials;
 pub mod egress;
+mod embedding_request;
 mod gemini;
 mod http;
 mod messages;

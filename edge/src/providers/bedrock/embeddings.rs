@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aws_sdk_bedrockruntime::config::interceptors::BeforeDeserializationInterceptorContextRef;
 use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_bedrockruntime::error::BoxError;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The header in which Bedrock reports an InvokeModel call's input tokens.
 const INPUT_TOKENS_HEADER: &str = "x-amzn-bedrock-input-token-count";
@@ -46,16 +46,7 @@ pub struct Request {
 
 /// Reads an OpenAI embeddings request.
 pub fn parse(openai: &[u8]) -> Result<Request, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(openai).map_err(|e| format!("invalid embeddings request: {e}"))?;
-    let dimensions = match request.get("dimensions") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(
-            d.as_u64()
-                .filter(|d| *d > 0)
-                .ok_or("`dimensions` must be a positive integer")?,
-        ),
-    };
+    let (request, dimensions) = crate::providers::embedding_request::parse(openai)?;
     let base64 = match request.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::providers::embedding_request;
 use crate::providers::messages::{self, Part, Role};
 use crate::providers::tools::{self, ToolChoice};
 
@@ -304,15 +305,7 @@ pub enum Embeddings {
 
 /// Translates an OpenAI embeddings request for `model` (the Gemini model id).
 pub fn embeddings(openai: &[u8], model: &str) -> Result<Embeddings, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(openai).map_err(|e| format!("invalid embeddings request: {e}"))?;
-    let dimensions = match request.get("dimensions") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(
-            d.as_u64()
-                .ok_or("`dimensions` must be a positive integer")?,
-        ),
-    };
+    let (request, dimensions) = embedding_request::parse(openai)?;
     let content = |text: &str| {
         let mut request = json!({"content": {"parts": [{"text": text}]}});
         if let Some(dimensions) = dimensions {
@@ -455,5 +448,6 @@ mod tests {
         ));
         assert!(refused(json!({"model": "m", "messages": user, "stop": 3})));
         assert!(embeddings(br#"{"model":"m","input":[[1,2]]}"#, "m").is_err());
+        assert!(embeddings(br#"{"model":"m","input":"a","dimensions":0}"#, "m").is_err());
     }
 }
