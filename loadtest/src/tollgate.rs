@@ -109,7 +109,8 @@ impl Stack {
         let channel = Channel::from_shared(control_plane_url.clone())?
             .connect()
             .await?;
-        let admin = AdminServiceClient::with_interceptor(channel, Bearer(admin_token.clone()));
+        let mut admin = AdminServiceClient::with_interceptor(channel, Bearer(admin_token.clone()));
+        let load = set_up_policy(&mut admin, mock).await?;
 
         let mut command = Command::new(bin);
         command
@@ -145,12 +146,10 @@ impl Stack {
             prefix,
             nats_url: infra.nats_url.clone(),
             log_dir: log_dir.to_owned(),
-            key: String::new(),
-            key_id: String::new(),
-            team_id: String::new(),
+            key: load.key,
+            key_id: load.key_id,
+            team_id: load.team_id,
         };
-        let load = set_up_policy(&mut stack.admin, mock).await?;
-        (stack.key, stack.key_id, stack.team_id) = (load.key, load.key_id, load.team_id);
         for _ in 0..edges {
             stack.add_edge().await?;
         }

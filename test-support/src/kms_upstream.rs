@@ -26,9 +26,11 @@ const MAGIC: &[u8] = b"fkms";
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "111122223333";
 
-/// The fake's state: its keys and what it was asked.
+type Shared = KmsState;
+
+/// What the fake KMS keeps: its keys and what it was asked.
 #[derive(Default)]
-pub struct Shared {
+pub struct KmsState {
     /// Key id → key material.
     keys: Mutex<BTreeMap<String, [u8; 32]>>,
     disabled: Mutex<BTreeSet<String>>,

@@ -9,6 +9,8 @@ use aws_sdk_bedrockruntime::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_bedrockruntime::error::BoxError;
 use serde_json::{Value, json};
 
+use crate::providers::embedding_request;
+
 /// The header in which Bedrock reports an InvokeModel call's input tokens.
 const INPUT_TOKENS_HEADER: &str = "x-amzn-bedrock-input-token-count";
 
@@ -46,7 +48,7 @@ pub struct Request {
 
 /// Reads an OpenAI embeddings request.
 pub fn parse(openai: &[u8]) -> Result<Request, String> {
-    let (request, dimensions) = crate::providers::embedding_request::parse(openai)?;
+    let (request, dimensions) = embedding_request::parse(openai)?;
     let base64 = match request.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
