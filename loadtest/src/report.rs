@@ -116,7 +116,7 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
     section(
         out,
         "1. Added latency at concurrency 1",
-        "One connection, one request at a time, blocks interleaved across targets. Added = target minus direct, percentile by percentile.",
+        "One connection, one request at a time, blocks interleaved across targets. Added = target minus direct, percentile by percentile. *tollgate, other roles stopped* is the same edge measured after the others with its aggregator and control plane stopped: what their work on the shared cores adds.",
     );
     header(
         out,

@@ -336,6 +336,8 @@ async fn load_phases(
     phase.next(results, "concurrency 1");
     suite::concurrency_one(plan, &all, results).await?;
     if let Some(tollgate) = targets.iter().find(|t| t.name == suite::TOLLGATE) {
+        eprintln!("loadtest: concurrency 1 with Tollgate's other roles stopped");
+        suite::concurrency_one_alone(plan, tollgate, results).await?;
         eprintln!("loadtest: guardrail and cache at concurrency 1");
         phase.next(results, "features");
         suite::features(plan, tollgate, results).await?;

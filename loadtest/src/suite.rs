@@ -24,6 +24,9 @@ pub const TOLLGATE_UP: &str = "tollgate up";
 pub const TOLLGATE_TRACED: &str = "tollgate traced";
 /// An edge writing one JSON log line per request.
 pub const TOLLGATE_LOGGED: &str = "tollgate logged";
+/// The production edge at concurrency 1 while its other roles (aggregator, control plane) are
+/// stopped: what their work on the shared cores adds to its tail.
+pub const TOLLGATE_ALONE: &str = "tollgate, other roles stopped";
 
 /// Ceiling for the ladder: above this p99 (ms) a target leaves it.
 pub const LADDER_P99_MS: f64 = 10.0;
@@ -152,6 +155,53 @@ pub async fn concurrency_one(
             .c1
             .insert(name.to_owned(), Summary::of(&outcome, 0.0));
     }
+    Ok(())
+}
+
+/// Concurrency 1 through `tollgate`'s edge while its other processes are stopped (SIGSTOP), so
+/// that only the edge, NATS and the mock run beside the generator. The edge keeps publishing
+/// usage (NATS stores it); the aggregator catches up when it is continued.
+pub async fn concurrency_one_alone(
+    plan: &Plan,
+    tollgate: &Target<'_>,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let others: Vec<u32> = tollgate
+        .all
+        .iter()
+        .map(|p| p.pid())
+        .filter(|&pid| pid != tollgate.main.pid())
+        .collect();
+    signal(&others, "-STOP")?;
+    let shot = tollgate.shot(chat_body("chat", false));
+    let count = plan.c1_count * plan.c1_reps as u64;
+    let warmup = (plan.c1_count / 10).max(10);
+    let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await;
+    // Continued whatever happened: a stopped aggregator would stall the rest of the run.
+    signal(&others, "-CONT")?;
+    let outcome = outcome?;
+    eprintln!(
+        "  c1 {:<12} p50 {:>8.1} µs",
+        TOLLGATE_ALONE,
+        crate::results::Pct::of(&outcome.latency).p50_us
+    );
+    results
+        .c1
+        .insert(TOLLGATE_ALONE.to_owned(), Summary::of(&outcome, 0.0));
+    Ok(())
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pids`.
+fn signal(pids: &[u32], signal: &str) -> anyhow::Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .context("running kill")?;
+    anyhow::ensure!(status.success(), "kill {signal} {pids:?} failed: {status}");
     Ok(())
 }
 

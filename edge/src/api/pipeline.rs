@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -46,6 +46,16 @@ use crate::telemetry;
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 /// The most a client may ask `x-tollgate-timeout` for.
 const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+// The answer's own headers. Names made once: inserting a `&'static str` name copies it into
+// every response.
+const COST_USD: HeaderName = HeaderName::from_static("x-tollgate-cost-usd");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-tollgate-overhead-ms");
+const DEPLOYMENT: HeaderName = HeaderName::from_static("x-tollgate-deployment");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-tollgate-attempts");
+const FALLBACK: HeaderName = HeaderName::from_static("x-tollgate-fallback");
+const CACHE: HeaderName = HeaderName::from_static("x-tollgate-cache");
 
 /// Which OpenAI route the request came in on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -779,7 +789,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
                 &model,
                 started,
             );
-            set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
+            set_header(&mut response, COST_USD, "0.000000");
             (response, None, record.started().elapsed())
         }
         Ok(Served::Upstream(Answer {
@@ -797,7 +807,7 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
             record.finish(200, "");
             let cost = record.cost_usd();
             let mut response = surfaces::render_answer(&present, body, &model, started);
-            set_header(&mut response, "x-tollgate-cost-usd", format!("{cost:.6}"));
+            set_header(&mut response, COST_USD, format!("{cost:.6}"));
             (response, Some(deployment_id), overhead + after.elapsed())
         }
         Ok(Served::Upstream(Answer {
@@ -830,29 +840,27 @@ fn respond(app: &AppState, ctx: Ctx, answer: Result<Served, EdgeError>) -> Respo
         }
     };
     app.metrics.overhead_seconds.observe(overhead.as_secs_f64());
-    set_header(&mut response, "x-request-id", request_id);
+    set_header(&mut response, REQUEST_ID, request_id);
     set_header(
         &mut response,
-        "x-tollgate-overhead-ms",
+        OVERHEAD_MS,
         format!("{:.3}", overhead.as_secs_f64() * 1000.0),
     );
     if let Some(id) = deployment_id {
-        set_header(&mut response, "x-tollgate-deployment", id);
+        set_header(&mut response, DEPLOYMENT, id);
     }
     if attempts > 0 {
-        set_header(&mut response, "x-tollgate-attempts", attempts.to_string());
+        set_header(&mut response, ATTEMPTS, attempts.to_string());
     }
     if let Some(model) = fallback {
-        set_header(&mut response, "x-tollgate-fallback", model);
+        set_header(&mut response, FALLBACK, model);
     }
     rate.apply(response.headers_mut());
     if let Some(status) = cache {
-        set_header(&mut response, "x-tollgate-cache", status.as_str());
+        set_header(&mut response, CACHE, status.as_str());
     }
-    if !response.headers().contains_key("x-tollgate-cost-usd")
-        && response.status() != StatusCode::OK
-    {
-        set_header(&mut response, "x-tollgate-cost-usd", "0.000000");
+    if !response.headers().contains_key(COST_USD) && response.status() != StatusCode::OK {
+        set_header(&mut response, COST_USD, "0.000000");
     }
     response
 }
@@ -920,7 +928,7 @@ fn end_guardrails(app: &AppState, phase: Phase, span: &Span, started: Instant, t
 
 /// Sets a response header to `value`, which becomes the header's bytes without a copy (text
 /// the response owns, or a constant); a value that is not a valid header is left out.
-fn set_header(response: &mut Response, name: &'static str, value: impl Into<Bytes>) {
+fn set_header(response: &mut Response, name: HeaderName, value: impl Into<Bytes>) {
     if let Ok(value) = HeaderValue::from_maybe_shared(value.into()) {
         response.headers_mut().insert(name, value);
     }

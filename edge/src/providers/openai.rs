@@ -1,9 +1,13 @@
 //! OpenAI and OpenAI-compatible servers (vLLM, Ollama, LM Studio, …): the request is forwarded
 //! as it is, and so is the answer.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::{IntoUrl, Url};
 use tokio::time::Instant;
+use tollgate_policy::model::Deployment;
 
 use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
@@ -13,24 +17,73 @@ const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
 /// Calls OpenAI-format upstreams over one pooled client.
 pub struct OpenAiProvider {
     client: reqwest::Client,
+    /// Each API base's routes, parsed once: parsing the URL on every request showed in the
+    /// edge's profile (the host goes through IDNA mapping, IP literals included).
+    routes: moka::sync::Cache<String, Arc<Routes>>,
+}
+
+/// The URLs of one API base.
+struct Routes {
+    chat: Url,
+    embeddings: Url,
+}
+
+/// Which route a call goes to.
+#[derive(Clone, Copy)]
+enum Route {
+    Chat,
+    Embeddings,
 }
 
 impl OpenAiProvider {
     pub fn new(client: reqwest::Client) -> Self {
-        OpenAiProvider { client }
+        OpenAiProvider {
+            client,
+            routes: moka::sync::Cache::new(4096),
+        }
+    }
+
+    /// The URL of `route` under the deployment's API base (OpenAI's own when empty).
+    fn url(&self, deployment: &Deployment, route: Route) -> Result<Url, UpstreamError> {
+        let api_base = deployment.api_base.as_str();
+        let routes = match self.routes.get(api_base) {
+            Some(routes) => routes,
+            None => {
+                let base = if api_base.is_empty() {
+                    DEFAULT_API_BASE
+                } else {
+                    api_base.trim_end_matches('/')
+                };
+                let parse = |path: &str| {
+                    // Not echoed: a URL may carry a secret.
+                    Url::parse(&format!("{base}{path}")).map_err(|e| {
+                        UpstreamError::Failed(format!(
+                            "deployment {}: its API base is not a URL ({e})",
+                            deployment.id
+                        ))
+                    })
+                };
+                let routes = Arc::new(Routes {
+                    chat: parse("/chat/completions")?,
+                    embeddings: parse("/embeddings")?,
+                });
+                self.routes.insert(api_base.to_owned(), routes.clone());
+                routes
+            }
+        };
+        Ok(match route {
+            Route::Chat => routes.chat.clone(),
+            Route::Embeddings => routes.embeddings.clone(),
+        })
     }
 
     async fn post(
         &self,
-        path: &str,
+        route: Route,
         call: UpstreamCall<'_>,
     ) -> Result<UpstreamReply, UpstreamError> {
         let deployment = call.deployment;
-        let base = if deployment.api_base.is_empty() {
-            DEFAULT_API_BASE
-        } else {
-            deployment.api_base.trim_end_matches('/')
-        };
+        let url = self.url(deployment, route)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
             headers.insert(
@@ -41,14 +94,14 @@ impl OpenAiProvider {
         if let Some(org) = call.secrets.as_ref().and_then(|s| s.get("organization")) {
             headers.insert("openai-organization", secret_header(org, deployment)?);
         }
-        self.send(format!("{base}{path}"), headers, call).await
+        self.send(url, headers, call).await
     }
 
     /// Posts the call's body to `url` with `headers` (its credentials) and relays the answer
     /// as it is: shared by the upstreams that speak OpenAI's wire format (Azure OpenAI too).
     pub(super) async fn send(
         &self,
-        url: String,
+        url: impl IntoUrl,
         headers: HeaderMap,
         call: UpstreamCall<'_>,
     ) -> Result<UpstreamReply, UpstreamError> {
@@ -86,10 +139,59 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        self.post("/chat/completions", call).await
+        self.post(Route::Chat, call).await
     }
 
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        self.post("/embeddings", call).await
+        self.post(Route::Embeddings, call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_policy::model::Provider as ProviderKind;
+
+    use super::*;
+
+    fn deployment(api_base: &str) -> Deployment {
+        let mut deployment = Deployment::new(
+            "d1".into(),
+            "gpt".into(),
+            ProviderKind::OpenaiCompatible,
+            "gpt".into(),
+        );
+        deployment.api_base = api_base.into();
+        deployment
+    }
+
+    #[test]
+    fn each_api_base_has_its_routes_parsed_once() {
+        let provider = OpenAiProvider::new(reqwest::Client::new());
+        let local = deployment("http://127.0.0.1:8000/v1/");
+        for _ in 0..3 {
+            let chat = provider.url(&local, Route::Chat).unwrap();
+            assert_eq!(chat.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
+        }
+        let embeddings = provider.url(&local, Route::Embeddings).unwrap();
+        assert_eq!(embeddings.as_str(), "http://127.0.0.1:8000/v1/embeddings");
+        let openai = provider.url(&deployment(""), Route::Chat).unwrap();
+        assert_eq!(
+            openai.as_str(),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        provider.routes.run_pending_tasks();
+        assert_eq!(provider.routes.entry_count(), 2);
+    }
+
+    #[test]
+    fn an_api_base_that_is_not_a_url_is_refused_without_echoing_it() {
+        let provider = OpenAiProvider::new(reqwest::Client::new());
+        let refused = provider.url(&deployment("not a url?token=secret"), Route::Chat);
+        let message = match refused {
+            Err(UpstreamError::Failed(message)) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        };
+        assert!(message.contains("deployment d1"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 }

@@ -139,6 +139,9 @@ impl Egress {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
+            // The edge retries failed calls itself (attempts, fallbacks, their metrics); the
+            // client's own retry of refused HTTP/2 streams copied every request to be ready.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .dns_resolver(Arc::new(self.clone()))
             .build()
     }
