@@ -26,8 +26,6 @@ const MAGIC: &[u8] = b"fkms";
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "111122223333";
 
-type Shared = KmsState;
-
 /// What the fake KMS keeps: its keys and what it was asked.
 #[derive(Default)]
 pub struct KmsState {
@@ -39,7 +37,7 @@ pub struct KmsState {
 }
 
 /// A running fake KMS; it stops serving when dropped.
-pub type FakeKms = Fake<Shared>;
+pub type FakeKms = Fake<KmsState>;
 
 impl FakeKms {
     /// Starts serving on a random port of 127.0.0.1, with no keys.
@@ -103,7 +101,11 @@ fn ok(body: Value) -> Response {
         .into_response()
 }
 
-async fn operation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn operation(
+    State(shared): State<Arc<KmsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !headers.contains_key("authorization") {
         return error(
             "MissingAuthenticationTokenException",
@@ -134,7 +136,7 @@ async fn operation(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
 }
 
 /// The key `id` names (a key id, or its ARN), usable; else the error to answer.
-fn usable_key(shared: &Shared, id: &str) -> Result<(String, [u8; 32]), (&'static str, String)> {
+fn usable_key(shared: &KmsState, id: &str) -> Result<(String, [u8; 32]), (&'static str, String)> {
     let id = id.rsplit('/').next().unwrap_or(id).to_owned();
     let material = lock(&shared.keys).get(&id).copied().ok_or_else(|| {
         (
@@ -148,7 +150,7 @@ fn usable_key(shared: &Shared, id: &str) -> Result<(String, [u8; 32]), (&'static
     Ok((id, material))
 }
 
-fn encrypt(shared: &Shared, request: &Value) -> Response {
+fn encrypt(shared: &KmsState, request: &Value) -> Response {
     let key_id = request["KeyId"].as_str().unwrap_or_default();
     let Some(plaintext) = request["Plaintext"]
         .as_str()
@@ -181,7 +183,7 @@ fn encrypt(shared: &Shared, request: &Value) -> Response {
     }))
 }
 
-fn decrypt(shared: &Shared, request: &Value) -> Response {
+fn decrypt(shared: &KmsState, request: &Value) -> Response {
     let invalid = || error("InvalidCiphertextException", "");
     let Some(blob) = request["CiphertextBlob"]
         .as_str()
