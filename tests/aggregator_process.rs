@@ -11,19 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use chrono::DateTime;
 use common::{Killed, free_port};
-use futures::{StreamExt, TryStreamExt};
-use prost::Message;
-use tollgate_control_plane::ControlPlane;
-use tollgate_control_plane::auth::Authenticator;
-use tollgate_control_plane::log::PolicyLog;
-use tollgate_control_plane::store;
-use tollgate_proto::admin::CreateTeamRequest;
-use tollgate_proto::admin::admin_service_client::AdminServiceClient;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tollgate_proto::usage::{QueryUsageRequest, UsageEvent};
-use tollgate_runtime::bus::{Bus, JetStreamBus, POLICY, USAGE, USAGE_DEAD_LETTER};
-use tollgate_usage_aggregator::entry::nanos;
+use tollgate_runtime::bus::{Bus, JetStreamBus, POLICY, USAGE_DEAD_LETTER};
+use tollgate_test_support::aggregator::{
+    Dimensions, Rng, Sums, generate, publish_usage, with_resends,
+};
+use tollgate_test_support::roles::TestControlPlane;
 use tollgate_usage_aggregator::ledger::Ledger;
 
 const TOKEN: &str = "aggregator-process-test-token";
@@ -78,34 +74,9 @@ fn log_tail(log: &Path) -> String {
 
 /// Puts one event on the POLICY stream through a real control plane, so that the aggregator
 /// has policy to rebuild (it waits for policy before it consumes usage).
-async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
-    let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(nats_url, prefix).await?);
-    let store = store::connect(&tollgate_test_support::fresh_postgres_database().await?).await?;
-    let log = Arc::new(PolicyLog::open(store).await?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let control_plane = ControlPlane {
-        log,
-        bus: bus.clone(),
-        auth: Authenticator::new(Some(TOKEN)),
-        sealing: None,
-        kek: Default::default(),
-        tls: None,
-        metrics_addr: None,
-        trust: Default::default(),
-    };
-    let served = tollgate_test_support::Served::spawn("the control plane", |shutdown| {
-        control_plane.serve(listener, shutdown)
-    });
-    let mut admin = AdminServiceClient::connect(format!("http://{addr}")).await?;
-    let mut request = tonic::Request::new(CreateTeamRequest {
-        name: "process-test".to_owned(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
-    admin.create_team(request).await?;
+async fn seed_policy(bus: Arc<dyn Bus>) -> Result<()> {
+    let control_plane = TestControlPlane::on_bus(bus.clone()).await?;
+    control_plane.team("process-test").await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while bus.last(POLICY).await?.is_none() {
         if Instant::now() > deadline {
@@ -113,117 +84,30 @@ async fn seed_policy(prefix: &str, nats_url: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    served.stop().await
+    control_plane.stop().await?;
+    Ok(())
 }
 
-/// SplitMix64: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// What the ledger must add up to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Sums {
-    requests: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cached_input_tokens: i64,
-    cost_nanos: i64,
-    errors: i64,
-}
-
-impl Sums {
-    fn ledger_totals(&self) -> (i64, i64, i64, i64, i64) {
-        (
-            self.requests,
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_input_tokens,
-            self.cost_nanos,
-        )
-    }
-}
-
-/// The events, each once, and the messages to publish: each event under its request id, and
-/// a tenth of them again under another id, later in the sequence.
-fn generate(seed: u64) -> (Vec<UsageEvent>, Vec<(String, UsageEvent)>) {
-    let mut rng = Rng(seed);
-    let teams = ["team-a", "team-b", "team-c"];
-    let models = ["gpt-4o", "claude-sonnet"];
-    let events: Vec<UsageEvent> = (0..EVENTS)
-        .map(|i| {
-            let team = teams[rng.below(3) as usize];
-            let model = models[rng.below(2) as usize];
-            let input_tokens = rng.below(10_000);
-            let status = if rng.below(20) == 0 { 500 } else { 200 };
-            let mut event = UsageEvent {
-                schema_version: 1,
-                request_id: format!("proc-{seed:x}-{i}"),
-                occurred_at: Some(Default::default()),
-                key_id: format!("key-{team}"),
-                user_id: format!("user-{team}"),
-                team_id: team.to_owned(),
-                model: model.to_owned(),
-                deployment_id: format!("dep-{model}"),
-                provider: "mock".to_owned(),
-                region: "eu-west-1".to_owned(),
-                edge_id: format!("edge-{}", rng.below(2)),
-                input_tokens,
-                output_tokens: if status == 200 { rng.below(2_000) } else { 0 },
-                cached_input_tokens: rng.below(input_tokens + 1),
-                cost_usd: rng.unit() * 0.05,
-                latency_ms: 100 + rng.below(2_000),
-                status,
-                ..Default::default()
-            };
-            if let Some(at) = event.occurred_at.as_mut() {
-                at.seconds = HOUR_START + rng.below(3600) as i64;
-                at.nanos = rng.below(1_000_000_000) as i32;
-            }
-            event
-        })
-        .collect();
-    let mut keyed: Vec<(u64, String, UsageEvent)> = Vec::with_capacity(EVENTS * 11 / 10);
-    for (i, e) in events.iter().enumerate() {
-        let i = i as u64;
-        keyed.push((i * 1000, e.request_id.clone(), e.clone()));
-        if rng.below(100) < RESENT_PERCENT {
-            let at = i * 1000 + 1 + rng.below((EVENTS as u64 - i) * 1000);
-            keyed.push((at, format!("{}-resent", e.request_id), e.clone()));
-        }
-    }
-    keyed.sort_by_key(|(at, ..)| *at);
-    let messages = keyed.into_iter().map(|(_, id, e)| (id, e)).collect();
+/// The events, each once, in one hour of one day, and the messages to publish: each event
+/// under its request id, and a tenth of them again under another id, later in the sequence.
+fn events_and_messages(seed: u64) -> (Vec<UsageEvent>, Vec<(String, UsageEvent)>) {
+    let mut rng = Rng::new(seed);
+    let hour = DateTime::UNIX_EPOCH + chrono::Duration::seconds(HOUR_START);
+    let dimensions = Dimensions {
+        teams: &["team-a", "team-b", "team-c"],
+        models: &["gpt-4o", "claude-sonnet"],
+        regions: &["eu-west-1"],
+        edges: &["edge-0", "edge-1"],
+    };
+    let events = generate(
+        &mut rng,
+        EVENTS,
+        hour,
+        chrono::Duration::hours(1),
+        &dimensions,
+    );
+    let messages = with_resends(&mut rng, &events, RESENT_PERCENT);
     (events, messages)
-}
-
-fn expected_sums(events: &[UsageEvent]) -> Sums {
-    let mut sums = Sums::default();
-    for e in events {
-        sums.requests += 1;
-        sums.input_tokens += e.input_tokens as i64;
-        sums.output_tokens += e.output_tokens as i64;
-        sums.cached_input_tokens += e.cached_input_tokens as i64;
-        sums.cost_nanos += nanos(e.cost_usd);
-        sums.errors += i64::from(!(200..300).contains(&e.status));
-    }
-    sums
 }
 
 async fn rollup_sums(ledger: &Ledger, granularity: &str) -> Result<Sums> {
@@ -257,11 +141,12 @@ async fn aggregator_killed_twice_loses_and_doubles_nothing() -> Result<()> {
         log: &log,
     };
 
-    seed_policy(&prefix, &nats_url).await?;
+    let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&nats_url, &prefix).await?);
+    seed_policy(bus.clone()).await?;
     // The test's own view of the ledger (this also creates its tables).
     let ledger = Ledger::connect(&database_url).await?;
-    let (events, messages) = generate(0x5eed_a66e);
-    let expected = expected_sums(&events);
+    let (events, messages) = events_and_messages(0x5eed_a66e);
+    let expected = Sums::of(&events);
     ensure!(messages.len() > EVENTS + EVENTS / 20, "a tenth sent twice");
     eprintln!(
         "generated {} events, {} messages in {:?}",
@@ -272,29 +157,12 @@ async fn aggregator_killed_twice_loses_and_doubles_nothing() -> Result<()> {
 
     let (mut aggregator, _) = start_aggregator(&settings)?;
 
-    let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&nats_url, &prefix).await?);
     let publisher = {
         let bus = bus.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            futures::stream::iter(messages)
-                .map(|(msg_id, event)| {
-                    let bus = bus.clone();
-                    async move {
-                        bus.publish(USAGE, &msg_id, event.encode_to_vec().into())
-                            .await
-                            .with_context(|| format!("publishing {msg_id}"))
-                    }
-                })
-                .buffer_unordered(500)
-                .try_collect::<Vec<_>>()
-                .await
-                .map(|acks| {
-                    (
-                        acks.iter().filter(|a| a.duplicate).count(),
-                        started.elapsed(),
-                    )
-                })
+            let duplicates = publish_usage(&bus, messages).await?;
+            anyhow::Ok((duplicates, started.elapsed()))
         })
     };
 
@@ -393,12 +261,7 @@ async fn aggregator_killed_twice_loses_and_doubles_nothing() -> Result<()> {
     assert_eq!(rows.len(), 6, "3 teams x 2 models: {rows:?}");
     let mut queried = Sums::default();
     for row in &rows {
-        queried.requests += row.requests as i64;
-        queried.input_tokens += row.input_tokens as i64;
-        queried.output_tokens += row.output_tokens as i64;
-        queried.cached_input_tokens += row.cached_input_tokens as i64;
-        queried.cost_nanos += nanos(row.cost_usd);
-        queried.errors += row.errors as i64;
+        queried.merge(&Sums::of_row(row));
     }
     assert_eq!(queried, expected, "QueryUsage summed");
 

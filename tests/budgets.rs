@@ -4,16 +4,12 @@
 //! several edges overshoots by at most one maximum-cost request per edge; and a request's
 //! worst-case reservation is released down to its actual cost.
 
-#[path = "common/aggregator.rs"]
-mod aggregator;
-#[path = "../edge/tests/common/mod.rs"]
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use aggregator::serve_aggregator;
 use anyhow::{Context, Result};
 use common::*;
 use prost::Message;
@@ -22,6 +18,7 @@ use tollgate_edge::clock::Clock;
 use tollgate_proto::admin::Budget;
 use tollgate_proto::usage::BudgetStatus;
 use tollgate_runtime::bus::Bus;
+use tollgate_test_support::aggregator::serve_aggregator;
 
 /// Each answer has 10 output tokens at $5,000 per million: $0.05 a request.
 const REQUEST_COST: f64 = 0.05;

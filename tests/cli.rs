@@ -2,8 +2,7 @@
 //! plane on PostgreSQL and NATS JetStream, with results read back as JSON and as tables, and
 //! failures checked for one readable line and a non-zero exit.
 
-#[path = "../edge/tests/common/mod.rs"]
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::process::Output;
 use std::time::Duration;

@@ -2,18 +2,15 @@
 //! stop or falsify accounting. Model names the ledger's database would choke on, or that would
 //! invent rollup rows, are refused at the edge, and every request after them is counted once.
 
-#[path = "common/aggregator.rs"]
-mod aggregator;
-#[path = "../edge/tests/common/mod.rs"]
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::Duration;
 
-use aggregator::serve_aggregator;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
 use tollgate_test_support::Served;
+use tollgate_test_support::aggregator::serve_aggregator;
 use tollgate_usage_aggregator::ledger::Ledger;
 
 /// An edge and an aggregator following one control plane.

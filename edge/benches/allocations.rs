@@ -13,9 +13,6 @@
 // system allocator unchanged and counts it.
 #![allow(unsafe_code)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +25,7 @@ use tokio::sync::oneshot;
 use tollgate_proto::admin::Deployment;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
-use common::Staging;
+use tollgate_test_support::edge::{Gateway, Staging};
 
 /// Requests before counting: pools, caches and buffers reach their working size.
 const WARM_UP: usize = 2_000;
@@ -135,7 +132,7 @@ fn main() -> Result<()> {
 }
 
 /// A control plane and an edge with one `openai_compatible` deployment in front of `fake`.
-async fn serve(fake: FakeOpenAi) -> Result<common::Gateway<FakeOpenAi>> {
+async fn serve(fake: FakeOpenAi) -> Result<Gateway<FakeOpenAi>> {
     let mut staging = Staging::start().await?;
     let credential_id = staging
         .credential("openai_compatible", &[("api_key", "sk-upstream")])

@@ -3,7 +3,7 @@
 //! charges the documented estimate of what was relayed. Never nothing. A stream that runs past
 //! the edge's maximum stream duration is cut and charged the same way.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::sync::Arc;
 use std::time::Duration;

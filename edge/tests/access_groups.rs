@@ -2,7 +2,7 @@
 //! group is granted to (here through their user's role), `/v1/models` shows what a key may use,
 //! and a grant made through the admin API reaches every edge within a second.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! answers, streams, tools, images) is pinned by the conformance suite's golden fixtures
 //! (`tests/conformance/golden/anthropic/`) and its shared cases.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::Duration;
 

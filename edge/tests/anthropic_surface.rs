@@ -4,7 +4,7 @@
 //!
 //! Needs a Python with `anthropic`, as `scripts/test` provides.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! `api-version` query and the `api-key` (or Entra ID bearer) header. The translation itself is
 //! pinned by the conformance suite's golden fixtures (`tests/conformance/golden/azure_openai/`).
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use anyhow::Result;
 use common::*;

@@ -7,7 +7,7 @@
 //! images) is pinned by the conformance suite's golden fixtures
 //! (`tests/conformance/golden/bedrock/`) and its shared cases.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::Duration;
 
@@ -84,10 +84,9 @@ async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     staging.serve(fake, configure).await
 }
 
-impl Setup {
-    fn last_body(&self) -> Value {
-        self.fake.last_request().map(|r| r.body).unwrap_or_default()
-    }
+/// The body of the last call the fake Bedrock received.
+fn last_body(s: &Setup) -> Value {
+    s.fake.last_request().map(|r| r.body).unwrap_or_default()
 }
 
 fn user(model: &str, text: &str) -> Value {
@@ -127,7 +126,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"});
     s.json(&guarded).await?;
     assert_eq!(
-        s.last_body()["guardrailConfig"],
+        last_body(&s)["guardrailConfig"],
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"})
     );
     guarded["stream"] = json!(true);
@@ -135,7 +134,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let (_, done) = s.stream(&guarded).await?;
     assert!(done);
     assert_eq!(
-        s.last_body()["guardrailConfig"]["streamProcessingMode"],
+        last_body(&s)["guardrailConfig"]["streamProcessingMode"],
         "async"
     );
     // An intervening guardrail is OpenAI's content filter.
@@ -153,7 +152,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
         {"role": "user", "content": "hello"}]});
     let answer = s.json(&cached).await?;
     assert_eq!(
-        s.last_body()["system"],
+        last_body(&s)["system"],
         json!([{"text": "A long shared preamble."}, {"cachePoint": {"type": "default"}}])
     );
     // 4 + 1 words + 3, plus 5 read from and 1 written to the cache.

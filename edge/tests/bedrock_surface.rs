@@ -9,7 +9,7 @@
 //!
 //! Needs a Python with `boto3`, as `scripts/test` provides.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::path::{Path, PathBuf};
 

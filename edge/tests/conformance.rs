@@ -18,7 +18,7 @@
 //! (`scripts/test` provides one; `TOLLGATE_PYTHON`, default `python3`); without it the test fails
 //! and says how to get it.
 
-mod common;
+use tollgate_test_support::edge as common;
 #[path = "conformance/golden.rs"]
 mod golden;
 
@@ -417,58 +417,58 @@ fn model(p: &Provider, role: Role) -> String {
 /// the fake of each provider, by provider name.
 pub type Harness = Gateway<HashMap<&'static str, Upstream>>;
 
-impl Harness {
-    /// Edge timeouts of 5 s to the first byte and 10 s in all.
-    pub async fn start(providers: &[&Provider]) -> Result<Harness> {
-        Self::start_with(providers, Duration::from_secs(5), Duration::from_secs(10)).await
-    }
+/// A harness on `providers`, with edge timeouts of 5 s to the first byte and 10 s in all.
+pub async fn harness(providers: &[&Provider]) -> Result<Harness> {
+    harness_with(providers, Duration::from_secs(5), Duration::from_secs(10)).await
+}
 
-    pub async fn start_with(
-        providers: &[&Provider],
-        first_byte: Duration,
-        total: Duration,
-    ) -> Result<Harness> {
-        let mut staging = Staging::start().await?;
-        let mut upstreams = HashMap::new();
-        for p in providers {
-            let upstream = (p.start)()
-                .await
-                .with_context(|| format!("starting the fake {}", p.name))?;
-            let credential_id = staging.credential(p.kind, p.credential).await?;
-            let template = Deployment {
-                provider: p.kind.into(),
-                api_base: upstream.api_base.clone(),
-                region: p.region.into(),
-                credential_id,
-                settings: p
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            };
-            let names: Vec<String> = ROLES.iter().map(|role| model(p, *role)).collect();
-            let models: Vec<(&str, &str)> = ROLES
-                .iter()
-                .zip(&names)
-                .map(|(role, name)| (name.as_str(), role.upstream(p)))
-                .collect();
-            staging.deploy(&template, &models).await?;
-            let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, CACHE_WRITE_PRICE];
-            staging.price(&model(p, Role::Chat), prices).await?;
-            upstreams.insert(p.name, upstream);
-        }
-        staging
-            .serve(upstreams, |config| {
-                config.first_byte_timeout = first_byte;
-                config.upstream_timeout = total;
-            })
+/// A harness with the edge timeouts `first_byte` and `total`.
+pub async fn harness_with(
+    providers: &[&Provider],
+    first_byte: Duration,
+    total: Duration,
+) -> Result<Harness> {
+    let mut staging = Staging::start().await?;
+    let mut upstreams = HashMap::new();
+    for p in providers {
+        let upstream = (p.start)()
             .await
+            .with_context(|| format!("starting the fake {}", p.name))?;
+        let credential_id = staging.credential(p.kind, p.credential).await?;
+        let template = Deployment {
+            provider: p.kind.into(),
+            api_base: upstream.api_base.clone(),
+            region: p.region.into(),
+            credential_id,
+            settings: p
+                .settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let names: Vec<String> = ROLES.iter().map(|role| model(p, *role)).collect();
+        let models: Vec<(&str, &str)> = ROLES
+            .iter()
+            .zip(&names)
+            .map(|(role, name)| (name.as_str(), role.upstream(p)))
+            .collect();
+        staging.deploy(&template, &models).await?;
+        let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, CACHE_WRITE_PRICE];
+        staging.price(&model(p, Role::Chat), prices).await?;
+        upstreams.insert(p.name, upstream);
     }
+    staging
+        .serve(upstreams, |config| {
+            config.first_byte_timeout = first_byte;
+            config.upstream_timeout = total;
+        })
+        .await
+}
 
-    fn upstream(&self, p: &Provider) -> &Upstream {
-        &self.fake[p.name]
-    }
+/// The fake upstream of provider `p`.
+fn upstream<'h>(h: &'h Harness, p: &Provider) -> &'h Upstream {
+    &h.fake[p.name]
 }
 
 /// A user's one-message conversation with `model`.
@@ -594,7 +594,7 @@ pub mod cases {
 
     /// A completion: content, usage, cost from the price table, and the edge's headers.
     pub async fn plain_completion(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let response = h
             .post(&json!({"model": model(p, Role::Chat), "messages": [
                 {"role": "system", "content": "Be brief."},
@@ -658,7 +658,7 @@ pub mod cases {
 
     /// A stream with `include_usage`: OpenAI chunks, role first, one finish, usage last.
     pub async fn streaming_with_usage(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let response = h.post(&stream_request(p, true)).await?;
         assert_eq!(response.status(), 200);
         assert!(
@@ -692,7 +692,7 @@ pub mod cases {
     /// With `include_usage`, as OpenAI documents it: "All other chunks will also include a
     /// usage field, but with a null value" — so that every upstream's stream looks the same.
     pub async fn streaming_usage_null_before_the_last_chunk(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let response = h.post(&stream_request(p, true)).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
@@ -710,7 +710,7 @@ pub mod cases {
 
     /// A stream without `include_usage`: the same, and no `usage` key anywhere.
     pub async fn streaming_without_usage(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let response = h.post(&stream_request(p, false)).await?;
         assert_eq!(response.status(), 200);
         let text = response.text().await?;
@@ -732,7 +732,7 @@ pub mod cases {
 
     /// Tools offered → a tool call; its result sent back → text.
     pub async fn tool_call_round_trip(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["tool_choice"] = json!("auto");
@@ -780,7 +780,7 @@ pub mod cases {
     /// Tools offered to a stream → tool-call deltas: id, type and name first, then argument
     /// fragments that join into JSON, and one `finish_reason: tool_calls`.
     pub async fn tool_call_streamed(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["stream"] = json!(true);
@@ -832,8 +832,8 @@ pub mod cases {
 
     /// An `image_url` data: part reaches the fake as an image.
     pub async fn image_input(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
-        let upstream = h.upstream(p);
+        let h = harness(&[p]).await?;
+        let upstream = upstream(&h, p);
         let with_image = json!({"model": model(p, Role::Chat), "messages": [{"role": "user",
             "content": [
                 {"type": "text", "text": "What is in this picture?"},
@@ -860,8 +860,8 @@ pub mod cases {
 
     /// Embeddings where the provider has them; elsewhere a 400 without any upstream call.
     pub async fn embeddings(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
-        let before = (h.upstream(p).requests)();
+        let h = harness(&[p]).await?;
+        let before = (upstream(&h, p).requests)();
         let response = h
             .post_to(
                 "/v1/embeddings",
@@ -889,7 +889,7 @@ pub mod cases {
             assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
             assert!(body["error"]["message"].is_string(), "{body}");
             assert_eq!(
-                (h.upstream(p).requests)(),
+                (upstream(&h, p).requests)(),
                 before,
                 "the upstream was called"
             );
@@ -905,7 +905,7 @@ pub mod cases {
         request: &Value,
         what: &str,
     ) -> Result<()> {
-        let before = (h.upstream(p).requests)();
+        let before = (upstream(h, p).requests)();
         let (status, _, body) = error_of(h.post(request).await?).await?;
         assert_eq!(status, 400, "{}: {body}", p.name);
         assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
@@ -916,7 +916,7 @@ pub mod cases {
             "the refusal does not name {what}: {body}"
         );
         assert_eq!(
-            (h.upstream(p).requests)(),
+            (upstream(h, p).requests)(),
             before,
             "the upstream was called"
         );
@@ -956,13 +956,13 @@ pub mod cases {
             assert!(!text.contains(secret), "the credential leaked: {text}");
         }
         assert!(
-            !text.contains(&h.upstream(p).api_base) && !text.contains("127.0.0.1"),
+            !text.contains(&upstream(h, p).api_base) && !text.contains("127.0.0.1"),
             "the upstream's address leaked: {text}"
         );
     }
 
     pub async fn error_rate_limited(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         for (stream, status, retry_after, body) in errors(&h, p, Role::RateLimited).await? {
             assert_eq!(status, 429, "stream {stream}: {body}");
             assert_eq!(
@@ -982,7 +982,7 @@ pub mod cases {
     }
 
     pub async fn error_invalid_request(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         for (stream, status, _, body) in errors(&h, p, Role::InvalidRequest).await? {
             assert_eq!(status, 400, "stream {stream}: {body}");
             assert_eq!(
@@ -1001,7 +1001,7 @@ pub mod cases {
     }
 
     pub async fn error_auth_refused(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let deployment = &h.deployments[&model(p, Role::AuthRefused)];
         for (stream, status, _, body) in errors(&h, p, Role::AuthRefused).await? {
             assert_eq!(status, 502, "stream {stream}: {body}");
@@ -1020,7 +1020,7 @@ pub mod cases {
     }
 
     pub async fn error_server_error(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         for (stream, status, _, body) in errors(&h, p, Role::ServerError).await? {
             assert_eq!(status, 502, "stream {stream}: {body}");
             assert_eq!(
@@ -1036,7 +1036,7 @@ pub mod cases {
     /// Converse's output, usage and cost; ConverseStream's events; InvokeModel with an
     /// Anthropic body, plain and streamed as Bedrock `chunk`s.
     pub async fn surface_bedrock(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let m = model(p, Role::Chat);
         let question = json!({"messages": [{"role": "user", "content": [{"text": "Hello there"}]}],
             "inferenceConfig": {"maxTokens": 50}});
@@ -1122,7 +1122,7 @@ pub mod cases {
     /// Anthropic's Messages API served by this provider: a message with usage and cost, and
     /// the stream's event sequence.
     pub async fn surface_anthropic_messages(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let body = json!({"model": model(p, Role::Chat), "max_tokens": 50,
             "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]});
         let (message, cost) = ok_json(h.post_to("/v1/messages", &body).await?).await?;
@@ -1170,7 +1170,7 @@ pub mod cases {
     /// OpenAI's Responses API served by this provider: a response with usage and cost, and
     /// the stream's event sequence.
     pub async fn surface_responses(p: &Provider) -> Result<()> {
-        let h = Harness::start(&[p]).await?;
+        let h = harness(&[p]).await?;
         let body = json!({"model": model(p, Role::Chat), "input": "Hello there",
             "instructions": "Be brief.", "store": false});
         let (response, cost) = ok_json(h.post_to("/v1/responses", &body).await?).await?;
@@ -1222,7 +1222,7 @@ pub mod cases {
 
     pub async fn error_hang(p: &Provider) -> Result<()> {
         let timeout = Duration::from_millis(800);
-        let h = Harness::start_with(&[p], timeout, timeout).await?;
+        let h = harness_with(&[p], timeout, timeout).await?;
         for stream in [false, true] {
             let mut body = ask(&model(p, Role::Hang), "hello");
             body["stream"] = json!(stream);
@@ -1360,7 +1360,7 @@ async fn openai_sdk_streams_look_the_same_through_every_provider() -> Result<()>
     let python = tollgate_test_support::python_with("openai").await?;
     // The first, openai_compatible, is the reference the others are compared with.
     let all = all_providers();
-    let h = Harness::start(&all.iter().collect::<Vec<_>>()).await?;
+    let h = harness(&all.iter().collect::<Vec<_>>()).await?;
     let models: Vec<String> = all.iter().map(|p| model(p, Role::Chat)).collect();
     let base_url = h.edge.url("/v1");
     let models_list = models.join(",");

@@ -3,7 +3,7 @@
 //! addresses are reachable only when `TOLLGATE_UPSTREAM_NETWORKS` allows them; an answer too
 //! large to hold is refused before it is read.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

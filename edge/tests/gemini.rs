@@ -4,7 +4,7 @@
 //! (requests, answers, streams, tools, images, JSON mode) is pinned by the conformance suite's
 //! golden fixtures (`tests/conformance/golden/gemini/`) and its shared cases.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `regex` guardrails. The upstream is a fake OpenAI server whose `echo` model answers with the
 //! prompt, so output guardrails can be given the text to find.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use anyhow::{Context, Result};
 use common::*;

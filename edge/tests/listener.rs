@@ -2,7 +2,7 @@
 //! time (slowloris) is cut off within the header timeout, and one that trickles its body in
 //! gets 408 within the body timeout; other clients are served meanwhile.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::{Duration, Instant};
 

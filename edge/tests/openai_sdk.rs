@@ -5,7 +5,7 @@
 //! Needs a Python with the `openai` package, as `scripts/test` provides (`TOLLGATE_PYTHON` names the
 //! interpreter, default `python3`). Without the package the test fails and says how to get it.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Edges follow policy from the stream: revocations reach every edge fast, edges keep serving
 //! when the control plane dies, bootstrap from the stream alone, and resync after a gap.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! time in their time zone, an edge cut off from NATS that admits at most its share, and the
 //! `x-ratelimit-*` / `retry-after` headers.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,7 +1,7 @@
 //! The request path against the `mock` provider: auth, access, validation, headers, streaming,
 //! `/v1/models`, health.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use anyhow::Result;
 use common::*;

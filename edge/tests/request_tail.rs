@@ -1,7 +1,7 @@
 //! `TailRequests`: the requests served on every edge, live, filtered, within a second; nothing
 //! from before the tail opened; a filter that cannot match is refused.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! well-formed stream (read by the OpenAI Python SDK), and an answer cached by one edge is a
 //! hit on another through the bus.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! retry-after, deadlines, circuit breakers with probes, fallbacks and traffic rules. Upstreams
 //! are the built-in `mock` provider or fake OpenAI servers that fail and hang on command.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! `tgi` (TGI's native format), is pinned by the conformance suite's golden fixtures
 //! (`tests/conformance/golden/sagemaker*/`) and its shared cases.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! edges, by new ones loading a snapshot and by ones rebuilding from the stream alone; and a
 //! budget status not signed by the key policy names is refused.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

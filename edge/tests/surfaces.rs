@@ -2,7 +2,7 @@
 //! surface refuses the others, each in its own error shape; and a stream the provider cuts
 //! ends with the surface's own error event.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use anyhow::{Result, ensure};
 use common::*;

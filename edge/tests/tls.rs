@@ -2,7 +2,7 @@
 //! and a certificate replaced on disk is picked up for new connections while open ones carry
 //! on. Certificates: `tests/fixtures/tls` (two test CAs, one edge certificate from each).
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Exactly one usage event per request — completed, streamed, failed upstream or cut off by
 //! the client — even when NATS restarts in the middle of the traffic.
 
-mod common;
+use tollgate_test_support::edge as common;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};

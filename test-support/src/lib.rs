@@ -7,12 +7,16 @@
 //! Everything is runtime-agnostic on purpose: each `#[tokio::test]` has its own runtime, so this
 //! crate keeps no pools or tasks alive between calls, only plain URLs and `std` child processes.
 
+#[cfg(feature = "aggregator")]
+pub mod aggregator;
 pub mod anthropic_upstream;
 pub mod authorizing_nats;
 pub mod aws_wire;
 mod bearer;
 pub mod bedrock_upstream;
 mod binaries;
+#[cfg(feature = "edge")]
+pub mod edge;
 pub mod fake_server;
 pub mod gemini_upstream;
 pub mod kms_upstream;

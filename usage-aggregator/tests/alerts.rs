@@ -1,7 +1,7 @@
 //! Budget threshold alerts reach the webhook signed, once per threshold and period, even when
 //! the aggregator restarts and usage is delivered again.
 
-mod common;
+use tollgate_test_support::aggregator as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Budget status on the bus (`budget.<id>`), where edges read it to enforce budgets, and the
 //! same figures from `GetBudgetStatus`.
 
-mod common;
+use tollgate_test_support::aggregator as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

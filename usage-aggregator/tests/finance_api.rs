@@ -1,7 +1,7 @@
 //! The finance surface: `QueryUsage` and the CSV export report what the ledger holds, to
 //! finance and admin tokens only.
 
-mod common;
+use tollgate_test_support::aggregator as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

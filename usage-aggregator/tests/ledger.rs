@@ -2,7 +2,7 @@
 //! add up to exactly what was spent; unreadable events are parked on the dead-letter topic
 //! without holding up the readable ones.
 
-mod common;
+use tollgate_test_support::aggregator as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! replicas record is alerted exactly once, and writes over the same rollup rows never fail
 //! as deadlock victims.
 
-mod common;
+use tollgate_test_support::aggregator as common;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Harness, PNG_DATA_URL, Provider, Role, model, parse_stream, weather_tool};
+use super::{PNG_DATA_URL, Provider, Role, harness, model, parse_stream, weather_tool};
 
 /// The pinned requests, by case name (the `model` is each provider's chat model).
 fn requests() -> Vec<(&'static str, Value)> {
@@ -131,7 +131,7 @@ fn normalized(mut answer: Value) -> Value {
 
 /// Every pinned request through the edge to `p`'s fake, compared with its fixture.
 pub async fn golden_translations(p: &Provider) -> Result<()> {
-    let h = Harness::start(&[p]).await?;
+    let h = harness(&[p]).await?;
     let upstream = &h.fake[p.name];
     let bless = std::env::var_os("TOLLGATE_BLESS").is_some();
     let mut differing = Vec::new();

@@ -1,14 +1,17 @@
 //! Shared setup for the edge's integration tests: edges following a control plane (the shared
 //! harness's, on real PostgreSQL and NATS JetStream), each on an ephemeral port.
 
-#![allow(dead_code)]
-
 mod gateway;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Served;
+pub use crate::roles::{
+    ADMIN_TOKEN, AdminClient, Bearer, SEALING_KEY, TestControlPlane, TestStore, eventually,
+    last_sequence,
+};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use prost::Message;
@@ -19,21 +22,13 @@ use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::usage::UsageEvent;
 use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
-use tollgate_test_support::Served;
-// Each test binary uses a part of the shared harness.
-#[allow(unused_imports)]
-pub use tollgate_test_support::roles::{
-    ADMIN_TOKEN, AdminClient, Bearer, SEALING_KEY, TestControlPlane, TestStore, eventually,
-    last_sequence,
-};
 
-#[allow(unused_imports)]
 pub use gateway::{Gateway, Staging, parse_stream, streamed_text};
 
 /// A NATS connection with streams of its own.
 pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
-    let url = tollgate_test_support::nats_url().await?;
-    let prefix = tollgate_test_support::unique_name("edge");
+    let url = crate::nats_url().await?;
+    let prefix = crate::unique_name("edge");
     let bus = Arc::new(JetStreamBus::connect(&url, &prefix).await?);
     Ok((url, prefix, bus))
 }
@@ -62,7 +57,7 @@ impl TestEdge {
     pub fn config(nats_url: &str, prefix: &str) -> EdgeConfig {
         let mut config = EdgeConfig::local(nats_url);
         config.bus_prefix = prefix.to_owned();
-        config.edge_id = tollgate_test_support::unique_name("edge");
+        config.edge_id = crate::unique_name("edge");
         config.region = "test-region".to_owned();
         config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
         config.first_byte_timeout = Duration::from_secs(5);

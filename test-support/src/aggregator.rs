@@ -3,13 +3,16 @@
 //! event generator that knows what the ledger must add up to, and a macro that runs a test
 //! on both backends (PostgreSQL + NATS JetStream, SQLite + the in-process bus).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Served;
+pub use crate::on_both_backends;
+pub use crate::roles::{
+    ADMIN_TOKEN, AdminClient, Backend, Bearer, TestControlPlane, TestDatabase, eventually,
+};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -18,15 +21,9 @@ use tollgate_proto::usage::usage_service_client::UsageServiceClient;
 use tollgate_proto::usage::{QueryUsageRequest, UsageEvent, UsageRow};
 use tollgate_runtime::bus::{Bus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
-use tollgate_test_support::Served;
-// Each test binary uses a part of the shared harness.
-pub use tollgate_test_support::on_both_backends;
-#[allow(unused_imports)]
-pub use tollgate_test_support::roles::{
-    ADMIN_TOKEN, AdminClient, Backend, Bearer, TestControlPlane, TestDatabase, eventually,
-};
 use tollgate_usage_aggregator::ConsumerCounters;
 use tollgate_usage_aggregator::alerts::AlertSinks;
+use tollgate_usage_aggregator::config::DEFAULT_LINGER_MS;
 use tollgate_usage_aggregator::entry::nanos;
 use tollgate_usage_aggregator::ledger::Ledger;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
@@ -418,9 +415,13 @@ pub fn with_resends(
     keyed.into_iter().map(|(_, id, e)| (id, e)).collect()
 }
 
-/// Publishes `messages` to the USAGE topic, 500 in flight at a time.
-pub async fn publish_usage(bus: &Arc<dyn Bus>, messages: Vec<(String, UsageEvent)>) -> Result<()> {
-    futures::stream::iter(messages)
+/// Publishes `messages` to the USAGE topic, 500 in flight at a time; returns how many the bus
+/// took for duplicates of earlier messages (by msg id).
+pub async fn publish_usage(
+    bus: &Arc<dyn Bus>,
+    messages: Vec<(String, UsageEvent)>,
+) -> Result<usize> {
+    let acks = futures::stream::iter(messages)
         .map(|(msg_id, event)| {
             let bus = bus.clone();
             async move {
@@ -432,7 +433,7 @@ pub async fn publish_usage(bus: &Arc<dyn Bus>, messages: Vec<(String, UsageEvent
         .buffer_unordered(500)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(())
+    Ok(acks.iter().filter(|ack| ack.duplicate).count())
 }
 
 /// Publishes one event with msg id = request id and waits until the bus stored it.
@@ -440,4 +441,33 @@ pub async fn publish_one(bus: &Arc<dyn Bus>, event: &UsageEvent) -> Result<()> {
     bus.publish(USAGE, &event.request_id, event.encode_to_vec().into())
         .await?;
     Ok(())
+}
+
+/// An aggregator on a fresh PostgreSQL database, following the control plane at `cp_url` over
+/// `bus` in batches of 100 gathered as in production (the budget bound must hold with the
+/// default linger): its ledger, and the server, which runs as long as it is kept.
+pub async fn serve_aggregator(bus: Arc<dyn Bus>, cp_url: &str) -> Result<(Ledger, Served)> {
+    let database_url = crate::fresh_postgres_database().await?;
+    let aggregator = Aggregator::start(AggregatorParts {
+        database_url,
+        bus,
+        snapshots: Some(Arc::new(
+            GrpcSnapshots::new(cp_url, ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
+        )),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        sinks: AlertSinks::default(),
+        batch: 100,
+        linger: std::time::Duration::from_millis(DEFAULT_LINGER_MS),
+        keys: Default::default(),
+    })
+    .await?;
+    let ledger = aggregator.ledger().clone();
+    let (grpc, http) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    );
+    let served = Served::spawn("the aggregator", |shutdown| {
+        aggregator.serve(grpc, http, shutdown)
+    });
+    Ok((ledger, served))
 }
