@@ -115,13 +115,8 @@ async fn rollup_sums(ledger: &Ledger, granularity: &str) -> Result<Sums> {
     let rows = ledger
         .rollups(granularity, DAY_START * 1000, (DAY_START + 86_400) * 1000)
         .await?;
-    for (_, _, row) in rows {
-        sums.requests += row.requests;
-        sums.input_tokens += row.input_tokens;
-        sums.output_tokens += row.output_tokens;
-        sums.cached_input_tokens += row.cached_input_tokens;
-        sums.cost_nanos += row.cost_nanos;
-        sums.errors += row.errors;
+    for (_, _, row) in &rows {
+        sums.merge(&Sums::of_rollup(row));
     }
     Ok(sums)
 }

@@ -24,7 +24,7 @@ use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 use tollgate_usage_aggregator::ConsumerCounters;
 use tollgate_usage_aggregator::alerts::AlertSinks;
 use tollgate_usage_aggregator::config::DEFAULT_LINGER_MS;
-use tollgate_usage_aggregator::entry::nanos;
+use tollgate_usage_aggregator::entry::{RollupSums, nanos};
 use tollgate_usage_aggregator::ledger::Ledger;
 use tollgate_usage_aggregator::{Aggregator, AggregatorParts};
 use tonic::service::interceptor::InterceptedService;
@@ -370,6 +370,18 @@ impl Sums {
             cached_input_tokens: row.cached_input_tokens as i64,
             cost_nanos: nanos(row.cost_usd),
             errors: row.errors as i64,
+        }
+    }
+
+    /// The sums of a ledger rollup row.
+    pub fn of_rollup(row: &RollupSums) -> Sums {
+        Sums {
+            requests: row.requests,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cached_input_tokens: row.cached_input_tokens,
+            cost_nanos: row.cost_nanos,
+            errors: row.errors,
         }
     }
 
