@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_runtime::bus::BusSettings;
 use tollgate_runtime::envelope::KekSettings;
 use tollgate_runtime::settings::Settings;
 use tollgate_runtime::tls::{ClientTls, TlsFiles};
@@ -29,10 +30,9 @@ pub struct ControlPlaneConfig {
     pub admin_addr: SocketAddr,
     /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
     pub database_url: String,
-    /// `NATS_URL`: the JetStream server policy events are relayed to.
-    pub nats_url: String,
-    /// `TOLLGATE_BUS_PREFIX`: prefix of stream and subject names (default `tollgate`).
-    pub bus_prefix: String,
+    /// `NATS_URL` (the JetStream server policy events are relayed to), `TOLLGATE_BUS_PREFIX`
+    /// and the `NATS_*` credentials.
+    pub bus: BusSettings,
     /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, if any.
     pub admin_token: Option<String>,
     /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
@@ -59,8 +59,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
         f.debug_struct("ControlPlaneConfig")
             .field("admin_addr", &self.admin_addr)
             .field("database_url", &redact::url(&self.database_url))
-            .field("nats_url", &redact::url(&self.nats_url))
-            .field("bus_prefix", &self.bus_prefix)
+            .field("bus", &self.bus)
             .field("admin_token", &redact::option(&self.admin_token))
             .field("credential_key", &self.credential_key)
             .field("kek", &self.kek)
@@ -79,8 +78,7 @@ impl ControlPlaneConfig {
         Ok(ControlPlaneConfig {
             admin_addr: settings.addr("TOLLGATE_ADMIN_ADDR", DEFAULT_ADMIN_ADDR)?,
             database_url: settings.required("DATABASE_URL")?,
-            nats_url: settings.required("NATS_URL")?,
-            bus_prefix: settings.bus_prefix(),
+            bus: settings.bus()?,
             admin_token: settings.get("TOLLGATE_ADMIN_TOKEN"),
             credential_key: settings.credential_key()?,
             kek: settings.kek()?,

@@ -10,6 +10,7 @@ pub mod error;
 mod health;
 pub mod log;
 pub mod metrics;
+mod process;
 pub mod relay;
 pub mod secrets;
 mod server;
@@ -20,5 +21,6 @@ mod tail;
 pub mod trust;
 mod watch;
 
+pub use process::{Process, RunError, open};
 pub use server::{ControlPlane, ServeError};
 pub use service::{AdminApi, MAX_WATCHERS};

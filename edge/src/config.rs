@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tollgate_policy::egress::Networks;
-use tollgate_policy::redact;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_runtime::bus::BusSettings;
 use tollgate_runtime::envelope::KekSettings;
 use tollgate_runtime::http_serve::Limits;
+use tollgate_runtime::process::ControlPlaneLink;
 use tollgate_runtime::settings::Settings;
 use tollgate_runtime::signing::PublicKey;
 use tollgate_runtime::tls::TlsFiles;
@@ -32,15 +33,11 @@ pub struct EdgeConfig {
     pub edge_id: String,
     /// `TOLLGATE_REGION`: the region recorded in usage events.
     pub region: String,
-    /// `TOLLGATE_CONTROL_PLANE_URL`: where snapshots come from (for example
-    /// `http://127.0.0.1:50051`); without it the edge builds policy from the stream alone.
-    pub control_plane_url: Option<String>,
-    /// `TOLLGATE_EDGE_TOKEN`: an `edge` token (or a viewer's) for the control plane.
-    pub control_plane_token: String,
-    /// `NATS_URL`.
-    pub nats_url: String,
-    /// `TOLLGATE_BUS_PREFIX` (default `tollgate`).
-    pub bus_prefix: String,
+    /// `TOLLGATE_CONTROL_PLANE_URL`, `TOLLGATE_EDGE_TOKEN` and the client TLS settings: where
+    /// snapshots come from; without a URL the edge builds policy from the stream alone.
+    pub control_plane: ControlPlaneLink,
+    /// `NATS_URL`, `TOLLGATE_BUS_PREFIX` (default `tollgate`) and the `NATS_*` credentials.
+    pub bus: BusSettings,
     /// `TOLLGATE_CREDENTIAL_KEY`: opens provider credentials.
     pub credential_key: Option<SealingKey>,
     /// `TOLLGATE_KMS_KEY_ID` (and the `…_PREVIOUS` keys while rotating): the key encryption
@@ -115,10 +112,8 @@ impl std::fmt::Debug for EdgeConfig {
             .field("metrics_addr", &self.metrics_addr)
             .field("edge_id", &self.edge_id)
             .field("region", &self.region)
-            .field("control_plane_url", &self.control_plane_url)
-            .field("control_plane_token", &redact::REDACTED)
-            .field("nats_url", &redact::url(&self.nats_url))
-            .field("bus_prefix", &self.bus_prefix)
+            .field("control_plane", &self.control_plane)
+            .field("bus", &self.bus)
             .field("credential_key", &self.credential_key)
             .field("kek", &self.kek)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -141,10 +136,8 @@ impl EdgeConfig {
                 format!("edge-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
             }),
             region: get("TOLLGATE_REGION").unwrap_or_default(),
-            control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: settings.control_plane_token()?,
-            nats_url: settings.required("NATS_URL")?,
-            bus_prefix: settings.bus_prefix(),
+            control_plane: settings.control_plane()?,
+            bus: settings.bus()?,
             credential_key: settings.credential_key()?,
             kek: settings.kek()?,
             max_body_bytes: number("TOLLGATE_MAX_BODY_BYTES", 10 * 1024 * 1024)? as usize,

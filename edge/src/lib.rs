@@ -16,11 +16,14 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod pricing;
+mod process;
 pub mod providers;
 pub mod route;
 pub mod surfaces;
 pub mod telemetry;
 pub mod usage;
+
+pub use process::{RunError, run};
 
 use std::future::Future;
 use std::sync::Arc;

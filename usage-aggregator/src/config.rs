@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tollgate_policy::redact;
+use tollgate_runtime::bus::BusSettings;
+use tollgate_runtime::process::ControlPlaneLink;
 use tollgate_runtime::settings::Settings;
 use tollgate_runtime::tls::TlsFiles;
 
@@ -27,15 +29,13 @@ pub struct AggregatorConfig {
     pub usage_http_addr: SocketAddr,
     /// `DATABASE_URL`: the usage ledger (`postgres://…` or `sqlite://…`).
     pub database_url: String,
-    /// `NATS_URL`.
-    pub nats_url: String,
-    /// `TOLLGATE_BUS_PREFIX` (default `tollgate`).
-    pub bus_prefix: String,
+    /// `NATS_URL`, `TOLLGATE_BUS_PREFIX` (default `tollgate`) and the `NATS_*` credentials.
+    pub bus: BusSettings,
     /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, accepted for finance calls.
     pub admin_token: Option<String>,
-    /// `TOLLGATE_CONTROL_PLANE_URL` and `TOLLGATE_EDGE_TOKEN`: where policy snapshots come from.
-    pub control_plane_url: Option<String>,
-    pub control_plane_token: String,
+    /// `TOLLGATE_CONTROL_PLANE_URL`, `TOLLGATE_EDGE_TOKEN` and the client TLS settings: where
+    /// policy snapshots come from.
+    pub control_plane: ControlPlaneLink,
     /// `TOLLGATE_ALERT_WEBHOOK_URL`, `TOLLGATE_ALERT_WEBHOOK_SECRET`, `TOLLGATE_ALERT_SLACK_URL`,
     /// `TOLLGATE_ALERT_NATS` (`true` to publish alerts on the ALERTS topic).
     pub sinks: AlertSinks,
@@ -61,11 +61,9 @@ impl std::fmt::Debug for AggregatorConfig {
             .field("usage_addr", &self.usage_addr)
             .field("usage_http_addr", &self.usage_http_addr)
             .field("database_url", &redact::url(&self.database_url))
-            .field("nats_url", &redact::url(&self.nats_url))
-            .field("bus_prefix", &self.bus_prefix)
+            .field("bus", &self.bus)
             .field("admin_token", &redact::option(&self.admin_token))
-            .field("control_plane_url", &self.control_plane_url)
-            .field("control_plane_token", &redact::REDACTED)
+            .field("control_plane", &self.control_plane)
             .field("sinks", &self.sinks)
             .field("batch", &self.batch)
             .field("linger", &self.linger)
@@ -123,11 +121,9 @@ impl AggregatorConfig {
             usage_addr: settings.addr("TOLLGATE_USAGE_ADDR", DEFAULT_USAGE_ADDR)?,
             usage_http_addr: settings.addr("TOLLGATE_USAGE_HTTP_ADDR", DEFAULT_USAGE_HTTP_ADDR)?,
             database_url: settings.required("DATABASE_URL")?,
-            nats_url: settings.required("NATS_URL")?,
-            bus_prefix: settings.bus_prefix(),
+            bus: settings.bus()?,
             admin_token: get("TOLLGATE_ADMIN_TOKEN"),
-            control_plane_url: get("TOLLGATE_CONTROL_PLANE_URL"),
-            control_plane_token: settings.control_plane_token()?,
+            control_plane: settings.control_plane()?,
             sinks: AlertSinks {
                 webhook_url: alert_url(
                     get("TOLLGATE_ALERT_WEBHOOK_URL"),

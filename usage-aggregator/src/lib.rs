@@ -12,7 +12,10 @@ pub use consume::ConsumerCounters;
 pub mod entry;
 pub mod ledger;
 pub mod metrics;
+mod process;
 pub mod query;
+
+pub use process::{RunError, run};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ pub mod events;
 pub mod follow;
 pub mod health;
 pub mod http_serve;
+pub mod process;
 pub mod settings;
 pub mod signing;
 pub mod tls;

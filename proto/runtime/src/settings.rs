@@ -7,9 +7,11 @@ use std::str::FromStr;
 
 use tollgate_policy::sealing::SealingKey;
 
+use crate::bus::{BusLimits, BusSettings, NatsAuth};
 use crate::envelope::KekSettings;
+use crate::process::ControlPlaneLink;
 use crate::signing::{self, KeySettingError, PrivateKey, PublicKey};
-use crate::tls::TlsFiles;
+use crate::tls::{ClientTls, TlsFiles};
 
 /// Default `TOLLGATE_BUS_PREFIX`: the prefix of the JetStream streams and subjects.
 pub const DEFAULT_BUS_PREFIX: &str = "tollgate";
@@ -21,6 +23,9 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// One of two settings that go together is set without the other.
+    #[error("{0}")]
+    Unpaired(String),
 }
 
 impl ConfigError {
@@ -84,6 +89,44 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
     pub fn bus_prefix(&self) -> String {
         self.get("TOLLGATE_BUS_PREFIX")
             .unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned())
+    }
+
+    /// The bus: `NATS_URL` (required), `TOLLGATE_BUS_PREFIX`, the `NATS_*` credentials and TLS,
+    /// and `TOLLGATE_BUS_REPLICAS` (1 unless set; JetStream keeps at most 5 copies).
+    pub fn bus(&self) -> Result<BusSettings, ConfigError> {
+        let auth = NatsAuth::from_settings(|name| self.get(name)).map_err(ConfigError::Unpaired)?;
+        let replicas = match self.get("TOLLGATE_BUS_REPLICAS") {
+            None => 1,
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n @ 1..=5) => n,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "TOLLGATE_BUS_REPLICAS",
+                        format!(
+                            "{value:?}: give the number of NATS servers that keep each stream, 1 to 5"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(BusSettings {
+            url: self.required("NATS_URL")?,
+            prefix: self.bus_prefix(),
+            auth,
+            limits: BusLimits {
+                replicas,
+                ..BusLimits::default()
+            },
+        })
+    }
+
+    /// How a role that follows policy reaches the control plane (see [`ControlPlaneLink`]).
+    pub fn control_plane(&self) -> Result<ControlPlaneLink, ConfigError> {
+        Ok(ControlPlaneLink {
+            url: self.get("TOLLGATE_CONTROL_PLANE_URL"),
+            token: self.control_plane_token()?,
+            tls: ClientTls::from_settings(|name| self.get(name)).map_err(ConfigError::Missing)?,
+        })
     }
 
     /// `TOLLGATE_CREDENTIAL_KEY`: the base64 32-byte key that seals provider credentials.
@@ -169,6 +212,32 @@ mod tests {
         assert_eq!(
             s.addr("UNSET", "127.0.0.1:1").ok(),
             "127.0.0.1:1".parse().ok()
+        );
+    }
+
+    #[test]
+    fn the_bus_needs_its_url_and_keeps_one_to_five_copies() {
+        let bus = settings(&[("NATS_URL", "nats://n:4222")]).bus();
+        assert_eq!(
+            bus.ok().map(|b| (b.url, b.prefix, b.limits.replicas)),
+            Some(("nats://n:4222".to_owned(), DEFAULT_BUS_PREFIX.to_owned(), 1))
+        );
+        let three = settings(&[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "3")]).bus();
+        assert_eq!(three.ok().map(|b| b.limits.replicas), Some(3));
+        for wrong in [
+            &[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "0")][..],
+            &[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "6")],
+            &[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "three")],
+        ] {
+            let refused = settings(wrong).bus().err().map(|e| e.to_string());
+            assert!(refused.is_some_and(|m| m.contains("1 to 5")), "{wrong:?}");
+        }
+        let missing = settings(&[]).bus().err().map(|e| e.to_string());
+        assert_eq!(missing.as_deref(), Some("NATS_URL is required"));
+        let unpaired = settings(&[("NATS_URL", "nats://n"), ("NATS_USER", "edge")]).bus();
+        assert_eq!(
+            unpaired.err().map(|e| e.to_string()).as_deref(),
+            Some("NATS_PASSWORD is required beside NATS_USER")
         );
     }
 }

@@ -56,7 +56,7 @@ impl TestEdge {
     /// The configuration [`TestEdge::start`] uses, for tests that change a setting first.
     pub fn config(nats_url: &str, prefix: &str) -> EdgeConfig {
         let mut config = EdgeConfig::local(nats_url);
-        config.bus_prefix = prefix.to_owned();
+        config.bus.prefix = prefix.to_owned();
         config.edge_id = crate::unique_name("edge");
         config.region = "test-region".to_owned();
         config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));

@@ -7,6 +7,7 @@
 mod jetstream;
 mod memory;
 mod nats_auth;
+mod settings;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use futures::stream::BoxStream;
 pub use jetstream::JetStreamBus;
 pub use memory::MemoryBus;
 pub use nats_auth::NatsAuth;
+pub use settings::BusSettings;
 
 /// Policy events from the control plane's relay, in sequence order. Kept forever: an edge can
 /// rebuild policy from this topic alone when the control plane is unreachable.
