@@ -278,14 +278,16 @@ impl Guardrails {
             Engine::Bedrock(bedrock) => {
                 let secrets = match &bedrock.credential_id {
                     Some(id) => {
-                        let owner = format!("guardrail {}", check.id);
-                        let opened = open_credential(&self.credentials, state, id, &owner)
+                        let owner = ("guardrail", check.id.as_str());
+                        let opened = open_credential(&self.credentials, state, id, owner)
                             .map_err(|e| failed(e.to_string()))?;
                         Some(opened)
                     }
                     None => None,
                 };
-                let applied = self.bedrock.apply(bedrock, secrets.as_ref(), texts, source);
+                let applied = self
+                    .bedrock
+                    .apply(bedrock, secrets.as_deref(), texts, source);
                 // The SDK's own timeout bounds the call; this bounds credential loading too.
                 match tokio::time::timeout(APPLY_TIMEOUT * 2, applied).await {
                     Ok(result) => result.map_err(failed),

@@ -95,7 +95,7 @@ impl<C: Clone> ClientCache<C> {
     pub async fn client(&self, call: &UpstreamCall<'_>, build: impl FnOnce(&SdkConfig) -> C) -> C {
         let deployment = call.deployment;
         let target = (deployment.region.as_str(), deployment.api_base.as_str());
-        self.client_at(target, call.secrets.as_ref(), build).await
+        self.client_at(target, call.secrets.as_deref(), build).await
     }
 
     /// The client for `(region, endpoint)` signing with `secrets`' static AWS credential, or

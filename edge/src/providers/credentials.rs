@@ -5,6 +5,10 @@
 //! request path: a background task unwraps the data keys of the credentials policy brings and
 //! keeps them in memory by fingerprint, and a request only reads that map. A KEK rotation
 //! re-wraps a data key without changing it, so requests keep opening credentials throughout.
+//!
+//! An opened credential is kept beside the sealed text it came from, so a request opens one
+//! (decrypts and parses it) only the first time or after policy changed it; a deleted
+//! credential is refused because policy no longer has it, whatever was kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -21,6 +25,17 @@ use super::UpstreamError;
 
 /// How soon a data key that could not be unwrapped (KMS unreachable) is tried again.
 const RETRY: Duration = Duration::from_secs(2);
+/// The most opened credentials kept.
+const OPENED_CAPACITY: u64 = 10_000;
+
+/// A credential's secret fields by name (`api_key`, `aws_secret_access_key`, …).
+pub type Secrets = Arc<BTreeMap<String, String>>;
+
+/// A credential as it was opened, and the sealed text it was opened from.
+struct Opened {
+    sealed: String,
+    secrets: Secrets,
+}
 
 /// The keys that open provider credentials on this edge.
 pub struct CredentialKeys {
@@ -32,6 +47,8 @@ pub struct CredentialKeys {
     local_keks: Vec<Kek>,
     /// Unwrapped data keys, by fingerprint.
     data: RwLock<HashMap<String, SealingKey>>,
+    /// Opened credentials, by credential id.
+    opened: moka::sync::Cache<String, Arc<Opened>>,
 }
 
 impl CredentialKeys {
@@ -47,6 +64,7 @@ impl CredentialKeys {
             local,
             local_keks,
             data: RwLock::new(HashMap::new()),
+            opened: moka::sync::Cache::new(OPENED_CAPACITY),
         }
     }
 
@@ -162,32 +180,104 @@ pub fn open(
     keys: &CredentialKeys,
     state: &PolicyState,
     deployment: &Deployment,
-) -> Result<Option<BTreeMap<String, String>>, UpstreamError> {
+) -> Result<Option<Secrets>, UpstreamError> {
     let Some(id) = &deployment.credential_id else {
         return Ok(None);
     };
-    let owner = format!("deployment {}", deployment.id);
-    open_credential(keys, state, id, &owner).map(Some)
+    open_credential(keys, state, id, ("deployment", &deployment.id)).map(Some)
 }
 
-/// The secret fields of credential `id`, which `owner` (a deployment, a guardrail) uses.
+/// The secret fields of credential `id`, which `owner` (its kind and id: a deployment, a
+/// guardrail) uses.
 pub fn open_credential(
     keys: &CredentialKeys,
     state: &PolicyState,
     id: &str,
-    owner: &str,
-) -> Result<BTreeMap<String, String>, UpstreamError> {
+    owner: (&str, &str),
+) -> Result<Secrets, UpstreamError> {
     let unusable = |why: &str| {
-        tracing::error!(owner, credential = %id, why, "credential unusable");
-        UpstreamError::Failed(format!("{owner} has no usable credential"))
+        let (kind, owner) = owner;
+        tracing::error!(owner = %format_args!("{kind} {owner}"), credential = %id, why, "credential unusable");
+        UpstreamError::Failed(format!("{kind} {owner} has no usable credential"))
     };
     let credential = state
         .credentials
         .get(id)
         .ok_or_else(|| unusable("missing"))?;
+    if let Some(opened) = keys.opened.get(id)
+        && opened.sealed == credential.sealed
+    {
+        return Ok(opened.secrets.clone());
+    }
     let key = keys.key_for(credential).map_err(unusable)?;
     let plain = key
         .open(&credential.sealed)
         .map_err(|_| unusable("cannot be opened with this edge's key"))?;
-    serde_json::from_slice(&plain).map_err(|_| unusable("malformed"))
+    let secrets: Secrets =
+        Arc::new(serde_json::from_slice(&plain).map_err(|_| unusable("malformed"))?);
+    let opened = Opened {
+        sealed: credential.sealed.clone(),
+        secrets: secrets.clone(),
+    };
+    keys.opened.insert(id.to_owned(), Arc::new(opened));
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_policy::model::Provider;
+
+    use super::*;
+
+    fn seal(key: &SealingKey, api_key: &str, nonce: u8) -> Credential {
+        Credential {
+            id: "cred-1".into(),
+            name: "openai".into(),
+            provider: Provider::Openai,
+            field_names: vec!["api_key".into()],
+            sealed: key.seal(
+                [nonce; 12],
+                format!(r#"{{"api_key":"{api_key}"}}"#).as_bytes(),
+            ),
+            key_id: key.id(),
+            envelope: None,
+        }
+    }
+
+    #[test]
+    fn a_credential_is_opened_once_until_policy_changes_or_deletes_it() {
+        let key = SealingKey::from_bytes([7; 32]);
+        let keys = CredentialKeys::new(Some(key.clone()), &KekSettings::default());
+        let mut state = PolicyState::default();
+        state
+            .credentials
+            .insert("cred-1".into(), seal(&key, "sk-one", 1));
+        let owner = ("deployment", "d1");
+        let first = open_credential(&keys, &state, "cred-1", owner).ok();
+        let again = open_credential(&keys, &state, "cred-1", owner).ok();
+        assert_eq!(
+            first.as_ref().map(|s| s["api_key"].as_str()),
+            Some("sk-one")
+        );
+        assert!(
+            first.zip(again).is_some_and(|(a, b)| Arc::ptr_eq(&a, &b)),
+            "the second request reuses what the first opened"
+        );
+
+        state
+            .credentials
+            .insert("cred-1".into(), seal(&key, "sk-two", 2));
+        let rotated = open_credential(&keys, &state, "cred-1", owner).ok();
+        assert_eq!(
+            rotated.as_ref().map(|s| s["api_key"].as_str()),
+            Some("sk-two")
+        );
+
+        state.credentials.clear();
+        let deleted = open_credential(&keys, &state, "cred-1", owner).err();
+        assert_eq!(
+            deleted.map(|e| e.to_string()),
+            Some("deployment d1 has no usable credential".to_owned())
+        );
+    }
 }

@@ -17,7 +17,6 @@ mod openai;
 mod sagemaker;
 mod tools;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,7 +38,7 @@ pub use sagemaker::SagemakerProvider;
 pub struct UpstreamCall<'a> {
     pub deployment: &'a Deployment,
     /// The deployment's credential fields, opened just for this call.
-    pub secrets: Option<BTreeMap<String, String>>,
+    pub secrets: Option<credentials::Secrets>,
     /// The request body to send (its `model` already the upstream's).
     pub body: Bytes,
     pub stream: bool,
