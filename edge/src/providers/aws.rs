@@ -274,7 +274,7 @@ pub fn rejected(service: &str, message: Option<&str>, what: &str) -> UpstreamErr
     UpstreamError::Rejected {
         status: 400,
         message: message
-            .map(|m| m.chars().take(1000).collect())
+            .map(super::upstream_message)
             .unwrap_or_else(|| format!("{what}: {service} rejected the request")),
     }
 }

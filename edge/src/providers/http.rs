@@ -127,7 +127,7 @@ pub(super) fn credentials_refused(status: u16, what: &str) -> UpstreamError {
 pub(super) fn error_message(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let message = value.pointer("/error/message")?.as_str()?;
-    Some(message.chars().take(1000).collect())
+    Some(super::upstream_message(message))
 }
 
 /// A credential field as a header value, marked sensitive (kept out of logs).

@@ -113,6 +113,12 @@ impl UpstreamError {
     }
 }
 
+/// An upstream's error message as it is passed on to the client: at most its first 1,000
+/// characters.
+fn upstream_message(message: &str) -> String {
+    message.chars().take(1000).collect()
+}
+
 /// One upstream wire protocol.
 #[async_trait]
 pub trait Provider: Send + Sync {

@@ -223,11 +223,7 @@ fn container_message(message: &str) -> String {
         .flatten()
         .find_map(|m| m.as_str().map(str::to_owned))
     });
-    parsed
-        .unwrap_or_else(|| message.to_owned())
-        .chars()
-        .take(1000)
-        .collect()
+    super::upstream_message(parsed.as_deref().unwrap_or(message))
 }
 
 /// A ModelError: the container answered an error status to the invocation.
@@ -447,7 +443,7 @@ impl TgiStream {
                 .map_or_else(|| error.to_string(), str::to_owned);
             return Err(format!(
                 "the model failed while streaming: {}",
-                message.chars().take(1000).collect::<String>()
+                super::upstream_message(&message)
             ));
         }
         let token = &event["token"];

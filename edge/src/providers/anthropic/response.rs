@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::codec::usage::usage_json;
 use crate::providers::completion::{self, push_event};
 use crate::providers::http::{EventTranslator, StreamFailure};
+use crate::providers::upstream_message;
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -212,12 +213,7 @@ impl StreamTranslator {
                 if kind == "overloaded_error" || kind == "rate_limit_error" {
                     return Err(StreamFailure::RateLimited);
                 }
-                let message: String = error["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(1000)
-                    .collect();
+                let message = upstream_message(error["message"].as_str().unwrap_or_default());
                 return Err(StreamFailure::Error(kind.to_owned(), message));
             }
             // ping, content_block_stop, and whatever Anthropic adds later

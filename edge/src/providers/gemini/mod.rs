@@ -171,7 +171,7 @@ fn status_error(
     let retry_after = retry_after.or_else(|| retry_delay(details));
     let message = answer["error"]["message"]
         .as_str()
-        .map(|m| m.chars().take(1000).collect());
+        .map(super::upstream_message);
     http::status_error(status, message, retry_after, &[429], what)
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::request::THOUGHT_SIGNATURE_MARK;
 use crate::providers::completion::{self, push_event};
 use crate::providers::http::{EventTranslator, StreamFailure};
+use crate::providers::upstream_message;
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason` (tool calls aside).
 fn finish_reason(reason: Option<&str>) -> &'static str {
@@ -155,12 +156,7 @@ impl StreamTranslator {
             if status == "RESOURCE_EXHAUSTED" || error["code"] == 429 {
                 return Err(StreamFailure::RateLimited);
             }
-            let message: String = error["message"]
-                .as_str()
-                .unwrap_or_default()
-                .chars()
-                .take(1000)
-                .collect();
+            let message = upstream_message(error["message"].as_str().unwrap_or_default());
             return Err(StreamFailure::Error(status.to_owned(), message));
         }
         if self.id.is_none() {
