@@ -1,4 +1,4 @@
-//! A deployment's provider credential, opened just for the call that needs it.
+//! A deployment's provider credential, opened when a call first needs it.
 //!
 //! Credentials sealed with an envelope open with their own data key. Unwrapping one is a call
 //! to the key encryption key (AWS KMS: a network round trip), so it is never made on the

@@ -37,7 +37,7 @@ pub use sagemaker::SagemakerProvider;
 /// A call to one deployment, in OpenAI's request format.
 pub struct UpstreamCall<'a> {
     pub deployment: &'a Deployment,
-    /// The deployment's credential fields, opened just for this call.
+    /// The deployment's credential fields, as opened for the calls that use it.
     pub secrets: Option<credentials::Secrets>,
     /// The request body to send (its `model` already the upstream's).
     pub body: Bytes,

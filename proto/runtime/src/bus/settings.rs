@@ -33,16 +33,6 @@ impl fmt::Debug for BusSettings {
 }
 
 impl BusSettings {
-    /// The server at `url`, streams under `prefix`, no credentials and default limits.
-    pub fn local(url: &str, prefix: &str) -> Self {
-        BusSettings {
-            url: url.to_owned(),
-            prefix: prefix.to_owned(),
-            auth: NatsAuth::default(),
-            limits: BusLimits::default(),
-        }
-    }
-
     /// Connects, and creates the streams that are missing.
     pub async fn connect(&self) -> Result<JetStreamBus, BusError> {
         JetStreamBus::connect_as(&self.url, &self.prefix, self.limits, &self.auth).await
