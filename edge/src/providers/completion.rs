@@ -48,6 +48,69 @@ pub fn usage_chunk(id: &str, created: u64, model: &str, usage: Value) -> Value {
     })
 }
 
+/// One completion's `chat.completion.chunk` events as a stream translator writes them: its id,
+/// creation time and model in every chunk, the assistant's role once before anything else, the
+/// usage only when the client asked for it.
+pub struct ChunkWriter {
+    /// The completion's id (translators set it once the upstream names it).
+    pub id: String,
+    pub created: u64,
+    /// The model the upstream says answered (translators update it as it says so).
+    pub model: String,
+    include_usage: bool,
+    started: bool,
+}
+
+impl ChunkWriter {
+    /// A stream of `model`'s completion, created at `created` (Unix seconds), carrying the
+    /// usage when `include_usage`.
+    pub fn new(created: u64, model: &str, include_usage: bool) -> Self {
+        ChunkWriter {
+            id: String::new(),
+            created,
+            model: model.to_owned(),
+            include_usage,
+            started: false,
+        }
+    }
+
+    /// The opening chunk, with the role, once.
+    pub fn start(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            let opening = json!({"role": "assistant", "content": ""});
+            push_event(
+                out,
+                &chunk(&self.id, self.created, &self.model, opening, None),
+            );
+        }
+    }
+
+    /// A chunk of `delta` (and the finish reason, when it is the last), after the opening one.
+    pub fn delta(&mut self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        self.start(out);
+        push_event(
+            out,
+            &chunk(&self.id, self.created, &self.model, delta, finish),
+        );
+    }
+
+    /// The usage chunk, when the client asked for the usage.
+    pub fn usage(&self, out: &mut Vec<u8>, usage: impl FnOnce() -> Value) {
+        if self.include_usage {
+            push_event(
+                out,
+                &usage_chunk(&self.id, self.created, &self.model, usage()),
+            );
+        }
+    }
+
+    /// The end of the stream: `[DONE]`.
+    pub fn done(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
 /// Appends `chunk` as one server-sent event.
 pub fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"data: ");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::codec::usage::usage_json;
-use crate::providers::completion::{self, push_event};
+use crate::providers::completion::{self, ChunkWriter};
 use crate::providers::http::{EventTranslator, StreamFailure};
 use crate::providers::upstream_message;
 
@@ -97,14 +97,10 @@ pub fn completion(message: &Value, created: u64) -> Option<Value> {
 
 /// Turns Anthropic stream events into OpenAI chunks, one event at a time.
 pub struct StreamTranslator {
-    include_usage: bool,
-    created: u64,
-    id: String,
-    model: String,
+    chunks: ChunkWriter,
     usage: Usage,
     /// Anthropic content block index → OpenAI tool call index.
     tools: HashMap<u64, usize>,
-    started: bool,
     finish_sent: bool,
     stopped: bool,
 }
@@ -112,13 +108,9 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     pub fn new(include_usage: bool, created: u64, model: &str) -> Self {
         StreamTranslator {
-            include_usage,
-            created,
-            id: String::new(),
-            model: model.to_owned(),
+            chunks: ChunkWriter::new(created, model, include_usage),
             usage: Usage::default(),
             tools: HashMap::new(),
-            started: false,
             finish_sent: false,
             stopped: false,
         }
@@ -131,21 +123,21 @@ impl StreamTranslator {
             Some("message_start") => {
                 let message = &event["message"];
                 if let Some(id) = message["id"].as_str() {
-                    self.id = id.to_owned();
+                    self.chunks.id = id.to_owned();
                 }
                 if let Some(model) = message["model"].as_str() {
-                    self.model = model.to_owned();
+                    self.chunks.model = model.to_owned();
                 }
                 self.usage.update(&message["usage"]);
-                self.start(out);
+                self.chunks.start(out);
             }
             Some("content_block_start") => {
-                self.start(out);
+                self.chunks.start(out);
                 let block = &event["content_block"];
                 match block["type"].as_str() {
                     Some("text") => {
                         if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunk(out, json!({"content": text}), None);
+                            self.chunks.delta(out, json!({"content": text}), None);
                         }
                     }
                     Some("tool_use") => {
@@ -155,18 +147,18 @@ impl StreamTranslator {
                         }
                         let call = json!({"index": index, "id": block["id"], "type": "function",
                             "function": {"name": block["name"], "arguments": ""}});
-                        self.chunk(out, json!({"tool_calls": [call]}), None);
+                        self.chunks.delta(out, json!({"tool_calls": [call]}), None);
                     }
                     _ => {}
                 }
             }
             Some("content_block_delta") => {
-                self.start(out);
+                self.chunks.start(out);
                 let delta = &event["delta"];
                 match delta["type"].as_str() {
                     Some("text_delta") => {
                         if let Some(text) = delta["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunk(out, json!({"content": text}), None);
+                            self.chunks.delta(out, json!({"content": text}), None);
                         }
                     }
                     Some("input_json_delta") => {
@@ -178,7 +170,7 @@ impl StreamTranslator {
                             && !part.is_empty()
                         {
                             let call = json!({"index": index, "function": {"arguments": part}});
-                            self.chunk(out, json!({"tool_calls": [call]}), None);
+                            self.chunks.delta(out, json!({"tool_calls": [call]}), None);
                         }
                     }
                     // thinking_delta, signature_delta, citations_delta
@@ -186,25 +178,17 @@ impl StreamTranslator {
                 }
             }
             Some("message_delta") => {
-                self.start(out);
+                self.chunks.start(out);
                 self.usage.update(&event["usage"]);
                 if let Some(reason) = event["delta"]["stop_reason"].as_str() {
                     self.finish(out, Some(reason));
                 }
             }
             Some("message_stop") => {
-                self.start(out);
+                self.chunks.start(out);
                 self.finish(out, None);
-                if self.include_usage {
-                    let chunk = completion::usage_chunk(
-                        &self.id,
-                        self.created,
-                        &self.model,
-                        self.usage.openai(),
-                    );
-                    push_event(out, &chunk);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.chunks.usage(out, || self.usage.openai());
+                ChunkWriter::done(out);
                 self.stopped = true;
             }
             Some("error") => {
@@ -222,25 +206,13 @@ impl StreamTranslator {
         Ok(())
     }
 
-    /// The first chunk, with the role, once.
-    fn start(&mut self, out: &mut Vec<u8>) {
-        if !self.started {
-            self.started = true;
-            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
-        }
-    }
-
     /// The chunk with the finish reason, once.
     fn finish(&mut self, out: &mut Vec<u8>, stop_reason: Option<&str>) {
         if !self.finish_sent {
             self.finish_sent = true;
-            self.chunk(out, json!({}), Some(finish_reason(stop_reason)));
+            let reason = finish_reason(stop_reason);
+            self.chunks.delta(out, json!({}), Some(reason));
         }
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let chunk = completion::chunk(&self.id, self.created, &self.model, delta, finish);
-        push_event(out, &chunk);
     }
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::request::THOUGHT_SIGNATURE_MARK;
-use crate::providers::completion::{self, push_event};
+use crate::providers::completion::{self, ChunkWriter};
 use crate::providers::http::{EventTranslator, StreamFailure};
 use crate::providers::upstream_message;
 
@@ -117,28 +117,23 @@ pub fn completion(response: &Value, model: &str, created: u64) -> Option<Value> 
 
 /// Turns Gemini stream events (each a `GenerateContentResponse`) into OpenAI chunks.
 pub struct StreamTranslator {
-    include_usage: bool,
-    created: u64,
-    id: Option<String>,
-    model: String,
+    chunks: ChunkWriter,
     usage: Value,
     /// Tool calls sent so far.
     calls: usize,
     finish: Option<String>,
-    started: bool,
 }
+
+/// The completion id of a stream that ended before Gemini named its response.
+const UNNAMED_ID: &str = "chatcmpl-gemini";
 
 impl StreamTranslator {
     pub fn new(include_usage: bool, created: u64, model: &str) -> Self {
         StreamTranslator {
-            include_usage,
-            created,
-            id: None,
-            model: model.to_owned(),
+            chunks: ChunkWriter::new(created, model, include_usage),
             usage: Value::Null,
             calls: 0,
             finish: None,
-            started: false,
         }
     }
 
@@ -159,23 +154,23 @@ impl StreamTranslator {
             let message = upstream_message(error["message"].as_str().unwrap_or_default());
             return Err(StreamFailure::Error(status.to_owned(), message));
         }
-        if self.id.is_none() {
-            self.id = Some(response_id(&response));
+        if self.chunks.id.is_empty() {
+            self.chunks.id = response_id(&response);
         }
         if let Some(model) = response["modelVersion"].as_str() {
-            self.model = model.to_owned();
+            self.chunks.model = model.to_owned();
         }
         if response["usageMetadata"].is_object() {
             self.usage = response["usageMetadata"].clone();
         }
-        self.start(out);
+        self.chunks.start(out);
         let candidate = &response["candidates"][0];
         let parts = candidate["content"]["parts"]
             .as_array()
             .map_or(&[][..], Vec::as_slice);
         let (text, calls) = read_parts(parts, self.calls);
         if !text.is_empty() {
-            self.chunk(out, json!({"content": text}), None);
+            self.chunks.delta(out, json!({"content": text}), None);
         }
         if !calls.is_empty() {
             let calls: Vec<Value> = calls
@@ -187,7 +182,7 @@ impl StreamTranslator {
                 })
                 .collect();
             self.calls += calls.len();
-            self.chunk(out, json!({"tool_calls": calls}), None);
+            self.chunks.delta(out, json!({"tool_calls": calls}), None);
         }
         if let Some(reason) = candidate["finishReason"].as_str() {
             self.finish = Some(reason.to_owned());
@@ -199,36 +194,17 @@ impl StreamTranslator {
 
     /// The last chunks once the upstream ended: the finish, the usage if asked, `[DONE]`.
     pub fn end(&mut self, out: &mut Vec<u8>) {
-        self.start(out);
+        if self.chunks.id.is_empty() {
+            self.chunks.id = UNNAMED_ID.to_owned();
+        }
         let finish = if self.calls > 0 {
             "tool_calls"
         } else {
             finish_reason(self.finish.as_deref())
         };
-        self.chunk(out, json!({}), Some(finish));
-        if self.include_usage {
-            let chunk =
-                completion::usage_chunk(self.id(), self.created, &self.model, usage(&self.usage));
-            push_event(out, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-    }
-
-    fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or("chatcmpl-gemini")
-    }
-
-    /// The first chunk, with the role, once.
-    fn start(&mut self, out: &mut Vec<u8>) {
-        if !self.started {
-            self.started = true;
-            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
-        }
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let chunk = completion::chunk(self.id(), self.created, &self.model, delta, finish);
-        push_event(out, &chunk);
+        self.chunks.delta(out, json!({}), Some(finish));
+        self.chunks.usage(out, || usage(&self.usage));
+        ChunkWriter::done(out);
     }
 }
 
