@@ -32,7 +32,7 @@ use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::providers::Egress;
 use embeddings::{Family, TokenCount};
 use request::{ConverseRequest, converse_request};
-use response::{StreamTranslator, completion, sse};
+use response::{StreamTranslator, completion};
 
 /// Calls Bedrock with one SDK client per (region, endpoint, credential), built on first use.
 pub struct BedrockProvider {
@@ -227,9 +227,16 @@ impl BedrockProvider {
                     return None;
                 }
                 let next = tokio::time::timeout(relay.first_byte, relay.events.recv()).await;
-                let (chunks, done) = match next {
-                    Ok(Ok(Some(event))) => (relay.translator.event(&event), false),
-                    Ok(Ok(None)) => (relay.translator.end(), true),
+                let mut out = Vec::new();
+                let done = match next {
+                    Ok(Ok(Some(event))) => {
+                        relay.translator.event(&event, &mut out);
+                        false
+                    }
+                    Ok(Ok(None)) => {
+                        relay.translator.end(&mut out);
+                        true
+                    }
                     Ok(Err(e)) => {
                         relay.done = true;
                         let error = sdk_error(e, &relay.what, relay.first_byte);
@@ -245,8 +252,8 @@ impl BedrockProvider {
                     }
                 };
                 relay.done = done;
-                if !chunks.is_empty() || done {
-                    return Some((Ok(sse(&chunks, done)), relay));
+                if !out.is_empty() {
+                    return Some((Ok(Bytes::from(out)), relay));
                 }
             }
         });

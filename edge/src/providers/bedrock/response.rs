@@ -9,13 +9,12 @@ use aws_sdk_bedrockruntime::types::{
     ConverseStreamOutput, ReasoningContentBlock, ReasoningContentBlockDelta, StopReason,
     TokenUsage,
 };
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::request::json as document_json;
 use crate::clock::unix_seconds;
 use crate::codec::usage::usage_json;
-use crate::providers::completion::{self, completion_id};
+use crate::providers::completion::{self, ChunkWriter, completion_id};
 
 /// OpenAI's `finish_reason` for a Bedrock stop reason.
 pub fn finish_reason(reason: &StopReason) -> &'static str {
@@ -90,11 +89,7 @@ pub fn completion(output: &ConverseOutput, model: &str) -> Value {
 
 /// Turns ConverseStream events into OpenAI chunks as they arrive.
 pub struct StreamTranslator {
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-    role_sent: bool,
+    chunks: ChunkWriter,
     finished: bool,
     /// OpenAI's tool-call index of each Bedrock content block that is a tool use.
     tool_index: HashMap<i32, usize>,
@@ -102,44 +97,26 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     pub fn new(model: &str, include_usage: bool) -> Self {
+        let mut chunks = ChunkWriter::new(unix_seconds(), model, include_usage);
+        chunks.id = completion_id();
         StreamTranslator {
-            id: completion_id(),
-            created: unix_seconds(),
-            model: model.to_owned(),
-            include_usage,
-            role_sent: false,
+            chunks,
             finished: false,
             tool_index: HashMap::new(),
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        completion::chunk(&self.id, self.created, &self.model, delta, finish)
-    }
-
-    /// The opening chunk, once, before anything else.
-    fn role(&mut self, out: &mut Vec<Value>) {
-        if !self.role_sent {
-            self.role_sent = true;
-            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
-        }
-    }
-
-    /// The chunks for one event.
-    pub fn event(&mut self, event: &ConverseStreamOutput) -> Vec<Value> {
-        let mut out = Vec::new();
+    /// Appends the chunks for one event to `out`.
+    pub fn event(&mut self, event: &ConverseStreamOutput, out: &mut Vec<u8>) {
         match event {
-            ConverseStreamOutput::MessageStart(_) => self.role(&mut out),
+            ConverseStreamOutput::MessageStart(_) => self.chunks.start(out),
             ConverseStreamOutput::ContentBlockStart(start) => {
                 if let Some(ContentBlockStart::ToolUse(tool)) = start.start() {
-                    self.role(&mut out);
                     let index = self.tool_index.len();
                     self.tool_index.insert(start.content_block_index(), index);
-                    out.push(self.chunk(
-                        json!({"tool_calls": [{"index": index, "id": tool.tool_use_id(), "type": "function",
-                            "function": {"name": tool.name(), "arguments": ""}}]}),
-                        None,
-                    ));
+                    let call = json!({"index": index, "id": tool.tool_use_id(), "type": "function",
+                        "function": {"name": tool.name(), "arguments": ""}});
+                    self.chunks.delta(out, json!({"tool_calls": [call]}), None);
                 }
             }
             ConverseStreamOutput::ContentBlockDelta(delta) => {
@@ -160,54 +137,31 @@ impl StreamTranslator {
                     _ => None,
                 };
                 if let Some(chunk) = chunk {
-                    self.role(&mut out);
-                    out.push(self.chunk(chunk, None));
+                    self.chunks.delta(out, chunk, None);
                 }
             }
             ConverseStreamOutput::MessageStop(stop) => {
-                self.role(&mut out);
                 self.finished = true;
-                out.push(self.chunk(json!({}), Some(finish_reason(stop.stop_reason()))));
+                let reason = finish_reason(stop.stop_reason());
+                self.chunks.delta(out, json!({}), Some(reason));
             }
             ConverseStreamOutput::Metadata(metadata) => {
-                if let (true, Some(u)) = (self.include_usage, metadata.usage()) {
-                    out.push(completion::usage_chunk(
-                        &self.id,
-                        self.created,
-                        &self.model,
-                        usage(u),
-                    ));
+                if let Some(u) = metadata.usage() {
+                    self.chunks.usage(out, || usage(u));
                 }
             }
             _ => {}
         }
-        out
     }
 
-    /// What follows the last event: a finish if Bedrock sent none, and `[DONE]`.
-    pub fn end(&mut self) -> Vec<Value> {
-        let mut out = Vec::new();
+    /// Appends what follows the last event: a finish if Bedrock sent none, and `[DONE]`.
+    pub fn end(&mut self, out: &mut Vec<u8>) {
         if !self.finished {
-            self.role(&mut out);
             self.finished = true;
-            out.push(self.chunk(json!({}), Some("stop")));
+            self.chunks.delta(out, json!({}), Some("stop"));
         }
-        out
+        ChunkWriter::done(out);
     }
-}
-
-/// Server-sent events for `chunks`, followed by `[DONE]` when `done`.
-pub fn sse(chunks: &[Value], done: bool) -> Bytes {
-    let mut out = String::new();
-    for chunk in chunks {
-        out.push_str("data: ");
-        out.push_str(&chunk.to_string());
-        out.push_str("\n\n");
-    }
-    if done {
-        out.push_str("data: [DONE]\n\n");
-    }
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -296,8 +250,19 @@ mod tests {
                     .build(),
             ),
         ];
-        let chunks: Vec<Value> = events.iter().flat_map(|e| t.event(e)).collect();
-        assert!(t.end().is_empty());
+        let mut out = Vec::new();
+        for event in &events {
+            t.event(event, &mut out);
+        }
+        let mut end = Vec::new();
+        t.end(&mut end);
+        assert_eq!(end, b"data: [DONE]\n\n", "the finish was already sent");
+        let text = String::from_utf8(out).unwrap_or_default();
+        let chunks: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|event| event.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str(data).ok())
+            .collect();
         assert_eq!(chunks.len(), 6);
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
