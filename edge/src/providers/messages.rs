@@ -26,6 +26,22 @@ pub fn single_choice(request: &Map<String, Value>, provider: &str) -> Result<(),
     }
 }
 
+/// Refuses a `response_format` asking for JSON: `provider` has no JSON mode the translation can
+/// use, and dropping the field would answer prose to a client that asked for JSON.
+pub fn text_response_only(request: &Map<String, Value>, provider: &str) -> Result<(), String> {
+    let Some(format) = field(request, "response_format") else {
+        return Ok(());
+    };
+    match format["type"].as_str() {
+        Some("text") => Ok(()),
+        Some(kind @ ("json_object" | "json_schema")) => Err(format!(
+            "`response_format` {kind} is not supported by {provider} deployments, which have no \
+             JSON mode: ask for JSON in the prompt, or describe it as a tool"
+        )),
+        _ => Err("`response_format.type` must be text, json_object or json_schema".into()),
+    }
+}
+
 /// The request's `messages`.
 pub fn messages(request: &Map<String, Value>) -> Result<&[Value], String> {
     field(request, "messages")
@@ -262,6 +278,23 @@ mod tests {
             Part::Image(url) => Ok(json!({"image": url})),
             Part::File(_) => Err("file".into()),
         })
+    }
+
+    #[test]
+    fn json_is_refused_where_there_is_no_json_mode() {
+        let with = |format: Value| {
+            let request = json!({"messages": [], "response_format": format});
+            let request = request.as_object().cloned().unwrap_or_default();
+            text_response_only(&request, "X").map_err(|e| e.contains("X deployments"))
+        };
+        assert_eq!(with(json!({"type": "text"})), Ok(()));
+        assert_eq!(with(Value::Null), Ok(()));
+        assert_eq!(with(json!({"type": "json_object"})), Err(true));
+        assert_eq!(
+            with(json!({"type": "json_schema", "json_schema": {}})),
+            Err(true)
+        );
+        assert_eq!(with(json!({"type": "yaml"})), Err(false));
     }
 
     #[test]

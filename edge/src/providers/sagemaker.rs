@@ -635,6 +635,8 @@ fn tgi_request(body: &[u8], stream: bool) -> Result<TgiRequest, String> {
     if request.get("tools").is_some_and(|t| !t.is_null()) {
         return Err("tools are not supported by TGI-format SageMaker endpoints".into());
     }
+    messages::single_choice(&request, "TGI-format SageMaker")?;
+    messages::text_response_only(&request, "TGI-format SageMaker")?;
     let mut parameters = Map::new();
     if let Some(max) = request
         .get("max_completion_tokens")

@@ -25,6 +25,7 @@ pub fn translate(openai: &[u8], stream: bool) -> Result<Translated, String> {
     let field = |name: &str| messages::field(&request, name);
 
     messages::single_choice(&request, "Anthropic")?;
+    messages::text_response_only(&request, "Anthropic")?;
     let (system, messages) = translate_messages(messages::messages(&request)?)?;
 
     let mut body = Map::new();

@@ -75,6 +75,7 @@ pub fn converse_request(body: &[u8], default_model: &str) -> Result<ConverseRequ
     if request.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
         return Err("Bedrock models answer with one choice: `n` must be 1".into());
     }
+    messages::text_response_only(&request, "Bedrock")?;
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
