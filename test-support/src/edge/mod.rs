@@ -1,5 +1,6 @@
-//! Shared setup for the edge's integration tests: edges following a control plane (the shared
-//! harness's, on real PostgreSQL and NATS JetStream), each on an ephemeral port.
+//! Edges in-process for the tests (the edge's own, the binary's end-to-end ones, the allocation
+//! bench): edges following a control plane (the `roles` harness's, on real PostgreSQL and NATS
+//! JetStream), each on an ephemeral port.
 
 mod gateway;
 
