@@ -1,8 +1,8 @@
-//! An aggregator in-process for the tests (the aggregator's own, the binary's end-to-end ones): a
-//! real control plane (policy comes
-//! from it over the bus, as in production), an aggregator served on ephemeral ports, a usage
-//! event generator that knows what the ledger must add up to, and a macro that runs a test
-//! on both backends (PostgreSQL + NATS JetStream, SQLite + the in-process bus).
+//! An aggregator in-process for the tests (the aggregator's own, the binary's end-to-end ones):
+//! a real control plane (policy comes from it over the bus, as in production), an aggregator
+//! served on ephemeral ports, a usage event generator that knows what the ledger must add up
+//! to, and a macro that runs a test on both backends (PostgreSQL + NATS JetStream, SQLite + the
+//! in-process bus).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
