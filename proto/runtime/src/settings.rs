@@ -1,6 +1,7 @@
 //! Reading a role's settings: the one error every role's configuration reports, and the
-//! readers of the settings the roles share (addresses, numbers, the credential key, TLS, the
-//! metrics address, signing keys). Each role keeps its own typed struct; this is how it fills it.
+//! readers of the settings the roles share (addresses, numbers, the bus, the control plane link,
+//! the credential key, TLS, the metrics address, signing keys). Each role keeps its own typed
+//! struct; this is how it fills it.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -85,12 +86,6 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
             .map_err(|e: std::net::AddrParseError| ConfigError::invalid(name, e))
     }
 
-    /// `TOLLGATE_BUS_PREFIX`, `tollgate` when unset.
-    pub fn bus_prefix(&self) -> String {
-        self.get("TOLLGATE_BUS_PREFIX")
-            .unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned())
-    }
-
     /// The bus: `NATS_URL` (required), `TOLLGATE_BUS_PREFIX`, the `NATS_*` credentials and TLS,
     /// and `TOLLGATE_BUS_REPLICAS` (1 unless set; JetStream keeps at most 5 copies).
     pub fn bus(&self) -> Result<BusSettings, ConfigError> {
@@ -111,7 +106,9 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
         };
         Ok(BusSettings {
             url: self.required("NATS_URL")?,
-            prefix: self.bus_prefix(),
+            prefix: self
+                .get("TOLLGATE_BUS_PREFIX")
+                .unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned()),
             auth,
             limits: BusLimits {
                 replicas,
@@ -120,11 +117,13 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
         })
     }
 
-    /// How a role that follows policy reaches the control plane (see [`ControlPlaneLink`]).
+    /// How a role that follows policy reaches the control plane (see [`ControlPlaneLink`]);
+    /// `TOLLGATE_EDGE_TOKEN` is required when `TOLLGATE_CONTROL_PLANE_URL` is set.
     pub fn control_plane(&self) -> Result<ControlPlaneLink, ConfigError> {
         Ok(ControlPlaneLink {
             url: self.get("TOLLGATE_CONTROL_PLANE_URL"),
-            token: self.control_plane_token()?,
+            token: crate::follow::token_from_settings(|name| self.get(name))
+                .map_err(ConfigError::Missing)?,
             tls: ClientTls::from_settings(|name| self.get(name)).map_err(ConfigError::Missing)?,
         })
     }
@@ -167,11 +166,6 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
     /// The private key set as `name`, if any.
     pub fn private_key(&self, name: &'static str) -> Result<Option<PrivateKey>, ConfigError> {
         Ok(signing::private_key_setting(|n| self.get(n), name)?)
-    }
-
-    /// `TOLLGATE_EDGE_TOKEN`, required when `TOLLGATE_CONTROL_PLANE_URL` is set.
-    pub fn control_plane_token(&self) -> Result<String, ConfigError> {
-        crate::follow::token_from_settings(|name| self.get(name)).map_err(ConfigError::Missing)
     }
 }
 
