@@ -1,6 +1,7 @@
 //! What the AWS providers (Bedrock, SageMaker) share: one SDK client per (region, endpoint,
 //! credential), built from the deployment's static credential or the standard AWS chain, with
-//! SDK retries off and the edge's timeouts; and the mapping of transport failures.
+//! SDK retries off and the edge's timeouts; the relay of an SDK event stream; and the mapping
+//! of transport failures.
 //!
 //! Credentials: a deployment credential with `aws_access_key_id` and `aws_secret_access_key`
 //! (and optionally `aws_session_token`) is used as static credentials; without one, the standard
@@ -21,6 +22,10 @@ use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
 use sha2::{Digest, Sha256};
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_types::event_stream::RawMessage;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::egress::{AwsResolver, Egress};
 use super::{UpstreamCall, UpstreamError};
@@ -66,6 +71,20 @@ impl StaticCredentials {
             hash.update(part.as_bytes());
         }
         hash.finalize().into()
+    }
+}
+
+/// A provider that calls an AWS service through its SDK client `C` (Bedrock, SageMaker).
+pub struct AwsProvider<C> {
+    pub clients: ClientCache<C>,
+}
+
+impl<C: Clone> AwsProvider<C> {
+    /// A provider whose clients connect within `connect_timeout`, to addresses `egress` allows.
+    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
+        AwsProvider {
+            clients: ClientCache::new(connect_timeout, egress),
+        }
     }
 }
 
@@ -169,6 +188,98 @@ impl<C: Clone> ClientCache<C> {
             .operation_timeout(limit)
             .operation_attempt_timeout(limit)
             .build()
+    }
+}
+
+/// The receiving end of an SDK's event stream (each AWS SDK crate has its own type).
+pub trait EventSource: Send + 'static {
+    /// An event of the stream.
+    type Event;
+    /// The service's error reported inside the stream.
+    type Error;
+    /// The next event; `None` at the end of the stream.
+    fn next_event(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Self::Event>, SdkError<Self::Error, RawMessage>>> + Send;
+}
+
+/// An SDK event stream relayed as the bytes the client gets. `decode` is given each event, then
+/// `None` at the end of the stream, and appends what it makes; its `Err` (a message) ends the
+/// stream with a failure, as do a failure of the stream itself (mapped by `stream_error`) and no
+/// event for `stall`. What was made before a failure is sent first.
+pub fn relay_events<S, D, M>(
+    events: S,
+    decode: D,
+    stall: Duration,
+    what: String,
+    stream_error: M,
+) -> BoxStream<'static, Result<Bytes, UpstreamError>>
+where
+    S: EventSource,
+    D: FnMut(Option<S::Event>, &mut Vec<u8>) -> Result<(), String> + Send + 'static,
+    M: Fn(SdkError<S::Error, RawMessage>, &str, Duration) -> UpstreamError + Send + 'static,
+{
+    let relay = Relay {
+        events,
+        decode,
+        stream_error,
+        stall,
+        what,
+        done: false,
+    };
+    futures::stream::unfold(relay, |mut relay| async move {
+        let next = relay.next().await?;
+        Some((next, relay))
+    })
+    .boxed()
+}
+
+/// An event stream being relayed (see [`relay_events`]).
+struct Relay<S, D, M> {
+    events: S,
+    decode: D,
+    stream_error: M,
+    stall: Duration,
+    what: String,
+    done: bool,
+}
+
+impl<S, D, M> Relay<S, D, M>
+where
+    S: EventSource,
+    D: FnMut(Option<S::Event>, &mut Vec<u8>) -> Result<(), String>,
+    M: Fn(SdkError<S::Error, RawMessage>, &str, Duration) -> UpstreamError,
+{
+    /// The next bytes to send or the failure that ends the stream; `None` once it is over.
+    async fn next(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        while !self.done {
+            let mut out = Vec::new();
+            let decoded = match tokio::time::timeout(self.stall, self.events.next_event()).await {
+                Ok(Ok(event)) => {
+                    self.done = event.is_none();
+                    (self.decode)(event, &mut out)
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Some(Err((self.stream_error)(e, &self.what, self.stall)));
+                }
+                Err(_) => {
+                    self.done = true;
+                    let message = format!("{} stalled for {:?}", self.what, self.stall);
+                    return Some(Err(UpstreamError::Timeout(message)));
+                }
+            };
+            match decoded {
+                Ok(()) if out.is_empty() => {}
+                Ok(()) => return Some(Ok(Bytes::from(out))),
+                Err(message) => {
+                    self.done = true;
+                    let message = format!("{}: {message}", self.what);
+                    return Some(Err(UpstreamError::Failed(message)));
+                }
+            }
+        }
+        None
     }
 }
 

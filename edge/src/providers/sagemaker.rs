@@ -24,14 +24,13 @@ use aws_sdk_sagemakerruntime::primitives::Blob;
 use aws_sdk_sagemakerruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_sagemakerruntime::types::ResponseStream;
 use aws_sdk_sagemakerruntime::types::error::{ModelError, ResponseStreamError};
+use aws_smithy_types::event_stream::RawMessage;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::aws::{self, ClientCache};
+use super::aws::{self, AwsProvider, EventSource};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use crate::clock::unix_seconds;
-use crate::providers::Egress;
 use crate::providers::completion::{self, completion_id};
 use crate::providers::messages;
 
@@ -59,21 +58,9 @@ impl Format {
 }
 
 /// Calls SageMaker endpoints with one SDK client per (region, endpoint, credential).
-pub struct SagemakerProvider {
-    clients: ClientCache<Client>,
-}
+pub type SagemakerProvider = AwsProvider<Client>;
 
 impl SagemakerProvider {
-    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
-        SagemakerProvider {
-            clients: ClientCache::new(connect_timeout, egress),
-        }
-    }
-
-    async fn client(&self, call: &UpstreamCall<'_>) -> Client {
-        self.clients.client(call, Client::new).await
-    }
-
     fn timeouts(&self, limit: Duration) -> aws_sdk_sagemakerruntime::config::Builder {
         aws_sdk_sagemakerruntime::config::Builder::default()
             .timeout_config(self.clients.call_timeouts(limit))
@@ -94,7 +81,7 @@ impl Provider for SagemakerProvider {
                 (request.body, request.include_usage)
             }
         };
-        let client = self.client(&call).await;
+        let client = self.clients.client(&call, Client::new).await;
         if call.stream {
             let first_byte = call.timeouts.first_byte;
             let output = client
@@ -491,68 +478,43 @@ impl TgiStream {
     }
 }
 
-/// A response stream being turned into OpenAI events.
-struct Relay {
-    events: EventReceiver<ResponseStream, ResponseStreamError>,
-    decoder: Decoder,
-    first_byte: Duration,
-    what: String,
-    done: bool,
+impl EventSource for EventReceiver<ResponseStream, ResponseStreamError> {
+    type Event = ResponseStream;
+    type Error = ResponseStreamError;
+
+    async fn next_event(
+        &mut self,
+    ) -> Result<Option<ResponseStream>, SdkError<ResponseStreamError, RawMessage>> {
+        self.recv().await
+    }
 }
 
+/// The endpoint's stream relayed as OpenAI events: each PayloadPart's bytes through `decoder`.
 fn relay(
     events: EventReceiver<ResponseStream, ResponseStreamError>,
-    decoder: Decoder,
+    mut decoder: Decoder,
     first_byte: Duration,
     what: String,
 ) -> UpstreamReply {
-    let state = Relay {
+    let decode = move |event: Option<ResponseStream>, out: &mut Vec<u8>| {
+        let made = match event {
+            Some(ResponseStream::PayloadPart(part)) => {
+                decoder.push(&part.bytes.map(Blob::into_inner).unwrap_or_default())?
+            }
+            Some(_) => return Ok(()),
+            None => decoder.end()?,
+        };
+        out.extend_from_slice(made.as_bytes());
+        Ok(())
+    };
+    let stream_error = |e, what: &str, limit| sdk_error(e, what, limit, in_stream_error);
+    UpstreamReply::Stream(aws::relay_events(
         events,
-        decoder,
+        decode,
         first_byte,
         what,
-        done: false,
-    };
-    let stream = futures::stream::unfold(state, |mut relay| async move {
-        loop {
-            if relay.done {
-                return None;
-            }
-            let next = tokio::time::timeout(relay.first_byte, relay.events.recv()).await;
-            let (out, done) = match next {
-                Ok(Ok(Some(ResponseStream::PayloadPart(part)))) => {
-                    let bytes = part.bytes.map(Blob::into_inner).unwrap_or_default();
-                    (relay.decoder.push(&bytes), false)
-                }
-                Ok(Ok(Some(_))) => continue,
-                Ok(Ok(None)) => (relay.decoder.end(), true),
-                Ok(Err(e)) => {
-                    relay.done = true;
-                    let error = sdk_error(e, &relay.what, relay.first_byte, in_stream_error);
-                    return Some((Err(error), relay));
-                }
-                Err(_) => {
-                    relay.done = true;
-                    let error = UpstreamError::Timeout(format!(
-                        "{} stalled for {:?}",
-                        relay.what, relay.first_byte
-                    ));
-                    return Some((Err(error), relay));
-                }
-            };
-            relay.done = done;
-            match out {
-                Ok(out) if out.is_empty() => {}
-                Ok(out) => return Some((Ok(Bytes::from(out)), relay)),
-                Err(message) => {
-                    relay.done = true;
-                    let error = UpstreamError::Failed(format!("{}: {message}", relay.what));
-                    return Some((Err(error), relay));
-                }
-            }
-        }
-    });
-    UpstreamReply::Stream(stream.boxed())
+        stream_error,
+    ))
 }
 
 // ---- TGI requests and answers ----

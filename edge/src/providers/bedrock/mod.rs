@@ -23,34 +23,20 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
+use aws_smithy_types::event_stream::RawMessage;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::Value;
 
-use super::aws::{self, ClientCache};
+use super::aws::{self, AwsProvider, EventSource};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
-use crate::providers::Egress;
 use embeddings::{Family, TokenCount};
 use request::{ConverseRequest, converse_request};
 use response::{StreamTranslator, completion};
 
 /// Calls Bedrock with one SDK client per (region, endpoint, credential), built on first use.
-pub struct BedrockProvider {
-    clients: ClientCache<Client>,
-}
+pub type BedrockProvider = AwsProvider<Client>;
 
 impl BedrockProvider {
-    pub fn new(connect_timeout: Duration, egress: Egress) -> Self {
-        BedrockProvider {
-            clients: ClientCache::new(connect_timeout, egress),
-        }
-    }
-
-    /// The client for this call's deployment, built once.
-    async fn client(&self, call: &UpstreamCall<'_>) -> Client {
-        self.clients.client(call, Client::new).await
-    }
-
     /// Per-call timeouts: the whole call for a plain answer, until the stream's first event
     /// (its HTTP response) for a stream.
     fn timeouts(&self, limit: Duration) -> aws_sdk_bedrockruntime::config::Builder {
@@ -65,7 +51,7 @@ impl Provider for BedrockProvider {
         let what = format!("deployment {}", call.deployment.id);
         let request = converse_request(&call.body, &call.deployment.upstream_model)
             .map_err(UpstreamError::Unsupported)?;
-        let client = self.client(&call).await;
+        let client = self.clients.client(&call, Client::new).await;
         if call.stream {
             self.converse_stream(&client, request, &call, what).await
         } else {
@@ -83,7 +69,7 @@ impl Provider for BedrockProvider {
             ))
         })?;
         let request = embeddings::parse(&call.body).map_err(rejected)?;
-        let client = self.client(&call).await;
+        let client = self.clients.client(&call, Client::new).await;
         let (vectors, tokens) = match family {
             Family::Titan { v2 } => {
                 let bodies = request
@@ -214,60 +200,28 @@ impl BedrockProvider {
             .send()
             .await
             .map_err(|e| sdk_error(e, &what, first_byte))?;
-        let state = Relay {
-            events: output.stream,
-            translator: StreamTranslator::new(&request.model_id, request.include_usage),
-            first_byte,
-            what,
-            done: false,
-        };
-        let stream = futures::stream::unfold(state, |mut relay| async move {
-            loop {
-                if relay.done {
-                    return None;
-                }
-                let next = tokio::time::timeout(relay.first_byte, relay.events.recv()).await;
-                let mut out = Vec::new();
-                let done = match next {
-                    Ok(Ok(Some(event))) => {
-                        relay.translator.event(&event, &mut out);
-                        false
-                    }
-                    Ok(Ok(None)) => {
-                        relay.translator.end(&mut out);
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        relay.done = true;
-                        let error = sdk_error(e, &relay.what, relay.first_byte);
-                        return Some((Err(error), relay));
-                    }
-                    Err(_) => {
-                        relay.done = true;
-                        let error = UpstreamError::Timeout(format!(
-                            "{} stalled for {:?}",
-                            relay.what, relay.first_byte
-                        ));
-                        return Some((Err(error), relay));
-                    }
-                };
-                relay.done = done;
-                if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), relay));
-                }
+        let mut translator = StreamTranslator::new(&request.model_id, request.include_usage);
+        let decode = move |event: Option<ConverseStreamOutput>, out: &mut Vec<u8>| {
+            match event {
+                Some(event) => translator.event(&event, out),
+                None => translator.end(out),
             }
-        });
-        Ok(UpstreamReply::Stream(stream.boxed()))
+            Ok(())
+        };
+        let stream = aws::relay_events(output.stream, decode, first_byte, what, sdk_error);
+        Ok(UpstreamReply::Stream(stream))
     }
 }
 
-/// A ConverseStream being turned into OpenAI events.
-struct Relay {
-    events: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
-    translator: StreamTranslator,
-    first_byte: Duration,
-    what: String,
-    done: bool,
+impl EventSource for EventReceiver<ConverseStreamOutput, ConverseStreamOutputError> {
+    type Event = ConverseStreamOutput;
+    type Error = ConverseStreamOutputError;
+
+    async fn next_event(
+        &mut self,
+    ) -> Result<Option<ConverseStreamOutput>, SdkError<ConverseStreamOutputError, RawMessage>> {
+        self.recv().await
+    }
 }
 
 /// Maps an SDK failure; messages name the deployment, never the endpoint or the credential.
