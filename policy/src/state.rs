@@ -155,97 +155,44 @@ impl PolicyState {
     fn apply_event(&mut self, event: &PolicyEvent) {
         use PolicyEvent::*;
         match event {
-            TeamCreated { team } | TeamUpdated { team } => {
-                self.teams.insert(team.id.clone(), team.clone());
-            }
-            TeamDeleted { id } => {
-                self.teams.remove(id);
-            }
-            UserCreated { user } | UserUpdated { user } => {
-                self.users.insert(user.id.clone(), user.clone());
-            }
-            UserDeleted { id } => {
-                self.users.remove(id);
-            }
+            TeamCreated { team } | TeamUpdated { team } => put(&mut self.teams, &team.id, team),
+            TeamDeleted { id } => forget(&mut self.teams, id),
+            UserCreated { user } | UserUpdated { user } => put(&mut self.users, &user.id, user),
+            UserDeleted { id } => forget(&mut self.users, id),
             KeyCreated { .. }
             | KeyUpdated { .. }
             | KeyRotated { .. }
             | KeyBlocked { .. }
             | KeyUnblocked { .. }
             | KeyRevoked { .. } => self.apply_key_event(event),
-            CredentialPut { credential } => {
-                self.credentials
-                    .insert(credential.id.clone(), credential.clone());
-            }
-            CredentialDeleted { id } => {
-                self.credentials.remove(id);
-            }
+            CredentialPut { credential } => put(&mut self.credentials, &credential.id, credential),
+            CredentialDeleted { id } => forget(&mut self.credentials, id),
             CredentialRewrapped { id, envelope } => {
                 if let Some(credential) = self.credentials.get_mut(id) {
                     credential.envelope = Some(envelope.clone());
                 }
             }
             DeploymentUpserted { deployment } => {
-                self.deployments
-                    .insert(deployment.id.clone(), deployment.clone());
+                put(&mut self.deployments, &deployment.id, deployment)
             }
-            DeploymentDeleted { id } => {
-                self.deployments.remove(id);
-            }
-            PriceSet { price } => {
-                self.prices.insert(price.model.clone(), price.clone());
-            }
-            PriceDeleted { model } => {
-                self.prices.remove(model);
-            }
-            BudgetSet { budget } => {
-                self.budgets.insert(budget.id.clone(), budget.clone());
-            }
-            BudgetDeleted { id } => {
-                self.budgets.remove(id);
-            }
-            RateLimitSet { rate_limit } => {
-                self.rate_limits
-                    .insert(rate_limit.id.clone(), rate_limit.clone());
-            }
-            RateLimitDeleted { id } => {
-                self.rate_limits.remove(id);
-            }
-            RoutingRuleSet { rule } => {
-                self.routing_rules.insert(rule.id.clone(), rule.clone());
-            }
-            RoutingRuleDeleted { id } => {
-                self.routing_rules.remove(id);
-            }
-            TrafficRuleSet { rule } => {
-                self.traffic_rules.insert(rule.id.clone(), rule.clone());
-            }
-            TrafficRuleDeleted { id } => {
-                self.traffic_rules.remove(id);
-            }
-            AccessGroupSet { group } => {
-                self.access_groups.insert(group.id.clone(), group.clone());
-            }
-            AccessGroupDeleted { id } => {
-                self.access_groups.remove(id);
-            }
-            GuardrailSet { guardrail } => {
-                self.guardrails
-                    .insert(guardrail.id.clone(), guardrail.clone());
-            }
-            GuardrailDeleted { id } => {
-                self.guardrails.remove(id);
-            }
-            CachePolicySet { policy } => {
-                self.cache_policies
-                    .insert(policy.id.clone(), policy.clone());
-            }
-            CachePolicyDeleted { id } => {
-                self.cache_policies.remove(id);
-            }
-            AdminTokenCreated { token } => {
-                self.admin_tokens.insert(token.id.clone(), token.clone());
-            }
+            DeploymentDeleted { id } => forget(&mut self.deployments, id),
+            PriceSet { price } => put(&mut self.prices, &price.model, price),
+            PriceDeleted { model } => forget(&mut self.prices, model),
+            BudgetSet { budget } => put(&mut self.budgets, &budget.id, budget),
+            BudgetDeleted { id } => forget(&mut self.budgets, id),
+            RateLimitSet { rate_limit } => put(&mut self.rate_limits, &rate_limit.id, rate_limit),
+            RateLimitDeleted { id } => forget(&mut self.rate_limits, id),
+            RoutingRuleSet { rule } => put(&mut self.routing_rules, &rule.id, rule),
+            RoutingRuleDeleted { id } => forget(&mut self.routing_rules, id),
+            TrafficRuleSet { rule } => put(&mut self.traffic_rules, &rule.id, rule),
+            TrafficRuleDeleted { id } => forget(&mut self.traffic_rules, id),
+            AccessGroupSet { group } => put(&mut self.access_groups, &group.id, group),
+            AccessGroupDeleted { id } => forget(&mut self.access_groups, id),
+            GuardrailSet { guardrail } => put(&mut self.guardrails, &guardrail.id, guardrail),
+            GuardrailDeleted { id } => forget(&mut self.guardrails, id),
+            CachePolicySet { policy } => put(&mut self.cache_policies, &policy.id, policy),
+            CachePolicyDeleted { id } => forget(&mut self.cache_policies, id),
+            AdminTokenCreated { token } => put(&mut self.admin_tokens, &token.id, token),
             AdminTokenRevoked { id } => {
                 if let Some(token) = self.admin_tokens.get_mut(id) {
                     token.revoked = true;
@@ -341,6 +288,16 @@ impl PolicyState {
             key.blocked = blocked;
         }
     }
+}
+
+/// Stores `item` under `id`, replacing what was there.
+fn put<T: Clone>(map: &mut BTreeMap<String, T>, id: &str, item: &T) {
+    map.insert(id.to_owned(), item.clone());
+}
+
+/// Removes `id`, if it is there.
+fn forget<T>(map: &mut BTreeMap<String, T>, id: &str) {
+    map.remove(id);
 }
 
 #[cfg(test)]
