@@ -8,7 +8,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, number_input, text_input};
+use super::pages::{Notice, field_error, layout, number_input, select_input, text_input, words};
 use super::session::Session;
 use super::{Change, Console, Page, call, listed};
 
@@ -30,10 +30,7 @@ pub(super) async fn cache_page(
             (field_error(notice, "model"))
             (number_input("ttl_seconds", "ttl_seconds", "Seconds", 7))
             (field_error(notice, "ttl_seconds"))
-            label for="cache_scope" { "Shared by" }
-            select id="cache_scope" name="scope" {
-                @for scope in ["team", "key", "global"] { option value=(scope) { (scope) } }
-            }
+            (select_input("cache_scope", "scope", "Shared by", None, words(["team", "key", "global"])))
             button type="submit" { "Cache answers" }
         }
         table {

@@ -7,7 +7,9 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{AccessGroup, ListAccessGroupsRequest};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, team_name, text_input};
+use super::pages::{
+    Notice, field_error, layout, select_input, team_choices, team_name, text_input, words,
+};
 use super::session::Session;
 use super::{Change, Console, Page, call, list_of, list_teams, listed};
 
@@ -36,16 +38,8 @@ pub(super) async fn groups_page(
             (field_error(notice, "name"))
             (text_input("group_models", "models", "Models", "gpt-4o, claude-sonnet"))
             (field_error(notice, "models"))
-            label for="group_team" { "Team" }
-            select id="group_team" name="team_id" {
-                option value="" { "(none)" }
-                @for team in &teams { option value=(team.id) { (team.name) } }
-            }
-            label for="group_role" { "Role" }
-            select id="group_role" name="role" {
-                option value="" { "(none)" }
-                @for role in ["member", "admin", "viewer", "finance"] { option value=(role) { (role) } }
-            }
+            (select_input("group_team", "team_id", "Team", Some("(none)"), team_choices(&teams)))
+            (select_input("group_role", "role", "Role", Some("(none)"), words(["member", "admin", "viewer", "finance"])))
             button type="submit" { "Grant" }
         }
         p.hint { "A key may use a model when its own list allows it, or a group grants it to the key, its user, its user's role or its team." }

@@ -8,7 +8,9 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, team_name, text_input};
+use super::pages::{
+    Notice, field_error, layout, select_input, team_choices, team_name, text_input, words,
+};
 use super::session::Session;
 use super::{Change, Console, Page, call, list_of, list_teams, listed};
 
@@ -42,25 +44,15 @@ pub(super) async fn guardrails_page(
             div.row {
                 (text_input("guardrail_name", "name", "Name", "mask-pii"))
                 (field_error(notice, "name"))
-                label for="guardrail_kind" { "Kind" }
-                select id="guardrail_kind" name="kind" {
-                    @for kind in KINDS { option value=(kind) { (kind) } }
-                }
+                (select_input("guardrail_kind", "kind", "Kind", None, words(KINDS)))
                 (field_error(notice, "kind"))
-                label for="guardrail_mode" { "Runs" }
-                select id="guardrail_mode" name="mode" {
-                    @for mode in MODES { option value=(mode) { (mode) } }
-                }
+                (select_input("guardrail_mode", "mode", "Runs", None, words(MODES)))
                 (field_error(notice, "mode"))
             }
             div.row {
                 (text_input("guardrail_models", "models", "Models", "empty: every model"))
                 (field_error(notice, "models"))
-                label for="guardrail_team" { "Team" }
-                select id="guardrail_team" name="team_id" {
-                    option value="" { "(every team)" }
-                    @for team in &teams { option value=(team.id) { (team.name) } }
-                }
+                (select_input("guardrail_team", "team_id", "Team", Some("(every team)"), team_choices(&teams)))
                 (field_error(notice, "team_id"))
             }
             div.row {

@@ -9,7 +9,8 @@ use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 
 use super::delete::delete_button;
 use super::pages::{
-    Notice, field_error, layout, number_input, text_input, window_inputs, window_text,
+    Notice, field_error, layout, number_input, select_input, text_input, window_inputs,
+    window_text, words,
 };
 use super::session::Session;
 use super::{Change, Console, Page, WindowForm, call, listed, whole_number};
@@ -42,10 +43,7 @@ pub(super) async fn limits_page(
     let body = html! {
         form.inline method="post" action="/limits" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="limit_scope" { "Scope" }
-            select id="limit_scope" name="scope" {
-                @for scope in SCOPES { option value=(scope) { (scope) } }
-            }
+            (select_input("limit_scope", "scope", "Scope", None, words(SCOPES)))
             (text_input("limit_scope_id", "scope_id", "Id", "key, team or user id, a model or a tag"))
             (field_error(notice, "scope_id"))
             (number_input("rpm", "rpm", "Requests / min", 6))

@@ -2,7 +2,7 @@
 //! the session's CSRF token, and one small script (`assets/console.js`) for the live tail and
 //! copying a new key.
 
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, Render, html};
 use tollgate_policy::model::AdminRole;
 use tollgate_proto::admin::{Budget, Key, Team};
 
@@ -125,6 +125,38 @@ pub fn text_input(id: &str, name: &str, label: &str, placeholder: &str) -> Marku
     }
 }
 
+/// A labelled drop-down of `choices` (value, text), after an empty choice reading `empty`
+/// when there is one.
+pub fn select_input<V: Render, T: Render>(
+    id: &str,
+    name: &str,
+    label: &str,
+    empty: Option<&str>,
+    choices: impl IntoIterator<Item = (V, T)>,
+) -> Markup {
+    html! {
+        label for=(id) { (label) }
+        select id=(id) name=(name) {
+            @if let Some(empty) = empty { option value="" { (empty) } }
+            @for (value, text) in choices { option value=(value) { (text) } }
+        }
+    }
+}
+
+/// Words as drop-down choices, each its own text.
+pub fn words<'a>(
+    words: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    words.into_iter().map(|word| (word, word))
+}
+
+/// Teams as drop-down choices: the id, shown by name.
+pub fn team_choices(teams: &[Team]) -> impl Iterator<Item = (&str, &str)> {
+    teams
+        .iter()
+        .map(|team| (team.id.as_str(), team.name.as_str()))
+}
+
 /// A labelled box `size` characters wide for a whole number (numeric keyboards on phones).
 pub fn number_input(id: &str, name: &str, label: &str, size: u8) -> Markup {
     html! {
@@ -228,13 +260,7 @@ pub fn keys(
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("alias", "alias", "New key", "alias"))
             (field_error(notice, "alias"))
-            label for="team_id" { "Team" }
-            select id="team_id" name="team_id" {
-                option value="" { "(none)" }
-                @for team in teams {
-                    option value=(team.id) { (team.name) }
-                }
-            }
+            (select_input("team_id", "team_id", "Team", Some("(none)"), team_choices(teams)))
             (field_error(notice, "team_id"))
             button type="submit" { "Create key" }
         }
@@ -334,12 +360,7 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
     let body = html! {
         form.inline method="post" action="/budgets" {
             input type="hidden" name="csrf" value=(session.csrf);
-            label for="scope" { "Scope" }
-            select id="scope" name="scope" {
-                @for scope in ["team", "key", "user", "model"] {
-                    option value=(scope) { (scope) }
-                }
-            }
+            (select_input("scope", "scope", "Scope", None, words(["team", "key", "user", "model"])))
             label for="scope_id" { "Id" }
             input type="text" id="scope_id" name="scope_id" list="team-ids" placeholder="team, key or user id, or a model";
             datalist id="team-ids" {
@@ -351,12 +372,7 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
             label for="amount_usd" { "USD" }
             input type="text" id="amount_usd" name="amount_usd" inputmode="decimal" size="8";
             (field_error(notice, "amount_usd"))
-            label for="period" { "Per" }
-            select id="period" name="period" {
-                @for period in ["daily", "weekly", "monthly", "total"] {
-                    option value=(period) { (period) }
-                }
-            }
+            (select_input("period", "period", "Per", None, words(["daily", "weekly", "monthly", "total"])))
             (field_error(notice, "period"))
             (text_input("budget_timezone", "timezone", "Time zone", "UTC"))
             (field_error(notice, "timezone"))

@@ -10,7 +10,7 @@ use tollgate_proto::admin::{
 };
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, text_input};
+use super::pages::{Notice, field_error, layout, select_input, text_input, words};
 use super::session::Session;
 use super::{Change, Console, Page, call, listed};
 
@@ -62,10 +62,7 @@ pub(super) async fn providers_page(
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("credential_name", "name", "Name", "openai-prod"))
             (field_error(notice, "credential_name"))
-            label for="credential_provider" { "Provider" }
-            select id="credential_provider" name="provider" {
-                @for provider in PROVIDERS { option value=(provider) { (provider) } }
-            }
+            (select_input("credential_provider", "provider", "Provider", None, words(PROVIDERS)))
             @for (id, label) in SECRET_FIELDS {
                 label for=(id) { (label) }
                 input type="password" id=(id) name=(id) autocomplete="off";
@@ -93,19 +90,12 @@ pub(super) async fn providers_page(
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("model_name", "model_name", "Model", "gpt-4o"))
             (field_error(notice, "model_name"))
-            label for="deployment_provider" { "Provider" }
-            select id="deployment_provider" name="provider" {
-                @for provider in PROVIDERS { option value=(provider) { (provider) } }
-            }
+            (select_input("deployment_provider", "provider", "Provider", None, words(PROVIDERS)))
             (text_input("upstream_model", "upstream_model", "Upstream model", "(the model's name)"))
             label for="api_base" { "API base" }
             input type="url" id="api_base" name="api_base" placeholder="https://…";
             (field_error(notice, "api_base"))
-            label for="credential_id" { "Credential" }
-            select id="credential_id" name="credential_id" {
-                option value="" { "(none)" }
-                @for credential in &credentials { option value=(credential.id) { (credential.name) } }
-            }
+            (select_input("credential_id", "credential_id", "Credential", Some("(none)"), credentials.iter().map(|credential| (&credential.id, &credential.name))))
             button type="submit" { "Add deployment" }
         }
         table id="deployments" {

@@ -13,7 +13,8 @@ use tollgate_proto::admin::{
 
 use super::delete::delete_button;
 use super::pages::{
-    Notice, field_error, layout, number_input, team_name, text_input, window_inputs, window_text,
+    Notice, field_error, layout, number_input, select_input, team_choices, team_name, text_input,
+    window_inputs, window_text, words,
 };
 use super::session::Session;
 use super::{Change, Console, Page, WindowForm, call, list_of, list_teams, listed, whole_number};
@@ -68,10 +69,7 @@ fn routing_rules(session: &Session, notice: &Notice, rules: &[RoutingRule]) -> M
             input type="hidden" name="csrf" value=(session.csrf);
             (text_input("rule_model", "model_name", "Model", "gpt-4o"))
             (field_error(notice, "model_name"))
-            label for="rule_strategy" { "Strategy" }
-            select id="rule_strategy" name="strategy" {
-                @for strategy in STRATEGIES { option value=(strategy) { (strategy) } }
-            }
+            (select_input("rule_strategy", "strategy", "Strategy", None, words(STRATEGIES)))
             (text_input("rule_fallbacks", "fallbacks", "Fallbacks", "claude-sonnet, gpt-4o-mini"))
             (field_error(notice, "fallbacks"))
             (number_input("rule_retries", "max_retries", "Retries", 3))
@@ -123,19 +121,11 @@ fn traffic_rules(
                 div.row {
                     (text_input("traffic_models", "models", "Models", ""))
                     (field_error(notice, "models"))
-                    label for="traffic_team" { "Team" }
-                    select id="traffic_team" name="team_id" {
-                        option value="" { "(any)" }
-                        @for team in teams { option value=(team.id) { (team.name) } }
-                    }
+                    (select_input("traffic_team", "team_id", "Team", Some("(any)"), team_choices(teams)))
                     (field_error(notice, "team_id"))
                     (text_input("traffic_tags", "tags", "Tags", ""))
                     (text_input("traffic_from", "from_regions", "From regions", "eu-west-1"))
-                    label for="traffic_type" { "Request type" }
-                    select id="traffic_type" name="request_type" {
-                        option value="" { "(any)" }
-                        @for kind in REQUEST_TYPES { option value=(kind) { (kind) } }
-                    }
+                    (select_input("traffic_type", "request_type", "Request type", Some("(any)"), words(REQUEST_TYPES)))
                 }
                 div.row {
                     (window_inputs("traffic"))
@@ -159,11 +149,7 @@ fn traffic_rules(
                     }
                     (text_input("traffic_regions", "regions", "Only regions", ""))
                     (text_input("traffic_prefer", "prefer_region", "Prefer region", ""))
-                    label for="traffic_strategy" { "Strategy" }
-                    select id="traffic_strategy" name="strategy" {
-                        option value="" { "(the model's)" }
-                        @for strategy in STRATEGIES { option value=(strategy) { (strategy) } }
-                    }
+                    (select_input("traffic_strategy", "strategy", "Strategy", Some("(the model's)"), words(STRATEGIES)))
                 }
             }
             button type="submit" { "Add traffic rule" }

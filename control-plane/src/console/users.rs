@@ -9,7 +9,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest, UpdateUserRequest};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, team_name};
+use super::pages::{Notice, field_error, layout, select_input, team_choices, team_name, words};
 use super::session::Session;
 use super::{Change, Console, Page, call, list_teams, listed};
 
@@ -34,15 +34,8 @@ pub(super) async fn users_page(
             label for="email" { "New user" }
             input type="email" id="email" name="email" placeholder="ada@example.com";
             (field_error(notice, "email"))
-            label for="user_team" { "Team" }
-            select id="user_team" name="team_id" {
-                option value="" { "(none)" }
-                @for team in &teams { option value=(team.id) { (team.name) } }
-            }
-            label for="role" { "Role" }
-            select id="role" name="role" {
-                @for role in ROLES { option value=(role) { (role) } }
-            }
+            (select_input("user_team", "team_id", "Team", Some("(none)"), team_choices(&teams)))
+            (select_input("role", "role", "Role", None, words(ROLES)))
             (field_error(notice, "role"))
             button type="submit" { "Add user" }
         }
