@@ -74,26 +74,23 @@ impl Kind {
     }
 }
 
-pub async fn chat_completions(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// The edge's state, as the route handlers take it.
+type App = State<Arc<AppState>>;
+
+/// OpenAI `Chat Completions`.
+pub async fn chat_completions(State(app): App, headers: HeaderMap, body: Body) -> Response {
     handle(app, headers, body, Kind::Chat, None).await
 }
 
-pub async fn embeddings(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// OpenAI `Embeddings`.
+pub async fn embeddings(State(app): App, headers: HeaderMap, body: Body) -> Response {
     handle(app, headers, body, Kind::Embeddings, None).await
 }
 
 /// Bedrock's runtime API: `/model/{modelId}/{operation}`, where the operation is `converse`,
 /// `converse-stream`, `invoke` or `invoke-with-response-stream`.
 pub async fn bedrock(
-    State(app): State<Arc<AppState>>,
+    State(app): App,
     Path((model_id, operation)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -128,35 +125,15 @@ pub async fn bedrock(
 }
 
 /// OpenAI `Responses`.
-pub async fn responses(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        app,
-        headers,
-        body,
-        Kind::Chat,
-        Some((Route::Responses, None)),
-    )
-    .await
+pub async fn responses(State(app): App, headers: HeaderMap, body: Body) -> Response {
+    let route = Some((Route::Responses, None));
+    handle(app, headers, body, Kind::Chat, route).await
 }
 
 /// Anthropic `Messages`.
-pub async fn messages(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        app,
-        headers,
-        body,
-        Kind::Chat,
-        Some((Route::Messages, None)),
-    )
-    .await
+pub async fn messages(State(app): App, headers: HeaderMap, body: Body) -> Response {
+    let route = Some((Route::Messages, None));
+    handle(app, headers, body, Kind::Chat, route).await
 }
 
 /// What one request carries from phase to phase.

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::EventWriter;
-use super::chat;
+use super::chat::{self, AssistantBlock};
 use super::reply::{Delta, Finish, Reply, Usage};
 
 /// Fields of a Messages request that have no counterpart and are safe to leave out.
@@ -130,28 +130,24 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
             }
             out.extend(chat::user(parts));
         }
-        "assistant" => {
-            let mut text = String::new();
-            let mut calls = Vec::new();
-            for (j, block) in blocks.iter().enumerate() {
-                match block["type"].as_str() {
-                    Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
-                    Some("tool_use") => calls.push(chat::tool_call(
-                        &block["id"],
-                        &block["name"],
-                        block.get("input"),
-                    )),
-                    // Earlier reasoning is the model's own; it is not sent back.
-                    Some("thinking" | "redacted_thinking") => {}
-                    _ => {
-                        return Err(format!(
-                            "messages[{i}].content[{j}]: assistant messages take text and tool_use blocks"
-                        ));
-                    }
-                }
-            }
-            out.push(chat::assistant(text, calls));
-        }
+        "assistant" => out.push(chat::assistant_of(
+            &blocks,
+            i,
+            "text and tool_use blocks",
+            |block| match block["type"].as_str() {
+                Some("text") => Some(AssistantBlock::Text(
+                    block["text"].as_str().unwrap_or_default(),
+                )),
+                Some("tool_use") => Some(AssistantBlock::ToolCall(
+                    &block["id"],
+                    &block["name"],
+                    block.get("input"),
+                )),
+                // Earlier reasoning is the model's own; it is not sent back.
+                Some("thinking" | "redacted_thinking") => Some(AssistantBlock::Skipped),
+                _ => None,
+            },
+        )?),
         _ => return Err(chat::unknown_role(i, role)),
     }
     Ok(())
@@ -489,6 +485,7 @@ fn arguments_of(events: &[(&str, Value)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::surfaces::reply::text_then_tool_call;
 
     #[test]
     fn a_messages_request_becomes_a_chat_request() {
@@ -546,27 +543,7 @@ mod tests {
     fn a_stream_holds_its_stop_reason_until_the_usage() {
         let mut writer = StreamWriter::new("m");
         let mut out = Vec::new();
-        for delta in [
-            Delta::Start {
-                id: "c".into(),
-                model: "x".into(),
-            },
-            Delta::Text("Hi".into()),
-            Delta::ToolStart {
-                index: 0,
-                id: "t".into(),
-                name: "f".into(),
-            },
-            Delta::ToolArguments {
-                index: 0,
-                fragment: "{\"a\":".into(),
-            },
-            Delta::ToolArguments {
-                index: 0,
-                fragment: "1}".into(),
-            },
-            Delta::Finish(Finish::ToolCalls),
-        ] {
+        for delta in text_then_tool_call("t", &["{\"a\":", "1}"]) {
             writer.write(delta, &mut out);
         }
         assert!(!out.iter().any(|(kind, _)| *kind == "message_delta"));

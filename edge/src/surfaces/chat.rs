@@ -21,6 +21,42 @@ pub fn assistant(text: String, calls: Vec<Value>) -> Value {
     message
 }
 
+/// What a block of an assistant message holds, as a surface reads it.
+pub enum AssistantBlock<'a> {
+    Text(&'a str),
+    /// A tool call the model made: its id, name and input (the arguments as JSON).
+    ToolCall(&'a Value, &'a Value, Option<&'a Value>),
+    /// Something the model made that is not sent back (its reasoning, a cache mark).
+    Skipped,
+}
+
+/// The assistant message `messages[i]` made of `blocks`, each read by `read`; a block it
+/// cannot read (`None`) is refused, saying the surface's assistant messages take `takes`.
+pub fn assistant_of<'a>(
+    blocks: &'a [Value],
+    i: usize,
+    takes: &str,
+    read: impl Fn(&'a Value) -> Option<AssistantBlock<'a>>,
+) -> Result<Value, String> {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        match read(block) {
+            Some(AssistantBlock::Text(t)) => text.push_str(t),
+            Some(AssistantBlock::ToolCall(id, name, input)) => {
+                calls.push(tool_call(id, name, input))
+            }
+            Some(AssistantBlock::Skipped) => {}
+            None => {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: assistant messages take {takes}"
+                ));
+            }
+        }
+    }
+    Ok(assistant(text, calls))
+}
+
 /// A tool call the model made earlier; `input` is its arguments as JSON.
 pub fn tool_call(id: &Value, name: &Value, input: Option<&Value>) -> Value {
     let arguments = input.cloned().unwrap_or_else(|| json!({})).to_string();

@@ -248,6 +248,30 @@ impl StreamReader {
     }
 }
 
+/// A stream's deltas for the surfaces' tests: a start, the text "Hi", then one tool call
+/// (`tool_id`, function `f`) whose arguments come in `arguments` pieces, and a tool-call finish.
+#[cfg(test)]
+pub(crate) fn text_then_tool_call(tool_id: &str, arguments: &[&str]) -> Vec<Delta> {
+    let mut deltas = vec![
+        Delta::Start {
+            id: "c".into(),
+            model: "x".into(),
+        },
+        Delta::Text("Hi".into()),
+        Delta::ToolStart {
+            index: 0,
+            id: tool_id.into(),
+            name: "f".into(),
+        },
+    ];
+    deltas.extend(arguments.iter().map(|fragment| Delta::ToolArguments {
+        index: 0,
+        fragment: (*fragment).into(),
+    }));
+    deltas.push(Delta::Finish(Finish::ToolCalls));
+    deltas
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

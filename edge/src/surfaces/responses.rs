@@ -514,6 +514,7 @@ impl EventWriter for StreamWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::surfaces::reply::text_then_tool_call;
 
     #[test]
     fn a_responses_request_with_a_function_call_round_trip_becomes_a_chat_request() {
@@ -574,28 +575,15 @@ mod tests {
     fn a_stream_completes_with_every_item_and_the_usage() {
         let mut writer = StreamWriter::new("m");
         let mut out = Vec::new();
-        for delta in [
-            Delta::Start {
-                id: "c".into(),
-                model: "x".into(),
-            },
-            Delta::Text("Hi".into()),
-            Delta::ToolStart {
-                index: 0,
-                id: "call_1".into(),
-                name: "f".into(),
-            },
-            Delta::ToolArguments {
-                index: 0,
-                fragment: "{}".into(),
-            },
-            Delta::Finish(Finish::ToolCalls),
-            Delta::Usage(Usage {
-                uncached_input: 4,
-                output: 2,
-                ..Usage::default()
-            }),
-        ] {
+        let usage = Delta::Usage(Usage {
+            uncached_input: 4,
+            output: 2,
+            ..Usage::default()
+        });
+        for delta in text_then_tool_call("call_1", &["{}"])
+            .into_iter()
+            .chain([usage])
+        {
             writer.write(delta, &mut out);
         }
         writer.finish(&mut out);

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::eventstream;
 use crate::surfaces::EventWriter;
-use crate::surfaces::chat;
+use crate::surfaces::chat::{self, AssistantBlock};
 use crate::surfaces::reply::{Delta, Finish, Reply, Usage};
 
 /// The chat request for a Converse request body, for `model`.
@@ -99,30 +99,30 @@ fn translate_message(message: &Value, i: usize, out: &mut Vec<Value>) -> Result<
             }
             out.extend(chat::user(parts));
         }
-        "assistant" => {
-            let mut text = String::new();
-            let mut calls = Vec::new();
-            for (j, block) in blocks.iter().enumerate() {
-                if let Some(t) = block.get("text").and_then(Value::as_str) {
-                    text.push_str(t);
+        "assistant" => out.push(chat::assistant_of(
+            blocks,
+            i,
+            "text and toolUse blocks",
+            |block| {
+                if let Some(text) = block.get("text").and_then(Value::as_str) {
+                    Some(AssistantBlock::Text(text))
                 } else if let Some(call) = block.get("toolUse") {
-                    calls.push(chat::tool_call(
+                    let input = call.get("input");
+                    Some(AssistantBlock::ToolCall(
                         &call["toolUseId"],
                         &call["name"],
-                        call.get("input"),
-                    ));
+                        input,
+                    ))
                 } else if block.get("reasoningContent").is_some()
                     || block.get("cachePoint").is_some()
                 {
                     // Earlier reasoning is the model's own; it is not sent back.
+                    Some(AssistantBlock::Skipped)
                 } else {
-                    return Err(format!(
-                        "messages[{i}].content[{j}]: assistant messages take text and toolUse blocks"
-                    ));
+                    None
                 }
-            }
-            out.push(chat::assistant(text, calls));
-        }
+            },
+        )?),
         _ => return Err(chat::unknown_role(i, role)),
     }
     Ok(())
