@@ -2,92 +2,28 @@
 //! control plane dies between commit and publish.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use tollgate_control_plane::relay::last_published;
 use tollgate_proto::admin::CreateTeamRequest;
 use tollgate_proto::policy::PolicyEvent;
-use tollgate_runtime::bus::{
-    Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
-};
+use tollgate_runtime::bus::{Bus, POLICY};
+use tollgate_test_support::faulty_bus::{FaultyBus, Publish};
 use tollgate_test_support::on_both_backends;
 use tollgate_test_support::roles::*;
 
 /// Stands for a control plane process that dies while publishing: the real bus stores the
 /// first `survive` publishes, stores the next one but "dies" before its ack arrives, and never
 /// publishes again.
-struct DiesWhilePublishing {
-    bus: Arc<dyn Bus>,
-    survive: usize,
-    published: AtomicUsize,
-}
-
-#[async_trait]
-impl Bus for DiesWhilePublishing {
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError> {
-        let n = self.published.fetch_add(1, Ordering::SeqCst);
-        if n > self.survive {
-            return Err(BusError::Unavailable("process is dead".into()));
-        }
-        let ack = self.bus.publish(topic, msg_id, payload).await?;
-        if n == self.survive {
-            return Err(BusError::Unavailable("died before the ack".into()));
-        }
-        Ok(ack)
-    }
-
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
-        self.bus.last(topic).await
-    }
-
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
-        self.bus.subscribe(topic, after).await
-    }
-
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
-        self.bus.kv_put(key, value).await
-    }
-
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
-        self.bus.kv_get(key).await
-    }
-
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
-        self.bus.kv_scan(prefix).await
-    }
-
-    async fn consumer(
-        &self,
-        topic: &str,
-        durable: &str,
-        ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError> {
-        self.bus.consumer(topic, durable, ack_wait).await
-    }
-
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
-        self.bus.backlog(topic, durable).await
-    }
-
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError> {
-        self.bus.kv_update(key, value, expected).await
-    }
+fn dies_while_publishing(bus: Arc<dyn Bus>, survive: usize) -> Arc<FaultyBus> {
+    Arc::new(FaultyBus::new(bus).publishes(move |n| match n {
+        n if n < survive => Publish::Passes,
+        n if n == survive => Publish::AckLost,
+        _ => Publish::Refused,
+    }))
 }
 
 async fn create_teams(cp: &TestControlPlane, names: std::ops::Range<usize>) -> Result<()> {
@@ -144,11 +80,7 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
     backend: Backend,
 ) -> Result<()> {
     let bus = backend.bus().await?;
-    let dying = Arc::new(DiesWhilePublishing {
-        bus: bus.clone(),
-        survive: 4,
-        published: AtomicUsize::new(0),
-    });
+    let dying = dies_while_publishing(bus.clone(), 4);
     let cp = TestControlPlane::start_with(backend.store().await?, dying).await?;
     create_teams(&cp, 0..12).await?;
     assert_eq!(cp.log.state().sequence, 12, "all twelve changes committed");
@@ -185,11 +117,7 @@ async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(
     backend: Backend,
 ) -> Result<()> {
     let bus = backend.bus().await?;
-    let down = Arc::new(DiesWhilePublishing {
-        bus: bus.clone(),
-        survive: 0,
-        published: AtomicUsize::new(1),
-    });
+    let down = Arc::new(FaultyBus::new(bus.clone()).publishes(|_| Publish::Refused));
     let cp = TestControlPlane::start_with(backend.store().await?, down).await?;
     create_teams(&cp, 0..3).await?;
     let store = cp.stop().await?;

@@ -8,16 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use async_trait::async_trait;
-use bytes::Bytes;
 use common::*;
-use futures::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
 use tollgate_proto::admin::KeyRequest;
-use tollgate_runtime::bus::{
-    Bus, BusError, BusMessage, Consumer, KvEntry, POLICY, PublishAck, Subscription,
-};
+use tollgate_runtime::bus::POLICY;
+use tollgate_test_support::faulty_bus::FaultyBus;
 
 fn chat() -> Value {
     json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
@@ -172,80 +168,6 @@ async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_str
     Ok(())
 }
 
-/// The real bus, except that one policy event never reaches the subscriber once (lost).
-struct LosesOneEvent {
-    bus: Arc<dyn Bus>,
-    lost_sequence: u64,
-    lost: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Bus for LosesOneEvent {
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError> {
-        self.bus.publish(topic, msg_id, payload).await
-    }
-
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
-        self.bus.last(topic).await
-    }
-
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
-        let (target, lost, topic) = (self.lost_sequence, self.lost.clone(), topic.to_owned());
-        let inner = self.bus.subscribe(&topic, after).await?;
-        let is_target = move |m: &BusMessage| {
-            tollgate_proto::policy::PolicyEvent::decode(m.payload.clone())
-                .is_ok_and(|e| e.sequence == target)
-        };
-        Ok(inner
-            .filter(move |m| {
-                let drop_it = topic == POLICY
-                    && m.as_ref().is_ok_and(&is_target)
-                    && !lost.swap(true, Ordering::SeqCst);
-                std::future::ready(!drop_it)
-            })
-            .boxed())
-    }
-
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
-        self.bus.kv_put(key, value).await
-    }
-
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
-        self.bus.kv_get(key).await
-    }
-
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
-        self.bus.kv_scan(prefix).await
-    }
-
-    async fn consumer(
-        &self,
-        topic: &str,
-        durable: &str,
-        ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError> {
-        self.bus.consumer(topic, durable, ack_wait).await
-    }
-
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
-        self.bus.backlog(topic, durable).await
-    }
-
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError> {
-        self.bus.kv_update(key, value, expected).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_state() -> Result<()> {
     let (nats, prefix, bus) = jetstream().await?;
@@ -253,11 +175,15 @@ async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_sta
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     let start = last_sequence(&mut admin).await?;
-    let lossy = Arc::new(LosesOneEvent {
-        bus: bus.clone(),
-        lost_sequence: start + 3,
-        lost: Arc::new(AtomicBool::new(false)),
-    });
+    // The real bus, except that one policy event never reaches the subscriber once (lost).
+    let (lost_sequence, lost) = (start + 3, Arc::new(AtomicBool::new(false)));
+    let losing = lost.clone();
+    let lossy = Arc::new(FaultyBus::new(bus.clone()).drops(move |topic, m| {
+        topic == POLICY
+            && tollgate_proto::policy::PolicyEvent::decode(m.payload.clone())
+                .is_ok_and(|e| e.sequence == lost_sequence)
+            && !losing.swap(true, Ordering::SeqCst)
+    }));
     let edge = TestEdge::start(&nats, &prefix, lossy.clone(), Some(cp.url())).await?;
     edge.wait_for_sequence(start).await?;
     for _ in 0..6 {
@@ -265,10 +191,7 @@ async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_sta
     }
     let end = last_sequence(&mut admin).await?;
     edge.wait_for_sequence(end).await?;
-    assert!(
-        lossy.lost.load(Ordering::SeqCst),
-        "the event was lost on the way"
-    );
+    assert!(lost.load(Ordering::SeqCst), "the event was lost on the way");
     assert_eq!(edge.policy.resyncs(), 1, "the gap caused one resync");
     let metrics = reqwest::get(edge.url("/metrics")).await?.text().await?;
     assert!(metrics.contains("tollgate_policy_resyncs 1"), "{metrics}");

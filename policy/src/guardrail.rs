@@ -244,20 +244,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::GuardrailMode;
-
-    fn guardrail(kind: &str, config: serde_json::Value) -> Guardrail {
-        Guardrail {
-            id: "g".into(),
-            name: "g".into(),
-            kind: kind.into(),
-            mode: GuardrailMode::PreCall,
-            models: vec![],
-            team_ids: vec![],
-            key_ids: vec![],
-            config,
-        }
-    }
+    use crate::testing::guardrail;
 
     #[test]
     fn each_kind_reads_its_config() {

@@ -12,6 +12,20 @@ use crate::event::RecordedEvent;
 use crate::model::*;
 use crate::state::PolicyState;
 
+/// A pre-call guardrail `g` of `kind` on every model, team and key.
+pub fn guardrail(kind: &str, config: serde_json::Value) -> Guardrail {
+    Guardrail {
+        id: "g".into(),
+        name: "g".into(),
+        kind: kind.into(),
+        mode: GuardrailMode::PreCall,
+        models: vec![],
+        team_ids: vec![],
+        key_ids: vec![],
+        config,
+    }
+}
+
 /// A fixed clock for generated commands.
 pub fn epoch() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()

@@ -18,6 +18,8 @@ mod binaries;
 #[cfg(feature = "edge")]
 pub mod edge;
 pub mod fake_server;
+#[cfg(feature = "roles")]
+pub mod faulty_bus;
 pub mod gemini_upstream;
 pub mod kms_upstream;
 pub mod openai_upstream;

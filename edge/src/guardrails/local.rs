@@ -249,22 +249,12 @@ fn iban_checks(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tollgate_policy::model::{Guardrail, GuardrailMode};
+    use tollgate_policy::testing::guardrail;
 
     use super::*;
 
     fn detector(kind: &str, config: serde_json::Value) -> Detector {
-        let guardrail = Guardrail {
-            id: "g".into(),
-            name: "g".into(),
-            kind: kind.into(),
-            mode: GuardrailMode::PreCall,
-            models: vec![],
-            team_ids: vec![],
-            key_ids: vec![],
-            config,
-        };
-        Detector::compile(&GuardrailSpec::of(&guardrail).unwrap())
+        Detector::compile(&GuardrailSpec::of(&guardrail(kind, config)).unwrap())
             .unwrap()
             .unwrap()
     }

@@ -268,6 +268,27 @@ pub fn tool_call_id<'a>(message: &'a Value, at: &str) -> Result<&'a str, String>
         .ok_or_else(|| format!("{at}.tool_call_id must be a string"))
 }
 
+/// A chat request with a round of two tool calls (the second without arguments) and their
+/// results, offering the `weather` tool: for the translations' tests.
+#[cfg(test)]
+pub(crate) fn tool_round_trip() -> Value {
+    json!({
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "time", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather",
+            "description": "d", "parameters": {"type": "object"}}}],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

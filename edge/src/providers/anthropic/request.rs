@@ -265,6 +265,7 @@ fn translate_tools(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::messages::tool_round_trip;
 
     fn translated(request: Value) -> Value {
         match translate(request.to_string().as_bytes(), false) {
@@ -303,22 +304,10 @@ mod tests {
 
     #[test]
     fn tool_calls_and_results_become_blocks() {
-        let body = translated(json!({
-            "model": "claude",
-            "messages": [
-                {"role": "user", "content": "weather?"},
-                {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "call_1", "type": "function",
-                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
-                    {"id": "call_2", "type": "function",
-                     "function": {"name": "time", "arguments": ""}}]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-                {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
-            ],
-            "tools": [{"type": "function", "function": {"name": "weather",
-                "description": "d", "parameters": {"type": "object"}}}],
-            "tool_choice": "required", "parallel_tool_calls": false,
-        }));
+        let mut request = tool_round_trip();
+        request["tool_choice"] = json!("required");
+        request["parallel_tool_calls"] = json!(false);
+        let body = translated(request);
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(
             body["messages"][1]["content"],

@@ -333,6 +333,7 @@ pub fn embeddings(openai: &[u8], model: &str) -> Result<Embeddings, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::messages::tool_round_trip;
 
     fn translated(request: Value) -> Value {
         match translate(request.to_string().as_bytes()) {
@@ -379,22 +380,10 @@ mod tests {
 
     #[test]
     fn tool_calls_and_results_become_function_parts() {
-        let body = translated(json!({
-            "model": "gemini",
-            "messages": [
-                {"role": "user", "content": "weather?"},
-                {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "call_1", "type": "function",
-                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
-                    {"id": "call_2", "type": "function",
-                     "function": {"name": "time", "arguments": ""}}]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
-            ],
-            "tools": [{"type": "function", "function": {"name": "weather",
-                "description": "d", "parameters": {"type": "object"}}}],
-            "tool_choice": {"type": "function", "function": {"name": "weather"}},
-        }));
+        let mut request = tool_round_trip();
+        request["messages"][3]["content"] = json!([{"type": "text", "text": "noon"}]);
+        request["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+        let body = translated(request);
         assert_eq!(
             body["contents"][1],
             json!({"role": "model", "parts": [
