@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tollgate_runtime::bus::{
-    Bus, BusError, BusMessage, Consumer, KvEntry, PublishAck, Subscription,
+    Bus, BusError, BusMessage, BusResult, Consumer, KvEntry, PublishAck, Subscription,
 };
 
 /// What becomes of a publish.
@@ -68,12 +68,7 @@ impl FaultyBus {
 
 #[async_trait]
 impl Bus for FaultyBus {
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError> {
+    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> BusResult<PublishAck> {
         let fault = (self.publish)(self.publishes.fetch_add(1, Ordering::SeqCst));
         if fault == Publish::Refused {
             return Err(BusError::Unavailable(
@@ -89,38 +84,33 @@ impl Bus for FaultyBus {
         Ok(ack)
     }
 
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+    async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>> {
         self.inner.last(topic).await
     }
 
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+    async fn subscribe(&self, topic: &str, after: u64) -> BusResult<Subscription> {
         let (dropped, topic) = (self.dropped.clone(), topic.to_owned());
         let inner = self.inner.subscribe(&topic, after).await?;
-        let kept = move |m: &Result<BusMessage, BusError>| {
+        let kept = move |m: &BusResult<BusMessage>| {
             let drop_it = m.as_ref().is_ok_and(|m| dropped(&topic, m));
             std::future::ready(!drop_it)
         };
         Ok(inner.filter(kept).boxed())
     }
 
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+    async fn kv_put(&self, key: &str, value: Bytes) -> BusResult<u64> {
         self.inner.kv_put(key, value).await
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+    async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>> {
         self.inner.kv_get(key).await
     }
 
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError> {
+    async fn kv_update(&self, key: &str, value: Bytes, expected: u64) -> BusResult<Option<u64>> {
         self.inner.kv_update(key, value, expected).await
     }
 
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+    async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
         self.inner.kv_scan(prefix).await
     }
 
@@ -129,11 +119,11 @@ impl Bus for FaultyBus {
         topic: &str,
         durable: &str,
         ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError> {
+    ) -> BusResult<Box<dyn Consumer>> {
         self.inner.consumer(topic, durable, ack_wait).await
     }
 
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+    async fn backlog(&self, topic: &str, durable: &str) -> BusResult<u64> {
         self.inner.backlog(topic, durable).await
     }
 }

@@ -10,9 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::nats_auth::NatsAuth;
 use super::{
-    ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, POLICY,
-    PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE, USAGE_ACK_WAIT, USAGE_DEAD_LETTER,
-    topic_settings,
+    ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, BusResult, Consumer, Delivery,
+    KvEntry, POLICY, PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE, USAGE_ACK_WAIT,
+    USAGE_DEAD_LETTER, topic_settings,
 };
 
 /// How long one bus operation may take before it is reported as a timeout.
@@ -31,16 +31,12 @@ pub struct JetStreamBus {
 impl JetStreamBus {
     /// Connects to `url` and makes sure the streams of the known topics exist. The client
     /// keeps reconnecting in the background if the server goes away later.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+    pub async fn connect(url: &str, prefix: &str) -> BusResult<Self> {
         Self::connect_with(url, prefix, BusLimits::default()).await
     }
 
     /// [`connect`](Self::connect) with other limits than the defaults.
-    pub async fn connect_with(
-        url: &str,
-        prefix: &str,
-        limits: BusLimits,
-    ) -> Result<Self, BusError> {
+    pub async fn connect_with(url: &str, prefix: &str, limits: BusLimits) -> BusResult<Self> {
         Self::connect_as(url, prefix, limits, &NatsAuth::default()).await
     }
 
@@ -50,7 +46,7 @@ impl JetStreamBus {
         prefix: &str,
         limits: BusLimits,
         auth: &NatsAuth,
-    ) -> Result<Self, BusError> {
+    ) -> BusResult<Self> {
         let options = async_nats::ConnectOptions::new().connection_timeout(OPERATION_TIMEOUT);
         let client = auth
             .apply(options)
@@ -91,7 +87,7 @@ impl JetStreamBus {
     /// Creates the topic's stream, or brings an existing one to today's settings; a stream
     /// that cannot be changed (a retention policy this server cannot convert) is kept as it
     /// is, loudly.
-    async fn ensure_stream(&self, topic: &str) -> Result<(), BusError> {
+    async fn ensure_stream(&self, topic: &str) -> BusResult<()> {
         let settings = topic_settings(topic, &self.limits);
         let (retention, discard, max_messages, max_bytes) = match settings.retention {
             Retention::Forever => (
@@ -149,7 +145,7 @@ impl JetStreamBus {
         &self,
         topic: &str,
         deliver_policy: consumer::DeliverPolicy,
-    ) -> Result<Subscription, BusError> {
+    ) -> BusResult<Subscription> {
         let stream = self.stream(topic).await?;
         // An ordered consumer is recreated by the client on any gap or reconnect, so the
         // subscriber sees every message exactly once and in order.
@@ -179,7 +175,7 @@ impl JetStreamBus {
         topic: &str,
         durable: &str,
         ack_wait: Duration,
-    ) -> Result<consumer::Consumer<consumer::pull::Config>, BusError> {
+    ) -> BusResult<consumer::Consumer<consumer::pull::Config>> {
         let stream = self.stream(topic).await?;
         with_timeout(stream.get_or_create_consumer(
             durable,
@@ -196,19 +192,14 @@ impl JetStreamBus {
         .await
     }
 
-    async fn stream(&self, topic: &str) -> Result<stream::Stream, BusError> {
+    async fn stream(&self, topic: &str) -> BusResult<stream::Stream> {
         with_timeout(self.context.get_stream(self.stream_name(topic))).await
     }
 }
 
 #[async_trait]
 impl Bus for JetStreamBus {
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError> {
+    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> BusResult<PublishAck> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         let ack = with_timeout(async {
@@ -233,7 +224,7 @@ impl Bus for JetStreamBus {
         })
     }
 
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+    async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>> {
         let stream = self.stream(topic).await?;
         let subject = self.subject(topic);
         let last = tokio::time::timeout(
@@ -253,7 +244,7 @@ impl Bus for JetStreamBus {
         }
     }
 
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+    async fn subscribe(&self, topic: &str, after: u64) -> BusResult<Subscription> {
         let deliver_policy = if after == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -264,20 +255,15 @@ impl Bus for JetStreamBus {
         self.ordered(topic, deliver_policy).await
     }
 
-    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_new(&self, topic: &str) -> BusResult<Subscription> {
         self.ordered(topic, consumer::DeliverPolicy::New).await
     }
 
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+    async fn kv_put(&self, key: &str, value: Bytes) -> BusResult<u64> {
         with_timeout(self.state.put(key, value)).await
     }
 
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError> {
+    async fn kv_update(&self, key: &str, value: Bytes, expected: u64) -> BusResult<Option<u64>> {
         let written = if expected == 0 {
             match with_timeout_raw(self.state.create(key, value)).await? {
                 Ok(revision) => Some(revision),
@@ -294,7 +280,7 @@ impl Bus for JetStreamBus {
         Ok(written)
     }
 
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+    async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
         let keys: Vec<String> = match with_timeout(self.state.keys()).await {
             Ok(keys) => with_timeout(keys.try_collect()).await?,
             Err(e) => {
@@ -323,18 +309,18 @@ impl Bus for JetStreamBus {
         topic: &str,
         durable: &str,
         ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError> {
+    ) -> BusResult<Box<dyn Consumer>> {
         let consumer = self.durable(topic, durable, ack_wait).await?;
         Ok(Box::new(JetStreamConsumer { consumer }))
     }
 
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+    async fn backlog(&self, topic: &str, durable: &str) -> BusResult<u64> {
         let stream = self.stream(topic).await?;
         let info = with_timeout(stream.consumer_info(durable)).await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+    async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>> {
         let entry = with_timeout(self.state.entry(key)).await?;
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
@@ -351,7 +337,7 @@ struct JetStreamConsumer {
 
 #[async_trait]
 impl Consumer for JetStreamConsumer {
-    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> BusResult<Vec<Delivery>> {
         let batch = with_timeout(
             self.consumer
                 .fetch()
@@ -384,7 +370,7 @@ struct JetStreamAck(jetstream::Message);
 
 #[async_trait]
 impl Acknowledge for JetStreamAck {
-    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+    async fn ack(self: Box<Self>) -> BusResult<()> {
         with_timeout(self.0.ack()).await
     }
 }
@@ -396,7 +382,7 @@ async fn shared_state_bucket(
     context: &Context,
     bucket: &str,
     replicas: usize,
-) -> Result<kv::Store, BusError> {
+) -> BusResult<kv::Store> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -435,7 +421,7 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 
 async fn with_timeout<T, E: std::fmt::Display>(
     operation: impl Future<Output = Result<T, E>>,
-) -> Result<T, BusError> {
+) -> BusResult<T> {
     tokio::time::timeout(OPERATION_TIMEOUT, operation)
         .await
         .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))?
@@ -443,7 +429,7 @@ async fn with_timeout<T, E: std::fmt::Display>(
 }
 
 /// `operation` within the operation timeout, its own error left to the caller.
-async fn with_timeout_raw<T>(operation: impl Future<Output = T>) -> Result<T, BusError> {
+async fn with_timeout_raw<T>(operation: impl Future<Output = T>) -> BusResult<T> {
     tokio::time::timeout(OPERATION_TIMEOUT, operation)
         .await
         .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{
-    Acknowledge, Bus, BusError, BusLimits, BusMessage, Consumer, Delivery, KvEntry, PublishAck,
-    Retention, Subscription, TopicSettings, topic_settings,
+    Acknowledge, Bus, BusError, BusLimits, BusMessage, BusResult, Consumer, Delivery, KvEntry,
+    PublishAck, Retention, Subscription, TopicSettings, topic_settings,
 };
 
 /// The bus for a single process. Cloning shares the same topics.
@@ -155,12 +155,7 @@ const BATCH: usize = 256;
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError> {
+    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> BusResult<PublishAck> {
         let now = Instant::now();
         self.with_topic(topic, |t| {
             t.forget_expired_ids(now);
@@ -205,11 +200,11 @@ impl Bus for MemoryBus {
         })
     }
 
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError> {
+    async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>> {
         Ok(self.with_topic(topic, |t| t.messages.back().cloned()))
     }
 
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError> {
+    async fn subscribe(&self, topic: &str, after: u64) -> BusResult<Subscription> {
         let tail = self.with_topic(topic, |t| t.tail.subscribe());
         let bus = self.clone();
         let topic = topic.to_owned();
@@ -235,12 +230,12 @@ impl Bus for MemoryBus {
         Ok(stream.boxed())
     }
 
-    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_new(&self, topic: &str) -> BusResult<Subscription> {
         let after = self.with_topic(topic, |t| t.last_sequence);
         self.subscribe(topic, after).await
     }
 
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+    async fn kv_put(&self, key: &str, value: Bytes) -> BusResult<u64> {
         let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         kv.revision += 1;
         let revision = kv.revision;
@@ -249,17 +244,12 @@ impl Bus for MemoryBus {
         Ok(revision)
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+    async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>> {
         let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         Ok(kv.entries.get(key).cloned())
     }
 
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError> {
+    async fn kv_update(&self, key: &str, value: Bytes, expected: u64) -> BusResult<Option<u64>> {
         let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         let current = kv.entries.get(key).map_or(0, |e| e.revision);
         if current != expected {
@@ -272,7 +262,7 @@ impl Bus for MemoryBus {
         Ok(Some(revision))
     }
 
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError> {
+    async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
         let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         Ok(kv
             .entries
@@ -287,7 +277,7 @@ impl Bus for MemoryBus {
         topic: &str,
         durable: &str,
         ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError> {
+    ) -> BusResult<Box<dyn Consumer>> {
         let tail = self.with_topic(topic, |t| {
             t.consumers.entry(durable.to_owned()).or_default();
             t.tail.subscribe()
@@ -301,7 +291,7 @@ impl Bus for MemoryBus {
         }))
     }
 
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError> {
+    async fn backlog(&self, topic: &str, durable: &str) -> BusResult<u64> {
         Ok(self.with_topic(topic, |t| t.backlog(durable)))
     }
 }
@@ -348,7 +338,7 @@ struct MemoryConsumer {
 
 #[async_trait]
 impl Consumer for MemoryConsumer {
-    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> BusResult<Vec<Delivery>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             self.tail.borrow_and_update();
@@ -391,7 +381,7 @@ struct MemoryAck {
 
 #[async_trait]
 impl Acknowledge for MemoryAck {
-    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+    async fn ack(self: Box<Self>) -> BusResult<()> {
         self.bus.with_topic(&self.topic, |t| {
             let acknowledged = t
                 .consumers

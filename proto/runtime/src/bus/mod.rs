@@ -165,52 +165,45 @@ pub struct KvEntry {
 /// edges read it to know their policy is current.
 pub const POLICY_HEAD: &str = "policy.head";
 
+/// What a bus call returns.
+pub type BusResult<T> = Result<T, BusError>;
+
 /// A live subscription: every stored message after a position, then new ones as they arrive.
-pub type Subscription = BoxStream<'static, Result<BusMessage, BusError>>;
+pub type Subscription = BoxStream<'static, BusResult<BusMessage>>;
 
 /// A durable, ordered, deduplicating log of messages per topic.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Stores `payload` at the end of `topic` unless `msg_id` was seen within the duplicate
     /// window; returns once the message is durable.
-    async fn publish(
-        &self,
-        topic: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PublishAck, BusError>;
+    async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> BusResult<PublishAck>;
 
     /// The last stored message of `topic`.
-    async fn last(&self, topic: &str) -> Result<Option<BusMessage>, BusError>;
+    async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>>;
 
     /// Messages of `topic` with a sequence greater than `after`, in order, then new ones.
-    async fn subscribe(&self, topic: &str, after: u64) -> Result<Subscription, BusError>;
+    async fn subscribe(&self, topic: &str, after: u64) -> BusResult<Subscription>;
 
     /// Messages of `topic` stored from now on, in order. The default reads after the last
     /// stored message, which is right for topics that keep it; buses whose topics drop
     /// consumed messages say "from now" themselves.
-    async fn subscribe_new(&self, topic: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_new(&self, topic: &str) -> BusResult<Subscription> {
         let after = self.last(topic).await?.map_or(0, |m| m.sequence);
         self.subscribe(topic, after).await
     }
 
     /// Sets `key` in the shared-state bucket (latest value wins); returns the new revision.
-    async fn kv_put(&self, key: &str, value: Bytes) -> Result<u64, BusError>;
+    async fn kv_put(&self, key: &str, value: Bytes) -> BusResult<u64>;
 
     /// The latest value of `key` in the shared-state bucket.
-    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, BusError>;
+    async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>>;
 
     /// Sets `key` only if its latest revision is `expected` (0: only if it has none): the new
     /// revision, or `None` when another writer came first.
-    async fn kv_update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-    ) -> Result<Option<u64>, BusError>;
+    async fn kv_update(&self, key: &str, value: Bytes, expected: u64) -> BusResult<Option<u64>>;
 
     /// Every key of the shared-state bucket starting with `prefix`, with its latest value.
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, BusError>;
+    async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>>;
 
     /// A durable consumer of `topic` named `durable`: its members share the messages, and a
     /// message is delivered again (after `ack_wait`) until one of them acknowledges it.
@@ -219,17 +212,17 @@ pub trait Bus: Send + Sync + 'static {
         topic: &str,
         durable: &str,
         ack_wait: Duration,
-    ) -> Result<Box<dyn Consumer>, BusError>;
+    ) -> BusResult<Box<dyn Consumer>>;
 
     /// How many messages of `topic` the durable consumer `durable` has not acknowledged yet.
-    async fn backlog(&self, topic: &str, durable: &str) -> Result<u64, BusError>;
+    async fn backlog(&self, topic: &str, durable: &str) -> BusResult<u64>;
 }
 
 /// A member of a durable consumer.
 #[async_trait]
 pub trait Consumer: Send {
     /// Up to `max` messages, waiting at most `wait` for the first.
-    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+    async fn fetch(&mut self, max: usize, wait: Duration) -> BusResult<Vec<Delivery>>;
 }
 
 /// A delivered message, to acknowledge once it is durably handled.
@@ -245,7 +238,7 @@ impl Delivery {
     }
 
     /// Tells the bus the message is handled and must not be delivered again.
-    pub async fn ack(self) -> Result<(), BusError> {
+    pub async fn ack(self) -> BusResult<()> {
         self.ack.ack().await
     }
 }
@@ -253,5 +246,5 @@ impl Delivery {
 /// How an implementation acknowledges one delivery.
 #[async_trait]
 pub trait Acknowledge: Send {
-    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn ack(self: Box<Self>) -> BusResult<()>;
 }
