@@ -45,14 +45,7 @@ pub fn chat_request(body: &[u8], model: Option<&str>, stream: bool) -> Result<Va
         }
         Some(_) => return Err("`system` must be a string or a list of text blocks".into()),
     }
-    let conversation = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .filter(|m| !m.is_empty())
-        .ok_or("`messages` must be a non-empty list")?;
-    for (i, message) in conversation.iter().enumerate() {
-        translate_message(message, i, &mut messages)?;
-    }
+    chat::conversation(&request, &mut messages, translate_message)?;
     let max_tokens = request
         .get("max_tokens")
         .and_then(Value::as_u64)

@@ -1,6 +1,6 @@
 //! The parts of an OpenAI chat request that every translated surface builds the same way.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// A user message with its parts, unless it has none (the message held only tool results).
 pub fn user(parts: Vec<Value>) -> Option<Value> {
@@ -19,6 +19,24 @@ pub fn assistant(text: String, calls: Vec<Value>) -> Value {
         message["tool_calls"] = Value::Array(calls);
     }
     message
+}
+
+/// Appends the request's `messages` (a non-empty list), each translated by `translate` (given
+/// the message and its index).
+pub fn conversation(
+    request: &Map<String, Value>,
+    out: &mut Vec<Value>,
+    translate: impl Fn(&Value, usize, &mut Vec<Value>) -> Result<(), String>,
+) -> Result<(), String> {
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("`messages` must be a non-empty list")?;
+    for (i, message) in messages.iter().enumerate() {
+        translate(message, i, out)?;
+    }
+    Ok(())
 }
 
 /// What a block of an assistant message holds, as a surface reads it.

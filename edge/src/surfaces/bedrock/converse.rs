@@ -25,14 +25,7 @@ pub fn chat_request(body: &[u8], model: &str, stream: bool) -> Result<Value, Str
             messages.push(json!({"role": "system", "content": parts}));
         }
     }
-    let conversation = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .filter(|m| !m.is_empty())
-        .ok_or("`messages` must be a non-empty list")?;
-    for (i, message) in conversation.iter().enumerate() {
-        translate_message(message, i, &mut messages)?;
-    }
+    chat::conversation(&request, &mut messages, translate_message)?;
     let mut chat = json!({"model": model, "messages": messages});
     if stream {
         chat["stream"] = json!(true);
