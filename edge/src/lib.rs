@@ -57,7 +57,7 @@ const USAGE_FLUSH: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot build the HTTP client for providers: {0}")]
-    HttpClient(reqwest::Error),
+    HttpClient(std::io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
 }

@@ -8,10 +8,11 @@
 mod request;
 mod response;
 
+use ::http::header::{HeaderMap, HeaderValue};
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::CONTENT_TYPE;
 
+use super::client::{UpstreamClient, upstream_uri};
 use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::StreamTranslator;
@@ -23,11 +24,11 @@ const DEFAULT_VERSION: &str = "2023-06-01";
 
 /// Calls Anthropic's Messages API over one pooled client.
 pub struct AnthropicProvider {
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 impl AnthropicProvider {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: UpstreamClient) -> Self {
         AnthropicProvider { client }
     }
 }
@@ -54,24 +55,23 @@ impl Provider for AnthropicProvider {
             request::translate(&call.body, call.stream).map_err(UpstreamError::Unsupported)?;
         let body = serde_json::to_vec(&translated.body)
             .map_err(|e| UpstreamError::Failed(format!("{what}: {e}")))?;
-        let version = deployment
-            .settings
-            .get("anthropic_version")
-            .map_or(DEFAULT_VERSION, String::as_str);
-        let mut request = self
-            .client
-            .post(messages_url(&deployment.api_base))
-            .header(CONTENT_TYPE, "application/json")
-            .header("anthropic-version", version)
-            .body(body);
+        let uri = upstream_uri(messages_url(&deployment.api_base), deployment)?;
+        let mut headers = HeaderMap::new();
+        let version = match deployment.settings.get("anthropic_version") {
+            Some(version) => setting_header(version, "anthropic_version", &what)?,
+            None => HeaderValue::from_static(DEFAULT_VERSION),
+        };
+        headers.insert("anthropic-version", version);
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            request = request.header("x-api-key", secret_header(key, deployment)?);
+            headers.insert("x-api-key", secret_header(key, deployment)?);
         }
         if let Some(beta) = deployment.settings.get("anthropic_beta") {
-            request = request.header("anthropic-beta", beta.as_str());
+            let beta = setting_header(beta, "anthropic_beta", &what)?;
+            headers.insert("anthropic-beta", beta);
         }
 
         let give_up = call.answer_by();
+        let request = self.client.post_json(uri, headers, Bytes::from(body));
         let response = http::send(request, give_up, &what, |status, body, retry_after| {
             status_error(status, body, retry_after, &what)
         })
@@ -101,6 +101,15 @@ impl Provider for AnthropicProvider {
             call.deployment.id
         )))
     }
+}
+
+/// A deployment setting as a header value.
+fn setting_header(value: &str, setting: &str, what: &str) -> Result<HeaderValue, UpstreamError> {
+    HeaderValue::from_str(value).map_err(|_| {
+        UpstreamError::Failed(format!(
+            "{what}: its {setting} setting cannot be sent in a header"
+        ))
+    })
 }
 
 /// Maps an Anthropic error status: 429 and 529 (overloaded) are rate limiting; the rest as

@@ -8,9 +8,10 @@
 //! `api_version` (default [`DEFAULT_API_VERSION`]). `api_base` is the resource's endpoint, e.g.
 //! `https://my-resource.openai.azure.com`; a base ending in `/openai` is accepted too.
 
+use ::http::header::{AUTHORIZATION, HeaderMap};
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
 
+use super::client::{UpstreamClient, upstream_uri};
 use super::http::secret_header;
 use super::openai::OpenAiProvider;
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
@@ -24,7 +25,7 @@ pub struct AzureOpenAiProvider {
 }
 
 impl AzureOpenAiProvider {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: UpstreamClient) -> Self {
         AzureOpenAiProvider {
             http: OpenAiProvider::new(client),
         }
@@ -48,6 +49,7 @@ impl AzureOpenAiProvider {
             operation,
             version,
         );
+        let uri = upstream_uri(url, deployment)?;
         let secrets = call.secrets.as_ref();
         let field = |name: &str| secrets.and_then(|s| s.get(name)).filter(|v| !v.is_empty());
         let mut headers = HeaderMap::new();
@@ -59,7 +61,7 @@ impl AzureOpenAiProvider {
         } else if let Some(key) = field("api_key") {
             headers.insert("api-key", secret_header(key, deployment)?);
         }
-        self.http.send(url, headers, call).await
+        self.http.send(uri, headers, call).await
     }
 }
 

@@ -1,18 +1,24 @@
-//! The HTTP exchange shared by the providers that call their upstream through reqwest with a
-//! JSON body (OpenAI and compatible servers, Azure OpenAI, Anthropic, Gemini): sending under a
-//! deadline, bodies read with a bound, error statuses mapped to [`UpstreamError`] (each provider
-//! says where its message is and what else its errors mean), and a server-sent event stream
-//! relayed as it is or translated event by event into OpenAI chunks.
+//! The HTTP exchange shared by the providers that call their upstream with a JSON body over
+//! the [`UpstreamClient`](super::client::UpstreamClient) (OpenAI and compatible servers, Azure
+//! OpenAI, Anthropic, Gemini): sending under a deadline, bodies read with a bound, error
+//! statuses mapped to [`UpstreamError`] (each provider says where its message is and what else
+//! its errors mean), and a server-sent event stream relayed as it is or translated event by
+//! event into OpenAI chunks.
 
+use std::error::Error as StdError;
+use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::UpstreamError;
+use super::client::UpstreamResponse;
 use crate::codec::sse::DataFramer;
 
 /// The most a complete upstream answer may hold: a batch of embeddings at OpenAI's largest is
@@ -20,21 +26,23 @@ use crate::codec::sse::DataFramer;
 pub(super) const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 /// The most of an error answer that is read (only its message is used).
 pub(super) const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+/// The most of an answer's announced length that is allocated before its bytes come.
+const PREALLOCATED_BYTES: usize = 1024 * 1024;
 
-/// Sends `request` and waits until `give_up` for its answer to start. An error status is read
-/// (a bounded body, by the same deadline) and mapped by `status_error(status, body,
-/// retry-after)`.
+/// Waits until `give_up` for the answer to `request` (a call the client is making) to start.
+/// An error status is read (a bounded body, by the same deadline) and mapped by
+/// `status_error(status, body, retry-after)`.
 pub(super) async fn send(
-    request: reqwest::RequestBuilder,
+    request: impl Future<Output = Result<UpstreamResponse, hyper_util::client::legacy::Error>>,
     give_up: Instant,
     what: &str,
     status_error: impl FnOnce(u16, &[u8], Option<String>) -> UpstreamError,
-) -> Result<reqwest::Response, UpstreamError> {
+) -> Result<UpstreamResponse, UpstreamError> {
     let deadline = give_up.saturating_duration_since(Instant::now());
-    let response = tokio::time::timeout_at(give_up, request.send())
+    let response = tokio::time::timeout_at(give_up, request)
         .await
         .map_err(|_| UpstreamError::Timeout(format!("{what} did not answer within {deadline:?}")))?
-        .map_err(|e| transport_error(e, what))?;
+        .map_err(|e| transport_error(&e, what))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -55,7 +63,7 @@ pub(super) async fn send(
 /// The whole body of an answer that has started, read by `give_up` (`total` after the call
 /// began, for the message).
 pub(super) async fn whole_body(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     give_up: Instant,
     total: Duration,
     what: &str,
@@ -67,30 +75,46 @@ pub(super) async fn whole_body(
 
 /// A response's whole body, at most `limit` bytes (an error beyond).
 pub(super) async fn bounded_body(
-    mut response: reqwest::Response,
+    response: UpstreamResponse,
     limit: usize,
     what: &str,
 ) -> Result<Bytes, UpstreamError> {
     let too_large =
         || UpstreamError::Failed(format!("{what} answered with more than {limit} bytes"));
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
+    let mut upstream = response.into_body();
+    // The announced length (`Content-Length`), when there is one.
+    let announced = upstream.size_hint().exact();
+    if announced.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(e, what))?
-    {
+    // Copied rather than kept as the chunks come: a chunk shares the connection's read
+    // buffer, which a kept answer (the response cache) would hold on to whole. Sized by the
+    // announced length (one allocation), up to a point: an upstream that announces much and
+    // sends little must not make the edge hold much.
+    let reserve = announced.map_or(0, |length| length.min(PREALLOCATED_BYTES as u64) as usize);
+    let mut body = BytesMut::with_capacity(reserve);
+    while let Some(chunk) = next_data(&mut upstream).await {
+        let chunk = chunk.map_err(|e| transport_error(&e, what))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// The next piece of a body's data (trailers, which no provider sends, are skipped).
+async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
 }
 
 /// What an error status means, as most providers mean it: the `rate_limited` statuses are rate
@@ -145,36 +169,63 @@ pub(super) fn secret_header(
     Ok(value)
 }
 
-/// A reqwest failure as an upstream error.
-pub(super) fn transport_error(e: reqwest::Error, what: &str) -> UpstreamError {
-    // `without_url`: an upstream URL may carry a secret in its query.
-    let e = e.without_url();
-    if e.is_timeout() {
-        UpstreamError::Timeout(format!("{what} timed out"))
-    } else if e.is_connect() {
-        UpstreamError::Failed(format!("could not connect to {what}"))
-    } else {
-        UpstreamError::Failed(format!("{what} failed: {e}"))
+/// A failure of the client (a `hyper_util` client error) or of an answer's body (a `hyper`
+/// error) as an upstream error. Only those two errors' own messages are used, never those of
+/// what caused them (a connector's, which may name the host): neither holds the URL, which
+/// may carry a secret in its query.
+pub(super) fn transport_error(e: &(dyn StdError + 'static), what: &str) -> UpstreamError {
+    let timed_out = causes(e).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    });
+    let connect = causes(e).any(|e| {
+        e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    });
+    if timed_out {
+        return UpstreamError::Timeout(format!("{what} timed out"));
     }
+    if connect {
+        return UpstreamError::Failed(format!("could not connect to {what}"));
+    }
+    // The client's error says which step failed, hyper's (its causes) how.
+    let mut message = format!("{what} failed");
+    for e in causes(e) {
+        if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            message.push_str(&format!(": {e}"));
+        } else if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            message.push_str(&format!(": {e}"));
+        }
+    }
+    UpstreamError::Failed(message)
+}
+
+/// `e` and the errors that caused it, `e` first.
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |e| (*e).source())
 }
 
 /// An answer's body relayed as it arrives, ended with a timeout when nothing comes for `stall`.
 pub(super) fn relay(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     stall: Duration,
     what: String,
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-    let state = (response.bytes_stream(), what);
-    futures::stream::unfold(state, move |(mut chunks, what)| async move {
-        let next = match tokio::time::timeout(stall, chunks.next()).await {
+    let state = (response.into_body(), what);
+    futures::stream::unfold(state, move |(mut body, what)| async move {
+        let next = match tokio::time::timeout(stall, next_data(&mut body)).await {
             Ok(Some(Ok(bytes))) => Ok(bytes),
-            Ok(Some(Err(e))) => Err(transport_error(e, &what)),
+            Ok(Some(Err(e))) => Err(transport_error(&e, &what)),
             Ok(None) => return None,
             Err(_) => Err(UpstreamError::Timeout(format!(
                 "{what} stalled for {stall:?}"
             ))),
         };
-        Some((next, (chunks, what)))
+        Some((next, (body, what)))
     })
     .boxed()
 }
@@ -201,7 +252,7 @@ pub(super) trait EventTranslator: Send + 'static {
 
 /// State of a stream being translated.
 struct Translation<T> {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: Incoming,
     framer: DataFramer,
     translator: T,
     stall: Duration,
@@ -228,7 +279,7 @@ impl<T: EventTranslator> Translation<T> {
 
     /// What the upstream's next piece of the stream makes, into `out`.
     async fn step(&mut self, out: &mut Vec<u8>) {
-        match tokio::time::timeout(self.stall, self.upstream.next()).await {
+        match tokio::time::timeout(self.stall, next_data(&mut self.upstream)).await {
             Ok(Some(Ok(bytes))) => match self.framer.push(&bytes) {
                 Ok(events) => self.translate(events, out),
                 Err(too_large) => {
@@ -236,7 +287,7 @@ impl<T: EventTranslator> Translation<T> {
                     self.failure = Some(UpstreamError::Failed(message));
                 }
             },
-            Ok(Some(Err(e))) => self.failure = Some(transport_error(e, &self.what)),
+            Ok(Some(Err(e))) => self.failure = Some(transport_error(&e, &self.what)),
             Ok(None) => {
                 let rest = self.framer.rest().into_iter().collect();
                 self.translate(rest, out);
@@ -260,13 +311,13 @@ impl<T: EventTranslator> Translation<T> {
 /// (reported by the upstream, of the connection, or a stall of `stall`) ends the stream after
 /// the chunks already made.
 pub(super) fn translate_events<T: EventTranslator>(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     translator: T,
     stall: Duration,
     what: String,
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
     let state = Translation {
-        upstream: response.bytes_stream().boxed(),
+        upstream: response.into_body(),
         framer: DataFramer::default(),
         translator,
         stall,

@@ -5,6 +5,7 @@ mod anthropic;
 pub mod aws;
 mod azure;
 mod bedrock;
+mod client;
 mod completion;
 pub mod credentials;
 pub mod egress;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use client::UpstreamClient;
 pub use egress::Egress;
 use tollgate_policy::model::{Deployment, Provider as ProviderKind};
 
@@ -147,9 +149,10 @@ pub struct Providers {
 
 impl Providers {
     /// Providers sharing one pooled HTTP client with `connect_timeout` (and the AWS ones an
-    /// SDK client per endpoint), all connecting only where `egress` allows.
-    pub fn new(connect_timeout: Duration, egress: Egress) -> Result<Self, reqwest::Error> {
-        let http = egress.http_client(connect_timeout)?;
+    /// SDK client per endpoint), all connecting only where `egress` allows; an error when the
+    /// system has no root certificates for TLS.
+    pub fn new(connect_timeout: Duration, egress: Egress) -> std::io::Result<Self> {
+        let http = UpstreamClient::new(connect_timeout, egress.clone())?;
         Ok(Providers {
             openai: OpenAiProvider::new(http.clone()),
             anthropic: AnthropicProvider::new(http.clone()),

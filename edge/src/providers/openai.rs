@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use ::http::Uri;
+use ::http::header::{AUTHORIZATION, HeaderMap};
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
-use reqwest::{IntoUrl, Url};
 use tokio::time::Instant;
 use tollgate_policy::model::Deployment;
 
+use super::client::{UpstreamClient, upstream_uri};
 use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 
@@ -16,16 +17,16 @@ const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
 
 /// Calls OpenAI-format upstreams over one pooled client.
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    /// Each API base's routes, parsed once: parsing the URL on every request showed in the
-    /// edge's profile (the host goes through IDNA mapping, IP literals included).
+    client: UpstreamClient,
+    /// Each API base's routes, parsed once: a cached URI is cloned without allocating (its
+    /// parts share one buffer), where parsing allocates.
     routes: moka::sync::Cache<String, Arc<Routes>>,
 }
 
-/// The URLs of one API base.
+/// The URIs of one API base.
 struct Routes {
-    chat: Url,
-    embeddings: Url,
+    chat: Uri,
+    embeddings: Uri,
 }
 
 /// Which route a call goes to.
@@ -36,15 +37,15 @@ enum Route {
 }
 
 impl OpenAiProvider {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: UpstreamClient) -> Self {
         OpenAiProvider {
             client,
             routes: moka::sync::Cache::new(4096),
         }
     }
 
-    /// The URL of `route` under the deployment's API base (OpenAI's own when empty).
-    fn url(&self, deployment: &Deployment, route: Route) -> Result<Url, UpstreamError> {
+    /// The URI of `route` under the deployment's API base (OpenAI's own when empty).
+    fn url(&self, deployment: &Deployment, route: Route) -> Result<Uri, UpstreamError> {
         let api_base = deployment.api_base.as_str();
         let routes = match self.routes.get(api_base) {
             Some(routes) => routes,
@@ -54,15 +55,7 @@ impl OpenAiProvider {
                 } else {
                     api_base.trim_end_matches('/')
                 };
-                let parse = |path: &str| {
-                    // Not echoed: a URL may carry a secret.
-                    Url::parse(&format!("{base}{path}")).map_err(|e| {
-                        UpstreamError::Failed(format!(
-                            "deployment {}: its API base is not a URL ({e})",
-                            deployment.id
-                        ))
-                    })
-                };
+                let parse = |path: &str| upstream_uri(format!("{base}{path}"), deployment);
                 let routes = Arc::new(Routes {
                     chat: parse("/chat/completions")?,
                     embeddings: parse("/embeddings")?,
@@ -97,21 +90,16 @@ impl OpenAiProvider {
         self.send(url, headers, call).await
     }
 
-    /// Posts the call's body to `url` with `headers` (its credentials) and relays the answer
+    /// Posts the call's body to `uri` with `headers` (its credentials) and relays the answer
     /// as it is: shared by the upstreams that speak OpenAI's wire format (Azure OpenAI too).
     pub(super) async fn send(
         &self,
-        url: impl IntoUrl,
+        uri: Uri,
         headers: HeaderMap,
         call: UpstreamCall<'_>,
     ) -> Result<UpstreamReply, UpstreamError> {
         let give_up = call.answer_by();
-        let request = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .headers(headers)
-            .body(call.body);
+        let request = self.client.post_json(uri, headers, call.body);
         let what = format!("deployment {}", call.deployment.id);
         let response = http::send(request, give_up, &what, |status, body, retry_after| {
             http::status_error(
@@ -149,9 +137,12 @@ impl Provider for OpenAiProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tollgate_policy::model::Provider as ProviderKind;
 
     use super::*;
+    use crate::providers::Egress;
 
     fn deployment(api_base: &str) -> Deployment {
         let mut deployment = Deployment::new(
@@ -164,28 +155,30 @@ mod tests {
         deployment
     }
 
+    fn provider() -> OpenAiProvider {
+        let client = UpstreamClient::new(Duration::from_secs(1), Egress::default());
+        OpenAiProvider::new(client.unwrap())
+    }
+
     #[test]
     fn each_api_base_has_its_routes_parsed_once() {
-        let provider = OpenAiProvider::new(reqwest::Client::new());
+        let provider = provider();
         let local = deployment("http://127.0.0.1:8000/v1/");
         for _ in 0..3 {
             let chat = provider.url(&local, Route::Chat).unwrap();
-            assert_eq!(chat.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
+            assert_eq!(chat, "http://127.0.0.1:8000/v1/chat/completions");
         }
         let embeddings = provider.url(&local, Route::Embeddings).unwrap();
-        assert_eq!(embeddings.as_str(), "http://127.0.0.1:8000/v1/embeddings");
+        assert_eq!(embeddings, "http://127.0.0.1:8000/v1/embeddings");
         let openai = provider.url(&deployment(""), Route::Chat).unwrap();
-        assert_eq!(
-            openai.as_str(),
-            "https://api.openai.com/v1/chat/completions"
-        );
+        assert_eq!(openai, "https://api.openai.com/v1/chat/completions");
         provider.routes.run_pending_tasks();
         assert_eq!(provider.routes.entry_count(), 2);
     }
 
     #[test]
     fn an_api_base_that_is_not_a_url_is_refused_without_echoing_it() {
-        let provider = OpenAiProvider::new(reqwest::Client::new());
+        let provider = provider();
         let refused = provider.url(&deployment("not a url?token=secret"), Route::Chat);
         let message = match refused {
             Err(UpstreamError::Failed(message)) => message,

@@ -77,6 +77,13 @@ impl Egress {
         if let Some(why) = forbidden_host(host) {
             return Err(Refused(why));
         }
+        self.check_literal(host)
+    }
+
+    /// Checks a host that is an IP literal (`[…]` for IPv6) against the allowed networks; a
+    /// name passes (the resolver judges what it resolves to). For clients whose connector
+    /// skips the resolver for literals, to judge them again at connect time.
+    pub fn check_literal(&self, host: &str) -> Result<(), Refused> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match bare.parse::<IpAddr>() {
             Ok(ip) => self.check_ip(ip),
@@ -129,7 +136,9 @@ impl Egress {
         Ok(allowed)
     }
 
-    /// An HTTP client under this egress policy at connect time, following no redirects.
+    /// An HTTP client under this egress policy at connect time, following no redirects: for
+    /// calls off the edge's request path (alert webhooks); the edge's providers use a client
+    /// of their own over [`Egress::resolve`] and [`Egress::check_literal`].
     pub fn http_client(
         &self,
         connect_timeout: Duration,
@@ -179,6 +188,10 @@ mod tests {
         });
         assert!(closed.check_url("http://127.0.0.1:8000/v1").is_err());
         assert!(closed.check_url("http://10.0.0.5/v1").is_err());
+        assert!(closed.check_literal("[::1]").is_err());
+        assert!(closed.check_literal("169.254.169.254").is_err());
+        assert!(closed.check_literal("example.com").is_ok());
+        assert!(open.check_literal("127.0.0.1").is_ok());
         let refused = closed.resolve("localhost".to_owned()).await;
         assert!(
             refused.as_ref().is_err_and(|e| e.0.contains("loopback")),

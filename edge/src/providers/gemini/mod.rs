@@ -9,12 +9,13 @@
 mod request;
 mod response;
 
+use ::http::header::HeaderMap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::client::{UpstreamClient, UpstreamResponse, upstream_uri};
 use super::http::{self, secret_header};
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 use response::StreamTranslator;
@@ -25,11 +26,11 @@ const DEFAULT_API_BASE: &str = "https://generativelanguage.googleapis.com";
 
 /// Calls the Gemini API over one pooled client.
 pub struct GeminiProvider {
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 impl GeminiProvider {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: UpstreamClient) -> Self {
         GeminiProvider { client }
     }
 
@@ -42,24 +43,21 @@ impl GeminiProvider {
         body: &Value,
         give_up: Instant,
         what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let deployment = call.deployment;
         let body =
             serde_json::to_vec(body).map_err(|e| UpstreamError::Failed(format!("{what}: {e}")))?;
+        let url = method_url(
+            &deployment.api_base,
+            model_id(&deployment.upstream_model),
+            method,
+        );
+        let uri = upstream_uri(url, deployment)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
             headers.insert("x-goog-api-key", secret_header(key, deployment)?);
         }
-        let request = self
-            .client
-            .post(method_url(
-                &deployment.api_base,
-                model_id(&deployment.upstream_model),
-                method,
-            ))
-            .header(CONTENT_TYPE, "application/json")
-            .headers(headers)
-            .body(body);
+        let request = self.client.post_json(uri, headers, Bytes::from(body));
         http::send(request, give_up, what, |status, body, retry_after| {
             status_error(status, body, retry_after, what)
         })
