@@ -9,7 +9,8 @@
 //! does not resolve, just before connecting. No redirect is followed (the client has no such
 //! layer: a 3xx is the upstream's answer) and no request is sent twice: the edge retries
 //! failed calls itself. The one re-send the client does, like reqwest's did, is of a request
-//! none of which was written because the pooled connection it was given had closed.
+//! none of which was written because the pooled connection it was given had closed. An
+//! `https` upstream is reached through the proxy the environment names, if any ([`Route`]).
 
 use std::future::Future;
 use std::io;
@@ -31,6 +32,7 @@ use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder, Mayb
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tollgate_policy::model::Deployment;
@@ -38,6 +40,7 @@ use tower::Service;
 
 use super::UpstreamError;
 use super::egress::{Egress, Refused};
+use super::proxy::Route;
 
 /// An upstream's answer, its body still to be read.
 pub type UpstreamResponse = http::Response<Incoming>;
@@ -69,11 +72,21 @@ impl UpstreamClient {
         .map_err(io::Error::other)?
         .with_native_roots()?
         .with_no_client_auth();
-        Ok(Self::with_tls(connect_timeout, egress, tls))
+        Ok(Self::with_tls(
+            connect_timeout,
+            egress,
+            tls,
+            Matcher::from_env(),
+        ))
     }
 
-    /// A client with its own TLS configuration (tests: a test CA).
-    fn with_tls(connect_timeout: Duration, egress: Egress, tls: rustls::ClientConfig) -> Self {
+    /// A client with its own TLS configuration and proxies (tests: a test CA, a local proxy).
+    fn with_tls(
+        connect_timeout: Duration,
+        egress: Egress,
+        tls: rustls::ClientConfig,
+        proxies: Matcher,
+    ) -> Self {
         let mut tcp = HttpConnector::new_with_resolver(Resolver(egress.clone()));
         // `https` URIs are the TLS connector's to handle.
         tcp.enforce_http(false);
@@ -91,7 +104,7 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Route::new(tcp, proxies));
         let connector = Guarded {
             tls,
             egress,
@@ -227,7 +240,7 @@ fn not_a_url(deployment: &Deployment, why: &str) -> UpstreamError {
 
 /// The egress policy as the connector's resolver: only the addresses calls may reach.
 #[derive(Clone)]
-struct Resolver(Egress);
+pub(super) struct Resolver(Egress);
 
 impl Service<Name> for Resolver {
     type Response = std::vec::IntoIter<SocketAddr>;
@@ -245,13 +258,13 @@ impl Service<Name> for Resolver {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The TLS connector, refusing IP literals the policy forbids (the resolver never sees them)
 /// and bounding a whole connection (DNS, TCP, TLS) by the connect timeout, as reqwest did.
 #[derive(Clone)]
 struct Guarded {
-    tls: HttpsConnector<HttpConnector<Resolver>>,
+    tls: HttpsConnector<Route>,
     egress: Egress,
     connect_timeout: Duration,
 }
@@ -442,13 +455,11 @@ mod tests {
         format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
     }
 
-    /// Over TLS the client offers HTTP/2, and a server that takes it is called with it.
-    #[tokio::test]
-    async fn https_upstreams_are_called_over_http2_when_they_offer_it() -> anyhow::Result<()> {
+    /// A client trusting test CA a, calling every name at 127.0.0.1, through `proxies`.
+    fn test_ca_client(proxies: Matcher) -> anyhow::Result<UpstreamClient> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
 
-        let port = https_server().await?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(fixture("ca-a.pem"))?)?;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -460,13 +471,93 @@ mod tests {
         let lookup: Lookup =
             Arc::new(|_: String| Box::pin(async { Ok(vec![IpAddr::from([127, 0, 0, 1])]) }));
         let egress = Egress::new(Networks::default()).with_lookup(lookup);
-        let client = UpstreamClient::with_tls(Duration::from_secs(2), egress, tls);
+        Ok(UpstreamClient::with_tls(
+            Duration::from_secs(2),
+            egress,
+            tls,
+            proxies,
+        ))
+    }
+
+    /// Over TLS the client offers HTTP/2, and a server that takes it is called with it.
+    #[tokio::test]
+    async fn https_upstreams_are_called_over_http2_when_they_offer_it() -> anyhow::Result<()> {
+        let port = https_server().await?;
+        let client = test_ca_client(Matcher::builder().build())?;
         for _ in 0..2 {
             let answer = post(&client, format!("https://localhost:{port}/v1"))?.await?;
             assert_eq!(answer.version(), http::Version::HTTP_2);
             let body = http_body_util::BodyExt::collect(answer.into_body()).await?;
             assert_eq!(body.to_bytes(), "HTTP/2.0");
         }
+        Ok(())
+    }
+
+    /// A local HTTP proxy that opens `CONNECT` tunnels, recording each request head it got;
+    /// its port.
+    async fn connect_proxy(heads: Arc<std::sync::Mutex<Vec<String>>>) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let Ok(byte) = client.read_u8().await else {
+                            return;
+                        };
+                        head.push(byte);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    heads.lock().unwrap_or_else(|e| e.into_inner()).push(head);
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+                    if client.write_all(established).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Ok(port)
+    }
+
+    /// With a proxy named for `https`, an https upstream is reached through a `CONNECT` tunnel
+    /// (with the proxy's credentials) and TLS runs end to end inside it; an upstream the
+    /// `no_proxy` list names, and a plain http one, are called directly.
+    #[tokio::test]
+    async fn https_upstreams_go_through_the_named_proxy_unless_exempted() -> anyhow::Result<()> {
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let proxy = connect_proxy(heads.clone()).await?;
+        let upstream = https_server().await?;
+        let proxies = Matcher::builder()
+            .https(format!("http://user:secret@127.0.0.1:{proxy}"))
+            .no("exempt.test")
+            .build();
+        let client = test_ca_client(proxies)?;
+
+        let answer = post(&client, format!("https://localhost:{upstream}/v1"))?.await?;
+        let body = http_body_util::BodyExt::collect(answer.into_body()).await?;
+        assert_eq!(body.to_bytes(), "HTTP/2.0");
+        let seen = heads.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].starts_with(&format!("CONNECT localhost:{upstream} HTTP/1.1")));
+        let expected = base64::engine::general_purpose::STANDARD.encode("user:secret");
+        assert!(seen[0].contains(&format!("Proxy-Authorization: Basic {expected}")));
+
+        // Not a name the test CA's certificate holds: refused by TLS, but never tunnelled.
+        let exempt = post(&client, format!("https://exempt.test:{upstream}/v1"))?.await;
+        assert!(exempt.is_err());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let plain = server(hits.clone()).await?;
+        post(&client, format!("http://127.0.0.1:{plain}/v1"))?.await?;
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(heads.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod http;
 mod messages;
 mod mock;
 mod openai;
+mod proxy;
 mod sagemaker;
 mod tools;
 
