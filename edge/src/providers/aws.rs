@@ -204,8 +204,8 @@ pub trait EventSource: Send + 'static {
 }
 
 /// An SDK event stream relayed as the bytes the client gets. `decode` is given each event, then
-/// `None` at the end of the stream, and appends what it makes; its `Err` (a message) ends the
-/// stream with a failure, as do a failure of the stream itself (mapped by `stream_error`) and no
+/// `None` at the end of the stream, and returns what it makes (empty: nothing to send yet);
+/// its `Err` (a message) ends the stream with a failure, as do a failure of the stream itself (mapped by `stream_error`) and no
 /// event for `stall`. What was made before a failure is sent first.
 pub fn relay_events<S, D, M>(
     events: S,
@@ -216,7 +216,7 @@ pub fn relay_events<S, D, M>(
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>>
 where
     S: EventSource,
-    D: FnMut(Option<S::Event>, &mut Vec<u8>) -> Result<(), String> + Send + 'static,
+    D: FnMut(Option<S::Event>) -> Result<Vec<u8>, String> + Send + 'static,
     M: Fn(SdkError<S::Error, RawMessage>, &str, Duration) -> UpstreamError + Send + 'static,
 {
     let relay = Relay {
@@ -247,17 +247,16 @@ struct Relay<S, D, M> {
 impl<S, D, M> Relay<S, D, M>
 where
     S: EventSource,
-    D: FnMut(Option<S::Event>, &mut Vec<u8>) -> Result<(), String>,
+    D: FnMut(Option<S::Event>) -> Result<Vec<u8>, String>,
     M: Fn(SdkError<S::Error, RawMessage>, &str, Duration) -> UpstreamError,
 {
     /// The next bytes to send or the failure that ends the stream; `None` once it is over.
     async fn next(&mut self) -> Option<Result<Bytes, UpstreamError>> {
         while !self.done {
-            let mut out = Vec::new();
             let decoded = match tokio::time::timeout(self.stall, self.events.next_event()).await {
                 Ok(Ok(event)) => {
                     self.done = event.is_none();
-                    (self.decode)(event, &mut out)
+                    (self.decode)(event)
                 }
                 Ok(Err(e)) => {
                     self.done = true;
@@ -270,8 +269,8 @@ where
                 }
             };
             match decoded {
-                Ok(()) if out.is_empty() => {}
-                Ok(()) => return Some(Ok(Bytes::from(out))),
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => return Some(Ok(Bytes::from(out))),
                 Err(message) => {
                     self.done = true;
                     let message = format!("{}: {message}", self.what);

@@ -496,16 +496,15 @@ fn relay(
     first_byte: Duration,
     what: String,
 ) -> UpstreamReply {
-    let decode = move |event: Option<ResponseStream>, out: &mut Vec<u8>| {
+    let decode = move |event: Option<ResponseStream>| {
         let made = match event {
             Some(ResponseStream::PayloadPart(part)) => {
                 decoder.push(&part.bytes.map(Blob::into_inner).unwrap_or_default())?
             }
-            Some(_) => return Ok(()),
+            Some(_) => String::new(),
             None => decoder.end()?,
         };
-        out.extend_from_slice(made.as_bytes());
-        Ok(())
+        Ok(made.into_bytes())
     };
     let stream_error = |e, what: &str, limit| sdk_error(e, what, limit, in_stream_error);
     UpstreamReply::Stream(aws::relay_events(

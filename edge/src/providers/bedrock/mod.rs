@@ -201,12 +201,13 @@ impl BedrockProvider {
             .await
             .map_err(|e| sdk_error(e, &what, first_byte))?;
         let mut translator = StreamTranslator::new(&request.model_id, request.include_usage);
-        let decode = move |event: Option<ConverseStreamOutput>, out: &mut Vec<u8>| {
+        let decode = move |event: Option<ConverseStreamOutput>| {
+            let mut out = Vec::new();
             match event {
-                Some(event) => translator.event(&event, out),
-                None => translator.end(out),
+                Some(event) => translator.event(&event, &mut out),
+                None => translator.end(&mut out),
             }
-            Ok(())
+            Ok(out)
         };
         let stream = aws::relay_events(output.stream, decode, first_byte, what, sdk_error);
         Ok(UpstreamReply::Stream(stream))
