@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +21,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::uri::{Authority, Uri};
 use http::{Method, Request};
@@ -30,16 +28,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use percent_encoding::percent_decode_str;
 use tokio::net::TcpStream;
 use tollgate_policy::model::Deployment;
 use tower::Service;
 
 use super::UpstreamError;
-use super::egress::{Egress, Refused};
+use super::egress::{Egress, HyperResolver};
 use super::proxy::Route;
 
 /// An upstream's answer, its body still to be read.
@@ -87,7 +85,7 @@ impl UpstreamClient {
         tls: rustls::ClientConfig,
         proxies: Matcher,
     ) -> Self {
-        let mut tcp = HttpConnector::new_with_resolver(Resolver(egress.clone()));
+        let mut tcp = HttpConnector::new_with_resolver(HyperResolver(egress.clone()));
         // `https` URIs are the TLS connector's to handle.
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(connect_timeout));
@@ -154,7 +152,8 @@ fn without_user_info(uri: Uri, headers: &mut HeaderMap) -> Uri {
         .unwrap_or(("", authority.as_str()));
     if !headers.contains_key(AUTHORIZATION) && !user_info.is_empty() {
         let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
-        let credentials = format!("{}:{}", percent_decoded(user), percent_decoded(password));
+        let decoded = |part| percent_decode_str(part).decode_utf8_lossy();
+        let credentials = format!("{}:{}", decoded(user), decoded(password));
         let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
         if let Ok(mut value) = HeaderValue::try_from(format!("Basic {encoded}")) {
             value.set_sensitive(true);
@@ -163,30 +162,6 @@ fn without_user_info(uri: Uri, headers: &mut HeaderMap) -> Uri {
     }
     parts.authority = Authority::try_from(host).ok();
     Uri::from_parts(parts).unwrap_or_default()
-}
-
-/// `%XX` escapes decoded (invalid ones kept as they are).
-fn percent_decoded(part: &str) -> String {
-    let bytes = part.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URI of an upstream call from `url`, a deployment's API base and a path: an absolute
@@ -236,26 +211,6 @@ fn not_a_url(deployment: &Deployment, why: &str) -> UpstreamError {
         "deployment {}: its API base is not a URL ({why})",
         deployment.id
     ))
-}
-
-/// The egress policy as the connector's resolver: only the addresses calls may reach.
-#[derive(Clone)]
-pub(super) struct Resolver(Egress);
-
-impl Service<Name> for Resolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Refused;
-    type Future = BoxFuture<'static, Result<Self::Response, Refused>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Refused>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let egress = self.0.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move { Ok(egress.resolve(host).await?.into_iter()) })
-    }
 }
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -21,18 +21,19 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::client::{BoxError, Resolver};
+use super::client::BoxError;
+use super::egress::HyperResolver;
 
 /// The TCP connector of provider calls, tunnelling through a proxy where one is named.
 #[derive(Clone)]
 pub(super) struct Route {
-    direct: HttpConnector<Resolver>,
+    direct: HttpConnector<HyperResolver>,
     proxies: Arc<Matcher>,
 }
 
 impl Route {
     /// Connections made by `direct`, through the proxies `proxies` names.
-    pub(super) fn new(direct: HttpConnector<Resolver>, proxies: Matcher) -> Self {
+    pub(super) fn new(direct: HttpConnector<HyperResolver>, proxies: Matcher) -> Self {
         Route {
             direct,
             proxies: Arc::new(proxies),
