@@ -355,18 +355,27 @@ mod tests {
 
     #[test]
     fn every_thread_of_a_process_is_counted() {
-        let before = switches(std::process::id());
-        let sleeper = std::thread::spawn(|| {
+        // Other tests' threads come and go in this process, so the sum is compared with what
+        // must be in it: this thread's count, read first, and a live sleeper's five sleeps.
+        let (slept, slept_rx) = std::sync::mpsc::channel();
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
             for _ in 0..5 {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            let _ = slept.send(());
+            let _ = done_rx.recv();
         });
-        std::thread::sleep(Duration::from_millis(20));
-        let during = switches(std::process::id());
+        let _ = slept_rx.recv();
+        let this_thread = thread_switches(
+            &std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default(),
+        );
+        let all = switches(std::process::id());
+        let _ = done.send(());
         let _ = sleeper.join();
         assert!(
-            during.voluntary > before.voluntary,
-            "{before:?} → {during:?}"
+            all.voluntary >= this_thread.voluntary + 5,
+            "{this_thread:?} of this thread, {all:?} in all"
         );
     }
 }
