@@ -22,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::repoll::RepollOnSelfWake;
 use crate::tls::ReloadingTls;
 
 /// What a listener allows.
@@ -106,6 +107,7 @@ pub async fn serve(
         match &tls {
             None => {
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+                let connection = RepollOnSelfWake::new(connection);
                 tokio::spawn(async move {
                     // A client that goes away or breaks the protocol ends only its own connection.
                     let _ = connection.await;
@@ -120,7 +122,7 @@ pub async fn serve(
                     let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
                     if let Ok(Ok(stream)) = accepted.await {
                         let connection = http.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(connection).await;
+                        let _ = RepollOnSelfWake::new(watcher.watch(connection)).await;
                     }
                     drop(permit);
                 });

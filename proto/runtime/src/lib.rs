@@ -14,6 +14,7 @@ pub mod follow;
 pub mod health;
 pub mod http_serve;
 pub mod process;
+pub mod repoll;
 pub mod settings;
 pub mod signing;
 pub mod tls;
