@@ -23,6 +23,7 @@ pub mod streams;
 pub mod suite;
 pub mod tollgate;
 pub mod verdict;
+pub mod wakeup;
 
 /// Runs `server` to its end on a runtime of `workers` threads (at least one): the main of
 /// `mock-provider` and `floor-proxy`, whose worker count is part of what they model.

@@ -126,6 +126,16 @@ fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<
     );
     meta.insert("mode".into(), plan.mode.into());
     meta.insert("load average at start".into(), load_average());
+    if let Some(wake_ups) = crate::wakeup::measure() {
+        meta.insert(
+            "thread wake-up (median, same CPU / other CPU)".into(),
+            format!(
+                "{:.1} µs / {:.1} µs",
+                wake_ups.same_cpu.as_secs_f64() * 1e6,
+                wake_ups.other_cpu.as_secs_f64() * 1e6
+            ),
+        );
+    }
     meta.insert("tollgate_bin".into(), tollgate_bin.display().to_string());
     if let Ok(modified) = std::fs::metadata(tollgate_bin).and_then(|m| m.modified()) {
         let built: chrono::DateTime<chrono::Utc> = modified.into();
