@@ -63,7 +63,7 @@ impl Provider for AnthropicProvider {
         };
         headers.insert("anthropic-version", version);
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            headers.insert("x-api-key", secret_header(key, deployment)?);
+            headers.insert("x-api-key", secret_header("", key, deployment)?);
         }
         if let Some(beta) = deployment.settings.get("anthropic_beta") {
             let beta = setting_header(beta, "anthropic_beta", &what)?;

@@ -54,12 +54,9 @@ impl AzureOpenAiProvider {
         let field = |name: &str| secrets.and_then(|s| s.get(name)).filter(|v| !v.is_empty());
         let mut headers = HeaderMap::new();
         if let Some(token) = field("bearer_token") {
-            headers.insert(
-                AUTHORIZATION,
-                secret_header(&format!("Bearer {token}"), deployment)?,
-            );
+            headers.insert(AUTHORIZATION, secret_header("Bearer ", token, deployment)?);
         } else if let Some(key) = field("api_key") {
-            headers.insert("api-key", secret_header(key, deployment)?);
+            headers.insert("api-key", secret_header("", key, deployment)?);
         }
         self.http.send(uri, headers, call).await
     }

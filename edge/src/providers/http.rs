@@ -154,12 +154,17 @@ pub(super) fn error_message(body: &[u8]) -> Option<String> {
     Some(super::upstream_message(message))
 }
 
-/// A credential field as a header value, marked sensitive (kept out of logs).
+/// A credential field, after `prefix` (`"Bearer "`, or nothing), as a header value marked
+/// sensitive (kept out of logs). Written once into the value's own buffer: no `format!` copy.
 pub(super) fn secret_header(
+    prefix: &str,
     value: &str,
     deployment: &tollgate_policy::model::Deployment,
 ) -> Result<HeaderValue, UpstreamError> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
+    let mut joined = BytesMut::with_capacity(prefix.len() + value.len());
+    joined.extend_from_slice(prefix.as_bytes());
+    joined.extend_from_slice(value.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(joined.freeze()).map_err(|_| {
         UpstreamError::Failed(format!(
             "deployment {} has a credential that cannot be sent in a header",
             deployment.id
@@ -353,5 +358,44 @@ fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
         StreamFailure::Unreadable => {
             UpstreamError::Failed(format!("{what} sent an unreadable stream event"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_policy::model::{Deployment, Provider};
+
+    use super::*;
+
+    fn deployment() -> Deployment {
+        Deployment::new(
+            "d1".into(),
+            "m".into(),
+            Provider::OpenaiCompatible,
+            "m".into(),
+        )
+    }
+
+    #[test]
+    fn a_credential_becomes_a_sensitive_header_after_its_prefix() {
+        let bearer = secret_header("Bearer ", "sk-secret", &deployment()).unwrap();
+        assert_eq!(bearer, "Bearer sk-secret");
+        assert!(bearer.is_sensitive());
+        let bare = secret_header("", "sk-secret", &deployment()).unwrap();
+        assert_eq!(bare, "sk-secret");
+        assert!(bare.is_sensitive());
+    }
+
+    #[test]
+    fn a_credential_that_cannot_be_a_header_is_refused_without_being_echoed() {
+        let Err(UpstreamError::Failed(message)) =
+            secret_header("Bearer ", "sk-secret\r\nx-injected: 1", &deployment())
+        else {
+            panic!("a credential with a line break was taken");
+        };
+        assert_eq!(
+            message,
+            "deployment d1 has a credential that cannot be sent in a header"
+        );
     }
 }

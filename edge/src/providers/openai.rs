@@ -79,13 +79,10 @@ impl OpenAiProvider {
         let url = self.url(deployment, route)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            headers.insert(
-                AUTHORIZATION,
-                secret_header(&format!("Bearer {key}"), deployment)?,
-            );
+            headers.insert(AUTHORIZATION, secret_header("Bearer ", key, deployment)?);
         }
         if let Some(org) = call.secrets.as_ref().and_then(|s| s.get("organization")) {
-            headers.insert("openai-organization", secret_header(org, deployment)?);
+            headers.insert("openai-organization", secret_header("", org, deployment)?);
         }
         self.send(url, headers, call).await
     }

@@ -55,7 +55,7 @@ impl GeminiProvider {
         let uri = upstream_uri(url, deployment)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = call.secrets.as_ref().and_then(|s| s.get("api_key")) {
-            headers.insert("x-goog-api-key", secret_header(key, deployment)?);
+            headers.insert("x-goog-api-key", secret_header("", key, deployment)?);
         }
         let request = self.client.post_json(uri, headers, Bytes::from(body));
         http::send(request, give_up, what, |status, body, retry_after| {
