@@ -258,19 +258,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tollgate_policy::egress::Networks;
-    use tollgate_policy::model::Provider as ProviderKind;
 
     use super::super::egress::Lookup;
+    use super::super::test_deployment as deployment;
     use super::*;
-
-    fn deployment() -> Deployment {
-        Deployment::new(
-            "d1".into(),
-            "m".into(),
-            ProviderKind::OpenaiCompatible,
-            "m".into(),
-        )
-    }
 
     /// A local server answering every request with the `Authorization` header it got, counting
     /// the requests; its port.

@@ -363,18 +363,8 @@ fn stream_failure(failure: StreamFailure, what: &str) -> UpstreamError {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_policy::model::{Deployment, Provider};
-
+    use super::super::test_deployment as deployment;
     use super::*;
-
-    fn deployment() -> Deployment {
-        Deployment::new(
-            "d1".into(),
-            "m".into(),
-            Provider::OpenaiCompatible,
-            "m".into(),
-        )
-    }
 
     #[test]
     fn a_credential_becomes_a_sensitive_header_after_its_prefix() {

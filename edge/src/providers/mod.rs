@@ -190,3 +190,14 @@ impl Providers {
         }
     }
 }
+
+/// A deployment `d1` of model `m` on an OpenAI-compatible server, for the providers' tests.
+#[cfg(test)]
+fn test_deployment() -> Deployment {
+    Deployment::new(
+        "d1".into(),
+        "m".into(),
+        ProviderKind::OpenaiCompatible,
+        "m".into(),
+    )
+}
