@@ -60,9 +60,8 @@ fn median_pass(ping_cpu: usize, pong_cpu: usize) -> Option<Duration> {
         }
         Some(passes)
     });
-    let passes = pinger.join().ok()??;
+    let mut passes = pinger.join().ok()??;
     let _ = ponger.join();
-    let mut passes = passes;
     passes.sort_unstable();
     passes.get(passes.len() / 2).copied()
 }

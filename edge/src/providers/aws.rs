@@ -204,9 +204,10 @@ pub trait EventSource: Send + 'static {
 }
 
 /// An SDK event stream relayed as the bytes the client gets. `decode` is given each event, then
-/// `None` at the end of the stream, and returns what it makes (empty: nothing to send yet);
-/// its `Err` (a message) ends the stream with a failure, as do a failure of the stream itself (mapped by `stream_error`) and no
-/// event for `stall`. What was made before a failure is sent first.
+/// `None` at the end of the stream, and returns what it makes (empty: nothing to send yet).
+/// Its `Err` (a message) ends the stream with a failure, as do a failure of the stream itself
+/// (mapped by `stream_error`) and no event for `stall`. What was made before a failure is sent
+/// first.
 pub fn relay_events<S, D, M>(
     events: S,
     decode: D,

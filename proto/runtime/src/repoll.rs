@@ -88,21 +88,16 @@ impl Wake for Shared {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let mut state = self.state.load(Ordering::SeqCst);
-        loop {
-            match state {
-                IDLE => return self.task.wake(),
-                WOKEN_WHILE_POLLING => return,
-                _ => match self.state.compare_exchange(
-                    POLLING,
-                    WOKEN_WHILE_POLLING,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => return,
-                    Err(now) => state = now,
-                },
-            }
+        // During a poll the wake is noted for the poller; between polls it goes to the task.
+        // A poll that starts just after `IDLE` was seen only makes this wake a spare one.
+        let noted = self.state.compare_exchange(
+            POLLING,
+            WOKEN_WHILE_POLLING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        if noted == Err(IDLE) {
+            self.task.wake();
         }
     }
 }
