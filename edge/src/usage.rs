@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::join_all;
 use prost::Message;
 use tokio::sync::mpsc;
 use tollgate_proto::usage::UsageEvent;
@@ -98,11 +97,12 @@ async fn publish(
             }
         }
         let round: Vec<UsageEvent> = pending.drain(..pending.len().min(BATCH)).collect();
-        let results = join_all(round.iter().map(|event| {
-            let payload = Bytes::from(event.encode_to_vec());
-            bus.publish(USAGE, &event.request_id, payload)
-        }))
-        .await;
+        let messages: Vec<(&str, Bytes)> = round
+            .iter()
+            .map(|event| (event.request_id.as_str(), event.encode_to_vec().into()))
+            .collect();
+        let results = bus.publish_all(USAGE, &messages).await;
+        drop(messages);
         let mut failed = false;
         for (event, result) in round.into_iter().zip(results) {
             match result {

@@ -12,6 +12,7 @@ pub mod egress;
 mod embedding_request;
 mod gemini;
 mod http;
+mod memo;
 mod messages;
 mod mock;
 mod openai;
@@ -28,6 +29,8 @@ use futures::stream::BoxStream;
 pub use client::UpstreamClient;
 pub use egress::Egress;
 use tollgate_policy::model::{Deployment, Provider as ProviderKind};
+
+use memo::AddressMemo;
 
 pub use anthropic::AnthropicProvider;
 pub use azure::AzureOpenAiProvider;
@@ -138,7 +141,7 @@ pub struct Providers {
     /// The egress verdict on each deployment address seen: the policy is fixed for the life
     /// of the edge, so an address's verdict is too, and a lookup costs far less than parsing
     /// the URL on every request.
-    verdicts: moka::sync::Cache<String, Result<(), String>>,
+    verdicts: AddressMemo<Result<(), String>>,
     pub openai: OpenAiProvider,
     pub anthropic: AnthropicProvider,
     pub azure: AzureOpenAiProvider,
@@ -163,18 +166,15 @@ impl Providers {
             sagemaker: SagemakerProvider::new(connect_timeout, egress.clone()),
             mock: MockProvider,
             egress,
-            verdicts: moka::sync::Cache::new(4096),
+            verdicts: AddressMemo::new(),
         })
     }
 
     /// Whether calls may go to `api_base` (a refusal says why).
     pub fn check_api_base(&self, api_base: &str) -> Result<(), String> {
-        if let Some(verdict) = self.verdicts.get(api_base) {
-            return verdict;
-        }
-        let verdict = self.egress.check_url(api_base).map_err(|r| r.to_string());
-        self.verdicts.insert(api_base.to_owned(), verdict.clone());
-        verdict
+        self.verdicts.get_or_insert_with(api_base, || {
+            self.egress.check_url(api_base).map_err(|r| r.to_string())
+        })
     }
 
     /// The provider that serves `deployment`, if this edge supports its kind.

@@ -11,6 +11,7 @@ use tollgate_policy::model::Deployment;
 
 use super::client::{UpstreamClient, upstream_uri};
 use super::http::{self, secret_header};
+use super::memo::AddressMemo;
 use super::{Provider, UpstreamCall, UpstreamError, UpstreamReply};
 
 const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
@@ -20,7 +21,7 @@ pub struct OpenAiProvider {
     client: UpstreamClient,
     /// Each API base's routes, parsed once: a cached URI is cloned without allocating (its
     /// parts share one buffer), where parsing allocates.
-    routes: moka::sync::Cache<String, Arc<Routes>>,
+    routes: AddressMemo<Arc<Routes>>,
 }
 
 /// The URIs of one API base.
@@ -40,30 +41,25 @@ impl OpenAiProvider {
     pub fn new(client: UpstreamClient) -> Self {
         OpenAiProvider {
             client,
-            routes: moka::sync::Cache::new(4096),
+            routes: AddressMemo::new(),
         }
     }
 
     /// The URI of `route` under the deployment's API base (OpenAI's own when empty).
     fn url(&self, deployment: &Deployment, route: Route) -> Result<Uri, UpstreamError> {
         let api_base = deployment.api_base.as_str();
-        let routes = match self.routes.get(api_base) {
-            Some(routes) => routes,
-            None => {
-                let base = if api_base.is_empty() {
-                    DEFAULT_API_BASE
-                } else {
-                    api_base.trim_end_matches('/')
-                };
-                let parse = |path: &str| upstream_uri(format!("{base}{path}"), deployment);
-                let routes = Arc::new(Routes {
-                    chat: parse("/chat/completions")?,
-                    embeddings: parse("/embeddings")?,
-                });
-                self.routes.insert(api_base.to_owned(), routes.clone());
-                routes
-            }
-        };
+        let routes = self.routes.get_or_try_insert_with(api_base, || {
+            let base = if api_base.is_empty() {
+                DEFAULT_API_BASE
+            } else {
+                api_base.trim_end_matches('/')
+            };
+            let parse = |path: &str| upstream_uri(format!("{base}{path}"), deployment);
+            Ok::<_, UpstreamError>(Arc::new(Routes {
+                chat: parse("/chat/completions")?,
+                embeddings: parse("/embeddings")?,
+            }))
+        })?;
         Ok(match route {
             Route::Chat => routes.chat.clone(),
             Route::Embeddings => routes.embeddings.clone(),
@@ -169,8 +165,7 @@ mod tests {
         assert_eq!(embeddings, "http://127.0.0.1:8000/v1/embeddings");
         let openai = provider.url(&deployment(""), Route::Chat).unwrap();
         assert_eq!(openai, "https://api.openai.com/v1/chat/completions");
-        provider.routes.run_pending_tasks();
-        assert_eq!(provider.routes.entry_count(), 2);
+        assert_eq!(provider.routes.len(), 2);
     }
 
     #[test]

@@ -303,6 +303,64 @@ async fn a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one(
     Ok(())
 }
 
+async fn messages_published_together_are_each_stored_and_deduplicated_as_alone(
+    bus: Arc<dyn Bus>,
+) -> Result<()> {
+    let alone = bus
+        .publish(POLICY, "before", Bytes::from_static(b"0"))
+        .await?;
+    let together = [
+        ("a", Bytes::from_static(b"1")),
+        ("before", Bytes::from_static(b"again")),
+        ("b", Bytes::from_static(b"2")),
+        ("a", Bytes::from_static(b"again")),
+    ];
+    let acks = bus
+        .publish_all(POLICY, &together)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let seen: Vec<(u64, bool)> = acks.iter().map(|a| (a.sequence, a.duplicate)).collect();
+    let s = alone.sequence;
+    assert_eq!(
+        seen,
+        [(s + 1, false), (s, true), (s + 2, false), (s + 1, true)]
+    );
+    let mut sub = bus.subscribe(POLICY, 0).await?;
+    for (id, payload) in [("before", "0"), ("a", "1"), ("b", "2")] {
+        let m = next(&mut sub).await?;
+        assert_eq!(
+            (m.msg_id.as_str(), &m.payload[..]),
+            (id, payload.as_bytes())
+        );
+    }
+    Ok(())
+}
+
+async fn messages_published_together_beyond_a_full_usage_topic_are_refused_one_by_one(
+    bus: Arc<dyn Bus>,
+) -> Result<()> {
+    let limit = LIMITS.usage_max_messages as usize;
+    let ids: Vec<String> = (0..limit + 2).map(|i| format!("u{i}")).collect();
+    let messages: Vec<(&str, Bytes)> = ids
+        .iter()
+        .map(|id| (id.as_str(), Bytes::from_static(b"x")))
+        .collect();
+    let results = bus.publish_all(USAGE, &messages).await;
+    assert_eq!(results.len(), limit + 2);
+    for (i, result) in results.iter().enumerate() {
+        if i < limit {
+            assert!(result.is_ok(), "message {i}: {result:?}");
+        } else {
+            assert!(
+                matches!(result, Err(BusError::Full(topic)) if topic == USAGE),
+                "message {i}: {result:?}"
+            );
+        }
+    }
+    eventually_backlog(bus.as_ref(), limit as u64).await
+}
+
 /// Waits for the usage backlog to reach `expected` (the server applies acks asynchronously).
 async fn eventually_backlog(bus: &dyn Bus, expected: u64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -376,4 +434,6 @@ contract!(
     a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one,
     kv_update_writes_only_over_the_expected_revision,
     a_new_subscription_sees_only_later_messages_and_consumes_none,
+    messages_published_together_are_each_stored_and_deduplicated_as_alone,
+    messages_published_together_beyond_a_full_usage_topic_are_refused_one_by_one,
 );

@@ -209,19 +209,75 @@ impl Bus for JetStreamBus {
                 .await
         })
         .await
-        .map_err(|e| match e {
-            // The server's words for a discard-new stream at its limit (error 10077).
-            BusError::Unavailable(why)
-                if why.contains("maximum messages") || why.contains("maximum bytes") =>
-            {
-                BusError::Full(topic.to_owned())
-            }
-            other => other,
-        })?;
+        .map_err(|e| full_or(topic, e))?;
         Ok(PublishAck {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// Each message goes out as a core publish whose reply subject names its place in
+    /// `messages`, and JetStream's acknowledgements come back on one subscription for all of
+    /// them: the same messages and acks as [`publish`](Bus::publish), without a timer, a
+    /// response channel and an inbox per message.
+    async fn publish_all(
+        &self,
+        topic: &str,
+        messages: &[(&str, Bytes)],
+    ) -> Vec<BusResult<PublishAck>> {
+        let mut results: Vec<Option<BusResult<PublishAck>>> =
+            messages.iter().map(|_| None).collect();
+        let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
+        let client = self.context.client();
+        let inbox = client.new_inbox();
+        // Subscribed before anything is published: the server reads commands in order, so
+        // no acknowledgement can arrive before the subscription does.
+        let subscribed = tokio::time::timeout_at(deadline, client.subscribe(format!("{inbox}.*")));
+        let mut acks = match subscribed.await {
+            Ok(Ok(acks)) => acks,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => unavailable(e),
+                    _ => BusError::Timeout(OPERATION_TIMEOUT),
+                };
+                return messages.iter().map(|_| Err(why.clone())).collect();
+            }
+        };
+        let subject = async_nats::Subject::from(self.subject(topic));
+        let mut waiting = 0;
+        for (place, (msg_id, payload)) in messages.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, *msg_id);
+            let sent = client.publish_with_reply_and_headers(
+                subject.clone(),
+                format!("{inbox}.{place}"),
+                headers,
+                payload.clone(),
+            );
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(())) => waiting += 1,
+                Ok(Err(e)) => results[place] = Some(Err(unavailable(e))),
+                Err(_) => results[place] = Some(Err(BusError::Timeout(OPERATION_TIMEOUT))),
+            }
+        }
+        while waiting > 0 {
+            let Ok(Some(reply)) = tokio::time::timeout_at(deadline, acks.next()).await else {
+                break;
+            };
+            let place = reply
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|p| p.parse().ok());
+            if let Some(result @ None) = place.and_then(|p: usize| results.get_mut(p)) {
+                *result = Some(publish_ack(topic, &reply));
+                waiting -= 1;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(BusError::Timeout(OPERATION_TIMEOUT))))
+            .collect()
     }
 
     async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>> {
@@ -415,6 +471,55 @@ fn msg_id(headers: &async_nats::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// A publish's error, said as `Full` when the server refused it for the stream's limit.
+fn full_or(topic: &str, e: BusError) -> BusError {
+    match e {
+        // The server's words for a discard-new stream at its limit (error 10077).
+        BusError::Unavailable(why)
+            if why.contains("maximum messages") || why.contains("maximum bytes") =>
+        {
+            BusError::Full(topic.to_owned())
+        }
+        other => other,
+    }
+}
+
+/// What JetStream answered to one publish: its acknowledgement or why it refused. Without a
+/// stream for the subject the server says "no responders" (status 503) in place of JetStream.
+fn publish_ack(topic: &str, reply: &async_nats::Message) -> BusResult<PublishAck> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        duplicate: bool,
+        error: Option<Refusal>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        #[serde(default)]
+        description: String,
+    }
+    if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Err(BusError::Unavailable(
+            "no stream found for given subject".into(),
+        ));
+    }
+    match serde_json::from_slice::<Answer>(&reply.payload) {
+        Ok(Answer {
+            error: Some(refusal),
+            ..
+        }) => Err(full_or(topic, BusError::Unavailable(refusal.description))),
+        Ok(answer) => Ok(PublishAck {
+            sequence: answer.seq,
+            duplicate: answer.duplicate,
+        }),
+        Err(e) => Err(BusError::Unavailable(format!(
+            "unreadable publish acknowledgement: {e}"
+        ))),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
@@ -433,4 +538,73 @@ async fn with_timeout_raw<T>(operation: impl Future<Output = T>) -> BusResult<T>
     tokio::time::timeout(OPERATION_TIMEOUT, operation)
         .await
         .map_err(|_| BusError::Timeout(OPERATION_TIMEOUT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(payload: &'static str, status: Option<async_nats::StatusCode>) -> async_nats::Message {
+        async_nats::Message {
+            subject: "_INBOX.x.0".into(),
+            reply: None,
+            payload: Bytes::from_static(payload.as_bytes()),
+            headers: None,
+            status,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    #[test]
+    fn an_acknowledgement_gives_the_sequence_and_whether_it_was_a_duplicate() {
+        let stored = publish_ack(USAGE, &reply(r#"{"stream":"T_USAGE","seq":7}"#, None));
+        assert!(matches!(
+            stored,
+            Ok(PublishAck {
+                sequence: 7,
+                duplicate: false
+            })
+        ));
+        let again = r#"{"stream":"T_USAGE","seq":7,"duplicate":true}"#;
+        let again = publish_ack(USAGE, &reply(again, None));
+        assert!(matches!(
+            again,
+            Ok(PublishAck {
+                sequence: 7,
+                duplicate: true
+            })
+        ));
+    }
+
+    #[test]
+    fn a_refusal_for_the_stream_limit_is_full_and_any_other_unavailable() {
+        let full =
+            r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#;
+        let full = publish_ack(USAGE, &reply(full, None));
+        assert!(
+            matches!(full, Err(BusError::Full(ref t)) if t == USAGE),
+            "{full:?}"
+        );
+        let other = r#"{"error":{"code":500,"description":"something else"}}"#;
+        let other = publish_ack(USAGE, &reply(other, None));
+        assert!(
+            matches!(other, Err(BusError::Unavailable(ref why)) if why == "something else"),
+            "{other:?}"
+        );
+    }
+
+    #[test]
+    fn no_stream_or_an_unreadable_answer_is_unavailable() {
+        let none = publish_ack(
+            USAGE,
+            &reply("", Some(async_nats::StatusCode::NO_RESPONDERS)),
+        );
+        assert!(matches!(none, Err(BusError::Unavailable(ref why)) if why.contains("no stream")));
+        let garbled = publish_ack(USAGE, &reply("not json", None));
+        assert!(
+            matches!(garbled, Err(BusError::Unavailable(_))),
+            "{garbled:?}"
+        );
+    }
 }

@@ -142,7 +142,7 @@ pub struct PublishAck {
 }
 
 /// Why the bus could not do what was asked; every case is worth a retry later.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
     #[error("bus unavailable: {0}")]
     Unavailable(String),
@@ -177,6 +177,23 @@ pub trait Bus: Send + Sync + 'static {
     /// Stores `payload` at the end of `topic` unless `msg_id` was seen within the duplicate
     /// window; returns once the message is durable.
     async fn publish(&self, topic: &str, msg_id: &str, payload: Bytes) -> BusResult<PublishAck>;
+
+    /// [`publish`](Self::publish) for each `(msg_id, payload)` of `messages`, all at once;
+    /// one result each, in order. Each message is stored, deduplicated and acknowledged on
+    /// its own, exactly as if published alone: this only spares the bookkeeping of separate
+    /// calls.
+    async fn publish_all(
+        &self,
+        topic: &str,
+        messages: &[(&str, Bytes)],
+    ) -> Vec<BusResult<PublishAck>> {
+        futures::future::join_all(
+            messages
+                .iter()
+                .map(|(msg_id, payload)| self.publish(topic, msg_id, payload.clone())),
+        )
+        .await
+    }
 
     /// The last stored message of `topic`.
     async fn last(&self, topic: &str) -> BusResult<Option<BusMessage>>;
