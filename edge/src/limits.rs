@@ -22,11 +22,12 @@
 //! deployment: routing passes over a deployment that has reached them.
 
 use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tollgate_policy::PolicyState;
@@ -169,13 +170,33 @@ impl RateHeaders {
                 HeaderName::from_static("x-ratelimit-reset-tokens"),
             ],
         ];
-        for (names, figures) in NAMES.into_iter().zip([self.requests, self.tokens]) {
+        // The six values are written into one buffer and each header takes a slice of it:
+        // one allocation where a value each would take six or more.
+        let lanes = [self.requests, self.tokens];
+        let mut text = BytesMut::with_capacity(128);
+        let mut ends = [[0; 3]; 2];
+        for (figures, ends) in lanes.iter().zip(&mut ends) {
             let Some(f) = figures else { continue };
-            let [limit, remaining, reset] = names;
-            headers.insert(limit, HeaderValue::from(f.limit));
-            headers.insert(remaining, HeaderValue::from(f.remaining));
-            if let Ok(value) = HeaderValue::from_str(&duration_text(f.reset)) {
-                headers.insert(reset, value);
+            // Writing into a growable buffer cannot fail.
+            let _ = write!(text, "{}", f.limit);
+            ends[0] = text.len();
+            let _ = write!(text, "{}", f.remaining);
+            ends[1] = text.len();
+            let _ = write_duration(&mut text, f.reset);
+            ends[2] = text.len();
+        }
+        let text = text.freeze();
+        headers.reserve(6);
+        let mut start = 0;
+        for ((names, figures), ends) in NAMES.into_iter().zip(lanes).zip(ends) {
+            if figures.is_none() {
+                continue;
+            }
+            for (name, end) in names.into_iter().zip(ends) {
+                if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+                    headers.insert(name, value);
+                }
+                start = end;
             }
         }
     }
@@ -189,14 +210,22 @@ impl RateHeaders {
 
 /// OpenAI's way of writing a reset time: `1m30s`, `12s`, `250ms`.
 fn duration_text(d: Duration) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_duration(&mut text, d);
+    text
+}
+
+/// [`duration_text`] into `out`.
+fn write_duration(out: &mut impl fmt::Write, d: Duration) -> fmt::Result {
     let ms = d.as_millis();
     if ms < 1000 {
-        format!("{ms}ms")
+        write!(out, "{ms}ms")
     } else {
         let seconds = d.as_secs_f64().ceil() as u64;
         match (seconds / 60, seconds % 60) {
-            (0, s) => format!("{s}s"),
-            (m, s) => format!("{m}m{s}s"),
+            (0, s) => write!(out, "{s}s"),
+            (m, s) => write!(out, "{m}m{s}s"),
         }
     }
 }
@@ -653,5 +682,51 @@ mod tests {
         assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
         assert_eq!(duration_text(Duration::from_millis(12_400)), "13s");
         assert_eq!(duration_text(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn each_lane_with_a_limit_gets_its_three_headers() {
+        let figures = |limit, remaining, reset| Figures {
+            limit,
+            remaining,
+            reset: Duration::from_millis(reset),
+        };
+        let mut headers = HeaderMap::new();
+        RateHeaders {
+            requests: Some(figures(60, 59, 250)),
+            tokens: Some(figures(100_000, 98_765, 90_000)),
+        }
+        .apply(&mut headers);
+        let written: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("?")))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "59"),
+                ("x-ratelimit-reset-requests", "250ms"),
+                ("x-ratelimit-limit-tokens", "100000"),
+                ("x-ratelimit-remaining-tokens", "98765"),
+                ("x-ratelimit-reset-tokens", "1m30s"),
+            ]
+        );
+        let mut headers = HeaderMap::new();
+        RateHeaders {
+            requests: None,
+            tokens: Some(figures(10, 0, 1_500)),
+        }
+        .apply(&mut headers);
+        let names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens"
+            ]
+        );
+        assert_eq!(headers["x-ratelimit-reset-tokens"], "2s");
     }
 }

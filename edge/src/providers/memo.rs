@@ -58,7 +58,10 @@ impl<V: Clone> AddressMemo<V> {
     /// How many addresses it holds now.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.known.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
