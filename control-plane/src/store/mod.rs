@@ -53,6 +53,20 @@ pub trait PendingAppend: Send {
     async fn commit(self: Box<Self>) -> Result<Vec<RecordedEvent>, StoreError>;
 }
 
+/// An append open on a SQL database: its transaction, and the events as they will be recorded.
+struct SqlPending<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    recorded: Vec<RecordedEvent>,
+}
+
+#[async_trait]
+impl<DB: sqlx::Database> PendingAppend for SqlPending<DB> {
+    async fn commit(self: Box<Self>) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.tx.commit().await.map_err(conflict_on_unique)?;
+        Ok(self.recorded)
+    }
+}
+
 /// The policy event log.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {

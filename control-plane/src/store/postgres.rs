@@ -5,12 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 use tollgate_policy::{PolicyState, RecordedEvent, SCHEMA_VERSION, encode_payload};
 
 use super::{
-    EventRow, EventStore, NewEvent, PendingAppend, StoreError, check_version, conflict_on_unique,
-    decode_snapshot, sequence_conflict, snapshot_json,
+    EventRow, EventStore, NewEvent, PendingAppend, SqlPending, StoreError, check_version,
+    conflict_on_unique, decode_snapshot, sequence_conflict, snapshot_json,
 };
 
 /// The policy log in a PostgreSQL database.
@@ -29,19 +28,6 @@ impl PgEventStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgEventStore { pool })
-    }
-}
-
-struct PgPending {
-    tx: Transaction<'static, Postgres>,
-    recorded: Vec<RecordedEvent>,
-}
-
-#[async_trait]
-impl PendingAppend for PgPending {
-    async fn commit(self: Box<Self>) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.tx.commit().await.map_err(conflict_on_unique)?;
-        Ok(self.recorded)
     }
 }
 
@@ -96,7 +82,7 @@ impl EventStore for PgEventStore {
             .bind((last + recorded.len() as u64) as i64)
             .execute(&mut *tx)
             .await?;
-        Ok(Box::new(PgPending { tx, recorded }))
+        Ok(Box::new(SqlPending { tx, recorded }))
     }
 
     async fn read_after(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {

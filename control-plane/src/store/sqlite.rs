@@ -6,12 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Sqlite, Transaction};
 use tollgate_policy::{PolicyState, RecordedEvent, SCHEMA_VERSION, encode_payload};
 
 use super::{
-    EventRow, EventStore, NewEvent, PendingAppend, StoreError, check_version, conflict_on_unique,
-    decode_snapshot, sequence_conflict, snapshot_json,
+    EventRow, EventStore, NewEvent, PendingAppend, SqlPending, StoreError, check_version,
+    conflict_on_unique, decode_snapshot, sequence_conflict, snapshot_json,
 };
 
 /// The policy log in a SQLite file.
@@ -36,19 +35,6 @@ impl SqliteEventStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteEventStore { pool })
-    }
-}
-
-struct SqlitePending {
-    tx: Transaction<'static, Sqlite>,
-    recorded: Vec<RecordedEvent>,
-}
-
-#[async_trait]
-impl PendingAppend for SqlitePending {
-    async fn commit(self: Box<Self>) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.tx.commit().await.map_err(conflict_on_unique)?;
-        Ok(self.recorded)
     }
 }
 
@@ -102,7 +88,7 @@ impl EventStore for SqliteEventStore {
             .bind((last + recorded.len() as u64) as i64)
             .execute(&mut *tx)
             .await?;
-        Ok(Box::new(SqlitePending { tx, recorded }))
+        Ok(Box::new(SqlPending { tx, recorded }))
     }
 
     async fn read_after(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
