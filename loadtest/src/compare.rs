@@ -191,7 +191,7 @@ pub fn section(previous: &Results, previous_path: &Path, current: &Results) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n## Compared with the previous run\n\nThe previous {} run in this directory, [`{name}`]({name}) (commit {}, {} build, {}), figure by figure. A change under 2 % is called the same: that is the noise of this machine.\n",
+        "\n## Compared with the previous run\n\nThe previous {} run in this directory (the newest on the same CPU, where there is one), [`{name}`]({name}) (commit {}, {} build, {}), figure by figure. A change under 2 % is called the same: that is the noise of this machine.\n",
         meta(previous, "mode"),
         meta(previous, "commit"),
         meta(previous, "build"),
@@ -217,8 +217,15 @@ pub fn section(previous: &Results, previous_path: &Path, current: &Results) -> S
 }
 
 /// The newest run of `mode` in `dir` other than `stem` (by the date its name starts with),
-/// with its figures; `None` when there is none or it cannot be read.
-pub fn previous(dir: &Path, mode: &str, stem: &str) -> Option<(PathBuf, Results)> {
+/// with its figures: the newest on the same `cpu` if there is one (a VM's CPU can change
+/// between runs, and figures move with it), else the newest; `None` when there is none or it
+/// cannot be read.
+pub fn previous(
+    dir: &Path,
+    mode: &str,
+    stem: &str,
+    cpu: Option<&str>,
+) -> Option<(PathBuf, Results)> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -226,11 +233,23 @@ pub fn previous(dir: &Path, mode: &str, stem: &str) -> Option<(PathBuf, Results)
         .filter(|path| path.file_stem().is_some_and(|s| s != stem))
         .collect();
     runs.sort();
-    runs.into_iter().rev().find_map(|path| {
-        let text = std::fs::read_to_string(&path).ok()?;
-        let results: Results = serde_json::from_str(&text).ok()?;
-        (results.meta.get("mode").map(String::as_str) == Some(mode)).then_some((path, results))
-    })
+    let mut newest = None;
+    for path in runs.into_iter().rev() {
+        let Some(results) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Results>(&text).ok())
+        else {
+            continue;
+        };
+        if results.meta.get("mode").map(String::as_str) != Some(mode) {
+            continue;
+        }
+        if cpu.is_none() || results.meta.get("cpu").map(String::as_str) == cpu {
+            return Some((path, results));
+        }
+        newest.get_or_insert((path, results));
+    }
+    newest
 }
 
 #[cfg(test)]
@@ -280,25 +299,39 @@ mod tests {
     }
 
     #[test]
-    fn the_previous_run_is_the_newest_of_the_same_mode_but_not_this_one() -> anyhow::Result<()> {
+    fn the_previous_run_is_the_newest_of_the_same_mode_and_cpu_but_not_this_one()
+    -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(tollgate_test_support::unique_name("compare"));
         std::fs::create_dir_all(&dir)?;
-        let write = |name: &str, mode: &str| -> anyhow::Result<()> {
+        let write = |name: &str, mode: &str, cpu: &str| -> anyhow::Result<()> {
             let mut r = Results::default();
             r.meta.insert("mode".into(), mode.into());
+            r.meta.insert("cpu".into(), cpu.into());
             std::fs::write(dir.join(name), serde_json::to_string(&r)?)?;
             Ok(())
         };
-        write("2026-11-26-vm.json", "full")?;
-        write("2026-12-03-vm.json", "full")?;
-        write("2026-12-04-vm-quick.json", "quick")?;
-        write("2026-12-05-vm.json", "full")?;
-        let found = previous(&dir, "full", "2026-12-05-vm").map(|(path, _)| path);
-        let smoke = previous(&dir, "smoke", "x");
+        write("2026-11-26-vm.json", "full", "AMD")?;
+        write("2026-12-02-vm.json", "full", "Intel")?;
+        write("2026-12-03-vm.json", "full", "Intel")?;
+        write("2026-12-04-vm-quick.json", "quick", "AMD")?;
+        write("2026-12-05-vm.json", "full", "AMD")?;
+        let name = |found: Option<(PathBuf, Results)>| found.map(|(path, _)| path);
+        let any_cpu = name(previous(&dir, "full", "2026-12-05-vm", None));
+        let same_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("AMD")));
+        let other_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("Arm")));
+        let smoke = previous(&dir, "smoke", "x", None);
         std::fs::remove_dir_all(&dir)?;
         assert!(
-            found.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
+            any_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
             "the newest full run before this one"
+        );
+        assert!(
+            same_cpu.is_some_and(|path| path.ends_with("2026-11-26-vm.json")),
+            "the newest full run on the same CPU"
+        );
+        assert!(
+            other_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
+            "none on that CPU: the newest"
         );
         assert!(smoke.is_none());
         Ok(())

@@ -20,7 +20,11 @@ fn added(t: f64, d: Option<f64>) -> String {
 /// Writes the report, its charts and its JSON; returns the report's path.
 pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out_dir)?;
-    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    // The run's own date ("2026-12-06 15:00 UTC"), so a report written again keeps its name.
+    let date = match r.meta.get("date").and_then(|d| d.get(..10)) {
+        Some(day) => day.to_owned(),
+        None => chrono::Utc::now().format("%Y-%m-%d").to_string(),
+    };
     let machine = r.meta.get("machine").cloned().unwrap_or_default();
     let mode = r.meta.get("mode").cloned().unwrap_or_default();
     // A full run is the reference one: only the others carry their mode in the name.
@@ -36,7 +40,8 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut out = String::new();
     heading(&mut out, r, &machine, &mode);
     verdict_table(&mut out, verdicts(r));
-    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem) {
+    let cpu = r.meta.get("cpu").map(String::as_str);
+    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem, cpu) {
         out.push_str(&crate::compare::section(&previous, &path, r));
     }
     concurrency_one(&mut out, r, &charts)?;

@@ -42,6 +42,10 @@ pub struct Options {
     /// Record a `perf` profile of the edge when a latency or throughput target is missed.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub profile: bool,
+    /// Measure nothing: write the report of an earlier run again from its JSON, beside it
+    /// (after the report's code changed, or to compare it with another run).
+    #[arg(long, value_name = "JSON")]
+    pub render: Option<PathBuf>,
 }
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -488,6 +492,14 @@ async fn memory_phase(
 
 /// Runs the suite and returns the report's path.
 pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
+    if let Some(json) = &options.render {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let results: Results = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a run's figures", json.display()))?;
+        let dir = json.parent().unwrap_or(Path::new("."));
+        return report::write(&results, dir);
+    }
     let plan = if options.smoke {
         Plan::smoke()
     } else if options.quick {
