@@ -205,7 +205,11 @@ impl Budgets {
             held.push(Held { period, worst_case });
         }
         for h in &held {
-            local.entry(h.period.clone()).or_default().reserved += h.worst_case;
+            // Looked up before it is made: `entry` would copy the key on every request.
+            match local.get_mut(&h.period) {
+                Some(spend) => spend.reserved += h.worst_case,
+                None => local.entry(h.period.clone()).or_default().reserved += h.worst_case,
+            }
         }
         Ok(held)
     }
@@ -213,7 +217,10 @@ impl Budgets {
     fn settle(&self, held: &[Held], actual: f64) {
         let mut local = self.local();
         for h in held {
-            let entry = local.entry(h.period.clone()).or_default();
+            let entry = match local.get_mut(&h.period) {
+                Some(entry) => entry,
+                None => local.entry(h.period.clone()).or_default(),
+            };
             entry.reserved = (entry.reserved - h.worst_case).max(0.0);
             entry.settled += actual;
         }

@@ -302,7 +302,11 @@ impl Limiter {
         let mut counters = self.counters();
         // Every limit is judged before any is counted: a refused request counts nowhere.
         for (limit, allowance) in &applicable {
-            let counter = counters.entry(limit.id.clone()).or_default();
+            // Looked up before it is made: `entry` would copy the id on every request.
+            let counter = match counters.get_mut(&limit.id) {
+                Some(counter) => counter,
+                None => counters.entry(limit.id.clone()).or_default(),
+            };
             counter.roll(window);
             if counter.allowance != *allowance {
                 // A raised limit (an admin's change, a schedule opening) may have room left in
