@@ -173,7 +173,12 @@ impl RateHeaders {
         // The six values are written into one buffer and each header takes a slice of it:
         // one allocation where a value each would take six or more.
         let lanes = [self.requests, self.tokens];
-        let mut text = BytesMut::with_capacity(128);
+        let limited = lanes.iter().flatten().count();
+        if limited == 0 {
+            // Most responses: no limit applies, and nothing is allocated for them.
+            return;
+        }
+        let mut text = BytesMut::with_capacity(64 * limited);
         let mut ends = [[0; 3]; 2];
         for (figures, ends) in lanes.iter().zip(&mut ends) {
             let Some(f) = figures else { continue };
@@ -186,7 +191,7 @@ impl RateHeaders {
             ends[2] = text.len();
         }
         let text = text.freeze();
-        headers.reserve(6);
+        headers.reserve(3 * limited);
         let mut start = 0;
         for ((names, figures), ends) in NAMES.into_iter().zip(lanes).zip(ends) {
             if figures.is_none() {
@@ -732,5 +737,8 @@ mod tests {
             ]
         );
         assert_eq!(headers["x-ratelimit-reset-tokens"], "2s");
+        let mut headers = HeaderMap::new();
+        RateHeaders::default().apply(&mut headers);
+        assert!(headers.is_empty(), "no limit, no headers");
     }
 }

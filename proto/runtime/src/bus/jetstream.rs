@@ -233,15 +233,11 @@ impl Bus for JetStreamBus {
         // Subscribed before anything is published: the server reads commands in order, so
         // no acknowledgement can arrive before the subscription does.
         let subscribed = tokio::time::timeout_at(deadline, client.subscribe(format!("{inbox}.*")));
+        let every = |why: BusError| messages.iter().map(|_| Err(why.clone())).collect();
         let mut acks = match subscribed.await {
             Ok(Ok(acks)) => acks,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => unavailable(e),
-                    _ => BusError::Timeout(OPERATION_TIMEOUT),
-                };
-                return messages.iter().map(|_| Err(why.clone())).collect();
-            }
+            Ok(Err(e)) => return every(unavailable(e)),
+            Err(_) => return every(BusError::Timeout(OPERATION_TIMEOUT)),
         };
         let subject = async_nats::Subject::from(self.subject(topic));
         let mut waiting = 0;
