@@ -28,9 +28,7 @@ struct Nats {
 
 impl Nats {
     fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = tollgate_test_support::free_port()?;
         let mut nats = Nats {
             port,
             dir: tempfile::tempdir()?,

@@ -32,9 +32,7 @@ impl AuthorizingNats {
     /// Starts a server whose roles use the bus prefix `prefix`.
     pub async fn start(prefix: &str) -> Result<AuthorizingNats> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port()?;
         let policy = format!("{prefix}.policy");
         let user = |(name, password): (&str, &str), deny: &str| {
             format!("{{ user: \"{name}\", password: \"{password}\"{deny} }}")

@@ -24,6 +24,7 @@ pub mod gemini_upstream;
 pub mod kms_upstream;
 pub mod openai_upstream;
 pub mod otlp_receiver;
+mod ports;
 mod python;
 #[cfg(feature = "roles")]
 pub mod roles;
@@ -33,7 +34,6 @@ pub mod severable;
 
 use std::fs::{self, File, Permissions};
 use std::io;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -42,6 +42,7 @@ use std::sync::{Mutex, Once, PoisonError};
 
 pub use bearer::Bearer;
 pub use binaries::nats_server;
+pub use ports::free_port;
 pub use python::{python, python_with, run_python};
 pub use served::{Served, Shutdown};
 use std::time::{Duration, Instant};
@@ -330,14 +331,6 @@ fn sweep_stale_server_dirs() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    // The port is free once the listener drops; another process could grab it before the
-    // server binds, which then shows up as a startup failure with the server's log.
-    let listener =
-        TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A server we started: stopped with `stop_signal`, then its dir removed, at process exit.

@@ -2,7 +2,6 @@
 //! served by a given upstream, the logs in `up.err` beside the data.
 #![allow(dead_code)] // each test binary uses a part
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,10 +19,7 @@ pub fn secret_looking(name: &str) -> bool {
 /// The bootstrap admin token of the instances started here.
 pub const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
 
-/// A port of 127.0.0.1 that nothing listens on now.
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use tollgate_test_support::free_port;
 
 /// A child process killed (SIGKILL) when dropped.
 pub struct Killed(pub Child);

@@ -3,7 +3,6 @@
 //! servers, so policy and usage survive losing one of them — the bus goes on taking events
 //! and the events it had stay readable.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
 use tollgate_runtime::bus::{Bus, BusLimits, JetStreamBus, NatsAuth, POLICY};
+use tollgate_test_support::free_port;
 
 /// A nats-server process, killed when dropped.
 struct Server(Child);
@@ -23,28 +23,10 @@ impl Drop for Server {
     }
 }
 
-/// The tests of this file take turns: each picks free ports and starts servers on them, and
-/// two doing so at once could be handed the same port (one test then connected to the other's
-/// cluster route and was reset).
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Six distinct free ports: all are held until all are picked, so none is handed out twice.
-fn free_ports() -> Result<[u16; 6]> {
-    let held = (0..6)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let mut ports = [0; 6];
-    for (port, listener) in ports.iter_mut().zip(&held) {
-        *port = listener.local_addr()?.port();
-    }
-    Ok(ports)
-}
-
 /// Three clustered servers; their client ports.
 fn cluster(dir: &Path) -> Result<(Vec<Server>, Vec<u16>)> {
-    let [c0, c1, c2, r0, r1, r2] = free_ports()?;
-    let clients = [c0, c1, c2];
-    let routes = [r0, r1, r2];
+    let clients = [free_port()?, free_port()?, free_port()?];
+    let routes = [free_port()?, free_port()?, free_port()?];
     let all_routes = routes
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -114,7 +96,6 @@ async fn publish_within(bus: &JetStreamBus, id: &str, payload: &'static [u8]) ->
 
 #[tokio::test]
 async fn three_replicas_keep_policy_through_the_loss_of_a_node() -> Result<()> {
-    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir()?;
     let (mut servers, ports) = cluster(dir.path())?;
     let bus = connect(ports[0], 3).await?;
@@ -152,7 +133,6 @@ async fn three_replicas_keep_policy_through_the_loss_of_a_node() -> Result<()> {
 
 #[tokio::test]
 async fn more_replicas_than_servers_is_refused_with_a_reason() -> Result<()> {
-    let _turn = ONE_AT_A_TIME.lock().await;
     let url = tollgate_test_support::nats_url().await?;
     let limits = BusLimits {
         replicas: 3,
