@@ -7,6 +7,10 @@
 //! run on threads of their own that are not counted. What the idle edge and control plane
 //! allocate on their own (policy following, timers) is measured first and taken off.
 //!
+//! It also lists the allocations of 1 KiB and more by size class. Each request's handler
+//! future is one of them, boxed by axum: whatever a request's future holds inline is copied
+//! into it and touched on every request (a guardrail SDK call once made it 13 KB).
+//!
 //! Run: `scripts/test-env cargo bench -p tollgate-edge --bench allocations`.
 
 // A global allocator can only be written with `unsafe`: this one forwards every call to the
@@ -40,6 +44,9 @@ const SETTLE: Duration = Duration::from_millis(1_500);
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Allocations and bytes by size class: class `c` holds sizes below 2^c (and at least
+/// 2^(c-1)). A request's large allocations are memory it moves and touches, cold.
+static BY_CLASS: [[AtomicU64; 2]; 24] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 24];
 
 thread_local! {
     /// Set on the threads whose allocations are not the edge's (client, fake upstream, main).
@@ -53,6 +60,9 @@ impl Counting {
         if !UNCOUNTED.with(Cell::get) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             BYTES.fetch_add(size as u64, Ordering::Relaxed);
+            let class = ((usize::BITS - size.leading_zeros()) as usize).min(BY_CLASS.len() - 1);
+            BY_CLASS[class][0].fetch_add(1, Ordering::Relaxed);
+            BY_CLASS[class][1].fetch_add(size as u64, Ordering::Relaxed);
         }
     }
 }
@@ -80,6 +90,14 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// Allocations and bytes of each size class counted so far.
+fn by_class() -> Vec<[u64; 2]> {
+    BY_CLASS
+        .iter()
+        .map(|[n, bytes]| [n.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed)])
+        .collect()
+}
 
 /// Allocations and bytes counted so far.
 fn counted() -> (u64, u64) {
@@ -122,12 +140,19 @@ fn main() -> Result<()> {
     let measured = harness.block_on(measure(&url, &secret));
     let _ = finished.send(());
     edge_runtime.block_on(gateway)??;
-    let (allocations, bytes) = measured?;
+    let (allocations, bytes, large) = measured?;
     println!(
         "edge allocations per request: {allocations:.1} ({bytes:.0} bytes), {REQUESTS} \
          non-streamed chat completions through an openai_compatible deployment, \
          {CONCURRENCY} at a time"
     );
+    for (class, [n, bytes]) in large {
+        println!(
+            "  {:>6} to {:>6} bytes: {n:.2} per request ({bytes:.0} bytes)",
+            1u64 << (class - 1),
+            (1u64 << class) - 1
+        );
+    }
     Ok(())
 }
 
@@ -149,8 +174,11 @@ async fn serve(fake: FakeOpenAi) -> Result<Gateway<FakeOpenAi>> {
     staging.serve(fake, |_| {}).await
 }
 
-/// Allocations and bytes per request, the idle edge's own taken off.
-async fn measure(url: &str, secret: &str) -> Result<(f64, f64)> {
+/// Allocations of 1 KiB and more, by size class, that a request makes at least one of in ten.
+type Large = Vec<(usize, [f64; 2])>;
+
+/// Allocations and bytes per request, the idle edge's own taken off, and the large ones.
+async fn measure(url: &str, secret: &str) -> Result<(f64, f64, Large)> {
     let client = reqwest::Client::new();
     send(&client, url, secret, WARM_UP).await?;
 
@@ -164,17 +192,30 @@ async fn measure(url: &str, secret: &str) -> Result<(f64, f64)> {
     );
 
     let (allocations, bytes) = counted();
+    let classes = by_class();
     let start = Instant::now();
     send(&client, url, secret, REQUESTS).await?;
     tokio::time::sleep(SETTLE).await;
     let elapsed = start.elapsed().as_secs_f64();
     let (allocations_after, bytes_after) = counted();
+    let large = by_class()
+        .into_iter()
+        .zip(classes)
+        .enumerate()
+        .skip(11)
+        .map(|(class, (after, before))| {
+            let per_request = |i: usize| (after[i] - before[i]) as f64 / REQUESTS as f64;
+            (class, [per_request(0), per_request(1)])
+        })
+        .filter(|(_, [n, _])| *n >= 0.1)
+        .collect();
     let per_request = |before: u64, after: u64, background: f64| {
         ((after - before) as f64 - background * elapsed).max(0.0) / REQUESTS as f64
     };
     Ok((
         per_request(allocations, allocations_after, background.0),
         per_request(bytes, bytes_after, background.1),
+        large,
     ))
 }
 

@@ -285,9 +285,14 @@ impl Guardrails {
                     }
                     None => None,
                 };
-                let applied = self
-                    .bedrock
-                    .apply(bedrock, secrets.as_deref(), texts, source);
+                // Boxed: the SDK call's future is about 10 KB, and inline it would make every
+                // request's future that large (moved and touched on every request), guardrails
+                // or not.
+                let applied =
+                    Box::pin(
+                        self.bedrock
+                            .apply(bedrock, secrets.as_deref(), texts, source),
+                    );
                 // The SDK's own timeout bounds the call; this bounds credential loading too.
                 match tokio::time::timeout(APPLY_TIMEOUT * 2, applied).await {
                     Ok(result) => result.map_err(failed),
