@@ -285,9 +285,10 @@ impl Guardrails {
                     }
                     None => None,
                 };
-                // Boxed: the SDK call's future is about 10 KB, and inline it would make every
-                // request's future that large (moved and touched on every request), guardrails
-                // or not.
+                // Boxed where it is made: the SDK call's future is about 10 KB, and inline it
+                // would make every request's future that large (copied and touched on every
+                // request), guardrails or not. (A local moved into a box before the await can
+                // still be given room in the future, so the box wraps the call itself.)
                 let applied =
                     Box::pin(
                         self.bedrock
