@@ -206,10 +206,11 @@ impl Budgets {
         }
         for h in &held {
             // Looked up before it is made: `entry` would copy the key on every request.
-            match local.get_mut(&h.period) {
-                Some(spend) => spend.reserved += h.worst_case,
-                None => local.entry(h.period.clone()).or_default().reserved += h.worst_case,
-            }
+            let spend = match local.get_mut(&h.period) {
+                Some(spend) => spend,
+                None => local.entry(h.period.clone()).or_default(),
+            };
+            spend.reserved += h.worst_case;
         }
         Ok(held)
     }
