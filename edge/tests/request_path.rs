@@ -219,14 +219,8 @@ async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
         error_code(response).await?,
         (400, "invalid_request_error".to_owned())
     );
-    let huge = json!({"model": "mock-small", "messages": [{"role": "user", "content": "x".repeat(11 * 1024 * 1024)}]});
-    let response = s
-        .post("/v1/chat/completions", Some(&s.secret), &huge)
-        .await?;
-    assert_eq!(
-        error_code(response).await?,
-        (413, "request_too_large".to_owned())
-    );
+    // Bodies over the size limit: edge/tests/listener.rs (raw TCP, so the refusal cannot race
+    // the client's write).
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use hyper::body::Body as _;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{RequestType, TrafficAction, VirtualKey};
 use tracing::{Instrument, Span};
@@ -414,6 +415,11 @@ pub(super) fn signed_key<'s>(
 
 /// The body, read within the body timeout, up to the size limit.
 pub(super) async fn read_body(app: &AppState, body: Body) -> Result<Bytes, EdgeError> {
+    // A declared length over the limit is refused before a byte is read: a hostile client
+    // should not make the edge read ten megabytes to learn that.
+    if body.size_hint().lower() > app.config.max_body_bytes as u64 {
+        return Err(EdgeError::TooLarge(app.config.max_body_bytes));
+    }
     let read = axum::body::to_bytes(body, app.config.max_body_bytes);
     tokio::time::timeout(app.config.body_read_timeout, read)
         .await
