@@ -84,6 +84,15 @@ impl Proc {
         tree(self.pid()).iter().map(|&p| rss_bytes(p)).sum()
     }
 
+    /// Open file descriptors (sockets included) of the process and its descendants.
+    pub fn open_files(&self) -> usize {
+        tree(self.pid())
+            .iter()
+            .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+            .map(Iterator::count)
+            .sum()
+    }
+
     /// CPU time (user + system) of the process and its descendants so far.
     pub fn cpu_time(&self) -> Duration {
         tree(self.pid()).iter().map(|&p| cpu_time(p)).sum()

@@ -395,6 +395,7 @@ pub async fn memory(
             idle_rss_bytes: t.main.rss_bytes(),
             points: Vec::new(),
         };
+        let idle_files = t.main.open_files();
         for n in counts {
             let shot = t.shot(chat_body("hold", true));
             let held = blocking(move || streams::hold(&shot, n, 1_500.0)).await?;
@@ -419,11 +420,35 @@ pub async fn memory(
                 Ok(())
             })
             .await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            settle(t, idle_files, &mut results.notes).await;
         }
         results.memory.insert(t.name.to_owned(), memory);
     }
     Ok(())
+}
+
+/// Waits until the target has closed what the released streams held. An edge reads an
+/// abandoned stream's upstream on for its usage (30 s by default), so without this wait the
+/// next point would count those connections too, and the phase after this one would start on
+/// an edge near its file limit.
+async fn settle(t: &Target<'_>, idle_files: usize, notes: &mut Vec<String>) {
+    const SLACK: usize = 64;
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while t.main.open_files() > idle_files + SLACK {
+        if started.elapsed() > PATIENCE {
+            notes.push(format!(
+                "{}: {} files still open {} s after its held streams were released ({} when idle)",
+                t.name,
+                t.main.open_files(),
+                PATIENCE.as_secs(),
+                idle_files
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// CPU time per request at a fixed rate, from `/proc` before and after.
