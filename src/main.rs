@@ -3,6 +3,7 @@
 mod cli;
 mod health;
 mod models;
+mod open_files;
 mod settings;
 mod telemetry;
 mod up;
@@ -80,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Admin(_) | Role::Usage(_) | Role::Keygen | Role::Health { .. } => None,
     };
     let telemetry = telemetry::init(service)?;
+    if service.is_some() {
+        open_files::raise();
+    }
     let settings = Settings::load()?;
     let result = match command {
         Role::Up => up::run(&settings, shutdown_signal()).await,

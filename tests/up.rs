@@ -580,3 +580,79 @@ fn any_ports(command: &mut Command) -> &mut Command {
         .env("TOLLGATE_USAGE_ADDR", "127.0.0.1:0")
         .env("TOLLGATE_USAGE_HTTP_ADDR", "127.0.0.1:0")
 }
+
+/// A server role started under a low soft open-file limit (systemd's default is 1,024) raises
+/// it to the hard limit, and says so: an edge holds two files per stream.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let (_, hard) = open_file_limits("self")?;
+    anyhow::ensure!(
+        hard > 128,
+        "this machine's hard open-file limit is only {hard}"
+    );
+    let log = temp.path().join("up.err");
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "ulimit -Sn 128 && exec \"$0\" up",
+        env!("CARGO_BIN_EXE_tollgate"),
+    ]);
+    let child = any_ports(&mut command)
+        .env("TOLLGATE_DATA_DIR", temp.path().join("data"))
+        .env("TOLLGATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("DATABASE_URL", "postgres://nowhere.invalid/ignored")
+        .env("NATS_URL", "nats://nowhere.invalid:4222")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut up = Up {
+        child,
+        dir: temp.path().to_owned(),
+    };
+    // Generous: a debug build on a busy CI machine starts slowly.
+    let mut said = String::new();
+    for _ in 0..1200 {
+        said = std::fs::read_to_string(&log)?;
+        if said.contains("open-file limit raised") {
+            break;
+        }
+        if let Some(status) = up.child.try_wait()? {
+            bail!("tollgate up exited with {status}:\n{said}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = said
+        .lines()
+        .find(|line| line.contains("open-file limit raised"))
+        .with_context(|| format!("no word of the open-file limit in 60 s:\n{said}"))?;
+    let event: Value = serde_json::from_str(line)?;
+    assert_eq!(
+        (event["from"].as_u64(), event["to"].as_u64()),
+        (Some(128), Some(hard))
+    );
+    assert_eq!(open_file_limits(&up.child.id().to_string())?, (hard, hard));
+    Ok(())
+}
+
+/// The soft and hard open-file limits of process `pid` ("self" for this one).
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: &str) -> Result<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let fields: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .context("no open-file limit in /proc/<pid>/limits")?
+        .split_whitespace()
+        .collect();
+    let number = |i: usize| -> Result<u64> {
+        Ok(fields
+            .get(i)
+            .context("a short open-file limit line")?
+            .parse()?)
+    };
+    Ok((number(3)?, number(4)?))
+}
