@@ -225,7 +225,9 @@ impl From<UpstreamError> for EdgeError {
                 message,
             },
             UpstreamError::Unsupported(message) => EdgeError::InvalidRequest(message),
-            UpstreamError::Failed(message) => EdgeError::Upstream(message),
+            UpstreamError::Failed(message) | UpstreamError::Local(message) => {
+                EdgeError::Upstream(message)
+            }
             UpstreamError::Timeout(message) => EdgeError::UpstreamTimeout(message),
             UpstreamError::Intervened {
                 guardrail, summary, ..

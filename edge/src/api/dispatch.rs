@@ -98,7 +98,11 @@ fn classify(error: &UpstreamError) -> Failure {
             reason: "timeout",
             retry_after: None,
         },
-        UpstreamError::Unsupported(_) | UpstreamError::Intervened { .. } => Failure::Final,
+        // A shortage on this edge (out of file descriptors) would open a healthy deployment's
+        // circuit and spend the retries on calls that cannot be made either.
+        UpstreamError::Unsupported(_)
+        | UpstreamError::Intervened { .. }
+        | UpstreamError::Local(_) => Failure::Final,
         UpstreamError::Rejected { message, .. } => {
             let message = message.to_ascii_lowercase();
             let said = |phrases: &[&str]| phrases.iter().any(|p| message.contains(p));
@@ -637,5 +641,8 @@ mod tests {
             classify(&throttled),
             Failure::Retry { retry_after: Some(d), .. } if d == Duration::from_millis(1500)
         ));
+        // Not the deployment's doing: no retry, and its circuit is left alone.
+        let local = UpstreamError::Local("out of file descriptors".to_owned());
+        assert!(matches!(classify(&local), Failure::Final));
     }
 }

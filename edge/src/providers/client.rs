@@ -559,6 +559,33 @@ mod tests {
         Ok(())
     }
 
+    /// A connect that fails because this process is at its open-file limit is the edge's
+    /// shortage, not the deployment's failure (hyper keeps the system's error as the cause).
+    #[tokio::test]
+    async fn running_out_of_file_descriptors_is_the_edges_failure() -> anyhow::Result<()> {
+        use super::super::http::transport_error;
+
+        // Fails as socket(2) does for a process at its limit.
+        let out_of_files = tower::service_fn(|_: Uri| {
+            std::future::ready(Err::<TokioIo<TcpStream>, _>(io::Error::from_raw_os_error(
+                libc::EMFILE,
+            )))
+        });
+        let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(out_of_files);
+        let request = Request::post("http://127.0.0.1:9/v1").body(Full::new(Bytes::new()))?;
+        let Err(error) = client.request(request).await else {
+            anyhow::bail!("a call without a socket succeeded");
+        };
+        let mapped = transport_error(&error, "deployment d1");
+        assert!(
+            matches!(&mapped, UpstreamError::Local(m)
+                if m == "deployment d1 was not called: this gateway is out of file descriptors"),
+            "{mapped:?}"
+        );
+        assert_eq!(mapped.code(), "upstream_error");
+        Ok(())
+    }
+
     #[test]
     fn only_absolute_http_urls_are_taken_and_never_echoed() {
         let uri = |url: &str| upstream_uri(url.to_owned(), &deployment());

@@ -179,6 +179,19 @@ pub(super) fn secret_header(
 /// what caused them (a connector's, which may name the host): neither holds the URL, which
 /// may carry a secret in its query.
 pub(super) fn transport_error(e: &(dyn StdError + 'static), what: &str) -> UpstreamError {
+    let out_of_files = causes(e).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE)
+    });
+    if out_of_files {
+        tracing::error!(
+            "{what}: not called, this edge is out of file descriptors (raise its open-file limit)"
+        );
+        return UpstreamError::Local(format!(
+            "{what} was not called: this gateway is out of file descriptors"
+        ));
+    }
     let timed_out = causes(e).any(|e| {
         e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_timeout)

@@ -96,6 +96,10 @@ pub enum UpstreamError {
     Failed(String),
     #[error("{0}")]
     Timeout(String),
+    /// The edge itself lacked what the call needs (file descriptors): nothing was sent, and
+    /// nothing is known about the deployment, so it is neither retried nor held against it.
+    #[error("{0}")]
+    Local(String),
     /// An output guardrail stopped the answer as it streamed, withholding this much text.
     #[error("guardrail {guardrail} intervened: {summary}")]
     Intervened {
@@ -112,7 +116,7 @@ impl UpstreamError {
             UpstreamError::RateLimited { .. } => "rate_limit_exceeded",
             UpstreamError::Rejected { .. } => "upstream_rejected",
             UpstreamError::Unsupported(_) => "invalid_request_error",
-            UpstreamError::Failed(_) => "upstream_error",
+            UpstreamError::Failed(_) | UpstreamError::Local(_) => "upstream_error",
             UpstreamError::Timeout(_) => "upstream_timeout",
             UpstreamError::Intervened { .. } => "guardrail_intervened",
         }
