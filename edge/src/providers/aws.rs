@@ -28,6 +28,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::egress::{AwsResolver, Egress};
+use super::http::local_shortage;
 use super::{UpstreamCall, UpstreamError};
 
 /// Clients kept at most; beyond, the cache starts afresh (credentials were rotated many times).
@@ -303,6 +304,9 @@ where
             UpstreamError::Timeout(format!("{what} did not answer within {limit:?}"))
         }
         SdkError::DispatchFailure(failure) if failure.is_io() => {
+            if let Some(local) = local_shortage(error, what) {
+                return local;
+            }
             tracing::warn!(error = %DisplayErrorContext(error), "{what}: could not reach {service}");
             UpstreamError::Failed(format!("could not connect to {what}"))
         }
@@ -409,4 +413,26 @@ pub fn raw_retry_after<R: 'static>(raw: &R) -> Option<String> {
         .downcast_ref::<aws_sdk_bedrockruntime::config::http::HttpResponse>()
         .and_then(|r| r.headers().get("retry-after"))
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    use super::*;
+
+    /// As for the HTTP providers: a connect that found this process out of file descriptors is
+    /// the edge's shortage, not the AWS endpoint's failure.
+    #[test]
+    fn running_out_of_file_descriptors_is_the_edges_failure() {
+        let io = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let error: SdkError<std::io::Error, ()> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(io)));
+        let mapped = transport_error(&error, "deployment d1", Duration::from_secs(1), "Bedrock");
+        assert!(
+            matches!(&mapped, UpstreamError::Local(m)
+                if m == "deployment d1 was not called: this gateway is out of file descriptors"),
+            "{mapped:?}"
+        );
+    }
 }

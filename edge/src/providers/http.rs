@@ -179,18 +179,8 @@ pub(super) fn secret_header(
 /// what caused them (a connector's, which may name the host): neither holds the URL, which
 /// may carry a secret in its query.
 pub(super) fn transport_error(e: &(dyn StdError + 'static), what: &str) -> UpstreamError {
-    let out_of_files = causes(e).any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE)
-    });
-    if out_of_files {
-        tracing::error!(
-            "{what}: not called, this edge is out of file descriptors (raise its open-file limit)"
-        );
-        return UpstreamError::Local(format!(
-            "{what} was not called: this gateway is out of file descriptors"
-        ));
+    if let Some(local) = local_shortage(e, what) {
+        return local;
     }
     let timed_out = causes(e).any(|e| {
         e.downcast_ref::<hyper::Error>()
@@ -218,6 +208,24 @@ pub(super) fn transport_error(e: &(dyn StdError + 'static), what: &str) -> Upstr
         }
     }
     UpstreamError::Failed(message)
+}
+
+/// [`UpstreamError::Local`] when `e` comes of this process being out of file descriptors (a
+/// connect's `socket(2)` failing), logged: the deployment had no part in it.
+pub(super) fn local_shortage(e: &(dyn StdError + 'static), what: &str) -> Option<UpstreamError> {
+    let out_of_files = causes(e).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE)
+    });
+    out_of_files.then(|| {
+        tracing::error!(
+            "{what}: not called, this edge is out of file descriptors (raise its open-file limit)"
+        );
+        UpstreamError::Local(format!(
+            "{what} was not called: this gateway is out of file descriptors"
+        ))
+    })
 }
 
 /// `e` and the errors that caused it, `e` first.
