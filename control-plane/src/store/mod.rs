@@ -1,10 +1,11 @@
 //! The event store: the policy log, append-only, with a global gap-free sequence, optimistic
 //! concurrency per aggregate, and snapshots of the fold.
 //!
-//! Two implementations, PostgreSQL (distributed mode) and SQLite (`tollgate up`), pass the same
-//! tests (`control-plane/tests/event_store.rs`).
+//! One SQL implementation (`sql`) serves PostgreSQL (distributed mode) and SQLite (`tollgate up`);
+//! both pass the same tests (`control-plane/tests/event_store.rs`).
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tollgate_policy::{PolicyEvent, PolicyState, RecordedEvent, SCHEMA_VERSION, d
 use uuid::Uuid;
 
 pub use postgres::PgEventStore;
+pub use sql::SqlEventStore;
 pub use sqlite::SqliteEventStore;
 
 /// An event to append, with the aggregate version it must get.
