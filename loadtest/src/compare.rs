@@ -32,6 +32,7 @@ fn figures(r: &Results) -> Vec<Figure> {
     let p99 = |s: &crate::results::Summary| s.latency.p99_us;
     let ttft = |t: &str| Some(r.streams.get(t)?.ttft.p99_us - r.streams.get(DIRECT)?.ttft.p99_us);
     let cpu = |t: &str| r.cpu.get(t).map(|c| c.us_per_request);
+    let machine_cpu = |t: &str| r.cpu.get(t).and_then(|c| c.machine_us_per_request);
     let frontier = |t: &str| r.frontier(t, 10.0).map(|rate| rate as f64);
     let at_5000 = r
         .rates
@@ -75,6 +76,18 @@ fn figures(r: &Results) -> Vec<Figure> {
         (
             "floor-proxy CPU per request",
             cpu(FLOOR),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "machine CPU per request, Tollgate",
+            machine_cpu(TOLLGATE),
+            Unit::Micros,
+            true,
+        ),
+        (
+            "machine CPU per request, floor-proxy",
+            machine_cpu(FLOOR),
             Unit::Micros,
             true,
         ),

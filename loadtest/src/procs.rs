@@ -102,6 +102,12 @@ impl Proc {
     pub fn switches(&self) -> Switches {
         tree(self.pid()).iter().map(|&p| switches(p)).sum()
     }
+
+    /// How long the threads of the process and its descendants have waited, runnable, for a
+    /// core so far (the scheduler's run delay).
+    pub fn run_delay(&self) -> Duration {
+        tree(self.pid()).iter().map(|&p| run_delay(p)).sum()
+    }
 }
 
 /// A thread's context switches: voluntary ones (it waited for something, and was woken up when
@@ -218,6 +224,27 @@ fn switches(pid: u32) -> Switches {
         .sum()
 }
 
+fn run_delay(pid: u32) -> Duration {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
+        .map(|schedstat| thread_run_delay(&schedstat))
+        .sum()
+}
+
+/// The run delay in a thread's `schedstat`: time on the CPU, time waiting for it, timeslices
+/// (nanoseconds, nanoseconds, count).
+fn thread_run_delay(schedstat: &str) -> Duration {
+    schedstat
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ns| ns.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
 /// The switches a thread's `status` text counts.
 fn thread_switches(status: &str) -> Switches {
     let count = |name: &str| {
@@ -283,6 +310,14 @@ pub fn answers(addr: &str) -> bool {
     })
 }
 
+/// CPU time of every process on the machine so far, from each one's own account. `/proc/stat`
+/// is sampled at the timer tick, and misses work that wakes just after a tick and sleeps
+/// before the next (timer-driven work does): on a 2-vCPU VM it read less than one process's
+/// own time.
+pub fn processes_busy() -> Duration {
+    pids().into_iter().map(cpu_time).sum()
+}
+
 /// CPU time used on the whole machine so far (all cores, idle and I/O wait excluded).
 fn machine_busy() -> Duration {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -314,13 +349,30 @@ fn suite_busy() -> Duration {
             .sum();
         total += Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
     }
+    let servers = servers_busy();
+    total + servers.nats + servers.postgres
+}
+
+/// CPU time of the NATS and PostgreSQL servers on this machine so far (processes that have
+/// exited, such as a closed connection's PostgreSQL backend, no longer count).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Servers {
+    pub nats: Duration,
+    pub postgres: Duration,
+}
+
+/// What the NATS and PostgreSQL servers have used so far.
+pub fn servers_busy() -> Servers {
+    let mut servers = Servers::default();
     for p in pids() {
         let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        if matches!(comm.trim(), "postgres" | "nats-server") {
-            total += cpu_time(p);
+        match comm.trim() {
+            "nats-server" => servers.nats += cpu_time(p),
+            "postgres" => servers.postgres += cpu_time(p),
+            _ => {}
         }
     }
-    total
+    servers
 }
 
 /// Measures CPU used on the machine by work other than this run between two points.
@@ -350,6 +402,15 @@ impl Foreign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threads_run_delay_is_the_second_figure_of_its_schedstat() {
+        assert_eq!(
+            thread_run_delay("577549 1234000 17\n"),
+            Duration::from_micros(1234)
+        );
+        assert_eq!(thread_run_delay(""), Duration::ZERO);
+    }
 
     #[test]
     fn a_threads_switches_are_read_from_its_status() {

@@ -227,7 +227,7 @@ fn open_loop(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<(
     section(
         out,
         "2. Open-loop load: added latency and the throughput frontier",
-        "Constant arrival rate; latency from each request's intended send time (coordinated-omission safe). Late = sends that left more than 1 ms after their intended time (a generator limit, not the target's).",
+        "Constant arrival rate; latency from each request's intended send time (coordinated-omission safe). Late = sends that left more than 1 ms after their intended time (a generator limit, not the target's). Machine busy = cores in use on the whole machine during that target's rounds: the generator, the mock, the target and the servers it uses (NATS, PostgreSQL); near the core count, the machine itself is the limit.",
     );
     open_loop_rounds(out, r);
     let names = rate_targets(r);
@@ -259,6 +259,7 @@ fn open_loop_rounds(out: &mut String, r: &Results) {
             "p99.9",
             "added p50",
             "added p99",
+            "machine busy",
         ],
     );
     for (rate, by) in &r.rates {
@@ -282,6 +283,8 @@ fn open_loop_rounds(out: &mut String, r: &Results) {
                     fmt_us(s.latency.p999_us),
                     added(s.latency.p50_us, d.map(|d| d.latency.p50_us)),
                     added(s.latency.p99_us, d.map(|d| d.latency.p99_us)),
+                    s.machine_cores
+                        .map_or_else(|| "—".to_owned(), |c| format!("{c:.2} cores")),
                 ],
             );
         }
@@ -419,9 +422,17 @@ fn profile(out: &mut String, r: &Results) {
         "\n## Profile of the edge under load\n\nA target above was missed; where the edge's CPU goes at the load of the profile (`perf record`, self time):\n"
     );
     if let (Some(t), Some(f)) = (r.cpu.get(TOLLGATE), r.cpu.get(FLOOR)) {
+        let machine = match (t.machine_us_per_request, f.machine_us_per_request) {
+            (Some(t), Some(f)) => format!(
+                "; the whole machine spends {} per request through Tollgate against {} through floor-proxy",
+                fmt_us(t),
+                fmt_us(f)
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "The edge spends {} of CPU per request against floor-proxy's {} ({:.1}×); with the aggregator and control plane, {}. On 2 cores shared with the generator and the mock, that CPU is what sets the frontier and, queued behind other work, the tail.\n",
+            "The edge spends {} of CPU per request against floor-proxy's {} ({:.1}×); with the aggregator and control plane, {}{machine}. On 2 cores shared with the generator and the mock, that CPU is what sets the frontier and, queued behind other work, the tail.\n",
             fmt_us(t.us_per_request),
             fmt_us(f.us_per_request),
             t.us_per_request / f.us_per_request.max(0.001),

@@ -189,7 +189,7 @@ pub fn cpu(out: &mut String, r: &Results) {
     section(
         out,
         "5. CPU time per request",
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Machine* is the CPU of every process on the machine over the round (each from its own `/proc/<pid>/stat`), per request: the target with the generator, the mock and the servers it uses (NATS, PostgreSQL), so what one request costs this machine in all; the NATS and PostgreSQL servers' own share is beside it. *Waiting for a core* is the time the serving process's threads spent runnable but not running (`/proc/<pid>/task/*/schedstat`), per request: latency that is the machine's lack of a free core, not the target's work. *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
     );
     header(
         out,
@@ -199,6 +199,9 @@ pub fn cpu(out: &mut String, r: &Results) {
             "requests",
             "CPU / request (own)",
             "CPU / request (whole)",
+            "CPU / request (machine)",
+            "of which NATS / PostgreSQL",
+            "waiting for a core / request",
             "wake-ups / request",
             "preemptions / request",
         ],
@@ -212,6 +215,14 @@ pub fn cpu(out: &mut String, r: &Results) {
                 c.requests.to_string(),
                 fmt_us(c.us_per_request),
                 fmt_us(c.whole_us_per_request),
+                c.machine_us_per_request
+                    .map_or_else(|| "—".to_owned(), fmt_us),
+                match (c.nats_us_per_request, c.postgres_us_per_request) {
+                    (Some(n), Some(p)) => format!("{} / {}", fmt_us(n), fmt_us(p)),
+                    _ => "—".to_owned(),
+                },
+                c.waited_us_per_request
+                    .map_or_else(|| "—".to_owned(), fmt_us),
                 per_request(c.wakeups_per_request),
                 per_request(c.preemptions_per_request),
             ],

@@ -51,6 +51,9 @@ pub struct Summary {
     pub late_sends: u64,
     pub lateness_p99_us: f64,
     pub latency: Pct,
+    /// Cores in use on the whole machine during this target's rounds: generator, mock, the
+    /// target and the servers it uses (absent from earlier runs).
+    pub machine_cores: Option<f64>,
 }
 
 impl Summary {
@@ -67,6 +70,7 @@ impl Summary {
                 o.lateness.value_at_quantile(0.99) as f64 / 1_000.0
             },
             latency: Pct::of(&o.latency),
+            machine_cores: None,
         }
     }
 
@@ -139,6 +143,16 @@ pub struct Cpu {
     pub wakeups_per_request: Option<f64>,
     /// Involuntary context switches (preemptions) of its threads per request.
     pub preemptions_per_request: Option<f64>,
+    /// CPU of the whole machine per request: the target, the generator, the mock and the
+    /// servers the target uses (NATS, PostgreSQL) (absent from earlier runs).
+    pub machine_us_per_request: Option<f64>,
+    /// Time the serving process's threads waited, runnable, for a core, per request (absent
+    /// from earlier runs).
+    pub waited_us_per_request: Option<f64>,
+    /// CPU of the NATS server per request (absent from earlier runs).
+    pub nats_us_per_request: Option<f64>,
+    /// CPU of the PostgreSQL server per request (absent from earlier runs).
+    pub postgres_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -2,14 +2,14 @@
 //! figure has its references measured minutes apart at most, under the same machine state.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 
 use crate::load::{self, OpenLoop, Outcome, Shot};
 use crate::plan::Plan;
-use crate::procs::Proc;
+use crate::procs::{self, Proc};
 use crate::results::{Cpu, HeldPoint, Memory, Results, StreamSummary, Summary};
 use crate::streams::{self, StreamOutcome};
 
@@ -289,6 +289,8 @@ pub async fn ladder(
             break;
         }
         let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
+        // Per target: the machine's CPU time during its rounds, and how long they took.
+        let mut machine: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
         for rep in 0..plan.reps {
             for t in rotated(&active, rep) {
                 let shot = t.shot(chat_body("chat", false));
@@ -299,7 +301,11 @@ pub async fn ladder(
                     max_in_flight: 2_000,
                     timeout: TIMEOUT,
                 };
+                let (busy, started) = (procs::processes_busy(), Instant::now());
                 let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
+                let spent = machine.entry(t.name).or_default();
+                spent.0 += procs::processes_busy().saturating_sub(busy);
+                spent.1 += started.elapsed();
                 match merged.get_mut(t.name) {
                     Some(m) => m.merge(&outcome)?,
                     None => {
@@ -310,7 +316,10 @@ pub async fn ladder(
             }
         }
         for (name, outcome) in merged {
-            let summary = Summary::of(&outcome, rate);
+            let mut summary = Summary::of(&outcome, rate);
+            summary.machine_cores = machine
+                .get(name)
+                .map(|(busy, took)| busy.as_secs_f64() / took.as_secs_f64().max(0.001));
             eprintln!(
                 "  {:>6} rps {:<12} p50 {:>9.1} µs  p99 {:>10.1} µs  errors {}  late {}",
                 rate,
@@ -434,7 +443,7 @@ pub async fn memory(
 async fn settle(t: &Target<'_>, idle_files: usize, notes: &mut Vec<String>) {
     const SLACK: usize = 64;
     const PATIENCE: Duration = Duration::from_secs(60);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     while t.main.open_files() > idle_files + SLACK {
         if started.elapsed() > PATIENCE {
@@ -473,19 +482,26 @@ pub async fn cpu(
         };
         let main_before = t.main.cpu_time();
         let switches_before = t.main.switches();
+        let waited_before = t.main.run_delay();
         let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
+        let machine_before = procs::processes_busy();
+        let servers_before = procs::servers_busy();
         let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
         // Usage events are written by the aggregator a little after the answers.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let main = t.main.cpu_time().saturating_sub(main_before);
         let switches = t.main.switches() - switches_before;
+        let waited = t.main.run_delay().saturating_sub(waited_before);
         let all = t
             .all
             .iter()
             .map(|p| p.cpu_time())
             .sum::<Duration>()
             .saturating_sub(all_before);
+        let machine = procs::processes_busy().saturating_sub(machine_before);
+        let servers = procs::servers_busy();
         let requests = outcome.ok.max(1);
+        let per_request = |d: Duration| Some(d.as_secs_f64() * 1e6 / requests as f64);
         let cpu = Cpu {
             rate,
             requests: outcome.ok,
@@ -493,12 +509,21 @@ pub async fn cpu(
             whole_us_per_request: all.as_secs_f64() * 1e6 / requests as f64,
             wakeups_per_request: Some(switches.voluntary as f64 / requests as f64),
             preemptions_per_request: Some(switches.involuntary as f64 / requests as f64),
+            machine_us_per_request: per_request(machine),
+            waited_us_per_request: per_request(waited),
+            nats_us_per_request: per_request(servers.nats.saturating_sub(servers_before.nats)),
+            postgres_us_per_request: per_request(
+                servers.postgres.saturating_sub(servers_before.postgres),
+            ),
         };
         eprintln!(
-            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole), {:.2} wake-ups/request",
+            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request",
             t.name,
             cpu.us_per_request,
             cpu.whole_us_per_request,
+            cpu.machine_us_per_request.unwrap_or_default(),
+            cpu.nats_us_per_request.unwrap_or_default(),
+            cpu.postgres_us_per_request.unwrap_or_default(),
             cpu.wakeups_per_request.unwrap_or_default()
         );
         results.cpu.insert(t.name.to_owned(), cpu);

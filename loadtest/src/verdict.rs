@@ -277,8 +277,11 @@ fn at_5000_rps(r: &Results) -> [Verdict; 2] {
         "p99 at 5,000 RPS",
         "no stall: ≤ 10 ms".into(),
         p99.map_or("—".into(), |p| {
+            let busy = t5
+                .and_then(|s| s.machine_cores)
+                .map_or_else(String::new, |c| format!("; machine {c:.2} cores busy"));
             format!(
-                "Tollgate {} (direct {})",
+                "Tollgate {} (direct {}){busy}",
                 fmt_us(p),
                 fmt_us(d5.map_or(0.0, |s| s.latency.p99_us))
             )
