@@ -84,6 +84,12 @@ enum Failure {
     Final,
 }
 
+/// Whether a failure counts against the provider in `tollgate_upstream_errors_total`: a call
+/// this edge could not make for itself (out of file descriptors) says nothing about it.
+fn is_the_providers(error: &UpstreamError) -> bool {
+    !matches!(error, UpstreamError::Local(_))
+}
+
 fn classify(error: &UpstreamError) -> Failure {
     match error {
         UpstreamError::RateLimited { retry_after } => Failure::Retry {
@@ -409,7 +415,9 @@ impl Run<'_> {
                 Err(error) => error,
             };
             telemetry::fail(&span, error.code());
-            self.count_upstream_error(deployment, error.code());
+            if is_the_providers(&error) {
+                self.count_upstream_error(deployment, error.code());
+            }
             let failure = classify(&error);
             let code = error.code();
             self.last_error = Some(EdgeError::from(error));
@@ -644,5 +652,10 @@ mod tests {
         // Not the deployment's doing: no retry, and its circuit is left alone.
         let local = UpstreamError::Local("out of file descriptors".to_owned());
         assert!(matches!(classify(&local), Failure::Final));
+        assert!(
+            !is_the_providers(&local),
+            "nor counted as the provider's error"
+        );
+        assert!(is_the_providers(&throttled));
     }
 }
