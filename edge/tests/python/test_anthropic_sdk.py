@@ -11,39 +11,19 @@ Plain asserts; one line per check; exit status 0 when all pass.
 """
 
 import os
-import sys
 
-try:
-    import anthropic
-except ImportError:
-    print("the `anthropic` Python SDK is not installed: run `pip install anthropic`", file=sys.stderr)
-    sys.exit(2)
+import sdk_check
+from sdk_check import TOOL_DESCRIPTION, TOOL_INPUT, TOOL_NAME, TOOL_PARAMETERS, check, models, require
+
+anthropic = require("anthropic")
 
 BASE_URL = os.environ["TOLLGATE_BASE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
-MODELS = dict(pair.split("=", 1) for pair in os.environ["TOLLGATE_MODELS"].split(","))
-# What the fakes do with tools (test-support): call the first tool with this input, then answer
-# "The tool said: <result>".
-TOOL_INPUT = {"location": "Paris"}
-TOOLS = [
-    {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}},
-    }
-]
+MODELS = models()
+TOOLS = [{"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": TOOL_PARAMETERS}]
 QUESTION = [{"role": "user", "content": "Say hello to the gateway"}]
 
 client = anthropic.Anthropic(base_url=BASE_URL, api_key=KEY, max_retries=0)
-passed = 0
-
-
-def check(name):
-    global passed
-    passed += 1
-    print(f"ok: {name}", flush=True)
-
-
 def text_of(message):
     return "".join(block.text for block in message.content if block.type == "text")
 
@@ -137,4 +117,4 @@ except anthropic.BadRequestError as e:
     assert "thinking" in e.body["error"]["message"], e.body
 check("what the gateway cannot translate is an invalid_request_error naming it")
 
-print(f"{passed} checks passed")
+print(f"{sdk_check.passed} checks passed")

@@ -24,6 +24,9 @@ import os
 import sys
 from unittest import mock
 
+import sdk_check
+from sdk_check import TOOL_DESCRIPTION, TOOL_INPUT, TOOL_NAME, TOOL_PARAMETERS, check, models
+
 try:
     import boto3
     import botocore.auth
@@ -40,34 +43,16 @@ ENDPOINT = os.environ["TOLLGATE_ENDPOINT"]
 CA = os.environ["TOLLGATE_CA"]
 KEY_ID = os.environ["TOLLGATE_KEY_ID"]
 KEY = os.environ["TOLLGATE_KEY"]
-MODELS = dict(pair.split("=", 1) for pair in os.environ["TOLLGATE_MODELS"].split(","))
+MODELS = models()
 ALIASES = [a for a in os.environ.get("TOLLGATE_ALIASES", "").split(",") if a]
 EMBEDDING_MODELS = [m for m in os.environ.get("TOLLGATE_EMBEDDING_MODELS", "").split(",") if m]
 REGION = "us-east-1"
-# What both fakes do with tools (test-support): call the first tool with these arguments, then
-# answer "The tool said: <result>".
-TOOL_INPUT = {"location": "Paris"}
 WEATHER_TOOL = {
     "tools": [
-        {
-            "toolSpec": {
-                "name": "get_weather",
-                "description": "The weather in a city",
-                "inputSchema": {"json": {"type": "object", "properties": {"location": {"type": "string"}}}},
-            }
-        }
+        {"toolSpec": {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "inputSchema": {"json": TOOL_PARAMETERS}}}
     ]
 }
 QUESTION = [{"role": "user", "content": [{"text": "Say hello to the gateway"}]}]
-
-passed = 0
-
-
-def check(name):
-    global passed
-    passed += 1
-    print(f"ok: {name}", flush=True)
-
 
 def client(auth, key_id=KEY_ID, key=KEY, retries=3):
     """A bedrock-runtime client as an application makes one, signing with `auth`."""
@@ -299,4 +284,4 @@ def refuse():
 
 
 {"serve": serve, "refuse": refuse}[os.environ["TOLLGATE_PHASE"]]()
-print(f"{passed} checks passed")
+print(f"{sdk_check.passed} checks passed")

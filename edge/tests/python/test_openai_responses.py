@@ -10,39 +10,18 @@ Plain asserts; one line per check; exit status 0 when all pass.
 
 import json
 import os
-import sys
 
-try:
-    import openai
-except ImportError:
-    print("the `openai` Python SDK is not installed: run `pip install openai`", file=sys.stderr)
-    sys.exit(2)
+import sdk_check
+from sdk_check import TOOL_DESCRIPTION, TOOL_INPUT, TOOL_NAME, TOOL_PARAMETERS, check, models, require
+
+openai = require("openai")
 
 BASE_URL = os.environ["TOLLGATE_BASE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
-MODELS = dict(pair.split("=", 1) for pair in os.environ["TOLLGATE_MODELS"].split(","))
-# What the fakes do with tools (test-support): call the first tool with these arguments, then
-# answer "The tool said: <result>".
-TOOL_INPUT = {"location": "Paris"}
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-    }
-]
+MODELS = models()
+TOOLS = [{"type": "function", "name": TOOL_NAME, "description": TOOL_DESCRIPTION, "parameters": TOOL_PARAMETERS}]
 
 client = openai.OpenAI(base_url=BASE_URL, api_key=KEY, max_retries=0)
-passed = 0
-
-
-def check(name):
-    global passed
-    passed += 1
-    print(f"ok: {name}", flush=True)
-
-
 for model, answer in MODELS.items():
     response = client.responses.create(
         model=model, instructions="Be brief.", input="Say hello to the gateway", store=False
@@ -86,4 +65,4 @@ except openai.BadRequestError as e:
     assert "previous_response_id" in e.message, e
 check("previous_response_id is refused with a message saying why")
 
-print(f"{passed} checks passed")
+print(f"{sdk_check.passed} checks passed")

@@ -11,13 +11,11 @@ cut-stream (failing on command). Plain asserts; one line per check; exit status 
 
 import json
 import os
-import sys
 
-try:
-    import openai
-except ImportError:
-    print("the `openai` Python SDK is not installed: run `pip install openai`", file=sys.stderr)
-    sys.exit(2)
+import sdk_check
+from sdk_check import check, require
+
+openai = require("openai")
 
 BASE_URL = os.environ["TOLLGATE_BASE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
@@ -31,15 +29,6 @@ COMPLETION_TOKENS = 5
 
 client = openai.OpenAI(base_url=BASE_URL, api_key=KEY)
 strict = openai.OpenAI(base_url=BASE_URL, api_key=KEY, max_retries=0)
-passed = 0
-
-
-def check(name):
-    global passed
-    passed += 1
-    print(f"ok: {name}", flush=True)
-
-
 def no_secret(what, text):
     assert UPSTREAM_SECRET not in text, f"{what} reveals the upstream API key: {text}"
 
@@ -241,4 +230,4 @@ e = raises(openai.APIError, read_cut_stream)
 assert not isinstance(e, openai.APIStatusError), e
 check(f"a stream cut by the upstream: APIError ({e.message})")
 
-print(f"{passed} passed, 0 failed")
+print(f"{sdk_check.passed} passed, 0 failed")
