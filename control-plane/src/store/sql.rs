@@ -5,10 +5,10 @@
 //! log's write lock, and whether ids and payloads are typed columns (`uuid`, `jsonb`) that must
 //! be cast to and from text.
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{
     AssertSqlSafe, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, SqlSafeStr,
     SqlStr, Type,
