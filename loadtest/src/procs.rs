@@ -214,24 +214,22 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 /// thread's only). A thread that ended within the round takes its count with it, so the
 /// figure is a floor; the edge's worker threads live as long as it does.
 fn switches(pid: u32) -> Switches {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Switches::default();
-    };
-    threads
-        .flatten()
-        .filter_map(|thread| std::fs::read_to_string(thread.path().join("status")).ok())
-        .map(|status| thread_switches(&status))
-        .sum()
+    each_thread(pid, "status", thread_switches)
 }
 
 fn run_delay(pid: u32) -> Duration {
+    each_thread(pid, "schedstat", thread_run_delay)
+}
+
+/// `read` of the file `name` of every thread of `pid` (`/proc/<pid>/task/<tid>/<name>`), summed.
+fn each_thread<T: std::iter::Sum>(pid: u32, name: &str, read: fn(&str) -> T) -> T {
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
+        return std::iter::empty().sum();
     };
     threads
         .flatten()
-        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
-        .map(|schedstat| thread_run_delay(&schedstat))
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join(name)).ok())
+        .map(|text| read(&text))
         .sum()
 }
 

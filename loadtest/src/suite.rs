@@ -500,21 +500,21 @@ pub async fn cpu(
             .saturating_sub(all_before);
         let machine = procs::processes_busy().saturating_sub(machine_before);
         let servers = procs::servers_busy();
-        let requests = outcome.ok.max(1);
-        let per_request = |d: Duration| Some(d.as_secs_f64() * 1e6 / requests as f64);
+        let requests = outcome.ok.max(1) as f64;
+        let micros = |d: Duration| d.as_secs_f64() * 1e6 / requests;
         let cpu = Cpu {
             rate,
             requests: outcome.ok,
-            us_per_request: main.as_secs_f64() * 1e6 / requests as f64,
-            whole_us_per_request: all.as_secs_f64() * 1e6 / requests as f64,
-            wakeups_per_request: Some(switches.voluntary as f64 / requests as f64),
-            preemptions_per_request: Some(switches.involuntary as f64 / requests as f64),
-            machine_us_per_request: per_request(machine),
-            waited_us_per_request: per_request(waited),
-            nats_us_per_request: per_request(servers.nats.saturating_sub(servers_before.nats)),
-            postgres_us_per_request: per_request(
+            us_per_request: micros(main),
+            whole_us_per_request: micros(all),
+            wakeups_per_request: Some(switches.voluntary as f64 / requests),
+            preemptions_per_request: Some(switches.involuntary as f64 / requests),
+            machine_us_per_request: Some(micros(machine)),
+            waited_us_per_request: Some(micros(waited)),
+            nats_us_per_request: Some(micros(servers.nats.saturating_sub(servers_before.nats))),
+            postgres_us_per_request: Some(micros(
                 servers.postgres.saturating_sub(servers_before.postgres),
-            ),
+            )),
         };
         eprintln!(
             "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request",
