@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::Parser;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
@@ -17,7 +17,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// Flags of `floor-proxy`.
-#[derive(Args, Clone, Debug)]
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "floor-proxy",
+    about = "Minimal forwarding proxy: the floor a gateway cannot beat"
+)]
 pub struct FloorConfig {
     /// Listen address; port 0 picks one (printed on stdout as `listening on ADDR`).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -4,18 +4,8 @@
 use clap::Parser;
 use tollgate_loadtest::run::{Options, run};
 
-#[derive(Parser)]
-#[command(
-    name = "loadtest",
-    about = "Measure Tollgate against a direct call, a minimal proxy and LiteLLM; write loadtest/results/<date>-<machine>.md"
-)]
-struct Cli {
-    #[command(flatten)]
-    options: Options,
-}
-
 fn main() -> anyhow::Result<()> {
-    let options = Cli::parse().options;
+    let options = Options::parse();
     // Two workers: the runner itself only orchestrates; load rounds run on their own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use clap::Args;
+use clap::Parser;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -22,7 +22,11 @@ use rand::Rng;
 use serde::Deserialize;
 
 /// How the mock behaves; every field is a flag of `mock-provider`.
-#[derive(Args, Clone, Debug)]
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "mock-provider",
+    about = "OpenAI-compatible mock upstream for load tests"
+)]
 pub struct MockConfig {
     /// Listen address; port 0 picks one (printed on stdout as `listening on ADDR`).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::Parser;
 
 use crate::embedded::Embedded;
 use crate::litellm::LiteLlm;
@@ -16,7 +16,11 @@ use crate::tollgate::{Infra, Stack};
 use crate::{litellm, propagation, report};
 
 /// Flags of `loadtest`.
-#[derive(Args, Clone, Debug)]
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "loadtest",
+    about = "Measure Tollgate against a direct call, a minimal proxy and LiteLLM; write loadtest/results/<date>-<machine>.md"
+)]
 pub struct Options {
     /// Everyday size: finishes in under three minutes.
     #[arg(long)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tollgate_policy::sealing::SealingKey;
 
 use crate::budget::Budgets;
@@ -55,27 +55,32 @@ pub struct AppState {
     pub replays: crate::auth::sigv4::Replays,
 }
 
-/// The edge's routes. Each API route exists with and without the `/v1` prefix.
+/// The edge's routes. OpenAI's routes exist with and without the `/v1` prefix, since clients
+/// differ in whether their base URL ends in `/v1`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let router = Router::new()
-        .route("/v1/chat/completions", post(pipeline::chat_completions))
-        .route("/chat/completions", post(pipeline::chat_completions))
-        .route("/v1/embeddings", post(pipeline::embeddings))
-        .route("/embeddings", post(pipeline::embeddings))
+    let openai: [(&str, MethodRouter<Arc<AppState>>); 4] = [
+        ("/chat/completions", post(pipeline::chat_completions)),
+        ("/embeddings", post(pipeline::embeddings)),
+        ("/responses", post(pipeline::responses)),
+        ("/models", get(info::models)),
+    ];
+    let router = openai
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| {
+            router
+                .route(&format!("/v1{path}"), method.clone())
+                .route(path, method)
+        })
         .route("/model/{model_id}/{operation}", post(pipeline::bedrock))
         .route(
             "/guardrail/{id}/version/{version}/apply",
             post(apply_guardrail::apply_guardrail),
         )
         .route("/v1/messages", post(pipeline::messages))
-        .route("/v1/responses", post(pipeline::responses))
-        .route("/responses", post(pipeline::responses))
         .route(
             "/v1/messages/count_tokens",
             post(count_tokens::count_tokens),
         )
-        .route("/v1/models", get(info::models))
-        .route("/models", get(info::models))
         .route("/health/live", get(info::live))
         .route("/health/ready", get(info::ready));
     // With a metrics address of its own, the scrape is not served to the API's clients.
