@@ -223,4 +223,52 @@ mod tests {
             Settings::parse("[[models]]\nname = \"m\"\nprovider = \"mock\"\ncolour = 1\n").is_err()
         );
     }
+
+    /// Configurations are printed with `{:?}` in logs and panics: a secret in one must never
+    /// show there, whichever role reads it.
+    #[test]
+    fn no_roles_configuration_shows_a_secret_in_debug_output() {
+        use base64::Engine;
+        let credential_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let settings = [
+            ("DATABASE_URL", "postgres://app:pg-hunter2@db:5432/tollgate"),
+            ("NATS_URL", "nats://bus:url-hunter2@nats:4222"),
+            ("NATS_USER", "edge"),
+            ("NATS_PASSWORD", "nats-hunter2"),
+            ("TOLLGATE_ADMIN_TOKEN", "admin-hunter2"),
+            ("TOLLGATE_CONTROL_PLANE_URL", "http://cp:50051"),
+            ("TOLLGATE_EDGE_TOKEN", "edge-hunter2"),
+            (
+                "TOLLGATE_ALERT_WEBHOOK_URL",
+                "https://hooks.example.com/hook-hunter2",
+            ),
+            ("TOLLGATE_ALERT_WEBHOOK_SECRET", "hmac-hunter2"),
+            (
+                "TOLLGATE_ALERT_SLACK_URL",
+                "https://hooks.slack.example/slack-hunter2",
+            ),
+            ("TOLLGATE_CREDENTIAL_KEY", credential_key.as_str()),
+        ];
+        let lookup = |name: &str| {
+            settings
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        let shown = [
+            tollgate_control_plane::config::ControlPlaneConfig::from_lookup(lookup)
+                .map(|config| format!("{config:?}")),
+            tollgate_edge::config::EdgeConfig::from_lookup(lookup)
+                .map(|config| format!("{config:?}")),
+            tollgate_usage_aggregator::config::AggregatorConfig::from_lookup(lookup)
+                .map(|config| format!("{config:?}")),
+        ];
+        for shown in shown {
+            let shown = shown.expect("the settings are valid");
+            for secret in ["hunter2", credential_key.as_str()] {
+                assert!(!shown.contains(secret), "{secret} shows in {shown}");
+            }
+            assert!(shown.contains("nats://bus:***@nats:4222"), "{shown}");
+        }
+    }
 }

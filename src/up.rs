@@ -100,7 +100,7 @@ pub async fn run(
     let edge = Edge::start(edge_config, bus.clone(), snapshots()?)?;
     let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
     let aggregator = Aggregator::start(AggregatorParts {
-        database_url: aggregator_config.database_url,
+        database_url: aggregator_config.database_url.expose().to_owned(),
         bus,
         snapshots: snapshots()?,
         admin_token: Some(admin_token.clone()),

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tollgate_policy::redact;
+use tollgate_policy::redact::{Secret, SecretUrl};
 use tollgate_policy::sealing::SealingKey;
 use tollgate_runtime::bus::BusSettings;
 use tollgate_runtime::envelope::KekSettings;
@@ -23,18 +23,18 @@ pub const DEFAULT_UI_ADDR: &str = "127.0.0.1:4080";
 /// Default `TOLLGATE_USAGE_URL`: the usage API the console reads spend from.
 pub const DEFAULT_USAGE_URL: &str = "http://127.0.0.1:50052";
 
-/// Everything the control plane needs to run.
-#[derive(Clone)]
+/// Everything the control plane needs to run; secrets are typed so that `Debug` hides them.
+#[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
     /// `TOLLGATE_ADMIN_ADDR`: where the gRPC admin API listens.
     pub admin_addr: SocketAddr,
     /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
-    pub database_url: String,
+    pub database_url: SecretUrl,
     /// `NATS_URL` (the JetStream server policy events are relayed to), `TOLLGATE_BUS_PREFIX`
     /// and the `NATS_*` credentials.
     pub bus: BusSettings,
     /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, if any.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// `TOLLGATE_CREDENTIAL_KEY`: base64 32-byte key sealing provider credentials, if any.
     pub credential_key: Option<SealingKey>,
     /// `TOLLGATE_KMS_KEY_ID` (and the `…_PREVIOUS` keys while rotating): the key encryption
@@ -53,33 +53,15 @@ pub struct ControlPlaneConfig {
     pub trust: TrustConfig,
 }
 
-/// Secrets show as `***`, URL passwords too.
-impl std::fmt::Debug for ControlPlaneConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlaneConfig")
-            .field("admin_addr", &self.admin_addr)
-            .field("database_url", &redact::url(&self.database_url))
-            .field("bus", &self.bus)
-            .field("admin_token", &redact::option(&self.admin_token))
-            .field("credential_key", &self.credential_key)
-            .field("kek", &self.kek)
-            .field("console", &self.console)
-            .field("tls", &self.tls)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("trust", &self.trust)
-            .finish()
-    }
-}
-
 impl ControlPlaneConfig {
     /// Reads the configuration from `lookup` (normally the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let settings = Settings::new(lookup);
         Ok(ControlPlaneConfig {
             admin_addr: settings.addr("TOLLGATE_ADMIN_ADDR", DEFAULT_ADMIN_ADDR)?,
-            database_url: settings.required("DATABASE_URL")?,
+            database_url: settings.required("DATABASE_URL")?.into(),
             bus: settings.bus()?,
-            admin_token: settings.get("TOLLGATE_ADMIN_TOKEN"),
+            admin_token: settings.get("TOLLGATE_ADMIN_TOKEN").map(Secret::from),
             credential_key: settings.credential_key()?,
             kek: settings.kek()?,
             console: console_from_settings(&settings)?,

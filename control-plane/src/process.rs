@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tollgate_policy::redact::Secret;
 use tollgate_runtime::bus::JetStreamBus;
 use tollgate_runtime::process::{self, SetupError};
 
@@ -34,7 +35,7 @@ pub struct Process {
 
 /// Opens the event store and the log on it, and connects to the bus.
 pub async fn open(config: ControlPlaneConfig) -> Result<Process, RunError> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(config.database_url.expose()).await?;
     let bus = config.bus.connect().await.map_err(SetupError::Bus)?;
     let log = Arc::new(PolicyLog::open(store).await?);
     Ok(Process { log, bus, config })
@@ -74,7 +75,7 @@ impl Process {
         let control_plane = ControlPlane {
             log,
             bus: Arc::new(bus),
-            auth: Authenticator::new(config.admin_token.as_deref()),
+            auth: Authenticator::new(config.admin_token.as_ref().map(Secret::expose)),
             sealing: config.credential_key,
             kek: config.kek,
             tls: config.tls,

@@ -22,8 +22,8 @@ use crate::health::CircuitSettings;
 /// Default `TOLLGATE_EDGE_ADDR`.
 pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:4000";
 
-/// Everything an edge needs to run.
-#[derive(Clone)]
+/// Everything an edge needs to run; secrets are typed so that `Debug` hides them.
+#[derive(Clone, Debug)]
 pub struct EdgeConfig {
     /// `TOLLGATE_EDGE_ADDR`: where the HTTP API listens.
     pub addr: SocketAddr,
@@ -102,25 +102,6 @@ pub struct EdgeConfig {
     pub policy_key: Option<PublicKey>,
     /// The wall clock budget periods are judged by: the system's, except where tests set their own.
     pub clock: Clock,
-}
-
-/// Secrets show as `***`, URL passwords too.
-impl std::fmt::Debug for EdgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeConfig")
-            .field("addr", &self.addr)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("edge_id", &self.edge_id)
-            .field("region", &self.region)
-            .field("control_plane", &self.control_plane)
-            .field("bus", &self.bus)
-            .field("credential_key", &self.credential_key)
-            .field("kek", &self.kek)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("upstream_networks", &self.upstream_networks)
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
-    }
 }
 
 impl EdgeConfig {

@@ -19,14 +19,78 @@ pub fn url(url: &str) -> String {
     }
 }
 
-/// An optional secret as shown in `Debug` output: whether it is set, never what it is.
-pub fn option<T>(secret: &Option<T>) -> &'static str {
-    if secret.is_some() { REDACTED } else { "None" }
+/// A secret (a token, a password, a key's seed, a URL that is itself a credential): `Debug`
+/// shows [`REDACTED`], so a struct holding one derives `Debug` and still never prints it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Secret(secret)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Secret(secret.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// A URL that may carry a password (`postgres://app:pw@db/x`): `Debug` shows it with the
+/// password as [`REDACTED`] (see [`url`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL itself, password included, for the one place that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        SecretUrl(url)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        SecretUrl(url.to_owned())
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&url(&self.0))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_show_only_that_they_are_set() {
+        let token = Some(Secret::from("hunter2"));
+        assert_eq!(format!("{token:?}"), "Some(***)");
+        let database = SecretUrl::from("postgres://app:hunter2@db/x");
+        assert_eq!(format!("{database:?}"), "postgres://app:***@db/x");
+        assert_eq!(database.expose(), "postgres://app:hunter2@db/x");
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

@@ -10,39 +10,26 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::watch;
+use tollgate_policy::redact::Secret;
 use tollgate_runtime::bus::{ALERTS, Bus};
 use tollgate_runtime::egress::Egress;
 
 use crate::ledger::{Ledger, PendingAlert};
 
-/// Where alerts go.
-#[derive(Clone, Default)]
+/// Where alerts go. Webhook URLs can carry tokens (Slack's do), so they are secrets too.
+#[derive(Clone, Debug, Default)]
 pub struct AlertSinks {
     /// A URL that receives the alert JSON, signed in `x-tollgate-signature: sha256=<hex>`.
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret>,
     /// The HMAC key of the webhook signature.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// A Slack incoming-webhook URL.
-    pub slack_url: Option<String>,
+    pub slack_url: Option<Secret>,
     /// Also publish alerts to the bus's ALERTS topic.
     pub bus: bool,
     /// Where webhook calls may connect: never a link-local or cloud metadata address, judged
     /// again after each DNS resolution.
     pub egress: Egress,
-}
-
-/// Webhook URLs can carry tokens (Slack's do): none of them shows.
-impl std::fmt::Debug for AlertSinks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use tollgate_policy::redact;
-        f.debug_struct("AlertSinks")
-            .field("webhook_url", &redact::option(&self.webhook_url))
-            .field("webhook_secret", &redact::option(&self.webhook_secret))
-            .field("slack_url", &redact::option(&self.slack_url))
-            .field("bus", &self.bus)
-            .field("egress", &self.egress)
-            .finish()
-    }
 }
 
 impl AlertSinks {
@@ -127,7 +114,8 @@ async fn deliver(
         "webhook" => {
             let url = sinks
                 .webhook_url
-                .as_deref()
+                .as_ref()
+                .map(Secret::expose)
                 .ok_or("no webhook URL configured")?;
             let mut request = http
                 .post(url)
@@ -137,7 +125,7 @@ async fn deliver(
             if let Some(secret) = &sinks.webhook_secret {
                 request = request.header(
                     "x-tollgate-signature",
-                    format!("sha256={}", sign(secret, alert.payload.as_bytes())),
+                    format!("sha256={}", sign(secret.expose(), alert.payload.as_bytes())),
                 );
             }
             check(request.body(alert.payload.clone()).send().await)
@@ -145,7 +133,8 @@ async fn deliver(
         "slack" => {
             let url = sinks
                 .slack_url
-                .as_deref()
+                .as_ref()
+                .map(Secret::expose)
                 .ok_or("no Slack URL configured")?;
             let value: serde_json::Value = serde_json::from_str(&alert.payload).unwrap_or_default();
             let text = format!(
@@ -261,7 +250,7 @@ mod tests {
             })
         });
         let sinks = |url: String| AlertSinks {
-            webhook_url: Some(url),
+            webhook_url: Some(url.into()),
             egress: Egress::default().with_lookup(lookup.clone()),
             ..Default::default()
         };

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tollgate_policy::redact;
+use tollgate_policy::redact::{Secret, SecretUrl};
 use tollgate_runtime::bus::BusSettings;
 use tollgate_runtime::process::ControlPlaneLink;
 use tollgate_runtime::settings::Settings;
@@ -20,19 +20,19 @@ pub const DEFAULT_USAGE_ADDR: &str = "127.0.0.1:50052";
 /// Default `TOLLGATE_USAGE_HTTP_ADDR` (CSV export).
 pub const DEFAULT_USAGE_HTTP_ADDR: &str = "127.0.0.1:4001";
 
-/// Everything the aggregator needs to run.
-#[derive(Clone)]
+/// Everything the aggregator needs to run; secrets are typed so that `Debug` hides them.
+#[derive(Clone, Debug)]
 pub struct AggregatorConfig {
     /// `TOLLGATE_USAGE_ADDR`.
     pub usage_addr: SocketAddr,
     /// `TOLLGATE_USAGE_HTTP_ADDR`.
     pub usage_http_addr: SocketAddr,
     /// `DATABASE_URL`: the usage ledger (`postgres://…` or `sqlite://…`).
-    pub database_url: String,
+    pub database_url: SecretUrl,
     /// `NATS_URL`, `TOLLGATE_BUS_PREFIX` (default `tollgate`) and the `NATS_*` credentials.
     pub bus: BusSettings,
     /// `TOLLGATE_ADMIN_TOKEN`: the bootstrap admin token, accepted for finance calls.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// `TOLLGATE_CONTROL_PLANE_URL`, `TOLLGATE_EDGE_TOKEN` and the client TLS settings: where
     /// policy snapshots come from.
     pub control_plane: ControlPlaneLink,
@@ -52,26 +52,6 @@ pub struct AggregatorConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// `TOLLGATE_POLICY_PUBLIC_KEY` and `TOLLGATE_STATUS_SIGNING_KEY`.
     pub keys: AggregatorKeys,
-}
-
-/// Secrets show as `***`, URL passwords too.
-impl std::fmt::Debug for AggregatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AggregatorConfig")
-            .field("usage_addr", &self.usage_addr)
-            .field("usage_http_addr", &self.usage_http_addr)
-            .field("database_url", &redact::url(&self.database_url))
-            .field("bus", &self.bus)
-            .field("admin_token", &redact::option(&self.admin_token))
-            .field("control_plane", &self.control_plane)
-            .field("sinks", &self.sinks)
-            .field("batch", &self.batch)
-            .field("linger", &self.linger)
-            .field("tls", &self.tls)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("keys", &self.keys)
-            .finish()
-    }
 }
 
 /// How long a batch gathers after a smaller one when `TOLLGATE_USAGE_LINGER_MS` is unset.
@@ -94,7 +74,7 @@ fn linger(ms: u64) -> Result<Duration, ConfigError> {
 
 /// An alert URL: http(s), and never a link-local or cloud metadata address (an alert would
 /// otherwise be a way to make the aggregator call one).
-fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
+fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<Secret>, ConfigError> {
     let Some(url) = url else {
         return Ok(None);
     };
@@ -109,7 +89,7 @@ fn alert_url(url: Option<String>, name: &'static str) -> Result<Option<String>, 
     if let Some(why) = tollgate_policy::egress::forbidden_host(host) {
         return Err(ConfigError::invalid(name, why));
     }
-    Ok(Some(url))
+    Ok(Some(url.into()))
 }
 
 impl AggregatorConfig {
@@ -120,16 +100,16 @@ impl AggregatorConfig {
         Ok(AggregatorConfig {
             usage_addr: settings.addr("TOLLGATE_USAGE_ADDR", DEFAULT_USAGE_ADDR)?,
             usage_http_addr: settings.addr("TOLLGATE_USAGE_HTTP_ADDR", DEFAULT_USAGE_HTTP_ADDR)?,
-            database_url: settings.required("DATABASE_URL")?,
+            database_url: settings.required("DATABASE_URL")?.into(),
             bus: settings.bus()?,
-            admin_token: get("TOLLGATE_ADMIN_TOKEN"),
+            admin_token: get("TOLLGATE_ADMIN_TOKEN").map(Secret::from),
             control_plane: settings.control_plane()?,
             sinks: AlertSinks {
                 webhook_url: alert_url(
                     get("TOLLGATE_ALERT_WEBHOOK_URL"),
                     "TOLLGATE_ALERT_WEBHOOK_URL",
                 )?,
-                webhook_secret: get("TOLLGATE_ALERT_WEBHOOK_SECRET"),
+                webhook_secret: get("TOLLGATE_ALERT_WEBHOOK_SECRET").map(Secret::from),
                 slack_url: alert_url(get("TOLLGATE_ALERT_SLACK_URL"), "TOLLGATE_ALERT_SLACK_URL")?,
                 bus: get("TOLLGATE_ALERT_NATS").is_some_and(|v| v == "true" || v == "1"),
                 egress: Default::default(),

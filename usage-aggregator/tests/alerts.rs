@@ -88,8 +88,8 @@ async fn a_threshold_crossing_calls_the_webhook_exactly_once_even_across_a_resta
         .await?;
     let (url, calls) = webhook().await?;
     let sinks = AlertSinks {
-        webhook_url: Some(url),
-        webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+        webhook_url: Some(url.into()),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
         ..Default::default()
     };
     let database = backend.database().await?;

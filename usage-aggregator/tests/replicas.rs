@@ -48,8 +48,8 @@ async fn two_aggregators_on_one_consumer_count_once_and_alert_once(backend: Back
     }
     // Alerts stay in the outbox (nothing listens on port 9), where they can be counted.
     let sinks = || AlertSinks {
-        webhook_url: Some("http://127.0.0.1:9/alerts".to_owned()),
-        webhook_secret: Some("replica-test".to_owned()),
+        webhook_url: Some("http://127.0.0.1:9/alerts".into()),
+        webhook_secret: Some("replica-test".into()),
         ..Default::default()
     };
     let database = backend.database().await?;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tollgate_policy::redact::Secret;
 
 use crate::bus::{Bus, BusError, BusSettings};
 use crate::follow::{GrpcSnapshots, SnapshotSource};
@@ -39,23 +40,12 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, S
 /// `TOLLGATE_CONTROL_PLANE_URL` (for example `http://127.0.0.1:50051`; unset, policy comes from
 /// the stream alone), `TOLLGATE_EDGE_TOKEN`, and `TOLLGATE_TLS_CA` with the client certificate
 /// for an `https://` one.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ControlPlaneLink {
     pub url: Option<String>,
     /// An `edge` token (or a viewer's); never the admin token.
-    pub token: String,
+    pub token: Secret,
     pub tls: ClientTls,
-}
-
-/// The token shows as `***`.
-impl std::fmt::Debug for ControlPlaneLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlaneLink")
-            .field("url", &self.url)
-            .field("token", &tollgate_policy::redact::REDACTED)
-            .field("tls", &self.tls)
-            .finish()
-    }
 }
 
 /// Where a role that follows policy (an edge, the aggregator) gets it.
@@ -73,7 +63,7 @@ pub async fn connect_following(
 ) -> Result<Following, SetupError> {
     let snapshots: Option<Arc<dyn SnapshotSource>> = match &control_plane.url {
         Some(url) => Some(Arc::new(
-            GrpcSnapshots::with_tls(url, &control_plane.token, &control_plane.tls)
+            GrpcSnapshots::with_tls(url, control_plane.token.expose(), &control_plane.tls)
                 .map_err(SetupError::ControlPlane)?,
         )),
         None => None,

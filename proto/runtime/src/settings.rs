@@ -105,7 +105,7 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
             },
         };
         Ok(BusSettings {
-            url: self.required("NATS_URL")?,
+            url: self.required("NATS_URL")?.into(),
             prefix: self
                 .get("TOLLGATE_BUS_PREFIX")
                 .unwrap_or_else(|| DEFAULT_BUS_PREFIX.to_owned()),
@@ -123,7 +123,8 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
         Ok(ControlPlaneLink {
             url: self.get("TOLLGATE_CONTROL_PLANE_URL"),
             token: crate::follow::token_from_settings(|name| self.get(name))
-                .map_err(ConfigError::Missing)?,
+                .map_err(ConfigError::Missing)?
+                .into(),
             tls: ClientTls::from_settings(|name| self.get(name)).map_err(ConfigError::Missing)?,
         })
     }
@@ -214,7 +215,7 @@ mod tests {
         let bus = settings(&[("NATS_URL", "nats://n:4222")]).bus();
         assert_eq!(
             bus.ok().map(|b| (b.url, b.prefix, b.limits.replicas)),
-            Some(("nats://n:4222".to_owned(), DEFAULT_BUS_PREFIX.to_owned(), 1))
+            Some(("nats://n:4222".into(), DEFAULT_BUS_PREFIX.to_owned(), 1))
         );
         let three = settings(&[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "3")]).bus();
         assert_eq!(three.ok().map(|b| b.limits.replicas), Some(3));

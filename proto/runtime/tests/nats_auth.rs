@@ -15,7 +15,7 @@ const PREFIX: &str = "authz";
 
 fn user((name, password): (&str, &str)) -> NatsAuth {
     NatsAuth {
-        user: Some((name.to_owned(), password.to_owned())),
+        user: Some((name.to_owned(), password.into())),
         ..NatsAuth::default()
     }
 }

@@ -6,39 +6,25 @@
 use std::path::PathBuf;
 
 use async_nats::ConnectOptions;
+use tollgate_policy::redact::Secret;
 
 use super::BusError;
 
 /// A role's NATS credentials and TLS settings; secrets never show in `Debug`.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatsAuth {
     /// `NATS_USER` and `NATS_PASSWORD`.
-    pub user: Option<(String, String)>,
+    pub user: Option<(String, Secret)>,
     /// `NATS_TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// `NATS_NKEY_SEED`: an NKey user seed (`SU…`).
-    pub nkey_seed: Option<String>,
+    pub nkey_seed: Option<Secret>,
     /// `NATS_CREDS`: a `.creds` file (a user JWT and its NKey seed).
     pub creds_file: Option<PathBuf>,
     /// `NATS_TLS_CA`: the CA the server's certificate must chain to (TLS is then required).
     pub tls_ca: Option<PathBuf>,
     /// `NATS_TLS_CERT` and `NATS_TLS_KEY`: a client certificate for servers that ask.
     pub tls_client: Option<(PathBuf, PathBuf)>,
-}
-
-impl std::fmt::Debug for NatsAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |present: bool| if present { "***" } else { "none" };
-        f.debug_struct("NatsAuth")
-            .field("user", &self.user.as_ref().map(|(user, _)| user))
-            .field("password", &set(self.user.is_some()))
-            .field("token", &set(self.token.is_some()))
-            .field("nkey_seed", &set(self.nkey_seed.is_some()))
-            .field("creds_file", &self.creds_file)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_client", &self.tls_client)
-            .finish()
-    }
 }
 
 impl NatsAuth {
@@ -52,9 +38,10 @@ impl NatsAuth {
             (None, Some(_)) => Err(format!("{a} is required beside {b}")),
         };
         let auth = NatsAuth {
-            user: pair("NATS_USER", "NATS_PASSWORD")?,
-            token: get("NATS_TOKEN"),
-            nkey_seed: get("NATS_NKEY_SEED"),
+            user: pair("NATS_USER", "NATS_PASSWORD")?
+                .map(|(user, password)| (user, password.into())),
+            token: get("NATS_TOKEN").map(Secret::from),
+            nkey_seed: get("NATS_NKEY_SEED").map(Secret::from),
             creds_file: get("NATS_CREDS").map(PathBuf::from),
             tls_ca: get("NATS_TLS_CA").map(PathBuf::from),
             tls_client: pair("NATS_TLS_CERT", "NATS_TLS_KEY")?
@@ -79,13 +66,13 @@ impl NatsAuth {
     pub(super) async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, BusError> {
         let mut options = options;
         if let Some((user, password)) = &self.user {
-            options = options.user_and_password(user.clone(), password.clone());
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
         if let Some(token) = &self.token {
-            options = options.token(token.clone());
+            options = options.token(token.expose().to_owned());
         }
         if let Some(seed) = &self.nkey_seed {
-            options = options.nkey(seed.clone());
+            options = options.nkey(seed.expose().to_owned());
         }
         if let Some(path) = &self.creds_file {
             options = options.credentials_file(path).await.map_err(|e| {
