@@ -247,20 +247,19 @@ async fn bind(addr: SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
 /// The data directory, created (or narrowed) to its owner alone: it holds the admin token,
 /// the credential key, a virtual key and both databases.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private to its owner", dir.display()))
+    narrow(dir, 0o700)
 }
 
 /// Creates `path` empty and private to its owner if it does not exist, so that SQLite (which
 /// gives its journal files the database's permissions) never writes a readable database.
 fn private_file(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -268,7 +267,13 @@ fn private_file(path: &Path) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    narrow(path, 0o600)
+}
+
+/// Sets `path`'s permissions to `mode` (its owner's alone), narrowing any it had before.
+fn narrow(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("making {} private to its owner", path.display()))
 }
 

@@ -105,6 +105,11 @@ fn authorized<T>(message: T) -> Request<T> {
     request
 }
 
+/// The body of the answer to `request`.
+async fn body(request: reqwest::RequestBuilder) -> Result<String> {
+    Ok(request.send().await?.text().await?)
+}
+
 async fn wait_until_ready(url: &str) -> Result<()> {
     for _ in 0..600 {
         if reqwest::get(url).await.is_ok_and(|r| r.status() == 200) {
@@ -251,31 +256,13 @@ async fn canary_secrets_appear_in_no_log_answer_metric_event_or_database_dump() 
             .is_some_and(|v| v.contains(PROVIDER_KEY)),
         "the provider key did reach the provider"
     );
-    answers.push(
-        http.get(format!("{edge_url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?,
-    );
+    answers.push(body(http.get(format!("{edge_url}/metrics"))).await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    answers.push(
-        http.get(format!(
-            "http://127.0.0.1:{export_port}/v1/usage/export?start=2020-01-01&end=2100-01-01&group_by=team,model"
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await?
-        .text()
-        .await?,
+    let export = format!(
+        "http://127.0.0.1:{export_port}/v1/usage/export?start=2020-01-01&end=2100-01-01&group_by=team,model"
     );
-    answers.push(
-        http.get(format!("http://127.0.0.1:{export_port}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?,
-    );
+    answers.push(body(http.get(export).bearer_auth(ADMIN_TOKEN)).await?);
+    answers.push(body(http.get(format!("http://127.0.0.1:{export_port}/metrics"))).await?);
 
     let mut stored = Vec::new();
     while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await

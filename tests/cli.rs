@@ -2,14 +2,15 @@
 //! plane on PostgreSQL and NATS JetStream, with results read back as JSON and as tables, and
 //! failures checked for one readable line and a non-zero exit.
 
-use tollgate_test_support::edge as common;
+mod common;
 
 use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::*;
+use common::words;
 use serde_json::Value;
+use tollgate_test_support::edge::{ADMIN_TOKEN, TestControlPlane, jetstream};
 
 /// A control plane and a data directory for the CLI (so no stray admin-token file is read).
 struct World {
@@ -110,54 +111,26 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
     let w = world().await?;
 
     let team = w
-        .json(&[
-            "teams",
-            "create",
-            "--name",
-            "ml",
-            "--meta",
-            "cost_center=42",
-        ])
+        .json(&words("teams create --name ml --meta cost_center=42"))
         .await?;
     let team_id = text(&team, "/id")?.to_owned();
     assert_eq!(text(&team, "/name")?, "ml");
     assert_eq!(text(&team, "/metadata/cost_center")?, "42");
 
     let user = w
-        .json(&[
-            "users",
-            "create",
-            "--email",
-            "ada@example.com",
-            "--team",
-            &team_id,
-            "--role",
-            "finance",
-        ])
+        .json(&words(&format!(
+            "users create --email ada@example.com --team {team_id} --role finance"
+        )))
         .await?;
     let user_id = text(&user, "/id")?.to_owned();
     assert_eq!(text(&user, "/team_id")?, team_id);
     assert_eq!(text(&user, "/role")?, "finance");
 
     let created = w
-        .json(&[
-            "keys",
-            "create",
-            "--alias",
-            "notebook",
-            "--team",
-            &team_id,
-            "--user",
-            &user_id,
-            "--model",
-            "gpt-4o",
-            "--model",
-            "mock",
-            "--expires",
-            "2099-01-01",
-            "--tag",
-            "dev",
-        ])
+        .json(&words(&format!(
+            "keys create --alias notebook --team {team_id} --user {user_id} \
+             --model gpt-4o --model mock --expires 2099-01-01 --tag dev"
+        )))
         .await?;
     assert!(text(&created, "/secret")?.starts_with("tg-"), "{created}");
     let key_id = text(&created, "/key/id")?.to_owned();
@@ -176,41 +149,19 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
     assert_eq!(price["output_per_mtok"], 10.0);
 
     let budget = w
-        .json(&[
-            "budgets",
-            "set",
-            "--scope",
-            "team",
-            "--scope-id",
-            &team_id,
-            "--amount",
-            "100",
-            "--period",
-            "monthly",
-            "--threshold",
-            "50",
-            "--threshold",
-            "90",
-        ])
+        .json(&words(&format!(
+            "budgets set --scope team --scope-id {team_id} --amount 100 --period monthly \
+             --threshold 50 --threshold 90"
+        )))
         .await?;
     let budget_id = text(&budget, "/id")?.to_owned();
     assert_eq!(budget["thresholds"], serde_json::json!([50.0, 90.0]));
 
     let limit = w
-        .json(&[
-            "rate-limits",
-            "set",
-            "--scope",
-            "team",
-            "--scope-id",
-            &team_id,
-            "--rpm",
-            "600",
-            "--model",
-            "gpt-4o",
-            "--schedule",
-            "from=20:00,to=06:00,tz=Europe/Berlin,days=mon+fri,rpm=6000",
-        ])
+        .json(&words(&format!(
+            "rate-limits set --scope team --scope-id {team_id} --rpm 600 --model gpt-4o \
+             --schedule from=20:00,to=06:00,tz=Europe/Berlin,days=mon+fri,rpm=6000"
+        )))
         .await?;
     assert_eq!(limit["model"], "gpt-4o");
     assert_eq!(
@@ -222,18 +173,10 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
     let refused = w
         .failure(
             None,
-            &[
-                "rate-limits",
-                "set",
-                "--scope",
-                "team",
-                "--scope-id",
-                &team_id,
-                "--rpm",
-                "1",
-                "--schedule",
-                "from=20:00,rpm=6000",
-            ],
+            &words(&format!(
+                "rate-limits set --scope team --scope-id {team_id} --rpm 1 \
+                 --schedule from=20:00,rpm=6000"
+            )),
         )
         .await?;
     assert!(refused.contains("from=HH:MM and to=HH:MM"), "{refused}");
@@ -274,14 +217,9 @@ async fn creates_policy_and_lists_it_back_as_json() -> Result<()> {
         .await?;
     assert!(refused.contains("shout"), "{refused}");
     let cached = w
-        .json(&[
-            "cache-policies",
-            "set",
-            "--model",
-            "gpt-4o",
-            "--ttl-seconds",
-            "600",
-        ])
+        .json(&words(
+            "cache-policies set --model gpt-4o --ttl-seconds 600",
+        ))
         .await?;
     assert_eq!(cached["scope"], "team");
     let policies = w.json(&["cache-policies", "list"]).await?;
@@ -428,18 +366,7 @@ async fn failures_are_one_readable_line_and_exit_non_zero() -> Result<()> {
     let invalid = w
         .failure(
             Some(ADMIN_TOKEN),
-            &[
-                "budgets",
-                "set",
-                "--scope",
-                "team",
-                "--scope-id",
-                "t",
-                "--amount",
-                "5",
-                "--period",
-                "yearly",
-            ],
+            &words("budgets set --scope team --scope-id t --amount 5 --period yearly"),
         )
         .await?;
     assert!(

@@ -30,6 +30,11 @@ fn name(document: &Value) -> &str {
     document["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// The names of the documents of `kind`.
+fn names_of_kind<'a>(documents: &'a [Value], kind: &str) -> Vec<&'a str> {
+    of_kind(documents, kind).into_iter().map(name).collect()
+}
+
 /// The pod templates of the workloads, with their names.
 fn pods(documents: &[Value]) -> Vec<(&str, &Value)> {
     documents
@@ -124,10 +129,7 @@ fn the_edge_autoscales_from_two_pods_and_every_role_has_a_disruption_budget() ->
             .find(|h| h["spec"]["scaleTargetRef"]["name"] == "edge")
             .context("an autoscaler for the edge")?;
         assert!(edge["spec"]["minReplicas"].as_u64() >= Some(2), "{overlay}");
-        let budgets: Vec<&str> = of_kind(&documents, "PodDisruptionBudget")
-            .into_iter()
-            .map(name)
-            .collect();
+        let budgets = names_of_kind(&documents, "PodDisruptionBudget");
         for workload in ["edge", "control-plane", "aggregator", "nats"] {
             assert!(
                 budgets.contains(&workload),
@@ -180,10 +182,7 @@ fn the_private_overlay_has_an_internal_load_balancer_for_named_networks_only() -
 fn every_secret_a_pod_reads_comes_from_an_external_secret_the_operator_serves() -> Result<()> {
     for overlay in OVERLAYS {
         let documents = rendered(overlay)?;
-        let stores: Vec<&str> = of_kind(&documents, "SecretStore")
-            .into_iter()
-            .map(name)
-            .collect();
+        let stores = names_of_kind(&documents, "SecretStore");
         let external = of_kind(&documents, "ExternalSecret");
         let mut targets = Vec::new();
         for secret in &external {

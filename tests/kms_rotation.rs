@@ -150,14 +150,16 @@ async fn rotating_the_key_encryption_key_while_requests_flow_fails_none() -> Res
         }
         true
     };
-    let edge_port = free_port()?;
-    let mut edge_env = aws(&old, None);
-    edge_env.push(("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{edge_port}")));
-    let _edge = Process::start("edge", "edge", dir.path(), &edge_env)?;
-    eventually_in(dir.path(), "the edge serving every model", || {
-        serves_all(edge_port)
-    })
-    .await?;
+    // An edge holding `kek` alone, and its port, once it serves every model.
+    let edge_serving = async |name: &str, kek: &str, what: &str| -> Result<(u16, Process)> {
+        let port = free_port()?;
+        let mut env = aws(kek, None);
+        env.push(("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{port}")));
+        let edge = Process::start("edge", name, dir.path(), &env)?;
+        eventually_in(dir.path(), what, || serves_all(port)).await?;
+        Ok((port, edge))
+    };
+    let (edge_port, _edge) = edge_serving("edge", &old, "the edge serving every model").await?;
 
     // Requests flow from here until the rotation is over.
     let (ok, failed, stop) = (
@@ -222,14 +224,8 @@ async fn rotating_the_key_encryption_key_while_requests_flow_fails_none() -> Res
 
     // The old key retired: an edge holding only the new one opens every credential.
     kms.disable(&old);
-    let late_port = free_port()?;
-    let mut late_env = aws(&new, None);
-    late_env.push(("TOLLGATE_EDGE_ADDR", format!("127.0.0.1:{late_port}")));
-    let _late = Process::start("edge", "late-edge", dir.path(), &late_env)?;
-    eventually_in(dir.path(), "the new edge serving every model", || {
-        serves_all(late_port)
-    })
-    .await
-    .context("every credential opens with the new key")?;
+    edge_serving("late-edge", &new, "the new edge serving every model")
+        .await
+        .context("every credential opens with the new key")?;
     Ok(())
 }

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -48,14 +48,13 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
         _ => receiver.http_endpoint(),
     };
     let temp = tempfile::tempdir()?;
-    let up = Up::start(
+    let up = Up::ready(
         temp.path(),
         &upstream.base_url(),
         Some((protocol, &endpoint)),
-    )?;
-    up.wait_ready().await?;
-    let key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
-    let key = key.trim();
+    )
+    .await?;
+    let key: &str = &up.first_key()?;
 
     // The first attempt fails with a 503; the retry answers.
     upstream.fail_times(
@@ -240,24 +239,12 @@ async fn one_request_one_trace(protocol: &str) -> Result<()> {
 /// served, and not the others.
 #[tokio::test]
 async fn admin_tail_prints_each_request_for_the_model_as_it_is_served() -> Result<()> {
-    let upstream = FakeOpenAi::start().await?;
-    let temp = tempfile::tempdir()?;
-    let up = Up::start(temp.path(), &upstream.base_url(), None)?;
-    up.wait_ready().await?;
-    let key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
-    let key = key.trim().to_owned();
+    let (_upstream, _temp, up) = up_on_fake_openai().await?;
+    let key = up.first_key()?;
 
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "admin",
-            "--output",
-            "json",
-            "tail",
-            "--model",
-            "traced-model",
-        ])
-        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+    let mut tail = up
+        .admin_command(ADMIN_TOKEN)
+        .args(["--output", "json", "tail", "--model", "traced-model"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -315,15 +302,10 @@ async fn admin_tail_prints_each_request_for_the_model_as_it_is_served() -> Resul
 /// and relayed policy sequences.
 #[tokio::test]
 async fn the_control_plane_counts_changes_and_how_far_it_relayed_them() -> Result<()> {
-    let upstream = FakeOpenAi::start().await?;
-    let temp = tempfile::tempdir()?;
-    let up = Up::start(temp.path(), &upstream.base_url(), None)?;
-    up.wait_ready().await?;
+    let (_upstream, _temp, up) = up_on_fake_openai().await?;
     let admin = |token: &str, name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["admin", "teams", "create", "--name", name])
-            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", up.admin))
-            .env("TOLLGATE_ADMIN_TOKEN", token)
+        up.admin_command(token)
+            .args(["teams", "create", "--name", name])
             .output()
     };
     assert!(admin(ADMIN_TOKEN, "observed")?.status.success());
@@ -361,6 +343,15 @@ async fn the_control_plane_counts_changes_and_how_far_it_relayed_them() -> Resul
     }
     assert!(!metrics.contains("tga-"), "a token in the metrics");
     Ok(())
+}
+
+/// `tollgate up`, ready, its model served by a fake OpenAI; the upstream and the directory
+/// must live as long as it.
+async fn up_on_fake_openai() -> Result<(FakeOpenAi, tempfile::TempDir, Up)> {
+    let upstream = FakeOpenAi::start().await?;
+    let temp = tempfile::tempdir()?;
+    let up = Up::ready(temp.path(), &upstream.base_url(), None).await?;
+    Ok((upstream, temp, up))
 }
 
 fn via(protocol: &str) -> &'static str {

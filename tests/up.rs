@@ -3,11 +3,14 @@
 //! call shows in `tollgate usage` and its CSV; and after a restart everything is still there,
 //! with no event added twice by the configuration file.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::words;
 use serde_json::Value;
 
 /// A `tollgate up` process, stopped with SIGTERM (as Ctrl-C or an orchestrator would) on drop.
@@ -318,62 +321,31 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
     admin_json(
         dir,
         ports,
-        &[
-            "users",
-            "create",
-            "--email",
-            "ada@example.com",
-            "--team",
-            &team_id,
-        ],
+        &words(&format!(
+            "users create --email ada@example.com --team {team_id}"
+        )),
     )?;
     let key = admin_json(
         dir,
         ports,
-        &[
-            "keys",
-            "create",
-            "--alias",
-            "ada",
-            "--team",
-            &team_id,
-            "--model",
-            "file-model",
-        ],
+        &words(&format!(
+            "keys create --alias ada --team {team_id} --model file-model"
+        )),
     )?;
     let secret = key["secret"].as_str().context("secret")?.to_owned();
     assert!(secret.starts_with("tg-"));
     admin_json(
         dir,
         ports,
-        &[
-            "prices",
-            "set",
-            "--model",
-            "file-model",
-            "--input",
-            "1000",
-            "--output",
-            "2000",
-        ],
+        &words("prices set --model file-model --input 1000 --output 2000"),
     )?;
     admin_json(
         dir,
         ports,
-        &[
-            "budgets",
-            "set",
-            "--scope",
-            "team",
-            "--scope-id",
-            &team_id,
-            "--amount",
-            "50",
-            "--period",
-            "monthly",
-            "--threshold",
-            "80",
-        ],
+        &words(&format!(
+            "budgets set --scope team --scope-id {team_id} --amount 50 --period monthly \
+             --threshold 80"
+        )),
     )?;
     let events_before_restart = event_count(dir, ports)?;
 
@@ -386,25 +358,14 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
 
     // The call shows in usage and in the CSV (after the aggregator has taken it).
     let today = chrono::Utc::now().date_naive();
-    let (start, end) = (
-        today.to_string(),
-        (today + chrono::Days::new(1)).to_string(),
+    let range = format!(
+        "--start {today} --end {} --group-by team,model",
+        today + chrono::Days::new(1)
     );
-    let query = [
-        "usage",
-        "--output",
-        "json",
-        "query",
-        "--start",
-        &start,
-        "--end",
-        &end,
-        "--group-by",
-        "team,model",
-    ];
+    let query = format!("usage --output json query {range}");
     let mut rows = Value::Null;
     for _ in 0..100 {
-        rows = serde_json::from_str(&tollgate(dir, ports, &query)?)?;
+        rows = serde_json::from_str(&tollgate(dir, ports, &words(&query))?)?;
         if rows["rows"]
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["model"] == "file-model"))
@@ -420,20 +381,7 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
         .clone();
     assert_eq!(row["team"], team_id.as_str());
     assert_eq!(row["requests"], 1);
-    let csv = tollgate(
-        dir,
-        ports,
-        &[
-            "usage",
-            "export",
-            "--start",
-            &start,
-            "--end",
-            &end,
-            "--group-by",
-            "team,model",
-        ],
-    )?;
+    let csv = tollgate(dir, ports, &words(&format!("usage export {range}")))?;
     assert!(
         csv.starts_with("bucket_start,team,model,requests,"),
         "{csv}"
@@ -462,7 +410,7 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
             .filter_map(|r| r["requests"].as_u64())
             .sum()
     };
-    let rows: Value = serde_json::from_str(&tollgate(dir, ports, &query)?)?;
+    let rows: Value = serde_json::from_str(&tollgate(dir, ports, &words(&query))?)?;
     assert_eq!(
         file_model_requests(&rows),
         1,
@@ -480,7 +428,7 @@ async fn a_newcomer_runs_manages_calls_and_restarts_tollgate_up() -> Result<()> 
     );
     let mut rows = Value::Null;
     for _ in 0..100 {
-        rows = serde_json::from_str(&tollgate(dir, ports, &query)?)?;
+        rows = serde_json::from_str(&tollgate(dir, ports, &words(&query))?)?;
         if file_model_requests(&rows) >= 2 {
             break;
         }

@@ -22,11 +22,16 @@ const HEADING: &str = "Connection and output";
 
 /// Flags shared by `tollgate admin` and `tollgate usage`.
 #[derive(Args)]
+#[command(next_help_heading = HEADING)]
 struct Common {
     /// The bearer token [default: the file $TOLLGATE_DATA_DIR/admin-token, which `tollgate up`
     /// writes].
-    #[arg(long, global = true,
-        help_heading = HEADING, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// How to print results: table or json.
     // The id is "format" so that `prices set` can keep --output for a price (see there).
@@ -37,22 +42,45 @@ struct Common {
         alias = "format",
         value_name = "FORMAT",
         global = true,
-        help_heading = HEADING,
         value_enum,
         default_value_t = Format::Table
     )]
     format: Format,
 }
 
+impl Common {
+    /// Where results of calls to the API at `addr` go (`name` and `hint` for its messages),
+    /// and the token to send it.
+    fn out(
+        self,
+        name: &'static str,
+        addr: String,
+        hint: &'static str,
+    ) -> anyhow::Result<(Out, Option<String>)> {
+        let token = connect::token(self.token)?;
+        let api = Api {
+            name,
+            addr,
+            hint,
+            token_given: token.is_some(),
+        };
+        let out = Out {
+            api,
+            format: self.format,
+        };
+        Ok((out, token))
+    }
+}
+
 /// Arguments of `tollgate admin`.
 #[derive(Args)]
+#[command(next_help_heading = HEADING)]
 pub struct AdminArgs {
     /// The admin API (control plane): host:port, http://host:port or https://host:port (over
     /// TLS, verified against TOLLGATE_TLS_CA).
     #[arg(
         long,
         global = true,
-        help_heading = HEADING,
         env = "TOLLGATE_ADMIN_ADDR",
         default_value = "127.0.0.1:50051"
     )]
@@ -65,12 +93,12 @@ pub struct AdminArgs {
 
 /// Arguments of `tollgate usage`.
 #[derive(Args)]
+#[command(next_help_heading = HEADING)]
 pub struct UsageArgs {
     /// The usage API (aggregator, gRPC): host:port, http://host:port or https://host:port.
     #[arg(
         long,
         global = true,
-        help_heading = HEADING,
         env = "TOLLGATE_USAGE_ADDR",
         default_value = "127.0.0.1:50052"
     )]
@@ -79,7 +107,6 @@ pub struct UsageArgs {
     #[arg(
         long,
         global = true,
-        help_heading = HEADING,
         env = "TOLLGATE_USAGE_HTTP_ADDR",
         default_value = "127.0.0.1:4001"
     )]
@@ -92,37 +119,19 @@ pub struct UsageArgs {
 
 /// Runs `tollgate admin …`.
 pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
-    let token = connect::token(args.common.token)?;
-    let api = Api {
-        name: "admin API",
-        addr: args.addr,
-        hint: "is tollgate running?",
-        token_given: token.is_some(),
-    };
-    let channel = connect::channel(&api).await?;
+    let (out, token) = args
+        .common
+        .out("admin API", args.addr, "is tollgate running?")?;
+    let channel = connect::channel(&out.api).await?;
     let mut client = AdminServiceClient::with_interceptor(channel, Bearer::new(token.as_deref())?);
-    let out = Out {
-        api,
-        format: args.common.format,
-    };
     args.command.run(&mut client, &out).await
 }
 
 /// Runs `tollgate usage …`.
 pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
-    let token = connect::token(args.common.token)?;
-    let api = Api {
-        name: "usage API",
-        addr: args.addr,
-        hint: "is the aggregator (or `tollgate up`) running?",
-        token_given: token.is_some(),
-    };
-    let out = Out {
-        api: api.clone(),
-        format: args.common.format,
-    };
+    let (out, token) = args.common.out("usage API", args.addr, usage::HINT)?;
     let target = usage::Target {
-        api,
+        api: out.api.clone(),
         http_addr: args.http_addr,
         token,
     };

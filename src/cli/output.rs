@@ -2,9 +2,11 @@
 //! text rendered from its serialised form by one generic renderer (`--output table`): a list
 //! field's messages become the rows of a table, single messages print as `key: value` lines.
 
+use std::fmt::Display;
 use std::io::Write;
 
 use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::tree::Node;
@@ -47,6 +49,36 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.context("writing to stdout"),
     }
+}
+
+/// How a column of lines printed as they come is padded to its width.
+#[derive(Clone, Copy)]
+pub enum Align {
+    /// Padded on the right (text).
+    Left(usize),
+    /// Padded on the left (numbers).
+    Right(usize),
+}
+
+/// One line of `cells`, each padded as its column says, two spaces apart.
+pub fn aligned<T: Display>(columns: &[Align], cells: impl IntoIterator<Item = T>) -> String {
+    let mut line = String::new();
+    for (i, (align, cell)) in columns.iter().zip(cells).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(&match *align {
+            Align::Left(width) => format!("{cell:<width$}"),
+            Align::Right(width) => format!("{cell:>width$}"),
+        });
+    }
+    line + "\n"
+}
+
+/// A time as RFC 3339 UTC text to the second, or empty.
+pub fn rfc3339(at: Option<DateTime<Utc>>) -> String {
+    at.map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// The table-mode text of `node`.
@@ -349,6 +381,16 @@ mod tests {
              tags:   x,y\nsecret: tg-abc\n"
         );
         Ok(())
+    }
+
+    #[test]
+    fn aligned_lines_pad_each_cell_but_an_unpadded_last() {
+        let columns = [Align::Left(5), Align::Right(4), Align::Left(0)];
+        assert_eq!(aligned(&columns, ["a", "b", "c"]), "a         b  c\n");
+        assert_eq!(
+            aligned(&columns, ["abcdef", "12345", ""]),
+            "abcdef  12345  \n"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Turning the result of a call into printed output, or into the one readable error line.
 
 use serde::Serialize;
-use tonic::Status;
+use tonic::{Status, Streaming};
 
 use super::connect::Api;
-use super::output::{self, Format, View};
+use super::output::{self, Align, Format, View};
 
 /// Where a command's results go: the API it called (for errors) and the output format.
 pub struct Out {
@@ -57,5 +57,33 @@ impl Out {
             output::emit("\nThe secret is shown only this once: store it now.\n")?;
         }
         Ok(())
+    }
+
+    /// Prints the messages of a stream as they come, one line each, until the stream ends or
+    /// fails: in table mode the `cells` of a message under the names of `columns`.
+    pub async fn follow<T: Serialize, const N: usize>(
+        &self,
+        what: &str,
+        result: Result<tonic::Response<Streaming<T>>, Status>,
+        columns: &[(&str, Align); N],
+        cells: impl Fn(&T) -> [String; N],
+    ) -> anyhow::Result<()> {
+        let mut stream = self.reply(what, result)?;
+        let aligns = columns.map(|(_, align)| align);
+        if self.format == Format::Table {
+            output::emit(&output::aligned(&aligns, columns.map(|(name, _)| name)))?;
+        }
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(self.api.failed(what, &status)),
+            };
+            let line = match self.format {
+                Format::Json => serde_json::to_string(&message)? + "\n",
+                Format::Table => output::aligned(&aligns, cells(&message)),
+            };
+            output::emit(&line)?;
+        }
     }
 }

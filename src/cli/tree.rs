@@ -101,6 +101,15 @@ fn key_text(node: Node) -> String {
     }
 }
 
+/// Serializers of numbers that all become one kind of [`Node`].
+macro_rules! numbers_of_kind {
+    ($kind:ident: $($method:ident($number:ty)),*) => {$(
+        fn $method(self, v: $number) -> Result<Node, TreeError> {
+            Ok(Node::$kind(v.into()))
+        }
+    )*};
+}
+
 impl ser::Serializer for Tree {
     type Ok = Node;
     type Error = TreeError;
@@ -115,36 +124,10 @@ impl ser::Serializer for Tree {
     fn serialize_bool(self, v: bool) -> Result<Node, TreeError> {
         Ok(Node::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_u8(self, v: u8) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Node, TreeError> {
-        Ok(Node::Int(v.into()))
-    }
-    fn serialize_f32(self, v: f32) -> Result<Node, TreeError> {
-        Ok(Node::Float(v.into()))
-    }
-    fn serialize_f64(self, v: f64) -> Result<Node, TreeError> {
-        Ok(Node::Float(v))
-    }
+    numbers_of_kind!(Int:
+        serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
+        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64));
+    numbers_of_kind!(Float: serialize_f32(f32), serialize_f64(f64));
     fn serialize_char(self, v: char) -> Result<Node, TreeError> {
         Ok(Node::Text(v.to_string()))
     }
@@ -191,10 +174,7 @@ impl ser::Serializer for Tree {
         Ok(wrap(Some(variant), value.serialize(Tree)?))
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Items, TreeError> {
-        Ok(Items {
-            items: Vec::with_capacity(len.unwrap_or(0)),
-            variant: None,
-        })
+        Ok(Items::new(len.unwrap_or(0), None))
     }
     fn serialize_tuple(self, len: usize) -> Result<Items, TreeError> {
         self.serialize_seq(Some(len))
@@ -209,10 +189,7 @@ impl ser::Serializer for Tree {
         variant: &'static str,
         len: usize,
     ) -> Result<Items, TreeError> {
-        Ok(Items {
-            items: Vec::with_capacity(len),
-            variant: Some(variant),
-        })
+        Ok(Items::new(len, Some(variant)))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Entries, TreeError> {
         Ok(Entries {
@@ -221,10 +198,7 @@ impl ser::Serializer for Tree {
         })
     }
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Fields, TreeError> {
-        Ok(Fields {
-            fields: Vec::with_capacity(len),
-            variant: None,
-        })
+        Ok(Fields::new(len, None))
     }
     fn serialize_struct_variant(
         self,
@@ -233,14 +207,18 @@ impl ser::Serializer for Tree {
         variant: &'static str,
         len: usize,
     ) -> Result<Fields, TreeError> {
-        Ok(Fields {
-            fields: Vec::with_capacity(len),
-            variant: Some(variant),
-        })
+        Ok(Fields::new(len, Some(variant)))
     }
 }
 
 impl Items {
+    fn new(len: usize, variant: Option<&'static str>) -> Items {
+        Items {
+            items: Vec::with_capacity(len),
+            variant,
+        }
+    }
+
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TreeError> {
         self.items.push(value.serialize(Tree)?);
         Ok(())
@@ -275,6 +253,13 @@ sequence_of_items!(
 );
 
 impl Fields {
+    fn new(len: usize, variant: Option<&'static str>) -> Fields {
+        Fields {
+            fields: Vec::with_capacity(len),
+            variant,
+        }
+    }
+
     fn push<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), TreeError> {
         self.fields.push((key.to_owned(), value.serialize(Tree)?));
         Ok(())

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::usage::usage_service_client::UsageServiceClient;
@@ -14,9 +14,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::connect::{self, Api, Bearer};
-use super::output::View;
+use super::output::{self, View};
 use super::parse;
 use super::reply::Out;
+
+/// What to check when the usage API or its export cannot be reached.
+pub const HINT: &str = "is the aggregator (or `tollgate up`) running?";
 
 /// The usage API client, sending the token with every call.
 pub type UsageClient = UsageServiceClient<InterceptedService<Channel, Bearer>>;
@@ -152,17 +155,13 @@ async fn client(target: &Target) -> anyhow::Result<UsageClient> {
     ))
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 impl Export {
     /// Downloads the CSV to `--out` or stdout.
     async fn run(self, target: &Target) -> anyhow::Result<()> {
         let api = Api {
             name: "usage export",
             addr: target.http_addr.clone(),
-            hint: "is the aggregator (or `tollgate up`) running?",
+            hint: HINT,
             token_given: target.token.is_some(),
         };
         let base = connect::url(&target.http_addr);
@@ -170,8 +169,8 @@ impl Export {
             .and_then(|u| u.join("/v1/usage/export"))
             .map_err(|e| anyhow!("the usage export address {base:?} is not valid: {e}"))?;
         url.query_pairs_mut()
-            .append_pair("start", &rfc3339(self.range.start))
-            .append_pair("end", &rfc3339(self.range.end))
+            .append_pair("start", &output::rfc3339(Some(self.range.start)))
+            .append_pair("end", &output::rfc3339(Some(self.range.end)))
             .append_pair(
                 "granularity",
                 self.range.granularity.as_deref().unwrap_or("day"),

@@ -16,6 +16,11 @@ pub fn secret_looking(name: &str) -> bool {
         .any(|word| name.to_uppercase().contains(word))
 }
 
+/// The arguments of a command line whose values hold no spaces, as a shell splits it.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// The bootstrap admin token of the instances started here.
 pub const ADMIN_TOKEN: &str = "tga-observability-test-admin-token";
 
@@ -55,6 +60,8 @@ pub struct Up {
     child: Child,
     /// Where its log goes.
     log: PathBuf,
+    /// Its data directory.
+    data: PathBuf,
     /// `https` when started with the test certificate (`TOLLGATE_TLS_CERT`), else `http`.
     pub scheme: &'static str,
     pub edge: u16,
@@ -140,11 +147,36 @@ impl Up {
         Ok(Up {
             child,
             log,
+            data: dir.join("data"),
             scheme,
             edge,
             admin,
             ui,
         })
+    }
+
+    /// Starts `tollgate up` as [`Up::start`] does and waits until it is ready.
+    pub async fn ready(dir: &Path, upstream: &str, otlp: Option<(&str, &str)>) -> Result<Up> {
+        let up = Up::start(dir, upstream, otlp)?;
+        up.wait_ready().await?;
+        Ok(up)
+    }
+
+    /// The secret of the virtual key `tollgate up` made on its first start.
+    pub fn first_key(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.data.join("first-key"))?
+            .trim()
+            .to_owned())
+    }
+
+    /// `tollgate admin` against this instance's admin API, sending `token`.
+    pub fn admin_command(&self, token: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("admin")
+            .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin))
+            .env("TOLLGATE_ADMIN_TOKEN", token);
+        command
     }
 
     pub async fn wait_ready(&self) -> Result<()> {

@@ -1,6 +1,5 @@
 //! `tollgate admin events`, `watch` and `snapshot`: the audit trail and the folded state.
 
-use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
@@ -9,12 +8,18 @@ use tollgate_proto::convert::from_timestamp;
 use tollgate_proto::policy::PolicyEvent;
 
 use super::AdminClient;
-use crate::cli::output::{self, Format, View};
+use crate::cli::output::{self, Align, Format, View, rfc3339};
 use crate::cli::reply::Out;
 use crate::cli::tree::Node;
 
-/// The columns of the event table.
-const EVENT_COLUMNS: [&str; 5] = ["sequence", "type", "actor", "occurred_at", "aggregate_id"];
+/// The columns of the event table, and how `watch` pads them.
+const EVENT_COLUMNS: [(&str, Align); 5] = [
+    ("sequence", Align::Right(8)),
+    ("type", Align::Left(22)),
+    ("actor", Align::Left(12)),
+    ("occurred_at", Align::Left(20)),
+    ("aggregate_id", Align::Left(0)),
+];
 
 /// `tollgate admin events`.
 #[derive(Args)]
@@ -34,8 +39,9 @@ impl Events {
             after_sequence: self.after,
             limit: self.limit,
         };
+        let columns = EVENT_COLUMNS.map(|(name, _)| name);
         let view = View {
-            columns: Some(&EVENT_COLUMNS),
+            columns: Some(&columns),
             ..View::default()
         };
         out.show_with("listing events", client.list_events(request).await, &view)
@@ -50,48 +56,31 @@ pub struct Watch {
     after: u64,
 }
 
-/// A time as RFC 3339 UTC text, or empty.
-fn rfc3339(at: Option<DateTime<Utc>>) -> String {
-    at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
 impl Watch {
     /// Runs the command until the stream ends or fails.
     pub async fn run(self, client: &mut AdminClient, out: &Out) -> anyhow::Result<()> {
         let request = WatchEventsRequest {
             after_sequence: self.after,
         };
-        let mut stream = out.reply("watching events", client.watch_events(request).await)?;
-        if out.format == Format::Table {
-            let [sequence, kind, actor, at, aggregate] = EVENT_COLUMNS;
-            output::emit(&format!(
-                "{sequence:>8}  {kind:<22}  {actor:<12}  {at:<20}  {aggregate}\n"
-            ))?;
-        }
-        loop {
-            match stream.message().await {
-                Ok(Some(event)) => output::emit(&line(&event, out.format)?)?,
-                Ok(None) => return Ok(()),
-                Err(status) => return Err(out.api.failed("watching events", &status)),
-            }
-        }
+        out.follow(
+            "watching events",
+            client.watch_events(request).await,
+            &EVENT_COLUMNS,
+            cells,
+        )
+        .await
     }
 }
 
-/// One event as a line: compact JSON, or the event table's columns.
-fn line(event: &PolicyEvent, format: Format) -> anyhow::Result<String> {
-    Ok(match format {
-        Format::Json => serde_json::to_string(event)? + "\n",
-        Format::Table => format!(
-            "{:>8}  {:<22}  {:<12}  {:<20}  {}\n",
-            event.sequence,
-            event.r#type,
-            event.actor,
-            rfc3339(event.occurred_at.as_ref().and_then(from_timestamp)),
-            event.aggregate_id
-        ),
-    })
+/// An event's cells in the event table.
+fn cells(event: &PolicyEvent) -> [String; 5] {
+    [
+        event.sequence.to_string(),
+        event.r#type.clone(),
+        event.actor.clone(),
+        rfc3339(event.occurred_at.as_ref().and_then(from_timestamp)),
+        event.aggregate_id.clone(),
+    ]
 }
 
 /// What `snapshot` shows: the snapshot with its state as JSON.
@@ -143,4 +132,29 @@ pub async fn snapshot(client: &mut AdminClient, out: &Out) -> anyhow::Result<()>
         ("state".to_owned(), Node::Record(counts)),
     ]);
     output::emit(&output::render(&shown, &View::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_lines_up_under_the_header() {
+        let aligns = EVENT_COLUMNS.map(|(_, align)| align);
+        let event = PolicyEvent {
+            sequence: 7,
+            r#type: "team.created".into(),
+            actor: "bootstrap".into(),
+            aggregate_id: "t1".into(),
+            ..PolicyEvent::default()
+        };
+        assert_eq!(
+            output::aligned(&aligns, cells(&event)),
+            "       7  team.created            bootstrap                           t1\n"
+        );
+        assert_eq!(
+            output::aligned(&aligns, EVENT_COLUMNS.map(|(name, _)| name)),
+            "sequence  type                    actor         occurred_at           aggregate_id\n"
+        );
+    }
 }

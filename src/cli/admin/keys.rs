@@ -10,7 +10,7 @@ use tollgate_proto::admin::{
 };
 use tollgate_proto::convert::timestamp;
 
-use super::{AdminClient, replacement};
+use super::{AdminClient, Metadata, MetadataUpdate};
 use crate::cli::parse;
 use crate::cli::reply::Out;
 
@@ -37,9 +37,8 @@ pub enum Keys {
         /// A tag (repeatable).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
-        /// Metadata, as key=value (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
+        #[command(flatten)]
+        meta: Metadata,
     },
     /// List keys (without revoked ones unless --all).
     List {
@@ -78,12 +77,8 @@ pub enum Keys {
         /// Remove all tags.
         #[arg(long, conflicts_with = "tags")]
         clear_tags: bool,
-        /// Replace the metadata with these key=value pairs (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
-        /// Remove all metadata.
-        #[arg(long, conflicts_with = "meta")]
-        clear_meta: bool,
+        #[command(flatten)]
+        meta: MetadataUpdate,
     },
     /// Issue a new secret for a key (printed once); the old one works for --grace-seconds.
     Rotate {
@@ -135,7 +130,7 @@ impl Keys {
                     models,
                     expires_at: expires.map(timestamp),
                     tags,
-                    metadata: parse::map(meta),
+                    metadata: meta.map(),
                 };
                 out.show_secret("creating the key", client.create_key(request).await)
             }
@@ -157,7 +152,6 @@ impl Keys {
                 tags,
                 clear_tags,
                 meta,
-                clear_meta,
             } => {
                 let what = format!("updating key {id}");
                 let request = UpdateKeyRequest {
@@ -167,7 +161,7 @@ impl Keys {
                     expires_at: expires.map(timestamp),
                     clear_expires_at: no_expiry,
                     tags: list_replacement(tags, clear_tags),
-                    metadata: replacement(meta, clear_meta),
+                    metadata: meta.replacement(),
                 };
                 out.show(&what, client.update_key(request).await)
             }

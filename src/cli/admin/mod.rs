@@ -8,13 +8,18 @@ mod providers;
 mod routing;
 mod tail;
 
-use clap::Subcommand;
-use tollgate_proto::admin::StringMap;
+use std::collections::HashMap;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::admin::{DeleteRequest, StringMap};
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::connect::Bearer;
+use super::parse;
 use super::reply::Out;
 
 /// The admin API client, sending the token with every call.
@@ -105,13 +110,49 @@ impl AdminCommand {
     }
 }
 
-/// The metadata an update sets: the given pairs, nothing when `clear`, or unchanged (`None`).
-fn replacement(pairs: Vec<(String, String)>, clear: bool) -> Option<StringMap> {
-    if clear || !pairs.is_empty() {
-        Some(StringMap {
-            entries: pairs.into_iter().collect(),
-        })
-    } else {
-        None
+/// The `--meta` pairs of a command that creates a record.
+#[derive(Args)]
+pub struct Metadata {
+    /// Metadata, as key=value (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    meta: Vec<(String, String)>,
+}
+
+impl Metadata {
+    /// The pairs as a map (a later key wins).
+    fn map(self) -> HashMap<String, String> {
+        parse::map(self.meta)
     }
+}
+
+/// The `--meta` and `--clear-meta` of a command that updates a record.
+#[derive(Args)]
+pub struct MetadataUpdate {
+    /// Replace the metadata with these key=value pairs (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    meta: Vec<(String, String)>,
+    /// Remove all metadata.
+    #[arg(long, conflicts_with = "meta")]
+    clear_meta: bool,
+}
+
+impl MetadataUpdate {
+    /// The metadata the update sets: the given pairs, nothing when cleared, or unchanged
+    /// (`None`).
+    fn replacement(self) -> Option<StringMap> {
+        (self.clear_meta || !self.meta.is_empty()).then(|| StringMap {
+            entries: parse::map(self.meta),
+        })
+    }
+}
+
+/// Deletes the `noun` with `id` by `call` and prints the reply.
+async fn delete<T, F, Fut>(out: &Out, noun: &str, id: String, call: F) -> anyhow::Result<()>
+where
+    T: Serialize,
+    F: FnOnce(DeleteRequest) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let what = format!("deleting {noun} {id}");
+    out.show(&what, call(DeleteRequest { id }).await)
 }

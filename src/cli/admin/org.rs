@@ -2,12 +2,11 @@
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    CreateTeamRequest, CreateUserRequest, DeleteRequest, ListTeamsRequest, ListUsersRequest,
-    UpdateTeamRequest, UpdateUserRequest,
+    CreateTeamRequest, CreateUserRequest, ListTeamsRequest, ListUsersRequest, UpdateTeamRequest,
+    UpdateUserRequest,
 };
 
-use super::{AdminClient, replacement};
-use crate::cli::parse;
+use super::{AdminClient, Metadata, MetadataUpdate, delete};
 use crate::cli::reply::Out;
 
 /// `tollgate admin teams …`.
@@ -18,9 +17,8 @@ pub enum Teams {
         /// The team's name (unique).
         #[arg(long)]
         name: String,
-        /// Metadata, as key=value (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
+        #[command(flatten)]
+        meta: Metadata,
     },
     /// List teams.
     List,
@@ -31,12 +29,8 @@ pub enum Teams {
         /// The new name.
         #[arg(long)]
         name: Option<String>,
-        /// Replace the metadata with these key=value pairs (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
-        /// Remove all metadata.
-        #[arg(long, conflicts_with = "meta")]
-        clear_meta: bool,
+        #[command(flatten)]
+        meta: MetadataUpdate,
     },
     /// Delete a team.
     Delete {
@@ -52,7 +46,7 @@ impl Teams {
             Teams::Create { name, meta } => {
                 let request = CreateTeamRequest {
                     name,
-                    metadata: parse::map(meta),
+                    metadata: meta.map(),
                 };
                 out.show("creating the team", client.create_team(request).await)
             }
@@ -60,24 +54,16 @@ impl Teams {
                 "listing teams",
                 client.list_teams(ListTeamsRequest {}).await,
             ),
-            Teams::Update {
-                id,
-                name,
-                meta,
-                clear_meta,
-            } => {
+            Teams::Update { id, name, meta } => {
                 let what = format!("updating team {id}");
                 let request = UpdateTeamRequest {
                     id,
                     name,
-                    metadata: replacement(meta, clear_meta),
+                    metadata: meta.replacement(),
                 };
                 out.show(&what, client.update_team(request).await)
             }
-            Teams::Delete { id } => {
-                let what = format!("deleting team {id}");
-                out.show(&what, client.delete_team(DeleteRequest { id }).await)
-            }
+            Teams::Delete { id } => delete(out, "team", id, |r| client.delete_team(r)).await,
         }
     }
 }
@@ -96,9 +82,8 @@ pub enum Users {
         /// admin | member | viewer | finance (default member).
         #[arg(long)]
         role: Option<String>,
-        /// Metadata, as key=value (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
+        #[command(flatten)]
+        meta: Metadata,
     },
     /// List users.
     List {
@@ -122,12 +107,8 @@ pub enum Users {
         /// admin | member | viewer | finance.
         #[arg(long)]
         role: Option<String>,
-        /// Replace the metadata with these key=value pairs (repeatable).
-        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
-        meta: Vec<(String, String)>,
-        /// Remove all metadata.
-        #[arg(long, conflicts_with = "meta")]
-        clear_meta: bool,
+        #[command(flatten)]
+        meta: MetadataUpdate,
     },
     /// Delete a user.
     Delete {
@@ -150,7 +131,7 @@ impl Users {
                     email,
                     team_id: team.unwrap_or_default(),
                     role: role.unwrap_or_default(),
-                    metadata: parse::map(meta),
+                    metadata: meta.map(),
                 };
                 out.show("creating the user", client.create_user(request).await)
             }
@@ -167,7 +148,6 @@ impl Users {
                 no_team,
                 role,
                 meta,
-                clear_meta,
             } => {
                 let what = format!("updating user {id}");
                 let request = UpdateUserRequest {
@@ -175,14 +155,11 @@ impl Users {
                     email,
                     team_id: if no_team { Some(String::new()) } else { team },
                     role,
-                    metadata: replacement(meta, clear_meta),
+                    metadata: meta.replacement(),
                 };
                 out.show(&what, client.update_user(request).await)
             }
-            Users::Delete { id } => {
-                let what = format!("deleting user {id}");
-                out.show(&what, client.delete_user(DeleteRequest { id }).await)
-            }
+            Users::Delete { id } => delete(out, "user", id, |r| client.delete_user(r)).await,
         }
     }
 }

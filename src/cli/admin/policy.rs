@@ -3,12 +3,12 @@
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    AccessGroup, Budget, CachePolicy, DeleteRequest, Guardrail, LimitSchedule,
-    ListAccessGroupsRequest, ListBudgetsRequest, ListCachePoliciesRequest, ListGuardrailsRequest,
-    ListRateLimitsRequest, RateLimit,
+    AccessGroup, Budget, CachePolicy, Guardrail, LimitSchedule, ListAccessGroupsRequest,
+    ListBudgetsRequest, ListCachePoliciesRequest, ListGuardrailsRequest, ListRateLimitsRequest,
+    RateLimit,
 };
 
-use super::AdminClient;
+use super::{AdminClient, delete};
 use crate::cli::reply::Out;
 
 /// `tollgate admin budgets …`.
@@ -85,10 +85,7 @@ impl Budgets {
                 };
                 out.show("listing budgets", client.list_budgets(request).await)
             }
-            Budgets::Delete { id } => {
-                let what = format!("deleting budget {id}");
-                out.show(&what, client.delete_budget(DeleteRequest { id }).await)
-            }
+            Budgets::Delete { id } => delete(out, "budget", id, |r| client.delete_budget(r)).await,
         }
     }
 }
@@ -181,8 +178,7 @@ impl RateLimits {
                 )
             }
             RateLimits::Delete { id } => {
-                let what = format!("deleting rate limit {id}");
-                out.show(&what, client.delete_rate_limit(DeleteRequest { id }).await)
+                delete(out, "rate limit", id, |r| client.delete_rate_limit(r)).await
             }
         }
     }
@@ -256,11 +252,7 @@ impl AccessGroups {
                 client.list_access_groups(ListAccessGroupsRequest {}).await,
             ),
             AccessGroups::Delete { id } => {
-                let what = format!("deleting access group {id}");
-                out.show(
-                    &what,
-                    client.delete_access_group(DeleteRequest { id }).await,
-                )
+                delete(out, "access group", id, |r| client.delete_access_group(r)).await
             }
         }
     }
@@ -372,8 +364,7 @@ impl Guardrails {
                 client.list_guardrails(ListGuardrailsRequest {}).await,
             ),
             Guardrails::Delete { id } => {
-                let what = format!("deleting guardrail {id}");
-                out.show(&what, client.delete_guardrail(DeleteRequest { id }).await)
+                delete(out, "guardrail", id, |r| client.delete_guardrail(r)).await
             }
         }
     }
@@ -444,11 +435,7 @@ impl CachePolicies {
                     .await,
             ),
             CachePolicies::Delete { id } => {
-                let what = format!("deleting cache policy {id}");
-                out.show(
-                    &what,
-                    client.delete_cache_policy(DeleteRequest { id }).await,
-                )
+                delete(out, "cache policy", id, |r| client.delete_cache_policy(r)).await
             }
         }
     }

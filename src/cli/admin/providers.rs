@@ -3,11 +3,11 @@
 
 use clap::Subcommand;
 use tollgate_proto::admin::{
-    DeletePriceRequest, DeleteRequest, Deployment, ListCredentialsRequest, ListDeploymentsRequest,
+    DeletePriceRequest, Deployment, ListCredentialsRequest, ListDeploymentsRequest,
     ListPricesRequest, Price, PutCredentialRequest,
 };
 
-use super::AdminClient;
+use super::{AdminClient, delete};
 use crate::cli::output::Format;
 use crate::cli::parse;
 use crate::cli::reply::Out;
@@ -60,8 +60,7 @@ impl Credentials {
                 client.list_credentials(ListCredentialsRequest {}).await,
             ),
             Credentials::Delete { id } => {
-                let what = format!("deleting credential {id}");
-                out.show(&what, client.delete_credential(DeleteRequest { id }).await)
+                delete(out, "credential", id, |r| client.delete_credential(r)).await
             }
         }
     }
@@ -169,8 +168,7 @@ impl Deployments {
                 )
             }
             Deployments::Delete { id } => {
-                let what = format!("deleting deployment {id}");
-                out.show(&what, client.delete_deployment(DeleteRequest { id }).await)
+                delete(out, "deployment", id, |r| client.delete_deployment(r)).await
             }
         }
     }

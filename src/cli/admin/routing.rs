@@ -3,11 +3,11 @@
 
 use clap::{Args, Subcommand};
 use tollgate_proto::admin::{
-    DeleteRequest, ListDeploymentHealthRequest, ListRoutingRulesRequest, ListTrafficRulesRequest,
-    RoutingRule, TrafficAction, TrafficMatch, TrafficRule,
+    ListDeploymentHealthRequest, ListRoutingRulesRequest, ListTrafficRulesRequest, RoutingRule,
+    TrafficAction, TrafficMatch, TrafficRule,
 };
 
-use super::AdminClient;
+use super::{AdminClient, delete};
 use crate::cli::reply::Out;
 
 /// `tollgate admin routing-rules …`.
@@ -94,11 +94,7 @@ impl RoutingRules {
                 client.list_routing_rules(ListRoutingRulesRequest {}).await,
             ),
             RoutingRules::Delete { id } => {
-                let what = format!("deleting routing rule {id}");
-                out.show(
-                    &what,
-                    client.delete_routing_rule(DeleteRequest { id }).await,
-                )
+                delete(out, "routing rule", id, |r| client.delete_routing_rule(r)).await
             }
         }
     }
@@ -225,11 +221,7 @@ impl TrafficRules {
                 client.list_traffic_rules(ListTrafficRulesRequest {}).await,
             ),
             TrafficRules::Delete { id } => {
-                let what = format!("deleting traffic rule {id}");
-                out.show(
-                    &what,
-                    client.delete_traffic_rule(DeleteRequest { id }).await,
-                )
+                delete(out, "traffic rule", id, |r| client.delete_traffic_rule(r)).await
             }
         }
     }

@@ -6,7 +6,7 @@ use tollgate_proto::convert::from_timestamp;
 use tollgate_proto::usage::UsageEvent;
 
 use super::AdminClient;
-use crate::cli::output::{self, Format};
+use crate::cli::output::{Align, rfc3339};
 use crate::cli::reply::Out;
 
 /// `tollgate admin tail`.
@@ -39,59 +39,86 @@ impl Tail {
             status: self.status.unwrap_or(0),
             errors_only: self.errors,
         };
-        let mut stream = out.reply("tailing requests", client.tail_requests(request).await)?;
-        if out.format == Format::Table {
-            output::emit(&format!(
-                "{:<20}  {:>6}  {:<24}  {:<14}  {:<14}  {:>7}  {:>7}  {:>10}  {:>8}  {}\n",
-                "occurred_at",
-                "status",
-                "model",
-                "team",
-                "key",
-                "input",
-                "output",
-                "cost_usd",
-                "ms",
-                "request_id"
-            ))?;
-        }
-        loop {
-            match stream.message().await {
-                Ok(Some(event)) => output::emit(&line(&event, out.format)?)?,
-                Ok(None) => return Ok(()),
-                Err(status) => return Err(out.api.failed("tailing requests", &status)),
-            }
-        }
+        out.follow(
+            "tailing requests",
+            client.tail_requests(request).await,
+            &COLUMNS,
+            cells,
+        )
+        .await
     }
 }
 
-/// One request as a line: compact JSON, or the table's columns.
-fn line(event: &UsageEvent, format: Format) -> anyhow::Result<String> {
-    Ok(match format {
-        Format::Json => serde_json::to_string(event)? + "\n",
-        Format::Table => {
-            let at = event
-                .occurred_at
-                .as_ref()
-                .and_then(from_timestamp)
-                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default();
-            let status = if event.error_code.is_empty() {
-                event.status.to_string()
-            } else {
-                format!("{} {}", event.status, event.error_code)
-            };
-            format!(
-                "{at:<20}  {status:>6}  {:<24}  {:<14}  {:<14}  {:>7}  {:>7}  {:>10.6}  {:>8}  {}\n",
-                event.model,
-                event.team_id,
-                event.key_id,
-                event.input_tokens,
-                event.output_tokens,
-                event.cost_usd,
-                event.latency_ms,
-                event.request_id
-            )
-        }
-    })
+/// The columns of the lines, and how they are padded.
+const COLUMNS: [(&str, Align); 10] = [
+    ("occurred_at", Align::Left(20)),
+    ("status", Align::Right(6)),
+    ("model", Align::Left(24)),
+    ("team", Align::Left(14)),
+    ("key", Align::Left(14)),
+    ("input", Align::Right(7)),
+    ("output", Align::Right(7)),
+    ("cost_usd", Align::Right(10)),
+    ("ms", Align::Right(8)),
+    ("request_id", Align::Left(0)),
+];
+
+/// A request's cells in the table.
+fn cells(event: &UsageEvent) -> [String; 10] {
+    let status = if event.error_code.is_empty() {
+        event.status.to_string()
+    } else {
+        format!("{} {}", event.status, event.error_code)
+    };
+    [
+        rfc3339(event.occurred_at.as_ref().and_then(from_timestamp)),
+        status,
+        event.model.clone(),
+        event.team_id.clone(),
+        event.key_id.clone(),
+        event.input_tokens.to_string(),
+        event.output_tokens.to_string(),
+        format!("{:.6}", event.cost_usd),
+        event.latency_ms.to_string(),
+        event.request_id.clone(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use tollgate_proto::convert::timestamp;
+
+    use super::*;
+    use crate::cli::output::aligned;
+
+    #[test]
+    fn a_request_lines_up_under_the_header() -> Result<(), chrono::ParseError> {
+        let aligns = COLUMNS.map(|(_, align)| align);
+        assert_eq!(
+            aligned(&aligns, COLUMNS.map(|(name, _)| name)),
+            "occurred_at           status  model                     team            \
+             key               input   output    cost_usd        ms  request_id\n"
+        );
+        let event = UsageEvent {
+            occurred_at: Some(timestamp("2026-11-01T08:00:00Z".parse::<DateTime<Utc>>()?)),
+            status: 429,
+            error_code: "rate_limited".into(),
+            model: "gpt-4o".into(),
+            team_id: "t1".into(),
+            key_id: "k1".into(),
+            input_tokens: 12,
+            output_tokens: 3,
+            cost_usd: 0.5,
+            latency_ms: 250,
+            request_id: "req-1".into(),
+            ..UsageEvent::default()
+        };
+        assert_eq!(
+            aligned(&aligns, cells(&event)),
+            "2026-11-01T08:00:00Z  429 rate_limited  gpt-4o                    t1              \
+             k1                   12        3    0.500000       250  req-1\n"
+        );
+        Ok(())
+    }
 }
