@@ -18,10 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// Flags of `floor-proxy`.
 #[derive(Parser, Clone, Debug)]
-#[command(
-    name = "floor-proxy",
-    about = "Minimal forwarding proxy: the floor a gateway cannot beat"
-)]
+#[command(about = "Minimal forwarding proxy: the floor a gateway cannot beat")]
 pub struct FloorConfig {
     /// Listen address; port 0 picks one (printed on stdout as `listening on ADDR`).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -23,10 +23,7 @@ use serde::Deserialize;
 
 /// How the mock behaves; every field is a flag of `mock-provider`.
 #[derive(Parser, Clone, Debug)]
-#[command(
-    name = "mock-provider",
-    about = "OpenAI-compatible mock upstream for load tests"
-)]
+#[command(about = "OpenAI-compatible mock upstream for load tests")]
 pub struct MockConfig {
     /// Listen address; port 0 picks one (printed on stdout as `listening on ADDR`).
     #[arg(long, default_value = "127.0.0.1:0")]

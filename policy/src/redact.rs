@@ -50,32 +50,26 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A URL that may carry a password (`postgres://app:pw@db/x`): `Debug` shows it with the
-/// password as [`REDACTED`] (see [`url`]).
+/// password as [`REDACTED`] (see [`url`]), which keeps the host for whoever reads the log.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct SecretUrl(String);
+pub struct SecretUrl(Secret);
 
 impl SecretUrl {
     /// The URL itself, password included, for the one place that connects with it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 }
 
-impl From<String> for SecretUrl {
-    fn from(url: String) -> Self {
-        SecretUrl(url)
-    }
-}
-
-impl From<&str> for SecretUrl {
-    fn from(url: &str) -> Self {
-        SecretUrl(url.to_owned())
+impl<T: Into<Secret>> From<T> for SecretUrl {
+    fn from(url: T) -> Self {
+        SecretUrl(url.into())
     }
 }
 
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&url(&self.0))
+        f.write_str(&url(self.expose()))
     }
 }
 

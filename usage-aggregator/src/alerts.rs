@@ -115,10 +115,9 @@ async fn deliver(
             let url = sinks
                 .webhook_url
                 .as_ref()
-                .map(Secret::expose)
                 .ok_or("no webhook URL configured")?;
             let mut request = http
-                .post(url)
+                .post(url.expose())
                 .timeout(TIMEOUT)
                 .header("content-type", "application/json")
                 .header("x-tollgate-alert-id", &alert_id);
@@ -131,11 +130,7 @@ async fn deliver(
             check(request.body(alert.payload.clone()).send().await)
         }
         "slack" => {
-            let url = sinks
-                .slack_url
-                .as_ref()
-                .map(Secret::expose)
-                .ok_or("no Slack URL configured")?;
+            let url = sinks.slack_url.as_ref().ok_or("no Slack URL configured")?;
             let value: serde_json::Value = serde_json::from_str(&alert.payload).unwrap_or_default();
             let text = format!(
                 ":warning: Budget `{}` ({} {}) crossed {}%: ${:.2} of ${:.2} spent this {} period.",
@@ -148,7 +143,7 @@ async fn deliver(
                 value["period"].as_str().unwrap_or_default(),
             );
             check(
-                http.post(url)
+                http.post(url.expose())
                     .timeout(TIMEOUT)
                     .json(&json!({"text": text}))
                     .send()
