@@ -68,30 +68,14 @@ async fn an_admin_and_a_viewer_use_the_console_in_a_browser() -> Result<()> {
     admin(&[
         "prices", "set", "--model", "mock", "--input", "1000", "--output", "2000",
     ])?;
-    let created = admin(&[
-        "tokens",
-        "create",
-        "--name",
-        "console-viewer",
-        "--role",
-        "viewer",
-    ])?;
-    let created: serde_json::Value = serde_json::from_slice(&created)?;
-    let viewer = created["secret"]
-        .as_str()
-        .context("no secret in the created token")?;
-    let created = admin(&[
-        "tokens",
-        "create",
-        "--name",
-        "console-finance",
-        "--role",
-        "finance",
-    ])?;
-    let created: serde_json::Value = serde_json::from_slice(&created)?;
-    let finance = created["secret"]
-        .as_str()
-        .context("no secret in the created token")?;
+    let token = |name: &str, role: &str| -> Result<String> {
+        let created = admin(&["tokens", "create", "--name", name, "--role", role])?;
+        let created: serde_json::Value = serde_json::from_slice(&created)?;
+        let secret = created["secret"].as_str();
+        Ok(secret.context("no secret in the created token")?.to_owned())
+    };
+    let viewer = &token("console-viewer", "viewer")?;
+    let finance = &token("console-finance", "finance")?;
 
     let first_key = std::fs::read_to_string(temp.path().join("data/first-key"))?;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");

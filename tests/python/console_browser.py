@@ -58,8 +58,18 @@ def page_team_id(page):
 
 def sign_in(page, token):
     page.goto(CONSOLE + "/sign-in")
-    page.fill("#token", token)
-    page.click("button[type=submit]")
+    submit(page, "form", {"token": token})
+
+
+def submit(page, form, fields):
+    """Fills in `fields` of the form `form` (a selector) and submits it: each input's id with its
+    text, or a drop-down's id with the option to choose ({"value": …} or {"label": …})."""
+    for field, value in fields.items():
+        if isinstance(value, dict):
+            page.select_option("#" + field, **value)
+        else:
+            page.fill("#" + field, value)
+    page.click(form + " button[type=submit]")
 
 
 def admin_flow(browser):
@@ -76,11 +86,9 @@ def admin_flow(browser):
     expect(page).to_have_url(CONSOLE + "/teams")
 
     # A team; a bad name is refused next to the field, and nothing is created.
-    page.fill("#name", "")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"name": ""})
     expect(page.locator("#name-error")).to_be_visible()
-    page.fill("#name", "console-team")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"name": "console-team"})
     expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
     shot(page, "02-teams")
     # From the keyboard: the first Tab reaches the skip link, which leads past the menu.
@@ -91,9 +99,7 @@ def admin_flow(browser):
 
     # A key for it: the secret is shown once, and not on reload.
     page.click("nav >> text=Keys")
-    page.fill("#alias", "console-key")
-    page.select_option("#team_id", label="console-team")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"alias": "console-key", "team_id": {"label": "console-team"}})
     secret = page.locator("#new-secret").inner_text().strip()
     assert secret.startswith("tg-"), secret
     shot(page, "03-key-created")
@@ -106,21 +112,20 @@ def admin_flow(browser):
     # A daily budget for the team, with its live status.
     team_id = page_team_id(page)
     page.click("nav >> text=Budgets")
-    page.select_option("#scope", "team")
-    page.fill("#scope_id", team_id)
-    page.fill("#amount_usd", "not-money")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {
+        "scope": {"value": "team"},
+        "scope_id": team_id,
+        "amount_usd": "not-money",
+    })
     expect(page.locator("#amount_usd-error")).to_be_visible()
-    page.fill("#scope_id", team_id)
-    page.fill("#amount_usd", "25")
-    page.fill("#thresholds", "80, 150")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"scope_id": team_id, "amount_usd": "25", "thresholds": "80, 150"})
     expect(page.locator("#thresholds-error")).to_contain_text("100")
-    page.fill("#scope_id", team_id)
-    page.fill("#amount_usd", "25")
-    page.select_option("#period", "daily")
-    page.fill("#thresholds", "50, 80 %")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {
+        "scope_id": team_id,
+        "amount_usd": "25",
+        "period": {"value": "daily"},
+        "thresholds": "50, 80 %",
+    })
     budget_row = page.locator("tbody tr", has_text="console-team")
     expect(budget_row).to_have_count(1)
     expect(budget_row.locator("td.thresholds")).to_have_text("50 %, 80 %")
@@ -139,8 +144,7 @@ def admin_flow(browser):
 
     # The live tail, filtered by the team, shows the key's requests as they happen.
     page.click("nav >> text=Live requests")
-    page.select_option("#team", label="console-team")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"team": {"label": "console-team"}})
     time.sleep(0.5)  # the event stream opens
     seen = None
     for _ in range(20):
@@ -201,13 +205,13 @@ def admin_flow(browser):
 
     # Users and roles, prices, the audit trail and deployment health.
     page.click("nav >> text=Users")
-    page.fill("#email", "")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"email": ""})
     expect(page.locator("#email-error")).to_be_visible()
-    page.fill("#email", "ada@example.com")
-    page.select_option("#user_team", label="console-team")
-    page.select_option("#role", "finance")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {
+        "email": "ada@example.com",
+        "user_team": {"label": "console-team"},
+        "role": {"value": "finance"},
+    })
     ada = page.locator("tbody tr", has_text="ada@example.com")
     expect(ada).to_contain_text("finance")
     ada.locator("select[name=role]").select_option("viewer")
@@ -215,22 +219,15 @@ def admin_flow(browser):
     expect(page.locator("tbody tr", has_text="ada@example.com").locator("td").nth(2)).to_have_text("viewer")
     shot(page, "10-users")
     page.click("nav >> text=Prices")
-    page.fill("#model", "console-model")
-    page.fill("#input", "1.5")
-    page.fill("#output", "six")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"model": "console-model", "input": "1.5", "output": "six"})
     expect(page.locator("#price-error")).to_be_visible()
-    page.fill("#model", "console-model")
-    page.fill("#input", "1.5")
-    page.fill("#output", "6")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"model": "console-model", "input": "1.5", "output": "6"})
     expect(page.locator("tbody tr", has_text="console-model")).to_contain_text("1.5")
     shot(page, "11-prices")
     page.click("nav >> text=Audit")
     expect(page.locator("tr[data-type='key.revoked']")).to_have_count(1)
     expect(page.locator("tr[data-type='key.revoked']")).to_contain_text("bootstrap")
-    page.fill("#type", "user.")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"type": "user."})
     expect(page.locator("tbody tr")).to_have_count(2)
     expect(page.locator("tr[data-type='user.updated']")).to_have_count(1)
     shot(page, "12-audit")
@@ -240,29 +237,34 @@ def admin_flow(browser):
 
     # A credential (its secret never shown again) and a deployment that uses it, served at once.
     page.click("nav >> text=Providers")
-    page.fill("#credential_name", "console-aws")
-    page.select_option("#credential_provider", "bedrock")
-    page.fill("#aws_access_key_id", "AKIAEXAMPLEONLY")
-    page.click("form.inline:has(#credential_name) button[type=submit]")
+    credential_form = "form.inline:has(#credential_name)"
+    submit(page, credential_form, {
+        "credential_name": "console-aws",
+        "credential_provider": {"value": "bedrock"},
+        "aws_access_key_id": "AKIAEXAMPLEONLY",
+    })
     expect(page.locator("#api_key-error")).to_contain_text("aws_secret_access_key")
     expect(page.locator("#credentials tbody tr", has_text="console-aws")).to_have_count(0)
-    page.fill("#credential_name", "console-cred")
-    page.select_option("#credential_provider", "openai_compatible")
-    page.fill("#api_key", "sk-console-upstream-secret")
-    page.click("form.inline:has(#credential_name) button[type=submit]")
+    submit(page, credential_form, {
+        "credential_name": "console-cred",
+        "credential_provider": {"value": "openai_compatible"},
+        "api_key": "sk-console-upstream-secret",
+    })
     credentials = page.locator("#credentials tbody tr", has_text="console-cred")
     expect(credentials).to_contain_text("api_key")
     assert "sk-console-upstream-secret" not in page.content(), "the credential is on the page"
-    page.fill("#model_name", "console-hosted")
-    page.select_option("#deployment_provider", "openai_compatible")
-    page.fill("#api_base", "ftp://nowhere.example")
-    page.click("form.inline:has(#model_name) button[type=submit]")
+    deployment_form = "form.inline:has(#model_name)"
+    deployment = {
+        "model_name": "console-hosted",
+        "deployment_provider": {"value": "openai_compatible"},
+    }
+    submit(page, deployment_form, deployment | {"api_base": "ftp://nowhere.example"})
     expect(page.locator(".error")).to_be_visible()
-    page.fill("#model_name", "console-hosted")
-    page.select_option("#deployment_provider", "openai_compatible")
-    page.fill("#api_base", os.environ["UPSTREAM_URL"])
-    page.select_option("#credential_id", label="console-cred")
-    page.click("form.inline:has(#model_name) button[type=submit]")
+    deployment |= {
+        "api_base": os.environ["UPSTREAM_URL"],
+        "credential_id": {"label": "console-cred"},
+    }
+    submit(page, deployment_form, deployment)
     expect(page.locator("#deployments tbody tr", has_text="console-hosted")).to_contain_text("console-cred")
     shot(page, "14-providers")
     wait_for_status(os.environ["FIRST_KEY"], (200,), model="console-hosted")
@@ -271,15 +273,10 @@ def admin_flow(browser):
     page.click("nav >> text=Keys")
     first_key_id = page.locator("tbody tr", has_text="first-key").get_attribute("data-key")
     page.click("nav >> text=Limits")
-    page.select_option("#limit_scope", "key")
-    page.fill("#limit_scope_id", first_key_id)
-    page.fill("#rpm", "many")
-    page.click("form[action='/limits'] button[type=submit]")
+    limit = {"limit_scope": {"value": "key"}, "limit_scope_id": first_key_id}
+    submit(page, "form[action='/limits']", limit | {"rpm": "many"})
     expect(page.locator("#figures-error")).to_be_visible()
-    page.select_option("#limit_scope", "key")
-    page.fill("#limit_scope_id", first_key_id)
-    page.fill("#rpm", "1")
-    page.click("form[action='/limits'] button[type=submit]")
+    submit(page, "form[action='/limits']", limit | {"rpm": "1"})
     expect(page.locator(f"tbody tr", has_text=first_key_id).locator("td.rpm")).to_have_text("1")
     shot(page, "15-limits")
     statuses = []
@@ -293,17 +290,16 @@ def admin_flow(browser):
 
     # A schedule that lifts the limit around now: an empty window is refused next to it; an
     # open one lets the key through again at once.
-    page.select_option("#schedule_limit", label=f"key {first_key_id}")
-    page.fill("#schedule_start", "10:00")
-    page.fill("#schedule_end", "10:00")
-    page.click("form[action='/limits/schedules'] button[type=submit]")
+    schedule_form = "form[action='/limits/schedules']"
+    schedule = {"schedule_limit": {"label": f"key {first_key_id}"}}
+    submit(page, schedule_form, schedule | {"schedule_start": "10:00", "schedule_end": "10:00"})
     expect(page.locator("#window-error")).to_be_visible()
     now = datetime.now(timezone.utc)
-    page.select_option("#schedule_limit", label=f"key {first_key_id}")
-    page.fill("#schedule_start", (now - timedelta(hours=2)).strftime("%H:%M"))
-    page.fill("#schedule_end", (now + timedelta(hours=2)).strftime("%H:%M"))
-    page.fill("#schedule_rpm", "1000")
-    page.click("form[action='/limits/schedules'] button[type=submit]")
+    submit(page, schedule_form, schedule | {
+        "schedule_start": (now - timedelta(hours=2)).strftime("%H:%M"),
+        "schedule_end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "schedule_rpm": "1000",
+    })
     row = page.locator("tbody tr", has_text=first_key_id)
     expect(row.locator("td.schedules")).to_contain_text("1000 rpm")
     shot(page, "18-limit-schedule")
@@ -312,16 +308,14 @@ def admin_flow(browser):
     # A guardrail: settings that are not JSON are refused next to them; a regex guardrail on
     # the hosted model blocks a prompt with the pattern on the edge.
     page.click("nav >> text=Guardrails")
-    page.fill("#guardrail_name", "no-secrets")
-    page.select_option("#guardrail_kind", "regex")
-    page.fill("#guardrail_config", "{not json")
-    page.click("form[action='/guardrails'] button[type=submit]")
+    guardrail = {"guardrail_name": "no-secrets", "guardrail_kind": {"value": "regex"}}
+    submit(page, "form[action='/guardrails']", guardrail | {"guardrail_config": "{not json"})
     expect(page.locator("#config_json-error")).to_be_visible()
-    page.fill("#guardrail_name", "no-secrets")
-    page.select_option("#guardrail_kind", "regex")
-    page.fill("#guardrail_models", "console-hosted")
-    page.fill("#guardrail_config", '{"patterns": ["project-x"], "action": "block"}')
-    page.click("form[action='/guardrails'] button[type=submit]")
+    guardrail |= {
+        "guardrail_models": "console-hosted",
+        "guardrail_config": '{"patterns": ["project-x"], "action": "block"}',
+    }
+    submit(page, "form[action='/guardrails']", guardrail)
     expect(page.locator("tbody tr", has_text="no-secrets")).to_contain_text("project-x")
     shot(page, "19-guardrails")
     wait_for_status(os.environ["FIRST_KEY"], (400,), "console-hosted", "about project-x")
@@ -330,23 +324,25 @@ def admin_flow(browser):
     # Routing: a model cannot be its own fallback (said next to the fallbacks); a rule is set.
     # A traffic rule that does nothing is refused; one that denies the mock model is enforced.
     page.click("nav >> text=Routing")
-    page.fill("#rule_model", "console-hosted")
-    page.fill("#rule_fallbacks", "console-hosted")
-    page.click("form[action='/routing'] button[type=submit]")
+    submit(page, "form[action='/routing']", {
+        "rule_model": "console-hosted",
+        "rule_fallbacks": "console-hosted",
+    })
     expect(page.locator("#fallbacks-error")).to_be_visible()
-    page.fill("#rule_model", "console-hosted")
-    page.select_option("#rule_strategy", "priority")
-    page.fill("#rule_fallbacks", "mock")
-    page.fill("#rule_retries", "2")
-    page.click("form[action='/routing'] button[type=submit]")
+    submit(page, "form[action='/routing']", {
+        "rule_model": "console-hosted",
+        "rule_strategy": {"value": "priority"},
+        "rule_fallbacks": "mock",
+        "rule_retries": "2",
+    })
     expect(page.locator("tbody tr[data-routing=console-hosted]")).to_contain_text("priority")
-    page.fill("#traffic_models", "mock")
-    page.click("form[action='/traffic'] button[type=submit]")
+    submit(page, "form[action='/traffic']", {"traffic_models": "mock"})
     expect(page.locator("#deny-error")).to_contain_text("does nothing")
-    page.fill("#traffic_description", "close mock")
-    page.fill("#traffic_models", "mock")
-    page.fill("#traffic_deny", "mock is closed for this test")
-    page.click("form[action='/traffic'] button[type=submit]")
+    submit(page, "form[action='/traffic']", {
+        "traffic_description": "close mock",
+        "traffic_models": "mock",
+        "traffic_deny": "mock is closed for this test",
+    })
     expect(page.locator("tbody tr", has_text="close mock")).to_contain_text("deny")
     shot(page, "20-routing")
     wait_for_status(os.environ["FIRST_KEY"], (403,))
@@ -376,14 +372,13 @@ def admin_flow(browser):
 
     # An access group granting a model to the team.
     page.click("nav >> text=Access")
-    page.fill("#group_name", "")
-    page.fill("#group_models", "console-hosted")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"group_name": "", "group_models": "console-hosted"})
     expect(page.locator("#name-error")).to_be_visible()
-    page.fill("#group_name", "console-group")
-    page.fill("#group_models", "console-hosted, mock")
-    page.select_option("#group_team", label="console-team")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {
+        "group_name": "console-group",
+        "group_models": "console-hosted, mock",
+        "group_team": {"label": "console-team"},
+    })
     row = page.locator("tbody tr", has_text="console-group")
     expect(row).to_contain_text("console-hosted, mock")
     expect(row).to_contain_text("console-team")
@@ -391,14 +386,10 @@ def admin_flow(browser):
 
     # A response cache policy for the hosted model (a zero lifetime is refused).
     page.click("nav >> text=Cache")
-    page.fill("#cache_model", "console-hosted")
-    page.fill("#ttl_seconds", "0")
-    page.click("form.inline button[type=submit]")
+    policy = {"cache_model": "console-hosted"}
+    submit(page, "form.inline", policy | {"ttl_seconds": "0"})
     expect(page.locator("#ttl_seconds-error")).to_be_visible()
-    page.fill("#cache_model", "console-hosted")
-    page.fill("#ttl_seconds", "600")
-    page.select_option("#cache_scope", "global")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", policy | {"ttl_seconds": "600", "cache_scope": {"value": "global"}})
     expect(page.locator("tbody tr", has_text="console-hosted")).to_contain_text("600")
     shot(page, "17-cache")
 
@@ -429,36 +420,36 @@ def admin_flow(browser):
     context.close()
 
 
-def viewer_flow(browser):
+def signed_in(browser, token, home):
+    """A page in a new browser context, signed in with `token`; returns (context, page) once it
+    has landed on `home`."""
     context = browser.new_context()
     page = context.new_page()
-    sign_in(page, os.environ["VIEWER_TOKEN"])
-    expect(page).to_have_url(CONSOLE + "/teams")
+    sign_in(page, token)
+    expect(page).to_have_url(CONSOLE + home)
+    return context, page
+
+
+def viewer_flow(browser):
+    context, page = signed_in(browser, os.environ["VIEWER_TOKEN"], "/teams")
     expect(page.locator("tbody tr", has_text="console-team")).to_have_count(1)
-    page.fill("#name", "viewer-team")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"name": "viewer-team"})
     expect(page.locator("#page-error")).to_contain_text("viewer")
     expect(page.locator("tbody tr", has_text="viewer-team")).to_have_count(0)
     shot(page, "09-viewer-refused")
     page.click("nav >> text=Keys")
-    page.fill("#alias", "viewer-key")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"alias": "viewer-key"})
     expect(page.locator("#page-error")).to_contain_text("viewer")
     expect(page.locator("#new-secret")).to_have_count(0)
     page.click("nav >> text=Budgets")
-    page.fill("#scope_id", "anything")
-    page.fill("#amount_usd", "1")
-    page.click("form.inline button[type=submit]")
+    submit(page, "form.inline", {"scope_id": "anything", "amount_usd": "1"})
     expect(page.locator("#page-error")).to_contain_text("viewer")
     context.close()
 
 
 def finance_flow(browser):
     """Finance lands on spend, is offered nothing else, and is refused policy pages."""
-    context = browser.new_context()
-    page = context.new_page()
-    sign_in(page, os.environ["FINANCE_TOKEN"])
-    expect(page).to_have_url(CONSOLE + "/spend")
+    context, page = signed_in(browser, os.environ["FINANCE_TOKEN"], "/spend")
     expect(page.locator("svg")).to_have_count(1)
     expect(page.locator("nav a")).to_have_count(1)
     shot(page, "22-finance")

@@ -1,10 +1,8 @@
 //! The audit trail: the policy log's latest events with their actor and time, filtered by
 //! event type and actor.
 
-use std::sync::Arc;
-
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
@@ -12,8 +10,9 @@ use tollgate_proto::admin::ListEventsRequest;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
-use super::pages::{Notice, layout};
-use super::{Console, Refused, call, listed, page, signed_in};
+use super::forms::table;
+use super::pages::Notice;
+use super::{Drawing, SignedIn, page};
 
 /// The most events the page reads (the newest).
 const SHOWN: u64 = 500;
@@ -28,27 +27,24 @@ pub(super) struct AuditQuery {
     actor: String,
 }
 
-pub(super) async fn audit(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    let mut notice = Notice::default();
-    let newest = |after, limit| {
-        console.api.list_events(call(
-            &session,
-            ListEventsRequest {
-                after_sequence: after,
-                limit,
-            },
-        ))
+pub(super) async fn audit(Query(query): Query<AuditQuery>, signed_in: SignedIn) -> Response {
+    let (console, session) = (signed_in.console, signed_in.session);
+    let mut drawing = Drawing::new(&console, &session, Notice::default());
+    let newest = |after_sequence, limit| ListEventsRequest {
+        after_sequence,
+        limit,
     };
     // The last sequence first, then the newest events before it.
-    let head = listed(newest(u64::MAX - 1, 1).await, &mut notice);
+    let head = drawing
+        .list(AdminService::list_events, newest(u64::MAX - 1, 1))
+        .await;
     let after = head.last_sequence.saturating_sub(SHOWN);
-    let events = if notice.message.is_empty() {
-        listed(newest(after, SHOWN as u32).await, &mut notice).events
+    let events = if drawing.notice.message.is_empty() {
+        let request = newest(after, SHOWN as u32);
+        drawing
+            .list(AdminService::list_events, request)
+            .await
+            .events
     } else {
         Vec::new()
     };
@@ -64,27 +60,21 @@ pub(super) async fn audit(
             button type="submit" { "Filter" }
         }
         p.hint { "The newest " (SHOWN) " changes, newest first. Each is an event in the policy log." }
-        table {
-            thead { tr { th { "Sequence" } th { "Time (UTC)" } th { "Type" } th { "Actor" } th { "Entity" } } }
-            tbody {
-                @for event in shown {
-                    tr data-type=(event.r#type) {
-                        td { (event.sequence) }
-                        td {
-                            (event.occurred_at.as_ref().and_then(from_timestamp)
-                                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
-                                .unwrap_or_default())
-                        }
-                        td { code { (event.r#type) } }
-                        td { (event.actor) }
-                        td { code { (event.aggregate_id) } }
+        (table(&["Sequence", "Time (UTC)", "Type", "Actor", "Entity"], html! {
+            @for event in shown {
+                tr data-type=(event.r#type) {
+                    td { (event.sequence) }
+                    td {
+                        (event.occurred_at.as_ref().and_then(from_timestamp)
+                            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_default())
                     }
+                    td { code { (event.r#type) } }
+                    td { (event.actor) }
+                    td { code { (event.aggregate_id) } }
                 }
             }
-        }
+        }))
     };
-    Ok(page(
-        StatusCode::OK,
-        layout("Audit trail", &session, &notice, body),
-    ))
+    page(StatusCode::OK, drawing.layout("Audit trail", body))
 }

@@ -8,28 +8,23 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Budget, ListBudgetsRequest};
 use tollgate_proto::usage::GetBudgetStatusRequest;
 
-use super::pages::{self, BudgetRow, Notice};
+use super::pages::{self, BudgetRow};
 use super::session::Session;
-use super::{Change, Console, Page, call, list_of, list_teams, listed};
+use super::{Change, Console, Drawing, Page, call, list_of};
 
-/// The page, with `notice` about the last change.
-pub(super) async fn budgets_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_budgets(call(session, ListBudgetsRequest::default()))
-        .await;
-    let budgets = listed(answer, notice).budgets;
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn budgets_page(drawing: &mut Drawing<'_>) -> Markup {
+    let budgets = drawing
+        .list(AdminService::list_budgets, ListBudgetsRequest::default())
+        .await
+        .budgets;
     let mut rows = Vec::with_capacity(budgets.len());
     for budget in budgets {
-        let status = live_status(console, session, &budget).await;
+        let status = live_status(drawing.console, drawing.session, &budget).await;
         rows.push(BudgetRow { budget, status });
     }
-    let teams = list_teams(console, session).await.unwrap_or_default();
-    pages::budgets(session, &rows, &teams, notice)
+    let teams = drawing.teams().await;
+    pages::budgets(drawing.session, &rows, &teams, &drawing.notice)
 }
 
 /// The budget's spend in its current period, or why it cannot be shown.
@@ -71,13 +66,8 @@ pub(super) struct NewBudget {
 
 pub(super) async fn set_budget(Change(editor, form): Change<NewBudget>) -> Response {
     let Ok(amount_usd) = form.amount_usd.trim().parse::<f64>() else {
-        return editor
-            .refused(
-                Page::Budgets,
-                "amount_usd",
-                format!("{:?} is not an amount in USD", form.amount_usd),
-            )
-            .await;
+        let message = format!("{:?} is not an amount in USD", form.amount_usd);
+        return editor.refused(Page::Budgets, "amount_usd", message).await;
     };
     let thresholds: Result<Vec<f64>, _> = list_of(&form.thresholds)
         .iter()

@@ -8,47 +8,38 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CachePolicy, ListCachePoliciesRequest};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, number_input, select_input, text_input, words};
-use super::session::Session;
-use super::{Change, Console, Page, call, listed};
+use super::forms::{table, words};
+use super::{Change, Drawing, Page};
 
-/// The page, with `notice` about the last change.
-pub(super) async fn cache_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_cache_policies(call(session, ListCachePoliciesRequest {}))
-        .await;
-    let policies = listed(answer, notice).policies;
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn cache_page(drawing: &mut Drawing<'_>) -> Markup {
+    let policies = drawing
+        .list(
+            AdminService::list_cache_policies,
+            ListCachePoliciesRequest {},
+        )
+        .await
+        .policies;
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
-        form.inline method="post" action="/cache" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (text_input("cache_model", "model", "Model", "gpt-4o"))
-            (field_error(notice, "model"))
-            (number_input("ttl_seconds", "ttl_seconds", "Seconds", 7))
-            (field_error(notice, "ttl_seconds"))
-            (select_input("cache_scope", "scope", "Shared by", None, words(["team", "key", "global"])))
-            button type="submit" { "Cache answers" }
-        }
-        table {
-            thead { tr { th { "Model" } th { "Seconds" } th { "Shared by" } th { "Semantic tier" } th {} } }
-            tbody {
-                @for policy in &policies {
-                    tr {
-                        td { (policy.model) }
-                        td { (policy.ttl_seconds) }
-                        td { (policy.scope) }
-                        td { (policy.semantic_embeddings_model) }
-                        td { (delete_button(session, "cache", &policy.id, &policy.model)) }
-                    }
+        (form.inline("/cache", "Cache answers", html! {
+            (form.text("cache_model", "model", "Model", "gpt-4o"))
+            (form.number("ttl_seconds", "ttl_seconds", "Seconds", 7))
+            (form.select("cache_scope", "scope", "Shared by", None, words(["team", "key", "global"])))
+        }))
+        (table(&["Model", "Seconds", "Shared by", "Semantic tier", ""], html! {
+            @for policy in &policies {
+                tr {
+                    td { (policy.model) }
+                    td { (policy.ttl_seconds) }
+                    td { (policy.scope) }
+                    td { (policy.semantic_embeddings_model) }
+                    td { (delete_button(session, "cache", &policy.id, &policy.model)) }
                 }
             }
-        }
+        }))
     };
-    layout("Response cache", session, notice, body)
+    drawing.layout("Response cache", body)
 }
 
 #[derive(Deserialize, Default)]
@@ -61,13 +52,8 @@ pub(super) struct NewPolicy {
 
 pub(super) async fn set_policy(Change(editor, form): Change<NewPolicy>) -> Response {
     let Ok(ttl_seconds) = form.ttl_seconds.trim().parse::<u32>() else {
-        return editor
-            .refused(
-                Page::Cache,
-                "ttl_seconds",
-                format!("{:?} is not a whole number of seconds", form.ttl_seconds),
-            )
-            .await;
+        let message = format!("{:?} is not a whole number of seconds", form.ttl_seconds);
+        return editor.refused(Page::Cache, "ttl_seconds", message).await;
     };
     let policy = CachePolicy {
         model: form.model.trim().to_owned(),

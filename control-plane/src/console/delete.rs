@@ -8,6 +8,7 @@ use maud::{Markup, html};
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{DeletePriceRequest, DeleteRequest};
 
+use super::forms::csrf_input;
 use super::session::Session;
 use super::{Change, NoFields, Page};
 
@@ -16,7 +17,7 @@ pub fn delete_button(session: &Session, kind: &str, id: &str, what: &str) -> Mar
     html! {
         form.delete method="post" action={ "/delete/" (kind) "/" (id) }
             data-confirm={ "Delete " (what) "?" } {
-            input type="hidden" name="csrf" value=(session.csrf);
+            (csrf_input(session))
             button type="submit" aria-label={ "Delete " (what) } { "Delete" }
         }
     }

@@ -8,29 +8,22 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{Guardrail, ListGuardrailsRequest};
 
 use super::delete::delete_button;
-use super::pages::{
-    Notice, field_error, layout, select_input, team_choices, team_name, text_input, words,
-};
-use super::session::Session;
-use super::{Change, Console, Page, call, list_of, list_teams, listed};
+use super::forms::{table, team_choices, words};
+use super::pages::team_name;
+use super::{Change, Drawing, Page, list_of};
 
 /// The guardrail implementations.
 const KINDS: [&str; 3] = ["pii", "regex", "bedrock"];
 /// When a guardrail runs.
 const MODES: [&str; 3] = ["pre_call", "post_call", "during_call"];
 
-/// The page, with `notice` about the last change.
-pub(super) async fn guardrails_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_guardrails(call(session, ListGuardrailsRequest {}))
-        .await;
-    let guardrails = listed(answer, notice).guardrails;
-    let teams = list_teams(console, session).await.unwrap_or_default();
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn guardrails_page(drawing: &mut Drawing<'_>) -> Markup {
+    let guardrails = drawing
+        .list(AdminService::list_guardrails, ListGuardrailsRequest {})
+        .await
+        .guardrails;
+    let teams = drawing.teams().await;
     let every = |ids: &[String], name: &dyn Fn(&String) -> String| {
         if ids.is_empty() {
             "every".to_owned()
@@ -38,55 +31,46 @@ pub(super) async fn guardrails_page(
             ids.iter().map(name).collect::<Vec<_>>().join(", ")
         }
     };
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
-        form.stacked method="post" action="/guardrails" {
-            input type="hidden" name="csrf" value=(session.csrf);
+        (form.stacked("/guardrails", "Set guardrail", html! {
             div.row {
-                (text_input("guardrail_name", "name", "Name", "mask-pii"))
-                (field_error(notice, "name"))
-                (select_input("guardrail_kind", "kind", "Kind", None, words(KINDS)))
-                (field_error(notice, "kind"))
-                (select_input("guardrail_mode", "mode", "Runs", None, words(MODES)))
-                (field_error(notice, "mode"))
+                (form.text("guardrail_name", "name", "Name", "mask-pii"))
+                (form.select("guardrail_kind", "kind", "Kind", None, words(KINDS)))
+                (form.select("guardrail_mode", "mode", "Runs", None, words(MODES)))
             }
             div.row {
-                (text_input("guardrail_models", "models", "Models", "empty: every model"))
-                (field_error(notice, "models"))
-                (select_input("guardrail_team", "team_id", "Team", Some("(every team)"), team_choices(&teams)))
-                (field_error(notice, "team_id"))
+                (form.text("guardrail_models", "models", "Models", "empty: every model"))
+                (form.select("guardrail_team", "team_id", "Team", Some("(every team)"), team_choices(&teams)))
             }
             div.row {
                 label for="guardrail_config" { "Settings (JSON)" }
                 textarea id="guardrail_config" name="config_json" rows="3" cols="70"
                     placeholder=r#"{"action": "mask"}"# {}
-                (field_error(notice, "config_json"))
+                (form.error("config_json"))
             }
-            button type="submit" { "Set guardrail" }
-        }
+        }))
         p.hint {
             "pii: {\"entities\": [\"email\", …], \"action\": \"mask\" | \"block\"}; "
             "regex: {\"patterns\": […], \"action\": \"block\" | \"mask\"}; "
             "bedrock: {\"guardrail_id\", \"version\", \"region\"}. Setting a name again replaces it."
         }
-        table {
-            thead { tr { th { "Name" } th { "Kind" } th { "Runs" } th { "Models" } th { "Teams" } th { "Keys" } th { "Settings" } th {} } }
-            tbody {
-                @for guardrail in &guardrails {
-                    tr data-guardrail=(guardrail.name) {
-                        td { (guardrail.name) }
-                        td { (guardrail.kind) }
-                        td { (guardrail.mode) }
-                        td { (every(&guardrail.models, &|m| m.clone())) }
-                        td { (every(&guardrail.team_ids, &|id| team_name(&teams, id))) }
-                        td { (every(&guardrail.key_ids, &|id| id.clone())) }
-                        td { code { (guardrail.config_json) } }
-                        td { (delete_button(session, "guardrails", &guardrail.id, &guardrail.name)) }
-                    }
+        (table(&["Name", "Kind", "Runs", "Models", "Teams", "Keys", "Settings", ""], html! {
+            @for guardrail in &guardrails {
+                tr data-guardrail=(guardrail.name) {
+                    td { (guardrail.name) }
+                    td { (guardrail.kind) }
+                    td { (guardrail.mode) }
+                    td { (every(&guardrail.models, &|m| m.clone())) }
+                    td { (every(&guardrail.team_ids, &|id| team_name(&teams, id))) }
+                    td { (every(&guardrail.key_ids, &|id| id.clone())) }
+                    td { code { (guardrail.config_json) } }
+                    td { (delete_button(session, "guardrails", &guardrail.id, &guardrail.name)) }
                 }
             }
-        }
+        }))
     };
-    layout("Guardrails", session, notice, body)
+    drawing.layout("Guardrails", body)
 }
 
 #[derive(Deserialize, Default)]
@@ -103,13 +87,11 @@ pub(super) struct NewGuardrail {
 pub(super) async fn set_guardrail(Change(editor, form): Change<NewGuardrail>) -> Response {
     // Setting a name again replaces that guardrail rather than adding a second one.
     let existing = editor
-        .api()
-        .list_guardrails(editor.call(ListGuardrailsRequest {}))
-        .await
-        .map(|listed| listed.into_inner().guardrails)
-        .unwrap_or_default();
+        .list(AdminService::list_guardrails, ListGuardrailsRequest {})
+        .await;
     let name = form.name.trim().to_owned();
     let id = existing
+        .guardrails
         .into_iter()
         .find(|g| g.name == name)
         .map(|g| g.id)

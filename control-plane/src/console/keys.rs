@@ -1,10 +1,8 @@
 //! The keys page: every key with its state, a form to create one (its secret shown once), and
 //! rotate (with a grace period for the old secret), block, unblock and revoke.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
@@ -12,22 +10,19 @@ use tollgate_proto::admin::{CreateKeyRequest, KeyRequest, ListKeysRequest, Rotat
 
 use super::pages::{self, Notice};
 use super::session::Session;
-use super::{Change, Console, Refused, call, list_teams, listed, page, refusal, signed_in};
+use super::{Change, Console, Drawing, SignedIn, page, refusal};
 
-pub(super) async fn keys(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let (id, session) = signed_in(&console, &headers)?;
+pub(super) async fn keys(signed_in: SignedIn) -> Response {
+    let (console, id, session) = (signed_in.console, signed_in.id, signed_in.session);
     let secret = console.sessions.take_flash(&id);
-    Ok(keys_page(
+    keys_page(
         &console,
         &session,
         secret.as_deref(),
         StatusCode::OK,
         Notice::default(),
     )
-    .await)
+    .await
 }
 
 async fn keys_page(
@@ -35,21 +30,17 @@ async fn keys_page(
     session: &Session,
     secret: Option<&str>,
     status: StatusCode,
-    mut notice: Notice,
+    notice: Notice,
 ) -> Response {
-    let answer = console
-        .api
-        .list_keys(call(
-            session,
-            ListKeysRequest {
-                include_revoked: true,
-                ..ListKeysRequest::default()
-            },
-        ))
-        .await;
-    let keys = listed(answer, &mut notice).keys;
-    let teams = list_teams(console, session).await.unwrap_or_default();
-    page(status, pages::keys(session, &keys, &teams, secret, &notice))
+    let mut drawing = Drawing::new(console, session, notice);
+    let request = ListKeysRequest {
+        include_revoked: true,
+        ..ListKeysRequest::default()
+    };
+    let keys = drawing.list(AdminService::list_keys, request).await.keys;
+    let teams = drawing.teams().await;
+    let notice = &drawing.notice;
+    page(status, pages::keys(session, &keys, &teams, secret, notice))
 }
 
 #[derive(Deserialize, Default)]

@@ -8,12 +8,9 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{LimitSchedule, ListRateLimitsRequest, RateLimit};
 
 use super::delete::delete_button;
-use super::pages::{
-    Notice, field_error, layout, number_input, select_input, text_input, window_inputs,
-    window_text, words,
-};
-use super::session::Session;
-use super::{Change, Console, Page, WindowForm, call, listed, whole_number};
+use super::forms::{Forms, table, window_inputs, words};
+use super::pages::window_text;
+use super::{Change, Drawing, Page, WindowForm, whole_number};
 
 /// Why figures were refused.
 const NOT_FIGURES: &str =
@@ -22,17 +19,15 @@ const NOT_FIGURES: &str =
 /// What a rate limit may apply to.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "tag"];
 
-/// The page, with `notice` about the last change.
-pub(super) async fn limits_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_rate_limits(call(session, ListRateLimitsRequest::default()))
-        .await;
-    let limits = listed(answer, notice).rate_limits;
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn limits_page(drawing: &mut Drawing<'_>) -> Markup {
+    let limits = drawing
+        .list(
+            AdminService::list_rate_limits,
+            ListRateLimitsRequest::default(),
+        )
+        .await
+        .rate_limits;
     let figure = |n: u64| {
         if n == 0 {
             "—".to_owned()
@@ -40,71 +35,76 @@ pub(super) async fn limits_page(
             n.to_string()
         }
     };
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
-        form.inline method="post" action="/limits" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (select_input("limit_scope", "scope", "Scope", None, words(SCOPES)))
-            (text_input("limit_scope_id", "scope_id", "Id", "key, team or user id, a model or a tag"))
-            (field_error(notice, "scope_id"))
-            (number_input("rpm", "rpm", "Requests / min", 6))
-            (number_input("tpm", "tpm", "Tokens / min", 8))
-            (number_input("max_concurrent", "max_concurrent", "At once", 4))
-            (field_error(notice, "figures"))
-            button type="submit" { "Set limit" }
-        }
+        (form.inline("/limits", "Set limit", html! {
+            (form.select("limit_scope", "scope", "Scope", None, words(SCOPES)))
+            (form.text("limit_scope_id", "scope_id", "Id", "key, team or user id, a model or a tag"))
+            (figure_inputs(form, ["rpm", "tpm", "max_concurrent"]))
+            (form.error("figures"))
+        }))
         p.hint { "Empty or 0: unlimited. Counted across every edge." }
-        table {
-            thead { tr { th { "Scope" } th { "For" } th { "Requests / min" } th { "Tokens / min" } th { "At once" } th { "Model" } th { "Schedules" } th {} } }
-            tbody {
-                @for limit in &limits {
-                    tr data-limit=(limit.id) {
-                        td { (limit.scope) }
-                        td { (limit.scope_id) }
-                        td.rpm { (figure(limit.rpm)) }
-                        td { (figure(limit.tpm)) }
-                        td { (figure(limit.max_concurrent)) }
-                        td { (limit.model) }
-                        td.schedules {
-                            @for schedule in &limit.schedules {
-                                div { (describe_schedule(schedule, &figure)) }
-                            }
+        (table(&["Scope", "For", "Requests / min", "Tokens / min", "At once", "Model", "Schedules", ""], html! {
+            @for limit in &limits {
+                tr data-limit=(limit.id) {
+                    td { (limit.scope) }
+                    td { (limit.scope_id) }
+                    td.rpm { (figure(limit.rpm)) }
+                    td { (figure(limit.tpm)) }
+                    td { (figure(limit.max_concurrent)) }
+                    td { (limit.model) }
+                    td.schedules {
+                        @for schedule in &limit.schedules {
+                            div { (describe_schedule(schedule, &figure)) }
                         }
-                        td { (delete_button(session, "limits", &limit.id, &limit.scope_id)) }
                     }
+                    td { (delete_button(session, "limits", &limit.id, &limit.scope_id)) }
                 }
             }
-        }
+        }))
         h2 { "Schedules" }
-        form.inline method="post" action="/limits/schedules" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            label for="schedule_limit" { "Limit" }
-            select id="schedule_limit" name="limit_id" {
-                @for limit in &limits {
-                    option value=(limit.id) { (limit.scope) " " (limit.scope_id) }
-                }
-            }
-            (field_error(notice, "limit_id"))
+        (form.inline("/limits/schedules", "Add schedule", html! {
+            (form.select("schedule_limit", "limit_id", "Limit", None, limits.iter().map(|limit| {
+                (&limit.id, format!("{} {}", limit.scope, limit.scope_id))
+            })))
             (window_inputs("schedule"))
-            (field_error(notice, "window"))
-            (number_input("schedule_rpm", "rpm", "Requests / min", 6))
-            (number_input("schedule_tpm", "tpm", "Tokens / min", 8))
-            (number_input("schedule_concurrent", "max_concurrent", "At once", 4))
-            (field_error(notice, "schedule_figures"))
-            button type="submit" { "Add schedule" }
-        }
+            (form.error("window"))
+            (figure_inputs(form, ["schedule_rpm", "schedule_tpm", "schedule_concurrent"]))
+            (form.error("schedule_figures"))
+        }))
         p.hint { "While a window is open its figures replace the limit's; the first open window applies. Days empty: every day; the window wraps past midnight when it ends before it starts." }
     };
-    layout("Rate limits", session, notice, body)
+    drawing.layout("Rate limits", body)
 }
 
-/// Requests per minute, tokens per minute and concurrency from a form; `None` when one is not
-/// a whole number.
-fn figures(rpm: &str, tpm: &str, max_concurrent: &str) -> Option<(u64, u64, u64)> {
-    Some((
-        whole_number(rpm)?,
-        whole_number(tpm)?,
-        whole_number(max_concurrent)?,
-    ))
+/// The figures of a limit or of a schedule, as a form posts them (drawn by [`figure_inputs`]).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FiguresForm {
+    rpm: String,
+    tpm: String,
+    max_concurrent: String,
+}
+
+impl FiguresForm {
+    /// Requests per minute, tokens per minute and concurrency; `None` when one is not a whole
+    /// number.
+    fn parse(&self) -> Option<(u64, u64, u64)> {
+        Some((
+            whole_number(&self.rpm)?,
+            whole_number(&self.tpm)?,
+            whole_number(&self.max_concurrent)?,
+        ))
+    }
+}
+
+/// The inputs of a [`FiguresForm`], with `ids` (requests, tokens, at once).
+fn figure_inputs(form: Forms, [rpm, tpm, at_once]: [&str; 3]) -> Markup {
+    html! {
+        (form.number(rpm, "rpm", "Requests / min", 6))
+        (form.number(tpm, "tpm", "Tokens / min", 8))
+        (form.number(at_once, "max_concurrent", "At once", 4))
+    }
 }
 
 /// A schedule in a line: its window and its figures.
@@ -128,14 +128,12 @@ fn describe_schedule(schedule: &LimitSchedule, figure: &dyn Fn(u64) -> String) -
 pub(super) struct NewLimit {
     scope: String,
     scope_id: String,
-    rpm: String,
-    tpm: String,
-    max_concurrent: String,
+    #[serde(flatten)]
+    figures: FiguresForm,
 }
 
 pub(super) async fn set_limit(Change(editor, form): Change<NewLimit>) -> Response {
-    let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
-    else {
+    let Some((rpm, tpm, max_concurrent)) = form.figures.parse() else {
         return editor.refused(Page::Limits, "figures", NOT_FIGURES).await;
     };
     let limit = RateLimit {
@@ -162,25 +160,24 @@ pub(super) struct NewSchedule {
     limit_id: String,
     #[serde(flatten)]
     window: WindowForm,
-    rpm: String,
-    tpm: String,
-    max_concurrent: String,
+    #[serde(flatten)]
+    figures: FiguresForm,
 }
 
 /// Adds a schedule to a limit: the limit is set again, whole, with one schedule more.
 pub(super) async fn add_schedule(Change(editor, form): Change<NewSchedule>) -> Response {
-    let Some((rpm, tpm, max_concurrent)) = figures(&form.rpm, &form.tpm, &form.max_concurrent)
-    else {
+    let Some((rpm, tpm, max_concurrent)) = form.figures.parse() else {
         return editor
             .refused(Page::Limits, "schedule_figures", NOT_FIGURES)
             .await;
     };
     let limit = editor
-        .api()
-        .list_rate_limits(editor.call(ListRateLimitsRequest::default()))
+        .list(
+            AdminService::list_rate_limits,
+            ListRateLimitsRequest::default(),
+        )
         .await
-        .map(|listed| listed.into_inner().rate_limits)
-        .unwrap_or_default()
+        .rate_limits
         .into_iter()
         .find(|limit| limit.id == form.limit_id);
     let Some(mut limit) = limit else {

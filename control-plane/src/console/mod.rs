@@ -10,6 +10,7 @@ mod audit;
 mod budgets;
 mod cache;
 mod delete;
+mod forms;
 mod groups;
 mod guardrails;
 mod health;
@@ -28,10 +29,11 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, FromRequest, Request, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Router, middleware};
 use maud::Markup;
 use serde::Deserialize;
@@ -44,6 +46,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::service::AdminApi;
+use forms::Forms;
 use pages::Notice;
 use session::{Session, Sessions};
 
@@ -116,20 +119,20 @@ impl Page {
         console: &Console,
         session: &Session,
         status: StatusCode,
-        mut notice: Notice,
+        notice: Notice,
     ) -> Response {
-        let notice = &mut notice;
+        let drawing = &mut Drawing::new(console, session, notice);
         let markup = match self {
-            Page::Teams => teams::teams_page(console, session, notice).await,
-            Page::Users => users::users_page(console, session, notice).await,
-            Page::Prices => prices::prices_page(console, session, notice).await,
-            Page::Providers => providers::providers_page(console, session, notice).await,
-            Page::Budgets => budgets::budgets_page(console, session, notice).await,
-            Page::Limits => limits::limits_page(console, session, notice).await,
-            Page::Groups => groups::groups_page(console, session, notice).await,
-            Page::Cache => cache::cache_page(console, session, notice).await,
-            Page::Guardrails => guardrails::guardrails_page(console, session, notice).await,
-            Page::Routing => routing::routing_page(console, session, notice).await,
+            Page::Teams => teams::teams_page(drawing).await,
+            Page::Users => users::users_page(drawing).await,
+            Page::Prices => prices::prices_page(drawing).await,
+            Page::Providers => providers::providers_page(drawing).await,
+            Page::Budgets => budgets::budgets_page(drawing).await,
+            Page::Limits => limits::limits_page(drawing).await,
+            Page::Groups => groups::groups_page(drawing).await,
+            Page::Cache => cache::cache_page(drawing).await,
+            Page::Guardrails => guardrails::guardrails_page(drawing).await,
+            Page::Routing => routing::routing_page(drawing).await,
         };
         page(status, markup)
     }
@@ -151,18 +154,74 @@ impl Page {
     }
 }
 
-/// The GET handler of `$page`.
-macro_rules! page_handler {
-    ($page:expr) => {
-        |State(console): State<Arc<Console>>, headers: HeaderMap| async move {
-            let (_, session) = signed_in(&console, &headers)?;
-            Ok::<_, Refused>(
-                $page
-                    .draw(&console, &session, StatusCode::OK, Notice::default())
-                    .await,
-            )
+/// A page being drawn: the console, the session it is drawn for, and what it says about the last
+/// change (or why a listing on it was refused).
+struct Drawing<'a> {
+    console: &'a Console,
+    session: &'a Session,
+    notice: Notice,
+}
+
+impl<'a> Drawing<'a> {
+    /// A page for `session`, saying `notice`.
+    fn new(console: &'a Console, session: &'a Session, notice: Notice) -> Self {
+        Drawing {
+            console,
+            session,
+            notice,
         }
-    };
+    }
+
+    /// The admin API, which every listing goes through.
+    fn api(&self) -> &'a AdminApi {
+        &self.console.api
+    }
+
+    /// What `list` answers the session (see [`listing`]); when it is refused, an empty answer,
+    /// and the reason at the top of the page.
+    async fn list<Q, R: Default, F>(
+        &mut self,
+        list: impl FnOnce(&'a AdminApi, tonic::Request<Q>) -> F,
+        request: Q,
+    ) -> R
+    where
+        F: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        match listing(self.api(), self.session, list, request).await {
+            Ok(answer) => answer,
+            Err(refused) => {
+                self.notice = Notice {
+                    field: None,
+                    message: refused.message().to_owned(),
+                };
+                R::default()
+            }
+        }
+    }
+
+    /// The teams the session may see (none when it may not).
+    async fn teams(&self) -> Vec<Team> {
+        teams(self.console, self.session).await
+    }
+
+    /// The page's forms, with the notice's errors next to their fields.
+    fn forms(&self) -> Forms<'_> {
+        Forms::new(self.session, &self.notice)
+    }
+
+    /// `body` titled `title`, in the frame of every signed-in page.
+    fn layout(&self, title: &str, body: Markup) -> Markup {
+        pages::layout(title, self.session, &self.notice, body)
+    }
+}
+
+/// The route that shows `page` to the signed-in session.
+fn show(page: Page) -> MethodRouter<Arc<Console>> {
+    get(move |signed_in: SignedIn| async move {
+        let (console, session) = (&signed_in.console, &signed_in.session);
+        page.draw(console, session, StatusCode::OK, Notice::default())
+            .await
+    })
 }
 
 /// The answer to a change on `page`: back to it when the change was made; when it was refused,
@@ -212,48 +271,27 @@ pub fn router(api: Arc<AdminApi>, config: ConsoleConfig) -> Router {
         .route("/", get(landing))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
-        .route(
-            "/teams",
-            get(page_handler!(Page::Teams)).post(teams::create_team),
-        )
+        .route("/teams", show(Page::Teams).post(teams::create_team))
         .route("/keys", get(keys::keys).post(keys::create_key))
         .route("/keys/{id}/{action}", post(keys::act))
-        .route(
-            "/users",
-            get(page_handler!(Page::Users)).post(users::create_user),
-        )
+        .route("/users", show(Page::Users).post(users::create_user))
         .route("/users/{id}", post(users::update_user))
-        .route(
-            "/prices",
-            get(page_handler!(Page::Prices)).post(prices::set_price),
-        )
-        .route("/providers", get(page_handler!(Page::Providers)))
+        .route("/prices", show(Page::Prices).post(prices::set_price))
+        .route("/providers", show(Page::Providers))
         .route("/credentials", post(providers::put_credential))
         .route("/deployments", post(providers::upsert_deployment))
-        .route(
-            "/budgets",
-            get(page_handler!(Page::Budgets)).post(budgets::set_budget),
-        )
-        .route(
-            "/limits",
-            get(page_handler!(Page::Limits)).post(limits::set_limit),
-        )
+        .route("/budgets", show(Page::Budgets).post(budgets::set_budget))
+        .route("/limits", show(Page::Limits).post(limits::set_limit))
         .route("/limits/schedules", post(limits::add_schedule))
-        .route(
-            "/groups",
-            get(page_handler!(Page::Groups)).post(groups::set_group),
-        )
-        .route(
-            "/cache",
-            get(page_handler!(Page::Cache)).post(cache::set_policy),
-        )
+        .route("/groups", show(Page::Groups).post(groups::set_group))
+        .route("/cache", show(Page::Cache).post(cache::set_policy))
         .route(
             "/guardrails",
-            get(page_handler!(Page::Guardrails)).post(guardrails::set_guardrail),
+            show(Page::Guardrails).post(guardrails::set_guardrail),
         )
         .route(
             "/routing",
-            get(page_handler!(Page::Routing)).post(routing::set_routing_rule),
+            show(Page::Routing).post(routing::set_routing_rule),
         )
         .route("/traffic", post(routing::set_traffic_rule))
         .route("/delete/{kind}/{id}", post(delete::delete))
@@ -335,6 +373,30 @@ fn signed_in(console: &Console, headers: &HeaderMap) -> Result<(String, Session)
     console.sessions.current(headers).ok_or(Refused::SignedOut)
 }
 
+/// A request from a signed-in session: the console, and the session's id and state (signed
+/// out, the request is answered with the sign-in page).
+struct SignedIn {
+    console: Arc<Console>,
+    id: String,
+    session: Session,
+}
+
+impl FromRequestParts<Arc<Console>> for SignedIn {
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Refused> {
+        let (id, session) = signed_in(console, &parts.headers)?;
+        Ok(SignedIn {
+            console: console.clone(),
+            id,
+            session,
+        })
+    }
+}
+
 /// The session a change is made in: signed in, and the form's CSRF token is the session's
 /// (and the browser, when it says where the form came from, says this site).
 fn changing(
@@ -361,6 +423,21 @@ impl Editor {
     /// The admin API, which every change goes through.
     fn api(&self) -> &AdminApi {
         &self.console.api
+    }
+
+    /// What `list` answers the session (see [`listing`]), or an empty answer when it is
+    /// refused.
+    async fn list<'s, Q, R: Default, F>(
+        &'s self,
+        list: impl FnOnce(&'s AdminApi, tonic::Request<Q>) -> F,
+        request: Q,
+    ) -> R
+    where
+        F: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        listing(self.api(), &self.session, list, request)
+            .await
+            .unwrap_or_default()
     }
 
     /// A request to the admin API made with the session's token.
@@ -467,21 +544,6 @@ fn refusal(status: &Status, field: &'static str) -> (StatusCode, Notice) {
     (code, notice)
 }
 
-/// What a listing call answered; when it was refused, an empty answer, and the reason at the top
-/// of the page.
-fn listed<T: Default>(answer: Result<tonic::Response<T>, Status>, notice: &mut Notice) -> T {
-    match answer {
-        Ok(answer) => answer.into_inner(),
-        Err(refused) => {
-            *notice = Notice {
-                field: None,
-                message: refused.message().to_owned(),
-            };
-            T::default()
-        }
-    }
-}
-
 /// A form field's whole number: empty is 0 (the API's "default" or "unlimited"); `None` when it
 /// is not a number.
 fn whole_number<T: std::str::FromStr + Default>(field: &str) -> Option<T> {
@@ -493,7 +555,7 @@ fn whole_number<T: std::str::FromStr + Default>(field: &str) -> Option<T> {
     }
 }
 
-/// The fields of a form's weekly time window (drawn by [`pages::window_inputs`]).
+/// The fields of a form's weekly time window (drawn by [`forms::window_inputs`]).
 #[derive(Deserialize, Default)]
 struct WindowForm {
     #[serde(default)]
@@ -581,11 +643,26 @@ async fn sign_out(Change(editor, _): Change<NoFields>) -> Response {
     ([(header::SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
 }
 
-/// The teams the session may see (empty, with the reason, when it may not).
-async fn list_teams(console: &Console, session: &Session) -> Result<Vec<Team>, Status> {
-    let listed = console
-        .api
-        .list_teams(call(session, ListTeamsRequest {}))
-        .await?;
-    Ok(listed.into_inner().teams)
+/// What listing `list` of the admin API (`AdminService::list_keys`, …) answers `session`, asked
+/// with its token.
+async fn listing<'a, Q, R, F>(
+    api: &'a AdminApi,
+    session: &Session,
+    list: impl FnOnce(&'a AdminApi, tonic::Request<Q>) -> F,
+    request: Q,
+) -> Result<R, Status>
+where
+    F: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    let answer = list(api, call(session, request)).await?;
+    Ok(answer.into_inner())
+}
+
+/// The teams the session may see (none when it may not).
+async fn teams(console: &Console, session: &Session) -> Vec<Team> {
+    let request = ListTeamsRequest {};
+    listing(&console.api, session, AdminService::list_teams, request)
+        .await
+        .map(|listed| listed.teams)
+        .unwrap_or_default()
 }

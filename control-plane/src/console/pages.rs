@@ -2,11 +2,12 @@
 //! the session's CSRF token, and one small script (`assets/console.js`) for the live tail and
 //! copying a new key.
 
-use maud::{DOCTYPE, Markup, Render, html};
+use maud::{DOCTYPE, Markup, html};
 use tollgate_policy::model::AdminRole;
 use tollgate_proto::admin::{Budget, Key, Team};
 
 use super::delete::delete_button;
+use super::forms::{Forms, csrf_input, table, team_choices, words};
 use super::session::Session;
 
 /// What a page says about the last change, next to the field it concerns.
@@ -18,7 +19,8 @@ pub struct Notice {
 }
 
 impl Notice {
-    fn about(&self, field: &str) -> Option<&str> {
+    /// The message, when it is about form field `field`.
+    pub fn about(&self, field: &str) -> Option<&str> {
         (self.field == Some(field) && !self.message.is_empty()).then_some(self.message.as_str())
     }
 
@@ -101,7 +103,7 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
                     }
                     span.who { (session.actor) " (" (session.role) ")" }
                     form method="post" action="/sign-out" {
-                        input type="hidden" name="csrf" value=(session.csrf);
+                        (csrf_input(session))
                         button type="submit" { "Sign out" }
                     }
                 }
@@ -117,81 +119,10 @@ pub fn layout(title: &str, session: &Session, notice: &Notice, body: Markup) -> 
     }
 }
 
-/// A labelled text box, with `placeholder` as its example when not empty.
-pub fn text_input(id: &str, name: &str, label: &str, placeholder: &str) -> Markup {
-    html! {
-        label for=(id) { (label) }
-        input type="text" id=(id) name=(name) placeholder=[(!placeholder.is_empty()).then_some(placeholder)];
-    }
-}
-
-/// A labelled drop-down of `choices` (value, text), after an empty choice reading `empty`
-/// when there is one.
-pub fn select_input<V: Render, T: Render>(
-    id: &str,
-    name: &str,
-    label: &str,
-    empty: Option<&str>,
-    choices: impl IntoIterator<Item = (V, T)>,
-) -> Markup {
-    html! {
-        label for=(id) { (label) }
-        select id=(id) name=(name) {
-            @if let Some(empty) = empty { option value="" { (empty) } }
-            @for (value, text) in choices { option value=(value) { (text) } }
-        }
-    }
-}
-
-/// Words as drop-down choices, each its own text.
-pub fn words<'a>(
-    words: impl IntoIterator<Item = &'a str>,
-) -> impl Iterator<Item = (&'a str, &'a str)> {
-    words.into_iter().map(|word| (word, word))
-}
-
-/// Teams as drop-down choices: the id, shown by name.
-pub fn team_choices(teams: &[Team]) -> impl Iterator<Item = (&str, &str)> {
-    teams
-        .iter()
-        .map(|team| (team.id.as_str(), team.name.as_str()))
-}
-
-/// A labelled box `size` characters wide for a whole number (numeric keyboards on phones).
-pub fn number_input(id: &str, name: &str, label: &str, size: u8) -> Markup {
-    html! {
-        label for=(id) { (label) }
-        input type="text" id=(id) name=(name) inputmode="numeric" size=(size);
-    }
-}
-
-/// The inputs of a weekly time window — `time_start`, `time_end`, `timezone`, `weekdays` — with
-/// ids starting with `prefix`.
-pub fn window_inputs(prefix: &str) -> Markup {
-    let (start, end) = (format!("{prefix}_start"), format!("{prefix}_end"));
-    html! {
-        label for=(start) { "From" }
-        input type="time" id=(start) name="time_start";
-        label for=(end) { "To" }
-        input type="time" id=(end) name="time_end";
-        (text_input(&format!("{prefix}_zone"), "timezone", "Time zone", "UTC"))
-        (text_input(&format!("{prefix}_days"), "weekdays", "Days", "mon, tue (empty: every day)"))
-    }
-}
-
 /// A weekly window in a line, `22:00–06:00 Europe/Paris` (UTC when it names no zone).
 pub fn window_text(start: &str, end: &str, zone: &str) -> String {
     let zone = if zone.is_empty() { "UTC" } else { zone };
     format!("{start}–{end} {zone}")
-}
-
-/// A field's error, when it has one.
-pub fn field_error(notice: &Notice, field: &str) -> Markup {
-    html! {
-        @if let Some(message) = notice.about(field) {
-            span.error role="alert" id={ (field) "-error" } { (message) }
-        }
-    }
 }
 
 /// The sign-in page.
@@ -220,21 +151,14 @@ pub fn sign_in(error: Option<&str>) -> Markup {
 
 /// The teams page.
 pub fn teams(session: &Session, teams: &[Team], notice: &Notice) -> Markup {
+    let form = Forms::new(session, notice);
     let body = html! {
-        form.inline method="post" action="/teams" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (text_input("name", "name", "New team", "research"))
-            (field_error(notice, "name"))
-            button type="submit" { "Create team" }
-        }
-        table {
-            thead { tr { th { "Name" } th { "Id" } th {} } }
-            tbody {
-                @for team in teams {
-                    tr { td { (team.name) } td { code { (team.id) } } td { (delete_button(session, "teams", &team.id, &team.name)) } }
-                }
+        (form.inline("/teams", "Create team", form.text("name", "name", "New team", "research")))
+        (table(&["Name", "Id", ""], html! {
+            @for team in teams {
+                tr { td { (team.name) } td { code { (team.id) } } td { (delete_button(session, "teams", &team.id, &team.name)) } }
             }
-        }
+        }))
     };
     layout("Teams", session, notice, body)
 }
@@ -247,8 +171,9 @@ pub fn keys(
     secret: Option<&str>,
     notice: &Notice,
 ) -> Markup {
+    let form = Forms::new(session, notice);
     let body = html! {
-        (field_error(notice, "grace_seconds"))
+        (form.error("grace_seconds"))
         @if let Some(secret) = secret {
             section.secret aria-label="New key" {
                 p { "The new key's secret. It is shown this once: copy it now." }
@@ -256,54 +181,47 @@ pub fn keys(
                 button type="button" data-copy="new-secret" { "Copy" }
             }
         }
-        form.inline method="post" action="/keys" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (text_input("alias", "alias", "New key", "alias"))
-            (field_error(notice, "alias"))
-            (select_input("team_id", "team_id", "Team", Some("(none)"), team_choices(teams)))
-            (field_error(notice, "team_id"))
-            button type="submit" { "Create key" }
-        }
-        table {
-            thead { tr { th { "Alias" } th { "Prefix" } th { "Team" } th { "State" } th {} } }
-            tbody {
-                @for key in keys {
-                    tr data-key=(key.id) {
-                        td { (key.alias) }
-                        td { code { (key.prefix) "…" } }
-                        td { (team_name(teams, &key.team_id)) }
-                        td {
-                            @if key.revoked { "revoked" }
-                            @else if key.blocked { "blocked" }
-                            @else { "active" }
-                        }
-                        td.actions {
-                            @if !key.revoked {
-                                form method="post" action={ "/keys/" (key.id) "/rotate" } {
-                                    input type="hidden" name="csrf" value=(session.csrf);
-                                    label { "grace s "
-                                        input type="text" name="grace_seconds" value="3600" size="5"
-                                            aria-label={ "Seconds the old secret of " (key.alias) " keeps working" };
-                                    }
-                                    button type="submit" aria-label={ "Rotate " (key.alias) } { "Rotate" }
+        (form.inline("/keys", "Create key", html! {
+            (form.text("alias", "alias", "New key", "alias"))
+            (form.select("team_id", "team_id", "Team", Some("(none)"), team_choices(teams)))
+        }))
+        (table(&["Alias", "Prefix", "Team", "State", ""], html! {
+            @for key in keys {
+                tr data-key=(key.id) {
+                    td { (key.alias) }
+                    td { code { (key.prefix) "…" } }
+                    td { (team_name(teams, &key.team_id)) }
+                    td {
+                        @if key.revoked { "revoked" }
+                        @else if key.blocked { "blocked" }
+                        @else { "active" }
+                    }
+                    td.actions {
+                        @if !key.revoked {
+                            form method="post" action={ "/keys/" (key.id) "/rotate" } {
+                                (csrf_input(session))
+                                label { "grace s "
+                                    input type="text" name="grace_seconds" value="3600" size="5"
+                                        aria-label={ "Seconds the old secret of " (key.alias) " keeps working" };
                                 }
-                                @let toggle = if key.blocked { "unblock" } else { "block" };
-                                form method="post" action={ "/keys/" (key.id) "/" (toggle) } {
-                                    input type="hidden" name="csrf" value=(session.csrf);
-                                    button type="submit" aria-label={ (toggle) " " (key.alias) } {
-                                        @if key.blocked { "Unblock" } @else { "Block" }
-                                    }
+                                button type="submit" aria-label={ "Rotate " (key.alias) } { "Rotate" }
+                            }
+                            @let toggle = if key.blocked { "unblock" } else { "block" };
+                            form method="post" action={ "/keys/" (key.id) "/" (toggle) } {
+                                (csrf_input(session))
+                                button type="submit" aria-label={ (toggle) " " (key.alias) } {
+                                    @if key.blocked { "Unblock" } @else { "Block" }
                                 }
-                                form method="post" action={ "/keys/" (key.id) "/revoke" } {
-                                    input type="hidden" name="csrf" value=(session.csrf);
-                                    button type="submit" aria-label={ "Revoke " (key.alias) } { "Revoke" }
-                                }
+                            }
+                            form method="post" action={ "/keys/" (key.id) "/revoke" } {
+                                (csrf_input(session))
+                                button type="submit" aria-label={ "Revoke " (key.alias) } { "Revoke" }
                             }
                         }
                     }
                 }
             }
-        }
+        }))
     };
     layout("Keys", session, notice, body)
 }
@@ -342,7 +260,6 @@ pub struct BudgetRow {
     pub status: Result<(f64, bool), String>,
 }
 
-/// The budgets page.
 /// Alert thresholds as `50 %, 80 %`, or a dash.
 fn percentages(thresholds: &[f64]) -> String {
     if thresholds.is_empty() {
@@ -352,15 +269,16 @@ fn percentages(thresholds: &[f64]) -> String {
     each.join(", ")
 }
 
+/// The budgets page.
 pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &Notice) -> Markup {
     let scope_name = |budget: &Budget| match budget.scope.as_str() {
         "team" => team_name(teams, &budget.scope_id),
         _ => budget.scope_id.clone(),
     };
+    let form = Forms::new(session, notice);
     let body = html! {
-        form.inline method="post" action="/budgets" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (select_input("scope", "scope", "Scope", None, words(["team", "key", "user", "model"])))
+        (form.inline("/budgets", "Set budget", html! {
+            (form.select("scope", "scope", "Scope", None, words(["team", "key", "user", "model"])))
             label for="scope_id" { "Id" }
             input type="text" id="scope_id" name="scope_id" list="team-ids" placeholder="team, key or user id, or a model";
             datalist id="team-ids" {
@@ -368,47 +286,38 @@ pub fn budgets(session: &Session, rows: &[BudgetRow], teams: &[Team], notice: &N
                     option value=(team.id) { (team.name) }
                 }
             }
-            (field_error(notice, "scope_id"))
-            label for="amount_usd" { "USD" }
-            input type="text" id="amount_usd" name="amount_usd" inputmode="decimal" size="8";
-            (field_error(notice, "amount_usd"))
-            (select_input("period", "period", "Per", None, words(["daily", "weekly", "monthly", "total"])))
-            (field_error(notice, "period"))
-            (text_input("budget_timezone", "timezone", "Time zone", "UTC"))
-            (field_error(notice, "timezone"))
-            (text_input("thresholds", "thresholds", "Alert at %", "50, 80, 100"))
-            (field_error(notice, "thresholds"))
-            button type="submit" { "Set budget" }
-        }
-        table {
-            thead { tr { th { "Scope" } th { "For" } th { "Period" } th { "Spent (USD)" } th { "Budget (USD)" } th { "Status" } th { "Alerts at" } th {} } }
-            tbody {
-                @for row in rows {
-                    tr data-budget=(row.budget.id) {
-                        td { (row.budget.scope) }
-                        td { (scope_name(&row.budget)) }
-                        td { (row.budget.period) }
-                        @match &row.status {
-                            Ok((spent, exceeded)) => {
-                                td.spent { (format!("{spent:.6}")) }
-                                td { (format!("{:.2}", row.budget.amount_usd)) }
-                                td.status {
-                                    @if *exceeded { "exceeded" }
-                                    @else { (format!("{:.0} % used", 100.0 * spent / row.budget.amount_usd.max(f64::MIN_POSITIVE))) }
-                                }
-                            }
-                            Err(why) => {
-                                td.spent { "—" }
-                                td { (format!("{:.2}", row.budget.amount_usd)) }
-                                td.status { (why) }
+            (form.error("scope_id"))
+            (form.decimal("amount_usd", "amount_usd", "USD", 8))
+            (form.select("period", "period", "Per", None, words(["daily", "weekly", "monthly", "total"])))
+            (form.text("budget_timezone", "timezone", "Time zone", "UTC"))
+            (form.text("thresholds", "thresholds", "Alert at %", "50, 80, 100"))
+        }))
+        (table(&["Scope", "For", "Period", "Spent (USD)", "Budget (USD)", "Status", "Alerts at", ""], html! {
+            @for row in rows {
+                tr data-budget=(row.budget.id) {
+                    td { (row.budget.scope) }
+                    td { (scope_name(&row.budget)) }
+                    td { (row.budget.period) }
+                    @match &row.status {
+                        Ok((spent, exceeded)) => {
+                            td.spent { (format!("{spent:.6}")) }
+                            td { (format!("{:.2}", row.budget.amount_usd)) }
+                            td.status {
+                                @if *exceeded { "exceeded" }
+                                @else { (format!("{:.0} % used", 100.0 * spent / row.budget.amount_usd.max(f64::MIN_POSITIVE))) }
                             }
                         }
-                        td.thresholds { (percentages(&row.budget.thresholds)) }
-                        td { (delete_button(session, "budgets", &row.budget.id, &scope_name(&row.budget))) }
+                        Err(why) => {
+                            td.spent { "—" }
+                            td { (format!("{:.2}", row.budget.amount_usd)) }
+                            td.status { (why) }
+                        }
                     }
+                    td.thresholds { (percentages(&row.budget.thresholds)) }
+                    td { (delete_button(session, "budgets", &row.budget.id, &scope_name(&row.budget))) }
                 }
             }
-        }
+        }))
     };
     layout("Budgets", session, notice, body)
 }
@@ -458,14 +367,11 @@ pub fn spend(session: &Session, by: &str, spend: &Result<Spend, String>) -> Mark
                     }
                     figcaption { "Spend per day (UTC), highest $" (format!("{top:.6}")) }
                 }
-                table {
-                    thead { tr { th { (spend.by) } th { "Requests" } th { "Spent (USD)" } } }
-                    tbody {
-                        @for (group, (cost, requests)) in &spend.groups {
-                            tr { td { (group) } td { (requests) } td { (format!("{cost:.6}")) } }
-                        }
+                (table(&[spend.by, "Requests", "Spent (USD)"], html! {
+                    @for (group, (cost, requests)) in &spend.groups {
+                        tr { td { (group) } td { (requests) } td { (format!("{cost:.6}")) } }
                     }
-                }
+                }))
             }
         }
     };

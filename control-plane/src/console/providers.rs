@@ -10,9 +10,8 @@ use tollgate_proto::admin::{
 };
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, select_input, text_input, words};
-use super::session::Session;
-use super::{Change, Console, Page, call, listed};
+use super::forms::{table_with_id, text_input, words};
+use super::{Change, Drawing, Page};
 
 /// The providers a deployment or credential may name.
 const PROVIDERS: [&str; 8] = [
@@ -34,88 +33,75 @@ const SECRET_FIELDS: [(&str, &str); 4] = [
     ("aws_session_token", "AWS session token"),
 ];
 
-/// The page, with `notice` about the last change.
-pub(super) async fn providers_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_credentials(call(session, ListCredentialsRequest {}))
-        .await;
-    let credentials = listed(answer, notice).credentials;
-    let answer = console
-        .api
-        .list_deployments(call(session, ListDeploymentsRequest::default()))
-        .await;
-    let deployments = listed(answer, notice).deployments;
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn providers_page(drawing: &mut Drawing<'_>) -> Markup {
+    let credentials = drawing
+        .list(AdminService::list_credentials, ListCredentialsRequest {})
+        .await
+        .credentials;
+    let deployments = drawing
+        .list(
+            AdminService::list_deployments,
+            ListDeploymentsRequest::default(),
+        )
+        .await
+        .deployments;
     let credential_name = |id: &str| {
         credentials
             .iter()
             .find(|c| c.id == id)
             .map_or_else(|| id.to_owned(), |c| c.name.clone())
     };
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
         h2 { "Credentials" }
-        form.inline method="post" action="/credentials" {
-            input type="hidden" name="csrf" value=(session.csrf);
+        (form.inline("/credentials", "Store credential", html! {
             (text_input("credential_name", "name", "Name", "openai-prod"))
-            (field_error(notice, "credential_name"))
-            (select_input("credential_provider", "provider", "Provider", None, words(PROVIDERS)))
+            (form.error("credential_name"))
+            (form.select("credential_provider", "provider", "Provider", None, words(PROVIDERS)))
             @for (id, label) in SECRET_FIELDS {
                 label for=(id) { (label) }
                 input type="password" id=(id) name=(id) autocomplete="off";
             }
-            (field_error(notice, "api_key"))
-            button type="submit" { "Store credential" }
-        }
+            (form.error("api_key"))
+        }))
         p.hint { "An API key for most providers; for bedrock and sagemaker an AWS access key pair (and a session token for temporary credentials). Blank fields are not stored; storing a name again replaces its secrets." }
         p.hint { "Stored sealed; values are never shown again. AWS and other multi-field credentials: `tollgate admin credentials put`." }
-        table id="credentials" {
-            thead { tr { th { "Name" } th { "Provider" } th { "Fields" } th {} } }
-            tbody {
-                @for credential in &credentials {
-                    tr {
-                        td { (credential.name) }
-                        td { (credential.provider) }
-                        td { (credential.field_names.join(", ")) }
-                        td { (delete_button(session, "credentials", &credential.id, &credential.name)) }
-                    }
+        (table_with_id("credentials", &["Name", "Provider", "Fields", ""], html! {
+            @for credential in &credentials {
+                tr {
+                    td { (credential.name) }
+                    td { (credential.provider) }
+                    td { (credential.field_names.join(", ")) }
+                    td { (delete_button(session, "credentials", &credential.id, &credential.name)) }
                 }
             }
-        }
+        }))
         h2 { "Deployments" }
-        form.inline method="post" action="/deployments" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (text_input("model_name", "model_name", "Model", "gpt-4o"))
-            (field_error(notice, "model_name"))
-            (select_input("deployment_provider", "provider", "Provider", None, words(PROVIDERS)))
-            (text_input("upstream_model", "upstream_model", "Upstream model", "(the model's name)"))
+        (form.inline("/deployments", "Add deployment", html! {
+            (form.text("model_name", "model_name", "Model", "gpt-4o"))
+            (form.select("deployment_provider", "provider", "Provider", None, words(PROVIDERS)))
+            (form.text("upstream_model", "upstream_model", "Upstream model", "(the model's name)"))
             label for="api_base" { "API base" }
             input type="url" id="api_base" name="api_base" placeholder="https://…";
-            (field_error(notice, "api_base"))
-            (select_input("credential_id", "credential_id", "Credential", Some("(none)"), credentials.iter().map(|credential| (&credential.id, &credential.name))))
-            button type="submit" { "Add deployment" }
-        }
-        table id="deployments" {
-            thead { tr { th { "Model" } th { "Provider" } th { "Upstream model" } th { "API base" } th { "Credential" } th { "Id" } th {} } }
-            tbody {
-                @for deployment in &deployments {
-                    tr {
-                        td { (deployment.model_name) }
-                        td { (deployment.provider) }
-                        td { (deployment.upstream_model) }
-                        td { (deployment.api_base) }
-                        td { (credential_name(&deployment.credential_id)) }
-                        td { code { (deployment.id) } }
-                        td { (delete_button(session, "deployments", &deployment.id, &deployment.model_name)) }
-                    }
+            (form.error("api_base"))
+            (form.select("credential_id", "credential_id", "Credential", Some("(none)"), credentials.iter().map(|credential| (&credential.id, &credential.name))))
+        }))
+        (table_with_id("deployments", &["Model", "Provider", "Upstream model", "API base", "Credential", "Id", ""], html! {
+            @for deployment in &deployments {
+                tr {
+                    td { (deployment.model_name) }
+                    td { (deployment.provider) }
+                    td { (deployment.upstream_model) }
+                    td { (deployment.api_base) }
+                    td { (credential_name(&deployment.credential_id)) }
+                    td { code { (deployment.id) } }
+                    td { (delete_button(session, "deployments", &deployment.id, &deployment.model_name)) }
                 }
             }
-        }
+        }))
     };
-    layout("Providers", session, notice, body)
+    drawing.layout("Providers", body)
 }
 
 #[derive(Deserialize, Default)]

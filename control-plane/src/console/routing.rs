@@ -12,12 +12,10 @@ use tollgate_proto::admin::{
 };
 
 use super::delete::delete_button;
-use super::pages::{
-    Notice, field_error, layout, number_input, select_input, team_choices, team_name, text_input,
-    window_inputs, window_text, words,
-};
+use super::forms::{Forms, table, team_choices, window_inputs, words};
+use super::pages::{team_name, window_text};
 use super::session::Session;
-use super::{Change, Console, Page, WindowForm, call, list_of, list_teams, listed, whole_number};
+use super::{Change, Drawing, Page, WindowForm, list_of, listing, whole_number};
 
 /// How a model's deployments are chosen.
 const STRATEGIES: [&str; 6] = [
@@ -28,60 +26,55 @@ const STRATEGIES: [&str; 6] = [
     "latency_based",
     "cost_based",
 ];
+/// Why a routing rule's figures were refused.
+const NOT_FIGURES: &str = "retries, cooldown and deadline are whole numbers (empty: the default)";
 /// What a traffic rule may match on the request's kind.
 const REQUEST_TYPES: [&str; 4] = ["chat", "embeddings", "stream", "tools"];
 
-/// The page, with `notice` about the last change.
-pub(super) async fn routing_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_routing_rules(call(session, ListRoutingRulesRequest {}))
-        .await;
-    let rules = listed(answer, notice).rules;
-    let answer = console
-        .api
-        .list_traffic_rules(call(session, ListTrafficRulesRequest {}))
-        .await;
-    let traffic = listed(answer, notice).rules;
-    let teams = list_teams(console, session).await.unwrap_or_default();
-    let deployments = console
-        .api
-        .list_deployments(call(session, ListDeploymentsRequest::default()))
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn routing_page(drawing: &mut Drawing<'_>) -> Markup {
+    let rules = drawing
+        .list(AdminService::list_routing_rules, ListRoutingRulesRequest {})
         .await
-        .map(|listed| listed.into_inner().deployments)
-        .unwrap_or_default();
+        .rules;
+    let traffic = drawing
+        .list(AdminService::list_traffic_rules, ListTrafficRulesRequest {})
+        .await
+        .rules;
+    let teams = drawing.teams().await;
+    let request = ListDeploymentsRequest::default();
+    let deployments = listing(
+        drawing.api(),
+        drawing.session,
+        AdminService::list_deployments,
+        request,
+    )
+    .await
+    .map(|listed| listed.deployments)
+    .unwrap_or_default();
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
-        (routing_rules(session, notice, &rules))
-        (traffic_rules(session, notice, &traffic, &teams, &deployments))
+        (routing_rules(session, form, &rules))
+        (traffic_rules(session, form, &traffic, &teams, &deployments))
     };
-    layout("Routing", session, notice, body)
+    drawing.layout("Routing", body)
 }
 
 /// The routing rules: a form to set one, and the table of those there are.
-fn routing_rules(session: &Session, notice: &Notice, rules: &[RoutingRule]) -> Markup {
+fn routing_rules(session: &Session, form: Forms, rules: &[RoutingRule]) -> Markup {
     html! {
         h2 { "Routing rules" }
-        form.inline method="post" action="/routing" {
-            input type="hidden" name="csrf" value=(session.csrf);
-            (text_input("rule_model", "model_name", "Model", "gpt-4o"))
-            (field_error(notice, "model_name"))
-            (select_input("rule_strategy", "strategy", "Strategy", None, words(STRATEGIES)))
-            (text_input("rule_fallbacks", "fallbacks", "Fallbacks", "claude-sonnet, gpt-4o-mini"))
-            (field_error(notice, "fallbacks"))
-            (number_input("rule_retries", "max_retries", "Retries", 3))
-            (number_input("rule_cooldown", "cooldown_seconds", "Cooldown s", 4))
-            (number_input("rule_timeout", "timeout_ms", "Deadline ms", 6))
-            (field_error(notice, "figures"))
-            button type="submit" { "Set rule" }
-    }
-    p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
-    table {
-        thead { tr { th { "Model" } th { "Strategy" } th { "Fallbacks" } th { "Retries" } th { "Cooldown s" } th { "Deadline ms" } th {} } }
-        tbody {
+        (form.inline("/routing", "Set rule", html! {
+            (form.text("rule_model", "model_name", "Model", "gpt-4o"))
+            (form.select("rule_strategy", "strategy", "Strategy", None, words(STRATEGIES)))
+            (form.text("rule_fallbacks", "fallbacks", "Fallbacks", "claude-sonnet, gpt-4o-mini"))
+            (form.number("rule_retries", "max_retries", "Retries", 3))
+            (form.number("rule_cooldown", "cooldown_seconds", "Cooldown s", 4))
+            (form.number("rule_timeout", "timeout_ms", "Deadline ms", 6))
+            (form.error("figures"))
+        }))
+        p.hint { "One rule per model: setting a model again replaces its rule. Empty figures: the edge's defaults." }
+        (table(&["Model", "Strategy", "Fallbacks", "Retries", "Cooldown s", "Deadline ms", ""], html! {
             @for rule in rules {
                 tr data-routing=(rule.model_name) {
                     td { (rule.model_name) }
@@ -93,43 +86,42 @@ fn routing_rules(session: &Session, notice: &Notice, rules: &[RoutingRule]) -> M
                     td { (delete_button(session, "routing", &rule.id, &rule.model_name)) }
                 }
             }
-        }
-    }
+        }))
     }
 }
 
 /// The traffic rules: a form to add one, and the table of those there are, in order.
 fn traffic_rules(
     session: &Session,
-    notice: &Notice,
+    form: Forms,
     traffic: &[TrafficRule],
     teams: &[Team],
     deployments: &[Deployment],
 ) -> Markup {
+    let deployment_choices = deployments.iter().map(|deployment| {
+        let text = format!("{} · {}", deployment.model_name, deployment.id);
+        (&deployment.id, text)
+    });
     html! {
         h2 { "Traffic rules" }
-        form.stacked method="post" action="/traffic" {
-            input type="hidden" name="csrf" value=(session.csrf);
+        (form.stacked("/traffic", "Add traffic rule", html! {
             div.row {
-                (number_input("traffic_order", "order", "Order", 4))
-                (field_error(notice, "order"))
+                (form.number("traffic_order", "order", "Order", 4))
                 label for="traffic_description" { "Description" }
                 input type="text" id="traffic_description" name="description" size="40";
             }
             fieldset {
                 legend { "When (every field given must match; empty: any)" }
                 div.row {
-                    (text_input("traffic_models", "models", "Models", ""))
-                    (field_error(notice, "models"))
-                    (select_input("traffic_team", "team_id", "Team", Some("(any)"), team_choices(teams)))
-                    (field_error(notice, "team_id"))
-                    (text_input("traffic_tags", "tags", "Tags", ""))
-                    (text_input("traffic_from", "from_regions", "From regions", "eu-west-1"))
-                    (select_input("traffic_type", "request_type", "Request type", Some("(any)"), words(REQUEST_TYPES)))
+                    (form.text("traffic_models", "models", "Models", ""))
+                    (form.select("traffic_team", "team_id", "Team", Some("(any)"), team_choices(teams)))
+                    (form.text("traffic_tags", "tags", "Tags", ""))
+                    (form.text("traffic_from", "from_regions", "From regions", "eu-west-1"))
+                    (form.select("traffic_type", "request_type", "Request type", Some("(any)"), words(REQUEST_TYPES)))
                 }
                 div.row {
                     (window_inputs("traffic"))
-                    (field_error(notice, "time"))
+                    (form.error("time"))
                 }
             }
             fieldset {
@@ -137,26 +129,17 @@ fn traffic_rules(
                 div.row {
                     label for="traffic_deny" { "Deny with" }
                     input type="text" id="traffic_deny" name="deny" size="40" placeholder="the message the client gets";
-                    (field_error(notice, "deny"))
+                    (form.error("deny"))
                 }
                 div.row {
-                    label for="traffic_deployment" { "Only deployment" }
-                    select id="traffic_deployment" name="deployment_id" {
-                        option value="" { "(any)" }
-                        @for deployment in deployments {
-                            option value=(deployment.id) { (deployment.model_name) " · " (deployment.id) }
-                        }
-                    }
-                    (text_input("traffic_regions", "regions", "Only regions", ""))
-                    (text_input("traffic_prefer", "prefer_region", "Prefer region", ""))
-                    (select_input("traffic_strategy", "strategy", "Strategy", Some("(the model's)"), words(STRATEGIES)))
+                    (form.select("traffic_deployment", "deployment_id", "Only deployment", Some("(any)"), deployment_choices))
+                    (form.text("traffic_regions", "regions", "Only regions", ""))
+                    (form.text("traffic_prefer", "prefer_region", "Prefer region", ""))
+                    (form.select("traffic_strategy", "strategy", "Strategy", Some("(the model's)"), words(STRATEGIES)))
                 }
             }
-            button type="submit" { "Add traffic rule" }
-    }
-    table {
-        thead { tr { th { "Order" } th { "Description" } th { "When" } th { "Then" } th {} } }
-        tbody {
+        }))
+        (table(&["Order", "Description", "When", "Then", ""], html! {
             @for rule in traffic {
                 tr data-traffic=(rule.id) {
                     td { (rule.order) }
@@ -166,8 +149,7 @@ fn traffic_rules(
                     td { (delete_button(session, "traffic", &rule.id, &rule.description)) }
                 }
             }
-        }
-    }
+        }))
     }
 }
 
@@ -249,22 +231,14 @@ pub(super) async fn set_routing_rule(Change(editor, form): Change<NewRoutingRule
         whole_number(&form.cooldown_seconds),
         whole_number(&form.timeout_ms),
     ) else {
-        return editor
-            .refused(
-                Page::Routing,
-                "figures",
-                "retries, cooldown and deadline are whole numbers (empty: the default)",
-            )
-            .await;
+        return editor.refused(Page::Routing, "figures", NOT_FIGURES).await;
     };
     let model_name = form.model_name.trim().to_owned();
     // One rule per model: setting a model again updates its rule.
     let id = editor
-        .api()
-        .list_routing_rules(editor.call(ListRoutingRulesRequest {}))
+        .list(AdminService::list_routing_rules, ListRoutingRulesRequest {})
         .await
-        .map(|listed| listed.into_inner().rules)
-        .unwrap_or_default()
+        .rules
         .into_iter()
         .find(|rule| rule.model_name == model_name)
         .map(|rule| rule.id)
@@ -314,13 +288,8 @@ pub(super) struct NewTrafficRule {
 
 pub(super) async fn set_traffic_rule(Change(editor, form): Change<NewTrafficRule>) -> Response {
     let Some(order) = whole_number(&form.order) else {
-        return editor
-            .refused(
-                Page::Routing,
-                "order",
-                format!("{:?} is not a whole number", form.order),
-            )
-            .await;
+        let message = format!("{:?} is not a whole number", form.order);
+        return editor.refused(Page::Routing, "order", message).await;
     };
     let (time_start, time_end, timezone, weekdays) = form.window.parts();
     let rule = TrafficRule {

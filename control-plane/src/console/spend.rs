@@ -1,19 +1,17 @@
 //! The spend page: the last two weeks' spend per day as a server-drawn SVG chart, and the
 //! period's spend by team, model or key, from the usage API.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use tollgate_proto::convert::{from_timestamp, timestamp};
 use tollgate_proto::usage::{QueryUsageRequest, UsageRow};
 
 use super::pages::{self, Spend};
-use super::{Console, Refused, call, list_teams, page, signed_in};
+use super::{SignedIn, call, page, teams};
 
 /// Days the chart covers, today included.
 const DAYS: i64 = 14;
@@ -25,12 +23,8 @@ pub(super) struct SpendQuery {
     by: String,
 }
 
-pub(super) async fn spend(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(query): Query<SpendQuery>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
+pub(super) async fn spend(Query(query): Query<SpendQuery>, signed_in: SignedIn) -> Response {
+    let (console, session) = (signed_in.console, signed_in.session);
     let by = match query.by.as_str() {
         "model" => "model",
         "key" => "key",
@@ -53,7 +47,7 @@ pub(super) async fn spend(
             .map(|answer| answer.into_inner().rows)
             .map_err(|status| status.message().to_owned()),
     };
-    let teams = list_teams(&console, &session).await.unwrap_or_default();
+    let teams = teams(&console, &session).await;
     let names: BTreeMap<&str, &str> = teams
         .iter()
         .map(|t| (t.id.as_str(), t.name.as_str()))
@@ -85,7 +79,7 @@ pub(super) async fn spend(
         }
         Spend { by, days, groups }
     });
-    Ok(page(StatusCode::OK, pages::spend(&session, by, &spend)))
+    page(StatusCode::OK, pages::spend(&session, by, &spend))
 }
 
 /// What a row is grouped by, as a person reads it (a team's name rather than its id).

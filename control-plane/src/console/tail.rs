@@ -1,9 +1,7 @@
 //! The live request tail page, and its server-sent events.
 
-use std::sync::Arc;
-
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -13,7 +11,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
 use super::pages;
-use super::{Console, Refused, call, list_teams, page, refusal, signed_in};
+use super::{SignedIn, call, page, refusal, teams};
 
 #[derive(Deserialize, Default)]
 pub(super) struct TailFilter {
@@ -21,26 +19,18 @@ pub(super) struct TailFilter {
     team_id: String,
 }
 
-pub(super) async fn tail(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(filter): Query<TailFilter>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
-    let teams = list_teams(&console, &session).await.unwrap_or_default();
-    Ok(page(
+pub(super) async fn tail(Query(filter): Query<TailFilter>, signed_in: SignedIn) -> Response {
+    let (console, session) = (signed_in.console, signed_in.session);
+    let teams = teams(&console, &session).await;
+    page(
         StatusCode::OK,
         pages::tail(&session, &teams, &filter.team_id),
-    ))
+    )
 }
 
 /// The tail as server-sent events named `request`, one JSON object each.
-pub(super) async fn tail_events(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(filter): Query<TailFilter>,
-) -> Result<Response, Refused> {
-    let (_, session) = signed_in(&console, &headers)?;
+pub(super) async fn tail_events(Query(filter): Query<TailFilter>, signed_in: SignedIn) -> Response {
+    let (console, session) = (signed_in.console, signed_in.session);
     let request = TailRequestsRequest {
         team_id: filter.team_id,
         ..Default::default()
@@ -49,7 +39,7 @@ pub(super) async fn tail_events(
         Ok(stream) => stream.into_inner(),
         Err(status) => {
             let (code, _) = refusal(&status, "team_id");
-            return Ok((code, status.message().to_owned()).into_response());
+            return (code, status.message().to_owned()).into_response();
         }
     };
     let events = stream
@@ -79,7 +69,7 @@ pub(super) async fn tail_events(
                 Event::default().event("request").data(row.to_string()),
             ))
         });
-    Ok(Sse::new(events)
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }

@@ -6,22 +6,16 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateTeamRequest, ListTeamsRequest};
 
-use super::pages::{self, Notice};
-use super::session::Session;
-use super::{Change, Console, Page, call, listed};
+use super::pages;
+use super::{Change, Drawing, Page};
 
-/// The page, with `notice` about the last change.
-pub(super) async fn teams_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_teams(call(session, ListTeamsRequest {}))
-        .await;
-    let teams = listed(answer, notice).teams;
-    pages::teams(session, &teams, notice)
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn teams_page(drawing: &mut Drawing<'_>) -> Markup {
+    let teams = drawing
+        .list(AdminService::list_teams, ListTeamsRequest {})
+        .await
+        .teams;
+    pages::teams(drawing.session, &teams, &drawing.notice)
 }
 
 #[derive(Deserialize, Default)]

@@ -6,72 +6,68 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
-use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest, UpdateUserRequest};
+use tollgate_proto::admin::{CreateUserRequest, ListUsersRequest, Team, UpdateUserRequest, User};
 
 use super::delete::delete_button;
-use super::pages::{Notice, field_error, layout, select_input, team_choices, team_name, words};
+use super::forms::{csrf_input, table, team_choices, words};
+use super::pages::team_name;
 use super::session::Session;
-use super::{Change, Console, Page, call, list_teams, listed};
+use super::{Change, Drawing, Page};
 
 /// The roles a user may have.
 const ROLES: [&str; 4] = ["member", "admin", "viewer", "finance"];
 
-/// The page, with `notice` about the last change.
-pub(super) async fn users_page(
-    console: &Console,
-    session: &Session,
-    notice: &mut Notice,
-) -> Markup {
-    let answer = console
-        .api
-        .list_users(call(session, ListUsersRequest::default()))
-        .await;
-    let users = listed(answer, notice).users;
-    let teams = list_teams(console, session).await.unwrap_or_default();
+/// The page, with the drawing's notice about the last change.
+pub(super) async fn users_page(drawing: &mut Drawing<'_>) -> Markup {
+    let users = drawing
+        .list(AdminService::list_users, ListUsersRequest::default())
+        .await
+        .users;
+    let teams = drawing.teams().await;
+    let (session, form) = (drawing.session, drawing.forms());
     let body = html! {
-        form.inline method="post" action="/users" {
-            input type="hidden" name="csrf" value=(session.csrf);
+        (form.inline("/users", "Add user", html! {
             label for="email" { "New user" }
             input type="email" id="email" name="email" placeholder="ada@example.com";
-            (field_error(notice, "email"))
-            (select_input("user_team", "team_id", "Team", Some("(none)"), team_choices(&teams)))
-            (select_input("role", "role", "Role", None, words(ROLES)))
-            (field_error(notice, "role"))
-            button type="submit" { "Add user" }
-        }
-        table {
-            thead { tr { th { "Email" } th { "Team" } th { "Role" } th { "Id" } th { "Move to" } th {} } }
-            tbody {
-                @for user in &users {
-                    tr {
-                        td { (user.email) }
-                        td { (team_name(&teams, &user.team_id)) }
-                        td { (user.role) }
-                        td { code { (user.id) } }
-                        td {
-                            form.change method="post" action={ "/users/" (user.id) } {
-                                input type="hidden" name="csrf" value=(session.csrf);
-                                select name="team_id" aria-label={ "Team of " (user.email) } {
-                                    option value="" { "(none)" }
-                                    @for team in &teams {
-                                        option value=(team.id) selected[team.id == user.team_id] { (team.name) }
-                                    }
-                                }
-                                select name="role" aria-label={ "Role of " (user.email) } {
-                                    @for role in ROLES {
-                                        option value=(role) selected[role == user.role] { (role) }
-                                    }
-                                }
-                                button type="submit" { "Change" }
-                            }
-                        }
-                        td { (delete_button(session, "users", &user.id, &user.email)) }
-                    }
+            (form.error("email"))
+            (form.select("user_team", "team_id", "Team", Some("(none)"), team_choices(&teams)))
+            (form.select("role", "role", "Role", None, words(ROLES)))
+        }))
+        (table(&["Email", "Team", "Role", "Id", "Move to", ""], html! {
+            @for user in &users {
+                tr {
+                    td { (user.email) }
+                    td { (team_name(&teams, &user.team_id)) }
+                    td { (user.role) }
+                    td { code { (user.id) } }
+                    td { (move_form(session, user, &teams)) }
+                    td { (delete_button(session, "users", &user.id, &user.email)) }
                 }
             }
-        }
+        }))
     };
-    layout("Users and roles", session, notice, body)
+    drawing.layout("Users and roles", body)
+}
+
+/// A user's form to move them to another team or role.
+fn move_form(session: &Session, user: &User, teams: &[Team]) -> Markup {
+    html! {
+        form.change method="post" action={ "/users/" (user.id) } {
+            (csrf_input(session))
+            select name="team_id" aria-label={ "Team of " (user.email) } {
+                option value="" { "(none)" }
+                @for team in teams {
+                    option value=(team.id) selected[team.id == user.team_id] { (team.name) }
+                }
+            }
+            select name="role" aria-label={ "Role of " (user.email) } {
+                @for role in ROLES {
+                    option value=(role) selected[role == user.role] { (role) }
+                }
+            }
+            button type="submit" { "Change" }
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
