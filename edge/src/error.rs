@@ -1,7 +1,7 @@
 //! The edge's errors, each mapped once to an HTTP status and an OpenAI-shaped error body.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -169,15 +169,19 @@ impl EdgeError {
             "error": {"message": self.to_string(), "type": kind, "param": null, "code": code}
         });
         let mut response = (status, Json(body)).into_response();
+        self.add_retry_headers(response.headers_mut());
+        response
+    }
+
+    /// Adds the headers that tell a client when to retry (`Retry-After`) or not to
+    /// (`x-should-retry`), whichever surface's shape the error's body has.
+    pub fn add_retry_headers(&self, headers: &mut HeaderMap) {
         if let Some(value) = self.retry_after() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+            headers.insert(header::RETRY_AFTER, value);
         }
         if !self.worth_retrying() {
-            response
-                .headers_mut()
-                .insert("x-should-retry", HeaderValue::from_static("false"));
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        response
     }
 
     /// `Retry-After` for errors that end by themselves.

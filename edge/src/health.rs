@@ -475,16 +475,27 @@ mod tests {
         Health::new(CircuitSettings::default(), Arc::new(Metrics::default()))
     }
 
+    /// Admits an attempt on `d` and fails it with `code`; whether that opened the circuit.
+    fn fail(
+        health: &Health,
+        d: &Arc<DeploymentHealth>,
+        code: &'static str,
+        allowed_fails: u32,
+        cooldown: Duration,
+    ) -> bool {
+        let attempt = health.admit(d, 1, false).unwrap();
+        health.failed(attempt, code, allowed_fails, cooldown)
+    }
+
     #[test]
     fn circuit_opens_after_allowed_fails_and_a_probe_closes_it() {
         let health = health();
         let d = health.of("a");
         for _ in 0..2 {
-            let attempt = health.admit(&d, 1, false).unwrap();
-            assert!(!health.failed(attempt, "upstream_error", 3, Duration::ZERO));
+            assert!(!fail(&health, &d, "upstream_error", 3, Duration::ZERO));
         }
-        let attempt = health.admit(&d, 1, false).unwrap();
-        assert!(health.failed(attempt, "upstream_error", 3, Duration::from_millis(50)));
+        let opened = fail(&health, &d, "upstream_error", 3, Duration::from_millis(50));
+        assert!(opened);
         assert!(!d.available(Instant::now()));
         assert!(health.admit(&d, 1, false).is_none());
 
@@ -501,15 +512,13 @@ mod tests {
     fn a_failed_probe_reopens_and_an_abandoned_probe_frees_its_place() {
         let health = health();
         let d = health.of("a");
-        let attempt = health.admit(&d, 1, false).unwrap();
-        health.failed(attempt, "upstream_timeout", 1, Duration::ZERO);
-        let probe = health.admit(&d, 1, false).unwrap();
-        assert!(health.failed(probe, "upstream_timeout", 1, Duration::from_secs(60)));
+        fail(&health, &d, "upstream_timeout", 1, Duration::ZERO);
+        let reopened = fail(&health, &d, "upstream_timeout", 1, Duration::from_secs(60));
+        assert!(reopened, "the failed probe reopened the circuit");
         assert!(health.admit(&d, 1, false).is_none());
 
         let d = health.of("b");
-        let attempt = health.admit(&d, 1, false).unwrap();
-        health.failed(attempt, "upstream_error", 1, Duration::ZERO);
+        fail(&health, &d, "upstream_error", 1, Duration::ZERO);
         drop(health.admit(&d, 1, false).unwrap());
         assert!(
             health.admit(&d, 1, false).is_some(),
@@ -522,11 +531,10 @@ mod tests {
         let health = health();
         let d = health.of("a");
         for i in 0..10 {
-            let attempt = health.admit(&d, 1, false).unwrap();
             if i % 2 == 0 {
-                drop(health.succeeded(attempt, false));
+                drop(health.succeeded(health.admit(&d, 1, false).unwrap(), false));
             } else {
-                health.failed(attempt, "upstream_error", 100, Duration::from_secs(60));
+                fail(&health, &d, "upstream_error", 100, Duration::from_secs(60));
             }
         }
         assert!(!d.available(Instant::now()));

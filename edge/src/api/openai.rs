@@ -19,16 +19,11 @@ pub struct ChatRequest<'a> {
     pub model: Cow<'a, str>,
     #[serde(borrow)]
     pub messages: Vec<Message<'a>>,
-    #[serde(default)]
     pub stream: Option<bool>,
-    #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
     pub max_tokens: Option<u64>,
-    #[serde(default)]
     pub max_completion_tokens: Option<u64>,
     /// Only whether tools are declared matters (for traffic rules).
-    #[serde(default)]
     pub tools: Option<IgnoredAny>,
 }
 
@@ -39,9 +34,9 @@ pub struct Message<'a> {
     pub role: Cow<'a, str>,
 }
 
+/// What the edge reads of `stream_options`: whether the client asked for usage.
 #[derive(Deserialize)]
 pub struct StreamOptions {
-    #[serde(default)]
     pub include_usage: Option<bool>,
 }
 
@@ -209,7 +204,6 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
-    #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
 }
 
@@ -224,9 +218,7 @@ struct PromptDetails {
 
 #[derive(Deserialize)]
 struct WithUsage {
-    #[serde(default)]
     usage: Option<Usage>,
-    #[serde(default)]
     choices: Option<Vec<IgnoredAny>>,
 }
 

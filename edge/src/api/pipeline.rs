@@ -97,23 +97,10 @@ pub async fn bedrock(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let stream = operation.ends_with("-stream");
     let route = match operation.as_str() {
-        "converse" => Route::Converse {
-            model_id,
-            stream: false,
-        },
-        "converse-stream" => Route::Converse {
-            model_id,
-            stream: true,
-        },
-        "invoke" => Route::Invoke {
-            model_id,
-            stream: false,
-        },
-        "invoke-with-response-stream" => Route::Invoke {
-            model_id,
-            stream: true,
-        },
+        "converse" | "converse-stream" => Route::Converse { model_id, stream },
+        "invoke" | "invoke-with-response-stream" => Route::Invoke { model_id, stream },
         _ => {
             let error = EdgeError::InvalidRequest(format!(
                 "unknown Bedrock operation {operation:?}: this gateway serves converse, \

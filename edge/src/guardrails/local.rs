@@ -320,31 +320,39 @@ mod tests {
 
     #[test]
     fn custom_entities_and_regex_patterns() {
-        let pii = detector(
-            "pii",
-            json!({"entities": [], "custom": [{"name": "EMPLOYEE_ID", "pattern": "E\\d{6}"}],
-                   "action": "mask"}),
-        );
-        assert_eq!(
-            pii.check(&["ask E123456 about x@y.io".into()]),
-            Conclusion::Masked(vec!["ask [EMPLOYEE_ID] about [EMAIL]".into()])
-        );
-        let deny = detector(
-            "regex",
-            json!({"patterns": ["(?i)project\\s+falcon"], "action": "mask"}),
-        );
-        assert_eq!(
-            deny.check(&["about Project  Falcon today".into()]),
-            Conclusion::Masked(vec!["about [REDACTED] today".into()])
-        );
-        let allow = detector(
-            "regex",
-            json!({"allow_only": ["(?i)invoice"], "action": "block"}),
-        );
-        assert_eq!(
-            allow.check(&["a question about the invoice".into()]),
-            Conclusion::Clean
-        );
+        let custom = json!({"entities": [], "custom": [{"name": "EMPLOYEE_ID", "pattern": "E\\d{6}"}],
+            "action": "mask"});
+        let deny = json!({"patterns": ["(?i)project\\s+falcon"], "action": "mask"});
+        let allow_only = json!({"allow_only": ["(?i)invoice"], "action": "block"});
+        let masked = |text: &str| Conclusion::Masked(vec![text.into()]);
+        let cases = [
+            (
+                "pii",
+                custom,
+                "ask E123456 about x@y.io",
+                masked("ask [EMPLOYEE_ID] about [EMAIL]"),
+            ),
+            (
+                "regex",
+                deny,
+                "about Project  Falcon today",
+                masked("about [REDACTED] today"),
+            ),
+            (
+                "regex",
+                allow_only.clone(),
+                "a question about the invoice",
+                Conclusion::Clean,
+            ),
+        ];
+        for (kind, settings, text, want) in cases {
+            assert_eq!(
+                detector(kind, settings).check(&[text.into()]),
+                want,
+                "{text}"
+            );
+        }
+        let allow = detector("regex", allow_only);
         assert!(matches!(
             allow.check(&["write me a poem".into()]),
             Conclusion::Blocked(_)

@@ -21,6 +21,9 @@ use crate::clock::unix_seconds;
 
 const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
 const DEFAULT_VERSION: &str = "2023-06-01";
+/// Anthropic's rate-limiting statuses: 429, and 529 (overloaded). Its other error statuses
+/// mean what they mean for most providers.
+const RATE_LIMITED: &[u16] = &[429, 529];
 
 /// Calls Anthropic's Messages API over one pooled client.
 pub struct AnthropicProvider {
@@ -72,10 +75,8 @@ impl Provider for AnthropicProvider {
 
         let give_up = call.answer_by();
         let request = self.client.post_json(uri, headers, Bytes::from(body));
-        let response = http::send(request, give_up, &what, |status, body, retry_after| {
-            status_error(status, body, retry_after, &what)
-        })
-        .await?;
+        let error = http::json_status_error(RATE_LIMITED, &what);
+        let response = http::send(request, give_up, &what, error).await?;
         let model = translated.body["model"].as_str().unwrap_or_default();
 
         if call.stream {
@@ -112,23 +113,6 @@ fn setting_header(value: &str, setting: &str, what: &str) -> Result<HeaderValue,
     })
 }
 
-/// Maps an Anthropic error status: 429 and 529 (overloaded) are rate limiting; the rest as
-/// most providers mean them, with the message of Anthropic's error body.
-fn status_error(
-    status: u16,
-    body: &[u8],
-    retry_after: Option<String>,
-    what: &str,
-) -> UpstreamError {
-    http::status_error(
-        status,
-        http::error_message(body),
-        retry_after,
-        &[429, 529],
-        what,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,24 +124,25 @@ mod tests {
         assert_eq!(messages_url("http://h:1/v1"), "http://h:1/v1/messages");
     }
 
+    fn status_error(status: u16, body: &[u8]) -> UpstreamError {
+        http::json_status_error(RATE_LIMITED, "d")(status, body, None)
+    }
+
     #[test]
     fn statuses_map_to_upstream_errors() {
         let body = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}}"#;
         assert!(matches!(
-            status_error(529, b"", None, "d"),
+            status_error(529, b""),
             UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(
-            status_error(400, body, None, "d"),
+            status_error(400, body),
             UpstreamError::Rejected { status: 400, message } if message == "max_tokens: too big"
         ));
         assert!(matches!(
-            status_error(401, body, None, "d"),
+            status_error(401, body),
             UpstreamError::Failed(m) if !m.contains("max_tokens")
         ));
-        assert!(matches!(
-            status_error(503, body, None, "d"),
-            UpstreamError::Failed(_)
-        ));
+        assert!(matches!(status_error(503, body), UpstreamError::Failed(_)));
     }
 }

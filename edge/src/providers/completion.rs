@@ -117,3 +117,14 @@ pub fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(chunk.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
 }
+
+/// The JSON chunks among server-sent events (`[DONE]` is not one), for the translators' tests.
+#[cfg(test)]
+pub(crate) fn chunks_of(events: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(events)
+        .unwrap_or_default()
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect()
+}

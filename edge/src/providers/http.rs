@@ -139,6 +139,17 @@ pub(super) fn status_error(
     }
 }
 
+/// The mapping of an error status for [`send`], as [`status_error`] means it with the message
+/// of a `{"error": {"message": …}}` body (OpenAI's, Anthropic's).
+pub(super) fn json_status_error<'a>(
+    rate_limited: &'a [u16],
+    what: &'a str,
+) -> impl FnOnce(u16, &[u8], Option<String>) -> UpstreamError + 'a {
+    move |status, body, retry_after| {
+        status_error(status, error_message(body), retry_after, rate_limited, what)
+    }
+}
+
 /// The upstream refused the deployment's credential.
 pub(super) fn credentials_refused(status: u16, what: &str) -> UpstreamError {
     UpstreamError::Failed(format!(

@@ -37,6 +37,16 @@ impl Behaviour {
             fail_status: setting("fail_status").and_then(|s| u16::try_from(s).ok()),
         }
     }
+
+    /// The call's behaviour once its latency has passed, or the failure it is set to answer.
+    async fn after_latency(call: &UpstreamCall<'_>) -> Result<Self, UpstreamError> {
+        let behaviour = Behaviour::of(call);
+        tokio::time::sleep(behaviour.latency).await;
+        match behaviour.fail_status {
+            Some(status) => Err(failure(status, call)),
+            None => Ok(behaviour),
+        }
+    }
 }
 
 /// A stable stand-in for a tokenizer: about four bytes of prompt per token.
@@ -47,11 +57,7 @@ fn prompt_tokens(body: &[u8]) -> u64 {
 #[async_trait]
 impl Provider for MockProvider {
     async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        let behaviour = Behaviour::of(&call);
-        tokio::time::sleep(behaviour.latency).await;
-        if let Some(status) = behaviour.fail_status {
-            return Err(failure(status, &call));
-        }
+        let behaviour = Behaviour::after_latency(&call).await?;
         let request: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
         let model = request["model"].as_str().unwrap_or("mock").to_owned();
         let usage = json!({
@@ -103,11 +109,7 @@ impl Provider for MockProvider {
     }
 
     async fn embeddings(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, UpstreamError> {
-        let behaviour = Behaviour::of(&call);
-        tokio::time::sleep(behaviour.latency).await;
-        if let Some(status) = behaviour.fail_status {
-            return Err(failure(status, &call));
-        }
+        Behaviour::after_latency(&call).await?;
         let request: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
         let inputs = match &request["input"] {
             Value::Array(items) => items.len().max(1),

@@ -94,16 +94,8 @@ impl OpenAiProvider {
         let give_up = call.answer_by();
         let request = self.client.post_json(uri, headers, call.body);
         let what = format!("deployment {}", call.deployment.id);
-        let response = http::send(request, give_up, &what, |status, body, retry_after| {
-            http::status_error(
-                status,
-                http::error_message(body),
-                retry_after,
-                &[429],
-                &what,
-            )
-        })
-        .await?;
+        let error = http::json_status_error(&[429], &what);
+        let response = http::send(request, give_up, &what, error).await?;
         if call.stream {
             return Ok(UpstreamReply::Stream(http::relay(
                 response,

@@ -20,16 +20,10 @@ const IGNORED: &[&str] = &[
 /// names none (Bedrock's `InvokeModel` names it in the path); the answer streams when `stream`
 /// or the body's own `stream` says so.
 pub fn chat_request(body: &[u8], model: Option<&str>, stream: bool) -> Result<Value, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    let request = chat::request_fields(body)?;
     let model = match model {
-        Some(model) => model.to_owned(),
-        None => request
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .ok_or("`model` is required")?
-            .to_owned(),
+        Some(model) => model,
+        None => chat::model(&request)?,
     };
     let mut messages = Vec::new();
     match request.get("system") {
@@ -70,11 +64,7 @@ pub fn chat_request(body: &[u8], model: Option<&str>, stream: bool) -> Result<Va
                 }
             }
             name if IGNORED.contains(&name) => {}
-            name => {
-                return Err(format!(
-                    "`{name}` is not supported through this gateway's Messages API"
-                ));
-            }
+            name => return Err(chat::unsupported_field(name, "Messages")),
         }
     }
     tools(&request, &mut chat)?;
@@ -192,13 +182,7 @@ fn tool_result(block: &Value, at: &str) -> Result<Value, String> {
 
 fn tools(request: &Map<String, Value>, chat: &mut Value) -> Result<(), String> {
     let mut tools = Vec::new();
-    for (i, tool) in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, tool) in chat::declared_tools(request) {
         let name = tool["name"]
             .as_str()
             .ok_or_else(|| format!("tools[{i}].name is required"))?;
@@ -233,8 +217,7 @@ fn tools(request: &Map<String, Value>, chat: &mut Value) -> Result<(), String> {
 
 /// The chat request a `count_tokens` body stands for (it has no `max_tokens`).
 pub fn count_tokens_request(body: &[u8]) -> Result<Value, String> {
-    let mut request: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    let mut request = chat::request_fields(body)?;
     request.entry("max_tokens").or_insert(json!(1));
     let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     chat_request(&body, None, false)
@@ -478,7 +461,7 @@ fn arguments_of(events: &[(&str, Value)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::surfaces::reply::text_then_tool_call;
+    use crate::surfaces::reply::{assert_refused, text_then_tool_call, usage_delta};
 
     #[test]
     fn a_messages_request_becomes_a_chat_request() {
@@ -524,10 +507,9 @@ mod tests {
         let mut no_max = base.clone();
         no_max.as_object_mut().map(|m| m.remove("max_tokens"));
         for (body, expected) in [(thinking, "`thinking`"), (no_max, "max_tokens")] {
-            let error = chat_request(body.to_string().as_bytes(), None, false).err();
-            assert!(
-                error.as_deref().is_some_and(|e| e.contains(expected)),
-                "{error:?}"
+            assert_refused(
+                chat_request(body.to_string().as_bytes(), None, false),
+                expected,
             );
         }
     }
@@ -540,14 +522,7 @@ mod tests {
             writer.write(delta, &mut out);
         }
         assert!(!out.iter().any(|(kind, _)| *kind == "message_delta"));
-        writer.write(
-            Delta::Usage(Usage {
-                uncached_input: 4,
-                output: 2,
-                ..Usage::default()
-            }),
-            &mut out,
-        );
+        writer.write(usage_delta(4, 2), &mut out);
         writer.finish(&mut out);
         let kinds: Vec<&str> = out.iter().map(|(kind, _)| *kind).collect();
         assert_eq!(

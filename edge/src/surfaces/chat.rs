@@ -2,6 +2,35 @@
 
 use serde_json::{Map, Value, json};
 
+/// A surface's request body, which must be a JSON object.
+pub fn request_fields(body: &[u8]) -> Result<Map<String, Value>, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))
+}
+
+/// The model the request names, which it must.
+pub fn model(request: &Map<String, Value>) -> Result<&str, String> {
+    request
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| "`model` is required".into())
+}
+
+/// The refusal of a request field that the surface's API has and chat cannot express.
+pub fn unsupported_field(name: &str, api: &str) -> String {
+    format!("`{name}` is not supported through this gateway's {api} API")
+}
+
+/// The request's `tools` with their indexes (none when it has no list).
+pub fn declared_tools(request: &Map<String, Value>) -> impl Iterator<Item = (usize, &Value)> {
+    request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
 /// A user message with its parts, unless it has none (the message held only tool results).
 pub fn user(parts: Vec<Value>) -> Option<Value> {
     (!parts.is_empty()).then(|| json!({"role": "user", "content": parts}))

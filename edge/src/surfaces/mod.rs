@@ -15,7 +15,7 @@ pub mod responses;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
@@ -322,13 +322,6 @@ pub fn render_error(surface: Surface, error: &EdgeError) -> Response {
             (error.status(), axum::Json(body)).into_response()
         }
     };
-    if let Some(value) = error.retry_after() {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    if !error.worth_retrying() {
-        response
-            .headers_mut()
-            .insert("x-should-retry", HeaderValue::from_static("false"));
-    }
+    error.add_retry_headers(response.headers_mut());
     response
 }

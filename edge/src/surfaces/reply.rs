@@ -272,6 +272,27 @@ pub(crate) fn text_then_tool_call(tool_id: &str, arguments: &[&str]) -> Vec<Delt
     deltas
 }
 
+/// A usage delta of `uncached_input` and `output` tokens, for the surfaces' tests.
+#[cfg(test)]
+pub(crate) fn usage_delta(uncached_input: u64, output: u64) -> Delta {
+    Delta::Usage(Usage {
+        uncached_input,
+        output,
+        ..Usage::default()
+    })
+}
+
+/// Asserts that a surface refused to translate a request, with a message naming `expected`.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_refused(translated: Result<Value, String>, expected: &str) {
+    let error = translated.err();
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains(expected)),
+        "{error:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,11 +359,7 @@ mod tests {
         let usage = json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
         assert_eq!(
             reader.read(usage.to_string().as_bytes()),
-            vec![Delta::Usage(Usage {
-                uncached_input: 3,
-                output: 1,
-                ..Usage::default()
-            })]
+            vec![usage_delta(3, 1)]
         );
         assert!(reader.read(b"[DONE]").is_empty());
         let error = json!({"error": {"message": "cut", "code": "upstream_error"}});

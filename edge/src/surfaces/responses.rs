@@ -26,13 +26,8 @@ const IGNORED: &[&str] = &[
 
 /// The chat request for a Responses request body.
 pub fn chat_request(body: &[u8]) -> Result<Value, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or("`model` is required")?;
+    let request = chat::request_fields(body)?;
+    let model = chat::model(&request)?;
     let mut messages = Vec::new();
     if let Some(instructions) = request.get("instructions").and_then(Value::as_str) {
         messages.push(json!({"role": "system", "content": instructions}));
@@ -75,11 +70,7 @@ pub fn chat_request(body: &[u8]) -> Result<Value, String> {
             }
             "text" => text_format(value, &mut chat)?,
             name if IGNORED.contains(&name) => {}
-            name => {
-                return Err(format!(
-                    "`{name}` is not supported through this gateway's Responses API"
-                ));
-            }
+            name => return Err(chat::unsupported_field(name, "Responses")),
         }
     }
     tools(&request, &mut chat)?;
@@ -191,13 +182,7 @@ fn content_part(part: &Value, at: &str) -> Result<Value, String> {
 
 fn tools(request: &Map<String, Value>, chat: &mut Value) -> Result<(), String> {
     let mut tools = Vec::new();
-    for (i, tool) in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, tool) in chat::declared_tools(request) {
         if tool["type"] != "function" {
             return Err(format!(
                 "tools[{i}]: only function tools are supported (OpenAI's hosted tools are not)"
@@ -361,6 +346,19 @@ impl StreamWriter {
         self.push(kind, json!({"response": done}), out);
     }
 
+    /// `response.output_item.added` for the item that starts at output `index`.
+    fn item_added(&mut self, index: usize, item: &Value, out: &mut Vec<(&'static str, Value)>) {
+        let event = json!({"output_index": index, "item": item});
+        self.push("response.output_item.added", event, out);
+    }
+
+    /// `response.output_item.done` for the item at output `index`, which joins the output.
+    fn item_done(&mut self, index: usize, item: Value, out: &mut Vec<(&'static str, Value)>) {
+        let event = json!({"output_index": index, "item": item});
+        self.push("response.output_item.done", event, out);
+        self.output.push(item);
+    }
+
     fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
         let index = self.output.len();
         match self.open.take() {
@@ -379,13 +377,7 @@ impl StreamWriter {
                     "content_index": 0, "part": part}),
                     out,
                 );
-                let item = text_item(&id, &text, "completed");
-                self.push(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.output.push(item);
+                self.item_done(index, text_item(&id, &text, "completed"), out);
             }
             Some(Open::Call { id, call, .. }) => {
                 self.push(
@@ -394,13 +386,7 @@ impl StreamWriter {
                     "output_index": index, "name": call.name, "arguments": call.arguments}),
                     out,
                 );
-                let item = call_item(&id, &call, "completed");
-                self.push(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.output.push(item);
+                self.item_done(index, call_item(&id, &call, "completed"), out);
             }
         }
     }
@@ -424,11 +410,7 @@ impl EventWriter for StreamWriter {
                     let mut item = text_item(&id, "", "in_progress");
                     item["content"] = json!([]);
                     let index = self.output.len();
-                    self.push(
-                        "response.output_item.added",
-                        json!({"output_index": index, "item": item}),
-                        out,
-                    );
+                    self.item_added(index, &item, out);
                     self.push("response.content_part.added", json!({"item_id": id, "output_index": index,
                         "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}), out);
                     self.open = Some(Open::Text {
@@ -453,12 +435,7 @@ impl EventWriter for StreamWriter {
                 };
                 let item_id = new_id("fc");
                 let item = call_item(&item_id, &call, "in_progress");
-                let at = self.output.len();
-                self.push(
-                    "response.output_item.added",
-                    json!({"output_index": at, "item": item}),
-                    out,
-                );
+                self.item_added(self.output.len(), &item, out);
                 self.open = Some(Open::Call {
                     id: item_id,
                     index,
@@ -514,7 +491,7 @@ impl EventWriter for StreamWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::surfaces::reply::text_then_tool_call;
+    use crate::surfaces::reply::{assert_refused, text_then_tool_call, usage_delta};
 
     #[test]
     fn a_responses_request_with_a_function_call_round_trip_becomes_a_chat_request() {
@@ -563,11 +540,7 @@ mod tests {
             if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
                 body.extend(extra.clone());
             }
-            let error = chat_request(body.to_string().as_bytes()).err();
-            assert!(
-                error.as_deref().is_some_and(|e| e.contains(expected)),
-                "{error:?}"
-            );
+            assert_refused(chat_request(body.to_string().as_bytes()), expected);
         }
     }
 
@@ -575,14 +548,9 @@ mod tests {
     fn a_stream_completes_with_every_item_and_the_usage() {
         let mut writer = StreamWriter::new("m");
         let mut out = Vec::new();
-        let usage = Delta::Usage(Usage {
-            uncached_input: 4,
-            output: 2,
-            ..Usage::default()
-        });
         for delta in text_then_tool_call("call_1", &["{}"])
             .into_iter()
-            .chain([usage])
+            .chain([usage_delta(4, 2)])
         {
             writer.write(delta, &mut out);
         }

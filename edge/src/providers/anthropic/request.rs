@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::providers::messages::{self, Part, Role};
-use crate::providers::tools::{self, ToolChoice};
+use crate::providers::tools::{self, FunctionTool, ToolChoice};
 
 /// Anthropic requires `max_tokens`; this is sent when the client set no maximum.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -206,6 +206,30 @@ fn tool_result(message: &Value, at: &str) -> Result<Value, String> {
     Ok(block)
 }
 
+/// A function tool as Anthropic declares one, with the `cache_control` mark of its entry or of
+/// its function.
+fn tool_definition(tool: &FunctionTool<'_>) -> Value {
+    let schema = tool
+        .parameters
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut out = json!({"name": tool.name, "input_schema": schema});
+    if let Some(description) = tool.description {
+        out["description"] = description.into();
+    }
+    let cache = [
+        tool.entry.get("cache_control"),
+        tool.entry["function"].get("cache_control"),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| !c.is_null());
+    if let Some(cache) = cache {
+        out["cache_control"] = cache.clone();
+    }
+    out
+}
+
 /// `tools`, `tool_choice` and `parallel_tool_calls`.
 fn translate_tools(
     request: &Map<String, Value>,
@@ -213,30 +237,7 @@ fn translate_tools(
     body: &mut Map<String, Value>,
 ) -> Result<(), String> {
     let tools = tools::function_tools(request, "Anthropic")?;
-    let translated: Vec<Value> = tools
-        .iter()
-        .map(|tool| {
-            let schema = tool
-                .parameters
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            let mut out = json!({"name": tool.name, "input_schema": schema});
-            if let Some(description) = tool.description {
-                out["description"] = description.into();
-            }
-            let cache = [
-                tool.entry.get("cache_control"),
-                tool.entry["function"].get("cache_control"),
-            ]
-            .into_iter()
-            .flatten()
-            .find(|c| !c.is_null());
-            if let Some(cache) = cache {
-                out["cache_control"] = cache.clone();
-            }
-            out
-        })
-        .collect();
+    let translated: Vec<Value> = tools.iter().map(tool_definition).collect();
     let mut choice = match tools::tool_choice(request)? {
         None => None,
         Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),

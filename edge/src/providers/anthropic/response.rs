@@ -133,49 +133,11 @@ impl StreamTranslator {
             }
             Some("content_block_start") => {
                 self.chunks.start(out);
-                let block = &event["content_block"];
-                match block["type"].as_str() {
-                    Some("text") => {
-                        if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunks.delta(out, json!({"content": text}), None);
-                        }
-                    }
-                    Some("tool_use") => {
-                        let index = self.tools.len();
-                        if let Some(block_index) = event["index"].as_u64() {
-                            self.tools.insert(block_index, index);
-                        }
-                        let call = json!({"index": index, "id": block["id"], "type": "function",
-                            "function": {"name": block["name"], "arguments": ""}});
-                        self.chunks.delta(out, json!({"tool_calls": [call]}), None);
-                    }
-                    _ => {}
-                }
+                self.block_start(&event["content_block"], event["index"].as_u64(), out);
             }
             Some("content_block_delta") => {
                 self.chunks.start(out);
-                let delta = &event["delta"];
-                match delta["type"].as_str() {
-                    Some("text_delta") => {
-                        if let Some(text) = delta["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunks.delta(out, json!({"content": text}), None);
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let tool = event["index"]
-                            .as_u64()
-                            .and_then(|i| self.tools.get(&i).copied());
-                        let part = delta["partial_json"].as_str().unwrap_or_default();
-                        if let Some(index) = tool
-                            && !part.is_empty()
-                        {
-                            let call = json!({"index": index, "function": {"arguments": part}});
-                            self.chunks.delta(out, json!({"tool_calls": [call]}), None);
-                        }
-                    }
-                    // thinking_delta, signature_delta, citations_delta
-                    _ => {}
-                }
+                self.block_delta(&event["delta"], event["index"].as_u64(), out);
             }
             Some("message_delta") => {
                 self.chunks.start(out);
@@ -204,6 +166,49 @@ impl StreamTranslator {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A content block starts (`block_index` is Anthropic's): text, or a tool call's id and name.
+    fn block_start(&mut self, block: &Value, block_index: Option<u64>, out: &mut Vec<u8>) {
+        match block["type"].as_str() {
+            Some("text") => self.text(&block["text"], out),
+            Some("tool_use") => {
+                let index = self.tools.len();
+                if let Some(block_index) = block_index {
+                    self.tools.insert(block_index, index);
+                }
+                let call = json!({"index": index, "id": block["id"], "type": "function",
+                    "function": {"name": block["name"], "arguments": ""}});
+                self.chunks.delta(out, json!({"tool_calls": [call]}), None);
+            }
+            _ => {}
+        }
+    }
+
+    /// More of the content block `block_index`: its text, or a piece of a tool call's arguments.
+    fn block_delta(&mut self, delta: &Value, block_index: Option<u64>, out: &mut Vec<u8>) {
+        match delta["type"].as_str() {
+            Some("text_delta") => self.text(&delta["text"], out),
+            Some("input_json_delta") => {
+                let tool = block_index.and_then(|i| self.tools.get(&i).copied());
+                let part = delta["partial_json"].as_str().unwrap_or_default();
+                if let Some(index) = tool
+                    && !part.is_empty()
+                {
+                    let call = json!({"index": index, "function": {"arguments": part}});
+                    self.chunks.delta(out, json!({"tool_calls": [call]}), None);
+                }
+            }
+            // thinking_delta, signature_delta, citations_delta
+            _ => {}
+        }
+    }
+
+    /// A chunk with a piece of the answer's text, unless it is empty.
+    fn text(&mut self, text: &Value, out: &mut Vec<u8>) {
+        if let Some(text) = text.as_str().filter(|t| !t.is_empty()) {
+            self.chunks.delta(out, json!({"content": text}), None);
+        }
     }
 
     /// The chunk with the finish reason, once.
@@ -239,6 +244,7 @@ impl EventTranslator for StreamTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::completion::chunks_of;
 
     fn events(stream: &str) -> (Vec<Value>, bool) {
         let mut framer = crate::codec::sse::DataFramer::default();
@@ -250,15 +256,7 @@ mod tests {
                 assert!(translator.event(&data, &mut out).is_ok());
             }
         }
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let done = text.ends_with("data: [DONE]\n\n");
-        let chunks = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .filter_map(|d| serde_json::from_str(d).ok())
-            .collect();
-        (chunks, done)
+        (chunks_of(&out), out.ends_with(b"data: [DONE]\n\n"))
     }
 
     #[test]

@@ -167,6 +167,7 @@ impl StreamTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::completion::chunks_of;
     use aws_sdk_bedrockruntime::types::{
         ContentBlockDeltaEvent, ContentBlockStartEvent, ConverseStreamMetadataEvent,
         MessageStartEvent, MessageStopEvent, ToolUseBlockDelta, ToolUseBlockStart,
@@ -257,12 +258,7 @@ mod tests {
         let mut end = Vec::new();
         t.end(&mut end);
         assert_eq!(end, b"data: [DONE]\n\n", "the finish was already sent");
-        let text = String::from_utf8(out).unwrap_or_default();
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|event| event.strip_prefix("data: "))
-            .filter_map(|data| serde_json::from_str(data).ok())
-            .collect();
+        let chunks = chunks_of(&out);
         assert_eq!(chunks.len(), 6);
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::providers::embedding_request;
 use crate::providers::messages::{self, Part, Role};
-use crate::providers::tools::{self, ToolChoice};
+use crate::providers::tools::{self, FunctionTool, ToolChoice};
 
 /// Joins a tool call's id and the `thoughtSignature` Gemini gave its `functionCall`: OpenAI
 /// clients send the id back untouched, and thinking models want the signature back.
@@ -254,25 +254,25 @@ fn function_response(
     Ok(json!({"functionResponse": {"name": name, "response": {"content": content}}}))
 }
 
+/// A function tool as Gemini declares one.
+fn function_declaration(tool: &FunctionTool<'_>) -> Value {
+    let mut declaration = json!({"name": tool.name});
+    if let Some(description) = tool.description {
+        declaration["description"] = description.into();
+    }
+    if let Some(parameters) = tool.parameters {
+        declaration["parameters"] = parameters.clone();
+    }
+    declaration
+}
+
 /// `tools` and `tool_choice`.
 fn translate_tools(
     request: &Map<String, Value>,
     body: &mut Map<String, Value>,
 ) -> Result<(), String> {
     let tools = tools::function_tools(request, "Gemini")?;
-    let declarations: Vec<Value> = tools
-        .iter()
-        .map(|tool| {
-            let mut declaration = json!({"name": tool.name});
-            if let Some(description) = tool.description {
-                declaration["description"] = description.into();
-            }
-            if let Some(parameters) = tool.parameters {
-                declaration["parameters"] = parameters.clone();
-            }
-            declaration
-        })
-        .collect();
+    let declarations: Vec<Value> = tools.iter().map(function_declaration).collect();
     let config = tools::tool_choice(request)?.map(|choice| match choice {
         ToolChoice::Auto => json!({"mode": "AUTO"}),
         ToolChoice::Required => json!({"mode": "ANY"}),

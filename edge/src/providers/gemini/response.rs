@@ -278,6 +278,7 @@ impl EventTranslator for StreamTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::completion::chunks_of;
 
     #[test]
     fn base64_matches_the_standard() {
@@ -342,13 +343,8 @@ mod tests {
         }
         assert!(translator.finished());
         translator.end(&mut out);
-        let text = String::from_utf8_lossy(&out).into_owned();
-        assert!(text.ends_with("data: [DONE]\n\n"));
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter_map(|d| serde_json::from_str(d).ok())
-            .collect();
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        let chunks = chunks_of(&out);
         assert_eq!(chunks.len(), 5);
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hel");

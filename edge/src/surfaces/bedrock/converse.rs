@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::eventstream;
 use crate::surfaces::EventWriter;
@@ -13,8 +13,7 @@ use crate::surfaces::reply::{Delta, Finish, Reply, Usage};
 
 /// The chat request for a Converse request body, for `model`.
 pub fn chat_request(body: &[u8], model: &str, stream: bool) -> Result<Value, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    let request = chat::request_fields(body)?;
     let mut messages = Vec::new();
     if let Some(system) = request.get("system") {
         let blocks = system

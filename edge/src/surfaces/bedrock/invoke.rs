@@ -6,16 +6,15 @@ use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::eventstream;
 use crate::surfaces::reply::Usage;
-use crate::surfaces::{Present, Translated, anthropic};
+use crate::surfaces::{Present, Translated, anthropic, chat};
 
 /// The pipeline request for an `InvokeModel` body sent to `model`.
 pub fn translate(body: &[u8], model: &str, stream: bool) -> Result<Translated, String> {
-    let request: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    let request = chat::request_fields(body)?;
     if request.contains_key("messages") {
         let chat = anthropic::chat_request(body, Some(model), stream)?;
         return Ok(Translated::chat(chat, Present::InvokeMessages));
