@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use prost_types::Timestamp;
+use tollgate_policy::command::KeyChanges;
 use tollgate_policy::model::{self as domain, AdminRole, UserRole, VirtualKey, hash_secret};
 use tollgate_policy::sealing::SealingKey;
 use tollgate_policy::{Command, PolicyState, RecordedEvent};
@@ -431,11 +432,13 @@ impl AdminService for AdminApi {
         };
         let command = Command::UpdateKey {
             id: r.key_id.clone(),
-            alias: r.alias,
-            models: r.models.map(|m| m.values),
-            expires_at,
-            tags: r.tags.map(|t| t.values),
-            metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
+            changes: KeyChanges {
+                alias: r.alias,
+                models: r.models.map(|m| m.values),
+                expires_at,
+                tags: r.tags.map(|t| t.values),
+                metadata: r.metadata.map(|m| m.entries.into_iter().collect()),
+            },
         };
         let (state, _) = self.change(&request, command).await?;
         Self::key_reply(&state, &r.key_id)

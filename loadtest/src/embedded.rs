@@ -3,16 +3,11 @@
 //! the two shapes' throughput and CPU side by side.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use anyhow::Context;
-use tollgate_proto::admin::admin_service_client::AdminServiceClient;
-use tollgate_test_support::Bearer;
-use tonic::transport::Channel;
-
-use crate::procs::{Proc, free_port};
-use crate::tollgate::{CREDENTIAL_KEY, last_sequence, serves_policy, set_up_policy, wait_for};
+use crate::procs::{Proc, free_addr};
+use crate::tollgate::{
+    CREDENTIAL_KEY, admin_client, last_sequence, role_command, serves_policy, set_up_policy,
+};
 
 /// A running `tollgate up`.
 pub struct Embedded {
@@ -28,34 +23,20 @@ impl Embedded {
     /// (host:port), and waits until its edge serves that policy.
     pub async fn start(bin: &Path, mock: &str, log_dir: &Path) -> anyhow::Result<Embedded> {
         let admin_token = format!("tga-loadtest-{}", tollgate_test_support::unique_name("up"));
-        let admin_addr = format!("127.0.0.1:{}", free_port()?);
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut command = Command::new(bin);
+        let admin_addr = free_addr()?;
+        let addr = free_addr()?;
+        let mut command = role_command(bin, "up");
         command
-            .arg("up")
-            .env_remove("TOLLGATE_CONFIG")
-            .env("RUST_LOG", "warn")
             .env("TOLLGATE_DATA_DIR", log_dir.join("up-data"))
             .env("TOLLGATE_UI_ADDR", "off")
             .env("TOLLGATE_ADMIN_ADDR", &admin_addr)
             .env("TOLLGATE_ADMIN_TOKEN", &admin_token)
             .env("TOLLGATE_CREDENTIAL_KEY", CREDENTIAL_KEY)
             .env("TOLLGATE_EDGE_ADDR", &addr)
-            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-            .env(
-                "TOLLGATE_USAGE_HTTP_ADDR",
-                format!("127.0.0.1:{}", free_port()?),
-            );
+            .env("TOLLGATE_USAGE_ADDR", free_addr()?)
+            .env("TOLLGATE_USAGE_HTTP_ADDR", free_addr()?);
         let proc = Proc::spawn("tollgate up", command, &log_dir.join("up.log"), false)?;
-        wait_for(Duration::from_secs(60), || {
-            crate::procs::answers(&admin_addr)
-        })
-        .await
-        .context("tollgate up did not start listening (see up.log)")?;
-        let channel = Channel::from_shared(format!("http://{admin_addr}"))?
-            .connect()
-            .await?;
-        let mut admin = AdminServiceClient::with_interceptor(channel, Bearer(admin_token));
+        let mut admin = admin_client(&admin_addr, admin_token, "tollgate up", "up.log").await?;
         let key = set_up_policy(&mut admin, mock).await?.key;
         let target = last_sequence(&mut admin).await?;
         serves_policy(&addr, target, "up").await?;

@@ -22,21 +22,44 @@ pub(crate) fn row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
 }
 
-/// A Markdown table's header row and its separator.
-pub(crate) fn header(out: &mut String, cells: &[&str]) {
-    row(
-        out,
-        &cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>(),
-    );
-    row(
-        out,
-        &cells.iter().map(|_| "---".to_owned()).collect::<Vec<_>>(),
-    );
+/// A Markdown table's header row and its separator; `columns` are the names as the row shows
+/// them, separated by ` | `.
+pub(crate) fn header(out: &mut String, columns: &str) {
+    let _ = writeln!(out, "| {columns} |");
+    let separators = vec!["---"; columns.split(" | ").count()];
+    let _ = writeln!(out, "| {} |", separators.join(" | "));
 }
 
 /// A numbered section's heading and the paragraph that says how its figures were taken.
 pub(crate) fn section(out: &mut String, heading: &str, intro: &str) {
     let _ = writeln!(out, "\n## {heading}\n\n{intro}\n");
+}
+
+/// One series per target: its percentiles, as `pct` picks them from the target's figures.
+pub(crate) fn pct_series<'a, T: 'a>(
+    figures: impl IntoIterator<Item = (&'a String, &'a T)>,
+    pct: impl Fn(&T) -> &Pct,
+) -> Vec<Series> {
+    figures
+        .into_iter()
+        .map(|(name, figures)| Series {
+            name: name.clone(),
+            points: pct_points(pct(figures), 1.0),
+        })
+        .collect()
+}
+
+/// A chart titled `title` of latency percentiles, in µs on a log scale.
+pub(crate) fn latency_chart(title: &str) -> Chart<'_> {
+    Chart {
+        title,
+        x_desc: "percentile",
+        y_desc: "µs (log)",
+        log_x: false,
+        log_y: true,
+        x_names: Some(&PCT_NAMES),
+        h_lines: &[],
+    }
 }
 
 /// Where the report's charts go: SVG files named after the report, beside it.

@@ -301,6 +301,11 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A loopback address (`127.0.0.1:<port>`) on a port [`free_port`] found free.
+pub fn free_addr() -> anyhow::Result<String> {
+    Ok(format!("127.0.0.1:{}", free_port()?))
+}
+
 /// Whether something accepts connections on `addr`.
 pub fn answers(addr: &str) -> bool {
     addr.parse().ok().is_some_and(|a| {

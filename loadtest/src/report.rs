@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::charts::{Chart, Series};
-use crate::markdown::{Charts, PCT_NAMES, header, pct_points, row, section};
-use crate::results::{Results, Summary};
+use crate::markdown::{Charts, header, latency_chart, pct_series, row, section};
+use crate::results::{Pct, Results, Summary};
 use crate::suite::{DIRECT, FLOOR, TOLLGATE};
 use crate::verdict::{Verdict, fmt_signed, fmt_us, litellm_best, verdicts};
 
@@ -79,7 +79,8 @@ fn heading(out: &mut String, r: &Results, machine: &str, mode: &str) {
             "> **Smoke run**: every phase at a minimal size on whatever build CI has. No figure here means anything.\n"
         );
     }
-    header(out, &["", ""]);
+    // Two columns, a name and its value, with no heading.
+    header(out, " | ");
     for (k, v) in &r.meta {
         row(out, &[k.clone(), v.clone()]);
     }
@@ -104,7 +105,7 @@ fn heading(out: &mut String, r: &Results, machine: &str, mode: &str) {
 /// The table of every target with its goal, what was measured and whether it was met.
 fn verdict_table(out: &mut String, verdicts: Vec<Verdict>) {
     let _ = writeln!(out, "\n## Verdict against the issue's targets\n");
-    header(out, &["target", "goal", "measured (same run)", "verdict"]);
+    header(out, "target | goal | measured (same run) | verdict");
     for v in verdicts {
         let mark = match v.met {
             Some(true) => "✅",
@@ -125,57 +126,38 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
     );
     header(
         out,
-        &[
-            "target",
-            "requests",
-            "errors",
-            "p50",
-            "p90",
-            "p99",
-            "p99.9",
-            "added p50",
-            "added p99",
-        ],
+        "target | requests | errors | p50 | p90 | p99 | p99.9 | added p50 | added p99",
     );
     let d = r.c1.get(DIRECT);
     for (name, s) in &r.c1 {
-        row(
+        let l = &s.latency;
+        summary_row(
             out,
-            &[
-                name.clone(),
-                s.ok.to_string(),
-                s.error_count().to_string(),
-                fmt_us(s.latency.p50_us),
-                fmt_us(s.latency.p90_us),
-                fmt_us(s.latency.p99_us),
-                fmt_us(s.latency.p999_us),
-                added(s.latency.p50_us, d.map(|d| d.latency.p50_us)),
-                added(s.latency.p99_us, d.map(|d| d.latency.p99_us)),
-            ],
+            name.clone(),
+            s,
+            &[l.p50_us, l.p90_us, l.p99_us, l.p999_us],
+            d,
         );
     }
-    let series: Vec<Series> =
-        r.c1.iter()
-            .map(|(n, s)| Series {
-                name: n.clone(),
-                points: pct_points(&s.latency, 1.0),
-            })
-            .collect();
-    charts.draw(
-        out,
-        "c1",
-        "latency at concurrency 1",
-        &Chart {
-            title: "Latency at concurrency 1",
-            x_desc: "percentile",
-            y_desc: "µs (log)",
-            log_x: false,
-            log_y: true,
-            x_names: Some(&PCT_NAMES),
-            h_lines: &[],
-        },
-        &series,
-    )
+    let series = pct_series(&r.c1, |s| &s.latency);
+    let chart = latency_chart("Latency at concurrency 1");
+    charts.draw(out, "c1", "latency at concurrency 1", &chart, &series)
+}
+
+/// A row of `name`'s summary: requests, errors, the `latencies` given (µs), then p50 and p99
+/// over `base`'s.
+fn summary_row(
+    out: &mut String,
+    name: String,
+    s: &Summary,
+    latencies: &[f64],
+    base: Option<&Summary>,
+) {
+    let mut cells = vec![name, s.ok.to_string(), s.error_count().to_string()];
+    cells.extend(latencies.iter().map(|v| fmt_us(*v)));
+    let over = |pick: fn(&Pct) -> f64| added(pick(&s.latency), base.map(|b| pick(&b.latency)));
+    cells.extend([over(|p| p.p50_us), over(|p| p.p99_us)]);
+    row(out, &cells);
 }
 
 /// Tollgate's guardrail and cache figures beside the same request without them.
@@ -192,33 +174,15 @@ fn features(out: &mut String, r: &Results) {
     );
     header(
         out,
-        &[
-            "case",
-            "requests",
-            "errors",
-            "p50",
-            "p99",
-            "vs. plain p50",
-            "vs. plain p99",
-        ],
+        "case | requests | errors | p50 | p99 | vs. plain p50 | vs. plain p99",
     );
     let plain = r.features.get(crate::suite::FEATURE_CASES[0].0);
     for (name, _) in crate::suite::FEATURE_CASES {
         let Some(s) = r.features.get(name) else {
             continue;
         };
-        row(
-            out,
-            &[
-                name.to_owned(),
-                s.ok.to_string(),
-                s.error_count().to_string(),
-                fmt_us(s.latency.p50_us),
-                fmt_us(s.latency.p99_us),
-                added(s.latency.p50_us, plain.map(|p| p.latency.p50_us)),
-                added(s.latency.p99_us, plain.map(|p| p.latency.p99_us)),
-            ],
-        );
+        let l = &s.latency;
+        summary_row(out, name.to_owned(), s, &[l.p50_us, l.p99_us], plain);
     }
 }
 
@@ -248,19 +212,7 @@ fn rate_targets(r: &Results) -> Vec<String> {
 fn open_loop_rounds(out: &mut String, r: &Results) {
     header(
         out,
-        &[
-            "RPS",
-            "target",
-            "ok / sent",
-            "errors",
-            "late sends",
-            "p50",
-            "p99",
-            "p99.9",
-            "added p50",
-            "added p99",
-            "machine busy",
-        ],
+        "RPS | target | ok / sent | errors | late sends | p50 | p99 | p99.9 | added p50 | added p99 | machine busy",
     );
     for (rate, by) in &r.rates {
         let d = by.get(DIRECT);
@@ -299,14 +251,7 @@ fn frontier(out: &mut String, r: &Results, names: &[String]) {
     );
     header(
         out,
-        &[
-            "target",
-            "p99 ≤ 1 ms",
-            "p99 ≤ 5 ms",
-            "p99 ≤ 10 ms",
-            "sustained (≥ 99 % ok, p99 ≤ 1 s)",
-            "highest rate tried",
-        ],
+        "target | p99 ≤ 1 ms | p99 ≤ 5 ms | p99 ≤ 10 ms | sustained (≥ 99 % ok, p99 ≤ 1 s) | highest rate tried",
     );
     let fmt_rate = |v: Option<u64>| v.map_or("none".into(), |v| format!("{v} RPS"));
     for name in names {

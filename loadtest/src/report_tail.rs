@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::charts::{Chart, Series};
-use crate::markdown::{Charts, PCT_NAMES, header, pct_points, row, section};
+use crate::markdown::{
+    Charts, PCT_NAMES, header, latency_chart, pct_points, pct_series, row, section,
+};
 use crate::results::{Pct, Propagation, Results};
 use crate::suite::DIRECT;
 use crate::verdict::{fmt_us, rss_at};
@@ -22,18 +24,7 @@ pub fn streams(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result
     );
     header(
         out,
-        &[
-            "target",
-            "streams",
-            "stalled",
-            "errors",
-            "TTFT p50",
-            "TTFT p99",
-            "added TTFT p99",
-            "chunk delay p50",
-            "chunk delay p99",
-            "added chunk p99",
-        ],
+        "target | streams | stalled | errors | TTFT p50 | TTFT p99 | added TTFT p99 | chunk delay p50 | chunk delay p99 | added chunk p99",
     );
     let d = r.streams.get(DIRECT);
     for (name, s) in &r.streams {
@@ -53,29 +44,9 @@ pub fn streams(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result
             ],
         );
     }
-    let series: Vec<Series> = r
-        .streams
-        .iter()
-        .map(|(n, s)| Series {
-            name: n.clone(),
-            points: pct_points(&s.ttft, 1.0),
-        })
-        .collect();
-    charts.draw(
-        out,
-        "ttft",
-        "TTFT",
-        &Chart {
-            title: "Time to first token",
-            x_desc: "percentile",
-            y_desc: "µs (log)",
-            log_x: false,
-            log_y: true,
-            x_names: Some(&PCT_NAMES),
-            h_lines: &[],
-        },
-        &series,
-    )
+    let series = pct_series(&r.streams, |s| &s.ttft);
+    let chart = latency_chart("Time to first token");
+    charts.draw(out, "ttft", "TTFT", &chart, &series)
 }
 
 /// The stall check: many slow streams at once, and how many of them stalled.
@@ -86,16 +57,7 @@ pub fn stalls(out: &mut String, r: &Results) {
     );
     header(
         out,
-        &[
-            "target",
-            "concurrency",
-            "completed",
-            "stalled",
-            "errors",
-            "TTFT p99",
-            "chunk delay p99",
-            "chunk delay max",
-        ],
+        "target | concurrency | completed | stalled | errors | TTFT p99 | chunk delay p99 | chunk delay max",
     );
     for (name, s) in &r.stall {
         row(
@@ -123,16 +85,7 @@ pub fn memory(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result<
     );
     header(
         out,
-        &[
-            "target",
-            "idle",
-            "held streams",
-            "established",
-            "failed",
-            "RSS",
-            "per stream",
-            "fit at 10,000",
-        ],
+        "target | idle | held streams | established | failed | RSS | per stream | fit at 10,000",
     );
     for (name, m) in &r.memory {
         for p in &m.points {
@@ -193,18 +146,7 @@ pub fn cpu(out: &mut String, r: &Results) {
     );
     header(
         out,
-        &[
-            "target",
-            "rate",
-            "requests",
-            "CPU / request (own)",
-            "CPU / request (whole)",
-            "CPU / request (machine)",
-            "of which NATS / PostgreSQL",
-            "waiting for a core / request",
-            "wake-ups / request",
-            "preemptions / request",
-        ],
+        "target | rate | requests | CPU / request (own) | CPU / request (whole) | CPU / request (machine) | of which NATS / PostgreSQL | waiting for a core / request | wake-ups / request | preemptions / request",
     );
     for (name, c) in &r.cpu {
         row(
@@ -291,7 +233,7 @@ fn propagation_table(out: &mut String, p: &Propagation) {
             p.poll_interval_us
         ),
     );
-    header(out, &["edge", "changes seen", "p50", "p90", "p99", "max"]);
+    header(out, "edge | changes seen | p50 | p90 | p99 | max");
     for (i, e) in p.per_edge.iter().enumerate() {
         latency_row(out, format!("edge-{i}"), e);
     }

@@ -48,6 +48,11 @@ impl Target<'_> {
         self.name.starts_with(LITELLM)
     }
 
+    /// `litellm` for a LiteLLM target, else `ours`: LiteLLM is measured at sizes of its own.
+    fn sized<T>(&self, litellm: T, ours: T) -> T {
+        if self.is_litellm() { litellm } else { ours }
+    }
+
     fn shot(&self, body: String) -> Shot {
         Shot {
             authority: self.authority.clone(),
@@ -120,6 +125,28 @@ pub async fn sanity(targets: &[Target<'_>], notes: &mut Vec<String>) -> anyhow::
     Ok(())
 }
 
+/// Adds a block of sequential requests measured for `name` to what `merged` holds for it.
+fn merge_block<'a>(
+    merged: &mut BTreeMap<&'a str, Outcome>,
+    name: &'a str,
+    outcome: Outcome,
+) -> anyhow::Result<()> {
+    match merged.get_mut(name) {
+        Some(m) => m.merge(&outcome)?,
+        None => {
+            merged.insert(name, outcome);
+        }
+    }
+    Ok(())
+}
+
+/// Each name's merged blocks, summarised.
+fn summaries(merged: BTreeMap<&str, Outcome>) -> impl Iterator<Item = (String, Summary)> + '_ {
+    merged
+        .into_iter()
+        .map(|(name, outcome)| (name.to_owned(), Summary::of(&outcome, 0.0)))
+}
+
 /// Concurrency 1: blocks of sequential requests, interleaved across targets.
 pub async fn concurrency_one(
     plan: &Plan,
@@ -129,11 +156,7 @@ pub async fn concurrency_one(
     let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
     for rep in 0..plan.c1_reps {
         for t in rotated(targets, rep) {
-            let count = if t.is_litellm() {
-                plan.c1_litellm_count
-            } else {
-                plan.c1_count
-            };
+            let count = t.sized(plan.c1_litellm_count, plan.c1_count);
             let shot = t.shot(chat_body("chat", false));
             let warmup = (count / 10).max(10);
             let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await?;
@@ -142,19 +165,10 @@ pub async fn concurrency_one(
                 t.name,
                 crate::results::Pct::of(&outcome.latency).p50_us
             );
-            match merged.get_mut(t.name) {
-                Some(m) => m.merge(&outcome)?,
-                None => {
-                    merged.insert(t.name, outcome);
-                }
-            }
+            merge_block(&mut merged, t.name, outcome)?;
         }
     }
-    for (name, outcome) in merged {
-        results
-            .c1
-            .insert(name.to_owned(), Summary::of(&outcome, 0.0));
-    }
+    results.c1.extend(summaries(merged));
     Ok(())
 }
 
@@ -248,19 +262,10 @@ pub async fn features(
                 "  features {name:<22} p50 {:>8.1} µs",
                 crate::results::Pct::of(&outcome.latency).p50_us
             );
-            match merged.get_mut(name) {
-                Some(m) => m.merge(&outcome)?,
-                None => {
-                    merged.insert(name, outcome);
-                }
-            }
+            merge_block(&mut merged, name, outcome)?;
         }
     }
-    for (name, outcome) in merged {
-        results
-            .features
-            .insert(name.to_owned(), Summary::of(&outcome, 0.0));
-    }
+    results.features.extend(summaries(merged));
     Ok(())
 }
 
@@ -395,11 +400,7 @@ pub async fn memory(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for t in targets {
-        let counts = if t.is_litellm() {
-            vec![plan.litellm_held]
-        } else {
-            plan.held.clone()
-        };
+        let counts = t.sized(vec![plan.litellm_held], plan.held.clone());
         let mut memory = Memory {
             idle_rss_bytes: t.main.rss_bytes(),
             points: Vec::new(),
@@ -467,11 +468,7 @@ pub async fn cpu(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for t in targets {
-        let rate = if t.is_litellm() {
-            plan.litellm_cpu_rate
-        } else {
-            plan.cpu_rate
-        };
+        let rate = t.sized(plan.litellm_cpu_rate, plan.cpu_rate);
         let shot = t.shot(chat_body("chat", false));
         let spec = OpenLoop {
             rate,

@@ -19,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::http;
-use crate::procs::{Proc, free_port};
+use crate::procs::{Proc, free_addr};
 
 /// Base64 of 32 bytes: seals provider credentials (none are stored in this run).
 pub const CREDENTIAL_KEY: &str = "dG9sbGdhdGUtbG9hZHRlc3Qtc2VhbGluZy1rZXktMzI=";
@@ -83,57 +83,38 @@ impl Stack {
     ) -> anyhow::Result<Stack> {
         let prefix = tollgate_test_support::unique_name("loadtest");
         let admin_token = format!("tga-loadtest-{}", tollgate_test_support::unique_name("t"));
-        let cp_addr = format!("127.0.0.1:{}", free_port()?);
-        let mut command = Command::new(bin);
+        let cp_addr = free_addr()?;
+        let mut command = role_command(bin, "control-plane");
         command
-            .arg("control-plane")
-            .env_remove("TOLLGATE_CONFIG")
             .env("TOLLGATE_UI_ADDR", "off")
-            .env("RUST_LOG", "warn")
             .env("DATABASE_URL", infra.fresh_database().await?)
             .env("NATS_URL", &infra.nats_url)
             .env("TOLLGATE_ADMIN_ADDR", &cp_addr)
             .env("TOLLGATE_ADMIN_TOKEN", &admin_token)
             .env("TOLLGATE_CREDENTIAL_KEY", CREDENTIAL_KEY)
             .env("TOLLGATE_BUS_PREFIX", &prefix);
-        let control_plane = Proc::spawn(
-            "control-plane",
-            command,
-            &log_dir.join("control-plane.log"),
-            false,
-        )?;
+        let control_plane = spawn_role("control-plane", command, log_dir)?;
         let control_plane_url = format!("http://{cp_addr}");
-        wait_for(Duration::from_secs(60), || crate::procs::answers(&cp_addr))
-            .await
-            .context("the control plane did not start listening (see control-plane.log)")?;
-        let channel = Channel::from_shared(control_plane_url.clone())?
-            .connect()
-            .await?;
-        let mut admin = AdminServiceClient::with_interceptor(channel, Bearer(admin_token.clone()));
+        let mut admin = admin_client(
+            &cp_addr,
+            admin_token.clone(),
+            "the control plane",
+            "control-plane.log",
+        )
+        .await?;
         let load = set_up_policy(&mut admin, mock).await?;
 
-        let mut command = Command::new(bin);
+        let mut command = role_command(bin, "aggregator");
         command
-            .arg("aggregator")
-            .env_remove("TOLLGATE_CONFIG")
-            .env("RUST_LOG", "warn")
             .env("DATABASE_URL", infra.fresh_database().await?)
             .env("NATS_URL", &infra.nats_url)
-            .env("TOLLGATE_USAGE_ADDR", format!("127.0.0.1:{}", free_port()?))
-            .env(
-                "TOLLGATE_USAGE_HTTP_ADDR",
-                format!("127.0.0.1:{}", free_port()?),
-            )
+            .env("TOLLGATE_USAGE_ADDR", free_addr()?)
+            .env("TOLLGATE_USAGE_HTTP_ADDR", free_addr()?)
             .env("TOLLGATE_CONTROL_PLANE_URL", &control_plane_url)
             .env("TOLLGATE_EDGE_TOKEN", &admin_token)
             .env("TOLLGATE_ADMIN_TOKEN", &admin_token)
             .env("TOLLGATE_BUS_PREFIX", &prefix);
-        let aggregator = Proc::spawn(
-            "aggregator",
-            command,
-            &log_dir.join("aggregator.log"),
-            false,
-        )?;
+        let aggregator = spawn_role("aggregator", command, log_dir)?;
 
         let mut stack = Stack {
             bin: bin.to_owned(),
@@ -165,12 +146,9 @@ impl Stack {
     /// until it has the current policy.
     pub async fn add_edge_with(&mut self, extra: &[(&str, String)]) -> anyhow::Result<()> {
         let n = self.edges.len();
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut command = Command::new(&self.bin);
+        let addr = free_addr()?;
+        let mut command = role_command(&self.bin, "edge");
         command
-            .arg("edge")
-            .env_remove("TOLLGATE_CONFIG")
-            .env("RUST_LOG", "warn")
             .env("NATS_URL", &self.nats_url)
             .env("TOLLGATE_EDGE_ADDR", &addr)
             .env("TOLLGATE_CONTROL_PLANE_URL", &self.control_plane_url)
@@ -182,12 +160,7 @@ impl Stack {
         for (name, value) in extra {
             command.env(name, value);
         }
-        let proc = Proc::spawn(
-            &format!("edge-{n}"),
-            command,
-            &self.log_dir.join(format!("edge-{n}.log")),
-            false,
-        )?;
+        let proc = spawn_role(&format!("edge-{n}"), command, &self.log_dir)?;
         let edge = Edge { proc, addr };
         let target = self.last_sequence().await?;
         serves_policy(&edge.addr, target, &format!("edge-{n}")).await?;
@@ -206,6 +179,39 @@ impl Stack {
         all.extend(self.edges.iter().map(|e| &e.proc));
         all
     }
+}
+
+/// `tollgate <role>`, reading no configuration file and logging warnings only; the caller adds
+/// the role's settings.
+pub fn role_command(bin: &Path, role: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .arg(role)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Starts the role process `name`, its output going to `<name>.log` in `log_dir`.
+fn spawn_role(name: &str, command: Command, log_dir: &Path) -> anyhow::Result<Proc> {
+    Proc::spawn(name, command, &log_dir.join(format!("{name}.log")), false)
+}
+
+/// Waits up to a minute for `what` (logging to `log`) to listen on `addr`, then connects to its
+/// admin API with `token`.
+pub async fn admin_client(
+    addr: &str,
+    token: String,
+    what: &str,
+    log: &str,
+) -> anyhow::Result<AdminClient> {
+    wait_for(Duration::from_secs(60), || crate::procs::answers(addr))
+        .await
+        .with_context(|| format!("{what} did not start listening (see {log})"))?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(AdminServiceClient::with_interceptor(channel, Bearer(token)))
 }
 
 /// Sets up the policy every run uses, through `admin`: a team, the models pointing at `mock`

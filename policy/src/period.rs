@@ -52,35 +52,21 @@ mod tests {
 
     #[test]
     fn periods_follow_the_budgets_calendar() {
+        use Period::{Daily, Monthly, Weekly};
         let at = utc("2026-03-18T23:30:00Z"); // a Wednesday; already the 19th in Paris
-        assert_eq!(
-            period_bounds(Period::Daily, "UTC", at),
-            (
-                utc("2026-03-18T00:00:00Z"),
-                Some(utc("2026-03-19T00:00:00Z"))
-            )
-        );
-        assert_eq!(
-            period_bounds(Period::Daily, "Europe/Paris", at),
-            (
-                utc("2026-03-18T23:00:00Z"),
-                Some(utc("2026-03-19T23:00:00Z"))
-            )
-        );
-        assert_eq!(
-            period_bounds(Period::Weekly, "UTC", at),
-            (
-                utc("2026-03-16T00:00:00Z"),
-                Some(utc("2026-03-23T00:00:00Z"))
-            )
-        );
-        assert_eq!(
-            period_bounds(Period::Monthly, "UTC", at),
-            (
-                utc("2026-03-01T00:00:00Z"),
-                Some(utc("2026-04-01T00:00:00Z"))
-            )
-        );
+        let hour = |h: &str| utc(&format!("{h}:00:00Z"));
+        for (period, timezone, start, end) in [
+            (Daily, "UTC", "2026-03-18T00", "2026-03-19T00"),
+            (Daily, "Europe/Paris", "2026-03-18T23", "2026-03-19T23"),
+            (Weekly, "UTC", "2026-03-16T00", "2026-03-23T00"),
+            (Monthly, "UTC", "2026-03-01T00", "2026-04-01T00"),
+        ] {
+            assert_eq!(
+                period_bounds(period, timezone, at),
+                (hour(start), Some(hour(end))),
+                "{period:?} in {timezone}"
+            );
+        }
         assert_eq!(
             period_bounds(Period::Total, "UTC", at),
             (DateTime::UNIX_EPOCH, None)

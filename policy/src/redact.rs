@@ -88,13 +88,17 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_are_redacted() {
-        assert_eq!(
-            url("postgres://app:hunter2@db:5432/tollgate?sslmode=require"),
-            "postgres://app:***@db:5432/tollgate?sslmode=require"
-        );
-        assert_eq!(url("nats://token@nats:4222"), "nats://token:***@nats:4222");
-        assert_eq!(url("sqlite:///data/usage.db"), "sqlite:///data/usage.db");
-        assert_eq!(url("postgres://db/x"), "postgres://db/x");
-        assert_eq!(url("not a url"), "not a url");
+        for (given, shown) in [
+            (
+                "postgres://app:hunter2@db:5432/tollgate?sslmode=require",
+                "postgres://app:***@db:5432/tollgate?sslmode=require",
+            ),
+            ("nats://token@nats:4222", "nats://token:***@nats:4222"),
+            ("sqlite:///data/usage.db", "sqlite:///data/usage.db"),
+            ("postgres://db/x", "postgres://db/x"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(url(given), shown);
+        }
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-use crate::command::Command;
+use crate::command::{Command, KeyChanges};
 use crate::event::RecordedEvent;
 use crate::model::*;
 use crate::state::PolicyState;
@@ -159,11 +159,10 @@ pub fn command() -> impl Strategy<Value = Command> {
         key().prop_map(|key| Command::CreateKey { key }),
         (pick("key"), prop::option::of(models())).prop_map(|(id, models)| Command::UpdateKey {
             id,
-            alias: None,
-            models,
-            expires_at: None,
-            tags: None,
-            metadata: None,
+            changes: KeyChanges {
+                models,
+                ..KeyChanges::default()
+            },
         }),
         (pick("key"), hash(), 0..2u64).prop_map(|(id, hash, grace)| Command::RotateKey {
             id,

@@ -5,38 +5,25 @@ use crate::model::AccessGroup;
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::found;
+use super::checks::{all_found, unique};
 use super::{CommandError, Decision, changed, deleted};
 
 /// Sets an access group, its grants sorted and unique (nothing if it is the same).
 pub(super) fn set(state: &PolicyState, mut group: AccessGroup) -> Decision {
     validate::id("access group id", &group.id)?;
     group.name = validate::name("name", &group.name)?;
-    if let Some(other) = state
-        .access_groups
-        .values()
-        .find(|g| g.name == group.name && g.id != group.id)
-    {
-        return Err(CommandError::AlreadyExists(format!(
-            "access group {:?} exists already (id {})",
-            group.name, other.id
-        )));
-    }
+    let name = &group.name;
+    let taken = |other: &str| format!("access group {name:?} exists already (id {other})");
+    unique(&state.access_groups, &group.id, |g| &g.name == name, taken)?;
     group.models = validate::model_list("models", &group.models)?;
     if group.models.is_empty() {
         return Err(CommandError::invalid(
             "an access group needs at least one model".to_owned(),
         ));
     }
-    for id in &group.team_ids {
-        found(state.teams.get(id), "team", id)?;
-    }
-    for id in &group.user_ids {
-        found(state.users.get(id), "user", id)?;
-    }
-    for id in &group.key_ids {
-        found(state.keys.get(id), "key", id)?;
-    }
+    all_found(&state.teams, "team", &group.team_ids)?;
+    all_found(&state.users, "user", &group.user_ids)?;
+    all_found(&state.keys, "key", &group.key_ids)?;
     for list in [&mut group.team_ids, &mut group.user_ids, &mut group.key_ids] {
         list.sort();
         list.dedup();

@@ -5,6 +5,7 @@ use crate::model::CachePolicy;
 use crate::state::PolicyState;
 use crate::validate;
 
+use super::checks::unique;
 use super::{CommandError, Decision, MAX_CACHE_TTL_SECONDS, changed, deleted};
 
 /// Sets a cache policy (nothing if it is the same).
@@ -17,16 +18,12 @@ pub(super) fn set(state: &PolicyState, policy: CachePolicy) -> Decision {
             policy.ttl_seconds
         )));
     }
-    let other = state
-        .cache_policies
-        .values()
-        .find(|p| p.model == policy.model && p.id != policy.id);
-    if let Some(other) = other {
-        return Err(CommandError::AlreadyExists(format!(
-            "model {} already has cache policy {}: change that one instead",
-            policy.model, other.id
-        )));
-    }
+    let model = &policy.model;
+    let same_model = |p: &CachePolicy| &p.model == model;
+    let taken = |other: &str| {
+        format!("model {model} already has cache policy {other}: change that one instead")
+    };
+    unique(&state.cache_policies, &policy.id, same_model, taken)?;
     if let Some(semantic) = &policy.semantic {
         validate::model_name("embeddings_model", &semantic.embeddings_model)?;
         if state

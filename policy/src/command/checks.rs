@@ -1,6 +1,8 @@
 //! The checks `decide` runs against the state: existence, uniqueness, references, and the
 //! normalisation of new keys and deployments.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::CommandError;
@@ -43,84 +45,80 @@ pub(super) fn live_key<'a>(
     Ok(key)
 }
 
-pub(super) fn unique_team_name(
-    state: &PolicyState,
-    name: &str,
-    except: Option<&str>,
+/// Refuses a value that one of `entities` (a state map, keyed by id) other than the one `id`
+/// names already has, as `has` tells; `taken` words the refusal, given that entity's id.
+pub(super) fn unique<T>(
+    entities: &BTreeMap<String, T>,
+    id: &str,
+    has: impl Fn(&T) -> bool,
+    taken: impl FnOnce(&str) -> String,
 ) -> Result<(), CommandError> {
-    let taken = state
-        .teams
-        .values()
-        .find(|t| t.name.eq_ignore_ascii_case(name) && Some(t.id.as_str()) != except);
-    match taken {
-        Some(t) => Err(CommandError::AlreadyExists(format!(
-            "a team named {name:?} already exists (id {})",
-            t.id
-        ))),
+    match entities
+        .iter()
+        .find(|(other, entity)| *other != id && has(entity))
+    {
+        Some((other, _)) => Err(CommandError::AlreadyExists(taken(other))),
         None => Ok(()),
     }
 }
 
-pub(super) fn unique_email(
-    state: &PolicyState,
-    email: &str,
-    except: Option<&str>,
+/// Refuses to delete `id` while one of `entities` (a state map, keyed by id) names it in
+/// `list`; `refusal` words it, given that entity's id.
+pub(super) fn unreferenced_by<T>(
+    entities: &BTreeMap<String, T>,
+    id: &str,
+    list: impl Fn(&T) -> &Vec<String>,
+    refusal: impl FnOnce(&str) -> String,
 ) -> Result<(), CommandError> {
-    let taken = state
-        .users
-        .values()
-        .find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
-    match taken {
-        Some(u) => Err(CommandError::AlreadyExists(format!(
-            "a user with email {email} already exists (id {})",
-            u.id
-        ))),
+    match entities
+        .iter()
+        .find(|(_, entity)| list(entity).iter().any(|x| x == id))
+    {
+        Some((holder, _)) => Err(CommandError::FailedPrecondition(refusal(holder))),
         None => Ok(()),
     }
 }
 
-pub(super) fn optional_team(
-    state: &PolicyState,
-    team_id: Option<String>,
+/// Refuses `ids` unless each names one of `entities` (a `what`).
+pub(super) fn all_found<T>(
+    entities: &BTreeMap<String, T>,
+    what: &str,
+    ids: &[String],
+) -> Result<(), CommandError> {
+    ids.iter()
+        .try_for_each(|id| found(entities.get(id), what, id).map(drop))
+}
+
+/// `id` when it names one of `entities` (a `what`); none for none or an empty id.
+pub(super) fn optional<T>(
+    entities: &BTreeMap<String, T>,
+    what: &str,
+    id: Option<String>,
 ) -> Result<Option<String>, CommandError> {
-    match team_id.filter(|t| !t.is_empty()) {
+    match id.filter(|id| !id.is_empty()) {
         Some(id) => {
-            found(state.teams.get(&id), "team", &id)?;
+            found(entities.get(&id), what, &id)?;
             Ok(Some(id))
         }
         None => Ok(None),
     }
 }
 
-pub(super) fn optional_user(
-    state: &PolicyState,
-    user_id: Option<String>,
-) -> Result<Option<String>, CommandError> {
-    match user_id.filter(|u| !u.is_empty()) {
-        Some(id) => {
-            found(state.users.get(&id), "user", &id)?;
-            Ok(Some(id))
-        }
-        None => Ok(None),
-    }
-}
-
+/// `alias`, trimmed, unless another live key than `id` has it (an empty alias is no alias).
 pub(super) fn checked_alias(
     state: &PolicyState,
     alias: String,
-    except: Option<&str>,
+    id: &str,
 ) -> Result<String, CommandError> {
     let alias = alias.trim().to_owned();
     if alias.is_empty() {
         return Ok(alias);
     }
     let alias = validate::name("alias", &alias)?;
-    if let Some(k) = live_keys(state).find(|k| k.alias == alias && Some(k.id.as_str()) != except) {
-        return Err(CommandError::AlreadyExists(format!(
-            "a live key with alias {alias:?} already exists (id {})",
-            k.id
-        )));
-    }
+    let live_with_alias = |k: &VirtualKey| !k.revoked && k.alias == alias;
+    let taken =
+        |other: &str| format!("a live key with alias {alias:?} already exists (id {other})");
+    unique(&state.keys, id, live_with_alias, taken)?;
     Ok(alias)
 }
 
@@ -159,9 +157,9 @@ pub(super) fn checked_new_key(
     validate::id("key id", &key.id)?;
     absent(state.keys.contains_key(&key.id), "key", &key.id)?;
     check_hash(state, &key.hash)?;
-    key.alias = checked_alias(state, key.alias, None)?;
-    key.team_id = optional_team(state, key.team_id)?;
-    key.user_id = optional_user(state, key.user_id)?;
+    key.alias = checked_alias(state, key.alias, &key.id)?;
+    key.team_id = optional(&state.teams, "team", key.team_id)?;
+    key.user_id = optional(&state.users, "user", key.user_id)?;
     if let (Some(user), Some(team)) = (&key.user_id, &key.team_id) {
         let user_team = state.users.get(user).and_then(|u| u.team_id.as_ref());
         if user_team.is_some_and(|t| t != team) {

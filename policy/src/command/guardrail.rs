@@ -1,7 +1,7 @@
 //! Guardrails: a kind Tollgate enforces with a config it can read, references
 //! that exist, and a Bedrock guardrail that cannot send the edge's AWS identity off AWS.
 
-use super::checks::found;
+use super::checks::{all_found, found};
 use super::{CommandError, Decision, changed, deleted};
 use crate::event::PolicyEvent;
 use crate::guardrail::GuardrailSpec;
@@ -17,12 +17,8 @@ pub(super) fn checked(
     validate::id("guardrail id", &guardrail.id)?;
     guardrail.name = validate::name("guardrail name", &guardrail.name)?;
     guardrail.models = validate::model_list("models", &guardrail.models)?;
-    for id in &guardrail.team_ids {
-        found(state.teams.get(id), "team", id)?;
-    }
-    for id in &guardrail.key_ids {
-        found(state.keys.get(id), "key", id)?;
-    }
+    all_found(&state.teams, "team", &guardrail.team_ids)?;
+    all_found(&state.keys, "key", &guardrail.key_ids)?;
     for list in [&mut guardrail.team_ids, &mut guardrail.key_ids] {
         list.sort();
         list.dedup();

@@ -11,9 +11,11 @@ use super::checks::{check_hash, checked_alias, checked_new_key, found, future_ex
 use super::{CommandError, Decision, MAX_ROTATION_GRACE_SECONDS};
 
 /// What an update changes of a key; `None` fields stay as they are.
-pub(super) struct KeyChanges {
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyChanges {
     pub alias: Option<String>,
     pub models: Option<Vec<String>>,
+    /// `Some(None)` takes the expiry away.
     pub expires_at: Option<Option<DateTime<Utc>>>,
     pub tags: Option<Vec<String>>,
     pub metadata: Option<Metadata>,
@@ -33,46 +35,29 @@ pub(super) fn update(
     changes: KeyChanges,
     now: DateTime<Utc>,
 ) -> Decision {
-    let KeyChanges {
-        alias,
-        models,
-        expires_at,
-        tags,
-        metadata,
-    } = changes;
     let current = live_key(state, &id)?;
-    let alias = match alias {
-        Some(alias) => checked_alias(state, alias, Some(&id))?,
-        None => current.alias.clone(),
-    };
-    let models = match models {
-        Some(models) => validate::model_list("models", &models)?,
-        None => current.models.clone(),
-    };
-    let expires_at = match expires_at {
-        Some(at) => future_expiry(at, now)?,
-        None => current.expires_at,
-    };
-    let tags = tags.unwrap_or_else(|| current.tags.clone());
-    let metadata = metadata.unwrap_or_else(|| current.metadata.clone());
-    if (&alias, &models, &expires_at, &tags, &metadata)
-        == (
-            &current.alias,
-            &current.models,
-            &current.expires_at,
-            &current.tags,
-            &current.metadata,
-        )
-    {
+    let mut key = current.clone();
+    if let Some(alias) = changes.alias {
+        key.alias = checked_alias(state, alias, &id)?;
+    }
+    if let Some(models) = changes.models {
+        key.models = validate::model_list("models", &models)?;
+    }
+    if let Some(at) = changes.expires_at {
+        key.expires_at = future_expiry(at, now)?;
+    }
+    key.tags = changes.tags.unwrap_or(key.tags);
+    key.metadata = changes.metadata.unwrap_or(key.metadata);
+    if &key == current {
         return Ok(None);
     }
     Ok(Some(PolicyEvent::KeyUpdated {
         id,
-        alias,
-        models,
-        expires_at,
-        tags,
-        metadata,
+        alias: key.alias,
+        models: key.models,
+        expires_at: key.expires_at,
+        tags: key.tags,
+        metadata: key.metadata,
     }))
 }
 

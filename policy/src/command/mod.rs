@@ -13,6 +13,7 @@ use crate::model::{
 use crate::state::PolicyState;
 
 pub use crate::error::CommandError;
+pub use keys::KeyChanges;
 
 /// The most schedules one rate limit may carry.
 const MAX_SCHEDULES: usize = 16;
@@ -102,14 +103,9 @@ pub enum Command {
     CreateKey {
         key: VirtualKey,
     },
-    /// `None` fields stay as they are.
     UpdateKey {
         id: String,
-        alias: Option<String>,
-        models: Option<Vec<String>>,
-        expires_at: Option<Option<DateTime<Utc>>>,
-        tags: Option<Vec<String>>,
-        metadata: Option<Metadata>,
+        changes: KeyChanges,
     },
     RotateKey {
         id: String,
@@ -239,23 +235,7 @@ pub fn decide(
         } => org::update_user(state, id, email, team_id, role, metadata),
         DeleteUser { id } => org::delete_user(state, id),
         CreateKey { key } => keys::create(state, key, now),
-        UpdateKey {
-            id,
-            alias,
-            models,
-            expires_at,
-            tags,
-            metadata,
-        } => {
-            let changes = keys::KeyChanges {
-                alias,
-                models,
-                expires_at,
-                tags,
-                metadata,
-            };
-            keys::update(state, id, changes, now)
-        }
+        UpdateKey { id, changes } => keys::update(state, id, changes, now),
         RotateKey {
             id,
             prefix,

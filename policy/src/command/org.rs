@@ -5,7 +5,7 @@ use crate::model::{AccessGroup, Metadata, Team, User, UserRole};
 use crate::state::PolicyState;
 use crate::validate;
 
-use super::checks::{absent, found, live_keys, optional_team, unique_email, unique_team_name};
+use super::checks::{absent, found, live_keys, optional, unique, unreferenced_by};
 use super::{CommandError, Decision, changed, traffic};
 
 /// A new team, its name unused.
@@ -18,7 +18,7 @@ pub(super) fn create_team(
     validate::id("team id", &id)?;
     let name = validate::name("team name", &name)?;
     absent(state.teams.contains_key(&id), "team", &id)?;
-    unique_team_name(state, &name, None)?;
+    unique_team_name(state, &name, &id)?;
     Ok(Some(PolicyEvent::TeamCreated {
         team: Team { id, name, metadata },
     }))
@@ -34,7 +34,7 @@ pub(super) fn update_team(
     let mut team = found(state.teams.get(&id), "team", &id)?.clone();
     if let Some(name) = name {
         team.name = validate::name("team name", &name)?;
-        unique_team_name(state, &team.name, Some(&id))?;
+        unique_team_name(state, &team.name, &id)?;
     }
     if let Some(metadata) = metadata {
         team.metadata = metadata;
@@ -75,8 +75,8 @@ pub(super) fn create_user(
     validate::id("user id", &id)?;
     absent(state.users.contains_key(&id), "user", &id)?;
     let email = validate::email(&email)?;
-    unique_email(state, &email, None)?;
-    let team_id = optional_team(state, team_id)?;
+    unique_email(state, &email, &id)?;
+    let team_id = optional(&state.teams, "team", team_id)?;
     Ok(Some(PolicyEvent::UserCreated {
         user: User {
             id,
@@ -101,10 +101,10 @@ pub(super) fn update_user(
     let mut user = current.clone();
     if let Some(email) = email {
         user.email = validate::email(&email)?;
-        unique_email(state, &user.email, Some(&id))?;
+        unique_email(state, &user.email, &id)?;
     }
     if let Some(team_id) = team_id {
-        user.team_id = optional_team(state, team_id)?;
+        user.team_id = optional(&state.teams, "team", team_id)?;
     }
     user.role = role.unwrap_or(user.role);
     user.metadata = metadata.unwrap_or(user.metadata);
@@ -136,15 +136,21 @@ fn ungranted(
     id: &str,
     list: impl Fn(&AccessGroup) -> &Vec<String>,
 ) -> Result<(), CommandError> {
-    match state
-        .access_groups
-        .values()
-        .find(|g| list(g).iter().any(|x| x == id))
-    {
-        Some(group) => Err(CommandError::FailedPrecondition(format!(
-            "access group {} is granted to {what} {id}; update or delete the group first",
-            group.id
-        ))),
-        None => Ok(()),
-    }
+    unreferenced_by(&state.access_groups, id, list, |group| {
+        format!("access group {group} is granted to {what} {id}; update or delete the group first")
+    })
+}
+
+/// Refuses a team name another team than `id` has, in any case.
+fn unique_team_name(state: &PolicyState, name: &str, id: &str) -> Result<(), CommandError> {
+    let same_name = |t: &Team| t.name.eq_ignore_ascii_case(name);
+    let taken = |other: &str| format!("a team named {name:?} already exists (id {other})");
+    unique(&state.teams, id, same_name, taken)
+}
+
+/// Refuses an e-mail another user than `id` has, in any case.
+fn unique_email(state: &PolicyState, email: &str, id: &str) -> Result<(), CommandError> {
+    let same_email = |u: &User| u.email.eq_ignore_ascii_case(email);
+    let taken = |other: &str| format!("a user with email {email} already exists (id {other})");
+    unique(&state.users, id, same_email, taken)
 }

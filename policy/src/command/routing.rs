@@ -5,6 +5,7 @@ use crate::model::RoutingRule;
 use crate::state::PolicyState;
 use crate::validate;
 
+use super::checks::unique;
 use super::{CommandError, Decision, MAX_RETRIES, changed, deleted};
 
 /// Sets a model's routing rule (nothing if it is the same).
@@ -33,16 +34,12 @@ pub(super) fn set_rule(state: &PolicyState, mut rule: RoutingRule) -> Decision {
             rule.max_retries
         )));
     }
-    if let Some(other) = state
-        .routing_rules
-        .values()
-        .find(|r| r.model_name == rule.model_name && r.id != rule.id)
-    {
-        return Err(CommandError::AlreadyExists(format!(
-            "model {} already has routing rule {}; update that one instead",
-            rule.model_name, other.id
-        )));
-    }
+    let model = &rule.model_name;
+    let same_model = |r: &RoutingRule| &r.model_name == model;
+    let taken = |other: &str| {
+        format!("model {model} already has routing rule {other}; update that one instead")
+    };
+    unique(&state.routing_rules, &rule.id, same_model, taken)?;
     changed(state.routing_rules.get(&rule.id), rule, |rule| {
         PolicyEvent::RoutingRuleSet { rule }
     })

@@ -1,7 +1,7 @@
 //! Traffic rules: every reference exists, the time window is a real one, and the
 //! rule does something.
 
-use super::checks::found;
+use super::checks::{all_found, unreferenced_by};
 use super::{CommandError, Decision, changed, deleted};
 use crate::event::PolicyEvent;
 use crate::model::{TimeWindow, TrafficRule};
@@ -19,12 +19,8 @@ pub(super) fn checked(
     rule.description = rule.description.trim().to_owned();
     let when = &mut rule.when;
     when.models = validate::model_list("models", &when.models)?;
-    for id in &when.key_ids {
-        found(state.keys.get(id), "key", id)?;
-    }
-    for id in &when.team_ids {
-        found(state.teams.get(id), "team", id)?;
-    }
+    all_found(&state.keys, "key", &when.key_ids)?;
+    all_found(&state.teams, "team", &when.team_ids)?;
     for list in [
         &mut when.key_ids,
         &mut when.team_ids,
@@ -47,9 +43,7 @@ pub(super) fn checked(
     }
 
     let then = &mut rule.then;
-    for id in &then.deployment_ids {
-        found(state.deployments.get(id), "deployment", id)?;
-    }
+    all_found(&state.deployments, "deployment", &then.deployment_ids)?;
     then.deployment_ids.sort();
     then.deployment_ids.dedup();
     then.regions.sort();
@@ -82,17 +76,9 @@ pub(super) fn unreferenced(
     id: &str,
     list: impl Fn(&TrafficRule) -> &Vec<String>,
 ) -> Result<(), CommandError> {
-    match state
-        .traffic_rules
-        .values()
-        .find(|r| list(r).iter().any(|x| x == id))
-    {
-        Some(rule) => Err(CommandError::FailedPrecondition(format!(
-            "traffic rule {} names {what} {id}; update or delete the rule first",
-            rule.id
-        ))),
-        None => Ok(()),
-    }
+    unreferenced_by(&state.traffic_rules, id, list, |rule| {
+        format!("traffic rule {rule} names {what} {id}; update or delete the rule first")
+    })
 }
 
 /// Normalises `window` if it is a real one: times of day, distinct ends, a known time zone.

@@ -161,12 +161,20 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
 
     /// The public key set as `name`, if any.
     pub fn public_key(&self, name: &'static str) -> Result<Option<PublicKey>, ConfigError> {
-        Ok(signing::public_key_setting(|n| self.get(n), name)?)
+        Ok(signing::key_setting(
+            |n| self.get(n),
+            name,
+            PublicKey::from_base64,
+        )?)
     }
 
     /// The private key set as `name`, if any.
     pub fn private_key(&self, name: &'static str) -> Result<Option<PrivateKey>, ConfigError> {
-        Ok(signing::private_key_setting(|n| self.get(n), name)?)
+        Ok(signing::key_setting(
+            |n| self.get(n),
+            name,
+            PrivateKey::from_base64,
+        )?)
     }
 }
 

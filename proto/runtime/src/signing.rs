@@ -188,24 +188,15 @@ pub struct KeySettingError {
     pub reason: SignatureError,
 }
 
-/// The public key set as `name` in the settings `get` reads, if any.
-pub fn public_key_setting(
+/// The key set as `name` in the settings `get` reads, if any, read by `parse`
+/// ([`PublicKey::from_base64`] or [`PrivateKey::from_base64`]).
+pub fn key_setting<K>(
     get: impl Fn(&str) -> Option<String>,
     name: &'static str,
-) -> Result<Option<PublicKey>, KeySettingError> {
+    parse: impl Fn(&str) -> Result<K, SignatureError>,
+) -> Result<Option<K>, KeySettingError> {
     get(name)
-        .map(|text| PublicKey::from_base64(&text))
-        .transpose()
-        .map_err(|reason| KeySettingError { name, reason })
-}
-
-/// The private key set as `name` in the settings `get` reads, if any.
-pub fn private_key_setting(
-    get: impl Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<Option<PrivateKey>, KeySettingError> {
-    get(name)
-        .map(|text| PrivateKey::from_base64(&text))
+        .map(|text| parse(&text))
         .transpose()
         .map_err(|reason| KeySettingError { name, reason })
 }
