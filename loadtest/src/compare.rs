@@ -25,6 +25,7 @@ type Figure = (&'static str, Option<f64>, Unit, bool);
 
 /// The headline figures of `r`.
 fn figures(r: &Results) -> Vec<Figure> {
+    use Unit::{Count, Megabytes, Micros, Rps};
     let c1 = |t: &str, pick: fn(&crate::results::Summary) -> f64| {
         Some(pick(r.c1.get(t)?) - pick(r.c1.get(DIRECT)?))
     };
@@ -42,123 +43,94 @@ fn figures(r: &Results) -> Vec<Figure> {
     let rss = |t: &str| rss_at(r, t, 10_000.0).map(|bytes| bytes / 1e6);
     let propagation = r.propagation.as_ref().map(|p| p.all.p99_us);
     vec![
-        (
+        lower(
             "Tollgate added p50, concurrency 1",
             c1(TOLLGATE, p50),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
+        lower(
             "Tollgate added p99, concurrency 1",
             c1(TOLLGATE, p99),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
+        lower(
             "floor-proxy added p50, concurrency 1",
             c1(FLOOR, p50),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
+        lower(
             "floor-proxy added p99, concurrency 1",
             c1(FLOOR, p99),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        ("edge CPU per request", cpu(TOLLGATE), Unit::Micros, true),
-        (
+        lower("edge CPU per request", cpu(TOLLGATE), Micros),
+        lower(
             "Tollgate CPU per request, all roles",
             r.cpu.get(TOLLGATE).map(|c| c.whole_us_per_request),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
-            "floor-proxy CPU per request",
-            cpu(FLOOR),
-            Unit::Micros,
-            true,
-        ),
-        (
+        lower("floor-proxy CPU per request", cpu(FLOOR), Micros),
+        lower(
             "machine CPU per request, Tollgate",
             machine_cpu(TOLLGATE),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
+        lower(
             "machine CPU per request, floor-proxy",
             machine_cpu(FLOOR),
-            Unit::Micros,
-            true,
+            Micros,
         ),
-        (
+        lower(
             "edge wake-ups per request",
             r.cpu.get(TOLLGATE).and_then(|c| c.wakeups_per_request),
-            Unit::Count,
-            true,
+            Count,
         ),
-        (
+        lower(
             "floor-proxy wake-ups per request",
             r.cpu.get(FLOOR).and_then(|c| c.wakeups_per_request),
-            Unit::Count,
-            true,
+            Count,
         ),
-        (
+        higher(
             "Tollgate throughput at p99 ≤ 10 ms",
             frontier(TOLLGATE),
-            Unit::Rps,
-            false,
+            Rps,
         ),
-        (
+        higher(
             "floor-proxy throughput at p99 ≤ 10 ms",
             frontier(FLOOR),
-            Unit::Rps,
-            false,
+            Rps,
         ),
-        (
+        higher(
             "`tollgate up` throughput at p99 ≤ 10 ms",
             frontier(TOLLGATE_UP),
-            Unit::Rps,
-            false,
+            Rps,
         ),
-        (
-            "`tollgate up` CPU per request",
-            cpu(TOLLGATE_UP),
-            Unit::Micros,
-            true,
-        ),
-        ("Tollgate p99 at 5,000 RPS", at_5000, Unit::Micros, true),
-        (
-            "Tollgate added TTFT p99",
-            ttft(TOLLGATE),
-            Unit::Micros,
-            true,
-        ),
-        (
-            "floor-proxy added TTFT p99",
-            ttft(FLOOR),
-            Unit::Micros,
-            true,
-        ),
-        (
+        lower("`tollgate up` CPU per request", cpu(TOLLGATE_UP), Micros),
+        lower("Tollgate p99 at 5,000 RPS", at_5000, Micros),
+        lower("Tollgate added TTFT p99", ttft(TOLLGATE), Micros),
+        lower("floor-proxy added TTFT p99", ttft(FLOOR), Micros),
+        lower(
             "Tollgate RSS at 10,000 held streams",
             rss(TOLLGATE),
-            Unit::Megabytes,
-            true,
+            Megabytes,
         ),
-        (
+        lower(
             "floor-proxy RSS at 10,000 held streams",
             rss(FLOOR),
-            Unit::Megabytes,
-            true,
+            Megabytes,
         ),
-        (
-            "propagation p99, all edges",
-            propagation,
-            Unit::Micros,
-            true,
-        ),
+        lower("propagation p99, all edges", propagation, Micros),
     ]
+}
+
+/// A figure that is better lower.
+fn lower(name: &'static str, value: Option<f64>, unit: Unit) -> Figure {
+    (name, value, unit, true)
+}
+
+/// A figure that is better higher.
+fn higher(name: &'static str, value: Option<f64>, unit: Unit) -> Figure {
+    (name, value, unit, false)
 }
 
 fn show(value: f64, unit: Unit) -> String {

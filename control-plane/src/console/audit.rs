@@ -11,7 +11,7 @@ use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
 use super::forms::table;
-use super::pages::Notice;
+use super::forms::Notice;
 use super::{Drawing, SignedIn, page};
 
 /// The most events the page reads (the newest).

@@ -1,11 +1,31 @@
-//! What the console's pages are built of: forms that post with the session's CSRF token, their
-//! labelled inputs (each followed by the error the page's notice holds about it), and tables.
+//! What the console's pages are built of: the notice a page shows about the last change, forms
+//! that post with the session's CSRF token, their labelled inputs (each followed by the error
+//! the notice holds about it), and tables.
 
 use maud::{Markup, Render, html};
 use tollgate_proto::admin::Team;
 
-use super::pages::Notice;
 use super::session::Session;
+
+/// What a page says about the last change, next to the field it concerns.
+#[derive(Default)]
+pub struct Notice {
+    /// The form field the message is about (`name`, `alias`, …), or `None` for the page.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Notice {
+    /// The message, when it is about form field `field`.
+    pub fn about(&self, field: &str) -> Option<&str> {
+        (self.field == Some(field) && !self.message.is_empty()).then_some(self.message.as_str())
+    }
+
+    /// The message, when it is about the page rather than a field.
+    pub fn general(&self) -> Option<&str> {
+        (self.field.is_none() && !self.message.is_empty()).then_some(self.message.as_str())
+    }
+}
 
 /// The hidden field with the session's CSRF token that every form making a change carries.
 pub fn csrf_input(session: &Session) -> Markup {

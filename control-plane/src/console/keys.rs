@@ -8,7 +8,8 @@ use serde::Deserialize;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::admin::{CreateKeyRequest, KeyRequest, ListKeysRequest, RotateKeyRequest};
 
-use super::pages::{self, Notice};
+use super::forms::Notice;
+use super::pages;
 use super::session::Session;
 use super::{Change, Console, Drawing, SignedIn, page, refusal};
 

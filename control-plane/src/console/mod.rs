@@ -47,7 +47,7 @@ use tonic::{Code, Status};
 
 use crate::service::AdminApi;
 use forms::Forms;
-use pages::Notice;
+use forms::Notice;
 use session::{Session, Sessions};
 
 /// How the console behaves.

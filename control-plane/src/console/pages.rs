@@ -7,27 +7,8 @@ use tollgate_policy::model::AdminRole;
 use tollgate_proto::admin::{Budget, Key, Team};
 
 use super::delete::delete_button;
-use super::forms::{Forms, csrf_input, table, team_choices, words};
+use super::forms::{Forms, Notice, csrf_input, table, team_choices, words};
 use super::session::Session;
-
-/// What a page says about the last change, next to the field it concerns.
-#[derive(Default)]
-pub struct Notice {
-    /// The form field the message is about (`name`, `alias`, …), or `None` for the page.
-    pub field: Option<&'static str>,
-    pub message: String,
-}
-
-impl Notice {
-    /// The message, when it is about form field `field`.
-    pub fn about(&self, field: &str) -> Option<&str> {
-        (self.field == Some(field) && !self.message.is_empty()).then_some(self.message.as_str())
-    }
-
-    fn general(&self) -> Option<&str> {
-        (self.field.is_none() && !self.message.is_empty()).then_some(self.message.as_str())
-    }
-}
 
 /// The name of team `id` among `teams`, or the id when it is not one of them.
 pub fn team_name(teams: &[Team], id: &str) -> String {

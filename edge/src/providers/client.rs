@@ -38,7 +38,7 @@ use tower::Service;
 
 use super::UpstreamError;
 use super::egress::{Egress, HyperResolver};
-use super::proxy::Route;
+use super::proxy::{BoxError, Route};
 
 /// An upstream's answer, its body still to be read.
 pub type UpstreamResponse = http::Response<Incoming>;
@@ -212,8 +212,6 @@ fn not_a_url(deployment: &Deployment, why: &str) -> UpstreamError {
         deployment.id
     ))
 }
-
-pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The TLS connector, refusing IP literals the policy forbids (the resolver never sees them)
 /// and bounding a whole connection (DNS, TCP, TLS) by the connect timeout, as reqwest did.

@@ -21,8 +21,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::client::BoxError;
 use super::egress::HyperResolver;
+
+/// The error of the connectors under the provider client (hyper-util's connector bound).
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The TCP connector of provider calls, tunnelling through a proxy where one is named.
 #[derive(Clone)]
