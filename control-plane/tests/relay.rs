@@ -53,6 +53,19 @@ async fn wait_until_published(bus: &dyn Bus, sequence: u64) -> Result<()> {
     Ok(())
 }
 
+/// Stops `cp` (its process dies) once `published` events of its store are on `bus` (`what`),
+/// and starts a control plane on that store again, publishing to `bus`.
+async fn restarted(
+    cp: TestControlPlane,
+    bus: &Arc<dyn Bus>,
+    published: u64,
+    what: &str,
+) -> Result<TestControlPlane> {
+    let store = cp.stop().await?;
+    assert_eq!(last_published(bus.as_ref()).await?, published, "{what}");
+    TestControlPlane::start_with(store, bus.clone()).await
+}
+
 /// Every message on the policy topic, decoded.
 async fn policy_topic(bus: &dyn Bus) -> Result<Vec<(String, PolicyEvent)>> {
     let last = bus
@@ -85,14 +98,7 @@ async fn killed_between_commit_and_publish_the_stream_still_gets_every_event_onc
     create_teams(&cp, 0..12).await?;
     assert_eq!(cp.log.state().sequence, 12, "all twelve changes committed");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = cp.stop().await?;
-    assert_eq!(
-        last_published(bus.as_ref()).await?,
-        5,
-        "the process died having stored five events"
-    );
-
-    let cp = TestControlPlane::start_with(store, bus.clone()).await?;
+    let cp = restarted(cp, &bus, 5, "the process died having stored five events").await?;
     wait_until_published(bus.as_ref(), 12).await?;
     create_teams(&cp, 12..15).await?;
     wait_until_published(bus.as_ref(), 15).await?;
@@ -120,13 +126,7 @@ async fn events_committed_while_the_bus_is_down_are_published_when_it_returns(
     let down = Arc::new(FaultyBus::new(bus.clone()).publishes(|_| Publish::Refused));
     let cp = TestControlPlane::start_with(backend.store().await?, down).await?;
     create_teams(&cp, 0..3).await?;
-    let store = cp.stop().await?;
-    assert_eq!(
-        last_published(bus.as_ref()).await?,
-        0,
-        "nothing reached the bus"
-    );
-    let cp = TestControlPlane::start_with(store, bus.clone()).await?;
+    let cp = restarted(cp, &bus, 0, "nothing reached the bus").await?;
     wait_until_published(bus.as_ref(), 3).await?;
     assert_eq!(policy_topic(bus.as_ref()).await?.len(), 3);
     cp.stop().await?;

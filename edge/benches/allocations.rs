@@ -26,7 +26,6 @@ use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::oneshot;
-use tollgate_proto::admin::Deployment;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 use tollgate_test_support::edge::{Gateway, Staging};
@@ -159,15 +158,10 @@ fn main() -> Result<()> {
 /// A control plane and an edge with one `openai_compatible` deployment in front of `fake`.
 async fn serve(fake: FakeOpenAi) -> Result<Gateway<FakeOpenAi>> {
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential("openai_compatible", &[("api_key", "sk-upstream")])
+    let api_key = [("api_key", "sk-upstream")];
+    let template = staging
+        .provider("openai_compatible", fake.base_url(), &api_key)
         .await?;
-    let template = Deployment {
-        provider: "openai_compatible".into(),
-        api_base: fake.base_url(),
-        credential_id,
-        ..Default::default()
-    };
     staging
         .deploy(&template, &[("gpt-bench", "gpt-upstream")])
         .await?;

@@ -16,7 +16,7 @@ use common::*;
 use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
-use tollgate_proto::admin::{Deployment, Price};
+use tollgate_proto::admin::Deployment;
 use tollgate_proto::usage::UsageEvent;
 use tollgate_runtime::bus::{Bus, USAGE};
 
@@ -52,9 +52,8 @@ async fn usage_less_upstream() -> Result<String> {
 }
 
 struct World {
-    _cp: TestControlPlane,
+    cluster: TestCluster,
     edge: TestEdge,
-    bus: Arc<dyn Bus>,
     secret: String,
 }
 
@@ -66,11 +65,10 @@ async fn world() -> Result<World> {
 async fn world_with(
     configure: impl FnOnce(&mut tollgate_edge::config::EdgeConfig),
 ) -> Result<World> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
     mock_deployment(
-        &mut admin,
+        admin,
         "slow",
         &[("chunk_delay_ms", "30"), ("output_tokens", "20")],
     )
@@ -84,43 +82,37 @@ async fn world_with(
         })
         .await?;
     for model in ["slow", "usage-less"] {
-        admin
-            .set_price(Price {
-                model: model.into(),
-                input_per_mtok: 1_000.0,
-                output_per_mtok: 10_000.0,
-                ..Default::default()
-            })
-            .await?;
+        set_price(admin, model, [1_000.0, 10_000.0, 0.0, 0.0]).await?;
     }
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let mut config = TestEdge::config(&nats, &prefix);
-    configure(&mut config);
-    let edge = TestEdge::start_with(config, bus.clone(), Some(cp.url())).await?;
-    edge.wait_for_sequence(last_sequence(&mut admin).await?)
-        .await?;
+    let (_, secret) = create_key(admin, &[]).await?;
+    let edge = cluster.edge_with(configure).await?;
     Ok(World {
-        _cp: cp,
+        cluster,
         edge,
-        bus,
         secret,
     })
 }
 
-/// Starts a stream of `model`, reads its first chunk and hangs up; the request id.
-async fn hang_up_after_the_first_chunk(w: &World, model: &str) -> Result<String> {
-    let mut response = reqwest::Client::new()
-        .post(w.edge.url("/v1/chat/completions"))
-        .bearer_auth(&w.secret)
-        .json(&json!({"model": model, "stream": true,
-            "messages": [{"role": "user", "content": "tell me a long story"}]}))
-        .send()
-        .await?;
+/// A request for a long story from `model`, streamed.
+fn long_story(model: &str) -> serde_json::Value {
+    json!({"model": model, "stream": true,
+        "messages": [{"role": "user", "content": "tell me a long story"}]})
+}
+
+/// Starts a stream of `model`, reads its first chunk and hangs up; the usage event charged for
+/// it, after checking that it says the client closed the request.
+async fn abandoned(w: &World, model: &str) -> Result<UsageEvent> {
+    let mut response = w.edge.chat(&w.secret, &long_story(model)).await?;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-request-id"].to_str()?.to_owned();
     response.chunk().await?.context("no first chunk")?;
     drop(response);
-    Ok(id)
+    let event = usage_of(&w.cluster.bus, &id).await?;
+    assert_eq!(
+        (event.status, event.error_code.as_str()),
+        (499, "client_closed")
+    );
+    Ok(event)
 }
 
 /// The usage event of request `id`.
@@ -142,12 +134,7 @@ async fn usage_of(bus: &Arc<dyn Bus>, id: &str) -> Result<UsageEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_abandoned_by_its_client_is_charged_the_providers_final_usage() -> Result<()> {
     let w = world().await?;
-    let id = hang_up_after_the_first_chunk(&w, "slow").await?;
-    let event = usage_of(&w.bus, &id).await?;
-    assert_eq!(
-        (event.status, event.error_code.as_str()),
-        (499, "client_closed")
-    );
+    let event = abandoned(&w, "slow").await?;
     assert_eq!(
         event.output_tokens, 20,
         "the provider's count, read after the client left"
@@ -159,12 +146,7 @@ async fn a_stream_abandoned_by_its_client_is_charged_the_providers_final_usage()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_abandoned_without_a_usage_report_is_charged_the_estimate() -> Result<()> {
     let w = world().await?;
-    let id = hang_up_after_the_first_chunk(&w, "usage-less").await?;
-    let event = usage_of(&w.bus, &id).await?;
-    assert_eq!(
-        (event.status, event.error_code.as_str()),
-        (499, "client_closed")
-    );
+    let event = abandoned(&w, "usage-less").await?;
     // The upstream is read to its end: its text is 40 × "word " = 200 bytes, charged at one
     // token per four bytes (more than one per chunk); the input at one token per four
     // request bytes.
@@ -183,13 +165,7 @@ async fn a_stream_abandoned_without_a_usage_report_is_charged_the_estimate() -> 
 async fn a_stream_past_the_maximum_duration_is_cut_in_band_and_charged() -> Result<()> {
     // The usage-less upstream needs 40 × 30 ms; the edge allows one second.
     let w = world_with(|config| config.max_stream_duration = Duration::from_secs(1)).await?;
-    let response = reqwest::Client::new()
-        .post(w.edge.url("/v1/chat/completions"))
-        .bearer_auth(&w.secret)
-        .json(&json!({"model": "usage-less", "stream": true,
-            "messages": [{"role": "user", "content": "tell me a long story"}]}))
-        .send()
-        .await?;
+    let response = w.edge.chat(&w.secret, &long_story("usage-less")).await?;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-request-id"].to_str()?.to_owned();
     let body = response.text().await?;
@@ -204,7 +180,7 @@ async fn a_stream_past_the_maximum_duration_is_cut_in_band_and_charged() -> Resu
         "the stream ends with the in-band error: {last}"
     );
     assert!(!body.contains("[DONE]"), "{body}");
-    let event = usage_of(&w.bus, &id).await?;
+    let event = usage_of(&w.cluster.bus, &id).await?;
     assert_eq!(
         (event.status, event.error_code.as_str()),
         (504, "upstream_timeout")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tollgate_proto::admin::{AccessGroup, CreateKeyRequest, CreateUserRequest};
 
 /// How soon a grant must reach every edge.
@@ -33,18 +33,8 @@ async fn key_of_user(admin: &mut AdminClient, email: &str, role: &str) -> Result
         .secret)
 }
 
-async fn status(
-    http: &reqwest::Client,
-    edge: &TestEdge,
-    secret: &str,
-    model: &str,
-) -> Result<(u16, Value)> {
-    let response = http
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(secret)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await?;
+async fn status(edge: &TestEdge, secret: &str, model: &str) -> Result<(u16, Value)> {
+    let response = edge.chat(secret, &chat_request(model, "hi")).await?;
     Ok((response.status().as_u16(), response.json().await?))
 }
 
@@ -66,14 +56,13 @@ async fn listed(http: &reqwest::Client, edge: &TestEdge, secret: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_not_granted_a_group_is_refused_until_granted_on_every_edge() -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
     for model in ["small", "large"] {
-        mock_deployment(&mut admin, model, &[]).await?;
+        mock_deployment(admin, model, &[]).await?;
     }
-    let analyst = key_of_user(&mut admin, "ann@example.com", "member").await?;
-    let lead = key_of_user(&mut admin, "lee@example.com", "admin").await?;
+    let analyst = key_of_user(admin, "ann@example.com", "member").await?;
+    let lead = key_of_user(admin, "lee@example.com", "admin").await?;
     let group = admin
         .set_access_group(AccessGroup {
             name: "large models".into(),
@@ -83,27 +72,21 @@ async fn a_role_not_granted_a_group_is_refused_until_granted_on_every_edge() -> 
         })
         .await?
         .into_inner();
-    let mut edges = Vec::new();
-    for _ in 0..2 {
-        edges.push(TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?);
-    }
-    let sequence = last_sequence(&mut admin).await?;
-    for edge in &edges {
-        edge.wait_for_sequence(sequence).await?;
-    }
+    let edges = cluster.edges(2).await?;
     let http = reqwest::Client::new();
     for edge in &edges {
-        let (code, body) = status(&http, edge, &analyst, "large").await?;
+        let (code, body) = status(edge, &analyst, "large").await?;
         assert_eq!(code, 403, "{body}");
         assert_eq!(body["error"]["code"], "model_not_allowed");
-        assert_eq!(status(&http, edge, &analyst, "small").await?.0, 200);
-        assert_eq!(status(&http, edge, &lead, "large").await?.0, 200);
+        assert_eq!(status(edge, &analyst, "small").await?.0, 200);
+        assert_eq!(status(edge, &lead, "large").await?.0, 200);
         assert_eq!(listed(&http, edge, &analyst).await?, vec!["small"]);
         assert_eq!(listed(&http, edge, &lead).await?, vec!["large", "small"]);
     }
 
     // Analysts (members) get the large models too.
-    admin
+    cluster
+        .admin
         .set_access_group(AccessGroup {
             roles: vec!["admin".into(), "member".into()],
             ..group
@@ -112,7 +95,7 @@ async fn a_role_not_granted_a_group_is_refused_until_granted_on_every_edge() -> 
     let granted = Instant::now();
     for edge in &edges {
         loop {
-            if status(&http, edge, &analyst, "large").await?.0 == 200 {
+            if status(edge, &analyst, "large").await?.0 == 200 {
                 break;
             }
             anyhow::ensure!(

@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_proto::admin::Deployment;
 use tollgate_test_support::anthropic_upstream::{
     ANSWER, CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, FakeAnthropic,
 };
+use tollgate_test_support::fake_server::words;
 
 const API_KEY: &str = "sk-ant-test";
 const INPUT_PRICE: f64 = 3.0;
@@ -28,45 +28,26 @@ type Setup = Gateway<FakeAnthropic>;
 async fn setup() -> Result<Setup> {
     let fake = FakeAnthropic::start().await?;
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential("anthropic", &[("api_key", API_KEY)])
+    let api_key = [("api_key", API_KEY)];
+    let template = staging
+        .provider("anthropic", fake.base_url(), &api_key)
         .await?;
-    let template = Deployment {
-        provider: "anthropic".into(),
-        api_base: fake.base_url(),
-        credential_id,
-        ..Default::default()
-    };
-    let models = [
-        ("claude", "claude-test"),
-        ("fail-529", "fail-529"),
-        ("slow-stream", "slow-stream"),
-        ("cut-stream", "cut-stream"),
-        ("error-stream", "error-stream"),
-    ];
-    staging.deploy(&template, &models).await?;
+    staging
+        .deploy(&template, &[("claude", "claude-test")])
+        .await?;
+    let failing = ["fail-529", "slow-stream", "cut-stream", "error-stream"];
+    staging.deploy_as_named(&template, &failing).await?;
     let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, CACHE_WRITE_PRICE];
     staging.price("claude", prices).await?;
     staging.serve(fake, |_| {}).await
-}
-
-fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_chunks_are_sent_as_anthropic_events_arrive() -> Result<()> {
     let s = setup().await?;
     // The fake waits 200 ms before each of its events.
-    let request = json!({"model": "slow-stream", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let (first, total, text) = s.stream_timed(&request).await?;
-    assert!(
-        total - first > Duration::from_millis(1000),
-        "the first word came at {first:?}, the end at {total:?}"
-    );
-    assert!(text.ends_with("data: [DONE]\n\n"));
-    Ok(())
+    s.relays_events_as_they_come("slow-stream", Duration::from_millis(1000))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +65,7 @@ async fn cache_control_is_passed_through_and_cache_reads_and_writes_are_priced()
         s.fake.last_body()["system"],
         json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}])
     );
-    let input = 3 + words(system) + words("hi");
+    let input = (3 + words(system) + words("hi")) as u64;
     let prompt = input + CACHE_READ_TOKENS + CACHE_CREATION_TOKENS;
     assert_eq!(body["usage"]["prompt_tokens"], prompt);
     assert_eq!(

@@ -10,8 +10,6 @@ use std::path::Path;
 
 use anyhow::Result;
 use common::*;
-use tollgate_policy::sealing::SealingKey;
-use tollgate_proto::admin::Deployment;
 use tollgate_test_support::anthropic_upstream::{self, FakeAnthropic};
 use tollgate_test_support::openai_upstream::{self, FakeOpenAi};
 
@@ -21,9 +19,7 @@ async fn the_anthropic_sdk_works_against_the_edge_served_by_anthropic_and_by_ope
     let python = tollgate_test_support::python_with("anthropic").await?;
     let anthropic = FakeAnthropic::start().await?;
     let openai = FakeOpenAi::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
+    let mut staging = Staging::start().await?;
     let upstreams = [
         (
             "claude-test",
@@ -39,24 +35,12 @@ async fn the_anthropic_sdk_works_against_the_edge_served_by_anthropic_and_by_ope
         ),
     ];
     for (model, provider, upstream, api_base) in upstreams {
-        let credential_id = api_key_credential(&mut admin, provider).await?;
-        admin
-            .upsert_deployment(Deployment {
-                model_name: model.into(),
-                provider: provider.into(),
-                upstream_model: upstream.into(),
-                api_base,
-                credential_id,
-                ..Default::default()
-            })
-            .await?;
+        let api_key = [("api_key", "sk-upstream")];
+        let template = staging.provider(provider, api_base, &api_key).await?;
+        staging.deploy(&template, &[(model, upstream)]).await?;
     }
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = TestEdge::config(&nats, &prefix);
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
+    let s = staging.serve((anthropic, openai), |_| {}).await?;
+    let (anthropic, openai) = &s.fake;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_anthropic_sdk.py");
     let models = format!(
@@ -64,10 +48,10 @@ async fn the_anthropic_sdk_works_against_the_edge_served_by_anthropic_and_by_ope
         anthropic_upstream::ANSWER,
         openai_upstream::ANSWER
     );
-    let base_url = edge.url("");
+    let base_url = s.edge.url("");
     let env = [
         ("TOLLGATE_BASE_URL", base_url.as_str()),
-        ("TOLLGATE_KEY", secret.as_str()),
+        ("TOLLGATE_KEY", s.secret.as_str()),
         ("TOLLGATE_MODELS", models.as_str()),
     ];
     let stdout = tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;

@@ -20,27 +20,19 @@ async fn setup() -> Result<Setup> {
     let fake = FakeOpenAi::start().await?;
     let root = fake.base_url().trim_end_matches("/v1").to_owned();
     let mut staging = Staging::start().await?;
-    let key = staging
-        .credential("azure_openai", &[("api_key", API_KEY)])
+    let api_key = [("api_key", API_KEY)];
+    let template = staging
+        .provider("azure_openai", format!("{root}/"), &api_key)
         .await?;
     let entra = staging
         .credential("azure_openai", &[("bearer_token", BEARER_TOKEN)])
         .await?;
-    let template = Deployment {
-        provider: "azure_openai".into(),
-        api_base: format!("{root}/"),
-        credential_id: key,
-        ..Default::default()
-    };
     let models = [
         ("gpt-azure", "gpt4o-prod"),
         ("embed", "text-embedding-prod"),
     ];
     staging.deploy(&template, &models).await?;
-    let preview = Deployment {
-        settings: [("api_version".to_owned(), "2025-01-01-preview".to_owned())].into(),
-        ..template.clone()
-    };
+    let preview = with_setting(&template, "api_version", "2025-01-01-preview");
     staging
         .deploy(&preview, &[("gpt-azure-preview", "gpt4o-prod")])
         .await?;

@@ -26,56 +26,37 @@ const SECRET_ACCESS_KEY: &str = "secret-test";
 type Setup = Gateway<FakeBedrock>;
 
 async fn setup() -> Result<Setup> {
-    setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
+    setup_with(|_| {}).await
 }
 
-/// A control plane and an edge whose Bedrock models all live on one fake Bedrock, with the
-/// edge's upstream timeouts (first byte / between events, and total).
-async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
-    setup_where(|config| {
-        config.first_byte_timeout = first_byte;
-        config.upstream_timeout = total;
-    })
-    .await
-}
-
-/// The setup with an edge configured by `configure`.
-async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
+/// A control plane and an edge whose Bedrock models all live on one fake Bedrock, the edge's
+/// configuration changed by `configure`.
+async fn setup_with(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeBedrock::start().await?;
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential(
-            "bedrock",
-            &[
-                ("aws_access_key_id", ACCESS_KEY_ID),
-                ("aws_secret_access_key", SECRET_ACCESS_KEY),
-            ],
-        )
-        .await?;
+    let keys = [
+        ("aws_access_key_id", ACCESS_KEY_ID),
+        ("aws_secret_access_key", SECRET_ACCESS_KEY),
+    ];
     let template = Deployment {
-        provider: "bedrock".into(),
         region: "us-east-1".into(),
-        api_base: fake.endpoint_url(),
-        credential_id,
-        ..Default::default()
+        ..staging
+            .provider("bedrock", fake.endpoint_url(), &keys)
+            .await?
     };
     let models = [
         ("claude-test", "anthropic.claude-test"),
-        ("fail-denied", "fail-denied"),
-        ("fail-midstream", "fail-midstream"),
-        ("hang", "hang"),
-        ("slow-stream", "slow-stream"),
-        ("stall-stream", "stall-stream"),
-        ("raw-stream", "raw-stream"),
         ("titan-embed", "amazon.titan-embed-text-v2:0"),
         ("titan-embed-v1", "amazon.titan-embed-text-v1"),
         ("cohere-embed", "cohere.embed-english-v3"),
     ];
     staging.deploy(&template, &models).await?;
-    let query = Deployment {
-        settings: [("input_type".to_owned(), "search_query".to_owned())].into(),
-        ..template
-    };
+    let streams = ["fail-denied", "fail-midstream", "hang", "slow-stream"];
+    staging.deploy_as_named(&template, &streams).await?;
+    staging
+        .deploy_as_named(&template, &["stall-stream", "raw-stream"])
+        .await?;
+    let query = with_setting(&template, "input_type", "search_query");
     let models = [("cohere-embed-query", "cohere.embed-multilingual-v3")];
     staging.deploy(&query, &models).await?;
     staging.price("claude-test", [3.0, 15.0, 0.0, 0.0]).await?;
@@ -84,36 +65,17 @@ async fn setup_where(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     staging.serve(fake, configure).await
 }
 
-/// The body of the last call the fake Bedrock received.
-fn last_body(s: &Setup) -> Value {
-    s.fake.last_request().map(|r| r.body).unwrap_or_default()
-}
-
-fn user(model: &str, text: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_is_signed_with_the_deployments_credential_for_its_region() -> Result<()> {
     let s = setup().await?;
-    s.json(&user("claude-test", "hello there")).await?;
+    s.json(&chat_request("claude-test", "hello there")).await?;
     let request = s
         .fake
         .last_request()
         .context("no request reached Bedrock")?;
     assert_eq!(request.operation, "converse");
     assert_eq!(request.resource, "anthropic.claude-test");
-    let authorization = request.header("authorization").unwrap_or_default();
-    assert!(
-        authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
-        "{authorization}"
-    );
-    assert!(
-        authorization.contains("/us-east-1/bedrock/aws4_request"),
-        "{authorization}"
-    );
-    assert!(!authorization.contains(SECRET_ACCESS_KEY));
-    assert!(request.header("x-amz-date").is_some());
+    request.check_signed_by(ACCESS_KEY_ID, ("us-east-1", "bedrock"), SECRET_ACCESS_KEY)?;
     Ok(())
 }
 
@@ -121,12 +83,12 @@ async fn converse_is_signed_with_the_deployments_credential_for_its_region() -> 
 async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let s = setup().await?;
     // Guardrails pass through, plain and streamed.
-    let mut guarded = user("claude-test", "hello");
+    let mut guarded = chat_request("claude-test", "hello");
     guarded["guardrailConfig"] =
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"});
     s.json(&guarded).await?;
     assert_eq!(
-        last_body(&s)["guardrailConfig"],
+        s.fake.last_body()["guardrailConfig"],
         json!({"guardrailIdentifier": "gr-1", "guardrailVersion": "3", "trace": "enabled"})
     );
     guarded["stream"] = json!(true);
@@ -134,11 +96,11 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
     let (_, done) = s.stream(&guarded).await?;
     assert!(done);
     assert_eq!(
-        last_body(&s)["guardrailConfig"]["streamProcessingMode"],
+        s.fake.last_body()["guardrailConfig"]["streamProcessingMode"],
         "async"
     );
     // An intervening guardrail is OpenAI's content filter.
-    let mut blocked = user("claude-test", "something bad");
+    let mut blocked = chat_request("claude-test", "something bad");
     blocked["guardrailConfig"] =
         json!({"guardrailIdentifier": "gr-block", "guardrailVersion": "1"});
     let answer = s.json(&blocked).await?;
@@ -152,7 +114,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
         {"role": "user", "content": "hello"}]});
     let answer = s.json(&cached).await?;
     assert_eq!(
-        last_body(&s)["system"],
+        s.fake.last_body()["system"],
         json!([{"text": "A long shared preamble."}, {"cachePoint": {"type": "default"}}])
     );
     // 4 + 1 words + 3, plus 5 read from and 1 written to the cache.
@@ -165,7 +127,7 @@ async fn guardrails_and_cache_points_reach_bedrock() -> Result<()> {
 async fn refused_credentials_are_named_without_revealing_them() -> Result<()> {
     let s = setup().await?;
     for stream in [false, true] {
-        let mut body = user("fail-denied", "hello");
+        let mut body = chat_request("fail-denied", "hello");
         body["stream"] = json!(stream);
         let response = s.post(&body).await?;
         assert_eq!(response.status(), 502, "stream {stream}");
@@ -184,11 +146,9 @@ async fn refused_credentials_are_named_without_revealing_them() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_mid_stream_is_reported_in_band_after_what_was_sent() -> Result<()> {
     let s = setup().await?;
-    let mut body = user("fail-midstream", "hello there");
-    body["stream"] = json!(true);
-    let response = s.post(&body).await?;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await?;
+    let text = s
+        .stream_text(&streamed_request("fail-midstream", "hello there"))
+        .await?;
     assert!(text.contains("\"role\":\"assistant\""), "{text}");
     assert!(text.contains("\"error\""), "{text}");
     assert!(text.contains("upstream_error"), "{text}");
@@ -197,9 +157,13 @@ async fn an_exception_mid_stream_is_reported_in_band_after_what_was_sent() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_bedrock_times_out() -> Result<()> {
-    let s = setup_with(Duration::from_millis(800), Duration::from_millis(800)).await?;
+    let s = setup_with(timeouts(
+        Duration::from_millis(800),
+        Duration::from_millis(800),
+    ))
+    .await?;
     for stream in [false, true] {
-        let mut body = user("hang", "hello");
+        let mut body = chat_request("hang", "hello");
         body["stream"] = json!(stream);
         let started = std::time::Instant::now();
         let response = s.post(&body).await?;
@@ -213,22 +177,16 @@ async fn a_hanging_bedrock_times_out() -> Result<()> {
         );
     }
     // A stream longer than the timeouts is not cut while its events keep coming…
-    let mut body = user("slow-stream", "hello");
-    body["stream"] = json!(true);
     let started = std::time::Instant::now();
-    let (chunks, done) = s.stream(&body).await?;
+    let (chunks, done) = s.stream(&streamed_request("slow-stream", "hello")).await?;
     assert!(done && started.elapsed() > Duration::from_millis(1600));
     assert_eq!(streamed_text(&chunks), ANSWER);
     // …but one that stops is ended with an in-band timeout.
-    let mut body = user("stall-stream", "hello");
-    body["stream"] = json!(true);
-    let response = s.post(&body).await?;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await?;
-    assert!(text.contains("upstream_timeout"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(8));
+    let deadline = started + Duration::from_secs(8);
+    s.stream_times_out(&streamed_request("stall-stream", "hello"), deadline)
+        .await?;
     // Calls after a timeout still work on the same cached client.
-    let answer = s.json(&user("claude-test", "hello")).await?;
+    let answer = s.json(&chat_request("claude-test", "hello")).await?;
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
     Ok(())
 }
@@ -249,23 +207,23 @@ fn decode_f32s(encoded: &Value) -> Result<Vec<f64>> {
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced() -> Result<()> {
-    let s = setup().await?;
-    let inputs = ["the quick brown fox", "jumps"];
+/// Embeds `inputs` with `model`: checks that the answer has each input's fake embedding, in
+/// order, and `tokens` tokens charged at `usd_per_mtok`; returns the answer.
+async fn embedded(
+    s: &Setup,
+    model: &str,
+    inputs: &[&str],
+    tokens: u64,
+    usd_per_mtok: f64,
+) -> Result<Value> {
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "titan-embed", "input": inputs}),
-        )
+        .embeddings(&json!({"model": model, "input": inputs}))
         .await?;
     assert_eq!(response.status(), 200);
     let cost = cost_of(&response)?;
     let body: Value = response.json().await?;
-    assert_eq!(body["object"], "list");
-    assert_eq!(body["model"], "amazon.titan-embed-text-v2:0");
     let data = body["data"].as_array().context("no data")?;
-    assert_eq!(data.len(), 2, "{body}");
+    assert_eq!(data.len(), inputs.len(), "{body}");
     for (i, text) in inputs.iter().enumerate() {
         assert_eq!(data[i]["object"], "embedding");
         assert_eq!(data[i]["index"], i);
@@ -274,11 +232,21 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
             json!(fake_embedding(text, EMBEDDING_DIMENSIONS))
         );
     }
-    // Token counts are words: 4 + 1.
-    assert_eq!(body["usage"]["prompt_tokens"], 5);
-    assert_eq!(body["usage"]["total_tokens"], 5);
-    let expected = 5.0 * 2.0 / 1e6;
+    assert_eq!(body["usage"]["prompt_tokens"], tokens);
+    assert_eq!(body["usage"]["total_tokens"], tokens);
+    let expected = tokens as f64 * usd_per_mtok / 1e6;
     assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced() -> Result<()> {
+    let s = setup().await?;
+    let inputs = ["the quick brown fox", "jumps"];
+    // Token counts are words: 4 + 1.
+    let body = embedded(&s, "titan-embed", &inputs, 5, 2.0).await?;
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "amazon.titan-embed-text-v2:0");
     assert_eq!(s.fake.requests(), 2, "one InvokeModel per input");
     let request = s.fake.last_request().context("no request")?;
     assert_eq!(request.operation, "invoke");
@@ -292,11 +260,8 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
 
     // base64 with dimensions: v2 takes `dimensions` and `normalize`.
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "titan-embed", "input": "hello world",
-            "encoding_format": "base64", "dimensions": 4}),
-        )
+        .embeddings(&json!({"model": "titan-embed", "input": "hello world",
+            "encoding_format": "base64", "dimensions": 4}))
         .await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
@@ -314,18 +279,12 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
     // v1 takes no dimensions: refused before Bedrock is called.
     let before = s.fake.requests();
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "titan-embed-v1", "input": "x", "dimensions": 4}),
-        )
+        .embeddings(&json!({"model": "titan-embed-v1", "input": "x", "dimensions": 4}))
         .await?;
     assert_eq!(response.status(), 400);
     assert_eq!(s.fake.requests(), before);
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "titan-embed-v1", "input": "x y"}),
-        )
+        .embeddings(&json!({"model": "titan-embed-v1", "input": "x y"}))
         .await?;
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -339,30 +298,9 @@ async fn titan_embeddings_are_one_invoke_per_input_floats_or_base64_and_priced()
 async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> Result<()> {
     let s = setup().await?;
     let inputs = ["alpha beta", "gamma", "delta epsilon zeta"];
-    let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "cohere-embed", "input": inputs}),
-        )
-        .await?;
-    assert_eq!(response.status(), 200);
-    let cost = cost_of(&response)?;
-    let body: Value = response.json().await?;
-    let data = body["data"].as_array().context("no data")?;
-    assert_eq!(data.len(), 3, "{body}");
-    for (i, text) in inputs.iter().enumerate() {
-        assert_eq!(data[i]["index"], i);
-        assert_eq!(
-            data[i]["embedding"],
-            json!(fake_embedding(text, EMBEDDING_DIMENSIONS))
-        );
-    }
-    assert_eq!(body["model"], "cohere.embed-english-v3");
     // From the x-amzn-bedrock-input-token-count header: 2 + 1 + 3 words.
-    assert_eq!(body["usage"]["prompt_tokens"], 6);
-    assert_eq!(body["usage"]["total_tokens"], 6);
-    let expected = 6.0 * 1.0 / 1e6;
-    assert!((cost - expected).abs() < 1e-9, "cost {cost} vs {expected}");
+    let body = embedded(&s, "cohere-embed", &inputs, 6, 1.0).await?;
+    assert_eq!(body["model"], "cohere.embed-english-v3");
     assert_eq!(s.fake.requests(), 1, "one InvokeModel for all inputs");
     let request = s.fake.last_request().context("no request")?;
     assert_eq!(request.operation, "invoke");
@@ -373,11 +311,8 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
 
     // base64, and the deployment's input_type.
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "cohere-embed-query", "input": ["one two"],
-            "encoding_format": "base64"}),
-        )
+        .embeddings(&json!({"model": "cohere-embed-query", "input": ["one two"],
+            "encoding_format": "base64"}))
         .await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
@@ -392,10 +327,7 @@ async fn cohere_embeddings_are_one_invoke_for_all_inputs_with_header_usage() -> 
     // A chat model has no embeddings: refused without calling Bedrock.
     let before = s.fake.requests();
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "claude-test", "input": "x"}),
-        )
+        .embeddings(&json!({"model": "claude-test", "input": "x"}))
         .await?;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await?;
@@ -489,7 +421,7 @@ fn hostile_event_stream_bytes_end_the_stream_cleanly() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let s = runtime.block_on(setup_where(|config| {
+    let s = runtime.block_on(setup_with(|config| {
         // Every case reaches the decoder: no retry, no circuit opening on the failures.
         config.max_retries = 0;
         config.circuit.allowed_fails = u32::MAX;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::json;
-use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{Deployment, Guardrail, KeyRequest};
 use tollgate_runtime::tls::TlsFiles;
 use tollgate_test_support::bedrock_upstream::{self, FakeBedrock};
@@ -33,7 +32,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 struct Setup {
-    _cp: TestControlPlane,
+    _cluster: TestCluster,
     _edge: TestEdge,
     bedrock: FakeBedrock,
     openai: FakeOpenAi,
@@ -45,11 +44,10 @@ struct Setup {
 async fn setup() -> Result<Setup> {
     let bedrock = FakeBedrock::start().await?;
     let openai = FakeOpenAi::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let aws = aws_credential(&mut admin).await?;
-    let openai_key = api_key_credential(&mut admin, "openai_compatible").await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
+    let aws = aws_credential(admin).await?;
+    let openai_key = api_key_credential(admin, "openai_compatible").await?;
     for (model, upstream) in [
         ("claude-bedrock", BEDROCK_MODEL_ID),
         ("titan-embed", "amazon.titan-embed-text-v2:0"),
@@ -70,7 +68,7 @@ async fn setup() -> Result<Setup> {
         ("gpt-test", "gpt-upstream-x"),
         ("embed-test", "text-embedding-fake"),
     ] {
-        openai_compatible_deployment(&mut admin, model, openai.base_url(), &openai_key).await?;
+        openai_compatible_deployment(admin, model, openai.base_url(), &openai_key).await?;
     }
     // For ApplyGuardrail; run on answers (post_call), which hold neither an address nor the
     // word, so that they change nothing else.
@@ -97,24 +95,19 @@ async fn setup() -> Result<Setup> {
             })
             .await?;
     }
-    let (key_id, secret) = create_key(&mut admin, &[]).await?;
-    let (revoked_id, revoked) = create_key(&mut admin, &[]).await?;
+    let (key_id, secret) = create_key(admin, &[]).await?;
+    let (revoked_id, revoked) = create_key(admin, &[]).await?;
     admin
         .revoke_key(KeyRequest {
             key_id: revoked_id.clone(),
         })
         .await?;
-    let sequence = last_sequence(&mut admin).await?;
-
-    let mut config = TestEdge::config(&nats, &prefix);
-    config.credential_key = Some(SealingKey::from_bytes(SEALING_KEY));
-    config.tls = Some(TlsFiles {
+    let tls = TlsFiles {
         cert: fixture("edge-a.pem"),
         key: fixture("edge-a.key"),
         client_ca: None,
-    });
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
+    };
+    let edge = cluster.edge_with(|config| config.tls = Some(tls)).await?;
 
     let env = vec![
         (
@@ -143,7 +136,7 @@ async fn setup() -> Result<Setup> {
         ),
     ];
     Ok(Setup {
-        _cp: cp,
+        _cluster: cluster,
         _edge: edge,
         bedrock,
         openai,
@@ -151,20 +144,22 @@ async fn setup() -> Result<Setup> {
     })
 }
 
-async fn run_phase(s: &Setup, phase: &str) -> Result<String> {
+/// A setup on which the script's `phase` has run (what it printed is shown).
+async fn after_phase(phase: &str) -> Result<Setup> {
     let python = tollgate_test_support::python_with("boto3").await?;
+    let s = setup().await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_boto3_surface.py");
     let mut env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("TOLLGATE_PHASE", phase));
-    tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await
+    let stdout = tollgate_test_support::run_python(&python, &[script.as_os_str()], &env).await?;
+    println!("{stdout}");
+    Ok(s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_calls_every_bedrock_operation_over_https_served_by_bedrock_and_by_openai()
 -> Result<()> {
-    let s = setup().await?;
-    let stdout = run_phase(&s, "serve").await?;
-    println!("{stdout}");
+    let s = after_phase("serve").await?;
     // Each provider served, in its own protocol, exactly the calls made on its models, both
     // ways of signing: per way, 7 chat calls (converse, the tool round trip's two, two
     // streams, two invokes) and the embeddings of 3 texts (OpenAI embeds the Cohere body's two
@@ -179,9 +174,7 @@ async fn boto3_calls_every_bedrock_operation_over_https_served_by_bedrock_and_by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_expired_dates_replays_and_revoked_keys_never_reach_an_upstream()
 -> Result<()> {
-    let s = setup().await?;
-    let stdout = run_phase(&s, "refuse").await?;
-    println!("{stdout}");
+    let s = after_phase("refuse").await?;
     // Only the first send of the replayed request was served.
     assert_eq!(s.bedrock.requests(), 1, "refused requests reached Bedrock");
     assert_eq!(s.openai.requests(), 0, "refused requests reached OpenAI");

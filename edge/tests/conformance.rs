@@ -33,16 +33,37 @@ use common::*;
 use serde_json::{Value, json};
 use tollgate_proto::admin::Deployment;
 use tollgate_test_support::bedrock_upstream::read_event_stream;
+use tollgate_test_support::fake_server::{Fake, Logged, WithBody};
 
-/// A running fake upstream, seen the same way whatever its protocol. The closures keep the fake
-/// alive (it stops when dropped).
+/// What the suite asks of a fake upstream, whatever its protocol.
+pub trait Recorded: Send + Sync {
+    /// How many requests the fake received so far.
+    fn requests(&self) -> usize;
+    /// The JSON body of the last request the fake received (`null` before the first).
+    fn last_body(&self) -> Value;
+}
+
+impl<R, X> Recorded for Fake<Logged<R, X>>
+where
+    R: Clone + WithBody + Send + Sync,
+    X: Send + Sync,
+{
+    fn requests(&self) -> usize {
+        Fake::requests(self)
+    }
+
+    fn last_body(&self) -> Value {
+        Fake::last_body(self)
+    }
+}
+
+/// A running fake upstream, seen the same way whatever its protocol; the fake stops when this
+/// is dropped.
 pub struct Upstream {
     /// The deployments' `api_base`.
     pub api_base: String,
-    /// How many requests the fake received so far.
-    pub requests: Box<dyn Fn() -> usize + Send + Sync>,
-    /// The JSON body of the last request the fake received (`null` before the first).
-    pub last_body: Box<dyn Fn() -> Value + Send + Sync>,
+    /// The fake itself.
+    pub fake: Box<dyn Recorded>,
 }
 
 impl Upstream {
@@ -50,7 +71,7 @@ impl Upstream {
     /// fake's protocol: OpenAI `{"type": "image_url"}`, Anthropic `{"type": "image"}`, Bedrock
     /// `{"image": …}`, Gemini `inlineData` / `fileData` parts.
     fn saw_image(&self) -> bool {
-        let body = (self.last_body)();
+        let body = self.fake.last_body();
         let openai_like = body["messages"]
             .as_array()
             .into_iter()
@@ -109,9 +130,6 @@ pub struct Provider {
 
 /// The provider descriptions.
 pub mod providers {
-    use std::sync::Arc;
-
-    use serde_json::Value;
     use tollgate_test_support::anthropic_upstream::FakeAnthropic;
     use tollgate_test_support::bedrock_upstream::{FakeBedrock, VALIDATION_MESSAGE};
     use tollgate_test_support::gemini_upstream::FakeGemini;
@@ -126,14 +144,10 @@ pub mod providers {
             kind: "openai_compatible",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeOpenAi::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeOpenAi::start().await?;
                     Ok(Upstream {
                         api_base: fake.base_url(),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || {
-                            last.last_request().map_or(Value::Null, |(_, body)| body)
-                        }),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -161,12 +175,10 @@ pub mod providers {
             kind: "anthropic",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeAnthropic::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeAnthropic::start().await?;
                     Ok(Upstream {
                         api_base: fake.base_url(),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || last.last_body()),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -195,12 +207,10 @@ pub mod providers {
             kind: "gemini",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeGemini::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeGemini::start().await?;
                     Ok(Upstream {
                         api_base: fake.base_url(),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || last.last_body()),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -229,15 +239,11 @@ pub mod providers {
             kind: "azure_openai",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeOpenAi::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeOpenAi::start().await?;
                     let root = fake.base_url().trim_end_matches("/v1").to_owned();
                     Ok(Upstream {
                         api_base: format!("{root}/"),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || {
-                            last.last_request().map_or(Value::Null, |(_, body)| body)
-                        }),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -266,14 +272,10 @@ pub mod providers {
             kind: "sagemaker",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeSagemaker::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeSagemaker::start().await?;
                     Ok(Upstream {
                         api_base: fake.endpoint_url(),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || {
-                            last.last_request().map_or(Value::Null, |r| r.body)
-                        }),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -318,14 +320,10 @@ pub mod providers {
             kind: "bedrock",
             start: || {
                 Box::pin(async {
-                    let fake = Arc::new(FakeBedrock::start().await?);
-                    let (requests, last) = (fake.clone(), fake.clone());
+                    let fake = FakeBedrock::start().await?;
                     Ok(Upstream {
                         api_base: fake.endpoint_url(),
-                        requests: Box::new(move || requests.requests()),
-                        last_body: Box::new(move || {
-                            last.last_request().map_or(Value::Null, |r| r.body)
-                        }),
+                        fake: Box::new(fake),
                     })
                 })
             },
@@ -419,14 +417,13 @@ pub type Harness = Gateway<HashMap<&'static str, Upstream>>;
 
 /// A harness on `providers`, with edge timeouts of 5 s to the first byte and 10 s in all.
 pub async fn harness(providers: &[&Provider]) -> Result<Harness> {
-    harness_with(providers, Duration::from_secs(5), Duration::from_secs(10)).await
+    harness_with(providers, |_| {}).await
 }
 
-/// A harness with the edge timeouts `first_byte` and `total`.
+/// A harness with the edge's configuration changed by `configure`.
 pub async fn harness_with(
     providers: &[&Provider],
-    first_byte: Duration,
-    total: Duration,
+    configure: impl FnOnce(&mut tollgate_edge::config::EdgeConfig),
 ) -> Result<Harness> {
     let mut staging = Staging::start().await?;
     let mut upstreams = HashMap::new();
@@ -434,18 +431,15 @@ pub async fn harness_with(
         let upstream = (p.start)()
             .await
             .with_context(|| format!("starting the fake {}", p.name))?;
-        let credential_id = staging.credential(p.kind, p.credential).await?;
+        let api_base = upstream.api_base.clone();
         let template = Deployment {
-            provider: p.kind.into(),
-            api_base: upstream.api_base.clone(),
             region: p.region.into(),
-            credential_id,
             settings: p
                 .settings
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            ..Default::default()
+            ..staging.provider(p.kind, api_base, p.credential).await?
         };
         let names: Vec<String> = ROLES.iter().map(|role| model(p, *role)).collect();
         let models: Vec<(&str, &str)> = ROLES
@@ -458,12 +452,7 @@ pub async fn harness_with(
         staging.price(&model(p, Role::Chat), prices).await?;
         upstreams.insert(p.name, upstream);
     }
-    staging
-        .serve(upstreams, |config| {
-            config.first_byte_timeout = first_byte;
-            config.upstream_timeout = total;
-        })
-        .await
+    staging.serve(upstreams, configure).await
 }
 
 /// The fake upstream of provider `p`.
@@ -861,7 +850,7 @@ pub mod cases {
     /// Embeddings where the provider has them; elsewhere a 400 without any upstream call.
     pub async fn embeddings(p: &Provider) -> Result<()> {
         let h = harness(&[p]).await?;
-        let before = (upstream(&h, p).requests)();
+        let before = upstream(&h, p).fake.requests();
         let response = h
             .post_to(
                 "/v1/embeddings",
@@ -889,7 +878,7 @@ pub mod cases {
             assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
             assert!(body["error"]["message"].is_string(), "{body}");
             assert_eq!(
-                (upstream(&h, p).requests)(),
+                upstream(&h, p).fake.requests(),
                 before,
                 "the upstream was called"
             );
@@ -905,7 +894,7 @@ pub mod cases {
         request: &Value,
         what: &str,
     ) -> Result<()> {
-        let before = (upstream(h, p).requests)();
+        let before = upstream(h, p).fake.requests();
         let (status, _, body) = error_of(h.post(request).await?).await?;
         assert_eq!(status, 400, "{}: {body}", p.name);
         assert_eq!(body["error"]["code"], "invalid_request_error", "{body}");
@@ -916,7 +905,7 @@ pub mod cases {
             "the refusal does not name {what}: {body}"
         );
         assert_eq!(
-            (upstream(h, p).requests)(),
+            upstream(h, p).fake.requests(),
             before,
             "the upstream was called"
         );
@@ -1222,7 +1211,7 @@ pub mod cases {
 
     pub async fn error_hang(p: &Provider) -> Result<()> {
         let timeout = Duration::from_millis(800);
-        let h = harness_with(&[p], timeout, timeout).await?;
+        let h = harness_with(&[p], timeouts(timeout, timeout)).await?;
         for stream in [false, true] {
             let mut body = ask(&model(p, Role::Hang), "hello");
             body["stream"] = json!(stream);

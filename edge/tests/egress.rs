@@ -36,10 +36,9 @@ async fn server(
 
 /// An edge with an `openai_compatible` deployment of model `m` at `api_base`, and a key.
 async fn edge_calling(api_base: &str, networks: Networks) -> Result<(TestEdge, String)> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    admin
+    let mut cluster = TestCluster::start().await?;
+    cluster
+        .admin
         .upsert_deployment(Deployment {
             id: "d".into(),
             model_name: "m".into(),
@@ -48,25 +47,20 @@ async fn edge_calling(api_base: &str, networks: Networks) -> Result<(TestEdge, S
             ..Default::default()
         })
         .await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let mut config = TestEdge::config(&nats, &prefix);
-    config.upstream_networks = networks;
-    config.max_retries = 0;
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(last_sequence(&mut admin).await?)
+    let (_, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let edge = cluster
+        .edge_with(|config| {
+            config.upstream_networks = networks;
+            config.max_retries = 0;
+        })
         .await?;
-    // The control plane may stop: the edge serves from the policy it has.
-    drop(cp);
+    // The control plane may stop (it does, with `cluster`): the edge serves from the policy
+    // it has.
     Ok((edge, secret))
 }
 
 async fn chat(edge: &TestEdge, secret: &str) -> Result<(u16, Value)> {
-    let response = reqwest::Client::new()
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(secret)
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await?;
+    let response = edge.chat(secret, &chat_request("m", "hi")).await?;
     Ok((response.status().as_u16(), response.json().await?))
 }
 

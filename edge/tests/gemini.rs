@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_proto::admin::Deployment;
+use tollgate_test_support::fake_server::words;
 use tollgate_test_support::gemini_upstream::{
     ANSWER, CACHED_TOKENS, FakeGemini, THOUGHT_SIGNATURE,
 };
@@ -27,33 +27,23 @@ type Setup = Gateway<FakeGemini>;
 async fn setup() -> Result<Setup> {
     let fake = FakeGemini::start().await?;
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential("gemini", &[("api_key", API_KEY)])
+    let api_key = [("api_key", API_KEY)];
+    let template = staging
+        .provider("gemini", fake.base_url(), &api_key)
         .await?;
-    let template = Deployment {
-        provider: "gemini".into(),
-        api_base: fake.base_url(),
-        credential_id,
-        ..Default::default()
-    };
     let models = [
         ("gemini", "gemini-test"),
         ("gemini-cached", "models/gemini-cached"),
-        ("gemini-thinking", "gemini-thinking"),
         ("embed", "text-embedding-004"),
-        ("slow-stream", "slow-stream"),
-        ("cut-stream", "cut-stream"),
     ];
     staging.deploy(&template, &models).await?;
+    let named = ["gemini-thinking", "slow-stream", "cut-stream"];
+    staging.deploy_as_named(&template, &named).await?;
     for model in ["gemini", "gemini-cached"] {
         let prices = [INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE, 0.0];
         staging.price(model, prices).await?;
     }
     staging.serve(fake, |_| {}).await
-}
-
-fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,15 +80,8 @@ async fn gemini_gets_its_key_header_at_the_model_method() -> Result<()> {
 async fn stream_chunks_are_sent_as_gemini_events_arrive() -> Result<()> {
     let s = setup().await?;
     // The fake waits 200 ms before each of its events.
-    let request = json!({"model": "slow-stream", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let (first, total, text) = s.stream_timed(&request).await?;
-    assert!(
-        total - first > Duration::from_millis(600),
-        "the first word came at {first:?}, the end at {total:?}"
-    );
-    assert!(text.ends_with("data: [DONE]\n\n"));
-    Ok(())
+    s.relays_events_as_they_come("slow-stream", Duration::from_millis(600))
+        .await
 }
 
 fn weather_tool() -> Value {
@@ -152,7 +135,7 @@ async fn cached_tokens_are_reported_and_priced() -> Result<()> {
         s.fake.last_uri().as_deref(),
         Some("/v1beta/models/gemini-cached:generateContent")
     );
-    let prompt = 3 + words("hi") + CACHED_TOKENS;
+    let prompt = (3 + words("hi")) as u64 + CACHED_TOKENS;
     assert_eq!(body["usage"]["prompt_tokens"], prompt);
     assert_eq!(
         body["usage"]["prompt_tokens_details"]["cached_tokens"],
@@ -170,10 +153,7 @@ async fn cached_tokens_are_reported_and_priced() -> Result<()> {
 async fn embeddings_use_embed_content_and_batch_embed_contents() -> Result<()> {
     let s = setup().await?;
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "embed", "input": "one two", "dimensions": 4}),
-        )
+        .embeddings(&json!({"model": "embed", "input": "one two", "dimensions": 4}))
         .await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
@@ -197,10 +177,7 @@ async fn embeddings_use_embed_content_and_batch_embed_contents() -> Result<()> {
     );
 
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "embed", "input": ["one", "two"]}),
-        )
+        .embeddings(&json!({"model": "embed", "input": ["one", "two"]}))
         .await?;
     let status = response.status();
     let body: Value = response.json().await?;
@@ -220,10 +197,7 @@ async fn embeddings_use_embed_content_and_batch_embed_contents() -> Result<()> {
 
     // base64, as the OpenAI SDKs ask by default: little-endian f32s.
     let body: Value = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "embed", "input": "x", "encoding_format": "base64"}),
-        )
+        .embeddings(&json!({"model": "embed", "input": "x", "encoding_format": "base64"}))
         .await?
         .json()
         .await?;
@@ -236,10 +210,7 @@ async fn embeddings_use_embed_content_and_batch_embed_contents() -> Result<()> {
     // Token arrays cannot be sent to Gemini.
     let before = s.fake.requests();
     let response = s
-        .post_to(
-            "/v1/embeddings",
-            &json!({"model": "embed", "input": [[1, 2, 3]]}),
-        )
+        .embeddings(&json!({"model": "embed", "input": [[1, 2, 3]]}))
         .await?;
     assert_eq!(response.status(), 400);
     assert_eq!(s.fake.requests(), before);

@@ -10,15 +10,12 @@ use common::*;
 use serde_json::{Value, json};
 use tollgate_proto::admin::Guardrail;
 use tollgate_proto::usage::UsageEvent;
-use tollgate_runtime::bus::Bus;
 use tollgate_test_support::bedrock_upstream::FakeBedrock;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 struct Setup {
-    _cp: TestControlPlane,
-    admin: AdminClient,
+    cluster: TestCluster,
     edge: TestEdge,
-    bus: std::sync::Arc<dyn Bus>,
     openai: FakeOpenAi,
     bedrock: FakeBedrock,
     bedrock_credential: String,
@@ -26,29 +23,46 @@ struct Setup {
     http: reqwest::Client,
 }
 
+/// What a test's guardrails may name: the fake Bedrock's endpoint, a credential for it, and
+/// the team of the setup's key.
+struct Names<'a> {
+    endpoint: &'a str,
+    credential: &'a str,
+    team: &'a str,
+}
+
+impl Names<'_> {
+    /// Guardrail `name` (in `mode`), the fake Bedrock's guardrail `id`.
+    fn bedrock(&self, name: &str, mode: &str, id: &str) -> Guardrail {
+        bedrock(name, mode, self.endpoint, self.credential, id)
+    }
+}
+
 /// A control plane and an edge with model `gpt-test` (the fake's `echo`), a key in a team, and
-/// `guardrails` set before the edge starts (a closure, as they need the setup's endpoints).
-async fn setup(guardrails: impl Fn(&str, &str, &str) -> Vec<Guardrail>) -> Result<Setup> {
+/// `guardrails` set before the edge starts (a closure, as they need the setup's names).
+async fn setup(guardrails: impl Fn(&Names) -> Vec<Guardrail>) -> Result<Setup> {
     let openai = FakeOpenAi::start().await?;
     let bedrock = FakeBedrock::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let openai_credential = api_key_credential(&mut admin, "openai_compatible").await?;
-    let bedrock_credential = aws_credential(&mut admin).await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
+    let openai_credential = api_key_credential(admin, "openai_compatible").await?;
+    let bedrock_credential = aws_credential(admin).await?;
     let model = ("gpt-test", "echo");
-    openai_compatible_deployment(&mut admin, model, openai.base_url(), &openai_credential).await?;
-    let team = create_team(&mut admin, "search").await?;
-    let (_, secret) = create_team_key(&mut admin, &team).await?;
-    for guardrail in guardrails(&bedrock.endpoint_url(), &bedrock_credential, &team) {
+    openai_compatible_deployment(admin, model, openai.base_url(), &openai_credential).await?;
+    let team = create_team(admin, "search").await?;
+    let (_, secret) = create_team_key(admin, &team).await?;
+    let names = Names {
+        endpoint: &bedrock.endpoint_url(),
+        credential: &bedrock_credential,
+        team: &team,
+    };
+    for guardrail in guardrails(&names) {
         admin.set_guardrail(guardrail).await?;
     }
-    let edge = caught_up_edge((&nats, &prefix), bus.clone(), &mut admin, cp.url()).await?;
+    let edge = cluster.edge().await?;
     Ok(Setup {
-        _cp: cp,
-        admin,
+        cluster,
         edge,
-        bus,
         openai,
         bedrock,
         bedrock_credential,
@@ -57,6 +71,7 @@ async fn setup(guardrails: impl Fn(&str, &str, &str) -> Vec<Guardrail>) -> Resul
     })
 }
 
+/// Guardrail `name` (in `mode`), the Bedrock guardrail `id` at `endpoint`.
 fn bedrock(name: &str, mode: &str, endpoint: &str, credential: &str, id: &str) -> Guardrail {
     Guardrail {
         name: name.into(),
@@ -81,14 +96,14 @@ fn local(name: &str, kind: &str, mode: &str, config: Value) -> Guardrail {
 
 impl Setup {
     async fn chat(&self, prompt: &str, stream: bool) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.edge.url("/v1/chat/completions"))
-            .bearer_auth(&self.secret)
-            .json(&json!({"model": "gpt-test", "stream": stream,
-                "messages": [{"role": "user", "content": prompt}]}))
-            .send()
-            .await?)
+        let mut body = chat_request("gpt-test", prompt);
+        body["stream"] = json!(stream);
+        self.edge.chat(&self.secret, &body).await
+    }
+
+    /// The whole text of a streamed answer to `prompt`.
+    async fn streamed(&self, prompt: &str) -> Result<String> {
+        Ok(self.chat(prompt, true).await?.text().await?)
     }
 
     /// The text of the last message the upstream received.
@@ -102,7 +117,7 @@ impl Setup {
 
     /// The next `n` usage events.
     async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        usage_events(&self.bus, n).await
+        usage_events(&self.cluster.bus, n).await
     }
 }
 
@@ -119,12 +134,7 @@ async fn refusal(response: reqwest::Response, status: u16, code: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bedrock_guardrail_blocks_an_openai_routed_request_before_the_call() -> Result<()> {
-    let s = setup(|endpoint, credential, _| {
-        vec![bedrock(
-            "topics", "pre_call", endpoint, credential, "gr-block",
-        )]
-    })
-    .await?;
+    let s = setup(|at| vec![at.bedrock("topics", "pre_call", "gr-block")]).await?;
 
     let response = s.chat("tell me the forbidden recipe", false).await?;
     assert_eq!(response.headers()["x-tollgate-cost-usd"], "0.000000");
@@ -172,16 +182,7 @@ async fn a_bedrock_guardrail_blocks_an_openai_routed_request_before_the_call() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bedrock_anonymized_text_is_what_the_upstream_receives() -> Result<()> {
-    let s = setup(|endpoint, credential, _| {
-        vec![bedrock(
-            "pii",
-            "pre_call",
-            endpoint,
-            credential,
-            "gr-anonymize",
-        )]
-    })
-    .await?;
+    let s = setup(|at| vec![at.bedrock("pii", "pre_call", "gr-anonymize")]).await?;
     let response = s.chat("write to bob@example.com today", false).await?;
     assert_eq!(response.status(), 200);
     assert_eq!(s.upstream_saw()?, "write to {EMAIL} today");
@@ -196,32 +197,14 @@ async fn bedrock_anonymized_text_is_what_the_upstream_receives() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_cut_at_the_offending_window() -> Result<()> {
-    let s = setup(|endpoint, credential, _| {
-        vec![bedrock(
-            "topics",
-            "during_call",
-            endpoint,
-            credential,
-            "gr-block",
-        )]
-    })
-    .await?;
+    let s = setup(|at| vec![at.bedrock("topics", "during_call", "gr-block")]).await?;
     // Over a window (500 characters) of harmless words, then the offending one.
     let harmless = "lorem ipsum dolor sit amet ".repeat(25);
     let prompt = format!("{harmless}and now the forbidden part and more words after it");
     let response = s.chat(&prompt, true).await?;
     assert_eq!(response.status(), 200);
     let body = response.text().await?;
-    let content: String = body
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let content = streamed_content(&body);
     assert!(
         content.starts_with("lorem ipsum") && content.len() >= 500,
         "the first window was not released: {content:?}"
@@ -247,7 +230,7 @@ async fn a_stream_is_cut_at_the_offending_window() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pii_is_masked_before_the_upstream_sees_the_prompt() -> Result<()> {
-    let s = setup(|_, _, _| {
+    let s = setup(|_| {
         vec![local(
             "pii",
             "pii",
@@ -270,9 +253,9 @@ async fn pii_is_masked_before_the_upstream_sees_the_prompt() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regex_block_answers_guardrail_intervened_for_the_teams_it_covers() -> Result<()> {
-    let s = setup(|_, _, team| {
+    let mut s = setup(|at| {
         vec![Guardrail {
-            team_ids: vec![team.to_owned()],
+            team_ids: vec![at.team.to_owned()],
             ..local(
                 "codenames",
                 "regex",
@@ -293,17 +276,14 @@ async fn a_regex_block_answers_guardrail_intervened_for_the_teams_it_covers() ->
     assert_eq!(s.openai.requests(), 0);
 
     // A key of no team is not covered.
-    let mut admin = s.admin.clone();
-    let (_, other) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    s.edge.wait_for_sequence(sequence).await?;
+    let (_, other) = create_key(&mut s.cluster.admin, &[]).await?;
+    s.cluster.sync(&s.edge).await?;
     let response = s
-        .http
-        .post(s.edge.url("/v1/chat/completions"))
-        .bearer_auth(&other)
-        .json(&json!({"model": "gpt-test",
-            "messages": [{"role": "user", "content": "status of Project Falcon?"}]}))
-        .send()
+        .edge
+        .chat(
+            &other,
+            &chat_request("gpt-test", "status of Project Falcon?"),
+        )
         .await?;
     assert_eq!(response.status(), 200);
     Ok(())
@@ -311,7 +291,7 @@ async fn a_regex_block_answers_guardrail_intervened_for_the_teams_it_covers() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_guardrails_mask_answers_and_block_streams_before_release() -> Result<()> {
-    let s = setup(|_, _, _| {
+    let s = setup(|_| {
         vec![
             local(
                 "emails out",
@@ -339,11 +319,7 @@ async fn output_guardrails_mask_answers_and_block_streams_before_release() -> Re
     assert_eq!(s.upstream_saw()?, "reach me at ann@example.com");
 
     // A stream is held whole, then released masked.
-    let body = s
-        .chat("reach me at ann@example.com", true)
-        .await?
-        .text()
-        .await?;
+    let body = s.streamed("reach me at ann@example.com").await?;
     assert!(!body.contains("ann@example.com"), "{body}");
     assert!(
         body.contains("[EMAIL]") && body.ends_with("data: [DONE]\n\n"),
@@ -351,11 +327,7 @@ async fn output_guardrails_mask_answers_and_block_streams_before_release() -> Re
     );
 
     // A stream that must be blocked releases none of its text.
-    let body = s
-        .chat("the plan is TOP SECRET and more", true)
-        .await?
-        .text()
-        .await?;
+    let body = s.streamed("the plan is TOP SECRET and more").await?;
     assert!(!body.contains("plan"), "{body}");
     assert!(body.contains("\"code\":\"guardrail_intervened\""), "{body}");
 
@@ -377,8 +349,8 @@ async fn output_guardrails_mask_answers_and_block_streams_before_release() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guardrail_that_cannot_run_refuses_instead_of_letting_requests_through() -> Result<()> {
-    let s = setup(|_, _, _| vec![]).await?;
-    let mut admin = s.admin.clone();
+    let mut s = setup(|_| vec![]).await?;
+    let admin = &mut s.cluster.admin;
     // A Bedrock guardrail whose endpoint answers nothing.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     admin
@@ -390,8 +362,7 @@ async fn a_guardrail_that_cannot_run_refuses_instead_of_letting_requests_through
             "gr-block",
         ))
         .await?;
-    let sequence = last_sequence(&mut admin).await?;
-    s.edge.wait_for_sequence(sequence).await?;
+    s.cluster.sync(&s.edge).await?;
     let message = refusal(s.chat("hello", false).await?, 502, "upstream_error").await?;
     assert!(
         message.contains("guardrail unreachable could not be applied"),

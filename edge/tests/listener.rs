@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::*;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_edge::config::EdgeConfig;
@@ -25,17 +24,15 @@ async fn edge() -> Result<(TestEdge, String)> {
 }
 
 async fn edge_with(tune: impl FnOnce(&mut EdgeConfig)) -> Result<(TestEdge, String)> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let mut config = TestEdge::config(&nats, &prefix);
-    config.listener.header_read_timeout = HEADER_TIMEOUT;
-    config.body_read_timeout = BODY_TIMEOUT;
-    tune(&mut config);
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(last_sequence(&mut admin).await?)
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let edge = cluster
+        .edge_with(|config| {
+            config.listener.header_read_timeout = HEADER_TIMEOUT;
+            config.body_read_timeout = BODY_TIMEOUT;
+            tune(config);
+        })
         .await?;
     Ok((edge, secret))
 }
@@ -71,12 +68,7 @@ async fn a_slowloris_client_is_cut_off_within_the_header_timeout() -> Result<()>
     );
 
     // Meanwhile, and after, others are served.
-    let response = reqwest::Client::new()
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(&secret)
-        .json(&json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await?;
+    let response = edge.chat(&secret, &chat_request("mock", "hi")).await?;
     assert_eq!(response.status(), 200);
     Ok(())
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tollgate_proto::admin::Deployment;
+use tollgate_edge::config::EdgeConfig;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
 const UPSTREAM_SECRET: &str = "sk-upstream-123";
@@ -23,40 +23,27 @@ type Setup = Gateway<FakeOpenAi>;
 
 /// A control plane and an edge whose models all live on one fake upstream.
 async fn setup() -> Result<Setup> {
-    setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
+    setup_with(|_| {}).await
 }
 
-/// [`setup`] with the edge's upstream timeouts (first byte / between chunks, and total).
-async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
+/// [`setup`] with the edge's configuration changed by `configure`.
+async fn setup_with(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeOpenAi::start().await?;
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential("openai_compatible", &[("api_key", UPSTREAM_SECRET)])
+    let api_key = [("api_key", UPSTREAM_SECRET)];
+    let template = staging
+        .provider("openai_compatible", fake.base_url(), &api_key)
         .await?;
-    let template = Deployment {
-        provider: "openai_compatible".into(),
-        api_base: fake.base_url(),
-        credential_id,
-        ..Default::default()
-    };
     let models = [
         ("gpt-test", "gpt-upstream-x"),
         ("embed-test", "text-embedding-fake"),
-        ("fail-500", "fail-500"),
-        ("fail-429", "fail-429"),
-        ("fail-400", "fail-400"),
-        ("fail-401", "fail-401"),
-        ("cut-stream", "cut-stream"),
-        ("slow-stream", "slow-stream"),
-        ("hang", "hang"),
     ];
     staging.deploy(&template, &models).await?;
-    staging
-        .serve(fake, |config| {
-            config.first_byte_timeout = first_byte;
-            config.upstream_timeout = total;
-        })
-        .await
+    let failing = ["fail-500", "fail-429", "fail-400", "fail-401"];
+    staging.deploy_as_named(&template, &failing).await?;
+    let streams = ["cut-stream", "slow-stream", "hang"];
+    staging.deploy_as_named(&template, &streams).await?;
+    staging.serve(fake, configure).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +199,7 @@ async fn the_upstream_gets_its_own_key_and_model_and_clients_never_see_the_key()
 /// never answers is cut off at the edge's timeout with a 504.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_streams_are_relayed_as_they_come_and_hung_upstreams_time_out() -> Result<()> {
-    let s = setup_with(Duration::from_secs(1), Duration::from_secs(2)).await?;
+    let s = setup_with(timeouts(Duration::from_secs(1), Duration::from_secs(2))).await?;
     let http = reqwest::Client::new();
     let request = |model: &str, stream: bool| {
         http.post(s.edge.url("/v1/chat/completions"))

@@ -10,22 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use common::*;
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tollgate_proto::admin::KeyRequest;
 use tollgate_runtime::bus::POLICY;
 use tollgate_test_support::faulty_bus::FaultyBus;
 
-fn chat() -> Value {
-    json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-async fn status(http: &reqwest::Client, edge: &TestEdge, key: &str) -> Result<u16> {
-    let response = http
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&chat())
-        .send()
-        .await?;
+async fn status(edge: &TestEdge, key: &str) -> Result<u16> {
+    let response = edge.chat(key, &chat_request("mock", "hi")).await?;
     Ok(response.status().as_u16())
 }
 
@@ -36,36 +27,23 @@ async fn readiness(http: &reqwest::Client, edge: &TestEdge) -> Result<(u16, Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
     let mut keys = Vec::new();
     for _ in 0..100 {
-        keys.push(create_key(&mut admin, &[]).await?);
+        keys.push(create_key(&mut cluster.admin, &[]).await?);
     }
-    let mut edges = Vec::new();
-    for _ in 0..3 {
-        edges.push(TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?);
-    }
-    let sequence = last_sequence(&mut admin).await?;
-    for edge in &edges {
-        edge.wait_for_sequence(sequence).await?;
-    }
-    let http = reqwest::Client::new();
+    let edges = cluster.edges(3).await?;
     let mut delays = Vec::new();
     for (id, secret) in &keys {
         let started = Instant::now();
-        admin.revoke_key(KeyRequest { key_id: id.clone() }).await?;
-        let revoked_at = last_sequence(&mut admin).await?;
+        let revoke = KeyRequest { key_id: id.clone() };
+        cluster.admin.revoke_key(revoke).await?;
+        let revoked_at = last_sequence(&mut cluster.admin).await?;
         for edge in &edges {
             edge.wait_for_sequence(revoked_at).await?;
             delays.push(started.elapsed());
-            assert_eq!(
-                status(&http, edge, secret).await?,
-                401,
-                "a revoked key is refused"
-            );
+            assert_eq!(status(edge, secret).await?, 401, "a revoked key is refused");
         }
     }
     delays.sort();
@@ -87,19 +65,15 @@ async fn revoked_keys_are_refused_by_three_edges_within_a_second() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after() -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let (database_url, addr) = (cp.store.url.clone(), cp.addr);
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
-    edge.wait_for_sequence(last_sequence(&mut admin).await?)
-        .await?;
+    let mut cluster = TestCluster::start().await?;
+    let (database_url, addr) = (cluster.cp.store.url.clone(), cluster.cp.addr);
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let edge = cluster.edge().await?;
     let http = reqwest::Client::new();
-    assert_eq!(status(&http, &edge, &secret).await?, 200);
+    assert_eq!(status(&edge, &secret).await?, 200);
 
-    cp.stop().await?;
+    cluster.cp.stop().await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (ready, first) = readiness(&http, &edge).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -111,7 +85,7 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
         "staleness grows: {first} then {second}"
     );
     assert_eq!(
-        status(&http, &edge, &secret).await?,
+        status(&edge, &secret).await?,
         200,
         "existing keys keep working"
     );
@@ -119,13 +93,13 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
     assert!(metrics.contains("tollgate_policy_staleness_seconds"));
 
     let store = TestStore::at(&database_url).await?;
-    let cp = TestControlPlane::start_on(store, bus.clone(), addr, Default::default()).await?;
+    let cp = TestControlPlane::start_on(store, cluster.bus, addr, Default::default()).await?;
     let mut admin = cp.admin().await?;
     let (_, new_secret) = create_key(&mut admin, &[]).await?;
     edge.wait_for_sequence(last_sequence(&mut admin).await?)
         .await?;
     assert_eq!(
-        status(&http, &edge, &new_secret).await?,
+        status(&edge, &new_secret).await?,
         200,
         "changes made after the restart arrive"
     );
@@ -142,24 +116,21 @@ async fn edges_keep_serving_while_the_control_plane_is_down_and_catch_up_after()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_stream() -> Result<()>
 {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let cp_url = cp.url();
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let sequence = last_sequence(&mut cluster.admin).await?;
     // The first edge shows when the relay has published everything.
-    let witness = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url.clone())).await?;
-    witness.wait_for_sequence(sequence).await?;
-    let expected = cp.log.state();
-    cp.stop().await?;
+    let _witness = cluster.edge().await?;
+    let (cp_url, expected) = (cluster.cp.url(), cluster.cp.log.state());
+    cluster.cp.stop().await?;
 
-    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp_url)).await?;
+    let (nats, prefix) = (&cluster.nats, &cluster.prefix);
+    let edge = TestEdge::start(nats, prefix, cluster.bus.clone(), Some(cp_url)).await?;
     edge.wait_for_sequence(sequence).await?;
     let http = reqwest::Client::new();
     assert_eq!(readiness(&http, &edge).await?.0, 200);
-    assert_eq!(status(&http, &edge, &secret).await?, 200);
+    assert_eq!(status(&edge, &secret).await?, 200);
     assert_eq!(
         edge.policy.current().as_deref(),
         Some(expected.as_ref()),
@@ -170,34 +141,32 @@ async fn an_edge_started_while_the_control_plane_is_down_bootstraps_from_the_str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_policy_stream_leads_to_a_resync_and_the_control_planes_state() -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let start = last_sequence(&mut admin).await?;
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let start = last_sequence(&mut cluster.admin).await?;
     // The real bus, except that one policy event never reaches the subscriber once (lost).
     let (lost_sequence, lost) = (start + 3, Arc::new(AtomicBool::new(false)));
     let losing = lost.clone();
-    let lossy = Arc::new(FaultyBus::new(bus.clone()).drops(move |topic, m| {
+    let lossy = Arc::new(FaultyBus::new(cluster.bus.clone()).drops(move |topic, m| {
         topic == POLICY
             && tollgate_proto::policy::PolicyEvent::decode(m.payload.clone())
                 .is_ok_and(|e| e.sequence == lost_sequence)
             && !losing.swap(true, Ordering::SeqCst)
     }));
-    let edge = TestEdge::start(&nats, &prefix, lossy.clone(), Some(cp.url())).await?;
+    let (nats, prefix) = (&cluster.nats, &cluster.prefix);
+    let edge = TestEdge::start(nats, prefix, lossy.clone(), Some(cluster.cp.url())).await?;
     edge.wait_for_sequence(start).await?;
     for _ in 0..6 {
-        create_key(&mut admin, &[]).await?;
+        create_key(&mut cluster.admin, &[]).await?;
     }
-    let end = last_sequence(&mut admin).await?;
-    edge.wait_for_sequence(end).await?;
+    cluster.sync(&edge).await?;
     assert!(lost.load(Ordering::SeqCst), "the event was lost on the way");
     assert_eq!(edge.policy.resyncs(), 1, "the gap caused one resync");
     let metrics = reqwest::get(edge.url("/metrics")).await?.text().await?;
     assert!(metrics.contains("tollgate_policy_resyncs 1"), "{metrics}");
     assert_eq!(
         edge.policy.current().as_deref(),
-        Some(cp.log.state().as_ref())
+        Some(cluster.cp.log.state().as_ref())
     );
     Ok(())
 }

@@ -107,18 +107,6 @@ impl World {
     }
 }
 
-fn key_limit(key_id: &str) -> RateLimit {
-    RateLimit {
-        scope: "key".into(),
-        scope_id: key_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
-    response.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
 /// What a refusal must say: 429 `rate_limit_exceeded` with `retry-after` and the figures.
 async fn assert_refused(response: reqwest::Response, what: &str) -> Result<()> {
     assert_eq!(response.status(), 429);

@@ -8,34 +8,22 @@ use common::*;
 use serde_json::{Value, json};
 
 struct Setup {
-    _cp: TestControlPlane,
-    bus: std::sync::Arc<dyn tollgate_runtime::bus::Bus>,
+    cluster: TestCluster,
     edge: TestEdge,
     secret: String,
     http: reqwest::Client,
 }
 
 async fn setup() -> Result<Setup> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock-small", &[("output_tokens", "5")]).await?;
-    mock_deployment(&mut admin, "mock-other", &[]).await?;
-    admin
-        .set_price(tollgate_proto::admin::Price {
-            model: "mock-small".into(),
-            input_per_mtok: 1.0,
-            output_per_mtok: 2.0,
-            ..Default::default()
-        })
-        .await?;
-    let (_, secret) = create_key(&mut admin, &["mock-small"]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
+    mock_deployment(admin, "mock-small", &[("output_tokens", "5")]).await?;
+    mock_deployment(admin, "mock-other", &[]).await?;
+    set_price(admin, "mock-small", [1.0, 2.0, 0.0, 0.0]).await?;
+    let (_, secret) = create_key(admin, &["mock-small"]).await?;
+    let edge = cluster.edge().await?;
     Ok(Setup {
-        _cp: cp,
-        bus,
+        cluster,
         edge,
         secret,
         http: reqwest::Client::new(),
@@ -54,6 +42,11 @@ impl Setup {
         }
         Ok(request.send().await?)
     }
+
+    /// A chat completion request with the setup's key.
+    async fn chat(&self, body: &Value) -> Result<reqwest::Response> {
+        self.edge.chat(&self.secret, body).await
+    }
 }
 
 async fn error_code(response: reqwest::Response) -> Result<(u16, String)> {
@@ -71,13 +64,7 @@ async fn error_code(response: reqwest::Response) -> Result<(u16, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_completion_is_answered_priced_and_labelled() -> Result<()> {
     let s = setup().await?;
-    let response = s
-        .post(
-            "/v1/chat/completions",
-            Some(&s.secret),
-            &chat("mock-small", false),
-        )
-        .await?;
+    let response = s.chat(&chat("mock-small", false)).await?;
     assert_eq!(response.status(), 200);
     for header in [
         "x-request-id",
@@ -114,17 +101,15 @@ async fn the_usage_event_carries_the_clients_trace_id() -> Result<()> {
         .json(&chat("mock-small", false))
         .send()
         .await?;
-    let untraced = s
-        .post(
-            "/v1/chat/completions",
-            Some(&s.secret),
-            &chat("mock-small", false),
-        )
-        .await?;
+    let untraced = s.chat(&chat("mock-small", false)).await?;
     let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().map(str::to_owned);
     let mut expected =
         std::collections::HashMap::from([(id(&traced)?, trace), (id(&untraced)?, "")]);
-    let mut events = s.bus.subscribe(tollgate_runtime::bus::USAGE, 0).await?;
+    let mut events = s
+        .cluster
+        .bus
+        .subscribe(tollgate_runtime::bus::USAGE, 0)
+        .await?;
     while !expected.is_empty() {
         let message = tokio::time::timeout(std::time::Duration::from_secs(20), events.next())
             .await?
@@ -141,11 +126,8 @@ async fn the_usage_event_carries_the_clients_trace_id() -> Result<()> {
 async fn a_stream_is_relayed_without_the_usage_chunk_unless_asked() -> Result<()> {
     let s = setup().await?;
     let plain = s
-        .post(
-            "/chat/completions",
-            Some(&s.secret),
-            &chat("mock-small", true),
-        )
+        .edge
+        .post("/chat/completions", &s.secret, &chat("mock-small", true))
         .await?;
     assert_eq!(plain.headers()["content-type"], "text/event-stream");
     let text = plain.text().await?;
@@ -153,11 +135,7 @@ async fn a_stream_is_relayed_without_the_usage_chunk_unless_asked() -> Result<()
     assert!(!text.contains("\"usage\""), "usage was not asked for");
     let mut with_usage = chat("mock-small", true);
     with_usage["stream_options"] = json!({"include_usage": true});
-    let text = s
-        .post("/v1/chat/completions", Some(&s.secret), &with_usage)
-        .await?
-        .text()
-        .await?;
+    let text = s.chat(&with_usage).await?.text().await?;
     assert!(text.contains("\"completion_tokens\":5"));
     Ok(())
 }
@@ -226,31 +204,19 @@ async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Result<()> {
-    let s = setup().await?;
-    let mut admin = s._cp.admin().await?;
-    let (_, all_models) = create_key(&mut admin, &[]).await?;
-    s.edge
-        .wait_for_sequence(last_sequence(&mut admin).await?)
-        .await?;
+    let mut s = setup().await?;
+    let (_, all_models) = create_key(&mut s.cluster.admin, &[]).await?;
+    s.cluster.sync(&s.edge).await?;
     let response = s
-        .post(
-            "/v1/chat/completions",
-            Some(&all_models),
-            &chat("no-such-model", false),
-        )
+        .edge
+        .chat(&all_models, &chat("no-such-model", false))
         .await?;
     assert_eq!(
         error_code(response).await?,
         (404, "model_not_found".to_owned())
     );
     // A key limited to other models hears the same: the model does not exist (as OpenAI says).
-    let response = s
-        .post(
-            "/v1/chat/completions",
-            Some(&s.secret),
-            &chat("no-such-model", false),
-        )
-        .await?;
+    let response = s.chat(&chat("no-such-model", false)).await?;
     assert_eq!(
         error_code(response).await?,
         (404, "model_not_found".to_owned())

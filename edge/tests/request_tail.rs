@@ -8,63 +8,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::*;
-use serde_json::json;
-use tollgate_proto::admin::{CreateKeyRequest, CreateTeamRequest, TailRequestsRequest};
+use tollgate_proto::admin::TailRequestsRequest;
 
+/// A new team `name` and a key in it: (team id, secret).
 async fn team_key(admin: &mut AdminClient, name: &str) -> Result<(String, String)> {
-    let team = admin
-        .create_team(CreateTeamRequest {
-            name: name.to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .id;
-    let created = admin
-        .create_key(CreateKeyRequest {
-            team_id: team.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    Ok((team, created.secret))
+    let team = create_team(admin, name).await?;
+    let (_, secret) = create_team_key(admin, &team).await?;
+    Ok((team, secret))
 }
 
 /// Sends one chat request to `edge` with `key`; returns its request id.
-async fn chat(http: &reqwest::Client, edge: &TestEdge, key: &str) -> Result<String> {
-    let response = http
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&json!({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await?;
+async fn chat(edge: &TestEdge, key: &str) -> Result<String> {
+    let response = edge.chat(key, &chat_request("mock-small", "hi")).await?;
     assert_eq!(response.status(), 200);
     Ok(response.headers()["x-request-id"].to_str()?.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock-small", &[("output_tokens", "3")]).await?;
-    let (red, red_key) = team_key(&mut admin, "red").await?;
-    let (_, blue_key) = team_key(&mut admin, "blue").await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let one = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
-    let two = TestEdge::start(&nats, &prefix, bus.clone(), Some(cp.url())).await?;
-    one.wait_for_sequence(sequence).await?;
-    two.wait_for_sequence(sequence).await?;
-    let http = reqwest::Client::new();
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
+    mock_deployment(admin, "mock-small", &[("output_tokens", "3")]).await?;
+    let (red, red_key) = team_key(admin, "red").await?;
+    let (_, blue_key) = team_key(admin, "blue").await?;
+    let edges = cluster.edges(2).await?;
+    let (one, two) = (&edges[0], &edges[1]);
 
     // Served, and its usage published, before the tail opens: never shown.
-    let before = chat(&http, &one, &red_key).await?;
+    let before = chat(one, &red_key).await?;
     eventually(Duration::from_secs(5), || async {
         one.metrics.usage_published.get() >= 1
     })
     .await?;
 
-    let mut tail = admin
+    let mut tail = cluster
+        .admin
         .tail_requests(TailRequestsRequest {
             team_id: red.clone(),
             ..Default::default()
@@ -73,10 +51,10 @@ async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Res
         .into_inner();
     let sent = Instant::now();
     let mut expected = HashSet::new();
-    expected.insert(chat(&http, &one, &red_key).await?);
-    chat(&http, &one, &blue_key).await?;
-    chat(&http, &two, &blue_key).await?;
-    expected.insert(chat(&http, &two, &red_key).await?);
+    expected.insert(chat(one, &red_key).await?);
+    chat(one, &blue_key).await?;
+    chat(two, &blue_key).await?;
+    expected.insert(chat(two, &red_key).await?);
 
     let mut edges = HashSet::new();
     while !expected.is_empty() {
@@ -104,7 +82,8 @@ async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Res
         "the tail took {waited:?} to show the requests"
     );
 
-    let refused = admin
+    let refused = cluster
+        .admin
         .tail_requests(TailRequestsRequest {
             status: 200,
             errors_only: true,

@@ -6,24 +6,16 @@
 use tollgate_test_support::edge as common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
-use serde_json::Value;
 use tollgate_proto::admin::{CachePolicy, PutCredentialRequest, RateLimit};
 use tollgate_proto::usage::UsageEvent;
-use tollgate_runtime::bus::Bus;
 use tollgate_test_support::openai_upstream::{ANSWER, FakeOpenAi};
 
 struct Setup {
-    _cp: TestControlPlane,
-    admin: AdminClient,
-    nats: String,
-    prefix: String,
-    bus: Arc<dyn Bus>,
-    cp_url: String,
+    cluster: TestCluster,
     fake: FakeOpenAi,
     http: reqwest::Client,
 }
@@ -32,13 +24,12 @@ struct Setup {
 /// (no cache policy), both on one fake upstream.
 async fn setup(ttl_seconds: u32) -> Result<Setup> {
     let fake = FakeOpenAi::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential = api_key_credential(&mut admin, "openai_compatible").await?;
+    let mut cluster = TestCluster::start().await?;
+    let admin = &mut cluster.admin;
+    let credential = api_key_credential(admin, "openai_compatible").await?;
     for model in ["gpt-test", "plain"] {
         let model = (model, "gpt-upstream-x");
-        openai_compatible_deployment(&mut admin, model, fake.base_url(), &credential).await?;
+        openai_compatible_deployment(admin, model, fake.base_url(), &credential).await?;
     }
     admin
         .set_cache_policy(CachePolicy {
@@ -47,14 +38,8 @@ async fn setup(ttl_seconds: u32) -> Result<Setup> {
             ..Default::default()
         })
         .await?;
-    let cp_url = cp.url();
     Ok(Setup {
-        _cp: cp,
-        admin,
-        nats,
-        prefix,
-        bus,
-        cp_url,
+        cluster,
         fake,
         http: reqwest::Client::new(),
     })
@@ -63,7 +48,7 @@ async fn setup(ttl_seconds: u32) -> Result<Setup> {
 impl Setup {
     /// A new team's id.
     async fn team(&mut self, name: &str) -> Result<String> {
-        create_team(&mut self.admin, name).await
+        create_team(&mut self.cluster.admin, name).await
     }
 
     /// A key in a new team named `team`, as (key id, secret).
@@ -72,15 +57,15 @@ impl Setup {
         self.key_of(&team).await
     }
 
-    /// A key in team `team` (an id), as (key id, secret).
-    async fn key_of(&mut self, team: &str) -> Result<(String, String)> {
-        create_team_key(&mut self.admin, team).await
+    /// A key in a new team named `team` and an edge that knows it, as (secret, edge).
+    async fn edge_for(&mut self, team: &str) -> Result<(String, TestEdge)> {
+        let (_, secret) = self.key_in(team).await?;
+        Ok((secret, self.cluster.edge().await?))
     }
 
-    async fn edge(&mut self) -> Result<TestEdge> {
-        let bus = self.bus.clone();
-        let jetstream = (self.nats.as_str(), self.prefix.as_str());
-        caught_up_edge(jetstream, bus, &mut self.admin, self.cp_url.clone()).await
+    /// A key in team `team` (an id), as (key id, secret).
+    async fn key_of(&mut self, team: &str) -> Result<(String, String)> {
+        create_team_key(&mut self.cluster.admin, team).await
     }
 
     /// Asks `edge` with `body`; returns (status, x-tollgate-cache, cost header, body).
@@ -101,14 +86,8 @@ impl Setup {
             request = request.header("cache-control", value);
         }
         let response = request.send().await?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (cache, cost) = (header("x-tollgate-cache"), header("x-tollgate-cost-usd"));
+        let value = |name: &str| header(&response, name).map(str::to_owned);
+        let (cache, cost) = (value("x-tollgate-cache"), value("x-tollgate-cost-usd"));
         let status = response.status().as_u16();
         Ok((
             status,
@@ -133,7 +112,7 @@ impl Setup {
     }
 
     async fn usage(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        usage_events(&self.bus, n).await
+        usage_events(&self.cluster.bus, n).await
     }
 }
 
@@ -146,7 +125,7 @@ async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<
     let (_, a1) = s.key_of(&search).await?;
     let (_, a2) = s.key_of(&search).await?;
     let (_, b) = s.key_in("billing").await?;
-    let edge = s.edge().await?;
+    let edge = s.cluster.edge().await?;
 
     let (status, cache, _, first) = s.ask(&edge, &a1, QUESTION, None).await?;
     assert_eq!((status, cache.as_deref()), (200, Some("miss")));
@@ -182,17 +161,7 @@ async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<
         r#"{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi there"}]}"#;
     let (status, cache, _, events) = s.ask(&edge, &a1, streamed, None).await?;
     assert_eq!((status, cache.as_deref()), (200, Some("hit")));
-    let text: String = events
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    assert_eq!(text, ANSWER);
+    assert_eq!(streamed_content(&events), ANSWER);
     assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
     assert_eq!(s.fake.requests(), 5);
 
@@ -220,8 +189,7 @@ async fn identical_requests_hit_within_a_team_and_miss_across_teams() -> Result<
 async fn a_streamed_hit_replays_through_the_openai_python_sdk() -> Result<()> {
     let python = tollgate_test_support::python_with("openai").await?;
     let mut s = setup(60).await?;
-    let (_, secret) = s.key_in("sdk").await?;
-    let edge = s.edge().await?;
+    let (secret, edge) = s.edge_for("sdk").await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_cache_replay.py");
     let base_url = edge.url("/v1");
     let env = [
@@ -238,9 +206,9 @@ async fn a_streamed_hit_replays_through_the_openai_python_sdk() -> Result<()> {
 async fn an_answer_cached_by_one_edge_is_a_hit_on_another() -> Result<()> {
     let mut s = setup(60).await?;
     let (_, secret) = s.key_in("shared").await?;
-    let a = s.edge().await?;
-    let b = s.edge().await?;
-    let (_, cache, _, first) = s.ask(&a, &secret, QUESTION, None).await?;
+    let edges = s.cluster.edges(2).await?;
+    let (a, b) = (&edges[0], &edges[1]);
+    let (_, cache, _, first) = s.ask(a, &secret, QUESTION, None).await?;
     assert_eq!(cache.as_deref(), Some("miss"));
     // The entry reaches edge B over the bus.
     let http = s.http.clone();
@@ -254,7 +222,7 @@ async fn an_answer_cached_by_one_edge_is_a_hit_on_another() -> Result<()> {
     })
     .await
     .context("edge B never received the shared entry")?;
-    let (_, cache, _, second) = s.ask(&b, &secret, QUESTION, None).await?;
+    let (_, cache, _, second) = s.ask(b, &secret, QUESTION, None).await?;
     assert_eq!(cache.as_deref(), Some("hit"));
     assert_eq!(second, first);
     assert_eq!(s.fake.requests(), 1);
@@ -265,15 +233,12 @@ async fn an_answer_cached_by_one_edge_is_a_hit_on_another() -> Result<()> {
 async fn hits_never_count_toward_tpm() -> Result<()> {
     let mut s = setup(60).await?;
     let (key_id, secret) = s.key_in("limited").await?;
-    s.admin
-        .set_rate_limit(RateLimit {
-            scope: "key".into(),
-            scope_id: key_id,
-            tpm: 100,
-            ..Default::default()
-        })
-        .await?;
-    let edge = s.edge().await?;
+    let limit = RateLimit {
+        tpm: 100,
+        ..key_limit(&key_id)
+    };
+    s.cluster.admin.set_rate_limit(limit).await?;
+    let edge = s.cluster.edge().await?;
     // Each request is admitted at ~18 estimated tokens; the miss costs 13 real ones. Counted
     // as estimated, ten hits would pass the 100-token limit.
     for i in 0..11 {
@@ -289,8 +254,7 @@ async fn hits_never_count_toward_tpm() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_or_too_old_answer_is_not_served() -> Result<()> {
     let mut s = setup(1).await?;
-    let (_, secret) = s.key_in("ttl").await?;
-    let edge = s.edge().await?;
+    let (secret, edge) = s.edge_for("ttl").await?;
     s.ask(&edge, &secret, QUESTION, None).await?;
     let (_, cache, _, _) = s.ask(&edge, &secret, QUESTION, None).await?;
     assert_eq!(cache.as_deref(), Some("hit"));
@@ -315,8 +279,8 @@ async fn an_expired_or_too_old_answer_is_not_served() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> {
     let mut s = setup(60).await?;
-    let credential = s
-        .admin
+    let admin = &mut s.cluster.admin;
+    let credential = admin
         .put_credential(PutCredentialRequest {
             name: "fake-embeddings".into(),
             provider: "openai_compatible".into(),
@@ -325,9 +289,8 @@ async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> 
         .await?
         .into_inner();
     let model = ("embed-test", "bag-of-words");
-    openai_compatible_deployment(&mut s.admin, model, s.fake.base_url(), &credential.id).await?;
-    let policy = s
-        .admin
+    openai_compatible_deployment(admin, model, s.fake.base_url(), &credential.id).await?;
+    let policy = admin
         .list_cache_policies(tollgate_proto::admin::ListCachePoliciesRequest {})
         .await?
         .into_inner();
@@ -338,9 +301,8 @@ async fn the_semantic_tier_answers_a_differently_worded_request() -> Result<()> 
         .context("the cache policy")?;
     policy.semantic_embeddings_model = "embed-test".into();
     policy.semantic_threshold = 0.99;
-    s.admin.set_cache_policy(policy).await?;
-    let (_, secret) = s.key_in("semantic").await?;
-    let edge = s.edge().await?;
+    s.cluster.admin.set_cache_policy(policy).await?;
+    let (secret, edge) = s.edge_for("semantic").await?;
 
     let (_, cache, _, first) = s.ask(&edge, &secret, QUESTION, None).await?;
     assert_eq!(cache.as_deref(), Some("miss"));

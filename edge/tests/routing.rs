@@ -5,7 +5,6 @@
 use tollgate_test_support::edge as common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,31 +12,19 @@ use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_proto::admin::{
-    CreateKeyRequest, CreateTeamRequest, Deployment, ListDeploymentHealthRequest, Price,
-    RoutingRule, TrafficAction, TrafficMatch, TrafficRule,
+    CreateKeyRequest, Deployment, ListDeploymentHealthRequest, RoutingRule, TrafficAction,
+    TrafficMatch, TrafficRule,
 };
-use tollgate_runtime::bus::Bus;
 use tollgate_test_support::openai_upstream::{Failure, FakeOpenAi};
 
 struct Setup {
-    cp: TestControlPlane,
-    nats: String,
-    prefix: String,
-    bus: Arc<dyn Bus>,
-    admin: AdminClient,
+    cluster: TestCluster,
     http: reqwest::Client,
 }
 
 async fn setup() -> Result<Setup> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let admin = cp.admin().await?;
     Ok(Setup {
-        cp,
-        nats,
-        prefix,
-        bus,
-        admin,
+        cluster: TestCluster::start().await?,
         http: reqwest::Client::new(),
     })
 }
@@ -92,6 +79,21 @@ impl Answer {
     fn outcome(&self) -> (u16, &str, &str) {
         (self.status, self.fallback.as_str(), self.attempts.as_str())
     }
+
+    /// The status and the deployment that answered.
+    fn served_by(&self) -> (u16, &str) {
+        (self.status, self.deployment.as_str())
+    }
+
+    /// The status and the error code.
+    fn error(&self) -> (u16, &str) {
+        (self.status, self.code.as_str())
+    }
+
+    /// The status and the number of attempts.
+    fn attempts(&self) -> (u16, &str) {
+        (self.status, self.attempts.as_str())
+    }
 }
 
 impl Setup {
@@ -104,63 +106,55 @@ impl Setup {
             on_fake("backup-1", "backup", &backup),
         ])
         .await?;
-        self.rule(RoutingRule {
-            model_name: "primary".into(),
+        let rule = RoutingRule {
             fallbacks: vec!["backup".into()],
             ..rule
-        })
-        .await?;
+        };
+        self.rule("primary", rule).await?;
         Ok((primary, backup))
     }
 
     async fn add(&mut self, deployments: impl IntoIterator<Item = Deployment>) -> Result<()> {
         for d in deployments {
-            self.admin.upsert_deployment(d).await?;
+            self.cluster.admin.upsert_deployment(d).await?;
         }
         Ok(())
     }
 
-    async fn rule(&mut self, rule: RoutingRule) -> Result<()> {
-        self.admin.set_routing_rule(rule).await?;
+    /// Sets `rule` for `model`.
+    async fn rule(&mut self, model: &str, rule: RoutingRule) -> Result<()> {
+        let rule = RoutingRule {
+            model_name: model.to_owned(),
+            ..rule
+        };
+        self.cluster.admin.set_routing_rule(rule).await?;
         Ok(())
     }
 
-    async fn edge(&mut self) -> Result<TestEdge> {
-        let bus = self.bus.clone();
-        let jetstream = (self.nats.as_str(), self.prefix.as_str());
-        caught_up_edge(jetstream, bus, &mut self.admin, self.cp.url()).await
+    /// A key allowed `models` (empty: all), and an edge that has applied everything so far.
+    async fn key_and_edge(&mut self, models: &[&str]) -> Result<(String, TestEdge)> {
+        let (_, key) = create_key(&mut self.cluster.admin, models).await?;
+        Ok((key, self.cluster.edge().await?))
     }
 
-    /// Waits until `edge` has applied everything committed so far.
-    async fn sync(&mut self, edge: &TestEdge) -> Result<()> {
-        let sequence = last_sequence(&mut self.admin).await?;
-        edge.wait_for_sequence(sequence).await
-    }
-
+    /// A chat request for `model` to `edge` with `key` and `headers`.
     async fn send(
         &self,
         edge: &TestEdge,
         key: &str,
-        body: &Value,
+        model: &str,
         headers: &[(&str, &str)],
     ) -> Result<Answer> {
         let mut request = self
             .http
             .post(edge.url("/v1/chat/completions"))
             .bearer_auth(key)
-            .json(body);
+            .json(&chat(model));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let response = request.send().await?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let header = |name: &str| header(&response, name).unwrap_or_default().to_owned();
         let (deployment, attempts, fallback) = (
             header("x-tollgate-deployment"),
             header("x-tollgate-attempts"),
@@ -178,6 +172,15 @@ impl Setup {
                 .unwrap_or_default()
                 .to_owned(),
         })
+    }
+}
+
+/// A rule of `max_retries` retries, opening a deployment's circuit after `allowed_fails`.
+fn retrying(max_retries: u32, allowed_fails: u32) -> RoutingRule {
+    RoutingRule {
+        max_retries,
+        allowed_fails,
+        ..Default::default()
     }
 }
 
@@ -218,13 +221,12 @@ async fn weights_are_followed_within_three_points_over_10000_requests() -> Resul
         },
     ])
     .await?;
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
+    let (key, edge) = s.key_and_edge(&[]).await?;
 
     const REQUESTS: usize = 10_000;
-    let (s, body) = (&s, &chat("weighted"));
+    let s = &s;
     let answers: Vec<Answer> = futures::stream::iter(0..REQUESTS)
-        .map(|_| s.send(&edge, &key, body, &[]))
+        .map(|_| s.send(&edge, &key, "weighted", &[]))
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await
@@ -249,35 +251,26 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
     let mut s = setup().await?;
     let (primary, _backup) = s
         .primary_and_backup(RoutingRule {
-            max_retries: 0,
-            allowed_fails: 2,
             cooldown_seconds: COOLDOWN.as_secs() as u32,
-            ..Default::default()
+            ..retrying(0, 2)
         })
         .await?;
-    let (_, key) = create_key(&mut s.admin, &["primary", "backup"]).await?;
-    let edge = s.edge().await?;
+    let (key, edge) = s.key_and_edge(&["primary", "backup"]).await?;
 
-    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
-    assert_eq!(
-        (answer.status, answer.deployment.as_str()),
-        (200, "primary-1")
-    );
+    let answer = s.send(&edge, &key, "primary", &[]).await?;
+    assert_eq!(answer.served_by(), (200, "primary-1"));
     assert_eq!(
         circuit_state(&edge, "primary-1"),
         None,
         "no circuit event yet"
     );
 
-    primary.fail(Failure::Status {
-        status: 500,
-        retry_after: None,
-    });
+    primary.fail(Failure::status(500, None));
     let broken_at = primary.requests();
     let mut answers = Vec::new();
     let started = Instant::now();
     for _ in 0..20 {
-        answers.push(s.send(&edge, &key, &chat("primary"), &[]).await?);
+        answers.push(s.send(&edge, &key, "primary", &[]).await?);
     }
     // The property is logical (an open circuit lets nothing through until its cooldown ends);
     // this only checks that the twenty requests fitted in the cooldown, as they do by far
@@ -301,7 +294,7 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
     assert_eq!(circuit_state(&edge, "primary-1"), Some(2), "open");
 
     // The admin API shows the open circuit, as the edge reported it through the bus.
-    let admin = s.admin.clone();
+    let admin = s.cluster.admin.clone();
     eventually(Duration::from_secs(15), || {
         let mut admin = admin.clone();
         async move {
@@ -322,23 +315,20 @@ async fn a_failing_deployment_is_cooled_down_and_probed_back_while_clients_see_n
     // Still broken when the cooldown ends: the probe fails, the client still gets an answer,
     // and the circuit opens again.
     tokio::time::sleep(COOLDOWN + Duration::from_millis(100)).await;
-    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
-    assert_eq!((answer.status, answer.attempts.as_str()), (200, "2"));
+    let answer = s.send(&edge, &key, "primary", &[]).await?;
+    assert_eq!(answer.attempts(), (200, "2"));
     assert_eq!(primary.requests() - broken_at, 3, "one probe");
     assert_eq!(circuit_state(&edge, "primary-1"), Some(2));
 
     // Healed: the next probe succeeds and the deployment is back in rotation.
     primary.heal();
     tokio::time::sleep(COOLDOWN + Duration::from_millis(100)).await;
-    let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
-    assert_eq!(
-        (answer.status, answer.deployment.as_str()),
-        (200, "primary-1")
-    );
+    let answer = s.send(&edge, &key, "primary", &[]).await?;
+    assert_eq!(answer.served_by(), (200, "primary-1"));
     assert_eq!(answer.fallback, "");
     assert_eq!(circuit_state(&edge, "primary-1"), Some(0), "closed");
     for _ in 0..5 {
-        let answer = s.send(&edge, &key, &chat("primary"), &[]).await?;
+        let answer = s.send(&edge, &key, "primary", &[]).await?;
         assert_eq!(answer.deployment, "primary-1");
     }
     eventually(Duration::from_secs(15), || {
@@ -374,12 +364,8 @@ async fn a_stream_fails_over_before_its_first_byte() -> Result<()> {
             ..Default::default()
         })
         .await?;
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
-    primary.fail(Failure::Status {
-        status: 529,
-        retry_after: None,
-    });
+    let (key, edge) = s.key_and_edge(&[]).await?;
+    primary.fail(Failure::status(529, None));
     let response = s
         .http
         .post(edge.url("/v1/chat/completions"))
@@ -414,21 +400,11 @@ async fn retries_fail_over_to_another_deployment_at_once() -> Result<()> {
         },
     ])
     .await?;
-    s.rule(RoutingRule {
-        model_name: "pair".into(),
-        max_retries: 1,
-        allowed_fails: 100,
-        ..Default::default()
-    })
-    .await?;
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
-    broken.fail(Failure::Status {
-        status: 503,
-        retry_after: Some("30".into()),
-    });
+    s.rule("pair", retrying(1, 100)).await?;
+    let (key, edge) = s.key_and_edge(&[]).await?;
+    broken.fail(Failure::status(503, Some("30")));
     let started = Instant::now();
-    let answer = s.send(&edge, &key, &chat("pair"), &[]).await?;
+    let answer = s.send(&edge, &key, "pair", &[]).await?;
     assert_eq!(
         (
             answer.status,
@@ -457,25 +433,12 @@ async fn retry_after_is_honoured_before_trying_the_same_deployment_again() -> Re
     let mut s = setup().await?;
     let fake = FakeOpenAi::start().await?;
     s.add([on_fake("only", "solo", &fake)]).await?;
-    s.rule(RoutingRule {
-        model_name: "solo".into(),
-        max_retries: 2,
-        allowed_fails: 100,
-        ..Default::default()
-    })
-    .await?;
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
+    s.rule("solo", retrying(2, 100)).await?;
+    let (key, edge) = s.key_and_edge(&[]).await?;
 
-    fake.fail_times(
-        1,
-        Failure::Status {
-            status: 429,
-            retry_after: Some("1".into()),
-        },
-    );
-    let answer = s.send(&edge, &key, &chat("solo"), &[]).await?;
-    assert_eq!((answer.status, answer.attempts.as_str()), (200, "2"));
+    fake.fail_times(1, Failure::status(429, Some("1")));
+    let answer = s.send(&edge, &key, "solo", &[]).await?;
+    assert_eq!(answer.attempts(), (200, "2"));
     let arrivals = fake.arrivals();
     let gap = arrivals[1] - arrivals[0];
     assert!(
@@ -484,18 +447,12 @@ async fn retry_after_is_honoured_before_trying_the_same_deployment_again() -> Re
     );
 
     // A retry-after beyond the deadline is not waited for: the client hears at once.
-    fake.fail(Failure::Status {
-        status: 429,
-        retry_after: Some("5".into()),
-    });
+    fake.fail(Failure::status(429, Some("5")));
     let started = Instant::now();
     let answer = s
-        .send(&edge, &key, &chat("solo"), &[("x-tollgate-timeout", "2")])
+        .send(&edge, &key, "solo", &[("x-tollgate-timeout", "2")])
         .await?;
-    assert_eq!(
-        (answer.status, answer.code.as_str()),
-        (429, "rate_limit_exceeded")
-    );
+    assert_eq!(answer.error(), (429, "rate_limit_exceeded"));
     // Not waiting for the deadline (2 s), let alone the retry-after (5 s).
     assert!(
         started.elapsed() < Duration::from_millis(1500),
@@ -516,21 +473,11 @@ async fn the_request_deadline_is_kept_whatever_the_upstream_does() -> Result<()>
     ])
     .await?;
     for model in ["slow", "flaky"] {
-        s.rule(RoutingRule {
-            model_name: model.into(),
-            max_retries: 10,
-            allowed_fails: 1000,
-            ..Default::default()
-        })
-        .await?;
+        s.rule(model, retrying(10, 1000)).await?;
     }
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
+    let (key, edge) = s.key_and_edge(&[]).await?;
     slow.fail(Failure::Delay(Duration::from_secs(5)));
-    flaky.fail(Failure::Status {
-        status: 502,
-        retry_after: None,
-    });
+    flaky.fail(Failure::status(502, None));
 
     for (model, timeout) in [
         ("slow", 0.2),
@@ -542,12 +489,7 @@ async fn the_request_deadline_is_kept_whatever_the_upstream_does() -> Result<()>
         let started = Instant::now();
         let header = timeout.to_string();
         let answer = s
-            .send(
-                &edge,
-                &key,
-                &chat(model),
-                &[("x-tollgate-timeout", &header)],
-            )
+            .send(&edge, &key, model, &[("x-tollgate-timeout", &header)])
             .await?;
         let elapsed = started.elapsed();
         let deadline = Duration::from_secs_f64(timeout);
@@ -560,27 +502,16 @@ async fn the_request_deadline_is_kept_whatever_the_upstream_does() -> Result<()>
             "{model} with a {deadline:?} deadline answered after {elapsed:?}"
         );
         if model == "slow" {
-            assert_eq!(
-                (answer.status, answer.code.as_str()),
-                (504, "upstream_timeout")
-            );
+            assert_eq!(answer.error(), (504, "upstream_timeout"));
         }
     }
     // The deadline cut those calls short, so they say nothing against the slow deployment.
     assert_eq!(circuit_state(&edge, "slow"), None);
 
     let answer = s
-        .send(
-            &edge,
-            &key,
-            &chat("slow"),
-            &[("x-tollgate-timeout", "soon")],
-        )
+        .send(&edge, &key, "slow", &[("x-tollgate-timeout", "soon")])
         .await?;
-    assert_eq!(
-        (answer.status, answer.code.as_str()),
-        (400, "invalid_request_error")
-    );
+    assert_eq!(answer.error(), (400, "invalid_request_error"));
     Ok(())
 }
 
@@ -599,27 +530,29 @@ async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks(
         on_fake("general-1", "general", &fake),
     ])
     .await?;
-    s.rule(RoutingRule {
-        model_name: "small".into(),
-        fallbacks: vec!["general".into()],
-        context_window_fallbacks: vec!["large".into()],
-        content_policy_fallbacks: vec!["lenient".into()],
-        max_retries: 3,
-        ..Default::default()
-    })
+    s.rule(
+        "small",
+        RoutingRule {
+            fallbacks: vec!["general".into()],
+            context_window_fallbacks: vec!["large".into()],
+            content_policy_fallbacks: vec!["lenient".into()],
+            max_retries: 3,
+            ..Default::default()
+        },
+    )
     .await?;
-    let (_, key) = create_key(&mut s.admin, &["small", "large", "lenient"]).await?;
-    let (_, small_only) = create_key(&mut s.admin, &["small"]).await?;
-    let edge = s.edge().await?;
+    let (_, key) = create_key(&mut s.cluster.admin, &["small", "large", "lenient"]).await?;
+    let (_, small_only) = create_key(&mut s.cluster.admin, &["small"]).await?;
+    let edge = s.cluster.edge().await?;
 
-    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
+    let answer = s.send(&edge, &key, "small", &[]).await?;
     assert_eq!(
         answer.outcome(),
         (200, "large", "2"),
         "a context-window refusal is not retried on the same model"
     );
     // A fallback is a model like any other: a key that may not use it does not get it.
-    let answer = s.send(&edge, &small_only, &chat("small"), &[]).await?;
+    let answer = s.send(&edge, &small_only, "small", &[]).await?;
     assert_eq!(
         answer.outcome(),
         (400, "", "1"),
@@ -627,15 +560,15 @@ async fn context_window_and_content_policy_failures_move_to_their_own_fallbacks(
     );
 
     s.add([refusing("small-1", "fail-content")]).await?;
-    s.sync(&edge).await?;
-    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
+    s.cluster.sync(&edge).await?;
+    let answer = s.send(&edge, &key, "small", &[]).await?;
     assert_eq!((answer.status, answer.fallback.as_str()), (200, "lenient"));
 
     // Any other refusal is the client's to fix: no retry, no fallback.
     s.add([refusing("small-1", "fail-400")]).await?;
-    s.sync(&edge).await?;
-    let answer = s.send(&edge, &key, &chat("small"), &[]).await?;
-    assert_eq!((answer.status, answer.attempts.as_str()), (400, "1"));
+    s.cluster.sync(&edge).await?;
+    let answer = s.send(&edge, &key, "small", &[]).await?;
+    assert_eq!(answer.attempts(), (400, "1"));
     Ok(())
 }
 
@@ -666,14 +599,7 @@ async fn strategies_choose_by_latency_cost_usage_and_load() -> Result<()> {
     ])
     .await?;
     for (model, price) in [("cheap-model", 1.0), ("dear-model", 10.0)] {
-        s.admin
-            .set_price(Price {
-                model: model.into(),
-                input_per_mtok: price,
-                output_per_mtok: price,
-                ..Default::default()
-            })
-            .await?;
+        set_price(&mut s.cluster.admin, model, [price, price, 0.0, 0.0]).await?;
     }
     for (model, strategy) in [
         ("by-latency", "latency_based"),
@@ -681,21 +607,22 @@ async fn strategies_choose_by_latency_cost_usage_and_load() -> Result<()> {
         ("by-usage", "usage_based"),
         ("by-load", "least_busy"),
     ] {
-        s.rule(RoutingRule {
-            model_name: model.into(),
-            strategy: strategy.into(),
-            ..Default::default()
-        })
+        s.rule(
+            model,
+            RoutingRule {
+                strategy: strategy.into(),
+                ..Default::default()
+            },
+        )
         .await?;
     }
-    let (_, key) = create_key(&mut s.admin, &[]).await?;
-    let edge = s.edge().await?;
+    let (key, edge) = s.key_and_edge(&[]).await?;
     let sequential = |model: &'static str, n: usize| {
         let (s, edge, key) = (&s, &edge, &key);
         async move {
             let mut answers = Vec::new();
             for _ in 0..n {
-                answers.push(s.send(edge, key, &chat(model), &[]).await?);
+                answers.push(s.send(edge, key, model, &[]).await?);
             }
             anyhow::Ok(tally(&answers))
         }
@@ -711,9 +638,8 @@ async fn strategies_choose_by_latency_cost_usage_and_load() -> Result<()> {
         "{usage:?}"
     );
 
-    let by_load = chat("by-load");
     let concurrent: Vec<Answer> =
-        futures::future::join_all((0..8).map(|_| s.send(&edge, &key, &by_load, &[])))
+        futures::future::join_all((0..8).map(|_| s.send(&edge, &key, "by-load", &[])))
             .await
             .into_iter()
             .collect::<Result<_>>()?;
@@ -743,33 +669,25 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
     ])
     .await?;
     let team = |name: &'static str| {
-        let mut admin = s.admin.clone();
+        let mut admin = s.cluster.admin.clone();
         async move {
-            let team = admin
-                .create_team(CreateTeamRequest {
-                    name: name.into(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let team = create_team(&mut admin, name).await?;
             let mut keys = Vec::new();
             for tags in [vec![], vec!["batch".to_owned()]] {
-                let key = admin
-                    .create_key(CreateKeyRequest {
-                        team_id: team.id.clone(),
-                        tags,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                keys.push(key.secret);
+                let request = CreateKeyRequest {
+                    team_id: team.clone(),
+                    tags,
+                    ..Default::default()
+                };
+                keys.push(key_from(&mut admin, request).await?.1);
             }
-            anyhow::Ok((team.id, keys.remove(0), keys.remove(0)))
+            anyhow::Ok((team, keys.remove(0), keys.remove(0)))
         }
     };
     let (team_a, key_a, batch_key_a) = team("team-a").await?;
     let (_, key_b, batch_key_b) = team("team-b").await?;
-    s.admin
+    s.cluster
+        .admin
         .set_traffic_rule(TrafficRule {
             order: 10,
             description: "team A stays in region x".into(),
@@ -784,7 +702,8 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
             ..Default::default()
         })
         .await?;
-    s.admin
+    s.cluster
+        .admin
         .set_traffic_rule(TrafficRule {
             order: 20,
             when: Some(TrafficMatch {
@@ -818,7 +737,8 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
             "region-y",
         ),
     ] {
-        s.admin
+        s.cluster
+            .admin
             .set_traffic_rule(TrafficRule {
                 order,
                 when: Some(when),
@@ -830,14 +750,14 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
             })
             .await?;
     }
-    let edge = s.edge().await?;
+    let edge = s.cluster.edge().await?;
 
-    let (s, body) = (&s, &chat("model"));
+    let s = &s;
     let run = |key: &str| {
         let (edge, key) = (&edge, key.to_owned());
         async move {
             let answers = futures::stream::iter(0..200)
-                .map(|_| s.send(edge, &key, body, &[]))
+                .map(|_| s.send(edge, &key, "model", &[]))
                 .buffer_unordered(8)
                 .collect::<Vec<_>>()
                 .await
@@ -856,31 +776,23 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
     );
 
     // Rules are evaluated in order: team A's rule comes first, so A's batch jobs still run.
-    let answer = s.send(&edge, &batch_key_b, &chat("model"), &[]).await?;
-    assert_eq!(
-        (answer.status, answer.code.as_str()),
-        (403, "routing_denied")
-    );
-    let answer = s.send(&edge, &batch_key_a, &chat("model"), &[]).await?;
-    assert_eq!((answer.status, answer.deployment.as_str()), (200, "in-x"));
+    let answer = s.send(&edge, &batch_key_b, "model", &[]).await?;
+    assert_eq!(answer.error(), (403, "routing_denied"));
+    let answer = s.send(&edge, &batch_key_a, "model", &[]).await?;
+    assert_eq!(answer.served_by(), (200, "in-x"));
 
     // A client may ask for a preference with its own headers...
     let answer = s
-        .send(&edge, &key_b, &chat("model"), &[("x-tollgate-tags", "vip")])
+        .send(&edge, &key_b, "model", &[("x-tollgate-tags", "vip")])
         .await?;
-    assert_eq!((answer.status, answer.deployment.as_str()), (200, "in-x"));
+    assert_eq!(answer.served_by(), (200, "in-x"));
     // ...but a rule that denies or restricts holds whatever the client says about itself: its own
     // tags and region do not match such rules, and cannot steer it past them.
     let answer = s
-        .send(
-            &edge,
-            &key_b,
-            &chat("model"),
-            &[("x-tollgate-tags", "batch")],
-        )
+        .send(&edge, &key_b, "model", &[("x-tollgate-tags", "batch")])
         .await?;
     assert_eq!(
-        (answer.status, answer.deployment.as_str()),
+        answer.served_by(),
         (200, "in-y"),
         "a tag a client sends does not make a deny rule its own"
     );
@@ -888,9 +800,9 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
         ("x-tollgate-region", "region-y"),
         ("x-tollgate-tags", "vip"),
     ] {
-        let answer = s.send(&edge, &key_a, &chat("model"), &[header]).await?;
+        let answer = s.send(&edge, &key_a, "model", &[header]).await?;
         assert_eq!(
-            (answer.status, answer.deployment.as_str()),
+            answer.served_by(),
             (200, "in-x"),
             "{header:?} lets team A out of region x"
         );
@@ -902,96 +814,62 @@ async fn a_rule_sending_team_a_to_region_x_holds_for_all_of_a_and_none_of_b() ->
 async fn traffic_rules_that_cannot_work_are_refused_and_change_nothing() -> Result<()> {
     let mut s = setup().await?;
     s.add([deployment("d", "model")]).await?;
-    let before = last_sequence(&mut s.admin).await?;
+    let before = last_sequence(&mut s.cluster.admin).await?;
     let rule = |when: TrafficMatch, then: TrafficAction| TrafficRule {
         when: Some(when),
         then: Some(then),
         ..Default::default()
     };
-    let restrict = TrafficAction {
-        regions: vec!["eu".into()],
-        ..Default::default()
+    // A rule restricting regions where its match, changed by `set`, holds; and one doing for
+    // all traffic what its action, changed by `set`, says.
+    let when = |set: fn(&mut TrafficMatch)| {
+        let mut matching = TrafficMatch::default();
+        set(&mut matching);
+        let restrict = TrafficAction {
+            regions: vec!["eu".into()],
+            ..Default::default()
+        };
+        rule(matching, restrict)
+    };
+    let then = |set: fn(&mut TrafficAction)| {
+        let mut action = TrafficAction::default();
+        set(&mut action);
+        rule(TrafficMatch::default(), action)
     };
     let cases = [
+        (then(|_| {}), "does nothing"),
         (
-            rule(TrafficMatch::default(), TrafficAction::default()),
-            "does nothing",
-        ),
-        (
-            rule(
-                TrafficMatch::default(),
-                TrafficAction {
-                    deny: "no".into(),
-                    regions: vec!["eu".into()],
-                    ..Default::default()
-                },
-            ),
+            then(|a| (a.deny, a.regions) = ("no".into(), vec!["eu".into()])),
             "cannot also",
         ),
         (
-            rule(
-                TrafficMatch {
-                    team_ids: vec!["no-such-team".into()],
-                    ..Default::default()
-                },
-                restrict.clone(),
-            ),
+            when(|m| m.team_ids = vec!["no-such-team".into()]),
             "team no-such-team does not exist",
         ),
         (
-            rule(
-                TrafficMatch {
-                    request_types: vec!["batch".into()],
-                    ..Default::default()
-                },
-                restrict.clone(),
-            ),
+            when(|m| m.request_types = vec!["batch".into()]),
             "unknown RequestType",
         ),
         (
-            rule(
-                TrafficMatch {
-                    time_start: "9:00".into(),
-                    time_end: "17:00".into(),
-                    ..Default::default()
-                },
-                restrict.clone(),
-            ),
+            when(|m| (m.time_start, m.time_end) = ("9:00".into(), "17:00".into())),
             "HH:MM",
         ),
         (
-            rule(
-                TrafficMatch {
-                    time_start: "09:00".into(),
-                    ..Default::default()
-                },
-                restrict.clone(),
-            ),
+            when(|m| m.time_start = "09:00".into()),
             "both time_start and time_end",
         ),
         (
-            rule(
-                TrafficMatch::default(),
-                TrafficAction {
-                    deployment_ids: vec!["missing".into()],
-                    ..Default::default()
-                },
-            ),
+            then(|a| a.deployment_ids = vec!["missing".into()]),
             "deployment missing does not exist",
         ),
         (
-            rule(
-                TrafficMatch::default(),
-                TrafficAction {
-                    strategy: "fastest".into(),
-                    ..Default::default()
-                },
-            ),
+            then(|a| a.strategy = "fastest".into()),
             "unknown RoutingStrategy",
         ),
     ];
     for (rule, expected) in cases {
         let status = s
+            .cluster
             .admin
             .set_traffic_rule(rule)
             .await
@@ -1005,6 +883,7 @@ async fn traffic_rules_that_cannot_work_are_refused_and_change_nothing() -> Resu
         );
     }
     let status = s
+        .cluster
         .admin
         .set_routing_rule(RoutingRule {
             model_name: "model".into(),
@@ -1015,19 +894,14 @@ async fn traffic_rules_that_cannot_work_are_refused_and_change_nothing() -> Resu
         .err()
         .context("accepted")?;
     assert!(status.message().contains("cannot be its own fallback"));
-    assert_eq!(last_sequence(&mut s.admin).await?, before);
+    assert_eq!(last_sequence(&mut s.cluster.admin).await?, before);
 
     // What a rule names cannot be deleted from under it.
-    let pinned = rule(
-        TrafficMatch::default(),
-        TrafficAction {
-            deployment_ids: vec!["d".into()],
-            ..Default::default()
-        },
-    );
-    let pinned = s.admin.set_traffic_rule(pinned).await?.into_inner();
+    let pinned = then(|a| a.deployment_ids = vec!["d".into()]);
+    let pinned = s.cluster.admin.set_traffic_rule(pinned).await?.into_inner();
     let request = tollgate_proto::admin::DeleteRequest { id: "d".into() };
     let status = s
+        .cluster
         .admin
         .delete_deployment(request)
         .await

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::*;
 use serde_json::{Value, json};
+use tollgate_edge::config::EdgeConfig;
 use tollgate_proto::admin::Deployment;
 use tollgate_test_support::sagemaker_upstream::{
     ANSWER, FakeSagemaker, STREAM_ERROR_MESSAGE, VALIDATION_MESSAGE,
@@ -24,69 +25,41 @@ const SECRET_ACCESS_KEY: &str = "secret-sagemaker-test";
 type Setup = Gateway<FakeSagemaker>;
 
 async fn setup() -> Result<Setup> {
-    setup_with(Duration::from_secs(5), Duration::from_secs(10)).await
+    setup_with(|_| {}).await
 }
 
-/// A control plane and an edge whose SageMaker models all live on one fake SageMaker, with the
-/// edge's upstream timeouts (first byte / between events, and total).
-async fn setup_with(first_byte: Duration, total: Duration) -> Result<Setup> {
+/// A control plane and an edge whose SageMaker models all live on one fake SageMaker, the
+/// edge's configuration changed by `configure`.
+async fn setup_with(configure: impl FnOnce(&mut EdgeConfig)) -> Result<Setup> {
     let fake = FakeSagemaker::start().await?;
     let mut staging = Staging::start().await?;
-    let credential_id = staging
-        .credential(
-            "sagemaker",
-            &[
-                ("aws_access_key_id", ACCESS_KEY_ID),
-                ("aws_secret_access_key", SECRET_ACCESS_KEY),
-            ],
-        )
-        .await?;
-    let template = Deployment {
-        provider: "sagemaker".into(),
-        region: "eu-west-1".into(),
-        api_base: fake.endpoint_url(),
-        credential_id,
-        ..Default::default()
-    };
-    let models = [
-        ("llama", "lmi-llama"),
-        ("fail-validation", "fail-validation"),
-        ("fail-model-500", "fail-model-500"),
-        ("fail-unavailable", "fail-unavailable"),
-        ("fail-midstream", "fail-midstream"),
-        ("stall-stream", "stall-stream"),
+    let keys = [
+        ("aws_access_key_id", ACCESS_KEY_ID),
+        ("aws_secret_access_key", SECRET_ACCESS_KEY),
     ];
-    staging.deploy(&template, &models).await?;
-    let messages = Deployment {
-        settings: [("format".to_owned(), "messages".to_owned())].into(),
-        ..template
+    let template = Deployment {
+        region: "eu-west-1".into(),
+        ..staging
+            .provider("sagemaker", fake.endpoint_url(), &keys)
+            .await?
     };
+    staging.deploy(&template, &[("llama", "lmi-llama")]).await?;
+    let failing = ["fail-validation", "fail-model-500", "fail-unavailable"];
+    staging.deploy_as_named(&template, &failing).await?;
+    let streams = ["fail-midstream", "stall-stream"];
+    staging.deploy_as_named(&template, &streams).await?;
+    let messages = with_setting(&template, "format", "messages");
     staging
         .deploy(&messages, &[("llama-no-usage", "lmi-no-usage")])
         .await?;
     staging.price("llama", [1.0, 2.0, 0.0, 0.0]).await?;
-    staging
-        .serve(fake, |config| {
-            config.first_byte_timeout = first_byte;
-            config.upstream_timeout = total;
-        })
-        .await
-}
-
-fn user(model: &str, text: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
-fn streamed(model: &str, text: &str) -> Value {
-    let mut body = user(model, text);
-    body["stream"] = json!(true);
-    body
+    staging.serve(fake, configure).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_are_signed_with_the_deployments_credential_for_its_region() -> Result<()> {
     let s = setup().await?;
-    s.json(&user("llama", "hello there")).await?;
+    s.json(&chat_request("llama", "hello there")).await?;
     let request = s
         .fake
         .last_request()
@@ -95,20 +68,10 @@ async fn invocations_are_signed_with_the_deployments_credential_for_its_region()
     assert_eq!(request.resource, "lmi-llama");
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.header("accept"), Some("application/json"));
-    let authorization = request.header("authorization").unwrap_or_default();
-    assert!(
-        authorization.starts_with(&format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/")),
-        "{authorization}"
-    );
-    assert!(
-        authorization.contains("/eu-west-1/sagemaker/aws4_request"),
-        "{authorization}"
-    );
-    assert!(authorization.contains("Signature="), "{authorization}");
-    assert!(!authorization.contains(SECRET_ACCESS_KEY));
-    assert!(request.header("x-amz-date").is_some());
+    let scope = ("eu-west-1", "sagemaker");
+    request.check_signed_by(ACCESS_KEY_ID, scope, SECRET_ACCESS_KEY)?;
 
-    s.stream(&streamed("llama", "hello there")).await?;
+    s.stream(&streamed_request("llama", "hello there")).await?;
     let request = s.fake.last_request().context("no request")?;
     assert_eq!(request.operation, "invocations-response-stream");
     Ok(())
@@ -117,7 +80,7 @@ async fn invocations_are_signed_with_the_deployments_credential_for_its_region()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_sends_no_usage_gets_none_made_up() -> Result<()> {
     let s = setup().await?;
-    let mut body = streamed("llama-no-usage", "hello there");
+    let mut body = streamed_request("llama-no-usage", "hello there");
     body["stream_options"] = json!({"include_usage": true});
     let (chunks, done) = s.stream(&body).await?;
     assert!(done);
@@ -134,7 +97,7 @@ async fn sagemaker_specific_errors_map_to_the_contract_codes() -> Result<()> {
     let s = setup().await?;
     for stream in [false, true] {
         let ask = |model: &str| {
-            let mut body = user(model, "hello");
+            let mut body = chat_request(model, "hello");
             body["stream"] = json!(stream);
             body
         };
@@ -156,9 +119,9 @@ async fn sagemaker_specific_errors_map_to_the_contract_codes() -> Result<()> {
     }
 
     // An exception in the middle of a stream is reported in-band, after what was sent.
-    let response = s.post(&streamed("fail-midstream", "hello there")).await?;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await?;
+    let text = s
+        .stream_text(&streamed_request("fail-midstream", "hello there"))
+        .await?;
     assert!(text.contains("\"role\":\"assistant\""), "{text}");
     assert!(text.contains("upstream_error"), "{text}");
     assert!(text.contains(STREAM_ERROR_MESSAGE), "{text}");
@@ -167,16 +130,17 @@ async fn sagemaker_specific_errors_map_to_the_contract_codes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_times_out_in_band_and_the_client_recovers() -> Result<()> {
-    let s = setup_with(Duration::from_millis(800), Duration::from_millis(800)).await?;
+    let s = setup_with(timeouts(
+        Duration::from_millis(800),
+        Duration::from_millis(800),
+    ))
+    .await?;
     // A stream that stops is ended with an in-band timeout.
-    let started = std::time::Instant::now();
-    let response = s.post(&streamed("stall-stream", "hello")).await?;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await?;
-    assert!(text.contains("upstream_timeout"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    s.stream_times_out(&streamed_request("stall-stream", "hello"), deadline)
+        .await?;
     // Calls after a timeout still work on the same cached client.
-    let answer = s.json(&user("llama", "hello")).await?;
+    let answer = s.json(&chat_request("llama", "hello")).await?;
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
     Ok(())
 }

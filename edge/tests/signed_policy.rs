@@ -14,11 +14,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use common::*;
 use prost::Message;
-use serde_json::json;
 use tollgate_control_plane::trust::{PolicySigning, TrustConfig};
 use tollgate_policy::PolicyEvent;
 use tollgate_policy::model::hash_secret;
-use tollgate_proto::admin::{Budget, Deployment, Price};
+use tollgate_proto::admin::Deployment;
 use tollgate_proto::convert::timestamp;
 use tollgate_proto::policy::PolicySnapshot;
 use tollgate_proto::usage::BudgetStatus;
@@ -54,13 +53,8 @@ async fn edge_trusting(
     TestEdge::start_with(config, bus, control_plane_url).await
 }
 
-async fn chat(http: &reqwest::Client, edge: &TestEdge, secret: &str, model: &str) -> Result<u16> {
-    let response = http
-        .post(edge.url("/v1/chat/completions"))
-        .bearer_auth(secret)
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await?;
+async fn chat(edge: &TestEdge, secret: &str, model: &str) -> Result<u16> {
+    let response = edge.chat(secret, &chat_request(model, "hi")).await?;
     Ok(response.status().as_u16())
 }
 
@@ -122,10 +116,9 @@ async fn forged_policy_events_are_refused_by_every_edge_which_stays_in_step() ->
         edges.push(edge_trusting(&nats, &prefix, bus.clone(), &key, Some(cp.url())).await?);
     }
     let sequence = last_sequence(&mut admin).await?;
-    let http = reqwest::Client::new();
     for edge in &edges {
         edge.wait_for_sequence(sequence).await?;
-        assert_eq!(chat(&http, edge, &secret, "gpt").await?, 200);
+        assert_eq!(chat(edge, &secret, "gpt").await?, 200);
     }
 
     // A key nobody was given, unsigned; the deployment repointed, signed by another key.
@@ -151,8 +144,8 @@ async fn forged_policy_events_are_refused_by_every_edge_which_stays_in_step() ->
         })
         .await
         .context("both forgeries counted")?;
-        assert_eq!(chat(&http, edge, FORGED_SECRET, "gpt").await?, 401);
-        assert_eq!(chat(&http, edge, &secret, "gpt").await?, 200);
+        assert_eq!(chat(edge, FORGED_SECRET, "gpt").await?, 401);
+        assert_eq!(chat(edge, &secret, "gpt").await?, 200);
         let metrics = reqwest::get(edge.url("/metrics")).await?.text().await?;
         assert!(metrics.contains("tollgate_policy_refused 2"), "{metrics}");
     }
@@ -168,7 +161,7 @@ async fn forged_policy_events_are_refused_by_every_edge_which_stays_in_step() ->
     let sequence = last_sequence(&mut admin).await?;
     for edge in &edges {
         edge.wait_for_sequence(sequence).await?;
-        assert_eq!(chat(&http, edge, &second, "gpt").await?, 200);
+        assert_eq!(chat(edge, &second, "gpt").await?, 200);
         assert_eq!(
             edge.policy.current().as_deref(),
             Some(cp.log.state().as_ref())
@@ -207,12 +200,11 @@ async fn a_rotated_signing_key_is_followed_from_events_snapshots_and_the_stream(
     // Edges trust only the old key, as configured before the rotation.
     let from_snapshot = edge_trusting(&nats, &prefix, bus.clone(), &old, Some(cp.url())).await?;
     let from_stream = edge_trusting(&nats, &prefix, bus.clone(), &old, None).await?;
-    let http = reqwest::Client::new();
     let edges = [&running, &from_snapshot, &from_stream];
     for edge in edges {
         edge.wait_for_sequence(sequence).await?;
-        assert_eq!(chat(&http, edge, &before, "mock").await?, 200);
-        assert_eq!(chat(&http, edge, &after, "mock").await?, 200);
+        assert_eq!(chat(edge, &before, "mock").await?, 200);
+        assert_eq!(chat(edge, &after, "mock").await?, 200);
         assert_eq!(edge.policy.refused(), 0);
     }
 
@@ -229,7 +221,7 @@ async fn a_rotated_signing_key_is_followed_from_events_snapshots_and_the_stream(
             edge.policy.refused() >= 1
         })
         .await?;
-        assert_eq!(chat(&http, edge, FORGED_SECRET, "mock").await?, 401);
+        assert_eq!(chat(edge, FORGED_SECRET, "mock").await?, 401);
     }
     Ok(())
 }
@@ -246,29 +238,13 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
     let mut admin = cp.admin().await?;
     mock_deployment(&mut admin, "mock", &[]).await?;
     // Budgets refuse unpriced models.
-    admin
-        .set_price(Price {
-            model: "mock".into(),
-            input_per_mtok: 1.0,
-            ..Default::default()
-        })
-        .await?;
+    set_price(&mut admin, "mock", [1.0, 0.0, 0.0, 0.0]).await?;
     let (key_id, secret) = create_key(&mut admin, &[]).await?;
-    admin
-        .set_budget(Budget {
-            id: "key-daily".into(),
-            scope: "key".into(),
-            scope_id: key_id,
-            amount_usd: 5.0,
-            period: "daily".into(),
-            ..Default::default()
-        })
-        .await?;
+    let budget = cp.budget("key", &key_id, 5.0, "daily", &[]).await?;
     let edge = edge_trusting(&nats, &prefix, bus.clone(), &policy_key, Some(cp.url())).await?;
     edge.wait_for_sequence(last_sequence(&mut admin).await?)
         .await?;
-    let http = reqwest::Client::new();
-    assert_eq!(chat(&http, &edge, &secret, "mock").await?, 200);
+    assert_eq!(chat(&edge, &secret, "mock").await?, 200);
 
     let today = chrono::Utc::now()
         .date_naive()
@@ -276,7 +252,7 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
         .context("midnight")?
         .and_utc();
     let exhausted = |computed_at: chrono::DateTime<chrono::Utc>| BudgetStatus {
-        budget_id: "key-daily".into(),
+        budget_id: budget.clone(),
         spent_usd: 50.0,
         amount_usd: 5.0,
         exceeded: true,
@@ -285,7 +261,8 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
         computed_at: Some(timestamp(computed_at)),
         ..Default::default()
     };
-    let put = |status: Vec<u8>| bus.kv_put("budget.key-daily", Bytes::from(status));
+    let status_key_name = format!("budget.{budget}");
+    let put = |status: Vec<u8>| bus.kv_put(&status_key_name, Bytes::from(status));
 
     // Unsigned, or signed by a stranger: refused, counted, and the key keeps spending.
     put(exhausted(chrono::Utc::now()).encode_to_vec()).await?;
@@ -303,7 +280,7 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
         edge.budgets.refused() >= 2
     })
     .await?;
-    assert_eq!(chat(&http, &edge, &secret, "mock").await?, 200);
+    assert_eq!(chat(&edge, &secret, "mock").await?, 200);
     let metrics = reqwest::get(edge.url("/metrics")).await?.text().await?;
     assert!(
         metrics.contains("tollgate_budget_status_refused 2"),
@@ -317,7 +294,7 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
     );
     put(signed).await?;
     eventually(Duration::from_secs(10), || async {
-        chat(&http, &edge, &secret, "mock").await.ok() == Some(429)
+        chat(&edge, &secret, "mock").await.ok() == Some(429)
     })
     .await?;
 
@@ -327,7 +304,7 @@ async fn budget_statuses_not_signed_by_the_status_key_policy_names_are_refused()
     older.exceeded = false;
     put(status_key.seal(Purpose::BudgetStatus, older.encode_to_vec())).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(chat(&http, &edge, &secret, "mock").await?, 429);
+    assert_eq!(chat(&edge, &secret, "mock").await?, 429);
     assert_eq!(edge.budgets.refused(), 2);
     Ok(())
 }
@@ -381,9 +358,8 @@ async fn a_snapshot_not_signed_by_the_trusted_key_is_refused_and_policy_rebuilt_
         edge.policy.refused() >= 1,
         "the tampered snapshot was counted"
     );
-    let http = reqwest::Client::new();
-    assert_eq!(chat(&http, &edge, &secret, "mock").await?, 200);
-    assert_eq!(chat(&http, &edge, FORGED_SECRET, "mock").await?, 401);
+    assert_eq!(chat(&edge, &secret, "mock").await?, 200);
+    assert_eq!(chat(&edge, FORGED_SECRET, "mock").await?, 401);
     assert_eq!(
         edge.policy.current().as_deref(),
         Some(cp.log.state().as_ref())

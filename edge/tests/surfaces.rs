@@ -7,7 +7,7 @@ use tollgate_test_support::edge as common;
 use anyhow::{Result, ensure};
 use common::*;
 use serde_json::{Value, json};
-use tollgate_proto::admin::{Deployment, RateLimit};
+use tollgate_proto::admin::RateLimit;
 use tollgate_test_support::bedrock_upstream::read_event_stream;
 use tollgate_test_support::openai_upstream::FakeOpenAi;
 
@@ -37,36 +37,23 @@ fn requests(model: &str) -> [(String, Value); 4] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own_shape()
 -> Result<()> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let (key_id, secret) = create_key(&mut admin, &[]).await?;
-    admin
-        .set_rate_limit(RateLimit {
-            scope: "key".into(),
-            scope_id: key_id,
-            rpm: 4,
-            ..Default::default()
-        })
-        .await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let edge = TestEdge::start_with(TestEdge::config(&nats, &prefix), bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    let http = reqwest::Client::new();
-    let send = |path: &str, body: &Value| {
-        http.post(edge.url(path))
-            .bearer_auth(&secret)
-            .json(body)
-            .send()
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let (key_id, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let limit = RateLimit {
+        rpm: 4,
+        ..key_limit(&key_id)
     };
+    cluster.admin.set_rate_limit(limit).await?;
+    let edge = cluster.edge().await?;
+    let (edge, secret) = (&edge, secret.as_str());
 
     // Every surface is served while the limit lasts; then the Bedrock surface spends the rest.
     for (path, body) in requests("mock") {
         // A limit this small is leased to the edge one request at a time, in the background:
         // the gap lets each lease arrive before the next request, on a busy machine too.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let response = send(&path, &body).await?;
+        let response = edge.post(&path, secret, &body).await?;
         ensure!(
             response.status() == 200,
             "{path}: HTTP {}",
@@ -76,7 +63,7 @@ async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own
     let (converse, body) = &requests("mock")[1];
     let mut refused = None;
     for _ in 0..20 {
-        let response = send(converse, body).await?;
+        let response = edge.post(converse, secret, body).await?;
         if response.status() != 200 {
             refused = Some(response);
             break;
@@ -88,13 +75,9 @@ async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own
     ensure!(refused.status() == 429, "HTTP {}", refused.status());
 
     let shapes = requests("mock").map(|(path, body)| async move {
-        let response = send(&path, &body).await?;
+        let response = edge.post(&path, secret, &body).await?;
         let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let error_type = header(&response, "x-amzn-errortype").map(str::to_owned);
         let body: Value = response.json().await?;
         anyhow::Ok((path, status, error_type, body))
     });
@@ -132,39 +115,21 @@ async fn a_rate_limit_spent_through_one_surface_refuses_every_surface_in_its_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_by_the_provider_ends_with_each_surfaces_error_event() -> Result<()> {
     let fake = FakeOpenAi::start().await?;
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    let credential_id = api_key_credential(&mut admin, "openai_compatible").await?;
-    // The fake sends two events of this model's stream and drops the connection.
-    admin
-        .upsert_deployment(Deployment {
-            model_name: "cut".into(),
-            provider: "openai_compatible".into(),
-            upstream_model: "cut-stream".into(),
-            api_base: fake.base_url(),
-            credential_id,
-            ..Default::default()
-        })
+    let mut staging = Staging::start().await?;
+    let template = staging
+        .provider(
+            "openai_compatible",
+            fake.base_url(),
+            &[("api_key", "sk-upstream")],
+        )
         .await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let mut config = TestEdge::config(&nats, &prefix);
-    config.credential_key = Some(tollgate_policy::sealing::SealingKey::from_bytes(
-        SEALING_KEY,
-    ));
-    let edge = TestEdge::start_with(config, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        http.post(edge.url(path))
-            .bearer_auth(&secret)
-            .json(&body)
-            .send()
-    };
+    // The fake sends two events of this model's stream and drops the connection.
+    staging.deploy(&template, &[("cut", "cut-stream")]).await?;
+    let s = staging.serve(fake, |_| {}).await?;
 
     let converse = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]});
-    let bytes = post("/model/cut/converse-stream", converse)
+    let bytes = s
+        .post_to("/model/cut/converse-stream", &converse)
         .await?
         .bytes()
         .await?;
@@ -191,7 +156,7 @@ async fn a_stream_cut_by_the_provider_ends_with_each_surfaces_error_event() -> R
             json!({"model": "cut", "input": "hi", "stream": true}),
         ),
     ] {
-        let text = post(path, body).await?.text().await?;
+        let text = s.post_to(path, &body).await?.text().await?;
         let last = text
             .split("\n\n")
             .filter(|e| !e.trim().is_empty())

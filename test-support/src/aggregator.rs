@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::Served;
 pub use crate::on_both_backends;
+use crate::roles::wait_for_policy;
 pub use crate::roles::{
     ADMIN_TOKEN, AdminClient, Backend, Bearer, TestControlPlane, TestDatabase, eventually,
 };
@@ -121,24 +122,24 @@ impl TestAggregator {
 
     /// Waits until this aggregator has applied policy up to `sequence`.
     pub async fn wait_for_sequence(&self, sequence: u64) -> Result<()> {
-        let mut applied = self.policy.applied();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            applied.wait_for(|s| *s >= sequence),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "aggregator stuck at policy sequence {} < {sequence}",
-                self.policy.sequence()
-            )
-        })??;
-        Ok(())
+        let within = Duration::from_secs(20);
+        wait_for_policy(&self.policy, sequence, within, "the aggregator").await
     }
 
     /// Waits until the ledger holds exactly `requests` requests (fails if it holds more).
     pub async fn wait_for_requests(&self, requests: i64, within: Duration) -> Result<()> {
         wait_for_ledger(&self.ledger, requests, within).await
+    }
+
+    /// Waits until the ledger holds as many requests as `events`, and checks that they are
+    /// exactly those (`what`).
+    pub async fn holds_exactly(&self, events: &[UsageEvent], what: &str) -> Result<()> {
+        let requests = events.len() as i64;
+        self.wait_for_requests(requests, Duration::from_secs(30))
+            .await?;
+        let totals = self.ledger.ledger_totals().await?;
+        assert_eq!(totals, Sums::of(events).ledger_totals(), "{what}");
+        Ok(())
     }
 
     /// Stops serving and the background work, as on SIGTERM.

@@ -39,7 +39,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::fake_server::{Fake, Logged, event_stream, recorded_headers};
+use crate::fake_server::{Fake, Logged, event_stream, recorded_headers, seeing, words};
 pub use crate::openai_upstream::RecordedRequest;
 
 /// The text of every plain answer.
@@ -96,10 +96,6 @@ fn error(status: u16, kind: &str, message: &str) -> Response {
 
 fn invalid(message: impl AsRef<str>) -> Response {
     error(400, "invalid_request_error", message.as_ref())
-}
-
-fn words(text: &str) -> usize {
-    text.split_whitespace().count()
 }
 
 /// The blocks of a `content` (a string is one text block).
@@ -262,16 +258,7 @@ fn answer(request: &Value) -> Answer {
             }
         })
         .collect();
-    if images.is_empty() {
-        Answer::Text(ANSWER.to_owned())
-    } else {
-        let n = images.len();
-        let plural = if n == 1 { "image" } else { "images" };
-        Answer::Text(format!(
-            "{ANSWER} I see {n} {plural}: {}",
-            images.join(", ")
-        ))
-    }
+    Answer::Text(seeing(ANSWER, &images))
 }
 
 /// Whether any block of the request (or tool) asks for prompt caching.

@@ -61,14 +61,8 @@ impl AuthorizingNats {
             url: format!("nats://127.0.0.1:{port}"),
             _dir: dir,
         };
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(server);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if crate::listening(port, Duration::from_secs(15)).await {
+            return Ok(server);
         }
         bail!("nats-server with authorization did not listen on {port}")
     }

@@ -41,11 +41,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::aws_wire::{self, AwsCall, is_signed};
-use crate::fake_server::{Fake, Logged, lock};
+use crate::aws_wire::{self, AwsCall, AwsRuntime, Failure};
+use crate::fake_server::{Fake, Logged, lock, words};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake Bedrock.";
@@ -92,9 +91,7 @@ impl FakeBedrock {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeBedrock> {
         let routes = Router::new()
-            .route("/model/{model_id}/converse", post(converse))
-            .route("/model/{model_id}/converse-stream", post(converse_stream))
-            .route("/model/{model_id}/invoke", post(invoke))
+            .route("/model/{model_id}/{operation}", post(aws_wire::handle))
             .route(
                 "/guardrail/{guardrail_id}/version/{version}/apply",
                 post(apply_guardrail),
@@ -142,9 +139,12 @@ impl FakeBedrock {
     }
 }
 
-/// The models that fail on command: (model, status, error type, message).
+/// Bedrock's errors' namespace.
+const NAMESPACE: &str = "com.amazon.bedrock";
+
+/// The models that fail on command.
 #[rustfmt::skip]
-const FAILURES: [(&str, u16, &str, &str); 4] = [
+const FAILURES: [Failure; 4] = [
     ("fail-throttle", 429, "ThrottlingException", "Too many requests, please wait before trying again."),
     ("fail-validation", 400, "ValidationException", VALIDATION_MESSAGE),
     ("fail-denied", 403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
@@ -153,58 +153,40 @@ const FAILURES: [(&str, u16, &str, &str); 4] = [
 
 /// A restJson1 error as Bedrock sends it: `{"message": …}`.
 fn error(status: u16, kind: &str, message: &str) -> Response {
-    aws_wire::error(
-        status,
-        kind,
-        "com.amazon.bedrock",
-        json!({"message": message}),
-    )
+    aws_wire::error(status, kind, NAMESPACE, json!({"message": message}))
 }
 
-/// Records a request; answers the failure models (and bad bodies) itself.
-async fn begin(
-    shared: &Shared,
-    operation: &str,
-    model_id: String,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, Response> {
-    let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    shared
-        .log
-        .record(AwsCall::new(operation, &model_id, headers, value.clone()));
-    if !value.is_object() {
-        return Err(error(
-            400,
-            "SerializationException",
-            "Unable to parse the request body.",
-        ));
-    }
-    if !is_signed(headers) {
-        return Err(error(
-            403,
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-        ));
-    }
-    if let Some(&(_, status, kind, message)) = FAILURES.iter().find(|f| f.0 == model_id) {
-        return Err(error(status, kind, message));
-    }
-    if model_id == "hang" {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    }
-    if operation != "invoke" && value["messages"].as_array().is_none_or(Vec::is_empty) {
-        return Err(error(
-            400,
-            "ValidationException",
-            "The messages field is required.",
-        ));
-    }
-    Ok(value)
-}
+impl AwsRuntime for BedrockState {
+    const OPERATIONS: &'static [&'static str] = &["converse", "converse-stream", "invoke"];
 
-fn words(text: &str) -> usize {
-    text.split_whitespace().count()
+    /// Bedrock's checks, in its order: an unparsable body before the signature.
+    async fn admit(call: &AwsCall, headers: &HeaderMap) -> Result<(), Response> {
+        if !call.body.is_object() {
+            let message = "Unable to parse the request body.";
+            return Err(error(400, "SerializationException", message));
+        }
+        if let Some(refusal) = aws_wire::common_refusal(call, headers, &FAILURES, NAMESPACE) {
+            return Err(refusal);
+        }
+        if call.resource == "hang" {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        let messages = call.body["messages"].as_array();
+        if call.operation != "invoke" && messages.is_none_or(Vec::is_empty) {
+            let message = "The messages field is required.";
+            return Err(error(400, "ValidationException", message));
+        }
+        Ok(())
+    }
+
+    fn respond(&self, call: &AwsCall) -> Response {
+        let (model_id, request) = (call.resource.as_str(), &call.body);
+        match call.operation.as_str() {
+            "converse" => converse(request),
+            "converse-stream" => converse_stream(self, model_id, request),
+            _ => invoke(model_id, request),
+        }
+    }
 }
 
 /// All `text` values in a list of blocks.
@@ -276,18 +258,9 @@ fn usage(request: &Value, answer: &Answer) -> Value {
     usage
 }
 
-async fn converse(
-    State(shared): State<Arc<Shared>>,
-    Path(model_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = match begin(&shared, "converse", model_id, &headers, &body).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let answer = answer(&request);
-    let usage = usage(&request, &answer);
+fn converse(request: &Value) -> Response {
+    let answer = answer(request);
+    let usage = usage(request, &answer);
     let (content, stop) = match &answer {
         Answer::Text(text, stop) => (json!([{"text": text}]), *stop),
         Answer::Tool(name) => {
@@ -322,26 +295,9 @@ fn exception(kind: &'static str, message: &str) -> Bytes {
     aws_wire::exception(kind, &json!({"message": message}))
 }
 
-async fn converse_stream(
-    State(shared): State<Arc<Shared>>,
-    Path(model_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = match begin(
-        &shared,
-        "converse-stream",
-        model_id.clone(),
-        &headers,
-        &body,
-    )
-    .await
-    {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+fn converse_stream(state: &BedrockState, model_id: &str, request: &Value) -> Response {
     if model_id == "raw-stream" {
-        let raw = lock(&shared.raw_stream).clone();
+        let raw = lock(&state.raw_stream).clone();
         let third = raw.len() / 3;
         let pieces = [
             raw.slice(..third),
@@ -355,8 +311,8 @@ async fn converse_stream(
         )
             .into_response();
     }
-    let answer = answer(&request);
-    let usage = usage(&request, &answer);
+    let answer = answer(request);
+    let usage = usage(request, &answer);
     let mut events = vec![event("messageStart", json!({"role": "assistant"}))];
     let stop = match &answer {
         Answer::Text(text, stop) => {
@@ -398,34 +354,11 @@ async fn converse_stream(
     // `slow-stream` pauses longer, `stall-stream` stops answering after two events.
     let pause = Duration::from_millis(if model_id == "slow-stream" { 250 } else { 2 });
     let stall = model_id == "stall-stream";
-    let events =
-        futures::stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
-            tokio::time::sleep(pause).await;
-            if stall && i == 2 {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            Ok::<_, std::io::Error>(event)
-        });
-    let headers = [
-        (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
-        (
-            header::HeaderName::from_static("x-amzn-requestid"),
-            "fake-request-id",
-        ),
-    ];
-    (headers, Body::from_stream(events)).into_response()
+    let headers = [("x-amzn-requestid", "fake-request-id")];
+    aws_wire::event_stream(events, pause, stall, &headers)
 }
 
-async fn invoke(
-    State(shared): State<Arc<Shared>>,
-    Path(model_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = match begin(&shared, "invoke", model_id.clone(), &headers, &body).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+fn invoke(model_id: &str, request: &Value) -> Response {
     let (answer, tokens) = if model_id.starts_with("amazon.titan-embed") {
         let Some(text) = request["inputText"].as_str() else {
             return error(400, "ValidationException", "inputText is required.");

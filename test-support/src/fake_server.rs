@@ -2,6 +2,7 @@
 //! serves the fake's routes until dropped, and a log of the requests it received. The fakes
 //! differ only in the protocol they speak; this is the part that is the same.
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -97,12 +98,27 @@ impl<R: Clone, X> Fake<Logged<R, X>> {
 /// case, in order) and the JSON body.
 pub type JsonRequest = (Vec<(String, String)>, Value);
 
-impl<X> Fake<Logged<JsonRequest, X>> {
+/// A request as a fake records it, with its JSON body.
+pub trait WithBody {
+    /// The JSON body (`null` when it was not JSON).
+    fn body(&self) -> &Value;
+}
+
+impl WithBody for JsonRequest {
+    fn body(&self) -> &Value {
+        &self.1
+    }
+}
+
+impl<R: Clone + WithBody, X> Fake<Logged<R, X>> {
     /// The body of the last request received (`null` if none).
     pub fn last_body(&self) -> Value {
-        self.last_request().map_or(Value::Null, |(_, body)| body)
+        self.last_request()
+            .map_or(Value::Null, |request| request.body().clone())
     }
+}
 
+impl<X> Fake<Logged<JsonRequest, X>> {
     /// The value of header `name` (case-insensitive) in the last request.
     pub fn last_header(&self, name: &str) -> Option<String> {
         let (headers, _) = self.last_request()?;
@@ -160,6 +176,21 @@ pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// `answer`, followed by what the fake saw of `images` (`I see 2 images: …`) when there are any.
+pub fn seeing<S: Borrow<str>>(answer: &str, images: &[S]) -> String {
+    let n = images.len();
+    let plural = if n == 1 { "image" } else { "images" };
+    match n {
+        0 => answer.to_owned(),
+        _ => format!("{answer} I see {n} {plural}: {}", images.join(", ")),
+    }
+}
+
+/// How the fakes count tokens in `text`: its whitespace-separated words.
+pub fn words(text: &str) -> usize {
+    text.split_whitespace().count()
 }
 
 /// Locks a fake's state; a test that panicked while holding it leaves nothing half-written

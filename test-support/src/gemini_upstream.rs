@@ -42,7 +42,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::fake_server::{Fake, Logged, event_stream, lock, recorded_headers};
+use crate::fake_server::{Fake, Logged, event_stream, lock, recorded_headers, seeing, words};
 
 pub use crate::openai_upstream::RecordedRequest;
 
@@ -110,10 +110,6 @@ fn error(status: u16, google_status: &str, message: &str) -> Response {
 
 fn invalid(message: impl AsRef<str>) -> Response {
     error(400, "INVALID_ARGUMENT", message.as_ref())
-}
-
-fn words(text: &str) -> usize {
-    text.split_whitespace().count()
 }
 
 async fn models(
@@ -287,13 +283,7 @@ fn answer(request: &Value) -> Answer {
                 .or_else(|| p["fileData"]["mimeType"].as_str())
         })
         .collect();
-    if media.is_empty() {
-        Answer::Text(ANSWER.to_owned())
-    } else {
-        let n = media.len();
-        let plural = if n == 1 { "image" } else { "images" };
-        Answer::Text(format!("{ANSWER} I see {n} {plural}: {}", media.join(", ")))
-    }
+    Answer::Text(seeing(ANSWER, &media))
 }
 
 /// Prompt tokens: the words of all text, plus 3.

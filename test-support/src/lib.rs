@@ -42,7 +42,7 @@ use std::sync::{Mutex, Once, PoisonError};
 
 pub use bearer::Bearer;
 pub use binaries::nats_server;
-pub use ports::free_port;
+pub use ports::{free_port, listening};
 pub use python::{python, python_with, run_python};
 pub use served::{Served, Shutdown};
 use std::time::{Duration, Instant};
@@ -244,23 +244,20 @@ async fn start_postgres() -> Result<String> {
     let pid = spawn_server(cmd, &log, libc::SIGINT, root)?;
 
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let attempt = PgConnection::connect(&url).await;
-        match attempt {
-            Ok(conn) => {
-                let _ = conn.close().await;
-                return Ok(url);
-            }
-            Err(err) if Instant::now() > deadline || has_exited(pid) => bail!(
-                "{} did not accept connections on port {port} (it exited, or was not ready within 30s: {err}); its log {}:\n{}",
-                postgres.display(),
-                log.display(),
-                fs::read_to_string(&log).unwrap_or_default()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let started = Started {
+        program: &postgres,
+        port,
+        pid,
+        log: &log,
+    };
+    started
+        .wait(Duration::from_secs(30), || async {
+            let conn = PgConnection::connect(&url).await?;
+            let _ = conn.close().await;
+            Ok::<_, sqlx::Error>(())
+        })
+        .await?;
+    Ok(url)
 }
 
 async fn start_nats() -> Result<String> {
@@ -275,17 +272,53 @@ async fn start_nats() -> Result<String> {
 
     // nats-server enables JetStream before it starts accepting clients, so an accepted TCP
     // connection means JetStream is ready too.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(_) => return Ok(format!("nats://127.0.0.1:{port}")),
-            Err(err) if Instant::now() > deadline || has_exited(pid) => bail!(
-                "{} did not accept connections on port {port} (it exited, or was not ready within 15s: {err}); its log {}:\n{}",
-                nats.display(),
-                log.display(),
-                fs::read_to_string(&log).unwrap_or_default()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    let started = Started {
+        program: &nats,
+        port,
+        pid,
+        log: &log,
+    };
+    started
+        .wait(Duration::from_secs(15), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+        })
+        .await?;
+    Ok(format!("nats://127.0.0.1:{port}"))
+}
+
+/// A server just spawned: its program, the port it is to listen on, its pid and its log.
+struct Started<'a> {
+    program: &'a Path,
+    port: u16,
+    pid: u32,
+    log: &'a Path,
+}
+
+impl Started<'_> {
+    /// Tries `connect` every 50 ms until it succeeds; fails, with the server's log, once the
+    /// server has exited or `within` has passed.
+    async fn wait<F, Fut, E>(&self, within: Duration, mut connect: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            match connect().await {
+                Ok(()) => return Ok(()),
+                Err(err) if Instant::now() > deadline || has_exited(self.pid) => bail!(
+                    "{} did not accept connections on port {} (it exited, or was not ready within {}s: {err}); its log {}:\n{}",
+                    self.program.display(),
+                    self.port,
+                    within.as_secs(),
+                    self.log.display(),
+                    fs::read_to_string(self.log).unwrap_or_default()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
     }
 }

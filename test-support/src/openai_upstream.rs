@@ -35,7 +35,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::fake_server::{Fake, JsonRequest, Logged, event_stream, lock, recorded_headers};
+use crate::fake_server::{Fake, JsonRequest, Logged, event_stream, lock, recorded_headers, words};
 
 /// The text of every plain answer.
 pub const ANSWER: &str = "Hello from the fake upstream.";
@@ -56,6 +56,17 @@ pub enum Failure {
     },
     /// Wait this long before answering normally.
     Delay(Duration),
+}
+
+impl Failure {
+    /// Answer with `status`, and `retry-after` when given.
+    pub fn status(status: u16, retry_after: Option<&str>) -> Failure {
+        let retry_after = retry_after.map(str::to_owned);
+        Failure::Status {
+            status,
+            retry_after,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -102,12 +113,8 @@ impl FakeOpenAi {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route(
-                "/openai/deployments/{deployment}/chat/completions",
-                post(azure_chat),
-            )
-            .route(
-                "/openai/deployments/{deployment}/embeddings",
-                post(azure_embeddings),
+                "/openai/deployments/{deployment}/{*operation}",
+                post(on_azure),
             );
         Fake::serve(routes).await
     }
@@ -204,10 +211,6 @@ fn error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Response
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
     (status, Json(body)).into_response()
-}
-
-fn words(text: &str) -> usize {
-    text.split_whitespace().count()
 }
 
 fn now() -> u64 {
@@ -396,29 +399,24 @@ async fn azure(
     Ok(Bytes::from(value.to_string()))
 }
 
-async fn azure_chat(
+/// Azure's `chat/completions` and `embeddings` of a deployment.
+async fn on_azure(
     State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
+    Path((deployment, operation)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match azure(&shared, &deployment, &uri, &headers, &body).await {
-        Ok(body) => chat(State(shared), headers, body).await,
-        Err(response) => response,
+    if !matches!(operation.as_str(), "chat/completions" | "embeddings") {
+        return StatusCode::NOT_FOUND.into_response();
     }
-}
-
-async fn azure_embeddings(
-    State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match azure(&shared, &deployment, &uri, &headers, &body).await {
-        Ok(body) => embeddings(State(shared), headers, body).await,
-        Err(response) => response,
+    let body = match azure(&shared, &deployment, &uri, &headers, &body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match operation.as_str() {
+        "embeddings" => embeddings(State(shared), headers, body).await,
+        _ => chat(State(shared), headers, body).await,
     }
 }
 

@@ -11,6 +11,7 @@
 use std::net::TcpListener;
 use std::sync::Mutex;
 use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
@@ -37,6 +38,24 @@ pub fn free_port() -> Result<u16> {
         }
     }
     bail!("no port of 127.0.0.1 between {FIRST} and {END} is free")
+}
+
+/// Whether a server accepts connections on `port` of 127.0.0.1 within `within`, tried every
+/// 50 ms.
+pub async fn listening(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

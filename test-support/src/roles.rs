@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 use tollgate_control_plane::ControlPlane;
 use tollgate_control_plane::auth::Authenticator;
@@ -16,7 +16,9 @@ use tollgate_control_plane::store::{self, EventStore};
 use tollgate_control_plane::trust::TrustConfig;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::admin_service_client::AdminServiceClient;
+use tollgate_proto::admin::{Budget, CreateAdminTokenRequest, CreateTeamRequest};
 use tollgate_runtime::bus::{Bus, JetStreamBus, MemoryBus};
+use tollgate_runtime::follow::PolicyView;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -197,16 +199,12 @@ impl TestControlPlane {
 
     /// Creates a team and returns its id.
     pub async fn team(&self, name: &str) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .create_team(tollgate_proto::admin::CreateTeamRequest {
-                name: name.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .id)
+        let request = CreateTeamRequest {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        let team = self.admin().await?.create_team(request).await?;
+        Ok(team.into_inner().id)
     }
 
     /// Sets a budget and returns its id.
@@ -218,35 +216,27 @@ impl TestControlPlane {
         period: &str,
         thresholds: &[f64],
     ) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .set_budget(tollgate_proto::admin::Budget {
-                scope: scope.to_owned(),
-                scope_id: scope_id.to_owned(),
-                amount_usd,
-                period: period.to_owned(),
-                thresholds: thresholds.to_vec(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .id)
+        let request = Budget {
+            scope: scope.to_owned(),
+            scope_id: scope_id.to_owned(),
+            amount_usd,
+            period: period.to_owned(),
+            thresholds: thresholds.to_vec(),
+            ..Default::default()
+        };
+        let budget = self.admin().await?.set_budget(request).await?;
+        Ok(budget.into_inner().id)
     }
 
     /// Creates an admin token with `role` and returns its secret.
     pub async fn token(&self, name: &str, role: &str) -> Result<String> {
-        Ok(self
-            .admin()
-            .await?
-            .create_admin_token(tollgate_proto::admin::CreateAdminTokenRequest {
-                name: name.to_owned(),
-                role: role.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .secret)
+        let request = CreateAdminTokenRequest {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            ..Default::default()
+        };
+        let token = self.admin().await?.create_admin_token(request).await?;
+        Ok(token.into_inner().secret)
     }
 
     /// Stops serving (the process "dies") and waits for the relay; the store stays. Fails if
@@ -267,6 +257,24 @@ pub async fn last_sequence(admin: &mut AdminClient) -> Result<u64> {
         .await?
         .into_inner()
         .last_sequence)
+}
+
+/// Waits up to `within` until `policy` has been applied up to `sequence` by the role it
+/// belongs to, which `role` names in the error.
+pub async fn wait_for_policy(
+    policy: &PolicyView,
+    sequence: u64,
+    within: Duration,
+    role: &str,
+) -> Result<()> {
+    let mut applied = policy.applied();
+    tokio::time::timeout(within, applied.wait_for(|s| *s >= sequence))
+        .await
+        .with_context(|| {
+            let at = policy.sequence();
+            format!("{role} stuck at policy sequence {at} < {sequence}")
+        })??;
+    Ok(())
 }
 
 /// Polls `check` every 10 ms until it is true or `within` passes.

@@ -22,20 +22,17 @@
 //! Token counts: prompt tokens are the whitespace-separated words of all message contents (or of
 //! TGI's `inputs`) plus 3; completion tokens the words of the answer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::aws_wire::{self, AwsCall, is_signed};
-use crate::fake_server::{Fake, Logged};
+use crate::aws_wire::{self, AwsCall, AwsRuntime, Failure};
+use crate::fake_server::{Fake, Logged, words};
 pub use crate::openai_upstream::TOOL_ARGUMENTS;
 use crate::openai_upstream::{tool_call, tool_call_deltas};
 
@@ -64,12 +61,7 @@ pub type FakeSagemaker = Fake<Shared>;
 impl FakeSagemaker {
     /// Starts serving on a random port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeSagemaker> {
-        let routes = Router::new()
-            .route("/endpoints/{name}/invocations", post(invocations))
-            .route(
-                "/endpoints/{name}/invocations-response-stream",
-                post(invocations_stream),
-            );
+        let routes = Router::new().route("/endpoints/{name}/{operation}", post(aws_wire::handle));
         Fake::serve(routes).await
     }
 
@@ -79,9 +71,12 @@ impl FakeSagemaker {
     }
 }
 
-/// The endpoints that fail on command: (endpoint, status, error type, message).
+/// SageMaker's errors' namespace.
+const NAMESPACE: &str = "com.amazon.sagemaker.runtime";
+
+/// The endpoints that fail on command.
 #[rustfmt::skip]
-const FAILURES: [(&str, u16, &str, &str); 5] = [
+const FAILURES: [Failure; 5] = [
     ("fail-throttle", 400, "ThrottlingException", "Rate exceeded"),
     ("fail-validation", 400, "ValidationError", VALIDATION_MESSAGE),
     ("fail-denied", 403, "AccessDeniedException", "User is not authorized to perform: sagemaker:InvokeEndpoint"),
@@ -91,11 +86,7 @@ const FAILURES: [(&str, u16, &str, &str); 5] = [
 
 /// A restJson1 error as SageMaker sends it: the fields in the body.
 fn error_with(status: u16, kind: &str, body: Value) -> Response {
-    aws_wire::error(status, kind, "com.amazon.sagemaker.runtime", body)
-}
-
-fn error(status: u16, kind: &str, message: &str) -> Response {
-    error_with(status, kind, json!({"message": message}))
+    aws_wire::error(status, kind, NAMESPACE, body)
 }
 
 /// SageMaker's ModelError: the container answered `original` with `body`.
@@ -119,58 +110,52 @@ fn model_error(endpoint: &str, original: u16, body: &str) -> Response {
     )
 }
 
-/// Records a request; answers the failure endpoints (and bad bodies) itself.
-async fn begin(
-    shared: &Shared,
-    operation: &str,
-    endpoint: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, Response> {
-    let value = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    shared
-        .log
-        .record(AwsCall::new(operation, endpoint, headers, value.clone()));
-    if !is_signed(headers) {
-        return Err(error(
-            403,
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-        ));
-    }
-    if let Some(&(_, status, kind, message)) = FAILURES.iter().find(|f| f.0 == endpoint) {
-        return Err(error(status, kind, message));
-    }
-    match endpoint {
-        "fail-model" => {
-            let body = json!({"error": MODEL_ERROR_MESSAGE, "error_type": "validation"});
-            return Err(model_error(endpoint, 400, &body.to_string()));
+impl AwsRuntime for SagemakerState {
+    const OPERATIONS: &'static [&'static str] = &["invocations", "invocations-response-stream"];
+
+    /// SageMaker's checks, in its order: then the container's own failures and refusals.
+    async fn admit(call: &AwsCall, headers: &HeaderMap) -> Result<(), Response> {
+        if let Some(refusal) = aws_wire::common_refusal(call, headers, &FAILURES, NAMESPACE) {
+            return Err(refusal);
         }
-        "fail-model-500" => {
-            return Err(model_error(endpoint, 500, "CUDA out of memory"));
+        let endpoint = call.resource.as_str();
+        match endpoint {
+            "fail-model" => {
+                let body = json!({"error": MODEL_ERROR_MESSAGE, "error_type": "validation"});
+                return Err(model_error(endpoint, 400, &body.to_string()));
+            }
+            "fail-model-500" => {
+                return Err(model_error(endpoint, 500, "CUDA out of memory"));
+            }
+            "hang" => tokio::time::sleep(Duration::from_secs(30)).await,
+            _ => {}
         }
-        "hang" => tokio::time::sleep(Duration::from_secs(30)).await,
-        _ => {}
+        let valid = if is_tgi(endpoint) {
+            call.body["inputs"].is_string()
+        } else {
+            call.body["messages"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        };
+        if !valid {
+            // What the container answers, wrapped by SageMaker.
+            let body = json!({"error": "the request body is not what this container expects"});
+            return Err(model_error(endpoint, 422, &body.to_string()));
+        }
+        Ok(())
     }
-    let valid = if is_tgi(endpoint) {
-        value["inputs"].is_string()
-    } else {
-        value["messages"].as_array().is_some_and(|m| !m.is_empty())
-    };
-    if !valid {
-        // What the container answers, wrapped by SageMaker.
-        let body = json!({"error": "the request body is not what this container expects"});
-        return Err(model_error(endpoint, 422, &body.to_string()));
+
+    fn respond(&self, call: &AwsCall) -> Response {
+        let (endpoint, request) = (call.resource.as_str(), &call.body);
+        match call.operation.as_str() {
+            "invocations" => invocations(endpoint, request),
+            _ => invocations_stream(endpoint, request),
+        }
     }
-    Ok(value)
 }
 
 fn is_tgi(endpoint: &str) -> bool {
     endpoint.starts_with("tgi")
-}
-
-fn words(text: &str) -> usize {
-    text.split_whitespace().count()
 }
 
 /// Prompt tokens of a request in either format.
@@ -214,22 +199,13 @@ fn openai_usage(request: &Value) -> Value {
         "total_tokens": prompt + completion})
 }
 
-async fn invocations(
-    State(shared): State<Arc<Shared>>,
-    Path(endpoint): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = match begin(&shared, "invocations", &endpoint, &headers, &body).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    if is_tgi(&endpoint) {
+fn invocations(endpoint: &str, request: &Value) -> Response {
+    if is_tgi(endpoint) {
         let parameters = &request["parameters"];
         let mut details = json!({"finish_reason": "eos_token",
             "generated_tokens": words(ANSWER), "seed": null});
         if parameters["decoder_input_details"] == json!(true) {
-            let prefill: Vec<Value> = (0..prompt_tokens(&request))
+            let prefill: Vec<Value> = (0..prompt_tokens(request))
                 .map(|i| json!({"id": i, "text": "t", "logprob": null}))
                 .collect();
             details["prefill"] = Value::Array(prefill);
@@ -240,7 +216,7 @@ async fn invocations(
         }
         return Json(json!([answer])).into_response();
     }
-    let (message, finish) = match tool_to_call(&request) {
+    let (message, finish) = match tool_to_call(request) {
         Some(name) => (
             json!({"role": "assistant", "content": null, "tool_calls": [tool_call(name)]}),
             "tool_calls",
@@ -253,7 +229,7 @@ async fn invocations(
         "created": 1_700_000_000,
         "model": "lmi",
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-        "usage": openai_usage(&request),
+        "usage": openai_usage(request),
     }))
     .into_response()
 }
@@ -318,25 +294,8 @@ fn container_stream(endpoint: &str, request: &Value) -> String {
     out
 }
 
-async fn invocations_stream(
-    State(shared): State<Arc<Shared>>,
-    Path(endpoint): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = match begin(
-        &shared,
-        "invocations-response-stream",
-        &endpoint,
-        &headers,
-        &body,
-    )
-    .await
-    {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let mut text = container_stream(&endpoint, &request);
+fn invocations_stream(endpoint: &str, request: &Value) -> Response {
+    let mut text = container_stream(endpoint, request);
     if endpoint == "fail-midstream" {
         // Two whole events, then the container breaks off.
         let cut = text.match_indices("\n\n").nth(1).map_or(0, |(i, _)| i + 2);
@@ -357,28 +316,10 @@ async fn invocations_stream(
         parts.push(stream_error(STREAM_ERROR_MESSAGE));
     }
     let stall = endpoint == "stall-stream";
-    let events =
-        futures::stream::iter(parts.into_iter().enumerate()).then(move |(i, part)| async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            if stall && i == 2 {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            Ok::<_, std::io::Error>(part)
-        });
     let headers = [
-        (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
-        (
-            header::HeaderName::from_static("x-amzn-sagemaker-content-type"),
-            "text/event-stream",
-        ),
-        (
-            header::HeaderName::from_static("x-amzn-invoked-production-variant"),
-            "AllTraffic",
-        ),
-        (
-            header::HeaderName::from_static("x-amzn-requestid"),
-            "fake-request-id",
-        ),
+        ("x-amzn-sagemaker-content-type", "text/event-stream"),
+        ("x-amzn-invoked-production-variant", "AllTraffic"),
+        ("x-amzn-requestid", "fake-request-id"),
     ];
-    (headers, Body::from_stream(events)).into_response()
+    aws_wire::event_stream(parts, Duration::from_millis(2), stall, &headers)
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use tollgate_proto::convert::timestamp;
-use tollgate_proto::usage::UsageEvent;
+use tollgate_proto::usage::{UsageEvent, UsageRow};
 
 const HEADER: &str = "bucket_start,team,model,requests,input_tokens,output_tokens,cached_input_tokens,cost_usd,errors";
 
@@ -23,6 +23,16 @@ fn first_day() -> Result<DateTime<Utc>> {
 fn day_of(e: &UsageEvent) -> i64 {
     let seconds = e.occurred_at.as_ref().map_or(0, |t| t.seconds);
     seconds - seconds.rem_euclid(86_400)
+}
+
+/// The sums of `rows` by `key`.
+fn rows_by<K: Ord>(rows: &[UsageRow], key: impl Fn(&UsageRow) -> K) -> BTreeMap<K, Sums> {
+    rows.iter().map(|r| (key(r), Sums::of_row(r))).collect()
+}
+
+/// The events `keep` keeps.
+fn only(events: &[UsageEvent], keep: impl Fn(&UsageEvent) -> bool) -> Vec<UsageEvent> {
+    events.iter().filter(|e| keep(e)).cloned().collect()
 }
 
 /// Nano-USD as USD with six decimals, rounded half up (costs are never negative).
@@ -61,13 +71,10 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         usage_request(start, end, "day", &["team", "model"], &[]),
     )
     .await?;
-    let got: BTreeMap<(i64, String, String), Sums> = rows
-        .iter()
-        .map(|r| {
-            let day = r.bucket_start.as_ref().map_or(-1, |t| t.seconds);
-            ((day, r.team.clone(), r.model.clone()), Sums::of_row(r))
-        })
-        .collect();
+    let got = rows_by(&rows, |r| {
+        let day = r.bucket_start.as_ref().map_or(-1, |t| t.seconds);
+        (day, r.team.clone(), r.model.clone())
+    });
     let expected = sums_by(&events, |e| (day_of(e), e.team_id.clone(), e.model.clone()));
     ensure!(expected.len() == 12, "2 days x 3 teams x 2 models");
     assert_eq!(got.len(), rows.len(), "one row per (day, team, model)");
@@ -85,15 +92,8 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         ),
     )
     .await?;
-    let got: BTreeMap<String, Sums> = rows
-        .iter()
-        .map(|r| (r.team.clone(), Sums::of_row(r)))
-        .collect();
-    let first_day_events: Vec<UsageEvent> = events
-        .iter()
-        .filter(|e| day_of(e) == start.timestamp())
-        .cloned()
-        .collect();
+    let got = rows_by(&rows, |r| r.team.clone());
+    let first_day_events = only(&events, |e| day_of(e) == start.timestamp());
     assert_eq!(
         got,
         sums_by(&first_day_events, |e| e.team_id.clone()),
@@ -110,15 +110,8 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         usage_request(start, end, "month", &["model"], &[("team", "team-b")]),
     )
     .await?;
-    let got: BTreeMap<String, Sums> = rows
-        .iter()
-        .map(|r| (r.model.clone(), Sums::of_row(r)))
-        .collect();
-    let team_b: Vec<UsageEvent> = events
-        .iter()
-        .filter(|e| e.team_id == "team-b")
-        .cloned()
-        .collect();
+    let got = rows_by(&rows, |r| r.model.clone());
+    let team_b = only(&events, |e| e.team_id == "team-b");
     assert_eq!(
         got,
         sums_by(&team_b, |e| e.model.clone()),
@@ -228,22 +221,19 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         .await?
         .into_inner();
     assert_eq!(by_finance.rows.len(), expected.len(), "finance over gRPC");
-    let denied = aggregator
-        .usage(&viewer)
-        .await?
-        .query_usage(one_day.clone())
-        .await
-        .err()
-        .context("a viewer is refused")?;
-    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
-    let unknown = aggregator
-        .usage("tga-not-a-real-token")
-        .await?
-        .query_usage(one_day.clone())
-        .await
-        .err()
-        .context("a wrong token is refused")?;
-    assert_eq!(unknown.code(), tonic::Code::Unauthenticated, "{unknown:?}");
+    for (token, code) in [
+        (viewer.as_str(), tonic::Code::PermissionDenied),
+        ("tga-not-a-real-token", tonic::Code::Unauthenticated),
+    ] {
+        let refused = aggregator
+            .usage(token)
+            .await?
+            .query_usage(one_day.clone())
+            .await
+            .err()
+            .with_context(|| format!("{token} is refused"))?;
+        assert_eq!(refused.code(), code, "{refused:?}");
+    }
 
     // ExportUsage streams the same rows as QueryUsage.
     let mut stream = usage.export_usage(one_day.clone()).await?.into_inner();

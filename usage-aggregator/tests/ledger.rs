@@ -159,12 +159,9 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
         }
         publish_one(&bus, event).await?;
     }
-    ledger_holds(
-        &aggregator,
-        &good,
-        "every readable event is recorded, and only those",
-    )
-    .await?;
+    aggregator
+        .holds_exactly(&good, "every readable event is recorded, and only those")
+        .await?;
 
     let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
     let mut records = Vec::new();
@@ -233,24 +230,6 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_do_not_block(
     .context("/metrics never showed the consumer's counts and an empty backlog")?;
     aggregator.stop().await?;
     control_plane.stop().await?;
-    Ok(())
-}
-
-/// Waits until the ledger of `aggregator` holds as many requests as `events`, and checks that
-/// they are exactly those (`what`).
-async fn ledger_holds(
-    aggregator: &TestAggregator,
-    events: &[UsageEvent],
-    what: &str,
-) -> Result<()> {
-    aggregator
-        .wait_for_requests(events.len() as i64, Duration::from_secs(30))
-        .await?;
-    assert_eq!(
-        aggregator.ledger.ledger_totals().await?,
-        Sums::of(events).ledger_totals(),
-        "{what}"
-    );
     Ok(())
 }
 
@@ -390,12 +369,9 @@ async fn an_event_the_database_refuses_is_isolated_and_the_rest_is_committed() -
     messages.insert(17, (poison.request_id.clone(), poison.clone()));
     publish_usage(&bus, messages).await?;
 
-    ledger_holds(
-        &aggregator,
-        &good,
-        "every event but the poisoned one is recorded",
-    )
-    .await?;
+    aggregator
+        .holds_exactly(&good, "every event but the poisoned one is recorded")
+        .await?;
     let mut dead = bus.subscribe(USAGE_DEAD_LETTER, 0).await?;
     let record = next_dead_letter(&mut dead).await?;
     assert_eq!(record["msg_id"], "req-poison", "{record}");

@@ -137,7 +137,7 @@ pub async fn golden_translations(p: &Provider) -> Result<()> {
     let mut differing = Vec::new();
     for (case, mut request) in requests() {
         request["model"] = json!(model(p, Role::Chat));
-        let before = (upstream.requests)();
+        let before = upstream.fake.requests();
         let response = h.post(&request).await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
@@ -146,8 +146,8 @@ pub async fn golden_translations(p: &Provider) -> Result<()> {
         } else {
             serde_json::from_str(&text).with_context(|| format!("{case}: not JSON: {text}"))?
         };
-        let reached = if (upstream.requests)() > before {
-            (upstream.last_body)()
+        let reached = if upstream.fake.requests() > before {
+            upstream.fake.last_body()
         } else {
             Value::Null
         };

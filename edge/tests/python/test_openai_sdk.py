@@ -47,6 +47,13 @@ def raises(error_type, call):
     raise AssertionError(f"expected {error_type.__name__}, nothing was raised")
 
 
+def chat_error(error_type, model):
+    """Asks `model` without retries, which must raise `error_type`; returns the error."""
+    return raises(
+        error_type, lambda: strict.chat.completions.create(model=model, messages=QUESTION)
+    )
+
+
 # --- chat completion ---------------------------------------------------------------------------
 raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=QUESTION)
 for header in ("x-request-id", "x-tollgate-deployment", "x-tollgate-cost-usd"):
@@ -184,32 +191,20 @@ e = raises(
 assert e.status_code == 401 and e.code == "invalid_api_key", (e.status_code, e.code)
 check("a wrong key: AuthenticationError, invalid_api_key")
 
-e = raises(
-    openai.NotFoundError,
-    lambda: strict.chat.completions.create(model="no-such-model", messages=QUESTION),
-)
+e = chat_error(openai.NotFoundError, "no-such-model")
 assert e.code == "model_not_found", e.code
 check("an unknown model: NotFoundError, model_not_found")
 
-e = raises(
-    openai.RateLimitError,
-    lambda: strict.chat.completions.create(model="fail-429", messages=QUESTION),
-)
+e = chat_error(openai.RateLimitError, "fail-429")
 assert e.status_code == 429, e.status_code
 assert e.response.headers.get("retry-after") == "7", dict(e.response.headers)
 check("an upstream 429: RateLimitError with retry-after")
 
-e = raises(
-    openai.InternalServerError,
-    lambda: strict.chat.completions.create(model="fail-500", messages=QUESTION),
-)
+e = chat_error(openai.InternalServerError, "fail-500")
 assert e.status_code == 502 and e.code == "upstream_error", (e.status_code, e.code)
 check("an upstream 500: InternalServerError, 502 upstream_error")
 
-e = raises(
-    openai.BadRequestError,
-    lambda: strict.chat.completions.create(model="fail-400", messages=QUESTION),
-)
+e = chat_error(openai.BadRequestError, "fail-400")
 assert e.status_code == 400 and "bad things in request" in e.message, e.message
 check("an upstream 400: BadRequestError with the upstream's message")
 

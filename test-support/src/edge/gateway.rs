@@ -4,62 +4,55 @@
 //! [`Gateway`] (holding the test's fakes) to send requests with one key allowed every model.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use serde_json::Value;
 use tollgate_edge::config::EdgeConfig;
-use tollgate_proto::admin::{Deployment, Price, PutCredentialRequest};
-use tollgate_runtime::bus::Bus;
+use tollgate_proto::admin::Deployment;
 
-use super::{AdminClient, TestControlPlane, TestEdge, create_key, jetstream, last_sequence};
+use super::{AdminClient, TestCluster, TestControlPlane, TestEdge, create_key};
 
 /// A control plane whose policy is being written before its edge starts.
 pub struct Staging {
-    pub cp: TestControlPlane,
-    pub admin: AdminClient,
+    /// The control plane, and its admin client for what the methods below do not write.
+    pub cluster: TestCluster,
     deployments: HashMap<String, String>,
     credentials: usize,
-    nats: String,
-    prefix: String,
-    bus: Arc<dyn Bus>,
 }
 
 impl Staging {
     /// A control plane on streams of its own.
     pub async fn start() -> Result<Staging> {
-        let (nats, prefix, bus) = jetstream().await?;
-        let cp = TestControlPlane::on_bus(bus.clone()).await?;
-        let admin = cp.admin().await?;
         Ok(Staging {
-            cp,
-            admin,
+            cluster: TestCluster::start().await?,
             deployments: HashMap::new(),
             credentials: 0,
-            nats,
-            prefix,
-            bus,
         })
     }
 
     /// Stores a credential for `provider` with these secret fields; returns its id.
     pub async fn credential(&mut self, provider: &str, fields: &[(&str, &str)]) -> Result<String> {
         self.credentials += 1;
-        let credential = self
-            .admin
-            .put_credential(PutCredentialRequest {
-                name: format!("fake-{provider}-{}", self.credentials),
-                provider: provider.to_owned(),
-                secret_fields: fields
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            })
-            .await?
-            .into_inner();
-        Ok(credential.id)
+        let name = format!("fake-{provider}-{}", self.credentials);
+        super::credential(&mut self.cluster.admin, name, provider, fields).await
+    }
+
+    /// Stores a credential for `provider` with these secret fields, and returns the template
+    /// of a deployment of `provider` at `api_base` signed in with it.
+    pub async fn provider(
+        &mut self,
+        provider: &str,
+        api_base: String,
+        fields: &[(&str, &str)],
+    ) -> Result<Deployment> {
+        Ok(Deployment {
+            provider: provider.to_owned(),
+            api_base,
+            credential_id: self.credential(provider, fields).await?,
+            ..Default::default()
+        })
     }
 
     /// Deploys each `(edge model, upstream model)` as `template` says (provider, address,
@@ -67,6 +60,7 @@ impl Staging {
     pub async fn deploy(&mut self, template: &Deployment, models: &[(&str, &str)]) -> Result<()> {
         for (model, upstream) in models {
             let deployment = self
+                .cluster
                 .admin
                 .upsert_deployment(Deployment {
                     model_name: model.to_string(),
@@ -80,22 +74,16 @@ impl Staging {
         Ok(())
     }
 
+    /// Deploys each of `models` as `template` says, under the name the upstream knows it by
+    /// (the fakes' models that fail or stall on command).
+    pub async fn deploy_as_named(&mut self, template: &Deployment, models: &[&str]) -> Result<()> {
+        let models: Vec<(&str, &str)> = models.iter().map(|model| (*model, *model)).collect();
+        self.deploy(template, &models).await
+    }
+
     /// USD per million tokens of `model`: input, output, cached input, cache write.
-    pub async fn price(
-        &mut self,
-        model: &str,
-        [input, output, cached, write]: [f64; 4],
-    ) -> Result<()> {
-        self.admin
-            .set_price(Price {
-                model: model.to_owned(),
-                input_per_mtok: input,
-                output_per_mtok: output,
-                cached_input_per_mtok: cached,
-                cache_write_per_mtok: write,
-            })
-            .await?;
-        Ok(())
+    pub async fn price(&mut self, model: &str, prices: [f64; 4]) -> Result<()> {
+        super::set_price(&mut self.cluster.admin, model, prices).await
     }
 
     /// A key allowed every model, and an edge (its configuration changed by `configure`)
@@ -105,15 +93,11 @@ impl Staging {
         fake: F,
         configure: impl FnOnce(&mut EdgeConfig),
     ) -> Result<Gateway<F>> {
-        let (_, secret) = create_key(&mut self.admin, &[]).await?;
-        let sequence = last_sequence(&mut self.admin).await?;
-        let mut config = TestEdge::config(&self.nats, &self.prefix);
-        configure(&mut config);
-        let edge = TestEdge::start_with(config, self.bus, Some(self.cp.url())).await?;
-        edge.wait_for_sequence(sequence).await?;
+        let (_, secret) = create_key(&mut self.cluster.admin, &[]).await?;
+        let edge = self.cluster.edge_with(configure).await?;
         Ok(Gateway {
-            cp: self.cp,
-            admin: self.admin,
+            cp: self.cluster.cp,
+            admin: self.cluster.admin,
             edge,
             secret,
             http: reqwest::Client::new(),
@@ -152,6 +136,11 @@ impl<F> Gateway<F> {
         self.post_to("/v1/chat/completions", body).await
     }
 
+    /// An embeddings request.
+    pub async fn embeddings(&self, body: &Value) -> Result<reqwest::Response> {
+        self.post_to("/v1/embeddings", body).await
+    }
+
     /// A request to `path` that must succeed, as JSON.
     pub async fn json_to(&self, path: &str, body: &Value) -> Result<Value> {
         let response = self.post_to(path, body).await?;
@@ -177,11 +166,12 @@ impl<F> Gateway<F> {
         Ok((cost, response.json().await?))
     }
 
-    /// A streamed chat completion that must start: how long after sending it the content
-    /// `Hello ` arrived and it ended, and its whole text.
-    pub async fn stream_timed(&self, body: &Value) -> Result<(Duration, Duration, String)> {
+    /// A streamed chat completion of `model`, whose upstream spaces its events out: the edge
+    /// must relay them as they come (the end at least `spread` after the content `Hello `)
+    /// and end the stream with `[DONE]`.
+    pub async fn relays_events_as_they_come(&self, model: &str, spread: Duration) -> Result<()> {
         let started = Instant::now();
-        let response = self.post(body).await?;
+        let response = self.post(&super::streamed_request(model, "hi")).await?;
         ensure!(response.status() == 200, "HTTP {}", response.status());
         let mut body = response.bytes_stream();
         let mut first_content = None;
@@ -192,9 +182,32 @@ impl<F> Gateway<F> {
                 first_content = Some(started.elapsed());
             }
         }
-        let total = started.elapsed();
-        let first = first_content.context("no first word")?;
-        Ok((first, total, text))
+        let (first, total) = (first_content.context("no first word")?, started.elapsed());
+        ensure!(
+            total - first > spread,
+            "the first word came at {first:?}, the end at {total:?}"
+        );
+        ensure!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        Ok(())
+    }
+
+    /// A streamed chat completion that must start: the whole text of its events, however it
+    /// ends.
+    pub async fn stream_text(&self, body: &Value) -> Result<String> {
+        let response = self.post(body).await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status == 200, "HTTP {status}: {text}");
+        Ok(text)
+    }
+
+    /// A streamed chat completion whose upstream stalls: it must start, and end before
+    /// `deadline` with an in-band `upstream_timeout`.
+    pub async fn stream_times_out(&self, body: &Value, deadline: Instant) -> Result<()> {
+        let text = self.stream_text(body).await?;
+        ensure!(text.contains("upstream_timeout"), "{text}");
+        ensure!(Instant::now() < deadline, "the stall was cut too late");
+        Ok(())
     }
 
     /// A streamed chat completion that must start: its chunks, and whether it ended with
@@ -229,6 +242,35 @@ pub fn parse_stream(text: &str) -> Result<(Vec<Value>, bool)> {
         }
     }
     Ok((chunks, done))
+}
+
+/// The concatenated `content` deltas in the text of an OpenAI event stream, passing over
+/// whatever is not a JSON chunk (`[DONE]`, other events).
+pub fn streamed_content(text: &str) -> String {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// `template` with its setting `key` set to `value`.
+pub fn with_setting(template: &Deployment, key: &str, value: &str) -> Deployment {
+    let mut deployment = template.clone();
+    deployment.settings.insert(key.to_owned(), value.to_owned());
+    deployment
+}
+
+/// Sets an edge's upstream timeouts: to the first byte (and between chunks), and in all.
+pub fn timeouts(first_byte: Duration, total: Duration) -> impl FnOnce(&mut EdgeConfig) {
+    move |config| {
+        config.first_byte_timeout = first_byte;
+        config.upstream_timeout = total;
+    }
 }
 
 /// The concatenated `content` deltas of a stream.

@@ -2,6 +2,7 @@
 //! bench): edges following a control plane (the `roles` harness's, on real PostgreSQL and NATS
 //! JetStream), each on an ephemeral port.
 
+mod cluster;
 mod gateway;
 
 use std::net::SocketAddr;
@@ -16,15 +17,20 @@ pub use crate::roles::{
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use prost::Message;
+use serde_json::{Value, json};
 use tollgate_edge::Edge;
 use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
 use tollgate_policy::sealing::SealingKey;
+use tollgate_proto::admin::{CreateKeyRequest, Price, PutCredentialRequest};
 use tollgate_proto::usage::UsageEvent;
 use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 
-pub use gateway::{Gateway, Staging, parse_stream, streamed_text};
+pub use cluster::TestCluster;
+pub use gateway::{
+    Gateway, Staging, parse_stream, streamed_content, streamed_text, timeouts, with_setting,
+};
 
 /// A NATS connection with streams of its own.
 pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
@@ -40,6 +46,7 @@ pub struct TestEdge {
     pub policy: Arc<PolicyView>,
     pub metrics: Arc<Metrics>,
     pub budgets: Arc<tollgate_edge::budget::Budgets>,
+    http: reqwest::Client,
     served: Served,
 }
 
@@ -97,6 +104,7 @@ impl TestEdge {
             policy,
             metrics,
             budgets,
+            http: reqwest::Client::new(),
             served,
         })
     }
@@ -105,21 +113,21 @@ impl TestEdge {
         format!("http://{}{path}", self.addr)
     }
 
+    /// POSTs `body` as JSON to `path` with `key` as the bearer token.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Result<reqwest::Response> {
+        let request = self.http.post(self.url(path)).bearer_auth(key).json(body);
+        Ok(request.send().await?)
+    }
+
+    /// POSTs `body` to the chat completions API with `key`.
+    pub async fn chat(&self, key: &str, body: &Value) -> Result<reqwest::Response> {
+        self.post("/v1/chat/completions", key, body).await
+    }
+
     /// Waits until this edge has applied policy up to `sequence`.
     pub async fn wait_for_sequence(&self, sequence: u64) -> Result<()> {
-        let mut applied = self.policy.applied();
-        tokio::time::timeout(
-            Duration::from_secs(15),
-            applied.wait_for(|s| *s >= sequence),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "edge stuck at sequence {} < {sequence}",
-                self.policy.sequence()
-            )
-        })??;
-        Ok(())
+        let within = Duration::from_secs(15);
+        crate::roles::wait_for_policy(&self.policy, sequence, within, "the edge").await
     }
 
     /// Stops serving and waits until buffered usage is flushed.
@@ -128,16 +136,65 @@ impl TestEdge {
     }
 }
 
+/// A chat completion request for `model` of one user message, `text`.
+pub fn chat_request(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// [`chat_request`], streamed.
+pub fn streamed_request(model: &str, text: &str) -> Value {
+    let mut body = chat_request(model, text);
+    body["stream"] = json!(true);
+    body
+}
+
+/// The value of header `name` of `response`, when it is text.
+pub fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A rate limit of key `key_id`, its limits to be set.
+pub fn key_limit(key_id: &str) -> tollgate_proto::admin::RateLimit {
+    tollgate_proto::admin::RateLimit {
+        scope: "key".into(),
+        scope_id: key_id.to_owned(),
+        ..Default::default()
+    }
+}
+
 /// A virtual key allowed `models` (empty: all), returned as (key id, secret).
 pub async fn create_key(admin: &mut AdminClient, models: &[&str]) -> Result<(String, String)> {
-    let created = admin
-        .create_key(tollgate_proto::admin::CreateKeyRequest {
-            models: models.iter().map(|m| m.to_string()).collect(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let request = CreateKeyRequest {
+        models: models.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    };
+    key_from(admin, request).await
+}
+
+/// The key `request` describes, returned as (key id, secret).
+pub async fn key_from(
+    admin: &mut AdminClient,
+    request: CreateKeyRequest,
+) -> Result<(String, String)> {
+    let created = admin.create_key(request).await?.into_inner();
     Ok((created.key.context("key")?.id, created.secret))
+}
+
+/// Sets the USD per million tokens of `model`: input, output, cached input, cache write.
+pub async fn set_price(
+    admin: &mut AdminClient,
+    model: &str,
+    [input, output, cached, write]: [f64; 4],
+) -> Result<()> {
+    let price = Price {
+        model: model.to_owned(),
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cached_input_per_mtok: cached,
+        cache_write_per_mtok: write,
+    };
+    admin.set_price(price).await?;
+    Ok(())
 }
 
 /// A `mock` deployment of `model` with the given settings.
@@ -160,34 +217,38 @@ pub async fn mock_deployment(
     Ok(())
 }
 
+/// Stores a credential `name` for `provider` with these secret fields; returns its id.
+pub async fn credential(
+    admin: &mut AdminClient,
+    name: String,
+    provider: &str,
+    fields: &[(&str, &str)],
+) -> Result<String> {
+    let secret_fields = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let request = PutCredentialRequest {
+        name,
+        provider: provider.to_owned(),
+        secret_fields,
+    };
+    Ok(admin.put_credential(request).await?.into_inner().id)
+}
+
 /// A credential for a provider whose only secret is an `api_key`; returns its id.
 pub async fn api_key_credential(admin: &mut AdminClient, provider: &str) -> Result<String> {
-    let credential = admin
-        .put_credential(tollgate_proto::admin::PutCredentialRequest {
-            name: format!("fake-{provider}"),
-            provider: provider.to_owned(),
-            secret_fields: [("api_key".to_owned(), "sk-upstream".to_owned())].into(),
-        })
-        .await?
-        .into_inner();
-    Ok(credential.id)
+    let fields = [("api_key", "sk-upstream")];
+    credential(admin, format!("fake-{provider}"), provider, &fields).await
 }
 
 /// A Bedrock credential with a fake AWS key pair (`AKIDTEST`); returns its id.
 pub async fn aws_credential(admin: &mut AdminClient) -> Result<String> {
-    let credential = admin
-        .put_credential(tollgate_proto::admin::PutCredentialRequest {
-            name: "fake-bedrock".into(),
-            provider: "bedrock".into(),
-            secret_fields: [
-                ("aws_access_key_id".to_owned(), "AKIDTEST".to_owned()),
-                ("aws_secret_access_key".to_owned(), "secret".to_owned()),
-            ]
-            .into(),
-        })
-        .await?
-        .into_inner();
-    Ok(credential.id)
+    let fields = [
+        ("aws_access_key_id", "AKIDTEST"),
+        ("aws_secret_access_key", "secret"),
+    ];
+    credential(admin, "fake-bedrock".into(), "bedrock", &fields).await
 }
 
 /// Deploys `model` as `upstream` on the OpenAI-compatible server at `api_base`, signed in with
@@ -225,28 +286,11 @@ pub async fn create_team(admin: &mut AdminClient, name: &str) -> Result<String> 
 
 /// A key in team `team_id`, returned as (key id, secret).
 pub async fn create_team_key(admin: &mut AdminClient, team_id: &str) -> Result<(String, String)> {
-    let created = admin
-        .create_key(tollgate_proto::admin::CreateKeyRequest {
-            team_id: team_id.to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    Ok((created.key.context("key")?.id, created.secret))
-}
-
-/// An edge following `bus` that has applied everything committed so far by the control plane
-/// at `cp_url` that `admin` writes to.
-pub async fn caught_up_edge(
-    (nats, prefix): (&str, &str),
-    bus: Arc<dyn Bus>,
-    admin: &mut AdminClient,
-    cp_url: String,
-) -> Result<TestEdge> {
-    let sequence = last_sequence(admin).await?;
-    let edge = TestEdge::start(nats, prefix, bus, Some(cp_url)).await?;
-    edge.wait_for_sequence(sequence).await?;
-    Ok(edge)
+    let request = CreateKeyRequest {
+        team_id: team_id.to_owned(),
+        ..Default::default()
+    };
+    key_from(admin, request).await
 }
 
 /// The first `n` usage events on `bus`, each within 10 s.
