@@ -1,5 +1,5 @@
 //! The request path against the `mock` provider: auth, access, validation, headers, streaming,
-//! `/v1/models`, health.
+//! `/v1/models`, the routes without `/v1`, health.
 
 use tollgate_test_support::edge as common;
 
@@ -236,6 +236,41 @@ async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Re
         .filter_map(|m| m["id"].as_str())
         .collect();
     assert_eq!(ids, vec!["mock-small"]);
+    Ok(())
+}
+
+/// OpenAI clients differ in whether their base URL ends in `/v1`: every OpenAI route answers
+/// both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_openai_route_is_served_with_and_without_v1() -> Result<()> {
+    let s = setup().await?;
+    let posts = [
+        ("/chat/completions", chat("mock-small", false)),
+        (
+            "/embeddings",
+            json!({"model": "mock-small", "input": "hello"}),
+        ),
+        (
+            "/responses",
+            json!({"model": "mock-small", "input": "hello"}),
+        ),
+    ];
+    for prefix in ["/v1", ""] {
+        for (path, body) in &posts {
+            let response = s
+                .post(&format!("{prefix}{path}"), Some(&s.secret), body)
+                .await?;
+            let status = response.status();
+            assert_eq!(status, 200, "{prefix}{path}: {}", response.text().await?);
+        }
+        let models = s
+            .http
+            .get(s.edge.url(&format!("{prefix}/models")))
+            .bearer_auth(&s.secret)
+            .send()
+            .await?;
+        assert_eq!(models.status(), 200, "{prefix}/models");
+    }
     Ok(())
 }
 
