@@ -100,10 +100,10 @@ pub async fn run(
     let edge = Edge::start(edge_config, bus.clone(), snapshots()?)?;
     let edge = tokio::spawn(edge.serve(edge_listener, until(edge_stopped)));
     let aggregator = Aggregator::start(AggregatorParts {
-        database_url: aggregator_config.database_url.expose().to_owned(),
+        database_url: aggregator_config.database_url,
         bus,
         snapshots: snapshots()?,
-        admin_token: Some(admin_token.clone()),
+        admin_token: Some(admin_token.as_str().into()),
         sinks: aggregator_config.sinks,
         batch: aggregator_config.batch,
         linger: aggregator_config.linger,

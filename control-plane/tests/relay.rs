@@ -53,8 +53,9 @@ async fn wait_until_published(bus: &dyn Bus, sequence: u64) -> Result<()> {
     Ok(())
 }
 
-/// Stops `cp` (its process dies) once `published` events of its store are on `bus` (`what`),
-/// and starts a control plane on that store again, publishing to `bus`.
+/// Stops `cp` (its process dies), asserts that the last event on `bus` is then number
+/// `published` (`what` names the moment in the failure message), and starts a control plane on
+/// that store again, publishing to `bus`.
 async fn restarted(
     cp: TestControlPlane,
     bus: &Arc<dyn Bus>,

@@ -460,11 +460,6 @@ fn upstream<'h>(h: &'h Harness, p: &Provider) -> &'h Upstream {
     &h.fake[p.name]
 }
 
-/// A user's one-message conversation with `model`.
-fn ask(model: &str, text: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
 fn weather_tool() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather",
         "description": "The weather in a city",
@@ -637,7 +632,7 @@ pub mod cases {
     }
 
     fn stream_request(p: &Provider, include_usage: bool) -> Value {
-        let mut body = ask(&model(p, Role::Chat), "Hello there");
+        let mut body = chat_request(&model(p, Role::Chat), "Hello there");
         body["stream"] = json!(true);
         if include_usage {
             body["stream_options"] = json!({"include_usage": true});
@@ -722,7 +717,7 @@ pub mod cases {
     /// Tools offered → a tool call; its result sent back → text.
     pub async fn tool_call_round_trip(p: &Provider) -> Result<()> {
         let h = harness(&[p]).await?;
-        let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
+        let mut request = chat_request(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["tool_choice"] = json!("auto");
         if !p.supports_tools {
@@ -770,7 +765,7 @@ pub mod cases {
     /// fragments that join into JSON, and one `finish_reason: tool_calls`.
     pub async fn tool_call_streamed(p: &Provider) -> Result<()> {
         let h = harness(&[p]).await?;
-        let mut request = ask(&model(p, Role::Chat), "What is the weather in Paris?");
+        let mut request = chat_request(&model(p, Role::Chat), "What is the weather in Paris?");
         request["tools"] = weather_tool();
         request["stream"] = json!(true);
         if !p.supports_tools {
@@ -830,7 +825,7 @@ pub mod cases {
         if !p.supports_images {
             return refused_as_unsupported(&h, p, &with_image, "image_url").await;
         }
-        h.json(&ask(&model(p, Role::Chat), "no picture here"))
+        h.json(&chat_request(&model(p, Role::Chat), "no picture here"))
             .await?;
         assert!(
             !upstream.saw_image(),
@@ -930,7 +925,7 @@ pub mod cases {
     ) -> Result<Vec<(bool, u16, Option<String>, Value)>> {
         let mut out = Vec::new();
         for stream in [false, true] {
-            let mut body = ask(&model(p, role), "hello");
+            let mut body = chat_request(&model(p, role), "hello");
             body["stream"] = json!(stream);
             let (status, retry_after, body) = error_of(h.post(&body).await?).await?;
             out.push((stream, status, retry_after, body));
@@ -1213,7 +1208,7 @@ pub mod cases {
         let timeout = Duration::from_millis(800);
         let h = harness_with(&[p], timeouts(timeout, timeout)).await?;
         for stream in [false, true] {
-            let mut body = ask(&model(p, Role::Hang), "hello");
+            let mut body = chat_request(&model(p, Role::Hang), "hello");
             body["stream"] = json!(stream);
             let started = tokio::time::Instant::now();
             let (status, _, body) = error_of(h.post(&body).await?).await?;

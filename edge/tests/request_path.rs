@@ -30,7 +30,7 @@ async fn setup() -> Result<Setup> {
     })
 }
 
-fn chat(model: &str, stream: bool) -> Value {
+fn chat_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": stream})
 }
 
@@ -64,7 +64,7 @@ async fn error_code(response: reqwest::Response) -> Result<(u16, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_completion_is_answered_priced_and_labelled() -> Result<()> {
     let s = setup().await?;
-    let response = s.chat(&chat("mock-small", false)).await?;
+    let response = s.chat(&chat_body("mock-small", false)).await?;
     assert_eq!(response.status(), 200);
     for header in [
         "x-request-id",
@@ -98,10 +98,10 @@ async fn the_usage_event_carries_the_clients_trace_id() -> Result<()> {
         .post(s.edge.url("/v1/chat/completions"))
         .bearer_auth(&s.secret)
         .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
-        .json(&chat("mock-small", false))
+        .json(&chat_body("mock-small", false))
         .send()
         .await?;
-    let untraced = s.chat(&chat("mock-small", false)).await?;
+    let untraced = s.chat(&chat_body("mock-small", false)).await?;
     let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().map(str::to_owned);
     let mut expected =
         std::collections::HashMap::from([(id(&traced)?, trace), (id(&untraced)?, "")]);
@@ -127,13 +127,17 @@ async fn a_stream_is_relayed_without_the_usage_chunk_unless_asked() -> Result<()
     let s = setup().await?;
     let plain = s
         .edge
-        .post("/chat/completions", &s.secret, &chat("mock-small", true))
+        .post(
+            "/chat/completions",
+            &s.secret,
+            &chat_body("mock-small", true),
+        )
         .await?;
     assert_eq!(plain.headers()["content-type"], "text/event-stream");
     let text = plain.text().await?;
     assert!(text.ends_with("data: [DONE]\n\n"));
     assert!(!text.contains("\"usage\""), "usage was not asked for");
-    let mut with_usage = chat("mock-small", true);
+    let mut with_usage = chat_body("mock-small", true);
     with_usage["stream_options"] = json!({"include_usage": true});
     let text = s.chat(&with_usage).await?.text().await?;
     assert!(text.contains("\"completion_tokens\":5"));
@@ -144,16 +148,16 @@ async fn a_stream_is_relayed_without_the_usage_chunk_unless_asked() -> Result<()
 async fn bad_keys_models_and_bodies_get_openai_shaped_errors() -> Result<()> {
     let s = setup().await?;
     let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
-        (None, chat("mock-small", false), 401, "invalid_api_key"),
+        (None, chat_body("mock-small", false), 401, "invalid_api_key"),
         (
             Some("tg-not-a-key"),
-            chat("mock-small", false),
+            chat_body("mock-small", false),
             401,
             "invalid_api_key",
         ),
         (
             Some(&s.secret),
-            chat("mock-other", false),
+            chat_body("mock-other", false),
             403,
             "model_not_allowed",
         ),
@@ -209,14 +213,14 @@ async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Re
     s.cluster.sync(&s.edge).await?;
     let response = s
         .edge
-        .chat(&all_models, &chat("no-such-model", false))
+        .chat(&all_models, &chat_body("no-such-model", false))
         .await?;
     assert_eq!(
         error_code(response).await?,
         (404, "model_not_found".to_owned())
     );
     // A key limited to other models hears the same: the model does not exist (as OpenAI says).
-    let response = s.chat(&chat("no-such-model", false)).await?;
+    let response = s.chat(&chat_body("no-such-model", false)).await?;
     assert_eq!(
         error_code(response).await?,
         (404, "model_not_found".to_owned())
@@ -245,7 +249,7 @@ async fn unknown_models_are_not_found_and_models_lists_only_allowed_ones() -> Re
 async fn every_openai_route_is_served_with_and_without_v1() -> Result<()> {
     let s = setup().await?;
     let posts = [
-        ("/chat/completions", chat("mock-small", false)),
+        ("/chat/completions", chat_body("mock-small", false)),
         (
             "/embeddings",
             json!({"model": "mock-small", "input": "hello"}),
@@ -291,7 +295,7 @@ async fn an_edge_without_policy_is_not_ready_and_serves_nothing() -> Result<()> 
     let response = http
         .post(edge.url("/v1/chat/completions"))
         .bearer_auth("tg-x")
-        .json(&chat("m", false))
+        .json(&chat_body("m", false))
         .send()
         .await?;
     assert_eq!(response.status(), 503);

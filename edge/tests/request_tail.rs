@@ -56,7 +56,7 @@ async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Res
     chat(two, &blue_key).await?;
     expected.insert(chat(two, &red_key).await?);
 
-    let mut edges = HashSet::new();
+    let mut shown_by = HashSet::new();
     while !expected.is_empty() {
         let event = tokio::time::timeout(Duration::from_secs(5), tail.message())
             .await
@@ -73,10 +73,10 @@ async fn the_tail_shows_one_teams_requests_on_two_edges_within_a_second() -> Res
             event.request_id
         );
         assert_eq!((event.status, event.model.as_str()), (200, "mock-small"));
-        edges.insert(event.edge_id);
+        shown_by.insert(event.edge_id);
     }
     let waited = sent.elapsed();
-    assert_eq!(edges.len(), 2, "both edges' requests are shown");
+    assert_eq!(shown_by.len(), 2, "both edges' requests are shown");
     assert!(
         waited < Duration::from_secs(1),
         "the tail took {waited:?} to show the requests"

@@ -4,6 +4,7 @@
 pub const REDACTED: &str = "***";
 
 /// `url` with any password replaced by [`REDACTED`] (`postgres://app:***@db/x`), for messages.
+/// Userinfo without a password is a token (`nats://<token>@nats:4222`) and is hidden whole.
 pub fn url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -11,17 +12,18 @@ pub fn url(url: &str) -> String {
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:{REDACTED}@{host}{path}")
-        }
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}{path}"),
+            None => format!("{scheme}://{REDACTED}@{host}{path}"),
+        },
         None => url.to_owned(),
     }
 }
 
 /// A secret (a token, a password, a key's seed, a URL that is itself a credential): `Debug`
-/// shows [`REDACTED`], so a struct holding one derives `Debug` and still never prints it.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// shows [`REDACTED`], so a struct holding one derives `Debug` and still never prints it. It has
+/// no `==` on purpose: secrets are compared as hashes, in constant time, where they are checked.
+#[derive(Clone, Default)]
 pub struct Secret(String);
 
 impl Secret {
@@ -49,9 +51,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A URL that may carry a password (`postgres://app:pw@db/x`): `Debug` shows it with the
-/// password as [`REDACTED`] (see [`url`]), which keeps the host for whoever reads the log.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A URL that may carry a password or token (`postgres://app:pw@db/x`): `Debug` shows it with
+/// them as [`REDACTED`] (see [`url`]), which keeps the host for whoever reads the log.
+#[derive(Clone, Default)]
 pub struct SecretUrl(Secret);
 
 impl SecretUrl {
@@ -87,13 +89,13 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_redacted() {
+    fn passwords_and_tokens_in_urls_are_redacted() {
         for (given, shown) in [
             (
                 "postgres://app:hunter2@db:5432/tollgate?sslmode=require",
                 "postgres://app:***@db:5432/tollgate?sslmode=require",
             ),
-            ("nats://token@nats:4222", "nats://token:***@nats:4222"),
+            ("nats://s3cr3t-token@nats:4222", "nats://***@nats:4222"),
             ("sqlite:///data/usage.db", "sqlite:///data/usage.db"),
             ("postgres://db/x", "postgres://db/x"),
             ("not a url", "not a url"),

@@ -71,10 +71,10 @@ impl TestAggregator {
             GrpcSnapshots::new(&control_plane.url(), ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
         );
         let aggregator = Aggregator::start(AggregatorParts {
-            database_url: database_url.to_owned(),
+            database_url: database_url.into(),
             bus,
             snapshots: Some(snapshots),
-            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            admin_token: Some(ADMIN_TOKEN.into()),
             sinks,
             batch: 500,
             linger,
@@ -463,12 +463,12 @@ pub async fn publish_one(bus: &Arc<dyn Bus>, event: &UsageEvent) -> Result<()> {
 pub async fn serve_aggregator(bus: Arc<dyn Bus>, cp_url: &str) -> Result<(Ledger, Served)> {
     let database_url = crate::fresh_postgres_database().await?;
     let aggregator = Aggregator::start(AggregatorParts {
-        database_url,
+        database_url: database_url.into(),
         bus,
         snapshots: Some(Arc::new(
             GrpcSnapshots::new(cp_url, ADMIN_TOKEN).map_err(anyhow::Error::msg)?,
         )),
-        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        admin_token: Some(ADMIN_TOKEN.into()),
         sinks: AlertSinks::default(),
         batch: 100,
         linger: std::time::Duration::from_millis(DEFAULT_LINGER_MS),

@@ -113,7 +113,8 @@ fn model_error(endpoint: &str, original: u16, body: &str) -> Response {
 impl AwsRuntime for SagemakerState {
     const OPERATIONS: &'static [&'static str] = &["invocations", "invocations-response-stream"];
 
-    /// SageMaker's checks, in its order: then the container's own failures and refusals.
+    /// SageMaker's checks, in its order: the signature and the endpoints told to fail first,
+    /// then the container's own failures and refusals.
     async fn admit(call: &AwsCall, headers: &HeaderMap) -> Result<(), Response> {
         if let Some(refusal) = aws_wire::common_refusal(call, headers, &FAILURES, NAMESPACE) {
             return Err(refusal);

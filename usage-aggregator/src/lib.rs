@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollgate_policy::redact::{Secret, SecretUrl};
 use tollgate_proto::usage::usage_service_server::UsageServiceServer;
 use tollgate_runtime::bus::Bus;
 use tollgate_runtime::follow::{self, PolicyView, SnapshotSource};
@@ -67,10 +68,10 @@ impl ListenerTls {
 
 /// What an aggregator is built from.
 pub struct AggregatorParts {
-    pub database_url: String,
+    pub database_url: SecretUrl,
     pub bus: Arc<dyn Bus>,
     pub snapshots: Option<Arc<dyn SnapshotSource>>,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub sinks: AlertSinks,
     pub batch: usize,
     /// How long a batch gathers after a smaller one (see `AggregatorConfig::linger`).
@@ -91,7 +92,7 @@ pub struct AggregatorKeys {
 impl Aggregator {
     /// Opens the ledger and starts the background work.
     pub async fn start(parts: AggregatorParts) -> Result<Self, LedgerError> {
-        let ledger = Ledger::connect(&parts.database_url).await?;
+        let ledger = Ledger::connect(parts.database_url.expose()).await?;
         let policy = Arc::new(PolicyView::default());
         let (stop, stopped) = watch::channel(false);
         let bus = parts.bus;
@@ -135,7 +136,7 @@ impl Aggregator {
         let api = Arc::new(FinanceApi {
             ledger,
             policy,
-            bootstrap_hash: api::bootstrap_hash(parts.admin_token.as_deref()),
+            bootstrap_hash: api::bootstrap_hash(parts.admin_token.as_ref().map(Secret::expose)),
         });
         Ok(Aggregator {
             api,

@@ -39,10 +39,10 @@ pub async fn run(
     // Unusable certificate files stop the start here, before anything is served.
     let tls = config.tls.clone().map(ListenerTls::load).transpose()?;
     let aggregator = Aggregator::start(AggregatorParts {
-        database_url: config.database_url.expose().to_owned(),
+        database_url: config.database_url,
         bus: following.bus,
         snapshots: following.snapshots,
-        admin_token: config.admin_token.map(|token| token.expose().to_owned()),
+        admin_token: config.admin_token,
         sinks: config.sinks,
         batch: config.batch,
         linger: config.linger,

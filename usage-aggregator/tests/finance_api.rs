@@ -221,9 +221,13 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
         .await?
         .into_inner();
     assert_eq!(by_finance.rows.len(), expected.len(), "finance over gRPC");
-    for (token, code) in [
-        (viewer.as_str(), tonic::Code::PermissionDenied),
-        ("tga-not-a-real-token", tonic::Code::Unauthenticated),
+    for (who, token, code) in [
+        ("a viewer", viewer.as_str(), tonic::Code::PermissionDenied),
+        (
+            "an unknown token",
+            "tga-not-a-real-token",
+            tonic::Code::Unauthenticated,
+        ),
     ] {
         let refused = aggregator
             .usage(token)
@@ -231,7 +235,7 @@ async fn query_usage_and_csv_match_the_ledger(backend: Backend) -> Result<()> {
             .query_usage(one_day.clone())
             .await
             .err()
-            .with_context(|| format!("{token} is refused"))?;
+            .with_context(|| format!("{who} is refused"))?;
         assert_eq!(refused.code(), code, "{refused:?}");
     }
 

@@ -1,6 +1,6 @@
 //! What the console's pages are built of: the notice a page shows about the last change, forms
-//! that post with the session's CSRF token, their labelled inputs (each followed by the error
-//! the notice holds about it), and tables.
+//! that post with the session's CSRF token, their labelled inputs (those drawn through [`Forms`]
+//! followed by the error the notice holds about their field), and tables.
 
 use maud::{Markup, Render, html};
 use tollgate_proto::admin::Team;
@@ -12,6 +12,7 @@ use super::session::Session;
 pub struct Notice {
     /// The form field the message is about (`name`, `alias`, …), or `None` for the page.
     pub field: Option<&'static str>,
+    /// What is said; empty when there is nothing to say.
     pub message: String,
 }
 

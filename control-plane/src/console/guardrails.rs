@@ -87,7 +87,7 @@ pub(super) struct NewGuardrail {
 pub(super) async fn set_guardrail(Change(editor, form): Change<NewGuardrail>) -> Response {
     // Setting a name again replaces that guardrail rather than adding a second one.
     let existing = editor
-        .list(AdminService::list_guardrails, ListGuardrailsRequest {})
+        .list_or_empty(AdminService::list_guardrails, ListGuardrailsRequest {})
         .await;
     let name = form.name.trim().to_owned();
     let id = existing

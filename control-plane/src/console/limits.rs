@@ -172,7 +172,7 @@ pub(super) async fn add_schedule(Change(editor, form): Change<NewSchedule>) -> R
             .await;
     };
     let limit = editor
-        .list(
+        .list_or_empty(
             AdminService::list_rate_limits,
             ListRateLimitsRequest::default(),
         )

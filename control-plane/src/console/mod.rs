@@ -426,8 +426,8 @@ impl Editor {
     }
 
     /// What `list` answers the session (see [`listing`]), or an empty answer when it is
-    /// refused.
-    async fn list<'s, Q, R: Default, F>(
+    /// refused: the change that follows is then refused for the same reason.
+    async fn list_or_empty<'s, Q, R: Default, F>(
         &'s self,
         list: impl FnOnce(&'s AdminApi, tonic::Request<Q>) -> F,
         request: Q,

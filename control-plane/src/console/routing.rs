@@ -236,7 +236,7 @@ pub(super) async fn set_routing_rule(Change(editor, form): Change<NewRoutingRule
     let model_name = form.model_name.trim().to_owned();
     // One rule per model: setting a model again updates its rule.
     let id = editor
-        .list(AdminService::list_routing_rules, ListRoutingRulesRequest {})
+        .list_or_empty(AdminService::list_routing_rules, ListRoutingRulesRequest {})
         .await
         .rules
         .into_iter()

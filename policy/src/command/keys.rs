@@ -13,11 +13,15 @@ use super::{CommandError, Decision, MAX_ROTATION_GRACE_SECONDS};
 /// What an update changes of a key; `None` fields stay as they are.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyChanges {
+    /// The key's new alias.
     pub alias: Option<String>,
+    /// The models the key may call; empty means every model.
     pub models: Option<Vec<String>>,
-    /// `Some(None)` takes the expiry away.
+    /// The new expiry; `Some(None)` takes the expiry away.
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// The key's tags.
     pub tags: Option<Vec<String>>,
+    /// The key's metadata, replaced whole.
     pub metadata: Option<Metadata>,
 }
 

@@ -103,6 +103,7 @@ pub enum Command {
     CreateKey {
         key: VirtualKey,
     },
+    /// What `changes` leaves `None` stays as it is.
     UpdateKey {
         id: String,
         changes: KeyChanges,

@@ -222,8 +222,9 @@ mod tests {
     fn the_bus_needs_its_url_and_keeps_one_to_five_copies() {
         let bus = settings(&[("NATS_URL", "nats://n:4222")]).bus();
         assert_eq!(
-            bus.ok().map(|b| (b.url, b.prefix, b.limits.replicas)),
-            Some(("nats://n:4222".into(), DEFAULT_BUS_PREFIX.to_owned(), 1))
+            bus.ok()
+                .map(|b| (b.url.expose().to_owned(), b.prefix, b.limits.replicas)),
+            Some(("nats://n:4222".to_owned(), DEFAULT_BUS_PREFIX.to_owned(), 1))
         );
         let three = settings(&[("NATS_URL", "nats://n"), ("TOLLGATE_BUS_REPLICAS", "3")]).bus();
         assert_eq!(three.ok().map(|b| b.limits.replicas), Some(3));

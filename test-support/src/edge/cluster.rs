@@ -40,7 +40,7 @@ impl TestCluster {
     }
 
     /// The configuration of an edge following this control plane ([`TestEdge::config`]).
-    pub fn edge_config(&self) -> EdgeConfig {
+    fn edge_config(&self) -> EdgeConfig {
         TestEdge::config(&self.nats, &self.prefix)
     }
 
@@ -59,7 +59,7 @@ impl TestCluster {
         Ok(edge)
     }
 
-    /// `n` edges, started together, that have all applied everything committed so far.
+    /// `n` edges, started one after another, that have all applied everything committed so far.
     pub async fn edges(&mut self, n: usize) -> Result<Vec<TestEdge>> {
         let mut edges = Vec::with_capacity(n);
         for _ in 0..n {

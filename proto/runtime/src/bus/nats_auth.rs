@@ -11,7 +11,7 @@ use tollgate_policy::redact::Secret;
 use super::BusError;
 
 /// A role's NATS credentials and TLS settings; secrets never show in `Debug`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct NatsAuth {
     /// `NATS_USER` and `NATS_PASSWORD`.
     pub user: Option<(String, Secret)>,

@@ -6,9 +6,9 @@ use super::{BusError, BusLimits, JetStreamBus, NatsAuth};
 
 /// NATS JetStream as a role reaches it: `NATS_URL`, `TOLLGATE_BUS_PREFIX`, the `NATS_*`
 /// credentials and TLS, and `TOLLGATE_BUS_REPLICAS`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BusSettings {
-    /// `NATS_URL`: a password in it shows as `***`.
+    /// `NATS_URL`: a password or token in it shows as `***`.
     pub url: SecretUrl,
     /// `TOLLGATE_BUS_PREFIX`: the prefix of the streams and subjects.
     pub prefix: String,
