@@ -10,8 +10,7 @@ use tollgate_proto::admin::ListEventsRequest;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
-use super::forms::Notice;
-use super::forms::table;
+use super::forms::{Notice, table};
 use super::{Drawing, SignedIn, page};
 
 /// The most events the page reads (the newest).

@@ -7,8 +7,7 @@ use tollgate_proto::admin::ListDeploymentHealthRequest;
 use tollgate_proto::admin::admin_service_server::AdminService;
 use tollgate_proto::convert::from_timestamp;
 
-use super::forms::Notice;
-use super::forms::table;
+use super::forms::{Notice, table};
 use super::{Drawing, SignedIn, page};
 
 pub(super) async fn health(signed_in: SignedIn) -> Response {

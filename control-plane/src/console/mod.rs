@@ -46,8 +46,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::service::AdminApi;
-use forms::Forms;
-use forms::Notice;
+use forms::{Forms, Notice};
 use session::{Session, Sessions};
 
 /// How the console behaves.

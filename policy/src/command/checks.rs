@@ -27,8 +27,14 @@ pub(super) fn absent(exists: bool, what: &str, id: &str) -> Result<(), CommandEr
     Ok(())
 }
 
+/// The live keys (see [`is_live`]).
 pub(super) fn live_keys(state: &PolicyState) -> impl Iterator<Item = &VirtualKey> {
-    state.keys.values().filter(|k| !k.revoked)
+    state.keys.values().filter(|k| is_live(k))
+}
+
+/// Whether `key` is live: not revoked.
+fn is_live(key: &VirtualKey) -> bool {
+    !key.revoked
 }
 
 /// A key that exists and is not revoked (a revoked key can never change again).
@@ -115,7 +121,7 @@ pub(super) fn checked_alias(
         return Ok(alias);
     }
     let alias = validate::name("alias", &alias)?;
-    let live_with_alias = |k: &VirtualKey| !k.revoked && k.alias == alias;
+    let live_with_alias = |k: &VirtualKey| is_live(k) && k.alias == alias;
     let taken =
         |other: &str| format!("a live key with alias {alias:?} already exists (id {other})");
     unique(&state.keys, id, live_with_alias, taken)?;
