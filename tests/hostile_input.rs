@@ -15,7 +15,7 @@ use tollgate_usage_aggregator::ledger::Ledger;
 
 /// An edge and an aggregator following one control plane.
 struct World {
-    _cp: TestControlPlane,
+    _cluster: TestCluster,
     edge: TestEdge,
     secret: String,
     ledger: Ledger,
@@ -23,17 +23,13 @@ struct World {
 }
 
 async fn world() -> Result<World> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[]).await?;
-    let (_, secret) = create_key(&mut admin, &[]).await?;
-    let sequence = last_sequence(&mut admin).await?;
-    let (ledger, served) = serve_aggregator(bus.clone(), &cp.url()).await?;
-    let edge = TestEdge::start(&nats, &prefix, bus, Some(cp.url())).await?;
-    edge.wait_for_sequence(sequence).await?;
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[]).await?;
+    let (_, secret) = create_key(&mut cluster.admin, &[]).await?;
+    let (ledger, served) = serve_aggregator(cluster.bus.clone(), &cluster.cp.url()).await?;
+    let edge = cluster.edge().await?;
     Ok(World {
-        _cp: cp,
+        _cluster: cluster,
         edge,
         secret,
         ledger,

@@ -22,11 +22,7 @@ use tollgate_runtime::bus::{Bus, JetStreamBus};
 use tollgate_test_support::severable::Severable;
 
 struct World {
-    _cp: TestControlPlane,
-    admin: AdminClient,
-    nats: String,
-    prefix: String,
-    bus: Arc<dyn Bus>,
+    cluster: TestCluster,
     edges: Vec<TestEdge>,
     http: reqwest::Client,
 }
@@ -34,22 +30,16 @@ struct World {
 /// A control plane with the `mock` model (and `slow`, 800 ms per answer), and `edges` edges
 /// configured by `configure`.
 async fn world(edges: usize, configure: impl Fn(&mut EdgeConfig)) -> Result<World> {
-    let (nats, prefix, bus) = jetstream().await?;
-    let cp = TestControlPlane::on_bus(bus.clone()).await?;
-    let mut admin = cp.admin().await?;
-    mock_deployment(&mut admin, "mock", &[("output_tokens", "10")]).await?;
-    mock_deployment(&mut admin, "slow", &[("latency_ms", "800")]).await?;
+    let mut cluster = TestCluster::start().await?;
+    mock_deployment(&mut cluster.admin, "mock", &[("output_tokens", "10")]).await?;
+    mock_deployment(&mut cluster.admin, "slow", &[("latency_ms", "800")]).await?;
     let mut w = World {
-        _cp: cp,
-        admin,
-        nats,
-        prefix,
-        bus,
+        cluster,
         edges: Vec::new(),
         http: reqwest::Client::new(),
     };
     for _ in 0..edges {
-        let bus = w.bus.clone();
+        let bus = w.cluster.bus.clone();
         w.add_edge(bus, &configure).await?;
     }
     w.all_see_each_other().await?;
@@ -62,9 +52,7 @@ impl World {
         bus: Arc<dyn Bus>,
         configure: &impl Fn(&mut EdgeConfig),
     ) -> Result<()> {
-        let mut config = TestEdge::config(&self.nats, &self.prefix);
-        configure(&mut config);
-        let edge = TestEdge::start_with(config, bus, Some(self._cp.url())).await?;
+        let edge = self.cluster.edge_on(bus, configure).await?;
         self.edges.push(edge);
         Ok(())
     }
@@ -83,16 +71,12 @@ impl World {
 
     /// Sets `limit` and waits until every edge has it.
     async fn limit(&mut self, limit: RateLimit) -> Result<()> {
-        self.admin.set_rate_limit(limit).await?;
-        let sequence = last_sequence(&mut self.admin).await?;
-        for edge in &self.edges {
-            edge.wait_for_sequence(sequence).await?;
-        }
-        Ok(())
+        self.cluster.admin.set_rate_limit(limit).await?;
+        self.cluster.sync_all(&self.edges).await
     }
 
     async fn key(&mut self) -> Result<(String, String)> {
-        create_key(&mut self.admin, &[]).await
+        create_key(&mut self.cluster.admin, &[]).await
     }
 
     /// One chat request for `model` with `secret` to edge `i`.
@@ -343,6 +327,7 @@ async fn a_limit_raised_mid_window_admits_again_at_once() -> Result<()> {
     assert_eq!(statuses[3], 429, "the limit of 1 was used up: {statuses:?}");
 
     let listed = w
+        .cluster
         .admin
         .list_rate_limits(ListRateLimitsRequest::default())
         .await?;
@@ -366,10 +351,10 @@ async fn an_edge_cut_off_from_nats_admits_at_most_its_share() -> Result<()> {
     let mut w = world(2, |c| c.rate_limit_window = WINDOW).await?;
     // The third edge reaches NATS through a connection the test can cut, and its clock stands
     // still: everything it admits counts in one window, however slow the machine.
-    let target = w.nats.trim_start_matches("nats://").to_owned();
+    let target = w.cluster.nats.trim_start_matches("nats://").to_owned();
     let proxy = Severable::start(&target).await?;
     let through = format!("nats://{}", proxy.addr());
-    let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&through, &w.prefix).await?);
+    let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&through, &w.cluster.prefix).await?);
     let frozen = chrono::Utc::now();
     w.add_edge(bus, &|c: &mut EdgeConfig| {
         c.rate_limit_window = WINDOW;
@@ -437,20 +422,22 @@ async fn a_deployment_at_its_rpm_gets_no_more_and_routing_moves_on() -> Result<(
     };
     // The preferred deployment takes 5 requests a minute; the other has no cap.
     let capped = w
+        .cluster
         .admin
         .upsert_deployment(deployment("chat", 5, 0))
         .await?
         .into_inner();
     let spare = w
+        .cluster
         .admin
         .upsert_deployment(deployment("chat", 0, 1))
         .await?
         .into_inner();
-    w.admin
+    w.cluster
+        .admin
         .upsert_deployment(deployment("only-capped", 2, 0))
         .await?;
-    let sequence = last_sequence(&mut w.admin).await?;
-    w.edges[0].wait_for_sequence(sequence).await?;
+    w.cluster.sync(&w.edges[0]).await?;
     let (_, secret) = w.key().await?;
 
     let mut served_by = Vec::new();

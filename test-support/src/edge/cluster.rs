@@ -39,11 +39,6 @@ impl TestCluster {
         })
     }
 
-    /// The configuration of an edge following this control plane ([`TestEdge::config`]).
-    fn edge_config(&self) -> EdgeConfig {
-        TestEdge::config(&self.nats, &self.prefix)
-    }
-
     /// An edge that has applied everything committed so far.
     pub async fn edge(&mut self) -> Result<TestEdge> {
         self.edge_with(|_| {}).await
@@ -52,30 +47,44 @@ impl TestCluster {
     /// An edge, its configuration changed by `configure`, that has applied everything
     /// committed so far.
     pub async fn edge_with(&mut self, configure: impl FnOnce(&mut EdgeConfig)) -> Result<TestEdge> {
-        let mut config = self.edge_config();
-        configure(&mut config);
-        let edge = TestEdge::start_with(config, self.bus.clone(), Some(self.cp.url())).await?;
+        let edge = self.edge_on(self.bus.clone(), configure).await?;
         self.sync(&edge).await?;
         Ok(edge)
+    }
+
+    /// An edge following this control plane over `bus` (the cluster's, or a way to it a test
+    /// can cut), its configuration changed by `configure`; it may not have caught up yet.
+    pub async fn edge_on(
+        &self,
+        bus: Arc<dyn Bus>,
+        configure: impl FnOnce(&mut EdgeConfig),
+    ) -> Result<TestEdge> {
+        let mut config = TestEdge::config(&self.nats, &self.prefix);
+        configure(&mut config);
+        TestEdge::start_with(config, bus, Some(self.cp.url())).await
     }
 
     /// `n` edges, started one after another, that have all applied everything committed so far.
     pub async fn edges(&mut self, n: usize) -> Result<Vec<TestEdge>> {
         let mut edges = Vec::with_capacity(n);
         for _ in 0..n {
-            let bus = self.bus.clone();
-            edges.push(TestEdge::start(&self.nats, &self.prefix, bus, Some(self.cp.url())).await?);
+            edges.push(self.edge_on(self.bus.clone(), |_| {}).await?);
         }
-        let sequence = last_sequence(&mut self.admin).await?;
-        for edge in &edges {
-            edge.wait_for_sequence(sequence).await?;
-        }
+        self.sync_all(&edges).await?;
         Ok(edges)
     }
 
     /// Waits until `edge` has applied everything committed so far.
     pub async fn sync(&mut self, edge: &TestEdge) -> Result<()> {
+        self.sync_all(std::slice::from_ref(edge)).await
+    }
+
+    /// Waits until each of `edges` has applied everything committed so far.
+    pub async fn sync_all(&mut self, edges: &[TestEdge]) -> Result<()> {
         let sequence = last_sequence(&mut self.admin).await?;
-        edge.wait_for_sequence(sequence).await
+        for edge in edges {
+            edge.wait_for_sequence(sequence).await?;
+        }
+        Ok(())
     }
 }
