@@ -54,6 +54,12 @@ fn figures(r: &Results) -> Vec<Figure> {
             Micros,
         ),
         lower(
+            "Tollgate's own time p50, concurrency 1",
+            r.c1.get(TOLLGATE)
+                .and_then(|s| Some(s.own.as_ref()?.p50_us)),
+            Micros,
+        ),
+        lower(
             "floor-proxy added p50, concurrency 1",
             c1(FLOOR, p50),
             Micros,

@@ -26,6 +26,10 @@ use hyper_util::rt::TokioExecutor;
 /// A send leaving later than this after its intended time counts as late.
 pub const LATE: Duration = Duration::from_millis(1);
 
+/// The header in which Tollgate's edge says how long it worked on a request itself (in
+/// milliseconds): before the upstream call, and from the upstream's answer to its own.
+const OWN_TIME: &str = "x-tollgate-overhead-ms";
+
 /// Where and what to send.
 #[derive(Clone, Debug)]
 pub struct Shot {
@@ -53,6 +57,9 @@ impl Shot {
 pub struct Outcome {
     /// Latency of successful requests, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// The target's own time on each successful request, as its [`OWN_TIME`] header says (in
+    /// nanoseconds); empty for a target that does not send it.
+    pub own: Histogram<u64>,
     /// How late sends left, in nanoseconds.
     pub lateness: Histogram<u64>,
     pub sent: u64,
@@ -68,6 +75,7 @@ impl Outcome {
     pub fn new() -> anyhow::Result<Self> {
         Ok(Outcome {
             latency: Histogram::new_with_bounds(1_000, 120_000_000_000, 3)?,
+            own: Histogram::new_with_bounds(1_000, 120_000_000_000, 3)?,
             lateness: Histogram::new_with_bounds(1_000, 120_000_000_000, 3)?,
             sent: 0,
             ok: 0,
@@ -84,6 +92,7 @@ impl Outcome {
     /// Adds another round's figures to these (rounds of one target are merged).
     pub fn merge(&mut self, other: &Outcome) -> anyhow::Result<()> {
         self.latency.add(&other.latency)?;
+        self.own.add(&other.own)?;
         self.lateness.add(&other.lateness)?;
         self.sent += other.sent;
         self.ok += other.ok;
@@ -99,11 +108,15 @@ impl Outcome {
         *self.errors.entry(kind).or_default() += 1;
     }
 
-    fn record(&mut self, result: Result<(), String>, latency: Duration) {
+    fn record(&mut self, result: Result<Option<Duration>, String>, latency: Duration) {
+        let ns = |d: Duration| d.as_nanos().max(1_000) as u64;
         match result {
-            Ok(()) => {
+            Ok(own) => {
                 self.ok += 1;
-                let _ = self.latency.record(latency.as_nanos().max(1_000) as u64);
+                let _ = self.latency.record(ns(latency));
+                if let Some(own) = own {
+                    let _ = self.own.record(ns(own));
+                }
             }
             Err(kind) => self.error(kind),
         }
@@ -129,12 +142,13 @@ pub(crate) fn client() -> Client<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
-/// Sends one request and reads the whole answer; `Err` names the failure.
+/// Sends one request and reads the whole answer: the target's own time when it says it
+/// ([`OWN_TIME`]); `Err` names the failure.
 async fn send_one(
     client: &Client<HttpConnector, Full<Bytes>>,
     shot: &Shot,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<Option<Duration>, String> {
     let request = shot.request().map_err(|e| format!("request: {e}"))?;
     let call = async {
         let response = client
@@ -142,13 +156,18 @@ async fn send_one(
             .await
             .map_err(|_| "connect/transport".to_owned())?;
         let status = response.status();
+        let own = response
+            .headers()
+            .get(OWN_TIME)
+            .and_then(|v| v.to_str().ok()?.parse::<f64>().ok())
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok());
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|_| "body".to_owned())?;
         if status.is_success() {
-            Ok(())
+            Ok(own)
         } else {
             let _ = body;
             Err(format!("status {}", status.as_u16()))

@@ -139,9 +139,54 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
             d,
         );
     }
+    own_time(out, r);
     let series = pct_series(&r.c1, |s| &s.latency);
     let chart = latency_chart("Latency at concurrency 1");
     charts.draw(out, "c1", "latency at concurrency 1", &chart, &series)
+}
+
+/// Tollgate's added latency at concurrency 1, split into the edge's own work on each request
+/// (by its `x-tollgate-overhead-ms` header) and the rest: the hop itself, which floor-proxy
+/// pays too.
+fn own_time(out: &mut String, r: &Results) {
+    let d = r.c1.get(DIRECT).map(|s| s.latency.p50_us);
+    let added_p50 = |s: &Summary| d.map(|d| s.latency.p50_us - d);
+    let floor_added = r.c1.get(FLOOR).and_then(added_p50);
+    let signed = |v: Option<f64>| v.map_or("—".into(), fmt_signed);
+    let own: Vec<(&String, &Summary, &Pct)> =
+        r.c1.iter()
+            .filter_map(|(name, s)| Some((name, s, s.own.as_ref()?)))
+            .collect();
+    if own.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**Tollgate's own time.** The edge says in `x-tollgate-overhead-ms` how long it worked on \
+         each request itself: from the handler's start to the upstream call (authentication, \
+         parsing, access, limits, budget, routing) and from the upstream's answer to its own \
+         (usage, cost, headers). The rest of its added latency is the hop: reading and writing \
+         the client's and the upstream's connections, which floor-proxy does too. The split \
+         subtracts medians, so it is a guide, not an exact sum.\n"
+    );
+    header(
+        out,
+        "target | own time p50 | own time p99 | added p50 | added p50 less own time p50 | floor-proxy's added p50",
+    );
+    for (name, s, own) in own {
+        let added = added_p50(s);
+        row(
+            out,
+            &[
+                name.clone(),
+                fmt_us(own.p50_us),
+                fmt_us(own.p99_us),
+                signed(added),
+                signed(added.map(|a| a - own.p50_us)),
+                signed(floor_added),
+            ],
+        );
+    }
 }
 
 /// A row of `name`'s summary: requests, errors, the `latencies` given (µs), then p50 and p99
@@ -385,4 +430,49 @@ fn profile(out: &mut String, r: &Results) {
         );
     }
     let _ = writeln!(out, "```\n{profile}\n```");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A concurrency-1 summary with latency p50 `p50_us` and, when given, an own time whose p99
+    /// is twice its p50.
+    fn c1(p50_us: f64, own_p50_us: Option<f64>) -> Summary {
+        let pct = |p50_us: f64| Pct {
+            p50_us,
+            p99_us: 2.0 * p50_us,
+            ..Pct::default()
+        };
+        Summary {
+            latency: pct(p50_us),
+            own: own_p50_us.map(pct),
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn tollgates_added_latency_is_split_into_its_own_time_and_the_hop() {
+        let mut r = Results::default();
+        r.c1.insert(DIRECT.into(), c1(100.0, None));
+        r.c1.insert(FLOOR.into(), c1(180.0, None));
+        r.c1.insert(TOLLGATE.into(), c1(250.0, Some(40.0)));
+        let mut out = String::new();
+        own_time(&mut out, &r);
+        assert!(
+            out.contains("| tollgate | 40.0 µs | 80.0 µs | +150.0 µs | +110.0 µs | +80.0 µs |"),
+            "{out}"
+        );
+        assert!(!out.contains("| floor-proxy |"), "{out}");
+    }
+
+    #[test]
+    fn runs_without_an_own_time_get_no_split() {
+        let mut r = Results::default();
+        r.c1.insert(DIRECT.into(), c1(100.0, None));
+        r.c1.insert(TOLLGATE.into(), c1(250.0, None));
+        let mut out = String::new();
+        own_time(&mut out, &r);
+        assert!(out.is_empty(), "{out}");
+    }
 }

@@ -51,6 +51,10 @@ pub struct Summary {
     pub late_sends: u64,
     pub lateness_p99_us: f64,
     pub latency: Pct,
+    /// The target's own time per request, where it says it (Tollgate's `x-tollgate-overhead-ms`;
+    /// absent from earlier runs and for the references).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own: Option<Pct>,
     /// Cores in use on the whole machine during this target's rounds: generator, mock, the
     /// target and the servers it uses (absent from earlier runs).
     pub machine_cores: Option<f64>,
@@ -70,6 +74,7 @@ impl Summary {
                 o.lateness.value_at_quantile(0.99) as f64 / 1_000.0
             },
             latency: Pct::of(&o.latency),
+            own: (!o.own.is_empty()).then(|| Pct::of(&o.own)),
             machine_cores: None,
         }
     }
