@@ -164,10 +164,10 @@ fn own_time(out: &mut String, r: &Results) {
         out,
         "\n**Tollgate's own time.** The edge says in `x-tollgate-overhead-ms` how long it worked on \
          each request itself: from the handler's start to the upstream call (authentication, \
-         parsing, access, limits, budget, routing) and from the upstream's answer to its own \
-         (usage, cost, headers). The rest of its added latency is the hop: reading and writing \
-         the client's and the upstream's connections, which floor-proxy does too. The split \
-         subtracts medians, so it is a guide, not an exact sum.\n"
+         parsing, access, limits, budget) and from the upstream's answer to its own (usage, \
+         cost, headers). The rest of its added latency is the hop: choosing the deployment, and \
+         reading and writing the client's and the upstream's connections, which floor-proxy \
+         does too. The split subtracts medians, so it is a guide, not an exact sum.\n"
     );
     header(
         out,
