@@ -150,9 +150,9 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
 /// pays too.
 fn own_time(out: &mut String, r: &Results) {
     let d = r.c1.get(DIRECT).map(|s| s.latency.p50_us);
-    let added_p50 = |s: &Summary| d.map(|d| s.latency.p50_us - d);
-    let floor_added = r.c1.get(FLOOR).and_then(added_p50);
-    let signed = |v: Option<f64>| v.map_or("—".into(), fmt_signed);
+    let floor_added =
+        r.c1.get(FLOOR)
+            .map_or("—".into(), |f| added(f.latency.p50_us, d));
     let own: Vec<(&String, &Summary, &Pct)> =
         r.c1.iter()
             .filter_map(|(name, s)| Some((name, s, s.own.as_ref()?)))
@@ -174,16 +174,15 @@ fn own_time(out: &mut String, r: &Results) {
         "target | own time p50 | own time p99 | added p50 | added p50 less own time p50 | floor-proxy's added p50",
     );
     for (name, s, own) in own {
-        let added = added_p50(s);
         row(
             out,
             &[
                 name.clone(),
                 fmt_us(own.p50_us),
                 fmt_us(own.p99_us),
-                signed(added),
-                signed(added.map(|a| a - own.p50_us)),
-                signed(floor_added),
+                added(s.latency.p50_us, d),
+                added(s.latency.p50_us - own.p50_us, d),
+                floor_added.clone(),
             ],
         );
     }
