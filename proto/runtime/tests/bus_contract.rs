@@ -205,15 +205,41 @@ async fn a_durable_consumer_redelivers_until_acknowledged(bus: Arc<dyn Bus>) -> 
 async fn kv_scan_lists_keys_by_prefix(bus: Arc<dyn Bus>) -> Result<()> {
     bus.kv_put("budget.a", Bytes::from_static(b"1")).await?;
     bus.kv_put("budget.b", Bytes::from_static(b"2")).await?;
-    bus.kv_put("policy.head", Bytes::from_static(b"3")).await?;
-    let mut keys: Vec<String> = bus
-        .kv_scan("budget.")
-        .await?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    keys.sort();
-    assert_eq!(keys, vec!["budget.a", "budget.b"]);
+    bus.kv_put("budget.b", Bytes::from_static(b"2'")).await?;
+    bus.kv_put("budget.team.c", Bytes::from_static(b"3"))
+        .await?;
+    bus.kv_put("budgetary", Bytes::from_static(b"4")).await?;
+    bus.kv_put("policy.head", Bytes::from_static(b"5")).await?;
+    let scan = |prefix: &'static str| {
+        let bus = bus.clone();
+        async move {
+            let mut found: Vec<(String, Vec<u8>)> = bus
+                .kv_scan(prefix)
+                .await?
+                .into_iter()
+                .map(|(k, e)| (k, e.value.to_vec()))
+                .collect();
+            found.sort();
+            anyhow::Ok(found)
+        }
+    };
+    let pair = |k: &str, v: &[u8]| (k.to_owned(), v.to_vec());
+    assert_eq!(
+        scan("budget.").await?,
+        vec![
+            pair("budget.a", b"1"),
+            pair("budget.b", b"2'"),
+            pair("budget.team.c", b"3")
+        ]
+    );
+    // A prefix that ends inside a key's last part.
+    assert_eq!(scan("budget.t").await?, vec![pair("budget.team.c", b"3")]);
+    assert_eq!(
+        scan("budget").await?.len(),
+        4,
+        "every key starting with the text"
+    );
+    assert!(scan("nothing.").await?.is_empty());
     Ok(())
 }
 
@@ -437,3 +463,23 @@ contract!(
     messages_published_together_are_each_stored_and_deduplicated_as_alone,
     messages_published_together_beyond_a_full_usage_topic_are_refused_one_by_one,
 );
+
+/// Edges scan the shared bucket several times a second: a scan must not leave a consumer behind
+/// on the server (an ordered consumer lingers there for 30 seconds).
+#[tokio::test]
+async fn a_jetstream_kv_scan_leaves_no_consumer_on_the_server() -> Result<()> {
+    let url = tollgate_test_support::nats_url().await?;
+    let prefix = tollgate_test_support::unique_name("bus");
+    let bus = JetStreamBus::connect_with(&url, &prefix, LIMITS).await?;
+    bus.kv_put("edge.one", Bytes::from_static(b"1")).await?;
+    for _ in 0..5 {
+        assert_eq!(bus.kv_scan("edge.").await?.len(), 1);
+    }
+    let client = async_nats::connect(&url).await?;
+    let bucket = format!("KV_{prefix}_STATE").to_uppercase();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(&bucket)
+        .await?;
+    assert_eq!(stream.info().await?.state.consumer_count, 0);
+    Ok(())
+}

@@ -333,24 +333,32 @@ impl Bus for JetStreamBus {
     }
 
     async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
-        let keys: Vec<String> = match with_timeout(self.state.keys()).await {
-            Ok(keys) => with_timeout(keys.try_collect()).await?,
-            Err(e) => {
-                // Some servers cannot list the keys of an empty bucket; an unreachable server
-                // is not an empty bucket (edges would take themselves for the only one).
-                let bucket = format!("KV_{}_STATE", self.prefix).to_uppercase();
-                let mut stream = with_timeout(self.context.get_stream(bucket)).await?;
-                let info = with_timeout(stream.info()).await?;
-                if info.state.messages > 0 {
-                    return Err(e);
-                }
-                Vec::new()
-            }
+        // The keys come from the bucket stream's own index of subjects. Listing them through a
+        // consumer (`Store::keys`) would leave an ephemeral consumer on the server for 30
+        // seconds after every scan, and edges scan several times a second.
+        let filter = match prefix.rsplit_once('.') {
+            Some((whole_tokens, _)) => format!("{}{whole_tokens}.>", self.state.prefix),
+            None => format!("{}>", self.state.prefix),
         };
+        let subjects: Vec<(String, usize)> = with_timeout(async {
+            self.state
+                .stream
+                .info_with_subjects(&filter)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let mut keys: Vec<&str> = subjects
+            .iter()
+            .filter_map(|(subject, _)| subject.strip_prefix(self.state.prefix.as_str()))
+            .filter(|key| key.starts_with(prefix))
+            .collect();
+        keys.sort_unstable();
         let mut out = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
-            if let Some(entry) = self.kv_get(&key).await? {
-                out.push((key, entry));
+        for key in keys {
+            if let Some(entry) = self.kv_get(key).await? {
+                out.push((key.to_owned(), entry));
             }
         }
         Ok(out)
