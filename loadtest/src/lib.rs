@@ -19,6 +19,7 @@ pub mod report;
 mod report_tail;
 pub mod results;
 pub mod run;
+pub mod stalls;
 pub mod streams;
 pub mod suite;
 pub mod tollgate;

@@ -144,7 +144,7 @@ pub(crate) fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// Sends one request and reads the whole answer: the target's own time when it says it
 /// ([`OWN_TIME`]); `Err` names the failure.
-async fn send_one(
+pub(crate) async fn send_one(
     client: &Client<HttpConnector, Full<Bytes>>,
     shot: &Shot,
     timeout: Duration,

@@ -24,15 +24,7 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
     let call_graph = std::env::var("LOADTEST_CALL_GRAPH")
         .ok()
         .map(|how| if how == "dwarf" { "dwarf,8192" } else { "fp" });
-    if !Command::new("perf")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        bail!("perf is not installed");
-    }
+    ensure_perf()?;
     let data = dir.join("edge.perf.data");
     let mut record = Command::new("perf");
     record.args(["record", "-F", "1999", "-p", &pid.to_string()]);
@@ -93,6 +85,20 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
         ));
     }
     Ok(report)
+}
+
+/// An error unless `perf` can be run.
+pub(crate) fn ensure_perf() -> anyhow::Result<()> {
+    if !Command::new("perf")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        bail!("perf is not installed");
+    }
+    Ok(())
 }
 
 /// The first `lines` rows of `perf report` with `args`, as `percent  dso  symbol`.

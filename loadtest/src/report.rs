@@ -140,6 +140,7 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
         );
     }
     own_time(out, r);
+    stalls(out, r);
     let series = pct_series(&r.c1, |s| &s.latency);
     let chart = latency_chart("Latency at concurrency 1");
     charts.draw(out, "c1", "latency at concurrency 1", &chart, &series)
@@ -183,6 +184,51 @@ fn own_time(out: &mut String, r: &Results) {
                 added(s.latency.p50_us, d),
                 added(s.latency.p50_us - own.p50_us, d),
                 floor_added.clone(),
+            ],
+        );
+    }
+}
+
+/// What the scheduler's trace says about the slow requests at concurrency 1.
+fn stalls(out: &mut String, r: &Results) {
+    if r.stalls.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**Why requests are slow at concurrency 1.** Each target was asked again, one request \
+         at a time, while `perf` traced the scheduler on every core (`sched_switch`, \
+         `sched_wakeup`). For each request over {slow} ms, the trace shows whether a thread \
+         serving it (the generator's, the target's or the mock's) was ready to run for {wait} µs \
+         or longer without a core, and what ran on that core meanwhile: work of the request \
+         itself, or other work sharing the machine's cores.\n",
+        slow = crate::stalls::SLOW.as_millis(),
+        wait = crate::stalls::WAIT.as_micros(),
+    );
+    header(
+        out,
+        "target | requests | over 1 ms | of those, waited for a core | the core ran meanwhile",
+    );
+    let share = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
+    for (name, s) in &r.stalls {
+        let held: Vec<String> = s
+            .held_by
+            .iter()
+            .filter(|(_, part)| *part >= 0.01)
+            .map(|(who, part)| format!("{who} {:.0} %", 100.0 * part))
+            .collect();
+        row(
+            out,
+            &[
+                name.clone(),
+                s.requests.to_string(),
+                format!("{} ({:.1} %)", s.slow, share(s.slow, s.requests)),
+                format!("{} ({:.0} %)", s.waited, share(s.waited, s.slow)),
+                if held.is_empty() {
+                    "—".into()
+                } else {
+                    held.join(", ")
+                },
             ],
         );
     }

@@ -199,6 +199,8 @@ pub struct Results {
     pub cpu: BTreeMap<String, Cpu>,
     pub propagation: Option<Propagation>,
     pub profile: Option<String>,
+    /// Why requests at concurrency 1 were slow, by target, from a trace of the scheduler.
+    pub stalls: BTreeMap<String, crate::stalls::Stalls>,
 }
 
 impl Results {

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::Parser;
 
 use crate::embedded::Embedded;
 use crate::litellm::LiteLlm;
+use crate::load::Shot;
 use crate::plan::Plan;
 use crate::procs::{Proc, answers};
 use crate::results::Results;
@@ -569,6 +571,28 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         match crate::profile::perf(edge_pid, &edge_addr, &key, &run_dir).await {
             Ok(summary) => results.profile = Some(summary),
             Err(e) => results.notes.push(format!("No profile: {e:#}")),
+        }
+        eprintln!("loadtest: tracing the scheduler at concurrency 1");
+        let body = Bytes::from(suite::chat_body("chat", false));
+        let traced = [
+            (TOLLGATE, &edge_addr, Some(key.clone()), edge_pid),
+            (FLOOR, &floor.addr, None, floor.pid()),
+        ];
+        for (name, addr, auth, pid) in traced {
+            let shot = Shot {
+                authority: addr.clone(),
+                path: "/v1/chat/completions".into(),
+                auth,
+                body: body.clone(),
+            };
+            match crate::stalls::trace(shot, &[pid, mock.pid()], &run_dir).await {
+                Ok(stalls) => {
+                    results.stalls.insert(name.to_owned(), stalls);
+                }
+                Err(e) => results
+                    .notes
+                    .push(format!("No scheduler trace of {name}: {e:#}")),
+            }
         }
     }
     drop(stack);

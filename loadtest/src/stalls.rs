@@ -1,0 +1,380 @@
+//! Why some requests at concurrency 1 are slow. Tollgate's edge is asked again, one request at a
+//! time, while `perf` records the scheduler's events on every core (`sched_switch`,
+//! `sched_wakeup`). For each request over [`SLOW`], the trace tells whether a thread serving it
+//! (the generator's, the edge's or the mock's) was ready to run but had no core, and which
+//! processes held the core meanwhile: the edge's own work, or other work on shared cores
+//! (PostgreSQL, NATS, the aggregator) that a deployment would run elsewhere.
+
+// perf stamps its trace with CLOCK_MONOTONIC (`-k CLOCK_MONOTONIC`); std's `Instant` reads that
+// clock but does not show its value, so the generator reads it through libc.
+#![allow(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::load::{self, Shot};
+
+/// A request slower than this is looked into.
+pub const SLOW: Duration = Duration::from_millis(1);
+/// A wait for a core this long or longer counts as the reason a request was slow.
+pub const WAIT: Duration = Duration::from_micros(500);
+/// Requests sent while the scheduler is traced.
+const REQUESTS: u64 = 10_000;
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause before tracing.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// What the trace showed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stalls {
+    pub requests: u64,
+    /// Requests slower than [`SLOW`].
+    pub slow: u64,
+    /// Slow requests during which a thread serving them waited [`WAIT`] or longer for a core.
+    pub waited: u64,
+    /// Who ran on the core while those threads waited: process, share of the waiting time.
+    pub held_by: Vec<(String, f64)>,
+}
+
+/// Sends `REQUESTS` sequential requests (`shot`) while tracing the scheduler; `chain` are the
+/// processes that serve a request (the generator is this process and is added). The trace
+/// stays in `dir` as `sched.perf.data`.
+pub async fn trace(shot: Shot, chain: &[u32], dir: &Path) -> anyhow::Result<Stalls> {
+    crate::profile::ensure_perf()?;
+    // Work queued by the phase before (usage still being written) is not this trace's.
+    tokio::time::sleep(SETTLE).await;
+    let data = dir.join("sched.perf.data");
+    let mut record = Command::new("perf")
+        .args(["record", "-a", "-k", "CLOCK_MONOTONIC"])
+        .args(["-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-o"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    // perf needs a moment to open its events on every core.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = tokio::task::spawn_blocking(move || sequential(&shot)).await?;
+    let _ = Command::new("kill")
+        .args(["-INT", &record.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || record.wait()).await??;
+    let slow = sent?;
+    // perf ends on the interrupt it was sent, by exiting or by the signal itself.
+    anyhow::ensure!(
+        status.success() || status.signal() == Some(libc::SIGINT),
+        "perf record failed ({status}); perf_event_paranoid may forbid tracing"
+    );
+    let script = Command::new("perf")
+        .args(["script", "--ns", "-F", "tid,cpu,time,event,trace", "-i"])
+        .arg(&data)
+        .output()
+        .context("perf script")?;
+    let events: Vec<Event> = String::from_utf8_lossy(&script.stdout)
+        .lines()
+        .filter_map(Event::parse)
+        .collect();
+    anyhow::ensure!(!events.is_empty(), "the scheduler trace was empty");
+    let mut pids = chain.to_vec();
+    pids.push(std::process::id());
+    let threads: HashSet<u32> = pids.iter().flat_map(|&pid| threads_of(pid)).collect();
+    let found = attribute(&events, &slow, &threads, WAIT.as_nanos() as u64);
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, ns) in &found.held_ns {
+        *held.entry(process_of(*tid)).or_default() += ns;
+    }
+    let total = held.values().sum::<u64>().max(1) as f64;
+    let mut held_by: Vec<(String, f64)> = held
+        .into_iter()
+        .map(|(name, ns)| (name, ns as f64 / total))
+        .collect();
+    held_by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(Stalls {
+        requests: REQUESTS,
+        slow: slow.len() as u64,
+        waited: found.waited,
+        held_by,
+    })
+}
+
+/// A request's start on CLOCK_MONOTONIC and its duration, in nanoseconds.
+type Window = (u64, u64);
+
+/// The requests over [`SLOW`] among `REQUESTS` sequential ones (after a warm-up).
+fn sequential(shot: &Shot) -> anyhow::Result<Vec<Window>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = load::client();
+        let mut slow = Vec::new();
+        for i in 0..REQUESTS + REQUESTS / 10 {
+            let start = monotonic_ns();
+            load::send_one(&client, shot, TIMEOUT)
+                .await
+                .map_err(|e| anyhow::anyhow!("a traced request failed: {e}"))?;
+            let took = monotonic_ns().saturating_sub(start);
+            if i >= REQUESTS / 10 && took > SLOW.as_nanos() as u64 {
+                slow.push((start, took));
+            }
+        }
+        Ok(slow)
+    })
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec the call writes into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The threads of `pid` now.
+fn threads_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The process a thread belongs to, by name: `tollgate aggregator`, `postgres`, `nats-server`.
+fn process_of(tid: u32) -> String {
+    if tid == 0 {
+        return "idle".into();
+    }
+    let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        });
+    let Some(tgid) = tgid else {
+        return "a thread that has exited".into();
+    };
+    if tgid == std::process::id() {
+        return "load generator".into();
+    }
+    // The executable's name, which PostgreSQL's retitled backends keep.
+    let name = std::fs::read_to_string(format!("/proc/{tgid}/comm")).map_or_else(
+        |_| "a thread that has exited".into(),
+        |c| c.trim().to_owned(),
+    );
+    if name != "tollgate" {
+        return name;
+    }
+    // Every role is the same binary: the role names the process.
+    let cmdline = std::fs::read(format!("/proc/{tgid}/cmdline")).unwrap_or_default();
+    let role = cmdline
+        .split(|&b| b == 0)
+        .nth(1)
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .unwrap_or_default();
+    format!("tollgate {role}")
+}
+
+/// One scheduler event of `perf script -F tid,cpu,time,event,trace --ns`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Event {
+    ns: u64,
+    cpu: u32,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// `tid` became runnable on `cpu`.
+    Wakeup { tid: u32, cpu: u32 },
+    /// The core switched from `prev` to `next`; `preempted` when `prev` was still runnable.
+    Switch {
+        prev: u32,
+        preempted: bool,
+        next: u32,
+    },
+}
+
+impl Event {
+    /// `  18139 [000]  1931.688404123: sched:sched_wakeup: comm=… pid=17174 prio=120 target_cpu=001`
+    fn parse(line: &str) -> Option<Event> {
+        let mut parts = line.split_whitespace();
+        let _tid = parts.next()?;
+        let cpu = parts.next()?.trim_matches(['[', ']']).parse().ok()?;
+        let ns = timestamp_ns(parts.next()?.trim_end_matches(':'))?;
+        let event = parts.next()?;
+        let trace = line.split_once(event)?.1;
+        let kind = match event {
+            "sched:sched_wakeup:" => Kind::Wakeup {
+                tid: field(trace, "pid=")?.parse().ok()?,
+                cpu: field(trace, "target_cpu=")?.parse().ok()?,
+            },
+            "sched:sched_switch:" => Kind::Switch {
+                prev: field(trace, "prev_pid=")?.parse().ok()?,
+                preempted: field(trace, "prev_state=")?.starts_with('R'),
+                next: field(trace, "next_pid=")?.parse().ok()?,
+            },
+            _ => return None,
+        };
+        Some(Event { ns, cpu, kind })
+    }
+}
+
+/// `1931.688404123` in nanoseconds.
+fn timestamp_ns(text: &str) -> Option<u64> {
+    let (secs, frac) = text.split_once('.')?;
+    let frac = format!("{frac:0<9}");
+    Some(secs.parse::<u64>().ok()? * 1_000_000_000 + frac.get(..9)?.parse::<u64>().ok()?)
+}
+
+/// The value of `key` in a trace's `key=value` list (a key preceded by a space, so `pid=` is
+/// not found inside `prev_pid=`).
+fn field<'t>(trace: &'t str, key: &str) -> Option<&'t str> {
+    let at = trace.match_indices(key).find(|(i, _)| {
+        *i == 0
+            || trace
+                .as_bytes()
+                .get(i - 1)
+                .is_some_and(u8::is_ascii_whitespace)
+    })?;
+    trace[at.0 + key.len()..].split_whitespace().next()
+}
+
+/// What the trace says about the slow requests.
+#[derive(Debug, Default, PartialEq)]
+struct Found {
+    /// Slow requests during which a thread of the chain waited `wait_ns` or longer for a core.
+    waited: u64,
+    /// Nanoseconds each thread held a core that a waiting thread of the chain was queued on.
+    held_ns: HashMap<u32, u64>,
+}
+
+/// Finds, in `events` (in time order), the waits for a core of the `chain`'s threads during each
+/// slow request (`slow`), and who ran on the core meanwhile.
+fn attribute(events: &[Event], slow: &[Window], chain: &HashSet<u32>, wait_ns: u64) -> Found {
+    // (cpu, from, to, tid): who ran where, and when each chain thread waited on which core.
+    let mut ran: Vec<(u32, u64, u64, u32)> = Vec::new();
+    let mut waits: Vec<(u32, u64, u64)> = Vec::new();
+    let mut on_cpu: HashMap<u32, (u64, u32)> = HashMap::new();
+    let mut runnable: HashMap<u32, (u64, u32)> = HashMap::new();
+    for e in events {
+        match e.kind {
+            Kind::Wakeup { tid, cpu } if chain.contains(&tid) => {
+                runnable.entry(tid).or_insert((e.ns, cpu));
+            }
+            Kind::Wakeup { .. } => {}
+            Kind::Switch {
+                prev,
+                preempted,
+                next,
+            } => {
+                if let Some((since, tid)) = on_cpu.insert(e.cpu, (e.ns, next)) {
+                    ran.push((e.cpu, since, e.ns, tid));
+                }
+                if preempted && chain.contains(&prev) {
+                    runnable.insert(prev, (e.ns, e.cpu));
+                }
+                if let Some((since, cpu)) = runnable.remove(&next) {
+                    waits.push((cpu, since, e.ns));
+                }
+            }
+        }
+    }
+    let mut found = Found::default();
+    for &(start, took) in slow {
+        let end = start + took;
+        let long: Vec<(u32, u64, u64)> = waits
+            .iter()
+            .map(|&(cpu, from, to)| (cpu, from.max(start), to.min(end)))
+            .filter(|&(_, from, to)| to > from && to - from >= wait_ns)
+            .collect();
+        if long.is_empty() {
+            continue;
+        }
+        found.waited += 1;
+        for (cpu, from, to) in long {
+            for &(ran_cpu, a, b, tid) in &ran {
+                let overlap = b.min(to).saturating_sub(a.max(from));
+                if ran_cpu == cpu && overlap > 0 {
+                    *found.held_ns.entry(tid).or_default() += overlap;
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "\
+    18139 [000]  1000.000100000: sched:sched_wakeup: comm=tokio-rt-worker pid=17174 prio=120 target_cpu=001
+    0 [001]  1000.000105000: sched:sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=postgres next_pid=900 next_prio=120
+    18139 [000]  1000.000120000: sched:sched_switch: prev_comm=python3 prev_pid=18139 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120
+    900 [001]  1000.001900000: sched:sched_switch: prev_comm=postgres prev_pid=900 prev_prio=120 prev_state=S ==> next_comm=tokio-rt-worker next_pid=17174 next_prio=120
+    17174 [001]  1000.001950000: sched:sched_wakeup: comm=mock pid=500 prio=120 target_cpu=001
+    17174 [001]  1000.001960000: sched:sched_switch: prev_comm=tokio-rt-worker prev_pid=17174 prev_prio=120 prev_state=R+ ==> next_comm=mock next_pid=500 next_prio=120
+    500 [001]  1000.001990000: sched:sched_switch: prev_comm=mock prev_pid=500 prev_prio=120 prev_state=S ==> next_comm=tokio-rt-worker next_pid=17174 next_prio=120";
+
+    fn events() -> Vec<Event> {
+        TRACE.lines().filter_map(Event::parse).collect()
+    }
+
+    #[test]
+    fn perf_script_lines_are_read_as_wakeups_and_switches() {
+        let e = events();
+        assert_eq!(e.len(), 7);
+        assert_eq!(
+            e[0],
+            Event {
+                ns: 1_000_000_100_000,
+                cpu: 0,
+                kind: Kind::Wakeup { tid: 17174, cpu: 1 }
+            }
+        );
+        assert_eq!(
+            e[5].kind,
+            Kind::Switch {
+                prev: 17174,
+                preempted: true,
+                next: 500
+            }
+        );
+        assert_eq!(Event::parse("not a trace line"), None);
+    }
+
+    #[test]
+    fn a_chain_thread_queued_behind_another_process_is_blamed_on_it() {
+        let chain: HashSet<u32> = [17174, 18139, 500].into();
+        // The request from 1000.000050 to 1000.002050: the edge waited 1.8 ms behind postgres.
+        let slow = [(1_000_000_050_000, 2_000_000)];
+        let found = attribute(&events(), &slow, &chain, 500_000);
+        assert_eq!(found.waited, 1);
+        assert_eq!(found.held_ns.get(&900), Some(&1_795_000));
+        // The edge's 30 µs behind the mock is too short to count.
+        assert_eq!(found.held_ns.get(&500), None);
+    }
+
+    #[test]
+    fn a_slow_request_without_a_long_wait_is_not_counted() {
+        let chain: HashSet<u32> = [500].into();
+        let found = attribute(
+            &events(),
+            &[(1_000_000_050_000, 2_000_000)],
+            &chain,
+            500_000,
+        );
+        assert_eq!(found, Found::default());
+    }
+}
