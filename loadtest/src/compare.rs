@@ -207,34 +207,35 @@ pub fn section(previous: &Results, previous_path: &Path, current: &Results) -> S
     out
 }
 
-/// The newest run of `mode` in `dir` other than `stem` (by the date its name starts with),
-/// with its figures: the newest on the same `cpu` if there is one (a VM's CPU can change
-/// between runs, and figures move with it), else the newest; `None` when there is none or it
-/// cannot be read.
+/// The newest run of `mode` in `dir` other than `stem` that is older than `before` (this run's
+/// `date`, when known), with its figures: the newest on the same `cpu` if there is one (a VM's
+/// CPU can change between runs, and figures move with it), else the newest; `None` when there
+/// is none or it cannot be read. Runs are ordered by their recorded date, then by name (the
+/// date it starts with), so a second run of one day follows the first.
 pub fn previous(
     dir: &Path,
     mode: &str,
     stem: &str,
     cpu: Option<&str>,
+    before: Option<&str>,
 ) -> Option<(PathBuf, Results)> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut runs: Vec<(String, PathBuf, Results)> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|e| e == "json"))
         .filter(|path| path.file_stem().is_some_and(|s| s != stem))
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let results = serde_json::from_str::<Results>(&text).ok()?;
+            let date = results.meta.get("date").cloned().unwrap_or_default();
+            Some((date, path, results))
+        })
+        .filter(|(_, _, results)| results.meta.get("mode").map(String::as_str) == Some(mode))
+        .filter(|(date, _, _)| before.is_none_or(|before| date.is_empty() || date.as_str() < before))
         .collect();
-    runs.sort();
+    runs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let mut newest = None;
-    for path in runs.into_iter().rev() {
-        let Some(results) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Results>(&text).ok())
-        else {
-            continue;
-        };
-        if results.meta.get("mode").map(String::as_str) != Some(mode) {
-            continue;
-        }
+    for (_, path, results) in runs.into_iter().rev() {
         if cpu.is_none() || results.meta.get("cpu").map(String::as_str) == cpu {
             return Some((path, results));
         }
@@ -307,10 +308,10 @@ mod tests {
         write("2026-12-04-vm-quick.json", "quick", "AMD")?;
         write("2026-12-05-vm.json", "full", "AMD")?;
         let name = |found: Option<(PathBuf, Results)>| found.map(|(path, _)| path);
-        let any_cpu = name(previous(&dir, "full", "2026-12-05-vm", None));
-        let same_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("AMD")));
-        let other_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("Arm")));
-        let smoke = previous(&dir, "smoke", "x", None);
+        let any_cpu = name(previous(&dir, "full", "2026-12-05-vm", None, None));
+        let same_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("AMD"), None));
+        let other_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("Arm"), None));
+        let smoke = previous(&dir, "smoke", "x", None, None);
         std::fs::remove_dir_all(&dir)?;
         assert!(
             any_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
@@ -325,6 +326,32 @@ mod tests {
             "none on that CPU: the newest"
         );
         assert!(smoke.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_run_of_one_day_is_compared_with_the_first_and_not_the_other_way()
+    -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(tollgate_test_support::unique_name("compare"));
+        std::fs::create_dir_all(&dir)?;
+        for (name, date) in [
+            ("2026-12-06-vm.json", "2026-12-06 15:00 UTC"),
+            ("2026-12-07-vm.json", "2026-12-07 05:36 UTC"),
+            ("2026-12-07-vm-0907.json", "2026-12-07 09:07 UTC"),
+        ] {
+            let mut r = Results::default();
+            r.meta.insert("mode".into(), "full".into());
+            r.meta.insert("date".into(), date.into());
+            std::fs::write(dir.join(name), serde_json::to_string(&r)?)?;
+        }
+        let of = |stem: &str, date: &str| {
+            previous(&dir, "full", stem, None, Some(date)).map(|(path, _)| path)
+        };
+        let second = of("2026-12-07-vm-0907", "2026-12-07 09:07 UTC");
+        let first = of("2026-12-07-vm", "2026-12-07 05:36 UTC");
+        std::fs::remove_dir_all(&dir)?;
+        assert!(second.is_some_and(|p| p.ends_with("2026-12-07-vm.json")));
+        assert!(first.is_some_and(|p| p.ends_with("2026-12-06-vm.json")));
         Ok(())
     }
 

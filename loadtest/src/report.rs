@@ -33,6 +33,7 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     } else {
         format!("{date}-{machine}-{mode}")
     };
+    let stem = unclaimed(out_dir, stem, r);
     let charts = Charts {
         dir: out_dir,
         stem: &stem,
@@ -41,7 +42,8 @@ pub fn write(r: &Results, out_dir: &Path) -> anyhow::Result<PathBuf> {
     heading(&mut out, r, &machine, &mode);
     verdict_table(&mut out, verdicts(r));
     let cpu = r.meta.get("cpu").map(String::as_str);
-    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem, cpu) {
+    let when = r.meta.get("date").map(String::as_str);
+    if let Some((path, previous)) = crate::compare::previous(out_dir, &mode, &stem, cpu, when) {
         out.push_str(&crate::compare::section(&previous, &path, r));
     }
     concurrency_one(&mut out, r, &charts)?;
@@ -114,6 +116,22 @@ fn verdict_table(out: &mut String, verdicts: Vec<Verdict>) {
         };
         let verdict = format!("{mark} {}", v.margin);
         row(out, &[v.target, v.goal, v.measured, verdict]);
+    }
+}
+
+/// `stem`, or when another run of the same day already has it, `stem` with this run's time
+/// (`2026-12-07-vm-0907`): a second run never overwrites the first.
+fn unclaimed(out_dir: &Path, stem: String, r: &Results) -> String {
+    let Some(date) = r.meta.get("date") else {
+        return stem;
+    };
+    let claimed_by = std::fs::read_to_string(out_dir.join(format!("{stem}.json")))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Results>(&text).ok())
+        .and_then(|other| other.meta.get("date").cloned());
+    match (claimed_by, date.get(11..16)) {
+        (Some(other), Some(time)) if &other != date => format!("{stem}-{}", time.replace(':', "")),
+        _ => stem,
     }
 }
 
@@ -480,6 +498,31 @@ fn profile(out: &mut String, r: &Results) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_run_of_the_day_gets_its_time_in_its_name_and_a_rerender_keeps_the_name()
+    -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(tollgate_test_support::unique_name("stem"));
+        std::fs::create_dir_all(&dir)?;
+        let run = |date: &str| {
+            let mut r = Results::default();
+            r.meta.insert("date".into(), date.into());
+            r
+        };
+        let first = run("2026-12-07 05:36 UTC");
+        std::fs::write(
+            dir.join("2026-12-07-vm.json"),
+            serde_json::to_string(&first)?,
+        )?;
+        let second = unclaimed(&dir, "2026-12-07-vm".into(), &run("2026-12-07 09:07 UTC"));
+        let again = unclaimed(&dir, "2026-12-07-vm".into(), &first);
+        let fresh = unclaimed(&dir, "2026-12-08-vm".into(), &run("2026-12-08 10:00 UTC"));
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(second, "2026-12-07-vm-0907");
+        assert_eq!(again, "2026-12-07-vm");
+        assert_eq!(fresh, "2026-12-08-vm");
+        Ok(())
+    }
 
     /// A concurrency-1 summary with latency p50 `p50_us` and, when given, an own time whose p99
     /// is twice its p50.
