@@ -231,7 +231,9 @@ pub fn previous(
             Some((date, path, results))
         })
         .filter(|(_, _, results)| results.meta.get("mode").map(String::as_str) == Some(mode))
-        .filter(|(date, _, _)| before.is_none_or(|before| date.is_empty() || date.as_str() < before))
+        .filter(|(date, _, _)| {
+            before.is_none_or(|before| date.is_empty() || date.as_str() < before)
+        })
         .collect();
     runs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let mut newest = None;
