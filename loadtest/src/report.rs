@@ -225,7 +225,10 @@ fn stalls(out: &mut String, r: &Results) {
     );
     header(
         out,
-        "target | requests | over 1 ms | of those, waited for a core | the core ran meanwhile",
+        &format!(
+            "target | requests | over {} ms | of those, waited for a core | the core ran meanwhile",
+            crate::stalls::SLOW.as_millis()
+        ),
     );
     let share = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
     for (name, s) in &r.stalls {

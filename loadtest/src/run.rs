@@ -585,7 +585,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
                 auth,
                 body: body.clone(),
             };
-            match crate::stalls::trace(shot, &[pid, mock.pid()], &run_dir).await {
+            match crate::stalls::trace(name, shot, &[pid, mock.pid()], &run_dir).await {
                 Ok(stalls) => {
                     results.stalls.insert(name.to_owned(), stalls);
                 }

@@ -1,8 +1,8 @@
-//! Why some requests at concurrency 1 are slow. Tollgate's edge is asked again, one request at a
-//! time, while `perf` records the scheduler's events on every core (`sched_switch`,
-//! `sched_wakeup`). For each request over [`SLOW`], the trace tells whether a thread serving it
-//! (the generator's, the edge's or the mock's) was ready to run but had no core, and which
-//! processes held the core meanwhile: the edge's own work, or other work on shared cores
+//! Why some requests at concurrency 1 are slow. A target is asked again, one request at a time,
+//! while `perf` records the scheduler's events on every core (`sched_switch`, `sched_wakeup`).
+//! For each request over [`SLOW`], the trace tells whether a thread serving it (the
+//! generator's, the target's or the mock's) was ready to run but had no core, and which
+//! processes held the core meanwhile: the target's own work, or other work on shared cores
 //! (PostgreSQL, NATS, the aggregator) that a deployment would run elsewhere.
 
 // perf stamps its trace with CLOCK_MONOTONIC (`-k CLOCK_MONOTONIC`); std's `Instant` reads that
@@ -43,14 +43,14 @@ pub struct Stalls {
     pub held_by: Vec<(String, f64)>,
 }
 
-/// Sends `REQUESTS` sequential requests (`shot`) while tracing the scheduler; `chain` are the
-/// processes that serve a request (the generator is this process and is added). The trace
-/// stays in `dir` as `sched.perf.data`.
-pub async fn trace(shot: Shot, chain: &[u32], dir: &Path) -> anyhow::Result<Stalls> {
+/// Sends `REQUESTS` sequential requests (`shot`) to the target `name` while tracing the
+/// scheduler; `chain` are the processes that serve a request (the generator is this process
+/// and is added). The trace stays in `dir` as `sched-<name>.perf.data`.
+pub async fn trace(name: &str, shot: Shot, chain: &[u32], dir: &Path) -> anyhow::Result<Stalls> {
     crate::profile::ensure_perf()?;
     // Work queued by the phase before (usage still being written) is not this trace's.
     tokio::time::sleep(SETTLE).await;
-    let data = dir.join("sched.perf.data");
+    let data = dir.join(format!("sched-{name}.perf.data"));
     let mut record = Command::new("perf")
         .args(["record", "-a", "-k", "CLOCK_MONOTONIC"])
         .args(["-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-o"])
