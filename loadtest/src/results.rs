@@ -180,6 +180,19 @@ pub struct Propagation {
     pub revocation_violations: u64,
 }
 
+/// What a trace of the scheduler showed about one target's slow requests at concurrency 1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stalls {
+    pub requests: u64,
+    /// Requests slower than [`crate::stalls::SLOW`].
+    pub slow: u64,
+    /// Slow requests during which a thread serving them waited [`crate::stalls::WAIT`] or longer for a core.
+    pub waited: u64,
+    /// Who ran on the core while those threads waited: process, share of the waiting time.
+    pub held_by: Vec<(String, f64)>,
+}
+
 /// Everything a run measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -200,7 +213,7 @@ pub struct Results {
     pub propagation: Option<Propagation>,
     pub profile: Option<String>,
     /// Why requests at concurrency 1 were slow, by target, from a trace of the scheduler.
-    pub stalls: BTreeMap<String, crate::stalls::Stalls>,
+    pub stalls: BTreeMap<String, Stalls>,
 }
 
 impl Results {

@@ -15,10 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
-
 use crate::load::{self, Shot};
+use crate::results::Stalls;
+use anyhow::Context;
 
 /// A request slower than this is looked into.
 pub const SLOW: Duration = Duration::from_millis(1);
@@ -29,19 +28,6 @@ const REQUESTS: u64 = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause before tracing.
 const SETTLE: Duration = Duration::from_secs(3);
-
-/// What the trace showed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Stalls {
-    pub requests: u64,
-    /// Requests slower than [`SLOW`].
-    pub slow: u64,
-    /// Slow requests during which a thread serving them waited [`WAIT`] or longer for a core.
-    pub waited: u64,
-    /// Who ran on the core while those threads waited: process, share of the waiting time.
-    pub held_by: Vec<(String, f64)>,
-}
 
 /// Sends `REQUESTS` sequential requests (`shot`) to the target `name` while tracing the
 /// scheduler; `chain` are the processes that serve a request (the generator is this process
