@@ -15,9 +15,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crate::load::{self, Shot};
 use crate::results::Stalls;
-use anyhow::Context;
 
 /// A request slower than this is looked into.
 pub const SLOW: Duration = Duration::from_millis(1);
