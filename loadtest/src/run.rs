@@ -4,12 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Parser;
 
 use crate::embedded::Embedded;
 use crate::litellm::LiteLlm;
-use crate::load::Shot;
 use crate::plan::Plan;
 use crate::procs::{Proc, answers};
 use crate::results::Results;
@@ -573,25 +571,19 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
             Err(e) => results.notes.push(format!("No profile: {e:#}")),
         }
         eprintln!("loadtest: tracing the scheduler at concurrency 1");
-        let body = Bytes::from(suite::chat_body("chat", false));
+        let edge = &stack.edges[0];
         let traced = [
-            (TOLLGATE, &edge_addr, Some(key.clone()), edge_pid),
-            (FLOOR, &floor.addr, None, floor.pid()),
+            single(TOLLGATE, &edge.addr, stack.key.clone(), &edge.proc),
+            single(FLOOR, &floor.addr, "Bearer sk-direct".into(), &floor),
         ];
-        for (name, addr, auth, pid) in traced {
-            let shot = Shot {
-                authority: addr.clone(),
-                path: "/v1/chat/completions".into(),
-                auth,
-                body: body.clone(),
-            };
-            match crate::stalls::trace(name, shot, &[pid, mock.pid()], &run_dir).await {
+        for target in &traced {
+            match crate::stalls::trace(target, &mock, &run_dir).await {
                 Ok(stalls) => {
-                    results.stalls.insert(name.to_owned(), stalls);
+                    results.stalls.insert(target.name.to_owned(), stalls);
                 }
                 Err(e) => results
                     .notes
-                    .push(format!("No scheduler trace of {name}: {e:#}")),
+                    .push(format!("No scheduler trace of {}: {e:#}", target.name)),
             }
         }
     }

@@ -18,7 +18,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::load::{self, Shot};
+use crate::procs::Proc;
 use crate::results::Stalls;
+use crate::suite::{Target, chat_body};
 
 /// A request slower than this is looked into.
 pub const SLOW: Duration = Duration::from_millis(1);
@@ -30,14 +32,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause before tracing.
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// Sends `REQUESTS` sequential requests (`shot`) to the target `name` while tracing the
-/// scheduler; `chain` are the processes that serve a request (the generator is this process
-/// and is added). The trace stays in `dir` as `sched-<name>.perf.data`.
-pub async fn trace(name: &str, shot: Shot, chain: &[u32], dir: &Path) -> anyhow::Result<Stalls> {
+/// Sends `REQUESTS` sequential chat requests to `target` while tracing the scheduler; the
+/// threads serving a request are the target's, the `mock`'s and this process's (the
+/// generator). The trace stays in `dir` as `sched-<target>.perf.data`.
+pub async fn trace(target: &Target<'_>, mock: &Proc, dir: &Path) -> anyhow::Result<Stalls> {
     crate::profile::ensure_perf()?;
     // Work queued by the phase before (usage still being written) is not this trace's.
     tokio::time::sleep(SETTLE).await;
-    let data = dir.join(format!("sched-{name}.perf.data"));
+    let data = dir.join(format!("sched-{}.perf.data", target.name));
     let mut record = Command::new("perf")
         .args(["record", "-a", "-k", "CLOCK_MONOTONIC"])
         .args(["-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-o"])
@@ -48,6 +50,7 @@ pub async fn trace(name: &str, shot: Shot, chain: &[u32], dir: &Path) -> anyhow:
         .context("starting perf record")?;
     // perf needs a moment to open its events on every core.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let shot = target.shot(chat_body("chat", false));
     let sent = tokio::task::spawn_blocking(move || sequential(&shot)).await?;
     let _ = Command::new("kill")
         .args(["-INT", &record.id().to_string()])
@@ -69,9 +72,8 @@ pub async fn trace(name: &str, shot: Shot, chain: &[u32], dir: &Path) -> anyhow:
         .filter_map(Event::parse)
         .collect();
     anyhow::ensure!(!events.is_empty(), "the scheduler trace was empty");
-    let mut pids = chain.to_vec();
-    pids.push(std::process::id());
-    let threads: HashSet<u32> = pids.iter().flat_map(|&pid| threads_of(pid)).collect();
+    let chain = [target.main.pid(), mock.pid(), std::process::id()];
+    let threads: HashSet<u32> = chain.iter().flat_map(|&pid| threads_of(pid)).collect();
     let found = attribute(&events, &slow, &threads, WAIT.as_nanos() as u64);
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
     for (tid, ns) in &found.held_ns {
@@ -96,10 +98,7 @@ type Window = (u64, u64);
 
 /// The requests over [`SLOW`] among `REQUESTS` sequential ones (after a warm-up).
 fn sequential(shot: &Shot) -> anyhow::Result<Vec<Window>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    load::runtime()?.block_on(async {
         let client = load::client();
         let mut slow = Vec::new();
         for i in 0..REQUESTS + REQUESTS / 10 {

@@ -53,7 +53,7 @@ impl Target<'_> {
         if self.is_litellm() { litellm } else { ours }
     }
 
-    fn shot(&self, body: String) -> Shot {
+    pub(crate) fn shot(&self, body: String) -> Shot {
         Shot {
             authority: self.authority.clone(),
             path: "/v1/chat/completions".into(),
