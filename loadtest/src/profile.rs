@@ -6,28 +6,27 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 
-use crate::load::{self, OpenLoop, Shot};
-use crate::suite::chat_body;
+use crate::load::{self, OpenLoop};
+use crate::suite::{Target, chat_body};
 
 const RATE: f64 = 2_000.0;
 const SECONDS: u64 = 6;
 
-/// Profiles the edge `pid` while it serves `RATE` requests per second; returns the top of
+/// Profiles the edge `edge` while it serves `RATE` requests per second; returns the top of
 /// `perf report`: self time, and with `LOADTEST_CALL_GRAPH` set the time spent in each
 /// function and what it calls, which shows where a subsystem's cost goes. `=dwarf` unwinds any
 /// build by its unwind tables (heavier to record and to report); another value walks frame
 /// pointers, for a build with them (`RUSTFLAGS="-C force-frame-pointers=yes"`).
 /// `edge.perf.data` stays in `dir`.
-pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Result<String> {
+pub async fn perf(edge: &Target<'_>, dir: &Path) -> anyhow::Result<String> {
     let call_graph = std::env::var("LOADTEST_CALL_GRAPH")
         .ok()
         .map(|how| if how == "dwarf" { "dwarf,8192" } else { "fp" });
     ensure_perf()?;
     let data = dir.join("edge.perf.data");
     let mut record = Command::new("perf");
-    record.args(["record", "-F", "1999", "-p", &pid.to_string()]);
+    record.args(["record", "-F", "1999", "-p", &edge.main.pid().to_string()]);
     if let Some(how) = call_graph {
         record.args(["--call-graph", how]);
     }
@@ -39,12 +38,7 @@ pub async fn perf(pid: u32, addr: &str, auth: &str, dir: &Path) -> anyhow::Resul
         .stderr(Stdio::null())
         .spawn()
         .context("starting perf record")?;
-    let shot = Shot {
-        authority: addr.to_owned(),
-        path: "/v1/chat/completions".into(),
-        auth: Some(auth.to_owned()),
-        body: Bytes::from(chat_body("chat", false)),
-    };
+    let shot = edge.shot(chat_body("chat", false));
     let spec = OpenLoop {
         rate: RATE,
         duration: Duration::from_secs(SECONDS - 1),

@@ -537,9 +537,6 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         suite::sanity(&targets, &mut results.notes).await?;
         load_phases(&plan, &targets, &mut phase, &mut results).await?;
     }
-    let edge_pid = stack.edges[0].proc.pid();
-    let edge_addr = stack.edges[0].addr.clone();
-    let key = stack.key.clone();
 
     eprintln!("loadtest: memory with held streams (fresh floor-proxy and edge)");
     phase.next(&mut results, "memory");
@@ -566,16 +563,16 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
 
     if options.profile && !options.smoke && report::latency_missed(&results) {
         eprintln!("loadtest: a target was missed: profiling the edge under load");
-        match crate::profile::perf(edge_pid, &edge_addr, &key, &run_dir).await {
-            Ok(summary) => results.profile = Some(summary),
-            Err(e) => results.notes.push(format!("No profile: {e:#}")),
-        }
-        eprintln!("loadtest: tracing the scheduler at concurrency 1");
         let edge = &stack.edges[0];
         let traced = [
             single(TOLLGATE, &edge.addr, stack.key.clone(), &edge.proc),
             single(FLOOR, &floor.addr, "Bearer sk-direct".into(), &floor),
         ];
+        match crate::profile::perf(&traced[0], &run_dir).await {
+            Ok(summary) => results.profile = Some(summary),
+            Err(e) => results.notes.push(format!("No profile: {e:#}")),
+        }
+        eprintln!("loadtest: tracing the scheduler at concurrency 1");
         for target in &traced {
             match crate::stalls::trace(target, &mock, &run_dir).await {
                 Ok(stalls) => {
