@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tollgate_policy::PolicyState;
-use tollgate_policy::model::{Allowance, Deployment, VirtualKey};
+use tollgate_policy::model::{Allowance, Deployment, RateLimit, VirtualKey};
 use tollgate_runtime::bus::Bus;
 
 use crate::clock::Clock;
@@ -312,73 +312,24 @@ impl Limiter {
                 Some(counter) => counter,
                 None => counters.entry(limit.id.clone()).or_default(),
             };
-            counter.roll(window);
-            if counter.allowance != *allowance {
-                // A raised limit (an admin's change, a schedule opening) may have room left in
-                // this window: the next lease finds out instead of the old figure's verdict.
-                counter.requests.exhausted = false;
-                counter.tokens.exhausted = false;
-            }
-            counter.allowance = *allowance;
-            counter.edges = edges;
-            let refused = |what: &str, figure: u64, retry: Duration| {
-                Box::new(Refusal {
-                    error: EdgeError::RateLimited {
-                        message: format!(
-                            "rate limit {} ({} {}) allows {figure} {what}; retry after {}",
-                            limit.id,
-                            limit.scope,
-                            limit.scope_id,
-                            duration_text(retry)
-                        ),
-                        retry_after: retry,
-                    },
-                    headers: counter.headers(weight, reset),
-                })
-            };
-            if allowance.rpm > 0
-                && counter.requests.used + 1
-                    > counter
-                        .requests
-                        .ceiling(allowance.rpm, edges, counter.cut_off)
-            {
-                self.wanted.notify_one();
-                return Err(refused("requests per minute", allowance.rpm, reset));
-            }
-            if allowance.tpm > 0
-                && counter.tokens.used
-                    >= counter
-                        .tokens
-                        .ceiling(allowance.tpm, edges, counter.cut_off)
-            {
-                self.wanted.notify_one();
-                return Err(refused("tokens per minute", allowance.tpm, reset));
-            }
-            let share = (allowance.max_concurrent / edges as u64).max(1);
-            if allowance.max_concurrent > 0 && counter.in_flight >= share {
-                return Err(refused(
-                    "concurrent requests",
-                    allowance.max_concurrent,
-                    Duration::from_secs(1),
-                ));
+            counter.refresh(window, *allowance, edges);
+            if let Some(breach) = counter.breach() {
+                if breach != Breach::Concurrency {
+                    self.wanted.notify_one();
+                }
+                return Err(counter.refusal(limit, breach, weight, reset));
             }
         }
         let mut wanted = false;
-        for (limit, allowance) in &applicable {
+        for (limit, _) in &applicable {
             let Some(counter) = counters.get_mut(&limit.id) else {
                 continue;
             };
-            if allowance.rpm > 0 {
-                counter.requests.used += 1;
-                wanted |= counter.requests.low(allowance.rpm, edges);
-            }
-            if allowance.tpm > 0 {
-                counter.tokens.used += estimated_tokens;
-                wanted |= counter.tokens.low(allowance.tpm, edges);
+            wanted |= counter.count(estimated_tokens);
+            if counter.allowance.tpm > 0 {
                 admission.tokens.push(limit.id.clone());
             }
-            if allowance.max_concurrent > 0 {
-                counter.in_flight += 1;
+            if counter.allowance.max_concurrent > 0 {
                 admission.concurrent.push(limit.id.clone());
             }
             let headers = counter.headers(weight, reset);
@@ -587,6 +538,14 @@ fn grant(
     (debt + extra, extra == 0)
 }
 
+/// Which figure of a limit a request would break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breach {
+    Requests,
+    Tokens,
+    Concurrency,
+}
+
 impl Counter {
     /// Starts a new window's count when `window` has come.
     fn roll(&mut self, window: i64) {
@@ -595,6 +554,86 @@ impl Counter {
             self.requests = Lane::default();
             self.tokens = Lane::default();
         }
+    }
+
+    /// Brings the counter to `window` and to the figures in force for this request.
+    fn refresh(&mut self, window: i64, allowance: Allowance, edges: usize) {
+        self.roll(window);
+        if self.allowance != allowance {
+            // A raised limit (an admin's change, a schedule opening) may have room left in
+            // this window: the next lease finds out instead of the old figure's verdict.
+            self.requests.exhausted = false;
+            self.tokens.exhausted = false;
+        }
+        self.allowance = allowance;
+        self.edges = edges;
+    }
+
+    /// The figure one more request would break on this edge, if any.
+    fn breach(&self) -> Option<Breach> {
+        let (allowance, edges) = (self.allowance, self.edges);
+        let ceiling = |lane: &Lane, limit| lane.ceiling(limit, edges, self.cut_off);
+        if allowance.rpm > 0 && self.requests.used + 1 > ceiling(&self.requests, allowance.rpm) {
+            Some(Breach::Requests)
+        } else if allowance.tpm > 0 && self.tokens.used >= ceiling(&self.tokens, allowance.tpm) {
+            Some(Breach::Tokens)
+        } else if allowance.max_concurrent > 0
+            && self.in_flight >= (allowance.max_concurrent / edges as u64).max(1)
+        {
+            Some(Breach::Concurrency)
+        } else {
+            None
+        }
+    }
+
+    /// The 429 for `breach` of `limit`.
+    fn refusal(
+        &self,
+        limit: &RateLimit,
+        breach: Breach,
+        weight: f64,
+        reset: Duration,
+    ) -> Box<Refusal> {
+        let (what, figure, retry) = match breach {
+            Breach::Requests => ("requests per minute", self.allowance.rpm, reset),
+            Breach::Tokens => ("tokens per minute", self.allowance.tpm, reset),
+            Breach::Concurrency => (
+                "concurrent requests",
+                self.allowance.max_concurrent,
+                Duration::from_secs(1),
+            ),
+        };
+        Box::new(Refusal {
+            error: EdgeError::RateLimited {
+                message: format!(
+                    "rate limit {} ({} {}) allows {figure} {what}; retry after {}",
+                    limit.id,
+                    limit.scope,
+                    limit.scope_id,
+                    duration_text(retry)
+                ),
+                retry_after: retry,
+            },
+            headers: self.headers(weight, reset),
+        })
+    }
+
+    /// Counts an admitted request charged `estimated_tokens`; true when a lease is wanted.
+    fn count(&mut self, estimated_tokens: u64) -> bool {
+        let (allowance, edges) = (self.allowance, self.edges);
+        let mut wanted = false;
+        if allowance.rpm > 0 {
+            self.requests.used += 1;
+            wanted |= self.requests.low(allowance.rpm, edges);
+        }
+        if allowance.tpm > 0 {
+            self.tokens.used += estimated_tokens;
+            wanted |= self.tokens.low(allowance.tpm, edges);
+        }
+        if allowance.max_concurrent > 0 {
+            self.in_flight += 1;
+        }
+        wanted
     }
 
     fn wants_lease(&self) -> bool {

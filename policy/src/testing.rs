@@ -127,6 +127,18 @@ fn deployment() -> impl Strategy<Value = Deployment> {
 /// Any command, valid or not against whatever state it meets.
 pub fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
+        6 => org_command(),
+        6 => keys_command(),
+        5 => providers_command(),
+        4 => spend_command(),
+        3 => traffic_command(),
+        6 => guards_command(),
+    ]
+}
+
+/// Team and user commands.
+fn org_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         (pick("t"), pick("team"), metadata())
             .prop_map(|(id, name, metadata)| Command::CreateTeam { id, name, metadata }),
         (pick("t"), opt("team")).prop_map(|(id, name)| Command::UpdateTeam {
@@ -156,6 +168,12 @@ pub fn command() -> impl Strategy<Value = Command> {
             metadata: None,
         }),
         pick("u").prop_map(|id| Command::DeleteUser { id }),
+    ]
+}
+
+/// Key commands: create, change, rotate, block, unblock, revoke.
+fn keys_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         key().prop_map(|key| Command::CreateKey { key }),
         (pick("key"), prop::option::of(models())).prop_map(|(id, models)| Command::UpdateKey {
             id,
@@ -174,6 +192,12 @@ pub fn command() -> impl Strategy<Value = Command> {
         pick("key").prop_map(|id| Command::BlockKey { id }),
         pick("key").prop_map(|id| Command::UnblockKey { id }),
         pick("key").prop_map(|id| Command::RevokeKey { id }),
+    ]
+}
+
+/// Credential, deployment and price commands.
+fn providers_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         (pick("c"), pick("cred")).prop_map(|(id, name)| Command::PutCredential {
             credential: Credential {
                 id,
@@ -197,6 +221,12 @@ pub fn command() -> impl Strategy<Value = Command> {
                 cache_write_per_mtok: 0.0,
             }
         }),
+    ]
+}
+
+/// Budget and rate limit commands.
+fn spend_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         (
             pick("b"),
             scope(),
@@ -232,6 +262,12 @@ pub fn command() -> impl Strategy<Value = Command> {
             }
         ),
         pick("r").prop_map(|id| Command::DeleteRateLimit { id }),
+    ]
+}
+
+/// Routing and traffic rule commands.
+fn traffic_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         (pick("rr"), pick("m"), models()).prop_map(|(id, model_name, fallbacks)| {
             Command::SetRoutingRule {
                 rule: RoutingRule {
@@ -266,6 +302,12 @@ pub fn command() -> impl Strategy<Value = Command> {
             }
         }),
         pick("tr").prop_map(|id| Command::DeleteTrafficRule { id }),
+    ]
+}
+
+/// Guardrail, cache policy and access group commands.
+fn guards_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         (pick("g"), models()).prop_map(|(id, models)| Command::SetGuardrail {
             guardrail: Guardrail {
                 id,

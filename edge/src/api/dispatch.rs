@@ -387,21 +387,7 @@ impl Run<'_> {
             if let Some(admission) = record.admission_mut() {
                 app.limits.count_deployment(deployment, edges, admission);
             }
-            let remaining = self.out.deadline.saturating_duration_since(now);
-            let timeouts = Timeouts {
-                total: app.config.upstream_timeout.min(remaining),
-                first_byte: app.config.first_byte_timeout.min(remaining),
-            };
-            let operation = if self.out.embeddings {
-                "embeddings"
-            } else {
-                "chat"
-            };
-            let span = telemetry::attempt_span(operation, deployment, self.attempts);
-            let sent = self
-                .send(deployment, timeouts)
-                .instrument(span.clone())
-                .await?;
+            let (sent, span) = self.send_in_span(deployment, now).await?;
             let error = match sent {
                 Ok(reply) => {
                     record.set_provider_span(span);
@@ -510,6 +496,32 @@ impl Run<'_> {
                 code,
             })
             .inc();
+    }
+
+    /// [`send`](Self::send) with what is left of the deadline (from `now`), in the attempt's
+    /// span, which is returned for the caller to mark.
+    async fn send_in_span(
+        &self,
+        deployment: &Deployment,
+        now: Instant,
+    ) -> Result<(Result<UpstreamReply, UpstreamError>, tracing::Span), EdgeError> {
+        let config = &self.app.config;
+        let remaining = self.out.deadline.saturating_duration_since(now);
+        let timeouts = Timeouts {
+            total: config.upstream_timeout.min(remaining),
+            first_byte: config.first_byte_timeout.min(remaining),
+        };
+        let operation = if self.out.embeddings {
+            "embeddings"
+        } else {
+            "chat"
+        };
+        let span = telemetry::attempt_span(operation, deployment, self.attempts);
+        let sent = self
+            .send(deployment, timeouts)
+            .instrument(span.clone())
+            .await?;
+        Ok((sent, span))
     }
 
     /// One provider call. The outer `Err` is a request the edge cannot even send.
