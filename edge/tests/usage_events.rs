@@ -4,7 +4,6 @@
 use tollgate_test_support::edge as common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,82 +14,10 @@ use prost::Message;
 use serde_json::json;
 use tollgate_proto::usage::UsageEvent;
 use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
+use tollgate_test_support::own_nats::OwnNats;
 
 const REQUESTS: usize = 10_000;
 const CONCURRENCY: usize = 32;
-
-/// A nats-server of this test's own, so it can be restarted.
-struct Nats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Nats {
-    fn start() -> Result<Self> {
-        let port = tollgate_test_support::free_port()?;
-        let mut nats = Nats {
-            port,
-            dir: tempfile::tempdir()?,
-            child: None,
-        };
-        nats.spawn()?;
-        Ok(nats)
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let child = Command::new(tollgate_test_support::nats_server()?)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nats-server")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    async fn wait_until_up(&self) -> Result<()> {
-        eventually(Duration::from_secs(15), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-        })
-        .await
-    }
-
-    /// Stops the server (SIGTERM, as an orchestrator would) and starts it again `down_for` later.
-    async fn restart(&mut self, down_for: Duration) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            // std's `kill` sends SIGKILL; an orderly restart is SIGTERM.
-            tollgate_test_support::terminate(&child);
-            child.wait()?;
-        }
-        tokio::time::sleep(down_for).await;
-        self.spawn()?;
-        self.wait_until_up().await
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// What the client did with request `i`.
 fn kind(i: usize) -> &'static str {
@@ -122,8 +49,7 @@ async fn send(http: &reqwest::Client, url: &str, key: &str, i: usize) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_yields_exactly_one_usage_event_across_a_nats_restart() -> Result<()> {
-    let mut nats = Nats::start()?;
-    nats.wait_until_up().await?;
+    let mut nats = OwnNats::start().await?;
     let prefix = tollgate_test_support::unique_name("usage");
     let bus: Arc<dyn Bus> = Arc::new(JetStreamBus::connect(&nats.url(), &prefix).await?);
     let cp = TestControlPlane::on_bus(bus.clone()).await?;

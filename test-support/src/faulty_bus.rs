@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tollgate_runtime::bus::{
-    Bus, BusError, BusMessage, BusResult, Consumer, KvEntry, PublishAck, Subscription,
+    Bus, BusError, BusMessage, BusResult, Consumer, KvEntry, KvWatch, PublishAck, Subscription,
 };
 
 /// What becomes of a publish.
@@ -112,6 +112,10 @@ impl Bus for FaultyBus {
 
     async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
         self.inner.kv_scan(prefix).await
+    }
+
+    async fn kv_watch(&self, prefix: &str) -> BusResult<KvWatch> {
+        self.inner.kv_watch(prefix).await
     }
 
     async fn consumer(

@@ -24,6 +24,7 @@ pub mod gemini_upstream;
 pub mod kms_upstream;
 pub mod openai_upstream;
 pub mod otlp_receiver;
+pub mod own_nats;
 mod ports;
 mod python;
 #[cfg(feature = "roles")]

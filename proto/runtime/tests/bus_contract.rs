@@ -243,6 +243,49 @@ async fn kv_scan_lists_keys_by_prefix(bus: Arc<dyn Bus>) -> Result<()> {
     Ok(())
 }
 
+async fn kv_watch_sees_the_latest_values_then_each_change(bus: Arc<dyn Bus>) -> Result<()> {
+    bus.kv_put("budget.a", Bytes::from_static(b"1")).await?;
+    bus.kv_put("budget.a", Bytes::from_static(b"1'")).await?;
+    bus.kv_put("budgetary", Bytes::from_static(b"x")).await?;
+    let mut watch = bus.kv_watch("budget.").await?;
+    let mut next = async || match tokio::time::timeout(Duration::from_secs(10), watch.next()).await
+    {
+        Ok(Some(change)) => {
+            let (key, entry) = change?;
+            anyhow::Ok((key, entry.value.to_vec(), entry.revision))
+        }
+        Ok(None) => bail!("the watch ended"),
+        Err(_) => bail!("no change within 10 s"),
+    };
+    let (key, value, first_revision) = next().await?;
+    assert_eq!(
+        (key.as_str(), value.as_slice()),
+        ("budget.a", &b"1'"[..]),
+        "the latest value only"
+    );
+    bus.kv_put("policy.head", Bytes::from_static(b"7")).await?;
+    bus.kv_put("budget.team.b", Bytes::from_static(b"2"))
+        .await?;
+    let (key, value, revision) = next().await?;
+    assert_eq!(
+        (key.as_str(), value.as_slice()),
+        ("budget.team.b", &b"2"[..]),
+        "other prefixes are not seen"
+    );
+    assert!(revision > first_revision);
+    let written = bus
+        .kv_update("budget.a", Bytes::from_static(b"1''"), first_revision)
+        .await?;
+    let (key, value, revision) = next().await?;
+    assert_eq!((key.as_str(), value.as_slice()), ("budget.a", &b"1''"[..]));
+    assert_eq!(
+        Some(revision),
+        written,
+        "a compare-and-set write is seen too"
+    );
+    Ok(())
+}
+
 async fn usage_is_kept_until_the_ledger_consumer_acknowledges_it(bus: Arc<dyn Bus>) -> Result<()> {
     // Published before any aggregator ever connected: still there for the first one.
     for i in 0..4 {
@@ -456,6 +499,7 @@ contract!(
     kv_keeps_the_latest_value_with_increasing_revisions,
     a_durable_consumer_redelivers_until_acknowledged,
     kv_scan_lists_keys_by_prefix,
+    kv_watch_sees_the_latest_values_then_each_change,
     usage_is_kept_until_the_ledger_consumer_acknowledges_it,
     a_full_usage_topic_refuses_new_events_and_keeps_every_unread_one,
     kv_update_writes_only_over_the_expected_revision,
@@ -481,5 +525,33 @@ async fn a_jetstream_kv_scan_leaves_no_consumer_on_the_server() -> Result<()> {
         .get_stream(&bucket)
         .await?;
     assert_eq!(stream.info().await?.state.consumer_count, 0);
+    Ok(())
+}
+
+/// An edge watches budget statuses for its whole life: the watch is one consumer on the
+/// server, however many changes it sees.
+#[tokio::test]
+async fn a_jetstream_kv_watch_is_one_consumer_for_its_lifetime() -> Result<()> {
+    let url = tollgate_test_support::nats_url().await?;
+    let prefix = tollgate_test_support::unique_name("bus");
+    let bus = JetStreamBus::connect_with(&url, &prefix, LIMITS).await?;
+    let client = async_nats::connect(&url).await?;
+    let bucket = format!("KV_{prefix}_STATE").to_uppercase();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(&bucket)
+        .await?;
+    let mut watch = bus.kv_watch("budget.").await?;
+    for i in 0..20 {
+        bus.kv_put("budget.a", Bytes::from(format!("{i}"))).await?;
+    }
+    let mut last = Vec::new();
+    while last != b"19" {
+        let change = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+        let Ok(Some(change)) = change else {
+            bail!("the watch stopped before the last change");
+        };
+        last = change?.1.value.to_vec();
+    }
+    assert_eq!(stream.info().await?.state.consumer_count, 1);
     Ok(())
 }

@@ -23,7 +23,8 @@ use tollgate_edge::config::EdgeConfig;
 use tollgate_edge::metrics::Metrics;
 use tollgate_policy::sealing::SealingKey;
 use tollgate_proto::admin::{CreateKeyRequest, Price, PutCredentialRequest};
-use tollgate_proto::usage::UsageEvent;
+use tollgate_proto::convert::timestamp;
+use tollgate_proto::usage::{BudgetStatus, UsageEvent};
 use tollgate_runtime::bus::{Bus, JetStreamBus, USAGE};
 use tollgate_runtime::follow::{GrpcSnapshots, PolicyView, SnapshotSource};
 
@@ -35,9 +36,38 @@ pub use gateway::{
 /// A NATS connection with streams of its own.
 pub async fn jetstream() -> Result<(String, String, Arc<dyn Bus>)> {
     let url = crate::nats_url().await?;
-    let prefix = crate::unique_name("edge");
-    let bus = Arc::new(JetStreamBus::connect(&url, &prefix).await?);
+    let (prefix, bus) = jetstream_at(&url).await?;
     Ok((url, prefix, bus))
+}
+
+/// A connection to the NATS server at `url`, with streams of its own under the returned prefix.
+pub async fn jetstream_at(url: &str) -> Result<(String, Arc<dyn Bus>)> {
+    let prefix = crate::unique_name("edge");
+    let bus = Arc::new(JetStreamBus::connect(url, &prefix).await?);
+    Ok((prefix, bus))
+}
+
+/// The status of daily budget `budget_id`, computed at `computed_at`: today's spend is ten
+/// times its amount.
+pub fn exhausted_daily_status(
+    budget_id: &str,
+    computed_at: chrono::DateTime<chrono::Utc>,
+) -> Result<BudgetStatus> {
+    let today = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    Ok(BudgetStatus {
+        budget_id: budget_id.to_owned(),
+        spent_usd: 50.0,
+        amount_usd: 5.0,
+        exceeded: true,
+        period: "daily".into(),
+        period_start: Some(timestamp(today)),
+        computed_at: Some(timestamp(computed_at)),
+        ..Default::default()
+    })
 }
 
 /// An edge serving on 127.0.0.1 at a random port.

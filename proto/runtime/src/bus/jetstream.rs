@@ -11,8 +11,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::nats_auth::NatsAuth;
 use super::{
     ALERTS, Acknowledge, Bus, BusError, BusLimits, BusMessage, BusResult, Consumer, Delivery,
-    KvEntry, POLICY, PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE, USAGE_ACK_WAIT,
-    USAGE_DEAD_LETTER, topic_settings,
+    KvEntry, KvWatch, POLICY, PublishAck, RESPONSE_CACHE, Retention, Subscription, USAGE,
+    USAGE_ACK_WAIT, USAGE_DEAD_LETTER, topic_settings,
 };
 
 /// How long one bus operation may take before it is reported as a timeout.
@@ -336,10 +336,7 @@ impl Bus for JetStreamBus {
         // The keys come from the bucket stream's own index of subjects. Listing them through a
         // consumer (`Store::keys`) would leave an ephemeral consumer on the server for 30
         // seconds after every scan, and edges scan several times a second.
-        let filter = match prefix.rsplit_once('.') {
-            Some((whole_tokens, _)) => format!("{}{whole_tokens}.>", self.state.prefix),
-            None => format!("{}>", self.state.prefix),
-        };
+        let filter = format!("{}{}", self.state.prefix, key_filter(prefix));
         let subjects: Vec<(String, usize)> = with_timeout(async {
             self.state
                 .stream
@@ -378,6 +375,29 @@ impl Bus for JetStreamBus {
         let stream = self.stream(topic).await?;
         let info = with_timeout(stream.consumer_info(durable)).await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    async fn kv_watch(&self, prefix: &str) -> BusResult<KvWatch> {
+        let watch = with_timeout(self.state.watch_with_history(key_filter(prefix))).await?;
+        let prefix = prefix.to_owned();
+        Ok(watch
+            .filter_map(move |entry| {
+                let change = match entry {
+                    Ok(e) if e.operation == kv::Operation::Put && e.key.starts_with(&prefix) => {
+                        Some(Ok((
+                            e.key,
+                            KvEntry {
+                                revision: e.revision,
+                                value: e.value,
+                            },
+                        )))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(unavailable(e))),
+                };
+                std::future::ready(change)
+            })
+            .boxed())
     }
 
     async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>> {
@@ -521,6 +541,15 @@ fn publish_ack(topic: &str, reply: &async_nats::Message) -> BusResult<PublishAck
         Err(e) => Err(BusError::Unavailable(format!(
             "unreadable publish acknowledgement: {e}"
         ))),
+    }
+}
+
+/// The subject filter, below the bucket's prefix, that holds every key starting with
+/// `prefix`: its whole dot-separated parts, then `>`.
+fn key_filter(prefix: &str) -> String {
+    match prefix.rsplit_once('.') {
+        Some((whole_parts, _)) => format!("{whole_parts}.>"),
+        None => ">".to_owned(),
     }
 }
 

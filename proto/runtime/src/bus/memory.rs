@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::{
     Acknowledge, Bus, BusError, BusLimits, BusMessage, BusResult, Consumer, Delivery, KvEntry,
-    PublishAck, Retention, Subscription, TopicSettings, topic_settings,
+    KvWatch, PublishAck, Retention, Subscription, TopicSettings, topic_settings,
 };
 
 /// The bus for a single process. Cloning shares the same topics.
@@ -27,6 +27,32 @@ pub struct MemoryBus {
 struct Kv {
     revision: u64,
     entries: HashMap<String, KvEntry>,
+    /// Tells watchers the newest revision.
+    changed: watch::Sender<u64>,
+}
+
+impl Kv {
+    /// Writes `key` at the next revision, and returns it.
+    fn set(&mut self, key: &str, value: Bytes) -> u64 {
+        self.revision += 1;
+        let revision = self.revision;
+        self.entries
+            .insert(key.to_owned(), KvEntry { revision, value });
+        self.changed.send_replace(revision);
+        revision
+    }
+
+    /// The keys starting with `prefix` written after revision `seen`, oldest first.
+    fn since(&self, seen: u64, prefix: &str) -> VecDeque<(String, KvEntry)> {
+        let mut changed: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| e.revision > seen && k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        changed.sort_unstable_by_key(|(_, e)| e.revision);
+        changed.into()
+    }
 }
 
 struct Topic {
@@ -141,6 +167,10 @@ impl MemoryBus {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn kv(&self) -> MutexGuard<'_, Kv> {
+        self.kv.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn with_topic<T>(&self, name: &str, f: impl FnOnce(&mut Topic) -> T) -> T {
         let mut topics = self.topics();
         let topic = topics
@@ -236,40 +266,56 @@ impl Bus for MemoryBus {
     }
 
     async fn kv_put(&self, key: &str, value: Bytes) -> BusResult<u64> {
-        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
-        kv.revision += 1;
-        let revision = kv.revision;
-        kv.entries
-            .insert(key.to_owned(), KvEntry { revision, value });
-        Ok(revision)
+        Ok(self.kv().set(key, value))
     }
 
     async fn kv_get(&self, key: &str) -> BusResult<Option<KvEntry>> {
-        let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(kv.entries.get(key).cloned())
+        Ok(self.kv().entries.get(key).cloned())
     }
 
     async fn kv_update(&self, key: &str, value: Bytes, expected: u64) -> BusResult<Option<u64>> {
-        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kv = self.kv();
         let current = kv.entries.get(key).map_or(0, |e| e.revision);
         if current != expected {
             return Ok(None);
         }
-        kv.revision += 1;
-        let revision = kv.revision;
-        kv.entries
-            .insert(key.to_owned(), KvEntry { revision, value });
-        Ok(Some(revision))
+        Ok(Some(kv.set(key, value)))
     }
 
     async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>> {
-        let kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(kv
+        Ok(self
+            .kv()
             .entries
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    async fn kv_watch(&self, prefix: &str) -> BusResult<KvWatch> {
+        let changed = self.kv().changed.subscribe();
+        let state = (self.clone(), changed, prefix.to_owned(), 0, VecDeque::new());
+        let stream = futures::stream::unfold(
+            state,
+            |(bus, mut changed, prefix, mut seen, mut buffered)| async move {
+                loop {
+                    if let Some(change) = buffered.pop_front() {
+                        return Some((Ok(change), (bus, changed, prefix, seen, buffered)));
+                    }
+                    // Marked seen before reading, as in `subscribe`.
+                    changed.borrow_and_update();
+                    {
+                        let kv = bus.kv();
+                        buffered = kv.since(seen, &prefix);
+                        seen = kv.revision;
+                    }
+                    if buffered.is_empty() && changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
     }
 
     async fn consumer(

@@ -171,6 +171,10 @@ pub type BusResult<T> = Result<T, BusError>;
 /// A live subscription: every stored message after a position, then new ones as they arrive.
 pub type Subscription = BoxStream<'static, BusResult<BusMessage>>;
 
+/// A live watch of the shared-state bucket: each key's latest value, then every new value as
+/// it is written (a key written several times in quick succession may show only its last).
+pub type KvWatch = BoxStream<'static, BusResult<(String, KvEntry)>>;
+
 /// A durable, ordered, deduplicating log of messages per topic.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -221,6 +225,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Every key of the shared-state bucket starting with `prefix`, with its latest value.
     async fn kv_scan(&self, prefix: &str) -> BusResult<Vec<(String, KvEntry)>>;
+
+    /// The keys of the shared-state bucket starting with `prefix`: their latest values, then
+    /// each change. One watch replaces polling with [`kv_scan`](Self::kv_scan): it costs the
+    /// bus one consumer for its lifetime and only sends what changed.
+    async fn kv_watch(&self, prefix: &str) -> BusResult<KvWatch>;
 
     /// A durable consumer of `topic` named `durable`: its members share the messages, and a
     /// message is delivered again (after `ack_wait`) until one of them acknowledges it.

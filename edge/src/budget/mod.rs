@@ -1,5 +1,5 @@
 //! Budget enforcement on the request path, without a network round trip: the aggregator's
-//! published spend per budget period (refreshed in the background), plus this edge's own
+//! published spend per budget period (watched in the background: `follow`), plus this edge's own
 //! in-flight reservations and not-yet-reported spend.
 //!
 //! Each live edge may use an equal share of what the aggregator reports as left. A request is
@@ -8,31 +8,24 @@
 //! most one worst-case request, and the budget is overspent by at most one maximum-cost
 //! request per edge (plus what arrives between two status refreshes of an edge that joins).
 
+mod follow;
+
+use follow::Checked;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
-use bytes::Bytes;
-use chrono::Utc;
-use prost::Message;
-use tokio::sync::watch;
 use tollgate_policy::PolicyState;
 use tollgate_policy::model::{Budget, Scope, VirtualKey};
 use tollgate_policy::period::period_bounds;
 use tollgate_proto::convert::from_timestamp;
 use tollgate_proto::usage::BudgetStatus;
-use tollgate_runtime::bus::{Bus, KvEntry};
-use tollgate_runtime::follow::PolicyView;
-use tollgate_runtime::signing::{PublicKey, Purpose};
+use tollgate_runtime::bus::KvEntry;
 
 use crate::clock::Clock;
 use crate::error::EdgeError;
 
-/// How often the published budget status and the set of live edges are read.
-const REFRESH: Duration = Duration::from_millis(200);
-/// An edge that has not announced itself for this long no longer counts for shares.
-const EDGE_EXPIRY_MS: i64 = 10_000;
 /// The ledger's unit, a nano-dollar: spend within it of a limit has reached the limit, so that
 /// rounding in a sum of charges (twenty $0.05 requests add up to 0.99999… or 1.00000…2) never
 /// decides whether one more request is let through.
@@ -57,18 +50,12 @@ pub struct Budgets {
     clock: Clock,
     /// Statuses refused for a missing or wrong signature.
     refused: AtomicU64,
-    /// A revision of a status entry is checked, and a refusal counted, once: refreshes read
-    /// every entry five times a second.
+    /// A revision of a status entry is checked, and a refusal counted, once, until the policy
+    /// names other status keys.
     checked: Mutex<Checked>,
-}
-
-/// What the last signature check of each status entry found.
-#[derive(Default)]
-struct Checked {
-    /// The keys the entries were checked with; other keys start afresh.
-    keys: Vec<PublicKey>,
-    /// Per bus key: the entry's revision, and whether it was accepted.
-    verdicts: HashMap<String, (u64, bool)>,
+    /// The latest entry of each status the watch delivered, signed or not: checked again when
+    /// the policy names other status keys.
+    watched: Mutex<HashMap<String, KvEntry>>,
 }
 
 /// Worst-case cost held against budgets while a request runs; settled with the actual cost.
@@ -94,6 +81,7 @@ impl Budgets {
             clock,
             refused: AtomicU64::new(0),
             checked: Mutex::new(Checked::default()),
+            watched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -226,128 +214,12 @@ impl Budgets {
             entry.settled += actual;
         }
     }
-
-    /// Reads published statuses (checked against the status keys `policy` names) and live
-    /// edges, and announces this edge, until `shutdown`.
-    pub async fn follow(
-        self: Arc<Self>,
-        bus: Arc<dyn Bus>,
-        policy: Arc<PolicyView>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        while !*shutdown.borrow() {
-            let keys = policy.current().map(|state| status_keys(&state));
-            self.refresh(bus.as_ref(), keys.as_deref().unwrap_or_default())
-                .await;
-            tokio::select! {
-                _ = tokio::time::sleep(REFRESH) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-    }
-
-    async fn refresh(&self, bus: &dyn Bus, keys: &[PublicKey]) {
-        let now_ms = Utc::now().timestamp_millis();
-        let _ = bus
-            .kv_put(
-                &format!("edge.{}", self.edge_id),
-                Bytes::from(now_ms.to_string()),
-            )
-            .await;
-        if let Ok(edges) = bus.kv_scan("edge.").await {
-            let live = edges
-                .iter()
-                .filter_map(|(_, e)| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
-                .filter(|at| now_ms - at < EDGE_EXPIRY_MS)
-                .count();
-            self.live_edges.store(live.max(1), Ordering::Relaxed);
-        }
-        match bus.kv_scan("budget.").await {
-            Ok(entries) => {
-                let scanned = entries
-                    .into_iter()
-                    .filter(|(name, entry)| self.signed(keys, name, entry))
-                    .filter_map(|(_, e)| BudgetStatus::decode(e.value).ok());
-                let mut known = self.statuses.write().unwrap_or_else(|e| e.into_inner());
-                merge(&mut known, scanned);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "budget status unavailable; using the last known")
-            }
-        }
-    }
-
-    /// Whether the status `entry` under `name` is signed by one of `keys` (any is, when policy
-    /// names none).
-    fn signed(&self, keys: &[PublicKey], name: &str, entry: &KvEntry) -> bool {
-        if keys.is_empty() {
-            return true;
-        }
-        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-        if checked.keys.as_slice() != keys {
-            checked.keys = keys.to_vec();
-            checked.verdicts.clear();
-        }
-        if let Some(&(revision, accepted)) = checked.verdicts.get(name)
-            && revision == entry.revision
-        {
-            return accepted;
-        }
-        let accepted = keys
-            .iter()
-            .any(|key| key.check(Purpose::BudgetStatus, &entry.value).is_ok());
-        checked
-            .verdicts
-            .insert(name.to_owned(), (entry.revision, accepted));
-        if !accepted {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                key = name,
-                "budget status refused: not signed by the status key policy names"
-            );
-        }
-        accepted
-    }
-}
-
-/// The budget status keys `state` names; one that does not parse is left out (the control
-/// plane only commits keys it has parsed).
-fn status_keys(state: &PolicyState) -> Vec<PublicKey> {
-    state
-        .status_keys
-        .iter()
-        .filter_map(|key| PublicKey::from_base64(key).ok())
-        .collect()
 }
 
 impl Reservation {
     /// Replaces the worst case held by the request's actual cost.
     pub fn settle(self, actual: f64) {
         self.budgets.settle(&self.held, actual);
-    }
-}
-
-/// Takes the statuses of a scan into the known ones. A budget missing from a scan keeps its
-/// last known status: a JetStream key listing can miss a key that is being rewritten at that
-/// moment (the aggregator rewrites them as it folds), and forgetting an exhausted budget's
-/// status for one refresh would let every edge spend its whole share again. Statuses of
-/// deleted budgets stay behind unused: which budgets apply comes from the policy. A status
-/// computed before the known one is ignored, so an old one written back cannot lower spend.
-fn merge(known: &mut HashMap<String, BudgetStatus>, scanned: impl Iterator<Item = BudgetStatus>) {
-    let computed = |status: &BudgetStatus| {
-        status
-            .computed_at
-            .as_ref()
-            .map_or((i64::MIN, 0), |at| (at.seconds, at.nanos))
-    };
-    for status in scanned {
-        if known
-            .get(&status.budget_id)
-            .is_some_and(|old| computed(old) > computed(&status))
-        {
-            continue;
-        }
-        known.insert(status.budget_id.clone(), status);
     }
 }
 
@@ -361,43 +233,4 @@ fn applies(budget: &Budget, key: &VirtualKey, model: &str) -> bool {
         Scope::Tag => None,
     };
     subject == Some(budget.scope_id.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(id: &str, spent_usd: f64) -> BudgetStatus {
-        BudgetStatus {
-            budget_id: id.to_owned(),
-            spent_usd,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_budget_missing_from_one_scan_keeps_its_last_known_status() {
-        let mut known = HashMap::new();
-        merge(&mut known, [status("a", 5.0), status("b", 1.0)].into_iter());
-        merge(&mut known, [status("b", 2.0)].into_iter());
-        assert_eq!(known.get("a").map(|s| s.spent_usd), Some(5.0));
-        assert_eq!(known.get("b").map(|s| s.spent_usd), Some(2.0));
-    }
-
-    #[test]
-    fn a_status_computed_before_the_known_one_is_ignored() {
-        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
-        let mut known = HashMap::new();
-        let newer = BudgetStatus {
-            computed_at: at(200),
-            ..status("a", 9.0)
-        };
-        let older = BudgetStatus {
-            computed_at: at(100),
-            ..status("a", 0.0)
-        };
-        merge(&mut known, [newer].into_iter());
-        merge(&mut known, [older].into_iter());
-        assert_eq!(known.get("a").map(|s| s.spent_usd), Some(9.0));
-    }
 }
