@@ -20,7 +20,7 @@ pub fn streams(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result
     section(
         out,
         "3. Streams: time to first token and per-chunk delay",
-        "Closed loop of streaming chat requests (16 chunks, 5 ms apart). TTFT = send to first content chunk. Chunk delay = arrival minus the mock's wall-clock stamp in each chunk: the time a chunk spends between the mock and the client.",
+        "Closed loop of streaming chat requests (16 chunks, 5 ms apart). TTFT = send to first content chunk. Chunk delay = arrival minus the mock's wall-clock stamp in each chunk: the time a chunk spends between the mock and the client. *tollgate, other roles stopped* is the same edge in a round of its own with its aggregator and control plane stopped: what their work on the shared cores adds.",
     );
     header(
         out,

@@ -95,13 +95,33 @@ async fn infra() -> anyhow::Result<Infra> {
     })
 }
 
+/// The CPU's model name, with its widest vector extension: a VM may name two different hosts'
+/// CPUs alike ("AMD EPYC"), and runs are compared only on the same CPU.
+fn cpu_label(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or("", str::trim)
+    };
+    let flags: Vec<&str> = field("flags").split_whitespace().collect();
+    let model = field("model name");
+    if flags.contains(&"avx512f") {
+        format!("{model} (AVX-512)")
+    } else if flags.contains(&"avx2") {
+        format!("{model} (AVX2)")
+    } else {
+        model.to_owned()
+    }
+}
+
+/// The `authorization` the load test sends to the mock and to floor-proxy, directly.
+const DIRECT_AUTH: &str = "Bearer sk-direct";
+
 fn machine_meta(plan: &Plan, tollgate_bin: &Path) -> std::collections::BTreeMap<String, String> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or_else(String::new, |s| s.trim().to_owned());
+    let cpu = cpu_label(&read("/proc/cpuinfo"));
     let output = |cmd: &str, args: &[&str]| {
         Command::new(cmd)
             .args(args)
@@ -325,8 +345,8 @@ fn load_targets<'a>(
 ) -> Vec<Target<'a>> {
     let edge = &stack.edges[0];
     let mut targets = vec![
-        single(DIRECT, &mock.addr, "Bearer sk-direct".into(), mock),
-        single(FLOOR, &floor.addr, "Bearer sk-direct".into(), floor),
+        single(DIRECT, &mock.addr, DIRECT_AUTH.into(), mock),
+        single(FLOOR, &floor.addr, DIRECT_AUTH.into(), floor),
         Target {
             name: TOLLGATE,
             authority: edge.addr.clone(),
@@ -381,6 +401,10 @@ async fn load_phases(
         plan.reps,
     )
     .await?;
+    if let Some(tollgate) = targets.iter().find(|t| t.name == suite::TOLLGATE) {
+        eprintln!("loadtest: streams with Tollgate's other roles stopped");
+        suite::streams_alone(plan, tollgate, results).await?;
+    }
     let best_litellm = theirs.iter().copied().filter(|t| t.name == LITELLM_2W);
     let distributed = ours.iter().copied().filter(|t| t.name != TOLLGATE_UP);
     let stall_targets: Vec<&Target> = distributed.chain(best_litellm).collect();
@@ -467,12 +491,7 @@ async fn memory_phase(
         bail!("no edge")
     };
     let mut held = vec![
-        single(
-            FLOOR,
-            &fresh_floor.addr,
-            "Bearer sk-direct".into(),
-            &fresh_floor,
-        ),
+        single(FLOOR, &fresh_floor.addr, DIRECT_AUTH.into(), &fresh_floor),
         single(
             TOLLGATE,
             &fresh_edge.addr,
@@ -566,7 +585,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         let edge = &stack.edges[0];
         let traced = [
             single(TOLLGATE, &edge.addr, stack.key.clone(), &edge.proc),
-            single(FLOOR, &floor.addr, "Bearer sk-direct".into(), &floor),
+            single(FLOOR, &floor.addr, DIRECT_AUTH.into(), &floor),
         ];
         match crate::profile::perf(&traced[0], &run_dir).await {
             Ok(summary) => results.profile = Some(summary),
@@ -597,4 +616,19 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     report::write(&results, &out_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_named_alike_are_told_apart_by_their_vector_extensions() {
+        let cpuinfo =
+            |flags: &str| format!("model name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n");
+        assert_eq!(cpu_label(&cpuinfo("avx2 avx512f")), "AMD EPYC (AVX-512)");
+        assert_eq!(cpu_label(&cpuinfo("avx2")), "AMD EPYC (AVX2)");
+        assert_eq!(cpu_label(&cpuinfo("")), "AMD EPYC");
+        assert_eq!(cpu_label(""), "");
+    }
 }

@@ -180,20 +180,11 @@ pub async fn concurrency_one_alone(
     tollgate: &Target<'_>,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let others: Vec<u32> = tollgate
-        .all
-        .iter()
-        .map(|p| p.pid())
-        .filter(|&pid| pid != tollgate.main.pid())
-        .collect();
-    signal(&others, "-STOP")?;
     let shot = tollgate.shot(chat_body("chat", false));
     let count = plan.c1_count * plan.c1_reps as u64;
     let warmup = (plan.c1_count / 10).max(10);
-    let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await;
-    // Continued whatever happened: a stopped aggregator would stall the rest of the run.
-    signal(&others, "-CONT")?;
-    let outcome = outcome?;
+    let measure = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT));
+    let outcome = with_others_stopped(tollgate, measure).await?;
     eprintln!(
         "  c1 {:<12} p50 {:>8.1} µs",
         TOLLGATE_ALONE,
@@ -203,6 +194,41 @@ pub async fn concurrency_one_alone(
         .c1
         .insert(TOLLGATE_ALONE.to_owned(), Summary::of(&outcome, 0.0));
     Ok(())
+}
+
+/// The streams round through Tollgate's edge with its aggregator and control plane stopped:
+/// what their work on the shared cores adds to the time to first token.
+pub async fn streams_alone(
+    plan: &Plan,
+    tollgate: &Target<'_>,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let (concurrency, round) = (plan.stream_concurrency, plan.stream_round);
+    let targets = [tollgate];
+    let measure = streams(plan, &targets, "chat", concurrency, round, plan.reps);
+    let alone = with_others_stopped(tollgate, measure).await?;
+    if let Some(summary) = alone.into_values().next() {
+        results.streams.insert(TOLLGATE_ALONE.to_owned(), summary);
+    }
+    Ok(())
+}
+
+/// Runs `measure` with every process of `tollgate` but its edge stopped (SIGSTOP), and lets
+/// them go on afterwards whatever happened: a stopped aggregator would stall the rest of the run.
+async fn with_others_stopped<T>(
+    tollgate: &Target<'_>,
+    measure: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let others: Vec<u32> = tollgate
+        .all
+        .iter()
+        .map(|p| p.pid())
+        .filter(|&pid| pid != tollgate.main.pid())
+        .collect();
+    signal(&others, "-STOP")?;
+    let outcome = measure.await;
+    signal(&others, "-CONT")?;
+    outcome
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to `pids`.
