@@ -159,6 +159,7 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
     }
     own_time(out, r);
     stalls(out, r);
+    hops(out, r);
     let series = pct_series(&r.c1, |s| &s.latency);
     let chart = latency_chart("Latency at concurrency 1");
     charts.draw(out, "c1", "latency at concurrency 1", &chart, &series)
@@ -250,6 +251,49 @@ fn stalls(out: &mut String, r: &Results) {
                 } else {
                     held.join(", ")
                 },
+            ],
+        );
+    }
+}
+
+/// Where the typical request's time went at concurrency 1, from the same traces.
+fn hops(out: &mut String, r: &Results) {
+    let traced: Vec<_> = r
+        .stalls
+        .iter()
+        .filter_map(|(name, s)| Some((name, s.hops.as_ref()?)))
+        .collect();
+    if traced.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**Where a typical request's time goes at concurrency 1.** The same traces, step by \
+         step, as medians over the requests whose every step they show: from the target's thread \
+         taking a core to the mock's thread being woken (the target reads the request, works, \
+         and writes it upstream); the mock's turn, until its thread sleeps again; from then to \
+         the generator's thread being woken (the target reads the answer, works, and writes it \
+         back). A wake-up is stamped when the woken core takes it, so a step that wakes another \
+         core includes that core's answer to the interrupt. *Woken beside its waker* is the share \
+         of the target thread's wake-ups that the scheduler put on the core of the thread that \
+         woke it; the rest went to another core, idle until the interrupt reached it.\n"
+    );
+    header(
+        out,
+        "target | requests | to the upstream | the upstream | back to the generator | \
+         sum | target woken beside its waker",
+    );
+    for (name, h) in traced {
+        row(
+            out,
+            &[
+                name.clone(),
+                h.requests.to_string(),
+                fmt_us(h.to_upstream_us),
+                fmt_us(h.upstream_us),
+                fmt_us(h.back_us),
+                fmt_us(h.to_upstream_us + h.upstream_us + h.back_us),
+                format!("{:.0} %", 100.0 * h.beside_waker),
             ],
         );
     }
@@ -564,6 +608,37 @@ mod tests {
         r.c1.insert(TOLLGATE.into(), c1(250.0, None));
         let mut out = String::new();
         own_time(&mut out, &r);
+        assert!(out.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn a_typical_request_s_steps_are_listed_per_traced_target() {
+        let mut r = Results::default();
+        let traced = |hops| crate::results::Stalls {
+            requests: 10,
+            hops,
+            ..Default::default()
+        };
+        let hops = crate::results::Hops {
+            requests: 9,
+            to_upstream_us: 50.0,
+            upstream_us: 30.0,
+            back_us: 45.5,
+            beside_waker: 0.2,
+        };
+        r.stalls.insert(TOLLGATE.into(), traced(Some(hops)));
+        r.stalls.insert(FLOOR.into(), traced(None));
+        let mut out = String::new();
+        super::hops(&mut out, &r);
+        assert!(
+            out.contains("| tollgate | 9 | 50.0 µs | 30.0 µs | 45.5 µs | 125.5 µs | 20 % |"),
+            "{out}"
+        );
+        // A run from before the steps were measured shows no row for them.
+        assert!(!out.contains("| floor-proxy |"), "{out}");
+        r.stalls.remove(TOLLGATE);
+        let mut out = String::new();
+        super::hops(&mut out, &r);
         assert!(out.is_empty(), "{out}");
     }
 }

@@ -191,6 +191,26 @@ pub struct Stalls {
     pub waited: u64,
     /// Who ran on the core while those threads waited: process, share of the waiting time.
     pub held_by: Vec<(String, f64)>,
+    /// Where a typical request's time went (absent from runs before it was measured).
+    pub hops: Option<Hops>,
+}
+
+/// The steps of a request at concurrency 1 in the scheduler's trace, as medians over the
+/// requests whose every step the trace shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hops {
+    /// Requests the medians are taken over.
+    pub requests: u64,
+    /// µs from the target's thread taking a core to the mock's thread being woken.
+    pub to_upstream_us: f64,
+    /// µs from then until the mock's thread goes to sleep, its answer written.
+    pub upstream_us: f64,
+    /// µs from then until the generator's thread is woken by the answer.
+    pub back_us: f64,
+    /// Share of the target's wake-ups that put its thread on the core of the thread that woke
+    /// it, rather than on another core.
+    pub beside_waker: f64,
 }
 
 /// Everything a run measured.

@@ -3,7 +3,10 @@
 //! For each request over [`SLOW`], the trace tells whether a thread serving it (the
 //! generator's, the target's or the mock's) was ready to run but had no core, and which
 //! processes held the core meanwhile: the target's own work, or other work on shared cores
-//! (PostgreSQL, NATS, the aggregator) that a deployment would run elsewhere.
+//! (PostgreSQL, NATS, the aggregator) that a deployment would run elsewhere. For the typical
+//! request, the same trace splits its time into the target's work before the upstream call,
+//! the upstream's turn and the target's work on the answer, and tells whether the scheduler ran
+//! the target's thread on the core that woke it or woke another core for it.
 
 // perf stamps its trace with CLOCK_MONOTONIC (`-k CLOCK_MONOTONIC`); std's `Instant` reads that
 // clock but does not show its value, so the generator reads it through libc.
@@ -19,7 +22,7 @@ use anyhow::Context;
 
 use crate::load::{self, Shot};
 use crate::procs::Proc;
-use crate::results::Stalls;
+use crate::results::{Hops, Stalls};
 use crate::suite::{Target, chat_body};
 
 /// A request slower than this is looked into.
@@ -56,7 +59,12 @@ pub async fn trace(target: &Target<'_>, mock: &Proc, dir: &Path) -> anyhow::Resu
         .args(["-INT", &record.id().to_string()])
         .status();
     let status = tokio::task::spawn_blocking(move || record.wait()).await??;
-    let slow = sent?;
+    let sent = sent?;
+    let slow: Vec<Window> = sent
+        .iter()
+        .copied()
+        .filter(|&(_, took)| took > SLOW.as_nanos() as u64)
+        .collect();
     // perf ends on the interrupt it was sent, by exiting or by the signal itself.
     anyhow::ensure!(
         status.success() || status.signal() == Some(libc::SIGINT),
@@ -72,8 +80,12 @@ pub async fn trace(target: &Target<'_>, mock: &Proc, dir: &Path) -> anyhow::Resu
         .filter_map(Event::parse)
         .collect();
     anyhow::ensure!(!events.is_empty(), "the scheduler trace was empty");
-    let chain = [target.main.pid(), mock.pid(), std::process::id()];
-    let threads: HashSet<u32> = chain.iter().flat_map(|&pid| threads_of(pid)).collect();
+    let roles = Roles {
+        target: threads_of(target.main.pid()).into_iter().collect(),
+        upstream: threads_of(mock.pid()).into_iter().collect(),
+        generator: threads_of(std::process::id()).into_iter().collect(),
+    };
+    let threads: HashSet<u32> = roles.all().collect();
     let found = attribute(&events, &slow, &threads, WAIT.as_nanos() as u64);
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
     for (tid, ns) in &found.held_ns {
@@ -90,28 +102,29 @@ pub async fn trace(target: &Target<'_>, mock: &Proc, dir: &Path) -> anyhow::Resu
         slow: slow.len() as u64,
         waited: found.waited,
         held_by,
+        hops: hops(&events, &sent, &roles),
     })
 }
 
 /// A request's start on CLOCK_MONOTONIC and its duration, in nanoseconds.
 type Window = (u64, u64);
 
-/// The requests over [`SLOW`] among `REQUESTS` sequential ones (after a warm-up).
+/// `REQUESTS` sequential requests (after a warm-up).
 fn sequential(shot: &Shot) -> anyhow::Result<Vec<Window>> {
     load::runtime()?.block_on(async {
         let client = load::client();
-        let mut slow = Vec::new();
+        let mut sent = Vec::new();
         for i in 0..REQUESTS + REQUESTS / 10 {
             let start = monotonic_ns();
             load::send_one(&client, shot, TIMEOUT)
                 .await
                 .map_err(|e| anyhow::anyhow!("a traced request failed: {e}"))?;
             let took = monotonic_ns().saturating_sub(start);
-            if i >= REQUESTS / 10 && took > SLOW.as_nanos() as u64 {
-                slow.push((start, took));
+            if i >= REQUESTS / 10 {
+                sent.push((start, took));
             }
         }
-        Ok(slow)
+        Ok(sent)
     })
 }
 
@@ -176,6 +189,9 @@ fn process_of(tid: u32) -> String {
 struct Event {
     ns: u64,
     cpu: u32,
+    /// The thread on `cpu` when the event was recorded (0: the core was idle, as when another
+    /// core's wake-up reaches it by interrupt).
+    by: u32,
     kind: Kind,
 }
 
@@ -195,7 +211,7 @@ impl Event {
     /// `  18139 [000]  1931.688404123: sched:sched_wakeup: comm=… pid=17174 prio=120 target_cpu=001`
     fn parse(line: &str) -> Option<Event> {
         let mut parts = line.split_whitespace();
-        let _tid = parts.next()?;
+        let by = parts.next()?.parse().ok()?;
         let cpu = parts.next()?.trim_matches(['[', ']']).parse().ok()?;
         let ns = timestamp_ns(parts.next()?.trim_end_matches(':'))?;
         let event = parts.next()?;
@@ -212,7 +228,7 @@ impl Event {
             },
             _ => return None,
         };
-        Some(Event { ns, cpu, kind })
+        Some(Event { ns, cpu, by, kind })
     }
 }
 
@@ -234,6 +250,84 @@ fn field<'t>(trace: &'t str, key: &str) -> Option<&'t str> {
                 .is_some_and(u8::is_ascii_whitespace)
     })?;
     trace[at.0 + key.len()..].split_whitespace().next()
+}
+
+/// The threads serving a request, by process.
+struct Roles {
+    target: HashSet<u32>,
+    upstream: HashSet<u32>,
+    generator: HashSet<u32>,
+}
+
+impl Roles {
+    fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        self.target
+            .iter()
+            .chain(&self.upstream)
+            .chain(&self.generator)
+            .copied()
+    }
+}
+
+/// The steps of each request in `windows`, found in `events` (in time order): the target's
+/// thread takes a core, the upstream's is woken, the upstream's goes to sleep, the generator's
+/// is woken. Requests where the trace lacks a step are left out.
+fn hops(events: &[Event], windows: &[Window], roles: &Roles) -> Option<Hops> {
+    let mut spans: [Vec<u64>; 3] = Default::default();
+    let (mut woken, mut beside) = (0u64, 0u64);
+    for &(start, took) in windows {
+        let from = events.partition_point(|e| e.ns < start);
+        let to = events.partition_point(|e| e.ns <= start + took);
+        let mut steps: [Option<u64>; 4] = [None; 4];
+        for e in &events[from..to] {
+            if let Kind::Wakeup { tid, cpu } = e.kind
+                && roles.target.contains(&tid)
+            {
+                woken += 1;
+                if e.by != 0 && cpu == e.cpu {
+                    beside += 1;
+                }
+            }
+            let Some(step) = steps.iter().position(Option::is_none) else {
+                continue;
+            };
+            let reached = match e.kind {
+                Kind::Switch { next, .. } if step == 0 => roles.target.contains(&next),
+                Kind::Wakeup { tid, .. } if step == 1 => roles.upstream.contains(&tid),
+                // The upstream's thread sleeps (not preempted): its answer is written.
+                Kind::Switch {
+                    prev,
+                    preempted: false,
+                    ..
+                } if step == 2 => roles.upstream.contains(&prev),
+                Kind::Wakeup { tid, .. } if step == 3 => roles.generator.contains(&tid),
+                _ => false,
+            };
+            if reached {
+                steps[step] = Some(e.ns);
+            }
+        }
+        if let [Some(a), Some(b), Some(c), Some(d)] = steps {
+            for (span, took) in spans.iter_mut().zip([b - a, c - b, d - c]) {
+                span.push(took);
+            }
+        }
+    }
+    let median_us = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2] as f64 / 1_000.0
+    };
+    let [to_upstream, upstream, back] = &mut spans;
+    if to_upstream.is_empty() {
+        return None;
+    }
+    Some(Hops {
+        requests: to_upstream.len() as u64,
+        to_upstream_us: median_us(to_upstream),
+        upstream_us: median_us(upstream),
+        back_us: median_us(back),
+        beside_waker: beside as f64 / woken.max(1) as f64,
+    })
 }
 
 /// What the trace says about the slow requests.
@@ -326,6 +420,7 @@ mod tests {
             Event {
                 ns: 1_000_000_100_000,
                 cpu: 0,
+                by: 18139,
                 kind: Kind::Wakeup { tid: 17174, cpu: 1 }
             }
         );
@@ -362,5 +457,40 @@ mod tests {
             500_000,
         );
         assert_eq!(found, Found::default());
+    }
+
+    /// One request through a proxy (20) between a generator (10) and an upstream (30).
+    const REQUEST: &str = "\
+    10 [000]  1.000010000: sched:sched_wakeup: comm=proxy pid=20 prio=120 target_cpu=000
+    10 [000]  1.000012000: sched:sched_switch: prev_comm=gen prev_pid=10 prev_prio=120 prev_state=S ==> next_comm=proxy next_pid=20 next_prio=120
+    20 [000]  1.000040000: sched:sched_wakeup: comm=upstream pid=30 prio=120 target_cpu=001
+    0 [001]  1.000041000: sched:sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=upstream next_pid=30 next_prio=120
+    0 [000]  1.000055000: sched:sched_wakeup: comm=proxy pid=20 prio=120 target_cpu=000
+    30 [001]  1.000060000: sched:sched_switch: prev_comm=upstream prev_pid=30 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120
+    20 [000]  1.000090000: sched:sched_wakeup: comm=gen pid=10 prio=120 target_cpu=000";
+
+    #[test]
+    fn a_request_is_split_at_the_upstream_and_the_proxy_s_wake_ups_are_placed() {
+        let events: Vec<Event> = REQUEST.lines().filter_map(Event::parse).collect();
+        let roles = Roles {
+            target: [20].into(),
+            upstream: [30].into(),
+            generator: [10].into(),
+        };
+        // The request from 1.000005 for 100 µs, and one the trace shows nothing of.
+        let windows = [(1_000_005_000, 100_000), (2_000_000_000, 100_000)];
+        let hops = hops(&events, &windows, &roles);
+        assert_eq!(
+            hops,
+            Some(Hops {
+                requests: 1,
+                to_upstream_us: 28.0,
+                upstream_us: 20.0,
+                back_us: 30.0,
+                // Once on the generator's core; once on a core the wake-up reached idle.
+                beside_waker: 0.5,
+            })
+        );
+        assert_eq!(super::hops(&events, &windows[1..], &roles), None);
     }
 }
