@@ -209,7 +209,8 @@ pub fn section(previous: &Results, previous_path: &Path, current: &Results) -> S
 
 /// The newest run of `mode` in `dir` other than `stem` that is older than `before` (this run's
 /// `date`, when known), with its figures: the newest on the same `cpu` if there is one (a VM's
-/// CPU can change between runs, and figures move with it), else the newest; `None` when there
+/// CPU can change between runs, and figures move with it), else the newest on the same CPU
+/// model whatever its vector extension, else the newest; `None` when there
 /// is none or it cannot be read. Runs are ordered by their recorded date, then by name (the
 /// date it starts with), so a second run of one day follows the first.
 pub fn previous(
@@ -236,14 +237,18 @@ pub fn previous(
         })
         .collect();
     runs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let mut newest = None;
-    for (_, path, results) in runs.into_iter().rev() {
-        if cpu.is_none() || results.meta.get("cpu").map(String::as_str) == cpu {
-            return Some((path, results));
-        }
-        newest.get_or_insert((path, results));
-    }
-    newest
+    // The CPU's name without the vector extension that labels have carried since 2026-12-07
+    // ("AMD EPYC (AVX2)"), so that a run is still compared with those labelled before.
+    let model = |label: &str| label.split(" (").next().unwrap_or(label).to_owned();
+    let likeness = |results: &Results| match (cpu, results.meta.get("cpu")) {
+        (Some(wanted), Some(label)) if label == wanted => 2,
+        (Some(wanted), Some(label)) if model(label) == model(wanted) => 1,
+        _ => 0,
+    };
+    runs.into_iter()
+        .enumerate()
+        .max_by_key(|(newer, (_, _, results))| (likeness(results), *newer))
+        .map(|(_, (_, path, results))| (path, results))
 }
 
 #[cfg(test)]
@@ -313,6 +318,13 @@ mod tests {
         let any_cpu = name(previous(&dir, "full", "2026-12-05-vm", None, None));
         let same_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("AMD"), None));
         let other_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("Arm"), None));
+        let same_model = name(previous(
+            &dir,
+            "full",
+            "2026-12-05-vm",
+            Some("Intel (AVX-512)"),
+            None,
+        ));
         let smoke = previous(&dir, "smoke", "x", None, None);
         std::fs::remove_dir_all(&dir)?;
         assert!(
@@ -326,6 +338,10 @@ mod tests {
         assert!(
             other_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
             "none on that CPU: the newest"
+        );
+        assert!(
+            same_model.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
+            "none with that label: the newest of the same model"
         );
         assert!(smoke.is_none());
         Ok(())
