@@ -315,34 +315,22 @@ mod tests {
         write("2026-12-04-vm-quick.json", "quick", "AMD")?;
         write("2026-12-05-vm.json", "full", "AMD")?;
         let name = |found: Option<(PathBuf, Results)>| found.map(|(path, _)| path);
-        let any_cpu = name(previous(&dir, "full", "2026-12-05-vm", None, None));
-        let same_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("AMD"), None));
-        let other_cpu = name(previous(&dir, "full", "2026-12-05-vm", Some("Arm"), None));
-        let same_model = name(previous(
-            &dir,
-            "full",
-            "2026-12-05-vm",
-            Some("Intel (AVX-512)"),
-            None,
-        ));
+        // (the CPU asked for, the run expected, why)
+        let cases = [
+            (None, "2026-12-03-vm.json", "the newest before this one"),
+            (Some("AMD"), "2026-11-26-vm.json", "the newest on this CPU"),
+            (Some("Arm"), "2026-12-03-vm.json", "none on it: the newest"),
+            (Some("AMD (AVX2)"), "2026-11-26-vm.json", "same model"),
+        ];
+        let found: Vec<_> = cases
+            .iter()
+            .map(|(cpu, ..)| name(previous(&dir, "full", "2026-12-05-vm", *cpu, None)))
+            .collect();
         let smoke = previous(&dir, "smoke", "x", None, None);
         std::fs::remove_dir_all(&dir)?;
-        assert!(
-            any_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
-            "the newest full run before this one"
-        );
-        assert!(
-            same_cpu.is_some_and(|path| path.ends_with("2026-11-26-vm.json")),
-            "the newest full run on the same CPU"
-        );
-        assert!(
-            other_cpu.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
-            "none on that CPU: the newest"
-        );
-        assert!(
-            same_model.is_some_and(|path| path.ends_with("2026-12-03-vm.json")),
-            "none with that label: the newest of the same model"
-        );
+        for ((_, expected, why), found) in cases.iter().zip(found) {
+            assert!(found.is_some_and(|path| path.ends_with(expected)), "{why}");
+        }
         assert!(smoke.is_none());
         Ok(())
     }

@@ -570,7 +570,8 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     )
     .await?;
     drop(litellms);
-    drop(up);
+    // `tollgate up` stays for the scheduler trace, which asks it too: with no NATS at all, it
+    // tells the edge's own scheduling from what the usage path's servers do to it.
 
     eprintln!("loadtest: policy propagation across 3 edges");
     phase.next(&mut results, "propagation");
@@ -586,6 +587,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         let traced = [
             single(TOLLGATE, &edge.addr, stack.key.clone(), &edge.proc),
             single(FLOOR, &floor.addr, DIRECT_AUTH.into(), &floor),
+            single(TOLLGATE_UP, &up.addr, up.key.clone(), &up.proc),
         ];
         match crate::profile::perf(&traced[0], &run_dir).await {
             Ok(summary) => results.profile = Some(summary),
@@ -603,6 +605,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
             }
         }
     }
+    drop(up);
     drop(stack);
     drop(floor);
     drop(mock);
