@@ -31,7 +31,8 @@ fn figures(r: &Results) -> Vec<Figure> {
     };
     let p50 = |s: &crate::results::Summary| s.latency.p50_us;
     let p99 = |s: &crate::results::Summary| s.latency.p99_us;
-    let ttft = |t: &str| Some(r.streams.get(t)?.ttft.p99_us - r.streams.get(DIRECT)?.ttft.p99_us);
+    let ttft =
+        |t: &str| Some(r.streams.get(t)?.ttft_p99_us() - r.streams.get(DIRECT)?.ttft_p99_us());
     let cpu = |t: &str| r.cpu.get(t).map(|c| c.us_per_request);
     let machine_cpu = |t: &str| r.cpu.get(t).and_then(|c| c.machine_us_per_request);
     let frontier = |t: &str| r.frontier(t, 10.0).map(|rate| rate as f64);

@@ -19,9 +19,12 @@ pub struct Plan {
     pub litellm_round: Duration,
     pub warmup: Duration,
     pub reps: usize,
-    /// Streams: concurrency for TTFT and chunk delay, and the stall check.
+    /// Streams: concurrency for TTFT and chunk delay, the length of a round and rounds per
+    /// target (interleaved; TTFT p99 is judged as the median of the rounds' p99s), and the
+    /// stall check.
     pub stream_concurrency: usize,
     pub stream_round: Duration,
+    pub stream_reps: usize,
     pub stall_concurrency: usize,
     pub stall_round: Duration,
     /// Held idle streams for memory.
@@ -59,7 +62,8 @@ impl Plan {
             warmup: secs(0.5),
             reps: 2,
             stream_concurrency: 32,
-            stream_round: secs(5.0),
+            stream_round: secs(4.0),
+            stream_reps: 5,
             stall_concurrency: 512,
             stall_round: secs(8.0),
             held: vec![1_000, 4_000, 9_000],
@@ -88,6 +92,7 @@ impl Plan {
             reps: 1,
             stream_concurrency: 32,
             stream_round: secs(2.0),
+            stream_reps: 3,
             stall_concurrency: 512,
             stall_round: secs(3.0),
             held: vec![250, 1_000],
@@ -116,6 +121,7 @@ impl Plan {
             reps: 1,
             stream_concurrency: 8,
             stream_round: secs(1.0),
+            stream_reps: 1,
             stall_concurrency: 32,
             stall_round: secs(1.0),
             held: vec![50],

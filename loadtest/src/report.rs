@@ -157,12 +157,59 @@ fn concurrency_one(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Re
             d,
         );
     }
+    blocks(out, r);
     own_time(out, r);
     stalls(out, r);
     hops(out, r);
     let series = pct_series(&r.c1, |s| &s.latency);
     let chart = latency_chart("Latency at concurrency 1");
     charts.draw(out, "c1", "latency at concurrency 1", &chart, &series)
+}
+
+/// Each block's p50 at concurrency 1, and Tollgate's gap to floor-proxy block by block: a gap
+/// of about the same size in every block is the build's, one that moves between blocks by as
+/// much as the target's allowance is the machine's.
+fn blocks(out: &mut String, r: &Results) {
+    let with_blocks = || r.c1.iter().filter(|(_, s)| s.block_p50_us.len() >= 2);
+    if with_blocks().next().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**Block by block.** Each target's requests came in interleaved blocks: each block's p50 in the order run, their median, and what the median adds over direct's.\n"
+    );
+    header(out, "target | blocks' p50 | median | added median");
+    let median_of = |s: &Summary| crate::results::median(&s.block_p50_us);
+    let direct = r.c1.get(DIRECT).and_then(median_of);
+    for (name, s) in with_blocks() {
+        let each: Vec<String> = s.block_p50_us.iter().map(|&us| fmt_us(us)).collect();
+        let median = median_of(s).unwrap_or_default();
+        row(
+            out,
+            &[
+                name.clone(),
+                each.join(", "),
+                fmt_us(median),
+                added(median, direct),
+            ],
+        );
+    }
+    let (Some(t), Some(f)) = (r.c1.get(TOLLGATE), r.c1.get(FLOOR)) else {
+        return;
+    };
+    if t.block_p50_us.len() == f.block_p50_us.len() {
+        let gaps: Vec<String> = t
+            .block_p50_us
+            .iter()
+            .zip(&f.block_p50_us)
+            .map(|(t, f)| fmt_signed(t - f))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nTollgate's p50 less floor-proxy's, block by block (the blocks of a round run seconds apart): {}.",
+            gaps.join(", ")
+        );
+    }
 }
 
 /// Tollgate's added latency at concurrency 1, split into the edge's own work on each request
@@ -639,6 +686,62 @@ mod tests {
         r.stalls.remove(TOLLGATE);
         let mut out = String::new();
         super::hops(&mut out, &r);
+        assert!(out.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn ttft_p99_is_listed_round_by_round_with_the_machine_s_cpu_per_stream() {
+        let mut r = Results::default();
+        let streamed = |rounds: &[f64]| crate::results::StreamSummary {
+            round_ttft_p99_us: rounds.to_vec(),
+            machine_us_per_stream: Some(812.4),
+            machine_cores: Some(1.5),
+            ..Default::default()
+        };
+        r.streams
+            .insert(DIRECT.into(), streamed(&[900.0, 1_000.0, 1_100.0]));
+        r.streams
+            .insert(TOLLGATE.into(), streamed(&[2_500.0, 9_000.0, 2_000.0]));
+        let mut out = String::new();
+        crate::report_tail::rounds(&mut out, &r);
+        assert!(
+            out.contains(
+                "| tollgate | 2.50 ms, 9.00 ms, 2.00 ms | 2.50 ms | +1500.0 µs | 812 µs | 1.50 |"
+            ),
+            "{out}"
+        );
+        // A run from before the rounds were kept shows no table.
+        let mut out = String::new();
+        r.streams.insert(TOLLGATE.into(), streamed(&[]));
+        r.streams.insert(DIRECT.into(), streamed(&[1.0, 2.0]));
+        crate::report_tail::rounds(&mut out, &r);
+        assert!(out.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn each_block_s_p50_is_listed_with_tollgate_s_gap_to_floor_proxy_block_by_block() {
+        let mut r = Results::default();
+        let blocks = |p50s: &[f64]| Summary {
+            block_p50_us: p50s.to_vec(),
+            ..Summary::default()
+        };
+        r.c1.insert(DIRECT.into(), blocks(&[50.0, 60.0, 55.0]));
+        r.c1.insert(FLOOR.into(), blocks(&[100.0, 140.0, 120.0]));
+        r.c1.insert(TOLLGATE.into(), blocks(&[130.0, 150.0, 160.0]));
+        let mut out = String::new();
+        super::blocks(&mut out, &r);
+        assert!(
+            out.contains("| tollgate | 130.0 µs, 150.0 µs, 160.0 µs | 150.0 µs | +95.0 µs |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("block by block (the blocks of a round run seconds apart): +30.0 µs, +10.0 µs, +40.0 µs."),
+            "{out}"
+        );
+        // A run from before the blocks were kept shows nothing.
+        r.c1.values_mut().for_each(|s| s.block_p50_us.clear());
+        let mut out = String::new();
+        super::blocks(&mut out, &r);
         assert!(out.is_empty(), "{out}");
     }
 }

@@ -44,9 +44,48 @@ pub fn streams(out: &mut String, r: &Results, charts: &Charts) -> anyhow::Result
             ],
         );
     }
+    rounds(out, r);
     let series = pct_series(&r.streams, |s| &s.ttft);
     let chart = latency_chart("Time to first token");
     charts.draw(out, "ttft", "TTFT", &chart, &series)
+}
+
+/// TTFT p99 round by round, with the median the verdict reads and what the machine spent per
+/// stream: a p99 over all rounds follows the worst one, and the spread says how far one
+/// round's figure can be trusted.
+pub(crate) fn rounds(out: &mut String, r: &Results) {
+    let with_rounds = || {
+        r.streams
+            .iter()
+            .filter(|(_, s)| s.round_ttft_p99_us.len() >= 3)
+    };
+    if with_rounds().next().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**TTFT p99 round by round.** Each round's p99 on its own, in the order run; the verdict reads their median, which one round with a burst of other work on the shared cores does not move. *Machine CPU per stream* is every process on the machine (generator, mock, the target and the servers it uses) during the target's rounds.\n"
+    );
+    header(
+        out,
+        "target | rounds' TTFT p99 | median | added median | machine CPU per stream | cores busy",
+    );
+    let direct = r.streams.get(DIRECT).map(|d| d.ttft_p99_us());
+    for (name, s) in with_rounds() {
+        let each: Vec<String> = s.round_ttft_p99_us.iter().map(|&us| fmt_us(us)).collect();
+        row(
+            out,
+            &[
+                name.clone(),
+                each.join(", "),
+                fmt_us(s.ttft_p99_us()),
+                added_us(s.ttft_p99_us(), direct),
+                s.machine_us_per_stream
+                    .map_or("—".into(), |us| format!("{us:.0} µs")),
+                s.machine_cores.map_or("—".into(), |c| format!("{c:.2}")),
+            ],
+        );
+    }
 }
 
 /// The stall check: many slow streams at once, and how many of them stalled.

@@ -398,7 +398,7 @@ async fn load_phases(
         "chat",
         plan.stream_concurrency,
         plan.stream_round,
-        plan.reps,
+        plan.stream_reps,
     )
     .await?;
     if let Some(tollgate) = targets.iter().find(|t| t.name == suite::TOLLGATE) {

@@ -154,21 +154,23 @@ pub async fn concurrency_one(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
+    let mut blocks: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for rep in 0..plan.c1_reps {
         for t in rotated(targets, rep) {
             let count = t.sized(plan.c1_litellm_count, plan.c1_count);
             let shot = t.shot(chat_body("chat", false));
             let warmup = (count / 10).max(10);
             let outcome = blocking(move || load::sequential(&shot, count, warmup, TIMEOUT)).await?;
-            eprintln!(
-                "  c1 {:<12} p50 {:>8.1} µs",
-                t.name,
-                crate::results::Pct::of(&outcome.latency).p50_us
-            );
+            let p50 = crate::results::Pct::of(&outcome.latency).p50_us;
+            eprintln!("  c1 {:<12} p50 {p50:>8.1} µs", t.name);
+            blocks.entry(t.name).or_default().push(p50);
             merge_block(&mut merged, t.name, outcome)?;
         }
     }
-    results.c1.extend(summaries(merged));
+    for (name, mut summary) in summaries(merged) {
+        summary.block_p50_us = blocks.remove(name.as_str()).unwrap_or_default();
+        results.c1.insert(name, summary);
+    }
     Ok(())
 }
 
@@ -205,7 +207,7 @@ pub async fn streams_alone(
 ) -> anyhow::Result<()> {
     let (concurrency, round) = (plan.stream_concurrency, plan.stream_round);
     let targets = [tollgate];
-    let measure = streams(plan, &targets, "chat", concurrency, round, plan.reps);
+    let measure = streams(plan, &targets, "chat", concurrency, round, plan.stream_reps);
     let alone = with_others_stopped(tollgate, measure).await?;
     if let Some(summary) = alone.into_values().next() {
         results.streams.insert(TOLLGATE_ALONE.to_owned(), summary);
@@ -379,7 +381,8 @@ pub async fn ladder(
     Ok(())
 }
 
-/// Streams at a fixed concurrency, interleaved; returns each target's merged figures.
+/// Streams at a fixed concurrency, interleaved; returns each target's merged figures, with
+/// each round's TTFT p99 and what the whole machine spent per stream during its rounds.
 pub async fn streams(
     plan: &Plan,
     targets: &[&Target<'_>],
@@ -389,13 +392,24 @@ pub async fn streams(
     reps: usize,
 ) -> anyhow::Result<BTreeMap<String, StreamSummary>> {
     let mut merged: BTreeMap<&str, StreamOutcome> = BTreeMap::new();
+    let mut rounds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Per target: the machine's CPU time during its rounds, and how long they took.
+    let mut machine: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
     for rep in 0..reps {
         for t in rotated(targets, rep) {
             let shot = t.shot(chat_body(model, true));
+            let (busy, started) = (procs::processes_busy(), Instant::now());
             let outcome = blocking(move || {
                 streams::closed_loop(&shot, concurrency, round, Duration::from_secs(1))
             })
             .await?;
+            let spent = machine.entry(t.name).or_default();
+            spent.0 += procs::processes_busy().saturating_sub(busy);
+            spent.1 += started.elapsed();
+            rounds
+                .entry(t.name)
+                .or_default()
+                .push(crate::results::Pct::of(&outcome.ttft).p99_us);
             match merged.get_mut(t.name) {
                 Some(m) => m.merge(&outcome)?,
                 None => {
@@ -409,10 +423,22 @@ pub async fn streams(
     Ok(merged
         .into_iter()
         .map(|(name, o)| {
-            let s = StreamSummary::of(&o);
+            let mut s = StreamSummary::of(&o);
+            s.round_ttft_p99_us = rounds.remove(name).unwrap_or_default();
+            if let Some((busy, took)) = machine.get(name) {
+                let streams = (s.completed + s.stalled).max(1) as f64;
+                s.machine_us_per_stream = Some(busy.as_secs_f64() * 1e6 / streams);
+                s.machine_cores = Some(busy.as_secs_f64() / took.as_secs_f64().max(0.001));
+            }
             eprintln!(
-                "  streams c{concurrency} {:<12} ttft p99 {:>9.1} µs  chunk p99 {:>9.1} µs  done {} stalled {} errors {}",
-                name, s.ttft.p99_us, s.chunk_delay.p99_us, s.completed, s.stalled, s.errors
+                "  streams c{concurrency} {:<12} ttft p99 {:>9.1} µs (median of rounds {:>9.1} µs)  chunk p99 {:>9.1} µs  done {} stalled {} errors {}",
+                name,
+                s.ttft.p99_us,
+                s.ttft_p99_us(),
+                s.chunk_delay.p99_us,
+                s.completed,
+                s.stalled,
+                s.errors
             );
             (name.to_owned(), s)
         })
