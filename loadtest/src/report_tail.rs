@@ -64,7 +64,7 @@ pub(crate) fn rounds(out: &mut String, r: &Results) {
     }
     let _ = writeln!(
         out,
-        "\n**TTFT p99 round by round.** Each round's p99 on its own, in the order run; the verdict reads their median, which one round with a burst of other work on the shared cores does not move. *Machine CPU per stream* is every process on the machine (generator, mock, the target and the servers it uses) during the target's rounds.\n"
+        "\n**TTFT p99 round by round.** Each round's p99 on its own, in the order run; the verdict reads their median, which one outlying round does not move. *Machine CPU per stream* is every process on the machine (generator, mock, the target and the servers it uses) during the target's rounds.\n"
     );
     header(
         out,

@@ -132,7 +132,7 @@ impl StreamSummary {
 
     /// TTFT p99 as the verdict reads it: the median of the rounds' p99s when there were three
     /// rounds or more, else the p99 over every stream. One p99 over all rounds follows the
-    /// worst round, and on two shared cores one round in a few has a burst of other work.
+    /// worst round, and on two shared cores rounds differ by milliseconds.
     pub fn ttft_p99_us(&self) -> f64 {
         if self.round_ttft_p99_us.len() < 3 {
             return self.ttft.p99_us;
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn ttft_p99_is_the_median_of_three_rounds_or_more_and_else_the_p99_over_all() {
-        // One round in five with a burst of other work does not move the figure.
+        // One outlying round in five does not move the figure.
         let five = streamed(9_000.0, &[3_000.0, 9_500.0, 2_500.0, 2_800.0, 3_100.0]);
         assert_eq!(five.ttft_p99_us(), 3_000.0);
         let four = streamed(9_000.0, &[3_000.0, 9_500.0, 2_000.0, 2_800.0]);
