@@ -340,6 +340,23 @@ fn machine_busy() -> Duration {
     Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
+/// Time the hypervisor ran something else while this machine's vCPUs had work (`steal` in
+/// `/proc/stat`, all cores, in 10 ms steps): a vCPU taken away for milliseconds delays
+/// everything that was to run on it.
+pub fn stolen() -> Duration {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    Duration::from_secs_f64(steal_ticks(&text) as f64 / clock_ticks() as f64)
+}
+
+/// The `steal` field (the eighth number) of `/proc/stat`'s first line, in clock ticks.
+fn steal_ticks(stat: &str) -> u64 {
+    stat.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU time of this run: this process, its descendants (alive or reaped), and the PostgreSQL
 /// and NATS servers it uses.
 fn suite_busy() -> Duration {
@@ -413,6 +430,13 @@ impl Foreign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_the_eighth_figure_of_the_machine_s_line_in_proc_stat() {
+        let stat = "cpu  457729 143 93698 281569 2419 0 7042 5580 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(steal_ticks(stat), 5580);
+        assert_eq!(steal_ticks(""), 0);
+    }
 
     #[test]
     fn a_threads_run_delay_is_the_second_figure_of_its_schedstat() {

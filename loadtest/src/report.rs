@@ -696,6 +696,7 @@ mod tests {
             round_ttft_p99_us: rounds.to_vec(),
             machine_us_per_stream: Some(812.4),
             machine_cores: Some(1.5),
+            round_steal_ms: vec![0.0, 30.0, 10.0],
             ..Default::default()
         };
         r.streams
@@ -706,7 +707,7 @@ mod tests {
         crate::report_tail::rounds(&mut out, &r);
         assert!(
             out.contains(
-                "| tollgate | 2.50 ms, 9.00 ms, 2.00 ms | 2.50 ms | +1500.0 µs | 812 µs | 1.50 |"
+                "| tollgate | 2.50 ms, 9.00 ms, 2.00 ms | 2.50 ms | +1500.0 µs | 812 µs | 1.50 | 0, 30, 10 ms |"
             ),
             "{out}"
         );

@@ -64,11 +64,11 @@ pub(crate) fn rounds(out: &mut String, r: &Results) {
     }
     let _ = writeln!(
         out,
-        "\n**TTFT p99 round by round.** Each round's p99 on its own, in the order run; the verdict reads their median, which one outlying round does not move. *Machine CPU per stream* is every process on the machine (generator, mock, the target and the servers it uses) during the target's rounds.\n"
+        "\n**TTFT p99 round by round.** Each round's p99 on its own, in the order run; the verdict reads their median, which one outlying round does not move. *Machine CPU per stream* is every process on the machine (generator, mock, the target and the servers it uses) during the target's rounds. *Stolen* is the time the hypervisor ran something else while the machine's vCPUs had work, round by round (in 10 ms steps).\n"
     );
     header(
         out,
-        "target | rounds' TTFT p99 | median | added median | machine CPU per stream | cores busy",
+        "target | rounds' TTFT p99 | median | added median | machine CPU per stream | cores busy | stolen",
     );
     let direct = r.streams.get(DIRECT).map(|d| d.ttft_p99_us());
     for (name, s) in with_rounds() {
@@ -83,6 +83,16 @@ pub(crate) fn rounds(out: &mut String, r: &Results) {
                 s.machine_us_per_stream
                     .map_or("—".into(), |us| format!("{us:.0} µs")),
                 s.machine_cores.map_or("—".into(), |c| format!("{c:.2}")),
+                if s.round_steal_ms.is_empty() {
+                    "—".into()
+                } else {
+                    let each: Vec<String> = s
+                        .round_steal_ms
+                        .iter()
+                        .map(|ms| format!("{ms:.0}"))
+                        .collect();
+                    format!("{} ms", each.join(", "))
+                },
             ],
         );
     }

@@ -110,6 +110,9 @@ pub struct StreamSummary {
     pub chunk_delay: Pct,
     /// Each round's TTFT p99 in µs, in the order run (absent from earlier runs).
     pub round_ttft_p99_us: Vec<f64>,
+    /// Each round's time stolen by the hypervisor from the machine's vCPUs, in ms (in 10 ms
+    /// steps; absent from earlier runs).
+    pub round_steal_ms: Vec<f64>,
     /// CPU of the whole machine per stream during this target's rounds: generator, mock, the
     /// target and the servers it uses (absent from earlier runs).
     pub machine_us_per_stream: Option<f64>,

@@ -392,13 +392,15 @@ pub async fn streams(
     reps: usize,
 ) -> anyhow::Result<BTreeMap<String, StreamSummary>> {
     let mut merged: BTreeMap<&str, StreamOutcome> = BTreeMap::new();
-    let mut rounds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Per target, per round: TTFT p99 (µs) and time stolen by the hypervisor (ms).
+    let mut rounds: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     // Per target: the machine's CPU time during its rounds, and how long they took.
     let mut machine: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
     for rep in 0..reps {
         for t in rotated(targets, rep) {
             let shot = t.shot(chat_body(model, true));
-            let (busy, started) = (procs::processes_busy(), Instant::now());
+            let (busy, stolen) = (procs::processes_busy(), procs::stolen());
+            let started = Instant::now();
             let outcome = blocking(move || {
                 streams::closed_loop(&shot, concurrency, round, Duration::from_secs(1))
             })
@@ -406,10 +408,10 @@ pub async fn streams(
             let spent = machine.entry(t.name).or_default();
             spent.0 += procs::processes_busy().saturating_sub(busy);
             spent.1 += started.elapsed();
-            rounds
-                .entry(t.name)
-                .or_default()
-                .push(crate::results::Pct::of(&outcome.ttft).p99_us);
+            rounds.entry(t.name).or_default().push((
+                crate::results::Pct::of(&outcome.ttft).p99_us,
+                procs::stolen().saturating_sub(stolen).as_secs_f64() * 1e3,
+            ));
             match merged.get_mut(t.name) {
                 Some(m) => m.merge(&outcome)?,
                 None => {
@@ -424,7 +426,8 @@ pub async fn streams(
         .into_iter()
         .map(|(name, o)| {
             let mut s = StreamSummary::of(&o);
-            s.round_ttft_p99_us = rounds.remove(name).unwrap_or_default();
+            (s.round_ttft_p99_us, s.round_steal_ms) =
+                rounds.remove(name).unwrap_or_default().into_iter().unzip();
             if let Some((busy, took)) = machine.get(name) {
                 let streams = (s.completed + s.stalled).max(1) as f64;
                 s.machine_us_per_stream = Some(busy.as_secs_f64() * 1e6 / streams);
