@@ -57,7 +57,7 @@ pub(crate) fn rounds(out: &mut String, r: &Results) {
     let with_rounds = || {
         r.streams
             .iter()
-            .filter(|(_, s)| s.round_ttft_p99_us.len() >= 3)
+            .filter(|(_, s)| s.ttft_p99_of_rounds().is_some())
     };
     if with_rounds().next().is_none() {
         return;

@@ -137,10 +137,18 @@ impl StreamSummary {
     /// rounds or more, else the p99 over every stream. One p99 over all rounds follows the
     /// worst round, and on two shared cores rounds differ by milliseconds.
     pub fn ttft_p99_us(&self) -> f64 {
-        if self.round_ttft_p99_us.len() < 3 {
-            return self.ttft.p99_us;
+        self.ttft_p99_of_rounds().unwrap_or(self.ttft.p99_us)
+    }
+
+    /// The median of the rounds' TTFT p99s, when there were three rounds or more (fewer have
+    /// no middle worth reading).
+    pub fn ttft_p99_of_rounds(&self) -> Option<f64> {
+        let rounds = &self.round_ttft_p99_us;
+        if rounds.len() < 3 {
+            None
+        } else {
+            median(rounds)
         }
-        median(&self.round_ttft_p99_us).unwrap_or(self.ttft.p99_us)
     }
 }
 

@@ -95,6 +95,29 @@ async fn blocking<T: Send + 'static>(
         .context("a load thread panicked")?
 }
 
+/// The whole machine's CPU time across one target's rounds, and how long they took.
+#[derive(Clone, Copy, Debug, Default)]
+struct Machine {
+    busy: Duration,
+    took: Duration,
+}
+
+impl Machine {
+    /// Runs `round`, adding what every process on the machine spent meanwhile, and its length.
+    async fn count<T>(&mut self, round: impl Future<Output = T>) -> T {
+        let (busy, started) = (procs::processes_busy(), Instant::now());
+        let outcome = round.await;
+        self.busy += procs::processes_busy().saturating_sub(busy);
+        self.took += started.elapsed();
+        outcome
+    }
+
+    /// Cores in use on average across the rounds.
+    fn cores(&self) -> f64 {
+        self.busy.as_secs_f64() / self.took.as_secs_f64().max(0.001)
+    }
+}
+
 /// Checks that every target answers a chat request, a stream and an embedding.
 pub async fn sanity(targets: &[Target<'_>], notes: &mut Vec<String>) -> anyhow::Result<()> {
     for t in targets {
@@ -322,8 +345,7 @@ pub async fn ladder(
             break;
         }
         let mut merged: BTreeMap<&str, Outcome> = BTreeMap::new();
-        // Per target: the machine's CPU time during its rounds, and how long they took.
-        let mut machine: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
+        let mut machine: BTreeMap<&str, Machine> = BTreeMap::new();
         for rep in 0..plan.reps {
             for t in rotated(&active, rep) {
                 let shot = t.shot(chat_body("chat", false));
@@ -334,11 +356,8 @@ pub async fn ladder(
                     max_in_flight: 2_000,
                     timeout: TIMEOUT,
                 };
-                let (busy, started) = (procs::processes_busy(), Instant::now());
-                let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
-                let spent = machine.entry(t.name).or_default();
-                spent.0 += procs::processes_busy().saturating_sub(busy);
-                spent.1 += started.elapsed();
+                let round = blocking(move || load::open_loop(&shot, spec));
+                let outcome = machine.entry(t.name).or_default().count(round).await?;
                 match merged.get_mut(t.name) {
                     Some(m) => m.merge(&outcome)?,
                     None => {
@@ -350,9 +369,7 @@ pub async fn ladder(
         }
         for (name, outcome) in merged {
             let mut summary = Summary::of(&outcome, rate);
-            summary.machine_cores = machine
-                .get(name)
-                .map(|(busy, took)| busy.as_secs_f64() / took.as_secs_f64().max(0.001));
+            summary.machine_cores = machine.get(name).map(Machine::cores);
             eprintln!(
                 "  {:>6} rps {:<12} p50 {:>9.1} µs  p99 {:>10.1} µs  errors {}  late {}",
                 rate,
@@ -394,20 +411,15 @@ pub async fn streams(
     let mut merged: BTreeMap<&str, StreamOutcome> = BTreeMap::new();
     // Per target, per round: TTFT p99 (µs) and time stolen by the hypervisor (ms).
     let mut rounds: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-    // Per target: the machine's CPU time during its rounds, and how long they took.
-    let mut machine: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
+    let mut machine: BTreeMap<&str, Machine> = BTreeMap::new();
     for rep in 0..reps {
         for t in rotated(targets, rep) {
             let shot = t.shot(chat_body(model, true));
-            let (busy, stolen) = (procs::processes_busy(), procs::stolen());
-            let started = Instant::now();
-            let outcome = blocking(move || {
+            let stolen = procs::stolen();
+            let streamed = blocking(move || {
                 streams::closed_loop(&shot, concurrency, round, Duration::from_secs(1))
-            })
-            .await?;
-            let spent = machine.entry(t.name).or_default();
-            spent.0 += procs::processes_busy().saturating_sub(busy);
-            spent.1 += started.elapsed();
+            });
+            let outcome = machine.entry(t.name).or_default().count(streamed).await?;
             rounds.entry(t.name).or_default().push((
                 crate::results::Pct::of(&outcome.ttft).p99_us,
                 procs::stolen().saturating_sub(stolen).as_secs_f64() * 1e3,
@@ -428,10 +440,10 @@ pub async fn streams(
             let mut s = StreamSummary::of(&o);
             (s.round_ttft_p99_us, s.round_steal_ms) =
                 rounds.remove(name).unwrap_or_default().into_iter().unzip();
-            if let Some((busy, took)) = machine.get(name) {
+            if let Some(spent) = machine.get(name) {
                 let streams = (s.completed + s.stalled).max(1) as f64;
-                s.machine_us_per_stream = Some(busy.as_secs_f64() * 1e6 / streams);
-                s.machine_cores = Some(busy.as_secs_f64() / took.as_secs_f64().max(0.001));
+                s.machine_us_per_stream = Some(spent.busy.as_secs_f64() * 1e6 / streams);
+                s.machine_cores = Some(spent.cores());
             }
             eprintln!(
                 "  streams c{concurrency} {:<12} ttft p99 {:>9.1} µs (median of rounds {:>9.1} µs)  chunk p99 {:>9.1} µs  done {} stalled {} errors {}",

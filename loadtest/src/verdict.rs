@@ -305,7 +305,7 @@ fn streams(r: &Results) -> [Verdict; 2] {
         (Some(d), Some(f), Some(t)) => Some((
             t.ttft_p99_us() - d.ttft_p99_us(),
             f.ttft_p99_us() - d.ttft_p99_us(),
-            t.round_ttft_p99_us.len(),
+            t.ttft_p99_of_rounds().map(|_| t.round_ttft_p99_us.len()),
         )),
         _ => None,
     };
@@ -313,11 +313,7 @@ fn streams(r: &Results) -> [Verdict; 2] {
         "Added TTFT p99 on streams",
         "≤ floor-proxy's + 100 µs".into(),
         ttft.map_or("—".into(), |(t, f, rounds)| {
-            let over = if rounds >= 3 {
-                format!(" (median of {rounds} rounds' p99s)")
-            } else {
-                String::new()
-            };
+            let over = rounds.map_or(String::new(), |n| format!(" (median of {n} rounds' p99s)"));
             format!(
                 "Tollgate {}, floor-proxy {}{over}",
                 fmt_signed(t),
@@ -485,7 +481,7 @@ mod tests {
             .insert(DIRECT.into(), streamed(&[1_000.0, 1_100.0, 900.0]));
         r.streams
             .insert(FLOOR.into(), streamed(&[2_000.0, 2_100.0, 1_900.0]));
-        // One round in three with a burst of other work.
+        // One outlying round in three.
         r.streams
             .insert(TOLLGATE.into(), streamed(&[2_050.0, 9_000.0, 1_950.0]));
         let [ttft, _] = streams(&r);
