@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use crate::results::Results;
+use crate::results::{Cpu, Results};
 use crate::suite::{DIRECT, FLOOR, TOLLGATE, TOLLGATE_UP};
 use crate::verdict::{fmt_us, rss_at};
 
@@ -76,7 +76,17 @@ fn figures(r: &Results) -> Vec<Figure> {
             r.cpu.get(TOLLGATE).map(|c| c.whole_us_per_request),
             Micros,
         ),
+        lower(
+            "edge CPU per request in the kernel",
+            r.cpu.get(TOLLGATE).and_then(|c| c.kernel_us_per_request),
+            Micros,
+        ),
         lower("floor-proxy CPU per request", cpu(FLOOR), Micros),
+        lower(
+            "floor-proxy CPU per request in the kernel",
+            r.cpu.get(FLOOR).and_then(|c| c.kernel_us_per_request),
+            Micros,
+        ),
         lower(
             "machine CPU per request, Tollgate",
             machine_cpu(TOLLGATE),
@@ -95,6 +105,16 @@ fn figures(r: &Results) -> Vec<Figure> {
         lower(
             "floor-proxy wake-ups per request",
             r.cpu.get(FLOOR).and_then(|c| c.wakeups_per_request),
+            Count,
+        ),
+        lower(
+            "edge system calls per request",
+            r.cpu.get(TOLLGATE).and_then(Cpu::syscalls_per_request),
+            Count,
+        ),
+        lower(
+            "floor-proxy system calls per request",
+            r.cpu.get(FLOOR).and_then(Cpu::syscalls_per_request),
             Count,
         ),
         higher(

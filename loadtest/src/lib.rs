@@ -22,6 +22,7 @@ pub mod run;
 pub mod stalls;
 pub mod streams;
 pub mod suite;
+pub mod syscalls;
 pub mod tollgate;
 pub mod verdict;
 pub mod wakeup;

@@ -745,4 +745,45 @@ mod tests {
         super::blocks(&mut out, &r);
         assert!(out.is_empty(), "{out}");
     }
+
+    #[test]
+    fn system_calls_are_listed_per_request_and_by_kind() {
+        use crate::results::Cpu;
+        use crate::syscalls::Syscalls;
+        let counted = |total: u64, kinds: &[(&str, u64)]| Cpu {
+            requests: 1_000,
+            syscalls: Some(Syscalls {
+                total,
+                by_kind: kinds.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            }),
+            ..Cpu::default()
+        };
+        let mut r = Results::default();
+        r.cpu.insert(
+            FLOOR.into(),
+            counted(4_000, &[("read", 2_000), ("write", 2_000), ("madvise", 3)]),
+        );
+        r.cpu.insert(
+            TOLLGATE.into(),
+            counted(6_500, &[("read", 2_000), ("writev", 3_000)]),
+        );
+        r.cpu.insert(DIRECT.into(), Cpu::default());
+        let mut out = String::new();
+        crate::report_tail::cpu(&mut out, &r);
+        assert!(out.contains("| — | — | 4.00 |"), "{out}");
+        assert!(out.contains("| — | — | 6.50 |"), "{out}");
+        assert!(
+            out.contains("| system call | floor-proxy | tollgate |"),
+            "{out}"
+        );
+        assert!(out.contains("| `read` | 2.00 | 2.00 |"), "{out}");
+        assert!(out.contains("| `writev` | 0.00 | 3.00 |"), "{out}");
+        assert!(!out.contains("`madvise`"), "rare kinds are left out: {out}");
+        assert!(out.contains("| other | 0.00 | 1.50 |"), "{out}");
+        // A run without counts shows no such table.
+        r.cpu.values_mut().for_each(|c| c.syscalls = None);
+        let mut out = String::new();
+        crate::report_tail::cpu(&mut out, &r);
+        assert!(!out.contains("system call |"), "{out}");
+    }
 }

@@ -1,13 +1,15 @@
 //! The report's sections on streams, memory, CPU and policy propagation.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::charts::{Chart, Series};
 use crate::markdown::{
     Charts, PCT_NAMES, header, latency_chart, pct_points, pct_series, row, section,
 };
-use crate::results::{Pct, Propagation, Results};
+use crate::results::{Cpu, Pct, Propagation, Results};
 use crate::suite::DIRECT;
+use crate::syscalls::Syscalls;
 use crate::verdict::{fmt_us, rss_at};
 
 /// What a stream figure adds over direct's, or a dash when direct was not measured.
@@ -191,11 +193,11 @@ pub fn cpu(out: &mut String, r: &Results) {
     section(
         out,
         "5. CPU time per request",
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Machine* is the CPU of every process on the machine over the round (each from its own `/proc/<pid>/stat`), per request: the target with the generator, the mock and the servers it uses (NATS, PostgreSQL), so what one request costs this machine in all; the NATS and PostgreSQL servers' own share is beside it. *Waiting for a core* is the time the serving process's threads spent runnable but not running (`/proc/<pid>/task/*/schedstat`), per request: latency that is the machine's lack of a free core, not the target's work. *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones.",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *of which in the kernel* is the part of it that is system time (`stime`: sockets, wake-ups, page faults); *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Machine* is the CPU of every process on the machine over the round (each from its own `/proc/<pid>/stat`), per request: the target with the generator, the mock and the servers it uses (NATS, PostgreSQL), so what one request costs this machine in all; the NATS and PostgreSQL servers' own share is beside it. *Waiting for a core* is the time the serving process's threads spent runnable but not running (`/proc/<pid>/task/*/schedstat`), per request: latency that is the machine's lack of a free core, not the target's work. *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones. *System calls* are every entry of the serving process's threads into the kernel over the round (`perf stat` on the syscall tracepoints; — where `perf` could not count), per request.",
     );
     header(
         out,
-        "target | rate | requests | CPU / request (own) | CPU / request (whole) | CPU / request (machine) | of which NATS / PostgreSQL | waiting for a core / request | wake-ups / request | preemptions / request",
+        "target | rate | requests | CPU / request (own) | of which in the kernel | CPU / request (whole) | CPU / request (machine) | of which NATS / PostgreSQL | waiting for a core / request | wake-ups / request | preemptions / request | system calls / request",
     );
     for (name, c) in &r.cpu {
         row(
@@ -205,6 +207,8 @@ pub fn cpu(out: &mut String, r: &Results) {
                 format!("{:.0} RPS", c.rate),
                 c.requests.to_string(),
                 fmt_us(c.us_per_request),
+                c.kernel_us_per_request
+                    .map_or_else(|| "—".to_owned(), fmt_us),
                 fmt_us(c.whole_us_per_request),
                 c.machine_us_per_request
                     .map_or_else(|| "—".to_owned(), fmt_us),
@@ -216,9 +220,54 @@ pub fn cpu(out: &mut String, r: &Results) {
                     .map_or_else(|| "—".to_owned(), fmt_us),
                 per_request(c.wakeups_per_request),
                 per_request(c.preemptions_per_request),
+                per_request(c.syscalls_per_request()),
             ],
         );
     }
+    syscall_kinds(out, r);
+}
+
+/// The system calls per request by kind, a column per target that was counted: which of
+/// them a target makes that a bare forwarder does not.
+fn syscall_kinds(out: &mut String, r: &Results) {
+    let counted: Vec<(&String, &Cpu, &Syscalls)> = r
+        .cpu
+        .iter()
+        .filter_map(|(name, c)| Some((name, c, c.syscalls.as_ref()?)))
+        .collect();
+    if counted.is_empty() {
+        return;
+    }
+    let share = |c: &Cpu, n: u64| n as f64 / c.requests.max(1) as f64;
+    let kinds: BTreeSet<&String> = counted
+        .iter()
+        .flat_map(|(_, c, s)| {
+            s.by_kind
+                .iter()
+                .filter(|(_, n)| share(c, **n) >= 0.01)
+                .map(|(kind, _)| kind)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nSystem calls per request by kind (kinds under 0.01 per request everywhere are left out; *other* is the rest):\n"
+    );
+    let names: Vec<&str> = counted.iter().map(|(name, _, _)| name.as_str()).collect();
+    header(out, &format!("system call | {}", names.join(" | ")));
+    for kind in &kinds {
+        let mut cells = vec![format!("`{kind}`")];
+        for (_, c, s) in &counted {
+            let n = s.by_kind.get(*kind).copied().unwrap_or(0);
+            cells.push(format!("{:.2}", share(c, n)));
+        }
+        row(out, &cells);
+    }
+    let mut other = vec!["other".to_owned()];
+    for (_, c, s) in &counted {
+        let listed: u64 = kinds.iter().filter_map(|k| s.by_kind.get(*k)).sum();
+        other.push(format!("{:.2}", share(c, s.total.saturating_sub(listed))));
+    }
+    row(out, &other);
 }
 
 /// A count per request to two decimals, or a dash where the run did not measure it.

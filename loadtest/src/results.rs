@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::Outcome;
 use crate::streams::StreamOutcome;
+use crate::syscalls::Syscalls;
 
 /// Percentiles of a latency histogram (nanoseconds in, microseconds out).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -205,6 +206,19 @@ pub struct Cpu {
     pub nats_us_per_request: Option<f64>,
     /// CPU of the PostgreSQL server per request (absent from earlier runs).
     pub postgres_us_per_request: Option<f64>,
+    /// The part of `us_per_request` spent in the kernel (system time; absent from earlier runs).
+    pub kernel_us_per_request: Option<f64>,
+    /// System calls of the serving process over the round, where `perf` could count them
+    /// (absent from earlier runs).
+    pub syscalls: Option<Syscalls>,
+}
+
+impl Cpu {
+    /// System calls of the serving process per request, where they were counted.
+    pub fn syscalls_per_request(&self) -> Option<f64> {
+        let s = self.syscalls.as_ref()?;
+        Some(s.total as f64 / self.requests.max(1) as f64)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

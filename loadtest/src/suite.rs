@@ -12,6 +12,7 @@ use crate::plan::Plan;
 use crate::procs::{self, Proc};
 use crate::results::{Cpu, HeldPoint, Memory, Results, StreamSummary, Summary};
 use crate::streams::{self, StreamOutcome};
+use crate::syscalls::Counting;
 
 pub const DIRECT: &str = "direct";
 pub const FLOOR: &str = "floor-proxy";
@@ -545,15 +546,19 @@ pub async fn cpu(
             timeout: TIMEOUT,
         };
         let main_before = t.main.cpu_time();
+        let kernel_before = t.main.kernel_time();
         let switches_before = t.main.switches();
         let waited_before = t.main.run_delay();
         let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
+        let counting = Counting::start(t.main.pid()).await;
         let machine_before = procs::processes_busy();
         let servers_before = procs::servers_busy();
         let outcome = blocking(move || load::open_loop(&shot, spec)).await?;
         // Usage events are written by the aggregator a little after the answers.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let syscalls = counting.and_then(Counting::stop);
         let main = t.main.cpu_time().saturating_sub(main_before);
+        let kernel = t.main.kernel_time().saturating_sub(kernel_before);
         let switches = t.main.switches() - switches_before;
         let waited = t.main.run_delay().saturating_sub(waited_before);
         let all = t
@@ -570,6 +575,7 @@ pub async fn cpu(
             rate,
             requests: outcome.ok,
             us_per_request: micros(main),
+            kernel_us_per_request: Some(micros(kernel)),
             whole_us_per_request: micros(all),
             wakeups_per_request: Some(switches.voluntary as f64 / requests),
             preemptions_per_request: Some(switches.involuntary as f64 / requests),
@@ -579,16 +585,19 @@ pub async fn cpu(
             postgres_us_per_request: Some(micros(
                 servers.postgres.saturating_sub(servers_before.postgres),
             )),
+            syscalls,
         };
         eprintln!(
-            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request",
+            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs in the kernel, {:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request, {:.2} system calls/request",
             t.name,
             cpu.us_per_request,
+            cpu.kernel_us_per_request.unwrap_or_default(),
             cpu.whole_us_per_request,
             cpu.machine_us_per_request.unwrap_or_default(),
             cpu.nats_us_per_request.unwrap_or_default(),
             cpu.postgres_us_per_request.unwrap_or_default(),
-            cpu.wakeups_per_request.unwrap_or_default()
+            cpu.wakeups_per_request.unwrap_or_default(),
+            cpu.syscalls_per_request().unwrap_or_default()
         );
         results.cpu.insert(t.name.to_owned(), cpu);
     }
