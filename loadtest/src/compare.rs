@@ -76,17 +76,7 @@ fn figures(r: &Results) -> Vec<Figure> {
             r.cpu.get(TOLLGATE).map(|c| c.whole_us_per_request),
             Micros,
         ),
-        lower(
-            "edge CPU per request in the kernel",
-            r.cpu.get(TOLLGATE).and_then(|c| c.kernel_us_per_request),
-            Micros,
-        ),
         lower("floor-proxy CPU per request", cpu(FLOOR), Micros),
-        lower(
-            "floor-proxy CPU per request in the kernel",
-            r.cpu.get(FLOOR).and_then(|c| c.kernel_us_per_request),
-            Micros,
-        ),
         lower(
             "machine CPU per request, Tollgate",
             machine_cpu(TOLLGATE),

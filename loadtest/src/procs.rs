@@ -98,11 +98,6 @@ impl Proc {
         tree(self.pid()).iter().map(|&p| cpu_time(p)).sum()
     }
 
-    /// The part of [`Proc::cpu_time`] spent in the kernel on the processes' behalf (system time).
-    pub fn kernel_time(&self) -> Duration {
-        tree(self.pid()).iter().map(|&p| kernel_time(p)).sum()
-    }
-
     /// Context switches of every thread of the process and its descendants so far.
     pub fn switches(&self) -> Switches {
         tree(self.pid()).iter().map(|&p| switches(p)).sum()
@@ -289,30 +284,14 @@ fn clock_ticks() -> u64 {
 }
 
 fn cpu_time(pid: u32) -> Duration {
-    let (user, system) = cpu_ticks(pid);
-    ticks(user + system)
-}
-
-fn kernel_time(pid: u32) -> Duration {
-    ticks(cpu_ticks(pid).1)
-}
-
-fn ticks(n: u64) -> Duration {
-    Duration::from_secs_f64(n as f64 / clock_ticks() as f64)
-}
-
-/// utime and stime, in clock ticks: fields 14 and 15 of stat, 11 and 12 after the command name.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let Some(fields) = stat_fields(pid) else {
-        return (0, 0);
-    };
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field(11), field(12))
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name.
+    let ticks: u64 = stat_fields(pid)
+        .map(|f| {
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough on a quiet machine).

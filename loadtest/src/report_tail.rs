@@ -193,11 +193,11 @@ pub fn cpu(out: &mut String, r: &Results) {
     section(
         out,
         "5. CPU time per request",
-        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *of which in the kernel* is the part of it that is system time (`stime`: sockets, wake-ups, page faults); *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Machine* is the CPU of every process on the machine over the round (each from its own `/proc/<pid>/stat`), per request: the target with the generator, the mock and the servers it uses (NATS, PostgreSQL), so what one request costs this machine in all; the NATS and PostgreSQL servers' own share is beside it. *Waiting for a core* is the time the serving process's threads spent runnable but not running (`/proc/<pid>/task/*/schedstat`), per request: latency that is the machine's lack of a free core, not the target's work. *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones. *System calls* are every entry of the serving process's threads into the kernel over the round (`perf stat` on the syscall tracepoints; — where `perf` could not count), per request.",
+        "utime + stime from `/proc/<pid>/stat` across an open-loop round, divided by the requests answered. `direct` is the mock's own cost. For Tollgate, *own* is the edge; *whole* adds the aggregator (usage ledger) and the control plane. `tollgate up` is the embedded shape: every role in one process, on SQLite and the in-process bus (its own is its whole). `tollgate traced` is another edge exporting every request's trace (sampled at 100 %) over OTLP/HTTP to a collector that keeps nothing; `tollgate logged` another writing one JSON log line per request (`tollgate` itself logs warnings only). *Machine* is the CPU of every process on the machine over the round (each from its own `/proc/<pid>/stat`), per request: the target with the generator, the mock and the servers it uses (NATS, PostgreSQL), so what one request costs this machine in all; the NATS and PostgreSQL servers' own share is beside it. *Waiting for a core* is the time the serving process's threads spent runnable but not running (`/proc/<pid>/task/*/schedstat`), per request: latency that is the machine's lack of a free core, not the target's work. *Wake-ups* are the voluntary context switches of the serving process's threads (`/proc/<pid>/task/*/status`) per request — each is a thread that went to sleep and had to be woken — and *preemptions* the involuntary ones. *System calls* are every entry of the serving process's threads into the kernel over the round (`perf stat` on the syscall tracepoints; — where `perf` could not count), per request.",
     );
     header(
         out,
-        "target | rate | requests | CPU / request (own) | of which in the kernel | CPU / request (whole) | CPU / request (machine) | of which NATS / PostgreSQL | waiting for a core / request | wake-ups / request | preemptions / request | system calls / request",
+        "target | rate | requests | CPU / request (own) | CPU / request (whole) | CPU / request (machine) | of which NATS / PostgreSQL | waiting for a core / request | wake-ups / request | preemptions / request | system calls / request",
     );
     for (name, c) in &r.cpu {
         row(
@@ -207,8 +207,6 @@ pub fn cpu(out: &mut String, r: &Results) {
                 format!("{:.0} RPS", c.rate),
                 c.requests.to_string(),
                 fmt_us(c.us_per_request),
-                c.kernel_us_per_request
-                    .map_or_else(|| "—".to_owned(), fmt_us),
                 fmt_us(c.whole_us_per_request),
                 c.machine_us_per_request
                     .map_or_else(|| "—".to_owned(), fmt_us),

@@ -206,8 +206,6 @@ pub struct Cpu {
     pub nats_us_per_request: Option<f64>,
     /// CPU of the PostgreSQL server per request (absent from earlier runs).
     pub postgres_us_per_request: Option<f64>,
-    /// The part of `us_per_request` spent in the kernel (system time; absent from earlier runs).
-    pub kernel_us_per_request: Option<f64>,
     /// System calls of the serving process over the round, where `perf` could count them
     /// (absent from earlier runs).
     pub syscalls: Option<Syscalls>,

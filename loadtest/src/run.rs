@@ -393,7 +393,6 @@ async fn load_phases(
         .filter(|t| t.name != TOLLGATE_UP)
         .collect();
     results.streams = suite::streams(
-        plan,
         &streamed,
         "chat",
         plan.stream_concurrency,
@@ -409,7 +408,6 @@ async fn load_phases(
     let distributed = ours.iter().copied().filter(|t| t.name != TOLLGATE_UP);
     let stall_targets: Vec<&Target> = distributed.chain(best_litellm).collect();
     results.stall = suite::streams(
-        plan,
         &stall_targets,
         "slow",
         plan.stall_concurrency,

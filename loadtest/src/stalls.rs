@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use crate::load::{self, Shot};
 use crate::procs::Proc;
-use crate::results::{Hops, Stalls};
+use crate::results::{Hops, Stalls, median};
 use crate::suite::{Target, chat_body};
 
 /// A request slower than this is looked into.
@@ -313,11 +313,11 @@ fn hops(events: &[Event], windows: &[Window], roles: &Roles) -> Option<Hops> {
             }
         }
     }
-    let median_us = |v: &mut Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2] as f64 / 1_000.0
+    let median_us = |v: &[u64]| {
+        let micros: Vec<f64> = v.iter().map(|&ns| ns as f64 / 1_000.0).collect();
+        median(&micros).unwrap_or_default()
     };
-    let [to_upstream, upstream, back] = &mut spans;
+    let [to_upstream, upstream, back] = &spans;
     if to_upstream.is_empty() {
         return None;
     }

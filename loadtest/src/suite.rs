@@ -231,7 +231,7 @@ pub async fn streams_alone(
 ) -> anyhow::Result<()> {
     let (concurrency, round) = (plan.stream_concurrency, plan.stream_round);
     let targets = [tollgate];
-    let measure = streams(plan, &targets, "chat", concurrency, round, plan.stream_reps);
+    let measure = streams(&targets, "chat", concurrency, round, plan.stream_reps);
     let alone = with_others_stopped(tollgate, measure).await?;
     if let Some(summary) = alone.into_values().next() {
         results.streams.insert(TOLLGATE_ALONE.to_owned(), summary);
@@ -402,7 +402,6 @@ pub async fn ladder(
 /// Streams at a fixed concurrency, interleaved; returns each target's merged figures, with
 /// each round's TTFT p99 and what the whole machine spent per stream during its rounds.
 pub async fn streams(
-    plan: &Plan,
     targets: &[&Target<'_>],
     model: &str,
     concurrency: usize,
@@ -434,7 +433,6 @@ pub async fn streams(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    let _ = plan;
     Ok(merged
         .into_iter()
         .map(|(name, o)| {
@@ -546,7 +544,6 @@ pub async fn cpu(
             timeout: TIMEOUT,
         };
         let main_before = t.main.cpu_time();
-        let kernel_before = t.main.kernel_time();
         let switches_before = t.main.switches();
         let waited_before = t.main.run_delay();
         let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
@@ -558,7 +555,6 @@ pub async fn cpu(
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let syscalls = counting.and_then(Counting::stop);
         let main = t.main.cpu_time().saturating_sub(main_before);
-        let kernel = t.main.kernel_time().saturating_sub(kernel_before);
         let switches = t.main.switches() - switches_before;
         let waited = t.main.run_delay().saturating_sub(waited_before);
         let all = t
@@ -575,7 +571,6 @@ pub async fn cpu(
             rate,
             requests: outcome.ok,
             us_per_request: micros(main),
-            kernel_us_per_request: Some(micros(kernel)),
             whole_us_per_request: micros(all),
             wakeups_per_request: Some(switches.voluntary as f64 / requests),
             preemptions_per_request: Some(switches.involuntary as f64 / requests),
@@ -588,10 +583,9 @@ pub async fn cpu(
             syscalls,
         };
         eprintln!(
-            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs in the kernel, {:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request, {:.2} system calls/request",
+            "  cpu {:<12} {:>7.1} µs/request ({:.1} µs whole, {:.1} µs machine, NATS {:.1}, PostgreSQL {:.1}), {:.2} wake-ups/request, {:.2} system calls/request",
             t.name,
             cpu.us_per_request,
-            cpu.kernel_us_per_request.unwrap_or_default(),
             cpu.whole_us_per_request,
             cpu.machine_us_per_request.unwrap_or_default(),
             cpu.nats_us_per_request.unwrap_or_default(),
