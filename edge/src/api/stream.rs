@@ -159,51 +159,61 @@ impl Drop for RelayBody {
 
 impl Relay {
     /// The bytes to pass on for one upstream chunk.
-    fn forward(&mut self, bytes: &[u8]) -> Result<Bytes, EventTooLarge> {
+    fn forward(&mut self, bytes: &Bytes) -> Result<Bytes, EventTooLarge> {
         let events = self.framer.push(bytes)?;
+        // The usual read is one whole event, passed on as it came: no copy.
+        if let [event] = events.as_slice() {
+            return Ok(self.relayed(event).unwrap_or_default());
+        }
         let mut out = Vec::with_capacity(bytes.len());
-        for event in events {
-            match classify(&event) {
-                StreamEvent::Chunk {
-                    usage,
-                    usage_only,
-                    has_usage_field,
-                } => {
-                    if let Some(tokens) = usage {
-                        self.record.set_tokens(tokens);
-                    }
-                    if usage_only && !self.client_wants_usage {
-                        continue;
-                    }
-                    if !usage_only {
-                        self.record.first_token();
-                        self.content_chunks += 1;
-                        self.text_bytes += generated_text_bytes(&event);
-                    }
-                    // The usage Tollgate asked for on the client's behalf is not passed on.
-                    if has_usage_field
-                        && !self.client_wants_usage
-                        && let Some(stripped) = without_usage(&event)
-                    {
-                        out.extend_from_slice(&stripped);
-                        continue;
-                    }
-                    // A client that asked for usage gets `"usage": null` on every other chunk,
-                    // as from OpenAI, whichever provider served it.
-                    if !has_usage_field
-                        && self.client_wants_usage
-                        && let Some(with_null) = with_null_usage(&event)
-                    {
-                        out.extend_from_slice(&with_null);
-                        continue;
-                    }
-                }
-                StreamEvent::Done => self.record.finish(200, ""),
-                StreamEvent::Other => {}
+        for event in &events {
+            if let Some(relayed) = self.relayed(event) {
+                out.extend_from_slice(&relayed);
             }
-            out.extend_from_slice(&event);
         }
         Ok(Bytes::from(out))
+    }
+
+    /// What the client gets of one event (nothing of the usage Tollgate asked for on its
+    /// behalf), once the usage and first token it carries are recorded.
+    fn relayed(&mut self, event: &Bytes) -> Option<Bytes> {
+        match classify(event) {
+            StreamEvent::Chunk {
+                usage,
+                usage_only,
+                has_usage_field,
+            } => {
+                if let Some(tokens) = usage {
+                    self.record.set_tokens(tokens);
+                }
+                if usage_only && !self.client_wants_usage {
+                    return None;
+                }
+                if !usage_only {
+                    self.record.first_token();
+                    self.content_chunks += 1;
+                    self.text_bytes += generated_text_bytes(event);
+                }
+                // The usage Tollgate asked for on the client's behalf is not passed on.
+                if has_usage_field
+                    && !self.client_wants_usage
+                    && let Some(stripped) = without_usage(event)
+                {
+                    return Some(stripped);
+                }
+                // A client that asked for usage gets `"usage": null` on every other chunk,
+                // as from OpenAI, whichever provider served it.
+                if !has_usage_field
+                    && self.client_wants_usage
+                    && let Some(with_null) = with_null_usage(event)
+                {
+                    return Some(with_null);
+                }
+            }
+            StreamEvent::Done => self.record.finish(200, ""),
+            StreamEvent::Other => {}
+        }
+        Some(event.clone())
     }
 }
 

@@ -26,21 +26,45 @@ pub struct EventSplitter {
 }
 
 impl EventSplitter {
-    /// Adds bytes and returns the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, EventTooLarge> {
+    /// Adds an upstream chunk and returns the events it completes. When no partial event is
+    /// waiting, as in the usual read of one or more whole events, they are slices of `bytes`
+    /// itself: a relay passes them on without copying.
+    pub fn push(&mut self, bytes: &Bytes) -> Result<Vec<Bytes>, EventTooLarge> {
+        if !self.buf.is_empty() {
+            return self.push_slice(bytes);
+        }
+        let mut events = Vec::new();
+        let mut start = 0;
+        while let Some(end) = event_end(bytes, start) {
+            events.push(bytes.slice(start..end));
+            start = end;
+        }
+        self.keep_partial(&bytes[start..])?;
+        Ok(events)
+    }
+
+    /// Adds bytes and returns the events they complete, copied out of the splitter's buffer.
+    pub fn push_slice(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, EventTooLarge> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(end) = event_end(&self.buf, self.scanned) {
             events.push(self.buf.split_to(end).freeze());
             self.scanned = 0;
         }
+        self.keep_partial(&[])?;
+        Ok(events)
+    }
+
+    /// Buffers the start of an event still to be completed, which must stay within bounds.
+    fn keep_partial(&mut self, partial: &[u8]) -> Result<(), EventTooLarge> {
+        self.buf.extend_from_slice(partial);
         // An end is `\n\n`, `\n\r\n` (within `\r\n\r\n`): a `\n` in the last two bytes may
         // still begin one.
         self.scanned = self.buf.len().saturating_sub(2);
         if self.buf.len() > MAX_EVENT_BYTES {
             return Err(EventTooLarge);
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Whatever is left after the stream ended (an unterminated last event).
@@ -98,7 +122,7 @@ impl DataFramer {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, EventTooLarge> {
         Ok(self
             .splitter
-            .push(bytes)?
+            .push_slice(bytes)?
             .iter()
             .filter_map(|event| event_data(event).map(Cow::into_owned))
             .collect())
@@ -118,14 +142,24 @@ mod tests {
     #[test]
     fn events_are_found_however_the_stream_is_cut() {
         let stream = b"data: {\"a\":1}\n\ndata: b\r\n\r\n: comment\n\ndata: c\ndata: d\n\n";
-        let whole = EventSplitter::default().push(stream);
+        let whole = EventSplitter::default().push(&Bytes::from_static(stream));
         for cut in 1..stream.len() {
             let mut splitter = EventSplitter::default();
             let mut events = Vec::new();
             for piece in stream.chunks(cut) {
-                events.extend(splitter.push(piece).unwrap_or_default());
+                events.extend(
+                    splitter
+                        .push(&Bytes::copy_from_slice(piece))
+                        .unwrap_or_default(),
+                );
             }
             assert_eq!(Ok(events), whole, "cut every {cut} bytes");
+            let mut splitter = EventSplitter::default();
+            let mut events = Vec::new();
+            for piece in stream.chunks(cut) {
+                events.extend(splitter.push_slice(piece).unwrap_or_default());
+            }
+            assert_eq!(Ok(events), whole, "cut every {cut} bytes, pushed as slices");
         }
         let events = whole.unwrap_or_default();
         assert_eq!(events.len(), 4);
@@ -136,12 +170,31 @@ mod tests {
     #[test]
     fn an_event_that_never_ends_is_bounded() {
         let mut splitter = EventSplitter::default();
-        let piece = vec![b'x'; 1024 * 1024];
+        let piece = Bytes::from(vec![b'x'; 1024 * 1024]);
         let mut result = Ok(Vec::new());
         for _ in 0..=16 {
             result = splitter.push(&piece);
         }
         assert_eq!(result, Err(EventTooLarge));
+    }
+
+    #[test]
+    fn whole_events_are_passed_on_without_a_copy() {
+        let chunk = Bytes::from_static(b"data: 1\n\ndata: 2\n\ndata: 3");
+        let mut splitter = EventSplitter::default();
+        let events = splitter.push(&chunk).unwrap_or_default();
+        assert_eq!(events, [&b"data: 1\n\n"[..], &b"data: 2\n\n"[..]]);
+        assert_eq!(events[0].as_ptr(), chunk.as_ptr(), "a slice of the chunk");
+        assert_eq!(
+            events[1].as_ptr(),
+            chunk[9..].as_ptr(),
+            "a slice of the chunk"
+        );
+        // The partial third event waits for the rest, which then completes it.
+        let events = splitter
+            .push(&Bytes::from_static(b"\n\n"))
+            .unwrap_or_default();
+        assert_eq!(events, [&b"data: 3\n\n"[..]]);
     }
 
     #[test]
@@ -163,11 +216,17 @@ mod tests {
                 proptest::sample::select(vec![b'\n', b'\r', b'd', b':', b' ', b'x']), 0..400),
             cut in 1usize..50,
         ) {
-            let whole = EventSplitter::default().push(&stream);
+            let whole = EventSplitter::default().push(&Bytes::from(stream.clone()));
             let mut splitter = EventSplitter::default();
             let mut events = Vec::new();
-            for piece in stream.chunks(cut) {
-                events.extend(splitter.push(piece).unwrap_or_default());
+            // Shared and copied pieces in turn: the splitter moves between its two ways.
+            for (i, piece) in stream.chunks(cut).enumerate() {
+                let found = if i % 3 == 2 {
+                    splitter.push_slice(piece)
+                } else {
+                    splitter.push(&Bytes::copy_from_slice(piece))
+                };
+                events.extend(found.unwrap_or_default());
             }
             proptest::prop_assert_eq!(Ok(events.clone()), whole);
             for event in &events {
