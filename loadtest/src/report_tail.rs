@@ -236,13 +236,12 @@ fn syscall_kinds(out: &mut String, r: &Results) {
     if counted.is_empty() {
         return;
     }
-    let share = |c: &Cpu, n: u64| n as f64 / c.requests.max(1) as f64;
     let kinds: BTreeSet<&String> = counted
         .iter()
         .flat_map(|(_, c, s)| {
             s.by_kind
                 .iter()
-                .filter(|(_, n)| share(c, **n) >= 0.01)
+                .filter(|(_, n)| c.per_request(**n) >= 0.01)
                 .map(|(kind, _)| kind)
         })
         .collect();
@@ -256,14 +255,17 @@ fn syscall_kinds(out: &mut String, r: &Results) {
         let mut cells = vec![format!("`{kind}`")];
         for (_, c, s) in &counted {
             let n = s.by_kind.get(*kind).copied().unwrap_or(0);
-            cells.push(format!("{:.2}", share(c, n)));
+            cells.push(format!("{:.2}", c.per_request(n)));
         }
         row(out, &cells);
     }
     let mut other = vec!["other".to_owned()];
     for (_, c, s) in &counted {
         let listed: u64 = kinds.iter().filter_map(|k| s.by_kind.get(*k)).sum();
-        other.push(format!("{:.2}", share(c, s.total.saturating_sub(listed))));
+        other.push(format!(
+            "{:.2}",
+            c.per_request(s.total.saturating_sub(listed))
+        ));
     }
     row(out, &other);
 }

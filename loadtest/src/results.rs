@@ -214,8 +214,12 @@ pub struct Cpu {
 impl Cpu {
     /// System calls of the serving process per request, where they were counted.
     pub fn syscalls_per_request(&self) -> Option<f64> {
-        let s = self.syscalls.as_ref()?;
-        Some(s.total as f64 / self.requests.max(1) as f64)
+        Some(self.per_request(self.syscalls.as_ref()?.total))
+    }
+
+    /// `count` over the round, per answered request.
+    pub fn per_request(&self, count: u64) -> f64 {
+        count as f64 / self.requests.max(1) as f64
     }
 }
 

@@ -543,11 +543,12 @@ pub async fn cpu(
             max_in_flight: 2_000,
             timeout: TIMEOUT,
         };
+        // Counting starts first: its moment of attaching falls outside the round's figures.
+        let counting = Counting::start(t.main.pid()).await;
         let main_before = t.main.cpu_time();
         let switches_before = t.main.switches();
         let waited_before = t.main.run_delay();
         let all_before: Duration = t.all.iter().map(|p| p.cpu_time()).sum();
-        let counting = Counting::start(t.main.pid()).await;
         let machine_before = procs::processes_busy();
         let servers_before = procs::servers_busy();
         let outcome = blocking(move || load::open_loop(&shot, spec)).await?;

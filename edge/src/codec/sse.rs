@@ -44,7 +44,7 @@ impl EventSplitter {
     }
 
     /// Adds bytes and returns the events they complete, copied out of the splitter's buffer.
-    pub fn push_slice(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, EventTooLarge> {
+    fn push_slice(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, EventTooLarge> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(end) = event_end(&self.buf, self.scanned) {
