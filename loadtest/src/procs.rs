@@ -284,11 +284,17 @@ fn clock_ticks() -> u64 {
 }
 
 fn cpu_time(pid: u32) -> Duration {
-    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name.
+    // utime and stime: fields 14 and 15 of stat.
+    stat_time(pid, 11..13)
+}
+
+/// The clock-tick fields `fields` of stat (counted after the command name) summed, as time.
+fn stat_time(pid: u32, fields: std::ops::Range<usize>) -> Duration {
     let ticks: u64 = stat_fields(pid)
         .map(|f| {
-            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            fields
+                .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+                .sum()
         })
         .unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
@@ -361,16 +367,11 @@ fn steal_ticks(stat: &str) -> u64 {
 /// and NATS servers it uses.
 fn suite_busy() -> Duration {
     let me = std::process::id();
-    let mut total: Duration = tree(me).iter().skip(1).map(|&p| cpu_time(p)).sum();
-    if let Some(f) = stat_fields(me) {
-        // utime, stime, cutime, cstime (children already reaped).
-        let ticks: u64 = (11..15)
-            .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-            .sum();
-        total += Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
-    }
+    let descendants: Duration = tree(me).iter().skip(1).map(|&p| cpu_time(p)).sum();
+    // utime, stime, cutime, cstime (children already reaped).
+    let own = stat_time(me, 11..15);
     let servers = servers_busy();
-    total + servers.nats + servers.postgres
+    descendants + own + servers.nats + servers.postgres
 }
 
 /// CPU time of the NATS and PostgreSQL servers on this machine so far (processes that have
